@@ -1,0 +1,3 @@
+module github.com/cloister-dev/cloister
+
+go 1.26
