@@ -1,0 +1,379 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultTimeout is how long a request waits for its reply unless told
+// otherwise.
+const DefaultTimeout = 30 * time.Second
+
+// Bus is one node's handle on the event bus. It is safe for concurrent use.
+type Bus struct {
+	transport Transport
+	codecs    codecs
+	logger    *slog.Logger
+	timeout   time.Duration
+
+	outbound atomic.Pointer[[]Interceptor]
+	inbound  atomic.Pointer[[]Interceptor]
+
+	mu        sync.Mutex
+	consumers map[*Consumer]struct{}
+	closed    bool
+}
+
+// Option configures a Bus.
+type Option func(*options)
+
+type options struct {
+	transport Transport
+	logger    *slog.Logger
+	timeout   time.Duration
+	codecs    []Codec
+	outbound  []Interceptor
+	inbound   []Interceptor
+}
+
+// WithTransport sets the transport; the bus owns it and closes it on
+// Close. Without it the bus uses a private in-process network.
+func WithTransport(t Transport) Option { return func(o *options) { o.transport = t } }
+
+// WithLogger sets the logger for overflows and other events worth an
+// operator's attention. The default is slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithTimeout sets the default request timeout (default [DefaultTimeout]).
+func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
+
+// WithCodec registers a named codec.
+func WithCodec(c Codec) Option { return func(o *options) { o.codecs = append(o.codecs, c) } }
+
+// WithOutboundInterceptor adds an interceptor on the outbound path.
+func WithOutboundInterceptor(i Interceptor) Option {
+	return func(o *options) { o.outbound = append(o.outbound, i) }
+}
+
+// WithInboundInterceptor adds an interceptor on the inbound path.
+func WithInboundInterceptor(i Interceptor) Option {
+	return func(o *options) { o.inbound = append(o.inbound, i) }
+}
+
+// New returns a bus. With no options it is a bus of its own, in process.
+func New(opts ...Option) (*Bus, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	cs, err := newCodecs(o.codecs)
+	if err != nil {
+		return nil, err
+	}
+	if o.timeout < 0 {
+		return nil, fmt.Errorf("bus: negative timeout %v", o.timeout)
+	}
+	if o.timeout == 0 {
+		o.timeout = DefaultTimeout
+	}
+	if o.logger == nil {
+		o.logger = slog.Default()
+	}
+	if o.transport == nil {
+		o.transport = NewLocalNetwork().Attach()
+	}
+	b := &Bus{
+		transport: o.transport,
+		codecs:    cs,
+		logger:    o.logger,
+		timeout:   o.timeout,
+		consumers: make(map[*Consumer]struct{}),
+	}
+	b.outbound.Store(&o.outbound)
+	b.inbound.Store(&o.inbound)
+	return b, nil
+}
+
+// Event is a message passing an interceptor. Interceptors may read and
+// change Envelope's headers and body.
+type Event struct {
+	Kind     Kind
+	Inbound  bool
+	Envelope *Envelope
+}
+
+// Interceptor sees every message on the outbound path (before the
+// transport) or the inbound path (before a consumer's buffer, and replies
+// before Request returns). Returning an error vetoes the message: an
+// outbound send fails with that error, an inbound message is refused (a
+// request then fails with ErrDelivery). Interceptors must be fast and safe
+// for concurrent use.
+type Interceptor func(ctx context.Context, ev *Event) error
+
+// AddOutboundInterceptor adds an interceptor on the outbound path of a
+// running bus.
+func (b *Bus) AddOutboundInterceptor(i Interceptor) { addInterceptor(&b.outbound, i) }
+
+// AddInboundInterceptor adds an interceptor on the inbound path of a
+// running bus.
+func (b *Bus) AddInboundInterceptor(i Interceptor) { addInterceptor(&b.inbound, i) }
+
+func addInterceptor(p *atomic.Pointer[[]Interceptor], i Interceptor) {
+	for {
+		old := p.Load()
+		next := append(append([]Interceptor(nil), (*old)...), i)
+		if p.CompareAndSwap(old, &next) {
+			return
+		}
+	}
+}
+
+func runInterceptors(ctx context.Context, list []Interceptor, ev *Event) error {
+	for _, i := range list {
+		if err := i(ctx, ev); err != nil {
+			return fmt.Errorf("vetoed by interceptor: %w", err)
+		}
+	}
+	return nil
+}
+
+// DeliveryOption sets a per-message option.
+type DeliveryOption func(*deliveryOptions)
+
+type deliveryOptions struct {
+	timeout   time.Duration
+	headers   Headers
+	localOnly bool
+	codec     string
+	err       error
+}
+
+// Timeout sets how long a request waits for its reply.
+func Timeout(d time.Duration) DeliveryOption {
+	return func(o *deliveryOptions) {
+		if d <= 0 {
+			o.err = fmt.Errorf("bus: timeout must be positive, got %v", d)
+		}
+		o.timeout = d
+	}
+}
+
+// Header adds one header.
+func Header(key, value string) DeliveryOption {
+	return func(o *deliveryOptions) {
+		if o.headers == nil {
+			o.headers = make(Headers)
+		}
+		o.headers[key] = value
+	}
+}
+
+// WithHeaders adds every header of h.
+func WithHeaders(h Headers) DeliveryOption {
+	return func(o *deliveryOptions) {
+		if len(h) == 0 {
+			return
+		}
+		if o.headers == nil {
+			o.headers = make(Headers, len(h))
+		}
+		for k, v := range h {
+			o.headers[k] = v
+		}
+	}
+}
+
+// LocalOnly delivers only to consumers on this node.
+func LocalOnly() DeliveryOption { return func(o *deliveryOptions) { o.localOnly = true } }
+
+// CodecName encodes the body with the named codec.
+func CodecName(name string) DeliveryOption { return func(o *deliveryOptions) { o.codec = name } }
+
+// prepare builds the envelope of an outgoing message.
+func (b *Bus) prepare(ctx context.Context, kind Kind, address string, body any, opts []DeliveryOption) (*Envelope, deliveryOptions, error) {
+	var o deliveryOptions
+	if kind != KindReply {
+		if err := ValidateAddress(address); err != nil {
+			return nil, o, deliveryError(address, err)
+		}
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.err != nil {
+		return nil, o, deliveryError(address, o.err)
+	}
+	for k, v := range o.headers {
+		if err := ValidateHeader(k, v); err != nil {
+			return nil, o, deliveryError(address, err)
+		}
+		if isReserved(k) {
+			return nil, o, deliveryError(address, fmt.Errorf("header %q is reserved for the toolkit", k))
+		}
+	}
+	data, codec, err := b.codecs.encode(body, o.codec)
+	if err != nil {
+		return nil, o, deliveryError(address, err)
+	}
+	env := &Envelope{Address: address, Headers: o.headers, Body: data}
+	if codec != "" {
+		if env.Headers == nil {
+			env.Headers = make(Headers, 1)
+		}
+		env.Headers[HeaderCodec] = codec
+	}
+	if list := *b.outbound.Load(); len(list) > 0 {
+		if err := runInterceptors(ctx, list, &Event{Kind: kind, Envelope: env}); err != nil {
+			return nil, o, deliveryError(address, err)
+		}
+	}
+	return env, o, nil
+}
+
+func (b *Bus) checkOpen() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Send delivers body to one consumer of address. It returns once the
+// transport has taken the message; a missing consumer is not an error
+// (see the delivery guarantee in the package documentation).
+func (b *Bus) Send(ctx context.Context, address string, body any, opts ...DeliveryOption) error {
+	if err := b.checkOpen(); err != nil {
+		return deliveryError(address, err)
+	}
+	env, o, err := b.prepare(ctx, KindSend, address, body, opts)
+	if err != nil {
+		return err
+	}
+	if err := b.transport.Send(ctx, env, RouteOptions{LocalOnly: o.localOnly}); err != nil {
+		return deliveryError(address, err)
+	}
+	return nil
+}
+
+// Publish delivers body to every consumer of address.
+func (b *Bus) Publish(ctx context.Context, address string, body any, opts ...DeliveryOption) error {
+	if err := b.checkOpen(); err != nil {
+		return deliveryError(address, err)
+	}
+	env, o, err := b.prepare(ctx, KindPublish, address, body, opts)
+	if err != nil {
+		return err
+	}
+	if err := b.transport.Publish(ctx, env, RouteOptions{LocalOnly: o.localOnly}); err != nil {
+		return deliveryError(address, err)
+	}
+	return nil
+}
+
+// Request sends body to one consumer of address and waits for its reply,
+// until the timeout (default 30 s, see [Timeout]) or until ctx ends.
+// Failures are [*ReplyError]s; see the package documentation.
+func (b *Bus) Request(ctx context.Context, address string, body any, opts ...DeliveryOption) (*Message, error) {
+	if err := b.checkOpen(); err != nil {
+		return nil, deliveryError(address, err)
+	}
+	env, o, err := b.prepare(ctx, KindSend, address, body, opts)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := b.requestContext(ctx, o)
+	defer cancel()
+	d, err := b.transport.Request(ctx, env, RouteOptions{LocalOnly: o.localOnly})
+	return b.finishRequest(ctx, address, d, err)
+}
+
+func (b *Bus) requestContext(ctx context.Context, o deliveryOptions) (context.Context, context.CancelFunc) {
+	t := o.timeout
+	if t == 0 {
+		t = b.timeout
+	}
+	return context.WithTimeout(ctx, t)
+}
+
+// finishRequest turns a transport's answer into a reply message or a typed
+// failure.
+func (b *Bus) finishRequest(ctx context.Context, address string, d *Delivery, err error) (*Message, error) {
+	if err != nil {
+		var re *ReplyError
+		switch {
+		case errors.As(err, &re):
+			return nil, err
+		case errors.Is(err, ErrNoHandlers):
+			return nil, &ReplyError{Failure: FailureNoHandlers, Address: address}
+		case errors.Is(err, context.DeadlineExceeded) || (ctx.Err() == context.DeadlineExceeded):
+			return nil, &ReplyError{Failure: FailureTimeout, Address: address, Err: context.DeadlineExceeded}
+		case errors.Is(err, context.Canceled) || ctx.Err() == context.Canceled:
+			return nil, &ReplyError{Failure: FailureError, Address: address, Message: "request cancelled", Err: context.Canceled}
+		default:
+			return nil, deliveryError(address, err)
+		}
+	}
+	env := &d.Envelope
+	env.Address = address
+	if list := *b.inbound.Load(); len(list) > 0 {
+		if err := runInterceptors(ctx, list, &Event{Kind: KindReply, Inbound: true, Envelope: env}); err != nil {
+			if d.Responder != nil {
+				_ = d.Responder.Respond(context.Background(), failureEnvelope(FailureError, 0, err.Error()))
+			}
+			return nil, deliveryError(address, err)
+		}
+	}
+	if ferr := failureFromEnvelope(address, env); ferr != nil {
+		return nil, ferr
+	}
+	return &Message{bus: b, env: *env, kind: KindReply, responder: d.Responder}, nil
+}
+
+// Close unregisters every consumer, draining buffered messages until ctx
+// ends, and closes the transport. Operations after Close fail with
+// ErrClosed.
+func (b *Bus) Close(ctx context.Context) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	cs := make([]*Consumer, 0, len(b.consumers))
+	for c := range b.consumers {
+		cs = append(cs, c)
+	}
+	b.mu.Unlock()
+	var errs []error
+	var wg sync.WaitGroup
+	var emu sync.Mutex
+	for _, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.Unregister(ctx); err != nil {
+				emu.Lock()
+				errs = append(errs, err)
+				emu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if err := b.transport.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Transport returns the bus's transport, for packages that extend the bus
+// (such as tools that watch traffic).
+func (b *Bus) Transport() Transport { return b.transport }
+
+// Logger returns the bus's logger.
+func (b *Bus) Logger() *slog.Logger { return b.logger }

@@ -1,0 +1,396 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultBufferSize is a consumer's buffer unless [BufferSize] says
+// otherwise.
+const DefaultBufferSize = 1000
+
+// Handler handles the messages of a consumer. The context ends when the
+// consumer is unregistered and its drain deadline has passed.
+type Handler interface {
+	HandleMessage(ctx context.Context, m *Message)
+}
+
+// HandlerFunc adapts a function to a Handler.
+type HandlerFunc func(ctx context.Context, m *Message)
+
+// HandleMessage calls f(ctx, m).
+func (f HandlerFunc) HandleMessage(ctx context.Context, m *Message) { f(ctx, m) }
+
+// Executor runs tasks in order, one at a time or on a pool; a node's event
+// loop is one. Execute must not block.
+type Executor interface {
+	Execute(task func())
+}
+
+// ConsumerOption configures a consumer.
+type ConsumerOption func(*consumerOptions)
+
+type consumerOptions struct {
+	bufferSize int
+	executor   Executor
+}
+
+// BufferSize bounds how many messages wait for the consumer's handler
+// (default [DefaultBufferSize]).
+func BufferSize(n int) ConsumerOption { return func(o *consumerOptions) { o.bufferSize = n } }
+
+// RunOn runs the consumer's handler on e (such as a node's event loop)
+// instead of a goroutine of its own. Messages are still handled one at a
+// time and in order.
+func RunOn(e Executor) ConsumerOption { return func(o *consumerOptions) { o.executor = e } }
+
+// ConsumerStats are a consumer's counters.
+type ConsumerStats struct {
+	Received   uint64 // accepted into the buffer
+	Handled    uint64 // handed to the handler and returned
+	Overflowed uint64 // refused because the buffer was full
+	Rejected   uint64 // vetoed by an inbound interceptor
+	Pending    int    // in the buffer now
+}
+
+// Consumer is a handler registered at an address.
+type Consumer struct {
+	bus     *Bus
+	address string
+	local   bool
+	handler Handler
+	exec    Executor
+	sub     Subscription
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	ring      []*Message
+	head, n   int
+	limit     int
+	paused    bool
+	scheduled bool
+	stopped   bool
+	drained   chan struct{}
+	drainOnce sync.Once
+	lastWarn  time.Time
+	unwarned  uint64
+
+	signal chan struct{} // own-goroutine mode
+	quit   chan struct{}
+
+	received, handled, overflowed, rejected atomic.Uint64
+}
+
+// Consumer registers h at address, reachable from every node.
+func (b *Bus) Consumer(address string, h Handler, opts ...ConsumerOption) (*Consumer, error) {
+	return b.register(address, false, h, opts)
+}
+
+// LocalConsumer registers h at address, reachable only from this node.
+func (b *Bus) LocalConsumer(address string, h Handler, opts ...ConsumerOption) (*Consumer, error) {
+	return b.register(address, true, h, opts)
+}
+
+func (b *Bus) register(address string, local bool, h Handler, opts []ConsumerOption) (*Consumer, error) {
+	if err := ValidateAddress(address); err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, fmt.Errorf("bus: consumer of %q: nil handler", address)
+	}
+	o := consumerOptions{bufferSize: DefaultBufferSize}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.bufferSize <= 0 {
+		return nil, fmt.Errorf("bus: consumer of %q: buffer size must be positive, got %d", address, o.bufferSize)
+	}
+	c := &Consumer{
+		bus:     b,
+		address: address,
+		local:   local,
+		handler: h,
+		exec:    o.executor,
+		limit:   o.bufferSize,
+		drained: make(chan struct{}),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if c.exec == nil {
+		c.signal = make(chan struct{}, 1)
+		c.quit = make(chan struct{})
+		go c.loop()
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		c.stop()
+		return nil, ErrClosed
+	}
+	b.consumers[c] = struct{}{}
+	b.mu.Unlock()
+	sub, err := b.transport.Subscribe(address, SubscribeOptions{LocalOnly: local}, c.deliver)
+	if err != nil {
+		b.mu.Lock()
+		delete(b.consumers, c)
+		b.mu.Unlock()
+		c.stop()
+		return nil, fmt.Errorf("bus: consumer of %q: %w", address, err)
+	}
+	c.mu.Lock()
+	c.sub = sub
+	c.mu.Unlock()
+	return c, nil
+}
+
+// Address is the consumer's address.
+func (c *Consumer) Address() string { return c.address }
+
+// Stats returns the consumer's counters.
+func (c *Consumer) Stats() ConsumerStats {
+	c.mu.Lock()
+	pending := c.n
+	c.mu.Unlock()
+	return ConsumerStats{
+		Received:   c.received.Load(),
+		Handled:    c.handled.Load(),
+		Overflowed: c.overflowed.Load(),
+		Rejected:   c.rejected.Load(),
+		Pending:    pending,
+	}
+}
+
+// deliver is the consumer's DeliverFunc: it never blocks.
+func (c *Consumer) deliver(d *Delivery) {
+	m := &Message{bus: c.bus, env: d.Envelope, kind: d.Kind, responder: d.Responder}
+	if list := *c.bus.inbound.Load(); len(list) > 0 {
+		if err := runInterceptors(c.ctx, list, &Event{Kind: d.Kind, Inbound: true, Envelope: &m.env}); err != nil {
+			c.rejected.Add(1)
+			c.bus.logger.Debug("bus: inbound message refused", "address", c.address, "error", err)
+			m.failWith(FailureError, err.Error())
+			return
+		}
+	}
+	c.mu.Lock()
+	if c.stopped {
+		c.mu.Unlock()
+		m.failWith(FailureNoHandlers, "consumer unregistered")
+		return
+	}
+	if c.n >= c.limit {
+		c.overflowed.Add(1)
+		c.unwarned++
+		now := time.Now()
+		var warn uint64
+		if now.Sub(c.lastWarn) >= time.Second {
+			warn, c.unwarned, c.lastWarn = c.unwarned, 0, now
+		}
+		c.mu.Unlock()
+		if warn > 0 {
+			c.bus.logger.Warn("bus: consumer buffer full, messages refused", "address", c.address, "buffer", c.limit, "refused", warn, "refused_total", c.overflowed.Load())
+		}
+		m.failWith(FailureOverflow, fmt.Sprintf("buffer of %d messages is full", c.limit))
+		return
+	}
+	c.push(m)
+	c.received.Add(1)
+	schedule := !c.paused && !c.scheduled
+	if schedule {
+		c.scheduled = true
+	}
+	c.mu.Unlock()
+	if schedule {
+		c.schedule()
+	}
+}
+
+// push appends m to the ring; c.mu is held and c.n < c.limit.
+func (c *Consumer) push(m *Message) {
+	if c.n == len(c.ring) {
+		size := 2 * len(c.ring)
+		if size == 0 {
+			size = 16
+		}
+		if size > c.limit {
+			size = c.limit
+		}
+		next := make([]*Message, size)
+		for i := 0; i < c.n; i++ {
+			next[i] = c.ring[(c.head+i)%len(c.ring)]
+		}
+		c.ring, c.head = next, 0
+	}
+	c.ring[(c.head+c.n)%len(c.ring)] = m
+	c.n++
+}
+
+// pop removes the oldest message, or returns nil when the consumer should
+// stop draining (empty or paused) and marks it unscheduled.
+func (c *Consumer) pop() *Message {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == 0 || (c.paused && !c.stopped) {
+		c.scheduled = false
+		if c.stopped && c.n == 0 {
+			c.drainOnce.Do(func() { close(c.drained) })
+		}
+		return nil
+	}
+	m := c.ring[c.head]
+	c.ring[c.head] = nil
+	c.head = (c.head + 1) % len(c.ring)
+	c.n--
+	return m
+}
+
+func (c *Consumer) schedule() {
+	if c.exec == nil {
+		select {
+		case c.signal <- struct{}{}:
+		default:
+		}
+		return
+	}
+	c.exec.Execute(c.drainBatch)
+}
+
+// loop is the consumer's own goroutine when it has no executor.
+func (c *Consumer) loop() {
+	for {
+		select {
+		case <-c.signal:
+			for m := c.pop(); m != nil; m = c.pop() {
+				c.handle(m)
+			}
+		case <-c.quit:
+			return
+		}
+	}
+}
+
+// drainBatchSize bounds how many messages one executor task handles, so
+// consumers sharing an event loop take turns.
+const drainBatchSize = 64
+
+func (c *Consumer) drainBatch() {
+	for i := 0; i < drainBatchSize; i++ {
+		m := c.pop()
+		if m == nil {
+			return
+		}
+		c.handle(m)
+	}
+	c.exec.Execute(c.drainBatch)
+}
+
+func (c *Consumer) handle(m *Message) {
+	defer func() {
+		c.handled.Add(1)
+		if r := recover(); r != nil {
+			c.bus.logger.Error("bus: handler panicked", "address", c.address, "panic", r)
+			if m.ReplyExpected() {
+				_ = m.Fail(-1, fmt.Sprintf("handler panicked: %v", r))
+			}
+		}
+	}()
+	c.handler.HandleMessage(c.ctx, m)
+}
+
+// Pause stops handing messages to the handler; they wait in the buffer
+// (and overflow when it is full) until Resume.
+func (c *Consumer) Pause() {
+	c.mu.Lock()
+	c.paused = true
+	c.mu.Unlock()
+}
+
+// Resume hands buffered and new messages to the handler again.
+func (c *Consumer) Resume() {
+	c.mu.Lock()
+	c.paused = false
+	schedule := c.n > 0 && !c.scheduled
+	if schedule {
+		c.scheduled = true
+	}
+	c.mu.Unlock()
+	if schedule {
+		c.schedule()
+	}
+}
+
+// Unregister stops the consumer: it accepts no new message, handles the
+// buffered ones (even when paused) until ctx ends, then fails the requests
+// still buffered with ErrNoHandlers and cancels the handler's context. It
+// returns when the consumer is gone, with an error if messages were left
+// unhandled. Do not wait on it from the consumer's own handler (the
+// handler would wait for itself): call it from another goroutine.
+func (c *Consumer) Unregister(ctx context.Context) error {
+	c.mu.Lock()
+	if c.stopped {
+		c.mu.Unlock()
+		<-c.drained
+		return nil
+	}
+	c.stopped = true
+	sub := c.sub
+	idle := c.n == 0 && !c.scheduled
+	resume := c.n > 0 && !c.scheduled
+	if resume {
+		c.scheduled = true
+	}
+	c.mu.Unlock()
+	var err error
+	if sub != nil {
+		if uerr := sub.Unsubscribe(); uerr != nil {
+			err = fmt.Errorf("bus: unregister %q: %w", c.address, uerr)
+		}
+	}
+	c.bus.mu.Lock()
+	delete(c.bus.consumers, c)
+	c.bus.mu.Unlock()
+	if idle {
+		c.drainOnce.Do(func() { close(c.drained) })
+	}
+	if resume {
+		c.schedule()
+	}
+	select {
+	case <-c.drained:
+	case <-ctx.Done():
+		left := c.abandon()
+		if err == nil && left > 0 {
+			err = fmt.Errorf("bus: unregister %q: %d messages left unhandled: %w", c.address, left, ctx.Err())
+		}
+	}
+	c.stop()
+	return err
+}
+
+// abandon fails whatever is still buffered.
+func (c *Consumer) abandon() int {
+	c.mu.Lock()
+	var left []*Message
+	for c.n > 0 {
+		left = append(left, c.ring[c.head])
+		c.ring[c.head] = nil
+		c.head = (c.head + 1) % len(c.ring)
+		c.n--
+	}
+	c.mu.Unlock()
+	for _, m := range left {
+		m.failWith(FailureNoHandlers, "consumer unregistered before the message was handled")
+	}
+	c.drainOnce.Do(func() { close(c.drained) })
+	return len(left)
+}
+
+func (c *Consumer) stop() {
+	c.cancel()
+	if c.quit != nil {
+		close(c.quit)
+	}
+}

@@ -1,0 +1,125 @@
+package bus
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Failure is the kind of a failed request, after Vert.x's ReplyFailure.
+type Failure int
+
+// The kinds of failure. Each has a sentinel error that matches it with
+// errors.Is.
+const (
+	// FailureError: the bus could not encode, decode or deliver the
+	// message, or an interceptor vetoed it.
+	FailureError Failure = iota + 1
+	// FailureTimeout: no reply came before the timeout.
+	FailureTimeout
+	// FailureNoHandlers: no consumer is registered at the address.
+	FailureNoHandlers
+	// FailureRecipient: the consumer failed the request with a code and message.
+	FailureRecipient
+	// FailureOverflow: the consumer's buffer was full.
+	FailureOverflow
+)
+
+var failureNames = [...]string{
+	FailureError:      "error",
+	FailureTimeout:    "timeout",
+	FailureNoHandlers: "no-handlers",
+	FailureRecipient:  "recipient-failure",
+	FailureOverflow:   "overflow",
+}
+
+// String returns the kind's wire name, such as "no-handlers".
+func (f Failure) String() string {
+	if f > 0 && int(f) < len(failureNames) {
+		return failureNames[f]
+	}
+	return fmt.Sprintf("failure(%d)", int(f))
+}
+
+func parseFailure(s string) (Failure, bool) {
+	for i, n := range failureNames {
+		if n != "" && n == s {
+			return Failure(i), true
+		}
+	}
+	return 0, false
+}
+
+// Sentinel errors, one per [Failure] kind. Test with errors.Is; use
+// errors.As with a *ReplyError for the code, message and address.
+var (
+	ErrDelivery         = errors.New("bus: delivery failed")
+	ErrTimeout          = errors.New("bus: timeout")
+	ErrNoHandlers       = errors.New("bus: no handlers")
+	ErrRecipientFailure = errors.New("bus: recipient failure")
+	ErrOverflow         = errors.New("bus: consumer buffer full")
+	// ErrClosed is returned by operations on a closed bus or transport.
+	ErrClosed = errors.New("bus: closed")
+)
+
+func (f Failure) sentinel() error {
+	switch f {
+	case FailureTimeout:
+		return ErrTimeout
+	case FailureNoHandlers:
+		return ErrNoHandlers
+	case FailureRecipient:
+		return ErrRecipientFailure
+	case FailureOverflow:
+		return ErrOverflow
+	default:
+		return ErrDelivery
+	}
+}
+
+// ReplyError is the error of a failed request (or of a send the bus refused).
+type ReplyError struct {
+	Failure Failure
+	Address string
+	// Code and Message are what the recipient passed to Fail; for other
+	// kinds Message describes the failure.
+	Code    int
+	Message string
+	// Err is the underlying cause, if any (a context error, a codec error,
+	// an interceptor's veto).
+	Err error
+}
+
+func (e *ReplyError) Error() string {
+	var s string
+	switch e.Failure {
+	case FailureRecipient:
+		s = fmt.Sprintf("bus: recipient failure at %q: code %d: %s", e.Address, e.Code, e.Message)
+	case FailureNoHandlers:
+		s = fmt.Sprintf("bus: no handlers for address %q", e.Address)
+	case FailureTimeout:
+		s = fmt.Sprintf("bus: timeout waiting for a reply from %q", e.Address)
+	case FailureOverflow:
+		s = fmt.Sprintf("bus: consumer of %q is overloaded: buffer full", e.Address)
+	default:
+		s = fmt.Sprintf("bus: delivery to %q failed", e.Address)
+	}
+	if e.Message != "" && e.Failure != FailureRecipient {
+		s += ": " + e.Message
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns the underlying cause.
+func (e *ReplyError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is match the sentinel of the failure kind.
+func (e *ReplyError) Is(target error) bool {
+	return target == e.Failure.sentinel()
+}
+
+func deliveryError(address string, err error) error {
+	return &ReplyError{Failure: FailureError, Address: address, Err: err}
+}

@@ -1,0 +1,196 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+)
+
+// Headers are a message's string keys and values. Keys are case-sensitive;
+// keys starting with "Cloister-" are reserved for the toolkit.
+type Headers map[string]string
+
+// Reserved headers.
+const (
+	// HeaderCodec names the codec of the body; absent for raw bytes.
+	HeaderCodec = "Cloister-Codec"
+	// HeaderFailure marks a reply as a failure and names its kind.
+	HeaderFailure = "Cloister-Failure"
+	// HeaderFailureCode carries the code of a recipient failure.
+	HeaderFailureCode = "Cloister-Failure-Code"
+	// ReservedHeaderPrefix starts every header the toolkit reserves.
+	ReservedHeaderPrefix = "Cloister-"
+)
+
+// Clone returns a copy of h (nil stays nil).
+func (h Headers) Clone() Headers {
+	if h == nil {
+		return nil
+	}
+	c := make(Headers, len(h))
+	for k, v := range h {
+		c[k] = v
+	}
+	return c
+}
+
+// ValidateHeader reports whether key and value can travel on every
+// transport: a key is 1–128 printable ASCII characters without spaces or
+// ':'; a value has no control characters other than tab.
+func ValidateHeader(key, value string) error {
+	if key == "" || len(key) > 128 {
+		return fmt.Errorf("bus: header key %q: must be 1 to 128 bytes", key)
+	}
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if c <= ' ' || c >= 0x7f || c == ':' {
+			return fmt.Errorf("bus: header key %q: character %q is not allowed", key, c)
+		}
+	}
+	for i := 0; i < len(value); i++ {
+		c := value[i]
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			return fmt.Errorf("bus: header %q: value has control character %q", key, c)
+		}
+	}
+	return nil
+}
+
+func isReserved(key string) bool {
+	return len(key) >= len(ReservedHeaderPrefix) && strings.EqualFold(key[:len(ReservedHeaderPrefix)], ReservedHeaderPrefix)
+}
+
+// Message is a message handed to a consumer, or a reply returned by
+// Request. Its accessors may be called from any goroutine; a handler may
+// reply after it returns.
+type Message struct {
+	bus       *Bus
+	env       Envelope
+	kind      Kind
+	responder Responder
+	replied   atomic.Bool
+}
+
+// Address is where the message was sent (for a reply, the address of the
+// request it answers).
+func (m *Message) Address() string { return m.env.Address }
+
+// Headers returns the message's headers. Treat the map as read-only.
+func (m *Message) Headers() Headers { return m.env.Headers }
+
+// Header returns one header value, or "".
+func (m *Message) Header(key string) string { return m.env.Headers[key] }
+
+// Body returns the raw body bytes. Treat them as read-only.
+func (m *Message) Body() []byte { return m.env.Body }
+
+// Kind says whether the message was sent, published, or is a reply.
+func (m *Message) Kind() Kind { return m.kind }
+
+// ReplyExpected reports whether the sender waits for a reply.
+func (m *Message) ReplyExpected() bool { return m.responder != nil }
+
+// Decode decodes the body into v with the codec named in the message's
+// HeaderCodec header. An unknown codec or an undecodable body gives a
+// *ReplyError of kind FailureError (errors.Is(err, ErrDelivery)).
+func (m *Message) Decode(v any) error {
+	if err := m.bus.codecs.decode(m.env.Body, m.env.Headers[HeaderCodec], v); err != nil {
+		return deliveryError(m.env.Address, fmt.Errorf("undecodable body: %w", err))
+	}
+	return nil
+}
+
+// errNoReplyExpected is returned when replying to a message nobody waits for.
+var errNoReplyExpected = errors.New("bus: the sender expects no reply")
+
+// errAlreadyReplied is returned on a second reply to the same message.
+var errAlreadyReplied = errors.New("bus: message already replied to")
+
+func (m *Message) claimReply() error {
+	if m.responder == nil {
+		return errNoReplyExpected
+	}
+	if !m.replied.CompareAndSwap(false, true) {
+		return errAlreadyReplied
+	}
+	return nil
+}
+
+// Reply answers the message. Options may set headers and the codec; the
+// timeout and local-only options do not apply to a reply.
+func (m *Message) Reply(body any, opts ...DeliveryOption) error {
+	if err := m.claimReply(); err != nil {
+		return err
+	}
+	env, _, err := m.bus.prepare(context.Background(), KindReply, m.env.Address, body, opts)
+	if err != nil {
+		return err
+	}
+	return m.responder.Respond(context.Background(), env)
+}
+
+// ReplyAndRequest answers the message and waits for the requester's answer
+// to the reply: a conversation over replies. The wait ends at the timeout
+// option (default: the bus's) or when ctx ends.
+func (m *Message) ReplyAndRequest(ctx context.Context, body any, opts ...DeliveryOption) (*Message, error) {
+	if err := m.claimReply(); err != nil {
+		return nil, err
+	}
+	env, o, err := m.bus.prepare(ctx, KindReply, m.env.Address, body, opts)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := m.bus.requestContext(ctx, o)
+	defer cancel()
+	d, err := m.responder.RespondRequest(ctx, env)
+	return m.bus.finishRequest(ctx, m.env.Address, d, err)
+}
+
+// Fail answers the message with a recipient failure: the requester's
+// error matches ErrRecipientFailure and carries code and message.
+func (m *Message) Fail(code int, message string) error {
+	if err := m.claimReply(); err != nil {
+		return err
+	}
+	return m.responder.Respond(context.Background(), failureEnvelope(FailureRecipient, code, message))
+}
+
+// failWith answers with a failure of any kind; used by the bus itself.
+func (m *Message) failWith(f Failure, message string) {
+	if m.claimReply() != nil {
+		return
+	}
+	_ = m.responder.Respond(context.Background(), failureEnvelope(f, 0, message))
+}
+
+func failureEnvelope(f Failure, code int, message string) *Envelope {
+	h := Headers{HeaderFailure: f.String()}
+	if f == FailureRecipient {
+		h[HeaderFailureCode] = strconv.Itoa(code)
+	}
+	return &Envelope{Headers: h, Body: []byte(message)}
+}
+
+// failureFromEnvelope returns the error carried by a failure reply, or nil.
+func failureFromEnvelope(address string, env *Envelope) error {
+	kind, ok := env.Headers[HeaderFailure]
+	if !ok {
+		return nil
+	}
+	f, known := parseFailure(kind)
+	if !known {
+		return &ReplyError{Failure: FailureError, Address: address, Message: fmt.Sprintf("reply carries unknown failure kind %q: %s", kind, env.Body)}
+	}
+	e := &ReplyError{Failure: f, Address: address, Message: string(env.Body)}
+	if f == FailureRecipient {
+		code, err := strconv.Atoi(env.Headers[HeaderFailureCode])
+		if err != nil {
+			return &ReplyError{Failure: FailureError, Address: address, Message: fmt.Sprintf("recipient failure with bad code %q: %s", env.Headers[HeaderFailureCode], env.Body)}
+		}
+		e.Code = code
+	}
+	return e
+}

@@ -1,0 +1,104 @@
+package bus
+
+import "context"
+
+// Envelope is a message as a transport carries it: an address, headers and
+// a body of bytes. Transports must not keep or change an envelope after the
+// call that received it returns, except to deliver it.
+type Envelope struct {
+	Address string
+	Headers Headers
+	Body    []byte
+}
+
+// Kind says how a delivery was sent.
+type Kind uint8
+
+// Delivery kinds.
+const (
+	KindSend    Kind = iota + 1 // one consumer (Send or Request)
+	KindPublish                 // every consumer
+	KindReply                   // a reply to a request
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindSend:
+		return "send"
+	case KindPublish:
+		return "publish"
+	case KindReply:
+		return "reply"
+	}
+	return "unknown"
+}
+
+// Delivery is an envelope arriving from a transport.
+type Delivery struct {
+	Envelope
+	Kind Kind
+	// Responder answers the sender; nil when no reply is expected.
+	Responder Responder
+}
+
+// Responder answers a request (or a reply that expects an answer).
+// Only the first response counts; later ones return an error.
+type Responder interface {
+	// Respond sends env back to the requester; env.Address is ignored.
+	Respond(ctx context.Context, env *Envelope) error
+	// RespondRequest sends env back and waits for the requester's answer to
+	// it (reply-to-reply). The returned delivery may expect an answer too.
+	RespondRequest(ctx context.Context, env *Envelope) (*Delivery, error)
+}
+
+// RouteOptions are per-message routing choices a transport must honour.
+type RouteOptions struct {
+	// LocalOnly restricts delivery to consumers attached to this transport
+	// (this node).
+	LocalOnly bool
+}
+
+// SubscribeOptions are per-consumer choices a transport must honour.
+type SubscribeOptions struct {
+	// LocalOnly makes the subscription reachable only from this transport
+	// (this node), never from other nodes.
+	LocalOnly bool
+}
+
+// DeliverFunc receives deliveries for a subscription. It must not block:
+// the bus enqueues and returns. It may be called from several goroutines.
+type DeliverFunc func(d *Delivery)
+
+// Subscription is a registration with a transport.
+type Subscription interface {
+	// Unsubscribe stops deliveries; when it returns, DeliverFunc is no
+	// longer called.
+	Unsubscribe() error
+}
+
+// Transport moves envelopes between the buses of a system. It is the
+// driver under the Bus API, as database/sql/driver is under database/sql:
+// it handles addresses and bytes, while the Bus handles codecs, failures,
+// interceptors and consumers' buffers. Implementations must be safe for
+// concurrent use and must pass the bustest conformance suite.
+//
+// Every subscriber of an address receives both what is sent (one of them,
+// for each message) and what is published (all of them).
+type Transport interface {
+	// Subscribe registers deliver for address.
+	Subscribe(address string, opts SubscribeOptions, deliver DeliverFunc) (Subscription, error)
+	// Send delivers env to one subscriber of env.Address, if any; having
+	// none is not an error.
+	Send(ctx context.Context, env *Envelope, opts RouteOptions) error
+	// Publish delivers env to every subscriber of env.Address.
+	Publish(ctx context.Context, env *Envelope, opts RouteOptions) error
+	// Request delivers env to one subscriber with a Responder and waits
+	// for the response until ctx ends. With no subscriber it fails at once
+	// with an error matching ErrNoHandlers. When ctx ends it returns an
+	// error matching ctx.Err(). When the transport loses its connection,
+	// waiting requests fail at once with an error matching ErrClosed or a
+	// transport error — they never hang.
+	Request(ctx context.Context, env *Envelope, opts RouteOptions) (*Delivery, error)
+	// Close releases the transport; pending requests fail.
+	Close() error
+}
