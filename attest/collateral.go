@@ -1,0 +1,486 @@
+package attest
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Collateral is the verification collateral of an SGX DCAP quote, as
+// published by Intel's PCS: TCB Info, QE Identity, their signatures and
+// issuer chains, and CRLs. The JSON values are kept as the exact bytes that
+// were signed.
+type Collateral struct {
+	// TCBInfo is the exact "tcbInfo" JSON value (TCB Info version 3).
+	TCBInfo []byte
+	// TCBInfoSignature is the raw r||s ECDSA P-256 signature over TCBInfo.
+	TCBInfoSignature []byte
+	// TCBInfoIssuerChain starts with the TCB signing certificate.
+	TCBInfoIssuerChain []*x509.Certificate
+	// QEIdentity is the exact "enclaveIdentity" JSON value (QE Identity v2).
+	QEIdentity []byte
+	// QEIdentitySignature is the raw r||s signature over QEIdentity.
+	QEIdentitySignature []byte
+	// QEIdentityIssuerChain starts with the TCB signing certificate.
+	QEIdentityIssuerChain []*x509.Certificate
+	// RootCACRL is the Intel SGX Root CA CRL; it may be nil (the check is
+	// then skipped and reported as skipped).
+	RootCACRL *x509.RevocationList
+	// PCKCRL is the CRL of the PCK CA (Processor or Platform) that issued the
+	// quote's PCK certificate.
+	PCKCRL *x509.RevocationList
+	// PCKCRLIssuerChain is informative: the PCK CRL is verified with the PCK
+	// CA certificate of the quote's own (verified) chain.
+	PCKCRLIssuerChain []*x509.Certificate
+}
+
+// collateralBundle is the layout of phala_sgx_quote_collateral.json
+// (dcap-qvl's QuoteCollateralV3).
+type collateralBundle struct {
+	PCKCRLIssuerChain     *string `json:"pck_crl_issuer_chain"`
+	RootCACRL             *string `json:"root_ca_crl"`
+	PCKCRL                *string `json:"pck_crl"`
+	TCBInfoIssuerChain    *string `json:"tcb_info_issuer_chain"`
+	TCBInfo               *string `json:"tcb_info"`
+	TCBInfoSignature      *string `json:"tcb_info_signature"`
+	QEIdentityIssuerChain *string `json:"qe_identity_issuer_chain"`
+	QEIdentity            *string `json:"qe_identity"`
+	QEIdentitySignature   *string `json:"qe_identity_signature"`
+}
+
+// maxCollateralSize bounds every collateral file read.
+const maxCollateralSize = 4 << 20
+
+// ParseCollateralBundle parses collateral in the JSON layout of dcap-qvl's
+// QuoteCollateralV3 (phala_sgx_quote_collateral.json): tcb_info and
+// qe_identity are the signed JSON values as strings, signatures and CRLs are
+// hex, issuer chains are PEM. root_ca_crl may be absent.
+func ParseCollateralBundle(b []byte) (*Collateral, error) {
+	if len(b) > maxCollateralSize {
+		return nil, fmt.Errorf("collateral bundle is %d bytes, more than %d", len(b), maxCollateralSize)
+	}
+	var cb collateralBundle
+	if err := json.Unmarshal(b, &cb); err != nil {
+		return nil, fmt.Errorf("collateral bundle: %w", err)
+	}
+	need := func(name string, v *string) (string, error) {
+		if v == nil || *v == "" {
+			return "", fmt.Errorf("collateral bundle: %s missing", name)
+		}
+		return *v, nil
+	}
+	c := &Collateral{}
+	var err error
+	var s string
+	if s, err = need("tcb_info", cb.TCBInfo); err != nil {
+		return nil, err
+	}
+	c.TCBInfo = []byte(s)
+	if s, err = need("qe_identity", cb.QEIdentity); err != nil {
+		return nil, err
+	}
+	c.QEIdentity = []byte(s)
+	if s, err = need("tcb_info_signature", cb.TCBInfoSignature); err != nil {
+		return nil, err
+	}
+	if c.TCBInfoSignature, err = decodeSig("tcb_info_signature", s); err != nil {
+		return nil, err
+	}
+	if s, err = need("qe_identity_signature", cb.QEIdentitySignature); err != nil {
+		return nil, err
+	}
+	if c.QEIdentitySignature, err = decodeSig("qe_identity_signature", s); err != nil {
+		return nil, err
+	}
+	if s, err = need("tcb_info_issuer_chain", cb.TCBInfoIssuerChain); err != nil {
+		return nil, err
+	}
+	if c.TCBInfoIssuerChain, err = parsePEMChain([]byte(s)); err != nil {
+		return nil, fmt.Errorf("collateral bundle: tcb_info_issuer_chain: %w", err)
+	}
+	if s, err = need("qe_identity_issuer_chain", cb.QEIdentityIssuerChain); err != nil {
+		return nil, err
+	}
+	if c.QEIdentityIssuerChain, err = parsePEMChain([]byte(s)); err != nil {
+		return nil, fmt.Errorf("collateral bundle: qe_identity_issuer_chain: %w", err)
+	}
+	if s, err = need("pck_crl", cb.PCKCRL); err != nil {
+		return nil, err
+	}
+	if c.PCKCRL, err = parseCRLText(s); err != nil {
+		return nil, fmt.Errorf("collateral bundle: pck_crl: %w", err)
+	}
+	if cb.RootCACRL != nil && *cb.RootCACRL != "" {
+		if c.RootCACRL, err = parseCRLText(*cb.RootCACRL); err != nil {
+			return nil, fmt.Errorf("collateral bundle: root_ca_crl: %w", err)
+		}
+	}
+	if cb.PCKCRLIssuerChain != nil && *cb.PCKCRLIssuerChain != "" {
+		if c.PCKCRLIssuerChain, err = parsePEMChain([]byte(*cb.PCKCRLIssuerChain)); err != nil {
+			return nil, fmt.Errorf("collateral bundle: pck_crl_issuer_chain: %w", err)
+		}
+	}
+	return c, nil
+}
+
+func decodeSig(name, s string) ([]byte, error) {
+	b, err := hex.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return nil, fmt.Errorf("collateral: %s is not hex: %w", name, err)
+	}
+	if len(b) != 64 {
+		return nil, fmt.Errorf("collateral: %s is %d bytes, want 64 (r||s)", name, len(b))
+	}
+	return b, nil
+}
+
+// parseCRLText parses a CRL given as hex DER or PEM.
+func parseCRLText(s string) (*x509.RevocationList, error) {
+	s = strings.TrimSpace(s)
+	if strings.HasPrefix(s, "-----BEGIN") {
+		block, rest := pem.Decode([]byte(s))
+		if block == nil || len(bytes.TrimSpace(rest)) != 0 {
+			return nil, errors.New("not a single PEM block")
+		}
+		return x509.ParseRevocationList(block.Bytes)
+	}
+	der, err := hex.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("neither PEM nor hex: %w", err)
+	}
+	return x509.ParseRevocationList(der)
+}
+
+// signedPCSFile is the layout of a PCS JSON response: one signed value and a
+// hex signature.
+func parseSignedPCSFile(b []byte, key string) (value, sig []byte, err error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, nil, err
+	}
+	v, ok := m[key]
+	if !ok {
+		return nil, nil, fmt.Errorf("no %q", key)
+	}
+	var sigHex string
+	if err := json.Unmarshal(m["signature"], &sigHex); err != nil {
+		return nil, nil, fmt.Errorf("signature: %w", err)
+	}
+	sig, err = decodeSig("signature", sigHex)
+	if err != nil {
+		return nil, nil, err
+	}
+	return bytes.Clone(v), sig, nil
+}
+
+// LoadCollateralDir reads collateral kept as separate PCS files in dir, like
+// automata_collateral_2025-08: a TCB Info response (*tcbinfo*.json,
+// {"tcbInfo":…,"signature":…}), a QE Identity response (*qeidentity*.json or
+// *qe_identity*.json, {"enclaveIdentity":…,"signature":…}), certificates
+// (DER or PEM, e.g. the TCB signing certificate) and CRLs (DER or PEM; the
+// one issued by the root CA is the root CA CRL, the other the PCK CRL).
+// Other JSON files (such as sgxtcbeval.json, TCB evaluation data numbers) are
+// not needed and are ignored.
+func LoadCollateralDir(dir string) (*Collateral, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("collateral dir: %w", err)
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		if e.Type().IsRegular() {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	c := &Collateral{}
+	var certs []*x509.Certificate
+	var crls []*x509.RevocationList
+	for _, name := range names {
+		lower := strings.ToLower(name)
+		ext := filepath.Ext(lower)
+		if ext != ".json" && ext != ".der" && ext != ".pem" && ext != ".crt" && ext != ".cer" && ext != ".crl" {
+			continue
+		}
+		b, err := readLimited(filepath.Join(dir, name), maxCollateralSize)
+		if err != nil {
+			return nil, fmt.Errorf("collateral dir: %w", err)
+		}
+		switch {
+		case ext == ".json" && strings.Contains(lower, "tcbinfo"):
+			if c.TCBInfo != nil {
+				return nil, fmt.Errorf("collateral dir: two TCB Info files (second: %s)", name)
+			}
+			if c.TCBInfo, c.TCBInfoSignature, err = parseSignedPCSFile(b, "tcbInfo"); err != nil {
+				return nil, fmt.Errorf("collateral dir: %s: %w", name, err)
+			}
+		case ext == ".json" && (strings.Contains(lower, "qeidentity") || strings.Contains(lower, "qe_identity")):
+			if c.QEIdentity != nil {
+				return nil, fmt.Errorf("collateral dir: two QE Identity files (second: %s)", name)
+			}
+			if c.QEIdentity, c.QEIdentitySignature, err = parseSignedPCSFile(b, "enclaveIdentity"); err != nil {
+				return nil, fmt.Errorf("collateral dir: %s: %w", name, err)
+			}
+		case ext == ".json":
+			continue
+		default:
+			ders := [][]byte{b}
+			if bytes.Contains(b, []byte("-----BEGIN")) {
+				ders = nil
+				rest := b
+				for {
+					var block *pem.Block
+					block, rest = pem.Decode(rest)
+					if block == nil {
+						break
+					}
+					ders = append(ders, block.Bytes)
+				}
+			}
+			for _, der := range ders {
+				if cert, err := x509.ParseCertificate(der); err == nil {
+					certs = append(certs, cert)
+				} else if crl, err := x509.ParseRevocationList(der); err == nil {
+					crls = append(crls, crl)
+				} else {
+					return nil, fmt.Errorf("collateral dir: %s is neither a certificate nor a CRL", name)
+				}
+			}
+		}
+	}
+	if c.TCBInfo == nil {
+		return nil, errors.New("collateral dir: no TCB Info file (*tcbinfo*.json)")
+	}
+	if c.QEIdentity == nil {
+		return nil, errors.New("collateral dir: no QE Identity file (*qeidentity*.json)")
+	}
+	for _, crl := range crls {
+		if crl.Issuer.CommonName == "Intel SGX Root CA" {
+			if c.RootCACRL != nil {
+				return nil, errors.New("collateral dir: two root CA CRLs")
+			}
+			c.RootCACRL = crl
+		} else {
+			if c.PCKCRL != nil {
+				return nil, errors.New("collateral dir: two PCK CRLs")
+			}
+			c.PCKCRL = crl
+		}
+	}
+	if c.PCKCRL == nil {
+		return nil, errors.New("collateral dir: no PCK CRL")
+	}
+	var signers []*x509.Certificate
+	for _, cert := range certs {
+		if !bytes.Equal(cert.RawSubject, cert.RawIssuer) {
+			signers = append(signers, cert)
+		}
+	}
+	if len(signers) == 0 {
+		return nil, errors.New("collateral dir: no TCB signing certificate")
+	}
+	// Put the signing certificate first; the rest serve as intermediates.
+	sort.SliceStable(signers, func(i, j int) bool {
+		return strings.Contains(signers[i].Subject.CommonName, "TCB Signing") && !strings.Contains(signers[j].Subject.CommonName, "TCB Signing")
+	})
+	c.TCBInfoIssuerChain = signers
+	c.QEIdentityIssuerChain = signers
+	return c, nil
+}
+
+// LoadCollateral reads collateral from a directory of PCS files or a JSON
+// bundle file.
+func LoadCollateral(path string) (*Collateral, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("collateral: %w", err)
+	}
+	if fi.IsDir() {
+		return LoadCollateralDir(path)
+	}
+	b, err := readLimited(path, maxCollateralSize)
+	if err != nil {
+		return nil, fmt.Errorf("collateral: %w", err)
+	}
+	return ParseCollateralBundle(b)
+}
+
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() > limit {
+		return nil, fmt.Errorf("%s is %d bytes, more than %d", path, fi.Size(), limit)
+	}
+	b := make([]byte, 0, fi.Size())
+	buf := bytes.NewBuffer(b)
+	if _, err := buf.ReadFrom(io.LimitReader(f, limit+1)); err != nil {
+		return nil, err
+	}
+	if int64(buf.Len()) > limit {
+		return nil, fmt.Errorf("%s is more than %d bytes", path, limit)
+	}
+	return buf.Bytes(), nil
+}
+
+// --- TCB Info and QE Identity ---
+
+type tcbInfoV3 struct {
+	ID                      string       `json:"id"`
+	Version                 int          `json:"version"`
+	IssueDate               string       `json:"issueDate"`
+	NextUpdate              string       `json:"nextUpdate"`
+	FMSPC                   string       `json:"fmspc"`
+	PCEID                   string       `json:"pceId"`
+	TCBType                 int          `json:"tcbType"`
+	TCBEvaluationDataNumber int          `json:"tcbEvaluationDataNumber"`
+	TCBLevels               []tcbLevelV3 `json:"tcbLevels"`
+}
+
+type tcbLevelV3 struct {
+	TCB struct {
+		SGXTCBComponents []struct {
+			SVN int `json:"svn"`
+		} `json:"sgxtcbcomponents"`
+		PCESVN int `json:"pcesvn"`
+	} `json:"tcb"`
+	TCBDate     string    `json:"tcbDate"`
+	TCBStatus   TCBStatus `json:"tcbStatus"`
+	AdvisoryIDs []string  `json:"advisoryIDs"`
+}
+
+type qeIdentityV2 struct {
+	ID                      string         `json:"id"`
+	Version                 int            `json:"version"`
+	IssueDate               string         `json:"issueDate"`
+	NextUpdate              string         `json:"nextUpdate"`
+	TCBEvaluationDataNumber int            `json:"tcbEvaluationDataNumber"`
+	MiscSelect              string         `json:"miscselect"`
+	MiscSelectMask          string         `json:"miscselectMask"`
+	Attributes              string         `json:"attributes"`
+	AttributesMask          string         `json:"attributesMask"`
+	MRSigner                string         `json:"mrsigner"`
+	ISVProdID               int            `json:"isvprodid"`
+	TCBLevels               []qeTCBLevelV2 `json:"tcbLevels"`
+}
+
+type qeTCBLevelV2 struct {
+	TCB struct {
+		ISVSVN int `json:"isvsvn"`
+	} `json:"tcb"`
+	TCBDate     string    `json:"tcbDate"`
+	TCBStatus   TCBStatus `json:"tcbStatus"`
+	AdvisoryIDs []string  `json:"advisoryIDs"`
+}
+
+func parseTCBInfo(b []byte) (*tcbInfoV3, error) {
+	var ti tcbInfoV3
+	if err := json.Unmarshal(b, &ti); err != nil {
+		return nil, fmt.Errorf("TCB Info: %w", err)
+	}
+	if ti.ID != "SGX" {
+		return nil, fmt.Errorf("TCB Info id %q, want SGX", ti.ID)
+	}
+	if ti.Version != 3 {
+		return nil, fmt.Errorf("TCB Info version %d not supported (need 3)", ti.Version)
+	}
+	if len(ti.TCBLevels) == 0 {
+		return nil, errors.New("TCB Info has no TCB levels")
+	}
+	for i, l := range ti.TCBLevels {
+		if len(l.TCB.SGXTCBComponents) != 16 {
+			return nil, fmt.Errorf("TCB Info level %d has %d SGX TCB components, want 16", i, len(l.TCB.SGXTCBComponents))
+		}
+		if !l.TCBStatus.Valid() {
+			return nil, fmt.Errorf("TCB Info level %d has unknown status %q", i, l.TCBStatus)
+		}
+	}
+	return &ti, nil
+}
+
+func parseQEIdentity(b []byte) (*qeIdentityV2, error) {
+	var qi qeIdentityV2
+	if err := json.Unmarshal(b, &qi); err != nil {
+		return nil, fmt.Errorf("QE Identity: %w", err)
+	}
+	if qi.ID != "QE" {
+		return nil, fmt.Errorf("QE Identity id %q, want QE", qi.ID)
+	}
+	if qi.Version != 2 {
+		return nil, fmt.Errorf("QE Identity version %d not supported (need 2)", qi.Version)
+	}
+	if len(qi.TCBLevels) == 0 {
+		return nil, errors.New("QE Identity has no TCB levels")
+	}
+	for i, l := range qi.TCBLevels {
+		if !l.TCBStatus.Valid() {
+			return nil, fmt.Errorf("QE Identity level %d has unknown status %q", i, l.TCBStatus)
+		}
+	}
+	return &qi, nil
+}
+
+// ParseCollateral checks that collateral parses completely: TCB Info v3 and
+// QE Identity v2 JSON and the sizes of the signatures. It verifies nothing
+// cryptographic.
+func ParseCollateral(c *Collateral) error {
+	if c == nil {
+		return errors.New("no collateral")
+	}
+	if _, err := parseTCBInfo(c.TCBInfo); err != nil {
+		return err
+	}
+	if _, err := parseQEIdentity(c.QEIdentity); err != nil {
+		return err
+	}
+	if len(c.TCBInfoSignature) != 64 || len(c.QEIdentitySignature) != 64 {
+		return errors.New("collateral signatures must be 64 bytes (r||s)")
+	}
+	return nil
+}
+
+func parseTime(what, s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s: %w", what, err)
+	}
+	return t, nil
+}
+
+// verifySignedJSON verifies sig over value with the first certificate of
+// chain, after verifying that certificate to the root at time at.
+func verifySignedJSON(what string, value, sig []byte, chain []*x509.Certificate, root *x509.Certificate, at time.Time) ([]*x509.Certificate, error) {
+	if len(chain) == 0 {
+		return nil, fmt.Errorf("%s has no issuer chain", what)
+	}
+	verified, err := verifyChainToRoot(chain, root, at)
+	if err != nil {
+		return nil, fmt.Errorf("%s issuer chain: %w", what, err)
+	}
+	pub, ok := verified[0].PublicKey.(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("%s signing key is not ECDSA P-256", what)
+	}
+	if !verifyRawECDSA(pub, value, sig) {
+		return nil, fmt.Errorf("%s signature does not verify with %q", what, verified[0].Subject.CommonName)
+	}
+	return verified, nil
+}
