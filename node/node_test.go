@@ -21,8 +21,12 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func newNode(t *testing.T, opts node.Options) (*node.Node, *syncBuffer) {
 	t.Helper()
@@ -51,7 +55,9 @@ type funcService struct {
 	stop  func(ctx context.Context) error
 }
 
-func (s *funcService) Start(ctx context.Context, inst *node.Instance) error { return s.start(ctx, inst) }
+func (s *funcService) Start(ctx context.Context, inst *node.Instance) error {
+	return s.start(ctx, inst)
+}
 func (s *funcService) Stop(ctx context.Context) error {
 	if s.stop == nil {
 		return nil
