@@ -287,18 +287,27 @@ func (b *Bus) Request(ctx context.Context, address string, body any, opts ...Del
 	if err != nil {
 		return nil, err
 	}
+	if lt, ok := b.transport.(*localTransport); ok {
+		// In process, a pooled timer bounds the wait: a context with a
+		// deadline would cost a timer and several allocations per request.
+		d, err := lt.requestWithin(ctx, env, RouteOptions{LocalOnly: o.localOnly}, b.timeoutOf(o))
+		return b.finishRequest(ctx, address, d, err)
+	}
 	ctx, cancel := b.requestContext(ctx, o)
 	defer cancel()
 	d, err := b.transport.Request(ctx, env, RouteOptions{LocalOnly: o.localOnly})
 	return b.finishRequest(ctx, address, d, err)
 }
 
-func (b *Bus) requestContext(ctx context.Context, o deliveryOptions) (context.Context, context.CancelFunc) {
-	t := o.timeout
-	if t == 0 {
-		t = b.timeout
+func (b *Bus) timeoutOf(o deliveryOptions) time.Duration {
+	if o.timeout != 0 {
+		return o.timeout
 	}
-	return context.WithTimeout(ctx, t)
+	return b.timeout
+}
+
+func (b *Bus) requestContext(ctx context.Context, o deliveryOptions) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, b.timeoutOf(o))
 }
 
 // finishRequest turns a transport's answer into a reply message or a typed
@@ -311,7 +320,7 @@ func (b *Bus) finishRequest(ctx context.Context, address string, d *Delivery, er
 			return nil, err
 		case errors.Is(err, ErrNoHandlers):
 			return nil, &ReplyError{Failure: FailureNoHandlers, Address: address}
-		case errors.Is(err, context.DeadlineExceeded) || (ctx.Err() == context.DeadlineExceeded):
+		case errors.Is(err, context.DeadlineExceeded) || ctx.Err() == context.DeadlineExceeded:
 			return nil, &ReplyError{Failure: FailureTimeout, Address: address, Err: context.DeadlineExceeded}
 		case errors.Is(err, context.Canceled) || ctx.Err() == context.Canceled:
 			return nil, &ReplyError{Failure: FailureError, Address: address, Message: "request cancelled", Err: context.Canceled}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // LocalNetwork is the in-process transport: it connects the buses of one
@@ -184,6 +185,12 @@ func (t *localTransport) Publish(ctx context.Context, env *Envelope, opts RouteO
 }
 
 func (t *localTransport) Request(ctx context.Context, env *Envelope, opts RouteOptions) (*Delivery, error) {
+	return t.requestWithin(ctx, env, opts, 0)
+}
+
+// requestWithin is Request with a timeout (0: none but ctx's) that costs
+// no context of its own.
+func (t *localTransport) requestWithin(ctx context.Context, env *Envelope, opts RouteOptions, timeout time.Duration) (*Delivery, error) {
 	if t.isClosed.Load() {
 		return nil, ErrClosed
 	}
@@ -195,8 +202,25 @@ func (t *localTransport) Request(ctx context.Context, env *Envelope, opts RouteO
 	if !s.call(&Delivery{Envelope: copyEnvelope(env), Kind: KindSend, Responder: r}) {
 		return nil, ErrNoHandlers
 	}
-	return r.wait(ctx)
+	if timeout <= 0 {
+		return r.wait(ctx, nil)
+	}
+	tm := timerPool.Get().(*time.Timer)
+	tm.Reset(timeout)
+	d, err := r.wait(ctx, tm.C)
+	tm.Stop()
+	timerPool.Put(tm)
+	return d, err
 }
+
+// timerPool recycles the timers of in-process requests. Since Go 1.23 a
+// stopped timer's channel holds no stale value, so a pooled timer is safe
+// to Reset.
+var timerPool = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
 
 func (t *localTransport) Close() error {
 	t.closeOnce.Do(func() {
@@ -242,15 +266,19 @@ func (r *localResponder) RespondRequest(ctx context.Context, env *Envelope) (*De
 	}
 	next := newLocalResponder(r.node)
 	r.ch <- &Delivery{Envelope: copyEnvelope(env), Kind: KindReply, Responder: next}
-	return next.wait(ctx)
+	return next.wait(ctx, nil)
 }
 
-func (r *localResponder) wait(ctx context.Context) (*Delivery, error) {
+// wait waits for the answer, ctx, the transport's closing, or timeout (nil
+// for none), which ends it with context.DeadlineExceeded.
+func (r *localResponder) wait(ctx context.Context, timeout <-chan time.Time) (*Delivery, error) {
 	select {
 	case d := <-r.ch:
 		return d, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-timeout:
+		return nil, context.DeadlineExceeded
 	case <-r.node.closed:
 		return nil, fmt.Errorf("waiting for a reply: %w", ErrClosed)
 	}
