@@ -1,0 +1,357 @@
+package boundary
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// samples returns one populated message of every type.
+func samples() []Message {
+	h := map[string]string{"content-type": "application/json", "x": ""}
+	return []Message{
+		&Init{Identity: Identity{MREnclave: [32]byte{1, 2}, MRSigner: [32]byte{3}, ProductID: 7, SVN: 2}, Name: "counter", Instance: 3, SealMode: SealSimulated, SealPolicy: 2, SealSecret: []byte("s3cret"), Config: []byte(`{"a":1}`)},
+		&Deliver{Token: 42, Kind: KindRequest, Timeout: 3 * time.Second, Address: "counter.inc", Headers: h, Body: []byte("hello")},
+		&Deliver{Kind: KindPublish, Address: "news", Body: []byte("x")},
+		&RequestResult{CallID: 9, Headers: h, Body: []byte("answer")},
+		&RequestResult{CallID: 10, Failure: FailureRecipient, Code: -3, Message: "nope"},
+		&StoreResult{CallID: 11, Found: true, Blob: []byte("sealed")},
+		&StoreResult{CallID: 12, Error: "disk full"},
+		&EvidenceResult{CallID: 13, EvidenceType: "simulated", Quote: []byte("quote")},
+		&Health{ID: 99},
+		&Shutdown{Grace: time.Second, Reason: "rolling restart"},
+		&Ready{Workers: 8, Addresses: []string{"counter.inc", "counter.get"}},
+		&Reply{Token: 42, Headers: h, Body: []byte("1")},
+		&Fail{Token: 42, Kind: FailPanic, Code: 500, Message: "handler panic: boom"},
+		&Send{Address: "audit", Headers: h, Body: []byte("e")},
+		&Publish{Address: "events", Body: []byte("p")},
+		&Request{CallID: 5, Timeout: time.Second, Address: "users.get", Headers: h, Body: []byte("u")},
+		&Log{Level: slog.LevelWarn, Message: "careful", Attrs: []Attr{{"user", "alice"}, {"n", "3"}}},
+		&StorePut{CallID: 6, Key: "k", Blob: []byte("blob")},
+		&StoreGet{CallID: 7, Key: "k"},
+		&GetEvidence{CallID: 8, ReportData: [64]byte{1, 2, 3}},
+		&HealthStatus{ID: 99, Healthy: true, Running: 2, Queued: 1, Workers: 8, Detail: "ok"},
+		&Stopped{Abandoned: 1, Message: "drained"},
+		&Fatal{Message: "init failed"},
+	}
+}
+
+func TestRoundTripEveryType(t *testing.T) {
+	seen := map[Type]bool{}
+	for _, m := range samples() {
+		f := AppendFrame(nil, m)
+		if int(binary.BigEndian.Uint32(f)) != len(f)-4 {
+			t.Fatalf("%s: bad length prefix", m.Type())
+		}
+		got, err := Decode(f[4:], Limits{})
+		if err != nil {
+			t.Fatalf("%s: %v", m.Type(), err)
+		}
+		if !reflect.DeepEqual(got, m) {
+			t.Fatalf("%s: got %+v, want %+v", m.Type(), got, m)
+		}
+		seen[m.Type()] = true
+	}
+	for ty := range typeNames {
+		if !seen[ty] {
+			t.Errorf("no sample of %s", ty)
+		}
+	}
+}
+
+func TestDecodeErrorsNameTheField(t *testing.T) {
+	frame := func(m Message) []byte { return AppendFrame(nil, m)[4:] }
+	good := frame(&Deliver{Token: 1, Kind: KindRequest, Address: "a.b", Headers: map[string]string{"k": "v"}, Body: []byte("x")})
+	// layout: type(1) token(8) kind(1) timeout(8) addrlen(4) "a.b"(3) hcount(4) klen(4) k vlen(4) v bodylen(4) x
+	mut := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(good)) }
+	cases := []struct {
+		name  string
+		b     []byte
+		lim   Limits
+		field string
+		err   error
+	}{
+		{"unknown type", []byte{0x30}, Limits{}, "type", ErrUnknownType},
+		{"empty", nil, Limits{}, "type", ErrTruncated},
+		{"trailing", append(bytes.Clone(good), 0), Limits{}, "", ErrTrailingBytes},
+		{"truncated body", good[:len(good)-1], Limits{}, "body", ErrTruncated},
+		{"bad kind", mut(func(b []byte) []byte { b[9] = 7; return b }), Limits{}, "kind", ErrInvalidValue},
+		{"token for send", mut(func(b []byte) []byte { b[9] = byte(KindSend); return b }), Limits{}, "token", ErrInvalidValue},
+		{"bad utf8 address", mut(func(b []byte) []byte { b[22] = 0xff; return b }), Limits{}, "address", ErrInvalidUTF8},
+		{"address too long", good, Limits{MaxAddress: 2}, "address", ErrTooLong},
+		{"too many headers", frame(&Reply{Token: 1, Headers: map[string]string{"a": "", "b": ""}}), Limits{MaxHeaders: 1}, "headers", ErrTooLong},
+		{"header value too long", frame(&Reply{Token: 1, Headers: map[string]string{"a": "xyz"}}), Limits{MaxString: 2}, "headers[0].value", ErrTooLong},
+		{"negative timeout", mut(func(b []byte) []byte { b[10] = 0x80; return b }), Limits{}, "timeout", ErrInvalidValue},
+		{"empty header key", frame(&Reply{Token: 1, Headers: map[string]string{"": "v"}}), Limits{}, "headers[0].key", ErrEmpty},
+		{"zero reply token", frame(&Reply{}), Limits{}, "token", ErrInvalidValue},
+		{"bad bool", mut2(frame(&StoreResult{CallID: 1}), 9, 2), Limits{}, "found", ErrInvalidValue},
+		{"bad fail kind", frame(&Fail{Token: 1, Kind: 0}), Limits{}, "kind", ErrInvalidValue},
+		{"empty address", frame(&Send{}), Limits{}, "address", ErrEmpty},
+		{"huge header count", mut(func(b []byte) []byte { binary.BigEndian.PutUint32(b[25:], 200); return b }), Limits{}, "headers", ErrTruncated},
+	}
+	for _, c := range cases {
+		_, err := Decode(c.b, c.lim)
+		var de *DecodeError
+		if !errors.As(err, &de) || !errors.Is(err, c.err) || de.Field != c.field {
+			t.Errorf("%s: got %v (field %q), want field %q and %v", c.name, err, fieldOf(de), c.field, c.err)
+		}
+	}
+	// Duplicate header keys.
+	b := AppendFrame(nil, &Reply{Token: 1, Headers: map[string]string{"a": "1", "b": "2"}})[4:]
+	b = bytes.Replace(b, []byte{0, 0, 0, 1, 'b'}, []byte{0, 0, 0, 1, 'a'}, 1)
+	if _, err := Decode(b, Limits{}); !errors.Is(err, ErrDuplicate) || !strings.Contains(err.Error(), "headers[") {
+		t.Errorf("duplicate: %v", err)
+	}
+}
+
+func mut2(b []byte, i int, v byte) []byte { b[i] = v; return b }
+
+func fieldOf(e *DecodeError) string {
+	if e == nil {
+		return "<nil>"
+	}
+	return e.Field
+}
+
+func pipes() (hostR, enclR *io.PipeReader, hostW, enclW *io.PipeWriter) {
+	enclR, hostW = io.Pipe()
+	hostR, enclW = io.Pipe()
+	return
+}
+
+func connPair(t testing.TB, opts Options) (host, encl *Conn) {
+	t.Helper()
+	hr, er, hw, ew := pipes()
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		encl, err = NewConn(context.Background(), er, ew, RoleEnclave, opts)
+		errc <- err
+	}()
+	host, err := NewConn(context.Background(), hr, hw, RoleHost, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { host.Close(); encl.Close() })
+	return host, encl
+}
+
+func TestConnConcurrentAndBatched(t *testing.T) {
+	host, encl := connPair(t, Options{})
+	const n = 2000
+	// Enclave echoes every Deliver as a Reply from many goroutines.
+	go func() {
+		var wg sync.WaitGroup
+		for {
+			m, err := encl.Recv()
+			if err != nil {
+				wg.Wait()
+				return
+			}
+			d := m.(*Deliver)
+			wg.Go(func() { encl.Send(&Reply{Token: d.Token, Body: d.Body}) })
+		}
+	}()
+	got := make(chan uint64, n)
+	go func() {
+		for {
+			m, err := host.Recv()
+			if err != nil {
+				return
+			}
+			r := m.(*Reply)
+			if string(r.Body) != string(binary.BigEndian.AppendUint64(nil, r.Token)) {
+				t.Errorf("token %d body mismatch", r.Token)
+			}
+			got <- r.Token
+		}
+	}()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := g; i < n; i += 8 {
+				tok := uint64(i + 1)
+				if err := host.Send(&Deliver{Token: tok, Kind: KindRequest, Address: "echo", Body: binary.BigEndian.AppendUint64(nil, tok)}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	seen := map[uint64]bool{}
+	for range n {
+		select {
+		case tok := <-got:
+			if seen[tok] {
+				t.Fatalf("token %d twice", tok)
+			}
+			seen[tok] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %d replies", len(seen))
+		}
+	}
+	s := encl.Stats()
+	t.Logf("enclave sent %d frames in %d writes; host sent %d frames in %d writes", s.FramesSent, s.Writes, host.Stats().FramesSent, host.Stats().Writes)
+	if s.FramesSent != n || s.Writes > s.FramesSent {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestWrongDirectionRejected(t *testing.T) {
+	host, encl := connPair(t, Options{})
+	go host.Send(&Reply{Token: 1}) // an OCALL sent by the host: the enclave must refuse it
+	_, err := encl.Recv()
+	if !errors.Is(err, ErrWrongDirection) {
+		t.Fatalf("got %v", err)
+	}
+	// The stream is still in sync.
+	go host.Send(&Health{ID: 5})
+	m, err := encl.Recv()
+	if err != nil || m.(*Health).ID != 5 {
+		t.Fatal(m, err)
+	}
+}
+
+func TestFrameLimits(t *testing.T) {
+	host, encl := connPair(t, Options{Limits: Limits{MaxFrame: 8 << 10}})
+	if host.PeerMaxFrame() != 8<<10 {
+		t.Fatal(host.PeerMaxFrame())
+	}
+	err := host.Send(&Deliver{Kind: KindSend, Address: "a", Body: make([]byte, 9<<10)})
+	if !errors.Is(err, ErrFrameTooLarge) {
+		t.Fatalf("got %v", err)
+	}
+	// A peer that ignores the limit: the reader refuses the length.
+	hr, hw := io.Pipe()
+	go func() {
+		w := NewWriter(hw, 1<<20)
+		w.Append(&Deliver{Kind: KindSend, Address: "a", Body: make([]byte, 9<<10)})
+		w.Flush()
+	}()
+	_ = encl
+	r := NewReader(hr, Limits{MaxFrame: 8 << 10})
+	if _, err := r.Next(); !errors.Is(err, ErrFrameTooLarge) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestHandshakeMismatch(t *testing.T) {
+	hello := func(magic string, version uint16, role Role) []byte {
+		b := append([]byte(magic), 0, 0, byte(role), 0, 0, 0, 0x10, 0)
+		binary.BigEndian.PutUint16(b[8:], version)
+		return b
+	}
+	cases := []struct {
+		name string
+		peer []byte
+		want error
+	}{
+		{"magic", hello("HTTP/1.1", ProtocolVersion, RoleHost), ErrBadMagic},
+		{"version", hello(HandshakeMagic, ProtocolVersion+1, RoleHost), ErrVersionMismatch},
+		{"role", hello(HandshakeMagic, ProtocolVersion, RoleEnclave), ErrRoleMismatch},
+		{"short", []byte("CLB"), io.ErrUnexpectedEOF},
+	}
+	for _, c := range cases {
+		var out bytes.Buffer
+		_, err := NewConn(context.Background(), bytes.NewReader(c.peer), &out, RoleEnclave, Options{})
+		var he *HandshakeError
+		if !errors.As(err, &he) || !errors.Is(err, c.want) {
+			t.Errorf("%s: got %v", c.name, err)
+			continue
+		}
+		if c.name == "version" && !strings.Contains(err.Error(), "version 2") {
+			t.Errorf("version error does not say the versions: %v", err)
+		}
+		// The enclave answered with its own hello, so the host learns too.
+		if c.name != "short" && !bytes.HasPrefix(out.Bytes(), []byte(HandshakeMagic)) {
+			t.Errorf("%s: enclave did not answer", c.name)
+		}
+	}
+}
+
+func TestHandshakeContext(t *testing.T) {
+	r, w := io.Pipe()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := NewConn(ctx, r, w, RoleEnclave, Options{})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestOverOSPipes(t *testing.T) {
+	er, hw, _ := os.Pipe()
+	hr, ew, _ := os.Pipe()
+	errc := make(chan error, 1)
+	go func() {
+		c, err := NewConn(context.Background(), er, ew, RoleEnclave, Options{})
+		if err != nil {
+			errc <- err
+			return
+		}
+		m, err := c.Recv()
+		if err == nil {
+			err = c.Send(&Reply{Token: m.(*Deliver).Token, Body: []byte("pong")})
+		}
+		errc <- err
+	}()
+	h, err := NewConn(context.Background(), hr, hw, RoleHost, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	h.Send(&Deliver{Token: 7, Kind: KindRequest, Address: "ping"})
+	m, err := h.Recv()
+	if err != nil || string(m.(*Reply).Body) != "pong" {
+		t.Fatal(m, err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	if _, err := h.Recv(); err == nil {
+		t.Fatal("recv after close")
+	}
+	if err := h.Send(&Health{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("send after close: %v", err)
+	}
+}
+
+func TestPostFromReader(t *testing.T) {
+	host, encl := connPair(t, Options{})
+	go func() {
+		for {
+			m, err := encl.Recv()
+			if err != nil {
+				return
+			}
+			encl.Post(&HealthStatus{ID: m.(*Health).ID, Healthy: true})
+		}
+	}()
+	go func() {
+		for i := range 100 {
+			host.Send(&Health{ID: uint64(i)})
+		}
+	}()
+	for range 100 {
+		if _, err := host.Recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := encl.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,432 @@
+package boundary
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+)
+
+// ProtocolVersion is the boundary protocol version this package speaks. Both
+// sides of a connection must speak the same version.
+const ProtocolVersion uint16 = 1
+
+// HandshakeMagic opens each side's hello.
+const HandshakeMagic = "CLBNDRY\n"
+
+const helloSize = 16
+
+// Role is a connection side.
+type Role uint8
+
+// Roles.
+const (
+	RoleHost    Role = 1 // sends ECALLs, receives OCALLs
+	RoleEnclave Role = 2 // receives ECALLs, sends OCALLs
+)
+
+// String returns "host" or "enclave".
+func (r Role) String() string {
+	switch r {
+	case RoleHost:
+		return "host"
+	case RoleEnclave:
+		return "enclave"
+	}
+	return fmt.Sprintf("Role(%d)", uint8(r))
+}
+
+// accepts reports whether a side of role r may receive frames of type t.
+func (r Role) accepts(t Type) bool {
+	switch r {
+	case RoleHost:
+		return !t.IsECALL()
+	case RoleEnclave:
+		return t.IsECALL()
+	}
+	return true
+}
+
+// ---- Reader ----
+
+// Reader decodes frames from a byte stream. It is not safe for concurrent
+// use; run one reading goroutine per stream.
+type Reader struct {
+	r    *bufio.Reader
+	lim  Limits
+	role Role // 0: accept every type
+	hdr  [4]byte
+}
+
+// NewReader returns a Reader of frames from r under lim. It reads ahead, so
+// do not read r otherwise afterwards.
+func NewReader(r io.Reader, lim Limits) *Reader {
+	return &Reader{r: bufio.NewReaderSize(r, 64<<10), lim: lim.WithDefaults()}
+}
+
+// ReadFrame reads the next raw frame (type byte + payload) into a new slice.
+// It returns io.EOF at a clean end of stream, io.ErrUnexpectedEOF inside a
+// frame, and an error wrapping ErrFrameTooLarge for an oversized length (the
+// stream is unusable afterwards).
+func (r *Reader) ReadFrame() ([]byte, error) {
+	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(r.hdr[:])
+	if n == 0 {
+		return nil, &DecodeError{Field: "length", Err: fmt.Errorf("%w: zero-length frame", ErrTruncated)}
+	}
+	if uint64(n) > uint64(r.lim.MaxFrame) {
+		return nil, fmt.Errorf("%w: peer sent a %d-byte frame, limit %d", ErrFrameTooLarge, n, r.lim.MaxFrame)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r.r, b); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return b, nil
+}
+
+// Next reads and decodes the next frame. A *DecodeError leaves the stream in
+// sync (the bad frame was consumed), so Next may be called again; any other
+// error ends the stream. Byte-slice fields of the message are owned by it.
+func (r *Reader) Next() (Message, error) {
+	b, err := r.ReadFrame()
+	if err != nil {
+		return nil, err
+	}
+	t := Type(b[0])
+	if r.role != 0 && newMessage(t) != nil && !r.role.accepts(t) {
+		return nil, &DecodeError{Type: t, Field: "type", Err: fmt.Errorf("%w: %s received by the %s", ErrWrongDirection, t, r.role)}
+	}
+	return decode(b, &r.lim)
+}
+
+// ---- Writer ----
+
+// Writer encodes frames into a buffer and writes them in batches. It is not
+// safe for concurrent use; Conn adds the locking.
+type Writer struct {
+	w        io.Writer
+	buf      []byte
+	maxFrame int
+}
+
+// NewWriter returns a Writer to w that refuses frames larger than maxFrame
+// (DefaultMaxFrame when ≤ 0).
+func NewWriter(w io.Writer, maxFrame int) *Writer {
+	if maxFrame <= 0 {
+		maxFrame = DefaultMaxFrame
+	}
+	return &Writer{w: w, maxFrame: maxFrame}
+}
+
+// Append encodes m into the buffer without writing.
+func (w *Writer) Append(m Message) error {
+	var err error
+	w.buf, err = appendChecked(w.buf, m, w.maxFrame)
+	return err
+}
+
+// Buffered returns the number of bytes waiting to be written.
+func (w *Writer) Buffered() int { return len(w.buf) }
+
+// Flush writes all buffered frames in one Write.
+func (w *Writer) Flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	_, err := w.w.Write(w.buf)
+	w.buf = w.buf[:0]
+	return err
+}
+
+func appendChecked(dst []byte, m Message, maxFrame int) ([]byte, error) {
+	start := len(dst)
+	dst = AppendFrame(dst, m)
+	if n := len(dst) - start - 4; n > maxFrame {
+		return dst[:start], fmt.Errorf("%w: %s frame of %d bytes, peer accepts %d", ErrFrameTooLarge, m.Type(), n, maxFrame)
+	}
+	return dst, nil
+}
+
+// ---- handshake ----
+
+func appendHello(b []byte, role Role, maxFrame int) []byte {
+	b = append(b, HandshakeMagic...)
+	b = appendU16(b, ProtocolVersion)
+	b = append(b, byte(role), 0)
+	return appendU32(b, uint32(maxFrame))
+}
+
+func checkHello(h []byte, local Role) (peerMax int, err error) {
+	if string(h[:8]) != HandshakeMagic {
+		return 0, &HandshakeError{LocalVersion: ProtocolVersion, Err: ErrBadMagic, Detail: fmt.Sprintf("got %q", h[:8])}
+	}
+	v := binary.BigEndian.Uint16(h[8:])
+	if v != ProtocolVersion {
+		return 0, &HandshakeError{LocalVersion: ProtocolVersion, PeerVersion: v, Err: ErrVersionMismatch}
+	}
+	if r := Role(h[10]); r == local || (r != RoleHost && r != RoleEnclave) {
+		return 0, &HandshakeError{LocalVersion: ProtocolVersion, PeerVersion: v, Err: ErrRoleMismatch, Detail: fmt.Sprintf("this side is %s, peer says %s", local, r)}
+	}
+	m := binary.BigEndian.Uint32(h[12:])
+	if m < MinMaxFrame || m > MaxMaxFrame {
+		return 0, &HandshakeError{LocalVersion: ProtocolVersion, PeerVersion: v, Err: ErrTooLong, Detail: fmt.Sprintf("peer frame limit %d outside [%d, %d]", m, MinMaxFrame, MaxMaxFrame)}
+	}
+	return int(m), nil
+}
+
+// ---- Conn ----
+
+// Options configure a Conn.
+type Options struct {
+	// Limits bound what this side accepts; Limits.MaxFrame is announced to
+	// the peer.
+	Limits Limits
+	// MaxPending is how many encoded bytes Send lets queue behind a write in
+	// progress before it blocks the caller (back-pressure). Default 4 MiB.
+	MaxPending int
+}
+
+// Stats count a Conn's traffic.
+type Stats struct {
+	FramesSent, BytesSent, Writes uint64 // Writes: system-level writes; FramesSent/Writes is the batching factor
+	FramesReceived                uint64
+}
+
+// Conn is one side of a boundary connection over a byte stream: a
+// handshake, then Send (any goroutine, batched) and Recv (one goroutine).
+type Conn struct {
+	r       *Reader
+	w       io.Writer
+	role    Role
+	peerMax int
+	maxPend int
+	closers []io.Closer
+
+	mu      sync.Mutex
+	cond    sync.Cond
+	pending []byte
+	spare   []byte
+	writing bool
+	err     error // sticky write error or ErrClosed
+
+	framesSent, bytesSent, writes, framesRecv atomic.Uint64
+	closeOnce                                 sync.Once
+}
+
+// NewConn performs the handshake as role over r and w and returns the
+// connection. The host side writes its hello first; the enclave side reads
+// first and always answers, so both learn of a mismatch. If ctx ends first,
+// r and w are closed (when they are io.Closers) and ctx's error returned.
+func NewConn(ctx context.Context, r io.Reader, w io.Writer, role Role, opts Options) (*Conn, error) {
+	if role != RoleHost && role != RoleEnclave {
+		return nil, fmt.Errorf("boundary: invalid role %d", role)
+	}
+	lim := opts.Limits.WithDefaults()
+	if lim.MaxFrame < MinMaxFrame || lim.MaxFrame > MaxMaxFrame {
+		return nil, fmt.Errorf("boundary: MaxFrame %d outside [%d, %d]", lim.MaxFrame, MinMaxFrame, MaxMaxFrame)
+	}
+	c := &Conn{r: NewReader(r, lim), w: w, role: role, maxPend: opts.MaxPending}
+	c.r.role = role
+	if c.maxPend <= 0 {
+		c.maxPend = 4 << 20
+	}
+	c.cond.L = &c.mu
+	if cl, ok := r.(io.Closer); ok {
+		c.closers = append(c.closers, cl)
+	}
+	if cl, ok := w.(io.Closer); ok && any(w) != any(r) {
+		c.closers = append(c.closers, cl)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.handshake(lim.MaxFrame) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	case <-ctx.Done():
+		c.Close()
+		return nil, fmt.Errorf("boundary: handshake: %w", ctx.Err())
+	}
+}
+
+func (c *Conn) handshake(maxFrame int) error {
+	hello := appendHello(make([]byte, 0, helloSize), c.role, maxFrame)
+	var peer [helloSize]byte
+	read := func() error {
+		if _, err := io.ReadFull(c.r.r, peer[:]); err != nil {
+			return &HandshakeError{LocalVersion: ProtocolVersion, Err: fmt.Errorf("read peer hello: %w", err)}
+		}
+		return nil
+	}
+	write := func() error {
+		if _, err := c.w.Write(hello); err != nil {
+			return &HandshakeError{LocalVersion: ProtocolVersion, Err: fmt.Errorf("write hello: %w", err)}
+		}
+		return nil
+	}
+	var err error
+	if c.role == RoleHost {
+		if err = write(); err == nil {
+			err = read()
+		}
+	} else {
+		if err = read(); err == nil {
+			err = write()
+		}
+	}
+	if err != nil {
+		return err
+	}
+	c.peerMax, err = checkHello(peer[:], c.role)
+	return err
+}
+
+// Role returns this side's role.
+func (c *Conn) Role() Role { return c.role }
+
+// PeerMaxFrame returns the frame limit the peer announced.
+func (c *Conn) PeerMaxFrame() int { return c.peerMax }
+
+// Send encodes m and writes it, batched with frames other goroutines send at
+// the same time: if no write is in progress the caller writes everything
+// queued; otherwise m is queued for the writing goroutine and Send returns
+// (blocking only while more than MaxPending bytes are queued). An error from
+// a write is returned to the writer and to every later Send. A frame larger
+// than the peer's limit fails with ErrFrameTooLarge and nothing is sent.
+// Safe for concurrent use.
+func (c *Conn) Send(m Message) error { return c.send(m, true) }
+
+// Post is Send that never blocks on I/O: if no write is in progress it
+// starts one in a new goroutine. Use it from a reading goroutine, which must
+// never wait for the peer (both sides waiting on full pipes deadlock).
+func (c *Conn) Post(m Message) error { return c.send(m, false) }
+
+func (c *Conn) send(m Message, inline bool) error {
+	c.mu.Lock()
+	for inline && c.err == nil && c.writing && len(c.pending) >= c.maxPend {
+		c.cond.Wait()
+	}
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return err
+	}
+	var err error
+	c.pending, err = appendChecked(c.pending, m, c.peerMax)
+	if err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	c.framesSent.Add(1)
+	if c.writing {
+		c.mu.Unlock()
+		return nil
+	}
+	c.writing = true
+	if !inline {
+		c.mu.Unlock()
+		go func() {
+			c.mu.Lock()
+			c.flushLocked()
+		}()
+		return nil
+	}
+	return c.flushLocked()
+}
+
+// flushLocked writes pending batches until none is left; called with c.mu
+// held and c.writing set; returns with c.mu released.
+func (c *Conn) flushLocked() error {
+	var err error
+	for len(c.pending) > 0 && c.err == nil {
+		buf := c.pending
+		c.pending = c.spare[:0]
+		c.mu.Unlock()
+		_, err = c.w.Write(buf)
+		c.writes.Add(1)
+		c.bytesSent.Add(uint64(len(buf)))
+		c.mu.Lock()
+		if cap(buf) <= 1<<20 {
+			c.spare = buf[:0]
+		} else {
+			c.spare = nil
+		}
+		if err != nil {
+			c.err = fmt.Errorf("boundary: write: %w", err)
+			err = c.err
+		}
+		c.cond.Broadcast()
+	}
+	c.writing = false
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	return err
+}
+
+// Flush waits until every frame queued so far has been written (or the
+// connection failed).
+func (c *Conn) Flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.err == nil && (c.writing || len(c.pending) > 0) {
+		c.cond.Wait()
+	}
+	if errors.Is(c.err, ErrClosed) {
+		return nil
+	}
+	return c.err
+}
+
+// Recv reads the next frame. Call it from one goroutine only. It returns
+// io.EOF when the peer closed the stream cleanly between frames. A
+// *DecodeError leaves the stream in sync; the caller decides whether to go
+// on. A frame type of the wrong direction is a *DecodeError wrapping
+// ErrWrongDirection.
+func (c *Conn) Recv() (Message, error) {
+	m, err := c.r.Next()
+	if err == nil {
+		c.framesRecv.Add(1)
+	}
+	return m, err
+}
+
+// Stats returns traffic counters.
+func (c *Conn) Stats() Stats {
+	return Stats{
+		FramesSent: c.framesSent.Load(), BytesSent: c.bytesSent.Load(), Writes: c.writes.Load(),
+		FramesReceived: c.framesRecv.Load(),
+	}
+}
+
+// Close makes later Sends fail with ErrClosed and closes the underlying
+// reader and writer if they are io.Closers (which unblocks a pending Recv
+// for pipes and sockets). Frames queued but not yet written are dropped;
+// call Flush first to keep them.
+func (c *Conn) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		if c.err == nil {
+			c.err = ErrClosed
+		}
+		c.cond.Broadcast()
+		c.mu.Unlock()
+		for _, cl := range c.closers {
+			if e := cl.Close(); e != nil && err == nil {
+				err = e
+			}
+		}
+	})
+	return err
+}
