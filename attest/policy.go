@@ -219,7 +219,7 @@ func decodeHexInto(dst []byte, s string) error {
 // ParsePolicy decodes a policy from its JSON form.
 func ParsePolicy(b []byte) (*Policy, error) {
 	var p Policy
-	if err := json.Unmarshal(b, &p); err != nil {
+	if err := p.UnmarshalJSON(b); err != nil {
 		return nil, err
 	}
 	return &p, nil

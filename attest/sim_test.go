@@ -1,0 +1,246 @@
+package attest
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func testSimIdentity() SimIdentity {
+	return SimIdentity{
+		MREnclave: [32]byte{1, 2, 3},
+		MRSigner:  [32]byte{4, 5, 6},
+		ProductID: 7,
+		SVN:       9,
+	}
+}
+
+func TestSimPlatformKeyCreatedOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cloister", "sim-platform-key.pem")
+	var wg sync.WaitGroup
+	keys := make([]*ecdsa.PrivateKey, 8)
+	errs := make([]error, 8)
+	for i := range keys {
+		wg.Go(func() { keys[i], errs[i] = LoadOrCreateSimPlatformKey(path) })
+	}
+	wg.Wait()
+	for i := range keys {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if !keys[i].Equal(keys[0]) {
+			t.Fatalf("concurrent creators got different keys")
+		}
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %v, want 0600", fi.Mode().Perm())
+	}
+	again, err := LoadOrCreateSimPlatformKey(path)
+	if err != nil || !again.Equal(keys[0]) {
+		t.Fatalf("reload: %v", err)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	if len(entries) != 1 {
+		t.Errorf("temporary files left: %d entries", len(entries))
+	}
+}
+
+func TestSimRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sim-platform-key.pem")
+	key, err := LoadOrCreateSimPlatformKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := NewSimIssuer(testSimIdentity(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var _ Issuer = iss
+	var _ Issuer = GramineIssuer{}
+	rd := [64]byte{0xaa, 0xbb}
+	ev, err := iss.Issue(context.Background(), rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wire, err := ev.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Evidence
+	if err := got.UnmarshalBinary(wire); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Verifier{}.Verify(context.Background(), &got, VerifyOptions{AllowSimulation: true, SimPlatformKeyPath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := testSimIdentity()
+	if c.Type != EvidenceSimulated || c.MREnclave != id.MREnclave || c.MRSigner != id.MRSigner || c.ProductID != 7 || c.SVN != 9 || c.Debug || c.ReportData != rd {
+		t.Fatalf("claims %+v", c)
+	}
+	if !strings.Contains(c.String(), "simulated") {
+		t.Errorf("String() = %q does not say simulated", c.String())
+	}
+	mr := id.MREnclave
+	pol := &Policy{MREnclaves: [][32]byte{mr}, AllowSimulation: true, ReportData: &rd}
+	if err := pol.Check(c); err != nil {
+		t.Errorf("policy allowing simulation: %v", err)
+	}
+	pol.AllowSimulation = false
+	var pe *PolicyError
+	if err := pol.Check(c); !errors.As(err, &pe) || pe.Rule != RuleSimulation {
+		t.Errorf("policy refusing simulation: %v", err)
+	}
+
+	// Verify refuses simulated evidence unless told otherwise.
+	_, err = Verify(context.Background(), ev, VerifyOptions{SimPlatformKeyPath: path})
+	wantStep(t, err, StepSimulationRefused, "simulation is not allowed")
+
+	// Another machine's key is not trusted.
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, err = Verify(context.Background(), ev, VerifyOptions{AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{&other.PublicKey}})
+	wantStep(t, err, StepSimPlatformKey, "untrusted")
+	// But it can be trusted explicitly.
+	if _, err := Verify(context.Background(), ev, VerifyOptions{AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{&other.PublicKey, &key.PublicKey}}); err != nil {
+		t.Error(err)
+	}
+	// No key file: refused.
+	_, err = Verify(context.Background(), ev, VerifyOptions{AllowSimulation: true, SimPlatformKeyPath: filepath.Join(t.TempDir(), "none.pem")})
+	wantStep(t, err, StepSimPlatformKey)
+
+	// Every flipped bit is rejected.
+	for i := range ev.Quote {
+		mut := bytes.Clone(ev.Quote)
+		mut[i] ^= 1 << (i % 8)
+		if _, err := Verify(context.Background(), &Evidence{Type: EvidenceSimulated, Quote: mut}, VerifyOptions{AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{&key.PublicKey}}); err == nil {
+			t.Fatalf("flip at %d accepted", i)
+		}
+	}
+	// A simulated quote is not an SGX quote.
+	_, err = Verify(context.Background(), &Evidence{Type: EvidenceSGXDCAP, Quote: ev.Quote}, VerifyOptions{})
+	wantStep(t, err, StepParse)
+}
+
+func TestSimDebugAndDefaultKey(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	t.Setenv("HOME", t.TempDir())
+	id := testSimIdentity()
+	id.Debug = true
+	iss, err := NewSimIssuer(id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := iss.Issue(context.Background(), [64]byte{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Verify(context.Background(), ev, VerifyOptions{AllowSimulation: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Debug {
+		t.Error("debug not claimed")
+	}
+	pol := &Policy{MRSigner: &id.MRSigner, ProductID: 7, AllowSimulation: true}
+	var pe *PolicyError
+	if err := pol.Check(c); !errors.As(err, &pe) || pe.Rule != RuleDebug {
+		t.Errorf("debug refused: %v", err)
+	}
+	path, _ := DefaultSimPlatformKeyPath()
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("default key not created: %v", err)
+	}
+}
+
+func TestGramineIssuer(t *testing.T) {
+	quote := readTestdata(t, "sgx/phala_sgx_quote.dat")
+	root := t.TempDir()
+	for name, content := range map[string][]byte{"user_report_data": nil, "quote": quote, "attestation_type": []byte("dcap")} {
+		if err := os.WriteFile(filepath.Join(root, name), content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rd [64]byte
+	copy(rd[:], "Hello, world!")
+	ev, err := GramineIssuer{Root: root}.Issue(context.Background(), rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Type != EvidenceSGXDCAP || !bytes.Equal(ev.Quote, quote) {
+		t.Fatal("wrong evidence")
+	}
+	written, _ := os.ReadFile(filepath.Join(root, "user_report_data"))
+	if !bytes.Equal(written, rd[:]) {
+		t.Errorf("user_report_data = %q", written)
+	}
+	c, err := Verify(context.Background(), ev, VerifyOptions{})
+	if err != nil || c.ReportData != rd {
+		t.Fatalf("verify Gramine evidence: %v", err)
+	}
+	// The quote does not carry other report data: refused as stale.
+	if _, err := (GramineIssuer{Root: root}).Issue(context.Background(), [64]byte{1}); err == nil || !strings.Contains(err.Error(), "stale") {
+		t.Errorf("stale quote: %v", err)
+	}
+	// Not a DCAP setup.
+	os.WriteFile(filepath.Join(root, "attestation_type"), []byte("none"), 0o600)
+	if _, err := (GramineIssuer{Root: root}).Issue(context.Background(), rd); err == nil || !strings.Contains(err.Error(), "none") {
+		t.Errorf("attestation type none: %v", err)
+	}
+	// No /dev/attestation at all.
+	if _, err := (GramineIssuer{Root: filepath.Join(root, "absent")}).Issue(context.Background(), rd); err == nil {
+		t.Error("missing root accepted")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := (GramineIssuer{Root: root}).Issue(ctx, rd); !errors.Is(err, context.Canceled) {
+		t.Errorf("canceled: %v", err)
+	}
+}
+
+func TestEvidenceEncodingStrict(t *testing.T) {
+	ev := &Evidence{Type: EvidenceSGXDCAP, Quote: []byte("quote")}
+	b, err := ev.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Evidence
+	if err := got.UnmarshalBinary(b); err != nil || got.Type != ev.Type || !bytes.Equal(got.Quote, ev.Quote) {
+		t.Fatalf("round trip: %v %+v", err, got)
+	}
+	bad := map[string][]byte{
+		"trailing":  append(bytes.Clone(b), 0),
+		"truncated": b[:len(b)-1],
+		"short":     b[:5],
+		"magic":     append([]byte("XLEV"), b[4:]...),
+		"version":   append(append([]byte("CLEV"), 2), b[5:]...),
+		"type":      append(append([]byte("CLEV\x01"), 9), b[6:]...),
+	}
+	for name, in := range bad {
+		if err := got.UnmarshalBinary(in); !errors.Is(err, ErrMalformedEvidence) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := (&Evidence{Type: "tdx"}).MarshalBinary(); err == nil {
+		t.Error("unknown type marshalled")
+	}
+	if d, err := DetectEvidence(b); err != nil || d.Type != EvidenceSGXDCAP {
+		t.Errorf("detect encoded: %v", err)
+	}
+	if d, _ := DetectEvidence([]byte(simQuoteMagic + "xx")); d.Type != EvidenceSimulated {
+		t.Error("detect sim")
+	}
+	_, err = Verify(context.Background(), &Evidence{Type: "tdx"}, VerifyOptions{})
+	wantStep(t, err, StepEvidence)
+}
