@@ -2,6 +2,7 @@ package attest
 
 import (
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -117,4 +118,52 @@ func (c *Claims) String() string {
 		}
 	}
 	return b.String()
+}
+
+// claimsJSON is the JSON form of Claims: byte strings in hex.
+type claimsJSON struct {
+	Type              EvidenceType `json:"type"`
+	Simulated         bool         `json:"simulated"`
+	MREnclave         string       `json:"mrenclave"`
+	MRSigner          string       `json:"mrsigner"`
+	ProductID         uint16       `json:"product_id"`
+	SVN               uint16       `json:"svn"`
+	Debug             bool         `json:"debug"`
+	Attributes        string       `json:"attributes"`
+	ReportData        string       `json:"report_data"`
+	TCBStatus         TCBStatus    `json:"tcb_status,omitempty"`
+	AdvisoryIDs       []string     `json:"advisory_ids,omitempty"`
+	PlatformTCBStatus TCBStatus    `json:"platform_tcb_status,omitempty"`
+	QETCBStatus       TCBStatus    `json:"qe_tcb_status,omitempty"`
+	QEAdvisoryIDs     []string     `json:"qe_advisory_ids,omitempty"`
+	TCBDate           string       `json:"tcb_date,omitempty"`
+	FMSPC             string       `json:"fmspc,omitempty"`
+	CollateralChecked bool         `json:"collateral_checked"`
+}
+
+// MarshalJSON encodes the claims with hex strings for byte fields, for
+// reports and logs. (Steps are not included.)
+func (c *Claims) MarshalJSON() ([]byte, error) {
+	j := claimsJSON{
+		Type:              c.Type,
+		Simulated:         c.Simulated(),
+		MREnclave:         hex.EncodeToString(c.MREnclave[:]),
+		MRSigner:          hex.EncodeToString(c.MRSigner[:]),
+		ProductID:         c.ProductID,
+		SVN:               c.SVN,
+		Debug:             c.Debug,
+		Attributes:        hex.EncodeToString(c.Attributes[:]),
+		ReportData:        hex.EncodeToString(c.ReportData[:]),
+		TCBStatus:         c.TCBStatus,
+		AdvisoryIDs:       c.AdvisoryIDs,
+		PlatformTCBStatus: c.PlatformTCBStatus,
+		QETCBStatus:       c.QETCBStatus,
+		QEAdvisoryIDs:     c.QEAdvisoryIDs,
+		FMSPC:             c.FMSPC,
+		CollateralChecked: c.CollateralChecked,
+	}
+	if !c.TCBDate.IsZero() {
+		j.TCBDate = c.TCBDate.UTC().Format(time.RFC3339)
+	}
+	return json.Marshal(j)
 }

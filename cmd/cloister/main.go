@@ -56,6 +56,7 @@ func rootCommand() *command {
 		summary: "confidential microservices on an event bus",
 		subcommands: []*command{
 			versionCommand(),
+			attestCommand(),
 		},
 	}
 }
