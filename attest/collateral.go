@@ -475,6 +475,11 @@ func verifySignedJSON(what string, value, sig []byte, chain []*x509.Certificate,
 	if err != nil {
 		return nil, fmt.Errorf("%s issuer chain: %w", what, err)
 	}
+	// Only Intel's TCB signing certificate, issued by the root itself, signs
+	// collateral: a PCK key (held by a platform) must not be able to.
+	if cn := verified[0].Subject.CommonName; cn != "Intel SGX TCB Signing" || len(verified) != 2 {
+		return nil, fmt.Errorf("%s is signed by %q (chain of %d), not by the Intel SGX TCB Signing certificate under the root", what, cn, len(verified))
+	}
 	pub, ok := verified[0].PublicKey.(*ecdsa.PublicKey)
 	if !ok || pub.Curve != elliptic.P256() {
 		return nil, fmt.Errorf("%s signing key is not ECDSA P-256", what)

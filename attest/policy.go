@@ -57,10 +57,12 @@ type PolicyError struct {
 	Err error
 }
 
+// Error names the rule and the reason.
 func (e *PolicyError) Error() string {
 	return fmt.Sprintf("attest: policy rule %q not met: %v", e.Rule, e.Err)
 }
 
+// Unwrap returns the reason.
 func (e *PolicyError) Unwrap() error { return e.Err }
 
 func ruleErr(rule, format string, a ...any) error {

@@ -59,23 +59,36 @@ func parseReportBody(b []byte) ReportBody {
 // Quote is a parsed SGX DCAP version 3 quote with an ECDSA P-256 attestation
 // key. The byte slices alias the parsed input.
 type Quote struct {
-	Version     uint16
-	AttKeyType  uint16
-	TEEType     uint32
-	QESVN       uint16
-	PCESVN      uint16
-	QEVendorID  [16]byte
-	UserData    [20]byte
-	Report      ReportBody
-	Signature   []byte // 64 bytes r||s over header || report body
-	AttestKey   []byte // 64 bytes x||y
-	QEReport    ReportBody
-	QEReportRaw []byte // 384 bytes, signed by the PCK key
-	QEReportSig []byte // 64 bytes r||s
-	QEAuthData  []byte
-	CertType    uint16
-	CertData    []byte
-
+	// Version is the quote version (3).
+	Version uint16
+	// AttKeyType is the attestation key type (2, ECDSA P-256).
+	AttKeyType uint16
+	// TEEType is 0 for SGX (reserved in version 3).
+	TEEType uint32
+	// QESVN and PCESVN are the quoting and provisioning enclaves' SVNs.
+	QESVN, PCESVN uint16
+	// QEVendorID identifies the quoting enclave's vendor (Intel).
+	QEVendorID [16]byte
+	// UserData is the header's user data (the first 16 bytes hold the QE ID).
+	UserData [20]byte
+	// Report is the application enclave's report body.
+	Report ReportBody
+	// Signature is the 64-byte r||s ECDSA signature over Signed.
+	Signature []byte
+	// AttestKey is the 64-byte x||y attestation public key.
+	AttestKey []byte
+	// QEReport is the quoting enclave's report.
+	QEReport ReportBody
+	// QEReportRaw is the 384-byte QE report body, signed by the PCK key.
+	QEReportRaw []byte
+	// QEReportSig is the 64-byte r||s signature over QEReportRaw.
+	QEReportSig []byte
+	// QEAuthData is the QE authentication data, bound by the QE report data.
+	QEAuthData []byte
+	// CertType is the certification data type (5: PEM PCK chain).
+	CertType uint16
+	// CertData is the certification data.
+	CertData []byte
 	// Signed is header || report body, the bytes the quote signature covers.
 	Signed []byte
 }

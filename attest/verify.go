@@ -45,10 +45,12 @@ type VerificationError struct {
 	Passed []StepResult
 }
 
+// Error names the step and the reason.
 func (e *VerificationError) Error() string {
 	return fmt.Sprintf("attest: verification failed at step %q: %v", e.Step, e.Err)
 }
 
+// Unwrap returns the reason.
 func (e *VerificationError) Unwrap() error { return e.Err }
 
 // VerifyOptions configure [Verify].
@@ -241,6 +243,14 @@ func (st *dcapState) verifyPCKChain() error {
 	}
 	if len(chain) != 3 {
 		return fmt.Errorf("PCK chain has %d certificates, want leaf, PCK CA and root", len(chain))
+	}
+	// Only a PCK certificate from a PCK CA may sign QE reports: not, say, a
+	// TCB signing certificate, which chains to the same root.
+	if cn := chain[0].Subject.CommonName; cn != "Intel SGX PCK Certificate" {
+		return fmt.Errorf("PCK chain leaf is %q, not an Intel SGX PCK Certificate", cn)
+	}
+	if cn := chain[1].Subject.CommonName; cn != "Intel SGX PCK Processor CA" && cn != "Intel SGX PCK Platform CA" {
+		return fmt.Errorf("PCK chain CA is %q, not an Intel SGX PCK Processor or Platform CA", cn)
 	}
 	st.chain = chain
 	return nil

@@ -279,7 +279,7 @@ func TestTamperedCollateralRejected(t *testing.T) {
 	c = *col
 	c.TCBInfoIssuerChain = col.PCKCRLIssuerChain
 	_, err = Verify(context.Background(), dcap(raw), VerifyOptions{At: phalaAt, Collateral: &c})
-	wantStep(t, err, StepTCBInfoSignature)
+	wantStep(t, err, StepTCBInfoSignature, "not by the Intel SGX TCB Signing certificate")
 }
 
 // syntheticAsType5 rebuilds Intel's sample quote with certification data
