@@ -1,0 +1,472 @@
+package trusted
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cloister-dev/cloister/boundary"
+	"github.com/cloister-dev/cloister/seal"
+)
+
+// Handler serves the deliveries of one address.
+type Handler interface {
+	ServeCall(ctx context.Context, c *Call)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, c *Call)
+
+// ServeCall calls f(ctx, c).
+func (f HandlerFunc) ServeCall(ctx context.Context, c *Call) { f(ctx, c) }
+
+// Options configure an App. The zero value is usable.
+type Options struct {
+	// Workers is the most handlers running at once (the enclave's TCS
+	// count). Default 8.
+	Workers int
+	// MaxQueue is the most deliveries waiting for a worker; more fail with
+	// boundary.FailOverloaded. Default 1024.
+	MaxQueue int
+	// Limits bound the frames the enclave accepts (boundary defaults).
+	Limits boundary.Limits
+	// ShutdownGrace is how long a Shutdown without its own grace period
+	// drains. Default 10s.
+	ShutdownGrace time.Duration
+	// SealPolicy is the policy of protected storage (see the package doc).
+	SealPolicy seal.Policy
+	// KeySource overrides the choice of seal keys.
+	KeySource seal.KeySource
+	// GramineRoot is where Gramine's attestation files are looked for.
+	// Default seal.DefaultAttestationRoot.
+	GramineRoot string
+	// PlatformSecretPath is the simulated platform secret file used when
+	// Init carries none. Default seal.DefaultPlatformSecretPath().
+	PlatformSecretPath string
+	// LogLevel is the lowest level handlers' logs are sent to the host at.
+	// Default slog.LevelInfo.
+	LogLevel slog.Leveler
+	// MemoryLimit is the Go memory limit Main sets unless GOMEMLIMIT is set.
+	// Default DefaultMemoryLimit; negative leaves the limit alone.
+	MemoryLimit int64
+	// OnInit, if set, runs after Init and before Ready; an error is sent to
+	// the host as Fatal and ends Serve.
+	OnInit func(ctx context.Context, rt *Runtime) error
+}
+
+// DefaultMemoryLimit is the Go memory limit Main sets by default: an SGX1
+// enclave has about 93 MB of protected memory in all.
+const DefaultMemoryLimit = 24 << 20
+
+// App is an enclave image's set of handlers and options. Register handlers,
+// then call Main (or Serve).
+type App struct {
+	opts     Options
+	mu       sync.Mutex
+	handlers map[string]Handler
+	frozen   bool
+}
+
+// New returns an App with opts (defaults filled in).
+func New(opts Options) *App {
+	if opts.Workers <= 0 {
+		opts.Workers = 8
+	}
+	if opts.MaxQueue <= 0 {
+		opts.MaxQueue = 1024
+	}
+	if opts.ShutdownGrace <= 0 {
+		opts.ShutdownGrace = 10 * time.Second
+	}
+	if opts.LogLevel == nil {
+		opts.LogLevel = slog.LevelInfo
+	}
+	opts.Limits = opts.Limits.WithDefaults()
+	return &App{opts: opts, handlers: map[string]Handler{}}
+}
+
+// Handle registers h for address. It panics if address is empty, not valid
+// for the boundary protocol, already registered, or if the App is serving.
+func (a *App) Handle(address string, h Handler) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case a.frozen:
+		panic("trusted: Handle after Serve")
+	case address == "" || len(address) > a.opts.Limits.MaxAddress:
+		panic(fmt.Sprintf("trusted: invalid address %q", address))
+	case h == nil:
+		panic("trusted: nil handler for " + address)
+	case a.handlers[address] != nil:
+		panic("trusted: address registered twice: " + address)
+	}
+	a.handlers[address] = h
+}
+
+// HandleFunc registers f for address; see Handle.
+func (a *App) HandleFunc(address string, f func(ctx context.Context, c *Call)) {
+	a.Handle(address, HandlerFunc(f))
+}
+
+// Addresses returns the registered addresses, sorted.
+func (a *App) Addresses() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	l := make([]string, 0, len(a.handlers))
+	for k := range a.handlers {
+		l = append(l, k)
+	}
+	slices.Sort(l)
+	return l
+}
+
+// Errors returned by Serve and the Runtime.
+var (
+	// ErrHostClosed: the host closed the boundary without a Shutdown.
+	ErrHostClosed = errors.New("trusted: host closed the boundary")
+	// ErrStopped: the enclave instance has stopped (after Shutdown's grace
+	// period, or the boundary failed); OCALLs fail with it.
+	ErrStopped = errors.New("trusted: enclave stopped")
+	// ErrProtocol: the host broke the boundary protocol (e.g. no Init first).
+	ErrProtocol = errors.New("trusted: boundary protocol violation")
+)
+
+// Serve runs one enclave instance over r (ECALLs in) and w (OCALLs out):
+// handshake, Init, Ready, then deliveries until Shutdown (returns nil after
+// sending Stopped), the host closing the stream (ErrHostClosed), a fatal
+// error, or ctx ending. It closes r and w when they are io.Closers.
+func (a *App) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
+	a.mu.Lock()
+	a.frozen = true
+	handlers := make(map[string]Handler, len(a.handlers))
+	for k, v := range a.handlers {
+		handlers[k] = v
+	}
+	a.mu.Unlock()
+
+	conn, err := boundary.NewConn(ctx, r, w, boundary.RoleEnclave, boundary.Options{Limits: a.opts.Limits})
+	if err != nil {
+		return fmt.Errorf("trusted: %w", err)
+	}
+	defer conn.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s := &session{app: a, opts: &a.opts, conn: conn, handlers: handlers, ctx: ctx, cancel: cancel,
+		pending: map[uint64]chan boundary.Message{}, stopped: make(chan struct{}), readDone: make(chan struct{})}
+	s.cond.L = &s.mu
+	s.rt = &Runtime{s: s}
+	s.rt.log = slog.New(&logHandler{s: s, level: a.opts.LogLevel})
+	return s.serve()
+}
+
+// session is one running enclave instance.
+type session struct {
+	app      *App
+	opts     *Options
+	conn     *boundary.Conn
+	handlers map[string]Handler
+	rt       *Runtime
+	ctx      context.Context
+	cancel   context.CancelFunc
+
+	mu          sync.Mutex
+	cond        sync.Cond
+	queue       []*Call // waiting for a worker
+	running     int
+	openReplies int  // accepted requests not yet answered
+	draining    bool // Shutdown received
+	halted      bool // workers must exit
+	nextID      uint64
+	pending     map[uint64]chan boundary.Message
+	stopped     chan struct{} // closed when OCALLs must give up
+	readDone    chan struct{} // closed when the reading goroutine ended
+	readErr     error         // why it ended; read after readDone
+	readerGone  bool          // readDone, under mu
+	stopOnce    sync.Once
+	workers     sync.WaitGroup
+}
+
+func (s *session) fatal(err error) error {
+	s.conn.Send(&boundary.Fatal{Message: err.Error()})
+	s.conn.Flush()
+	return err
+}
+
+func (s *session) serve() error {
+	m, err := s.conn.Recv()
+	if err != nil {
+		return fmt.Errorf("trusted: waiting for Init: %w", err)
+	}
+	init, ok := m.(*boundary.Init)
+	if !ok {
+		return s.fatal(fmt.Errorf("%w: first frame is %s, want Init", ErrProtocol, m.Type()))
+	}
+	s.rt.init(init)
+
+	// Read from here on, so that OnInit's OCALLs get their results.
+	shutdown := make(chan *boundary.Shutdown, 1)
+	go func() {
+		s.readErr = s.readLoop(shutdown)
+		close(s.readDone)
+		s.mu.Lock()
+		s.readerGone = true
+		s.mu.Unlock()
+		s.cond.Broadcast()
+	}()
+	if s.opts.OnInit != nil {
+		if err := s.opts.OnInit(s.ctx, s.rt); err != nil {
+			s.halt()
+			return s.fatal(fmt.Errorf("trusted: init: %w", err))
+		}
+	}
+	if s.rt.sealErr != nil {
+		s.rt.log.Error("protected storage unavailable", "err", s.rt.sealErr)
+	} else if s.rt.sealMode == "simulated" {
+		s.rt.log.Warn("SIMULATED sealing: protected storage keys derive from a host-held platform secret and a host-chosen identity; this promises nothing against a malicious host")
+	}
+	if err := s.conn.Send(&boundary.Ready{Workers: uint32(s.opts.Workers), Addresses: s.app.Addresses()}); err != nil {
+		s.halt()
+		return fmt.Errorf("trusted: send Ready: %w", err)
+	}
+	for range s.opts.Workers {
+		s.workers.Go(s.worker)
+	}
+
+	select {
+	case sd := <-shutdown:
+		return s.drain(sd)
+	case <-s.readDone:
+		s.halt()
+		err := s.readErr
+		if errors.Is(err, io.EOF) {
+			return ErrHostClosed
+		}
+		return err
+	case <-s.ctx.Done():
+		s.halt()
+		return s.ctx.Err()
+	}
+}
+
+// readLoop dispatches ECALLs until the stream ends. It never blocks on a
+// handler or on writing (it uses Post).
+func (s *session) readLoop(shutdown chan<- *boundary.Shutdown) error {
+	for {
+		m, err := s.conn.Recv()
+		if err != nil {
+			var de *boundary.DecodeError
+			if errors.As(err, &de) {
+				// The stream is still in sync; report and go on.
+				s.postLog(slog.LevelError, "rejected a frame from the host", "err", err.Error())
+				continue
+			}
+			return err
+		}
+		switch m := m.(type) {
+		case *boundary.Deliver:
+			s.deliver(m)
+		case *boundary.RequestResult:
+			s.complete(m.CallID, m)
+		case *boundary.StoreResult:
+			s.complete(m.CallID, m)
+		case *boundary.EvidenceResult:
+			s.complete(m.CallID, m)
+		case *boundary.Health:
+			s.mu.Lock()
+			st := &boundary.HealthStatus{ID: m.ID, Healthy: !s.draining, Running: uint32(s.running),
+				Queued: uint32(len(s.queue)), Workers: uint32(s.opts.Workers)}
+			if s.draining {
+				st.Detail = "draining"
+			}
+			s.mu.Unlock()
+			s.conn.Post(st)
+		case *boundary.Shutdown:
+			s.mu.Lock()
+			first := !s.draining
+			s.draining = true
+			s.mu.Unlock()
+			if first {
+				shutdown <- m
+			}
+		case *boundary.Init:
+			s.postLog(slog.LevelError, "ignoring a second Init from the host")
+		}
+	}
+}
+
+func (s *session) deliver(d *boundary.Deliver) {
+	h := s.handlers[d.Address]
+	s.mu.Lock()
+	var fk boundary.FailKind
+	var msg string
+	switch {
+	case s.draining:
+		fk, msg = boundary.FailShuttingDown, "enclave is shutting down"
+	case h == nil:
+		fk, msg = boundary.FailNoHandler, fmt.Sprintf("no handler for address %q in this enclave", d.Address)
+	case len(s.queue) >= s.opts.MaxQueue:
+		fk, msg = boundary.FailOverloaded, fmt.Sprintf("enclave overloaded: %d deliveries queued", len(s.queue))
+	}
+	if fk != 0 {
+		s.mu.Unlock()
+		if d.Token != 0 {
+			s.conn.Post(&boundary.Fail{Token: d.Token, Kind: fk, Message: msg})
+		} else {
+			s.postLog(slog.LevelWarn, "dropped a delivery", "address", d.Address, "reason", msg)
+		}
+		return
+	}
+	c := &Call{Runtime: s.rt, handler: h, token: d.Token, kind: d.Kind, timeout: d.Timeout,
+		address: d.Address, headers: d.Headers, body: d.Body}
+	if d.Token != 0 {
+		s.openReplies++
+	}
+	s.queue = append(s.queue, c)
+	s.mu.Unlock()
+	s.cond.Signal()
+}
+
+func (s *session) worker() {
+	for {
+		s.mu.Lock()
+		for len(s.queue) == 0 && !s.halted {
+			s.cond.Wait()
+		}
+		if s.halted {
+			s.mu.Unlock()
+			return
+		}
+		c := s.queue[0]
+		s.queue[0] = nil
+		s.queue = s.queue[1:]
+		if len(s.queue) == 0 {
+			s.queue = s.queue[:0:0]
+		}
+		s.running++
+		s.mu.Unlock()
+
+		s.run(c)
+
+		s.mu.Lock()
+		s.running--
+		s.mu.Unlock()
+		s.cond.Broadcast()
+	}
+}
+
+func (s *session) run(c *Call) {
+	ctx := s.ctx
+	if c.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			msg := fmt.Sprintf("handler for %q panicked: %v", c.address, r)
+			s.rt.log.Error(msg, "address", c.address)
+			if c.ExpectsReply() {
+				c.answer(&boundary.Fail{Token: c.token, Kind: boundary.FailPanic, Message: msg})
+			}
+		}
+	}()
+	c.handler.ServeCall(ctx, c)
+}
+
+// answered is called once per answered request.
+func (s *session) answered() {
+	s.mu.Lock()
+	s.openReplies--
+	s.mu.Unlock()
+	s.cond.Broadcast()
+}
+
+// drain finishes queued and running deliveries and open replies, for at most
+// the grace period, then sends Stopped.
+func (s *session) drain(sd *boundary.Shutdown) error {
+	grace := sd.Grace
+	if grace <= 0 {
+		grace = s.opts.ShutdownGrace
+	}
+	timer := time.AfterFunc(grace, func() {
+		s.mu.Lock()
+		s.halted = true
+		s.mu.Unlock()
+		s.cond.Broadcast()
+	})
+	defer timer.Stop()
+	s.mu.Lock()
+	for !s.halted && !s.readerGone && (len(s.queue) > 0 || s.running > 0 || s.openReplies > 0) {
+		s.cond.Wait()
+	}
+	abandoned := s.openReplies
+	s.mu.Unlock()
+	s.halt()
+	st := &boundary.Stopped{Abandoned: uint32(abandoned), Message: "drained"}
+	if abandoned > 0 {
+		st.Message = fmt.Sprintf("grace period %v ended with %d requests unanswered", grace, abandoned)
+	}
+	if err := s.conn.Send(st); err != nil {
+		return fmt.Errorf("trusted: send Stopped: %w", err)
+	}
+	return s.conn.Flush()
+}
+
+// halt stops the workers, fails waiting OCALLs and cancels handler contexts.
+func (s *session) halt() {
+	s.stopOnce.Do(func() {
+		s.mu.Lock()
+		s.halted = true
+		s.mu.Unlock()
+		s.cond.Broadcast()
+		close(s.stopped)
+		s.cancel()
+	})
+}
+
+// call sends an OCALL built by mk with a fresh call ID and waits for its
+// result.
+func (s *session) call(ctx context.Context, mk func(id uint64) boundary.Message) (boundary.Message, error) {
+	ch := make(chan boundary.Message, 1)
+	s.mu.Lock()
+	s.nextID++
+	id := s.nextID
+	s.pending[id] = ch
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.pending, id)
+		s.mu.Unlock()
+	}()
+	if err := s.conn.Send(mk(id)); err != nil {
+		return nil, fmt.Errorf("trusted: OCALL: %w", err)
+	}
+	select {
+	case m := <-ch:
+		return m, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.stopped:
+		return nil, ErrStopped
+	case <-s.readDone:
+		return nil, fmt.Errorf("%w: %w", ErrStopped, s.readErr)
+	}
+}
+
+func (s *session) complete(id uint64, m boundary.Message) {
+	s.mu.Lock()
+	ch := s.pending[id]
+	delete(s.pending, id)
+	s.mu.Unlock()
+	if ch == nil {
+		// Late (the caller gave up) or bogus; nothing waits for it.
+		return
+	}
+	ch <- m
+}

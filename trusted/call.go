@@ -1,0 +1,346 @@
+package trusted
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloister-dev/cloister/boundary"
+	"github.com/cloister-dev/cloister/seal"
+)
+
+// Runtime is the enclave instance as seen by handlers: the OCALLs it can
+// make and what the host said in Init. It is safe for concurrent use. Every
+// *Call embeds it.
+type Runtime struct {
+	s   *session
+	log *slog.Logger
+
+	identity boundary.Identity
+	name     string
+	instance uint32
+	config   []byte
+
+	sealer   *seal.Sealer
+	sealErr  error
+	sealMode string // "gramine", "simulated" or "custom"
+	nameKey  []byte // HMAC key for the storage names the host sees
+}
+
+// Identity returns the enclave identity the host reported in Init (under
+// simulation, the one seal keys derive from).
+func (rt *Runtime) Identity() boundary.Identity { return rt.identity }
+
+// Name returns the service name from Init.
+func (rt *Runtime) Name() string { return rt.name }
+
+// Instance returns the instance number from Init.
+func (rt *Runtime) Instance() uint32 { return rt.instance }
+
+// Config returns the image configuration bytes from Init (host-supplied:
+// treat as untrusted input). Do not modify.
+func (rt *Runtime) Config() []byte { return rt.config }
+
+// SealMode returns where the storage keys come from: "gramine",
+// "simulated" or "custom" (Options.KeySource); empty if none is available.
+func (rt *Runtime) SealMode() string { return rt.sealMode }
+
+// Logger returns a logger whose records go to the host as Log OCALLs.
+func (rt *Runtime) Logger() *slog.Logger { return rt.log }
+
+// init applies the Init frame: identity, config and seal keys.
+func (rt *Runtime) init(in *boundary.Init) {
+	rt.identity, rt.name, rt.instance, rt.config = in.Identity, in.Name, in.Instance, in.Config
+	src, mode, err := rt.s.app.keySource(in)
+	if err != nil {
+		rt.sealErr = err
+		return
+	}
+	rt.sealMode = mode
+	policy := rt.s.opts.SealPolicy
+	if policy == 0 {
+		policy = seal.Policy(in.SealPolicy)
+	}
+	if policy == 0 {
+		policy = seal.PolicyMRENCLAVE
+	}
+	sealer, err := seal.NewSealer(src, policy)
+	if err != nil {
+		rt.sealErr = fmt.Errorf("trusted: protected storage: %w", err)
+		return
+	}
+	rt.nameKey, err = sealer.Derive("trusted/store-names", 32)
+	if err != nil {
+		rt.sealErr = fmt.Errorf("trusted: protected storage: %w", err)
+		return
+	}
+	rt.sealer = sealer
+}
+
+// ErrSimulationRefused is returned when the host asks for simulated sealing
+// in an enclave that has hardware seal keys.
+var ErrSimulationRefused = errors.New("trusted: host asked for simulated sealing but this enclave runs under Gramine with hardware seal keys; refusing the downgrade")
+
+func (a *App) keySource(in *boundary.Init) (seal.KeySource, string, error) {
+	if a.opts.KeySource != nil {
+		return a.opts.KeySource, "custom", nil
+	}
+	g := seal.GramineKeySource{Root: a.opts.GramineRoot}
+	switch {
+	case g.Available():
+		if in.SealMode == boundary.SealSimulated {
+			return nil, "", ErrSimulationRefused
+		}
+		return g, "gramine", nil
+	case in.SealMode == boundary.SealGramine || os.Getenv("CLOISTER_SEAL") == "gramine":
+		_, err := g.RootKey(seal.PolicyMRENCLAVE)
+		return nil, "", fmt.Errorf("trusted: Gramine sealing requested but unavailable: %w", err)
+	}
+	secret := in.SealSecret
+	if len(secret) == 0 {
+		var err error
+		secret, err = seal.LoadOrCreatePlatformSecret(a.opts.PlatformSecretPath)
+		if err != nil {
+			return nil, "", fmt.Errorf("trusted: simulated sealing: %w", err)
+		}
+	}
+	return &seal.SimulatedKeySource{Secret: secret, MREnclave: in.Identity.MREnclave, MRSigner: in.Identity.MRSigner}, "simulated", nil
+}
+
+// Send sends body to address, point to point, through the host (Send
+// OCALL). It returns once the frame is on its way; delivery is not
+// confirmed.
+func (rt *Runtime) Send(ctx context.Context, address string, headers map[string]string, body []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := rt.s.conn.Send(&boundary.Send{Address: address, Headers: headers, Body: body}); err != nil {
+		return fmt.Errorf("trusted: send to %q: %w", address, err)
+	}
+	return nil
+}
+
+// Publish publishes body to every consumer of address through the host
+// (Publish OCALL).
+func (rt *Runtime) Publish(ctx context.Context, address string, headers map[string]string, body []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := rt.s.conn.Send(&boundary.Publish{Address: address, Headers: headers, Body: body}); err != nil {
+		return fmt.Errorf("trusted: publish to %q: %w", address, err)
+	}
+	return nil
+}
+
+// Response is the reply to a Request.
+type Response struct {
+	Headers map[string]string
+	Body    []byte
+}
+
+// RequestError is a failed Request: the bus's failure kind, and for
+// boundary.FailureRecipient the recipient's code and message.
+type RequestError struct {
+	Address string
+	Failure boundary.Failure
+	Code    int
+	Message string
+}
+
+func (e *RequestError) Error() string {
+	if e.Failure == boundary.FailureRecipient {
+		return fmt.Sprintf("trusted: request to %q: recipient failure: code %d: %s", e.Address, e.Code, e.Message)
+	}
+	s := fmt.Sprintf("trusted: request to %q: %s", e.Address, e.Failure)
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
+// Request sends body to address and waits for the reply (Request OCALL,
+// answered by a RequestResult ECALL). timeout is passed to the host; zero
+// means the time left in ctx, or the host's default. A failed request
+// returns a *RequestError; ctx ending returns ctx's error.
+func (rt *Runtime) Request(ctx context.Context, address string, headers map[string]string, body []byte, timeout time.Duration) (*Response, error) {
+	if timeout <= 0 {
+		if dl, ok := ctx.Deadline(); ok {
+			timeout = max(time.Until(dl), time.Millisecond)
+		}
+	}
+	m, err := rt.s.call(ctx, func(id uint64) boundary.Message {
+		return &boundary.Request{CallID: id, Timeout: timeout, Address: address, Headers: headers, Body: body}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("trusted: request to %q: %w", address, err)
+	}
+	r := m.(*boundary.RequestResult)
+	if r.Failure != boundary.FailureNone {
+		return nil, &RequestError{Address: address, Failure: r.Failure, Code: int(r.Code), Message: r.Message}
+	}
+	return &Response{Headers: r.Headers, Body: r.Body}, nil
+}
+
+// ErrStorage wraps failures the host reports for protected storage.
+var ErrStorage = errors.New("trusted: host storage failed")
+
+const storeAADPrefix = "cloister/trusted/store/v1\x00"
+
+func (rt *Runtime) storeName(key string) string {
+	m := hmac.New(sha256.New, rt.nameKey)
+	m.Write([]byte(key))
+	return "s1." + hex.EncodeToString(m.Sum(nil)[:20])
+}
+
+// Put stores value under key in protected storage: it is sealed inside the
+// enclave and the host stores only the blob (StorePut OCALL).
+func (rt *Runtime) Put(ctx context.Context, key string, value []byte) error {
+	if rt.sealErr != nil {
+		return rt.sealErr
+	}
+	blob, err := rt.sealer.Seal(value, []byte(storeAADPrefix+key))
+	if err != nil {
+		return fmt.Errorf("trusted: put %q: %w", key, err)
+	}
+	name := rt.storeName(key)
+	m, err := rt.s.call(ctx, func(id uint64) boundary.Message {
+		return &boundary.StorePut{CallID: id, Key: name, Blob: blob}
+	})
+	if err != nil {
+		return fmt.Errorf("trusted: put %q: %w", key, err)
+	}
+	if r := m.(*boundary.StoreResult); r.Error != "" {
+		return fmt.Errorf("trusted: put %q: %w: %s", key, ErrStorage, r.Error)
+	}
+	return nil
+}
+
+// Get loads the value stored under key. found is false if the host has no
+// blob for it. A blob that does not unseal (tampered with, swapped from
+// another key, sealed by another identity) is an error wrapping the seal
+// package's cause.
+func (rt *Runtime) Get(ctx context.Context, key string) (value []byte, found bool, err error) {
+	if rt.sealErr != nil {
+		return nil, false, rt.sealErr
+	}
+	name := rt.storeName(key)
+	m, err := rt.s.call(ctx, func(id uint64) boundary.Message {
+		return &boundary.StoreGet{CallID: id, Key: name}
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("trusted: get %q: %w", key, err)
+	}
+	r := m.(*boundary.StoreResult)
+	if r.Error != "" {
+		return nil, false, fmt.Errorf("trusted: get %q: %w: %s", key, ErrStorage, r.Error)
+	}
+	if !r.Found {
+		return nil, false, nil
+	}
+	v, err := rt.sealer.Unseal(r.Blob, []byte(storeAADPrefix+key))
+	if err != nil {
+		return nil, false, fmt.Errorf("trusted: get %q: %w", key, err)
+	}
+	return v, true, nil
+}
+
+// Evidence is attestation evidence the host obtained for the enclave.
+type Evidence struct {
+	Type  string // e.g. "simulated" or "sgx-dcap"
+	Quote []byte
+}
+
+// ErrNoEvidence wraps the host's reason for not providing evidence.
+var ErrNoEvidence = errors.New("trusted: no evidence")
+
+// Evidence asks the host for attestation evidence binding reportData
+// (GetEvidence OCALL). The evidence must be verified by whoever relies on
+// it; the enclave cannot trust what the host returns.
+func (rt *Runtime) Evidence(ctx context.Context, reportData [64]byte) (*Evidence, error) {
+	m, err := rt.s.call(ctx, func(id uint64) boundary.Message {
+		return &boundary.GetEvidence{CallID: id, ReportData: reportData}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("trusted: evidence: %w", err)
+	}
+	r := m.(*boundary.EvidenceResult)
+	if r.Error != "" {
+		return nil, fmt.Errorf("%w: %s", ErrNoEvidence, r.Error)
+	}
+	return &Evidence{Type: r.EvidenceType, Quote: r.Quote}, nil
+}
+
+// Call is one delivery to a handler. It embeds the *Runtime, so a handler
+// can c.Send, c.Request, c.Put, c.Logger() and so on.
+type Call struct {
+	*Runtime
+	handler Handler
+	token   uint64
+	kind    boundary.DeliveryKind
+	timeout time.Duration
+	address string
+	headers map[string]string
+	body    []byte
+	done    atomic.Bool
+}
+
+// Errors of Reply and Fail.
+var (
+	ErrAlreadyAnswered = errors.New("trusted: call already answered")
+	ErrNoReplyExpected = errors.New("trusted: call expects no reply (send or publish)")
+)
+
+// Address returns the address the message was sent to.
+func (c *Call) Address() string { return c.address }
+
+// Kind returns how the message was sent (send, publish or request).
+func (c *Call) Kind() boundary.DeliveryKind { return c.kind }
+
+// ExpectsReply reports whether the caller waits for Reply or Fail.
+func (c *Call) ExpectsReply() bool { return c.token != 0 }
+
+// Headers returns the message headers (nil if none). Do not modify.
+func (c *Call) Headers() map[string]string { return c.headers }
+
+// Header returns one header value ("" if absent).
+func (c *Call) Header(key string) string { return c.headers[key] }
+
+// Body returns the message body. Do not modify.
+func (c *Call) Body() []byte { return c.body }
+
+// Timeout returns the time the requester allowed (0 if none); the handler's
+// context has this deadline.
+func (c *Call) Timeout() time.Duration { return c.timeout }
+
+// Reply answers a request with headers and body (Reply OCALL). It may be
+// called from any goroutine, also after the handler returned, and only once.
+func (c *Call) Reply(headers map[string]string, body []byte) error {
+	return c.answer(&boundary.Reply{Token: c.token, Headers: headers, Body: body})
+}
+
+// Fail answers a request with a failure code and message (Fail OCALL); the
+// requester sees a recipient failure.
+func (c *Call) Fail(code int, message string) error {
+	return c.answer(&boundary.Fail{Token: c.token, Kind: boundary.FailApplication, Code: int32(code), Message: message})
+}
+
+func (c *Call) answer(m boundary.Message) error {
+	if c.token == 0 {
+		return ErrNoReplyExpected
+	}
+	if !c.done.CompareAndSwap(false, true) {
+		return ErrAlreadyAnswered
+	}
+	defer c.s.answered()
+	if err := c.s.conn.Send(m); err != nil {
+		return fmt.Errorf("trusted: answer %q: %w", c.address, err)
+	}
+	return nil
+}

@@ -1,0 +1,84 @@
+package trusted
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+var timeZero time.Time
+
+// EnvBoundaryFD names the environment variable that tells Main which file
+// descriptors carry the boundary protocol: "3" (one bidirectional
+// descriptor, e.g. a socket pair end) or "3,4" (read, write). Unset: stdin
+// and stdout.
+const EnvBoundaryFD = "CLOISTER_BOUNDARY_FD"
+
+// Main serves the boundary protocol for a process image (see the package
+// doc for the descriptors used) and exits the process: 0 after a Shutdown,
+// 1 on any other end.
+func (a *App) Main() {
+	os.Exit(a.run())
+}
+
+func (a *App) run() int {
+	if os.Getenv("GOMEMLIMIT") == "" && a.opts.MemoryLimit >= 0 {
+		lim := a.opts.MemoryLimit
+		if lim == 0 {
+			lim = DefaultMemoryLimit
+		}
+		debug.SetMemoryLimit(lim)
+	}
+	r, w, err := boundaryFiles()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "trusted:", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := a.Serve(ctx, r, w); err != nil {
+		fmt.Fprintln(os.Stderr, "trusted:", err)
+		return 1
+	}
+	return 0
+}
+
+func boundaryFiles() (io.Reader, io.Writer, error) {
+	v := os.Getenv(EnvBoundaryFD)
+	if v == "" {
+		r, w := os.Stdin, os.Stdout
+		os.Stdout = os.Stderr // keep stray prints out of the protocol stream
+		return r, w, nil
+	}
+	parts := strings.Split(v, ",")
+	if len(parts) > 2 {
+		return nil, nil, fmt.Errorf("%s=%q: want \"FD\" or \"RFD,WFD\"", EnvBoundaryFD, v)
+	}
+	var files [2]*os.File
+	for i, p := range parts {
+		fd, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || fd < 0 {
+			return nil, nil, fmt.Errorf("%s=%q: bad descriptor %q", EnvBoundaryFD, v, p)
+		}
+		// Non-blocking: the Go poller then owns the descriptor, so reads do
+		// not pin threads and Close interrupts them.
+		if err := syscall.SetNonblock(fd, true); err != nil {
+			return nil, nil, fmt.Errorf("%s=%q: descriptor %d: %w", EnvBoundaryFD, v, fd, err)
+		}
+		files[i] = os.NewFile(uintptr(fd), fmt.Sprintf("boundary-fd-%d", fd))
+		if files[i] == nil {
+			return nil, nil, fmt.Errorf("%s=%q: invalid descriptor %d", EnvBoundaryFD, v, fd)
+		}
+	}
+	if len(parts) == 1 {
+		return files[0], files[0], nil
+	}
+	return files[0], files[1], nil
+}

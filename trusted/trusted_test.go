@@ -1,0 +1,402 @@
+package trusted
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloister-dev/cloister/boundary"
+	"github.com/cloister-dev/cloister/seal"
+)
+
+func forEachBackend(t *testing.T, f func(t *testing.T, b backend)) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { f(t, b) })
+	}
+}
+
+func TestDeliverReplyFail(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		h := b.start(t, nil)
+		r := h.reply("echo", map[string]string{"user": "alice"}, []byte("hello"))
+		if string(r.Body) != "hello" || r.Headers["user"] != "alice" || r.Headers["address"] != "echo" || r.Headers["kind"] != "request" {
+			t.Fatalf("echo: %+v", r)
+		}
+		f := h.fail("fail", nil, []byte("x"))
+		if f.Kind != boundary.FailApplication || f.Code != 42 || f.Message != "nope: x" {
+			t.Fatalf("fail: %+v", f)
+		}
+		f = h.fail("panic", nil, nil)
+		if f.Kind != boundary.FailPanic || !strings.Contains(f.Message, `"panic"`) || !strings.Contains(f.Message, "boom") {
+			t.Fatalf("panic: %+v", f)
+		}
+		// Still serving after the panic.
+		h.reply("echo", nil, []byte("again"))
+		f = h.fail("nobody.home", nil, nil)
+		if f.Kind != boundary.FailNoHandler || !strings.Contains(f.Message, "nobody.home") {
+			t.Fatalf("no handler: %+v", f)
+		}
+		r = h.reply("async", nil, nil)
+		if string(r.Body) != "later" {
+			t.Fatalf("async: %+v", r)
+		}
+		h.shutdown()
+	})
+}
+
+func TestSendPublishRequestOCALLs(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		h := b.start(t, nil)
+		// A send delivery (no reply expected) that sends and publishes.
+		if ch := h.deliver(boundary.KindSend, "emit", nil, []byte("e1")); ch != nil {
+			t.Fatal("send got a reply channel")
+		}
+		s := h.next(boundary.TypeSend).(*boundary.Send)
+		p := h.next(boundary.TypePublish).(*boundary.Publish)
+		if s.Address != "out.send" || s.Headers["h"] != "v" || string(s.Body) != "e1" || p.Address != "out.publish" || string(p.Body) != "e1" {
+			t.Fatalf("send %+v publish %+v", s, p)
+		}
+		// Request OCALL answered by the host.
+		r := h.reply("ask", map[string]string{"to": "svc"}, []byte("question"))
+		if string(r.Body) != "re:question" || r.Headers["from"] != "svc" || r.Headers["q"] != "1" {
+			t.Fatalf("ask: %+v", r)
+		}
+		f := h.fail("ask", map[string]string{"to": "nowhere"}, nil)
+		if f.Code != int32(boundary.FailureNoHandlers) || !strings.Contains(f.Message, "no-handlers") {
+			t.Fatalf("ask failure: %+v", f)
+		}
+		// A request the host never answers ends with the handler's deadline.
+		f = h.wait(h.deliverTimeout("ask", map[string]string{"to": "silent"}, 100*time.Millisecond)).(*boundary.Fail)
+		if !strings.Contains(f.Message, "deadline") {
+			t.Fatalf("silent: %+v", f)
+		}
+		r = h.reply("evidence", nil, []byte{9, 8, 7, 6})
+		if r.Headers["type"] != "simulated" || !bytes.Equal(r.Body, []byte("quote:\x09\x08\x07\x06")) {
+			t.Fatalf("evidence: %+v", r)
+		}
+		h.reply("log", nil, nil)
+		h.shutdown()
+		logs := strings.Join(h.logMessages(), "\n")
+		if !strings.Contains(logs, "INFO hello from inside g.user=alice g.n=3") || strings.Contains(logs, "not sent") {
+			t.Fatalf("logs:\n%s", logs)
+		}
+		if !strings.Contains(logs, "SIMULATED sealing") {
+			t.Fatalf("no simulation warning in logs:\n%s", logs)
+		}
+	})
+}
+
+func (h *testHost) deliverTimeout(address string, headers map[string]string, timeout time.Duration) chan boundary.Message {
+	d := &boundary.Deliver{Kind: boundary.KindRequest, Address: address, Headers: headers, Timeout: timeout, Token: h.token.Add(1)}
+	ch := make(chan boundary.Message, 1)
+	h.mu.Lock()
+	h.waiters[d.Token] = ch
+	h.mu.Unlock()
+	if err := h.conn.Send(d); err != nil {
+		h.t.Fatal(err)
+	}
+	return ch
+}
+
+func TestProtectedStorage(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		store := map[string][]byte{}
+		h := b.start(t, store)
+		if r := h.reply("put", map[string]string{"key": "alice"}, []byte(secretValue)); string(r.Body) != "ok" {
+			t.Fatalf("put: %+v", r)
+		}
+		h.reply("put", map[string]string{"key": "bob"}, []byte("other value"))
+		h.mu.Lock()
+		if len(store) != 2 {
+			t.Fatalf("host store has %d entries", len(store))
+		}
+		for k, blob := range store {
+			if strings.Contains(k, "alice") || strings.Contains(k, "bob") {
+				t.Fatalf("host sees the key name: %q", k)
+			}
+			if bytes.Contains(blob, []byte(secretValue)) || bytes.Contains(blob, []byte("METER")) {
+				t.Fatal("host sees the plaintext value")
+			}
+			if _, _, err := seal.ParseBlob(blob); err != nil {
+				t.Fatalf("stored value is not a sealed blob: %v", err)
+			}
+		}
+		h.mu.Unlock()
+		if r := h.reply("get", map[string]string{"key": "alice"}, nil); string(r.Body) != secretValue {
+			t.Fatalf("get: %q", r.Body)
+		}
+		if f := h.fail("get", map[string]string{"key": "carol"}, nil); f.Code != 404 {
+			t.Fatalf("missing key: %+v", f)
+		}
+		// The host swaps alice's and bob's blobs: both refuse to open.
+		h.mu.Lock()
+		var keys []string
+		for k := range store {
+			keys = append(keys, k)
+		}
+		store[keys[0]], store[keys[1]] = store[keys[1]], store[keys[0]]
+		h.mu.Unlock()
+		if f := h.fail("get", map[string]string{"key": "alice"}, nil); !strings.Contains(f.Message, "authentication failed") {
+			t.Fatalf("swapped blob: %+v", f)
+		}
+		// The host flips a bit.
+		h.mu.Lock()
+		store[keys[0]], store[keys[1]] = store[keys[1]], store[keys[0]]
+		for _, k := range keys {
+			store[k] = bytes.Clone(store[k])
+			store[k][len(store[k])-3] ^= 0x10
+		}
+		h.mu.Unlock()
+		if f := h.fail("get", map[string]string{"key": "alice"}, nil); !strings.Contains(f.Message, "authentication failed") {
+			t.Fatalf("flipped blob: %+v", f)
+		}
+		// Host storage failures reach the handler.
+		h.mu.Lock()
+		h.storeErr = "disk full"
+		h.mu.Unlock()
+		if f := h.fail("put", map[string]string{"key": "alice"}, []byte("v")); !strings.Contains(f.Message, "disk full") {
+			t.Fatalf("store error: %+v", f)
+		}
+		h.shutdown()
+	})
+}
+
+// TestStorageSurvivesRestart: a new enclave process with the same identity
+// reads what the previous one stored; one with another MRENCLAVE cannot.
+func TestStorageSurvivesRestart(t *testing.T) {
+	store := map[string][]byte{}
+	h := startProcess(t, true, testInit(), store)
+	h.reply("put", map[string]string{"key": "alice"}, []byte(secretValue))
+	h.shutdown()
+
+	h = startProcess(t, false, testInit(), store)
+	if r := h.reply("get", map[string]string{"key": "alice"}, nil); string(r.Body) != secretValue {
+		t.Fatalf("after restart: %q", r.Body)
+	}
+	h.shutdown()
+
+	// Another image: the storage name differs, and even the right blob under
+	// the right name does not open.
+	other := testInit()
+	other.Identity.MREnclave[0] ^= 1
+	h = startProcess(t, false, other, store)
+	if f := h.fail("get", map[string]string{"key": "alice"}, nil); f.Code != 404 {
+		t.Fatalf("other image found the value: %+v", f)
+	}
+	h.shutdown()
+}
+
+func TestConcurrentDeliveries(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		h := b.start(t, nil)
+		// Four barrier handlers can only finish if all four workers run at once.
+		var chans []chan boundary.Message
+		for range 4 {
+			chans = append(chans, h.deliver(boundary.KindRequest, "barrier", nil, nil))
+		}
+		for _, ch := range chans {
+			if r, ok := h.wait(ch).(*boundary.Reply); !ok || string(r.Body) != "through" {
+				t.Fatalf("barrier: %+v", r)
+			}
+		}
+		// Many requests in flight from many goroutines, answers matched by token.
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Go(func() {
+				for i := range 50 {
+					body := fmt.Appendf(nil, "g%d-%d", g, i)
+					m := h.wait(h.deliver(boundary.KindRequest, "echo", nil, body))
+					if r, ok := m.(*boundary.Reply); !ok || !bytes.Equal(r.Body, body) {
+						t.Errorf("echo %s: %+v", body, m)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		h.shutdown()
+	})
+}
+
+func TestHealth(t *testing.T) {
+	h := backends[2].start(t, nil)
+	h.conn.Send(&boundary.Health{ID: 77})
+	st := h.next(boundary.TypeHealthStatus).(*boundary.HealthStatus)
+	if st.ID != 77 || !st.Healthy || st.Workers != 4 {
+		t.Fatalf("health: %+v", st)
+	}
+	h.shutdown()
+}
+
+func TestShutdownDrains(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		h := b.start(t, nil)
+		slow := h.deliver(boundary.KindRequest, "slow", nil, nil)
+		time.Sleep(20 * time.Millisecond) // let it start; correctness does not depend on it
+		if err := h.conn.Send(&boundary.Shutdown{Reason: "test"}); err != nil {
+			t.Fatal(err)
+		}
+		late := h.deliver(boundary.KindRequest, "echo", nil, nil)
+		if f, ok := h.wait(late).(*boundary.Fail); !ok || f.Kind != boundary.FailShuttingDown {
+			t.Fatalf("delivery after shutdown: %+v", f)
+		}
+		if r, ok := h.wait(slow).(*boundary.Reply); !ok || string(r.Body) != "slow done" {
+			t.Fatalf("slow: %+v", r)
+		}
+		st := h.next(boundary.TypeStopped).(*boundary.Stopped)
+		if st.Abandoned != 0 {
+			t.Fatalf("stopped: %+v", st)
+		}
+		h.waitEnd(true)
+	})
+}
+
+func TestShutdownGraceAbandons(t *testing.T) {
+	app := testApp(Options{Workers: 2})
+	app.HandleFunc("forever", func(ctx context.Context, c *Call) { <-ctx.Done() })
+	h := startInproc(t, app, testInit(), nil)
+	h.deliver(boundary.KindRequest, "forever", nil, nil)
+	h.conn.Send(&boundary.Shutdown{Grace: 100 * time.Millisecond})
+	st := h.next(boundary.TypeStopped).(*boundary.Stopped)
+	if st.Abandoned != 1 || !strings.Contains(st.Message, "unanswered") {
+		t.Fatalf("stopped: %+v", st)
+	}
+	h.waitEnd(true)
+}
+
+func TestHostCloses(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		h := b.start(t, nil)
+		h.reply("echo", nil, nil)
+		h.conn.Close()
+		err := h.waitEnd(false)
+		if err == nil {
+			t.Fatal("enclave ended cleanly without Shutdown")
+		}
+		if h.serv != nil && !errors.Is(err, ErrHostClosed) {
+			t.Fatalf("got %v", err)
+		}
+	})
+}
+
+func TestFirstFrameMustBeInit(t *testing.T) {
+	h := startInproc(t, testApp(Options{}), nil, nil)
+	h.conn.Send(&boundary.Health{ID: 1})
+	f := h.next(boundary.TypeFatal).(*boundary.Fatal)
+	if !strings.Contains(f.Message, "want Init") {
+		t.Fatalf("fatal: %+v", f)
+	}
+	if err := h.waitEnd(false); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestOnInitFailureIsFatal(t *testing.T) {
+	app := testApp(Options{OnInit: func(ctx context.Context, rt *Runtime) error {
+		if string(rt.Config()) != "bad" {
+			return nil
+		}
+		// OCALLs work during init.
+		if _, _, err := rt.Get(ctx, "x"); err != nil {
+			return err
+		}
+		return errors.New("config says bad")
+	}})
+	in := testInit()
+	in.Config = []byte("bad")
+	h := newHost(t, nil)
+	er, hw := io.Pipe()
+	hr, ew := io.Pipe()
+	h.serv = make(chan error, 1)
+	go func() { h.serv <- app.Serve(context.Background(), er, ew) }()
+	h.handshake(hr, hw, nil)
+	h.conn.Send(in)
+	f := h.next(boundary.TypeFatal).(*boundary.Fatal)
+	if !strings.Contains(f.Message, "config says bad") {
+		t.Fatalf("fatal: %+v", f)
+	}
+	h.waitEnd(false)
+}
+
+func writeGramineKeys(t *testing.T) string {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "keys"), 0o700)
+	os.WriteFile(filepath.Join(dir, "keys", "_sgx_mrenclave"), bytes.Repeat([]byte{1}, 16), 0o600)
+	os.WriteFile(filepath.Join(dir, "keys", "_sgx_mrsigner"), bytes.Repeat([]byte{2}, 16), 0o600)
+	return dir
+}
+
+func TestGramineSealing(t *testing.T) {
+	root := writeGramineKeys(t)
+	h := startInproc(t, testApp(Options{GramineRoot: root}), testInit(), nil)
+	if r := h.reply("seal-mode", nil, nil); string(r.Body) != "gramine" {
+		t.Fatalf("mode %q", r.Body)
+	}
+	h.reply("put", map[string]string{"key": "k"}, []byte("v"))
+	if r := h.reply("get", map[string]string{"key": "k"}, nil); string(r.Body) != "v" {
+		t.Fatalf("get %q", r.Body)
+	}
+	h.shutdown()
+
+	// The host cannot downgrade to simulated keys.
+	in := testInit()
+	in.SealMode = boundary.SealSimulated
+	h = startInproc(t, testApp(Options{GramineRoot: root}), in, nil)
+	if f := h.fail("put", map[string]string{"key": "k"}, []byte("v")); !strings.Contains(f.Message, "refusing the downgrade") {
+		t.Fatalf("downgrade: %+v", f)
+	}
+	h.shutdown()
+
+	// Asking for Gramine where there is none fails clearly.
+	in = testInit()
+	in.SealMode = boundary.SealGramine
+	h = startInproc(t, testApp(Options{GramineRoot: t.TempDir()}), in, nil)
+	if f := h.fail("put", map[string]string{"key": "k"}, []byte("v")); !strings.Contains(f.Message, "Gramine sealing requested but unavailable") {
+		t.Fatalf("no gramine: %+v", f)
+	}
+	h.shutdown()
+}
+
+func TestPlatformSecretFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "secret")
+	in := testInit()
+	in.SealSecret = nil
+	store := map[string][]byte{}
+	h := startInproc(t, testApp(Options{PlatformSecretPath: path}), in, store)
+	h.reply("put", map[string]string{"key": "k"}, []byte("v"))
+	h.shutdown()
+	if _, err := os.Stat(path); err != nil {
+		t.Fatal(err)
+	}
+	h = startInproc(t, testApp(Options{PlatformSecretPath: path}), in, store)
+	if r := h.reply("get", map[string]string{"key": "k"}, nil); string(r.Body) != "v" {
+		t.Fatalf("get %q", r.Body)
+	}
+	h.shutdown()
+}
+
+func TestHandleValidation(t *testing.T) {
+	app := New(Options{})
+	app.HandleFunc("a", func(context.Context, *Call) {})
+	for _, f := range []func(){
+		func() { app.HandleFunc("a", func(context.Context, *Call) {}) },
+		func() { app.HandleFunc("", func(context.Context, *Call) {}) },
+		func() { app.Handle("b", nil) },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Error("no panic")
+				}
+			}()
+			f()
+		}()
+	}
+}
