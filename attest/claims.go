@@ -79,6 +79,9 @@ type Claims struct {
 	TCBDate time.Time
 	// FMSPC is the platform's FMSPC from the PCK certificate (SGX DCAP only).
 	FMSPC string
+	// TCBEvaluationDataNumber and QETCBEvaluationDataNumber say which TCB
+	// recovery the TCB Info and QE Identity reflect (higher is newer).
+	TCBEvaluationDataNumber, QETCBEvaluationDataNumber int
 	// CollateralChecked is set when TCB collateral was verified.
 	CollateralChecked bool
 
@@ -138,6 +141,7 @@ type claimsJSON struct {
 	QEAdvisoryIDs     []string     `json:"qe_advisory_ids,omitempty"`
 	TCBDate           string       `json:"tcb_date,omitempty"`
 	FMSPC             string       `json:"fmspc,omitempty"`
+	TCBEvalNumber     int          `json:"tcb_evaluation_data_number,omitempty"`
 	CollateralChecked bool         `json:"collateral_checked"`
 }
 
@@ -160,6 +164,7 @@ func (c *Claims) MarshalJSON() ([]byte, error) {
 		QETCBStatus:       c.QETCBStatus,
 		QEAdvisoryIDs:     c.QEAdvisoryIDs,
 		FMSPC:             c.FMSPC,
+		TCBEvalNumber:     c.TCBEvaluationDataNumber,
 		CollateralChecked: c.CollateralChecked,
 	}
 	if !c.TCBDate.IsZero() {

@@ -41,6 +41,10 @@ type Collateral struct {
 	// PCKCRL is the CRL of the PCK CA (Processor or Platform) that issued the
 	// quote's PCK certificate.
 	PCKCRL *x509.RevocationList
+	// MorePCKCRLs are further PCK CA CRLs (a directory may hold both the
+	// Processor and the Platform CA's); the one whose issuer is the quote's
+	// PCK CA is used.
+	MorePCKCRLs []*x509.RevocationList
 	// PCKCRLIssuerChain is informative: the PCK CRL is verified with the PCK
 	// CA certificate of the quote's own (verified) chain.
 	PCKCRLIssuerChain []*x509.Certificate
@@ -273,10 +277,16 @@ func LoadCollateralDir(dir string) (*Collateral, error) {
 			}
 			c.RootCACRL = crl
 		} else {
-			if c.PCKCRL != nil {
-				return nil, errors.New("collateral dir: two PCK CRLs")
+			if c.PCKCRL == nil {
+				c.PCKCRL = crl
+				continue
 			}
-			c.PCKCRL = crl
+			for _, have := range append([]*x509.RevocationList{c.PCKCRL}, c.MorePCKCRLs...) {
+				if bytes.Equal(have.RawIssuer, crl.RawIssuer) {
+					return nil, fmt.Errorf("collateral dir: two CRLs of %q", crl.Issuer.CommonName)
+				}
+			}
+			c.MorePCKCRLs = append(c.MorePCKCRLs, crl)
 		}
 	}
 	if c.PCKCRL == nil {
@@ -401,6 +411,9 @@ func parseTCBInfo(b []byte) (*tcbInfoV3, error) {
 	}
 	if ti.Version != 3 {
 		return nil, fmt.Errorf("TCB Info version %d not supported (need 3)", ti.Version)
+	}
+	if ti.TCBType != 0 {
+		return nil, fmt.Errorf("TCB Info tcbType %d not supported (need 0)", ti.TCBType)
 	}
 	if len(ti.TCBLevels) == 0 {
 		return nil, errors.New("TCB Info has no TCB levels")

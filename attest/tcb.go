@@ -66,14 +66,11 @@ func (st *dcapState) verifyCollateral(s *stepRunner, c *Claims) error {
 		return err
 	}
 	if err := s.run(StepPCKCRL, func() error {
-		crl := col.PCKCRL
-		if crl == nil {
-			return errors.New("collateral has no PCK CRL")
+		crl, err := st.pckCRL()
+		if err != nil {
+			return err
 		}
 		ca := st.chain[1]
-		if !bytes.Equal(crl.RawIssuer, ca.RawSubject) {
-			return fmt.Errorf("PCK CRL is issued by %q, but the PCK certificate by %q", crl.Issuer.CommonName, ca.Subject.CommonName)
-		}
 		if err := crl.CheckSignatureFrom(ca); err != nil {
 			return fmt.Errorf("PCK CRL is not signed by %q: %w", ca.Subject.CommonName, err)
 		}
@@ -123,6 +120,8 @@ func (st *dcapState) verifyCollateral(s *stepRunner, c *Claims) error {
 		if t, err := time.Parse(time.RFC3339, lvl.TCBDate); err == nil {
 			c.TCBDate = t
 		}
+		c.TCBEvaluationDataNumber = ti.TCBEvaluationDataNumber
+		c.QETCBEvaluationDataNumber = qi.TCBEvaluationDataNumber
 		c.CollateralChecked = true
 		return nil
 	})
@@ -157,13 +156,33 @@ func (st *dcapState) checkValidity(ti *tcbInfoV3, qi *qeIdentityV2) error {
 	if col.RootCACRL != nil {
 		check("root CA CRL", col.RootCACRL.ThisUpdate, col.RootCACRL.NextUpdate)
 	}
-	if col.PCKCRL != nil {
-		check("PCK CRL", col.PCKCRL.ThisUpdate, col.PCKCRL.NextUpdate)
+	if crl, err := st.pckCRL(); err == nil {
+		check("PCK CRL", crl.ThisUpdate, crl.NextUpdate)
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("collateral not current at evaluation time %s: %s", st.at.UTC().Format(time.RFC3339), strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// pckCRL picks the collateral's CRL issued by the quote's PCK CA.
+func (st *dcapState) pckCRL() (*x509.RevocationList, error) {
+	col := st.opts.Collateral
+	if col.PCKCRL == nil {
+		return nil, errors.New("collateral has no PCK CRL")
+	}
+	ca := st.chain[1]
+	var issuers []string
+	for _, crl := range append([]*x509.RevocationList{col.PCKCRL}, col.MorePCKCRLs...) {
+		if crl == nil {
+			continue
+		}
+		if bytes.Equal(crl.RawIssuer, ca.RawSubject) {
+			return crl, nil
+		}
+		issuers = append(issuers, fmt.Sprintf("%q", crl.Issuer.CommonName))
+	}
+	return nil, fmt.Errorf("PCK CRL is issued by %s, but the PCK certificate by %q", strings.Join(issuers, ", "), ca.Subject.CommonName)
 }
 
 func revoked(crl *x509.RevocationList, serial *big.Int) bool {

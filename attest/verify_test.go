@@ -470,3 +470,34 @@ func TestParseCollateralBundleErrors(t *testing.T) {
 		t.Error("truncated JSON parsed")
 	}
 }
+
+func TestCollateralDirWithBothPCKCRLs(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(testdataDir(t), "sgx/automata_collateral_2025-08")
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, e.Name()), b, 0o600)
+	}
+	phala := loadCollateral(t, "sgx/phala_sgx_quote_collateral.json")
+	os.WriteFile(filepath.Join(dir, "processor_crl.der"), phala.PCKCRL.Raw, 0o600)
+	// The root CA certificate as PEM is ignored as a signer.
+	os.WriteFile(filepath.Join(dir, "root.pem"), readTestdata(t, "sgx/Intel_SGX_Provisioning_Certification_RootCA.pem"), 0o600)
+	col, err := LoadCollateralDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(col.MorePCKCRLs) != 1 {
+		t.Fatalf("%d extra PCK CRLs", len(col.MorePCKCRLs))
+	}
+	c, err := Verify(context.Background(), dcap(readTestdata(t, "sgx/automata_quotev3.dat")), VerifyOptions{At: automataAt, Collateral: col})
+	if err != nil || c.TCBStatus != TCBSWHardeningNeeded || c.TCBEvaluationDataNumber != 17 {
+		t.Fatalf("%v %v", c, err)
+	}
+}
