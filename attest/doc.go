@@ -36,18 +36,23 @@
 //
 //  6. "tcb info signature", "qe identity signature": the TCB Info (v3) and
 //     QE Identity (v2) JSON values are signed (raw r||s ECDSA over the exact
-//     bytes of the value) by a TCB signing certificate that chains to the
-//     pinned root; both are current at the evaluation time.
-//  7. "root ca crl", "pck crl": the CRLs are signed by the root and by the PCK
-//     CA of the quote's chain, current at the evaluation time, and revoke none
-//     of the certificates used. A collateral set without a root CA CRL skips
-//     that check (reported as skipped).
-//  8. "pck extensions": the SGX extension of the PCK certificate (OID
+//     bytes of the value) by the Intel SGX TCB Signing certificate, issued by
+//     the pinned root and valid at the evaluation time.
+//  7. "collateral validity": no TCB Info, QE Identity or CRL has passed its
+//     next update at the evaluation time; the error names every item that
+//     expired and when. (Items issued after the evaluation time are accepted:
+//     they are newer knowledge.)
+//  8. "root ca crl", "pck crl": the CRLs are signed by the root and by the PCK
+//     CA of the quote's chain and revoke none of the certificates used. A
+//     collateral set without a root CA CRL skips that check (reported as
+//     skipped).
+//  9. "pck extensions": the SGX extension of the PCK certificate (OID
 //     1.2.840.113741.1.13.1) gives FMSPC, PCE ID, the 16 TCB component SVNs and
-//     the PCESVN; FMSPC and PCE ID must match the TCB Info.
-//  9. "qe identity": the QE report's MRSIGNER, ISVPRODID, MISCSELECT and
+//     the PCESVN.
+//  10. "tcb info": the TCB Info is for the PCK's FMSPC and PCE ID.
+//  11. "qe identity": the QE report's MRSIGNER, ISVPRODID, MISCSELECT and
 //     attributes match the QE Identity; its ISVSVN selects the QE TCB status.
-//  10. "tcb status": the first TCB level whose component SVNs and PCESVN are all
+//  12. "tcb status": the first TCB level whose component SVNs and PCESVN are all
 //     at most the PCK's gives the platform TCB status and advisory IDs; it is
 //     converged with the QE TCB status as Intel's QVL does (an out-of-date QE
 //     makes the platform out of date, a revoked QE makes it revoked).

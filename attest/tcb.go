@@ -132,11 +132,13 @@ func (st *dcapState) verifyCollateral(s *stepRunner, c *Claims) error {
 func (st *dcapState) checkValidity(ti *tcbInfoV3, qi *qeIdentityV2) error {
 	col := st.opts.Collateral
 	var problems []string
+	// Only expiry is checked. An item issued after the evaluation time
+	// carries newer knowledge than that time (and is signed by Intel), so
+	// evaluating older evidence with fresher collateral is allowed.
 	check := func(what string, issued, next time.Time) {
-		switch {
-		case st.at.Before(issued):
-			problems = append(problems, fmt.Sprintf("%s is not valid yet (issued %s)", what, issued.UTC().Format(time.RFC3339)))
-		case st.at.After(next):
+		if next.Before(issued) {
+			problems = append(problems, fmt.Sprintf("%s has its next update (%s) before its issue date (%s)", what, next.UTC().Format(time.RFC3339), issued.UTC().Format(time.RFC3339)))
+		} else if st.at.After(next) {
 			problems = append(problems, fmt.Sprintf("%s expired at %s", what, next.UTC().Format(time.RFC3339)))
 		}
 	}

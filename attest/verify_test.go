@@ -138,7 +138,9 @@ func TestAutomataCollateralDir(t *testing.T) {
 		t.Fatalf("collateral dir: root CRL %v, PCK CRL %v, signers %d", col.RootCACRL != nil, col.PCKCRL != nil, len(col.TCBInfoIssuerChain))
 	}
 	raw := readTestdata(t, "sgx/automata_quotev3.dat")
-	for _, at := range []time.Time{automataAt, time.Date(2025, 8, 15, 6, 0, 0, 0, time.UTC), time.Date(2025, 9, 14, 4, 0, 0, 0, time.UTC)} {
+	// From the TCB Info's issue date (the PCK CRL was issued half an hour
+	// later, which is fine: it is newer knowledge) to the QE Identity's next update.
+	for _, at := range []time.Time{automataAt, time.Date(2025, 8, 15, 5, 8, 18, 0, time.UTC), time.Date(2025, 9, 14, 4, 36, 46, 0, time.UTC)} {
 		c, err := Verify(context.Background(), dcap(raw), VerifyOptions{At: at, Collateral: col})
 		if err != nil {
 			t.Fatalf("at %s: %v", at, err)
@@ -222,8 +224,12 @@ func TestExpiredCollateralRejected(t *testing.T) {
 	wantStep(t, err, StepCollateralValidity, "TCB Info expired at 2025-07-19T10:56:11Z", "QE Identity expired at 2025-07-19T10:01:18Z", "PCK CRL expired at 2025-07-19T10:23:18Z")
 	t.Log(err)
 
-	_, err = Verify(context.Background(), dcap(raw), VerifyOptions{At: time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC), Collateral: col})
-	wantStep(t, err, StepCollateralValidity, "TCB Info is not valid yet (issued 2025-06-19T10:56:11Z)")
+	// One second after the QE Identity's next update, only it has expired.
+	_, err = Verify(context.Background(), dcap(raw), VerifyOptions{At: time.Date(2025, 7, 19, 10, 1, 19, 0, time.UTC), Collateral: col})
+	wantStep(t, err, StepCollateralValidity, "collateral not current at evaluation time 2025-07-19T10:01:19Z: QE Identity expired at 2025-07-19T10:01:18Z")
+	if strings.Contains(err.Error(), "TCB Info") {
+		t.Errorf("TCB Info named as expired: %v", err)
+	}
 
 	raw = readTestdata(t, "sgx/automata_quotev3.dat")
 	col = loadCollateral(t, "sgx/automata_collateral_2025-08")
