@@ -82,6 +82,10 @@ type Claims struct {
 	// TCBEvaluationDataNumber and QETCBEvaluationDataNumber say which TCB
 	// recovery the TCB Info and QE Identity reflect (higher is newer).
 	TCBEvaluationDataNumber, QETCBEvaluationDataNumber int
+	// LatestTCBEvaluationDataNumber is the highest number in the TCB
+	// evaluation data numbers collateral, when given: a TCB Info with a lower
+	// number predates the latest TCB recovery.
+	LatestTCBEvaluationDataNumber int
 	// CollateralChecked is set when TCB collateral was verified.
 	CollateralChecked bool
 

@@ -45,6 +45,13 @@ type Collateral struct {
 	// Processor and the Platform CA's); the one whose issuer is the quote's
 	// PCK CA is used.
 	MorePCKCRLs []*x509.RevocationList
+	// TCBEvaluationNumbers is the exact "tcbEvaluationDataNumbers" JSON value
+	// of a PCS TCB evaluation data numbers response (sgxtcbeval.json), and
+	// TCBEvaluationNumbersSignature its r||s signature; both optional. When
+	// given they are verified like the TCB Info and the highest number is
+	// reported in the claims.
+	TCBEvaluationNumbers          []byte
+	TCBEvaluationNumbersSignature []byte
 	// PCKCRLIssuerChain is informative: the PCK CRL is verified with the PCK
 	// CA certificate of the quote's own (verified) chain.
 	PCKCRLIssuerChain []*x509.Certificate
@@ -192,11 +199,12 @@ func parseSignedPCSFile(b []byte, key string) (value, sig []byte, err error) {
 // LoadCollateralDir reads collateral kept as separate PCS files in dir, like
 // automata_collateral_2025-08: a TCB Info response (*tcbinfo*.json,
 // {"tcbInfo":…,"signature":…}), a QE Identity response (*qeidentity*.json or
-// *qe_identity*.json, {"enclaveIdentity":…,"signature":…}), certificates
+// *qe_identity*.json, {"enclaveIdentity":…,"signature":…}), optionally TCB
+// evaluation data numbers (*tcbeval*.json), certificates
 // (DER or PEM, e.g. the TCB signing certificate) and CRLs (DER or PEM; the
 // one issued by the root CA is the root CA CRL, the other the PCK CRL).
-// Other JSON files (such as sgxtcbeval.json, TCB evaluation data numbers) are
-// not needed and are ignored.
+// Other JSON files are ignored. The QE Identity is read by its content, not
+// its name: automata's sgx_qeidentity_v4.json holds a version 2 identity.
 func LoadCollateralDir(dir string) (*Collateral, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -235,6 +243,13 @@ func LoadCollateralDir(dir string) (*Collateral, error) {
 				return nil, fmt.Errorf("collateral dir: two QE Identity files (second: %s)", name)
 			}
 			if c.QEIdentity, c.QEIdentitySignature, err = parseSignedPCSFile(b, "enclaveIdentity"); err != nil {
+				return nil, fmt.Errorf("collateral dir: %s: %w", name, err)
+			}
+		case ext == ".json" && strings.Contains(lower, "tcbeval"):
+			if c.TCBEvaluationNumbers != nil {
+				return nil, fmt.Errorf("collateral dir: two TCB evaluation data number files (second: %s)", name)
+			}
+			if c.TCBEvaluationNumbers, c.TCBEvaluationNumbersSignature, err = parseSignedPCSFile(b, "tcbEvaluationDataNumbers"); err != nil {
 				return nil, fmt.Errorf("collateral dir: %s: %w", name, err)
 			}
 		case ext == ".json":
@@ -375,6 +390,32 @@ type tcbLevelV3 struct {
 	TCBDate     string    `json:"tcbDate"`
 	TCBStatus   TCBStatus `json:"tcbStatus"`
 	AdvisoryIDs []string  `json:"advisoryIDs"`
+}
+
+type tcbEvalNumbersV1 struct {
+	ID             string `json:"id"`
+	Version        int    `json:"version"`
+	IssueDate      string `json:"issueDate"`
+	NextUpdate     string `json:"nextUpdate"`
+	TCBEvalNumbers []struct {
+		TCBEvaluationDataNumber int    `json:"tcbEvaluationDataNumber"`
+		TCBRecoveryEventDate    string `json:"tcbRecoveryEventDate"`
+		TCBDate                 string `json:"tcbDate"`
+	} `json:"tcbEvalNumbers"`
+}
+
+func parseTCBEvalNumbers(b []byte) (*tcbEvalNumbersV1, error) {
+	var te tcbEvalNumbersV1
+	if err := json.Unmarshal(b, &te); err != nil {
+		return nil, fmt.Errorf("TCB evaluation data numbers: %w", err)
+	}
+	if te.ID != "SGX" || te.Version != 1 {
+		return nil, fmt.Errorf("TCB evaluation data numbers id %q version %d not supported (need SGX, 1)", te.ID, te.Version)
+	}
+	if len(te.TCBEvalNumbers) == 0 {
+		return nil, errors.New("TCB evaluation data numbers list is empty")
+	}
+	return &te, nil
 }
 
 type qeIdentityV2 struct {

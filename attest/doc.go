@@ -38,6 +38,8 @@
 //     QE Identity (v2) JSON values are signed (raw r||s ECDSA over the exact
 //     bytes of the value) by the Intel SGX TCB Signing certificate, issued by
 //     the pinned root and valid at the evaluation time.
+//     "tcb evaluation numbers" (optional, skipped when absent): the same for
+//     the TCB evaluation data numbers; the highest is reported.
 //  7. "collateral validity": no TCB Info, QE Identity or CRL has passed its
 //     next update at the evaluation time; the error names every item that
 //     expired and when. (Items issued after the evaluation time are accepted:

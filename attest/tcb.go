@@ -16,6 +16,7 @@ import (
 const (
 	StepCollateralValidity = "collateral validity"
 	StepTCBInfo            = "tcb info"
+	StepTCBEvalNumbers     = "tcb evaluation numbers"
 )
 
 // verifyCollateral runs the collateral steps and fills the TCB fields of c.
@@ -34,6 +35,18 @@ func (st *dcapState) verifyCollateral(s *stepRunner, c *Claims) error {
 	}); err != nil {
 		return err
 	}
+	var te *tcbEvalNumbersV1
+	if col.TCBEvaluationNumbers == nil {
+		s.skip(StepTCBEvalNumbers, "not in collateral")
+	} else if err := s.run(StepTCBEvalNumbers, func() (err error) {
+		if _, err = verifySignedJSON("TCB evaluation data numbers", col.TCBEvaluationNumbers, col.TCBEvaluationNumbersSignature, col.TCBInfoIssuerChain, st.root, st.at); err != nil {
+			return err
+		}
+		te, err = parseTCBEvalNumbers(col.TCBEvaluationNumbers)
+		return err
+	}); err != nil {
+		return err
+	}
 	var ti *tcbInfoV3
 	var qi *qeIdentityV2
 	if err := s.run(StepCollateralValidity, func() (err error) {
@@ -43,9 +56,14 @@ func (st *dcapState) verifyCollateral(s *stepRunner, c *Claims) error {
 		if qi, err = parseQEIdentity(col.QEIdentity); err != nil {
 			return err
 		}
-		return st.checkValidity(ti, qi)
+		return st.checkValidity(ti, qi, te)
 	}); err != nil {
 		return err
+	}
+	if te != nil {
+		for _, n := range te.TCBEvalNumbers {
+			c.LatestTCBEvaluationDataNumber = max(c.LatestTCBEvaluationDataNumber, n.TCBEvaluationDataNumber)
+		}
 	}
 	if col.RootCACRL == nil {
 		s.skip(StepRootCACRL, "collateral has no root CA CRL")
@@ -129,7 +147,7 @@ func (st *dcapState) verifyCollateral(s *stepRunner, c *Claims) error {
 
 // checkValidity reports every collateral item that is not current at the
 // evaluation time, naming it and its dates.
-func (st *dcapState) checkValidity(ti *tcbInfoV3, qi *qeIdentityV2) error {
+func (st *dcapState) checkValidity(ti *tcbInfoV3, qi *qeIdentityV2, te *tcbEvalNumbersV1) error {
 	col := st.opts.Collateral
 	var problems []string
 	// Only expiry is checked. An item issued after the evaluation time
@@ -142,9 +160,13 @@ func (st *dcapState) checkValidity(ti *tcbInfoV3, qi *qeIdentityV2) error {
 			problems = append(problems, fmt.Sprintf("%s expired at %s", what, next.UTC().Format(time.RFC3339)))
 		}
 	}
-	for _, d := range []struct {
+	dates := []struct {
 		what, issued, next string
-	}{{"TCB Info", ti.IssueDate, ti.NextUpdate}, {"QE Identity", qi.IssueDate, qi.NextUpdate}} {
+	}{{"TCB Info", ti.IssueDate, ti.NextUpdate}, {"QE Identity", qi.IssueDate, qi.NextUpdate}}
+	if te != nil {
+		dates = append(dates, struct{ what, issued, next string }{"TCB evaluation data numbers", te.IssueDate, te.NextUpdate})
+	}
+	for _, d := range dates {
 		issued, err := parseTime(d.what+" issueDate", d.issued)
 		if err != nil {
 			return err

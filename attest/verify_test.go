@@ -122,11 +122,14 @@ func TestPhalaCollateralTCBStatus(t *testing.T) {
 			t.Errorf("TCB date %s", c.TCBDate)
 		}
 		for _, s := range c.Steps {
-			if s.Outcome != "ok" {
+			if s.Outcome != "ok" && s.Step != StepTCBEvalNumbers {
 				t.Errorf("step %s: %s", s.Step, s.Outcome)
 			}
 		}
-		if len(c.Steps) != 14 {
+		if c.TCBEvaluationDataNumber != 17 || c.QETCBEvaluationDataNumber != 17 || c.LatestTCBEvaluationDataNumber != 0 {
+			t.Errorf("TCB evaluation data numbers %d %d %d", c.TCBEvaluationDataNumber, c.QETCBEvaluationDataNumber, c.LatestTCBEvaluationDataNumber)
+		}
+		if len(c.Steps) != 15 {
 			t.Errorf("steps %q", stepNames(c.Steps))
 		}
 	}
@@ -156,7 +159,10 @@ func TestAutomataCollateralDir(t *testing.T) {
 		if c.FMSPC != "00606a000000" {
 			t.Errorf("FMSPC %s", c.FMSPC)
 		}
-		if !slices.Contains(stepNames(c.Steps), "root ca crl=skipped: collateral has no root CA CRL") {
+		if c.TCBEvaluationDataNumber != 17 || c.LatestTCBEvaluationDataNumber != 20 {
+			t.Errorf("TCB evaluation data number %d, latest %d; want 17, 20", c.TCBEvaluationDataNumber, c.LatestTCBEvaluationDataNumber)
+		}
+		if !slices.Contains(stepNames(c.Steps), "root ca crl=skipped: collateral has no root CA CRL") || !slices.Contains(stepNames(c.Steps), "tcb evaluation numbers=ok") {
 			t.Errorf("steps %q", stepNames(c.Steps))
 		}
 	}
@@ -258,6 +264,14 @@ func TestMismatchedCollateralRejected(t *testing.T) {
 	noCRL.PCKCRL = nil
 	_, err = Verify(context.Background(), dcap(phala), VerifyOptions{At: phalaAt, Collateral: &noCRL})
 	wantStep(t, err, StepPCKCRL, "no PCK CRL")
+}
+
+func TestTamperedTCBEvalNumbersRejected(t *testing.T) {
+	col := loadCollateral(t, "sgx/automata_collateral_2025-08")
+	c := *col
+	c.TCBEvaluationNumbers = bytes.Replace(col.TCBEvaluationNumbers, []byte(`"tcbEvaluationDataNumber":20`), []byte(`"tcbEvaluationDataNumber":17`), 1)
+	_, err := Verify(context.Background(), dcap(readTestdata(t, "sgx/automata_quotev3.dat")), VerifyOptions{At: automataAt, Collateral: &c})
+	wantStep(t, err, StepTCBEvalNumbers, "signature does not verify")
 }
 
 func TestTamperedCollateralRejected(t *testing.T) {

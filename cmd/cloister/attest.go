@@ -241,6 +241,11 @@ func printReport(w io.Writer, rep *verifyReport, c *attest.Claims) {
 		fmt.Fprintf(w, "  %-12s %s\n", "platform", c.PlatformTCBStatus)
 		fmt.Fprintf(w, "  %-12s %s\n", "qe", c.QETCBStatus)
 		fmt.Fprintf(w, "  %-12s %s\n", "tcb date", c.TCBDate.Format(time.DateOnly))
+		if c.LatestTCBEvaluationDataNumber > 0 {
+			fmt.Fprintf(w, "  %-12s %d (latest published: %d)\n", "eval number", c.TCBEvaluationDataNumber, c.LatestTCBEvaluationDataNumber)
+		} else {
+			fmt.Fprintf(w, "  %-12s %d\n", "eval number", c.TCBEvaluationDataNumber)
+		}
 	} else if c != nil && !c.Simulated() {
 		fmt.Fprintf(w, "  %-12s %s\n", "note", "no collateral given (--collateral): TCB status not evaluated")
 	}

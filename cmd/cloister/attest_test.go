@@ -81,7 +81,7 @@ func TestAttestVerifyPhalaWithCollateral(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("JSON: %v\n%s", err, out)
 	}
-	if !rep.Accepted || rep.TCB != "ConfigurationAndSWHardeningNeeded" || rep.QE != "UpToDate" || rep.Claims.MREnclave != "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb" || len(rep.Steps) != 14 {
+	if !rep.Accepted || rep.TCB != "ConfigurationAndSWHardeningNeeded" || rep.QE != "UpToDate" || rep.Claims.MREnclave != "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb" || len(rep.Steps) != 15 {
 		t.Errorf("report %+v", rep)
 	}
 
