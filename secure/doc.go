@@ -1,0 +1,148 @@
+// Package secure is Cloister's end-to-end message protection: AEAD envelopes
+// for secured bus addresses, and HPKE channels for clients outside the bus.
+// It uses the Go standard library only, because it is compiled into enclave
+// images (DESIGN.md §3).
+//
+// Everything the host, the broker, the network or a regular service can do
+// to a message — read it, change any bit, replay it, move it to another
+// address, deliver a publish as a send, swap replies, drop it — is either
+// impossible (confidentiality, integrity) or detected (replay, reorder beyond
+// the window, drops on ordered streams). Availability and traffic analysis
+// (addresses, sizes, timing) are not protected (DESIGN.md §2).
+//
+// # Address keys and sender subkeys
+//
+// The coordinator gives every enclave that holds a right on a secured address
+// an [AddressKey]: the address, a key epoch (a number that grows with every
+// rotation) and 32 random bytes. Every [Sealer] draws a fresh random 16-byte
+// [SenderID] when it is created and derives its own subkey
+//
+//	subkey = HKDF-SHA256(secret = address key, salt = none,
+//	                     info = "cloister/secure/v1/sender" ‖ u16 len(address) ‖ address ‖ u32 epoch ‖ sender ID)
+//
+// so two senders sharing an address key never share an AEAD key. Nonces are
+// counters: the 96-bit AES-GCM nonce is 4 zero bytes followed by the 64-bit
+// sequence number, which starts at 1 and only grows (a Sealer refuses to wrap
+// around). Restarts need no persistent counter: a restarted enclave makes new
+// Sealers, which draw new sender IDs, hence new subkeys; a (subkey, nonce)
+// pair can therefore only repeat if two random 128-bit sender IDs collide.
+// There is no way to create a Sealer with a chosen sender ID, so the API
+// cannot be misused into reusing a nonce.
+//
+// The sender ID separates nonces and keys replay windows; it does not
+// authenticate one holder of an address key against another: every enclave
+// that holds the key can read, and can seal under any sender ID. Rights are
+// enforced when the coordinator hands out keys.
+//
+// # Envelope wire format (version 1)
+//
+// All integers are big-endian.
+//
+//	offset size
+//	0      3    magic "CSE"
+//	3      1    version, 1
+//	4      1    kind: 1 send, 2 publish, 3 request, 4 reply
+//	5      4    key epoch
+//	9      16   sender ID
+//	25     8    sequence number (≥ 1)
+//	33     24   reply only: the request's sender ID (16) and sequence number (8)
+//	..     4    length of the protected-header block
+//	..     n    protected-header block
+//	..     ≥16  AES-256-GCM ciphertext and tag
+//
+// The protected-header block is the canonical encoding of a string map:
+// u16 count, then for each entry in strictly increasing byte order of keys,
+// u16 key length, key, u16 value length, value. Keys are not empty. A block
+// that is not canonical (unsorted, duplicate keys, trailing bytes) is
+// malformed. Protected headers are authenticated, not encrypted: anything
+// confidential belongs in the payload.
+//
+// The associated data of the AEAD is
+//
+//	"cloister/secure/v1/envelope" ‖ u16 len(address) ‖ address ‖ every envelope byte before the ciphertext
+//
+// which binds the version, the address, the kind, the epoch, the sender ID,
+// the sequence number, the request a reply answers, and the protected
+// headers. An envelope moved to another address, re-labelled as another kind,
+// given other headers, or altered in any bit fails authentication.
+//
+// # Replies
+//
+// A reply is sealed under the key of the address the request was sent to, by
+// the responder's own Sealer for that address, with kind reply and the
+// request's (sender ID, sequence number) — its [Ref] — in the header and
+// the associated data. The requester opens it with [Opener.OpenReply] and the
+// Ref of its request; a reply to another request, even a genuine one, is
+// rejected with [ErrWrongRequest], so a host cannot swap replies.
+//
+// # Opening: epochs, replay window, gaps
+//
+// An [Opener] holds the keys of one address: the current epoch and any
+// previous ones still in their grace period ([Opener.RetireAfter]) or until
+// retired ([Opener.Retire]). An envelope of a retired epoch fails with
+// [ErrEpochRetired], of an epoch never known with [ErrUnknownEpoch].
+//
+// Per epoch and sender, the Opener keeps a sliding window (by default 1024
+// sequence numbers wide) above the highest sequence number authenticated so
+// far. A sequence number seen before fails with [ErrReplay]; one that fell
+// below the window fails with [ErrTooOld]; anything else in the window is
+// accepted exactly once, so reordering within the window is harmless. The
+// window moves only after authentication succeeds, so forged envelopes
+// cannot move it.
+//
+// Drops are made detectable: when an accepted message jumps past sequence
+// numbers not yet seen, [Opened.Skipped] names them. On an ordered stream (a
+// durable address delivered in order) any skip is a loss; on an unordered one
+// the skipped messages may still arrive within the window. [Opened.Expired]
+// counts sequence numbers that left the window unseen at this step: they are
+// lost for good, whatever the ordering. Sequence numbers start at 1, so a
+// receiver sees the very first message of a sender it has not heard from as
+// skipping 1..seq-1 (with [Opened.FirstFromSender] set, since a receiver that
+// joined late legitimately misses earlier messages).
+//
+// Rejections are reported by typed errors that errors.Is distinguishes:
+// [ErrMalformed], [ErrUnknownEpoch], [ErrEpochRetired], [ErrAuth],
+// [ErrReplay], [ErrTooOld], [ErrWrongKind], [ErrWrongRequest],
+// [ErrTooManySenders]. Counting them is the caller's job.
+//
+// # Client channels (HPKE)
+//
+// A client outside the bus (a sensor, a browser, the CLI) verifies the
+// coordinator once, pins the manifest hash, obtains the target service's
+// attested public key ([ParsePublicKey]) and calls [SealRequest]. The request
+// is HPKE (RFC 9180, base mode) with KEM ML-KEM-768+X25519 (X-Wing, the
+// default, [SuiteHybrid]) or DHKEM(X25519) ([SuiteX25519]), KDF HKDF-SHA256
+// and AEAD AES-256-GCM. The HPKE info should be built with [ChannelInfo], which
+// binds the protocol label, the service name and the pinned manifest hash, so
+// a request meant for one service under one manifest opens nowhere else.
+//
+// A public key travels as u16 KEM ID ‖ the KEM's serialized public key.
+//
+//	request = "CSQ" ‖ 1 ‖ u16 KEM ID ‖ u64 client time (Unix ms) ‖ enc ‖ HPKE ciphertext
+//	reply   = "CSR" ‖ 1 ‖ u64 reply number (≥ 1) ‖ AES-256-GCM ciphertext
+//
+// The request's first 14 bytes are the HPKE associated data, so the KEM ID
+// and the client time are authenticated. The reply key is
+// Export("cloister reply", 32) of the request's HPKE context, known only to
+// the client and the service; the reply nonce is 4 zero bytes ‖ the reply
+// number, and the first 12 reply bytes are its associated data. A client
+// accepts reply numbers in increasing order only.
+//
+// Replay of a client request: HPKE alone does not stop the host from
+// delivering a captured request twice. The reply would be useless to the
+// host (only the client can read it), but the request's side effects would
+// happen twice. A service that cares keeps a [ReplayCache]: it remembers the
+// ID (SHA-256 of enc) of every request within a time window around the
+// authenticated client time, and rejects requests older than the window or
+// older than anything it had to forget. The enclave's clock comes from the
+// host, so the window only bounds what the host can do within it; end-to-end
+// freshness beyond it is the application's job (e.g. increasing timestamps
+// per sensor).
+//
+// # Sealing to a public key
+//
+// [SealTo] and [ServiceKey.OpenSealed] are single-shot HPKE (hpke.Seal and
+// hpke.Open) with info "cloister/secure/v1/sealed" ‖ caller's info; the
+// coordinator uses them to seal a grant to the public key a joining enclave
+// bound into its evidence.
+package secure
