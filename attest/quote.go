@@ -30,13 +30,21 @@ const intelQEVendorID = "\x93\x9a\x72\x33\xf7\x9c\x4c\xa9\x94\x0a\x0d\xb3\x95\x7
 // ReportBody is an SGX enclave report body (384 bytes), as found in a quote
 // (the application enclave) and in its signature data (the quoting enclave).
 type ReportBody struct {
-	CPUSVN     [16]byte
+	// CPUSVN is the security version of the CPU.
+	CPUSVN [16]byte
+	// MiscSelect is the enclave's MISCSELECT.
 	MiscSelect uint32
+	// Attributes are the enclave's flags (bit 1: DEBUG) and XFRM.
 	Attributes [16]byte
-	MREnclave  [32]byte
-	MRSigner   [32]byte
-	ISVProdID  uint16
-	ISVSVN     uint16
+	// MREnclave is the enclave measurement.
+	MREnclave [32]byte
+	// MRSigner is the hash of the enclave signer's key.
+	MRSigner [32]byte
+	// ISVProdID is the product ID the signer gave the enclave.
+	ISVProdID uint16
+	// ISVSVN is the enclave's security version.
+	ISVSVN uint16
+	// ReportData is the data the enclave bound into the report.
 	ReportData [64]byte
 }
 

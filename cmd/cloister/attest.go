@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 	"time"
@@ -87,7 +88,11 @@ Exit status 3 when verification or the policy fails.`,
 			if collateral != "" {
 				c, err := attest.LoadCollateral(collateral)
 				if err != nil {
-					return err
+					if errors.Is(err, fs.ErrNotExist) {
+						return err
+					}
+					// Collateral that is there but malformed fails verification.
+					return &rejectedError{err: err}
 				}
 				opts.Collateral = c
 			}
