@@ -355,3 +355,16 @@ func TestPostFromReader(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestDecodeErrorCarriesID(t *testing.T) {
+	b := AppendFrame(nil, &Deliver{Token: 77, Kind: KindSend, Address: "a"})[4:]
+	_, err := Decode(b, Limits{})
+	var de *DecodeError
+	if !errors.As(err, &de) || de.ID != 77 || de.Type != TypeDeliver || de.Field != "token" {
+		t.Fatalf("got %#v", err)
+	}
+	b = AppendFrame(nil, &EvidenceResult{CallID: 5, EvidenceType: "\xff"})[4:]
+	if _, err := Decode(b, Limits{}); !errors.As(err, &de) || de.ID != 5 || de.Field != "evidence_type" {
+		t.Fatalf("got %#v", err)
+	}
+}

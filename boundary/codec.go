@@ -114,11 +114,12 @@ type decoder struct {
 	t   Type
 	lim *Limits
 	err *DecodeError
+	id  uint64 // correlation ID decoded so far
 }
 
 func (d *decoder) fail(field string, err error) {
 	if d.err == nil {
-		d.err = &DecodeError{Type: d.t, Field: field, Err: err}
+		d.err = &DecodeError{Type: d.t, Field: field, Err: err, ID: d.id}
 	}
 }
 

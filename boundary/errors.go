@@ -29,6 +29,10 @@ type DecodeError struct {
 	Type  Type   // frame type (0 when the type itself was bad)
 	Field string // field name, e.g. "address" or "headers[3].key"
 	Err   error  // one of the causes above, possibly wrapped
+	// ID is the frame's token, call ID or health ID when it was decoded
+	// before the error (0 otherwise), so that the receiver can fail the call
+	// the bad frame belonged to instead of letting it time out.
+	ID uint64
 }
 
 func (e *DecodeError) Error() string {

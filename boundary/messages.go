@@ -297,6 +297,7 @@ func (m *Deliver) appendPayload(b []byte) []byte {
 
 func (m *Deliver) decodePayload(d *decoder) {
 	m.Token = d.u64("token")
+	d.id = m.Token
 	m.Kind = DeliveryKind(d.u8("kind"))
 	switch {
 	case d.err != nil:
@@ -337,6 +338,7 @@ func (m *RequestResult) appendPayload(b []byte) []byte {
 
 func (m *RequestResult) decodePayload(d *decoder) {
 	m.CallID = d.u64("call_id")
+	d.id = m.CallID
 	m.Failure = Failure(d.u8("failure"))
 	if m.Failure > FailureOverflow {
 		d.fail("failure", fmt.Errorf("%w: %d", ErrInvalidValue, m.Failure))
@@ -369,6 +371,7 @@ func (m *StoreResult) appendPayload(b []byte) []byte {
 
 func (m *StoreResult) decodePayload(d *decoder) {
 	m.CallID = d.u64("call_id")
+	d.id = m.CallID
 	m.Found = d.boolean("found")
 	m.Error = d.str("error", d.lim.MaxString, 0)
 	m.Blob = d.bytes("blob")
@@ -396,6 +399,7 @@ func (m *EvidenceResult) appendPayload(b []byte) []byte {
 
 func (m *EvidenceResult) decodePayload(d *decoder) {
 	m.CallID = d.u64("call_id")
+	d.id = m.CallID
 	m.EvidenceType = d.str("evidence_type", d.lim.MaxString, strUTF8)
 	m.Error = d.str("error", d.lim.MaxString, 0)
 	m.Quote = d.bytes("quote")
@@ -408,7 +412,7 @@ type Health struct{ ID uint64 }
 func (*Health) Type() Type { return TypeHealth }
 
 func (m *Health) appendPayload(b []byte) []byte { return appendU64(b, m.ID) }
-func (m *Health) decodePayload(d *decoder)      { m.ID = d.u64("id") }
+func (m *Health) decodePayload(d *decoder)      { m.ID = d.u64("id"); d.id = m.ID }
 
 // Shutdown asks the enclave to stop taking deliveries, drain for at most
 // Grace (0 = the enclave's default) and answer with Stopped.
@@ -473,6 +477,7 @@ func (m *Reply) appendPayload(b []byte) []byte {
 
 func (m *Reply) decodePayload(d *decoder) {
 	m.Token = d.u64("token")
+	d.id = m.Token
 	if d.err == nil && m.Token == 0 {
 		d.fail("token", fmt.Errorf("%w: zero token", ErrInvalidValue))
 	}
@@ -502,6 +507,7 @@ func (m *Fail) appendPayload(b []byte) []byte {
 
 func (m *Fail) decodePayload(d *decoder) {
 	m.Token = d.u64("token")
+	d.id = m.Token
 	if d.err == nil && m.Token == 0 {
 		d.fail("token", fmt.Errorf("%w: zero token", ErrInvalidValue))
 	}
@@ -581,6 +587,7 @@ func (m *Request) appendPayload(b []byte) []byte {
 
 func (m *Request) decodePayload(d *decoder) {
 	m.CallID = d.u64("call_id")
+	d.id = m.CallID
 	m.Timeout = d.duration("timeout")
 	m.Address = d.address("address")
 	m.Headers = d.headers("headers")
@@ -653,6 +660,7 @@ func (m *StorePut) appendPayload(b []byte) []byte {
 
 func (m *StorePut) decodePayload(d *decoder) {
 	m.CallID = d.u64("call_id")
+	d.id = m.CallID
 	m.Key = d.str("key", d.lim.MaxString, strUTF8|strNonEmpty)
 	m.Blob = d.bytes("blob")
 }
@@ -675,6 +683,7 @@ func (m *StoreGet) appendPayload(b []byte) []byte {
 
 func (m *StoreGet) decodePayload(d *decoder) {
 	m.CallID = d.u64("call_id")
+	d.id = m.CallID
 	m.Key = d.str("key", d.lim.MaxString, strUTF8|strNonEmpty)
 }
 
@@ -696,6 +705,7 @@ func (m *GetEvidence) appendPayload(b []byte) []byte {
 
 func (m *GetEvidence) decodePayload(d *decoder) {
 	m.CallID = d.u64("call_id")
+	d.id = m.CallID
 	copy(m.ReportData[:], d.take("report_data", 64))
 }
 
@@ -726,6 +736,7 @@ func (m *HealthStatus) appendPayload(b []byte) []byte {
 
 func (m *HealthStatus) decodePayload(d *decoder) {
 	m.ID = d.u64("id")
+	d.id = m.ID
 	m.Healthy = d.boolean("healthy")
 	m.Running = d.u32("running")
 	m.Queued = d.u32("queued")

@@ -54,6 +54,9 @@ type Options struct {
 	// MemoryLimit is the Go memory limit Main sets unless GOMEMLIMIT is set.
 	// Default DefaultMemoryLimit; negative leaves the limit alone.
 	MemoryLimit int64
+	// Evidence, if set, produces attestation evidence for Runtime.Evidence
+	// instead of Gramine's /dev/attestation or the host.
+	Evidence EvidenceFunc
 	// OnInit, if set, runs after Init and before Ready; an error is sent to
 	// the host as Fatal and ends Serve.
 	OnInit func(ctx context.Context, rt *Runtime) error
@@ -70,6 +73,8 @@ type App struct {
 	mu       sync.Mutex
 	handlers map[string]Handler
 	frozen   bool
+
+	evidenceMu sync.Mutex // Gramine's report data + quote are per process
 }
 
 // New returns an App with opts (defaults filled in).
@@ -262,8 +267,9 @@ func (s *session) readLoop(shutdown chan<- *boundary.Shutdown) error {
 		if err != nil {
 			var de *boundary.DecodeError
 			if errors.As(err, &de) {
-				// The stream is still in sync; report and go on.
-				s.postLog(slog.LevelError, "rejected a frame from the host", "err", err.Error())
+				// The stream is still in sync: answer the call the frame
+				// belonged to, if known, report, and go on.
+				s.rejected(de)
 				continue
 			}
 			return err
@@ -469,4 +475,25 @@ func (s *session) complete(id uint64, m boundary.Message) {
 		return
 	}
 	ch <- m
+}
+
+// rejected handles a frame from the host that did not decode: the call it
+// belonged to (if its ID was readable) ends with an error rather than a
+// timeout.
+func (s *session) rejected(de *boundary.DecodeError) {
+	s.postLog(slog.LevelError, "rejected a frame from the host", "err", de.Error())
+	if de.ID == 0 {
+		return
+	}
+	msg := "malformed frame from the host: " + de.Error()
+	switch de.Type {
+	case boundary.TypeDeliver:
+		s.conn.Post(&boundary.Fail{Token: de.ID, Kind: boundary.FailInternal, Message: msg})
+	case boundary.TypeRequestResult:
+		s.complete(de.ID, &boundary.RequestResult{CallID: de.ID, Failure: boundary.FailureError, Message: msg})
+	case boundary.TypeStoreResult:
+		s.complete(de.ID, &boundary.StoreResult{CallID: de.ID, Error: msg})
+	case boundary.TypeEvidenceResult:
+		s.complete(de.ID, &boundary.EvidenceResult{CallID: de.ID, Error: msg})
+	}
 }

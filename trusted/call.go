@@ -260,10 +260,19 @@ type Evidence struct {
 // ErrNoEvidence wraps the host's reason for not providing evidence.
 var ErrNoEvidence = errors.New("trusted: no evidence")
 
-// Evidence asks the host for attestation evidence binding reportData
-// (GetEvidence OCALL). The evidence must be verified by whoever relies on
-// it; the enclave cannot trust what the host returns.
+// Evidence returns attestation evidence binding reportData: from
+// Options.Evidence if set; else, under Gramine (<GramineRoot>/user_report_data
+// exists), a DCAP quote the enclave reads itself by writing reportData to
+// <GramineRoot>/user_report_data and reading <GramineRoot>/quote; else from
+// the host (GetEvidence OCALL; the process backend returns a simulated
+// quote). Evidence must be verified by whoever relies on it.
 func (rt *Runtime) Evidence(ctx context.Context, reportData [64]byte) (*Evidence, error) {
+	if f := rt.s.opts.Evidence; f != nil {
+		return f(ctx, reportData)
+	}
+	if root := rt.s.app.attestationRoot(); root != "" {
+		return rt.s.app.gramineEvidence(root, reportData)
+	}
 	m, err := rt.s.call(ctx, func(id uint64) boundary.Message {
 		return &boundary.GetEvidence{CallID: id, ReportData: reportData}
 	})
@@ -339,7 +348,13 @@ func (c *Call) answer(m boundary.Message) error {
 		return ErrAlreadyAnswered
 	}
 	defer c.s.answered()
-	if err := c.s.conn.Send(m); err != nil {
+	err := c.s.conn.Send(m)
+	if errors.Is(err, boundary.ErrFrameTooLarge) {
+		// The requester must still learn that the call failed.
+		c.s.conn.Send(&boundary.Fail{Token: c.token, Kind: boundary.FailInternal,
+			Message: fmt.Sprintf("answer from %q too large for the boundary: %v", c.address, err)})
+	}
+	if err != nil {
 		return fmt.Errorf("trusted: answer %q: %w", c.address, err)
 	}
 	return nil

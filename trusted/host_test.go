@@ -119,6 +119,11 @@ func testApp(opts Options) *App {
 		}
 		c.Reply(map[string]string{"type": e.Type}, e.Quote)
 	})
+	app.HandleFunc("big", func(ctx context.Context, c *Call) {
+		if err := c.Reply(nil, make([]byte, boundary.DefaultMaxFrame+1)); err == nil {
+			panic("oversized reply accepted")
+		}
+	})
 	app.HandleFunc("seal-mode", func(ctx context.Context, c *Call) { c.Reply(nil, []byte(c.SealMode())) })
 	return app
 }
@@ -137,6 +142,7 @@ type testHost struct {
 	logs     []*boundary.Log
 	waiters  map[uint64]chan boundary.Message
 	storeErr string
+	badEvid  bool // answer GetEvidence with a malformed frame
 
 	other  chan boundary.Message // Send, Publish, HealthStatus, Stopped, Fatal, Ready
 	token  atomic.Uint64
@@ -301,6 +307,13 @@ func (h *testHost) readLoop() {
 			}
 			h.conn.Post(res)
 		case *boundary.GetEvidence:
+			h.mu.Lock()
+			bad := h.badEvid
+			h.mu.Unlock()
+			if bad {
+				h.conn.Post(&boundary.EvidenceResult{CallID: m.CallID, EvidenceType: "\xff"})
+				continue
+			}
 			h.conn.Post(&boundary.EvidenceResult{CallID: m.CallID, EvidenceType: "simulated", Quote: append([]byte("quote:"), m.ReportData[:4]...)})
 		default:
 			h.other <- m

@@ -400,3 +400,49 @@ func TestHandleValidation(t *testing.T) {
 		}()
 	}
 }
+
+func TestMalformedFramesFailTheirCall(t *testing.T) {
+	h := startInproc(t, testApp(Options{}), testInit(), nil)
+	// A Deliver with a token but kind send does not decode; its token is
+	// still known, so the host gets a failure instead of a timeout.
+	ch := make(chan boundary.Message, 1)
+	h.mu.Lock()
+	h.waiters[999] = ch
+	h.mu.Unlock()
+	h.conn.Send(&boundary.Deliver{Token: 999, Kind: boundary.KindSend, Address: "echo"})
+	f := h.wait(ch).(*boundary.Fail)
+	if f.Kind != boundary.FailInternal || !strings.Contains(f.Message, "field token") {
+		t.Fatalf("fail: %+v", f)
+	}
+	// A malformed result ends the waiting OCALL with a clear error.
+	h.mu.Lock()
+	h.badEvid = true
+	h.mu.Unlock()
+	f = h.fail("evidence", nil, nil)
+	if !strings.Contains(f.Message, "malformed frame from the host") || !strings.Contains(f.Message, "evidence_type") {
+		t.Fatalf("fail: %+v", f)
+	}
+	// An answer larger than the host accepts becomes a failure.
+	f = h.fail("big", nil, nil)
+	if f.Kind != boundary.FailInternal || !strings.Contains(f.Message, "too large") {
+		t.Fatalf("big: %+v", f)
+	}
+	h.reply("echo", nil, nil)
+	h.shutdown()
+}
+
+func TestGramineEvidence(t *testing.T) {
+	root := writeGramineKeys(t)
+	os.WriteFile(filepath.Join(root, "user_report_data"), make([]byte, 64), 0o600)
+	os.WriteFile(filepath.Join(root, "quote"), []byte("a real quote would be here"), 0o600)
+	h := startInproc(t, testApp(Options{GramineRoot: root}), testInit(), nil)
+	r := h.reply("evidence", nil, []byte{1, 2, 3})
+	if r.Headers["type"] != "sgx-dcap" || string(r.Body) != "a real quote would be here" {
+		t.Fatalf("evidence: %+v", r)
+	}
+	rd, _ := os.ReadFile(filepath.Join(root, "user_report_data"))
+	if len(rd) != 64 || rd[0] != 1 || rd[2] != 3 {
+		t.Fatalf("report data %x", rd)
+	}
+	h.shutdown()
+}
