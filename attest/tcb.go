@@ -12,13 +12,6 @@ import (
 	"time"
 )
 
-// Step names for collateral checks not listed with the others.
-const (
-	StepCollateralValidity = "collateral validity"
-	StepTCBInfo            = "tcb info"
-	StepTCBEvalNumbers     = "tcb evaluation numbers"
-)
-
 // verifyCollateral runs the collateral steps and fills the TCB fields of c.
 func (st *dcapState) verifyCollateral(s *stepRunner, c *Claims) error {
 	col := st.opts.Collateral
