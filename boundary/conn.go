@@ -191,7 +191,7 @@ type Options struct {
 	// the peer.
 	Limits Limits
 	// MaxPending is how many encoded bytes Send lets queue behind a write in
-	// progress before it blocks the caller (back-pressure). Default 4 MiB.
+	// progress before it blocks the caller (back-pressure). Default 1 MiB.
 	MaxPending int
 }
 
@@ -237,7 +237,7 @@ func NewConn(ctx context.Context, r io.Reader, w io.Writer, role Role, opts Opti
 	c := &Conn{r: NewReader(r, lim), w: w, role: role, maxPend: opts.MaxPending}
 	c.r.role = role
 	if c.maxPend <= 0 {
-		c.maxPend = 4 << 20
+		c.maxPend = 1 << 20
 	}
 	c.cond.L = &c.mu
 	if cl, ok := r.(io.Closer); ok {
@@ -357,7 +357,7 @@ func (c *Conn) flushLocked() error {
 		c.writes.Add(1)
 		c.bytesSent.Add(uint64(len(buf)))
 		c.mu.Lock()
-		if cap(buf) <= 1<<20 {
+		if cap(buf) <= 2*c.maxPend {
 			c.spare = buf[:0]
 		} else {
 			c.spare = nil

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,11 +21,22 @@ import (
 
 // The test binary doubles as an enclave image: with envImage set, TestMain
 // runs testApp().Main() instead of the tests.
-const envImage = "CLOISTER_TRUSTED_TEST_IMAGE"
+const (
+	envImage    = "CLOISTER_TRUSTED_TEST_IMAGE"
+	envWorkers  = "CLOISTER_TRUSTED_TEST_WORKERS"
+	envPipeEcho = "CLOISTER_TRUSTED_TEST_PIPE_ECHO"
+)
 
 func TestMain(m *testing.M) {
 	if os.Getenv(envImage) != "" {
-		testApp(Options{Workers: 4, ShutdownGrace: 5 * time.Second}).Main()
+		workers := 4
+		if n, err := strconv.Atoi(os.Getenv(envWorkers)); err == nil {
+			workers = n
+		}
+		testApp(Options{Workers: workers, ShutdownGrace: 5 * time.Second}).Main()
+	}
+	if os.Getenv(envPipeEcho) != "" {
+		pipeEcho()
 	}
 	os.Exit(m.Run())
 }
@@ -192,10 +204,10 @@ func startInproc(t testing.TB, app *App, init *boundary.Init, store map[string][
 	return h
 }
 
-func startProcess(t testing.TB, fdMode bool, init *boundary.Init, store map[string][]byte) *testHost {
+func startProcess(t testing.TB, fdMode bool, init *boundary.Init, store map[string][]byte, env ...string) *testHost {
 	h := newHost(t, store)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envImage+"=1")
+	cmd.Env = append(append(os.Environ(), envImage+"=1"), env...)
 	cmd.Stderr = os.Stderr
 	var r io.Reader
 	var w io.Writer
