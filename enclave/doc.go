@@ -1,0 +1,57 @@
+// Package enclave is the host side of Cloister's trusted services: enclave
+// images, the backends that run them, the supervisor that keeps them
+// running and the adapter that plugs them into the event bus.
+//
+// # Images
+//
+// An enclave image is a static Go program built from a main package that
+// uses package trusted. [Build] compiles it reproducibly (go build -trimpath
+// -buildvcs=false -ldflags=-buildid=, CGO_ENABLED=0: the same source and
+// toolchain give the same bytes), measures it (SHA-256 of the file, the
+// simulated MRENCLAVE) and writes IMAGE.meta.json beside it with the
+// measurement, the signer and product metadata, the Go version and the
+// package. [Load] refuses an image whose bytes no longer match its metadata
+// ([ErrImageChanged]).
+//
+// # Backends
+//
+// A [Backend] starts instances that speak the boundary protocol:
+//
+//   - inproc ([NewInProc]): the trusted runtime runs inside the host
+//     process over in-memory pipes. NO ISOLATION; tests and development
+//     only. Its simulated evidence has the debug attribute set and the host
+//     logs a warning.
+//   - process ([NewProcess]): the image runs as a child process with the
+//     frames on a pair of pipes (its file descriptors 3 and 4). Address-space
+//     isolation from the host, but simulated evidence and seal keys, which
+//     promise nothing against a malicious host. The default of a node.
+//   - gramine ([NewGramine]): the image runs under gramine-sgx with a
+//     manifest from [GramineManifest], frames on its stdin and stdout;
+//     evidence and seal keys come from /dev/attestation inside the enclave.
+//
+// # The adapter and the supervisor
+//
+// An [Enclave] is one supervised instance. [Enclave.Start] launches it,
+// sends Init and waits for Ready, whose addresses (filtered by
+// [Config.Allow]) are what a node consumes for it ([Enclave.Addresses]).
+// [Enclave.HandleMessage] (a bus.Handler) turns each delivery into a
+// Deliver ECALL and returns at once; Reply and Fail OCALLs answer the bus
+// message from the connection's reading goroutine, so many requests are in
+// flight at once. Send, Publish and Request OCALLs become bus operations
+// (a request's result returns as a RequestResult ECALL), Log OCALLs go to
+// the host's slog logger tagged with the enclave's name, StorePut and
+// StoreGet go to a [Store] that only ever sees sealed blobs ([FileStore]),
+// and GetEvidence is answered by the host's attest.Issuer (simulated, with
+// MRENCLAVE = the image's measurement, for inproc and process).
+//
+// When the instance dies, every request in flight fails at once with a
+// recipient failure ([CodeUnavailable]) whose message names the enclave;
+// requests arriving while it is down fail the same way. The supervisor
+// restarts it after an exponential backoff ([Config.RestartBackoff] doubling
+// up to [Config.MaxRestartBackoff]); [Enclave.Health] reports a
+// [*DownError] meanwhile. Protected storage lives in the host's store and
+// so survives restarts.
+//
+// Package node hosts enclaves as deployments (node.EnclaveConfig); the
+// cloister command builds, measures and hosts them.
+package enclave

@@ -1,0 +1,19 @@
+// Command testimage is the enclave image the enclave package's tests and
+// benchmarks run (see package testapp). TESTIMAGE_WORKERS sets the number of
+// handler workers (default 8).
+package main
+
+import (
+	"os"
+	"strconv"
+
+	"github.com/cloister-dev/cloister/enclave/internal/testapp"
+)
+
+func main() {
+	workers := 8
+	if n, err := strconv.Atoi(os.Getenv("TESTIMAGE_WORKERS")); err == nil && n > 0 {
+		workers = n
+	}
+	testapp.New(workers).Main()
+}

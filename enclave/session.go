@@ -1,0 +1,365 @@
+package enclave
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cloister-dev/cloister/boundary"
+	"github.com/cloister-dev/cloister/bus"
+)
+
+// session is one running enclave instance: its process, its boundary
+// connection and the calls in flight across it.
+type session struct {
+	e    *Enclave
+	proc Process
+	conn *boundary.Conn
+	ctx  context.Context // ends with the session; bounds OCALL work
+	stop context.CancelFunc
+
+	nextToken  atomic.Uint64
+	nextHealth atomic.Uint64
+
+	mu      sync.Mutex
+	pending map[uint64]waiter
+	healthW map[uint64]chan *boundary.HealthStatus
+	closed  bool
+	why     error
+
+	ready    *boundary.Ready
+	readyCh  chan struct{}
+	done     chan struct{} // closed by finish
+	stopped  atomic.Pointer[boundary.Stopped]
+	fatalMsg atomic.Pointer[string]
+}
+
+func newSession(e *Enclave, proc Process, conn *boundary.Conn) *session {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &session{e: e, proc: proc, conn: conn, ctx: ctx, stop: cancel,
+		pending: make(map[uint64]waiter), healthW: make(map[uint64]chan *boundary.HealthStatus),
+		readyCh: make(chan struct{}), done: make(chan struct{})}
+	// A process that dies closes its streams, but a descendant could keep
+	// them open: watch the exit too.
+	go func() {
+		select {
+		case <-proc.Done():
+			s.finish(errors.New("the enclave process exited"))
+		case <-s.done:
+		}
+	}()
+	return s
+}
+
+// exited is closed when the instance's process has exited.
+func (s *session) exited() <-chan struct{} { return s.proc.Done() }
+
+// cause says why the session ended.
+func (s *session) cause() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.why == nil {
+		return errors.New("running")
+	}
+	return s.why
+}
+
+// finish ends the session once: it fails every request in flight at once,
+// closes the connection and kills the process.
+func (s *session) finish(why error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	if st := s.stopped.Load(); st != nil && why != nil {
+		why = fmt.Errorf("%w (the enclave had stopped: %s)", why, st.Message)
+	}
+	if fm := s.fatalMsg.Load(); fm != nil {
+		why = fmt.Errorf("%w (fatal: %s)", why, *fm)
+	}
+	s.why = why
+	pending := s.pending
+	s.pending = nil
+	health := s.healthW
+	s.healthW = nil
+	s.mu.Unlock()
+	s.e.cur.CompareAndSwap(s, nil)
+	s.stop()
+	s.conn.Close()
+	_ = s.proc.Kill()
+	msg := fmt.Sprintf("enclave %s", s.e.name)
+	if pid := s.proc.PID(); pid != 0 {
+		msg += fmt.Sprintf(" (pid %d)", pid)
+	}
+	msg += fmt.Sprintf(" went down with the request in flight: %v", why)
+	for _, w := range pending {
+		if w != nil {
+			w.abort(msg)
+		}
+	}
+	for _, ch := range health {
+		close(ch)
+	}
+	close(s.done)
+}
+
+// deliver sends one Deliver ECALL; w (nil for send and publish) gets the
+// answer.
+func (s *session) deliver(w waiter, kind boundary.DeliveryKind, address string, headers map[string]string, body []byte) {
+	d := &boundary.Deliver{Kind: kind, Address: address, Headers: headers, Body: body}
+	if w != nil {
+		d.Kind = boundary.KindRequest
+		d.Token = s.nextToken.Add(1)
+		s.mu.Lock()
+		if s.closed {
+			why := s.why
+			s.mu.Unlock()
+			w.abort(fmt.Sprintf("enclave %s is down: %v", s.e.name, why))
+			return
+		}
+		s.pending[d.Token] = w
+		s.mu.Unlock()
+	}
+	if err := s.conn.Send(d); err != nil {
+		if w != nil {
+			if w := s.take(d.Token); w != nil {
+				if errors.Is(err, boundary.ErrFrameTooLarge) {
+					w.fail(&boundary.Fail{Kind: boundary.FailInternal, Message: err.Error()})
+				} else {
+					w.abort(fmt.Sprintf("enclave %s: could not deliver: %v", s.e.name, err))
+				}
+			}
+		} else {
+			s.e.log.Warn("enclave: could not deliver a message", "address", address, "error", err)
+		}
+	}
+}
+
+// take removes and returns the waiter of token.
+func (s *session) take(token uint64) waiter {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.pending[token]
+	delete(s.pending, token)
+	return w
+}
+
+// health sends a Health ECALL and waits for the status.
+func (s *session) health(ctx context.Context) (*boundary.HealthStatus, error) {
+	id := s.nextHealth.Add(1)
+	ch := make(chan *boundary.HealthStatus, 1)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("instance went down: %w", s.why)
+	}
+	s.healthW[id] = ch
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.healthW, id)
+		s.mu.Unlock()
+	}()
+	if err := s.conn.Send(&boundary.Health{ID: id}); err != nil {
+		return nil, err
+	}
+	select {
+	case st, ok := <-ch:
+		if !ok {
+			return nil, errors.New("instance went down")
+		}
+		return st, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("no answer to Health: %w", ctx.Err())
+	}
+}
+
+// readLoop receives OCALLs until the stream ends. It never waits for the
+// enclave: answers to OCALLs that take time are sent from goroutines of
+// their own.
+func (s *session) readLoop() {
+	for {
+		m, err := s.conn.Recv()
+		if err != nil {
+			var de *boundary.DecodeError
+			if errors.As(err, &de) {
+				s.e.log.Error("enclave: rejected a frame from the enclave", "error", err)
+				continue
+			}
+			if errors.Is(err, io.EOF) {
+				err = errors.New("the enclave closed the boundary")
+			} else {
+				err = fmt.Errorf("boundary: %w", err)
+			}
+			s.finish(err)
+			return
+		}
+		s.dispatch(m)
+	}
+}
+
+func (s *session) dispatch(m boundary.Message) {
+	e := s.e
+	switch m := m.(type) {
+	case *boundary.Ready:
+		if s.ready != nil {
+			e.log.Error("enclave: ignoring a second Ready")
+			return
+		}
+		s.ready = m
+		close(s.readyCh)
+	case *boundary.Reply:
+		if w := s.take(m.Token); w != nil {
+			w.reply(m)
+		} else {
+			e.log.Warn("enclave: reply for an unknown or answered delivery", "token", m.Token)
+		}
+	case *boundary.Fail:
+		if w := s.take(m.Token); w != nil {
+			w.fail(m)
+		} else {
+			e.log.Warn("enclave: failure for an unknown or answered delivery", "token", m.Token)
+		}
+	case *boundary.Send:
+		s.send(bus.KindSend, m.Address, m.Headers, m.Body)
+	case *boundary.Publish:
+		s.send(bus.KindPublish, m.Address, m.Headers, m.Body)
+	case *boundary.Request:
+		go s.request(m)
+	case *boundary.Log:
+		attrs := make([]slog.Attr, 0, len(m.Attrs)+1)
+		attrs = append(attrs, slog.String("source", "enclave"))
+		for _, a := range m.Attrs {
+			attrs = append(attrs, slog.String(a.Key, a.Value))
+		}
+		e.log.LogAttrs(s.ctx, m.Level, m.Message, attrs...)
+	case *boundary.StorePut:
+		go s.storePut(m)
+	case *boundary.StoreGet:
+		go s.storeGet(m)
+	case *boundary.GetEvidence:
+		go s.evidence(m)
+	case *boundary.HealthStatus:
+		s.mu.Lock()
+		ch := s.healthW[m.ID]
+		delete(s.healthW, m.ID)
+		s.mu.Unlock()
+		if ch != nil {
+			ch <- m
+		}
+	case *boundary.Stopped:
+		s.stopped.Store(m)
+		if m.Abandoned > 0 {
+			e.log.Warn("enclave: stopped with requests unanswered", "abandoned", m.Abandoned, "message", m.Message)
+		} else {
+			e.log.Info("enclave: drained and stopped", "message", m.Message)
+		}
+	case *boundary.Fatal:
+		msg := m.Message
+		s.fatalMsg.Store(&msg)
+		e.log.Error("enclave: fatal error in the enclave", "message", m.Message)
+	default:
+		e.log.Error("enclave: unexpected frame", "type", m.Type().String())
+	}
+}
+
+func (s *session) send(kind bus.Kind, address string, h map[string]string, body []byte) {
+	b := s.e.cfg.Bus
+	if b == nil {
+		s.e.log.Warn("enclave: the enclave sent a message but the host has no bus", "address", address)
+		return
+	}
+	v, opts, err := busBody(h, body)
+	if err == nil {
+		if kind == bus.KindPublish {
+			err = b.Publish(s.ctx, address, v, opts...)
+		} else {
+			err = b.Send(s.ctx, address, v, opts...)
+		}
+	}
+	if err != nil {
+		s.e.log.Warn("enclave: could not pass on a message from the enclave", "kind", kind.String(), "address", address, "error", err)
+	}
+}
+
+func (s *session) request(m *boundary.Request) {
+	res := &boundary.RequestResult{CallID: m.CallID}
+	b := s.e.cfg.Bus
+	v, opts, err := busBody(m.Headers, m.Body)
+	switch {
+	case b == nil:
+		res.Failure, res.Message = boundary.FailureError, "the host has no bus"
+	case err != nil:
+		res.Failure, res.Message = boundary.FailureError, err.Error()
+	default:
+		if m.Timeout > 0 {
+			opts = append(opts, bus.Timeout(m.Timeout))
+		}
+		reply, err := b.Request(s.ctx, m.Address, v, opts...)
+		if err != nil {
+			var re *bus.ReplyError
+			if errors.As(err, &re) {
+				res.Failure, res.Code, res.Message = boundary.Failure(re.Failure), int32(re.Code), re.Message
+				if res.Message == "" {
+					res.Message = err.Error()
+				}
+			} else {
+				res.Failure, res.Message = boundary.FailureError, err.Error()
+			}
+		} else {
+			res.Headers, res.Body = reply.Headers(), reply.Body()
+		}
+	}
+	if err := s.conn.Send(res); err != nil && !errors.Is(err, boundary.ErrClosed) {
+		s.e.log.Warn("enclave: could not return a request's result", "address", m.Address, "error", err)
+	}
+}
+
+func (s *session) storePut(m *boundary.StorePut) {
+	res := &boundary.StoreResult{CallID: m.CallID}
+	if st := s.e.cfg.Store; st == nil {
+		res.Error = "the host has no store for this enclave"
+	} else if err := st.Put(s.ctx, m.Key, m.Blob); err != nil {
+		res.Error = err.Error()
+		s.e.log.Error("enclave: store put failed", "error", err)
+	}
+	_ = s.conn.Send(res)
+}
+
+func (s *session) storeGet(m *boundary.StoreGet) {
+	res := &boundary.StoreResult{CallID: m.CallID}
+	if st := s.e.cfg.Store; st == nil {
+		res.Error = "the host has no store for this enclave"
+	} else {
+		blob, found, err := st.Get(s.ctx, m.Key)
+		if err != nil {
+			res.Error = err.Error()
+			s.e.log.Error("enclave: store get failed", "error", err)
+		}
+		res.Found, res.Blob = found, blob
+	}
+	_ = s.conn.Send(res)
+}
+
+func (s *session) evidence(m *boundary.GetEvidence) {
+	res := &boundary.EvidenceResult{CallID: m.CallID}
+	iss, err := s.e.evidenceIssuer()
+	if err == nil {
+		e, ierr := iss.Issue(s.ctx, m.ReportData)
+		if ierr != nil {
+			err = ierr
+		} else {
+			res.EvidenceType, res.Quote = string(e.Type), e.Quote
+		}
+	}
+	if err != nil {
+		res.Error = err.Error()
+	}
+	_ = s.conn.Send(res)
+}
