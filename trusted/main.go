@@ -69,7 +69,7 @@ func boundaryFiles() (io.Reader, io.Writer, error) {
 		}
 		// Non-blocking: the Go poller then owns the descriptor, so reads do
 		// not pin threads and Close interrupts them.
-		if err := syscall.SetNonblock(fd, true); err != nil {
+		if err := setNonblock(fd); err != nil {
 			return nil, nil, fmt.Errorf("%s=%q: descriptor %d: %w", EnvBoundaryFD, v, fd, err)
 		}
 		files[i] = os.NewFile(uintptr(fd), fmt.Sprintf("boundary-fd-%d", fd))

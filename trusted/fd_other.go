@@ -1,0 +1,5 @@
+//go:build !unix
+
+package trusted
+
+func setNonblock(int) error { return nil }
