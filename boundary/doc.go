@@ -78,6 +78,42 @@
 // ends, sends Stopped and exits. Fatal means the enclave cannot go on (init
 // failed, protocol violation); it exits after sending it.
 //
+// # What the host must do
+//
+// The host side (package enclave) drives a connection like this:
+//
+//	conn, err := boundary.NewConn(ctx, r, w, boundary.RoleHost, boundary.Options{})
+//	conn.Send(&boundary.Init{Identity: id, Name: name, Config: cfg})
+//	// first OCALL: *boundary.Ready (addresses to consume) or *boundary.Fatal
+//
+// and then, in one goroutine that does nothing but read, dispatches every
+// OCALL without waiting on the enclave (use Conn.Post, or hand the work to
+// another goroutine, for answers sent from the reading goroutine):
+//
+//   - Reply / Fail: complete the bus request with that Token (Fail.Kind
+//     FailApplication is a recipient failure with Fail.Code; the other kinds
+//     are runtime failures, Code 0).
+//   - Send / Publish / Request: perform the bus operation; answer each
+//     Request with exactly one RequestResult of its CallID, also on timeout
+//     (FailureTimeout) — the enclave's handler waits for it or for its own
+//     context.
+//   - StorePut: store Blob under Key, replacing any earlier blob, durably
+//     enough to survive an enclave restart; StoreGet: Found=false when
+//     absent. Keys are opaque ASCII names, blobs are sealed; answer with
+//     StoreResult (Error set when storage failed).
+//   - GetEvidence: answer EvidenceResult (simulated evidence binding
+//     ReportData in the process backend; Error when none is available).
+//   - Log: re-log with the enclave's name; HealthStatus: answer of Health.
+//   - Stopped: the enclave drained after Shutdown and exits; Fatal: it could
+//     not go on and exits.
+//
+// Tokens of outstanding Deliver requests must be unique and non-zero. When
+// the enclave dies (Recv fails), every outstanding token fails at once. A
+// *DecodeError from Recv leaves the stream in sync; its ID, when non-zero,
+// is the token of the Reply or Fail that could not be decoded. For file
+// descriptors, put the host's end in non-blocking mode before os.NewFile so
+// that Close interrupts a blocked Recv.
+//
 // # Batching
 //
 // Conn.Send is safe for concurrent use and batches: while one goroutine
