@@ -534,8 +534,10 @@ func (e *Enclave) acceptAddresses(r *boundary.Ready) error {
 			ok = append(ok, a)
 		} else {
 			refused = append(refused, a)
-			e.log.Error("enclave: the image registers an address this deployment does not allow; not serving it", "address", a, "allowed", e.cfg.Allow)
 		}
+	}
+	if len(refused) > 0 {
+		e.log.Error("enclave: the image registers addresses this deployment does not allow; not serving them", "refused", refused, "allowed", e.cfg.Allow)
 	}
 	slices.Sort(ok)
 	ok = slices.Compact(ok)

@@ -1,0 +1,488 @@
+package enclave
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cloister-dev/cloister/attest"
+	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/enclave/internal/testapp"
+)
+
+// harness is an enclave hosted on a bus, its consumers registered the way a
+// node registers them.
+type harness struct {
+	e        *Enclave
+	bus      *bus.Bus
+	logs     *logBuffer
+	stateDir string
+}
+
+type harnessOpts struct {
+	allow   []string
+	backoff time.Duration
+	env     []string
+}
+
+func backendFor(t testing.TB, name string) Backend {
+	switch name {
+	case "inproc":
+		return NewInProc(testapp.New(8).Serve)
+	case "process":
+		return NewProcess(ProcessOptions{})
+	}
+	t.Fatalf("no backend %q", name)
+	return nil
+}
+
+func newHarness(t testing.TB, backend string, o harnessOpts) *harness {
+	t.Helper()
+	h := &harness{logs: &logBuffer{}, stateDir: t.TempDir()}
+	b, err := bus.New(bus.WithLogger(h.logs.logger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.bus = b
+	store, err := NewFileStore(h.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.e, err = New(Config{Name: "test-enclave", Image: testImage, Backend: backendFor(t, backend), Bus: b,
+		Store: store, Logger: h.logs.logger(), Allow: o.allow, RestartBackoff: o.backoff, Env: o.env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := h.e.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range h.e.Addresses() {
+		if _, err := b.Consumer(a, h.e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := h.e.Stop(ctx); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+		b.Close(ctx)
+	})
+	return h
+}
+
+func (h *harness) request(t testing.TB, address string, body any, opts ...bus.DeliveryOption) (*bus.Message, error) {
+	t.Helper()
+	opts = append([]bus.DeliveryOption{bus.Timeout(20 * time.Second)}, opts...)
+	return h.bus.Request(context.Background(), address, body, opts...)
+}
+
+func forBackends(t *testing.T, f func(t *testing.T, backend string)) {
+	for _, b := range []string{"inproc", "process"} {
+		t.Run(b, func(t *testing.T) { f(t, b) })
+	}
+}
+
+func TestAdapterRequestReply(t *testing.T) {
+	forBackends(t, func(t *testing.T, backend string) {
+		h := newHarness(t, backend, harnessOpts{})
+		m, err := h.request(t, "test.echo", []byte("hello"), bus.Header("x-user", "alice"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(m.Body()) != "hello" || m.Header("x-user") != "alice" {
+			t.Fatalf("echo: %q %v", m.Body(), m.Headers())
+		}
+		// A string body keeps its codec across the boundary.
+		m, err = h.request(t, "test.echo", "text")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s string
+		if err := m.Decode(&s); err != nil || s != "text" || m.Header(bus.HeaderCodec) != bus.CodecString {
+			t.Fatalf("string echo: %q %v %v", s, err, m.Headers())
+		}
+		// JSON from the enclave decodes as JSON.
+		m, err = h.request(t, "test.json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v struct{ N int }
+		if err := m.Decode(&v); err != nil || v.N != 42 {
+			t.Fatalf("json: %+v %v", v, err)
+		}
+	})
+}
+
+func TestAdapterFailures(t *testing.T) {
+	forBackends(t, func(t *testing.T, backend string) {
+		h := newHarness(t, backend, harnessOpts{})
+		_, err := h.request(t, "test.fail", nil)
+		var re *bus.ReplyError
+		if !errors.As(err, &re) || !errors.Is(err, bus.ErrRecipientFailure) || re.Code != 418 || re.Message != "I am a teapot" {
+			t.Fatalf("fail: %v", err)
+		}
+		_, err = h.request(t, "test.panic", nil)
+		if !errors.As(err, &re) || re.Code != CodeInternal || !contains(re.Message, "test-enclave/0") || !contains(re.Message, "boom") {
+			t.Fatalf("panic: %v", err)
+		}
+		// The enclave keeps serving.
+		if _, err := h.request(t, "test.empty", nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestAdapterOCALLs(t *testing.T) {
+	forBackends(t, func(t *testing.T, backend string) {
+		h := newHarness(t, backend, harnessOpts{})
+		b := h.bus
+		// Request OCALL to a regular service.
+		b.Consumer("regular.svc", bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
+			m.Reply(append([]byte("pong to "), m.Body()...))
+		}))
+		m, err := h.request(t, "test.request", []byte("ping"), bus.Header("to", "regular.svc"))
+		if err != nil || string(m.Body()) != "got: pong to ping" {
+			t.Fatalf("request OCALL: %v %q", err, bodyOf(m))
+		}
+		// A failed request OCALL comes back typed.
+		_, err = h.request(t, "test.request", nil, bus.Header("to", "nobody.home"))
+		if err == nil || !contains(err.Error(), "no-handlers") {
+			t.Fatalf("request to nobody: %v", err)
+		}
+		// Send and Publish OCALLs.
+		got := make(chan *bus.Message, 2)
+		b.Consumer("sink", bus.HandlerFunc(func(ctx context.Context, m *bus.Message) { got <- m }))
+		b.Consumer("sink.all", bus.HandlerFunc(func(ctx context.Context, m *bus.Message) { got <- m }))
+		if _, err := h.request(t, "test.send", []byte("data"), bus.Header("to", "sink")); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			select {
+			case m := <-got:
+				if string(m.Body()) != "data" {
+					t.Fatalf("sent body %q", m.Body())
+				}
+				if m.Address() == "sink" && m.Header("from") != "enclave" {
+					t.Fatalf("send headers %v", m.Headers())
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("no message from the enclave")
+			}
+		}
+		// Log OCALL: into the host's logger with the enclave's name.
+		if _, err := h.request(t, "test.log", []byte("marker-123")); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "the enclave's log record", func() bool {
+			for _, l := range strings.Split(h.logs.String(), "\n") {
+				if contains(l, "hello from inside") && contains(l, "marker-123") && contains(l, "enclave=test-enclave") {
+					return true
+				}
+			}
+			return false
+		})
+	})
+}
+
+func bodyOf(m *bus.Message) []byte {
+	if m == nil {
+		return nil
+	}
+	return m.Body()
+}
+
+func TestAdapterEvidence(t *testing.T) {
+	forBackends(t, func(t *testing.T, backend string) {
+		h := newHarness(t, backend, harnessOpts{})
+		m, err := h.request(t, "test.evidence", []byte("nonce"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev := &attest.Evidence{Type: attest.EvidenceType(m.Header("type")), Quote: m.Body()}
+		claims, err := attest.Verify(context.Background(), ev, attest.VerifyOptions{AllowSimulation: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if claims.MREnclave != [32]byte(testImage.Measurement) {
+			t.Fatalf("MRENCLAVE %x, want the image's measurement %s", claims.MREnclave, testImage.Measurement)
+		}
+		if claims.ProductID != 7 || claims.SVN != 3 {
+			t.Fatalf("product %d svn %d", claims.ProductID, claims.SVN)
+		}
+		nonce := sha256.Sum256([]byte("nonce"))
+		if !bytes.Equal(claims.ReportData[:32], nonce[:]) {
+			t.Fatal("report data not bound")
+		}
+		// No isolation in process: the evidence says so (debug).
+		if claims.Debug != (backend == "inproc") {
+			t.Fatalf("debug = %v for %s", claims.Debug, backend)
+		}
+	})
+}
+
+func TestProtectedStorageNeverStoresPlaintext(t *testing.T) {
+	forBackends(t, func(t *testing.T, backend string) {
+		h := newHarness(t, backend, harnessOpts{})
+		secret := "PLAINTEXT-" + backend + "-7f3a9c"
+		if _, err := h.request(t, "test.put", []byte(secret), bus.Header("key", "alice-key")); err != nil {
+			t.Fatal(err)
+		}
+		m, err := h.request(t, "test.get", nil, bus.Header("key", "alice-key"))
+		if err != nil || string(m.Body()) != secret {
+			t.Fatalf("get: %v %q", err, bodyOf(m))
+		}
+		if _, err := h.request(t, "test.get", nil, bus.Header("key", "bob-key")); err == nil || !contains(err.Error(), "404") {
+			t.Fatalf("get missing: %v", err)
+		}
+		files := 0
+		filepath.Walk(h.stateDir, func(p string, info os.FileInfo, err error) error {
+			if err != nil || info.IsDir() {
+				return err
+			}
+			files++
+			data, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Contains(data, []byte(secret)) || bytes.Contains(data, []byte("alice-key")) || contains(p, "alice-key") || contains(p, fmt.Sprintf("%x", "alice-key")) {
+				t.Fatalf("%s holds the plaintext or the key name", p)
+			}
+			return nil
+		})
+		if files != 1 {
+			t.Fatalf("%d files in the state directory, want 1", files)
+		}
+	})
+}
+
+func TestAllowedAddresses(t *testing.T) {
+	h := newHarness(t, "inproc", harnessOpts{allow: []string{"test.*"}})
+	for _, a := range h.e.Addresses() {
+		if !strings.HasPrefix(a, "test.") {
+			t.Fatalf("serving %q", a)
+		}
+	}
+	if r := h.e.Refused(); len(r) != 1 || r[0] != "other.secret" {
+		t.Fatalf("refused %v", r)
+	}
+	if _, err := h.request(t, "other.secret", nil); !errors.Is(err, bus.ErrNoHandlers) {
+		t.Fatalf("refused address reachable: %v", err)
+	}
+	if !contains(h.logs.String(), "does not allow") {
+		t.Fatal("no log about the refused address")
+	}
+
+	e, err := New(Config{Name: "none", Image: testImage, Backend: NewInProc(testapp.New(1).Serve), Allow: []string{"nothing.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); !errors.Is(err, ErrNoAddresses) {
+		t.Fatalf("start with nothing allowed: %v", err)
+	}
+	if _, err := New(Config{Name: "bad", Image: testImage, Backend: NewProcess(ProcessOptions{}), Allow: []string{"a.>.b"}}); err == nil {
+		t.Fatal("bad pattern accepted")
+	}
+}
+
+func TestMatchAddress(t *testing.T) {
+	for _, c := range []struct {
+		p, a string
+		ok   bool
+	}{
+		{"a.b", "a.b", true}, {"a.b", "a.c", false}, {"a.*", "a.b", true}, {"a.*", "a.b.c", false},
+		{"a.>", "a.b.c", true}, {"a.>", "a", false}, {">", "x", true}, {"*.b", "a.b", true}, {"a", "a.b", false},
+	} {
+		if got := matchAddress(c.p, c.a); got != c.ok {
+			t.Errorf("match(%q, %q) = %v", c.p, c.a, got)
+		}
+	}
+}
+
+func TestManyInFlight(t *testing.T) {
+	forBackends(t, func(t *testing.T, backend string) {
+		h := newHarness(t, backend, harnessOpts{})
+		var wg sync.WaitGroup
+		errs := make(chan error, 200)
+		for i := range 200 {
+			wg.Go(func() {
+				body := fmt.Sprintf("msg-%d", i)
+				m, err := h.request(t, "test.echo", []byte(body))
+				if err == nil && string(m.Body()) != body {
+					err = fmt.Errorf("got %q for %q", m.Body(), body)
+				}
+				if err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		if st := h.e.Stats(); st.FramesSent < 200 || st.FramesReceived < 200 {
+			t.Fatalf("stats %+v", st)
+		}
+	})
+}
+
+func TestKilledEnclaveFailsInFlightAndRestarts(t *testing.T) {
+	h := newHarness(t, "process", harnessOpts{backoff: time.Second})
+	if _, err := h.request(t, "test.put", []byte("42"), bus.Header("key", "counter")); err != nil {
+		t.Fatal(err)
+	}
+	pid := h.e.PID()
+	if pid == 0 {
+		t.Fatal("no pid")
+	}
+	const n = 16
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := h.bus.Request(context.Background(), "test.block", nil, bus.Timeout(2*time.Minute))
+			errs <- err
+		}()
+	}
+	s := h.e.cur.Load()
+	waitFor(t, 20*time.Second, "the requests to reach the enclave", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.pending) == n
+	})
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		select {
+		case err := <-errs:
+			var re *bus.ReplyError
+			if !errors.As(err, &re) || re.Failure != bus.FailureRecipient || re.Code != CodeUnavailable {
+				t.Fatalf("in-flight request: %v, want a recipient failure %d", err, CodeUnavailable)
+			}
+			if !contains(re.Message, "test-enclave/0") || !contains(re.Message, fmt.Sprint(pid)) {
+				t.Fatalf("failure does not name the enclave: %q", re.Message)
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("in-flight requests did not fail")
+		}
+	}
+	// Down while restarting: health says so, and requests fail at once.
+	err := h.e.Health(context.Background())
+	var de *DownError
+	if !errors.As(err, &de) {
+		t.Fatalf("health after kill: %v", err)
+	}
+	t.Log(err)
+	if _, err := h.request(t, "test.empty", nil); !errors.Is(err, bus.ErrRecipientFailure) {
+		// The restart may already have happened; only a timeout is wrong.
+		if err != nil {
+			t.Fatalf("request while down: %v", err)
+		}
+	}
+	waitFor(t, 60*time.Second, "the restart", func() bool { return h.e.Health(context.Background()) == nil })
+	if h.e.PID() == pid || h.e.Restarts() != 1 {
+		t.Fatalf("pid %d (was %d), restarts %d", h.e.PID(), pid, h.e.Restarts())
+	}
+	m, err := h.request(t, "test.get", nil, bus.Header("key", "counter"))
+	if err != nil || string(m.Body()) != "42" {
+		t.Fatalf("state after restart: %v %q", err, bodyOf(m))
+	}
+}
+
+func TestStartFailsClearly(t *testing.T) {
+	// Not an enclave image: the handshake fails and says why.
+	dir := t.TempDir()
+	path := filepath.Join(dir, "notanenclave")
+	if err := os.WriteFile(path, []byte("#!/bin/sh\necho not an enclave\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WriteMetadata(path, MetadataOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	img, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(Config{Name: "bogus", Image: img, Backend: NewProcess(ProcessOptions{}), StartTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = e.Start(context.Background())
+	if err == nil || !contains(err.Error(), "bogus") || !contains(err.Error(), "handshake") {
+		t.Fatalf("start: %v", err)
+	}
+	t.Log(err)
+	if e.State() != StateStopped {
+		t.Fatalf("state %v", e.State())
+	}
+}
+
+func TestStopDrains(t *testing.T) {
+	h := newHarness(t, "process", harnessOpts{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.bus.Request(context.Background(), "test.block", nil, bus.Timeout(time.Minute))
+		done <- err
+	}()
+	s := h.e.cur.Load()
+	waitFor(t, 20*time.Second, "the request to reach the enclave", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.pending) == 1
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := h.e.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err := <-done
+	if !errors.Is(err, bus.ErrRecipientFailure) {
+		t.Fatalf("request left by stop: %v", err)
+	}
+	if h.e.State() != StateStopped {
+		t.Fatalf("state %v", h.e.State())
+	}
+	if _, err := h.request(t, "test.empty", nil); !errors.Is(err, bus.ErrRecipientFailure) {
+		t.Fatalf("after stop: %v", err)
+	}
+}
+
+func TestFileStore(t *testing.T) {
+	s, err := NewFileStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, found, err := s.Get(ctx, "k"); found || err != nil {
+		t.Fatalf("empty get: %v %v", found, err)
+	}
+	for i := range 3 {
+		if err := s.Put(ctx, "k/../x", []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, found, err := s.Get(ctx, "k/../x")
+	if !found || err != nil || !bytes.Equal(b, []byte{2}) {
+		t.Fatalf("get: %v %v %v", b, found, err)
+	}
+	entries, _ := os.ReadDir(s.Dir())
+	if len(entries) != 1 {
+		t.Fatalf("%d files, want 1 (no temporary files left)", len(entries))
+	}
+	if err := s.Put(ctx, "", nil); err == nil {
+		t.Fatal("empty key accepted")
+	}
+}

@@ -1,0 +1,99 @@
+package enclave
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testImage is the image of ./internal/testimage, built once by TestMain.
+var testImage *Image
+
+func TestMain(m *testing.M) {
+	if os.Getenv("ENCLAVE_TEST_ECHO_CHILD") == "1" {
+		echoChild()
+		return
+	}
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "enclave-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	// Simulation keys (platform secret, quote signing key) of this run
+	// live in the temporary directory, for the host and its children.
+	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	testImage, err = Build(ctx, "./internal/testimage", filepath.Join(dir, "testimage"), BuildOptions{ProductID: 7, SVN: 3})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "building the test image:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// echoChild is the reference peer of the raw pipe benchmark: it copies
+// stdin to stdout.
+func echoChild() {
+	buf := make([]byte, 256<<10)
+	for {
+		n, err := os.Stdin.Read(buf)
+		if n > 0 {
+			if _, err := os.Stdout.Write(buf[:n]); err != nil {
+				os.Exit(1)
+			}
+		}
+		if err != nil {
+			os.Exit(0)
+		}
+	}
+}
+
+// logBuffer is a concurrency-safe log sink for assertions.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.MultiWriter(l), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// waitFor polls cond every 10 ms until it holds or d passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
