@@ -159,6 +159,9 @@ func (a *App) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 		return fmt.Errorf("trusted: %w", err)
 	}
 	defer conn.Close()
+	// Ending ctx closes the streams, which ends a blocked Recv.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

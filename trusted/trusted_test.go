@@ -446,3 +446,22 @@ func TestGramineEvidence(t *testing.T) {
 	}
 	h.shutdown()
 }
+
+func TestServeContextCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	er, hw := io.Pipe()
+	hr, ew := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- testApp(Options{}).Serve(ctx, er, ew) }()
+	h := newHost(t, nil)
+	h.handshake(hr, hw, nil) // no Init: Serve waits for it
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("nil error after cancel")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve ignored its context")
+	}
+}
