@@ -1,0 +1,45 @@
+package enclave
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestTrustedSideIsLean checks DESIGN.md's rule from go list -deps: the
+// trusted side and every enclave image import no bus, cluster, node,
+// enclave, NATS or net/http.
+func TestTrustedSideIsLean(t *testing.T) {
+	pkgs := []string{
+		"github.com/cloister-dev/cloister/trusted",
+		"github.com/cloister-dev/cloister/boundary",
+		"github.com/cloister-dev/cloister/seal",
+		"github.com/cloister-dev/cloister/attest",
+		"github.com/cloister-dev/cloister/enclave/internal/testimage",
+	}
+	if _, err := os.Stat("../examples/counter/enclave"); err == nil {
+		pkgs = append(pkgs, "github.com/cloister-dev/cloister/examples/counter/enclave")
+	}
+	forbidden := []string{
+		"github.com/cloister-dev/cloister/bus",
+		"github.com/cloister-dev/cloister/cluster",
+		"github.com/cloister-dev/cloister/node",
+		"github.com/cloister-dev/cloister/enclave",
+		"github.com/nats-io/",
+		"net/http",
+	}
+	for _, p := range pkgs {
+		out, err := exec.Command("go", "list", "-deps", p).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v\n%s", p, err, out)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			for _, f := range forbidden {
+				if dep == f || (strings.HasSuffix(f, "/") && strings.HasPrefix(dep, f)) || (f != "net/http" && strings.HasPrefix(dep, f+"/") && !strings.HasPrefix(dep, "github.com/cloister-dev/cloister/enclave/internal/")) {
+					t.Errorf("%s depends on %s", p, dep)
+				}
+			}
+		}
+	}
+}
