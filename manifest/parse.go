@@ -1,0 +1,674 @@
+package manifest
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/cloister-dev/cloister/attest"
+	"go.yaml.in/yaml/v3"
+)
+
+// Parse decodes and validates a manifest (YAML or JSON). On failure the
+// error joins every [*FieldError] found (see [FieldErrors]).
+func Parse(data []byte) (*Manifest, error) {
+	p := &parser{}
+	m := p.parse(data)
+	if len(p.errs) > 0 {
+		slices.SortStableFunc(p.errs, func(a, b *FieldError) int { return a.Line - b.Line })
+		errs := make([]error, len(p.errs))
+		for i, e := range p.errs {
+			errs[i] = e
+		}
+		return nil, joinErrors(errs)
+	}
+	return m, nil
+}
+
+// joinedErrors is errors.Join with one error per line and no prefix.
+type joinedErrors struct{ errs []error }
+
+func joinErrors(errs []error) error { return &joinedErrors{errs: errs} }
+
+func (j *joinedErrors) Error() string {
+	var b strings.Builder
+	for i, e := range j.errs {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+func (j *joinedErrors) Unwrap() []error { return j.errs }
+
+type parser struct {
+	errs []*FieldError
+}
+
+func (p *parser) errorf(path string, n *yaml.Node, format string, a ...any) {
+	e := &FieldError{Path: path, Msg: fmt.Sprintf(format, a...)}
+	if n != nil {
+		e.Line, e.Column = n.Line, n.Column
+	}
+	p.errs = append(p.errs, e)
+}
+
+func join(path, field string) string {
+	if path == "" {
+		return field
+	}
+	return path + "." + field
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.AliasNode:
+		return "an alias"
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!null":
+			return "null"
+		case "!!bool":
+			return "a boolean"
+		case "!!int":
+			return "an integer"
+		case "!!float":
+			return "a number"
+		}
+		return "a string"
+	}
+	return "something else"
+}
+
+// pair is one key and value of a mapping.
+type pair struct {
+	key   string
+	kNode *yaml.Node
+	value *yaml.Node
+}
+
+// mapping returns n's entries, checking it is a mapping with unique string
+// keys.
+func (p *parser) mapping(path string, n *yaml.Node) ([]pair, bool) {
+	if n.Kind != yaml.MappingNode {
+		p.errorf(path, n, "want a mapping, got %s", kindName(n))
+		return nil, false
+	}
+	var out []pair
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode || (k.ShortTag() != "!!str" && k.ShortTag() != "!!int" && k.ShortTag() != "!!bool") {
+			p.errorf(path, k, "keys must be strings, got %s", kindName(k))
+			continue
+		}
+		if seen[k.Value] {
+			p.errorf(join(path, k.Value), k, "duplicate key")
+			continue
+		}
+		seen[k.Value] = true
+		if v.Kind == yaml.AliasNode {
+			p.errorf(join(path, k.Value), v, "aliases are not allowed")
+			continue
+		}
+		out = append(out, pair{key: k.Value, kNode: k, value: v})
+	}
+	return out, true
+}
+
+// fields dispatches a mapping's entries to handlers by key; unknown keys are
+// errors. It returns the keys present.
+func (p *parser) fields(path string, n *yaml.Node, handlers map[string]func(path string, v *yaml.Node)) map[string]*yaml.Node {
+	pairs, ok := p.mapping(path, n)
+	if !ok {
+		return nil
+	}
+	present := map[string]*yaml.Node{}
+	for _, kv := range pairs {
+		h, ok := handlers[kv.key]
+		if !ok {
+			known := make([]string, 0, len(handlers))
+			for k := range handlers {
+				known = append(known, k)
+			}
+			slices.Sort(known)
+			p.errorf(join(path, kv.key), kv.kNode, "unknown field (known: %s)", strings.Join(known, ", "))
+			continue
+		}
+		present[kv.key] = kv.value
+		h(join(path, kv.key), kv.value)
+	}
+	return present
+}
+
+func (p *parser) list(path string, n *yaml.Node) ([]*yaml.Node, bool) {
+	if n.Kind != yaml.SequenceNode {
+		p.errorf(path, n, "want a list, got %s", kindName(n))
+		return nil, false
+	}
+	for i, e := range n.Content {
+		if e.Kind == yaml.AliasNode {
+			p.errorf(fmt.Sprintf("%s[%d]", path, i), e, "aliases are not allowed")
+			return nil, false
+		}
+	}
+	return n.Content, true
+}
+
+func (p *parser) boolean(path string, n *yaml.Node) bool {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+		p.errorf(path, n, "want true or false, got %s", kindName(n))
+		return false
+	}
+	v, err := strconv.ParseBool(strings.ToLower(n.Value))
+	if err != nil {
+		p.errorf(path, n, "want true or false, got %q", n.Value)
+	}
+	return v
+}
+
+func (p *parser) uint(path string, n *yaml.Node, lo, hi uint64) (uint64, bool) {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+		p.errorf(path, n, "want an integer, got %s", kindName(n))
+		return 0, false
+	}
+	v, err := strconv.ParseUint(strings.ReplaceAll(n.Value, "_", ""), 0, 64)
+	if err != nil || v < lo || v > hi {
+		p.errorf(path, n, "want an integer from %d to %d, got %s", lo, hi, n.Value)
+		return 0, false
+	}
+	return v, true
+}
+
+func (p *parser) str(path string, n *yaml.Node) (string, bool) {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+		p.errorf(path, n, "want a string, got %s", kindName(n))
+		return "", false
+	}
+	return n.Value, true
+}
+
+func (p *parser) hex32(path string, n *yaml.Node) *[32]byte {
+	s, ok := p.str(path, n)
+	if !ok {
+		return nil
+	}
+	if len(s) != 64 {
+		p.errorf(path, n, "want 64 hex digits, got %d characters", len(s))
+		return nil
+	}
+	var out [32]byte
+	if _, err := hex.Decode(out[:], []byte(s)); err != nil {
+		p.errorf(path, n, "want 64 hex digits: %v", err)
+		return nil
+	}
+	return &out
+}
+
+func (p *parser) parse(data []byte) *Manifest {
+	if len(data) > MaxSize {
+		p.errorf("", nil, "%d bytes, more than the %d allowed", len(data), MaxSize)
+		return nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		p.errorf("", nil, "not valid YAML: %v", err)
+		return nil
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		p.errorf("", &extra, "more than one YAML document")
+		return nil
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+		p.errorf("", &doc, "empty manifest")
+		return nil
+	}
+	root := doc.Content[0]
+	m := &Manifest{
+		Services:  map[string]*Service{},
+		Addresses: map[string]*Address{},
+		Policy:    Policy{AcceptedTCB: []attest.TCBStatus{attest.TCBUpToDate}},
+	}
+	// Addresses refer to services: parse them after everything else.
+	var addresses *yaml.Node
+	present := p.fields("", root, map[string]func(string, *yaml.Node){
+		"version": func(path string, v *yaml.Node) {
+			if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!int" && strings.TrimSpace(v.Value) == "0" {
+				p.errorf(path, v, "want an integer ≥ 1, got 0")
+				return
+			}
+			m.Version, _ = p.uint(path, v, 1, math.MaxUint64)
+		},
+		"services":  func(path string, v *yaml.Node) { p.services(path, v, m) },
+		"policy":    func(path string, v *yaml.Node) { p.policy(path, v, m) },
+		"owner":     func(path string, v *yaml.Node) { p.owner(path, v, m) },
+		"addresses": func(path string, v *yaml.Node) { addresses = v },
+	})
+	if present == nil {
+		return nil
+	}
+	if _, ok := present["version"]; !ok {
+		p.errorf("version", root, "missing (want an integer ≥ 1)")
+	}
+	if _, ok := present["services"]; !ok {
+		p.errorf("services", root, "missing")
+	}
+	if addresses != nil {
+		p.addresses("addresses", addresses, m)
+	}
+	return m
+}
+
+func validName(s string, extra string) bool {
+	if s == "" || len(s) > MaxNameLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_':
+		case strings.IndexByte(extra, c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func (p *parser) services(path string, n *yaml.Node, m *Manifest) {
+	pairs, ok := p.mapping(path, n)
+	if !ok {
+		return
+	}
+	if len(pairs) == 0 {
+		p.errorf(path, n, "no services")
+	}
+	for _, kv := range pairs {
+		sp := join(path, kv.key)
+		if !validName(kv.key, "") {
+			p.errorf(sp, kv.kNode, "service names are 1 to %d characters of A-Z a-z 0-9 - _", MaxNameLen)
+			continue
+		}
+		s := &Service{Name: kv.key, Secrets: map[string]Secret{}}
+		m.Services[kv.key] = s
+		if kv.value.Kind == yaml.ScalarNode && kv.value.ShortTag() == "!!null" {
+			continue // "ingest:" alone is a regular service
+		}
+		var debugNode, secretsNode *yaml.Node
+		p.fields(sp, kv.value, map[string]func(string, *yaml.Node){
+			"identities": func(path string, v *yaml.Node) { s.Identities = p.identities(path, v) },
+			"debug": func(path string, v *yaml.Node) {
+				s.Debug, debugNode = p.boolean(path, v), v
+			},
+			"secrets": func(path string, v *yaml.Node) {
+				secretsNode = v
+				p.secrets(path, v, s)
+			},
+		})
+		if !s.Trusted() {
+			if s.Debug {
+				p.errorf(join(sp, "debug"), debugNode, "only a trusted service (one with identities) can run in a debug enclave")
+			}
+			if len(s.Secrets) > 0 {
+				p.errorf(join(sp, "secrets"), secretsNode, "only a trusted service (one with identities) can hold secrets")
+			}
+		}
+	}
+}
+
+func (p *parser) identities(path string, n *yaml.Node) []Identity {
+	items, ok := p.list(path, n)
+	if !ok {
+		return nil
+	}
+	var out []Identity
+	seen := map[string]bool{}
+	for i, item := range items {
+		ip := fmt.Sprintf("%s[%d]", path, i)
+		var id Identity
+		var productNode *yaml.Node
+		present := p.fields(ip, item, map[string]func(string, *yaml.Node){
+			"mrenclave": func(path string, v *yaml.Node) { id.MREnclave = p.hex32(path, v) },
+			"mrsigner":  func(path string, v *yaml.Node) { id.MRSigner = p.hex32(path, v) },
+			"product_id": func(path string, v *yaml.Node) {
+				productNode = v
+				x, _ := p.uint(path, v, 0, math.MaxUint16)
+				id.ProductID = uint16(x)
+			},
+			"min_svn": func(path string, v *yaml.Node) {
+				x, _ := p.uint(path, v, 0, math.MaxUint16)
+				id.MinSVN = uint16(x)
+			},
+		})
+		if present == nil {
+			continue
+		}
+		_, hasE := present["mrenclave"]
+		_, hasS := present["mrsigner"]
+		switch {
+		case hasE && hasS:
+			p.errorf(ip, item, "give either mrenclave or mrsigner, not both (list them as two identities)")
+			continue
+		case !hasE && !hasS:
+			p.errorf(ip, item, "want mrenclave or mrsigner")
+			continue
+		case hasE && productNode != nil:
+			p.errorf(ip+".product_id", productNode, "product_id applies to mrsigner identities only")
+			continue
+		}
+		if id.MREnclave == nil && id.MRSigner == nil {
+			continue // bad hex, reported
+		}
+		key := identityKey(id)
+		if seen[key] {
+			p.errorf(ip, item, "duplicate identity")
+			continue
+		}
+		seen[key] = true
+		out = append(out, id)
+	}
+	return out
+}
+
+func (p *parser) secrets(path string, n *yaml.Node, s *Service) {
+	pairs, ok := p.mapping(path, n)
+	if !ok {
+		return
+	}
+	for _, kv := range pairs {
+		sp := join(path, kv.key)
+		if !validName(kv.key, ".") {
+			p.errorf(sp, kv.kNode, "secret names are 1 to %d characters of A-Z a-z 0-9 - _ .", MaxNameLen)
+			continue
+		}
+		var sec Secret
+		present := p.fields(sp, kv.value, map[string]func(string, *yaml.Node){
+			"generate": func(path string, v *yaml.Node) {
+				x, _ := p.uint(path, v, MinGeneratedSecret, MaxGeneratedSecret)
+				sec.Generate = int(x)
+			},
+			"value": func(path string, v *yaml.Node) { sec.Value = p.secretValue(path, v) },
+		})
+		if present == nil {
+			continue
+		}
+		_, g := present["generate"]
+		_, v := present["value"]
+		if g == v {
+			p.errorf(sp, kv.value, "want exactly one of generate (a key length in bytes) or value (\"hex:…\" or \"base64:…\")")
+			continue
+		}
+		if sec.Generate == 0 && sec.Value == nil {
+			continue // reported
+		}
+		s.Secrets[kv.key] = sec
+	}
+}
+
+func (p *parser) secretValue(path string, n *yaml.Node) []byte {
+	s, ok := p.str(path, n)
+	if !ok {
+		return nil
+	}
+	var b []byte
+	var err error
+	switch {
+	case strings.HasPrefix(s, "hex:"):
+		b, err = hex.DecodeString(s[4:])
+	case strings.HasPrefix(s, "base64:"):
+		b, err = base64.StdEncoding.Strict().DecodeString(s[7:])
+	default:
+		p.errorf(path, n, "want \"hex:…\" or \"base64:…\"")
+		return nil
+	}
+	if err != nil {
+		p.errorf(path, n, "bad encoding: %v", err)
+		return nil
+	}
+	if len(b) == 0 || len(b) > MaxSecretValue {
+		p.errorf(path, n, "want 1 to %d bytes, got %d", MaxSecretValue, len(b))
+		return nil
+	}
+	return b
+}
+
+func (p *parser) policy(path string, n *yaml.Node, m *Manifest) {
+	p.fields(path, n, map[string]func(string, *yaml.Node){
+		"accepted_tcb": func(path string, v *yaml.Node) {
+			items, ok := p.list(path, v)
+			if !ok {
+				return
+			}
+			var out []attest.TCBStatus
+			for i, item := range items {
+				ip := fmt.Sprintf("%s[%d]", path, i)
+				s, ok := p.str(ip, item)
+				if !ok {
+					continue
+				}
+				st := attest.TCBStatus(s)
+				if !st.Valid() {
+					p.errorf(ip, item, "unknown TCB status %q (known: UpToDate, SWHardeningNeeded, ConfigurationNeeded, ConfigurationAndSWHardeningNeeded, OutOfDate, OutOfDateConfigurationNeeded, Revoked)", s)
+					continue
+				}
+				if slices.Contains(out, st) {
+					p.errorf(ip, item, "duplicate TCB status %s", s)
+					continue
+				}
+				out = append(out, st)
+			}
+			if len(items) == 0 {
+				p.errorf(path, v, "empty (omit it to accept UpToDate only)")
+			}
+			if len(out) > 0 {
+				slices.Sort(out)
+				m.Policy.AcceptedTCB = out
+			}
+		},
+		"allow_simulation": func(path string, v *yaml.Node) { m.Policy.AllowSimulation = p.boolean(path, v) },
+	})
+}
+
+func (p *parser) owner(path string, n *yaml.Node, m *Manifest) {
+	present := p.fields(path, n, map[string]func(string, *yaml.Node){
+		"public_key": func(path string, v *yaml.Node) {
+			s, ok := p.str(path, v)
+			if !ok {
+				return
+			}
+			o, err := ParseOwnerKey(s)
+			if err != nil {
+				p.errorf(path, v, "%v", err)
+				return
+			}
+			m.Owner = o
+		},
+	})
+	if present != nil {
+		if _, ok := present["public_key"]; !ok {
+			p.errorf(join(path, "public_key"), n, "missing")
+		}
+	}
+}
+
+// ParseOwnerKey decodes an owner public key: PEM ("PUBLIC KEY", PKIX), or
+// base64 of the PKIX DER, or base64 of a raw 32-byte Ed25519 key. Only
+// ECDSA P-256 and Ed25519 keys are accepted.
+func ParseOwnerKey(s string) (*Owner, error) {
+	s = strings.TrimSpace(s)
+	var der []byte
+	if strings.HasPrefix(s, "-----BEGIN") {
+		blk, rest := pem.Decode([]byte(s))
+		if blk == nil {
+			return nil, fmt.Errorf("bad PEM")
+		}
+		if len(bytes.TrimSpace(rest)) > 0 {
+			return nil, fmt.Errorf("data after the PEM block")
+		}
+		if blk.Type != "PUBLIC KEY" {
+			return nil, fmt.Errorf("PEM block %q, want \"PUBLIC KEY\"", blk.Type)
+		}
+		der = blk.Bytes
+	} else {
+		b, err := base64.StdEncoding.Strict().DecodeString(s)
+		if err != nil {
+			return nil, fmt.Errorf("want PEM or base64: %v", err)
+		}
+		if len(b) == ed25519.PublicKeySize {
+			return newOwner(ed25519.PublicKey(b))
+		}
+		der = b
+	}
+	k, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("not a PKIX public key: %v", err)
+	}
+	return newOwner(k)
+}
+
+func newOwner(k any) (*Owner, error) {
+	switch k := k.(type) {
+	case ed25519.PublicKey:
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() {
+			return nil, fmt.Errorf("ECDSA key on %s, want P-256", k.Curve.Params().Name)
+		}
+	default:
+		return nil, fmt.Errorf("%T key, want ECDSA P-256 or Ed25519", k)
+	}
+	der, err := x509.MarshalPKIXPublicKey(k)
+	if err != nil {
+		return nil, fmt.Errorf("encode key: %v", err)
+	}
+	return &Owner{PublicKey: k, der: der}, nil
+}
+
+// validAddress applies the bus address rules.
+func validAddress(a string) string {
+	if a == "" {
+		return "empty address"
+	}
+	if len(a) > MaxAddressLen {
+		return fmt.Sprintf("longer than %d bytes", MaxAddressLen)
+	}
+	if a[0] == '$' {
+		return "must not start with '$'"
+	}
+	seg := 0
+	for i := 0; i < len(a); i++ {
+		c := a[i]
+		switch {
+		case c == '.':
+			if i == seg {
+				return fmt.Sprintf("empty segment at byte %d", i)
+			}
+			seg = i + 1
+		case c == '*' || c == '>':
+			return "wildcards are not allowed: rights are on exact addresses"
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == ':', c == '/':
+		default:
+			return fmt.Sprintf("character %q at byte %d is not allowed (use A-Z a-z 0-9 - _ : / and dots between segments)", c, i)
+		}
+	}
+	if seg == len(a) {
+		return "ends with a dot"
+	}
+	return ""
+}
+
+func (p *parser) addresses(path string, n *yaml.Node, m *Manifest) {
+	pairs, ok := p.mapping(path, n)
+	if !ok {
+		return
+	}
+	for _, kv := range pairs {
+		ap := path + "." + strconv.Quote(kv.key)
+		if why := validAddress(kv.key); why != "" {
+			p.errorf(ap, kv.kNode, "invalid address: %s", why)
+			continue
+		}
+		a := &Address{Name: kv.key}
+		type ref struct {
+			right string
+			path  string
+			name  string
+			node  *yaml.Node
+		}
+		var refs []ref
+		rights := func(right string, dst *[]string) func(string, *yaml.Node) {
+			return func(path string, v *yaml.Node) {
+				items, ok := p.list(path, v)
+				if !ok {
+					return
+				}
+				for i, item := range items {
+					ip := fmt.Sprintf("%s[%d]", path, i)
+					s, ok := p.str(ip, item)
+					if !ok {
+						continue
+					}
+					if slices.Contains(*dst, s) {
+						p.errorf(ip, item, "service %q listed twice", s)
+						continue
+					}
+					if _, ok := m.Services[s]; !ok {
+						p.errorf(ip, item, "unknown service %q", s)
+						continue
+					}
+					*dst = append(*dst, s)
+					refs = append(refs, ref{right: right, path: ip, name: s, node: item})
+				}
+				slices.Sort(*dst)
+			}
+		}
+		if kv.value.Kind == yaml.ScalarNode && kv.value.ShortTag() == "!!null" {
+			p.errorf(ap, kv.value, "an address needs at least one right (consume, send or publish)")
+			continue
+		}
+		present := p.fields(ap, kv.value, map[string]func(string, *yaml.Node){
+			"secured": func(path string, v *yaml.Node) { a.Secured = p.boolean(path, v) },
+			"durable": func(path string, v *yaml.Node) { a.Durable = p.boolean(path, v) },
+			"consume": rights("consume", &a.Consume),
+			"send":    rights("send", &a.Send),
+			"publish": rights("publish", &a.Publish),
+		})
+		if present == nil {
+			continue
+		}
+		if a.Secured {
+			for _, r := range refs {
+				if s := m.Services[r.name]; !s.Trusted() {
+					p.errorf(r.path, r.node, "service %q has no identities (it is regular), so it cannot %s on a secured address", r.name, r.right)
+				}
+			}
+		}
+		if a.Consume == nil {
+			a.Consume = []string{}
+		}
+		if a.Send == nil {
+			a.Send = []string{}
+		}
+		if a.Publish == nil {
+			a.Publish = []string{}
+		}
+		m.Addresses[kv.key] = a
+	}
+}
