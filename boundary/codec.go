@@ -112,12 +112,29 @@ func appendStrings(b []byte, l []string) []byte {
 type decoder struct {
 	b   []byte
 	t   Type
-	lim *Limits
+	lim Limits
 	err *DecodeError
 	id  uint64 // correlation ID decoded so far
+
+	// While at is set, field names in errors are field[atIdx]atSub; built
+	// only on error, so that decoding allocates no names.
+	at    bool
+	atIdx int
+	atSub string
+}
+
+// strAt decodes element i of a list field (sub names the part, e.g. ".key").
+func (d *decoder) strAt(field string, i int, sub string, max int, flags int) string {
+	d.at, d.atIdx, d.atSub = true, i, sub
+	v := d.str(field, max, flags)
+	d.at = false
+	return v
 }
 
 func (d *decoder) fail(field string, err error) {
+	if d.at {
+		field += "[" + strconv.Itoa(d.atIdx) + "]" + d.atSub
+	}
 	if d.err == nil {
 		d.err = &DecodeError{Type: d.t, Field: field, Err: err, ID: d.id}
 	}
@@ -249,8 +266,8 @@ func (d *decoder) headers(field string) map[string]string {
 	}
 	h := make(map[string]string, n)
 	for i := range n {
-		k := d.str(field+"["+strconv.Itoa(i)+"].key", d.lim.MaxString, strUTF8|strNonEmpty)
-		v := d.str(field+"["+strconv.Itoa(i)+"].value", d.lim.MaxString, 0)
+		k := d.strAt(field, i, ".key", d.lim.MaxString, strUTF8|strNonEmpty)
+		v := d.strAt(field, i, ".value", d.lim.MaxString, 0)
 		if d.err != nil {
 			return nil
 		}
@@ -274,7 +291,7 @@ func (d *decoder) strings(field string, maxLen int) []string {
 	}
 	l := make([]string, n)
 	for i := range l {
-		l[i] = d.str(field+"["+strconv.Itoa(i)+"]", maxLen, strUTF8|strNonEmpty)
+		l[i] = d.strAt(field, i, "", maxLen, strUTF8|strNonEmpty)
 		if d.err != nil {
 			return nil
 		}
@@ -311,8 +328,8 @@ func decode(b []byte, lim *Limits) (Message, error) {
 	if m == nil {
 		return nil, &DecodeError{Type: t, Field: "type", Err: fmt.Errorf("%w %d", ErrUnknownType, uint8(t))}
 	}
-	d := decoder{b: b[1:], t: t, lim: lim}
-	m.decodePayload(&d)
+	d := decoder{b: b[1:], t: t, lim: *lim}
+	decodeInto(m, &d)
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("", fmt.Errorf("%w: %d", ErrTrailingBytes, len(d.b)))
 	}
@@ -320,4 +337,53 @@ func decode(b []byte, lim *Limits) (Message, error) {
 		return nil, d.err
 	}
 	return m, nil
+}
+
+// decodeInto calls m's decodePayload through concrete types, so that the
+// decoder does not escape to the heap.
+func decodeInto(m Message, d *decoder) {
+	switch m := m.(type) {
+	case *Init:
+		m.decodePayload(d)
+	case *Deliver:
+		m.decodePayload(d)
+	case *RequestResult:
+		m.decodePayload(d)
+	case *StoreResult:
+		m.decodePayload(d)
+	case *EvidenceResult:
+		m.decodePayload(d)
+	case *Health:
+		m.decodePayload(d)
+	case *Shutdown:
+		m.decodePayload(d)
+	case *Ready:
+		m.decodePayload(d)
+	case *Reply:
+		m.decodePayload(d)
+	case *Fail:
+		m.decodePayload(d)
+	case *Send:
+		m.decodePayload(d)
+	case *Publish:
+		m.decodePayload(d)
+	case *Request:
+		m.decodePayload(d)
+	case *Log:
+		m.decodePayload(d)
+	case *StorePut:
+		m.decodePayload(d)
+	case *StoreGet:
+		m.decodePayload(d)
+	case *GetEvidence:
+		m.decodePayload(d)
+	case *HealthStatus:
+		m.decodePayload(d)
+	case *Stopped:
+		m.decodePayload(d)
+	case *Fatal:
+		m.decodePayload(d)
+	default:
+		panic("boundary: decodeInto: unhandled " + m.Type().String())
+	}
 }

@@ -633,8 +633,8 @@ func (m *Log) decodePayload(d *decoder) {
 	}
 	m.Attrs = make([]Attr, n)
 	for i := range m.Attrs {
-		m.Attrs[i].Key = d.str(fmt.Sprintf("attrs[%d].key", i), d.lim.MaxString, strUTF8)
-		m.Attrs[i].Value = d.str(fmt.Sprintf("attrs[%d].value", i), d.lim.MaxString, 0)
+		m.Attrs[i].Key = d.strAt("attrs", i, ".key", d.lim.MaxString, strUTF8)
+		m.Attrs[i].Value = d.strAt("attrs", i, ".value", d.lim.MaxString, 0)
 		if d.err != nil {
 			return
 		}
