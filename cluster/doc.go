@@ -1,0 +1,64 @@
+// Package cluster is the bus transport on NATS: it makes one event bus span
+// many processes and machines.
+//
+// # Nodes
+//
+// [Start] starts a node. By default a node runs an embedded nats-server and
+// its own bus connection talks to it in process (no socket). The embedded
+// servers of several nodes form one NATS cluster through routes
+// ([Options.ClusterListen] and [Options.Routes]). With [Options.Servers] a
+// node runs no server and connects to an external NATS cluster instead
+// (credentials and TLS are passed through). [Node.Transport] is the
+// [bus.Transport] to give to bus.New.
+//
+// # Subject mapping
+//
+// Bus addresses are dot-separated tokens of [A-Za-z0-9-_:/] (see package bus),
+// which are valid NATS subject tokens, so no escaping is needed:
+//
+//	send, request     cloister.send.<address>     queue group "cloister"
+//	publish           cloister.pub.<address>      plain subscription
+//	durable send      cloister.durable.<address>  JetStream stream CLOISTER
+//	replies           cloister.reply.<inbox>.<n>  the requester's inbox
+//
+// Every consumer of an address subscribes to both its send subject (in one
+// queue group shared by the whole cluster, so a send or request reaches
+// exactly one consumer) and its publish subject (so a publish reaches every
+// consumer). A send never reaches publish subscriptions and a publish never
+// reaches the queue. Requests use NATS reply subjects; a reply that expects
+// an answer carries a reply subject of its own (reply-to-reply). Bus headers
+// travel as NATS headers with their case preserved. "No handlers" comes from
+// NATS no-responders, so it is reported at once. Failures (recipient
+// failure, overflow, refusal by an interceptor) are encoded by the bus in
+// reply headers and survive the trip unchanged.
+//
+// # Local-only consumers and the local fast path
+//
+// A local-only subscription never reaches NATS: the transport keeps a table
+// of its own subscriptions. A message sent with bus.LocalOnly goes straight
+// to this node's consumers of the address (local-only and regular ones)
+// without a NATS round trip. A regular send or request from a node that has
+// local-only consumers of the address is delivered on that node, among its
+// own consumers of the address, round-robin (a local-only consumer shadows
+// the address for senders on its node); from any other node it goes through
+// NATS. A regular publish reaches every regular consumer through NATS and,
+// directly, the local-only consumers of the publishing node.
+//
+// # Guarantees
+//
+// Delivery is at most once, as NATS core is. Messages from one sender to one
+// consumer keep their order. When the connection to NATS drops, the client
+// reconnects and resubscribes by itself; requests waiting for a reply then
+// fail at once with [ErrDisconnected] instead of waiting for their timeout,
+// and new requests fail at once until the connection is back.
+//
+// Durable addresses ([Options.Durable]) are at least once: a send to a
+// durable address is stored in JetStream (the send returns once the server
+// has stored it, deduplicated by its message ID) and handed to one consumer
+// of the address; it is acknowledged only when the consumer's handler has
+// returned, when the handler is wrapped by [Transport.AckOnReturn]. A
+// message not acknowledged (its consumer crashed) is delivered again, to
+// another consumer if there is one; the delivery carries its message ID in
+// the [HeaderMessageID] header so a consumer can drop duplicates. Publish and
+// request on a durable address stay at most once.
+package cluster
