@@ -1,0 +1,88 @@
+// Package leancheck asserts the rule that keeps the trusted side lean
+// (DESIGN.md §3): packages compiled into enclave images — trusted, boundary,
+// seal, and every enclave image — must not depend on the event bus, the
+// cluster transport, the node, the host side, NATS, or the network stack.
+//
+// Use it from a test:
+//
+//	func TestLean(t *testing.T) { leancheck.Check(t, "./examples/counter/image") }
+package leancheck
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// Module is the module path the forbidden packages live under.
+const Module = "github.com/cloister-dev/cloister"
+
+// Forbidden returns the entries of deps (import paths, as printed by
+// go list -deps) that an enclave image must not contain.
+func Forbidden(deps []string) []string {
+	var bad []string
+	for _, d := range deps {
+		if IsForbidden(d) {
+			bad = append(bad, d)
+		}
+	}
+	return bad
+}
+
+// IsForbidden reports whether an enclave image must not depend on the
+// package with import path p: this module's bus, cluster, node and enclave
+// packages (and their sub-packages), anything from github.com/nats-io, and
+// the network stack (net, net/..., vendor/golang.org/x/net/...).
+func IsForbidden(p string) bool {
+	if p == "net" || strings.HasPrefix(p, "net/") || strings.HasPrefix(p, "vendor/golang.org/x/net/") ||
+		strings.HasPrefix(p, "golang.org/x/net/") || strings.HasPrefix(p, "github.com/nats-io/") {
+		return true
+	}
+	for _, room := range []string{"bus", "cluster", "node", "enclave"} {
+		q := Module + "/" + room
+		if p == q || strings.HasPrefix(p, q+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// Deps runs go list -deps on pkgs (from the current directory) and returns
+// the import paths.
+func Deps(pkgs ...string) ([]string, error) {
+	out, err := exec.Command("go", append([]string{"list", "-deps"}, pkgs...)...).Output()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return nil, &listError{err: err, stderr: string(ee.Stderr)}
+		}
+		return nil, err
+	}
+	return strings.Fields(string(out)), nil
+}
+
+type listError struct {
+	err    error
+	stderr string
+}
+
+func (e *listError) Error() string { return "go list -deps: " + e.err.Error() + ": " + e.stderr }
+func (e *listError) Unwrap() error { return e.err }
+
+// Check fails t for every forbidden dependency of pkgs. It is skipped in
+// -short mode (it runs the go command).
+func Check(t testing.TB, pkgs ...string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("leancheck runs go list")
+	}
+	deps, err := Deps(pkgs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(deps) < len(pkgs) {
+		t.Fatalf("implausible dependency list for %v: %q", pkgs, deps)
+	}
+	for _, d := range Forbidden(deps) {
+		t.Errorf("%v depends on %s, which an enclave image must not contain", pkgs, d)
+	}
+}
