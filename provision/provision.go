@@ -1,0 +1,306 @@
+// Package provision is the provisioning protocol between enclaves, outside
+// clients and the coordinator: the addresses the coordinator serves, the
+// messages on them, and what each piece of evidence binds. It is shared by
+// the coordinator (which answers), the trusted runtime (which joins) and the
+// client SDK (which verifies the coordinator), so it holds types and
+// encodings only, on the standard library, attest and secure — it is
+// compiled into enclave images.
+//
+// # Attesting the coordinator (clients, once)
+//
+//	client → AddressAttest     AttestRequest{Nonce: 32 fresh random bytes}
+//	         ← AttestResponse{Evidence, SigningKey, ManifestHash, ManifestVersion}
+//
+// The evidence's report data is [AttestReportData](SigningKey,
+// ManifestHash, Nonce). A client verifies the evidence against its policy
+// for the coordinator image, checks the report data with its own nonce, and
+// compares ManifestHash with the hash it pinned. From then on it trusts
+// SigningKey (Ed25519) to speak for the coordinator.
+//
+// # A service's client-channel key
+//
+//	client → AddressServiceKey ServiceKeyRequest{Service}
+//	         ← ServiceKeyResponse{Service, PublicKey, ManifestHash, Signature}
+//
+// Signature is the coordinator's Ed25519 signature over
+// [ServiceKeyMessage](ManifestHash, Service, PublicKey). PublicKey is the
+// HPKE public key (secure.PublicKey bytes) that every instance of the
+// service holds the private half of (it arrives in their grants); the
+// client seals requests to it with secure.SealRequest under
+// secure.ChannelInfo(Service, ManifestHash).
+//
+// # Joining (enclaves, at start-up)
+//
+//	enclave → AddressChallenge  (empty body)
+//	          ← Challenge{Nonce: 32 fresh random bytes, single use, short-lived}
+//	enclave → AddressJoin       JoinRequest{Service, PublicKey, Nonce, Evidence}
+//	          ← JoinResponse{Grant: secure.SealTo(PublicKey, GrantInfo(Service, Nonce), Grant JSON)}
+//
+// PublicKey is a fresh secure.ServiceKey made inside the enclave; the
+// evidence's report data is [JoinReportData](PublicKey, Nonce). The
+// coordinator verifies the evidence against the manifest's identities for
+// Service (and its TCB and simulation policy), spends the nonce, and seals
+// the [Grant] to PublicKey, so only that enclave can read its keys and
+// secrets. Refusals are bus recipient failures whose message names the
+// reason; their codes are the Code* constants.
+//
+// # Keys and epochs
+//
+// Address keys live in epochs. A rotation (AddressRotate, signed by the
+// manifest owner) starts a new epoch; the coordinator publishes an
+// [EpochNotice] on AddressEpoch, joined enclaves re-join to fetch the new
+// keys, and the previous epoch stays valid until the grant's GraceUntil.
+package provision
+
+import (
+	"bytes"
+	"crypto/sha512"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Addresses served by the coordinator.
+const (
+	AddressAttest         = "cloister.coordinator.attest"
+	AddressServiceKey     = "cloister.coordinator.service-key"
+	AddressChallenge      = "cloister.coordinator.challenge"
+	AddressJoin           = "cloister.coordinator.join"
+	AddressManifestSet    = "cloister.coordinator.manifest.set"
+	AddressManifestUpdate = "cloister.coordinator.manifest.update"
+	AddressRotate         = "cloister.coordinator.rotate"
+	AddressStatus         = "cloister.coordinator.status"
+	// AddressEpoch is published on when a rotation starts a new epoch.
+	AddressEpoch = "cloister.coordinator.epoch"
+)
+
+// Failure codes of coordinator refusals (bus recipient failures).
+const (
+	CodeBadRequest       = 400 // malformed request
+	CodeUnauthorized     = 401 // bad owner signature
+	CodeRefused          = 403 // evidence or identity not allowed by the manifest
+	CodeNotFound         = 404 // unknown service
+	CodeConflict         = 409 // manifest already set, or version not higher
+	CodeNoManifest       = 412 // no manifest set yet
+	CodeInternal         = 500
+	NonceSize            = 32
+	MaxMessageSize       = 1 << 20 // bound on every provisioning message
+	DefaultNonceLifetime = 2 * time.Minute
+)
+
+// AttestRequest asks the coordinator for its evidence.
+type AttestRequest struct {
+	Nonce []byte `json:"nonce"`
+}
+
+// AttestResponse is the coordinator's evidence and what it binds.
+type AttestResponse struct {
+	// Evidence is attest.Evidence in its binary encoding.
+	Evidence        []byte `json:"evidence"`
+	SigningKey      []byte `json:"signing_key"`
+	ManifestHash    []byte `json:"manifest_hash"`
+	ManifestVersion uint64 `json:"manifest_version"`
+}
+
+// ServiceKeyRequest asks for a service's client-channel public key.
+type ServiceKeyRequest struct {
+	Service string `json:"service"`
+}
+
+// ServiceKeyResponse is a service's client-channel key, signed by the
+// coordinator.
+type ServiceKeyResponse struct {
+	Service      string `json:"service"`
+	PublicKey    []byte `json:"public_key"`
+	ManifestHash []byte `json:"manifest_hash"`
+	Signature    []byte `json:"signature"`
+}
+
+// Challenge is a single-use nonce for a join.
+type Challenge struct {
+	Nonce []byte `json:"nonce"`
+}
+
+// JoinRequest asks for a grant.
+type JoinRequest struct {
+	Service   string `json:"service"`
+	PublicKey []byte `json:"public_key"`
+	Nonce     []byte `json:"nonce"`
+	// Evidence is attest.Evidence in its binary encoding.
+	Evidence []byte `json:"evidence"`
+}
+
+// JoinResponse carries the grant sealed to the joining enclave's key.
+type JoinResponse struct {
+	Grant []byte `json:"grant"`
+}
+
+// Grant is what a joined enclave may know: its keys and secrets.
+type Grant struct {
+	Service         string `json:"service"`
+	ManifestHash    []byte `json:"manifest_hash"`
+	ManifestVersion uint64 `json:"manifest_version"`
+	// Epoch is the current key epoch.
+	Epoch uint32 `json:"epoch"`
+	// GraceUntil ends the validity of the previous epoch's keys.
+	GraceUntil time.Time      `json:"grace_until"`
+	Addresses  []AddressGrant `json:"addresses"`
+	// Secrets are the service's secrets by name.
+	Secrets map[string][]byte `json:"secrets,omitempty"`
+	// ChannelKey is the private half of the service's client-channel key
+	// (secure.ServiceKey bytes), shared by all its instances.
+	ChannelKey []byte `json:"channel_key,omitempty"`
+}
+
+// AddressGrant is one address the service may use, with its rights and,
+// for a secured address, its keys.
+type AddressGrant struct {
+	Address string `json:"address"`
+	Secured bool   `json:"secured"`
+	Durable bool   `json:"durable"`
+	Consume bool   `json:"consume"`
+	Send    bool   `json:"send"`
+	Publish bool   `json:"publish"`
+	// Keys holds the current epoch's key and, during a grace period, the
+	// previous one.
+	Keys []EpochKey `json:"keys,omitempty"`
+}
+
+// EpochKey is an address key of one epoch.
+type EpochKey struct {
+	Epoch uint32 `json:"epoch"`
+	Key   []byte `json:"key"`
+}
+
+// ManifestSet sets the coordinator's first manifest.
+type ManifestSet struct {
+	Manifest []byte `json:"manifest"`
+}
+
+// ManifestUpdate replaces the manifest with a higher version, signed by
+// the owner key of the current one.
+type ManifestUpdate struct {
+	Manifest  []byte `json:"manifest"`
+	Signature []byte `json:"signature"`
+}
+
+// RotateRequest starts a new key epoch; Signature is the owner's over
+// RotateMessage(ManifestHash, NextEpoch).
+type RotateRequest struct {
+	NextEpoch uint32 `json:"next_epoch"`
+	Grace     string `json:"grace"` // a Go duration; how long the old epoch stays valid
+	Signature []byte `json:"signature"`
+}
+
+// EpochNotice announces a new epoch.
+type EpochNotice struct {
+	Epoch        uint32 `json:"epoch"`
+	ManifestHash []byte `json:"manifest_hash"`
+}
+
+// Status is the coordinator's public state.
+type Status struct {
+	ManifestSet     bool      `json:"manifest_set"`
+	ManifestHash    string    `json:"manifest_hash,omitempty"`
+	ManifestVersion uint64    `json:"manifest_version,omitempty"`
+	Epoch           uint32    `json:"epoch"`
+	GraceUntil      time.Time `json:"grace_until,omitzero"`
+	Joins           uint64    `json:"joins"`
+	Refusals        uint64    `json:"refusals"`
+	EvidenceType    string    `json:"evidence_type"`
+	Measurement     string    `json:"measurement,omitempty"`
+}
+
+// Domain-separation labels.
+const (
+	labelAttest     = "cloister/provision/v1/attest"
+	labelJoin       = "cloister/provision/v1/join"
+	labelServiceKey = "cloister/provision/v1/service-key"
+	labelGrant      = "cloister/provision/v1/grant"
+	labelRotate     = "cloister/provision/v1/rotate"
+)
+
+// appendField appends a length-prefixed field, so that no two different
+// field lists encode to the same bytes.
+func appendField(b, field []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(field)))
+	return append(b, field...)
+}
+
+func bind(label string, fields ...[]byte) []byte {
+	b := appendField(nil, []byte(label))
+	for _, f := range fields {
+		b = appendField(b, f)
+	}
+	return b
+}
+
+func digest(label string, fields ...[]byte) [64]byte {
+	return sha512.Sum512(bind(label, fields...))
+}
+
+// AttestReportData is the report data of the coordinator's evidence.
+func AttestReportData(signingKey, manifestHash, nonce []byte) [64]byte {
+	return digest(labelAttest, signingKey, manifestHash, nonce)
+}
+
+// JoinReportData is the report data of a joining enclave's evidence.
+func JoinReportData(publicKey, nonce []byte) [64]byte {
+	return digest(labelJoin, publicKey, nonce)
+}
+
+// ServiceKeyMessage is what the coordinator signs to vouch for a service's
+// client-channel key.
+func ServiceKeyMessage(manifestHash []byte, service string, publicKey []byte) []byte {
+	return bind(labelServiceKey, manifestHash, []byte(service), publicKey)
+}
+
+// GrantInfo is the HPKE info a grant is sealed under.
+func GrantInfo(service string, nonce []byte) []byte {
+	return bind(labelGrant, []byte(service), nonce)
+}
+
+// RotateMessage is what the manifest owner signs to start epoch next.
+func RotateMessage(manifestHash []byte, next uint32) []byte {
+	return bind(labelRotate, manifestHash, binary.BigEndian.AppendUint32(nil, next))
+}
+
+// ErrMalformed is returned for a provisioning message that does not decode.
+var ErrMalformed = errors.New("provision: malformed message")
+
+// Decode decodes a provisioning message strictly: at most MaxMessageSize
+// bytes, one JSON value, no unknown fields.
+func Decode(data []byte, v any) error {
+	if len(data) > MaxMessageSize {
+		return fmt.Errorf("%w: %T: %d bytes, more than %d", ErrMalformed, v, len(data), MaxMessageSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %T: %v", ErrMalformed, v, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: %T: trailing data", ErrMalformed, v)
+	}
+	return nil
+}
+
+// Encode encodes a provisioning message.
+func Encode(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("provision: encode %T: %w", v, err)
+	}
+	return b, nil
+}
+
+// CheckNonce reports whether nonce has the right size.
+func CheckNonce(nonce []byte) error {
+	if len(nonce) != NonceSize {
+		return fmt.Errorf("%w: nonce of %d bytes, want %d", ErrMalformed, len(nonce), NonceSize)
+	}
+	return nil
+}
