@@ -368,3 +368,42 @@ func TestDecodeErrorCarriesID(t *testing.T) {
 		t.Fatalf("got %#v", err)
 	}
 }
+
+func TestWriterBatchesAndReaderSplits(t *testing.T) {
+	var buf bytes.Buffer
+	cw := &countingWriter{w: &buf}
+	w := NewWriter(cw, 0)
+	for _, m := range samples() {
+		if err := w.Append(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w.Buffered() == 0 {
+		t.Fatal("nothing buffered")
+	}
+	if err := w.Flush(); err != nil || cw.writes != 1 {
+		t.Fatalf("flush: %v, %d writes", err, cw.writes)
+	}
+	r := NewReader(&buf, Limits{})
+	for i, want := range samples() {
+		got, err := r.Next()
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("frame %d: %+v %v", i, got, err)
+		}
+	}
+	if _, err := r.Next(); err != io.EOF {
+		t.Fatalf("end: %v", err)
+	}
+	// A frame cut in the middle is an unexpected EOF, not a clean end.
+	f := AppendFrame(nil, &Health{ID: 1})
+	if _, err := NewReader(bytes.NewReader(f[:len(f)-1]), Limits{}).Next(); err != io.ErrUnexpectedEOF {
+		t.Fatalf("cut frame: %v", err)
+	}
+}
+
+type countingWriter struct {
+	w      io.Writer
+	writes int
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) { c.writes++; return c.w.Write(p) }

@@ -363,7 +363,9 @@ func (c *Conn) flushLocked() error {
 			c.spare = nil
 		}
 		if err != nil {
-			c.err = fmt.Errorf("boundary: write: %w", err)
+			if c.err == nil {
+				c.err = fmt.Errorf("boundary: write: %w", err)
+			}
 			err = c.err
 		}
 		c.cond.Broadcast()
