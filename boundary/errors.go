@@ -35,6 +35,7 @@ type DecodeError struct {
 	ID uint64
 }
 
+// Error names the frame type, the field and the cause.
 func (e *DecodeError) Error() string {
 	if e.Field == "" {
 		return fmt.Sprintf("boundary: decode %s frame: %v", e.Type, e.Err)
@@ -52,6 +53,7 @@ type HandshakeError struct {
 	Detail                    string
 }
 
+// Error says why the handshake failed, with both versions on a mismatch.
 func (e *HandshakeError) Error() string {
 	s := "boundary: handshake failed: " + e.Err.Error()
 	if errors.Is(e.Err, ErrVersionMismatch) {

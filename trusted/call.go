@@ -154,6 +154,7 @@ type RequestError struct {
 	Message string
 }
 
+// Error names the address and the failure.
 func (e *RequestError) Error() string {
 	if e.Failure == boundary.FailureRecipient {
 		return fmt.Sprintf("trusted: request to %q: recipient failure: code %d: %s", e.Address, e.Code, e.Message)

@@ -17,8 +17,10 @@ type logHandler struct {
 	prefix string // group prefix, "a.b."
 }
 
+// Enabled reports whether l reaches Options.LogLevel.
 func (h *logHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level.Level() }
 
+// Handle sends the record as a Log OCALL, attributes flattened to text.
 func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
 	m := &boundary.Log{Level: r.Level, Message: r.Message, Attrs: make([]boundary.Attr, len(h.attrs), len(h.attrs)+r.NumAttrs())}
 	copy(m.Attrs, h.attrs)
@@ -47,6 +49,7 @@ func appendAttr(l []boundary.Attr, prefix string, a slog.Attr) []boundary.Attr {
 	return append(l, boundary.Attr{Key: strings.ToValidUTF8(prefix+a.Key, "\uFFFD"), Value: a.Value.String()})
 }
 
+// WithAttrs returns a handler that adds as to every record.
 func (h *logHandler) WithAttrs(as []slog.Attr) slog.Handler {
 	n := *h
 	n.attrs = append([]boundary.Attr(nil), h.attrs...)
@@ -56,6 +59,7 @@ func (h *logHandler) WithAttrs(as []slog.Attr) slog.Handler {
 	return &n
 }
 
+// WithGroup returns a handler that prefixes later keys with name + ".".
 func (h *logHandler) WithGroup(name string) slog.Handler {
 	if name == "" {
 		return h

@@ -65,7 +65,9 @@ type listError struct {
 	stderr string
 }
 
+// Error includes go list's stderr.
 func (e *listError) Error() string { return "go list -deps: " + e.err.Error() + ": " + e.stderr }
+// Unwrap returns the exec error.
 func (e *listError) Unwrap() error { return e.err }
 
 // Check fails t for every forbidden dependency of pkgs. It is skipped in
