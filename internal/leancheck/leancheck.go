@@ -67,6 +67,7 @@ type listError struct {
 
 // Error includes go list's stderr.
 func (e *listError) Error() string { return "go list -deps: " + e.err.Error() + ": " + e.stderr }
+
 // Unwrap returns the exec error.
 func (e *listError) Unwrap() error { return e.err }
 
