@@ -12,8 +12,8 @@ type durableSub struct{}
 func newDurableState(ctx context.Context, t *Transport, cfg transportConfig) (*durableState, error) {
 	return &durableState{}, nil
 }
-func (d *durableState) isDurable(address string) bool                       { return false }
-func (d *durableState) subscribe(s *subscription) (*durableSub, error)      { return nil, nil }
-func (d *durableState) send(ctx context.Context, env *bus.Envelope) error   { return nil }
-func (d *durableState) close()                                              {}
-func (d *durableSub) stop()                                                 {}
+func (d *durableState) isDurable(address string) bool                     { return false }
+func (d *durableState) subscribe(s *subscription) (*durableSub, error)    { return nil, nil }
+func (d *durableState) send(ctx context.Context, env *bus.Envelope) error { return nil }
+func (d *durableState) close()                                            {}
+func (d *durableSub) stop()                                               {}

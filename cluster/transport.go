@@ -82,6 +82,9 @@ func dial(ctx context.Context, servers string, cfg transportConfig, copts ...nat
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.RetryOnFailedConnect(false),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if t.isClosed.Load() {
+				return
+			}
 			n := t.failPending(fmt.Errorf("%w: %v", ErrDisconnected, err))
 			t.logger.Warn("cluster: disconnected from NATS", "error", err, "failed_requests", n)
 		}),

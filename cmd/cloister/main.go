@@ -56,6 +56,12 @@ func rootCommand() *command {
 		summary: "confidential microservices on an event bus",
 		subcommands: []*command{
 			versionCommand(),
+			nodeCommand(),
+			sendCommand(),
+			publishCommand(),
+			requestCommand(),
+			replyCommand(),
+			tapCommand(),
 			attestCommand(),
 		},
 	}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/cluster"
+)
+
+func nodeCommand() *command {
+	var (
+		name, natsListen, clusterListen, clusterName string
+		routes, servers, storeDir, logLevel          string
+		durable                                      stringList
+		cf                                           clientFlags
+	)
+	return &command{
+		name:    "node",
+		summary: "run a node: an embedded NATS server (or a client of external NATS) and a bus",
+		help: `Runs a Cloister node until SIGINT or SIGTERM. By default the node runs an
+embedded NATS server listening for clients (the other cloister verbs) on
+--nats-listen. Nodes form a cluster through routes: give each one a
+--cluster-listen address and --routes to one or more of the others (seed
+routes; listing every node, itself included, is fine). With --servers the
+node runs no server and joins an external NATS cluster instead.
+
+Example, three nodes on one machine:
+
+  cloister node --name n1 --nats-listen 127.0.0.1:4222 --cluster-listen 127.0.0.1:6222
+  cloister node --name n2 --nats-listen 127.0.0.1:4223 --cluster-listen 127.0.0.1:6223 --routes 127.0.0.1:6222
+  cloister node --name n3 --nats-listen 127.0.0.1:4224 --cluster-listen 127.0.0.1:6224 --routes 127.0.0.1:6222`,
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&name, "name", "", "node name (default: a random one)")
+			fs.StringVar(&natsListen, "nats-listen", "127.0.0.1:4222", "host:port for NATS clients (port -1: any free port)")
+			fs.StringVar(&clusterListen, "cluster-listen", "", "host:port for routes from other nodes (empty: not clustered)")
+			fs.StringVar(&clusterName, "cluster-name", cluster.DefaultClusterName, "NATS cluster name, the same on every node")
+			fs.StringVar(&routes, "routes", "", "comma-separated seed routes (host:port or nats-route://host:port)")
+			fs.StringVar(&servers, "servers", "", "comma-separated URLs of an external NATS cluster (instead of the embedded server)")
+			fs.StringVar(&cf.creds, "creds", "", "NATS credentials file (with --servers)")
+			fs.StringVar(&cf.nkey, "nkey", "", "NATS nkey seed file (with --servers)")
+			fs.StringVar(&cf.tlsCert, "tls-cert", "", "client certificate (PEM) for --servers")
+			fs.StringVar(&cf.tlsKey, "tls-key", "", "client key (PEM) for --servers")
+			fs.StringVar(&cf.tlsCA, "tls-ca", "", "CA certificates (PEM) for --servers")
+			fs.StringVar(&storeDir, "store-dir", "", "enable JetStream on the embedded server, storing in this directory")
+			fs.Var(&durable, "durable", "a durable `address` (at-least-once on JetStream; repeatable)")
+			fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+		},
+		run: func(ctx context.Context, env *cliEnv, args []string) error {
+			if len(args) > 0 {
+				return &usageError{err: fmt.Errorf("node takes no arguments, got %q", args)}
+			}
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return &usageError{err: fmt.Errorf("--log-level: %w", err)}
+			}
+			logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level}))
+			opts := cluster.Options{
+				Name:            name,
+				ClusterName:     clusterName,
+				Routes:          splitList(routes),
+				Servers:         splitList(servers),
+				CredentialsFile: cf.creds,
+				NKeyFile:        cf.nkey,
+				TLSCert:         cf.tlsCert,
+				TLSKey:          cf.tlsKey,
+				TLSCA:           cf.tlsCA,
+				StoreDir:        storeDir,
+				Durable:         durable,
+				Logger:          logger,
+				ServerDebug:     level <= slog.LevelDebug,
+			}
+			if len(opts.Servers) == 0 {
+				opts.NATSListen = natsListen
+				opts.ClusterListen = clusterListen
+			} else if clusterListen != "" || len(opts.Routes) > 0 || storeDir != "" {
+				return &usageError{err: errors.New("--servers excludes --cluster-listen, --routes and --store-dir (they configure the embedded server)")}
+			}
+			for _, a := range durable {
+				if err := bus.ValidateAddress(a); err != nil {
+					return &usageError{err: fmt.Errorf("--durable: %w", err)}
+				}
+			}
+			startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			node, err := cluster.Start(startCtx, opts)
+			cancel()
+			if err != nil {
+				return err
+			}
+			b, err := bus.New(bus.WithTransport(node.Transport()), bus.WithLogger(logger))
+			if err != nil {
+				_ = node.Close()
+				return err
+			}
+			logger.Info("cloister node: ready", "name", name, "clients", node.ClientURL(), "cluster", node.ClusterURL())
+			<-ctx.Done()
+			logger.Info("cloister node: shutting down")
+			closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err = errors.Join(b.Close(closeCtx), node.Close())
+			logger.Info("cloister node: stopped")
+			return err
+		},
+	}
+}
