@@ -9,7 +9,9 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 	"strconv"
@@ -229,6 +231,10 @@ func (p *parser) parse(data []byte) *Manifest {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			p.errorf("", nil, "empty manifest")
+			return nil
+		}
 		p.errorf("", nil, "not valid YAML: %v", err)
 		return nil
 	}
