@@ -515,6 +515,19 @@ func (e *Enclave) lastCause() error {
 	return e.lastErr
 }
 
+// instanceDown records that the serving instance went down, before the
+// supervisor has noticed.
+func (e *Enclave) instanceDown(why error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.state == StateUp {
+		e.state, e.lastErr = StateRestarting, why
+		if e.stopping {
+			e.state = StateStopped
+		}
+	}
+}
+
 func (e *Enclave) setState(st State, err error) {
 	e.mu.Lock()
 	e.state, e.lastErr = st, err

@@ -89,7 +89,9 @@ func (s *session) finish(why error) {
 	health := s.healthW
 	s.healthW = nil
 	s.mu.Unlock()
-	s.e.cur.CompareAndSwap(s, nil)
+	if s.e.cur.CompareAndSwap(s, nil) {
+		s.e.instanceDown(why)
+	}
 	s.stop()
 	s.conn.Close()
 	_ = s.proc.Kill()
@@ -190,6 +192,11 @@ func (s *session) readLoop() {
 			var de *boundary.DecodeError
 			if errors.As(err, &de) {
 				s.e.log.Error("enclave: rejected a frame from the enclave", "error", err)
+				if (de.Type == boundary.TypeReply || de.Type == boundary.TypeFail) && de.ID != 0 {
+					if w := s.take(de.ID); w != nil {
+						w.fail(&boundary.Fail{Kind: boundary.FailInternal, Message: "the enclave's answer could not be decoded: " + err.Error()})
+					}
+				}
 				continue
 			}
 			if errors.Is(err, io.EOF) {

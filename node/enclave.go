@@ -1,0 +1,234 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/cloister-dev/cloister/enclave"
+)
+
+// Enclave backends a node can host an enclave on.
+const (
+	BackendProcess = "process" // the image as a child process (default)
+	BackendInProc  = "inproc"  // in the node's process: no isolation, tests only
+	BackendGramine = "gramine" // under gramine-sgx (real SGX)
+)
+
+// EnclaveConfig is one enclave hosted by a node: one entry of a node's
+// configuration. It decodes from JSON or YAML.
+type EnclaveConfig struct {
+	// Name names the deployment (logs, health, failures); required.
+	Name string `json:"name" yaml:"name"`
+	// Image is the enclave image built by 'cloister enclave build'; its
+	// metadata file must be beside it and match it.
+	Image string `json:"image,omitempty" yaml:"image,omitempty"`
+	// Backend is "process" (default), "inproc" or "gramine".
+	Backend string `json:"backend,omitempty" yaml:"backend,omitempty"`
+	// Instances is how many enclave instances to run (default 1); the bus
+	// spreads requests over them.
+	Instances int `json:"instances,omitempty" yaml:"instances,omitempty"`
+	// Addresses the enclave may serve: exact addresses or patterns ("*" one
+	// segment, a final ">" the rest). The node consumes the addresses the
+	// image registers that these allow; empty allows all of them.
+	Addresses []string `json:"addresses,omitempty" yaml:"addresses,omitempty"`
+	// Local makes the enclave's consumers reachable from this node only.
+	Local bool `json:"local,omitempty" yaml:"local,omitempty"`
+	// Workers is the handler concurrency asked of the image (passed as
+	// CLOISTER_WORKERS; images that fix it in trusted.Options keep theirs)
+	// and sizes the Gramine thread count.
+	Workers int `json:"workers,omitempty" yaml:"workers,omitempty"`
+	// StateDir keeps the enclave's protected storage (sealed blobs only);
+	// default IMAGE.state/NAME beside the image.
+	StateDir string `json:"state_dir,omitempty" yaml:"state_dir,omitempty"`
+	// MemoryLimit is the image's Go memory limit in bytes (GOMEMLIMIT); 0
+	// keeps the image's default.
+	MemoryLimit int64 `json:"memory_limit,omitempty" yaml:"memory_limit,omitempty"`
+	// Env is extra environment for the enclave process ("KEY=VALUE").
+	Env []string `json:"env,omitempty" yaml:"env,omitempty"`
+	// StartTimeout, RestartBackoff and MaxRestartBackoff tune the
+	// supervisor (enclave package defaults when zero).
+	StartTimeout      time.Duration `json:"start_timeout,omitempty" yaml:"start_timeout,omitempty"`
+	RestartBackoff    time.Duration `json:"restart_backoff,omitempty" yaml:"restart_backoff,omitempty"`
+	MaxRestartBackoff time.Duration `json:"max_restart_backoff,omitempty" yaml:"max_restart_backoff,omitempty"`
+	// Gramine shapes the manifest of the gramine backend.
+	Gramine enclave.GramineOptions `json:"gramine,omitzero" yaml:"gramine,omitempty"`
+	// Serve is the trusted runtime of an inproc enclave, such as
+	// (*trusted.App).Serve.
+	Serve enclave.ServeFunc `json:"-" yaml:"-"`
+	// InitConfig is handed to the image in Init.
+	InitConfig []byte `json:"-" yaml:"-"`
+	// SealSecret is the simulated platform secret (default: the
+	// per-machine file).
+	SealSecret []byte `json:"-" yaml:"-"`
+}
+
+// DeployEnclave hosts an enclave as a deployment of this node and returns
+// its ID. Each instance runs its own supervised enclave; the node consumes
+// the addresses the image reported (those cfg.Addresses allow), hands every
+// delivery to the enclave and returns, so many requests are in flight at
+// once. While an instance restarts, the deployment's health is DOWN and its
+// requests fail at once with a recipient failure naming the enclave.
+func (n *Node) DeployEnclave(ctx context.Context, cfg EnclaveConfig) (string, error) {
+	if cfg.Name == "" {
+		return "", errors.New("node: enclave: config needs a name")
+	}
+	if cfg.Backend == "" {
+		cfg.Backend = BackendProcess
+	}
+	if cfg.Instances < 0 || cfg.Workers < 0 || cfg.MemoryLimit < 0 {
+		return "", fmt.Errorf("node: enclave %s: negative instances, workers or memory limit", cfg.Name)
+	}
+	var img *enclave.Image
+	if cfg.Image != "" {
+		var err error
+		if img, err = enclave.Load(cfg.Image); err != nil {
+			return "", fmt.Errorf("node: enclave %s: %w", cfg.Name, err)
+		}
+	}
+	env := append([]string(nil), cfg.Env...)
+	if cfg.Workers > 0 {
+		env = append(env, "CLOISTER_WORKERS="+strconv.Itoa(cfg.Workers))
+	}
+	if cfg.MemoryLimit > 0 {
+		env = append(env, "GOMEMLIMIT="+strconv.FormatInt(cfg.MemoryLimit, 10))
+	}
+	var backend enclave.Backend
+	switch cfg.Backend {
+	case BackendProcess:
+		if img == nil {
+			return "", fmt.Errorf("node: enclave %s: the process backend needs an image", cfg.Name)
+		}
+		backend = enclave.NewProcess(enclave.ProcessOptions{})
+	case BackendInProc:
+		if cfg.Serve == nil {
+			return "", fmt.Errorf("node: enclave %s: the inproc backend runs a trusted runtime in this process and needs EnclaveConfig.Serve (an image file cannot run in process; use the process backend)", cfg.Name)
+		}
+		backend = enclave.NewInProc(cfg.Serve)
+	case BackendGramine:
+		if img == nil {
+			return "", fmt.Errorf("node: enclave %s: the gramine backend needs an image", cfg.Name)
+		}
+		g := cfg.Gramine
+		if g.Threads == 0 && cfg.Workers > 0 {
+			g.Threads = max(enclave.DefaultGramineThreads, cfg.Workers+16)
+		}
+		if g.MemoryLimit == 0 {
+			g.MemoryLimit = cfg.MemoryLimit
+		}
+		if cfg.Workers > 0 {
+			if g.Env == nil {
+				g.Env = map[string]string{}
+			}
+			g.Env["CLOISTER_WORKERS"] = strconv.Itoa(cfg.Workers)
+		}
+		backend = enclave.NewGramine(enclave.GramineBackendOptions{Manifest: g})
+	default:
+		return "", fmt.Errorf("node: enclave %s: unknown backend %q (want process, inproc or gramine)", cfg.Name, cfg.Backend)
+	}
+	stateDir := cfg.StateDir
+	if stateDir == "" {
+		if img == nil {
+			return "", fmt.Errorf("node: enclave %s: without an image, set StateDir for its protected storage", cfg.Name)
+		}
+		stateDir = filepath.Join(img.Path+".state", cfg.Name)
+	}
+	store, err := enclave.NewFileStore(stateDir)
+	if err != nil {
+		return "", fmt.Errorf("node: enclave %s: %w", cfg.Name, err)
+	}
+	ecfg := enclave.Config{
+		Name: cfg.Name, Image: img, Backend: backend, Bus: n.bus, Store: store, Logger: n.logger,
+		Allow: cfg.Addresses, Env: env, InitConfig: cfg.InitConfig, SealSecret: cfg.SealSecret,
+		StartTimeout: cfg.StartTimeout, RestartBackoff: cfg.RestartBackoff, MaxRestartBackoff: cfg.MaxRestartBackoff,
+	}
+	// Check the configuration once before any instance starts.
+	if _, err := enclave.New(ecfg); err != nil {
+		return "", fmt.Errorf("node: %w", err)
+	}
+	return n.Deploy(ctx, func() Service { return &enclaveService{cfg: ecfg, local: cfg.Local} },
+		DeployOptions{Name: cfg.Name, Instances: cfg.Instances})
+}
+
+// enclaveService is one enclave instance as a node service.
+type enclaveService struct {
+	cfg   enclave.Config
+	local bool
+	e     *enclave.Enclave
+}
+
+func (s *enclaveService) Start(ctx context.Context, inst *Instance) error {
+	cfg := s.cfg
+	cfg.Instance = inst.Index()
+	e, err := enclave.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := e.Start(ctx); err != nil {
+		return err
+	}
+	s.e = e
+	for _, a := range e.Addresses() {
+		if s.local {
+			_, err = inst.LocalConsumer(a, e)
+		} else {
+			_, err = inst.Consumer(a, e)
+		}
+		if err != nil {
+			_ = e.Stop(ctx)
+			return fmt.Errorf("consume %q: %w", a, err)
+		}
+	}
+	inst.Logger().Info("node: enclave serving", "addresses", e.Addresses(), "pid", e.PID(), "backend", cfg.Backend.Name())
+	return nil
+}
+
+func (s *enclaveService) Stop(ctx context.Context) error {
+	if s.e == nil {
+		return nil
+	}
+	return s.e.Stop(ctx)
+}
+
+// Health reports the enclave DOWN while it is restarting or unhealthy.
+func (s *enclaveService) Health(ctx context.Context) error {
+	if s.e == nil {
+		return errors.New("enclave not started")
+	}
+	return s.e.Health(ctx)
+}
+
+// EnclaveInstance describes one enclave instance hosted by a node.
+type EnclaveInstance struct {
+	DeploymentID string `json:"deployment_id"`
+	Name         string `json:"name"`
+	Instance     int    `json:"instance"`
+	// PID is the enclave's process ID (0 while it is down, or in process).
+	PID      int      `json:"pid"`
+	State    string   `json:"state"`
+	Restarts int      `json:"restarts"`
+	Serving  []string `json:"serving"`
+}
+
+// Enclaves lists the enclave instances this node hosts, in order of
+// deployment.
+func (n *Node) Enclaves() []EnclaveInstance {
+	n.mu.Lock()
+	deps := append([]*deployment(nil), n.deployments...)
+	n.mu.Unlock()
+	var out []EnclaveInstance
+	for _, d := range deps {
+		for _, inst := range d.instances {
+			s, ok := inst.service.(*enclaveService)
+			if !ok || s.e == nil {
+				continue
+			}
+			out = append(out, EnclaveInstance{DeploymentID: d.id, Name: d.name, Instance: inst.index,
+				PID: s.e.PID(), State: s.e.State().String(), Restarts: s.e.Restarts(), Serving: s.e.Addresses()})
+		}
+	}
+	return out
+}

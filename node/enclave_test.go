@@ -1,0 +1,202 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/enclave"
+)
+
+// The enclave package's test image, built once per test binary.
+var (
+	testImageOnce sync.Once
+	testImagePath string
+	testImageErr  error
+	testImageDir  string
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "node-test-")
+	if err != nil {
+		panic(err)
+	}
+	testImageDir = dir
+	// Simulation keys of this run stay in the temporary directory.
+	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func enclaveImage(t testing.TB) string {
+	t.Helper()
+	testImageOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		var img *enclave.Image
+		img, testImageErr = enclave.Build(ctx, "github.com/cloister-dev/cloister/enclave/internal/testimage",
+			filepath.Join(testImageDir, "testimage"), enclave.BuildOptions{})
+		if img != nil {
+			testImagePath = img.Path
+		}
+	})
+	if testImageErr != nil {
+		t.Fatal(testImageErr)
+	}
+	return testImagePath
+}
+
+func deploymentHealth(n *Node, id string) DeploymentHealth {
+	for _, h := range n.Health(context.Background()) {
+		if h.ID == id {
+			return h
+		}
+	}
+	return DeploymentHealth{}
+}
+
+func TestDeployEnclaveSurvivesKill(t *testing.T) {
+	img := enclaveImage(t)
+	n, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown(context.Background())
+	ctx := context.Background()
+	id, err := n.DeployEnclave(ctx, EnclaveConfig{Name: "vault", Image: img, Instances: 2,
+		Addresses: []string{"test.*"}, StateDir: t.TempDir(), RestartBackoff: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := n.Bus()
+	req := func(addr string, body string, opts ...bus.DeliveryOption) (*bus.Message, error) {
+		return b.Request(ctx, addr, []byte(body), append(opts, bus.Timeout(30*time.Second))...)
+	}
+	m, err := req("test.echo", "hi")
+	if err != nil || string(m.Body()) != "hi" {
+		t.Fatalf("echo: %v", err)
+	}
+	if _, err := req("other.secret", ""); !errors.Is(err, bus.ErrNoHandlers) {
+		t.Fatalf("address outside the allow-list: %v", err)
+	}
+	if _, err := req("test.put", "1234", bus.Header("key", "k")); err != nil {
+		t.Fatal(err)
+	}
+	if h := deploymentHealth(n, id); h.Status != StatusUp || h.Instances != 2 {
+		t.Fatalf("health %+v", h)
+	}
+	encl := n.Enclaves()
+	if len(encl) != 2 || encl[0].PID == 0 || encl[0].PID == encl[1].PID || encl[0].State != "up" {
+		t.Fatalf("enclaves %+v", encl)
+	}
+	// Requests in flight on both instances, then kill one with SIGKILL.
+	const inflight = 8 // 4 per instance: half of its 8 workers
+	errs := make(chan error, inflight)
+	for range inflight {
+		go func() {
+			_, err := b.Request(ctx, "test.block", nil, bus.Timeout(2*time.Minute))
+			errs <- err
+		}()
+	}
+	time.Sleep(200 * time.Millisecond) // let them reach the enclaves; not asserted
+	victim := encl[0].PID
+	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var failed int
+	deadline := time.After(time.Minute)
+	for failed < inflight/2 {
+		select {
+		case err := <-errs:
+			var re *bus.ReplyError
+			if !errors.As(err, &re) || re.Failure != bus.FailureRecipient || re.Code != enclave.CodeUnavailable {
+				t.Fatalf("in-flight request: %v", err)
+			}
+			if want := fmt.Sprintf("vault/0 (pid %d)", victim); !contains(re.Message, want) {
+				t.Fatalf("failure %q does not name %q", re.Message, want)
+			}
+			failed++
+		case <-deadline:
+			t.Fatalf("only %d in-flight requests failed", failed)
+		}
+	}
+	// The deployment is DOWN until the instance is back, then UP.
+	if h := deploymentHealth(n, id); h.Status != StatusDown || !contains(h.Error, "restarting") {
+		t.Fatalf("health after kill: %+v", h)
+	}
+	deadlineUp := time.Now().Add(time.Minute)
+	for deploymentHealth(n, id).Status != StatusUp {
+		if time.Now().After(deadlineUp) {
+			t.Fatalf("not up again: %+v", deploymentHealth(n, id))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for range 4 { // both instances read the same protected storage
+		m, err := req("test.get", "", bus.Header("key", "k"))
+		if err != nil || string(m.Body()) != "1234" {
+			t.Fatalf("state after restart: %v", err)
+		}
+	}
+	uctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := n.Undeploy(uctx, id); err != nil {
+		t.Fatal(err)
+	}
+	// The other instance's blocked requests end with the undeployment.
+	for failed < inflight {
+		select {
+		case <-errs:
+			failed++
+		case <-time.After(time.Minute):
+			t.Fatal("requests left hanging after undeploy")
+		}
+	}
+}
+
+func contains(s, sub string) bool {
+	return len(sub) == 0 || (len(s) >= len(sub) && (func() bool {
+		for i := 0; i+len(sub) <= len(s); i++ {
+			if s[i:i+len(sub)] == sub {
+				return true
+			}
+		}
+		return false
+	})())
+}
+
+func TestDeployEnclaveConfigErrors(t *testing.T) {
+	n, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown(context.Background())
+	ctx := context.Background()
+	img := enclaveImage(t)
+	for _, c := range []struct {
+		cfg  EnclaveConfig
+		want string
+	}{
+		{EnclaveConfig{Image: img}, "needs a name"},
+		{EnclaveConfig{Name: "x", Image: img, Backend: "vm"}, "unknown backend"},
+		{EnclaveConfig{Name: "x"}, "needs an image"},
+		{EnclaveConfig{Name: "x", Backend: BackendInProc}, "needs EnclaveConfig.Serve"},
+		{EnclaveConfig{Name: "x", Image: filepath.Join(t.TempDir(), "missing")}, "no metadata"},
+		{EnclaveConfig{Name: "x", Image: img, Addresses: []string{"nothing.here"}, StateDir: t.TempDir()}, "no address to serve"},
+	} {
+		_, err := n.DeployEnclave(ctx, c.cfg)
+		if err == nil || !contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.cfg, err, c.want)
+		}
+	}
+	if len(n.Health(ctx)) != 0 {
+		t.Fatal("a failed deployment is listed")
+	}
+}
