@@ -1,6 +1,7 @@
 package boundary
 
 import (
+	"bytes"
 	"fmt"
 	"testing"
 )
@@ -90,5 +91,27 @@ func BenchmarkConnRoundTrip(b *testing.B) {
 			s := encl.Stats()
 			b.ReportMetric(float64(s.FramesSent)/float64(max(s.Writes, 1)), "frames/write")
 		})
+	}
+}
+
+// BenchmarkReaderBatched decodes a stream of 64-byte Deliver frames that
+// arrived batched: the per-frame cost of the reading side.
+func BenchmarkReaderBatched(b *testing.B) {
+	var batch []byte
+	for i := range 256 {
+		batch = AppendFrame(batch, &Deliver{Token: uint64(i + 1), Kind: KindRequest, Address: "counter.inc", Body: make([]byte, 64)})
+	}
+	rd := bytes.NewReader(nil)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(batch) / 256))
+	var r *Reader
+	for i := 0; b.Loop(); i++ {
+		if i%256 == 0 {
+			rd.Reset(batch)
+			r = NewReader(rd, Limits{})
+		}
+		if _, err := r.Next(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
