@@ -13,9 +13,9 @@ import (
 
 // Policy decides whether verified claims are acceptable.
 //
-// An enclave is identified either by one of MREnclaves, or by MRSigner with
-// ProductID; at least one of the two must be set. MinSVN applies in both
-// cases.
+// An enclave is identified by one of MREnclaves, or by MRSigner with
+// ProductID; at least one of the two must be set, and when both are, both
+// must match. MinSVN applies in every case.
 type Policy struct {
 	// MREnclaves lists the allowed enclave measurements.
 	MREnclaves [][32]byte

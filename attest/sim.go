@@ -69,6 +69,13 @@ func NewSimIssuer(id SimIdentity, key *ecdsa.PrivateKey) (*SimIssuer, error) {
 	return &SimIssuer{id: id, key: key}, nil
 }
 
+// PlatformPublicKey returns the public simulation platform key, for
+// verifiers on other machines ([VerifyOptions.SimPlatformKeys]).
+func (s *SimIssuer) PlatformPublicKey() *ecdsa.PublicKey { return &s.key.PublicKey }
+
+// Identity returns the identity the issuer claims.
+func (s *SimIssuer) Identity() SimIdentity { return s.id }
+
 // Issue returns simulated evidence binding reportData.
 func (s *SimIssuer) Issue(ctx context.Context, reportData [64]byte) (*Evidence, error) {
 	if err := ctx.Err(); err != nil {

@@ -112,6 +112,9 @@ func TestSimRoundTrip(t *testing.T) {
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	_, err = Verify(context.Background(), ev, VerifyOptions{AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{&other.PublicKey}})
 	wantStep(t, err, StepSimPlatformKey, "untrusted")
+	if !iss.PlatformPublicKey().Equal(&key.PublicKey) || iss.Identity() != testSimIdentity() {
+		t.Error("issuer accessors")
+	}
 	// But it can be trusted explicitly.
 	if _, err := Verify(context.Background(), ev, VerifyOptions{AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{&other.PublicKey, &key.PublicKey}}); err != nil {
 		t.Error(err)
