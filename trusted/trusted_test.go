@@ -465,3 +465,47 @@ func TestServeContextCancel(t *testing.T) {
 		t.Fatal("Serve ignored its context")
 	}
 }
+
+func TestOverloadAndDrainHealth(t *testing.T) {
+	release := make(chan struct{})
+	app := testApp(Options{Workers: 1, MaxQueue: 1})
+	app.HandleFunc("block", func(ctx context.Context, c *Call) {
+		<-release
+		c.Reply(nil, []byte("released"))
+	})
+	h := startInproc(t, app, testInit(), nil)
+	running := h.deliver(boundary.KindRequest, "block", nil, nil)
+	// Wait until the only worker is inside the handler.
+	for {
+		h.conn.Send(&boundary.Health{ID: 1})
+		if st := h.next(boundary.TypeHealthStatus).(*boundary.HealthStatus); st.Running == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	queued := h.deliver(boundary.KindRequest, "echo", nil, []byte("q"))
+	over := h.deliver(boundary.KindRequest, "echo", nil, nil)
+	if f, ok := h.wait(over).(*boundary.Fail); !ok || f.Kind != boundary.FailOverloaded {
+		t.Fatalf("overload: %+v", f)
+	}
+	// A send to an unknown address is dropped with a log line, not an answer.
+	h.deliver(boundary.KindSend, "nobody", nil, nil)
+	h.conn.Send(&boundary.Shutdown{Grace: 10 * time.Second})
+	h.conn.Send(&boundary.Health{ID: 2})
+	st := h.next(boundary.TypeHealthStatus).(*boundary.HealthStatus)
+	if st.Healthy || st.Detail != "draining" || st.Queued != 1 {
+		t.Fatalf("health while draining: %+v", st)
+	}
+	close(release)
+	if r := h.wait(running).(*boundary.Reply); string(r.Body) != "released" {
+		t.Fatalf("running: %+v", r)
+	}
+	if r := h.wait(queued).(*boundary.Reply); string(r.Body) != "q" {
+		t.Fatalf("queued: %+v", r)
+	}
+	h.next(boundary.TypeStopped)
+	h.waitEnd(true)
+	if logs := strings.Join(h.logMessages(), "\n"); !strings.Contains(logs, "dropped a delivery address=nobody") {
+		t.Fatalf("logs:\n%s", logs)
+	}
+}
