@@ -182,56 +182,64 @@ func malformed(format string, a ...any) error {
 // ParseEnvelope decodes an envelope's clear part strictly, without a key.
 // The returned Envelope refers to b.
 func ParseEnvelope(b []byte) (*Envelope, error) {
+	e := new(Envelope)
+	if err := parseEnvelope(b, e); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func parseEnvelope(b []byte, e *Envelope) error {
 	if len(b) < fixedLen {
-		return nil, malformed("%d bytes, shorter than the %d-byte header", len(b), fixedLen)
+		return malformed("%d bytes, shorter than the %d-byte header", len(b), fixedLen)
 	}
 	if b[0] != magic0 || b[1] != magic1 || b[2] != magic2 {
-		return nil, malformed("bad magic %q", b[:3])
+		return malformed("bad magic %q", b[:3])
 	}
 	if b[3] != Version {
-		return nil, malformed("version %d, want %d", b[3], Version)
+		return malformed("version %d, want %d", b[3], Version)
 	}
-	e := &Envelope{Kind: Kind(b[4])}
+	*e = Envelope{Kind: Kind(b[4])}
 	if !e.Kind.valid() {
-		return nil, malformed("unknown kind %d", b[4])
+		return malformed("unknown kind %d", b[4])
 	}
 	e.Epoch = binary.BigEndian.Uint32(b[5:])
 	copy(e.Sender[:], b[9:25])
 	e.Seq = binary.BigEndian.Uint64(b[25:])
 	if e.Seq == 0 {
-		return nil, malformed("sequence number 0")
+		return malformed("sequence number 0")
 	}
 	off := fixedLen
 	if e.Kind == KindReply {
 		if len(b) < off+refLen {
-			return nil, malformed("reply too short for the request reference")
+			return malformed("reply too short for the request reference")
 		}
 		copy(e.ReplyTo.Sender[:], b[off:off+SenderIDSize])
 		e.ReplyTo.Seq = binary.BigEndian.Uint64(b[off+SenderIDSize:])
 		if e.ReplyTo.Seq == 0 {
-			return nil, malformed("reply to sequence number 0")
+			return malformed("reply to sequence number 0")
 		}
 		off += refLen
 	}
 	if len(b) < off+4 {
-		return nil, malformed("truncated before the header block length")
+		return malformed("truncated before the header block length")
 	}
 	hl := binary.BigEndian.Uint32(b[off:])
 	off += 4
 	if uint64(hl) > uint64(len(b)-off) {
-		return nil, malformed("header block of %d bytes overruns the envelope", hl)
+		return malformed("header block of %d bytes overruns the envelope", hl)
 	}
 	h, err := decodeHeaders(b[off : off+int(hl)])
 	if err != nil {
-		return nil, err
+		return err
 	}
 	e.Headers = h
 	off += int(hl)
 	if len(b)-off < tagLen {
-		return nil, malformed("ciphertext of %d bytes is shorter than the tag", len(b)-off)
+		return malformed("ciphertext of %d bytes is shorter than the tag", len(b)-off)
 	}
 	e.header, e.ciphertext = b[:off], b[off:]
-	return e, nil
+	return nil
 }
 
 // encodeHeaders appends the canonical header block (without its length).
@@ -276,19 +284,22 @@ func decodeHeaders(b []byte) (map[string]string, error) {
 	if n == 0 {
 		return nil, malformed("header block with zero entries (must be empty instead)")
 	}
+	// One string for the whole block; keys and values are substrings of it.
+	all := string(b[2:])
 	b = b[2:]
+	pos := 0
 	h := make(map[string]string, min(n, len(b)/4))
 	prev := ""
 	read := func() (string, bool) {
-		if len(b) < 2 {
+		if len(b)-pos < 2 {
 			return "", false
 		}
-		l := int(binary.BigEndian.Uint16(b))
-		if len(b)-2 < l {
+		l := int(binary.BigEndian.Uint16(b[pos:]))
+		if len(b)-pos-2 < l {
 			return "", false
 		}
-		s := string(b[2 : 2+l])
-		b = b[2+l:]
+		s := all[pos+2 : pos+2+l]
+		pos += 2 + l
 		return s, true
 	}
 	for i := range n {
@@ -308,8 +319,8 @@ func decodeHeaders(b []byte) (map[string]string, error) {
 		}
 		h[k], prev = v, k
 	}
-	if len(b) != 0 {
-		return nil, malformed("%d bytes after the last header", len(b))
+	if pos != len(b) {
+		return nil, malformed("%d bytes after the last header", len(b)-pos)
 	}
 	return h, nil
 }

@@ -39,6 +39,9 @@ type Opener struct {
 	mu      sync.Mutex
 	epochs  map[uint32]*epochState
 	retired map[uint32]bool
+	// deadlines counts epochs with a retirement deadline, so Open skips
+	// the clock when there are none.
+	deadlines int
 }
 
 type epochState struct {
@@ -147,11 +150,17 @@ func (o *Opener) AddKey(k AddressKey) error {
 }
 
 // RetireAfter keeps accepting epoch until deadline (the grace period), then
-// retires it. Unknown epochs are ignored.
+// retires it; a zero deadline cancels a pending one. Unknown epochs are
+// ignored.
 func (o *Opener) RetireAfter(epoch uint32, deadline time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if e, ok := o.epochs[epoch]; ok {
+		if e.retireAt.IsZero() && !deadline.IsZero() {
+			o.deadlines++
+		} else if !e.retireAt.IsZero() && deadline.IsZero() {
+			o.deadlines--
+		}
 		e.retireAt = deadline
 	}
 }
@@ -166,6 +175,9 @@ func (o *Opener) Retire(epoch uint32) {
 
 func (o *Opener) retireLocked(epoch uint32) {
 	if e, ok := o.epochs[epoch]; ok {
+		if !e.retireAt.IsZero() {
+			o.deadlines--
+		}
 		clear(e.key.Key[:])
 		delete(o.epochs, epoch)
 	}
@@ -186,6 +198,9 @@ func (o *Opener) Epochs() []uint32 {
 }
 
 func (o *Opener) expireLocked() {
+	if o.deadlines == 0 {
+		return
+	}
 	now := o.opts.Now()
 	for n, e := range o.epochs {
 		if !e.retireAt.IsZero() && !now.Before(e.retireAt) {
@@ -211,8 +226,9 @@ func (o *Opener) OpenReply(to Ref, envelope []byte) (*Opened, error) {
 }
 
 func (o *Opener) open(kind Kind, to *Ref, b []byte) (*Opened, error) {
-	e, err := ParseEnvelope(b)
-	if err != nil {
+	var env Envelope
+	e := &env
+	if err := parseEnvelope(b, e); err != nil {
 		return nil, err
 	}
 	ref := e.Ref()
@@ -243,15 +259,13 @@ func (o *Opener) open(kind Kind, to *Ref, b []byte) (*Opened, error) {
 			return nil, fmt.Errorf("%w: envelope %s on %q (window top %d)", err, ref, o.address, st.win.max)
 		}
 		aead = st.aead
-	} else if len(ep.senders) >= o.opts.MaxSenders {
-		o.mu.Unlock()
-		return nil, fmt.Errorf("%w: epoch %d of %q already has %d senders", ErrTooManySenders, e.Epoch, o.address, len(ep.senders))
 	}
 	key := ep.key
 	o.mu.Unlock()
 
 	// Authenticate and decrypt outside the lock.
 	if aead == nil {
+		var err error
 		if aead, err = deriveSubkey(&key, e.Sender); err != nil {
 			return nil, err
 		}
