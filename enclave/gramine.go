@@ -66,7 +66,7 @@ func (o *GramineOptions) defaults() error {
 	if o.EnclaveSize == "" {
 		o.EnclaveSize = DefaultGramineEnclaveSize
 	}
-	n, err := parseSize(o.EnclaveSize)
+	n, err := ParseSize(o.EnclaveSize)
 	if err != nil {
 		return err
 	}
@@ -110,8 +110,9 @@ func (o *GramineOptions) defaults() error {
 	return nil
 }
 
-// parseSize parses "512M", "1G", "65536", "64K".
-func parseSize(s string) (int64, error) {
+// ParseSize parses a size in bytes with an optional K, M or G suffix
+// (powers of 1024): "512M", "1G", "65536".
+func ParseSize(s string) (int64, error) {
 	num, mul := s, int64(1)
 	if s != "" {
 		switch s[len(s)-1] {

@@ -63,6 +63,7 @@ func rootCommand() *command {
 			replyCommand(),
 			tapCommand(),
 			attestCommand(),
+			enclaveCommand(),
 			manifestCommand(),
 		},
 	}

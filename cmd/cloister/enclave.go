@@ -1,0 +1,362 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/enclave"
+	"github.com/cloister-dev/cloister/node"
+)
+
+func enclaveCommand() *command {
+	return &command{
+		name:        "enclave",
+		summary:     "build, measure and prepare enclave images",
+		subcommands: []*command{enclaveBuildCommand(), enclaveMeasureCommand(), enclaveGramineManifestCommand()},
+	}
+}
+
+func enclaveBuildCommand() *command {
+	var (
+		out, signer, dir string
+		productID, svn   uint
+	)
+	return &command{
+		name:    "build",
+		args:    "PKG",
+		summary: "build a trusted main package into a reproducible enclave image and print its measurement",
+		help: `PKG is a main package that uses package trusted (e.g. ./examples/counter/enclave).
+The image is built with go build -trimpath -buildvcs=false -ldflags=-buildid= and
+CGO_ENABLED=0: static and reproducible, so building the same source with the same
+Go toolchain twice gives the same SHA-256. That hash is the image's measurement
+(the simulated MRENCLAVE); it is printed and written, with the signer, product ID,
+SVN, Go version and package, to IMAGE.meta.json beside the image.`,
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&out, "o", "", "output image `path` (required)")
+			fs.StringVar(&signer, "signer", enclave.DefaultSigner, "signer `name` (its hash is the simulated MRSIGNER)")
+			fs.UintVar(&productID, "product-id", 0, "ISV product `ID` recorded in the metadata")
+			fs.UintVar(&svn, "svn", 0, "security version `number` recorded in the metadata")
+			fs.StringVar(&dir, "C", "", "run go build in `dir` (the module of PKG)")
+		},
+		run: func(ctx context.Context, env *cliEnv, args []string) error {
+			if len(args) != 1 {
+				return &usageError{err: fmt.Errorf("enclave build takes one PKG, got %d arguments", len(args))}
+			}
+			if out == "" {
+				return &usageError{err: errors.New("enclave build: -o IMAGE is required")}
+			}
+			if productID > 0xffff || svn > 0xffff {
+				return &usageError{err: errors.New("enclave build: --product-id and --svn are 16-bit numbers")}
+			}
+			img, err := enclave.Build(ctx, args[0], out, enclave.BuildOptions{Dir: dir, Signer: signer,
+				ProductID: uint16(productID), SVN: uint16(svn), Stderr: env.stderr})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(env.stdout, "%s  %s\n", img.Measurement, img.Path)
+			fmt.Fprintf(env.stderr, "metadata: %s%s (signer %s, product %d, svn %d, %s)\n",
+				img.Path, enclave.MetadataSuffix, img.Meta.SignerName, img.Meta.ProductID, img.Meta.SVN, img.Meta.GoVersion)
+			return nil
+		},
+	}
+}
+
+func enclaveMeasureCommand() *command {
+	var (
+		write          bool
+		signer         string
+		productID, svn uint
+	)
+	return &command{
+		name:    "measure",
+		args:    "IMAGE",
+		summary: "print an image's measurement (SHA-256) and check it against its metadata",
+		help: `Prints the SHA-256 of IMAGE. When IMAGE.meta.json exists, the measurement is
+checked against it: a mismatch (the image changed since it was built) exits
+with status 3. --write (re)writes the metadata for an image built otherwise.`,
+		flags: func(fs *flag.FlagSet) {
+			fs.BoolVar(&write, "write", false, "write IMAGE.meta.json for this image")
+			fs.StringVar(&signer, "signer", enclave.DefaultSigner, "signer `name` for --write")
+			fs.UintVar(&productID, "product-id", 0, "ISV product `ID` for --write")
+			fs.UintVar(&svn, "svn", 0, "security version `number` for --write")
+		},
+		run: func(ctx context.Context, env *cliEnv, args []string) error {
+			if len(args) != 1 {
+				return &usageError{err: fmt.Errorf("enclave measure takes one IMAGE, got %d arguments", len(args))}
+			}
+			if productID > 0xffff || svn > 0xffff {
+				return &usageError{err: errors.New("enclave measure: --product-id and --svn are 16-bit numbers")}
+			}
+			path := args[0]
+			if write {
+				if _, err := enclave.WriteMetadata(path, enclave.MetadataOptions{Signer: signer, ProductID: uint16(productID), SVN: uint16(svn)}); err != nil {
+					return err
+				}
+			}
+			m, err := enclave.Measure(path)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(env.stdout, "%s  %s\n", m, path)
+			if _, err := enclave.Load(path); err != nil {
+				switch {
+				case errors.Is(err, enclave.ErrNoMetadata):
+					fmt.Fprintf(env.stderr, "no metadata beside the image (use --write to create it)\n")
+					return nil
+				case errors.Is(err, enclave.ErrImageChanged):
+					return &rejectedError{err: err}
+				default:
+					return err
+				}
+			}
+			fmt.Fprintf(env.stderr, "matches %s%s\n", path, enclave.MetadataSuffix)
+			return nil
+		},
+	}
+}
+
+func enclaveGramineManifestCommand() *command {
+	var (
+		out, size, libos, logLevel, memLimit string
+		threads                              int
+		debug                                bool
+		passEnv, trustedFiles                stringList
+	)
+	return &command{
+		name:    "gramine-manifest",
+		args:    "IMAGE",
+		summary: "generate the Gramine manifest that runs an image in an SGX enclave",
+		help: `Writes a Gramine manifest (TOML) for IMAGE on stdout or to -o FILE
+(name it NAME.manifest): Gramine's LibOS as the loader's entrypoint, the image
+as the LibOS entrypoint and a trusted file, sgx.enclave_size, sgx.max_threads,
+sgx.remote_attestation = "dcap" (the image reads its quote and seal keys from
+/dev/attestation), sgx.debug = false unless --debug, and an environment
+allow-list (--pass-env). Then sign and run it as printed on stderr.`,
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&out, "o", "", "write the manifest to `file` (NAME.manifest) instead of stdout")
+			fs.IntVar(&threads, "threads", enclave.DefaultGramineThreads, "sgx.max_threads: TCS `count` (handler workers plus the Go runtime's threads)")
+			fs.StringVar(&size, "enclave-size", enclave.DefaultGramineEnclaveSize, "sgx.enclave_size, a power of two (`size` with K, M or G)")
+			fs.StringVar(&libos, "libos", enclave.DefaultGramineLibOS, "`path` of Gramine's libsysdb.so")
+			fs.StringVar(&logLevel, "log-level", "error", "loader.log_level")
+			fs.StringVar(&memLimit, "memory-limit", "", "the image's Go memory limit (`size`, GOMEMLIMIT)")
+			fs.BoolVar(&debug, "debug", false, "build a debug enclave (its memory is readable by the host)")
+			fs.Var(&passEnv, "pass-env", "host environment `variable` to pass through (repeatable)")
+			fs.Var(&trustedFiles, "trusted-file", "further `file` to measure in (repeatable)")
+		},
+		run: func(ctx context.Context, env *cliEnv, args []string) error {
+			if len(args) != 1 {
+				return &usageError{err: fmt.Errorf("enclave gramine-manifest takes one IMAGE, got %d arguments", len(args))}
+			}
+			img, err := enclave.Load(args[0])
+			if err != nil {
+				return err
+			}
+			opts := enclave.GramineOptions{EnclaveSize: size, Threads: threads, LibOS: libos, Debug: debug,
+				PassEnv: splitEnvList(passEnv), TrustedFiles: trustedFiles, LogLevel: logLevel}
+			if memLimit != "" {
+				if opts.MemoryLimit, err = enclave.ParseSize(memLimit); err != nil {
+					return &usageError{err: fmt.Errorf("--memory-limit: %w", err)}
+				}
+			}
+			text, err := enclave.GramineManifest(img, opts)
+			if err != nil {
+				return err
+			}
+			if out == "" {
+				_, err = env.stdout.Write(text)
+				return err
+			}
+			if err := os.WriteFile(out, text, 0o644); err != nil {
+				return err
+			}
+			sign, runCmd, err := enclave.GramineCommands(out, "")
+			if err != nil {
+				fmt.Fprintf(env.stderr, "wrote %s (%v)\n", out, err)
+				return nil
+			}
+			fmt.Fprintf(env.stderr, "wrote %s; in %s run:\n  %s\n  %s\n", out, filepath.Dir(out), strings.Join(sign, " "), strings.Join(runCmd, " "))
+			return nil
+		},
+	}
+}
+
+func splitEnvList(l []string) []string {
+	var out []string
+	for _, v := range l {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// ---- hosting enclaves on a node ----
+
+// enclaveHosting holds the --enclave and --enclave-config flags of a verb
+// that runs a node (cloister node).
+type enclaveHosting struct {
+	specs   stringList
+	configs stringList
+}
+
+// register declares the flags on fs.
+func (h *enclaveHosting) register(fs *flag.FlagSet) {
+	fs.Var(&h.specs, "enclave", "host an enclave image: `name=N,image=PATH[,addresses=A,B,...][,backend=process|gramine][,instances=N][,workers=N][,state=DIR][,memory=SIZE][,local=true]` (repeatable)")
+	fs.Var(&h.configs, "enclave-config", "host the enclaves listed in a YAML or JSON `file` (repeatable)")
+}
+
+// configs returns every enclave the flags describe.
+func (h *enclaveHosting) enclaves() ([]node.EnclaveConfig, error) {
+	var out []node.EnclaveConfig
+	for _, s := range h.specs {
+		c, err := parseEnclaveSpec(s)
+		if err != nil {
+			return nil, &usageError{err: fmt.Errorf("--enclave %q: %w", s, err)}
+		}
+		out = append(out, c)
+	}
+	for _, f := range h.configs {
+		cs, err := loadEnclaveConfigs(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cs...)
+	}
+	return out, nil
+}
+
+// host deploys every configured enclave on a node over b and returns the
+// function that stops them (before b is closed). With no enclave
+// configured it does nothing.
+func (h *enclaveHosting) host(ctx context.Context, env *cliEnv, b *bus.Bus, logger *slog.Logger) (stop func(context.Context) error, err error) {
+	cs, err := h.enclaves()
+	if err != nil || len(cs) == 0 {
+		return func(context.Context) error { return nil }, err
+	}
+	n, err := node.New(node.Options{Bus: b, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	stop = func(ctx context.Context) error { return n.Shutdown(ctx) }
+	for _, c := range cs {
+		if _, err := n.DeployEnclave(ctx, c); err != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = stop(sctx)
+			return nil, err
+		}
+	}
+	for _, e := range n.Enclaves() {
+		fmt.Fprintf(env.stderr, "enclave %s/%d: pid %d, serving %s\n", e.Name, e.Instance, e.PID, strings.Join(e.Serving, " "))
+	}
+	return stop, nil
+}
+
+// parseEnclaveSpec parses a --enclave value: comma-separated key=value
+// pairs; a part without '=' continues the addresses list.
+func parseEnclaveSpec(s string) (node.EnclaveConfig, error) {
+	var c node.EnclaveConfig
+	last := ""
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(part, "=")
+		if !ok {
+			if last != "addresses" {
+				return c, fmt.Errorf("%q is not key=value", part)
+			}
+			c.Addresses = append(c.Addresses, part)
+			continue
+		}
+		last = k
+		var err error
+		switch k {
+		case "name":
+			c.Name = v
+		case "image":
+			c.Image = v
+		case "backend":
+			c.Backend = v
+		case "addresses", "address":
+			last = "addresses"
+			c.Addresses = append(c.Addresses, v)
+		case "instances":
+			c.Instances, err = strconv.Atoi(v)
+		case "workers":
+			c.Workers, err = strconv.Atoi(v)
+		case "state", "state_dir":
+			c.StateDir = v
+		case "memory", "memory_limit":
+			c.MemoryLimit, err = enclave.ParseSize(v)
+		case "local":
+			c.Local, err = strconv.ParseBool(v)
+		case "restart_backoff":
+			c.RestartBackoff, err = time.ParseDuration(v)
+		default:
+			return c, fmt.Errorf("unknown key %q (want name, image, backend, addresses, instances, workers, state, memory, local, restart_backoff)", k)
+		}
+		if err != nil {
+			return c, fmt.Errorf("%s: %w", k, err)
+		}
+	}
+	if c.Name == "" || c.Image == "" {
+		return c, errors.New("name= and image= are required")
+	}
+	return c, nil
+}
+
+// loadEnclaveConfigs reads enclave entries from a YAML or JSON file: a
+// list of entries, or an object with an "enclaves" list.
+func loadEnclaveConfigs(path string) ([]node.EnclaveConfig, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("enclave config: %w", err)
+	}
+	var wrapped struct {
+		Enclaves []node.EnclaveConfig `yaml:"enclaves"`
+	}
+	var list []node.EnclaveConfig
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) > 0 && (trimmed[0] == '[' || trimmed[0] == '-') {
+		err = dec.Decode(&list)
+	} else {
+		err = dec.Decode(&wrapped)
+		list = wrapped.Enclaves
+	}
+	if err != nil {
+		return nil, fmt.Errorf("enclave config %s: %w", path, err)
+	}
+	dir := filepath.Dir(path)
+	for i := range list {
+		c := &list[i]
+		if c.Name == "" || c.Image == "" {
+			return nil, fmt.Errorf("enclave config %s: entry %d needs name and image", path, i+1)
+		}
+		// Relative paths are relative to the configuration file.
+		if !filepath.IsAbs(c.Image) {
+			c.Image = filepath.Join(dir, c.Image)
+		}
+		if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
+			c.StateDir = filepath.Join(dir, c.StateDir)
+		}
+	}
+	return list, nil
+}
