@@ -18,6 +18,7 @@ func nodeCommand() *command {
 		routes, servers, storeDir, logLevel          string
 		durable                                      stringList
 		cf                                           clientFlags
+		enclaves                                     enclaveHosting
 	)
 	return &command{
 		name:    "node",
@@ -49,6 +50,7 @@ Example, three nodes on one machine:
 			fs.StringVar(&storeDir, "store-dir", "", "enable JetStream on the embedded server, storing in this directory")
 			fs.Var(&durable, "durable", "a durable `address` (at-least-once on JetStream; repeatable)")
 			fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+			enclaves.register(fs)
 		},
 		run: func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) > 0 {
@@ -96,12 +98,18 @@ Example, three nodes on one machine:
 				_ = node.Close()
 				return err
 			}
+			stopEnclaves, err := enclaves.host(ctx, env, b, logger)
+			if err != nil {
+				_ = b.Close(context.Background())
+				_ = node.Close()
+				return err
+			}
 			logger.Info("cloister node: ready", "name", name, "clients", node.ClientURL(), "cluster", node.ClusterURL())
 			<-ctx.Done()
 			logger.Info("cloister node: shutting down")
 			closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			err = errors.Join(b.Close(closeCtx), node.Close())
+			err = errors.Join(stopEnclaves(closeCtx), b.Close(closeCtx), node.Close())
 			logger.Info("cloister node: stopped")
 			return err
 		},
