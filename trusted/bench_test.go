@@ -59,7 +59,7 @@ func BenchmarkRawPipeRoundTrip(b *testing.B) {
 // a socket pair, for several body sizes and 1 or 32 requests in flight.
 // For the process backend it reports the image's peak resident memory.
 func BenchmarkRoundTrip(b *testing.B) {
-	for _, be := range []string{"inproc", "process"} {
+	for _, be := range []string{"inproc", "process", "process-stdio"} {
 		for _, size := range []int{64, 1 << 10, 64 << 10} {
 			for _, inflight := range []int{1, 32} {
 				b.Run(fmt.Sprintf("%s/size=%d/inflight=%d", be, size, inflight), func(b *testing.B) {
@@ -67,7 +67,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 					if be == "inproc" {
 						h = startInproc(b, testApp(Options{Workers: 8}), testInit(), nil)
 					} else {
-						h = startProcess(b, true, testInit(), nil, envWorkers+"=8")
+						h = startProcess(b, be == "process", testInit(), nil, envWorkers+"=8")
 					}
 					body := make([]byte, size)
 					b.SetBytes(int64(size))
