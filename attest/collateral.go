@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -118,13 +119,13 @@ func ParseCollateralBundle(b []byte) (*Collateral, error) {
 	if s, err = need("tcb_info_issuer_chain", cb.TCBInfoIssuerChain); err != nil {
 		return nil, err
 	}
-	if c.TCBInfoIssuerChain, err = parsePEMChain([]byte(s)); err != nil {
+	if c.TCBInfoIssuerChain, err = parsePEMChain(pemText(s)); err != nil {
 		return nil, fmt.Errorf("collateral bundle: tcb_info_issuer_chain: %w", err)
 	}
 	if s, err = need("qe_identity_issuer_chain", cb.QEIdentityIssuerChain); err != nil {
 		return nil, err
 	}
-	if c.QEIdentityIssuerChain, err = parsePEMChain([]byte(s)); err != nil {
+	if c.QEIdentityIssuerChain, err = parsePEMChain(pemText(s)); err != nil {
 		return nil, fmt.Errorf("collateral bundle: qe_identity_issuer_chain: %w", err)
 	}
 	if s, err = need("pck_crl", cb.PCKCRL); err != nil {
@@ -139,11 +140,22 @@ func ParseCollateralBundle(b []byte) (*Collateral, error) {
 		}
 	}
 	if cb.PCKCRLIssuerChain != nil && *cb.PCKCRLIssuerChain != "" {
-		if c.PCKCRLIssuerChain, err = parsePEMChain([]byte(*cb.PCKCRLIssuerChain)); err != nil {
+		if c.PCKCRLIssuerChain, err = parsePEMChain(pemText(*cb.PCKCRLIssuerChain)); err != nil {
 			return nil, fmt.Errorf("collateral bundle: pck_crl_issuer_chain: %w", err)
 		}
 	}
 	return c, nil
+}
+
+// pemText returns PEM text, URL-decoding it first if it is still encoded the
+// way PCS sends issuer chains in HTTP headers.
+func pemText(s string) []byte {
+	if strings.HasPrefix(strings.TrimSpace(s), "-----BEGIN%20") {
+		if d, err := url.PathUnescape(s); err == nil {
+			return []byte(d)
+		}
+	}
+	return []byte(s)
 }
 
 func decodeSig(name, s string) ([]byte, error) {
@@ -197,14 +209,16 @@ func parseSignedPCSFile(b []byte, key string) (value, sig []byte, err error) {
 }
 
 // LoadCollateralDir reads collateral kept as separate PCS files in dir, like
-// automata_collateral_2025-08: a TCB Info response (*tcbinfo*.json,
-// {"tcbInfo":…,"signature":…}), a QE Identity response (*qeidentity*.json or
-// *qe_identity*.json, {"enclaveIdentity":…,"signature":…}), optionally TCB
-// evaluation data numbers (*tcbeval*.json), certificates
-// (DER or PEM, e.g. the TCB signing certificate) and CRLs (DER or PEM; the
-// one issued by the root CA is the root CA CRL, the other the PCK CRL).
-// Other JSON files are ignored. The QE Identity is read by its content, not
-// its name: automata's sgx_qeidentity_v4.json holds a version 2 identity.
+// automata_collateral_2025-08. Files are recognised by content: a TCB Info
+// response ({"tcbInfo":…,"signature":…}), a QE Identity response
+// ({"enclaveIdentity":…,"signature":…}, whatever its file name says),
+// optionally TCB evaluation data numbers ({"tcbEvaluationDataNumbers":…}),
+// certificates (DER or PEM, e.g. the TCB signing certificate; self-signed
+// roots are ignored, the pinned root is used) and CRLs (DER or PEM; the one
+// issued by the root CA is the root CA CRL, the others PCK CRLs). A directory
+// holding one collateral bundle (see [ParseCollateralBundle]) instead is read
+// as that bundle. Other JSON files, and files other than .json, .der, .pem,
+// .crt, .cer, .crl or without extension, are ignored.
 func LoadCollateralDir(dir string) (*Collateral, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -220,70 +234,88 @@ func LoadCollateralDir(dir string) (*Collateral, error) {
 	c := &Collateral{}
 	var certs []*x509.Certificate
 	var crls []*x509.RevocationList
+	var bundle *Collateral
 	for _, name := range names {
 		lower := strings.ToLower(name)
 		ext := filepath.Ext(lower)
-		if ext != ".json" && ext != ".der" && ext != ".pem" && ext != ".crt" && ext != ".cer" && ext != ".crl" {
-			continue
+		switch ext {
+		case ".json", ".der", ".pem", ".crt", ".cer", ".crl", "":
+		default:
+			continue // README.md, hex dumps and the like
 		}
 		b, err := readLimited(filepath.Join(dir, name), maxCollateralSize)
 		if err != nil {
 			return nil, fmt.Errorf("collateral dir: %w", err)
 		}
-		switch {
-		case ext == ".json" && strings.Contains(lower, "tcbinfo"):
-			if c.TCBInfo != nil {
-				return nil, fmt.Errorf("collateral dir: two TCB Info files (second: %s)", name)
-			}
-			if c.TCBInfo, c.TCBInfoSignature, err = parseSignedPCSFile(b, "tcbInfo"); err != nil {
+		if t := bytes.TrimSpace(b); len(t) > 0 && t[0] == '{' {
+			// A JSON file, recognised by its content, not its name
+			// (automata's sgx_qeidentity_v4.json holds a version 2 identity).
+			var m map[string]json.RawMessage
+			if err := json.Unmarshal(t, &m); err != nil {
 				return nil, fmt.Errorf("collateral dir: %s: %w", name, err)
 			}
-		case ext == ".json" && (strings.Contains(lower, "qeidentity") || strings.Contains(lower, "qe_identity")):
-			if c.QEIdentity != nil {
-				return nil, fmt.Errorf("collateral dir: two QE Identity files (second: %s)", name)
+			var dst, sig *[]byte
+			var key, what string
+			switch {
+			case m["tcbInfo"] != nil:
+				dst, sig, key, what = &c.TCBInfo, &c.TCBInfoSignature, "tcbInfo", "TCB Info"
+			case m["enclaveIdentity"] != nil:
+				dst, sig, key, what = &c.QEIdentity, &c.QEIdentitySignature, "enclaveIdentity", "QE Identity"
+			case m["tcbEvaluationDataNumbers"] != nil:
+				dst, sig, key, what = &c.TCBEvaluationNumbers, &c.TCBEvaluationNumbersSignature, "tcbEvaluationDataNumbers", "TCB evaluation data numbers"
+			case m["tcb_info"] != nil:
+				if bundle != nil {
+					return nil, fmt.Errorf("collateral dir: two collateral bundles (second: %s)", name)
+				}
+				if bundle, err = ParseCollateralBundle(t); err != nil {
+					return nil, fmt.Errorf("collateral dir: %s: %w", name, err)
+				}
+				continue
+			default:
+				continue // not collateral
 			}
-			if c.QEIdentity, c.QEIdentitySignature, err = parseSignedPCSFile(b, "enclaveIdentity"); err != nil {
+			if *dst != nil {
+				return nil, fmt.Errorf("collateral dir: two %s files (second: %s)", what, name)
+			}
+			if *dst, *sig, err = parseSignedPCSFile(t, key); err != nil {
 				return nil, fmt.Errorf("collateral dir: %s: %w", name, err)
 			}
-		case ext == ".json" && strings.Contains(lower, "tcbeval"):
-			if c.TCBEvaluationNumbers != nil {
-				return nil, fmt.Errorf("collateral dir: two TCB evaluation data number files (second: %s)", name)
-			}
-			if c.TCBEvaluationNumbers, c.TCBEvaluationNumbersSignature, err = parseSignedPCSFile(b, "tcbEvaluationDataNumbers"); err != nil {
-				return nil, fmt.Errorf("collateral dir: %s: %w", name, err)
-			}
-		case ext == ".json":
 			continue
-		default:
-			ders := [][]byte{b}
-			if bytes.Contains(b, []byte("-----BEGIN")) {
-				ders = nil
-				rest := b
-				for {
-					var block *pem.Block
-					block, rest = pem.Decode(rest)
-					if block == nil {
-						break
-					}
-					ders = append(ders, block.Bytes)
+		}
+		ders := [][]byte{b}
+		if bytes.Contains(b, []byte("-----BEGIN")) {
+			ders = nil
+			rest := b
+			for {
+				var block *pem.Block
+				block, rest = pem.Decode(rest)
+				if block == nil {
+					break
 				}
+				ders = append(ders, block.Bytes)
 			}
-			for _, der := range ders {
-				if cert, err := x509.ParseCertificate(der); err == nil {
-					certs = append(certs, cert)
-				} else if crl, err := x509.ParseRevocationList(der); err == nil {
-					crls = append(crls, crl)
-				} else {
-					return nil, fmt.Errorf("collateral dir: %s is neither a certificate nor a CRL", name)
-				}
+		}
+		for _, der := range ders {
+			if cert, err := x509.ParseCertificate(der); err == nil {
+				certs = append(certs, cert)
+			} else if crl, err := x509.ParseRevocationList(der); err == nil {
+				crls = append(crls, crl)
+			} else {
+				return nil, fmt.Errorf("collateral dir: %s is neither a certificate nor a CRL", name)
 			}
 		}
 	}
+	if bundle != nil {
+		if c.TCBInfo != nil || c.QEIdentity != nil {
+			return nil, errors.New("collateral dir: both a collateral bundle and separate PCS files")
+		}
+		return bundle, nil
+	}
 	if c.TCBInfo == nil {
-		return nil, errors.New("collateral dir: no TCB Info file (*tcbinfo*.json)")
+		return nil, errors.New(`collateral dir: no TCB Info file ({"tcbInfo":…,"signature":…})`)
 	}
 	if c.QEIdentity == nil {
-		return nil, errors.New("collateral dir: no QE Identity file (*qeidentity*.json)")
+		return nil, errors.New(`collateral dir: no QE Identity file ({"enclaveIdentity":…,"signature":…})`)
 	}
 	for _, crl := range crls {
 		if crl.Issuer.CommonName == "Intel SGX Root CA" {

@@ -6,9 +6,11 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -518,6 +520,56 @@ func TestCollateralDirWithBothPCKCRLs(t *testing.T) {
 	}
 	c, err := Verify(context.Background(), dcap(readTestdata(t, "sgx/automata_quotev3.dat")), VerifyOptions{At: automataAt, Collateral: col})
 	if err != nil || c.TCBStatus != TCBSWHardeningNeeded || c.TCBEvaluationDataNumber != 17 {
+		t.Fatalf("%v %v", c, err)
+	}
+}
+
+func TestCollateralDirByContentAndURLEncodedChains(t *testing.T) {
+	// Separate PCS files under other names, plus files to ignore.
+	dir := t.TempDir()
+	src := filepath.Join(testdataDir(t), "sgx/automata_collateral_2025-08")
+	rename := map[string]string{
+		"sgx_tcbinfov3_00606a000000.json": "tcb.json",
+		"sgx_qeidentity_v4.json":          "identity.json",
+		"intel_sgx_tcb_signing_2025.der":  "signer",
+		"platform_crl.der":                "crl.crl",
+		"sgxtcbeval.json":                 "numbers.json",
+	}
+	for from, to := range rename {
+		b, err := os.ReadFile(filepath.Join(src, from))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, to), b, 0o600)
+	}
+	os.WriteFile(filepath.Join(dir, "README.md"), []byte("# notes"), 0o600)
+	os.WriteFile(filepath.Join(dir, "other.json"), []byte(`{"note": 1}`), 0o600)
+	col, err := LoadCollateralDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Verify(context.Background(), dcap(readTestdata(t, "sgx/automata_quotev3.dat")), VerifyOptions{At: automataAt, Collateral: col})
+	if err != nil || c.TCBStatus != TCBSWHardeningNeeded || c.LatestTCBEvaluationDataNumber != 20 {
+		t.Fatalf("%v %v", c, err)
+	}
+
+	// A bundle whose issuer chains are URL-encoded as in PCS headers, in a dir.
+	var m map[string]any
+	if err := json.Unmarshal(readTestdata(t, "sgx/phala_sgx_quote_collateral.json"), &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"tcb_info_issuer_chain", "qe_identity_issuer_chain", "pck_crl_issuer_chain"} {
+		m[k] = url.PathEscape(m[k].(string))
+	}
+	b, _ := json.Marshal(m)
+	dir = t.TempDir()
+	os.WriteFile(filepath.Join(dir, "collateral.json"), b, 0o600)
+	col, err = LoadCollateral(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err = Verify(context.Background(), dcap(readTestdata(t, "sgx/phala_sgx_quote.dat")), VerifyOptions{At: phalaAt, Collateral: col})
+	if err != nil || c.TCBStatus != TCBConfigurationAndSWHardeningNeeded {
 		t.Fatalf("%v %v", c, err)
 	}
 }
