@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -135,6 +136,9 @@ func testApp(opts Options) *App {
 		if err := c.Reply(nil, make([]byte, boundary.DefaultMaxFrame+1)); err == nil {
 			panic("oversized reply accepted")
 		}
+	})
+	app.HandleFunc("memlimit", func(ctx context.Context, c *Call) {
+		c.Reply(nil, []byte(strconv.FormatInt(debug.SetMemoryLimit(-1), 10)))
 	})
 	app.HandleFunc("seal-mode", func(ctx context.Context, c *Call) { c.Reply(nil, []byte(c.SealMode())) })
 	return app

@@ -509,3 +509,19 @@ func TestOverloadAndDrainHealth(t *testing.T) {
 		t.Fatalf("logs:\n%s", logs)
 	}
 }
+
+func TestMainSetsMemoryLimit(t *testing.T) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		t.Skip("GOMEMLIMIT set in the environment")
+	}
+	h := startProcess(t, true, testInit(), nil)
+	if r := h.reply("memlimit", nil, nil); string(r.Body) != fmt.Sprint(DefaultMemoryLimit) {
+		t.Fatalf("image memory limit %s, want %d", r.Body, DefaultMemoryLimit)
+	}
+	h.shutdown()
+	h = startProcess(t, true, testInit(), nil, "GOMEMLIMIT=64MiB")
+	if r := h.reply("memlimit", nil, nil); string(r.Body) != fmt.Sprint(64<<20) {
+		t.Fatalf("GOMEMLIMIT ignored: %s", r.Body)
+	}
+	h.shutdown()
+}
