@@ -275,6 +275,18 @@ func (m *Manifest) Policies(service string) ([]attest.Policy, error) {
 	return out, nil
 }
 
+// ServicesFor returns the trusted services whose identities accept claims,
+// sorted: which services an enclave with these claims may join as.
+func (m *Manifest) ServicesFor(claims *attest.Claims) []string {
+	var out []string
+	for _, name := range m.ServiceNames() {
+		if m.Services[name].Trusted() && m.Check(name, claims) == nil {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
 // Check returns nil if claims satisfy at least one of service's policies;
 // otherwise an error joining why each policy refused (each a
 // *attest.PolicyError, so errors.As finds the rule broken).

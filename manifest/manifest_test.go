@@ -152,6 +152,15 @@ func TestPoliciesAndCheck(t *testing.T) {
 	if err := m2.Check("echo", sim(e, s, 0, 0)); !errors.As(err, &pe) || pe.Rule != attest.RuleSimulation {
 		t.Fatalf("simulation: %v", err)
 	}
+	if got := m.ServicesFor(sim(e, [32]byte{9}, 0, 0)); !slices.Equal(got, []string{"analytics"}) {
+		t.Fatalf("ServicesFor(pinned analytics build) = %v", got)
+	}
+	if got := m.ServicesFor(sim([32]byte{7}, s, 2, 0)); !slices.Equal(got, []string{"archive"}) {
+		t.Fatalf("ServicesFor(archive by signer) = %v", got)
+	}
+	if got := m.ServicesFor(sim([32]byte{7}, [32]byte{8}, 0, 0)); len(got) != 0 {
+		t.Fatalf("ServicesFor(unknown) = %v", got)
+	}
 	if _, err := m.Policies("ingest"); !errors.Is(err, ErrNotTrusted) {
 		t.Fatalf("regular service: %v", err)
 	}

@@ -116,7 +116,7 @@ func (p *parser) mapping(path string, n *yaml.Node) ([]pair, bool) {
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		if k.Kind != yaml.ScalarNode || (k.ShortTag() != "!!str" && k.ShortTag() != "!!int" && k.ShortTag() != "!!bool") {
+		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!null" {
 			p.errorf(path, k, "keys must be strings, got %s", kindName(k))
 			continue
 		}

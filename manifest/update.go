@@ -69,6 +69,9 @@ func (o *Owner) Verify(msg, sig []byte) bool {
 	return false
 }
 
+// PKIX returns the key's PKIX DER encoding.
+func (o *Owner) PKIX() []byte { return append([]byte(nil), o.der...) }
+
 // Equal reports whether o and other are the same key.
 func (o *Owner) Equal(other *Owner) bool {
 	return other != nil && string(o.der) == string(other.der)

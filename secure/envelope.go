@@ -388,10 +388,18 @@ func (s *Sealer) SealReply(to Ref, headers map[string]string, plaintext []byte) 
 }
 
 func (s *Sealer) seal(kind Kind, to *Ref, headers map[string]string, plaintext []byte) ([]byte, Ref, error) {
-	seq := s.seq.Add(1)
-	if seq == 0 || seq == math.MaxUint64 {
-		s.seq.Store(math.MaxUint64 - 1) // keep failing, never wrap
-		return nil, Ref{}, ErrExhausted
+	// Take the next sequence number; never wrap around, even when many
+	// goroutines race at the end.
+	var seq uint64
+	for {
+		cur := s.seq.Load()
+		if cur >= math.MaxUint64-1 {
+			return nil, Ref{}, ErrExhausted
+		}
+		if s.seq.CompareAndSwap(cur, cur+1) {
+			seq = cur + 1
+			break
+		}
 	}
 	hdrCap := 0
 	for k, v := range headers {
