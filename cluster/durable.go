@@ -2,18 +2,212 @@ package cluster
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloister-dev/cloister/bus"
 )
 
-type durableState struct{}
-type durableSub struct{}
+// Durable addresses on JetStream.
+const (
+	// DurableStream is the JetStream stream holding the messages sent to
+	// durable addresses (subjects cloister.durable.>, work-queue
+	// retention: a message is removed once a consumer acknowledged it).
+	DurableStream = "CLOISTER_DURABLE"
+	// HeaderMessageID carries the ID of a durable message: the same on
+	// every delivery of one message, so a consumer can drop duplicates.
+	HeaderMessageID = "Cloister-Message-Id"
+	// HeaderDelivery counts the deliveries of a durable message (1 on the
+	// first).
+	HeaderDelivery = "Cloister-Delivery"
+	// HeaderAck is where a durable delivery is acknowledged (a NATS
+	// subject); [Transport.AckOnReturn] uses it.
+	HeaderAck = "Cloister-Ack"
+	// DefaultAckWait is how long a durable delivery may stay
+	// unacknowledged before it is delivered again.
+	DefaultAckWait = 30 * time.Second
+	// durableDuplicates is JetStream's window for dropping a message
+	// whose ID it has already stored (a sender's retry).
+	durableDuplicates = 2 * time.Minute
+	// durablePull bounds how many durable messages one subscription holds
+	// without acknowledging them.
+	durablePull = 64
+)
+
+type durableState struct {
+	t       *Transport
+	js      jetstream.JetStream
+	addrs   map[string]bool
+	ackWait time.Duration
+
+	mu        sync.Mutex
+	consumers map[string]jetstream.Consumer
+}
+
+type durableSub struct{ cc jetstream.ConsumeContext }
+
+// DurableConsumerName is the JetStream durable consumer of a durable
+// address: the address with every character other than A-Z a-z 0-9 and
+// '-' escaped as _XX (hex).
+func DurableConsumerName(address string) string {
+	var b strings.Builder
+	b.WriteString("cloister_")
+	for i := 0; i < len(address); i++ {
+		c := address[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "_%02X", c)
+		}
+	}
+	return b.String()
+}
 
 func newDurableState(ctx context.Context, t *Transport, cfg transportConfig) (*durableState, error) {
-	return &durableState{}, nil
+	d := &durableState{t: t, addrs: make(map[string]bool), ackWait: cfg.ackWait, consumers: make(map[string]jetstream.Consumer)}
+	if d.ackWait <= 0 {
+		d.ackWait = DefaultAckWait
+	}
+	for _, a := range cfg.durable {
+		if err := bus.ValidateAddress(a); err != nil {
+			return nil, fmt.Errorf("cluster: durable address: %w", err)
+		}
+		d.addrs[a] = true
+	}
+	js, err := jetstream.New(t.nc)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: JetStream: %w", err)
+	}
+	d.js = js
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        DurableStream,
+		Description: "messages sent to Cloister's durable addresses",
+		Subjects:    []string{DurablePrefix + ">"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Duplicates:  durableDuplicates,
+	}); err != nil {
+		return nil, fmt.Errorf("cluster: durable addresses need JetStream (a node with a store dir, or JetStream on the external servers): stream %s: %w", DurableStream, err)
+	}
+	for a := range d.addrs {
+		if _, err := d.consumer(ctx, a); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
 }
-func (d *durableState) isDurable(address string) bool                     { return false }
-func (d *durableState) subscribe(s *subscription) (*durableSub, error)    { return nil, nil }
-func (d *durableState) send(ctx context.Context, env *bus.Envelope) error { return nil }
-func (d *durableState) close()                                            {}
-func (d *durableSub) stop()                                               {}
+
+func (d *durableState) isDurable(address string) bool { return d.addrs[address] }
+
+// consumer binds to the durable consumer of address, creating it if it does
+// not exist yet (an existing one keeps its configuration).
+func (d *durableState) consumer(ctx context.Context, address string) (jetstream.Consumer, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c := d.consumers[address]; c != nil {
+		return c, nil
+	}
+	name := DurableConsumerName(address)
+	c, err := d.js.Consumer(ctx, DurableStream, name)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		c, err = d.js.CreateConsumer(ctx, DurableStream, jetstream.ConsumerConfig{
+			Durable:       name,
+			Description:   "consumers of durable address " + address,
+			FilterSubject: DurablePrefix + address,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       d.ackWait,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+		})
+		if errors.Is(err, jetstream.ErrConsumerExists) {
+			c, err = d.js.Consumer(ctx, DurableStream, name)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cluster: durable consumer of %q: %w", address, err)
+	}
+	d.consumers[address] = c
+	return c, nil
+}
+
+// send stores env in the durable stream; it returns once JetStream has
+// stored it.
+func (d *durableState) send(ctx context.Context, env *bus.Envelope) error {
+	msg := &nats.Msg{Subject: DurablePrefix + env.Address, Header: toNATS(env.Headers), Data: env.Body}
+	if _, err := d.js.PublishMsg(ctx, msg, jetstream.WithMsgID(nats.NewInbox()[len(nats.InboxPrefix):])); err != nil {
+		return fmt.Errorf("cluster: durable send to %q: %w", env.Address, err)
+	}
+	return nil
+}
+
+func (d *durableState) subscribe(s *subscription) (*durableSub, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+	defer cancel()
+	c, err := d.consumer(ctx, s.address)
+	if err != nil {
+		return nil, err
+	}
+	cc, err := c.Consume(func(m jetstream.Msg) { s.onDurable(m) }, jetstream.PullMaxMessages(durablePull))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: consume durable address %q: %w", s.address, err)
+	}
+	return &durableSub{cc: cc}, nil
+}
+
+func (s *subscription) onDurable(m jetstream.Msg) {
+	h := bus.Headers{}
+	for k, v := range m.Headers() {
+		if strings.HasPrefix(k, "Nats-") || len(v) == 0 {
+			continue
+		}
+		h[k] = v[0]
+	}
+	h[HeaderMessageID] = m.Headers().Get(jetstream.MsgIDHeader)
+	h[HeaderAck] = m.Reply()
+	if md, err := m.Metadata(); err == nil {
+		h[HeaderDelivery] = strconv.FormatUint(md.NumDelivered, 10)
+	}
+	if !s.call(&bus.Delivery{Envelope: bus.Envelope{Address: s.address, Headers: h, Body: m.Data()}, Kind: bus.KindSend}) {
+		_ = m.Nak()
+	}
+}
+
+func (d *durableState) close() {}
+
+func (ds *durableSub) stop() { ds.cc.Stop() }
+
+// AckOnReturn wraps a handler of a durable address so that each durable
+// message is acknowledged when h returns, and handed back for redelivery
+// (after a second) when h panics. Messages without [HeaderAck] (not
+// durable) pass through. A durable message whose handler is not wrapped is
+// never acknowledged: it is delivered again after the ack wait. Register
+// every consumer of a durable address with a wrapped handler.
+func (t *Transport) AckOnReturn(h bus.Handler) bus.Handler {
+	return bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
+		subject := m.Header(HeaderAck)
+		if subject == "" {
+			h.HandleMessage(ctx, m)
+			return
+		}
+		returned := false
+		defer func() {
+			var err error
+			if returned {
+				err = t.nc.Publish(subject, []byte("+ACK"))
+			} else {
+				err = t.nc.Publish(subject, []byte(`-NAK {"delay": 1000000000}`))
+			}
+			if err != nil {
+				t.logger.Warn("cluster: acknowledging a durable message", "address", m.Address(), "error", err)
+			}
+		}()
+		h.HandleMessage(ctx, m)
+		returned = true
+	})
+}
