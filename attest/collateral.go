@@ -61,15 +61,15 @@ type Collateral struct {
 // collateralBundle is the layout of phala_sgx_quote_collateral.json
 // (dcap-qvl's QuoteCollateralV3).
 type collateralBundle struct {
-	PCKCRLIssuerChain     *string `json:"pck_crl_issuer_chain"`
-	RootCACRL             *string `json:"root_ca_crl"`
-	PCKCRL                *string `json:"pck_crl"`
-	TCBInfoIssuerChain    *string `json:"tcb_info_issuer_chain"`
-	TCBInfo               *string `json:"tcb_info"`
-	TCBInfoSignature      *string `json:"tcb_info_signature"`
-	QEIdentityIssuerChain *string `json:"qe_identity_issuer_chain"`
-	QEIdentity            *string `json:"qe_identity"`
-	QEIdentitySignature   *string `json:"qe_identity_signature"`
+	PCKCRLIssuerChain     *string         `json:"pck_crl_issuer_chain"`
+	RootCACRL             *string         `json:"root_ca_crl"`
+	PCKCRL                *string         `json:"pck_crl"`
+	TCBInfoIssuerChain    *string         `json:"tcb_info_issuer_chain"`
+	TCBInfo               json.RawMessage `json:"tcb_info"`
+	TCBInfoSignature      *string         `json:"tcb_info_signature"`
+	QEIdentityIssuerChain *string         `json:"qe_identity_issuer_chain"`
+	QEIdentity            json.RawMessage `json:"qe_identity"`
+	QEIdentitySignature   *string         `json:"qe_identity_signature"`
 }
 
 // maxCollateralSize bounds every collateral file read.
@@ -78,7 +78,9 @@ const maxCollateralSize = 4 << 20
 // ParseCollateralBundle parses collateral in the JSON layout of dcap-qvl's
 // QuoteCollateralV3 (phala_sgx_quote_collateral.json): tcb_info and
 // qe_identity are the signed JSON values as strings, signatures and CRLs are
-// hex, issuer chains are PEM. root_ca_crl may be absent.
+// hex, issuer chains are PEM (URL-encoded PEM is accepted too). tcb_info and
+// qe_identity may also be embedded JSON objects, whose exact bytes are then
+// what was signed. root_ca_crl and pck_crl_issuer_chain may be absent.
 func ParseCollateralBundle(b []byte) (*Collateral, error) {
 	if len(b) > maxCollateralSize {
 		return nil, fmt.Errorf("collateral bundle is %d bytes, more than %d", len(b), maxCollateralSize)
@@ -96,14 +98,12 @@ func ParseCollateralBundle(b []byte) (*Collateral, error) {
 	c := &Collateral{}
 	var err error
 	var s string
-	if s, err = need("tcb_info", cb.TCBInfo); err != nil {
+	if c.TCBInfo, err = signedValue("tcb_info", cb.TCBInfo); err != nil {
 		return nil, err
 	}
-	c.TCBInfo = []byte(s)
-	if s, err = need("qe_identity", cb.QEIdentity); err != nil {
+	if c.QEIdentity, err = signedValue("qe_identity", cb.QEIdentity); err != nil {
 		return nil, err
 	}
-	c.QEIdentity = []byte(s)
 	if s, err = need("tcb_info_signature", cb.TCBInfoSignature); err != nil {
 		return nil, err
 	}
@@ -145,6 +145,30 @@ func ParseCollateralBundle(b []byte) (*Collateral, error) {
 		}
 	}
 	return c, nil
+}
+
+// signedValue returns the signed bytes of a bundle's tcb_info or
+// qe_identity: the content of a JSON string, or an embedded object exactly as
+// it appears in the file.
+func signedValue(name string, raw json.RawMessage) ([]byte, error) {
+	raw = bytes.TrimSpace(raw)
+	switch {
+	case len(raw) == 0 || string(raw) == "null":
+		return nil, fmt.Errorf("collateral bundle: %s missing", name)
+	case raw[0] == '{':
+		return bytes.Clone(raw), nil
+	case raw[0] == '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, fmt.Errorf("collateral bundle: %s: %w", name, err)
+		}
+		if s == "" {
+			return nil, fmt.Errorf("collateral bundle: %s missing", name)
+		}
+		return []byte(s), nil
+	default:
+		return nil, fmt.Errorf("collateral bundle: %s is neither a JSON string nor an object", name)
+	}
 }
 
 // pemText returns PEM text, URL-decoding it first if it is still encoded the

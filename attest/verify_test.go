@@ -553,6 +553,26 @@ func TestCollateralDirByContentAndURLEncodedChains(t *testing.T) {
 		t.Fatalf("%v %v", c, err)
 	}
 
+	// A bundle with tcb_info and qe_identity embedded as objects.
+	var raw map[string]json.RawMessage
+	json.Unmarshal(readTestdata(t, "sgx/phala_sgx_quote_collateral.json"), &raw)
+	for _, k := range []string{"tcb_info", "qe_identity"} {
+		var s string
+		json.Unmarshal(raw[k], &s)
+		raw[k] = json.RawMessage(s)
+	}
+	b, _ := json.Marshal(raw)
+	if !bytes.Contains(b, []byte(`"tcb_info":{"id":"SGX"`)) {
+		t.Fatalf("objects not embedded: %.200s", b)
+	}
+	col, err = ParseCollateralBundle(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := Verify(context.Background(), dcap(readTestdata(t, "sgx/phala_sgx_quote.dat")), VerifyOptions{At: phalaAt, Collateral: col}); err != nil || c.TCBStatus != TCBConfigurationAndSWHardeningNeeded {
+		t.Fatalf("embedded objects: %v %v", c, err)
+	}
+
 	// A bundle whose issuer chains are URL-encoded as in PCS headers, in a dir.
 	var m map[string]any
 	if err := json.Unmarshal(readTestdata(t, "sgx/phala_sgx_quote_collateral.json"), &m); err != nil {
@@ -561,7 +581,7 @@ func TestCollateralDirByContentAndURLEncodedChains(t *testing.T) {
 	for _, k := range []string{"tcb_info_issuer_chain", "qe_identity_issuer_chain", "pck_crl_issuer_chain"} {
 		m[k] = url.PathEscape(m[k].(string))
 	}
-	b, _ := json.Marshal(m)
+	b, _ = json.Marshal(m)
 	dir = t.TempDir()
 	os.WriteFile(filepath.Join(dir, "collateral.json"), b, 0o600)
 	col, err = LoadCollateral(dir)
