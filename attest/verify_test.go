@@ -364,7 +364,7 @@ func TestBitFlipsRejected(t *testing.T) {
 				t.Fatal(err)
 			}
 			end := signedRegionEnd(q)
-			stride := 1
+			stride := 2
 			if testing.Short() {
 				stride = 29
 			}
