@@ -27,7 +27,12 @@ func Parse(data []byte) (*Manifest, error) {
 	p := &parser{}
 	m := p.parse(data)
 	if len(p.errs) > 0 {
-		slices.SortStableFunc(p.errs, func(a, b *FieldError) int { return a.Line - b.Line })
+		slices.SortStableFunc(p.errs, func(a, b *FieldError) int {
+			if a.Line != b.Line {
+				return a.Line - b.Line
+			}
+			return a.Column - b.Column
+		})
 		errs := make([]error, len(p.errs))
 		for i, e := range p.errs {
 			errs[i] = e
