@@ -2,6 +2,7 @@ package attest
 
 import (
 	"bytes"
+	"context"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
@@ -225,4 +226,21 @@ func ParsePolicy(b []byte) (*Policy, error) {
 		return nil, err
 	}
 	return &p, nil
+}
+
+// VerifyWithPolicy verifies ev and checks its claims against p, the usual
+// pairing: simulated evidence is verified when either opts or p allows
+// simulation, and accepted only when p does. The error is a
+// [*VerificationError] or a [*PolicyError]; the claims are returned whenever
+// verification succeeded, even if the policy then failed.
+func VerifyWithPolicy(ctx context.Context, ev *Evidence, opts VerifyOptions, p *Policy) (*Claims, error) {
+	if p == nil {
+		return nil, errors.New("attest: no policy")
+	}
+	opts.AllowSimulation = opts.AllowSimulation || p.AllowSimulation
+	c, err := Verify(ctx, ev, opts)
+	if err != nil {
+		return nil, err
+	}
+	return c, p.Check(c)
 }
