@@ -42,6 +42,7 @@ type Manifest struct {
 // Service is one service of the application. A service with identities is
 // trusted (it runs in an enclave); one without is regular.
 type Service struct {
+	// Name is the service's name (its key under services).
 	Name string
 	// Identities lists the enclave identities allowed to run the service:
 	// any one suffices.
@@ -61,20 +62,26 @@ type Identity struct {
 	// MREnclave, when set, is the allowed measurement.
 	MREnclave *[32]byte
 	// MRSigner, when set, is the allowed signer (with ProductID).
-	MRSigner  *[32]byte
+	MRSigner *[32]byte
+	// ProductID is the required ISV product ID (with MRSigner only).
 	ProductID uint16
-	MinSVN    uint16
+	// MinSVN is the lowest accepted ISV security version number.
+	MinSVN uint16
 }
 
 // Secret is a secret for a trusted service: either Generate bytes the
 // coordinator draws at random, or a Value the owner supplied.
 type Secret struct {
+	// Generate is the length in bytes of a key the coordinator draws (0 when
+	// Value is set).
 	Generate int
-	Value    []byte
+	// Value is the owner-supplied secret (nil when Generate is set).
+	Value []byte
 }
 
 // Address is one bus address and the rights on it.
 type Address struct {
+	// Name is the bus address (its key under addresses).
 	Name string
 	// Secured addresses carry envelopes under address keys only trusted
 	// services hold.
@@ -123,6 +130,7 @@ type FieldError struct {
 	Msg string
 }
 
+// Error returns "path (line N): message".
 func (e *FieldError) Error() string {
 	path := e.Path
 	if path == "" {
@@ -211,8 +219,11 @@ func (m *Manifest) CanPublish(service, address string) bool {
 
 // Right is what one service may do on one address.
 type Right struct {
-	Address                string
-	Secured, Durable       bool
+	// Address is the bus address.
+	Address string
+	// Secured and Durable are the address's properties.
+	Secured, Durable bool
+	// Consume, Send and Publish say which rights the service holds.
 	Consume, Send, Publish bool
 }
 

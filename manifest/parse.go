@@ -47,6 +47,7 @@ type joinedErrors struct{ errs []error }
 
 func joinErrors(errs []error) error { return &joinedErrors{errs: errs} }
 
+// Error returns one error per line.
 func (j *joinedErrors) Error() string {
 	var b strings.Builder
 	for i, e := range j.errs {
@@ -58,6 +59,7 @@ func (j *joinedErrors) Error() string {
 	return b.String()
 }
 
+// Unwrap returns the errors, for errors.Is and errors.As.
 func (j *joinedErrors) Unwrap() []error { return j.errs }
 
 type parser struct {

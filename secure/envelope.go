@@ -107,8 +107,10 @@ func (s SenderID) String() string { return hex.EncodeToString(s[:]) }
 // Ref names one envelope: its sender and sequence number. A reply carries
 // the Ref of the request it answers.
 type Ref struct {
+	// Sender is the sealing Sealer's ID.
 	Sender SenderID
-	Seq    uint64
+	// Seq is the envelope's sequence number under that sender.
+	Seq uint64
 }
 
 // String returns "sender/seq".
@@ -159,10 +161,14 @@ func adPrefix(address string) []byte {
 // reads before any key is used. None of it is authenticated until the
 // envelope is opened.
 type Envelope struct {
-	Kind   Kind
-	Epoch  uint32
+	// Kind is the operation the envelope claims to be sealed for.
+	Kind Kind
+	// Epoch is the key epoch it claims.
+	Epoch uint32
+	// Sender is the sender ID it claims.
 	Sender SenderID
-	Seq    uint64
+	// Seq is its sequence number (≥ 1).
+	Seq uint64
 	// ReplyTo is the request a reply answers (KindReply only).
 	ReplyTo Ref
 	// Headers are the protected headers (nil when there are none).

@@ -57,10 +57,14 @@ type senderState struct {
 
 // Opened is an envelope that opened: authenticated and accepted once.
 type Opened struct {
-	Kind   Kind
-	Epoch  uint32
+	// Kind is the operation the envelope was sealed for.
+	Kind Kind
+	// Epoch is the key epoch it was sealed under.
+	Epoch uint32
+	// Sender is the sealing Sealer's ID.
 	Sender SenderID
-	Seq    uint64
+	// Seq is its sequence number.
+	Seq uint64
 	// ReplyTo is the request a reply answers (KindReply only).
 	ReplyTo Ref
 	// Headers are the protected headers (nil when none).
@@ -87,7 +91,10 @@ func (o *Opened) Ref() Ref { return Ref{Sender: o.Sender, Seq: o.Seq} }
 
 // SeqRange is an inclusive range of sequence numbers; From == 0 means empty.
 type SeqRange struct {
-	From, To uint64
+	// From is the first sequence number of the range (0: empty range).
+	From uint64
+	// To is the last sequence number of the range.
+	To uint64
 }
 
 // Count returns how many sequence numbers the range holds.

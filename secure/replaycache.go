@@ -87,12 +87,22 @@ type entry struct {
 	id [32]byte
 }
 
+// timeHeap is a min-heap of entries by client time (container/heap).
 type timeHeap []entry
 
-func (h timeHeap) Len() int           { return len(h) }
+// Len implements heap.Interface.
+func (h timeHeap) Len() int { return len(h) }
+
+// Less implements heap.Interface: older first.
 func (h timeHeap) Less(i, j int) bool { return h[i].t.Before(h[j].t) }
-func (h timeHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *timeHeap) Push(x any)        { *h = append(*h, x.(entry)) }
+
+// Swap implements heap.Interface.
+func (h timeHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+
+// Push implements heap.Interface.
+func (h *timeHeap) Push(x any) { *h = append(*h, x.(entry)) }
+
+// Pop implements heap.Interface.
 func (h *timeHeap) Pop() any {
 	old := *h
 	e := old[len(old)-1]
