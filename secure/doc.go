@@ -34,6 +34,11 @@
 // that holds the key can read, and can seal under any sender ID. Rights are
 // enforced when the coordinator hands out keys.
 //
+// A coordinator that keeps only a sealed root secret can derive address
+// keys with [DeriveAddressKey] (HKDF-SHA256 over the root, the address and
+// the epoch) and hand them out, encoded with [AddressKey.MarshalBinary] or
+// as JSON, inside grants sealed with [SealTo].
+//
 // # Envelope wire format (version 1)
 //
 // All integers are big-endian.

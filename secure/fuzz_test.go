@@ -173,3 +173,45 @@ func FuzzClientReply(f *testing.F) {
 		}
 	})
 }
+
+// FuzzKeys feeds arbitrary bytes to the key decoders: address keys (binary
+// and JSON), public keys and private keys. What decodes must re-encode to
+// the same bytes (binary forms).
+func FuzzKeys(f *testing.F) {
+	k := fuzzKey()
+	b, _ := k.MarshalBinary()
+	f.Add(b)
+	j, _ := k.MarshalJSON()
+	f.Add(j)
+	for _, s := range []Suite{SuiteHybrid, SuiteX25519} {
+		sk, err := GenerateServiceKey(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(sk.PublicKeyBytes())
+		skb, _ := sk.Bytes()
+		f.Add(skb)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var ak AddressKey
+		if ak.UnmarshalBinary(b) == nil {
+			out, err := ak.MarshalBinary()
+			if err != nil || !bytes.Equal(out, b) {
+				t.Fatalf("address key does not round-trip: %v", err)
+			}
+		}
+		if ak.UnmarshalJSON(b) == nil {
+			if _, err := ak.MarshalJSON(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if pk, err := ParsePublicKey(b); err == nil && !bytes.Equal(pk.Bytes(), b) {
+			t.Fatal("public key does not round-trip")
+		}
+		if sk, err := ParseServiceKey(b); err == nil {
+			if _, err := sk.Bytes(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
