@@ -199,7 +199,11 @@ func (p *parser) uint(path string, n *yaml.Node, lo, hi uint64) (uint64, bool) {
 	}
 	v, err := strconv.ParseUint(strings.ReplaceAll(n.Value, "_", ""), 0, 64)
 	if err != nil || v < lo || v > hi {
-		p.errorf(path, n, "want an integer from %d to %d, got %s", lo, hi, n.Value)
+		if hi == math.MaxUint64 {
+			p.errorf(path, n, "want an integer ≥ %d, got %s", lo, n.Value)
+		} else {
+			p.errorf(path, n, "want an integer from %d to %d, got %s", lo, hi, n.Value)
+		}
 		return 0, false
 	}
 	return v, true
@@ -264,10 +268,6 @@ func (p *parser) parse(data []byte) *Manifest {
 	var addresses *yaml.Node
 	present := p.fields("", root, map[string]func(string, *yaml.Node){
 		"version": func(path string, v *yaml.Node) {
-			if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!int" && strings.TrimSpace(v.Value) == "0" {
-				p.errorf(path, v, "want an integer ≥ 1, got 0")
-				return
-			}
 			m.Version, _ = p.uint(path, v, 1, math.MaxUint64)
 		},
 		"services":  func(path string, v *yaml.Node) { p.services(path, v, m) },
