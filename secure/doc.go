@@ -105,6 +105,11 @@
 // skipping 1..seq-1 (with [Opened.FirstFromSender] set, since a receiver that
 // joined late legitimately misses earlier messages).
 //
+// The checks run in this order: format ([ErrMalformed]), epoch, replay
+// window, authentication ([ErrAuth]), then whether the genuine envelope is
+// what the delivery should carry ([ErrWrongKind], [ErrWrongRequest]); only
+// an envelope that passes all of them moves the window.
+//
 // Rejections are reported by typed errors that errors.Is distinguishes:
 // [ErrMalformed], [ErrUnknownEpoch], [ErrEpochRetired], [ErrAuth],
 // [ErrReplay], [ErrTooOld], [ErrWrongKind], [ErrWrongRequest],

@@ -239,12 +239,6 @@ func (o *Opener) open(kind Kind, to *Ref, b []byte) (*Opened, error) {
 		return nil, err
 	}
 	ref := e.Ref()
-	if e.Kind != kind {
-		return nil, fmt.Errorf("%w: %s envelope %s delivered as %s", ErrWrongKind, e.Kind, ref, kind)
-	}
-	if to != nil && (e.ReplyTo.Seq != to.Seq || subtle.ConstantTimeCompare(e.ReplyTo.Sender[:], to.Sender[:]) != 1) {
-		return nil, fmt.Errorf("%w: reply %s answers %s, not %s", ErrWrongRequest, ref, e.ReplyTo, *to)
-	}
 
 	// Look up the epoch and the sender's state; check the window.
 	o.mu.Lock()
@@ -284,6 +278,15 @@ func (o *Opener) open(kind Kind, to *Ref, b []byte) (*Opened, error) {
 	pt, err := aead.Open(make([]byte, 0, len(e.ciphertext)-tagLen), counterNonce(&nonce, e.Seq), e.ciphertext, ad)
 	if err != nil {
 		return nil, fmt.Errorf("%w: envelope %s on %q epoch %d", ErrAuth, ref, o.address, e.Epoch)
+	}
+	// Genuine, but is it what this delivery should carry? (Checked after
+	// authentication, so these errors mean a genuine envelope was misrouted,
+	// not a forgery.)
+	if e.Kind != kind {
+		return nil, fmt.Errorf("%w: %s envelope %s delivered as %s", ErrWrongKind, e.Kind, ref, kind)
+	}
+	if to != nil && (e.ReplyTo.Seq != to.Seq || subtle.ConstantTimeCompare(e.ReplyTo.Sender[:], to.Sender[:]) != 1) {
+		return nil, fmt.Errorf("%w: reply %s answers %s, not %s", ErrWrongRequest, ref, e.ReplyTo, *to)
 	}
 
 	// Commit: check again, since another goroutine may have accepted the
