@@ -126,6 +126,11 @@
 // binds the protocol label, the service name and the pinned manifest hash, so
 // a request meant for one service under one manifest opens nowhere else.
 //
+// HPKE base mode authenticates the service to the client (only the holder
+// of the attested key can read the request or answer it), not the client to
+// the service: a service that must know who is asking checks a credential
+// inside the payload.
+//
 // A public key travels as u16 KEM ID ‖ the KEM's serialized public key.
 //
 //	request = "CSQ" ‖ 1 ‖ u16 KEM ID ‖ u64 client time (Unix ms) ‖ enc ‖ HPKE ciphertext
