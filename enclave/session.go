@@ -13,6 +13,10 @@ import (
 	"github.com/cloister-dev/cloister/bus"
 )
 
+// maxPosted is how many requests may be in flight before deliveries wait
+// for the connection's writes.
+const maxPosted = 4096
+
 // session is one running enclave instance: its process, its boundary
 // connection and the calls in flight across it.
 type session struct {
@@ -23,6 +27,7 @@ type session struct {
 	stop context.CancelFunc
 
 	nextToken  atomic.Uint64
+	inflight   atomic.Int64 // requests waiting for their answer
 	nextHealth atomic.Uint64
 
 	mu      sync.Mutex
@@ -126,9 +131,20 @@ func (s *session) deliver(w waiter, kind boundary.DeliveryKind, address string, 
 			return
 		}
 		s.pending[d.Token] = w
+		s.inflight.Add(1)
 		s.mu.Unlock()
 	}
-	if err := s.conn.Send(d); err != nil {
+	// Post queues the frame behind a write in progress (or starts one on a
+	// goroutine of its own) so that deliveries arriving together leave in
+	// one write; past maxPosted outstanding requests, Send applies the
+	// connection's back-pressure instead.
+	var err error
+	if s.inflight.Load() < maxPosted {
+		err = s.conn.Post(d)
+	} else {
+		err = s.conn.Send(d)
+	}
+	if err != nil {
 		if w != nil {
 			if w := s.take(d.Token); w != nil {
 				if errors.Is(err, boundary.ErrFrameTooLarge) {
@@ -147,8 +163,11 @@ func (s *session) deliver(w waiter, kind boundary.DeliveryKind, address string, 
 func (s *session) take(token uint64) waiter {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	w := s.pending[token]
-	delete(s.pending, token)
+	w, ok := s.pending[token]
+	if ok {
+		delete(s.pending, token)
+		s.inflight.Add(-1)
+	}
 	return w
 }
 

@@ -200,3 +200,75 @@ func TestDeployEnclaveConfigErrors(t *testing.T) {
 		t.Fatal("a failed deployment is listed")
 	}
 }
+
+// echoService is the regular twin of the test image's test.echo handler.
+type echoService struct{}
+
+func (echoService) Start(ctx context.Context, inst *Instance) error {
+	_, err := inst.Consumer("regular.echo", bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
+		m.Reply(m.Body())
+	}))
+	return err
+}
+
+func (echoService) Stop(ctx context.Context) error { return nil }
+
+// requestsPerSecond runs n requests to address with inflight goroutines and
+// returns the throughput.
+func requestsPerSecond(b *testing.B, bb *bus.Bus, address string, n, inflight int, body []byte) float64 {
+	var wg sync.WaitGroup
+	per := n / inflight
+	start := time.Now()
+	for range inflight {
+		wg.Go(func() {
+			for range per {
+				if _, err := bb.Request(context.Background(), address, body); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return float64(per*inflight) / time.Since(start).Seconds()
+}
+
+// BenchmarkTrustedVsRegular measures request-reply through a node to the
+// same echo handler deployed as a regular service and as a trusted service
+// (process backend), 32 requests in flight, in the same run, and reports
+// the trusted service's share of the regular one's throughput.
+func BenchmarkTrustedVsRegular(b *testing.B) {
+	img := enclaveImage(b)
+	n, err := New(Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer n.Shutdown(context.Background())
+	ctx := context.Background()
+	if _, err := n.Deploy(ctx, func() Service { return echoService{} }, DeployOptions{Name: "regular"}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := n.DeployEnclave(ctx, EnclaveConfig{Name: "trusted", Image: img, Addresses: []string{"test.echo"}, StateDir: b.TempDir()}); err != nil {
+		b.Fatal(err)
+	}
+	const inflight = 32
+	for _, size := range []int{64, 1024} {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			body := make([]byte, size)
+			total := max(b.N, inflight) / inflight * inflight
+			// Warm both paths, then measure them in alternating halves.
+			requestsPerSecond(b, n.Bus(), "regular.echo", inflight*8, inflight, body)
+			requestsPerSecond(b, n.Bus(), "test.echo", inflight*8, inflight, body)
+			b.ResetTimer()
+			var reg, tru float64
+			for range 2 {
+				reg += requestsPerSecond(b, n.Bus(), "regular.echo", total/2, inflight, body)
+				tru += requestsPerSecond(b, n.Bus(), "test.echo", total/2, inflight, body)
+			}
+			reg, tru = reg/2, tru/2
+			b.ReportMetric(reg, "regular-req/s")
+			b.ReportMetric(tru, "trusted-req/s")
+			b.ReportMetric(tru/reg, "trusted/regular")
+		})
+	}
+}

@@ -1,0 +1,228 @@
+package enclave
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloister-dev/cloister/boundary"
+	"github.com/cloister-dev/cloister/enclave/internal/testapp"
+)
+
+var benchSizes = []int{64, 1 << 10, 16 << 10, 64 << 10}
+
+// BenchmarkPipeRoundTrip is the reference: bytes to a child process that
+// echoes them, over a pair of pipes, and back.
+func BenchmarkPipeRoundTrip(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			cmd := exec.Command(os.Args[0])
+			cmd.Env = append(os.Environ(), "ENCLAVE_TEST_ECHO_CHILD=1")
+			in, err := cmd.StdinPipe()
+			if err != nil {
+				b.Fatal(err)
+			}
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				b.Fatal(err)
+			}
+			defer func() {
+				in.Close()
+				cmd.Wait()
+			}()
+			msg := make([]byte, size)
+			back := make([]byte, size)
+			b.SetBytes(int64(size))
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := in.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(out, back); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// startBench starts an enclave without a bus for boundary benchmarks.
+func startBench(b *testing.B, backend string, env ...string) *Enclave {
+	b.Helper()
+	var be Backend
+	switch backend {
+	case "inproc":
+		be = NewInProc(testapp.New(8).Serve)
+	case "process":
+		be = NewProcess(ProcessOptions{})
+	}
+	store, err := NewFileStore(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, err := New(Config{Name: "bench", Image: testImage, Backend: be, Store: store, Env: env})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		e.Stop(ctx)
+	})
+	return e
+}
+
+// roundTrip delivers body to address as a request and waits for the answer.
+func (e *Enclave) roundTrip(ch chanWaiter, address string, body []byte) error {
+	s := e.cur.Load()
+	if s == nil {
+		return fmt.Errorf("enclave down")
+	}
+	s.deliver(ch, boundary.KindRequest, address, nil, body)
+	if f, ok := (<-ch).(*boundary.Fail); ok {
+		return fmt.Errorf("%s: %s", f.Kind, f.Message)
+	}
+	return nil
+}
+
+func reportBatching(b *testing.B, e *Enclave, before boundary.Stats) {
+	st := e.Stats()
+	if w := st.Writes - before.Writes; w > 0 {
+		b.ReportMetric(float64(st.FramesSent-before.FramesSent)/float64(w), "frames/write")
+	}
+}
+
+// BenchmarkBoundaryRoundTrip is one Deliver and its Reply across the
+// boundary with an empty handler.
+func BenchmarkBoundaryRoundTrip(b *testing.B) {
+	for _, backend := range []string{"inproc", "process"} {
+		b.Run(backend, func(b *testing.B) {
+			e := startBench(b, backend)
+			for _, size := range benchSizes {
+				for _, inflight := range []int{1, 32} {
+					b.Run(fmt.Sprintf("size=%d/inflight=%d", size, inflight), func(b *testing.B) {
+						body := make([]byte, size)
+						b.SetBytes(int64(size))
+						before := e.Stats()
+						if inflight == 1 {
+							ch := make(chanWaiter, 1)
+							for b.Loop() {
+								if err := e.roundTrip(ch, "test.empty", body); err != nil {
+									b.Fatal(err)
+								}
+							}
+						} else {
+							b.SetParallelism((inflight + 1) / 2)
+							b.RunParallel(func(pb *testing.PB) {
+								ch := make(chanWaiter, 1)
+								for pb.Next() {
+									if err := e.roundTrip(ch, "test.empty", body); err != nil {
+										b.Error(err)
+										return
+									}
+								}
+							})
+						}
+						reportBatching(b, e, before)
+					})
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkBoundaryBatched sends 256 deliveries at once and then waits for
+// the 256 replies: the amortised cost of one message when frames are
+// batched (ns/op is per message).
+func BenchmarkBoundaryBatched(b *testing.B) {
+	const batch = 256
+	for _, backend := range []string{"inproc", "process"} {
+		b.Run(backend, func(b *testing.B) {
+			e := startBench(b, backend)
+			body := make([]byte, 64)
+			ch := make(chanWaiter, batch)
+			before := e.Stats()
+			b.ResetTimer()
+			for sent := 0; sent < b.N; {
+				n := min(batch, b.N-sent)
+				s := e.cur.Load()
+				for range n {
+					s.deliver(ch, boundary.KindRequest, "test.empty", nil, body)
+				}
+				for range n {
+					if f, ok := (<-ch).(*boundary.Fail); ok {
+						b.Fatal(f.Message)
+					}
+				}
+				sent += n
+			}
+			reportBatching(b, e, before)
+		})
+	}
+}
+
+// BenchmarkImagePeakRSS keeps 32 requests of 64 KiB in flight to the
+// process image and reports its peak resident memory (VmHWM).
+func BenchmarkImagePeakRSS(b *testing.B) {
+	e := startBench(b, "process")
+	body := make([]byte, 64<<10)
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		ch := make(chanWaiter, 1)
+		for pb.Next() {
+			if err := e.roundTrip(ch, "test.echo", body); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	kib, err := vmHWM(e.PID())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(kib)/1024, "VmHWM-MiB")
+}
+
+// vmHWM reads a process's peak resident set size in KiB.
+func vmHWM(pid int) (int, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			return strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		}
+	}
+	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+}
+
+func TestImagePeakRSSIsSmall(t *testing.T) {
+	// Not a limit test (timing and memory are measured in benchmarks): it
+	// only checks that VmHWM can be read for a running image.
+	h := newHarness(t, "process", harnessOpts{})
+	if _, err := h.request(t, "test.empty", nil); err != nil {
+		t.Fatal(err)
+	}
+	kib, err := vmHWM(h.e.PID())
+	if err != nil || kib <= 0 {
+		t.Fatalf("VmHWM: %d %v", kib, err)
+	}
+	t.Logf("idle image VmHWM %.1f MiB", float64(kib)/1024)
+}
