@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,7 @@ type clientFlags struct {
 	tlsCert string
 	tlsKey  string
 	tlsCA   string
+	durable stringList
 	verbose bool
 }
 
@@ -40,6 +42,7 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "client certificate (PEM) for TLS")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "client key (PEM) for TLS")
 	fs.StringVar(&c.tlsCA, "tls-ca", "", "CA certificates (PEM) that sign the servers' certificates")
+	fs.Var(&c.durable, "durable", "treat `address` as durable (at-least-once on JetStream), as the nodes do; repeatable")
 	fs.BoolVar(&c.verbose, "verbose", false, "log connection events")
 }
 
@@ -56,6 +59,7 @@ func (c *clientFlags) options(env *cliEnv) cluster.Options {
 		TLSCert:         c.tlsCert,
 		TLSKey:          c.tlsKey,
 		TLSCA:           c.tlsCA,
+		Durable:         c.durable,
 		Logger:          slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level})),
 	}
 }
@@ -161,14 +165,19 @@ func publishCommand() *command {
 func oneWayCommand(name, summary string) *command {
 	var cf clientFlags
 	var mf messageFlags
+	var count int
 	return &command{
 		name:    name,
 		args:    "ADDRESS [BODY]",
 		summary: summary,
-		help:    bodyHelp,
+		help: bodyHelp + `
+
+With --count N the message is sent N times; "{{n}}" in the body becomes the
+message's number (1 to N).`,
 		flags: func(fs *flag.FlagSet) {
 			cf.register(fs)
 			mf.register(fs, false)
+			fs.IntVar(&count, "count", 1, "send the message this many times")
 		},
 		run: func(ctx context.Context, env *cliEnv, args []string) error {
 			address, body, err := addressAndBody(env, args)
@@ -184,13 +193,23 @@ func oneWayCommand(name, summary string) *command {
 				return err
 			}
 			defer closeAll()
-			if name == "send" {
-				err = b.Send(ctx, address, body, opts...)
-			} else {
-				err = b.Publish(ctx, address, body, opts...)
+			if count < 1 {
+				return &usageError{err: fmt.Errorf("--count must be at least 1, got %d", count)}
 			}
-			if err != nil {
-				return err
+			numbered := strings.Contains(string(body), "{{n}}")
+			for i := 1; i <= count; i++ {
+				msg := body
+				if numbered {
+					msg = []byte(strings.ReplaceAll(string(body), "{{n}}", strconv.Itoa(i)))
+				}
+				if name == "send" {
+					err = b.Send(ctx, address, msg, opts...)
+				} else {
+					err = b.Publish(ctx, address, msg, opts...)
+				}
+				if err != nil {
+					return err
+				}
 			}
 			// Make sure the message left before the connection closes.
 			return flushTransport(b)
@@ -277,6 +296,7 @@ func replyCommand() *command {
 	var echo, quiet bool
 	var count int
 	var failCode int
+	var delay time.Duration
 	return &command{
 		name:    "reply",
 		args:    "ADDRESS [--echo | BODY]",
@@ -284,13 +304,15 @@ func replyCommand() *command {
 		help: `Registers a consumer at ADDRESS and answers every request with BODY, or
 with the request's own body and headers (--echo). Each message received is
 printed on standard output. It runs until interrupted, or until --count
-messages were handled.`,
+messages were handled. Durable messages (see --durable) are acknowledged
+once printed and answered; each line shows the message's ID.`,
 		flags: func(fs *flag.FlagSet) {
 			cf.register(fs)
 			fs.BoolVar(&echo, "echo", false, "answer with the request's body and headers")
 			fs.BoolVar(&quiet, "quiet", false, "do not print the messages received")
 			fs.IntVar(&count, "count", 0, "exit after this many messages (0: run until interrupted)")
 			fs.IntVar(&failCode, "fail", 0, "fail every request with this code and BODY as the message")
+			fs.DurationVar(&delay, "delay", 0, "spend this long on each message (a slow consumer)")
 		},
 		run: func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) < 1 || len(args) > 2 {
@@ -316,9 +338,16 @@ messages were handled.`,
 			defer cancel()
 			var handled atomic.Int64
 			out := &lockedWriter{w: env.stdout}
-			_, err = b.Consumer(address, bus.HandlerFunc(func(_ context.Context, m *bus.Message) {
+			var h bus.Handler = bus.HandlerFunc(func(_ context.Context, m *bus.Message) {
+				if delay > 0 {
+					time.Sleep(delay)
+				}
 				if !quiet {
-					out.printf("%s %s (%d bytes): %s\n", m.Kind(), address, len(m.Body()), printable(m.Body(), 200))
+					id := ""
+					if v := m.Header(cluster.HeaderMessageID); v != "" {
+						id = " id=" + v + " delivery=" + m.Header(cluster.HeaderDelivery)
+					}
+					out.printf("%s %s (%d bytes)%s: %s\n", m.Kind(), address, len(m.Body()), id, printable(m.Body(), 200))
 				}
 				if m.ReplyExpected() {
 					var err error
@@ -337,8 +366,11 @@ messages were handled.`,
 				if count > 0 && handled.Add(1) >= int64(count) {
 					cancel()
 				}
-			}))
-			if err != nil {
+			})
+			if t, ok := b.Transport().(*cluster.Transport); ok {
+				h = t.AckOnReturn(h)
+			}
+			if _, err := b.Consumer(address, h); err != nil {
 				return err
 			}
 			fmt.Fprintf(env.stderr, "cloister reply: listening on %s\n", address)

@@ -18,6 +18,7 @@ func nodeCommand() *command {
 		routes, servers, storeDir, logLevel          string
 		durable                                      stringList
 		cf                                           clientFlags
+		ackWait                                      time.Duration
 		enclaves                                     enclaveHosting
 	)
 	return &command{
@@ -49,6 +50,7 @@ Example, three nodes on one machine:
 			fs.StringVar(&cf.tlsCA, "tls-ca", "", "CA certificates (PEM) for --servers")
 			fs.StringVar(&storeDir, "store-dir", "", "enable JetStream on the embedded server, storing in this directory")
 			fs.Var(&durable, "durable", "a durable `address` (at-least-once on JetStream; repeatable)")
+			fs.DurationVar(&ackWait, "ack-wait", cluster.DefaultAckWait, "how long a durable message may stay unacknowledged before it is delivered again")
 			fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 			enclaves.register(fs)
 		},
@@ -73,6 +75,7 @@ Example, three nodes on one machine:
 				TLSCA:           cf.tlsCA,
 				StoreDir:        storeDir,
 				Durable:         durable,
+				AckWait:         ackWait,
 				Logger:          logger,
 				ServerDebug:     level <= slog.LevelDebug,
 			}
