@@ -166,14 +166,25 @@ func (a *App) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s := &session{app: a, opts: &a.opts, conn: conn, handlers: handlers, ctx: ctx, cancel: cancel,
-		pending: map[uint64]chan boundary.Message{}, stopped: make(chan struct{}), readDone: make(chan struct{})}
+		pending: map[uint64]chan boundary.Message{}, stopped: make(chan struct{}), readDone: make(chan struct{}),
+		shutdown: make(chan *boundary.Shutdown, 1)}
 	s.cond.L = &s.mu
+	s.idle.L = &s.mu
 	s.rt = &Runtime{s: s}
 	s.rt.log = slog.New(&logHandler{s: s, level: a.opts.LogLevel})
 	return s.serve()
 }
 
 // session is one running enclave instance.
+//
+// Scheduling is leader/followers: Workers+1 goroutines share the work. At
+// any time at most one of them (the leader) reads frames; the others run
+// handlers or wait. A leader that reads a Deliver while a worker slot is
+// free and nothing is queued hands the reading to a follower and runs the
+// handler itself, so a request crosses no goroutine on its way from the
+// read to the reply. Since at most Workers goroutines run handlers, one is
+// always free to read: OCALL results reach waiting handlers even when every
+// worker is busy.
 type session struct {
 	app      *App
 	opts     *Options
@@ -182,22 +193,25 @@ type session struct {
 	rt       *Runtime
 	ctx      context.Context
 	cancel   context.CancelFunc
+	shutdown chan *boundary.Shutdown // the first Shutdown
 
 	mu          sync.Mutex
-	cond        sync.Cond
-	queue       []*Call // waiting for a worker
-	running     int
-	openReplies int  // accepted requests not yet answered
-	draining    bool // Shutdown received
-	halted      bool // workers must exit
+	cond        sync.Cond // goroutines of the pool wait here
+	idle        sync.Cond // drain waits here
+	queue       []*Call   // waiting for a worker
+	running     int       // handlers running
+	openReplies int       // accepted requests not yet answered
+	serving     bool      // Ready sent: handlers may run
+	reading     bool      // a leader is reading
+	draining    bool      // Shutdown received
+	halted      bool      // the pool must exit
+	readerGone  bool      // reading ended (readErr set, readDone closed)
 	nextID      uint64
 	pending     map[uint64]chan boundary.Message
 	stopped     chan struct{} // closed when OCALLs must give up
-	readDone    chan struct{} // closed when the reading goroutine ended
-	readErr     error         // why it ended; read after readDone
-	readerGone  bool          // readDone, under mu
+	readDone    chan struct{} // closed when reading ended
+	readErr     error         // why; read after readDone
 	stopOnce    sync.Once
-	workers     sync.WaitGroup
 }
 
 func (s *session) fatal(err error) error {
@@ -217,16 +231,11 @@ func (s *session) serve() error {
 	}
 	s.rt.init(init)
 
-	// Read from here on, so that OnInit's OCALLs get their results.
-	shutdown := make(chan *boundary.Shutdown, 1)
-	go func() {
-		s.readErr = s.readLoop(shutdown)
-		close(s.readDone)
-		s.mu.Lock()
-		s.readerGone = true
-		s.mu.Unlock()
-		s.cond.Broadcast()
-	}()
+	// Read from here on, so that OnInit's OCALLs get their results;
+	// deliveries wait in the queue until Ready.
+	for range s.opts.Workers + 1 {
+		go s.loop()
+	}
 	if s.opts.OnInit != nil {
 		if err := s.opts.OnInit(s.ctx, s.rt); err != nil {
 			s.halt()
@@ -242,12 +251,13 @@ func (s *session) serve() error {
 		s.halt()
 		return fmt.Errorf("trusted: send Ready: %w", err)
 	}
-	for range s.opts.Workers {
-		s.workers.Go(s.worker)
-	}
+	s.mu.Lock()
+	s.serving = true
+	s.mu.Unlock()
+	s.cond.Broadcast()
 
 	select {
-	case sd := <-shutdown:
+	case sd := <-s.shutdown:
 		return s.drain(sd)
 	case <-s.readDone:
 		s.halt()
@@ -262,56 +272,118 @@ func (s *session) serve() error {
 	}
 }
 
-// readLoop dispatches ECALLs until the stream ends. It never blocks on a
-// handler or on writing (it uses Post).
-func (s *session) readLoop(shutdown chan<- *boundary.Shutdown) error {
+// loop is one goroutine of the pool (see session).
+func (s *session) loop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for {
-		m, err := s.conn.Recv()
-		if err != nil {
-			var de *boundary.DecodeError
-			if errors.As(err, &de) {
-				// The stream is still in sync: answer the call the frame
-				// belonged to, if known, report, and go on.
-				s.rejected(de)
-				continue
+		switch {
+		case s.halted:
+			return
+		case !s.reading && !s.readerGone:
+			s.lead()
+		case s.serving && len(s.queue) > 0 && s.running < s.opts.Workers:
+			c := s.queue[0]
+			s.queue[0] = nil
+			s.queue = s.queue[1:]
+			if len(s.queue) == 0 {
+				s.queue = s.queue[:0:0]
 			}
-			return err
-		}
-		switch m := m.(type) {
-		case *boundary.Deliver:
-			s.deliver(m)
-		case *boundary.RequestResult:
-			s.complete(m.CallID, m)
-		case *boundary.StoreResult:
-			s.complete(m.CallID, m)
-		case *boundary.EvidenceResult:
-			s.complete(m.CallID, m)
-		case *boundary.Health:
-			s.mu.Lock()
-			st := &boundary.HealthStatus{ID: m.ID, Healthy: !s.draining, Running: uint32(s.running),
-				Queued: uint32(len(s.queue)), Workers: uint32(s.opts.Workers)}
-			if s.draining {
-				st.Detail = "draining"
-			}
-			s.mu.Unlock()
-			s.conn.Post(st)
-		case *boundary.Shutdown:
-			s.mu.Lock()
-			first := !s.draining
-			s.draining = true
-			s.mu.Unlock()
-			if first {
-				shutdown <- m
-			}
-		case *boundary.Init:
-			s.postLog(slog.LevelError, "ignoring a second Init from the host")
+			s.runLocked(c)
+		default:
+			s.cond.Wait()
 		}
 	}
 }
 
-func (s *session) deliver(d *boundary.Deliver) {
-	h := s.handlers[d.Address]
+// runLocked runs c with s.mu released, counting it as running.
+func (s *session) runLocked(c *Call) {
+	s.running++
+	s.mu.Unlock()
+	s.run(c)
 	s.mu.Lock()
+	s.running--
+	s.cond.Signal() // a worker slot is free for queued work
+	s.idle.Broadcast()
+}
+
+// lead reads and dispatches one frame; called and returns with s.mu held.
+// It never blocks on a handler or on writing (answers go out with Post).
+func (s *session) lead() {
+	s.reading = true
+	s.mu.Unlock()
+	m, err := s.conn.Recv()
+	s.mu.Lock()
+	s.reading = false
+	if err != nil {
+		var de *boundary.DecodeError
+		if errors.As(err, &de) {
+			// The stream is still in sync: answer the call the frame
+			// belonged to, if known, report, and go on.
+			s.mu.Unlock()
+			s.rejected(de)
+			s.mu.Lock()
+			return
+		}
+		s.readErr = err
+		s.readerGone = true
+		close(s.readDone)
+		s.idle.Broadcast()
+		return
+	}
+	if d, ok := m.(*boundary.Deliver); ok {
+		c := s.accept(d)
+		switch {
+		case c == nil:
+		case s.serving && len(s.queue) == 0 && s.running < s.opts.Workers && !s.halted:
+			s.cond.Signal() // a follower takes over reading
+			s.runLocked(c)
+		default:
+			s.queue = append(s.queue, c)
+			s.cond.Signal()
+		}
+		return
+	}
+	s.mu.Unlock()
+	s.dispatch(m)
+	s.mu.Lock()
+}
+
+// dispatch handles an ECALL other than Deliver.
+func (s *session) dispatch(m boundary.Message) {
+	switch m := m.(type) {
+	case *boundary.RequestResult:
+		s.complete(m.CallID, m)
+	case *boundary.StoreResult:
+		s.complete(m.CallID, m)
+	case *boundary.EvidenceResult:
+		s.complete(m.CallID, m)
+	case *boundary.Health:
+		s.mu.Lock()
+		st := &boundary.HealthStatus{ID: m.ID, Healthy: !s.draining, Running: uint32(s.running),
+			Queued: uint32(len(s.queue)), Workers: uint32(s.opts.Workers)}
+		if s.draining {
+			st.Detail = "draining"
+		}
+		s.mu.Unlock()
+		s.conn.Post(st)
+	case *boundary.Shutdown:
+		s.mu.Lock()
+		first := !s.draining
+		s.draining = true
+		s.mu.Unlock()
+		if first {
+			s.shutdown <- m
+		}
+	case *boundary.Init:
+		s.postLog(slog.LevelError, "ignoring a second Init from the host")
+	}
+}
+
+// accept turns a Deliver into a Call, or fails it at once (draining, no
+// handler, queue full) and returns nil. Called with s.mu held.
+func (s *session) accept(d *boundary.Deliver) *Call {
+	h := s.handlers[d.Address]
 	var fk boundary.FailKind
 	var msg string
 	switch {
@@ -323,50 +395,18 @@ func (s *session) deliver(d *boundary.Deliver) {
 		fk, msg = boundary.FailOverloaded, fmt.Sprintf("enclave overloaded: %d deliveries queued", len(s.queue))
 	}
 	if fk != 0 {
-		s.mu.Unlock()
 		if d.Token != 0 {
 			s.conn.Post(&boundary.Fail{Token: d.Token, Kind: fk, Message: msg})
 		} else {
 			s.postLog(slog.LevelWarn, "dropped a delivery", "address", d.Address, "reason", msg)
 		}
-		return
+		return nil
 	}
-	c := &Call{Runtime: s.rt, handler: h, token: d.Token, kind: d.Kind, timeout: d.Timeout,
-		address: d.Address, headers: d.Headers, body: d.Body}
 	if d.Token != 0 {
 		s.openReplies++
 	}
-	s.queue = append(s.queue, c)
-	s.mu.Unlock()
-	s.cond.Signal()
-}
-
-func (s *session) worker() {
-	for {
-		s.mu.Lock()
-		for len(s.queue) == 0 && !s.halted {
-			s.cond.Wait()
-		}
-		if s.halted {
-			s.mu.Unlock()
-			return
-		}
-		c := s.queue[0]
-		s.queue[0] = nil
-		s.queue = s.queue[1:]
-		if len(s.queue) == 0 {
-			s.queue = s.queue[:0:0]
-		}
-		s.running++
-		s.mu.Unlock()
-
-		s.run(c)
-
-		s.mu.Lock()
-		s.running--
-		s.mu.Unlock()
-		s.cond.Broadcast()
-	}
+	return &Call{Runtime: s.rt, handler: h, token: d.Token, kind: d.Kind, timeout: d.Timeout,
+		address: d.Address, headers: d.Headers, body: d.Body}
 }
 
 func (s *session) run(c *Call) {
@@ -393,7 +433,7 @@ func (s *session) answered() {
 	s.mu.Lock()
 	s.openReplies--
 	s.mu.Unlock()
-	s.cond.Broadcast()
+	s.idle.Broadcast()
 }
 
 // drain finishes queued and running deliveries and open replies, for at most
@@ -403,16 +443,17 @@ func (s *session) drain(sd *boundary.Shutdown) error {
 	if grace <= 0 {
 		grace = s.opts.ShutdownGrace
 	}
+	expired := false
 	timer := time.AfterFunc(grace, func() {
 		s.mu.Lock()
-		s.halted = true
+		expired = true
 		s.mu.Unlock()
-		s.cond.Broadcast()
+		s.idle.Broadcast()
 	})
 	defer timer.Stop()
 	s.mu.Lock()
-	for !s.halted && !s.readerGone && (len(s.queue) > 0 || s.running > 0 || s.openReplies > 0) {
-		s.cond.Wait()
+	for !expired && !s.readerGone && (len(s.queue) > 0 || s.running > 0 || s.openReplies > 0) {
+		s.idle.Wait()
 	}
 	abandoned := s.openReplies
 	s.mu.Unlock()
@@ -427,13 +468,14 @@ func (s *session) drain(sd *boundary.Shutdown) error {
 	return s.conn.Flush()
 }
 
-// halt stops the workers, fails waiting OCALLs and cancels handler contexts.
+// halt stops the pool, fails waiting OCALLs and cancels handler contexts.
 func (s *session) halt() {
 	s.stopOnce.Do(func() {
 		s.mu.Lock()
 		s.halted = true
 		s.mu.Unlock()
 		s.cond.Broadcast()
+		s.idle.Broadcast()
 		close(s.stopped)
 		s.cancel()
 	})

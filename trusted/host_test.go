@@ -26,6 +26,7 @@ const (
 	envImage    = "CLOISTER_TRUSTED_TEST_IMAGE"
 	envWorkers  = "CLOISTER_TRUSTED_TEST_WORKERS"
 	envPipeEcho = "CLOISTER_TRUSTED_TEST_PIPE_ECHO"
+	envConnEcho = "CLOISTER_TRUSTED_TEST_CONN_ECHO"
 )
 
 func TestMain(m *testing.M) {
@@ -35,6 +36,9 @@ func TestMain(m *testing.M) {
 			workers = n
 		}
 		testApp(Options{Workers: workers, ShutdownGrace: 5 * time.Second}).Main()
+	}
+	if os.Getenv(envConnEcho) != "" {
+		connEcho()
 	}
 	if os.Getenv(envPipeEcho) != "" {
 		pipeEcho()
