@@ -36,8 +36,12 @@
 // At most Options.Workers handlers run at once (as the TCS count bounds the
 // threads in an SGX enclave; default 8). Deliveries beyond that wait in a
 // queue of at most Options.MaxQueue entries; beyond that they fail at once
-// with boundary.FailOverloaded. The reading loop never blocks on a handler,
-// so results of OCALLs always reach the handlers waiting for them.
+// with boundary.FailOverloaded. Workers+1 goroutines share reading and
+// running handlers (leader/followers): the one that reads a delivery runs
+// its handler itself while another takes over reading, so a request crosses
+// no goroutine inside the enclave, and since at most Workers of them run
+// handlers, one is always free to read — results of OCALLs always reach the
+// handlers waiting for them.
 //
 // # Protected storage
 //
