@@ -399,7 +399,7 @@ func (e *Enclave) Stop(ctx context.Context) error {
 	if s := e.cur.Load(); s != nil {
 		grace := e.cfg.ShutdownGrace
 		if dl, ok := ctx.Deadline(); ok {
-			grace = time.Until(dl) * 9 / 10
+			grace = time.Until(dl) * 3 / 4 // leave time to kill it
 		}
 		if grace > 0 {
 			_ = s.conn.Send(&boundary.Shutdown{Grace: grace, Reason: "host is stopping the enclave"})
