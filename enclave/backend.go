@@ -120,9 +120,12 @@ type ProcessOptions struct {
 }
 
 // PassEnv returns the host variables an enclave process inherits by
-// default: what the Go runtime and the simulated platform secrets need.
+// default: what locating the per-machine simulation secrets needs. The
+// host's Go runtime settings (GOMEMLIMIT, GOGC, GODEBUG, GOMAXPROCS) are
+// not passed: the image keeps its own defaults unless the configuration's
+// Env sets them.
 func PassEnv() []string {
-	return []string{"HOME", "USER", "TMPDIR", "XDG_CONFIG_HOME", "GODEBUG", "GOMAXPROCS", "GOMEMLIMIT", "GOGC", "TZ"}
+	return []string{"HOME", "USER", "TMPDIR", "XDG_CONFIG_HOME", "TZ"}
 }
 
 // NewProcess returns the process backend: the image runs as a child process
@@ -268,7 +271,7 @@ func (w *lineLogger) Write(b []byte) (int, error) {
 func (w *lineLogger) emit(line string) {
 	line = strings.TrimRight(line, "\r")
 	if line != "" {
-		w.log.Info("enclave: " + line)
+		w.log.Warn("enclave output: " + line)
 	}
 }
 
