@@ -85,6 +85,7 @@ const (
 	CodeNotFound         = 404 // unknown service
 	CodeConflict         = 409 // manifest already set, or version not higher
 	CodeNoManifest       = 412 // no manifest set yet
+	CodeTooMany          = 429 // too many outstanding challenges
 	CodeInternal         = 500
 	NonceSize            = 32
 	MaxMessageSize       = 1 << 20 // bound on every provisioning message
@@ -188,7 +189,8 @@ type ManifestUpdate struct {
 }
 
 // RotateRequest starts a new key epoch; Signature is the owner's over
-// RotateMessage(ManifestHash, NextEpoch).
+// RotateMessage(ManifestHash, NextEpoch, Grace), so the host can change
+// neither the epoch nor the grace period.
 type RotateRequest struct {
 	NextEpoch uint32 `json:"next_epoch"`
 	Grace     string `json:"grace"` // a Go duration; how long the old epoch stays valid
@@ -263,9 +265,40 @@ func GrantInfo(service string, nonce []byte) []byte {
 	return bind(labelGrant, []byte(service), nonce)
 }
 
-// RotateMessage is what the manifest owner signs to start epoch next.
-func RotateMessage(manifestHash []byte, next uint32) []byte {
-	return bind(labelRotate, manifestHash, binary.BigEndian.AppendUint32(nil, next))
+// RotateMessage is what the manifest owner signs to start epoch next,
+// keeping the previous epoch valid for grace (RotateRequest.Grace, as sent).
+func RotateMessage(manifestHash []byte, next uint32, grace string) []byte {
+	return bind(labelRotate, manifestHash, binary.BigEndian.AppendUint32(nil, next), []byte(grace))
+}
+
+// Evidence types as carried by trusted.Evidence and attest.EvidenceType.
+const (
+	EvidenceSimulated = "simulated"
+	EvidenceSGXDCAP   = "sgx-dcap"
+)
+
+// EncodeEvidence returns evidence in attest's binary encoding ("CLEV" ‖
+// version 1 ‖ type: 1 simulated, 2 sgx-dcap ‖ u32 quote length ‖ quote) for
+// JoinRequest.Evidence. It exists so that the join side (the trusted
+// runtime) need not import attest, which pulls in crypto/x509; the
+// coordinator decodes it with attest.Evidence.UnmarshalBinary.
+func EncodeEvidence(typ string, quote []byte) ([]byte, error) {
+	var t byte
+	switch typ {
+	case EvidenceSimulated:
+		t = 1
+	case EvidenceSGXDCAP:
+		t = 2
+	default:
+		return nil, fmt.Errorf("provision: evidence of unknown type %q", typ)
+	}
+	if len(quote) > MaxMessageSize {
+		return nil, fmt.Errorf("provision: evidence quote of %d bytes, more than %d", len(quote), MaxMessageSize)
+	}
+	b := append(make([]byte, 0, 10+len(quote)), "CLEV"...)
+	b = append(b, 1, t)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(quote)))
+	return append(b, quote...), nil
 }
 
 // ErrMalformed is returned for a provisioning message that does not decode.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+
+	"github.com/cloister-dev/cloister/attest"
 )
 
 func TestBindingsAreDistinct(t *testing.T) {
@@ -15,7 +17,7 @@ func TestBindingsAreDistinct(t *testing.T) {
 	if AttestReportData([]byte("k"), []byte("h"), []byte("n")) == digest(labelJoin, []byte("k"), []byte("h"), []byte("n")) {
 		t.Fatal("labels do not separate domains")
 	}
-	if bytes.Equal(ServiceKeyMessage([]byte("h"), "svc", []byte("k")), RotateMessage([]byte("h"), 1)) {
+	if bytes.Equal(ServiceKeyMessage([]byte("h"), "svc", []byte("k")), RotateMessage([]byte("h"), 1, "1h")) {
 		t.Fatal("messages collide")
 	}
 }
@@ -77,4 +79,27 @@ func FuzzDecode(f *testing.F) {
 		var j JoinRequest
 		_ = Decode(data, &j)
 	})
+}
+
+func TestRotateMessageBindsGrace(t *testing.T) {
+	if bytes.Equal(RotateMessage([]byte("h"), 2, "1h"), RotateMessage([]byte("h"), 2, "1000h")) {
+		t.Fatal("the grace period is not signed")
+	}
+}
+
+func TestEncodeEvidenceMatchesAttest(t *testing.T) {
+	for _, typ := range []attest.EvidenceType{attest.EvidenceSimulated, attest.EvidenceSGXDCAP} {
+		ev := attest.Evidence{Type: typ, Quote: []byte("quote bytes")}
+		want, err := ev.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := EncodeEvidence(string(typ), ev.Quote)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("EncodeEvidence(%s) = %x, %v; attest writes %x", typ, got, err, want)
+		}
+	}
+	if _, err := EncodeEvidence("tpm", nil); err == nil {
+		t.Fatal("unknown evidence type accepted")
+	}
 }
