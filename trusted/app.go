@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,6 +55,11 @@ type Options struct {
 	// MemoryLimit is the Go memory limit Main sets unless GOMEMLIMIT is set.
 	// Default DefaultMemoryLimit; negative leaves the limit alone.
 	MemoryLimit int64
+	// RedactPanics keeps panic values inside the enclave: a panicking
+	// handler's Fail message and log record then name only the address.
+	// By default the panic value (at most 512 bytes of it) is included, and
+	// like every Fail message and log record it is visible to the host.
+	RedactPanics bool
 	// Evidence, if set, produces attestation evidence for Runtime.Evidence
 	// instead of Gramine's /dev/attestation or the host.
 	Evidence EvidenceFunc
@@ -418,7 +424,14 @@ func (s *session) run(c *Call) {
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			msg := fmt.Sprintf("handler for %q panicked: %v", c.address, r)
+			msg := fmt.Sprintf("handler for %q panicked", c.address)
+			if !s.opts.RedactPanics {
+				v := fmt.Sprint(r)
+				if len(v) > 512 {
+					v = strings.ToValidUTF8(v[:512], "") + "…"
+				}
+				msg += ": " + v
+			}
 			s.rt.log.Error(msg, "address", c.address)
 			if c.ExpectsReply() {
 				c.answer(&boundary.Fail{Token: c.token, Kind: boundary.FailPanic, Message: msg})

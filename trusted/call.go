@@ -52,7 +52,8 @@ func (rt *Runtime) Config() []byte { return rt.config }
 // "simulated" or "custom" (Options.KeySource); empty if none is available.
 func (rt *Runtime) SealMode() string { return rt.sealMode }
 
-// Logger returns a logger whose records go to the host as Log OCALLs.
+// Logger returns a logger whose records go to the host as Log OCALLs. The
+// host reads them in plaintext: never log secrets or payloads.
 func (rt *Runtime) Logger() *slog.Logger { return rt.log }
 
 // init applies the Init frame: identity, config and seal keys.

@@ -525,3 +525,17 @@ func TestMainSetsMemoryLimit(t *testing.T) {
 	}
 	h.shutdown()
 }
+
+func TestRedactPanics(t *testing.T) {
+	app := testApp(Options{RedactPanics: true})
+	app.HandleFunc("leaky", func(ctx context.Context, c *Call) { panic("secret " + string(c.Body())) })
+	h := startInproc(t, app, testInit(), nil)
+	f := h.fail("leaky", nil, []byte(secretValue))
+	if f.Kind != boundary.FailPanic || strings.Contains(f.Message, secretValue) || !strings.Contains(f.Message, `"leaky" panicked`) {
+		t.Fatalf("fail: %+v", f)
+	}
+	h.shutdown()
+	if logs := strings.Join(h.logMessages(), "\n"); strings.Contains(logs, secretValue) {
+		t.Fatalf("panic value logged:\n%s", logs)
+	}
+}
