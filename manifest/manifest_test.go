@@ -463,3 +463,43 @@ func TestTestdataHashesStable(t *testing.T) {
 		t.Fatalf("hash %s, testdata/water.hash says %s", got, want)
 	}
 }
+
+func TestParseSigningKey(t *testing.T) {
+	_, edPriv, _ := ed25519.GenerateKey(rand.Reader)
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	pk8 := func(k any) []byte {
+		b, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: b})
+	}
+	sec1, _ := x509.MarshalECPrivateKey(ecKey)
+	for name, b := range map[string][]byte{
+		"ed25519 pkcs8": pk8(edPriv),
+		"p256 pkcs8":    pk8(ecKey),
+		"p256 sec1":     pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1}),
+	} {
+		s, err := ParseSigningKey(b)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		// It signs updates the matching owner verifies.
+		cur := manifestWithOwner(t, 1, s.Public(), "")
+		next := manifestWithOwner(t, 2, s.Public(), ", b: {}")
+		sig, err := SignUpdate(s, cur, next)
+		if err != nil || cur.VerifyUpdate(next, sig) != nil {
+			t.Fatalf("%s: sign/verify: %v", name, err)
+		}
+	}
+	for name, b := range map[string][]byte{
+		"p384":    pk8(p384),
+		"garbage": []byte("nope"),
+		"public":  pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte{1}}),
+	} {
+		if _, err := ParseSigningKey(b); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+}

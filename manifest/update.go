@@ -4,8 +4,11 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 )
@@ -94,4 +97,38 @@ func (m *Manifest) VerifyUpdate(next *Manifest, sig []byte) error {
 		return fmt.Errorf("%w: from %s (version %d) to %s (version %d)", ErrBadSignature, m.HashHex()[:16], m.Version, next.HashHex()[:16], next.Version)
 	}
 	return nil
+}
+
+// ParseSigningKey decodes an owner private key from PEM: PKCS #8
+// ("PRIVATE KEY", Ed25519 or ECDSA P-256) or SEC 1 ("EC PRIVATE KEY",
+// P-256), as openssl writes them. It is for the owner's tools (the CLI);
+// the private key never belongs in a manifest.
+func ParseSigningKey(pemBytes []byte) (crypto.Signer, error) {
+	blk, _ := pem.Decode(pemBytes)
+	if blk == nil {
+		return nil, errors.New("manifest: signing key: no PEM block")
+	}
+	var k any
+	var err error
+	switch blk.Type {
+	case "PRIVATE KEY":
+		k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
+	case "EC PRIVATE KEY":
+		k, err = x509.ParseECPrivateKey(blk.Bytes)
+	default:
+		return nil, fmt.Errorf("manifest: signing key: PEM block %q, want \"PRIVATE KEY\" or \"EC PRIVATE KEY\"", blk.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("manifest: signing key: %w", err)
+	}
+	switch k := k.(type) {
+	case ed25519.PrivateKey:
+		return k, nil
+	case *ecdsa.PrivateKey:
+		if k.Curve != elliptic.P256() {
+			return nil, fmt.Errorf("manifest: signing key: ECDSA on %s, want P-256", k.Curve.Params().Name)
+		}
+		return k, nil
+	}
+	return nil, fmt.Errorf("manifest: signing key: %T, want Ed25519 or ECDSA P-256", k)
 }

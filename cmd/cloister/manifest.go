@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"encoding/base64"
+	"flag"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/cloister-dev/cloister/manifest"
@@ -13,18 +16,23 @@ import (
 func manifestCommand() *command {
 	return &command{
 		name:        "manifest",
-		summary:     "check an application manifest and print its canonical hash",
-		subcommands: []*command{manifestCheckCommand(), manifestHashCommand()},
+		summary:     "check, hash and sign application manifests",
+		subcommands: []*command{manifestCheckCommand(), manifestHashCommand(), manifestSignCommand(), manifestVerifyUpdateCommand()},
 	}
 }
 
-// loadManifest parses FILE; an invalid manifest is a rejection (exit 3)
-// after every error has been printed, one per line, on stderr.
+// loadManifest parses the one FILE in args; see parseManifestFile.
 func loadManifest(env *cliEnv, args []string) (*manifest.Manifest, error) {
 	if len(args) != 1 {
 		return nil, &usageError{err: fmt.Errorf("want one manifest FILE, got %d arguments", len(args))}
 	}
-	m, err := manifest.ParseFile(args[0])
+	return parseManifestFile(env, args[0])
+}
+
+// parseManifestFile parses FILE; an invalid manifest is a rejection (exit 3)
+// after every error has been printed, one per line, on stderr.
+func parseManifestFile(env *cliEnv, file string) (*manifest.Manifest, error) {
+	m, err := manifest.ParseFile(file)
 	if err == nil {
 		return m, nil
 	}
@@ -33,13 +41,13 @@ func loadManifest(env *cliEnv, args []string) (*manifest.Manifest, error) {
 		return nil, err // could not read the file
 	}
 	for _, e := range fe {
-		fmt.Fprintf(env.stderr, "%s: %v\n", args[0], e)
+		fmt.Fprintf(env.stderr, "%s: %v\n", file, e)
 	}
 	noun := "errors"
 	if len(fe) == 1 {
 		noun = "error"
 	}
-	return nil, &rejectedError{err: fmt.Errorf("%s: invalid manifest (%d %s)", args[0], len(fe), noun)}
+	return nil, &rejectedError{err: fmt.Errorf("%s: invalid manifest (%d %s)", file, len(fe), noun)}
 }
 
 func manifestCheckCommand() *command {
@@ -112,6 +120,93 @@ invalid.`,
 				return err
 			}
 			fmt.Fprintln(env.stdout, m.HashHex())
+			return nil
+		},
+	}
+}
+
+func manifestSignCommand() *command {
+	var keyFile string
+	return &command{
+		name:    "sign",
+		args:    "CURRENT NEXT",
+		summary: "sign the update from manifest CURRENT to NEXT with the owner key (prints the signature in base64)",
+		help: `Signs "cloister manifest update v1" ‖ hash(CURRENT) ‖ hash(NEXT) with the
+owner's private key (--key: PEM, PKCS #8 Ed25519 or ECDSA P-256, or SEC 1 EC),
+which must match CURRENT's owner public key, and NEXT's version must be higher.
+The signature is printed in base64; the coordinator accepts NEXT with it.`,
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&keyFile, "key", "", "the owner's private key, a PEM `file`")
+		},
+		run: func(ctx context.Context, env *cliEnv, args []string) error {
+			if len(args) != 2 {
+				return &usageError{err: fmt.Errorf("want CURRENT and NEXT manifest files, got %d arguments", len(args))}
+			}
+			if keyFile == "" {
+				return &usageError{err: fmt.Errorf("--key is required")}
+			}
+			pemBytes, err := os.ReadFile(keyFile)
+			if err != nil {
+				return err
+			}
+			signer, err := manifest.ParseSigningKey(pemBytes)
+			if err != nil {
+				return err
+			}
+			cur, err := parseManifestFile(env, args[0])
+			if err != nil {
+				return err
+			}
+			next, err := parseManifestFile(env, args[1])
+			if err != nil {
+				return err
+			}
+			sig, err := manifest.SignUpdate(signer, cur, next)
+			if err != nil {
+				return err
+			}
+			// Refuse to print a signature the coordinator would reject.
+			if err := cur.VerifyUpdate(next, sig); err != nil {
+				return &rejectedError{err: fmt.Errorf("the update would be refused: %w", err)}
+			}
+			fmt.Fprintln(env.stdout, base64.StdEncoding.EncodeToString(sig))
+			return nil
+		},
+	}
+}
+
+func manifestVerifyUpdateCommand() *command {
+	return &command{
+		name:    "verify-update",
+		args:    "CURRENT NEXT SIGNATURE",
+		summary: "check that NEXT is a signed update of CURRENT (signature in base64, or a file holding it)",
+		help: `Accepts NEXT as the successor of CURRENT only if its version is higher and
+SIGNATURE is CURRENT's owner's signature over the update. Exit status 3 when
+it is not.`,
+		run: func(ctx context.Context, env *cliEnv, args []string) error {
+			if len(args) != 3 {
+				return &usageError{err: fmt.Errorf("want CURRENT, NEXT and SIGNATURE, got %d arguments", len(args))}
+			}
+			cur, err := parseManifestFile(env, args[0])
+			if err != nil {
+				return err
+			}
+			next, err := parseManifestFile(env, args[1])
+			if err != nil {
+				return err
+			}
+			text := args[2]
+			if b, err := os.ReadFile(text); err == nil {
+				text = string(b)
+			}
+			sig, err := base64.StdEncoding.DecodeString(strings.TrimSpace(text))
+			if err != nil {
+				return &usageError{err: fmt.Errorf("SIGNATURE: want base64 (or a file holding it): %v", err)}
+			}
+			if err := cur.VerifyUpdate(next, sig); err != nil {
+				return &rejectedError{err: err}
+			}
+			fmt.Fprintf(env.stdout, "OK version %d -> %d, %s\n", cur.Version, next.Version, next.HashHex())
 			return nil
 		},
 	}

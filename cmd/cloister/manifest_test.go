@@ -1,6 +1,12 @@
 package main
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,5 +83,54 @@ func TestManifestCheckInvalid(t *testing.T) {
 	}
 	if code, _, _ := runCLI(t, "manifest", "check", filepath.Join(t.TempDir(), "absent.yaml")); code != exitFailure {
 		t.Fatalf("absent file: exit %d", code)
+	}
+}
+
+func TestManifestSignAndVerifyUpdate(t *testing.T) {
+	dir := t.TempDir()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(priv)
+	keyFile := filepath.Join(dir, "owner.pem")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pubDER, _ := x509.MarshalPKIXPublicKey(pub)
+	write := func(name string, version int, extra string) string {
+		p := filepath.Join(dir, name)
+		src := fmt.Sprintf("version: %d\nowner: {public_key: %s}\nservices: {a: {}%s}\n", version, base64.StdEncoding.EncodeToString(pubDER), extra)
+		if err := os.WriteFile(p, []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	v1 := write("v1.yaml", 1, "")
+	v2 := write("v2.yaml", 2, ", b: {}")
+	v2b := write("v2b.yaml", 2, ", c: {}")
+
+	code, sig, errOut := runCLI(t, "manifest", "sign", "--key", keyFile, v1, v2)
+	if code != 0 {
+		t.Fatalf("sign: exit %d: %s", code, errOut)
+	}
+	if code, out, errOut := runCLI(t, "manifest", "verify-update", v1, v2, strings.TrimSpace(sig)); code != 0 || !strings.Contains(out, "OK version 1 -> 2") {
+		t.Fatalf("verify-update: exit %d: %s%s", code, out, errOut)
+	}
+	sigFile := filepath.Join(dir, "sig")
+	os.WriteFile(sigFile, []byte(sig), 0o600)
+	if code, _, errOut := runCLI(t, "manifest", "verify-update", v1, v2, sigFile); code != 0 {
+		t.Fatalf("verify-update with a file: exit %d: %s", code, errOut)
+	}
+	// The signature does not cover another NEXT.
+	if code, _, errOut := runCLI(t, "manifest", "verify-update", v1, v2b, sigFile); code != exitRejected || !strings.Contains(errOut, "bad update signature") {
+		t.Fatalf("other NEXT: exit %d: %s", code, errOut)
+	}
+	// Signing a downgrade is refused.
+	if code, _, errOut := runCLI(t, "manifest", "sign", "--key", keyFile, v2, v1); code != exitRejected || !strings.Contains(errOut, "does not increase the version") {
+		t.Fatalf("downgrade: exit %d: %s", code, errOut)
+	}
+	if code, _, _ := runCLI(t, "manifest", "sign", v1, v2); code != exitUsage {
+		t.Fatalf("no --key: exit %d", code)
 	}
 }
