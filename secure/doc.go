@@ -105,6 +105,13 @@
 // skipping 1..seq-1 (with [Opened.FirstFromSender] set, since a receiver that
 // joined late legitimately misses earlier messages).
 //
+// A restarted receiver starts with empty windows and would accept envelopes
+// its previous life already handled (for a durable address that is
+// at-least-once redelivery; otherwise it is a replay). A trusted service
+// that must not see them twice keeps [Opener.MarshalState] (the windows, not
+// the keys) in sealed storage and hands it to [Opener.RestoreState] when it
+// starts; see MarshalState for what a rolled-back snapshot still allows.
+//
 // The checks run in this order: format ([ErrMalformed]), epoch, replay
 // window, authentication ([ErrAuth]), then whether the genuine envelope is
 // what the delivery should carry ([ErrWrongKind], [ErrWrongRequest]); only

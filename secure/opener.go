@@ -253,7 +253,7 @@ func (o *Opener) open(kind Kind, to *Ref, b []byte) (*Opened, error) {
 		return nil, fmt.Errorf("%w: epoch %d of %q (envelope %s)", ErrUnknownEpoch, e.Epoch, o.address, ref)
 	}
 	st := ep.senders[e.Sender]
-	var aead cipher.AEAD
+	var aead cipher.AEAD // nil: derive the subkey below
 	if st != nil {
 		if err := st.win.check(e.Seq); err != nil {
 			o.mu.Unlock()
@@ -302,6 +302,9 @@ func (o *Opener) open(kind Kind, to *Ref, b []byte) (*Opened, error) {
 		return nil, fmt.Errorf("%w: epoch %d of %q (envelope %s)", ErrEpochRetired, e.Epoch, o.address, ref)
 	}
 	st = ep.senders[e.Sender]
+	if st != nil && st.aead == nil {
+		st.aead = aead // restored state: the subkey is derived on first use
+	}
 	if st == nil {
 		if len(ep.senders) >= o.opts.MaxSenders {
 			return nil, fmt.Errorf("%w: epoch %d of %q already has %d senders", ErrTooManySenders, e.Epoch, o.address, len(ep.senders))

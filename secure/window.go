@@ -87,3 +87,24 @@ func (w *window) shift(n uint64) {
 		w.bits[i] = v
 	}
 }
+
+// merge adds what o saw to w (both of the same width): the result has the
+// higher top, and every sequence number either marked that still fits.
+func (w *window) merge(o window) {
+	if o.max > w.max {
+		old := window{max: w.max, bits: append([]uint64(nil), w.bits...)}
+		w.max = o.max
+		copy(w.bits, o.bits)
+		o = old
+	}
+	shift := w.max - o.max
+	width := w.width()
+	for d := uint64(0); d < width; d++ {
+		if o.bits[d/64]&(1<<(d%64)) == 0 {
+			continue
+		}
+		if nd := d + shift; nd < width && nd >= d {
+			w.bits[nd/64] |= 1 << (nd % 64)
+		}
+	}
+}
