@@ -316,7 +316,9 @@ func (e *Enclave) Restarts() int {
 // Stats returns the boundary traffic of the running instance.
 func (e *Enclave) Stats() boundary.Stats {
 	if s := e.cur.Load(); s != nil {
-		return s.conn.Stats()
+		st := s.conn.Stats()
+		st.FramesSent, st.Writes = s.out.frames.Load(), s.out.writes.Load()
+		return st
 	}
 	return boundary.Stats{}
 }
@@ -402,7 +404,7 @@ func (e *Enclave) Stop(ctx context.Context) error {
 			grace = time.Until(dl) * 3 / 4 // leave time to kill it
 		}
 		if grace > 0 {
-			_ = s.conn.Send(&boundary.Shutdown{Grace: grace, Reason: "host is stopping the enclave"})
+			_ = s.out.send(&boundary.Shutdown{Grace: grace, Reason: "host is stopping the enclave"}, true)
 			t := time.NewTimer(grace + 100*time.Millisecond)
 			select {
 			case <-s.done:
@@ -620,7 +622,7 @@ func (e *Enclave) launch() (*session, error) {
 	}
 	init := &boundary.Init{Identity: e.identity, Name: e.cfg.Name, Instance: uint32(e.cfg.Instance),
 		SealMode: mode, SealPolicy: e.cfg.SealPolicy, SealSecret: e.cfg.SealSecret, Config: e.cfg.InitConfig}
-	if err := conn.Send(init); err != nil {
+	if err := s.out.send(init, true); err != nil {
 		s.finish(err)
 		<-s.exited()
 		return nil, fmt.Errorf("enclave %s: send Init: %w", e.name, err)

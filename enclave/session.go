@@ -13,16 +13,13 @@ import (
 	"github.com/cloister-dev/cloister/bus"
 )
 
-// maxPosted is how many requests may be in flight before deliveries wait
-// for the connection's writes.
-const maxPosted = 4096
-
 // session is one running enclave instance: its process, its boundary
 // connection and the calls in flight across it.
 type session struct {
 	e    *Enclave
 	proc Process
 	conn *boundary.Conn
+	out  *frameWriter // all host → enclave frames after the handshake
 	ctx  context.Context // ends with the session; bounds OCALL work
 	stop context.CancelFunc
 
@@ -45,7 +42,8 @@ type session struct {
 
 func newSession(e *Enclave, proc Process, conn *boundary.Conn) *session {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &session{e: e, proc: proc, conn: conn, ctx: ctx, stop: cancel,
+	_, w := proc.Streams()
+	s := &session{e: e, proc: proc, conn: conn, out: newFrameWriter(w, conn.PeerMaxFrame()), ctx: ctx, stop: cancel,
 		pending: make(map[uint64]waiter), healthW: make(map[uint64]chan *boundary.HealthStatus),
 		readyCh: make(chan struct{}), done: make(chan struct{})}
 	// A process that dies closes its streams, but a descendant could keep
@@ -98,6 +96,7 @@ func (s *session) finish(why error) {
 		s.e.instanceDown(why)
 	}
 	s.stop()
+	s.out.close()
 	s.conn.Close()
 	_ = s.proc.Kill()
 	msg := fmt.Sprintf("enclave %s", s.e.name)
@@ -134,16 +133,9 @@ func (s *session) deliver(w waiter, kind boundary.DeliveryKind, address string, 
 		s.inflight.Add(1)
 		s.mu.Unlock()
 	}
-	// Post queues the frame behind a write in progress (or starts one on a
-	// goroutine of its own) so that deliveries arriving together leave in
-	// one write; past maxPosted outstanding requests, Send applies the
-	// connection's back-pressure instead.
-	var err error
-	if s.inflight.Load() < maxPosted {
-		err = s.conn.Post(d)
-	} else {
-		err = s.conn.Send(d)
-	}
+	// Alone in flight, the frame is written at once (lowest latency); with
+	// others in flight it joins the next batched write.
+	err := s.out.send(d, s.inflight.Load() <= 1)
 	if err != nil {
 		if w != nil {
 			if w := s.take(d.Token); w != nil {
@@ -187,7 +179,7 @@ func (s *session) health(ctx context.Context) (*boundary.HealthStatus, error) {
 		delete(s.healthW, id)
 		s.mu.Unlock()
 	}()
-	if err := s.conn.Send(&boundary.Health{ID: id}); err != nil {
+	if err := s.out.send(&boundary.Health{ID: id}, true); err != nil {
 		return nil, err
 	}
 	select {
@@ -342,7 +334,7 @@ func (s *session) request(m *boundary.Request) {
 			res.Headers, res.Body = reply.Headers(), reply.Body()
 		}
 	}
-	if err := s.conn.Send(res); err != nil && !errors.Is(err, boundary.ErrClosed) {
+	if err := s.out.send(res, false); err != nil && !closed(err) {
 		s.e.log.Warn("enclave: could not return a request's result", "address", m.Address, "error", err)
 	}
 }
@@ -355,7 +347,7 @@ func (s *session) storePut(m *boundary.StorePut) {
 		res.Error = err.Error()
 		s.e.log.Error("enclave: store put failed", "error", err)
 	}
-	_ = s.conn.Send(res)
+	_ = s.out.send(res, false)
 }
 
 func (s *session) storeGet(m *boundary.StoreGet) {
@@ -370,7 +362,7 @@ func (s *session) storeGet(m *boundary.StoreGet) {
 		}
 		res.Found, res.Blob = found, blob
 	}
-	_ = s.conn.Send(res)
+	_ = s.out.send(res, false)
 }
 
 func (s *session) evidence(m *boundary.GetEvidence) {
@@ -387,5 +379,5 @@ func (s *session) evidence(m *boundary.GetEvidence) {
 	if err != nil {
 		res.Error = err.Error()
 	}
-	_ = s.conn.Send(res)
+	_ = s.out.send(res, false)
 }
