@@ -318,6 +318,7 @@ func TestStrictness(t *testing.T) {
 	expectErrors(t, "version: 1\n"+svc+"    secrets:\n      k: {value: 'base64:!!'}\n", "services.a.secrets.k.value (line 7): bad encoding")
 	expectErrors(t, "version: 1\nservices: {a: {}}\naddresses:\n  x: {consume: [a, a]}\n", `addresses."x".consume[1] (line 4): service "a" listed twice`)
 	expectErrors(t, "version: 1\nservices: {a: {}}\naddresses:\n  x:\n", `addresses."x" (line 4): an address needs at least one right`)
+	expectErrors(t, "version: 1\nservices: {a: {}}\naddresses:\n  x: {durable: true}\n", `addresses."x" (line 4): an address needs at least one right`)
 	for _, bad := range []string{"a..b", ".a", "a.", "$sys", "a b", "a.>", strings.Repeat("a", 256)} {
 		expectErrors(t, fmt.Sprintf("version: 1\nservices: {a: {}}\naddresses:\n  %q: {consume: [a]}\n", bad), "invalid address")
 	}

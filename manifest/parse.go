@@ -666,6 +666,13 @@ func (p *parser) addresses(path string, n *yaml.Node, m *Manifest) {
 		if present == nil {
 			continue
 		}
+		_, c := present["consume"]
+		_, sd := present["send"]
+		_, pb := present["publish"]
+		if !c && !sd && !pb {
+			p.errorf(ap, kv.value, "an address needs at least one right (consume, send or publish)")
+			continue
+		}
 		if a.Secured {
 			for _, r := range refs {
 				if s := m.Services[r.name]; !s.Trusted() {
