@@ -1,0 +1,464 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cloister-dev/cloister/attest"
+	"github.com/cloister-dev/cloister/manifest"
+	"github.com/cloister-dev/cloister/provision"
+	"github.com/cloister-dev/cloister/seal"
+	"github.com/cloister-dev/cloister/secure"
+	"github.com/cloister-dev/cloister/trusted"
+)
+
+// Defaults of Options.
+const (
+	// DefaultMaxChallenges bounds the challenges outstanding at once.
+	DefaultMaxChallenges = 4096
+	// DefaultGrace is the grace period of a rotation that names none.
+	DefaultGrace = 10 * time.Minute
+	// MaxGrace bounds the grace period of a rotation.
+	MaxGrace = 30 * 24 * time.Hour
+)
+
+// Options configure a Coordinator. The zero value is usable.
+type Options struct {
+	// NonceLifetime is how long a challenge may be answered (default
+	// provision.DefaultNonceLifetime).
+	NonceLifetime time.Duration
+	// MaxChallenges bounds the challenges outstanding at once (default
+	// DefaultMaxChallenges); beyond it challenges are refused with
+	// provision.CodeTooMany until some expire or are spent.
+	MaxChallenges int
+	// SimPlatformKeyPath is where this machine's simulation platform key
+	// lives (default attest.DefaultSimPlatformKeyPath). When the manifest
+	// allows simulation, simulated evidence signed by that key is verified;
+	// the key is created if the machine has none yet.
+	SimPlatformKeyPath string
+	// SimPlatformKeys are further simulation platform keys to trust (other
+	// machines of a simulated cluster).
+	SimPlatformKeys []*ecdsa.PublicKey
+	// Collateral, when set, is used to verify SGX DCAP evidence down to its
+	// TCB status; without it DCAP evidence has no TCB status and is refused
+	// by every manifest (whose accepted TCB statuses are never empty).
+	Collateral *attest.Collateral
+	// Now is the clock (default time.Now). Inside an enclave the clock is
+	// the host's.
+	Now func() time.Time
+}
+
+// Coordinator is the provisioning service: register it on a trusted.App
+// (see NewApp) and serve. One Coordinator may serve several enclave
+// instances of one App (trusted.App.Serve); each has its own state, read
+// from its own protected storage.
+type Coordinator struct {
+	opts Options
+
+	mu        sync.Mutex
+	instances map[*trusted.Runtime]*instance
+}
+
+// New returns a Coordinator with opts.
+func New(opts Options) *Coordinator {
+	if opts.NonceLifetime <= 0 {
+		opts.NonceLifetime = provision.DefaultNonceLifetime
+	}
+	if opts.MaxChallenges <= 0 {
+		opts.MaxChallenges = DefaultMaxChallenges
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Coordinator{opts: opts, instances: map[*trusted.Runtime]*instance{}}
+}
+
+// NewApp returns a trusted.App that serves the coordinator: topts with the
+// coordinator's OnInit hook (which runs topts.OnInit first, if set) and a
+// seal policy of MRENCLAVE unless topts sets one, and the coordinator's
+// handlers registered. Call its Main (an image) or Serve.
+func NewApp(opts Options, topts trusted.Options) *trusted.App {
+	c := New(opts)
+	next := topts.OnInit
+	topts.OnInit = func(ctx context.Context, rt *trusted.Runtime) error {
+		if next != nil {
+			if err := next(ctx, rt); err != nil {
+				return err
+			}
+		}
+		return c.Init(ctx, rt)
+	}
+	if topts.SealPolicy == 0 {
+		topts.SealPolicy = seal.PolicyMRENCLAVE
+	}
+	app := trusted.New(topts)
+	c.Register(app)
+	return app
+}
+
+// Register registers the coordinator's handlers (every provision.Address*
+// it serves) on app. Init must run for each instance before it serves
+// (trusted.Options.OnInit); NewApp arranges both.
+func (c *Coordinator) Register(app *trusted.App) {
+	for addr, h := range map[string]handlerFunc{
+		provision.AddressAttest:         (*instance).attest,
+		provision.AddressServiceKey:     (*instance).serviceKey,
+		provision.AddressChallenge:      (*instance).challenge,
+		provision.AddressJoin:           (*instance).join,
+		provision.AddressManifestSet:    (*instance).manifestSet,
+		provision.AddressManifestUpdate: (*instance).manifestUpdate,
+		provision.AddressRotate:         (*instance).rotate,
+		provision.AddressStatus:         (*instance).status,
+	} {
+		app.HandleFunc(addr, func(ctx context.Context, call *trusted.Call) {
+			c.serve(ctx, call, h)
+		})
+	}
+}
+
+// Init loads (or, on first start, creates) the instance's sealed state.
+func (c *Coordinator) Init(ctx context.Context, rt *trusted.Runtime) error {
+	st, m, created, err := loadState(ctx, rt)
+	if err != nil {
+		return err
+	}
+	in := &instance{
+		opts: &c.opts, rt: rt, st: st, m: m,
+		sign:     ed25519.NewKeyFromSeed(st.SigningSeed),
+		nonces:   map[[provision.NonceSize]byte]time.Time{},
+		channels: map[string]*secure.ServiceKey{},
+	}
+	if m != nil {
+		in.hash = m.Hash()
+	}
+	c.mu.Lock()
+	c.instances[rt] = in
+	c.mu.Unlock()
+	log := rt.Logger()
+	switch {
+	case created:
+		log.Info("coordinator: new state (root secret and signing key drawn)", "epoch", st.Epoch)
+	case m != nil:
+		log.Info("coordinator: state restored", "manifest", hex.EncodeToString(in.hash[:]), "version", m.Version, "epoch", st.Epoch)
+	default:
+		log.Info("coordinator: state restored, no manifest yet", "epoch", st.Epoch)
+	}
+	return nil
+}
+
+// Error is a refusal: it is answered as a bus recipient failure with Code
+// (one of provision.Code*) and Message.
+type Error struct {
+	Code    int
+	Message string
+}
+
+// Error returns the message.
+func (e *Error) Error() string { return fmt.Sprintf("coordinator: %s (code %d)", e.Message, e.Code) }
+
+func refuse(code int, format string, a ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, a...)}
+}
+
+// handlerFunc is one of the instance's handlers as a method expression.
+type handlerFunc func(*instance, context.Context, *trusted.Call) ([]byte, error)
+
+// serve runs h for one call and answers it.
+func (c *Coordinator) serve(ctx context.Context, call *trusted.Call, h handlerFunc) {
+	c.mu.Lock()
+	in := c.instances[call.Runtime]
+	c.mu.Unlock()
+	var body []byte
+	err := error(refuse(provision.CodeInternal, "coordinator not initialised"))
+	if in != nil {
+		body, err = h(in, ctx, call)
+	}
+	if !call.ExpectsReply() {
+		return
+	}
+	if err != nil {
+		var e *Error
+		if !errors.As(err, &e) {
+			call.Logger().Error("coordinator: internal error", "address", call.Address(), "err", err)
+			e = refuse(provision.CodeInternal, "%v", err)
+		}
+		_ = call.Fail(e.Code, e.Message)
+		return
+	}
+	_ = call.Reply(nil, body)
+}
+
+// instance is the coordinator of one enclave instance.
+type instance struct {
+	opts *Options
+	rt   *trusted.Runtime
+
+	mu       sync.Mutex
+	st       *state
+	m        *manifest.Manifest
+	hash     [32]byte
+	sign     ed25519.PrivateKey
+	nonces   map[[provision.NonceSize]byte]time.Time
+	channels map[string]*secure.ServiceKey
+	simKeys  []*ecdsa.PublicKey
+	evType   string
+}
+
+// current returns the manifest and its hash, or a refusal if none is set.
+func (in *instance) current() (*manifest.Manifest, [32]byte, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.m == nil {
+		return nil, [32]byte{}, refuse(provision.CodeNoManifest, "no manifest set yet (send one to %s)", provision.AddressManifestSet)
+	}
+	return in.m, in.hash, nil
+}
+
+// save stores the state; the caller holds in.mu.
+func (in *instance) save(ctx context.Context) error {
+	return saveState(ctx, in.rt, in.st)
+}
+
+func (in *instance) attest(ctx context.Context, call *trusted.Call) ([]byte, error) {
+	req, err := decodeAttest(call.Body())
+	if err != nil {
+		return nil, err
+	}
+	m, hash, err := in.current()
+	if err != nil {
+		return nil, err
+	}
+	pub := in.sign.Public().(ed25519.PublicKey)
+	ev, err := in.rt.Evidence(ctx, provision.AttestReportData(pub, hash[:], req.Nonce))
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: own evidence: %w", err)
+	}
+	in.mu.Lock()
+	in.evType = ev.Type
+	in.mu.Unlock()
+	evb, err := provision.EncodeEvidence(ev.Type, ev.Quote)
+	if err != nil {
+		return nil, err
+	}
+	return provision.Encode(provision.AttestResponse{Evidence: evb, SigningKey: pub, ManifestHash: hash[:], ManifestVersion: m.Version})
+}
+
+// channelKey returns the channel key of service (derived once, then cached).
+func (in *instance) channelKey(service string) (*secure.ServiceKey, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if k := in.channels[service]; k != nil {
+		return k, nil
+	}
+	k, err := channelKey(in.st.Root, service)
+	if err != nil {
+		return nil, err
+	}
+	in.channels[service] = k
+	return k, nil
+}
+
+// trustedService returns the manifest's service if enclaves may join as it.
+func trustedService(m *manifest.Manifest, name string) (*manifest.Service, error) {
+	s, err := m.Service(name)
+	if err != nil {
+		return nil, refuse(provision.CodeNotFound, "service %q is not in the manifest", name)
+	}
+	if !s.Trusted() {
+		return nil, refuse(provision.CodeRefused, "service %s is a regular service (no enclave identities in the manifest): it has no keys", name)
+	}
+	return s, nil
+}
+
+func (in *instance) serviceKey(_ context.Context, call *trusted.Call) ([]byte, error) {
+	req, err := decodeServiceKey(call.Body())
+	if err != nil {
+		return nil, err
+	}
+	m, hash, err := in.current()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := trustedService(m, req.Service); err != nil {
+		return nil, err
+	}
+	k, err := in.channelKey(req.Service)
+	if err != nil {
+		return nil, err
+	}
+	pub := k.PublicKeyBytes()
+	sig := ed25519.Sign(in.sign, provision.ServiceKeyMessage(hash[:], req.Service, pub))
+	return provision.Encode(provision.ServiceKeyResponse{Service: req.Service, PublicKey: pub, ManifestHash: hash[:], Signature: sig})
+}
+
+func (in *instance) challenge(_ context.Context, _ *trusted.Call) ([]byte, error) {
+	var n [provision.NonceSize]byte
+	if _, err := rand.Read(n[:]); err != nil {
+		return nil, fmt.Errorf("coordinator: nonce: %w", err)
+	}
+	now := in.opts.Now()
+	in.mu.Lock()
+	for k, exp := range in.nonces {
+		if !now.Before(exp) {
+			delete(in.nonces, k)
+		}
+	}
+	if len(in.nonces) >= in.opts.MaxChallenges {
+		in.mu.Unlock()
+		return nil, refuse(provision.CodeTooMany, "%d challenges outstanding, the most allowed: try again when some have expired", len(in.nonces))
+	}
+	in.nonces[n] = now.Add(in.opts.NonceLifetime)
+	in.mu.Unlock()
+	return provision.Encode(provision.Challenge{Nonce: n[:]})
+}
+
+// spendNonce removes nonce from the outstanding challenges and reports
+// whether it was outstanding and fresh.
+func (in *instance) spendNonce(nonce []byte) error {
+	var n [provision.NonceSize]byte
+	copy(n[:], nonce)
+	in.mu.Lock()
+	exp, ok := in.nonces[n]
+	delete(in.nonces, n)
+	in.mu.Unlock()
+	if !ok {
+		return refuse(provision.CodeRefused, "nonce %x… was not issued by this coordinator or was already used (a replay?)", nonce[:4])
+	}
+	if !in.opts.Now().Before(exp) {
+		return refuse(provision.CodeRefused, "nonce %x… expired at %s: ask for a new challenge", nonce[:4], exp.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+func (in *instance) manifestSet(ctx context.Context, call *trusted.Call) ([]byte, error) {
+	next, err := decodeManifestSet(call.Body())
+	if err != nil {
+		return nil, err
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.m != nil {
+		same := ""
+		if next.Hash() == in.hash {
+			same = "the same manifest; "
+		}
+		return nil, refuse(provision.CodeConflict, "manifest already set (version %d, hash %x): %sonly updates signed by the owner are accepted, on %s",
+			in.m.Version, in.hash, same, provision.AddressManifestUpdate)
+	}
+	if err := in.install(ctx, next); err != nil {
+		return nil, err
+	}
+	return provision.Encode(in.statusLocked())
+}
+
+func (in *instance) manifestUpdate(ctx context.Context, call *trusted.Call) ([]byte, error) {
+	next, sig, err := decodeManifestUpdate(call.Body())
+	if err != nil {
+		return nil, err
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.m == nil {
+		return nil, refuse(provision.CodeNoManifest, "no manifest set yet: set the first one on %s", provision.AddressManifestSet)
+	}
+	if err := in.m.VerifyUpdate(next, sig); err != nil {
+		switch {
+		case errors.Is(err, manifest.ErrNotNewer):
+			return nil, refuse(provision.CodeConflict, "update refused: version %d is not higher than the current %d", next.Version, in.m.Version)
+		case errors.Is(err, manifest.ErrNoOwner):
+			return nil, refuse(provision.CodeUnauthorized, "update refused: the current manifest names no owner key, so it cannot be updated")
+		default:
+			return nil, refuse(provision.CodeUnauthorized, "update refused: the signature is not the current owner's over this update")
+		}
+	}
+	if err := in.install(ctx, next); err != nil {
+		return nil, err
+	}
+	return provision.Encode(in.statusLocked())
+}
+
+// install makes next the current manifest and stores it; the caller holds
+// in.mu. On failure nothing changes.
+func (in *instance) install(ctx context.Context, next *manifest.Manifest) error {
+	prev := in.st.Manifest
+	in.st.Manifest = next.Canonical()
+	if err := in.save(ctx); err != nil {
+		in.st.Manifest = prev
+		return err
+	}
+	in.m, in.hash = next, next.Hash()
+	in.rt.Logger().Info("coordinator: manifest set", "hash", hex.EncodeToString(in.hash[:]), "version", next.Version)
+	return nil
+}
+
+func (in *instance) rotate(ctx context.Context, call *trusted.Call) ([]byte, error) {
+	req, grace, err := decodeRotate(call.Body())
+	if err != nil {
+		return nil, err
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.m == nil {
+		return nil, refuse(provision.CodeNoManifest, "no manifest set yet")
+	}
+	if in.m.Owner == nil {
+		return nil, refuse(provision.CodeUnauthorized, "rotation refused: the manifest names no owner key")
+	}
+	if !in.m.Owner.Verify(provision.RotateMessage(in.hash[:], req.NextEpoch, req.Grace), req.Signature) {
+		return nil, refuse(provision.CodeUnauthorized, "rotation refused: the signature is not the owner's over epoch %d, grace %q and manifest %x", req.NextEpoch, req.Grace, in.hash)
+	}
+	if req.NextEpoch != in.st.Epoch+1 {
+		return nil, refuse(provision.CodeConflict, "rotation refused: the current epoch is %d, so the next is %d, not %d", in.st.Epoch, in.st.Epoch+1, req.NextEpoch)
+	}
+	prevEpoch, prevGrace := in.st.Epoch, in.st.GraceUntil
+	in.st.Epoch = req.NextEpoch
+	in.st.GraceUntil = in.opts.Now().Add(grace)
+	if err := in.save(ctx); err != nil {
+		in.st.Epoch, in.st.GraceUntil = prevEpoch, prevGrace
+		return nil, err
+	}
+	in.rt.Logger().Info("coordinator: new key epoch", "epoch", in.st.Epoch, "previous_valid_until", in.st.GraceUntil)
+	notice, err := provision.Encode(provision.EpochNotice{Epoch: in.st.Epoch, ManifestHash: in.hash[:]})
+	if err != nil {
+		return nil, err
+	}
+	if err := in.rt.Publish(ctx, provision.AddressEpoch, nil, notice); err != nil {
+		in.rt.Logger().Warn("coordinator: publishing the epoch notice failed", "err", err)
+	}
+	return provision.Encode(in.statusLocked())
+}
+
+func (in *instance) status(_ context.Context, _ *trusted.Call) ([]byte, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return provision.Encode(in.statusLocked())
+}
+
+// statusLocked returns the public state; the caller holds in.mu.
+func (in *instance) statusLocked() provision.Status {
+	id := in.rt.Identity()
+	s := provision.Status{
+		ManifestSet: in.m != nil,
+		Epoch:       in.st.Epoch,
+		Joins:       in.st.Joins,
+		Refusals:    in.st.Refusals,
+		// Until the coordinator produced evidence it does not know its type.
+		EvidenceType: in.evType,
+		Measurement:  hex.EncodeToString(id.MREnclave[:]),
+	}
+	if in.m != nil {
+		s.ManifestHash = hex.EncodeToString(in.hash[:])
+		s.ManifestVersion = in.m.Version
+	}
+	if in.st.Epoch > 1 && in.opts.Now().Before(in.st.GraceUntil) {
+		s.GraceUntil = in.st.GraceUntil
+	}
+	return s
+}

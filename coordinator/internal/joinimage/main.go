@@ -1,0 +1,119 @@
+// Command joinimage is a test enclave image: it joins the coordinator as
+// the service named by JOIN_SERVICE (through coordinator/joiner) and serves
+//
+//	<service>.join  join (again) and answer a summary of the grant: epochs,
+//	                SHA-256 fingerprints of the address keys and of the
+//	                channel key (never the keys themselves)
+//	<service>.echo  a client-channel request: open it with the channel key
+//	                and answer "echo: " + plaintext, sealed to the client
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"os"
+	"sync"
+
+	"github.com/cloister-dev/cloister/coordinator/joiner"
+	"github.com/cloister-dev/cloister/provision"
+	"github.com/cloister-dev/cloister/secure"
+	"github.com/cloister-dev/cloister/trusted"
+)
+
+// Summary is what <service>.join answers.
+type Summary struct {
+	Service    string            `json:"service"`
+	Epoch      uint32            `json:"epoch"`
+	Keys       map[string]string `json:"keys"` // "address/epoch" → SHA-256 of the key
+	Secrets    map[string]string `json:"secrets"`
+	ChannelKey string            `json:"channel_key"` // SHA-256 of the private key
+	ChannelPub string            `json:"channel_pub"` // hex of the public key
+}
+
+type server struct {
+	service string
+	mu      sync.Mutex
+	grant   *provision.Grant
+	channel *secure.ServiceKey
+}
+
+func fingerprint(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:8])
+}
+
+func (s *server) join(ctx context.Context, c *trusted.Call) {
+	g, ck, err := joiner.Join(ctx, c.Runtime, s.service)
+	if err != nil {
+		var re *joiner.RefusedError
+		if errors.As(err, &re) {
+			_ = c.Fail(re.Code, re.Message)
+			return
+		}
+		_ = c.Fail(500, err.Error())
+		return
+	}
+	s.mu.Lock()
+	s.grant, s.channel = g, ck
+	s.mu.Unlock()
+	sum := Summary{Service: g.Service, Epoch: g.Epoch, Keys: map[string]string{}, Secrets: map[string]string{}}
+	for _, a := range g.Addresses {
+		for _, k := range a.Keys {
+			sum.Keys[a.Address+"/"+itoa(k.Epoch)] = fingerprint(k.Key)
+		}
+	}
+	for n, v := range g.Secrets {
+		sum.Secrets[n] = fingerprint(v)
+	}
+	if ck != nil {
+		sum.ChannelKey = fingerprint(g.ChannelKey)
+		sum.ChannelPub = hex.EncodeToString(ck.PublicKeyBytes())
+	}
+	b, _ := json.Marshal(sum)
+	_ = c.Reply(nil, b)
+}
+
+func itoa(n uint32) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+func (s *server) echo(_ context.Context, c *trusted.Call) {
+	s.mu.Lock()
+	g, ck := s.grant, s.channel
+	s.mu.Unlock()
+	if ck == nil {
+		_ = c.Fail(503, "not joined yet")
+		return
+	}
+	var hash [32]byte
+	copy(hash[:], g.ManifestHash)
+	req, err := ck.OpenRequest(secure.ChannelInfo(s.service, hash), c.Body())
+	if err != nil {
+		_ = c.Fail(400, err.Error())
+		return
+	}
+	if !c.ExpectsReply() {
+		return
+	}
+	out, err := req.SealReply(append([]byte("echo: "), req.Plaintext...))
+	if err != nil {
+		_ = c.Fail(500, err.Error())
+		return
+	}
+	_ = c.Reply(nil, out)
+}
+
+func main() {
+	s := &server{service: os.Getenv("JOIN_SERVICE")}
+	if s.service == "" {
+		s.service = "joiner"
+	}
+	app := trusted.New(trusted.Options{})
+	app.HandleFunc(s.service+".join", s.join)
+	app.HandleFunc(s.service+".echo", s.echo)
+	app.Main()
+}

@@ -1,0 +1,105 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/cloister-dev/cloister/manifest"
+	"github.com/cloister-dev/cloister/trusted"
+)
+
+// stateKey is the protected-storage key of the coordinator's state.
+const stateKey = "cloister/coordinator/state/v1"
+
+// rootSize is the size of the root secret every key derives from.
+const rootSize = 32
+
+// state is what the coordinator keeps in protected storage (sealed inside
+// the enclave by trusted.Runtime.Put). Everything a grant holds derives
+// from Root, so a restarted coordinator hands out the same keys.
+type state struct {
+	Format int `json:"format"`
+	// Root is the root secret: address keys, generated secrets and the
+	// services' channel keys derive from it.
+	Root []byte `json:"root"`
+	// SigningSeed is the Ed25519 seed of the coordinator's signing key.
+	SigningSeed []byte `json:"signing_seed"`
+	// Manifest is the canonical JSON of the current manifest (nil: none yet).
+	Manifest []byte `json:"manifest,omitempty"`
+	// Epoch is the current key epoch (≥ 1).
+	Epoch uint32 `json:"epoch"`
+	// GraceUntil ends the validity of epoch Epoch-1.
+	GraceUntil time.Time `json:"grace_until,omitzero"`
+	// Joins and Refusals count answered joins.
+	Joins    uint64 `json:"joins"`
+	Refusals uint64 `json:"refusals"`
+}
+
+// newState draws a fresh root secret and signing key.
+func newState() (*state, error) {
+	st := &state{Format: 1, Root: make([]byte, rootSize), SigningSeed: make([]byte, ed25519.SeedSize), Epoch: 1}
+	if _, err := rand.Read(st.Root); err != nil {
+		return nil, fmt.Errorf("coordinator: root secret: %w", err)
+	}
+	if _, err := rand.Read(st.SigningSeed); err != nil {
+		return nil, fmt.Errorf("coordinator: signing key: %w", err)
+	}
+	return st, nil
+}
+
+// decodeState checks a stored state strictly.
+func decodeState(b []byte) (*state, *manifest.Manifest, error) {
+	var st state
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, nil, fmt.Errorf("coordinator: stored state: %w", err)
+	}
+	if st.Format != 1 || len(st.Root) != rootSize || len(st.SigningSeed) != ed25519.SeedSize || st.Epoch == 0 {
+		return nil, nil, fmt.Errorf("coordinator: stored state: format %d, root %d bytes, seed %d bytes, epoch %d: not a valid state",
+			st.Format, len(st.Root), len(st.SigningSeed), st.Epoch)
+	}
+	var m *manifest.Manifest
+	if st.Manifest != nil {
+		var err error
+		if m, err = manifest.Parse(st.Manifest); err != nil {
+			return nil, nil, fmt.Errorf("coordinator: stored manifest: %w", err)
+		}
+	}
+	return &st, m, nil
+}
+
+// loadState reads the state from protected storage, or makes and stores a
+// new one on first start.
+func loadState(ctx context.Context, rt *trusted.Runtime) (*state, *manifest.Manifest, bool, error) {
+	b, found, err := rt.Get(ctx, stateKey)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("coordinator: load state: %w", err)
+	}
+	if found {
+		st, m, err := decodeState(b)
+		return st, m, false, err
+	}
+	st, err := newState()
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if err := saveState(ctx, rt, st); err != nil {
+		return nil, nil, false, err
+	}
+	return st, nil, true, nil
+}
+
+// saveState seals st into protected storage.
+func saveState(ctx context.Context, rt *trusted.Runtime, st *state) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("coordinator: encode state: %w", err)
+	}
+	if err := rt.Put(ctx, stateKey, b); err != nil {
+		return fmt.Errorf("coordinator: save state: %w", err)
+	}
+	return nil
+}
