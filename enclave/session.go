@@ -19,7 +19,7 @@ type session struct {
 	e    *Enclave
 	proc Process
 	conn *boundary.Conn
-	out  *frameWriter // all host → enclave frames after the handshake
+	out  *frameWriter    // all host → enclave frames after the handshake
 	ctx  context.Context // ends with the session; bounds OCALL work
 	stop context.CancelFunc
 
