@@ -313,6 +313,15 @@ func (e *Enclave) Restarts() int {
 	return e.restarts
 }
 
+// InFlight returns how many requests the running instance has not answered
+// yet.
+func (e *Enclave) InFlight() int {
+	if s := e.cur.Load(); s != nil {
+		return int(s.inflight.Load())
+	}
+	return 0
+}
+
 // Stats returns the boundary traffic of the running instance.
 func (e *Enclave) Stats() boundary.Stats {
 	if s := e.cur.Load(); s != nil {

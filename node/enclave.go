@@ -211,6 +211,8 @@ type EnclaveInstance struct {
 	State    string   `json:"state"`
 	Restarts int      `json:"restarts"`
 	Serving  []string `json:"serving"`
+	// InFlight is how many requests wait for the enclave's answer.
+	InFlight int `json:"in_flight"`
 }
 
 // Enclaves lists the enclave instances this node hosts, in order of
@@ -227,7 +229,8 @@ func (n *Node) Enclaves() []EnclaveInstance {
 				continue
 			}
 			out = append(out, EnclaveInstance{DeploymentID: d.id, Name: d.name, Instance: inst.index,
-				PID: s.e.PID(), State: s.e.State().String(), Restarts: s.e.Restarts(), Serving: s.e.Addresses()})
+				PID: s.e.PID(), State: s.e.State().String(), Restarts: s.e.Restarts(), Serving: s.e.Addresses(),
+				InFlight: s.e.InFlight()})
 		}
 	}
 	return out

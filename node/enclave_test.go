@@ -106,7 +106,17 @@ func TestDeployEnclaveSurvivesKill(t *testing.T) {
 			errs <- err
 		}()
 	}
-	time.Sleep(200 * time.Millisecond) // let them reach the enclaves; not asserted
+	waitUntil := time.Now().Add(time.Minute)
+	for {
+		e := n.Enclaves()
+		if e[0].InFlight == inflight/2 && e[1].InFlight == inflight/2 {
+			break
+		}
+		if time.Now().After(waitUntil) {
+			t.Fatalf("requests did not reach the enclaves: %+v", e)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	victim := encl[0].PID
 	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
