@@ -66,10 +66,16 @@ func (m *Manifest) Canonical() []byte {
 	}
 	addresses := map[string]any{}
 	for name, a := range m.Addresses {
-		addresses[name] = map[string]any{
+		ad := map[string]any{
 			"secured": a.Secured, "durable": a.Durable,
 			"consume": sortedCopy(a.Consume), "send": sortedCopy(a.Send), "publish": sortedCopy(a.Publish),
 		}
+		// Present only when set, so that the hashes of manifests written
+		// before the field existed do not change.
+		if a.Clients {
+			ad["clients"] = true
+		}
+		addresses[name] = ad
 	}
 	tcb := make([]string, 0, len(m.Policy.AcceptedTCB))
 	for _, s := range m.Policy.AcceptedTCB {

@@ -35,6 +35,8 @@
 //	  water.readings:                # a bus address: exact, no wildcards
 //	    secured: false               # secured: payloads are envelopes under address keys
 //	    durable: true                # kept by the broker until consumed
+//	    clients: false               # outside clients may send it HPKE client-channel
+//	                                 # messages sealed to its (trusted) consumer's key
 //	    consume: [analytics]
 //	    send: [ingest]               # send covers request
 //	    publish: []
@@ -61,7 +63,9 @@
 // # Canonical hash
 //
 // [Manifest.Canonical] encodes the parsed model as JSON with sorted keys,
-// every field present, lists of names and statuses sorted, identities
+// every field present (except an address's clients flag, present only when
+// true, so that hashes pinned before it existed stay valid), lists of
+// names and statuses sorted, identities
 // sorted, byte strings in lowercase hex (secrets as "hex:…") and the owner
 // key as base64 PKIX DER. It does not depend on YAML formatting, key order,
 // comments or equivalent spellings, and is itself a valid manifest that

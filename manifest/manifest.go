@@ -88,6 +88,11 @@ type Address struct {
 	Secured bool
 	// Durable addresses are kept by the broker until consumed.
 	Durable bool
+	// Clients addresses accept client-channel messages: requests and sends
+	// that outside clients sealed with HPKE (secure.SealRequest) to the
+	// client-channel key of the trusted service consuming the address. Only
+	// trusted services may consume them.
+	Clients bool
 	// Consume, Send and Publish list the services with each right, sorted.
 	Consume, Send, Publish []string
 }
@@ -221,8 +226,8 @@ func (m *Manifest) CanPublish(service, address string) bool {
 type Right struct {
 	// Address is the bus address.
 	Address string
-	// Secured and Durable are the address's properties.
-	Secured, Durable bool
+	// Secured, Durable and Clients are the address's properties.
+	Secured, Durable, Clients bool
 	// Consume, Send and Publish say which rights the service holds.
 	Consume, Send, Publish bool
 }
@@ -234,7 +239,7 @@ func (m *Manifest) AddressesFor(service string) []Right {
 	var out []Right
 	for name, a := range m.Addresses {
 		r := Right{
-			Address: name, Secured: a.Secured, Durable: a.Durable,
+			Address: name, Secured: a.Secured, Durable: a.Durable, Clients: a.Clients,
 			Consume: slices.Contains(a.Consume, service),
 			Send:    slices.Contains(a.Send, service),
 			Publish: slices.Contains(a.Publish, service),

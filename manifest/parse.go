@@ -659,6 +659,7 @@ func (p *parser) addresses(path string, n *yaml.Node, m *Manifest) {
 		present := p.fields(ap, kv.value, map[string]func(string, *yaml.Node){
 			"secured": func(path string, v *yaml.Node) { a.Secured = p.boolean(path, v) },
 			"durable": func(path string, v *yaml.Node) { a.Durable = p.boolean(path, v) },
+			"clients": func(path string, v *yaml.Node) { a.Clients = p.boolean(path, v) },
 			"consume": rights("consume", &a.Consume),
 			"send":    rights("send", &a.Send),
 			"publish": rights("publish", &a.Publish),
@@ -672,6 +673,13 @@ func (p *parser) addresses(path string, n *yaml.Node, m *Manifest) {
 		if !c && !sd && !pb {
 			p.errorf(ap, kv.value, "an address needs at least one right (consume, send or publish)")
 			continue
+		}
+		if a.Clients {
+			for _, r := range refs {
+				if s := m.Services[r.name]; r.right == "consume" && !s.Trusted() {
+					p.errorf(r.path, r.node, "service %q has no identities (it is regular), so it cannot consume an address open to clients (clients seal their messages to a trusted service's key)", r.name)
+				}
+			}
 		}
 		if a.Secured {
 			for _, r := range refs {

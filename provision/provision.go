@@ -162,9 +162,12 @@ type AddressGrant struct {
 	Address string `json:"address"`
 	Secured bool   `json:"secured"`
 	Durable bool   `json:"durable"`
-	Consume bool   `json:"consume"`
-	Send    bool   `json:"send"`
-	Publish bool   `json:"publish"`
+	// Clients: outside clients may send client-channel messages (HPKE,
+	// secure.SealRequest to the service's channel key) to the address.
+	Clients bool `json:"clients,omitempty"`
+	Consume bool `json:"consume"`
+	Send    bool `json:"send"`
+	Publish bool `json:"publish"`
 	// Keys holds the current epoch's key and, during a grace period, the
 	// previous one.
 	Keys []EpochKey `json:"keys,omitempty"`
