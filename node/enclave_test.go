@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -271,14 +273,51 @@ func BenchmarkTrustedVsRegular(b *testing.B) {
 			requestsPerSecond(b, n.Bus(), "test.echo", inflight*8, inflight, body)
 			b.ResetTimer()
 			var reg, tru float64
+			var regCPU, truCPU, encCPU time.Duration
+			pid := n.Enclaves()[0].PID
 			for range 2 {
+				h0 := hostCPU()
 				reg += requestsPerSecond(b, n.Bus(), "regular.echo", total/2, inflight, body)
+				h1, e1 := hostCPU(), processCPU(pid)
 				tru += requestsPerSecond(b, n.Bus(), "test.echo", total/2, inflight, body)
+				h2, e2 := hostCPU(), processCPU(pid)
+				regCPU += h1 - h0
+				truCPU += h2 - h1
+				encCPU += e2 - e1
 			}
 			reg, tru = reg/2, tru/2
+			b.ReportMetric(float64(regCPU.Nanoseconds())/float64(total), "regular-host-cpu-ns/req")
+			b.ReportMetric(float64(truCPU.Nanoseconds())/float64(total), "trusted-host-cpu-ns/req")
+			b.ReportMetric(float64(encCPU.Nanoseconds())/float64(total), "enclave-cpu-ns/req")
 			b.ReportMetric(reg, "regular-req/s")
 			b.ReportMetric(tru, "trusted-req/s")
 			b.ReportMetric(tru/reg, "trusted/regular")
 		})
 	}
+}
+
+// hostCPU is this process's user and system CPU time.
+func hostCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// processCPU is another process's user and system CPU time, from
+// /proc/PID/stat (clock ticks of 10 ms).
+func processCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
