@@ -256,7 +256,8 @@ func encodeHeaders(dst []byte, h map[string]string) ([]byte, error) {
 	if len(h) > math.MaxUint16 {
 		return nil, fmt.Errorf("secure: %d protected headers, at most %d", len(h), math.MaxUint16)
 	}
-	keys := make([]string, 0, len(h))
+	var stack [16]string
+	keys := stack[:0]
 	for k, v := range h {
 		if k == "" {
 			return nil, fmt.Errorf("secure: empty protected header key")
@@ -418,7 +419,14 @@ func (s *Sealer) seal(kind Kind, to *Ref, headers map[string]string, plaintext [
 	if to != nil {
 		size += refLen
 	}
-	b := make([]byte, 0, size)
+	// One allocation: the nonce and the associated-data prefix, then the
+	// envelope (its header is the rest of the associated data), then room
+	// for the ciphertext. The prefix stays hidden before the returned slice.
+	pre := nonceLen + len(s.ad)
+	buf := make([]byte, pre, pre+size)
+	binary.BigEndian.PutUint64(buf[4:nonceLen], seq)
+	copy(buf[nonceLen:], s.ad)
+	b := buf[pre:]
 	b = append(b, magic0, magic1, magic2, Version, byte(kind))
 	b = binary.BigEndian.AppendUint32(b, s.epoch)
 	b = append(b, s.sender[:]...)
@@ -434,9 +442,10 @@ func (s *Sealer) seal(kind Kind, to *Ref, headers map[string]string, plaintext [
 		return nil, Ref{}, err
 	}
 	binary.BigEndian.PutUint32(b[lenAt:], uint32(len(b)-lenAt-4))
-	var nonce [nonceLen]byte
-	ad := make([]byte, 0, len(s.ad)+len(b))
-	ad = append(append(ad, s.ad...), b...)
-	out := s.aead.Seal(b, counterNonce(&nonce, seq), plaintext, ad)
+	if cap(b)-len(b) < len(plaintext)+tagLen {
+		panic("secure: envelope size miscomputed") // would make Seal reallocate
+	}
+	ad := buf[nonceLen : pre+len(b)]
+	out := s.aead.Seal(b, buf[:nonceLen], plaintext, ad)
 	return out, Ref{Sender: s.sender, Seq: seq}, nil
 }

@@ -3,6 +3,7 @@ package secure
 import (
 	"crypto/cipher"
 	"crypto/subtle"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"sync"
@@ -261,21 +262,30 @@ func (o *Opener) open(kind Kind, to *Ref, b []byte) (*Opened, error) {
 		}
 		aead = st.aead
 	}
-	key := ep.key
+	var key *AddressKey
+	if aead == nil {
+		k := ep.key
+		key = &k
+	}
 	o.mu.Unlock()
 
 	// Authenticate and decrypt outside the lock.
-	if aead == nil {
+	if key != nil {
 		var err error
-		if aead, err = deriveSubkey(&key, e.Sender); err != nil {
+		aead, err = deriveSubkey(key, e.Sender)
+		clear(key.Key[:])
+		if err != nil {
 			return nil, err
 		}
 	}
-	clear(key.Key[:])
-	var nonce [nonceLen]byte
-	ad := make([]byte, 0, len(o.ad)+len(e.header))
-	ad = append(append(ad, o.ad...), e.header...)
-	pt, err := aead.Open(make([]byte, 0, len(e.ciphertext)-tagLen), counterNonce(&nonce, e.Seq), e.ciphertext, ad)
+	// One allocation: the nonce, the associated data, then room for the
+	// plaintext (nonce and associated data stay hidden before the returned
+	// slice).
+	adLen := len(o.ad) + len(e.header)
+	buf := make([]byte, nonceLen+adLen, nonceLen+adLen+len(e.ciphertext)-tagLen)
+	binary.BigEndian.PutUint64(buf[4:nonceLen], e.Seq)
+	copy(buf[nonceLen+copy(buf[nonceLen:], o.ad):], e.header)
+	pt, err := aead.Open(buf[nonceLen+adLen:nonceLen+adLen], buf[:nonceLen], e.ciphertext, buf[nonceLen:nonceLen+adLen])
 	if err != nil {
 		return nil, fmt.Errorf("%w: envelope %s on %q epoch %d", ErrAuth, ref, o.address, e.Epoch)
 	}
