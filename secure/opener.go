@@ -257,8 +257,9 @@ func (o *Opener) open(kind Kind, to *Ref, b []byte) (*Opened, error) {
 	var aead cipher.AEAD // nil: derive the subkey below
 	if st != nil {
 		if err := st.win.check(e.Seq); err != nil {
+			top := st.win.max
 			o.mu.Unlock()
-			return nil, fmt.Errorf("%w: envelope %s on %q (window top %d)", err, ref, o.address, st.win.max)
+			return nil, fmt.Errorf("%w: envelope %s on %q (window top %d)", err, ref, o.address, top)
 		}
 		aead = st.aead
 	}
