@@ -1,0 +1,187 @@
+package monitor
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func TestDecodeReading(t *testing.T) {
+	good := `{"sensor_id":"s-001","seq":3,"pressure":3.5,"flow":20,"level":70,"timestamp":1700000000000}`
+	r, err := DecodeReading([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.SensorID != "s-001" || r.Seq != 3 || r.Pressure != 3.5 || r.Timestamp != 1700000000000 {
+		t.Fatalf("decoded %+v", r)
+	}
+	if back, err := DecodeReading(r.Encode()); err != nil || back != r {
+		t.Fatalf("round trip: %+v %v", back, err)
+	}
+	for name, in := range map[string]string{
+		"unknown field":  `{"sensor_id":"s","seq":1,"pressure":1,"flow":1,"level":1,"timestamp":1,"x":1}`,
+		"missing seq":    `{"sensor_id":"s","pressure":1,"flow":1,"level":1,"timestamp":1}`,
+		"missing flow":   `{"sensor_id":"s","seq":1,"pressure":1,"level":1,"timestamp":1}`,
+		"zero seq":       `{"sensor_id":"s","seq":0,"pressure":1,"flow":1,"level":1,"timestamp":1}`,
+		"bad sensor id":  `{"sensor_id":"s 1","seq":1,"pressure":1,"flow":1,"level":1,"timestamp":1}`,
+		"empty id":       `{"sensor_id":"","seq":1,"pressure":1,"flow":1,"level":1,"timestamp":1}`,
+		"trailing data":  `{"sensor_id":"s","seq":1,"pressure":1,"flow":1,"level":1,"timestamp":1} {}`,
+		"string number":  `{"sensor_id":"s","seq":"1","pressure":1,"flow":1,"level":1,"timestamp":1}`,
+		"not an object":  `[1,2]`,
+		"empty":          ``,
+		"negative seq":   `{"sensor_id":"s","seq":-1,"pressure":1,"flow":1,"level":1,"timestamp":1}`,
+		"float time":     `{"sensor_id":"s","seq":1,"pressure":1,"flow":1,"level":1,"timestamp":1.5}`,
+		"huge id":        `{"sensor_id":"` + strings.Repeat("a", 65) + `","seq":1,"pressure":1,"flow":1,"level":1,"timestamp":1}`,
+		"number too big": `{"sensor_id":"s","seq":1,"pressure":1e999,"flow":1,"level":1,"timestamp":1}`,
+	} {
+		if _, err := DecodeReading([]byte(in)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: got %v, want ErrMalformed", name, err)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	cfg := DefaultConfig()
+	ok := Reading{SensorID: "s", Seq: 1, Pressure: 3, Flow: 20, Level: 50, Timestamp: 1}
+	if err := ok.Validate(cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []Reading{
+		{Pressure: -1, Flow: 1, Level: 1},
+		{Pressure: 1, Flow: 1e9, Level: 1},
+		{Pressure: 1, Flow: 1, Level: 101},
+	} {
+		if err := r.Validate(cfg); !errors.Is(err, ErrOutOfRange) {
+			t.Errorf("%+v: got %v", r, err)
+		}
+	}
+}
+
+// feed runs n readings of sensor through st and returns the alerts.
+func feed(t *testing.T, st *SensorState, s *Sensor, n int, now *int64) []Alert {
+	t.Helper()
+	var all []Alert
+	for range n {
+		*now += 100
+		out, alerts, err := st.Apply(s.Next(*now), DefaultConfig())
+		if out != Accepted {
+			t.Fatalf("outcome %s: %v", out, err)
+		}
+		all = append(all, alerts...)
+	}
+	return all
+}
+
+func TestNoAlertsInNormalOperation(t *testing.T) {
+	for i := range 50 {
+		s := NewSensor(fmt.Sprintf("s-%03d", i))
+		var st SensorState
+		now := int64(1_700_000_000_000)
+		if a := feed(t, &st, s, 500, &now); len(a) != 0 {
+			t.Fatalf("%s: alerts without a leak: %+v", s.ID(), a)
+		}
+	}
+}
+
+func TestLeakRaisesExactlyOneAlert(t *testing.T) {
+	for i := range 50 {
+		s := NewSensor(fmt.Sprintf("s-%03d", i))
+		var st SensorState
+		now := int64(1_700_000_000_000)
+		feed(t, &st, s, 30, &now)
+		s.StartLeak()
+		alerts := feed(t, &st, s, 200, &now)
+		if len(alerts) != 1 {
+			t.Fatalf("%s: want one alert, got %+v", s.ID(), alerts)
+		}
+		a := alerts[0]
+		if a.SensorID != s.ID() || a.Kind != KindLeak || a.Severity != SeverityWarning || a.Time <= 0 {
+			t.Fatalf("alert %+v", a)
+		}
+		// The state survives storage and keeps the leak active.
+		back, err := UnmarshalState(st.MarshalState())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if more := feed(t, back, s, 10, &now); len(more) != 0 {
+			t.Fatalf("alerts after restoring the state: %+v", more)
+		}
+	}
+}
+
+func TestThresholdsAndRates(t *testing.T) {
+	cfg := DefaultConfig()
+	var st SensorState
+	apply := func(seq uint64, p, f, l float64) []Alert {
+		_, a, err := st.Apply(Reading{SensorID: "x", Seq: seq, Pressure: p, Flow: f, Level: l, Timestamp: int64(seq)}, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	apply(1, 4, 20, 50)
+	if a := apply(2, 1.0, 20, 50); len(a) != 2 || a[0].Kind != KindPressureLow || a[1].Kind != KindPressureTransient {
+		t.Fatalf("pressure drop: %+v", a)
+	}
+	if a := apply(3, 1.0, 20, 50); len(a) != 0 {
+		t.Fatalf("a lasting condition alerts again: %+v", a)
+	}
+	// Pressure jumping back is a transient too (the last one cleared at seq 3).
+	if a := apply(4, 4, 500, 4); len(a) != 3 || a[0].Kind != KindFlowHigh || a[0].Severity != SeverityCritical || a[1].Kind != KindLevelLow || a[2].Kind != KindPressureTransient {
+		t.Fatalf("flow and level: %+v", a)
+	}
+}
+
+func TestSequenceAndTime(t *testing.T) {
+	cfg := DefaultConfig()
+	var st SensorState
+	r := Reading{SensorID: "x", Seq: 1, Pressure: 4, Flow: 20, Level: 50, Timestamp: 10}
+	if out, _, _ := st.Apply(r, cfg); out != Accepted {
+		t.Fatal(out)
+	}
+	if out, _, err := st.Apply(r, cfg); out != Duplicate || err == nil {
+		t.Fatalf("replay: %s %v", out, err)
+	}
+	r.Seq, r.Timestamp = 2, 10
+	if out, _, err := st.Apply(r, cfg); out != Rejected || !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("time standing still: %s %v", out, err)
+	}
+	r.Seq, r.Timestamp = 5, 20
+	if out, _, _ := st.Apply(r, cfg); out != Accepted {
+		t.Fatal(out)
+	}
+	r.Seq, r.Timestamp, r.Pressure = 6, 30, 99
+	if out, _, err := st.Apply(r, cfg); out != Rejected || !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("out of range: %s %v", out, err)
+	}
+	want := SensorCounts{LastSeq: 6, Accepted: 2, Duplicates: 1, Rejected: 2, Gaps: 2}
+	if got := st.Counts(); got != want {
+		t.Fatalf("counts %+v, want %+v", got, want)
+	}
+}
+
+func FuzzDecodeReading(f *testing.F) {
+	f.Add([]byte(`{"sensor_id":"s-001","seq":3,"pressure":3.5,"flow":20,"level":70,"timestamp":1700000000000}`))
+	f.Add([]byte(`{"sensor_id":"s","seq":1,"pressure":1,"flow":1,"level":1,"timestamp":1,"extra":"xx"}`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"sensor_id":"a","seq":18446744073709551615,"pressure":-0,"flow":1e308,"level":1,"timestamp":-9223372036854775808}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := DecodeReading(b)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error not ErrMalformed: %v", err)
+			}
+			return
+		}
+		if ValidSensorID(r.SensorID) != nil || r.Seq == 0 {
+			t.Fatalf("accepted %+v", r)
+		}
+		back, err := DecodeReading(r.Encode())
+		if err != nil || back != r {
+			t.Fatalf("re-encoding %+v: %+v %v", r, back, err)
+		}
+		var st SensorState
+		_, _, _ = st.Apply(r, DefaultConfig()) // never panics
+	})
+}
