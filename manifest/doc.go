@@ -29,7 +29,8 @@
 //	    debug: false                 # allow debug enclaves (the host reads their memory)
 //	    secrets:
 //	      stats-key: {generate: 32}  # a random key of 16..1024 bytes, made by the coordinator
-//	      api-token: {value: "hex:00ff..."}   # or "base64:...", supplied by the owner (1..4096 bytes)
+//	      api-token: {value: "hex:00ff..."}   # or "base64:...", supplied by the owner (1..4096 bytes;
+//	                                          # the prefix says how to decode, since "deadbeef" is both)
 //	  ingest: {}                     # regular: no identities, no secrets, plain addresses only
 //	addresses:
 //	  water.readings:                # a bus address: exact, no wildcards
@@ -40,6 +41,9 @@
 //	    consume: [analytics]
 //	    send: [ingest]               # send covers request
 //	    publish: []
+//
+// An address needs at least one of consume, send or publish (possibly an
+// empty list). A regular service is written "ingest: {}" or "ingest:".
 //
 // Names of services and secrets are 1 to 64 characters of A–Z a–z 0–9 '-' '_'
 // (and '.' for secrets). Addresses follow the bus rules: 1 to 255 bytes of
@@ -53,8 +57,10 @@
 // more than one YAML document are errors. Every error names the field path
 // and line, e.g.
 //
-//	services.analytics.identities[0].mrenclave (line 12): want 64 hex digits, got 62
+//	services.analytics.identities[0].mrenclave (line 12): want 64 hex digits, got 62 characters
+//	addresses."water.stats".consume[1] (line 40): service "ingest" has no identities (it is regular), so it cannot consume on a secured address
 //
+// (addresses are quoted in paths, since they contain dots)
 // and all of them are reported at once (an errors.Join of [*FieldError]s; see
 // [FieldErrors]). Cross-checks: addresses name existing services; only
 // trusted services (with identities) may hold a right on a secured address
