@@ -86,7 +86,7 @@ func TestWaterManifest(t *testing.T) {
 	got := m.AddressesFor("analytics")
 	want := []Right{
 		{Address: "water.alerts", Publish: true},
-		{Address: "water.analytics", Durable: true, Consume: true},
+		{Address: "water.analytics", Durable: true, Clients: true, Consume: true},
 		{Address: "water.archive.query", Secured: true, Send: true},
 		{Address: "water.stats", Secured: true, Durable: true, Publish: true},
 	}
