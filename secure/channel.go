@@ -135,9 +135,9 @@ func (k *ServiceKey) Bytes() ([]byte, error) {
 		return nil, fmt.Errorf("secure: serialize private key: %w", err)
 	}
 	b := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(raw)), uint16(k.suite))
-	b = append(b, raw...)
-	clear(raw)
-	return b, nil
+	// raw is not cleared: crypto/hpke's hybrid keys return their own seed
+	// (not a copy), and clearing it would make the next Bytes return zeros.
+	return append(b, raw...), nil
 }
 
 // Suite returns the key's suite.
