@@ -55,10 +55,13 @@ func channelKey(root []byte, service string) (*secure.ServiceKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: channel key of %s: %w", service, err)
 	}
-	defer clear(raw)
+	// raw is priv's own seed (crypto/hpke does not copy it); priv is
+	// dropped here, and ParseServiceKey copies what it keeps.
 	b := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(raw)), uint16(secure.SuiteHybrid))
-	k, err := secure.ParseServiceKey(append(b, raw...))
+	b = append(b, raw...)
+	k, err := secure.ParseServiceKey(b)
 	clear(b)
+	clear(raw)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: channel key of %s: %w", service, err)
 	}

@@ -1,0 +1,272 @@
+package coordinator_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloister-dev/cloister/attest"
+	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/enclave"
+	"github.com/cloister-dev/cloister/manifest"
+	"github.com/cloister-dev/cloister/node"
+	"github.com/cloister-dev/cloister/provision"
+	"github.com/cloister-dev/cloister/secure"
+)
+
+// Images built once by TestMain.
+var coordImage, joinImage *enclave.Image
+
+func TestMain(m *testing.M) { os.Exit(runTests(m)) }
+
+func runTests(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "coordinator-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	// The simulation platform key and seal secret of this run live in the
+	// temporary directory, for the test process and the enclaves alike.
+	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	const mod = "github.com/cloister-dev/cloister/coordinator/"
+	if coordImage, err = enclave.Build(ctx, mod+"image", filepath.Join(dir, "coordinator.img"), enclave.BuildOptions{}); err != nil {
+		fmt.Fprintln(os.Stderr, "building the coordinator image:", err)
+		return 1
+	}
+	if joinImage, err = enclave.Build(ctx, mod+"internal/joinimage", filepath.Join(dir, "join.img"), enclave.BuildOptions{}); err != nil {
+		fmt.Fprintln(os.Stderr, "building the join image:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// testLogger keeps test output quiet unless something goes wrong.
+func testLogger() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// system is one node hosting a coordinator (a real child process) on an
+// in-process bus.
+type system struct {
+	t     *testing.T
+	b     *bus.Bus
+	n     *node.Node
+	state string
+	owner ed25519.PrivateKey
+}
+
+func newSystem(t *testing.T) *system {
+	t.Helper()
+	b, err := bus.New(bus.WithLogger(testLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.New(node.Options{Bus: b, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_ = n.Shutdown(ctx)
+	})
+	_, owner, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &system{t: t, b: b, n: n, state: t.TempDir(), owner: owner}
+	if _, err := n.DeployEnclave(context.Background(), node.EnclaveConfig{
+		Name: "coordinator", Image: coordImage.Path, StateDir: s.state,
+		RestartBackoff: 20 * time.Millisecond, MaxRestartBackoff: 200 * time.Millisecond,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// deployJoiner hosts the join image as service.
+func (s *system) deployJoiner(service string) {
+	s.t.Helper()
+	if _, err := s.n.DeployEnclave(context.Background(), node.EnclaveConfig{
+		Name: service, Image: joinImage.Path, StateDir: s.t.TempDir(), Env: []string{"JOIN_SERVICE=" + service},
+	}); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// ownerKey is the owner's public key for a manifest.
+func (s *system) ownerKey() string {
+	return base64.StdEncoding.EncodeToString(s.owner.Public().(ed25519.PublicKey))
+}
+
+// manifestYAML is a manifest in which analytics runs as the join image.
+func (s *system) manifestYAML(version int, allowSim bool, measurement [32]byte) []byte {
+	return fmt.Appendf(nil, `version: %d
+owner:
+  public_key: %s
+policy:
+  allow_simulation: %t
+services:
+  analytics:
+    identities:
+      - mrenclave: "%x"
+    secrets:
+      stats-key: {generate: 32}
+      api-token: {value: "hex:00112233445566778899aabbccddeeff"}
+  archive:
+    identities:
+      - mrenclave: "%x"
+  ingest: {}
+addresses:
+  water.readings:
+    secured: true
+    consume: [analytics]
+    send: [archive]
+  water.stats:
+    secured: true
+    publish: [analytics]
+    consume: [archive]
+  water.alerts:
+    publish: [analytics]
+    consume: [ingest]
+`, version, s.ownerKey(), allowSim, measurement[:], joinImage.Measurement[:])
+}
+
+func parseManifest(t *testing.T, y []byte) *manifest.Manifest {
+	t.Helper()
+	m, err := manifest.Parse(y)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// call makes a provisioning request; a refusal is a *bus.ReplyError.
+func (s *system) call(address string, v any) ([]byte, error) {
+	var body []byte
+	if v != nil {
+		var err error
+		if body, err = provision.Encode(v); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := s.b.Request(ctx, address, body, bus.Timeout(30*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	return m.Body(), nil
+}
+
+// mustCall is call that must succeed.
+func (s *system) mustCall(address string, v any) []byte {
+	s.t.Helper()
+	b, err := s.call(address, v)
+	if err != nil {
+		s.t.Fatalf("%s: %v", address, err)
+	}
+	return b
+}
+
+// refused checks that err is a refusal with code whose message contains
+// want.
+func refused(t *testing.T, err error, code int, want string) {
+	t.Helper()
+	var re *bus.ReplyError
+	if !errors.As(err, &re) || !errors.Is(err, bus.ErrRecipientFailure) {
+		t.Fatalf("want a refusal (code %d, %q), got %v", code, want, err)
+	}
+	if re.Code != code || !strings.Contains(re.Message, want) {
+		t.Fatalf("refusal: code %d %q; want code %d containing %q", re.Code, re.Message, code, want)
+	}
+}
+
+func (s *system) status() provision.Status {
+	s.t.Helper()
+	var st provision.Status
+	if err := json.Unmarshal(s.mustCall(provision.AddressStatus, nil), &st); err != nil {
+		s.t.Fatal(err)
+	}
+	return st
+}
+
+func (s *system) setManifest(y []byte) {
+	s.t.Helper()
+	s.mustCall(provision.AddressManifestSet, provision.ManifestSet{Manifest: y})
+}
+
+// joinAs joins from the test process as an enclave with identity id: a
+// simulated quote signed by this run's platform key. It returns the
+// joining key and nonce with the raw answer.
+func (s *system) joinAs(id attest.SimIdentity, service string) (*secure.ServiceKey, []byte, []byte, error) {
+	s.t.Helper()
+	var ch provision.Challenge
+	if err := provision.Decode(s.mustCall(provision.AddressChallenge, nil), &ch); err != nil {
+		s.t.Fatal(err)
+	}
+	key, err := secure.NewServiceKey()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	req := s.joinRequest(id, service, key, ch.Nonce)
+	resp, err := s.call(provision.AddressJoin, req)
+	return key, ch.Nonce, resp, err
+}
+
+func (s *system) joinRequest(id attest.SimIdentity, service string, key *secure.ServiceKey, nonce []byte) provision.JoinRequest {
+	s.t.Helper()
+	iss, err := attest.NewSimIssuer(id, nil)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ev, err := iss.Issue(context.Background(), provision.JoinReportData(key.PublicKeyBytes(), nonce))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	evb, err := ev.MarshalBinary()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return provision.JoinRequest{Service: service, PublicKey: key.PublicKeyBytes(), Nonce: nonce, Evidence: evb}
+}
+
+// waitFor polls f until it returns nil (or the test times out).
+func waitFor(t *testing.T, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func equalJSON(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return bytes.Equal(x, y)
+}
