@@ -17,6 +17,7 @@ func TestTrustedSideIsLean(t *testing.T) {
 		"github.com/cloister-dev/cloister/seal",
 		"github.com/cloister-dev/cloister/attest",
 		"github.com/cloister-dev/cloister/enclave/internal/testimage",
+		"github.com/cloister-dev/cloister/coordinator/image",
 	}
 	if _, err := os.Stat("../examples/counter/enclave"); err == nil {
 		pkgs = append(pkgs, "github.com/cloister-dev/cloister/examples/counter/enclave")
