@@ -173,7 +173,7 @@ func (in *instance) grant(m *manifest.Manifest, hash [32]byte, svc *manifest.Ser
 		g.GraceUntil = graceUntil
 	}
 	for _, r := range m.AddressesFor(svc.Name) {
-		ag := provision.AddressGrant{Address: r.Address, Secured: r.Secured, Durable: r.Durable,
+		ag := provision.AddressGrant{Address: r.Address, Secured: r.Secured, Durable: r.Durable, Clients: r.Clients,
 			Consume: r.Consume, Send: r.Send, Publish: r.Publish}
 		if r.Secured {
 			epochs := []uint32{epoch}
