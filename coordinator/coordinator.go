@@ -134,13 +134,20 @@ func (c *Coordinator) Init(ctx context.Context, rt *trusted.Runtime) error {
 		sign:     ed25519.NewKeyFromSeed(st.SigningSeed),
 		nonces:   map[[provision.NonceSize]byte]time.Time{},
 		channels: map[string]*secure.ServiceKey{},
+		dirty:    make(chan struct{}, 1),
 	}
+	go in.saver(ctx)
 	if m != nil {
 		in.hash = m.Hash()
 	}
 	c.mu.Lock()
 	c.instances[rt] = in
 	c.mu.Unlock()
+	context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		delete(c.instances, rt)
+		c.mu.Unlock()
+	})
 	log := rt.Logger()
 	switch {
 	case created:
@@ -209,6 +216,9 @@ type instance struct {
 	channels map[string]*secure.ServiceKey
 	simKeys  []*ecdsa.PublicKey
 	evType   string
+
+	w     writer
+	dirty chan struct{}
 }
 
 // current returns the manifest and its hash, or a refusal if none is set.
@@ -221,9 +231,43 @@ func (in *instance) current() (*manifest.Manifest, [32]byte, error) {
 	return in.m, in.hash, nil
 }
 
-// save stores the state; the caller holds in.mu.
+// save stores the state now; the caller holds in.mu (so that no other
+// change slips in between the snapshot and the write).
 func (in *instance) save(ctx context.Context) error {
-	return saveState(ctx, in.rt, in.st)
+	b, gen, err := in.w.snapshot(in.st)
+	if err != nil {
+		return err
+	}
+	return in.w.write(ctx, in.rt, b, gen)
+}
+
+// saveSoon asks the background writer to store the state (for counters,
+// whose last few increments a crash may lose).
+func (in *instance) saveSoon() {
+	select {
+	case in.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// saver writes the state whenever saveSoon asked, until ctx ends.
+func (in *instance) saver(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-in.dirty:
+		}
+		in.mu.Lock()
+		b, gen, err := in.w.snapshot(in.st)
+		in.mu.Unlock()
+		if err == nil {
+			err = in.w.write(ctx, in.rt, b, gen)
+		}
+		if err != nil && ctx.Err() == nil {
+			in.rt.Logger().Warn("coordinator: storing the counters failed", "err", err)
+		}
+	}
 }
 
 func (in *instance) attest(ctx context.Context, call *trusted.Call) ([]byte, error) {

@@ -255,8 +255,7 @@ func (s *system) coordinatorPID() int {
 	return 0
 }
 
-func connect(t *testing.T, s *system, hash [32]byte) (*client.Client, error) {
-	t.Helper()
+func connect(s *system, hash [32]byte) (*client.Client, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return client.Connect(ctx, s.b, client.Options{
@@ -280,7 +279,7 @@ func TestRestartKeepsKeysAndRotation(t *testing.T) {
 	if before.Service != "analytics" || before.Epoch != 1 || before.Keys["water.readings/1"] == "" || before.ChannelPub == "" || len(before.Secrets) != 2 {
 		t.Fatalf("join from the enclave: %+v", before)
 	}
-	c, err := connect(t, s, m.Hash())
+	c, err := connect(s, m.Hash())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +303,9 @@ func TestRestartKeepsKeysAndRotation(t *testing.T) {
 		_, err := s.call(provision.AddressStatus, nil)
 		return err
 	})
-	if st := s.status(); !st.ManifestSet || st.ManifestHash != m.HashHex() || st.Joins != 1 {
+	// (The counters are written in the background: a crash may lose the
+	// last few, so they are not checked here.)
+	if st := s.status(); !st.ManifestSet || st.ManifestHash != m.HashHex() {
 		t.Fatalf("state after the restart: %+v", st)
 	}
 	after := s.enclaveJoin("analytics")
@@ -315,7 +316,7 @@ func TestRestartKeepsKeysAndRotation(t *testing.T) {
 	if out, err = c.Request(ctx, "analytics.echo", "analytics", []byte("after")); err != nil || string(out) != "echo: after" {
 		t.Fatalf("secure request after the restart: %q, %v", out, err)
 	}
-	c2, err := connect(t, s, m.Hash())
+	c2, err := connect(s, m.Hash())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +369,7 @@ func TestClientRefusesWrongManifestHash(t *testing.T) {
 	s.setManifest(y)
 	wrong := m.Hash()
 	wrong[0] ^= 1
-	_, err := connect(t, s, wrong)
+	_, err := connect(s, wrong)
 	var mm *client.ManifestMismatchError
 	if !errors.Is(err, client.ErrManifestMismatch) || !errors.As(err, &mm) || !errors.Is(err, client.ErrUntrusted) {
 		t.Fatalf("wrong manifest hash: %v", err)
@@ -390,7 +391,7 @@ func TestClientRefusesWrongManifestHash(t *testing.T) {
 	if !errors.As(err, &ue) || ue.Check != "evidence" {
 		t.Fatalf("simulated coordinator accepted without AllowSimulation: %v", err)
 	}
-	c, err := connect(t, s, m.Hash())
+	c, err := connect(s, m.Hash())
 	if err != nil {
 		t.Fatal(err)
 	}

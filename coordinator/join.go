@@ -23,8 +23,9 @@ func (in *instance) join(ctx context.Context, call *trusted.Call) ([]byte, error
 	} else {
 		in.st.Joins++
 	}
-	serr := in.save(ctx)
 	in.mu.Unlock()
+	// The counters are not worth a synchronous write per join.
+	in.saveSoon()
 	log := call.Logger()
 	if err != nil {
 		var e *Error
@@ -32,10 +33,6 @@ func (in *instance) join(ctx context.Context, call *trusted.Call) ([]byte, error
 			log.Warn("coordinator: join refused", "service", service, "code", e.Code, "reason", e.Message)
 		}
 		return nil, err
-	}
-	if serr != nil {
-		// The grant is good; only the counter was not stored.
-		log.Warn("coordinator: storing the join counter failed", "err", serr)
 	}
 	log.Info("coordinator: join granted", "service", service)
 	return body, nil

@@ -66,14 +66,15 @@ func testLogger() *slog.Logger {
 // system is one node hosting a coordinator (a real child process) on an
 // in-process bus.
 type system struct {
-	t     *testing.T
+	t     testing.TB
 	b     *bus.Bus
 	n     *node.Node
 	state string
 	owner ed25519.PrivateKey
+	hash  [32]byte // of the manifest last set with setManifest
 }
 
-func newSystem(t *testing.T) *system {
+func newSystem(t testing.TB) *system {
 	t.Helper()
 	b, err := bus.New(bus.WithLogger(testLogger()))
 	if err != nil {
@@ -150,7 +151,7 @@ addresses:
 `, version, s.ownerKey(), allowSim, measurement[:], joinImage.Measurement[:])
 }
 
-func parseManifest(t *testing.T, y []byte) *manifest.Manifest {
+func parseManifest(t testing.TB, y []byte) *manifest.Manifest {
 	t.Helper()
 	m, err := manifest.Parse(y)
 	if err != nil {
@@ -212,6 +213,7 @@ func (s *system) status() provision.Status {
 func (s *system) setManifest(y []byte) {
 	s.t.Helper()
 	s.mustCall(provision.AddressManifestSet, provision.ManifestSet{Manifest: y})
+	s.hash = parseManifest(s.t, y).Hash()
 }
 
 // joinAs joins from the test process as an enclave with identity id: a
@@ -250,7 +252,7 @@ func (s *system) joinRequest(id attest.SimIdentity, service string, key *secure.
 }
 
 // waitFor polls f until it returns nil (or the test times out).
-func waitFor(t *testing.T, what string, f func() error) {
+func waitFor(t testing.TB, what string, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -269,4 +271,11 @@ func equalJSON(a, b any) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return bytes.Equal(x, y)
+}
+
+// newBenchSystem is a coordinator with the test manifest set.
+func newBenchSystem(b *testing.B) *system {
+	s := newSystem(b)
+	s.setManifest(s.manifestYAML(1, true, joinImage.Measurement))
+	return s
 }

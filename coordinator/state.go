@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cloister-dev/cloister/manifest"
@@ -98,8 +99,48 @@ func saveState(ctx context.Context, rt *trusted.Runtime, st *state) error {
 	if err != nil {
 		return fmt.Errorf("coordinator: encode state: %w", err)
 	}
+	return putState(ctx, rt, b)
+}
+
+func putState(ctx context.Context, rt *trusted.Runtime, b []byte) error {
+	defer clear(b)
 	if err := rt.Put(ctx, stateKey, b); err != nil {
 		return fmt.Errorf("coordinator: save state: %w", err)
 	}
+	return nil
+}
+
+// writer orders the writes of one instance's state: every snapshot gets a
+// generation number under the instance's lock, and a snapshot older than
+// the one last written is dropped, so a slow write can never roll back a
+// newer one.
+type writer struct {
+	mu      sync.Mutex
+	gen     uint64 // of the last snapshot taken (guarded by the instance's lock)
+	written uint64 // of the last snapshot written (guarded by mu)
+}
+
+// snapshot encodes st; the caller holds the instance's lock.
+func (w *writer) snapshot(st *state) ([]byte, uint64, error) {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return nil, 0, fmt.Errorf("coordinator: encode state: %w", err)
+	}
+	w.gen++
+	return b, w.gen, nil
+}
+
+// write stores snapshot gen unless a newer one was written already.
+func (w *writer) write(ctx context.Context, rt *trusted.Runtime, b []byte, gen uint64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if gen <= w.written {
+		clear(b)
+		return nil
+	}
+	if err := putState(ctx, rt, b); err != nil {
+		return err
+	}
+	w.written = gen
 	return nil
 }

@@ -1,0 +1,166 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/cloister-dev/cloister/attest"
+	"github.com/cloister-dev/cloister/manifest"
+	"github.com/cloister-dev/cloister/provision"
+	"github.com/cloister-dev/cloister/secure"
+)
+
+const fuzzManifest = `version: 1
+owner:
+  public_key: "MCowBQYDK2VwAyEAWgeiQvUwGqu9fiBYvjyvs6p06k/b938b5QnyZkt7iR4="
+services:
+  analytics:
+    identities:
+      - mrenclave: "e389fb35acd45ceee94a6c0064f987639a4338f698615da952955dabbe65e0a2"
+  ingest: {}
+addresses:
+  water.readings:
+    secured: true
+    consume: [analytics]
+`
+
+// seeds returns real request bodies of every kind.
+func seeds(t testing.TB) [][]byte {
+	var out [][]byte
+	add := func(v any) {
+		b, err := provision.Encode(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	nonce := make([]byte, provision.NonceSize)
+	rand.Read(nonce)
+	key, err := secure.NewServiceKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := attest.NewSimIssuer(attest.SimIdentity{ProductID: 1}, pk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := iss.Issue(context.Background(), provision.JoinReportData(key.PublicKeyBytes(), nonce))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evb, _ := ev.MarshalBinary()
+	add(provision.JoinRequest{Service: "analytics", PublicKey: key.PublicKeyBytes(), Nonce: nonce, Evidence: evb})
+	add(provision.AttestRequest{Nonce: nonce})
+	add(provision.ServiceKeyRequest{Service: "analytics"})
+	y := []byte(fuzzManifest)
+	add(provision.ManifestSet{Manifest: y})
+	add(provision.ManifestUpdate{Manifest: y, Signature: make([]byte, ed25519.SignatureSize)})
+	add(provision.RotateRequest{NextEpoch: 2, Grace: "1h", Signature: make([]byte, ed25519.SignatureSize)})
+	st, err := newState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(st)
+	out = append(out, b)
+	return out
+}
+
+// checkRefusal: a decoder's error is always a refusal with a 4xx code.
+func checkRefusal(t *testing.T, err error) {
+	var e *Error
+	if !errors.As(err, &e) || e.Code < 400 || e.Code > 499 || e.Message == "" {
+		t.Fatalf("decoder error is not a 4xx refusal: %v", err)
+	}
+}
+
+func FuzzDecoders(f *testing.F) {
+	for _, s := range seeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if r, err := decodeJoin(data); err != nil {
+			checkRefusal(t, err)
+		} else if len(r.Nonce) != provision.NonceSize || r.key == nil || r.evidence == nil || r.Service == "" {
+			t.Fatalf("accepted an incomplete join: %+v", r.JoinRequest)
+		}
+		if r, err := decodeAttest(data); err != nil {
+			checkRefusal(t, err)
+		} else if len(r.Nonce) != provision.NonceSize {
+			t.Fatal("accepted an attest request without a proper nonce")
+		}
+		if _, err := decodeServiceKey(data); err != nil {
+			checkRefusal(t, err)
+		}
+		if m, err := decodeManifestSet(data); err != nil {
+			checkRefusal(t, err)
+		} else if again, err := manifest.Parse(m.Canonical()); err != nil || again.Hash() != m.Hash() {
+			t.Fatalf("an accepted manifest does not round-trip: %v", err)
+		}
+		if _, sig, err := decodeManifestUpdate(data); err != nil {
+			checkRefusal(t, err)
+		} else if len(sig) == 0 {
+			t.Fatal("accepted an unsigned update")
+		}
+		if r, grace, err := decodeRotate(data); err != nil {
+			checkRefusal(t, err)
+		} else if len(r.Signature) == 0 || grace < 0 || grace > MaxGrace {
+			t.Fatalf("accepted rotation %+v, grace %v", r, grace)
+		}
+		if st, _, err := decodeState(data); err == nil && (len(st.Root) != rootSize || st.Epoch == 0) {
+			t.Fatalf("accepted a state without a root secret or epoch")
+		}
+	})
+}
+
+func TestSeedsDecode(t *testing.T) {
+	s := seeds(t)
+	if _, err := decodeJoin(s[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := decodeManifestSet(s[3]); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := decodeRotate(s[5]); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := decodeState(s[6]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The channel key of a service is a function of the root secret and the
+// service name only.
+func TestChannelKeyIsDeterministic(t *testing.T) {
+	root := make([]byte, rootSize)
+	rand.Read(root)
+	a, err := channelKey(root, "analytics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := channelKey(root, "analytics")
+	c, _ := channelKey(root, "archive")
+	if !a.PublicKey().Equal(b.PublicKey()) || a.PublicKey().Equal(c.PublicKey()) {
+		t.Fatal("channel keys are not per service and deterministic")
+	}
+	ab, _ := a.Bytes()
+	bb, _ := b.Bytes()
+	if string(ab) != string(bb) {
+		t.Fatal("private halves differ")
+	}
+	s1, _ := deriveSecret(root, "analytics", "k", 32)
+	s2, _ := deriveSecret(root, "analytics", "k", 32)
+	s3, _ := deriveSecret(root, "analytics", "k2", 32)
+	if string(s1) != string(s2) || string(s1) == string(s3) {
+		t.Fatal("generated secrets are not per name and deterministic")
+	}
+}
