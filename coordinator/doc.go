@@ -1,0 +1,113 @@
+// Package coordinator is Cloister's provisioning service: a trusted service,
+// in an enclave image like any other (./image), that holds the application's
+// manifest, attests itself to clients, and hands keys and secrets to the
+// enclaves the manifest allows — sealed to a key that never left them.
+//
+// It imports the standard library, attest, secure, seal, manifest,
+// provision and trusted only: no bus, no networking. The host relays its
+// messages; what it relays is either public or sealed.
+//
+// # Protocol, as implemented
+//
+// Every request and answer is a provision message (JSON, decoded strictly,
+// at most provision.MaxMessageSize bytes). Refusals are bus recipient
+// failures whose code is a provision.Code* and whose message names the
+// reason.
+//
+//	address                 request → answer                         refusals
+//	AddressManifestSet      ManifestSet → Status                     400 invalid (every field error), 409 already set
+//	AddressManifestUpdate   ManifestUpdate → Status                  401 unsigned, no owner or bad signature, 409 version not higher, 412
+//	AddressAttest           AttestRequest → AttestResponse           400, 412 no manifest
+//	AddressServiceKey       ServiceKeyRequest → ServiceKeyResponse   404 unknown service, 403 regular service, 412
+//	AddressChallenge        (empty) → Challenge                      429 too many outstanding
+//	AddressJoin             JoinRequest → JoinResponse               400, 403, 404, 412 (see below)
+//	AddressRotate           RotateRequest → Status                   401 unsigned or bad signature, 409 not the next epoch, 412
+//	AddressStatus           (empty) → Status
+//
+// Manifest. The first manifest is accepted from whoever sends it (clients
+// pin its hash, so a wrong one is harmless: nobody trusts it); every later
+// one must be signed by the current owner key with a higher version
+// (manifest.VerifyUpdate). A second ManifestSet is refused even if it
+// carries the same manifest.
+//
+// Attestation. The answer carries evidence from trusted.Runtime.Evidence
+// whose report data is provision.AttestReportData(signing key, manifest
+// hash, the caller's nonce), the Ed25519 signing key and the manifest hash
+// and version. Package client verifies it.
+//
+// Challenges. A challenge is 32 random bytes, valid for
+// Options.NonceLifetime (two minutes by default), spent by the first join
+// that names it whatever the outcome, and never valid again; at most
+// Options.MaxChallenges are outstanding.
+//
+// Joins are checked in this order, the first failure answering:
+//
+//  1. the request decodes: a service name, a 32-byte nonce, a secure public
+//     key, attest evidence (400);
+//  2. a manifest is set (412), the service is in it (404) and is trusted,
+//     i.e. has identities (403);
+//  3. the nonce was issued here, is not spent and has not expired (403;
+//     it is spent now);
+//  4. the evidence: simulated evidence only if the manifest allows
+//     simulation ("simulated evidence refused: the manifest forbids
+//     simulation"), signed by this machine's simulation platform key
+//     (attest.LoadOrCreateSimPlatformKey at Options.SimPlatformKeyPath) or
+//     one of Options.SimPlatformKeys; SGX DCAP evidence through attest's
+//     full chain, with Options.Collateral for its TCB status (403);
+//  5. the report data is provision.JoinReportData(public key, nonce), so the
+//     evidence speaks for this key and this challenge (403);
+//  6. the claims satisfy one of the service's identities
+//     (manifest.Check): an unknown measurement is refused with "measurement
+//     … (signer …, product …) is not among the identities of service …", a
+//     debug enclave of a service without debug, a TCB status the manifest
+//     does not accept, or an SVN below the minimum each with its own reason
+//     (403).
+//
+// The answer is secure.SealTo(public key, provision.GrantInfo(service,
+// nonce), provision.Grant as JSON): only the enclave holding the private
+// key can open it, and only as a grant for that service and that join. The
+// grant holds, for every address on which the manifest gives the service a
+// right, the rights, and for a secured address the keys of the current
+// epoch and — during a grace period — of the previous one; the service's
+// secrets; and the private half of the service's client-channel key.
+//
+// # Keys
+//
+// All keys derive from a 32-byte root secret drawn on first start:
+//
+//	address key      secure.DeriveAddressKey(root, address, epoch)
+//	generated secret HKDF-SHA256(root, info = frame("cloister/coordinator/v1/secret", service, name)), length from the manifest
+//	channel key      X-Wing (ML-KEM-768 + X25519) DeriveKeyPair(HKDF-SHA256(root, info = frame("cloister/coordinator/v1/channel-key", service)))
+//
+// where frame is each field prefixed by its u16 length. So every instance
+// of a service, before and after any restart of the coordinator, gets the
+// same keys; a rotation changes address keys only. Secrets the owner
+// supplies come from the manifest. The channel key's public half is served
+// on AddressServiceKey with the coordinator's Ed25519 signature over
+// provision.ServiceKeyMessage(manifest hash, service, key).
+//
+// # Rotation
+//
+// A RotateRequest names the next epoch (the current one plus one) and a
+// grace period (a Go duration, at most MaxGrace; empty means DefaultGrace),
+// signed by the manifest owner over provision.RotateMessage(manifest hash,
+// next epoch, grace). Grants then carry the new epoch's keys and, until
+// the grace period ends, the previous epoch's (Grant.GraceUntil). The
+// coordinator publishes provision.EpochNotice on AddressEpoch; joined
+// enclaves join again to fetch the new keys. Only the previous epoch has a
+// grace period: a rotation during one ends the older epoch's at once.
+//
+// # State
+//
+// The root secret, the signing key's seed, the manifest (canonical JSON),
+// the epoch and its grace period, and the join and refusal counters are
+// kept as one JSON value in protected storage (trusted.Runtime.Put: sealed
+// inside the enclave, with a seal policy of MRENCLAVE by default, so only
+// the same coordinator image can read it). Changes to the manifest and the
+// epoch are written before they are answered; counters are written in the
+// background, so a crash may lose the last few counts. A restarted
+// coordinator (the supervisor restarts it after kill -9) reads the state
+// back and hands out the same keys. Protected storage has no freshness:
+// a malicious host can roll the state back to an older blob (an older
+// manifest or epoch); it cannot forge one.
+package coordinator
