@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/boundary"
+	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/seal"
 )
 
@@ -63,10 +64,28 @@ type Options struct {
 	// Evidence, if set, produces attestation evidence for Runtime.Evidence
 	// instead of Gramine's /dev/attestation or the host.
 	Evidence EvidenceFunc
-	// OnInit, if set, runs after Init and before Ready; an error is sent to
-	// the host as Fatal and ends Serve.
+	// OnInit, if set, runs after Init (and after joining, when Service is
+	// set) and before Ready; an error is sent to the host as Fatal and ends
+	// Serve.
 	OnInit func(ctx context.Context, rt *Runtime) error
+	// Service is the service name in the application's manifest. When set
+	// (or, for Main, when the CLOISTER_SERVICE environment variable names
+	// it), the enclave joins the coordinator at start-up, before Ready, and
+	// from then on opens and seals the messages of its secured and
+	// client-channel addresses and enforces the grant's rights (see the
+	// package doc).
+	Service string
+	// JoinTimeout bounds the join at start-up, retries included (default
+	// 20s; keep it below the host's start timeout).
+	JoinTimeout time.Duration
 }
+
+// EnvService names the environment variable Main reads the service name
+// from when Options.Service is empty.
+const EnvService = "CLOISTER_SERVICE"
+
+// DefaultJoinTimeout is the default of Options.JoinTimeout.
+const DefaultJoinTimeout = 20 * time.Second
 
 // DefaultMemoryLimit is the Go memory limit Main sets by default: an SGX1
 // enclave has about 93 MB of protected memory in all.
@@ -93,6 +112,9 @@ func New(opts Options) *App {
 	}
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 10 * time.Second
+	}
+	if opts.JoinTimeout <= 0 {
+		opts.JoinTimeout = DefaultJoinTimeout
 	}
 	if opts.LogLevel == nil {
 		opts.LogLevel = slog.LevelInfo
@@ -178,6 +200,12 @@ func (a *App) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 	s.idle.L = &s.mu
 	s.rt = &Runtime{s: s}
 	s.rt.log = slog.New(&logHandler{s: s, level: a.opts.LogLevel})
+	if a.opts.Service != "" {
+		s.keys = newKeys(s.rt)
+		if handlers[provision.AddressEpoch] == nil {
+			handlers[provision.AddressEpoch] = epochHandler{s.keys}
+		}
+	}
 	return s.serve()
 }
 
@@ -197,6 +225,7 @@ type session struct {
 	conn     *boundary.Conn
 	handlers map[string]Handler
 	rt       *Runtime
+	keys     *keys // nil unless the enclave joins (Options.Service)
 	ctx      context.Context
 	cancel   context.CancelFunc
 	shutdown chan *boundary.Shutdown // the first Shutdown
@@ -242,6 +271,15 @@ func (s *session) serve() error {
 	for range s.opts.Workers + 1 {
 		go s.loop()
 	}
+	if s.keys != nil {
+		jctx, cancel := context.WithTimeout(s.ctx, s.opts.JoinTimeout)
+		err := s.keys.joinRetrying(jctx, s.opts.Service)
+		cancel()
+		if err != nil {
+			s.halt()
+			return s.fatal(err)
+		}
+	}
 	if s.opts.OnInit != nil {
 		if err := s.opts.OnInit(s.ctx, s.rt); err != nil {
 			s.halt()
@@ -253,7 +291,7 @@ func (s *session) serve() error {
 	} else if s.rt.sealMode == "simulated" {
 		s.rt.log.Warn("SIMULATED sealing: protected storage keys derive from a host-held platform secret and a host-chosen identity; this promises nothing against a malicious host")
 	}
-	if err := s.conn.Send(&boundary.Ready{Workers: uint32(s.opts.Workers), Addresses: s.app.Addresses()}); err != nil {
+	if err := s.conn.Send(&boundary.Ready{Workers: uint32(s.opts.Workers), Addresses: s.serveAddresses()}); err != nil {
 		s.halt()
 		return fmt.Errorf("trusted: send Ready: %w", err)
 	}
@@ -370,6 +408,8 @@ func (s *session) dispatch(m boundary.Message) {
 			Queued: uint32(len(s.queue)), Workers: uint32(s.opts.Workers)}
 		if s.draining {
 			st.Detail = "draining"
+		} else if s.keys != nil {
+			st.Detail = s.keys.healthDetail()
 		}
 		s.mu.Unlock()
 		s.conn.Post(st)
@@ -422,6 +462,14 @@ func (s *session) run(c *Call) {
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
+	if s.keys != nil {
+		if _, internal := c.handler.(epochHandler); !internal {
+			if err := s.keys.open(c); err != nil {
+				s.reject(c, err)
+				return
+			}
+		}
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			msg := fmt.Sprintf("handler for %q panicked", c.address)
@@ -440,6 +488,51 @@ func (s *session) run(c *Call) {
 	}()
 	c.handler.ServeCall(ctx, c)
 }
+
+// reject counts and answers a delivery the secured layer refused; the
+// handler does not run. Only the address and the reason are logged.
+func (s *session) reject(c *Call, err error) {
+	why := reason(err)
+	s.keys.count(c.address, why)
+	s.rt.log.Warn("rejected a message", "address", c.address, "kind", c.kind.String(), "reason", why)
+	if c.ExpectsReply() {
+		code := CodeRejected
+		if why == ReasonNotAllowed {
+			code = CodeNotAllowed
+		}
+		c.answer(&boundary.Fail{Token: c.token, Kind: boundary.FailApplication, Code: int32(code),
+			Message: fmt.Sprintf("rejected by the enclave (%s): %v", why, err)})
+	}
+}
+
+// serveAddresses returns the addresses to announce in Ready: every
+// registered one, or, once joined, those the grant lets the service
+// consume (and the epoch notices).
+func (s *session) serveAddresses() []string {
+	all := s.app.Addresses()
+	if s.keys == nil {
+		return all
+	}
+	var out []string
+	for _, a := range all {
+		if g := s.keys.address(a); g != nil && g.Consume {
+			out = append(out, a)
+		} else {
+			s.rt.log.Warn("not serving an address: the grant gives no right to consume it", "address", a)
+		}
+	}
+	if _, own := s.handlers[provision.AddressEpoch].(epochHandler); own {
+		out = append(out, provision.AddressEpoch)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// epochHandler receives the coordinator's epoch notices for the runtime.
+type epochHandler struct{ k *keys }
+
+// ServeCall re-joins when the notice names a newer epoch.
+func (h epochHandler) ServeCall(ctx context.Context, c *Call) { h.k.onEpoch(ctx, c) }
 
 // answered is called once per answered request.
 func (s *session) answered() {

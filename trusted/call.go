@@ -1,6 +1,7 @@
 package trusted
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/cloister-dev/cloister/boundary"
 	"github.com/cloister-dev/cloister/seal"
+	"github.com/cloister-dev/cloister/secure"
 )
 
 // Runtime is the enclave instance as seen by handlers: the OCALLs it can
@@ -51,6 +53,53 @@ func (rt *Runtime) Config() []byte { return rt.config }
 // SealMode returns where the storage keys come from: "gramine",
 // "simulated" or "custom" (Options.KeySource); empty if none is available.
 func (rt *Runtime) SealMode() string { return rt.sealMode }
+
+// Service returns the service the enclave joined as ("" when it does not
+// join).
+func (rt *Runtime) Service() string {
+	if rt.s.keys == nil {
+		return ""
+	}
+	rt.s.keys.mu.RLock()
+	defer rt.s.keys.mu.RUnlock()
+	if rt.s.keys.grant == nil {
+		return ""
+	}
+	return rt.s.keys.grant.Service
+}
+
+// Epoch returns the current key epoch of the grant (0 when not joined).
+func (rt *Runtime) Epoch() uint32 {
+	if rt.s.keys == nil {
+		return 0
+	}
+	return rt.s.keys.epoch()
+}
+
+// Secret returns the grant's secret name (a copy), and whether the grant
+// holds it.
+func (rt *Runtime) Secret(name string) ([]byte, bool) {
+	if rt.s.keys == nil {
+		return nil, false
+	}
+	rt.s.keys.mu.RLock()
+	defer rt.s.keys.mu.RUnlock()
+	if rt.s.keys.grant == nil {
+		return nil, false
+	}
+	v, ok := rt.s.keys.grant.Secrets[name]
+	return bytes.Clone(v), ok
+}
+
+// Rejections returns how many messages the secured layer rejected, by
+// address and reason (the Reason* constants): counts only. The host sees
+// the same counts in the enclave's health.
+func (rt *Runtime) Rejections() map[string]map[string]uint64 {
+	if rt.s.keys == nil {
+		return map[string]map[string]uint64{}
+	}
+	return rt.s.keys.rejections()
+}
 
 // Logger returns a logger whose records go to the host as Log OCALLs. The
 // host reads them in plaintext: never log secrets or payloads.
@@ -117,10 +166,18 @@ func (a *App) keySource(in *boundary.Init) (seal.KeySource, string, error) {
 
 // Send sends body to address, point to point, through the host (Send
 // OCALL). It returns once the frame is on its way; delivery is not
-// confirmed.
+// confirmed. Once joined, the grant must give the service the send right
+// on address (else ErrNotAllowed), and on a secured address the runtime
+// seals headers (authenticated, not encrypted) and body into an envelope.
 func (rt *Runtime) Send(ctx context.Context, address string, headers map[string]string, body []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if k := rt.s.keys; k != nil {
+		var err error
+		if headers, body, _, _, err = k.outgoing(address, secure.KindSend, headers, body); err != nil {
+			return err
+		}
 	}
 	if err := rt.s.conn.Send(&boundary.Send{Address: address, Headers: headers, Body: body}); err != nil {
 		return fmt.Errorf("trusted: send to %q: %w", address, err)
@@ -129,10 +186,17 @@ func (rt *Runtime) Send(ctx context.Context, address string, headers map[string]
 }
 
 // Publish publishes body to every consumer of address through the host
-// (Publish OCALL).
+// (Publish OCALL). Once joined, the grant must give the publish right, and
+// a secured address's messages are sealed (as for Send).
 func (rt *Runtime) Publish(ctx context.Context, address string, headers map[string]string, body []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if k := rt.s.keys; k != nil {
+		var err error
+		if headers, body, _, _, err = k.outgoing(address, secure.KindPublish, headers, body); err != nil {
+			return err
+		}
 	}
 	if err := rt.s.conn.Send(&boundary.Publish{Address: address, Headers: headers, Body: body}); err != nil {
 		return fmt.Errorf("trusted: publish to %q: %w", address, err)
@@ -171,7 +235,37 @@ func (e *RequestError) Error() string {
 // answered by a RequestResult ECALL). timeout is passed to the host; zero
 // means the time left in ctx, or the host's default. A failed request
 // returns a *RequestError; ctx ending returns ctx's error.
+//
+// Once joined, the grant must give the send right on address; on a secured
+// address the request is sealed and the reply opened bound to it (a reply
+// that does not open is counted and returned as an error wrapping
+// ErrRejected and the secure package's reason). Failures (code and message)
+// are never sealed: the host reads them.
 func (rt *Runtime) Request(ctx context.Context, address string, headers map[string]string, body []byte, timeout time.Duration) (*Response, error) {
+	k := rt.s.keys
+	if k == nil {
+		return rt.request(ctx, address, headers, body, timeout)
+	}
+	headers, body, a, ref, err := k.outgoing(address, secure.KindRequest, headers, body)
+	if err != nil {
+		return nil, err
+	}
+	r, err := rt.request(ctx, address, headers, body, timeout)
+	if err != nil || a == nil {
+		return r, err
+	}
+	o, err := a.opener.OpenReply(ref, r.Body)
+	if err != nil {
+		why := reason(err)
+		k.count(address, why)
+		rt.log.Warn("rejected a reply", "address", address, "reason", why)
+		return nil, fmt.Errorf("trusted: request to %q: %w (%s): %w", address, ErrRejected, why, err)
+	}
+	return &Response{Headers: o.Headers, Body: o.Plaintext}, nil
+}
+
+// request is Request without the secured layer.
+func (rt *Runtime) request(ctx context.Context, address string, headers map[string]string, body []byte, timeout time.Duration) (*Response, error) {
 	if timeout <= 0 {
 		if dl, ok := ctx.Deadline(); ok {
 			timeout = max(time.Until(dl), time.Millisecond)
@@ -300,6 +394,9 @@ type Call struct {
 	headers map[string]string
 	body    []byte
 	done    atomic.Bool
+
+	secured *openedRef      // opened from an envelope
+	client  *secure.Request // opened from a client-channel request
 }
 
 // Errors of Reply and Fail.
@@ -332,9 +429,31 @@ func (c *Call) Timeout() time.Duration { return c.timeout }
 
 // Reply answers a request with headers and body (Reply OCALL). It may be
 // called from any goroutine, also after the handler returned, and only once.
+// The reply to a secured request is sealed bound to it (headers
+// authenticated, not encrypted); the reply to a client-channel request is
+// sealed to the client, and its headers are not sent.
 func (c *Call) Reply(headers map[string]string, body []byte) error {
+	if c.token == 0 {
+		return ErrNoReplyExpected
+	}
+	headers, body, err := c.sealReply(headers, body)
+	if err != nil {
+		if c.done.Load() {
+			return ErrAlreadyAnswered
+		}
+		c.answer(&boundary.Fail{Token: c.token, Kind: boundary.FailInternal, Message: fmt.Sprintf("could not seal the reply on %q", c.address)})
+		return err
+	}
 	return c.answer(&boundary.Reply{Token: c.token, Headers: headers, Body: body})
 }
+
+// Secured reports whether the message came sealed in an envelope of a
+// secured address (and was opened: authenticated, not a replay).
+func (c *Call) Secured() bool { return c.secured != nil }
+
+// FromClient reports whether the message is a client-channel message an
+// outside client sealed to the service's channel key.
+func (c *Call) FromClient() bool { return c.client != nil }
 
 // Fail answers a request with a failure code and message (Fail OCALL); the
 // requester sees a recipient failure.

@@ -71,6 +71,77 @@
 // Init.SealPolicy; else MRENCLAVE. Images that must not let the host choose
 // set it.
 //
+// # Secured addresses
+//
+// An image that names its manifest service (Options.Service, or the
+// CLOISTER_SERVICE environment variable for Main) joins the coordinator at
+// start-up and from then on protects its messages itself; handlers see and
+// pass plaintext only, and the host sees only ciphertext on secured and
+// client-channel addresses.
+//
+// Joining (package provision), after Init and before OnInit and Ready,
+// through Request OCALLs the host passes on before Ready:
+//
+//	→ provision.AddressChallenge            ← Challenge{Nonce}
+//	  key := fresh secure.ServiceKey, made and kept inside the enclave
+//	  evidence := Runtime.Evidence(provision.JoinReportData(key's public key, Nonce))
+//	→ provision.AddressJoin JoinRequest{Service, public key, Nonce, evidence}
+//	← JoinResponse{Grant sealed to key under provision.GrantInfo(Service, Nonce)}
+//
+// The grant holds the service's rights per address, the address keys of the
+// current epoch (and of the previous one during a grace period), the
+// service's secrets (Runtime.Secret) and its client-channel key. While the
+// coordinator is unreachable, has no manifest yet or is busy, the join is
+// retried until Options.JoinTimeout; a refusal (wrong measurement,
+// simulated evidence the manifest forbids, unknown service, …) ends the
+// enclave at once with a Fatal naming the coordinator's reason
+// (*JoinError), which the host reports as the start-up failure. Ready then
+// announces only the registered addresses the grant lets the service
+// consume, plus provision.AddressEpoch: on an EpochNotice naming a newer
+// epoch the runtime joins again and installs the new keys; the old epoch is
+// accepted until the grant's GraceUntil, then retired.
+//
+// Deliveries, before the handler runs (on the worker that will run it):
+//
+//   - an address not in the grant, or without the consume right: rejected
+//     (reason "not-allowed");
+//   - a secured address: the body must be a secure envelope of the
+//     delivery's kind under a held epoch's key, not seen before
+//     (secure.Opener, one per address, replay window per sender); the
+//     handler gets its plaintext and protected headers (Call.Secured);
+//   - a client-channel address (manifest "clients: true"): a body that is
+//     a client request (secure.SealRequest to the service's channel key,
+//     info secure.ChannelInfo(service, manifest hash)) is opened with the
+//     grant's channel key and admitted once by a secure.ReplayCache
+//     (Call.FromClient); if the address is not also secured, anything else
+//     is rejected ("plaintext");
+//   - a plain address in the grant: passed through.
+//
+// A rejected message never reaches a handler: it is counted by address and
+// reason (the Reason* constants: malformed, auth, replay, too-old,
+// epoch-retired, unknown-epoch, wrong-kind, …), logged to the host with the
+// address and reason only, and a request is failed with CodeRejected (or
+// CodeNotAllowed) and a message naming the reason. Runtime.Rejections
+// returns the counts; the host reads them in the enclave's health
+// (HealthStatus.Detail = HealthRejectionsPrefix + JSON, counts only).
+//
+// Answers and OCALLs: Reply to a secured request is sealed by this
+// enclave's own Sealer for the address, bound to the request's Ref
+// (secure.Sealer.SealReply, in the request's epoch while it is held); the
+// reply to a client request is sealed with the key exported from the
+// client's HPKE context (its headers are not sent). Send, Publish and
+// Request need the grant's send (request too) or publish right on the
+// address (ErrNotAllowed otherwise; the coordinator's own addresses are
+// always allowed), and on a secured address the runtime seals headers and
+// body into an envelope of that kind under the current epoch; a Request's
+// reply is opened with OpenReply and the request's Ref, so a host cannot
+// swap, replay or forge replies (ErrRejected, counted).
+//
+// What stays visible to the host: addresses, sizes, timing, the envelope's
+// clear part (kind, epoch, sender ID, sequence number), protected headers
+// (authenticated, not encrypted: keep secrets in the body), Fail codes and
+// messages, and log records. Put no payload in any of them.
+//
 // # Running
 //
 // App.Main serves the protocol for a process image and exits: it reads
@@ -90,6 +161,7 @@
 // inproc backend, tests). Several Serve calls of one App may run at once;
 // each is an independent enclave instance.
 //
-// This package imports only the standard library and the boundary and seal
-// packages — no bus, no networking — to keep the trusted computing base small.
+// This package imports only the standard library and the boundary, seal,
+// secure and provision packages — no bus, no networking, not even attest's
+// X.509 parts — to keep the trusted computing base small.
 package trusted

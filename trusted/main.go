@@ -36,6 +36,9 @@ func (a *App) run() int {
 		}
 		debug.SetMemoryLimit(lim)
 	}
+	if a.opts.Service == "" {
+		a.opts.Service = os.Getenv(EnvService)
+	}
 	r, w, err := boundaryFiles()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "trusted:", err)

@@ -1,0 +1,547 @@
+package trusted
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cloister-dev/cloister/boundary"
+	"github.com/cloister-dev/cloister/provision"
+	"github.com/cloister-dev/cloister/secure"
+)
+
+// CodeRejected is the failure code of a request on a secured or
+// client-channel address whose message the runtime rejected (it did not
+// open, was replayed, came in the clear, or the service may not consume the
+// address). The handler never ran.
+const CodeRejected = 400
+
+// CodeNotAllowed is the failure code of a request delivered on an address
+// the service's grant gives it no right to consume.
+const CodeNotAllowed = 403
+
+// Errors of the secured-address layer.
+var (
+	// ErrNotAllowed: the grant gives the service no such right on the
+	// address (Send, Publish or Request refused inside the enclave).
+	ErrNotAllowed = errors.New("trusted: not allowed by the grant")
+	// ErrRejected: a reply on a secured or client-channel address did not
+	// open; the reason is wrapped too (a secure.Err*).
+	ErrRejected = errors.New("trusted: message rejected")
+	// ErrNotJoined: the runtime has no grant (Options.Service is empty).
+	ErrNotJoined = errors.New("trusted: not joined to a coordinator")
+)
+
+// Rejection reasons, as counted by Runtime.Rejections.
+const (
+	ReasonMalformed      = "malformed"
+	ReasonUnknownEpoch   = "unknown-epoch"
+	ReasonEpochRetired   = "epoch-retired"
+	ReasonAuth           = "auth"
+	ReasonReplay         = "replay"
+	ReasonTooOld         = "too-old"
+	ReasonWrongKind      = "wrong-kind"
+	ReasonWrongRequest   = "wrong-request"
+	ReasonTooManySenders = "too-many-senders"
+	ReasonNotAllowed     = "not-allowed" // no consume right on the address
+	ReasonPlaintext      = "plaintext"   // a client-channel address got something else
+	ReasonOther          = "other"
+)
+
+// HealthRejectionsPrefix starts HealthStatus.Detail when the runtime has
+// rejected messages: the prefix, then JSON {address: {reason: count}}. The
+// host (package enclave) parses it; it carries counts only.
+const HealthRejectionsPrefix = "rejected="
+
+// reason maps a rejection error to its counter name.
+func reason(err error) string {
+	for _, r := range []struct {
+		err  error
+		name string
+	}{
+		{secure.ErrMalformed, ReasonMalformed}, {secure.ErrUnknownEpoch, ReasonUnknownEpoch},
+		{secure.ErrEpochRetired, ReasonEpochRetired}, {secure.ErrAuth, ReasonAuth},
+		{secure.ErrReplay, ReasonReplay}, {secure.ErrTooOld, ReasonTooOld},
+		{secure.ErrWrongKind, ReasonWrongKind}, {secure.ErrWrongRequest, ReasonWrongRequest},
+		{secure.ErrTooManySenders, ReasonTooManySenders}, {ErrNotAllowed, ReasonNotAllowed},
+		{errPlaintext, ReasonPlaintext},
+	} {
+		if errors.Is(err, r.err) {
+			return r.name
+		}
+	}
+	return ReasonOther
+}
+
+var errPlaintext = errors.New("trusted: not a client-channel message")
+
+// Client-channel replay cache defaults.
+const (
+	clientWindow   = 10 * time.Minute
+	clientCapacity = 1 << 16
+)
+
+// granted is one address of the grant with the state to use it.
+type granted struct {
+	provision.AddressGrant
+	opener  *secure.Opener                  // secured addresses
+	keys    map[uint32][secure.KeySize]byte // the grant's keys by epoch
+	sealers map[uint32]*secure.Sealer       // by epoch, made on first use
+}
+
+// keys is what the runtime holds after joining: the grant's rights, keys and
+// secrets. The session has at most one.
+type keys struct {
+	rt *Runtime
+
+	mu        sync.RWMutex
+	grant     *provision.Grant // Keys cleared; kept in the openers
+	addresses map[string]*granted
+	channel   *secure.ServiceKey
+	info      []byte // secure.ChannelInfo(service, manifest hash)
+	replay    *secure.ReplayCache
+
+	joinMu sync.Mutex // one join at a time
+
+	countMu  sync.Mutex
+	rejected map[string]map[string]uint64
+}
+
+func newKeys(rt *Runtime) *keys {
+	return &keys{rt: rt, addresses: map[string]*granted{}, rejected: map[string]map[string]uint64{},
+		replay: secure.NewReplayCache(clientWindow, clientCapacity)}
+}
+
+// apply installs a grant: new rights, new epochs' keys; epochs the grant no
+// longer holds are retired, the previous epoch at the end of its grace.
+func (k *keys) apply(g *provision.Grant) error {
+	addrs := make(map[string]*granted, len(g.Addresses))
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, ag := range g.Addresses {
+		old := k.addresses[ag.Address]
+		n := &granted{AddressGrant: ag, keys: map[uint32][secure.KeySize]byte{}, sealers: map[uint32]*secure.Sealer{}}
+		n.Keys = nil
+		if old != nil {
+			// Shared, so that calls holding the old entry stay consistent.
+			n.opener, n.keys, n.sealers = old.opener, old.keys, old.sealers
+		}
+		if ag.Secured {
+			if n.opener == nil {
+				o, err := secure.NewOpener(ag.Address, secure.OpenerOptions{})
+				if err != nil {
+					return fmt.Errorf("trusted: grant: %w", err)
+				}
+				n.opener = o
+			}
+			held := map[uint32]bool{}
+			for _, ek := range ag.Keys {
+				held[ek.Epoch] = true
+				if len(ek.Key) != secure.KeySize {
+					return fmt.Errorf("trusted: grant: key of %q epoch %d: %d bytes", ag.Address, ek.Epoch, len(ek.Key))
+				}
+				if slices.Contains(n.opener.Epochs(), ek.Epoch) {
+					continue
+				}
+				ak := secure.AddressKey{Address: ag.Address, Epoch: ek.Epoch}
+				copy(ak.Key[:], ek.Key)
+				n.keys[ek.Epoch] = ak.Key
+				err := n.opener.AddKey(ak)
+				clear(ak.Key[:])
+				if err != nil {
+					return fmt.Errorf("trusted: grant: %w", err)
+				}
+			}
+			if !held[g.Epoch] {
+				return fmt.Errorf("trusted: grant: no key of the current epoch %d for %q", g.Epoch, ag.Address)
+			}
+			for _, e := range n.opener.Epochs() {
+				switch {
+				case e == g.Epoch:
+				case held[e] && !g.GraceUntil.IsZero():
+					n.opener.RetireAfter(e, g.GraceUntil)
+				default:
+					n.opener.Retire(e)
+				}
+			}
+			for e := range n.sealers {
+				if e != g.Epoch {
+					delete(n.sealers, e)
+				}
+			}
+			for e := range n.keys {
+				if !held[e] {
+					delete(n.keys, e)
+				}
+			}
+		}
+		addrs[ag.Address] = n
+	}
+	var ch *secure.ServiceKey
+	if g.ChannelKey != nil {
+		var err error
+		if ch, err = secure.ParseServiceKey(g.ChannelKey); err != nil {
+			return fmt.Errorf("trusted: grant: channel key: %w", err)
+		}
+	}
+	var hash [32]byte
+	copy(hash[:], g.ManifestHash)
+	gc := *g
+	gc.Addresses, gc.ChannelKey = nil, nil
+	k.grant, k.addresses, k.channel = &gc, addrs, ch
+	k.info = secure.ChannelInfo(g.Service, hash)
+	return nil
+}
+
+// address returns the grant's entry for address (nil if none).
+func (k *keys) address(address string) *granted {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.addresses[address]
+}
+
+// epoch returns the current key epoch.
+func (k *keys) epoch() uint32 {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if k.grant == nil {
+		return 0
+	}
+	return k.grant.Epoch
+}
+
+// sealer returns the Sealer of address for epoch (0: the current epoch, or
+// if the epoch is no longer held, the current one).
+func (k *keys) sealer(a *granted, epoch uint32) (*secure.Sealer, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, ok := a.keys[epoch]; epoch == 0 || !ok || !slices.Contains(a.opener.Epochs(), epoch) {
+		epoch = k.grant.Epoch
+	}
+	if s := a.sealers[epoch]; s != nil {
+		return s, nil
+	}
+	raw, ok := a.keys[epoch]
+	if !ok {
+		return nil, fmt.Errorf("trusted: no key of epoch %d for %q", epoch, a.Address)
+	}
+	key := secure.AddressKey{Address: a.Address, Epoch: epoch, Key: raw}
+	s, err := secure.NewSealer(key)
+	clear(key.Key[:])
+	if err != nil {
+		return nil, fmt.Errorf("trusted: sealer for %q: %w", a.Address, err)
+	}
+	a.sealers[epoch] = s
+	return s, nil
+}
+
+// count records one rejection.
+func (k *keys) count(address, why string) {
+	k.countMu.Lock()
+	defer k.countMu.Unlock()
+	m := k.rejected[address]
+	if m == nil {
+		m = map[string]uint64{}
+		k.rejected[address] = m
+	}
+	m[why]++
+}
+
+// rejections returns a copy of the counters.
+func (k *keys) rejections() map[string]map[string]uint64 {
+	k.countMu.Lock()
+	defer k.countMu.Unlock()
+	out := make(map[string]map[string]uint64, len(k.rejected))
+	for a, m := range k.rejected {
+		out[a] = maps.Clone(m)
+	}
+	return out
+}
+
+// healthDetail renders the counters for HealthStatus.Detail ("" if none).
+func (k *keys) healthDetail() string {
+	r := k.rejections()
+	if len(r) == 0 {
+		return ""
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return ""
+	}
+	return HealthRejectionsPrefix + string(b)
+}
+
+// open turns a delivery on a granted address into plaintext for the
+// handler, or returns why it is rejected.
+func (k *keys) open(c *Call) error {
+	a := k.address(c.address)
+	if a == nil || !a.Consume {
+		return fmt.Errorf("%w: the grant of %s gives no right to consume %q", ErrNotAllowed, k.service(), c.address)
+	}
+	if a.Clients && bytes.HasPrefix(c.body, []byte("CSQ")) {
+		return k.openClient(c)
+	}
+	if !a.Secured {
+		if a.Clients {
+			return fmt.Errorf("%w: %q accepts client-channel messages only", errPlaintext, c.address)
+		}
+		return nil // a plain address
+	}
+	var kind secure.Kind
+	switch c.kind {
+	case boundary.KindSend:
+		kind = secure.KindSend
+	case boundary.KindPublish:
+		kind = secure.KindPublish
+	default:
+		kind = secure.KindRequest
+	}
+	o, err := a.opener.Open(kind, c.body)
+	if err != nil {
+		return err
+	}
+	c.body, c.headers, c.secured = o.Plaintext, o.Headers, &openedRef{ref: o.Ref(), epoch: o.Epoch, a: a}
+	return nil
+}
+
+// openClient opens a client-channel message with the channel key.
+func (k *keys) openClient(c *Call) error {
+	k.mu.RLock()
+	ch, info := k.channel, k.info
+	k.mu.RUnlock()
+	if ch == nil {
+		return fmt.Errorf("%w: no client-channel key in the grant", secure.ErrAuth)
+	}
+	req, err := ch.OpenRequest(info, c.body)
+	if err != nil {
+		return err
+	}
+	if err := k.replay.Admit(&req.RequestHeader, time.Now()); err != nil {
+		return err
+	}
+	c.body, c.headers, c.client = req.Plaintext, nil, req
+	return nil
+}
+
+func (k *keys) service() string {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if k.grant == nil {
+		return "this service"
+	}
+	return "service " + k.grant.Service
+}
+
+// outgoing checks the right for an operation and seals body when the
+// address is secured. It returns what to put on the bus and, for a secured
+// request, the Ref to open the reply with.
+func (k *keys) outgoing(address string, kind secure.Kind, headers map[string]string, body []byte) (map[string]string, []byte, *granted, secure.Ref, error) {
+	if strings.HasPrefix(address, coordinatorPrefix) {
+		return headers, body, nil, secure.Ref{}, nil
+	}
+	a := k.address(address)
+	allowed := a != nil && ((kind == secure.KindPublish && a.Publish) || (kind != secure.KindPublish && a.Send))
+	if !allowed {
+		op := "send to"
+		if kind == secure.KindPublish {
+			op = "publish on"
+		}
+		return nil, nil, nil, secure.Ref{}, fmt.Errorf("%w: %s may not %s %q", ErrNotAllowed, k.service(), op, address)
+	}
+	if !a.Secured {
+		return headers, body, nil, secure.Ref{}, nil
+	}
+	s, err := k.sealer(a, 0)
+	if err != nil {
+		return nil, nil, nil, secure.Ref{}, err
+	}
+	env, ref, err := s.Seal(kind, headers, body)
+	if err != nil {
+		return nil, nil, nil, secure.Ref{}, fmt.Errorf("trusted: seal for %q: %w", address, err)
+	}
+	return nil, env, a, ref, nil
+}
+
+// coordinatorPrefix starts the coordinator's addresses, which the runtime
+// (and images) may always use: they are how a service joins.
+const coordinatorPrefix = "cloister.coordinator."
+
+// openedRef is what a Call opened from an envelope needs to seal its reply.
+type openedRef struct {
+	ref   secure.Ref
+	epoch uint32
+	a     *granted
+}
+
+// sealReply seals a reply to a secured or client-channel request.
+func (c *Call) sealReply(headers map[string]string, body []byte) (map[string]string, []byte, error) {
+	switch {
+	case c.secured != nil:
+		s, err := c.s.keys.sealer(c.secured.a, c.secured.epoch)
+		if err != nil {
+			return nil, nil, err
+		}
+		env, _, err := s.SealReply(c.secured.ref, headers, body)
+		if err != nil {
+			return nil, nil, fmt.Errorf("trusted: seal reply on %q: %w", c.address, err)
+		}
+		return nil, env, nil
+	case c.client != nil:
+		out, err := c.client.SealReply(body)
+		if err != nil {
+			return nil, nil, fmt.Errorf("trusted: seal client reply on %q: %w", c.address, err)
+		}
+		return nil, out, nil
+	}
+	return headers, body, nil
+}
+
+// ---- joining ----
+
+// JoinError is the coordinator's refusal to grant the service keys: its
+// code (one of the 4xx provision.Code*) and reason. The enclave reports it
+// as Fatal, so the host's start-up failure names it.
+type JoinError struct {
+	Service string
+	Code    int
+	Message string
+}
+
+// Error names the service and the coordinator's reason.
+func (e *JoinError) Error() string {
+	return fmt.Sprintf("trusted: the coordinator refused to let this enclave join as service %s (code %d): %s", e.Service, e.Code, e.Message)
+}
+
+// ErrGrant is wrapped when the coordinator's answer to a join is not a
+// grant for this enclave (it does not open with the joining key, or names
+// another service).
+var ErrGrant = errors.New("trusted: bad grant")
+
+// join runs the join protocol of package provision once (see the package
+// doc) and installs the grant.
+func (k *keys) join(ctx context.Context, service string) error {
+	k.joinMu.Lock()
+	defer k.joinMu.Unlock()
+	rt := k.rt
+	resp, err := rt.provisionRequest(ctx, service, provision.AddressChallenge, nil)
+	if err != nil {
+		return err
+	}
+	var ch provision.Challenge
+	if err := provision.Decode(resp, &ch); err != nil {
+		return fmt.Errorf("trusted: join: challenge: %w", err)
+	}
+	if err := provision.CheckNonce(ch.Nonce); err != nil {
+		return fmt.Errorf("trusted: join: challenge: %w", err)
+	}
+	key, err := secure.NewServiceKey()
+	if err != nil {
+		return fmt.Errorf("trusted: join: key: %w", err)
+	}
+	pub := key.PublicKeyBytes()
+	ev, err := rt.Evidence(ctx, provision.JoinReportData(pub, ch.Nonce))
+	if err != nil {
+		return fmt.Errorf("trusted: join: evidence: %w", err)
+	}
+	evb, err := provision.EncodeEvidence(ev.Type, ev.Quote)
+	if err != nil {
+		return fmt.Errorf("trusted: join: %w", err)
+	}
+	body, err := provision.Encode(provision.JoinRequest{Service: service, PublicKey: pub, Nonce: ch.Nonce, Evidence: evb})
+	if err != nil {
+		return fmt.Errorf("trusted: join: %w", err)
+	}
+	if resp, err = rt.provisionRequest(ctx, service, provision.AddressJoin, body); err != nil {
+		return err
+	}
+	var jr provision.JoinResponse
+	if err := provision.Decode(resp, &jr); err != nil {
+		return fmt.Errorf("%w: %w", ErrGrant, err)
+	}
+	plain, err := key.OpenSealed(provision.GrantInfo(service, ch.Nonce), jr.Grant)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrGrant, err)
+	}
+	defer clear(plain)
+	var g provision.Grant
+	if err := provision.Decode(plain, &g); err != nil {
+		return fmt.Errorf("%w: %w", ErrGrant, err)
+	}
+	if g.Service != service {
+		return fmt.Errorf("%w: a grant for %q, not %q", ErrGrant, g.Service, service)
+	}
+	if err := k.apply(&g); err != nil {
+		return err
+	}
+	rt.log.Info("joined", "service", service, "epoch", g.Epoch, "manifest_version", g.ManifestVersion, "addresses", len(g.Addresses))
+	return nil
+}
+
+// joinRetrying joins, retrying while the coordinator is unreachable or not
+// ready (no handlers, timeouts, 5xx, no manifest yet) until ctx ends; a
+// refusal ends it at once.
+func (k *keys) joinRetrying(ctx context.Context, service string) error {
+	delay := 50 * time.Millisecond
+	for {
+		err := k.join(ctx, service)
+		var je *JoinError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &je) && je.Code != provision.CodeNoManifest && je.Code != provision.CodeTooMany:
+			return err
+		case errors.Is(err, ErrGrant), errors.Is(err, ErrNoEvidence):
+			return err
+		}
+		k.rt.log.Warn("join failed; retrying", "service", service, "err", err.Error(), "in", delay)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("trusted: join as %s: %w (last failure: %w)", service, ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 2*time.Second)
+	}
+}
+
+// provisionRequest makes one request to the coordinator (bypassing the
+// grant's rights) and turns a 4xx recipient failure into a *JoinError.
+func (rt *Runtime) provisionRequest(ctx context.Context, service, address string, body []byte) ([]byte, error) {
+	resp, err := rt.request(ctx, address, nil, body, 0)
+	if err != nil {
+		var re *RequestError
+		if errors.As(err, &re) && re.Failure == boundary.FailureRecipient && re.Code >= 400 && re.Code < 500 {
+			return nil, &JoinError{Service: service, Code: re.Code, Message: re.Message}
+		}
+		return nil, fmt.Errorf("trusted: join: %s: %w", address, err)
+	}
+	return resp.Body, nil
+}
+
+// onEpoch handles an EpochNotice: a newer epoch than held makes the
+// runtime re-join for the new keys. The notice is not authenticated; a
+// forged one costs a join, nothing more.
+func (k *keys) onEpoch(ctx context.Context, c *Call) {
+	var n provision.EpochNotice
+	if err := provision.Decode(c.Body(), &n); err != nil {
+		k.rt.log.Warn("ignoring a malformed epoch notice", "err", err.Error())
+		return
+	}
+	if n.Epoch <= k.epoch() {
+		return
+	}
+	k.mu.RLock()
+	service := k.grant.Service
+	k.mu.RUnlock()
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := k.joinRetrying(ctx, service); err != nil {
+		k.rt.log.Error("re-join after a key rotation failed", "service", service, "epoch", n.Epoch, "err", err.Error())
+	}
+}

@@ -1,0 +1,506 @@
+package trusted_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cloister-dev/cloister/attest"
+	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/coordinator"
+	"github.com/cloister-dev/cloister/enclave"
+	"github.com/cloister-dev/cloister/provision"
+	"github.com/cloister-dev/cloister/secure"
+	"github.com/cloister-dev/cloister/trusted"
+)
+
+// The secured-address tests run the real coordinator and two trusted
+// services, all on the inproc backend, on one in-process bus. The
+// coordinator verifies simulated evidence signed by a platform key made for
+// the test.
+
+var (
+	idAlpha = bytes.Repeat([]byte{0xaa}, 32)
+	idBeta  = bytes.Repeat([]byte{0xbb}, 32)
+	idRogue = bytes.Repeat([]byte{0xcc}, 32)
+)
+
+func testManifest(owner ed25519.PublicKey, allowSim bool) string {
+	return fmt.Sprintf(`
+version: 1
+owner:
+  public_key: %s
+policy:
+  allow_simulation: %t
+services:
+  alpha:
+    identities: [{mrenclave: %x}]
+    debug: true
+    secrets:
+      token: {generate: 32}
+  beta:
+    identities: [{mrenclave: %x}]
+    debug: true
+  tester: {}
+addresses:
+  sec.echo:     {secured: true, consume: [alpha], send: [beta]}
+  sec.news:     {secured: true, consume: [alpha], publish: [beta]}
+  sec.client:   {clients: true, consume: [alpha]}
+  alpha.count:  {consume: [alpha], send: [tester]}
+  alpha.secret: {consume: [alpha], send: [tester]}
+  beta.ask:     {consume: [beta], send: [tester]}
+  beta.tell:    {consume: [beta], send: [tester]}
+  beta.stray:   {consume: [beta], send: [tester]}
+`, base64.StdEncoding.EncodeToString(owner), allowSim, idAlpha, idBeta)
+}
+
+// counters counts handler runs of alpha's secured addresses.
+type counters struct {
+	mu   sync.Mutex
+	runs map[string]int
+	last map[string]string
+}
+
+func (c *counters) saw(address, body string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.runs[address]++
+	c.last[address] = body
+}
+
+func (c *counters) get(address string) (int, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.runs[address], c.last[address]
+}
+
+func alphaApp(service string, seen *counters) *trusted.App {
+	app := trusted.New(trusted.Options{Service: service, JoinTimeout: 10 * time.Second})
+	app.HandleFunc("sec.echo", func(ctx context.Context, c *trusted.Call) {
+		seen.saw(c.Address(), string(c.Body()))
+		if !c.Secured() {
+			c.Fail(500, "not secured")
+			return
+		}
+		c.Reply(map[string]string{"echoed": "yes"}, append([]byte("echo: "), c.Body()...))
+	})
+	app.HandleFunc("sec.news", func(ctx context.Context, c *trusted.Call) {
+		seen.saw(c.Address(), string(c.Body()))
+	})
+	app.HandleFunc("sec.client", func(ctx context.Context, c *trusted.Call) {
+		seen.saw(c.Address(), string(c.Body()))
+		if c.ExpectsReply() {
+			c.Reply(nil, append([]byte("client echo: "), c.Body()...))
+		}
+	})
+	app.HandleFunc("alpha.count", func(ctx context.Context, c *trusted.Call) {
+		n, _ := seen.get(c.Header("address"))
+		c.Reply(map[string]string{"epoch": strconv.Itoa(int(c.Epoch()))}, []byte(strconv.Itoa(n)))
+	})
+	app.HandleFunc("alpha.secret", func(ctx context.Context, c *trusted.Call) {
+		s, ok := c.Secret("token")
+		if !ok {
+			c.Fail(404, "no secret")
+			return
+		}
+		c.Reply(nil, []byte(strconv.Itoa(len(s))))
+	})
+	return app
+}
+
+func betaApp() *trusted.App {
+	app := trusted.New(trusted.Options{Service: "beta", JoinTimeout: 10 * time.Second})
+	app.HandleFunc("beta.ask", func(ctx context.Context, c *trusted.Call) {
+		r, err := c.Request(ctx, "sec.echo", map[string]string{"q": "1"}, c.Body(), 5*time.Second)
+		if err != nil {
+			c.Fail(500, err.Error())
+			return
+		}
+		c.Reply(nil, []byte(r.Headers["echoed"]+"|"+string(r.Body)))
+	})
+	app.HandleFunc("beta.tell", func(ctx context.Context, c *trusted.Call) {
+		if err := c.Publish(ctx, "sec.news", nil, c.Body()); err != nil {
+			c.Fail(500, err.Error())
+			return
+		}
+		c.Reply(nil, []byte("told"))
+	})
+	app.HandleFunc("beta.stray", func(ctx context.Context, c *trusted.Call) {
+		// beta may send to sec.echo but not publish on it, nor send to
+		// sec.news.
+		e1 := c.Publish(ctx, "sec.echo", nil, c.Body())
+		e2 := c.Send(ctx, "sec.news", nil, c.Body())
+		if errors.Is(e1, trusted.ErrNotAllowed) && errors.Is(e2, trusted.ErrNotAllowed) {
+			c.Reply(nil, []byte("refused"))
+			return
+		}
+		c.Fail(500, fmt.Sprintf("not refused: %v / %v", e1, e2))
+	})
+	return app
+}
+
+// logSink keeps every host log line.
+type logSink struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logSink) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logSink) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+type world struct {
+	t       *testing.T
+	bus     *bus.Bus
+	key     string // sim platform key path
+	owner   ed25519.PrivateKey
+	hash    [32]byte
+	logs    *logSink
+	logger  *slog.Logger
+	enclave map[string]*enclave.Enclave
+}
+
+func newWorld(t *testing.T, allowSim bool) *world {
+	t.Helper()
+	w := &world{t: t, logs: &logSink{}, enclave: map[string]*enclave.Enclave{}}
+	w.logger = slog.New(slog.NewTextHandler(io.MultiWriter(w.logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	b, err := bus.New(bus.WithLogger(w.logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.bus = b
+	w.key = filepath.Join(t.TempDir(), "sim-platform.pem")
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	w.owner = priv
+	w.start("coordinator", coordinator.NewApp(coordinator.Options{SimPlatformKeyPath: w.key}, trusted.Options{}), bytes.Repeat([]byte{0x11}, 32))
+	st := w.request(provision.AddressManifestSet, mustEncode(t, provision.ManifestSet{Manifest: []byte(testManifest(pub, allowSim))}))
+	var status provision.Status
+	if err := provision.Decode(st, &status); err != nil {
+		t.Fatal(err)
+	}
+	h, _ := hex.DecodeString(status.ManifestHash)
+	copy(w.hash[:], h)
+	return w
+}
+
+func mustEncode(t *testing.T, v any) []byte {
+	b, err := provision.Encode(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// start hosts app on the bus as an inproc enclave claiming mrenclave.
+func (w *world) start(name string, app *trusted.App, mrenclave []byte) error {
+	t := w.t
+	t.Helper()
+	key, err := attest.LoadOrCreateSimPlatformKey(w.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id attest.SimIdentity
+	copy(id.MREnclave[:], mrenclave)
+	id.Debug = true
+	iss, err := attest.NewSimIssuer(id, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := enclave.NewFileStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := enclave.New(enclave.Config{Name: name, Backend: enclave.NewInProc(app.Serve), Bus: w.bus, Store: store,
+		Issuer: iss, Logger: w.logger, StartTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.Start(ctx); err != nil {
+		return err
+	}
+	for _, a := range e.Addresses() {
+		if _, err := w.bus.Consumer(a, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.enclave[name] = e
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		e.Stop(ctx)
+	})
+	return nil
+}
+
+func (w *world) request(address string, body []byte, headers ...string) []byte {
+	w.t.Helper()
+	m, err := w.try(address, body, headers...)
+	if err != nil {
+		w.t.Fatalf("request %s: %v", address, err)
+	}
+	return m.Body()
+}
+
+func (w *world) try(address string, body []byte, headers ...string) (*bus.Message, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	opts := []bus.DeliveryOption{bus.Timeout(10 * time.Second)}
+	if len(headers) > 0 {
+		h := bus.Headers{}
+		for i := 0; i+1 < len(headers); i += 2 {
+			h[headers[i]] = headers[i+1]
+		}
+		opts = append(opts, bus.WithHeaders(h))
+	}
+	return w.bus.Request(ctx, address, body, opts...)
+}
+
+// count asks alpha how often the handler of address ran, and its epoch.
+func (w *world) count(address string) (int, string) {
+	w.t.Helper()
+	m, err := w.try("alpha.count", nil, "address", address)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(string(m.Body()))
+	return n, m.Headers()["epoch"]
+}
+
+// rejections reads alpha's rejection counters through the host's health.
+func (w *world) rejections(name string) map[string]map[string]uint64 {
+	w.t.Helper()
+	r, err := w.enclave[name].Rejections(context.Background())
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return r
+}
+
+func (w *world) waitFor(what string, cond func() bool) {
+	w.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			w.t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func newMarker() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return "MARKER-" + hex.EncodeToString(b[:])
+}
+
+func TestSecuredAddresses(t *testing.T) {
+	w := newWorld(t, true)
+	seen := &counters{runs: map[string]int{}, last: map[string]string{}}
+	if err := w.start("alpha", alphaApp("alpha", seen), idAlpha); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.start("beta", betaApp(), idBeta); err != nil {
+		t.Fatal(err)
+	}
+
+	// Capture every secured payload the bus carries.
+	var captured sync.Map // address → [][]byte
+	var capMu sync.Mutex
+	capture := func(address string) {
+		if _, err := w.bus.Consumer(address, bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
+			capMu.Lock()
+			defer capMu.Unlock()
+			v, _ := captured.Load(address)
+			l, _ := v.([][]byte)
+			captured.Store(address, append(l, bytes.Clone(m.Body())))
+		})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	capture("sec.news") // a publish reaches every consumer
+
+	marker := newMarker()
+	// Request-reply between the two enclaves on a secured address.
+	got := string(w.request("beta.ask", []byte(marker)))
+	if got != "yes|echo: "+marker {
+		t.Fatalf("beta.ask: %q", got)
+	}
+	if n, last := seen.get("sec.echo"); n != 1 || last != marker {
+		t.Fatalf("alpha's handler saw %d messages, last %q", n, last)
+	}
+	// A publish between them.
+	if got := string(w.request("beta.tell", []byte(marker+"-news"))); got != "told" {
+		t.Fatal(got)
+	}
+	w.waitFor("the publish", func() bool { n, _ := w.count("sec.news"); return n == 1 })
+	capMu.Lock()
+	v, _ := captured.Load("sec.news")
+	news := v.([][]byte)
+	capMu.Unlock()
+	if len(news) != 1 || bytes.Contains(news[0], []byte(marker)) {
+		t.Fatalf("captured publish: %d messages, marker in clear: %v", len(news), bytes.Contains(news[0], []byte(marker)))
+	}
+	env := news[0]
+
+	// Secrets reach the handler.
+	if got := string(w.request("alpha.secret", nil)); got != "32" {
+		t.Fatalf("secret length %q", got)
+	}
+	// Rights are enforced inside the enclave.
+	if got := string(w.request("beta.stray", []byte(marker))); got != "refused" {
+		t.Fatal(got)
+	}
+
+	// Forged, replayed, tampered and mislabelled messages: each rejected
+	// and counted, and the handler never runs.
+	ctx := context.Background()
+	if err := w.bus.Publish(ctx, "sec.news", env); err != nil { // replay
+		t.Fatal(err)
+	}
+	// A bit flipped in flight in the ciphertext of a fresh envelope.
+	var tamper atomic.Bool
+	w.bus.AddOutboundInterceptor(func(ctx context.Context, ev *bus.Event) error {
+		if ev.Envelope.Address == "sec.news" && tamper.CompareAndSwap(true, false) {
+			b := bytes.Clone(ev.Envelope.Body)
+			b[len(b)-20] ^= 0x04
+			ev.Envelope.Body = b
+		}
+		return nil
+	})
+	tamper.Store(true)
+	if got := string(w.request("beta.tell", []byte(marker+"-tampered"))); got != "told" {
+		t.Fatal(got)
+	}
+	if err := w.bus.Publish(ctx, "sec.news", []byte("plaintext from a regular service")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := w.try("sec.echo", env) // a genuine publish envelope delivered as a request
+	var re *bus.ReplyError
+	if !errors.As(err, &re) || re.Code != trusted.CodeRejected || !strings.Contains(re.Message, "auth") && !strings.Contains(re.Message, "wrong-kind") {
+		t.Fatalf("publish envelope as a request: %v", err)
+	}
+	_, err = w.try("sec.echo", []byte("forged"))
+	if !errors.As(err, &re) || re.Code != trusted.CodeRejected || !strings.Contains(re.Message, "malformed") {
+		t.Fatalf("forged request: %v", err)
+	}
+	w.waitFor("the rejections", func() bool {
+		r := w.rejections("alpha")["sec.news"]
+		return r[trusted.ReasonReplay] == 1 && r[trusted.ReasonAuth] == 1 && r[trusted.ReasonMalformed] == 1
+	})
+	if r := w.rejections("alpha")["sec.echo"]; r[trusted.ReasonMalformed] != 1 || r[trusted.ReasonAuth]+r[trusted.ReasonWrongKind] != 1 {
+		t.Fatalf("sec.echo rejections %v", r)
+	}
+	if n, _ := w.count("sec.news"); n != 1 {
+		t.Fatalf("the sec.news handler ran %d times", n)
+	}
+	if n, _ := w.count("sec.echo"); n != 1 {
+		t.Fatalf("the sec.echo handler ran %d times", n)
+	}
+
+	// Client channel: a client seals to alpha's attested channel key.
+	var sk provision.ServiceKeyResponse
+	if err := provision.Decode(w.request(provision.AddressServiceKey, mustEncode(t, provision.ServiceKeyRequest{Service: "alpha"})), &sk); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := secure.ParsePublicKey(sk.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, req, err := secure.SealRequest(pub, secure.ChannelInfo("alpha", w.hash), []byte(marker+"-client"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := w.try("sec.client", req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(m.Body(), []byte(marker)) {
+		t.Fatal("client reply in clear")
+	}
+	pt, err := ch.OpenReply(m.Body())
+	if err != nil || string(pt) != "client echo: "+marker+"-client" {
+		t.Fatalf("client reply %q, %v", pt, err)
+	}
+	if _, err := w.try("sec.client", req); !errors.As(err, &re) || re.Code != trusted.CodeRejected { // replayed client request
+		t.Fatalf("replayed client request: %v", err)
+	}
+	if _, err := w.try("sec.client", []byte(marker)); !errors.As(err, &re) || re.Code != trusted.CodeRejected {
+		t.Fatalf("plaintext on a client address: %v", err)
+	}
+	// A one-way client send (a sensor).
+	_, sent, _ := secure.SealRequest(pub, secure.ChannelInfo("alpha", w.hash), []byte("sensor"))
+	if err := w.bus.Send(ctx, "sec.client", sent); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor("the sensor's send", func() bool { _, last := seen.get("sec.client"); return last == "sensor" })
+	r := w.rejections("alpha")["sec.client"]
+	if r[trusted.ReasonReplay] != 1 || r[trusted.ReasonPlaintext] != 1 {
+		t.Fatalf("sec.client rejections %v", r)
+	}
+
+	// Rotation: the owner starts epoch 2 with no grace; the services re-join
+	// and go on; the captured epoch-1 envelope is now refused as retired.
+	next, grace := uint32(2), "0s"
+	sig := ed25519.Sign(w.owner, provision.RotateMessage(w.hash[:], next, grace))
+	w.request(provision.AddressRotate, mustEncode(t, provision.RotateRequest{NextEpoch: next, Grace: grace, Signature: sig}))
+	w.waitFor("alpha's re-join", func() bool { _, e := w.count("sec.news"); return e == "2" })
+	w.waitFor("beta's re-join", func() bool {
+		m, err := w.try("beta.ask", []byte(marker))
+		return err == nil && string(m.Body()) == "yes|echo: "+marker
+	})
+	if err := w.bus.Publish(ctx, "sec.news", env); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor("the old-epoch rejection", func() bool {
+		return w.rejections("alpha")["sec.news"][trusted.ReasonEpochRetired] == 1
+	})
+
+	// The host's logs never hold a payload.
+	if logs := w.logs.String(); strings.Contains(logs, marker) {
+		t.Fatalf("marker in the host's logs:\n%s", logs)
+	}
+}
+
+func TestJoinRefused(t *testing.T) {
+	w := newWorld(t, true)
+	// Not a measurement the manifest lists for alpha.
+	err := w.start("rogue", alphaApp("alpha", &counters{runs: map[string]int{}, last: map[string]string{}}), idRogue)
+	if err == nil || !strings.Contains(err.Error(), "refused") || !strings.Contains(err.Error(), "not among the identities") {
+		t.Fatalf("rogue image: %v", err)
+	}
+	if !strings.Contains(w.logs.String(), "not among the identities") {
+		t.Fatal("the refusal is not in the host's logs")
+	}
+}
+
+func TestJoinRefusedSimulation(t *testing.T) {
+	w := newWorld(t, false)
+	err := w.start("alpha", alphaApp("alpha", &counters{runs: map[string]int{}, last: map[string]string{}}), idAlpha)
+	if err == nil || !strings.Contains(err.Error(), "simulat") {
+		t.Fatalf("simulated evidence under a manifest that forbids it: %v", err)
+	}
+}
