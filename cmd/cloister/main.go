@@ -65,6 +65,7 @@ func rootCommand() *command {
 			attestCommand(),
 			enclaveCommand(),
 			manifestCommand(),
+			runCommand(),
 		},
 	}
 }

@@ -185,3 +185,38 @@ func FuzzDecodeReading(f *testing.F) {
 		_, _, _ = st.Apply(r, DefaultConfig()) // never panics
 	})
 }
+
+func TestAnalyzer(t *testing.T) {
+	ctx := t.Context()
+	store := &MapStore{}
+	a := NewAnalyzer(DefaultConfig(), store)
+	s := NewSensor("s-1")
+	now := int64(1000)
+	var alerts []Alert
+	for i := range 60 {
+		if i == 20 {
+			s.StartLeak()
+		}
+		now += 10
+		res, al, err := a.Handle(ctx, s.Next(now).Encode())
+		if err != nil || res.Outcome != Accepted {
+			t.Fatalf("%+v %v", res, err)
+		}
+		alerts = append(alerts, al...)
+	}
+	if len(alerts) != 1 || alerts[0].Kind != KindLeak {
+		t.Fatalf("alerts %+v", alerts)
+	}
+	// A new analyzer over the same store (a restarted enclave) knows the sensor.
+	b := NewAnalyzer(DefaultConfig(), store)
+	st, err := b.Status(ctx, StatusRequest{Sensors: []string{"s-1", "bad id"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := st.Sensors["s-1"]; c.LastSeq != 60 || c.Accepted != 60 || len(st.Sensors) != 1 {
+		t.Fatalf("status %+v", st)
+	}
+	if res, _, _ := b.Handle(ctx, []byte("garbage")); res.Outcome != Rejected {
+		t.Fatalf("garbage: %+v", res)
+	}
+}

@@ -1,0 +1,377 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/cluster"
+	"github.com/cloister-dev/cloister/enclave"
+	"github.com/cloister-dev/cloister/examples/water/monitor"
+	"github.com/cloister-dev/cloister/node"
+)
+
+// Options configure Start beyond the app.yaml.
+type Options struct {
+	// Only runs just the named node of the configuration (the others run
+	// in other processes); empty runs them all in this process.
+	Only string
+	// Out receives the banner and the one-line summaries (nil: none).
+	Out io.Writer
+	// Logger receives the services' logs (default: warnings on stderr).
+	Logger *slog.Logger
+}
+
+// App is a running water application (the nodes of this process).
+type App struct {
+	cfg      *Config
+	opts     Options
+	logger   *slog.Logger
+	stateDir string
+	tempDir  bool
+	img      *enclave.Image
+
+	nodes []*localNode
+	http  *http.Server
+	ln    net.Listener
+
+	collector *collector
+	stopBG    context.CancelFunc
+	bgDone    sync.WaitGroup
+}
+
+type localNode struct {
+	cfg     NodeConfig
+	cluster *cluster.Node
+	bus     *bus.Bus
+	node    *node.Node
+}
+
+// Start starts the nodes of cfg (all of them, or opts.Only) and their
+// services. The analytics image is built first if needed.
+func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	if opts.Out == nil {
+		opts.Out = io.Discard
+	}
+	a := &App{cfg: cfg, opts: opts, logger: opts.Logger}
+	defer func() {
+		if err != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = a.Close(cctx)
+		}
+	}()
+	var run []NodeConfig
+	for _, n := range cfg.Nodes {
+		if opts.Only == "" || n.Name == opts.Only {
+			run = append(run, n)
+		}
+	}
+	if len(run) == 0 {
+		return nil, fmt.Errorf("app: no node %q in the configuration", opts.Only)
+	}
+	a.stateDir = cfg.StateDir
+	if a.stateDir == "" {
+		d, err := os.MkdirTemp("", "cloister-water-")
+		if err != nil {
+			return nil, fmt.Errorf("app: %w", err)
+		}
+		a.stateDir, a.tempDir = d, true
+	}
+	// Every process needs the image: to host it, or to know the
+	// measurement the sensors and the dashboard expect.
+	if cfg.Enclave.Image != "" {
+		if a.img, err = enclave.Load(cfg.Enclave.Image); err != nil {
+			return nil, fmt.Errorf("app: %w", err)
+		}
+	} else {
+		path := filepath.Join(a.stateDir, "image", run[0].Name, "analytics.img")
+		fmt.Fprintf(opts.Out, "building the analytics enclave image (%s) ...\n", AnalyticsPackage)
+		if a.img, err = BuildImage(ctx, path); err != nil {
+			return nil, err
+		}
+	}
+	fmt.Fprintf(opts.Out, "analytics image %s\n  measurement %s\n", a.img.Path, a.img.Measurement)
+
+	a.collector = newCollector(a)
+	for _, nc := range run {
+		ln, err := a.startNode(ctx, nc)
+		if err != nil {
+			return nil, err
+		}
+		a.nodes = append(a.nodes, ln)
+		a.logger.Info("water: node started", "node", nc.Name, "nats", ln.cluster.ClientURL(), "cluster", ln.cluster.ClusterURL())
+	}
+	for _, ln := range a.nodes {
+		if err := a.deploy(ctx, ln); err != nil {
+			return nil, err
+		}
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	a.stopBG = cancel
+	a.bgDone.Add(1)
+	go func() {
+		defer a.bgDone.Done()
+		a.collector.run(bg)
+	}()
+	return a, nil
+}
+
+func (a *App) nodeByName(name string) *localNode {
+	for _, n := range a.nodes {
+		if n.cfg.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+func (a *App) startNode(ctx context.Context, nc NodeConfig) (*localNode, error) {
+	opts := cluster.Options{
+		Name:          a.cfg.Name + "-" + nc.Name,
+		NATSListen:    nc.NATSListen,
+		ClusterListen: nc.ClusterListen,
+		Logger:        a.logger.With("node", nc.Name),
+		AckWait:       a.cfg.AckWait,
+	}
+	if opts.NATSListen == "" {
+		opts.NATSListen = "127.0.0.1:-1"
+	}
+	for _, r := range nc.Routes {
+		if other := a.nodeByName(r); other != nil {
+			r = other.cluster.ClusterURL()
+		}
+		opts.Routes = append(opts.Routes, r)
+	}
+	if slices.Contains(nc.Services, ServiceIngest) || slices.Contains(nc.Services, ServiceSensors) {
+		opts.StoreDir = filepath.Join(a.stateDir, "jetstream", nc.Name)
+		opts.Durable = []string{AddressReadings}
+	}
+	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	cn, err := cluster.Start(sctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("app: node %s: %w", nc.Name, err)
+	}
+	b, err := bus.New(bus.WithTransport(cn.Transport()), bus.WithLogger(opts.Logger))
+	if err != nil {
+		cn.Close()
+		return nil, fmt.Errorf("app: node %s: %w", nc.Name, err)
+	}
+	n, err := node.New(node.Options{Bus: b, Logger: opts.Logger})
+	if err != nil {
+		b.Close(context.Background())
+		cn.Close()
+		return nil, fmt.Errorf("app: node %s: %w", nc.Name, err)
+	}
+	return &localNode{cfg: nc, cluster: cn, bus: b, node: n}, nil
+}
+
+// deploy starts the services placed on ln, in the order that lets each
+// find what it needs.
+func (a *App) deploy(ctx context.Context, ln *localNode) error {
+	has := func(s string) bool { return slices.Contains(ln.cfg.Services, s) }
+	logger := a.logger.With("node", ln.cfg.Name)
+	if has(ServiceAlerts) {
+		if _, err := ln.node.Deploy(ctx, func() node.Service { return &alerts{nodeName: ln.cfg.Name} },
+			node.DeployOptions{Name: ServiceAlerts}); err != nil {
+			return err
+		}
+	}
+	if has(ServiceAnalytics) {
+		initCfg, _ := json.Marshal(map[string]bool{"allow_plain": a.cfg.Security == SecurityPlain})
+		if _, err := ln.node.DeployEnclave(ctx, node.EnclaveConfig{
+			Name: ServiceAnalytics, Image: a.img.Path, Backend: a.cfg.Enclave.Backend,
+			Addresses:  []string{monitor.AddressAnalytics, monitor.AddressAnalytics + ".*"},
+			StateDir:   filepath.Join(a.stateDir, "analytics"),
+			InitConfig: initCfg, RestartBackoff: a.cfg.Enclave.RestartBackoff,
+			MaxRestartBackoff: 2 * time.Second,
+		}); err != nil {
+			return fmt.Errorf("app: analytics enclave: %w", err)
+		}
+	}
+	if has(ServiceIngest) {
+		if _, err := ln.node.Deploy(ctx, func() node.Service {
+			return &ingest{nodeName: ln.cfg.Name, transport: ln.cluster.Transport(), logger: logger}
+		}, node.DeployOptions{Name: ServiceIngest, Mode: node.Worker, WorkerPoolSize: 1}); err != nil {
+			return err
+		}
+	}
+	if has(ServiceSensors) {
+		if _, err := ln.node.Deploy(ctx, func() node.Service {
+			return &sensors{cfg: a.cfg, nodeName: ln.cfg.Name, measurement: a.img.Measurement, logger: logger,
+				onAttest: a.collector.setAttestation}
+		}, node.DeployOptions{Name: ServiceSensors}); err != nil {
+			return err
+		}
+	}
+	if has(ServiceDashboard) {
+		if err := a.startDashboard(ln); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Config returns the application's configuration.
+func (a *App) Config() *Config { return a.cfg }
+
+// Image returns the analytics enclave image.
+func (a *App) Image() *enclave.Image { return a.img }
+
+// Bus returns the bus of this process's first node.
+func (a *App) Bus() *bus.Bus { return a.nodes[0].bus }
+
+// NATSURL returns the NATS client URL of this process's first node (for
+// cloister tap and other eavesdroppers).
+func (a *App) NATSURL() string { return a.nodes[0].cluster.ClientURL() }
+
+// DashboardURL returns the dashboard's URL, or "" if this process does
+// not serve it.
+func (a *App) DashboardURL() string {
+	if a.ln == nil {
+		return ""
+	}
+	return "http://" + a.ln.Addr().String() + "/"
+}
+
+// StateDir returns where the application keeps its state.
+func (a *App) StateDir() string { return a.stateDir }
+
+// Enclaves lists the enclave instances hosted by this process.
+func (a *App) Enclaves() []node.EnclaveInstance {
+	var out []node.EnclaveInstance
+	for _, n := range a.nodes {
+		out = append(out, n.node.Enclaves()...)
+	}
+	return out
+}
+
+// InjectLeak starts a leak on a sensor (wherever the sensors run).
+func (a *App) InjectLeak(ctx context.Context, sensor string) error {
+	_, err := a.Bus().Request(ctx, AddressLeak, sensor, bus.Timeout(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("app: inject a leak on %s: %w", sensor, err)
+	}
+	return nil
+}
+
+// AnalyticsStatus asks analytics for its accounting of sensors.
+func (a *App) AnalyticsStatus(ctx context.Context, sensors []string) (monitor.Status, error) {
+	var st monitor.Status
+	m, err := a.Bus().Request(ctx, monitor.AddressStatus, monitor.StatusRequest{Sensors: sensors}, bus.Timeout(5*time.Second))
+	if err != nil {
+		return st, fmt.Errorf("app: analytics status: %w", err)
+	}
+	if err := m.Decode(&st); err != nil {
+		return st, fmt.Errorf("app: analytics status: %w", err)
+	}
+	return st, nil
+}
+
+// State returns the latest collected state (what /api/state serves).
+func (a *App) State() State { return a.collector.get() }
+
+// Run prints the banner and a one-line summary per Config.Summary until
+// ctx ends.
+func (a *App) Run(ctx context.Context) error {
+	out := a.opts.Out
+	var names []string
+	for _, n := range a.nodes {
+		names = append(names, n.cfg.Name)
+	}
+	fmt.Fprintf(out, "water: %d sensors every %v (%.0f readings/s), security %s, nodes %s (this process: %s)\n",
+		a.cfg.Sensors.Count, a.cfg.Sensors.Period, a.cfg.Sensors.Rate(), a.cfg.Security, nodeNames(a.cfg), strings.Join(names, ", "))
+	fmt.Fprintf(out, "NATS clients (cloister tap --servers ...): %s\n", a.NATSURL())
+	if u := a.DashboardURL(); u != "" {
+		fmt.Fprintf(out, "dashboard: %s\n", u)
+	}
+	for _, l := range a.guarantees() {
+		fmt.Fprintln(out, l)
+	}
+	if a.cfg.Summary < 0 {
+		<-ctx.Done()
+		return nil
+	}
+	tick := time.NewTicker(a.cfg.Summary)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			fmt.Fprintln(out, a.collector.get().Summary())
+		}
+	}
+}
+
+func nodeNames(c *Config) string {
+	var s []string
+	for _, n := range c.Nodes {
+		s = append(s, n.Name+"["+strings.Join(n.Services, ",")+"]")
+	}
+	return strings.Join(s, " ")
+}
+
+// guarantees says what is and is not in force, plainly.
+func (a *App) guarantees() []string {
+	var l []string
+	if a.cfg.Security == SecurityChannel {
+		l = append(l, "in force: readings are sealed (HPKE, X-Wing) to the channel key the analytics enclave attests; ingest, NATS, JetStream and the disk see ciphertext; analytics' state is sealed protected storage")
+	} else {
+		l = append(l, "NOT in force: security is plain — readings cross the bus and JetStream in the clear")
+	}
+	l = append(l, "NOT in force: SGX — the process backend isolates the enclave's address space only; its evidence and seal keys are SIMULATED and promise nothing against a malicious host",
+		"NOT in force yet: the coordinator and manifest (issue 6) — the sensors trust the measurement of the image this process built, not a signed manifest; alerts and counts travel in the clear by design (declassified)")
+	return l
+}
+
+// Close stops the dashboard, the services and the nodes, and removes a
+// temporary state directory.
+func (a *App) Close(ctx context.Context) error {
+	var errs []error
+	if a.stopBG != nil {
+		a.stopBG()
+		a.bgDone.Wait()
+	}
+	if a.http != nil {
+		if err := a.http.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Stop the producers first: sensors' node, then the others.
+	nodes := slices.Clone(a.nodes)
+	sort.SliceStable(nodes, func(i, j int) bool {
+		return slices.Contains(nodes[i].cfg.Services, ServiceSensors) && !slices.Contains(nodes[j].cfg.Services, ServiceSensors)
+	})
+	for _, n := range nodes {
+		if err := n.node.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		if err := n.cluster.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if a.tempDir {
+		if err := os.RemoveAll(a.stateDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

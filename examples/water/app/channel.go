@@ -1,0 +1,148 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cloister-dev/cloister/attest"
+	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/enclave"
+	"github.com/cloister-dev/cloister/examples/water/monitor"
+	"github.com/cloister-dev/cloister/secure"
+)
+
+// AnalyticsPackage is the analytics enclave image's main package.
+const AnalyticsPackage = "github.com/cloister-dev/cloister/examples/water/analytics"
+
+// moduleRoot finds the directory of the Cloister module from the working
+// directory up, so that the image builds wherever cloister run is started
+// inside the repository.
+func moduleRoot() string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil {
+			if len(b) > 0 && containsModule(b) {
+				return d
+			}
+		}
+		if filepath.Dir(d) == d {
+			return ""
+		}
+	}
+}
+
+func containsModule(gomod []byte) bool {
+	const want = "module github.com/cloister-dev/cloister\n"
+	return len(gomod) >= len(want) && string(gomod[:len(want)]) == want
+}
+
+// BuildImage builds the analytics enclave image into path (reproducibly:
+// the same source and toolchain give the same measurement). The Go build
+// cache makes builds after the first quick.
+func BuildImage(ctx context.Context, path string) (*enclave.Image, error) {
+	img, err := enclave.Build(ctx, AnalyticsPackage, path, enclave.BuildOptions{
+		Dir: moduleRoot(), Signer: "cloister-examples", ProductID: 7, SVN: 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("app: build the analytics image (run from the Cloister repository, with Go installed): %w", err)
+	}
+	return img, nil
+}
+
+// Attestation is what a verifier learned about a trusted service.
+type Attestation struct {
+	Service      string    `json:"service"`
+	Address      string    `json:"address"`
+	Measurement  string    `json:"measurement,omitempty"`
+	Signer       string    `json:"mrsigner,omitempty"`
+	EvidenceType string    `json:"evidence_type,omitempty"`
+	Simulated    bool      `json:"simulated"`
+	Verified     bool      `json:"verified"`
+	ChannelKey   string    `json:"channel_key,omitempty"` // SHA-256 prefix of the attested key
+	Checked      time.Time `json:"checked"`
+	Error        string    `json:"error,omitempty"`
+	// Warning says what the evidence does not promise.
+	Warning string `json:"warning,omitempty"`
+}
+
+// AttestAnalytics asks analytics for its channel key and evidence, checks
+// the evidence (simulated evidence is accepted: the process backend has no
+// SGX) against the expected measurement and a fresh nonce, and returns the
+// key.
+func AttestAnalytics(ctx context.Context, b *bus.Bus, measurement enclave.Measurement) (*secure.PublicKey, Attestation, error) {
+	att := Attestation{Service: ServiceAnalytics, Address: monitor.AddressAttest, Checked: time.Now()}
+	fail := func(err error) (*secure.PublicKey, Attestation, error) {
+		att.Error = err.Error()
+		return nil, att, err
+	}
+	nonce := make([]byte, 32)
+	rand.Read(nonce)
+	m, err := b.Request(ctx, monitor.AddressAttest, nonce, bus.Timeout(5*time.Second))
+	if err != nil {
+		return fail(fmt.Errorf("app: attest analytics: %w", err))
+	}
+	var resp monitor.AttestResponse
+	if err := m.Decode(&resp); err != nil {
+		return fail(fmt.Errorf("app: attest analytics: %w", err))
+	}
+	att.EvidenceType = resp.EvidenceType
+	claims, err := attest.Verify(ctx, &attest.Evidence{Type: attest.EvidenceType(resp.EvidenceType), Quote: resp.Quote},
+		attest.VerifyOptions{AllowSimulation: true})
+	if err != nil {
+		return fail(fmt.Errorf("app: analytics evidence: %w", err))
+	}
+	att.Measurement = hex.EncodeToString(claims.MREnclave[:])
+	att.Signer = hex.EncodeToString(claims.MRSigner[:])
+	att.Simulated = claims.Simulated()
+	if att.Simulated {
+		att.Warning = "simulated evidence: no SGX here; it promises nothing against a malicious host"
+	}
+	rd := monitor.ChannelReportData(resp.PublicKey, nonce)
+	policy := attest.Policy{MREnclaves: [][32]byte{measurement}, AllowSimulation: true, ReportData: &rd, AllowDebug: true}
+	if err := policy.Check(claims); err != nil {
+		return fail(fmt.Errorf("app: analytics evidence: %w", err))
+	}
+	pub, err := secure.ParsePublicKey(resp.PublicKey)
+	if err != nil {
+		return fail(fmt.Errorf("app: analytics channel key: %w", err))
+	}
+	att.Verified = true
+	att.ChannelKey = fmt.Sprintf("%x", resp.PublicKey[:min(8, len(resp.PublicKey))])
+	return pub, att, nil
+}
+
+// Sealer seals readings for analytics.
+type Sealer struct {
+	pub  *secure.PublicKey // nil: plain
+	info []byte
+}
+
+// NewSealer returns a Sealer to pub under the channel info of the
+// analytics image with measurement; a nil pub sends plain readings.
+func NewSealer(pub *secure.PublicKey, measurement enclave.Measurement) *Sealer {
+	return &Sealer{pub: pub, info: secure.ChannelInfo(monitor.ChannelService, measurement)}
+}
+
+// Seal returns the body and headers of a reading for analytics.
+func (s *Sealer) Seal(plaintext []byte) ([]byte, bus.Headers, error) {
+	if s == nil || s.pub == nil {
+		return plaintext, nil, nil
+	}
+	_, msg, err := secure.SealRequest(s.pub, s.info, plaintext)
+	if err != nil {
+		return nil, nil, fmt.Errorf("app: seal a reading: %w", err)
+	}
+	return msg, bus.Headers{monitor.HeaderChannel: monitor.ChannelHPKE}, nil
+}
+
+// errStopping makes ingest hand a reading back to JetStream when it stops.
+var errStopping = errors.New("app: stopping")

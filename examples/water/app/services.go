@@ -1,0 +1,373 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/cluster"
+	"github.com/cloister-dev/cloister/enclave"
+	"github.com/cloister-dev/cloister/examples/water/monitor"
+	"github.com/cloister-dev/cloister/node"
+)
+
+// Addresses of the regular services.
+const (
+	// AddressReadings is the durable address sensors send readings to and
+	// ingest consumes (JetStream).
+	AddressReadings = "water.readings"
+	// AddressRecentAlerts answers with the recent alerts (a JSON list).
+	AddressRecentAlerts = "water.alerts.recent"
+	// AddressLeak starts a leak on the sensor named in the body.
+	AddressLeak = "water.sensors.leak"
+	// AddressMetricsPrefix + service answers with that service's Metrics.
+	AddressMetricsPrefix = "water.metrics."
+)
+
+// Metrics are a regular service's counters.
+type Metrics struct {
+	Service string            `json:"service"`
+	Node    string            `json:"node"`
+	Counts  map[string]uint64 `json:"counts"`
+	// Messages is the counter the dashboard shows as the service's rate.
+	Messages uint64 `json:"messages"`
+	Status   string `json:"status,omitempty"`
+}
+
+// metricsConsumer answers AddressMetricsPrefix+service with f().
+func metricsConsumer(inst *node.Instance, service string, f func() Metrics) error {
+	_, err := inst.Consumer(AddressMetricsPrefix+service, bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
+		m.Reply(f())
+	}))
+	return err
+}
+
+// ---- sensors ----
+
+// sensors simulates the sensors: every period each sensor's reading is
+// sealed to analytics' attested channel key and sent, durably, to
+// water.readings.
+type sensors struct {
+	cfg         *Config
+	nodeName    string
+	measurement enclave.Measurement
+	logger      *slog.Logger
+	onAttest    func(Attestation)
+
+	mu      sync.Mutex
+	sims    map[string]*monitor.Sensor
+	ids     []string
+	sealer  *Sealer
+	status  string
+	sent    atomic.Uint64
+	failed  atomic.Uint64
+	started time.Time
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (s *sensors) Start(ctx context.Context, inst *node.Instance) error {
+	s.sims = map[string]*monitor.Sensor{}
+	s.ids = s.cfg.SensorIDs()
+	for _, id := range s.ids {
+		s.sims[id] = monitor.NewSensor(id)
+	}
+	s.status = "starting"
+	if _, err := inst.Consumer(AddressLeak, bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
+		id := string(m.Body())
+		if err := s.startLeak(id); err != nil {
+			m.Fail(404, err.Error())
+			return
+		}
+		inst.Logger().Info("water: leak injected", "sensor", id)
+		m.Reply("leak started on " + id)
+	})); err != nil {
+		return err
+	}
+	if err := metricsConsumer(inst, ServiceSensors, s.metrics); err != nil {
+		return err
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	s.cancel, s.done = cancel, make(chan struct{})
+	go s.run(rctx, inst.Bus())
+	return nil
+}
+
+func (s *sensors) startLeak(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sim := s.sims[id]
+	if sim == nil {
+		return fmt.Errorf("no sensor %q (there are %s to %s)", id, s.ids[0], s.ids[len(s.ids)-1])
+	}
+	sim.StartLeak()
+	return nil
+}
+
+func (s *sensors) metrics() Metrics {
+	s.mu.Lock()
+	st := s.status
+	s.mu.Unlock()
+	return Metrics{Service: ServiceSensors, Node: s.nodeName, Messages: s.sent.Load(), Status: st,
+		Counts: map[string]uint64{"sent": s.sent.Load(), "failed": s.failed.Load()}}
+}
+
+func (s *sensors) setStatus(st string) {
+	s.mu.Lock()
+	s.status = st
+	s.mu.Unlock()
+}
+
+func (s *sensors) run(ctx context.Context, b *bus.Bus) {
+	defer close(s.done)
+	if s.cfg.Security == SecurityChannel {
+		s.setStatus("waiting for analytics' attested channel key")
+		for {
+			pub, att, err := AttestAnalytics(ctx, b, s.measurement)
+			if err == nil {
+				s.sealer = NewSealer(pub, s.measurement)
+				if s.onAttest != nil {
+					s.onAttest(att)
+				}
+				s.logger.Info("water: sensors verified analytics and seal readings to its channel key",
+					"measurement", att.Measurement, "evidence", att.EvidenceType, "key", att.ChannelKey)
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			s.logger.Debug("water: sensors: analytics not attested yet", "error", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	s.setStatus("sending")
+	s.started = time.Now()
+	tick := time.NewTicker(s.cfg.Sensors.Period)
+	defer tick.Stop()
+	var leakAt <-chan time.Time
+	if l := s.cfg.Sensors.Leak; l.Sensor != "" {
+		leakAt = time.After(l.After)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-leakAt:
+			if err := s.startLeak(s.cfg.Sensors.Leak.Sensor); err != nil {
+				s.logger.Warn("water: scripted leak", "error", err)
+			} else {
+				s.logger.Info("water: scripted leak started", "sensor", s.cfg.Sensors.Leak.Sensor)
+			}
+		case now := <-tick.C:
+			for _, id := range s.ids {
+				s.mu.Lock()
+				r := s.sims[id].Next(now.UnixMilli())
+				s.mu.Unlock()
+				body, h, err := s.sealer.Seal(r.Encode())
+				if err == nil {
+					err = b.Send(ctx, AddressReadings, body, bus.WithHeaders(h))
+				}
+				if err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					// The reading is lost before it reached JetStream: the
+					// sensor's next reading shows the gap.
+					s.failed.Add(1)
+					s.logger.Warn("water: sensor could not send", "sensor", id, "error", err)
+					continue
+				}
+				s.sent.Add(1)
+			}
+		}
+	}
+}
+
+func (s *sensors) Stop(ctx context.Context) error {
+	if s.cancel != nil {
+		s.cancel()
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// ---- ingest ----
+
+// ingest consumes the durable readings address. It cannot read the
+// readings (they are sealed to analytics); it hands each one to analytics
+// by request and returns — so JetStream's message is acknowledged — only
+// once analytics has answered, retrying while analytics is down.
+type ingest struct {
+	nodeName  string
+	transport *cluster.Transport
+	logger    *slog.Logger
+
+	received, forwarded, retries atomic.Uint64
+	accepted, duplicates         atomic.Uint64
+	rejected                     atomic.Uint64
+	stop                         chan struct{}
+}
+
+func (g *ingest) Start(ctx context.Context, inst *node.Instance) error {
+	g.stop = make(chan struct{})
+	h := g.transport.AckOnReturn(bus.HandlerFunc(g.handle(inst.Bus())))
+	if _, err := inst.Consumer(AddressReadings, h); err != nil {
+		return err
+	}
+	return metricsConsumer(inst, ServiceIngest, func() Metrics {
+		return Metrics{Service: ServiceIngest, Node: g.nodeName, Messages: g.received.Load(), Counts: map[string]uint64{
+			"received": g.received.Load(), "forwarded": g.forwarded.Load(), "retries": g.retries.Load(),
+			"accepted": g.accepted.Load(), "duplicates": g.duplicates.Load(), "rejected": g.rejected.Load()}}
+	})
+}
+
+func (g *ingest) handle(b *bus.Bus) func(ctx context.Context, m *bus.Message) {
+	return func(ctx context.Context, m *bus.Message) {
+		g.received.Add(1)
+		h := bus.Headers{}
+		if v := m.Header(monitor.HeaderChannel); v != "" {
+			h[monitor.HeaderChannel] = v
+		}
+		backoff := 50 * time.Millisecond
+		for {
+			reply, err := b.Request(ctx, monitor.AddressAnalytics, m.Body(), bus.WithHeaders(h), bus.Timeout(5*time.Second))
+			if err == nil {
+				var res monitor.Result
+				if reply.Decode(&res) == nil {
+					switch res.Outcome {
+					case monitor.Accepted:
+						g.accepted.Add(1)
+					case monitor.Duplicate:
+						g.duplicates.Add(1)
+					default:
+						g.rejected.Add(1)
+					}
+				}
+				g.forwarded.Add(1)
+				return
+			}
+			var re *bus.ReplyError
+			if errors.As(err, &re) && re.Code == 400 {
+				// Analytics refused the reading for good (it does not open
+				// or decode): retrying cannot help.
+				g.rejected.Add(1)
+				g.logger.Warn("water: ingest: analytics refused a reading", "error", err)
+				return
+			}
+			g.retries.Add(1)
+			g.logger.Debug("water: ingest: analytics unavailable, retrying", "error", err, "in", backoff)
+			select {
+			case <-g.stop:
+				// Not acknowledged: JetStream delivers it again.
+				panic(errStopping)
+			case <-ctx.Done():
+				panic(errStopping)
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+		}
+	}
+}
+
+func (g *ingest) Stop(ctx context.Context) error {
+	close(g.stop)
+	return nil
+}
+
+// ---- alerts ----
+
+// MaxRecentAlerts is how many alerts the alerts service keeps.
+const MaxRecentAlerts = 100
+
+// alerts receives the declassified alerts and keeps the recent ones.
+type alerts struct {
+	nodeName string
+	mu       sync.Mutex
+	recent   []ReceivedAlert
+	total    atomic.Uint64
+}
+
+// ReceivedAlert is an alert as the alerts service received it.
+type ReceivedAlert struct {
+	monitor.Alert
+	Received time.Time `json:"received"`
+}
+
+func (a *alerts) Start(ctx context.Context, inst *node.Instance) error {
+	if _, err := inst.Consumer(monitor.AddressAlerts, bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
+		var al monitor.Alert
+		if err := json.Unmarshal(m.Body(), &al); err != nil {
+			inst.Logger().Warn("water: alerts: undecodable alert", "error", err)
+			return
+		}
+		a.total.Add(1)
+		a.mu.Lock()
+		a.recent = append(a.recent, ReceivedAlert{Alert: al, Received: time.Now()})
+		if len(a.recent) > MaxRecentAlerts {
+			a.recent = a.recent[len(a.recent)-MaxRecentAlerts:]
+		}
+		a.mu.Unlock()
+		inst.Logger().Info("water: ALERT", "sensor", al.SensorID, "kind", al.Kind, "severity", al.Severity)
+	})); err != nil {
+		return err
+	}
+	if _, err := inst.Consumer(AddressRecentAlerts, bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
+		a.mu.Lock()
+		out := append([]ReceivedAlert{}, a.recent...)
+		a.mu.Unlock()
+		m.Reply(out)
+	})); err != nil {
+		return err
+	}
+	return metricsConsumer(inst, ServiceAlerts, func() Metrics {
+		return Metrics{Service: ServiceAlerts, Node: a.nodeName, Messages: a.total.Load(), Counts: map[string]uint64{"received": a.total.Load()}}
+	})
+}
+
+func (a *alerts) Stop(ctx context.Context) error { return nil }
+
+// ---- regular analytics (the benchmark's baseline) ----
+
+// RegularAnalytics is the analytics logic as a regular service on address:
+// the same monitor.Analyzer, its state in a plain store in the host's
+// memory, alerts published in the clear. The benchmark compares it with
+// the enclave.
+type RegularAnalytics struct {
+	Address string
+	a       *monitor.Analyzer
+}
+
+// Start implements node.Service.
+func (r *RegularAnalytics) Start(ctx context.Context, inst *node.Instance) error {
+	r.a = monitor.NewAnalyzer(monitor.DefaultConfig(), &monitor.MapStore{})
+	_, err := inst.Consumer(r.Address, bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
+		res, al, err := r.a.Handle(ctx, m.Body())
+		if err != nil {
+			m.Fail(503, err.Error())
+			return
+		}
+		for _, x := range al {
+			_ = inst.Bus().Publish(ctx, monitor.AddressAlerts, x)
+		}
+		m.Reply(res)
+	}))
+	return err
+}
+
+// Stop implements node.Service.
+func (r *RegularAnalytics) Stop(ctx context.Context) error { return nil }
