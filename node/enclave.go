@@ -35,6 +35,11 @@ type EnclaveConfig struct {
 	// segment, a final ">" the rest). The node consumes the addresses the
 	// image registers that these allow; empty allows all of them.
 	Addresses []string `json:"addresses,omitempty" yaml:"addresses,omitempty"`
+	// Service is the enclave's service name in the application manifest:
+	// the image joins the coordinator as this service at start-up (passed
+	// as CLOISTER_SERVICE; images that fix trusted.Options.Service keep
+	// theirs). Empty: the image decides.
+	Service string `json:"service,omitempty" yaml:"service,omitempty"`
 	// Local makes the enclave's consumers reachable from this node only.
 	Local bool `json:"local,omitempty" yaml:"local,omitempty"`
 	// Workers is the handler concurrency asked of the image (passed as
@@ -90,6 +95,9 @@ func (n *Node) DeployEnclave(ctx context.Context, cfg EnclaveConfig) (string, er
 		}
 	}
 	env := append([]string(nil), cfg.Env...)
+	if cfg.Service != "" {
+		env = append(env, "CLOISTER_SERVICE="+cfg.Service)
+	}
 	if cfg.Workers > 0 {
 		env = append(env, "CLOISTER_WORKERS="+strconv.Itoa(cfg.Workers))
 	}
@@ -119,11 +127,16 @@ func (n *Node) DeployEnclave(ctx context.Context, cfg EnclaveConfig) (string, er
 		if g.MemoryLimit == 0 {
 			g.MemoryLimit = cfg.MemoryLimit
 		}
-		if cfg.Workers > 0 {
+		if cfg.Workers > 0 || cfg.Service != "" {
 			if g.Env == nil {
 				g.Env = map[string]string{}
 			}
+		}
+		if cfg.Workers > 0 {
 			g.Env["CLOISTER_WORKERS"] = strconv.Itoa(cfg.Workers)
+		}
+		if cfg.Service != "" {
+			g.Env["CLOISTER_SERVICE"] = cfg.Service
 		}
 		backend = enclave.NewGramine(enclave.GramineBackendOptions{Manifest: g})
 	default:
@@ -231,6 +244,30 @@ func (n *Node) Enclaves() []EnclaveInstance {
 			out = append(out, EnclaveInstance{DeploymentID: d.id, Name: d.name, Instance: inst.index,
 				PID: s.e.PID(), State: s.e.State().String(), Restarts: s.e.Restarts(), Serving: s.e.Addresses(),
 				InFlight: s.e.InFlight()})
+		}
+	}
+	return out
+}
+
+// EnclaveRejections returns, for every enclave instance this node hosts
+// that is up ("NAME/INSTANCE"), the messages its trusted runtime rejected on
+// secured and client-channel addresses, by address and reason (counts only;
+// see enclave.Enclave.Rejections). Instances that cannot answer (down,
+// restarting, or not answering within ctx) are left out.
+func (n *Node) EnclaveRejections(ctx context.Context) map[string]map[string]map[string]uint64 {
+	n.mu.Lock()
+	deps := append([]*deployment(nil), n.deployments...)
+	n.mu.Unlock()
+	out := map[string]map[string]map[string]uint64{}
+	for _, d := range deps {
+		for _, inst := range d.instances {
+			s, ok := inst.service.(*enclaveService)
+			if !ok || s.e == nil {
+				continue
+			}
+			if r, err := s.e.Rejections(ctx); err == nil {
+				out[s.e.Name()] = r
+			}
 		}
 	}
 	return out

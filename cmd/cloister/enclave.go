@@ -211,17 +211,19 @@ func splitEnvList(l []string) []string {
 type enclaveHosting struct {
 	specs   stringList
 	configs stringList
+	// extra are enclaves the verb itself hosts (cloister coordinator).
+	extra []node.EnclaveConfig
 }
 
 // register declares the flags on fs.
 func (h *enclaveHosting) register(fs *flag.FlagSet) {
-	fs.Var(&h.specs, "enclave", "host an enclave image: `name=N,image=PATH[,addresses=A,B,...][,backend=process|gramine][,instances=N][,workers=N][,state=DIR][,memory=SIZE][,local=true]` (repeatable)")
+	fs.Var(&h.specs, "enclave", "host an enclave image: `name=N,image=PATH[,addresses=A,B,...][,backend=process|gramine][,instances=N][,workers=N][,state=DIR][,memory=SIZE][,local=true][,service=S]` (repeatable)")
 	fs.Var(&h.configs, "enclave-config", "host the enclaves listed in a YAML or JSON `file` (repeatable)")
 }
 
 // configs returns every enclave the flags describe.
 func (h *enclaveHosting) enclaves() ([]node.EnclaveConfig, error) {
-	var out []node.EnclaveConfig
+	out := append([]node.EnclaveConfig(nil), h.extra...)
 	for _, s := range h.specs {
 		c, err := parseEnclaveSpec(s)
 		if err != nil {
@@ -306,10 +308,12 @@ func parseEnclaveSpec(s string) (node.EnclaveConfig, error) {
 			c.MemoryLimit, err = enclave.ParseSize(v)
 		case "local":
 			c.Local, err = strconv.ParseBool(v)
+		case "service":
+			c.Service = v
 		case "restart_backoff":
 			c.RestartBackoff, err = time.ParseDuration(v)
 		default:
-			return c, fmt.Errorf("unknown key %q (want name, image, backend, addresses, instances, workers, state, memory, local, restart_backoff)", k)
+			return c, fmt.Errorf("unknown key %q (want name, image, backend, addresses, instances, workers, state, memory, local, service, restart_backoff)", k)
 		}
 		if err != nil {
 			return c, fmt.Errorf("%s: %w", k, err)
