@@ -147,4 +147,3 @@ func main() {
 	})
 	app.Main()
 }
-

@@ -27,7 +27,7 @@ func NewSensor(id string) *Sensor {
 	seed := h.Sum64()
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	return &Sensor{id: id, rng: rng, base: Sample{
-		P: 3.5 + rng.Float64(),  // bar
+		P: 3.5 + rng.Float64(),   // bar
 		F: 20 + 20*rng.Float64(), // L/s
 		L: 60 + 20*rng.Float64(), // %
 	}}
