@@ -230,6 +230,7 @@ func requestCommand() *command {
 	var cf clientFlags
 	var mf messageFlags
 	var showHeaders bool
+	var sf secureFlags
 	return &command{
 		name:    "request",
 		args:    "ADDRESS [BODY]",
@@ -243,6 +244,7 @@ handlers, timeout, or the consumer's failure code and message.`,
 			cf.register(fs)
 			mf.register(fs, true)
 			fs.BoolVar(&showHeaders, "show-headers", false, "print the reply's headers before its body")
+			sf.register(fs)
 		},
 		run: func(ctx context.Context, env *cliEnv, args []string) error {
 			address, body, err := addressAndBody(env, args)
@@ -252,6 +254,9 @@ handlers, timeout, or the consumer's failure code and message.`,
 			opts, err := mf.deliveryOptions()
 			if err != nil {
 				return err
+			}
+			if sf.secure {
+				return secureRequest(ctx, env, &cf, &sf, address, body, opts)
 			}
 			b, closeAll, err := cf.connect(ctx, env)
 			if err != nil {

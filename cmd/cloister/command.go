@@ -51,7 +51,18 @@ func (c *command) usagef(path []string, format string, a ...any) error {
 
 func (c *command) execute(ctx context.Context, env *cliEnv, path []string, args []string) error {
 	path = append(path, c.name)
-	if len(c.subcommands) > 0 {
+	// A verb may also have subcommands (cloister coordinator [status]): a
+	// first argument naming one of them selects it, anything else runs the
+	// verb itself.
+	if len(c.subcommands) > 0 && c.run != nil {
+		if len(args) > 0 {
+			for _, sub := range c.subcommands {
+				if sub.name == args[0] {
+					return sub.execute(ctx, env, path, args[1:])
+				}
+			}
+		}
+	} else if len(c.subcommands) > 0 {
 		if len(args) == 0 {
 			return c.usagef(path, "%s: missing command", strings.Join(path, " "))
 		}
@@ -139,6 +150,12 @@ func (c *command) usage(path []string) string {
 	fmt.Fprintf(&b, "Usage:\n  %s [flags] %s\n\n%s\n", name, c.args, c.summary)
 	if c.help != "" {
 		fmt.Fprintf(&b, "\n%s\n", strings.TrimSpace(c.help))
+	}
+	if len(c.subcommands) > 0 {
+		fmt.Fprintf(&b, "\nCommands:\n")
+		for _, sub := range c.subcommands {
+			fmt.Fprintf(&b, "  %-18s %s\n", sub.name, sub.summary)
+		}
 	}
 	return b.String()
 }

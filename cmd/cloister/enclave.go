@@ -211,8 +211,12 @@ func splitEnvList(l []string) []string {
 type enclaveHosting struct {
 	specs   stringList
 	configs stringList
-	// extra are enclaves the verb itself hosts (cloister coordinator).
-	extra []node.EnclaveConfig
+	// extra are enclaves the verb itself hosts (cloister coordinator),
+	// deployed first; afterExtra, if set, runs once they serve and before
+	// the others are deployed (the coordinator's manifest is set there, as
+	// the others join it while they start).
+	extra      []node.EnclaveConfig
+	afterExtra func(ctx context.Context, b *bus.Bus) error
 }
 
 // register declares the flags on fs.
@@ -254,8 +258,22 @@ func (h *enclaveHosting) host(ctx context.Context, env *cliEnv, b *bus.Bus, logg
 		return nil, err
 	}
 	stop = func(ctx context.Context) error { return n.Shutdown(ctx) }
-	for _, c := range cs {
-		if _, err := n.DeployEnclave(ctx, c); err != nil {
+	for i, c := range cs {
+		if i == len(h.extra) && h.afterExtra != nil {
+			err = h.afterExtra(ctx, b)
+		}
+		if err == nil {
+			_, err = n.DeployEnclave(ctx, c)
+		}
+		if err != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = stop(sctx)
+			return nil, err
+		}
+	}
+	if len(cs) == len(h.extra) && h.afterExtra != nil {
+		if err := h.afterExtra(ctx, b); err != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			_ = stop(sctx)

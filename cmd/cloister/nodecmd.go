@@ -13,14 +13,7 @@ import (
 )
 
 func nodeCommand() *command {
-	var (
-		name, natsListen, clusterListen, clusterName string
-		routes, servers, storeDir, logLevel          string
-		durable                                      stringList
-		cf                                           clientFlags
-		ackWait                                      time.Duration
-		enclaves                                     enclaveHosting
-	)
+	var v nodeVerb
 	return &command{
 		name:    "node",
 		summary: "run a node: an embedded NATS server (or a client of external NATS) and a bus",
@@ -36,85 +29,104 @@ Example, three nodes on one machine:
   cloister node --name n1 --nats-listen 127.0.0.1:4222 --cluster-listen 127.0.0.1:6222
   cloister node --name n2 --nats-listen 127.0.0.1:4223 --cluster-listen 127.0.0.1:6223 --routes 127.0.0.1:6222
   cloister node --name n3 --nats-listen 127.0.0.1:4224 --cluster-listen 127.0.0.1:6224 --routes 127.0.0.1:6222`,
-		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&name, "name", "", "node name (default: a random one)")
-			fs.StringVar(&natsListen, "nats-listen", "127.0.0.1:4222", "host:port for NATS clients (port -1: any free port)")
-			fs.StringVar(&clusterListen, "cluster-listen", "", "host:port for routes from other nodes (empty: not clustered)")
-			fs.StringVar(&clusterName, "cluster-name", cluster.DefaultClusterName, "NATS cluster name, the same on every node")
-			fs.StringVar(&routes, "routes", "", "comma-separated seed routes (host:port or nats-route://host:port)")
-			fs.StringVar(&servers, "servers", "", "comma-separated URLs of an external NATS cluster (instead of the embedded server)")
-			fs.StringVar(&cf.creds, "creds", "", "NATS credentials file (with --servers)")
-			fs.StringVar(&cf.nkey, "nkey", "", "NATS nkey seed file (with --servers)")
-			fs.StringVar(&cf.tlsCert, "tls-cert", "", "client certificate (PEM) for --servers")
-			fs.StringVar(&cf.tlsKey, "tls-key", "", "client key (PEM) for --servers")
-			fs.StringVar(&cf.tlsCA, "tls-ca", "", "CA certificates (PEM) for --servers")
-			fs.StringVar(&storeDir, "store-dir", "", "enable JetStream on the embedded server, storing in this directory")
-			fs.Var(&durable, "durable", "a durable `address` (at-least-once on JetStream; repeatable)")
-			fs.DurationVar(&ackWait, "ack-wait", cluster.DefaultAckWait, "how long a durable message may stay unacknowledged before it is delivered again")
-			fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-			enclaves.register(fs)
-		},
+		flags: v.register,
 		run: func(ctx context.Context, env *cliEnv, args []string) error {
-			if len(args) > 0 {
-				return &usageError{err: fmt.Errorf("node takes no arguments, got %q", args)}
-			}
-			var level slog.Level
-			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-				return &usageError{err: fmt.Errorf("--log-level: %w", err)}
-			}
-			logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level}))
-			opts := cluster.Options{
-				Name:            name,
-				ClusterName:     clusterName,
-				Routes:          splitList(routes),
-				Servers:         splitList(servers),
-				CredentialsFile: cf.creds,
-				NKeyFile:        cf.nkey,
-				TLSCert:         cf.tlsCert,
-				TLSKey:          cf.tlsKey,
-				TLSCA:           cf.tlsCA,
-				StoreDir:        storeDir,
-				Durable:         durable,
-				AckWait:         ackWait,
-				Logger:          logger,
-				ServerDebug:     level <= slog.LevelDebug,
-			}
-			if len(opts.Servers) == 0 {
-				opts.NATSListen = natsListen
-				opts.ClusterListen = clusterListen
-			} else if clusterListen != "" || len(opts.Routes) > 0 || storeDir != "" {
-				return &usageError{err: errors.New("--servers excludes --cluster-listen, --routes and --store-dir (they configure the embedded server)")}
-			}
-			for _, a := range durable {
-				if err := bus.ValidateAddress(a); err != nil {
-					return &usageError{err: fmt.Errorf("--durable: %w", err)}
-				}
-			}
-			startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			node, err := cluster.Start(startCtx, opts)
-			cancel()
-			if err != nil {
-				return err
-			}
-			b, err := bus.New(bus.WithTransport(node.Transport()), bus.WithLogger(logger))
-			if err != nil {
-				_ = node.Close()
-				return err
-			}
-			stopEnclaves, err := enclaves.host(ctx, env, b, logger)
-			if err != nil {
-				_ = b.Close(context.Background())
-				_ = node.Close()
-				return err
-			}
-			logger.Info("cloister node: ready", "name", name, "clients", node.ClientURL(), "cluster", node.ClusterURL())
-			<-ctx.Done()
-			logger.Info("cloister node: shutting down")
-			closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			err = errors.Join(stopEnclaves(closeCtx), b.Close(closeCtx), node.Close())
-			logger.Info("cloister node: stopped")
-			return err
+			return v.run(ctx, env, args)
 		},
 	}
+}
+
+// nodeVerb holds the flags of a verb that runs a node (cloister node,
+// cloister coordinator) and runs it.
+type nodeVerb struct {
+	name, natsListen, clusterListen, clusterName string
+	routes, servers, storeDir, logLevel          string
+	durable                                      stringList
+	cf                                           clientFlags
+	ackWait                                      time.Duration
+	enclaves                                     enclaveHosting
+}
+
+// register declares the node's flags on fs.
+func (v *nodeVerb) register(fs *flag.FlagSet) {
+	fs.StringVar(&v.name, "name", "", "node name (default: a random one)")
+	fs.StringVar(&v.natsListen, "nats-listen", "127.0.0.1:4222", "host:port for NATS clients (port -1: any free port)")
+	fs.StringVar(&v.clusterListen, "cluster-listen", "", "host:port for routes from other nodes (empty: not clustered)")
+	fs.StringVar(&v.clusterName, "cluster-name", cluster.DefaultClusterName, "NATS cluster name, the same on every node")
+	fs.StringVar(&v.routes, "routes", "", "comma-separated seed routes (host:port or nats-route://host:port)")
+	fs.StringVar(&v.servers, "servers", "", "comma-separated URLs of an external NATS cluster (instead of the embedded server)")
+	fs.StringVar(&v.cf.creds, "creds", "", "NATS credentials file (with --servers)")
+	fs.StringVar(&v.cf.nkey, "nkey", "", "NATS nkey seed file (with --servers)")
+	fs.StringVar(&v.cf.tlsCert, "tls-cert", "", "client certificate (PEM) for --servers")
+	fs.StringVar(&v.cf.tlsKey, "tls-key", "", "client key (PEM) for --servers")
+	fs.StringVar(&v.cf.tlsCA, "tls-ca", "", "CA certificates (PEM) for --servers")
+	fs.StringVar(&v.storeDir, "store-dir", "", "enable JetStream on the embedded server, storing in this directory")
+	fs.Var(&v.durable, "durable", "a durable `address` (at-least-once on JetStream; repeatable)")
+	fs.DurationVar(&v.ackWait, "ack-wait", cluster.DefaultAckWait, "how long a durable message may stay unacknowledged before it is delivered again")
+	fs.StringVar(&v.logLevel, "log-level", "info", "debug, info, warn or error")
+	v.enclaves.register(fs)
+}
+
+// run runs the node until ctx ends.
+func (v *nodeVerb) run(ctx context.Context, env *cliEnv, args []string) error {
+	if len(args) > 0 {
+		return &usageError{err: fmt.Errorf("node takes no arguments, got %q", args)}
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(v.logLevel)); err != nil {
+		return &usageError{err: fmt.Errorf("--log-level: %w", err)}
+	}
+	logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level}))
+	opts := cluster.Options{
+		Name:            v.name,
+		ClusterName:     v.clusterName,
+		Routes:          splitList(v.routes),
+		Servers:         splitList(v.servers),
+		CredentialsFile: v.cf.creds,
+		NKeyFile:        v.cf.nkey,
+		TLSCert:         v.cf.tlsCert,
+		TLSKey:          v.cf.tlsKey,
+		TLSCA:           v.cf.tlsCA,
+		StoreDir:        v.storeDir,
+		Durable:         v.durable,
+		AckWait:         v.ackWait,
+		Logger:          logger,
+		ServerDebug:     level <= slog.LevelDebug,
+	}
+	if len(opts.Servers) == 0 {
+		opts.NATSListen = v.natsListen
+		opts.ClusterListen = v.clusterListen
+	} else if v.clusterListen != "" || len(opts.Routes) > 0 || v.storeDir != "" {
+		return &usageError{err: errors.New("--servers excludes --cluster-listen, --routes and --store-dir (they configure the embedded server)")}
+	}
+	for _, a := range v.durable {
+		if err := bus.ValidateAddress(a); err != nil {
+			return &usageError{err: fmt.Errorf("--durable: %w", err)}
+		}
+	}
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	node, err := cluster.Start(startCtx, opts)
+	cancel()
+	if err != nil {
+		return err
+	}
+	b, err := bus.New(bus.WithTransport(node.Transport()), bus.WithLogger(logger))
+	if err != nil {
+		_ = node.Close()
+		return err
+	}
+	stopEnclaves, err := v.enclaves.host(ctx, env, b, logger)
+	if err != nil {
+		_ = b.Close(context.Background())
+		_ = node.Close()
+		return err
+	}
+	logger.Info("cloister node: ready", "name", v.name, "clients", node.ClientURL(), "cluster", node.ClusterURL())
+	<-ctx.Done()
+	logger.Info("cloister node: shutting down")
+	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = errors.Join(stopEnclaves(closeCtx), b.Close(closeCtx), node.Close())
+	logger.Info("cloister node: stopped")
+	return err
 }

@@ -1,5 +1,6 @@
 // Command joinimage is a test enclave image: it joins the coordinator as
-// the service named by JOIN_SERVICE (through coordinator/joiner) and serves
+// the service named by JOIN_SERVICE or CLOISTER_SERVICE (through
+// coordinator/joiner) and serves
 //
 //	<service>.join  join (again) and answer a summary of the grant: epochs,
 //	                SHA-256 fingerprints of the address keys and of the
@@ -109,6 +110,9 @@ func (s *server) echo(_ context.Context, c *trusted.Call) {
 
 func main() {
 	s := &server{service: os.Getenv("JOIN_SERVICE")}
+	if s.service == "" {
+		s.service = os.Getenv("CLOISTER_SERVICE") // cloister node --enclave service=S
+	}
 	if s.service == "" {
 		s.service = "joiner"
 	}

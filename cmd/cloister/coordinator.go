@@ -1,0 +1,402 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/coordinator"
+	"github.com/cloister-dev/cloister/enclave"
+	"github.com/cloister-dev/cloister/manifest"
+	"github.com/cloister-dev/cloister/node"
+	"github.com/cloister-dev/cloister/provision"
+)
+
+// coordinatorPackage is the coordinator's enclave image.
+const coordinatorPackage = "github.com/cloister-dev/cloister/coordinator/image"
+
+// imageFlags locate the coordinator image: given, or built on first use
+// into the user's cache.
+type imageFlags struct {
+	image  string
+	source string
+}
+
+func (f *imageFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.image, "image", "", "the coordinator enclave image `file` (default: built on first use into the user cache directory)")
+	fs.StringVar(&f.source, "source", "", "a `dir` in the cloister module, where the image is built from (default: the current directory)")
+}
+
+// load returns the coordinator image: --image, or the cached build for this
+// cloister binary, built now if missing.
+func (f *imageFlags) load(ctx context.Context, env *cliEnv) (*enclave.Image, error) {
+	if f.image != "" {
+		return enclave.Load(f.image)
+	}
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return nil, fmt.Errorf("coordinator image: %w (give --image)", err)
+	}
+	dir = filepath.Join(dir, "cloister", "images")
+	key, err := selfKey()
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "coordinator-"+key+".img")
+	if img, err := enclave.Load(path); err == nil {
+		return img, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("coordinator image: %w", err)
+	}
+	fmt.Fprintf(env.stderr, "building the coordinator image into %s (once per cloister binary)\n", path)
+	// Build beside the final path, then move the image and its metadata
+	// into place, so a concurrent start never sees half an image.
+	tmp := fmt.Sprintf("%s.tmp-%d", path, os.Getpid())
+	if _, err := enclave.Build(ctx, coordinatorPackage, tmp, enclave.BuildOptions{Dir: f.source, Stderr: env.stderr}); err != nil {
+		return nil, fmt.Errorf("building the coordinator image (run from the cloister module, or give --source or --image): %w", err)
+	}
+	if err := os.Rename(tmp+enclave.MetadataSuffix, path+enclave.MetadataSuffix); err != nil {
+		return nil, fmt.Errorf("coordinator image: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return nil, fmt.Errorf("coordinator image: %w", err)
+	}
+	return enclave.Load(path)
+}
+
+// selfKey names the image cache entry after this binary's content: another
+// cloister build may hold another coordinator.
+func selfKey() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("coordinator image: %w", err)
+	}
+	fh, err := os.Open(exe)
+	if err != nil {
+		return "", fmt.Errorf("coordinator image: %w", err)
+	}
+	defer fh.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, fh); err != nil {
+		return "", fmt.Errorf("coordinator image: %w", err)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8]), nil
+}
+
+func coordinatorCommand() *command {
+	var (
+		v                            nodeVerb
+		imf                          imageFlags
+		manifestFile, backend, state string
+	)
+	return &command{
+		name:    "coordinator",
+		summary: "run a node hosting the coordinator (provisioning service); see also status, rotate, update",
+		help: `Runs a Cloister node (the flags of 'cloister node') that also hosts the
+coordinator: the trusted service that holds the manifest, attests itself
+to clients and hands keys to the enclaves the manifest allows. Its image is
+built on first use into the user cache directory (or given with --image)
+and runs on the process backend by default (simulated evidence: it promises
+nothing against a malicious host). Its state is sealed in --state-dir
+(default: beside the image) and survives restarts.
+
+With --manifest, the manifest is set once the coordinator serves, if it has
+none yet; a coordinator that has one keeps it (updates must be signed by
+the owner: 'cloister coordinator update').`,
+		flags: func(fs *flag.FlagSet) {
+			v.register(fs)
+			imf.register(fs)
+			fs.StringVar(&manifestFile, "manifest", "", "set this manifest `file` at start if the coordinator has none")
+			fs.StringVar(&backend, "backend", node.BackendProcess, "enclave backend of the coordinator: process or gramine")
+			fs.StringVar(&state, "state-dir", "", "where the coordinator's sealed state is kept (default: beside the image)")
+		},
+		run: func(ctx context.Context, env *cliEnv, args []string) error {
+			var m *manifest.Manifest
+			var raw []byte
+			if manifestFile != "" {
+				var err error
+				if raw, err = os.ReadFile(manifestFile); err != nil {
+					return err
+				}
+				if m, err = manifest.Parse(raw); err != nil {
+					return &rejectedError{err: fmt.Errorf("%s: %w", manifestFile, err)}
+				}
+			}
+			img, err := imf.load(ctx, env)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(env.stderr, "coordinator image %s, measurement %s\n", img.Path, img.Measurement)
+			v.enclaves.extra = []node.EnclaveConfig{{Name: "coordinator", Image: img.Path, Backend: backend, StateDir: state}}
+			logger := slog.New(slog.NewTextHandler(env.stderr, nil))
+			// The manifest is set as soon as the coordinator serves, before
+			// the node's other enclaves start (and join).
+			v.enclaves.afterExtra = func(ctx context.Context, b *bus.Bus) error {
+				return coordinatorReady(ctx, b, logger, m, raw)
+			}
+			return v.run(ctx, env, args)
+		},
+		subcommands: []*command{coordinatorStatusCommand(), coordinatorRotateCommand(), coordinatorUpdateCommand()},
+	}
+}
+
+// coordinatorReady sets the manifest if the coordinator has none, and
+// reports its state.
+func coordinatorReady(ctx context.Context, b *bus.Bus, logger *slog.Logger, m *manifest.Manifest, raw []byte) error {
+	st, err := coordinatorStatus(ctx, b)
+	if err != nil {
+		return fmt.Errorf("the coordinator does not answer: %w", err)
+	}
+	if m != nil {
+		switch {
+		case !st.ManifestSet:
+			body, err := provision.Encode(provision.ManifestSet{Manifest: raw})
+			if err != nil {
+				return err
+			}
+			if _, err := b.Request(ctx, provision.AddressManifestSet, body, bus.Timeout(30*time.Second)); err != nil {
+				return fmt.Errorf("setting the manifest: %w", err)
+			}
+			logger.Info("cloister coordinator: manifest set", "hash", m.HashHex(), "version", m.Version)
+		case st.ManifestHash == m.HashHex():
+			logger.Info("cloister coordinator: the manifest was already set", "hash", st.ManifestHash)
+		default:
+			logger.Warn("cloister coordinator: the coordinator keeps the manifest it has; --manifest ignored (send a signed update)",
+				"current", st.ManifestHash, "current_version", st.ManifestVersion, "given", m.HashHex(), "given_version", m.Version)
+		}
+		if st, err = coordinatorStatus(ctx, b); err != nil {
+			return err
+		}
+	}
+	logger.Info("cloister coordinator: ready", "manifest", st.ManifestHash, "version", st.ManifestVersion, "epoch", st.Epoch, "measurement", st.Measurement)
+	return nil
+}
+
+// coordinatorStatus asks the coordinator for its status.
+func coordinatorStatus(ctx context.Context, b *bus.Bus) (*provision.Status, error) {
+	m, err := b.Request(ctx, provision.AddressStatus, nil, bus.Timeout(15*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	var st provision.Status
+	if err := provision.Decode(m.Body(), &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+func coordinatorStatusCommand() *command {
+	var cf clientFlags
+	var asJSON bool
+	return &command{
+		name:    "status",
+		summary: "print the coordinator's status (manifest, epoch, joins, refusals)",
+		flags: func(fs *flag.FlagSet) {
+			cf.register(fs)
+			fs.BoolVar(&asJSON, "json", false, "print the status as JSON")
+		},
+		run: func(ctx context.Context, env *cliEnv, args []string) error {
+			if len(args) > 0 {
+				return &usageError{err: fmt.Errorf("status takes no arguments, got %q", args)}
+			}
+			b, closeAll, err := cf.connect(ctx, env)
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			st, err := coordinatorStatus(ctx, b)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				out, _ := json.MarshalIndent(st, "", "  ")
+				fmt.Fprintf(env.stdout, "%s\n", out)
+				return nil
+			}
+			printStatus(env.stdout, st)
+			return nil
+		},
+	}
+}
+
+func printStatus(w io.Writer, st *provision.Status) {
+	if st.ManifestSet {
+		fmt.Fprintf(w, "manifest:     %s (version %d)\n", st.ManifestHash, st.ManifestVersion)
+	} else {
+		fmt.Fprintf(w, "manifest:     none set\n")
+	}
+	fmt.Fprintf(w, "key epoch:    %d", st.Epoch)
+	if !st.GraceUntil.IsZero() {
+		fmt.Fprintf(w, " (epoch %d valid until %s)", st.Epoch-1, st.GraceUntil.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintf(w, "\njoins:        %d granted, %d refused\n", st.Joins, st.Refusals)
+	ev := st.EvidenceType
+	if ev == "" {
+		ev = "not produced yet"
+	}
+	fmt.Fprintf(w, "measurement:  %s\nevidence:     %s\n", st.Measurement, ev)
+	if st.EvidenceType == provision.EvidenceSimulated {
+		fmt.Fprintf(w, "WARNING: simulated evidence promises nothing against a malicious host\n")
+	}
+}
+
+// ownerSign signs msg as the manifest owner does: Ed25519 over msg, ECDSA
+// P-256 over SHA-256(msg) (ASN.1), as manifest.Owner.Verify checks.
+func ownerSign(keyFile string, msg []byte) ([]byte, error) {
+	pemBytes, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := manifest.ParseSigningKey(pemBytes)
+	if err != nil {
+		return nil, err
+	}
+	switch k := signer.(type) {
+	case ed25519.PrivateKey:
+		return ed25519.Sign(k, msg), nil
+	case *ecdsa.PrivateKey:
+		d := sha256.Sum256(msg)
+		return ecdsa.SignASN1(rand.Reader, k, d[:])
+	}
+	return signer.Sign(rand.Reader, msg, crypto.Hash(0))
+}
+
+func coordinatorRotateCommand() *command {
+	var cf clientFlags
+	var keyFile string
+	var grace time.Duration
+	return &command{
+		name:    "rotate",
+		summary: "start a new key epoch (signed with the owner key); the old one stays valid for --grace",
+		flags: func(fs *flag.FlagSet) {
+			cf.register(fs)
+			fs.StringVar(&keyFile, "owner-key", "", "the manifest owner's private key, a PEM `file` (required)")
+			fs.DurationVar(&grace, "grace", coordinator.DefaultGrace, "how long the previous epoch's keys stay valid")
+		},
+		run: func(ctx context.Context, env *cliEnv, args []string) error {
+			if len(args) > 0 {
+				return &usageError{err: fmt.Errorf("rotate takes no arguments, got %q", args)}
+			}
+			if keyFile == "" {
+				return &usageError{err: errors.New("--owner-key is required")}
+			}
+			if grace < 0 || grace > coordinator.MaxGrace {
+				return &usageError{err: fmt.Errorf("--grace must be between 0 and %v", coordinator.MaxGrace)}
+			}
+			b, closeAll, err := cf.connect(ctx, env)
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			st, err := coordinatorStatus(ctx, b)
+			if err != nil {
+				return err
+			}
+			if !st.ManifestSet {
+				return errors.New("the coordinator has no manifest yet")
+			}
+			hash, err := manifest.ParseHash(st.ManifestHash)
+			if err != nil {
+				return err
+			}
+			g := grace.String()
+			sig, err := ownerSign(keyFile, provision.RotateMessage(hash[:], st.Epoch+1, g))
+			if err != nil {
+				return err
+			}
+			body, err := provision.Encode(provision.RotateRequest{NextEpoch: st.Epoch + 1, Grace: g, Signature: sig})
+			if err != nil {
+				return err
+			}
+			m, err := b.Request(ctx, provision.AddressRotate, body, bus.Timeout(30*time.Second))
+			if err != nil {
+				return err
+			}
+			var after provision.Status
+			if err := provision.Decode(m.Body(), &after); err != nil {
+				return err
+			}
+			printStatus(env.stdout, &after)
+			return nil
+		},
+	}
+}
+
+func coordinatorUpdateCommand() *command {
+	var cf clientFlags
+	var keyFile string
+	return &command{
+		name:    "update",
+		args:    "NEXT",
+		summary: "replace the coordinator's manifest with NEXT (higher version), signed with the owner key",
+		flags: func(fs *flag.FlagSet) {
+			cf.register(fs)
+			fs.StringVar(&keyFile, "owner-key", "", "the current manifest owner's private key, a PEM `file` (required)")
+		},
+		run: func(ctx context.Context, env *cliEnv, args []string) error {
+			if len(args) != 1 {
+				return &usageError{err: fmt.Errorf("want the NEXT manifest file, got %d arguments", len(args))}
+			}
+			if keyFile == "" {
+				return &usageError{err: errors.New("--owner-key is required")}
+			}
+			raw, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			next, err := manifest.Parse(raw)
+			if err != nil {
+				return &rejectedError{err: fmt.Errorf("%s: %w", args[0], err)}
+			}
+			b, closeAll, err := cf.connect(ctx, env)
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			st, err := coordinatorStatus(ctx, b)
+			if err != nil {
+				return err
+			}
+			if !st.ManifestSet {
+				return errors.New("the coordinator has no manifest yet: start it with --manifest")
+			}
+			cur, err := manifest.ParseHash(st.ManifestHash)
+			if err != nil {
+				return err
+			}
+			sig, err := ownerSign(keyFile, manifest.UpdateMessage(cur, next.Hash()))
+			if err != nil {
+				return err
+			}
+			body, err := provision.Encode(provision.ManifestUpdate{Manifest: raw, Signature: sig})
+			if err != nil {
+				return err
+			}
+			m, err := b.Request(ctx, provision.AddressManifestUpdate, body, bus.Timeout(30*time.Second))
+			if err != nil {
+				return err
+			}
+			var after provision.Status
+			if err := provision.Decode(m.Body(), &after); err != nil {
+				return err
+			}
+			printStatus(env.stdout, &after)
+			return nil
+		},
+	}
+}

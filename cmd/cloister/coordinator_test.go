@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloister-dev/cloister/manifest"
+)
+
+// TestCoordinatorVerbs runs 'cloister coordinator' in process (the
+// coordinator image is built into the user cache on first use and runs as
+// a child process), hosting the join test image as analytics; then status,
+// a secure request, a refused secure request (wrong manifest hash), and
+// rotate.
+func TestCoordinatorVerbs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds images and starts processes")
+	}
+	dir := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
+	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
+	join := filepath.Join(dir, "join.img")
+	if code, out, errOut := runCLI(t, "enclave", "build", "-C", "../..", "./coordinator/internal/joinimage", "-o", join); code != exitOK {
+		t.Fatalf("build: exit %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, _ := runCLI(t, "enclave", "measure", join)
+	measurement := regexp.MustCompile(`[0-9a-f]{64}`).FindString(out)
+	if code != exitOK || measurement == "" {
+		t.Fatalf("measure: %d %q", code, out)
+	}
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(priv)
+	keyFile := filepath.Join(dir, "owner.pem")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mf := filepath.Join(dir, "app.yaml")
+	y := fmt.Sprintf(`version: 1
+owner:
+  public_key: %s
+policy:
+  allow_simulation: true
+services:
+  analytics:
+    identities:
+      - mrenclave: "%s"
+addresses:
+  water.readings:
+    secured: true
+    consume: [analytics]
+  # The test image's own addresses: it opens the client channel itself.
+  analytics.join:
+    consume: [analytics]
+  analytics.echo:
+    consume: [analytics]
+`, base64.StdEncoding.EncodeToString(pub), measurement)
+	if err := os.WriteFile(mf, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := manifest.Parse([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		env := &cliEnv{stdin: strings.NewReader(""), stdout: &syncBuffer{}, stderr: &stderr}
+		done <- run(ctx, env, []string{"coordinator", "--nats-listen", "127.0.0.1:-1", "--manifest", mf, "--source", "../..",
+			"--state-dir", filepath.Join(dir, "state"),
+			"--enclave", "name=analytics,image=" + join + ",service=analytics,state=" + filepath.Join(dir, "join-state")})
+	}()
+	re := regexp.MustCompile(`clients=(nats://[0-9.:]+)`)
+	var url string
+	deadline := time.Now().Add(3 * time.Minute)
+	for url == "" || !strings.Contains(stderr.String(), "cloister coordinator: ready") {
+		if m := re.FindStringSubmatch(stderr.String()); m != nil {
+			url = m[1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("coordinator not ready:\n%s", stderr.String())
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("coordinator exited %d:\n%s", code, stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if !strings.Contains(stderr.String(), "manifest set") {
+		t.Fatalf("the manifest was not set:\n%s", stderr.String())
+	}
+
+	code, out, errOut := runCLI(t, "coordinator", "status", "--servers", url)
+	if code != exitOK || !strings.Contains(out, m.HashHex()+" (version 1)") || !strings.Contains(out, "key epoch:    1") {
+		t.Fatalf("status: %d %q %q", code, out, errOut)
+	}
+	code, out, errOut = runCLI(t, "coordinator", "status", "--json", "--servers", url)
+	if code != exitOK || !strings.Contains(out, `"manifest_hash": "`+m.HashHex()) {
+		t.Fatalf("status --json: %d %q %q", code, out, errOut)
+	}
+	// The enclave joins (the test image joins when asked).
+	if code, out, errOut = runCLI(t, "request", "--servers", url, "analytics.join", ""); code != exitOK || !strings.Contains(out, `"service":"analytics"`) {
+		t.Fatalf("join: %d %q %q", code, out, errOut)
+	}
+	secure := []string{"request", "--servers", url, "--secure", "--service", "analytics", "--allow-simulation"}
+	code, out, errOut = runCLI(t, append(secure, "--manifest-hash", m.HashHex(), "analytics.echo", "meter 7: 12.5 m3")...)
+	if code != exitOK || strings.TrimSpace(out) != "echo: meter 7: 12.5 m3" {
+		t.Fatalf("secure request: %d %q %q", code, out, errOut)
+	}
+	wrong := []byte(m.HashHex())
+	wrong[0] ^= 1
+	code, _, errOut = runCLI(t, append(secure, "--manifest-hash", string(wrong), "analytics.echo", "x")...)
+	if code != exitRejected || !strings.Contains(errOut, "manifest") {
+		t.Fatalf("wrong manifest hash: exit %d %q", code, errOut)
+	}
+	code, out, errOut = runCLI(t, "coordinator", "rotate", "--servers", url, "--owner-key", keyFile, "--grace", "1h")
+	if code != exitOK || !strings.Contains(out, "key epoch:    2 (epoch 1 valid until") {
+		t.Fatalf("rotate: %d %q %q", code, out, errOut)
+	}
+
+	cancel()
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Fatalf("coordinator exit %d:\n%s", code, stderr.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("coordinator did not stop")
+	}
+}
