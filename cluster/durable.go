@@ -86,7 +86,7 @@ func newDurableState(ctx context.Context, t *Transport, cfg transportConfig) (*d
 		return nil, fmt.Errorf("cluster: JetStream: %w", err)
 	}
 	d.js = js
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if err := createStream(ctx, js, jetstream.StreamConfig{
 		Name:        DurableStream,
 		Description: "messages sent to Cloister's durable addresses",
 		Subjects:    []string{DurablePrefix + ">"},
@@ -102,6 +102,26 @@ func newDurableState(ctx context.Context, t *Transport, cfg transportConfig) (*d
 		}
 	}
 	return d, nil
+}
+
+// createStream creates or updates the stream, asking again every few
+// seconds until ctx ends: a clustered JetStream does not answer a request
+// that arrives before its meta leader is elected (the servers of a new
+// cluster elect it once their routes are up).
+func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := js.CreateOrUpdateStream(actx, cfg)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func (d *durableState) isDurable(address string) bool { return d.addrs[address] }

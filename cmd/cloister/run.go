@@ -77,14 +77,14 @@ Inject a leak while it runs: the dashboard's button, or
 				return &usageError{err: err}
 			}
 			logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level}))
+			a, err := app.Start(ctx, cfg, app.Options{Only: nodeName, Out: env.stdout, Logger: logger})
+			if err != nil {
+				return err
+			}
 			if duration > 0 {
 				var cancel context.CancelFunc
 				ctx, cancel = context.WithTimeout(ctx, duration)
 				defer cancel()
-			}
-			a, err := app.Start(ctx, cfg, app.Options{Only: nodeName, Out: env.stdout, Logger: logger})
-			if err != nil {
-				return err
 			}
 			runErr := a.Run(ctx)
 			fmt.Fprintln(env.stdout, "stopping ...")

@@ -110,6 +110,9 @@ func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 	fmt.Fprintf(opts.Out, "analytics image %s\n  measurement %s\n", a.img.Path, a.img.Measurement)
 
 	a.collector = newCollector(a)
+	// Nodes without the JetStream store start first: the one with it
+	// waits for its routes before JetStream serves.
+	sort.SliceStable(run, func(i, j int) bool { return !hostsJetStream(run[i]) && hostsJetStream(run[j]) })
 	for _, nc := range run {
 		ln, err := a.startNode(ctx, nc)
 		if err != nil {
@@ -142,6 +145,11 @@ func (a *App) nodeByName(name string) *localNode {
 	return nil
 }
 
+// hostsJetStream tells whether nc keeps the durable readings address.
+func hostsJetStream(nc NodeConfig) bool {
+	return slices.Contains(nc.Services, ServiceIngest) || slices.Contains(nc.Services, ServiceSensors)
+}
+
 func (a *App) startNode(ctx context.Context, nc NodeConfig) (*localNode, error) {
 	opts := cluster.Options{
 		Name:          a.cfg.Name + "-" + nc.Name,
@@ -159,8 +167,12 @@ func (a *App) startNode(ctx context.Context, nc NodeConfig) (*localNode, error) 
 		}
 		opts.Routes = append(opts.Routes, r)
 	}
-	if slices.Contains(nc.Services, ServiceIngest) || slices.Contains(nc.Services, ServiceSensors) {
-		opts.StoreDir = filepath.Join(a.stateDir, "jetstream", nc.Name)
+	// Every node runs JetStream: a clustered JetStream elects its meta
+	// leader among the servers that run it, so one alone would wait for a
+	// quorum it cannot have. Only the node of sensors and ingest uses the
+	// durable address.
+	opts.StoreDir = filepath.Join(a.stateDir, "jetstream", nc.Name)
+	if hostsJetStream(nc) {
 		opts.Durable = []string{AddressReadings}
 	}
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -355,11 +367,9 @@ func (a *App) Close(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	// Stop the producers first: sensors' node, then the others.
+	// Stop the producers first (the JetStream node started last).
 	nodes := slices.Clone(a.nodes)
-	sort.SliceStable(nodes, func(i, j int) bool {
-		return slices.Contains(nodes[i].cfg.Services, ServiceSensors) && !slices.Contains(nodes[j].cfg.Services, ServiceSensors)
-	})
+	slices.Reverse(nodes)
 	for _, n := range nodes {
 		if err := n.node.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
