@@ -188,14 +188,14 @@ message's number (1 to N).`,
 			if err != nil {
 				return err
 			}
+			if count < 1 {
+				return &usageError{err: fmt.Errorf("--count must be at least 1, got %d", count)}
+			}
 			b, closeAll, err := cf.connect(ctx, env)
 			if err != nil {
 				return err
 			}
 			defer closeAll()
-			if count < 1 {
-				return &usageError{err: fmt.Errorf("--count must be at least 1, got %d", count)}
-			}
 			numbered := strings.Contains(string(body), "{{n}}")
 			for i := 1; i <= count; i++ {
 				msg := body

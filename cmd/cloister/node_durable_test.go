@@ -4,6 +4,7 @@ import (
 	"context"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,7 +14,7 @@ import (
 var durableLine = regexp.MustCompile(`send jobs\.work \(\d+ bytes\) id=(\S+) delivery=\d+: "(job-[ab]\d+)"`)
 
 // consumed returns the messages a `cloister reply` printed, by message ID.
-func consumed(out string, into map[string]string) int {
+func durableConsumed(out string, into map[string]string) int {
 	lines := 0
 	for _, m := range durableLine.FindAllStringSubmatch(out, -1) {
 		into[m[1]] = m[2]
@@ -32,7 +33,7 @@ func TestDurableAddressSurvivesKilledConsumer(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	const n = 300
-	node := startProc(t, "node", "node", "--name", "d1", "--nats-listen", "127.0.0.1:-1",
+	node := startBusProc(t, "node", "node", "--name", "d1", "--nats-listen", "127.0.0.1:-1",
 		"--store-dir", t.TempDir(), "--durable", "jobs.work", "--ack-wait", "1s")
 	url := node.waitMatch(regexp.MustCompile(`cloister node: ready.* clients=(\S+)`))[1]
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -48,11 +49,11 @@ func TestDurableAddressSurvivesKilledConsumer(t *testing.T) {
 	// Bodies job-a1..job-a150, then job-b1..job-b150.
 	send("a", "150")
 	consumerArgs := []string{"reply", "--servers", url, "--durable", "jobs.work", "jobs.work", "ok"}
-	first := startProc(t, "consumer-1", append(consumerArgs, "--delay", "5ms")...)
+	first := startBusProc(t, "consumer-1", append(consumerArgs, "--delay", "5ms")...)
 	first.waitMatch(regexp.MustCompile(`listening on jobs\.work`))
 	send("b", "150")
 	for {
-		if consumed(first.output(), map[string]string{}) >= 60 {
+		if durableConsumed(first.output(), map[string]string{}) >= 60 {
 			break
 		}
 		if ctx.Err() != nil {
@@ -65,13 +66,13 @@ func TestDurableAddressSurvivesKilledConsumer(t *testing.T) {
 	}
 	<-first.done
 
-	second := startProc(t, "consumer-2", consumerArgs...)
+	second := startBusProc(t, "consumer-2", consumerArgs...)
 	got := map[string]string{}
 	var lines1, lines2 int
 	for {
 		got = map[string]string{}
-		lines1 = consumed(first.output(), got)
-		lines2 = consumed(second.output(), got)
+		lines1 = durableConsumed(first.output(), got)
+		lines2 = durableConsumed(second.output(), got)
 		if len(got) >= n {
 			break
 		}
@@ -86,7 +87,7 @@ func TestDurableAddressSurvivesKilledConsumer(t *testing.T) {
 	}
 	for _, prefix := range []string{"job-a", "job-b"} {
 		for i := 1; i <= 150; i++ {
-			if b := prefix + itoa(i); !bodies[b] {
+			if b := prefix + strconv.Itoa(i); !bodies[b] {
 				t.Fatalf("%s lost (%d distinct messages)", b, len(got))
 			}
 		}
@@ -99,12 +100,4 @@ func TestDurableAddressSurvivesKilledConsumer(t *testing.T) {
 	if strings.Contains(second.output(), "panic") {
 		t.Fatalf("second consumer:\n%s", second.output())
 	}
-}
-
-func itoa(i int) string {
-	const digits = "0123456789"
-	if i < 10 {
-		return digits[i : i+1]
-	}
-	return itoa(i/10) + digits[i%10:i%10+1]
 }

@@ -38,8 +38,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// proc is a cloister child process whose output the test watches.
-type proc struct {
+// busProc is a cloister child process whose output the test watches.
+type busProc struct {
 	t    *testing.T
 	name string
 	cmd  *exec.Cmd
@@ -49,9 +49,9 @@ type proc struct {
 	err  error
 }
 
-func startProc(t *testing.T, name string, args ...string) *proc {
+func startBusProc(t *testing.T, name string, args ...string) *busProc {
 	t.Helper()
-	p := &proc{t: t, name: name, cmd: exec.Command(cloisterBin, args...), done: make(chan struct{})}
+	p := &busProc{t: t, name: name, cmd: exec.Command(cloisterBin, args...), done: make(chan struct{})}
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +86,7 @@ func startProc(t *testing.T, name string, args ...string) *proc {
 	return p
 }
 
-func (p *proc) output() string {
+func (p *busProc) output() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.out.String()
@@ -94,7 +94,7 @@ func (p *proc) output() string {
 
 // waitMatch waits (bounded, not timed) until the output matches re and
 // returns the submatches.
-func (p *proc) waitMatch(re *regexp.Regexp) []string {
+func (p *busProc) waitMatch(re *regexp.Regexp) []string {
 	p.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -114,7 +114,7 @@ func (p *proc) waitMatch(re *regexp.Regexp) []string {
 }
 
 // stop sends sig and waits for the process to exit.
-func (p *proc) stop(sig syscall.Signal) error {
+func (p *busProc) stop(sig syscall.Signal) error {
 	_ = p.cmd.Process.Signal(sig)
 	select {
 	case <-p.done:
@@ -125,20 +125,20 @@ func (p *proc) stop(sig syscall.Signal) error {
 	}
 }
 
-var readyLine = regexp.MustCompile(`cloister node: ready.* clients=(\S+) cluster=(\S+)`)
+var nodeReadyLine = regexp.MustCompile(`cloister node: ready.* clients=(\S+) cluster=(\S+)`)
 
 // startNodeProc starts `cloister node` and returns it with its client and
 // cluster URLs.
-func startNodeProc(t *testing.T, name string, extra ...string) (*proc, string, string) {
+func startNodeProc(t *testing.T, name string, extra ...string) (*busProc, string, string) {
 	t.Helper()
 	args := append([]string{"node", "--name", name, "--nats-listen", "127.0.0.1:-1", "--cluster-listen", "127.0.0.1:-1"}, extra...)
-	p := startProc(t, name, args...)
-	m := p.waitMatch(readyLine)
+	p := startBusProc(t, name, args...)
+	m := p.waitMatch(nodeReadyLine)
 	return p, m[1], m[2]
 }
 
 // request runs `cloister request` once and returns its output and error.
-func request(ctx context.Context, server, address, body string) (string, error) {
+func busRequest(ctx context.Context, server, address, body string) (string, error) {
 	cmd := exec.CommandContext(ctx, cloisterBin, "request", "--servers", server, "--timeout", "2s", address, body)
 	out, err := cmd.Output()
 	return strings.TrimSpace(string(out)), err
@@ -157,14 +157,14 @@ func TestThreeNodeProcesses(t *testing.T) {
 	n2, url2, _ := startNodeProc(t, "n2", "--routes", route1)
 	n3, url3, _ := startNodeProc(t, "n3", "--routes", route1)
 	listening := regexp.MustCompile(`listening on svc\.who`)
-	startProc(t, "reply-2", "reply", "--servers", url2, "--quiet", "svc.who", "from-2").waitMatch(listening)
-	startProc(t, "reply-3", "reply", "--servers", url3, "--quiet", "svc.who", "from-3").waitMatch(listening)
+	startBusProc(t, "reply-2", "reply", "--servers", url2, "--quiet", "svc.who", "from-2").waitMatch(listening)
+	startBusProc(t, "reply-3", "reply", "--servers", url3, "--quiet", "svc.who", "from-3").waitMatch(listening)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	seen := map[string]int{}
 	for seen["from-2"] == 0 || seen["from-3"] == 0 {
-		out, err := request(ctx, url1, "svc.who", "hi")
+		out, err := busRequest(ctx, url1, "svc.who", "hi")
 		if err == nil {
 			seen[out]++
 		}
@@ -184,7 +184,7 @@ func TestThreeNodeProcesses(t *testing.T) {
 	streak, failures := 0, 0
 	after := map[string]int{}
 	for streak < 10 {
-		out, err := request(ctx, url1, "svc.who", "hi")
+		out, err := busRequest(ctx, url1, "svc.who", "hi")
 		if err != nil {
 			streak = 0
 			failures++
@@ -202,7 +202,7 @@ func TestThreeNodeProcesses(t *testing.T) {
 	t.Logf("after the kill: %v, %d failed while the cluster noticed", after, failures)
 
 	// The survivors exit cleanly on SIGTERM.
-	for _, p := range []*proc{n1, n3} {
+	for _, p := range []*busProc{n1, n3} {
 		if err := p.stop(syscall.SIGTERM); err != nil {
 			t.Fatalf("%s on SIGTERM: %v\n%s", p.name, err, p.output())
 		}
