@@ -69,12 +69,35 @@ type system struct {
 	t     testing.TB
 	b     *bus.Bus
 	n     *node.Node
+	base  string // the test's directory
 	state string
 	owner ed25519.PrivateKey
 	hash  [32]byte // of the manifest last set with setManifest
 }
 
 func newSystem(t testing.TB) *system {
+	t.Helper()
+	// Directories first: cleanups run last-in first-out, and the node must
+	// stop before its enclaves' directories go.
+	base := t.TempDir()
+	b, n := newNode(t)
+	_, owner, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &system{t: t, b: b, n: n, base: base, state: filepath.Join(base, "coordinator"), owner: owner}
+	if _, err := n.DeployEnclave(context.Background(), node.EnclaveConfig{
+		Name: "coordinator", Image: coordImage.Path, StateDir: s.state,
+		RestartBackoff: 20 * time.Millisecond, MaxRestartBackoff: 200 * time.Millisecond,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// newNode returns a node on an in-process bus, shut down when the test
+// ends.
+func newNode(t testing.TB) (*bus.Bus, *node.Node) {
 	t.Helper()
 	b, err := bus.New(bus.WithLogger(testLogger()))
 	if err != nil {
@@ -89,25 +112,14 @@ func newSystem(t testing.TB) *system {
 		defer cancel()
 		_ = n.Shutdown(ctx)
 	})
-	_, owner, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &system{t: t, b: b, n: n, state: t.TempDir(), owner: owner}
-	if _, err := n.DeployEnclave(context.Background(), node.EnclaveConfig{
-		Name: "coordinator", Image: coordImage.Path, StateDir: s.state,
-		RestartBackoff: 20 * time.Millisecond, MaxRestartBackoff: 200 * time.Millisecond,
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return b, n
 }
 
 // deployJoiner hosts the join image as service.
 func (s *system) deployJoiner(service string) {
 	s.t.Helper()
 	if _, err := s.n.DeployEnclave(context.Background(), node.EnclaveConfig{
-		Name: service, Image: joinImage.Path, StateDir: s.t.TempDir(), Env: []string{"JOIN_SERVICE=" + service},
+		Name: service, Image: joinImage.Path, StateDir: filepath.Join(s.base, service), Env: []string{"JOIN_SERVICE=" + service},
 	}); err != nil {
 		s.t.Fatal(err)
 	}
