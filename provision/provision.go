@@ -3,8 +3,9 @@
 // messages on them, and what each piece of evidence binds. It is shared by
 // the coordinator (which answers), the trusted runtime (which joins) and the
 // client SDK (which verifies the coordinator), so it holds types and
-// encodings only, on the standard library, attest and secure — it is
-// compiled into enclave images.
+// encodings only, on the standard library alone — it is compiled into
+// enclave images, and the join side must not pull in attest's crypto/x509
+// (hence [EncodeEvidence]).
 //
 // # Attesting the coordinator (clients, once)
 //
@@ -47,7 +48,8 @@
 // # Keys and epochs
 //
 // Address keys live in epochs. A rotation (AddressRotate, signed by the
-// manifest owner) starts a new epoch; the coordinator publishes an
+// manifest owner over [RotateMessage]: manifest hash, next epoch and grace
+// period) starts a new epoch; the coordinator publishes an
 // [EpochNotice] on AddressEpoch, joined enclaves re-join to fetch the new
 // keys, and the previous epoch stays valid until the grant's GraceUntil.
 package provision
