@@ -284,6 +284,21 @@ func (a *App) InjectLeak(ctx context.Context, sensor string) error {
 	return nil
 }
 
+// StopSensors stops the sensors and returns, for each sensor, the
+// sequence number of its last reading stored in JetStream (readings whose
+// send failed are lost before JetStream and show as gaps).
+func (a *App) StopSensors(ctx context.Context) (map[string]uint64, error) {
+	m, err := a.Bus().Request(ctx, AddressStopSensors, nil, bus.Timeout(10*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("app: stop the sensors: %w", err)
+	}
+	var last map[string]uint64
+	if err := m.Decode(&last); err != nil {
+		return nil, fmt.Errorf("app: stop the sensors: %w", err)
+	}
+	return last, nil
+}
+
 // AnalyticsStatus asks analytics for its accounting of sensors.
 func (a *App) AnalyticsStatus(ctx context.Context, sensors []string) (monitor.Status, error) {
 	var st monitor.Status

@@ -26,6 +26,9 @@ const (
 	AddressRecentAlerts = "water.alerts.recent"
 	// AddressLeak starts a leak on the sensor named in the body.
 	AddressLeak = "water.sensors.leak"
+	// AddressStopSensors stops the sensors; the reply maps each sensor to
+	// the sequence number of its last reading stored in JetStream.
+	AddressStopSensors = "water.sensors.stop"
 	// AddressMetricsPrefix + service answers with that service's Metrics.
 	AddressMetricsPrefix = "water.metrics."
 )
@@ -65,7 +68,8 @@ type sensors struct {
 	ids     []string
 	sealer  *Sealer
 	status  string
-	sent    atomic.Uint64
+	sent    map[string]uint64 // sensor -> last seq stored in JetStream
+	total   atomic.Uint64
 	failed  atomic.Uint64
 	started time.Time
 
@@ -75,6 +79,7 @@ type sensors struct {
 
 func (s *sensors) Start(ctx context.Context, inst *node.Instance) error {
 	s.sims = map[string]*monitor.Sensor{}
+	s.sent = map[string]uint64{}
 	s.ids = s.cfg.SensorIDs()
 	for _, id := range s.ids {
 		s.sims[id] = monitor.NewSensor(id)
@@ -96,6 +101,22 @@ func (s *sensors) Start(ctx context.Context, inst *node.Instance) error {
 	}
 	rctx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan struct{})
+	if _, err := inst.Consumer(AddressStopSensors, bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
+		go func() { // never block the event loop
+			s.cancel()
+			<-s.done
+			s.setStatus("stopped")
+			s.mu.Lock()
+			last := make(map[string]uint64, len(s.sent))
+			for id, n := range s.sent {
+				last[id] = n
+			}
+			s.mu.Unlock()
+			m.Reply(last)
+		}()
+	})); err != nil {
+		return err
+	}
 	go s.run(rctx, inst.Bus())
 	return nil
 }
@@ -115,8 +136,8 @@ func (s *sensors) metrics() Metrics {
 	s.mu.Lock()
 	st := s.status
 	s.mu.Unlock()
-	return Metrics{Service: ServiceSensors, Node: s.nodeName, Messages: s.sent.Load(), Status: st,
-		Counts: map[string]uint64{"sent": s.sent.Load(), "failed": s.failed.Load()}}
+	return Metrics{Service: ServiceSensors, Node: s.nodeName, Messages: s.total.Load(), Status: st,
+		Counts: map[string]uint64{"sent": s.total.Load(), "failed": s.failed.Load()}}
 }
 
 func (s *sensors) setStatus(st string) {
@@ -188,7 +209,10 @@ func (s *sensors) run(ctx context.Context, b *bus.Bus) {
 					s.logger.Warn("water: sensor could not send", "sensor", id, "error", err)
 					continue
 				}
-				s.sent.Add(1)
+				s.total.Add(1)
+				s.mu.Lock()
+				s.sent[id] = r.Seq
+				s.mu.Unlock()
 			}
 		}
 	}

@@ -1,0 +1,314 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/examples/water/monitor"
+)
+
+// testConfig is a small, quick application on one node.
+func testConfig(t *testing.T, sensors int) *Config {
+	t.Helper()
+	cfg := Default()
+	cfg.Dashboard = "127.0.0.1:0"
+	cfg.Sensors.Count = sensors
+	cfg.Sensors.Period = 20 * time.Millisecond
+	cfg.StateDir = t.TempDir()
+	cfg.AckWait = 2 * time.Second
+	cfg.Summary = -1
+	if err := cfg.Check(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func startApp(t *testing.T, ctx context.Context, cfg *Config) *App {
+	t.Helper()
+	// Simulation keys of this test only.
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(t.TempDir(), "config"))
+	level := slog.LevelWarn
+	if testing.Verbose() {
+		level = slog.LevelInfo
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	a, err := Start(ctx, cfg, Options{Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := a.Close(cctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return a
+}
+
+// eventually polls cond until it holds or the test's context ends.
+func eventually(t *testing.T, ctx context.Context, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// tap is the eavesdropper: a raw NATS subscriber on every subject.
+type tap struct {
+	mu   sync.Mutex
+	msgs []*nats.Msg
+}
+
+func startTap(t *testing.T, url string) *tap {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.Name("eavesdropper"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	tp := &tap{}
+	if _, err := nc.Subscribe(">", func(m *nats.Msg) {
+		tp.mu.Lock()
+		tp.msgs = append(tp.msgs, m)
+		tp.mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return tp
+}
+
+func (tp *tap) all() []*nats.Msg {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return append([]*nats.Msg(nil), tp.msgs...)
+}
+
+func getState(t *testing.T, url string) State {
+	t.Helper()
+	resp, err := http.Get(url + "api/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st State
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// TestEndToEnd: the application on one node; a leak on s-003 gives
+// exactly one alert, on the alerts address and on the dashboard; the
+// analytics enclave is SIGKILLed mid-stream and every reading is still
+// accounted for; an eavesdropper on NATS never sees a reading in clear.
+func TestEndToEnd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const sensors = 5
+	cfg := testConfig(t, sensors)
+	a := startApp(t, ctx, cfg)
+	tp := startTap(t, a.NATSURL())
+
+	var amu sync.Mutex
+	var got []monitor.Alert
+	if _, err := a.Bus().Consumer(monitor.AddressAlerts, bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
+		var al monitor.Alert
+		if err := json.Unmarshal(m.Body(), &al); err != nil {
+			t.Errorf("alert %q: %v", m.Body(), err)
+		}
+		amu.Lock()
+		got = append(got, al)
+		amu.Unlock()
+	})); err != nil {
+		t.Fatal(err)
+	}
+	alerts := func() []monitor.Alert {
+		amu.Lock()
+		defer amu.Unlock()
+		return append([]monitor.Alert(nil), got...)
+	}
+	accepted := func() uint64 {
+		st, err := a.AnalyticsStatus(ctx, cfg.SensorIDs())
+		if err != nil {
+			return 0
+		}
+		var n uint64
+		for _, c := range st.Sensors {
+			n += c.Accepted
+		}
+		return n
+	}
+	// Past the detectors' warm-up on every sensor.
+	eventually(t, ctx, "readings past the warm-up", func() bool { return accepted() >= sensors*30 })
+	if al := alerts(); len(al) != 0 {
+		t.Fatalf("alerts before any leak: %+v", al)
+	}
+	if err := a.InjectLeak(ctx, "s-003"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, ctx, "the leak alert", func() bool { return len(alerts()) > 0 })
+	// Let the leak develop fully and more readings come: still one alert.
+	before := accepted()
+	eventually(t, ctx, "readings after the alert", func() bool { return accepted() >= before+sensors*3*monitor.LeakSteps })
+	want := monitor.Alert{SensorID: "s-003", Kind: monitor.KindLeak, Severity: monitor.SeverityWarning}
+	al := alerts()
+	if len(al) != 1 || al[0].SensorID != want.SensorID || al[0].Kind != want.Kind || al[0].Severity != want.Severity || al[0].Time == 0 {
+		t.Fatalf("alerts on %s: %+v, want exactly %+v", monitor.AddressAlerts, al, want)
+	}
+	// The dashboard's JSON shows exactly that alert.
+	url := a.DashboardURL()
+	eventually(t, ctx, "the alert on the dashboard", func() bool { return len(getState(t, url).Alerts) > 0 })
+	st := getState(t, url)
+	if len(st.Alerts) != 1 || st.Alerts[0].Alert != al[0] {
+		t.Fatalf("dashboard alerts %+v, want %+v", st.Alerts, al[0])
+	}
+	if len(st.Attestation) != 1 || !st.Attestation[0].Verified || st.Attestation[0].EvidenceType != "simulated" ||
+		st.Attestation[0].Measurement != a.Image().Measurement.String() {
+		t.Fatalf("dashboard attestation %+v (image %s)", st.Attestation, a.Image().Measurement)
+	}
+
+	// Kill the enclave mid-stream.
+	enc := a.Enclaves()
+	if len(enc) != 1 || enc[0].PID == 0 {
+		t.Fatalf("enclaves %+v", enc)
+	}
+	if err := syscall.Kill(enc[0].PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, ctx, "the enclave's restart", func() bool {
+		e := a.Enclaves()
+		return len(e) == 1 && e[0].Restarts >= 1 && e[0].State == "up"
+	})
+	before = accepted()
+	eventually(t, ctx, "readings after the restart", func() bool { return accepted() >= before+sensors*10 })
+	last, err := a.StopSensors(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every reading stored in JetStream reaches analytics exactly once
+	// (redeliveries are counted as duplicates, not twice).
+	var status monitor.Status
+	eventually(t, ctx, "every reading accounted for", func() bool {
+		status, err = a.AnalyticsStatus(ctx, cfg.SensorIDs())
+		if err != nil {
+			return false
+		}
+		for id, seq := range last {
+			if status.Sensors[id].LastSeq != seq {
+				return false
+			}
+		}
+		return true
+	})
+	if len(last) != sensors {
+		t.Fatalf("sensors stopped: %v", last)
+	}
+	for id, seq := range last {
+		c := status.Sensors[id]
+		if c.Accepted != seq || c.Gaps != 0 || c.Rejected != 0 {
+			t.Errorf("sensor %s sent %d readings; analytics: %+v", id, seq, c)
+		}
+	}
+	t.Logf("readings per sensor %v; analytics %+v; duplicates after the kill are redeliveries", last, status)
+	if al := alerts(); len(al) != 1 {
+		t.Fatalf("alerts after the kill: %+v", al)
+	}
+
+	// The eavesdropper saw the traffic, and no reading in clear.
+	msgs := tp.all()
+	sealed := 0
+	for _, m := range msgs {
+		if bytes.Contains(m.Data, []byte(`"pressure"`)) || bytes.Contains(m.Data, []byte(`pressure`)) {
+			t.Fatalf("the eavesdropper read a reading on %s: %q", m.Subject, m.Data)
+		}
+		if m.Subject == "cloister.durable."+AddressReadings && bytes.HasPrefix(m.Data, []byte("CSQ")) {
+			sealed++
+		}
+	}
+	if sealed < sensors*10 {
+		t.Fatalf("the eavesdropper saw %d sealed readings of %d messages", sealed, len(msgs))
+	}
+	// Nor are readings in the clear on disk (JetStream's store, the
+	// enclave's protected storage).
+	for _, dir := range []string{"jetstream", "analytics"} {
+		filepath.Walk(filepath.Join(a.StateDir(), dir), func(p string, info os.FileInfo, err error) error {
+			if err == nil && !info.IsDir() {
+				b, _ := os.ReadFile(p)
+				if bytes.Contains(b, []byte("pressure")) || bytes.Contains(b, []byte("s-003")) {
+					t.Errorf("%s holds a reading or a sensor name in clear", p)
+				}
+			}
+			return nil
+		})
+	}
+	t.Logf("eavesdropper: %d messages, %d sealed readings, none in clear", len(msgs), sealed)
+}
+
+// TestPlainModeSaysSo: with security plain the application works and says
+// that nothing is confidential — and the eavesdropper indeed reads.
+func TestPlainModeSaysSo(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg := testConfig(t, 2)
+	cfg.Security = SecurityPlain
+	a := startApp(t, ctx, cfg)
+	tp := startTap(t, a.NATSURL())
+	eventually(t, ctx, "readings", func() bool {
+		for _, m := range tp.all() {
+			if bytes.Contains(m.Data, []byte(`"pressure"`)) {
+				return true
+			}
+		}
+		return false
+	})
+	eventually(t, ctx, "state", func() bool { return len(a.State().Guarantees) > 0 })
+	if g := strings.Join(a.State().Guarantees, "\n"); !strings.Contains(g, "NOT in force: security is plain") {
+		t.Fatalf("guarantees: %s", g)
+	}
+}
+
+// TestConfig checks the example files and the configuration errors.
+func TestConfig(t *testing.T) {
+	for _, f := range []string{"../app.yaml", "../app-3nodes.yaml"} {
+		c, err := LoadConfig(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.NodeOf(ServiceAnalytics) == "" || c.Sensors.Leak.Sensor != "s-003" {
+			t.Fatalf("%s: %+v", f, c)
+		}
+	}
+	for _, bad := range []string{
+		"nodes: []",
+		"bogus: 1\nnodes: [{name: a, services: [sensors, ingest, analytics, alerts, dashboard]}]",
+		"security: maybe\nnodes: [{name: a, services: [sensors, ingest, analytics, alerts, dashboard]}]",
+		"nodes: [{name: a, services: [sensors, ingest, analytics, alerts]}]",
+		"nodes: [{name: a, services: [sensors, ingest, analytics, alerts, dashboard, sensors]}]",
+		"nodes: [{name: a, cluster_listen: x, services: [sensors, analytics, alerts, dashboard]}, {name: b, cluster_listen: y, services: [ingest]}]",
+	} {
+		if _, err := ParseConfig([]byte(bad)); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}
