@@ -202,6 +202,7 @@ func (a *App) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 	s.rt.log = slog.New(&logHandler{s: s, level: a.opts.LogLevel})
 	if a.opts.Service != "" {
 		s.keys = newKeys(s.rt)
+		s.keys.ctx = ctx
 		if handlers[provision.AddressEpoch] == nil {
 			handlers[provision.AddressEpoch] = epochHandler{s.keys}
 		}

@@ -108,7 +108,9 @@ type keys struct {
 	info      []byte // secure.ChannelInfo(service, manifest hash)
 	replay    *secure.ReplayCache
 
-	joinMu sync.Mutex // one join at a time
+	joinMu   sync.Mutex      // one join at a time
+	lastJoin time.Time       // guarded by joinMu
+	ctx      context.Context // the session's: background re-joins end with it
 
 	countMu  sync.Mutex
 	rejected map[string]map[string]uint64
@@ -220,6 +222,16 @@ func (k *keys) epoch() uint32 {
 // sealer returns the Sealer of address for epoch (0: the current epoch, or
 // if the epoch is no longer held, the current one).
 func (k *keys) sealer(a *granted, epoch uint32) (*secure.Sealer, error) {
+	k.mu.RLock()
+	e := epoch
+	if e == 0 {
+		e = k.grant.Epoch
+	}
+	s := a.sealers[e]
+	k.mu.RUnlock()
+	if s != nil {
+		return s, nil
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if _, ok := a.keys[epoch]; epoch == 0 || !ok || !slices.Contains(a.opener.Epochs(), epoch) {
@@ -305,6 +317,13 @@ func (k *keys) open(c *Call) error {
 	}
 	o, err := a.opener.Open(kind, c.body)
 	if err != nil {
+		if errors.Is(err, secure.ErrUnknownEpoch) {
+			if e, perr := secure.ParseEnvelope(c.body); perr == nil && e.Epoch > k.epoch() {
+				// The sender re-joined after a rotation before this
+				// enclave heard of it.
+				k.rejoinSoon()
+			}
+		}
 		return err
 	}
 	c.body, c.headers, c.secured = o.Plaintext, o.Headers, &openedRef{ref: o.Ref(), epoch: o.Epoch, a: a}
@@ -480,6 +499,7 @@ func (k *keys) join(ctx context.Context, service string) error {
 	if err := k.apply(&g); err != nil {
 		return err
 	}
+	k.lastJoin = time.Now()
 	rt.log.Info("joined", "service", service, "epoch", g.Epoch, "manifest_version", g.ManifestVersion, "addresses", len(g.Addresses))
 	return nil
 }
@@ -522,6 +542,32 @@ func (rt *Runtime) provisionRequest(ctx context.Context, service, address string
 		return nil, fmt.Errorf("trusted: join: %s: %w", address, err)
 	}
 	return resp.Body, nil
+}
+
+// rejoinMinInterval bounds how often envelopes of an unknown, newer epoch
+// make the runtime re-join: the epoch is not authenticated until the keys
+// are there, so a host could forge such envelopes at will.
+const rejoinMinInterval = time.Second
+
+// rejoinSoon re-joins in the background, unless a join is running or one
+// finished less than rejoinMinInterval ago.
+func (k *keys) rejoinSoon() {
+	if !k.joinMu.TryLock() {
+		return
+	}
+	recent := time.Since(k.lastJoin) < rejoinMinInterval
+	k.joinMu.Unlock()
+	if recent || k.ctx == nil {
+		return
+	}
+	service := k.rt.Service()
+	go func() {
+		ctx, cancel := context.WithTimeout(k.ctx, time.Minute)
+		defer cancel()
+		if err := k.joinRetrying(ctx, service); err != nil {
+			k.rt.log.Error("re-join for a newer key epoch failed", "service", service, "err", err.Error())
+		}
+	}()
 }
 
 // onEpoch handles an EpochNotice: a newer epoch than held makes the

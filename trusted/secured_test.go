@@ -65,6 +65,9 @@ addresses:
   beta.ask:     {consume: [beta], send: [tester]}
   beta.tell:    {consume: [beta], send: [tester]}
   beta.stray:   {consume: [beta], send: [tester]}
+  beta.bench:   {consume: [beta], send: [tester]}
+  plain.echo:   {consume: [alpha], send: [beta]}
+  sec.bench:    {secured: true, consume: [alpha], send: [beta]}
 `, base64.StdEncoding.EncodeToString(owner), allowSim, idAlpha, idBeta)
 }
 
@@ -89,7 +92,7 @@ func (c *counters) get(address string) (int, string) {
 }
 
 func alphaApp(service string, seen *counters) *trusted.App {
-	app := trusted.New(trusted.Options{Service: service, JoinTimeout: 10 * time.Second})
+	app := trusted.New(trusted.Options{Service: service, JoinTimeout: 10 * time.Second, Workers: 40})
 	app.HandleFunc("sec.echo", func(ctx context.Context, c *trusted.Call) {
 		seen.saw(c.Address(), string(c.Body()))
 		if !c.Secured() {
@@ -107,6 +110,9 @@ func alphaApp(service string, seen *counters) *trusted.App {
 			c.Reply(nil, append([]byte("client echo: "), c.Body()...))
 		}
 	})
+	echo := func(ctx context.Context, c *trusted.Call) { c.Reply(nil, append([]byte("echo: "), c.Body()...)) }
+	app.HandleFunc("plain.echo", echo)
+	app.HandleFunc("sec.bench", echo)
 	app.HandleFunc("alpha.count", func(ctx context.Context, c *trusted.Call) {
 		n, _ := seen.get(c.Header("address"))
 		c.Reply(map[string]string{"epoch": strconv.Itoa(int(c.Epoch()))}, []byte(strconv.Itoa(n)))
@@ -123,7 +129,7 @@ func alphaApp(service string, seen *counters) *trusted.App {
 }
 
 func betaApp() *trusted.App {
-	app := trusted.New(trusted.Options{Service: "beta", JoinTimeout: 10 * time.Second})
+	app := trusted.New(trusted.Options{Service: "beta", JoinTimeout: 10 * time.Second, Workers: 40})
 	app.HandleFunc("beta.ask", func(ctx context.Context, c *trusted.Call) {
 		r, err := c.Request(ctx, "sec.echo", map[string]string{"q": "1"}, c.Body(), 5*time.Second)
 		if err != nil {
@@ -138,6 +144,31 @@ func betaApp() *trusted.App {
 			return
 		}
 		c.Reply(nil, []byte("told"))
+	})
+	app.HandleFunc("beta.bench", func(ctx context.Context, c *trusted.Call) {
+		n, _ := strconv.Atoi(c.Header("n"))
+		body := make([]byte, 1024)
+		var wg sync.WaitGroup
+		var left atomic.Int64
+		left.Store(int64(n))
+		var failed atomic.Int64
+		for range 32 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for left.Add(-1) >= 0 {
+					if _, err := c.Request(ctx, c.Header("to"), nil, body, 5*time.Second); err != nil {
+						failed.Add(1)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if failed.Load() > 0 {
+			c.Fail(500, fmt.Sprintf("%d requests failed", failed.Load()))
+			return
+		}
+		c.Reply(nil, nil)
 	})
 	app.HandleFunc("beta.stray", func(ctx context.Context, c *trusted.Call) {
 		// beta may send to sec.echo but not publish on it, nor send to
@@ -172,7 +203,7 @@ func (l *logSink) String() string {
 }
 
 type world struct {
-	t       *testing.T
+	t       testing.TB
 	bus     *bus.Bus
 	key     string // sim platform key path
 	owner   ed25519.PrivateKey
@@ -182,7 +213,7 @@ type world struct {
 	enclave map[string]*enclave.Enclave
 }
 
-func newWorld(t *testing.T, allowSim bool) *world {
+func newWorld(t testing.TB, allowSim bool) *world {
 	t.Helper()
 	w := &world{t: t, logs: &logSink{}, enclave: map[string]*enclave.Enclave{}}
 	w.logger = slog.New(slog.NewTextHandler(io.MultiWriter(w.logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -205,7 +236,7 @@ func newWorld(t *testing.T, allowSim bool) *world {
 	return w
 }
 
-func mustEncode(t *testing.T, v any) []byte {
+func mustEncode(t testing.TB, v any) []byte {
 	b, err := provision.Encode(v)
 	if err != nil {
 		t.Fatal(err)
@@ -503,4 +534,35 @@ func TestJoinRefusedSimulation(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "simulat") {
 		t.Fatalf("simulated evidence under a manifest that forbids it: %v", err)
 	}
+}
+
+// BenchmarkSecuredRequestInProc is the secured-address overhead inside the
+// trusted runtime alone: beta asks alpha, both inproc on one in-process
+// bus, 1 KiB, 32 in flight; plain and secured alternate in one run.
+func BenchmarkSecuredRequestInProc(b *testing.B) {
+	w := newWorld(b, true)
+	seen := &counters{runs: map[string]int{}, last: map[string]string{}}
+	if err := w.start("alpha", alphaApp("alpha", seen), idAlpha); err != nil {
+		b.Fatal(err)
+	}
+	if err := w.start("beta", betaApp(), idBeta); err != nil {
+		b.Fatal(err)
+	}
+	run := func(to string, n int) time.Duration {
+		start := time.Now()
+		w.request("beta.bench", nil, "to", to, "n", strconv.Itoa(n))
+		return time.Since(start)
+	}
+	run("plain.echo", 500)
+	run("sec.bench", 500)
+	b.ResetTimer()
+	var plain, secured time.Duration
+	for done := 0; done < b.N; done += 500 {
+		n := min(500, b.N-done)
+		plain += run("plain.echo", n)
+		secured += run("sec.bench", n)
+	}
+	b.ReportMetric(float64(plain.Nanoseconds())/float64(b.N), "plain-ns/req")
+	b.ReportMetric(float64(secured.Nanoseconds())/float64(b.N), "secured-ns/req")
+	b.ReportMetric(float64(plain)/float64(secured), "secured/plain")
 }
