@@ -94,6 +94,8 @@ func (f *frameWriter) flushLocked() error {
 		f.mu.Lock()
 		if cap(buf) <= 1<<20 {
 			f.spare = buf[:0]
+		} else {
+			f.spare = nil // never share an array with f.pending
 		}
 		if err != nil {
 			f.err = fmt.Errorf("enclave: write to the enclave: %w", err)
