@@ -134,7 +134,14 @@ func (c *Coordinator) Init(ctx context.Context, rt *trusted.Runtime) error {
 		sign:     ed25519.NewKeyFromSeed(st.SigningSeed),
 		nonces:   map[[provision.NonceSize]byte]time.Time{},
 		channels: map[string]*secure.ServiceKey{},
+		signed:   map[string][]byte{},
 		dirty:    make(chan struct{}, 1),
+	}
+	// Learn the evidence type now, so that the status says it at once.
+	if ev, err := rt.Evidence(ctx, [64]byte{}); err != nil {
+		rt.Logger().Warn("coordinator: no evidence available", "err", err)
+	} else {
+		in.evType = ev.Type
 	}
 	go in.saver(ctx)
 	if m != nil {
@@ -214,8 +221,10 @@ type instance struct {
 	sign     ed25519.PrivateKey
 	nonces   map[[provision.NonceSize]byte]time.Time
 	channels map[string]*secure.ServiceKey
-	simKeys  []*ecdsa.PublicKey
-	evType   string
+	// signed caches ServiceKeyResponse bodies of the current manifest.
+	signed  map[string][]byte
+	simKeys []*ecdsa.PublicKey
+	evType  string
 
 	w     writer
 	dirty chan struct{}
@@ -333,13 +342,27 @@ func (in *instance) serviceKey(_ context.Context, call *trusted.Call) ([]byte, e
 	if _, err := trustedService(m, req.Service); err != nil {
 		return nil, err
 	}
+	in.mu.Lock()
+	body, ok := in.signed[req.Service]
+	in.mu.Unlock()
+	if ok {
+		return body, nil
+	}
 	k, err := in.channelKey(req.Service)
 	if err != nil {
 		return nil, err
 	}
 	pub := k.PublicKeyBytes()
 	sig := ed25519.Sign(in.sign, provision.ServiceKeyMessage(hash[:], req.Service, pub))
-	return provision.Encode(provision.ServiceKeyResponse{Service: req.Service, PublicKey: pub, ManifestHash: hash[:], Signature: sig})
+	if body, err = provision.Encode(provision.ServiceKeyResponse{Service: req.Service, PublicKey: pub, ManifestHash: hash[:], Signature: sig}); err != nil {
+		return nil, err
+	}
+	in.mu.Lock()
+	if in.hash == hash {
+		in.signed[req.Service] = body
+	}
+	in.mu.Unlock()
+	return body, nil
 }
 
 func (in *instance) challenge(_ context.Context, _ *trusted.Call) ([]byte, error) {
@@ -438,6 +461,7 @@ func (in *instance) install(ctx context.Context, next *manifest.Manifest) error 
 		return err
 	}
 	in.m, in.hash = next, next.Hash()
+	clear(in.signed)
 	in.rt.Logger().Info("coordinator: manifest set", "hash", hex.EncodeToString(in.hash[:]), "version", next.Version)
 	return nil
 }

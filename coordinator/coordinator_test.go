@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/attest"
+	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/coordinator/joiner"
 	"github.com/cloister-dev/cloister/internal/leancheck"
@@ -26,7 +27,7 @@ func TestManifestSetOnceThenSignedUpdates(t *testing.T) {
 	s := newSystem(t)
 	_, err := s.call(provision.AddressJoin, provision.JoinRequest{Service: "analytics", PublicKey: []byte{0, 32}, Nonce: make([]byte, 32), Evidence: []byte("x")})
 	refused(t, err, provision.CodeBadRequest, "public key")
-	if st := s.status(); st.ManifestSet || st.Epoch != 1 {
+	if st := s.status(); st.ManifestSet || st.Epoch != 1 || st.EvidenceType != "simulated" || st.Measurement != coordImage.Measurement.String() {
 		t.Fatalf("fresh coordinator: %+v", st)
 	}
 	_, err = s.call(provision.AddressAttest, provision.AttestRequest{Nonce: make([]byte, 32)})
@@ -339,8 +340,20 @@ func TestRestartKeepsKeysAndRotation(t *testing.T) {
 	sig := ed25519.Sign(s.owner, provision.RotateMessage(h[:], 2, "1h"))
 	_, err = s.call(provision.AddressRotate, provision.RotateRequest{NextEpoch: 2, Grace: "720h", Signature: sig})
 	refused(t, err, provision.CodeUnauthorized, "signature")
+	notices := make(chan provision.EpochNotice, 4)
+	if _, err := s.b.Consumer(provision.AddressEpoch, bus.HandlerFunc(func(_ context.Context, m *bus.Message) {
+		var n provision.EpochNotice
+		if provision.Decode(m.Body(), &n) == nil {
+			notices <- n
+		}
+	})); err != nil {
+		t.Fatal(err)
+	}
 	if err := rot(2, "1h", s.owner); err != nil {
 		t.Fatal(err)
+	}
+	if n := <-notices; n.Epoch != 2 || !bytes.Equal(n.ManifestHash, h[:]) {
+		t.Fatalf("epoch notice %+v", n)
 	}
 	st := s.status()
 	if st.Epoch != 2 || st.GraceUntil.IsZero() {
