@@ -519,7 +519,7 @@ func (s *session) serveAddresses() []string {
 		if g := s.keys.address(a); g != nil && g.Consume {
 			out = append(out, a)
 		} else {
-			s.rt.log.Warn("not serving an address: the grant gives no right to consume it", "address", a)
+			s.rt.log.Info("not serving an address: the grant gives no right to consume it", "address", a)
 		}
 	}
 	if _, own := s.handlers[provision.AddressEpoch].(epochHandler); own {

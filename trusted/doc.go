@@ -142,6 +142,17 @@
 // (authenticated, not encrypted: keep secrets in the body), Fail codes and
 // messages, and log records. Put no payload in any of them.
 //
+// Limits. Replay windows live in the enclave instance's memory: an envelope
+// is accepted once per instance and per life, so a host can still deliver a
+// captured send or request to another instance of the same service, or to
+// an instance restarted since it was first delivered (at-least-once
+// redelivery on durable addresses relies on exactly that). Rotating the key
+// epoch bounds such replays; secure.Opener.MarshalState is there for a
+// runtime that keeps its windows in protected storage, which this one does
+// not yet do. Epoch notices are not authenticated: a forged one costs a
+// join, nothing more. Client-channel requests are admitted once per
+// instance within a ten-minute window of their authenticated client time.
+//
 // # Running
 //
 // App.Main serves the protocol for a process image and exits: it reads
