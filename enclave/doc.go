@@ -52,6 +52,14 @@
 // [*DownError] meanwhile. Protected storage lives in the host's store and
 // so survives restarts.
 //
+// An image that joins a coordinator (trusted.Options.Service, or
+// CLOISTER_SERVICE in its environment) does so before Ready, through Request
+// and GetEvidence OCALLs the host serves as soon as Init is sent; a refused
+// join ends the start with the coordinator's reason. Its trusted runtime
+// then opens and seals the messages of secured and client-channel
+// addresses itself, so the host relays ciphertext only; what it rejects is
+// counted by address and reason, and [Enclave.Rejections] reads the counts.
+//
 // Package node hosts enclaves as deployments (node.EnclaveConfig); the
 // cloister command builds, measures and hosts them.
 package enclave
