@@ -266,6 +266,9 @@ func (n *Node) NewTransport(ctx context.Context) (*Transport, error) {
 	return dial(ctx, servers, cfg, copts...)
 }
 
+// Name is the node's name (the one given, or the generated one).
+func (n *Node) Name() string { return n.opts.Name }
+
 // Transport is the node's own bus transport. A bus given it with
 // bus.WithTransport owns it and closes it; closing the node closes it too.
 func (n *Node) Transport() *Transport { return n.transport }

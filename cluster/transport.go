@@ -434,6 +434,11 @@ func (t *Transport) request(ctx context.Context, subject string, env *bus.Envelo
 		delete(t.pending, p)
 		t.pmu.Unlock()
 	}()
+	// The connection may have dropped after the check above but before the
+	// request was registered for the disconnect handler to fail it.
+	if !t.nc.IsConnected() {
+		return nil, fmt.Errorf("%w: %s", ErrDisconnected, t.nc.Status())
+	}
 	m, err := t.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: subject, Header: toNATS(env.Headers), Data: env.Body})
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() == context.Canceled && !errors.Is(cause, context.Canceled) {
