@@ -66,6 +66,7 @@ func rootCommand() *command {
 			enclaveCommand(),
 			manifestCommand(),
 			runCommand(),
+			benchCommand(),
 			coordinatorCommand(),
 		},
 	}

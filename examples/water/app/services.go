@@ -367,28 +367,48 @@ func (a *alerts) Stop(ctx context.Context) error { return nil }
 
 // ---- regular analytics (the benchmark's baseline) ----
 
-// RegularAnalytics is the analytics logic as a regular service on address:
-// the same monitor.Analyzer, its state in a plain store in the host's
-// memory, alerts published in the clear. The benchmark compares it with
-// the enclave.
+// RegularAnalytics is the analytics logic as a regular service on Address:
+// the same monitor.Analyzer, its state in plain files (the same file store,
+// written atomically with fsync, that keeps the enclave's sealed blobs),
+// alerts published in the clear. The benchmark compares it with the
+// enclave.
 type RegularAnalytics struct {
-	Address string
+	Address  string
+	StateDir string
+	// Workers is how many readings are handled at once (default 8, as the
+	// enclave's workers).
+	Workers int
 	a       *monitor.Analyzer
 }
 
 // Start implements node.Service.
 func (r *RegularAnalytics) Start(ctx context.Context, inst *node.Instance) error {
-	r.a = monitor.NewAnalyzer(monitor.DefaultConfig(), &monitor.MapStore{})
-	_, err := inst.Consumer(r.Address, bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
-		res, al, err := r.a.Handle(ctx, m.Body())
-		if err != nil {
-			m.Fail(503, err.Error())
-			return
-		}
-		for _, x := range al {
-			_ = inst.Bus().Publish(ctx, monitor.AddressAlerts, x)
-		}
-		m.Reply(res)
+	store, err := enclave.NewFileStore(r.StateDir)
+	if err != nil {
+		return err
+	}
+	r.a = monitor.NewAnalyzer(monitor.DefaultConfig(), store)
+	// Like the enclave adapter, hand each reading to one of Workers
+	// goroutines and return, so both serve the same number at once.
+	workers := r.Workers
+	if workers <= 0 {
+		workers = 8
+	}
+	sem := make(chan struct{}, workers)
+	_, err = inst.Consumer(r.Address, bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			res, al, err := r.a.Handle(ctx, m.Body())
+			if err != nil {
+				m.Fail(503, err.Error())
+				return
+			}
+			for _, x := range al {
+				_ = inst.Bus().Publish(ctx, monitor.AddressAlerts, x)
+			}
+			m.Reply(res)
+		}()
 	}))
 	return err
 }

@@ -1,0 +1,342 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/cluster"
+	"github.com/cloister-dev/cloister/enclave"
+	"github.com/cloister-dev/cloister/examples/water/monitor"
+	"github.com/cloister-dev/cloister/node"
+)
+
+// Benchmark modes: how analytics runs and how readings travel.
+const (
+	ModeRegular        = "regular"         // a regular service, plain JSON readings
+	ModeTrustedPlain   = "trusted"         // the enclave, plain JSON readings
+	ModeTrustedSecured = "trusted+secured" // the enclave, readings sealed with the HPKE client channel
+)
+
+// BenchModes lists the modes in the order they are measured.
+func BenchModes() []string { return []string{ModeRegular, ModeTrustedPlain, ModeTrustedSecured} }
+
+// addressRegular is where the benchmark's regular analytics listens.
+const addressRegular = "bench.analytics.regular"
+
+// BenchOptions configure RunBench.
+type BenchOptions struct {
+	Sizes       []int         // reading sizes in bytes (padded JSON)
+	Concurrency []int         // requests in flight
+	Nodes       []int         // 1 and/or 3
+	Duration    time.Duration // measured time per cell
+	Warmup      time.Duration // unmeasured time before each cell
+	// Image is a prebuilt analytics image; empty: built into a temporary
+	// directory.
+	Image string
+	// Progress, if set, is called before each cell and when all are done.
+	Progress func(done, total int, cell string)
+	Logger   *slog.Logger
+}
+
+// BenchResult is one cell: one mode at one size, concurrency and topology.
+type BenchResult struct {
+	Nodes       int     `json:"nodes"`
+	Mode        string  `json:"mode"`
+	Size        int     `json:"size"`
+	Concurrency int     `json:"concurrency"`
+	Requests    int     `json:"requests"`
+	Errors      int     `json:"errors"`
+	Throughput  float64 `json:"throughput"` // requests per second
+	P50         float64 `json:"p50_us"`
+	P99         float64 `json:"p99_us"`
+}
+
+// BenchReport is a whole run.
+type BenchReport struct {
+	Started     time.Time     `json:"started"`
+	Measurement string        `json:"measurement"`
+	Duration    string        `json:"duration_per_cell"`
+	Results     []BenchResult `json:"results"`
+	Notes       []string      `json:"notes"`
+}
+
+// Find returns the result of a cell.
+func (r *BenchReport) Find(nodes int, mode string, size, conc int) (BenchResult, bool) {
+	for _, x := range r.Results {
+		if x.Nodes == nodes && x.Mode == mode && x.Size == size && x.Concurrency == conc {
+			return x, true
+		}
+	}
+	return BenchResult{}, false
+}
+
+// BenchNotes says what the benchmark measures.
+func BenchNotes() []string {
+	return []string{
+		"each request is one sensor reading sent by request-reply to analytics, which decodes and validates it, updates the sensor's rolling statistics, stores them (an atomic file write: temporary file, fsync, rename; on tmpfs when /dev/shm exists, so no disk latency) and replies; every in-flight slot is its own sensor, so readings of a sensor are in order",
+		"regular: analytics as a regular service, plain JSON, its state in plain files",
+		"trusted: the analytics enclave (process backend: a child process behind the boundary protocol), plain JSON readings, its state sealed (AES-GCM) before the host writes it",
+		"trusted+secured: as trusted, and each reading sealed by the client with HPKE (X-Wing: ML-KEM-768 + X25519, one encapsulation per reading) to the enclave's attested key; latency includes the client's sealing",
+		"1 node: client and analytics on one node (in-process NATS connection); 3 nodes: three routed embedded NATS servers, the client on n1 and analytics on n3 (loopback TCP)",
+		"simulation: no SGX here; real enclave transitions would add their own cost (DESIGN.md §6)",
+	}
+}
+
+// benchCluster is the nodes of one topology.
+type benchCluster struct {
+	clusters []*cluster.Node
+	nodes    []*node.Node
+	client   *bus.Bus
+}
+
+func (c *benchCluster) close(ctx context.Context) {
+	for i := len(c.nodes) - 1; i >= 0; i-- {
+		_ = c.nodes[i].Shutdown(ctx)
+		_ = c.clusters[i].Close()
+	}
+}
+
+func startBenchCluster(ctx context.Context, n int, img *enclave.Image, stateDir string, logger *slog.Logger) (*benchCluster, error) {
+	c := &benchCluster{}
+	for i := range n {
+		opts := cluster.Options{Name: fmt.Sprintf("bench%d-n%d", n, i+1), Logger: logger}
+		if n > 1 {
+			opts.ClusterListen = "127.0.0.1:-1"
+			if i > 0 {
+				opts.Routes = []string{c.clusters[0].ClusterURL()}
+			}
+		}
+		cn, err := cluster.Start(ctx, opts)
+		if err != nil {
+			c.close(ctx)
+			return nil, err
+		}
+		b, err := bus.New(bus.WithTransport(cn.Transport()), bus.WithLogger(logger))
+		if err != nil {
+			cn.Close()
+			c.close(ctx)
+			return nil, err
+		}
+		nd, err := node.New(node.Options{Bus: b, Logger: logger})
+		if err != nil {
+			b.Close(ctx)
+			cn.Close()
+			c.close(ctx)
+			return nil, err
+		}
+		c.clusters = append(c.clusters, cn)
+		c.nodes = append(c.nodes, nd)
+	}
+	c.client = c.nodes[0].Bus()
+	host := c.nodes[n-1]
+	dir := filepath.Join(stateDir, fmt.Sprintf("nodes%d", n))
+	if _, err := host.DeployEnclave(ctx, node.EnclaveConfig{
+		Name: ServiceAnalytics, Image: img.Path, Addresses: []string{monitor.AddressAnalytics, monitor.AddressAnalytics + ".*"},
+		StateDir: filepath.Join(dir, "enclave"), InitConfig: []byte(`{"allow_plain":true}`),
+	}); err != nil {
+		c.close(ctx)
+		return nil, err
+	}
+	if _, err := host.Deploy(ctx, func() node.Service {
+		return &RegularAnalytics{Address: addressRegular, StateDir: filepath.Join(dir, "regular")}
+	}, node.DeployOptions{Name: "regular-analytics"}); err != nil {
+		c.close(ctx)
+		return nil, err
+	}
+	// Routes carry interest asynchronously: wait until the client reaches both.
+	deadline := time.Now().Add(20 * time.Second)
+	for _, addr := range []string{monitor.AddressStatus, addressRegular} {
+		for {
+			_, err := c.client.Request(ctx, addr, []byte(`{}`), bus.Timeout(2*time.Second))
+			var re *bus.ReplyError
+			if err == nil || errors.As(err, &re) && re.Code > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				c.close(ctx)
+				return nil, fmt.Errorf("app: bench: %s unreachable from the client node: %w", addr, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return c, nil
+}
+
+// RunBench measures the three modes side by side, cell by cell.
+func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Duration <= 0 {
+		opts.Duration = time.Second
+	}
+	// State on tmpfs when there is one: a disk's fsync (milliseconds)
+	// would drown what the benchmark compares, in both columns alike.
+	base := ""
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		base = "/dev/shm"
+	}
+	tmp, err := os.MkdirTemp(base, "cloister-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	var img *enclave.Image
+	if opts.Image != "" {
+		img, err = enclave.Load(opts.Image)
+	} else {
+		img, err = BuildImage(ctx, filepath.Join(tmp, "analytics.img"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	rep := &BenchReport{Started: time.Now(), Measurement: img.Measurement.String(), Duration: opts.Duration.String(), Notes: BenchNotes()}
+	total := len(opts.Nodes) * len(opts.Sizes) * len(opts.Concurrency) * len(BenchModes())
+	done := 0
+	var seq atomic.Uint64 // sensor IDs unique over the run
+	for _, n := range opts.Nodes {
+		if opts.Progress != nil {
+			opts.Progress(done, total, fmt.Sprintf("starting %d node(s)", n))
+		}
+		c, err := startBenchCluster(ctx, n, img, tmp, opts.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("app: bench: %d nodes: %w", n, err)
+		}
+		pub, _, err := AttestAnalytics(ctx, c.client, img.Measurement)
+		if err != nil {
+			c.close(context.Background())
+			return nil, err
+		}
+		sealer := NewSealer(pub, img.Measurement)
+		for _, size := range opts.Sizes {
+			for _, conc := range opts.Concurrency {
+				for _, mode := range BenchModes() {
+					if opts.Progress != nil {
+						opts.Progress(done, total, fmt.Sprintf("%d node(s), %s, %d B, %d in flight", n, mode, size, conc))
+					}
+					r, err := benchCell(ctx, c.client, sealer, mode, size, conc, opts, &seq)
+					if err != nil {
+						c.close(context.Background())
+						return nil, err
+					}
+					r.Nodes = n
+					rep.Results = append(rep.Results, r)
+					done++
+				}
+			}
+		}
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c.close(cctx)
+		cancel()
+	}
+	if opts.Progress != nil {
+		opts.Progress(done, total, "done")
+	}
+	return rep, nil
+}
+
+func benchCell(ctx context.Context, b *bus.Bus, sealer *Sealer, mode string, size, conc int, opts BenchOptions, seq *atomic.Uint64) (BenchResult, error) {
+	res := BenchResult{Mode: mode, Size: size, Concurrency: conc}
+	addr := monitor.AddressAnalytics
+	if mode == ModeRegular {
+		addr = addressRegular
+	}
+	var s *Sealer
+	if mode == ModeTrustedSecured {
+		s = sealer
+	}
+	var (
+		mu       sync.Mutex
+		lat      []time.Duration
+		errs     int
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	start := time.Now()
+	measureFrom := start.Add(opts.Warmup)
+	end := measureFrom.Add(opts.Duration)
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sim := monitor.NewSensor(fmt.Sprintf("b%d", seq.Add(1)))
+			var local []time.Duration
+			lerrs := 0
+			var lerr error
+			for {
+				now := time.Now()
+				if now.After(end) || ctx.Err() != nil {
+					break
+				}
+				r := sim.Next(now.UnixMilli())
+				body := padded(r, size)
+				t0 := time.Now()
+				sealed, h, err := s.Seal(body)
+				if err == nil {
+					_, err = b.Request(ctx, addr, sealed, bus.WithHeaders(h), bus.Timeout(10*time.Second))
+				}
+				d := time.Since(t0)
+				if t0.Before(measureFrom) {
+					continue
+				}
+				if err != nil {
+					lerrs++
+					lerr = err
+					continue
+				}
+				local = append(local, d)
+			}
+			mu.Lock()
+			lat = append(lat, local...)
+			errs += lerrs
+			if firstErr == nil {
+				firstErr = lerr
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	if len(lat) == 0 {
+		return res, fmt.Errorf("app: bench: %s %d B: no request succeeded: %w", mode, size, firstErr)
+	}
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		i := int(p * float64(len(lat)-1))
+		return float64(lat[i].Nanoseconds()) / 1e3
+	}
+	res.Requests, res.Errors = len(lat), errs
+	res.Throughput = float64(len(lat)) / opts.Duration.Seconds()
+	res.P50, res.P99 = pct(0.50), pct(0.99)
+	return res, nil
+}
+
+// padded encodes r padded with Extra to about size bytes.
+func padded(r monitor.Reading, size int) []byte {
+	b := r.Encode()
+	if n := size - len(b) - len(`,"extra":""`); n > 0 {
+		r.Extra = strings.Repeat("x", n)
+		b = r.Encode()
+	}
+	return b
+}
+
+// MarshalReport encodes a report as indented JSON.
+func MarshalReport(r *BenchReport) []byte {
+	b, _ := json.MarshalIndent(r, "", "  ")
+	return append(b, '\n')
+}
