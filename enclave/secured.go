@@ -48,5 +48,8 @@ func parseRejections(detail string) (map[string]map[string]uint64, error) {
 	if err := json.Unmarshal([]byte(rest), &out); err != nil {
 		return nil, fmt.Errorf("enclave: rejection counters in the health detail: %w", err)
 	}
+	if out == nil { // "null"
+		out = map[string]map[string]uint64{}
+	}
 	return out, nil
 }
