@@ -15,6 +15,9 @@ import (
 // senders block (back-pressure).
 const maxPendingBytes = 4 << 20
 
+// bigBatch is the size from which queued frames are written at once.
+const bigBatch = 16 << 10
+
 // frameWriter writes the host's frames to the enclave in batches. A frame
 // sent while nothing else is in flight is written at once; otherwise it is
 // queued and a writer goroutine, after letting the other runnable
@@ -70,7 +73,8 @@ func (f *frameWriter) send(m boundary.Message, now bool) error {
 		return nil
 	}
 	f.writing = true
-	if now {
+	// Large frames gain nothing from waiting for company.
+	if now || len(f.pending) >= bigBatch {
 		return f.flushLocked()
 	}
 	f.mu.Unlock()
