@@ -139,7 +139,7 @@ func interleave(fs *flag.FlagSet, args []string) []string {
 func (c *command) usage(path []string) string {
 	var b strings.Builder
 	name := strings.Join(path, " ")
-	if len(c.subcommands) > 0 {
+	if len(c.subcommands) > 0 && c.run == nil {
 		fmt.Fprintf(&b, "%s — %s\n\nUsage:\n  %s COMMAND [flags] [args]\n\nCommands:\n", name, c.summary, name)
 		for _, sub := range c.subcommands {
 			fmt.Fprintf(&b, "  %-18s %s\n", sub.name, sub.summary)

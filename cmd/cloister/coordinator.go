@@ -126,6 +126,9 @@ the owner: 'cloister coordinator update').`,
 			fs.StringVar(&state, "state-dir", "", "where the coordinator's sealed state is kept (default: beside the image)")
 		},
 		run: func(ctx context.Context, env *cliEnv, args []string) error {
+			if len(args) > 0 {
+				return &usageError{err: fmt.Errorf("coordinator: unknown command %q (want status, rotate or update, or no argument to run one)", args[0])}
+			}
 			var m *manifest.Manifest
 			var raw []byte
 			if manifestFile != "" {

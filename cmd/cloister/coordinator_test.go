@@ -126,6 +126,23 @@ addresses:
 	if code != exitRejected || !strings.Contains(errOut, "manifest") {
 		t.Fatalf("wrong manifest hash: exit %d %q", code, errOut)
 	}
+	// A signed update to version 2; the same file again is refused.
+	mf2 := filepath.Join(dir, "app2.yaml")
+	y2 := strings.Replace(y, "version: 1", "version: 2", 1)
+	if err := os.WriteFile(mf2, []byte(y2), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m2, err := manifest.Parse([]byte(y2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = runCLI(t, "coordinator", "update", "--servers", url, "--owner-key", keyFile, mf2)
+	if code != exitOK || !strings.Contains(out, m2.HashHex()+" (version 2)") {
+		t.Fatalf("update: %d %q %q", code, out, errOut)
+	}
+	if code, _, errOut = runCLI(t, "coordinator", "update", "--servers", url, "--owner-key", keyFile, mf2); code != exitFailure || !strings.Contains(errOut, "not higher") {
+		t.Fatalf("repeated update: %d %q", code, errOut)
+	}
 	code, out, errOut = runCLI(t, "coordinator", "rotate", "--servers", url, "--owner-key", keyFile, "--grace", "1h")
 	if code != exitOK || !strings.Contains(out, "key epoch:    2 (epoch 1 valid until") {
 		t.Fatalf("rotate: %d %q %q", code, out, errOut)
