@@ -16,7 +16,7 @@ import (
 // "secured/plain" is the secured throughput as a fraction of the plain one,
 // the median over the rounds (goal ≥ 0.95).
 func BenchmarkSecuredVsPlainRequest(b *testing.B) {
-	w := newWorld(b)
+	w := newWorld(b, false)
 	const size, inFlight, batch = 1024, 32, 1000
 	run := func(address string, n int) time.Duration {
 		out := w.mustAsk("beta", Op{Op: "bench", To: address, N: n, InFlight: inFlight, Size: size})

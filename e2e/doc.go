@@ -9,7 +9,14 @@
 //
 //	go test ./e2e
 //
-// TestMain builds the coordinator image and the test service image
-// (./internal/svcimage) once; simulation keys live in a temporary
-// directory for the run.
+// TestMain builds the coordinator image, the test service image
+// (./internal/svcimage) and the cloister command (for cloister tap) once;
+// simulation keys live in a temporary directory for the run.
+//
+// The eavesdropper of TestSecuredCluster is a raw NATS subscriber on ">" on
+// each of the three servers plus a cloister tap process; payload markers are
+// random per run and must appear nowhere — not in subjects, headers or
+// bodies, in no encoding (raw, hex, base64, base64url, base32, URL-escaped),
+// not in the hosts' logs. A control marker sent in clear proves the
+// eavesdroppers and the search work.
 package e2e

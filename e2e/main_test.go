@@ -9,8 +9,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -31,6 +33,8 @@ import (
 var (
 	coordinatorImage *enclave.Image
 	serviceImage     *enclave.Image
+	// cloisterBin is the cloister command, for cloister tap.
+	cloisterBin string
 )
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -53,6 +57,11 @@ func run(m *testing.M) int {
 	}
 	if serviceImage, err = enclave.Build(ctx, "./internal/svcimage", filepath.Join(dir, "service.img"), enclave.BuildOptions{}); err != nil {
 		fmt.Fprintln(os.Stderr, "building the service image:", err)
+		return 1
+	}
+	cloisterBin = filepath.Join(dir, "cloister")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", cloisterBin, "github.com/cloister-dev/cloister/cmd/cloister").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building cloister: %v\n%s", err, out)
 		return 1
 	}
 	return m.Run()
@@ -104,6 +113,7 @@ type world struct {
 	client   *client.Client
 	deployed map[string]string // enclave name → deployment ID
 	state    string            // protected storage of the enclaves
+	tap      *logSink          // what cloister tap printed (nil: no tap)
 }
 
 const manifestTemplate = `
@@ -134,7 +144,7 @@ func (w *world) manifestText(version int, allowSim bool) string {
 	return fmt.Sprintf(manifestTemplate, version, base64.StdEncoding.EncodeToString(w.owner.Public().(ed25519.PublicKey)), allowSim, m, m)
 }
 
-func newWorld(t testing.TB) *world {
+func newWorld(t testing.TB, withTap bool) *world {
 	t.Helper()
 	w := &world{t: t, logs: &logSink{}, deployed: map[string]string{}, state: t.TempDir()}
 	_, w.owner, _ = ed25519.GenerateKey(rand.Reader)
@@ -190,6 +200,9 @@ func newWorld(t testing.TB) *world {
 		sn.nc = nc
 		t.Cleanup(nc.Close)
 		w.sniffers = append(w.sniffers, sn)
+	}
+	if withTap {
+		w.startTap(ctx, w.servers[1].ClientURL())
 	}
 	for i, s := range w.servers {
 		tr, err := s.NewTransport(ctx)
@@ -357,4 +370,51 @@ func newMarker() string {
 	var b [16]byte
 	rand.Read(b[:])
 	return "CLOISTER-MARKER-" + hex.EncodeToString(b[:])
+}
+
+// startTap runs cloister tap, the command-line eavesdropper, against the
+// server at url, printing whole bodies, until the test ends.
+func (w *world) startTap(ctx context.Context, url string) {
+	t := w.t
+	t.Helper()
+	w.tap = &logSink{}
+	cmd := exec.Command(cloisterBin, "tap", "--servers", url, "--max-body", "0")
+	cmd.Stdout = w.tap
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	ready := make(chan error, 1)
+	go func() {
+		var seen bytes.Buffer
+		buf := make([]byte, 4096)
+		for {
+			n, err := stderr.Read(buf)
+			seen.Write(buf[:n])
+			if bytes.Contains(seen.Bytes(), []byte("listening")) {
+				ready <- nil
+				io.Copy(io.Discard, stderr)
+				return
+			}
+			if err != nil {
+				ready <- fmt.Errorf("cloister tap ended before listening: %v: %s", err, seen.String())
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("cloister tap did not start listening")
+	}
 }

@@ -21,7 +21,7 @@ import (
 // node 2, all real child processes; an eavesdropper on every server. The
 // steps share the cluster and run in order.
 func TestSecuredCluster(t *testing.T) {
-	w := newWorld(t)
+	w := newWorld(t, true)
 	var markers []string
 	mark := func() string { m := newMarker(); markers = append(markers, m); return m }
 
@@ -219,7 +219,10 @@ func TestSecuredCluster(t *testing.T) {
 	if err := w.nodes[2].Bus().Publish(context.Background(), "control.clear", []byte("x"+control)); err != nil {
 		t.Fatal(err)
 	}
-	w.waitFor("the eavesdropper to see the control marker", func() bool {
+	w.waitFor("the eavesdroppers to see the control marker", func() bool {
+		if findMarker([]byte(w.tap.String()), control) == "" {
+			return false
+		}
 		for _, s := range w.sniffers {
 			for _, msg := range s.all() {
 				if findMarker(msg.Data, control) != "" {
@@ -246,11 +249,17 @@ func TestSecuredCluster(t *testing.T) {
 			}
 		}
 	}
+	tapped := w.tap.String()
+	for _, m := range markers {
+		if enc := findMarker([]byte(tapped), m); enc != "" {
+			t.Errorf("cloister tap shows a marker %s", enc)
+		}
+	}
 	logs := w.logs.String()
 	for _, m := range markers {
 		if enc := findMarker([]byte(logs), m); enc != "" {
 			t.Errorf("the hosts' logs hold a marker %s", enc)
 		}
 	}
-	t.Logf("eavesdropper: %d messages on 3 servers, %d markers, %d bytes of host logs", total, len(markers), len(logs))
+	t.Logf("eavesdropper: %d messages on 3 servers, %d bytes from cloister tap, %d markers, %d bytes of host logs", total, len(tapped), len(markers), len(logs))
 }
