@@ -47,8 +47,9 @@ type Options struct {
 	// machines of a simulated cluster).
 	SimPlatformKeys []*ecdsa.PublicKey
 	// Collateral, when set, is used to verify SGX DCAP evidence down to its
-	// TCB status; without it DCAP evidence has no TCB status and is refused
-	// by every manifest (whose accepted TCB statuses are never empty).
+	// TCB status (Config.Collateral from the host takes precedence);
+	// without either, DCAP evidence has no TCB status and is refused by
+	// every manifest (whose accepted TCB statuses are never empty).
 	Collateral *attest.Collateral
 	// Now is the clock (default time.Now). Inside an enclave the clock is
 	// the host's.
@@ -125,12 +126,16 @@ func (c *Coordinator) Register(app *trusted.App) {
 
 // Init loads (or, on first start, creates) the instance's sealed state.
 func (c *Coordinator) Init(ctx context.Context, rt *trusted.Runtime) error {
+	cfg, err := parseConfig(rt.Config())
+	if err != nil {
+		return err
+	}
 	st, m, created, err := loadState(ctx, rt)
 	if err != nil {
 		return err
 	}
 	in := &instance{
-		opts: &c.opts, rt: rt, st: st, m: m,
+		opts: &c.opts, rt: rt, cfg: cfg, st: st, m: m,
 		sign:     ed25519.NewKeyFromSeed(st.SigningSeed),
 		nonces:   map[[provision.NonceSize]byte]time.Time{},
 		channels: map[string]*secure.ServiceKey{},
@@ -213,6 +218,7 @@ func (c *Coordinator) serve(ctx context.Context, call *trusted.Call, h handlerFu
 type instance struct {
 	opts *Options
 	rt   *trusted.Runtime
+	cfg  *parsedConfig
 
 	mu       sync.Mutex
 	st       *state

@@ -97,6 +97,14 @@
 // enclaves join again to fetch the new keys. Only the previous epoch has a
 // grace period: a rotation during one ends the older epoch's at once.
 //
+// # Configuration
+//
+// The host may hand the coordinator a [Config] in Init (JSON): a DCAP
+// collateral bundle, verified like the quotes it serves, and other
+// machines' simulation platform keys for a simulated cluster. Neither
+// widens what the manifest allows. A configuration that does not parse
+// stops the coordinator from starting.
+//
 // # State
 //
 // The root secret, the signing key's seed, the manifest (canonical JSON),

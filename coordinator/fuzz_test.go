@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"os"
 	"testing"
 
 	"github.com/cloister-dev/cloister/attest"
@@ -116,6 +117,7 @@ func FuzzDecoders(f *testing.F) {
 		} else if len(r.Signature) == 0 || grace < 0 || grace > MaxGrace {
 			t.Fatalf("accepted rotation %+v, grace %v", r, grace)
 		}
+		_, _ = parseConfig(data)
 		if st, _, err := decodeState(data); err == nil && (len(st.Root) != rootSize || st.Epoch == 0) {
 			t.Fatalf("accepted a state without a root secret or epoch")
 		}
@@ -162,5 +164,26 @@ func TestChannelKeyIsDeterministic(t *testing.T) {
 	s3, _ := deriveSecret(root, "analytics", "k2", 32)
 	if string(s1) != string(s2) || string(s1) == string(s3) {
 		t.Fatal("generated secrets are not per name and deterministic")
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	if pc, err := parseConfig(nil); err != nil || pc.collateral != nil {
+		t.Fatalf("empty config: %v", err)
+	}
+	for _, bad := range []string{`{"x":1}`, `{"collateral":{"tcb_info":1}}`, `{"sim_platform_keys":["-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"]}`, `{} {}`} {
+		if _, err := parseConfig([]byte(bad)); err == nil {
+			t.Errorf("config %s accepted", bad)
+		}
+	}
+	// A real collateral bundle, when the shared test data is there.
+	b, err := os.ReadFile("../../shared/testdata/sgx/phala_sgx_quote_collateral.json")
+	if err != nil {
+		t.Skipf("shared test data: %v", err)
+	}
+	cfg, _ := json.Marshal(Config{Collateral: b})
+	pc, err := parseConfig(cfg)
+	if err != nil || pc.collateral == nil {
+		t.Fatalf("collateral bundle: %v", err)
 	}
 }

@@ -2,12 +2,17 @@ package coordinator_test
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/json"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/coordinator"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/provision"
@@ -76,4 +81,65 @@ func TestChallengesExpireAndAreBounded(t *testing.T) {
 	}
 	clk.advance(30 * time.Second)
 	s.mustCall(provision.AddressJoin, s.joinRequest(allowed(), "analytics", key, ch.Nonce))
+}
+
+// TestConfigTrustsAnotherMachinesSimKey: a join whose simulated evidence is
+// signed by another machine's platform key is refused, unless the host's
+// configuration names that key (simulated clusters).
+func TestConfigTrustsAnotherMachinesSimKey(t *testing.T) {
+	other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemKey, err := coordinator.EncodeSimPlatformKey(&other.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := json.Marshal(coordinator.Config{SimPlatformKeys: []string{pemKey}})
+	iss, err := attest.NewSimIssuer(allowed(), other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, withKey := range []bool{false, true} {
+		app := coordinator.NewApp(coordinator.Options{}, trusted.Options{})
+		dir := t.TempDir()
+		b, n := newNode(t)
+		ec := node.EnclaveConfig{Name: "coordinator", Backend: node.BackendInProc, Serve: app.Serve, Image: coordImage.Path, StateDir: dir}
+		if withKey {
+			ec.InitConfig = cfg
+		}
+		if _, err := n.DeployEnclave(context.Background(), ec); err != nil {
+			t.Fatal(err)
+		}
+		_, owner, _ := ed25519.GenerateKey(rand.Reader)
+		s := &system{t: t, b: b, n: n, owner: owner}
+		s.setManifest(s.manifestYAML(1, true, joinImage.Measurement))
+		var ch provision.Challenge
+		if err := provision.Decode(s.mustCall(provision.AddressChallenge, nil), &ch); err != nil {
+			t.Fatal(err)
+		}
+		key, _ := secure.NewServiceKey()
+		ev, err := iss.Issue(context.Background(), provision.JoinReportData(key.PublicKeyBytes(), ch.Nonce))
+		if err != nil {
+			t.Fatal(err)
+		}
+		evb, _ := ev.MarshalBinary()
+		_, err = s.call(provision.AddressJoin, provision.JoinRequest{Service: "analytics", PublicKey: key.PublicKeyBytes(), Nonce: ch.Nonce, Evidence: evb})
+		if withKey && err != nil {
+			t.Fatalf("with the key configured: %v", err)
+		}
+		if !withKey {
+			refused(t, err, provision.CodeRefused, "evidence does not verify")
+		}
+	}
+	// A configuration that does not parse stops the coordinator from
+	// starting, with the reason.
+	app := coordinator.NewApp(coordinator.Options{}, trusted.Options{})
+	_, n := newNode(t)
+	_, err = n.DeployEnclave(context.Background(), node.EnclaveConfig{Name: "coordinator", Backend: node.BackendInProc,
+		Serve: app.Serve, Image: coordImage.Path, StateDir: t.TempDir(), InitConfig: []byte(`{"sim_platform_keys":["nope"]}`),
+		StartTimeout: 20 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "sim_platform_keys[0]") {
+		t.Fatalf("bad configuration: %v", err)
+	}
 }

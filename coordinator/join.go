@@ -87,6 +87,9 @@ func (in *instance) admit(ctx context.Context, body []byte) ([]byte, string, err
 // the manifest's simulation policy.
 func (in *instance) verify(ctx context.Context, m *manifest.Manifest, ev *attest.Evidence) (*attest.Claims, error) {
 	opts := attest.VerifyOptions{At: in.opts.Now(), Collateral: in.opts.Collateral}
+	if in.cfg.collateral != nil {
+		opts.Collateral = in.cfg.collateral
+	}
 	if ev.Type == attest.EvidenceSimulated {
 		if !m.Policy.AllowSimulation {
 			return nil, refuse(provision.CodeRefused, "simulated evidence refused: the manifest forbids simulation")
@@ -106,7 +109,7 @@ func (in *instance) verify(ctx context.Context, m *manifest.Manifest, ev *attest
 }
 
 // simPlatformKeys returns the simulation platform keys trusted: this
-// machine's (loaded once) and Options.SimPlatformKeys.
+// machine's (loaded once), Options.SimPlatformKeys and Config.SimPlatformKeys.
 func (in *instance) simPlatformKeys() ([]*ecdsa.PublicKey, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -125,6 +128,7 @@ func (in *instance) simPlatformKeys() ([]*ecdsa.PublicKey, error) {
 		return nil, fmt.Errorf("coordinator: this machine's simulation platform key: %w", err)
 	}
 	in.simKeys = append([]*ecdsa.PublicKey{&k.PublicKey}, in.opts.SimPlatformKeys...)
+	in.simKeys = append(in.simKeys, in.cfg.simKeys...)
 	return in.simKeys, nil
 }
 

@@ -1,0 +1,84 @@
+package coordinator
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+
+	"github.com/cloister-dev/cloister/attest"
+)
+
+// Config is what the host may configure in a coordinator instance: JSON
+// in the Init message (trusted.Runtime.Config; node.EnclaveConfig.InitConfig;
+// 'cloister coordinator --collateral --sim-platform-key'). It is
+// host-supplied, so nothing in it widens what the manifest allows:
+// collateral is verified against Intel's root like the quotes it serves,
+// and simulation platform keys matter only when the manifest allows
+// simulation, which promises nothing against a malicious host anyway.
+type Config struct {
+	// Collateral is an SGX DCAP collateral bundle (attest.ParseCollateralBundle),
+	// used to verify DCAP evidence down to its TCB status.
+	Collateral json.RawMessage `json:"collateral,omitempty"`
+	// SimPlatformKeys are the PKIX "PUBLIC KEY" PEMs of other machines'
+	// simulation platform keys (a simulated cluster), trusted beside this
+	// machine's.
+	SimPlatformKeys []string `json:"sim_platform_keys,omitempty"`
+}
+
+// parsedConfig is a checked Config.
+type parsedConfig struct {
+	collateral *attest.Collateral
+	simKeys    []*ecdsa.PublicKey
+}
+
+// parseConfig decodes a Config strictly; empty means none.
+func parseConfig(b []byte) (*parsedConfig, error) {
+	pc := &parsedConfig{}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return pc, nil
+	}
+	var c Config
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("coordinator: configuration: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("coordinator: configuration: trailing data")
+	}
+	if len(c.Collateral) > 0 {
+		var err error
+		if pc.collateral, err = attest.ParseCollateralBundle(c.Collateral); err != nil {
+			return nil, fmt.Errorf("coordinator: configuration: collateral: %w", err)
+		}
+	}
+	for i, p := range c.SimPlatformKeys {
+		blk, _ := pem.Decode([]byte(p))
+		if blk == nil || blk.Type != "PUBLIC KEY" {
+			return nil, fmt.Errorf("coordinator: configuration: sim_platform_keys[%d]: want a PEM \"PUBLIC KEY\"", i)
+		}
+		k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("coordinator: configuration: sim_platform_keys[%d]: %w", i, err)
+		}
+		ek, ok := k.(*ecdsa.PublicKey)
+		if !ok {
+			return nil, fmt.Errorf("coordinator: configuration: sim_platform_keys[%d]: a %T, want ECDSA P-256", i, k)
+		}
+		pc.simKeys = append(pc.simKeys, ek)
+	}
+	return pc, nil
+}
+
+// EncodeSimPlatformKey returns k as a Config.SimPlatformKeys entry.
+func EncodeSimPlatformKey(k *ecdsa.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(k)
+	if err != nil {
+		return "", fmt.Errorf("coordinator: simulation platform key: %w", err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
+}
