@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/coordinator"
 	"github.com/cloister-dev/cloister/enclave"
@@ -103,6 +104,8 @@ func coordinatorCommand() *command {
 		v                            nodeVerb
 		imf                          imageFlags
 		manifestFile, backend, state string
+		collateral                   string
+		simKeys                      stringList
 	)
 	return &command{
 		name:    "coordinator",
@@ -124,6 +127,8 @@ the owner: 'cloister coordinator update').`,
 			fs.StringVar(&manifestFile, "manifest", "", "set this manifest `file` at start if the coordinator has none")
 			fs.StringVar(&backend, "backend", node.BackendProcess, "enclave backend of the coordinator: process or gramine")
 			fs.StringVar(&state, "state-dir", "", "where the coordinator's sealed state is kept (default: beside the image)")
+			fs.StringVar(&collateral, "collateral", "", "an SGX DCAP collateral bundle `file` (JSON) to verify DCAP evidence down to its TCB status")
+			fs.Var(&simKeys, "sim-platform-key", "trust another machine's simulation platform key `file` too (PEM; repeatable)")
 		},
 		run: func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) > 0 {
@@ -145,7 +150,11 @@ the owner: 'cloister coordinator update').`,
 				return err
 			}
 			fmt.Fprintf(env.stderr, "coordinator image %s, measurement %s\n", img.Path, img.Measurement)
-			v.enclaves.extra = []node.EnclaveConfig{{Name: "coordinator", Image: img.Path, Backend: backend, StateDir: state}}
+			initConfig, err := coordinatorConfig(collateral, simKeys)
+			if err != nil {
+				return err
+			}
+			v.enclaves.extra = []node.EnclaveConfig{{Name: "coordinator", Image: img.Path, Backend: backend, StateDir: state, InitConfig: initConfig}}
 			logger := slog.New(slog.NewTextHandler(env.stderr, nil))
 			// The manifest is set as soon as the coordinator serves, before
 			// the node's other enclaves start (and join).
@@ -156,6 +165,36 @@ the owner: 'cloister coordinator update').`,
 		},
 		subcommands: []*command{coordinatorStatusCommand(), coordinatorRotateCommand(), coordinatorUpdateCommand()},
 	}
+}
+
+// coordinatorConfig builds the coordinator's Init configuration.
+func coordinatorConfig(collateral string, simKeys []string) ([]byte, error) {
+	var c coordinator.Config
+	if collateral != "" {
+		b, err := os.ReadFile(collateral)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := attest.ParseCollateralBundle(b); err != nil {
+			return nil, &usageError{err: fmt.Errorf("--collateral %s: %w", collateral, err)}
+		}
+		c.Collateral = b
+	}
+	for _, f := range simKeys {
+		k, err := attest.LoadSimPlatformPublicKey(f)
+		if err != nil {
+			return nil, &usageError{err: fmt.Errorf("--sim-platform-key: %w", err)}
+		}
+		p, err := coordinator.EncodeSimPlatformKey(k)
+		if err != nil {
+			return nil, err
+		}
+		c.SimPlatformKeys = append(c.SimPlatformKeys, p)
+	}
+	if c.Collateral == nil && c.SimPlatformKeys == nil {
+		return nil, nil
+	}
+	return json.Marshal(c)
 }
 
 // coordinatorReady sets the manifest if the coordinator has none, and

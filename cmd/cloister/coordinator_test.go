@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/manifest"
 )
 
@@ -156,5 +157,31 @@ addresses:
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("coordinator did not stop")
+	}
+}
+
+// The coordinator's configuration carries only public keys, even when
+// given a machine's private simulation key file.
+func TestCoordinatorConfig(t *testing.T) {
+	if b, err := coordinatorConfig("", nil); err != nil || b != nil {
+		t.Fatalf("no configuration: %q, %v", b, err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "sim-platform-key.pem")
+	if _, err := attest.LoadOrCreateSimPlatformKey(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	b, err := coordinatorConfig("", []string{keyFile})
+	if err != nil || !strings.Contains(string(b), "PUBLIC KEY") || strings.Contains(string(b), "PRIVATE") {
+		t.Fatalf("configuration %s, %v", b, err)
+	}
+	if _, err := coordinatorConfig(keyFile, nil); err == nil {
+		t.Fatal("a key file accepted as collateral")
+	}
+	bundle := "../../../shared/testdata/sgx/phala_sgx_quote_collateral.json"
+	if _, err := os.Stat(bundle); err != nil {
+		t.Skip("shared test data absent")
+	}
+	if b, err = coordinatorConfig(bundle, nil); err != nil || !strings.Contains(string(b), `"collateral":{`) {
+		t.Fatalf("collateral configuration: %.100s, %v", b, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/enclave"
@@ -21,6 +22,7 @@ type secureFlags struct {
 	manifestHash    string
 	allowSimulation bool
 	measurements    stringList
+	simKeys         stringList
 	img             imageFlags
 }
 
@@ -29,6 +31,7 @@ func (f *secureFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.service, "service", "", "with --secure: the trusted service `name` the request is for")
 	fs.StringVar(&f.manifestHash, "manifest-hash", "", "with --secure: the manifest `hash` to pin (cloister manifest hash FILE)")
 	fs.BoolVar(&f.allowSimulation, "allow-simulation", false, "with --secure: accept a coordinator with simulated evidence (promises nothing against a malicious host)")
+	fs.Var(&f.simKeys, "sim-platform-key", "with --secure and --allow-simulation: trust this simulation platform key `file` (PEM) instead of this machine's; repeatable")
 	fs.Var(&f.measurements, "coordinator-measurement", "with --secure: an accepted coordinator image `measurement` (hex; repeatable; default: the image this cloister builds)")
 }
 
@@ -44,6 +47,13 @@ func (f *secureFlags) options(ctx context.Context, env *cliEnv) (client.Options,
 	}
 	o.ManifestHash = h
 	o.AllowSimulation = f.allowSimulation
+	for _, p := range f.simKeys {
+		k, err := attest.LoadSimPlatformPublicKey(p)
+		if err != nil {
+			return o, &usageError{err: fmt.Errorf("--sim-platform-key: %w", err)}
+		}
+		o.SimPlatformKeys = append(o.SimPlatformKeys, k)
+	}
 	for _, m := range f.measurements {
 		v, err := enclave.ParseMeasurement(m)
 		if err != nil {
