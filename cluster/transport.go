@@ -53,6 +53,9 @@ type Transport struct {
 	// local-only and regular) used by the local fast path.
 	mu    sync.RWMutex
 	addrs map[string]*localAddr
+	// localOnly counts the local-only subscriptions: while it is zero a
+	// regular send skips the table.
+	localOnly atomic.Int64
 
 	pmu     sync.Mutex
 	pending map[*pendingRequest]struct{}
@@ -225,6 +228,7 @@ func (t *Transport) Subscribe(address string, opts bus.SubscribeOptions, deliver
 	a.subs = append(append([]*subscription(nil), a.subs...), s)
 	if s.localOnly {
 		a.localOnly++
+		t.localOnly.Add(1)
 	}
 	t.mu.Unlock()
 	return s, nil
@@ -259,6 +263,7 @@ func (s *subscription) Unsubscribe() error {
 			a.subs = subs
 			if s.localOnly {
 				a.localOnly--
+				t.localOnly.Add(-1)
 			}
 			if len(subs) == 0 {
 				delete(t.addrs, s.address)
@@ -329,6 +334,9 @@ func (t *Transport) localTargets(address string) (*localAddr, bool) {
 
 // local reports whether a message to address goes by the local fast path.
 func (t *Transport) local(address string, opts bus.RouteOptions) (*localAddr, bool) {
+	if !opts.LocalOnly && t.localOnly.Load() == 0 {
+		return nil, false
+	}
 	a, hasLocalOnly := t.localTargets(address)
 	return a, opts.LocalOnly || hasLocalOnly
 }
@@ -363,10 +371,19 @@ func (t *Transport) Send(ctx context.Context, env *bus.Envelope, opts bus.RouteO
 	if t.durable != nil && t.durable.isDurable(env.Address) {
 		return t.durable.send(ctx, env)
 	}
-	if err := t.nc.PublishMsg(&nats.Msg{Subject: SendPrefix + env.Address, Header: toNATS(env.Headers), Data: env.Body}); err != nil {
+	if err := t.publish(SendPrefix+env.Address, env); err != nil {
 		return fmt.Errorf("cluster: send to %q: %w", env.Address, err)
 	}
 	return nil
+}
+
+// publish puts env on subject, without a NATS message of its own when it
+// has no headers.
+func (t *Transport) publish(subject string, env *bus.Envelope) error {
+	if len(env.Headers) == 0 {
+		return t.nc.Publish(subject, env.Body)
+	}
+	return t.nc.PublishMsg(&nats.Msg{Subject: subject, Header: toNATS(env.Headers), Data: env.Body})
 }
 
 // Publish implements [bus.Transport].
@@ -374,7 +391,10 @@ func (t *Transport) Publish(ctx context.Context, env *bus.Envelope, opts bus.Rou
 	if t.isClosed.Load() {
 		return bus.ErrClosed
 	}
-	a, _ := t.localTargets(env.Address)
+	var a *localAddr
+	if opts.LocalOnly || t.localOnly.Load() > 0 {
+		a, _ = t.localTargets(env.Address)
+	}
 	if a != nil {
 		var body []byte
 		for _, s := range a.subs {
@@ -389,7 +409,7 @@ func (t *Transport) Publish(ctx context.Context, env *bus.Envelope, opts bus.Rou
 	if opts.LocalOnly {
 		return nil
 	}
-	if err := t.nc.PublishMsg(&nats.Msg{Subject: PublishPrefix + env.Address, Header: toNATS(env.Headers), Data: env.Body}); err != nil {
+	if err := t.publish(PublishPrefix+env.Address, env); err != nil {
 		return fmt.Errorf("cluster: publish to %q: %w", env.Address, err)
 	}
 	return nil
