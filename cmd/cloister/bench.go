@@ -173,13 +173,15 @@ func writeBenchTable(w io.Writer, rep *app.BenchReport, opts app.BenchOptions) {
 }
 
 // benchSVG draws the throughput overhead against regular by payload size,
-// one line per topology and mode, at the highest concurrency measured.
+// one line per topology and mode, at the lowest concurrency measured (one
+// request in flight by default: the steadiest comparison on a shared
+// machine; the table has every level).
 func benchSVG(rep *app.BenchReport, opts app.BenchOptions) []byte {
 	const (
 		W, H                   = 720, 420
 		left, right, top, bott = 70, 200, 50, 60
 	)
-	conc := opts.Concurrency[len(opts.Concurrency)-1]
+	conc := opts.Concurrency[0]
 	type series struct {
 		name  string
 		color string
@@ -209,9 +211,13 @@ func benchSVG(rep *app.BenchReport, opts app.BenchOptions) []byte {
 			ss = append(ss, s)
 		}
 	}
-	// Round the axis to tens.
-	lo = math.Floor(lo/10) * 10
-	hi = math.Ceil(hi/10) * 10
+	// Round the axis to whole steps, so that 0 is a grid line.
+	step := 10.0
+	if hi-lo > 100 {
+		step = 20
+	}
+	lo = math.Floor(lo/step) * step
+	hi = math.Ceil(hi/step) * step
 	pw, ph := float64(W-left-right), float64(H-top-bott)
 	xAt := func(i int) float64 {
 		if len(opts.Sizes) == 1 {
@@ -225,10 +231,6 @@ func benchSVG(rep *app.BenchReport, opts app.BenchOptions) []byte {
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", W, H)
 	fmt.Fprintf(&b, `<text x="%d" y="22" font-size="15" font-weight="bold">Throughput overhead against regular analytics (%d in flight)</text>`+"\n", left, conc)
 	fmt.Fprintf(&b, `<text x="%d" y="38" fill="#555">cloister bench — %s per cell; lower is better; 0%% = as fast as regular</text>`+"\n", left, rep.Duration)
-	step := 10.0
-	if hi-lo > 100 {
-		step = 25
-	}
 	for v := lo; v <= hi+1e-9; v += step {
 		y := yAt(v)
 		stroke := "#e5e5e5"

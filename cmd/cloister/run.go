@@ -76,7 +76,11 @@ Inject a leak while it runs: the dashboard's button, or
 			if err := cfg.Check(); err != nil {
 				return &usageError{err: err}
 			}
-			logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level}))
+			var h slog.Handler = slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level})
+			if level > slog.LevelInfo {
+				h = &quietServer{h: h, minLevel: slog.LevelError + 4} // --log-level info shows them
+			}
+			logger := slog.New(h)
 			a, err := app.Start(ctx, cfg, app.Options{Only: nodeName, Out: env.stdout, Logger: logger})
 			if err != nil {
 				return err
@@ -97,4 +101,36 @@ Inject a leak while it runs: the dashboard's button, or
 			return runErr
 		},
 	}
+}
+
+// quietServer is a slog.Handler that passes the embedded NATS servers'
+// records (component=nats-server) only from minLevel up, so that the routine
+// warnings of a starting or stopping cluster do not bury the summary.
+type quietServer struct {
+	h        slog.Handler
+	server   bool
+	minLevel slog.Level
+}
+
+func (q *quietServer) Enabled(ctx context.Context, l slog.Level) bool {
+	if q.server && l < q.minLevel {
+		return false
+	}
+	return q.h.Enabled(ctx, l)
+}
+
+func (q *quietServer) Handle(ctx context.Context, r slog.Record) error { return q.h.Handle(ctx, r) }
+
+func (q *quietServer) WithAttrs(attrs []slog.Attr) slog.Handler {
+	server := q.server
+	for _, a := range attrs {
+		if a.Key == "component" && a.Value.String() == "nats-server" {
+			server = true
+		}
+	}
+	return &quietServer{h: q.h.WithAttrs(attrs), server: server, minLevel: q.minLevel}
+}
+
+func (q *quietServer) WithGroup(name string) slog.Handler {
+	return &quietServer{h: q.h.WithGroup(name), server: q.server, minLevel: q.minLevel}
 }

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestRunWaterStopsCleanly: cloister run starts the water application,
+// prints the dashboard's address and one summary line per second, and
+// stops cleanly on SIGTERM.
+func TestRunWaterStopsCleanly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	cmd := exec.Command(cloisterBin, "run", "--dashboard", "127.0.0.1:0", "--sensors", "3", "--period", "50ms",
+		filepath.Join("..", "..", "examples", "water", "app.yaml"))
+	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir())
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var out strings.Builder
+	summaries := make(chan struct{}, 100)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			mu.Lock()
+			out.WriteString(sc.Text() + "\n")
+			mu.Unlock()
+			if strings.Contains(sc.Text(), "readings/s") {
+				summaries <- struct{}{}
+			}
+		}
+	}()
+	for range 2 {
+		select {
+		case <-summaries:
+		case <-time.After(2 * time.Minute):
+			cmd.Process.Kill()
+			mu.Lock()
+			t.Fatalf("no summary lines:\n%s\n%s", out.String(), stderr.String())
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s\n%s", err, out.String(), stderr.String())
+	}
+	s := out.String()
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`dashboard: http://127\.0\.0\.1:\d+/`),
+		regexp.MustCompile(`measurement [0-9a-f]{64}`),
+		regexp.MustCompile(`readings/s sent \d+ analysed \d+ .* enclave analytics/0 up pid \d+`),
+		regexp.MustCompile(`NOT in force: SGX`),
+		regexp.MustCompile(`(?m)^stopped$`),
+	} {
+		if !want.MatchString(s) {
+			t.Fatalf("output lacks %s:\n%s\n%s", want, s, stderr.String())
+		}
+	}
+}
+
+// TestBenchQuick: cloister bench --quick measures the three modes and
+// writes JSON and an SVG chart.
+func TestBenchQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	svg := filepath.Join(t.TempDir(), "bench.svg")
+	cmd := exec.Command(cloisterBin, "bench", "--quick", "--json", "--nodes", "1", "--sizes", "256", "--svg", svg)
+	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir())
+	cmd.Stderr = io.Discard
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, out)
+	}
+	var rep struct {
+		Results []struct {
+			Mode       string  `json:"mode"`
+			Throughput float64 `json:"throughput"`
+			P50        float64 `json:"p50_us"`
+			P99        float64 `json:"p99_us"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if len(rep.Results) != 6 { // 3 modes x 2 concurrency levels
+		t.Fatalf("results: %s", out)
+	}
+	for _, r := range rep.Results {
+		if r.Throughput <= 0 || r.P50 <= 0 || r.P99 < r.P50 {
+			t.Fatalf("result %+v", r)
+		}
+	}
+	b, err := os.ReadFile(svg)
+	if err != nil || !strings.HasPrefix(string(b), "<svg") || !strings.Contains(string(b), "trusted+secured") {
+		t.Fatalf("svg: %v\n%s", err, b)
+	}
+}
