@@ -16,16 +16,25 @@ import (
 
 // The benchmarks run across two embedded servers routed on loopback: the
 // consumer's connection is on server 0, the sender's on server 1 (both
-// in-process connections, as a node's own). Each measures the bus on the
-// cluster transport and, in the same run on the same servers, raw nats.go
-// doing the same thing, so the two can be compared directly:
+// in-process connections, as a node's own). Each measures, in the same run
+// on the same servers and in alternating chunks, three ways of doing the
+// same thing:
 //
-//	go test -run '^$' -bench . -benchtime 2s ./cluster/
+//   - bus: the bus API on the cluster transport (codecs, interceptors, the
+//     consumer's buffer and goroutine: what an application gets);
+//   - transport: the cluster transport alone, its DeliverFunc answering
+//     in the NATS callback (the cost of this package's layer);
+//   - nats: raw nats.go.
+//
+// Run with:
+//
+//	go test -run '^$' -bench . -benchtime 20000x -count 5 ./cluster/
 
 const benchBody = 1024
 
 type benchPair struct {
 	consumer, sender         *bus.Bus
+	trConsumer, trSender     *cluster.Transport
 	rawConsumer, rawSender   *nats.Conn
 	consumerNode, senderNode *cluster.Node
 }
@@ -50,6 +59,14 @@ func newBenchPair(b *testing.B) *benchPair {
 		b.Cleanup(func() { _ = bb.Close(context.Background()) })
 		return bb
 	}
+	tr := func(n *cluster.Node) *cluster.Transport {
+		t, err := n.NewTransport(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = t.Close() })
+		return t
+	}
 	raw := func(n *cluster.Node) *nats.Conn {
 		nc, err := nats.Connect("", nats.InProcessServer(n.Server()))
 		if err != nil {
@@ -59,6 +76,7 @@ func newBenchPair(b *testing.B) *benchPair {
 		return nc
 	}
 	p.consumer, p.sender = mk(nodes[0]), mk(nodes[1])
+	p.trConsumer, p.trSender = tr(nodes[0]), tr(nodes[1])
 	p.rawConsumer, p.rawSender = raw(nodes[0]), raw(nodes[1])
 	return p
 }
@@ -99,36 +117,43 @@ func runOps(c, n int, fn func() error) (time.Duration, error) {
 	return d, <-errs
 }
 
-// sideBySide runs b.N operations on the bus and b.N on raw NATS in
-// alternating chunks, so that both see the same load on a shared machine,
-// and reports each one's time per operation and the bus's throughput as a
-// fraction of raw NATS's. busOp and rawOp each run one operation; drain,
-// if set, waits until a chunk's messages have arrived.
-func sideBySide(b *testing.B, c, chunk int, busOp, rawOp func() error, busDrain, rawDrain func(n int)) {
+// side is one way of doing a benchmark's operation.
+type side struct {
+	name string
+	op   func() error
+	// drain, if set, waits until a chunk's n messages have arrived.
+	drain func(n int)
+	total time.Duration
+}
+
+// sideBySide runs b.N operations on each side in alternating chunks, so
+// that all see the same load on a shared machine, and reports each one's
+// time per operation and its throughput as a fraction of the last side's
+// (raw NATS).
+func sideBySide(b *testing.B, c, chunk int, sides ...*side) {
 	b.SetBytes(benchBody)
-	var busT, rawT time.Duration
 	b.ResetTimer()
 	for done := 0; done < b.N; done += chunk {
 		n := min(chunk, b.N-done)
-		for _, side := range []struct {
-			op    func() error
-			drain func(int)
-			total *time.Duration
-		}{{busOp, busDrain, &busT}, {rawOp, rawDrain, &rawT}} {
+		for _, s := range sides {
 			t0 := time.Now()
-			if _, err := runOps(c, n, side.op); err != nil {
+			if _, err := runOps(c, n, s.op); err != nil {
 				b.Fatal(err)
 			}
-			if side.drain != nil {
-				side.drain(n)
+			if s.drain != nil {
+				s.drain(n)
 			}
-			*side.total += time.Since(t0)
+			s.total += time.Since(t0)
 		}
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(busT.Nanoseconds())/float64(b.N), "bus-ns/op")
-	b.ReportMetric(float64(rawT.Nanoseconds())/float64(b.N), "nats-ns/op")
-	b.ReportMetric(float64(rawT)/float64(busT), "bus/nats")
+	base := sides[len(sides)-1]
+	for _, s := range sides {
+		b.ReportMetric(float64(s.total.Nanoseconds())/float64(b.N), s.name+"-ns/op")
+		if s != base {
+			b.ReportMetric(float64(base.total)/float64(s.total), s.name+"/"+base.name)
+		}
+	}
 }
 
 func BenchmarkRequestReply(b *testing.B) {
@@ -139,19 +164,34 @@ func BenchmarkRequestReply(b *testing.B) {
 	})); err != nil {
 		b.Fatal(err)
 	}
+	if _, err := p.trConsumer.Subscribe("bench.trecho", bus.SubscribeOptions{}, func(d *bus.Delivery) {
+		if d.Responder != nil {
+			_ = d.Responder.Respond(context.Background(), &bus.Envelope{Body: d.Body})
+		}
+	}); err != nil {
+		b.Fatal(err)
+	}
 	if _, err := p.rawConsumer.QueueSubscribe("raw.echo", "raw", func(m *nats.Msg) { _ = m.Respond(m.Data) }); err != nil {
 		b.Fatal(err)
 	}
 	_ = p.rawConsumer.Flush()
-	p.settle(b, cluster.SendPrefix+"bench.echo")
-	p.settle(b, "raw.echo")
+	for _, s := range []string{cluster.SendPrefix + "bench.echo", cluster.SendPrefix + "bench.trecho", "raw.echo"} {
+		p.settle(b, s)
+	}
 	ctx := context.Background()
+	env := &bus.Envelope{Address: "bench.trecho", Body: body}
 	for _, c := range []int{1, 32} {
 		b.Run(fmt.Sprintf("requesters=%d", c), func(b *testing.B) {
 			sideBySide(b, c, 100*c,
-				func() error { _, err := p.sender.Request(ctx, "bench.echo", body); return err },
-				func() error { _, err := p.rawSender.Request("raw.echo", body, 30*time.Second); return err },
-				nil, nil)
+				&side{name: "bus", op: func() error { _, err := p.sender.Request(ctx, "bench.echo", body); return err }},
+				&side{name: "transport", op: func() error {
+					ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+					defer cancel()
+					_, err := p.trSender.Request(ctx, env, bus.RouteOptions{})
+					return err
+				}},
+				&side{name: "nats", op: func() error { _, err := p.rawSender.Request("raw.echo", body, 30*time.Second); return err }},
+			)
 		})
 	}
 }
@@ -159,9 +199,12 @@ func BenchmarkRequestReply(b *testing.B) {
 func BenchmarkSend(b *testing.B) {
 	p := newBenchPair(b)
 	body := make([]byte, benchBody)
-	var busGot, rawGot atomic.Int64
+	var busGot, trGot, rawGot atomic.Int64
 	c, err := p.consumer.Consumer("bench.sink", bus.HandlerFunc(func(ctx context.Context, m *bus.Message) { busGot.Add(1) }), bus.BufferSize(1<<16))
 	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := p.trConsumer.Subscribe("bench.trsink", bus.SubscribeOptions{}, func(d *bus.Delivery) { trGot.Add(1) }); err != nil {
 		b.Fatal(err)
 	}
 	sub, err := p.rawConsumer.QueueSubscribe("raw.sink", "raw", func(m *nats.Msg) { rawGot.Add(1) })
@@ -170,8 +213,9 @@ func BenchmarkSend(b *testing.B) {
 	}
 	_ = sub.SetPendingLimits(1<<16, 1<<30)
 	_ = p.rawConsumer.Flush()
-	p.settle(b, cluster.SendPrefix+"bench.sink")
-	p.settle(b, "raw.sink")
+	for _, s := range []string{cluster.SendPrefix + "bench.sink", cluster.SendPrefix + "bench.trsink", "raw.sink"} {
+		p.settle(b, s)
+	}
 	ctx := context.Background()
 	// drain waits until a chunk has arrived or been refused (counted,
 	// never silent) by the consumer. A chunk is small enough for NATS
@@ -192,14 +236,18 @@ func BenchmarkSend(b *testing.B) {
 	}
 	refused := func() int64 { return int64(c.Stats().Overflowed) }
 	dropped := func() int64 { d, _ := sub.Dropped(); return int64(d) }
+	none := func() int64 { return 0 }
+	env := &bus.Envelope{Address: "bench.trsink", Body: body}
 	for _, conc := range []int{1, 32} {
 		b.Run(fmt.Sprintf("senders=%d", conc), func(b *testing.B) {
 			busGot.Store(-refused())
+			trGot.Store(0)
 			rawGot.Store(-dropped())
 			sideBySide(b, conc, 2000,
-				func() error { return p.sender.Send(ctx, "bench.sink", body) },
-				func() error { return p.rawSender.Publish("raw.sink", body) },
-				drain(&busGot, refused), drain(&rawGot, dropped))
+				&side{name: "bus", op: func() error { return p.sender.Send(ctx, "bench.sink", body) }, drain: drain(&busGot, refused)},
+				&side{name: "transport", op: func() error { return p.trSender.Send(ctx, env, bus.RouteOptions{}) }, drain: drain(&trGot, none)},
+				&side{name: "nats", op: func() error { return p.rawSender.Publish("raw.sink", body) }, drain: drain(&rawGot, dropped)},
+			)
 			b.ReportMetric(float64(refused()+dropped()), "lost")
 		})
 	}
