@@ -181,12 +181,14 @@ func (d *durableState) subscribe(s *subscription) (*durableSub, error) {
 }
 
 func (s *subscription) onDurable(m jetstream.Msg) {
-	h := bus.Headers{}
-	for k, v := range m.Headers() {
-		if strings.HasPrefix(k, "Nats-") || len(v) == 0 {
-			continue
+	h := fromNATS(m.Headers())
+	if h == nil {
+		h = bus.Headers{}
+	}
+	for k := range h {
+		if strings.HasPrefix(k, "Nats-") {
+			delete(h, k)
 		}
-		h[k] = v[0]
 	}
 	h[HeaderMessageID] = m.Headers().Get(jetstream.MsgIDHeader)
 	h[HeaderAck] = m.Reply()

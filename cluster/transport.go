@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,12 +150,22 @@ func (t *Transport) flush() error {
 	return nil
 }
 
+// spaceMark encloses, on the wire, a header value that starts or ends with a
+// space or a tab: NATS trims the whitespace around a header's value, and
+// bus values never contain DEL (0x7f), so the marks are unambiguous.
+const spaceMark = "\x7f"
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' }
+
 func toNATS(h bus.Headers) nats.Header {
 	if len(h) == 0 {
 		return nil
 	}
 	out := make(nats.Header, len(h))
 	for k, v := range h {
+		if v != "" && (isSpace(v[0]) || isSpace(v[len(v)-1])) {
+			v = spaceMark + v + spaceMark
+		}
 		out[k] = []string{v}
 	}
 	return out
@@ -167,7 +178,11 @@ func fromNATS(h nats.Header) bus.Headers {
 	out := make(bus.Headers, len(h))
 	for k, v := range h {
 		if len(v) > 0 {
-			out[k] = v[0]
+			x := v[0]
+			if len(x) >= 2 && strings.HasPrefix(x, spaceMark) && strings.HasSuffix(x, spaceMark) {
+				x = x[len(spaceMark) : len(x)-len(spaceMark)]
+			}
+			out[k] = x
 		} else {
 			out[k] = ""
 		}
