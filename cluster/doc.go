@@ -27,7 +27,9 @@
 // consumer). A send never reaches publish subscriptions and a publish never
 // reaches the queue. Requests use NATS reply subjects; a reply that expects
 // an answer carries a reply subject of its own (reply-to-reply). Bus headers
-// travel as NATS headers with their case preserved. "No handlers" comes from
+// travel as NATS headers with their case preserved; a value that starts or
+// ends with whitespace, which NATS would trim, is enclosed in DEL (0x7f)
+// marks on the wire. "No handlers" comes from
 // NATS no-responders, so it is reported at once. Failures (recipient
 // failure, overflow, refusal by an interceptor) are encoded by the bus in
 // reply headers and survive the trip unchanged.
