@@ -51,7 +51,7 @@ func TestAcrossClusterNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster and processes")
 	}
-	dir := t.TempDir()
+	dir := stateDir(t)
 	a, _, nodeA := clusterNode(t, "a")
 	_, busB, nodeB := clusterNode(t, "b", a.ClusterURL())
 	if _, err := nodeA.DeployEnclave(context.Background(), node.EnclaveConfig{

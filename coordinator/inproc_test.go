@@ -44,7 +44,7 @@ func (c *clock) advance(d time.Duration) {
 func TestChallengesExpireAndAreBounded(t *testing.T) {
 	clk := &clock{now: time.Now()}
 	app := coordinator.NewApp(coordinator.Options{Now: clk.Now, MaxChallenges: 3, NonceLifetime: time.Minute}, trusted.Options{})
-	dir := t.TempDir()
+	dir := stateDir(t)
 	b, n := newNode(t)
 	if _, err := n.DeployEnclave(context.Background(), node.EnclaveConfig{
 		Name: "coordinator", Backend: node.BackendInProc, Serve: app.Serve, Image: coordImage.Path, StateDir: dir,
@@ -102,7 +102,7 @@ func TestConfigTrustsAnotherMachinesSimKey(t *testing.T) {
 	}
 	for _, withKey := range []bool{false, true} {
 		app := coordinator.NewApp(coordinator.Options{}, trusted.Options{})
-		dir := t.TempDir()
+		dir := stateDir(t)
 		b, n := newNode(t)
 		ec := node.EnclaveConfig{Name: "coordinator", Backend: node.BackendInProc, Serve: app.Serve, Image: coordImage.Path, StateDir: dir}
 		if withKey {
@@ -137,7 +137,7 @@ func TestConfigTrustsAnotherMachinesSimKey(t *testing.T) {
 	app := coordinator.NewApp(coordinator.Options{}, trusted.Options{})
 	_, n := newNode(t)
 	_, err = n.DeployEnclave(context.Background(), node.EnclaveConfig{Name: "coordinator", Backend: node.BackendInProc,
-		Serve: app.Serve, Image: coordImage.Path, StateDir: t.TempDir(), InitConfig: []byte(`{"sim_platform_keys":["nope"]}`),
+		Serve: app.Serve, Image: coordImage.Path, StateDir: stateDir(t), InitConfig: []byte(`{"sim_platform_keys":["nope"]}`),
 		StartTimeout: 20 * time.Second})
 	if err == nil || !strings.Contains(err.Error(), "sim_platform_keys[0]") {
 		t.Fatalf("bad configuration: %v", err)

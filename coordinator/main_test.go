@@ -79,7 +79,7 @@ func newSystem(t testing.TB) *system {
 	t.Helper()
 	// Directories first: cleanups run last-in first-out, and the node must
 	// stop before its enclaves' directories go.
-	base := t.TempDir()
+	base := stateDir(t)
 	b, n := newNode(t)
 	_, owner, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -93,6 +93,25 @@ func newSystem(t testing.TB) *system {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// stateDir returns a directory for enclave state, removed when the test
+// ends. Unlike t.TempDir it does not fail the test if a file appears while
+// it is removed: an enclave stopping may still have its host store a last
+// sealed blob.
+func stateDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "coordinator-state-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if os.RemoveAll(dir) != nil {
+			time.Sleep(100 * time.Millisecond)
+			_ = os.RemoveAll(dir)
+		}
+	})
+	return dir
 }
 
 // newNode returns a node on an in-process bus, shut down when the test
