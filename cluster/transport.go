@@ -451,9 +451,6 @@ func (t *Transport) Request(ctx context.Context, env *bus.Envelope, opts bus.Rou
 
 // request sends env to subject and waits for the answer.
 func (t *Transport) request(ctx context.Context, subject string, env *bus.Envelope) (*bus.Delivery, error) {
-	if !t.nc.IsConnected() {
-		return nil, fmt.Errorf("%w: %s", ErrDisconnected, t.nc.Status())
-	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	p := &pendingRequest{cancel: cancel}
@@ -469,8 +466,8 @@ func (t *Transport) request(ctx context.Context, subject string, env *bus.Envelo
 		delete(t.pending, p)
 		t.pmu.Unlock()
 	}()
-	// The connection may have dropped after the check above but before the
-	// request was registered for the disconnect handler to fail it.
+	// Checked once the request is registered, so that a drop either shows
+	// here or fails it through the disconnect handler.
 	if !t.nc.IsConnected() {
 		return nil, fmt.Errorf("%w: %s", ErrDisconnected, t.nc.Status())
 	}
