@@ -218,7 +218,8 @@ func verifyCoordinator(ctx context.Context, resp *provision.AttestResponse, nonc
 func (c *Client) ManifestHash() [32]byte { return c.opts.ManifestHash }
 
 // ManifestVersion returns the version of the manifest the coordinator
-// served when it was verified.
+// served when it was verified. Only the manifest hash is bound by the
+// evidence (and pinned); the version is as the coordinator reported it.
 func (c *Client) ManifestVersion() uint64 { return c.att.ManifestVersion }
 
 // Claims returns the verified claims of the coordinator's evidence.
