@@ -121,7 +121,7 @@ func (v *nodeVerb) run(ctx context.Context, env *cliEnv, args []string) error {
 		_ = node.Close()
 		return err
 	}
-	logger.Info("cloister node: ready", "name", v.name, "clients", node.ClientURL(), "cluster", node.ClusterURL())
+	logger.Info("cloister node: ready", "name", node.Name(), "clients", node.ClientURL(), "cluster", node.ClusterURL())
 	<-ctx.Done()
 	logger.Info("cloister node: shutting down")
 	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
