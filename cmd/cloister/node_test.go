@@ -201,10 +201,10 @@ func TestThreeNodeProcesses(t *testing.T) {
 	}
 	t.Logf("after the kill: %v, %d failed while the cluster noticed", after, failures)
 
-	// The survivors exit cleanly on SIGTERM.
-	for _, p := range []*busProc{n1, n3} {
-		if err := p.stop(syscall.SIGTERM); err != nil {
-			t.Fatalf("%s on SIGTERM: %v\n%s", p.name, err, p.output())
+	// The survivors exit cleanly on SIGINT and SIGTERM.
+	for p, sig := range map[*busProc]syscall.Signal{n1: syscall.SIGINT, n3: syscall.SIGTERM} {
+		if err := p.stop(sig); err != nil {
+			t.Fatalf("%s on %v: %v\n%s", p.name, sig, err, p.output())
 		}
 		if !strings.Contains(p.output(), "cloister node: stopped") {
 			t.Fatalf("%s did not log its clean stop:\n%s", p.name, p.output())
