@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cloister-dev/cloister/boundary"
 	"github.com/cloister-dev/cloister/bus"
@@ -40,6 +41,10 @@ type session struct {
 	fatalMsg atomic.Pointer[string]
 }
 
+// exitDrainTime is how long the reader may go on draining the stream after
+// the enclave process exited.
+const exitDrainTime = 500 * time.Millisecond
+
 func newSession(e *Enclave, proc Process, conn *boundary.Conn) *session {
 	ctx, cancel := context.WithCancel(context.Background())
 	_, w := proc.Streams()
@@ -51,6 +56,15 @@ func newSession(e *Enclave, proc Process, conn *boundary.Conn) *session {
 	go func() {
 		select {
 		case <-proc.Done():
+			// What the enclave wrote before it exited (a Fatal saying why)
+			// is still in the stream: let the reader drain it, unless a
+			// descendant keeps the stream open.
+			t := time.NewTimer(exitDrainTime)
+			select {
+			case <-s.done:
+			case <-t.C:
+			}
+			t.Stop()
 			s.finish(errors.New("the enclave process exited"))
 		case <-s.done:
 		}
