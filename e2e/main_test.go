@@ -418,3 +418,15 @@ func (w *world) startTap(ctx context.Context, url string) {
 		t.Fatal("cloister tap did not start listening")
 	}
 }
+
+// pid returns the process ID of enclave name on node i.
+func (w *world) pid(i int, name string) int {
+	w.t.Helper()
+	for _, e := range w.nodes[i].Enclaves() {
+		if e.Name == name && e.PID != 0 {
+			return e.PID
+		}
+	}
+	w.t.Fatalf("no process for enclave %s on node %d", name, i)
+	return 0
+}

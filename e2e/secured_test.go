@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -103,17 +104,49 @@ func TestSecuredCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("replays to a restarted service are still refused", func(t *testing.T) {
+		w.t = t
+		news := w.captured("cloister.pub.sec.news")[0]
+		jobs := w.captured("cloister.send.sec.jobs")[0]
+		// Alpha keeps its replay windows in protected storage (sealed
+		// blobs in its state directory): wait for both addresses' windows.
+		w.waitFor("alpha's replay windows in its storage", func() bool {
+			blobs, _ := filepath.Glob(filepath.Join(w.state, "alpha", "*.blob"))
+			return len(blobs) >= 2
+		})
+		pid := w.pid(1, "alpha")
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		w.waitFor("alpha's restart", func() bool {
+			for _, e := range w.nodes[1].Enclaves() {
+				if e.Name == "alpha" && e.PID != 0 && e.PID != pid && e.State == "up" {
+					return true
+				}
+			}
+			return false
+		})
+		w.inject(0, news.Subject, news.Header, news.Data)
+		w.inject(2, jobs.Subject, jobs.Header, jobs.Data)
+		w.waitFor("the restarted alpha to refuse the replays", func() bool {
+			return w.rejected("sec.news", trusted.ReasonReplay) == 1 && w.rejected("sec.jobs", trusted.ReasonReplay) == 1
+		})
+		if n, _ := w.seen("sec.news"); n != 0 {
+			t.Fatalf("the restarted alpha handled %d replayed publishes", n)
+		}
+		if n, _ := w.seen("sec.jobs"); n != 0 {
+			t.Fatalf("the restarted alpha handled %d replayed sends", n)
+		}
+		// And it still serves fresh traffic.
+		m := mark()
+		if got := string(w.mustAsk("beta", Op{Op: "request", To: "sec.echo", Body: m})); got != "echo: "+m {
+			t.Fatalf("request to the restarted alpha: %q", got)
+		}
+	})
+
 	t.Run("coordinator killed and restarted", func(t *testing.T) {
 		w.t = t
-		pid := 0
-		for _, e := range w.nodes[0].Enclaves() {
-			if e.Name == "coordinator" {
-				pid = e.PID
-			}
-		}
-		if pid == 0 {
-			t.Fatal("no coordinator process")
-		}
+		pid := w.pid(0, "coordinator")
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}

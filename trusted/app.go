@@ -280,6 +280,10 @@ func (s *session) serve() error {
 			s.halt()
 			return s.fatal(err)
 		}
+		if s.rt.sealErr == nil {
+			s.keys.restoreWindows(s.ctx)
+			go s.keys.persistWindows(s.ctx)
+		}
 	}
 	if s.opts.OnInit != nil {
 		if err := s.opts.OnInit(s.ctx, s.rt); err != nil {
@@ -563,7 +567,15 @@ func (s *session) drain(sd *boundary.Shutdown) error {
 		s.idle.Wait()
 	}
 	abandoned := s.openReplies
+	readerGone := s.readerGone
 	s.mu.Unlock()
+	if s.keys != nil && s.rt.sealErr == nil && !readerGone {
+		ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
+		if err := s.keys.saveWindows(ctx); err != nil {
+			s.rt.log.Warn("replay windows not saved at shutdown", "err", err.Error())
+		}
+		cancel()
+	}
 	s.halt()
 	st := &boundary.Stopped{Abandoned: uint32(abandoned), Message: "drained"}
 	if abandoned > 0 {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloister-dev/cloister/boundary"
@@ -94,6 +95,7 @@ type granted struct {
 	opener  *secure.Opener                  // secured addresses
 	keys    map[uint32][secure.KeySize]byte // the grant's keys by epoch
 	sealers map[uint32]*secure.Sealer       // by epoch, made on first use
+	dirty   *atomic.Bool                    // windows changed since saved
 }
 
 // keys is what the runtime holds after joining: the grant's rights, keys and
@@ -129,11 +131,11 @@ func (k *keys) apply(g *provision.Grant) error {
 	defer k.mu.Unlock()
 	for _, ag := range g.Addresses {
 		old := k.addresses[ag.Address]
-		n := &granted{AddressGrant: ag, keys: map[uint32][secure.KeySize]byte{}, sealers: map[uint32]*secure.Sealer{}}
+		n := &granted{AddressGrant: ag, keys: map[uint32][secure.KeySize]byte{}, sealers: map[uint32]*secure.Sealer{}, dirty: new(atomic.Bool)}
 		n.Keys = nil
 		if old != nil {
 			// Shared, so that calls holding the old entry stay consistent.
-			n.opener, n.keys, n.sealers = old.opener, old.keys, old.sealers
+			n.opener, n.keys, n.sealers, n.dirty = old.opener, old.keys, old.sealers, old.dirty
 		}
 		if ag.Secured {
 			if n.opener == nil {
@@ -327,6 +329,7 @@ func (k *keys) open(c *Call) error {
 		return err
 	}
 	c.body, c.headers, c.secured = o.Plaintext, o.Headers, &openedRef{ref: o.Ref(), epoch: o.Epoch, a: a}
+	a.dirty.Store(true)
 	return nil
 }
 
