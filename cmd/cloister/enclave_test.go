@@ -120,6 +120,11 @@ func TestLoadEnclaveConfigs(t *testing.T) {
 	if cs, err = loadEnclaveConfigs(j); err != nil || len(cs) != 1 || cs[0].Image != "/abs/a.img" {
 		t.Fatalf("%+v %v", cs, err)
 	}
+	// The example's configuration file parses.
+	cs, err = loadEnclaveConfigs("../../examples/counter/node.yaml")
+	if err != nil || len(cs) != 1 || cs[0].Name != "counter" || cs[0].Addresses[0] != "counter.*" || !strings.HasSuffix(cs[0].StateDir, "counter.state") {
+		t.Fatalf("example config: %+v %v", cs, err)
+	}
 	os.WriteFile(y, []byte("enclaves:\n  - name: x\n    image: y\n    colour: red\n"), 0o644)
 	if _, err := loadEnclaveConfigs(y); err == nil || !strings.Contains(err.Error(), "colour") {
 		t.Fatalf("unknown field: %v", err)
