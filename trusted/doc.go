@@ -142,16 +142,20 @@
 // (authenticated, not encrypted: keep secrets in the body), Fail codes and
 // messages, and log records. Put no payload in any of them.
 //
-// Limits. Replay windows live in the enclave instance's memory: an envelope
-// is accepted once per instance and per life, so a host can still deliver a
-// captured send or request to another instance of the same service, or to
-// an instance restarted since it was first delivered (at-least-once
-// redelivery on durable addresses relies on exactly that). Rotating the key
-// epoch bounds such replays; secure.Opener.MarshalState is there for a
-// runtime that keeps its windows in protected storage, which this one does
-// not yet do. Epoch notices are not authenticated: a forged one costs a
+// Replay windows survive restarts: the windows of the secured addresses the
+// service consumes are saved in protected storage (every second when they
+// changed, and at Shutdown; per instance number) and restored after the
+// first join — except on durable addresses, whose at-least-once redelivery
+// after a crash must be accepted again.
+//
+// Limits. Windows are per instance: a host can deliver a captured send or
+// request to another instance of the same service; it can roll protected
+// storage back, or replay within the second before a crash, to an
+// instance it restarts. Rotating the key epoch bounds such replays
+// completely. Epoch notices are not authenticated: a forged one costs a
 // join, nothing more. Client-channel requests are admitted once per
-// instance within a ten-minute window of their authenticated client time.
+// instance and life within a ten-minute window of their authenticated
+// client time.
 //
 // # Running
 //
