@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/bus/bustest"
 	"github.com/cloister-dev/cloister/cluster"
@@ -70,43 +68,12 @@ func routedToAll(n *cluster.Node, size int) bool {
 	return len(peers) == size-1
 }
 
-// settle waits until every change of interest made so far on any server is
-// known to every other server. Routes carry a server's interest changes in
-// order (one account, one route connection), so once a probe subscription
-// made on server i after those changes is visible on server j, they are
-// too. Subscribe and Unsubscribe flush, so the changes were made on their
-// own server before the probe.
 func settle(t *testing.T, nodes []*cluster.Node) {
 	t.Helper()
-	for i, n := range nodes {
-		nc, err := nats.Connect("", nats.InProcessServer(n.Server()))
-		if err != nil {
-			t.Fatalf("probe connection: %v", err)
-		}
-		probe := fmt.Sprintf("cloister.settle.%s", nats.NewInbox()[len(nats.InboxPrefix):])
-		sub, err := nc.SubscribeSync(probe)
-		if err == nil {
-			err = nc.Flush()
-		}
-		if err != nil {
-			nc.Close()
-			t.Fatalf("probe: %v", err)
-		}
-		deadline := time.Now().Add(20 * time.Second)
-		for j, other := range nodes {
-			if j == i {
-				continue
-			}
-			for !other.Server().GlobalAccount().SubscriptionInterest(probe) {
-				if time.Now().After(deadline) {
-					nc.Close()
-					t.Fatalf("interest from server %d never reached server %d", i, j)
-				}
-				time.Sleep(time.Millisecond)
-			}
-		}
-		_ = sub.Unsubscribe()
-		nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := cluster.Settle(ctx, nodes...); err != nil {
+		t.Fatal(err)
 	}
 }
 
