@@ -329,7 +329,9 @@ func (k *keys) open(c *Call) error {
 		return err
 	}
 	c.body, c.headers, c.secured = o.Plaintext, o.Headers, &openedRef{ref: o.Ref(), epoch: o.Epoch, a: a}
-	a.dirty.Store(true)
+	if !a.dirty.Load() {
+		a.dirty.Store(true)
+	}
 	return nil
 }
 
