@@ -360,23 +360,28 @@ func (b *Bus) Close(ctx context.Context) error {
 	}
 	b.mu.Unlock()
 	var errs []error
-	var wg sync.WaitGroup
-	var emu sync.Mutex
-	for _, c := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := c.Unregister(ctx); err != nil {
-				emu.Lock()
-				errs = append(errs, err)
-				emu.Unlock()
-			}
-		}()
+	if err := UnregisterAll(ctx, cs); err != nil {
+		errs = append(errs, err)
 	}
-	wg.Wait()
 	if err := b.transport.Close(); err != nil {
 		errs = append(errs, err)
 	}
+	return errors.Join(errs...)
+}
+
+// UnregisterAll unregisters consumers concurrently, so that they drain
+// side by side until ctx ends, and joins their errors.
+func UnregisterAll(ctx context.Context, consumers []*Consumer) error {
+	errs := make([]error, len(consumers))
+	var wg sync.WaitGroup
+	for i, c := range consumers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = c.Unregister(ctx)
+		}()
+	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -96,22 +95,7 @@ func (i *Instance) unregisterAll(ctx context.Context) error {
 	cs := i.consumers
 	i.consumers = nil
 	i.mu.Unlock()
-	var errs []error
-	var wg sync.WaitGroup
-	var emu sync.Mutex
-	for _, c := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := c.Unregister(ctx); err != nil {
-				emu.Lock()
-				errs = append(errs, err)
-				emu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return bus.UnregisterAll(ctx, cs)
 }
 
 func (i *Instance) stats() bus.ConsumerStats {
