@@ -15,6 +15,14 @@ import (
 	"github.com/cloister-dev/cloister/examples/water/app"
 )
 
+// Defaults of cloister bench: about a minute in all.
+const (
+	defaultBenchSizes       = "256,1024,4096,16384"
+	defaultBenchConcurrency = "1,16"
+	defaultBenchDuration    = time.Second
+	defaultBenchWarmup      = 200 * time.Millisecond
+)
+
 func benchCommand() *command {
 	var (
 		sizes, concs, nodes string
@@ -42,12 +50,12 @@ with the overhead against regular. --json prints the results for machines;
 
 The defaults take about a minute; --quick takes a few seconds (for tests).`,
 		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&sizes, "sizes", "256,1024,4096,16384", "payload `sizes` in bytes, comma-separated")
-			fs.StringVar(&concs, "concurrency", "1,16", "requests in `flight`, comma-separated")
+			fs.StringVar(&sizes, "sizes", defaultBenchSizes, "payload `sizes` in bytes, comma-separated")
+			fs.StringVar(&concs, "concurrency", defaultBenchConcurrency, "requests in `flight`, comma-separated")
 			fs.StringVar(&nodes, "nodes", "1,3", "topologies: `nodes` (1 and/or 3)")
-			fs.DurationVar(&duration, "duration", time.Second, "measured time per cell")
-			fs.DurationVar(&warmup, "warmup", 200*time.Millisecond, "unmeasured time before each cell")
-			fs.BoolVar(&quick, "quick", false, "a small, short run (256 and 1024 B, 1 and 4 in flight, 150ms per cell)")
+			fs.DurationVar(&duration, "duration", defaultBenchDuration, "measured time per cell")
+			fs.DurationVar(&warmup, "warmup", defaultBenchWarmup, "unmeasured time before each cell")
+			fs.BoolVar(&quick, "quick", false, "a small, short run (256 and 1024 B, 1 and 4 in flight, 150ms per cell, unless given)")
 			fs.BoolVar(&jsonOut, "json", false, "print the results as JSON instead of the table")
 			fs.StringVar(&svgFile, "svg", "", "write a chart of the overhead by payload size to `file`")
 			fs.StringVar(&image, "image", "", "a prebuilt analytics enclave `image` (default: built now)")
@@ -56,8 +64,19 @@ The defaults take about a minute; --quick takes a few seconds (for tests).`,
 			if len(args) > 0 {
 				return &usageError{err: fmt.Errorf("bench takes no arguments, got %q", args)}
 			}
-			if quick {
-				sizes, concs, duration, warmup = "256,1024", "1,4", 150*time.Millisecond, 50*time.Millisecond
+			if quick { // the flags given explicitly win
+				if sizes == defaultBenchSizes {
+					sizes = "256,1024"
+				}
+				if concs == defaultBenchConcurrency {
+					concs = "1,4"
+				}
+				if duration == defaultBenchDuration {
+					duration = 150 * time.Millisecond
+				}
+				if warmup == defaultBenchWarmup {
+					warmup = 50 * time.Millisecond
+				}
 			}
 			opts := app.BenchOptions{Duration: duration, Warmup: warmup, Image: image,
 				Logger: slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelError}))}

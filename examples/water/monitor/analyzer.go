@@ -163,6 +163,7 @@ func (a *Analyzer) Handle(ctx context.Context, plaintext []byte) (Result, []Aler
 	next := *st
 	next.Recent = slices.Clone(st.Recent)
 	next.Active = slices.Clone(st.Active)
+	next.Missing = slices.Clone(st.Missing)
 	out, alerts, why := next.Apply(r, a.cfg)
 	if err := a.store.Put(ctx, stateKey(r.SensorID), next.MarshalState()); err != nil {
 		return Result{}, nil, fmt.Errorf("monitor: store sensor %s: %w", r.SensorID, err)

@@ -210,6 +210,10 @@ const (
 // Sample is pressure, flow and level: one point of a sensor's statistics.
 type Sample struct{ P, F, L float64 }
 
+// MaxMissing bounds how many skipped sequence numbers a sensor's state
+// remembers; older ones count as lost for good.
+const MaxMissing = 4096
+
 // SensorState is everything analytics keeps about one sensor (in
 // protected storage). Its JSON encoding is stable.
 type SensorState struct {
@@ -218,34 +222,69 @@ type SensorState struct {
 	Accepted   uint64 `json:"accepted"`
 	Duplicates uint64 `json:"duplicates"`
 	Rejected   uint64 `json:"rejected"`
-	// Gaps counts sequence numbers skipped (readings never seen).
-	Gaps     uint64   `json:"gaps"`
+	// Late counts readings accepted after later ones (an at-least-once
+	// redelivery overtaken by newer readings).
+	Late uint64 `json:"late"`
+	// Missing are the sequence numbers below LastSeq not seen yet, in
+	// increasing order (at most MaxMissing); Lost counts those forgotten.
+	Missing  []uint64 `json:"missing,omitempty"`
+	Lost     uint64   `json:"lost"`
 	Baseline Sample   `json:"baseline"`
 	N        int      `json:"n"` // readings in the baseline
 	Recent   []Sample `json:"recent"`
 	Active   []string `json:"active,omitempty"` // active anomaly kinds, sorted
 }
 
+// skipTo records the sequence numbers between LastSeq and seq as missing.
+func (s *SensorState) skipTo(seq uint64) {
+	from := s.LastSeq + 1
+	if seq-from > MaxMissing {
+		s.Lost += seq - from - MaxMissing
+		from = seq - MaxMissing
+	}
+	for n := from; n < seq; n++ {
+		s.Missing = append(s.Missing, n)
+	}
+	if over := len(s.Missing) - MaxMissing; over > 0 {
+		s.Lost += uint64(over)
+		s.Missing = slices.Delete(s.Missing, 0, over)
+	}
+	s.LastSeq = seq
+}
+
 // Apply checks r against the sensor's state, updates the state and returns
 // the outcome, the alerts it raises, and why a reading was a duplicate or
-// rejected.
+// rejected. A reading older than the last one is accepted (and counted
+// late) only if its sequence number was skipped; it is too old for the
+// detectors, which see readings in time order.
 func (s *SensorState) Apply(r Reading, cfg Config) (Outcome, []Alert, error) {
 	if r.Seq <= s.LastSeq {
-		s.Duplicates++
-		return Duplicate, nil, fmt.Errorf("seq %d already seen (last %d)", r.Seq, s.LastSeq)
+		i, missing := slices.BinarySearch(s.Missing, r.Seq)
+		if !missing {
+			s.Duplicates++
+			return Duplicate, nil, fmt.Errorf("seq %d already seen (last %d)", r.Seq, s.LastSeq)
+		}
+		s.Missing = slices.Delete(s.Missing, i, i+1)
+		if err := r.Validate(cfg); err != nil {
+			s.Rejected++
+			return Rejected, nil, err
+		}
+		s.Accepted++
+		s.Late++
+		return Accepted, nil, nil
 	}
 	if err := r.Validate(cfg); err != nil {
 		s.Rejected++
-		s.LastSeq = r.Seq // it was received: not a gap
+		s.skipTo(r.Seq) // it was received: not a gap
 		return Rejected, nil, err
 	}
 	if s.LastSeq > 0 && r.Timestamp <= s.LastTime {
 		s.Rejected++
-		s.LastSeq = r.Seq
+		s.skipTo(r.Seq)
 		return Rejected, nil, fmt.Errorf("%w: timestamp %d not after the previous %d", ErrOutOfRange, r.Timestamp, s.LastTime)
 	}
-	s.Gaps += r.Seq - s.LastSeq - 1
-	s.LastSeq, s.LastTime = r.Seq, r.Timestamp
+	s.skipTo(r.Seq)
+	s.LastTime = r.Timestamp
 	s.Accepted++
 	cur := Sample{r.Pressure, r.Flow, r.Level}
 	var prev *Sample
@@ -353,10 +392,13 @@ type SensorCounts struct {
 	Accepted   uint64 `json:"accepted"`
 	Duplicates uint64 `json:"duplicates"`
 	Rejected   uint64 `json:"rejected"`
-	Gaps       uint64 `json:"gaps"`
+	Late       uint64 `json:"late"`
+	// Gaps counts the readings never seen (missing and lost).
+	Gaps uint64 `json:"gaps"`
 }
 
 // Counts returns the declassified counters of s.
 func (s *SensorState) Counts() SensorCounts {
-	return SensorCounts{LastSeq: s.LastSeq, Accepted: s.Accepted, Duplicates: s.Duplicates, Rejected: s.Rejected, Gaps: s.Gaps}
+	return SensorCounts{LastSeq: s.LastSeq, Accepted: s.Accepted, Duplicates: s.Duplicates, Rejected: s.Rejected,
+		Late: s.Late, Gaps: uint64(len(s.Missing)) + s.Lost}
 }

@@ -159,6 +159,24 @@ func TestSequenceAndTime(t *testing.T) {
 	if got := st.Counts(); got != want {
 		t.Fatalf("counts %+v, want %+v", got, want)
 	}
+	// A skipped reading arriving late is accepted once, then a duplicate.
+	r.Seq, r.Timestamp, r.Pressure = 3, 15, 4
+	if out, _, err := st.Apply(r, cfg); out != Accepted || err != nil {
+		t.Fatalf("late: %s %v", out, err)
+	}
+	if out, _, _ := st.Apply(r, cfg); out != Duplicate {
+		t.Fatalf("late twice: %s", out)
+	}
+	want = SensorCounts{LastSeq: 6, Accepted: 3, Duplicates: 2, Rejected: 2, Late: 1, Gaps: 1}
+	if got := st.Counts(); got != want {
+		t.Fatalf("counts %+v, want %+v", got, want)
+	}
+	// A forged jump far ahead does not make the state grow without bound.
+	r.Seq, r.Timestamp = 1<<62, 100
+	st.Apply(r, cfg)
+	if len(st.Missing) != MaxMissing || st.Counts().Gaps != (1<<62)-7+1 {
+		t.Fatalf("after a jump: %d missing, counts %+v", len(st.Missing), st.Counts())
+	}
 }
 
 func FuzzDecodeReading(f *testing.F) {
