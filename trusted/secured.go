@@ -36,8 +36,6 @@ var (
 	// ErrRejected: a reply on a secured or client-channel address did not
 	// open; the reason is wrapped too (a secure.Err*).
 	ErrRejected = errors.New("trusted: message rejected")
-	// ErrNotJoined: the runtime has no grant (Options.Service is empty).
-	ErrNotJoined = errors.New("trusted: not joined to a coordinator")
 )
 
 // Rejection reasons, as counted by Runtime.Rejections.
