@@ -471,7 +471,13 @@ func (t *Transport) request(ctx context.Context, subject string, env *bus.Envelo
 	if !t.nc.IsConnected() {
 		return nil, fmt.Errorf("%w: %s", ErrDisconnected, t.nc.Status())
 	}
-	m, err := t.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: subject, Header: toNATS(env.Headers), Data: env.Body})
+	var m *nats.Msg
+	var err error
+	if len(env.Headers) == 0 {
+		m, err = t.nc.RequestWithContext(ctx, subject, env.Body)
+	} else {
+		m, err = t.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: subject, Header: toNATS(env.Headers), Data: env.Body})
+	}
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() == context.Canceled && !errors.Is(cause, context.Canceled) {
 			// Failed by the transport: disconnected or closed.
@@ -482,6 +488,8 @@ func (t *Transport) request(ctx context.Context, subject string, env *bus.Envelo
 			return nil, fmt.Errorf("cluster: %w", bus.ErrNoHandlers)
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
+		case errors.Is(err, nats.ErrDisconnected):
+			return nil, fmt.Errorf("%w: %v", ErrDisconnected, err)
 		case errors.Is(err, nats.ErrConnectionClosed):
 			return nil, fmt.Errorf("cluster: request: %w", bus.ErrClosed)
 		}
@@ -533,7 +541,7 @@ func (r *natsResponder) Respond(ctx context.Context, env *bus.Envelope) error {
 	if !r.used.CompareAndSwap(false, true) {
 		return errResponded
 	}
-	if err := r.t.nc.PublishMsg(&nats.Msg{Subject: r.subject, Header: toNATS(env.Headers), Data: env.Body}); err != nil {
+	if err := r.t.publish(r.subject, env); err != nil {
 		return fmt.Errorf("cluster: reply: %w", err)
 	}
 	return nil
