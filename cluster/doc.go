@@ -9,7 +9,10 @@
 // ([Options.ClusterListen] and [Options.Routes]). With [Options.Servers] a
 // node runs no server and connects to an external NATS cluster instead
 // (credentials and TLS are passed through). [Node.Transport] is the
-// [bus.Transport] to give to bus.New.
+// [bus.Transport] to give to bus.New. Interest (a new consumer, an
+// unregistered one) reaches the other servers of a cluster asynchronously;
+// programs that run several nodes in one process, such as tests, wait for
+// it with [Settle].
 //
 // # Subject mapping
 //
