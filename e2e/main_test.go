@@ -146,7 +146,14 @@ func (w *world) manifestText(version int, allowSim bool) string {
 
 func newWorld(t testing.TB, withTap bool) *world {
 	t.Helper()
-	w := &world{t: t, logs: &logSink{}, deployed: map[string]string{}, state: t.TempDir()}
+	w := &world{t: t, logs: &logSink{}, deployed: map[string]string{}}
+	// Removed best effort: the host may still finish a store write of an
+	// enclave that just stopped.
+	var err error
+	if w.state, err = os.MkdirTemp("", "cloister-e2e-state-"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(w.state) })
 	_, w.owner, _ = ed25519.GenerateKey(rand.Reader)
 	logger := slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -260,7 +261,7 @@ func (w *world) start(name string, app *trusted.App, mrenclave []byte) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := enclave.NewFileStore(t.TempDir())
+	store, err := enclave.NewFileStore(tempDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -602,4 +603,15 @@ func TestRejoinOnNewerEpoch(t *testing.T) {
 	if got := string(w.request("beta.ask", []byte("after"))); got != "yes|echo: after" {
 		t.Fatal(got)
 	}
+}
+
+// tempDir is a temporary directory removed after the test, best effort:
+// the host may still finish a store write of an enclave that just stopped.
+func tempDir(t testing.TB) string {
+	d, err := os.MkdirTemp("", "trusted-secured-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
 }
