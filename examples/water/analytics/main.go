@@ -5,10 +5,14 @@
 //	water.analytics.attest  a 32-byte nonce → monitor.AttestResponse
 //	water.analytics.status  monitor.StatusRequest → monitor.Status (counts only)
 //
-// Readings arrive sealed with the HPKE client channel (package secure) to
-// the channel key this enclave makes on first start and keeps in protected
-// storage; the sensors obtain the key from water.analytics.attest, bound to
-// the enclave's measurement by attestation evidence. Analytics validates
+// Readings arrive sealed with the HPKE client channel (package secure).
+// With a coordinator (CLOISTER_SERVICE=analytics), the trusted runtime
+// joins it at start-up, receives the service's channel key in its grant and
+// opens the readings before this handler runs (Call.FromClient). Without
+// one, the enclave makes its own channel key on first start, keeps it in
+// protected storage and opens the readings here; the sensors obtain that
+// key from water.analytics.attest, bound to the enclave's measurement by
+// attestation evidence. Analytics validates
 // each reading, updates the sensor's rolling statistics in protected
 // storage, and publishes declassified alerts (sensor, kind, severity, time)
 // on water.alerts. With the Init configuration {"allow_plain": true} it also
@@ -83,7 +87,10 @@ func main() {
 
 	app.HandleFunc(monitor.AddressAnalytics, func(ctx context.Context, c *trusted.Call) {
 		body := c.Body()
-		if c.Header(monitor.HeaderChannel) == monitor.ChannelHPKE {
+		if c.FromClient() {
+			// The trusted runtime opened it: a client-channel address of
+			// the manifest, the key from the coordinator's grant.
+		} else if c.Header(monitor.HeaderChannel) == monitor.ChannelHPKE {
 			req, err := key.OpenRequest(info, body)
 			if err != nil {
 				analyzer.CountUnopened()

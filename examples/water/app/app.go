@@ -21,7 +21,9 @@ import (
 	"github.com/cloister-dev/cloister/cluster"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
+	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/node"
+	"github.com/cloister-dev/cloister/provision"
 )
 
 // Options configure Start beyond the app.yaml.
@@ -43,6 +45,10 @@ type App struct {
 	stateDir string
 	tempDir  bool
 	img      *enclave.Image
+	// The coordinator mode's image and manifest.
+	coordImg    *enclave.Image
+	manifest    *manifest.Manifest
+	manifestRaw []byte
 
 	nodes []*localNode
 	http  *http.Server
@@ -108,6 +114,17 @@ func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 		}
 	}
 	fmt.Fprintf(opts.Out, "analytics image %s\n  measurement %s\n", a.img.Path, a.img.Measurement)
+	if cfg.Security == SecurityCoordinator {
+		path := filepath.Join(a.stateDir, "image", run[0].Name, "coordinator.img")
+		fmt.Fprintf(opts.Out, "building the coordinator enclave image (%s) ...\n", CoordinatorPackage)
+		if a.coordImg, err = enclave.Build(ctx, CoordinatorPackage, path, enclave.BuildOptions{Dir: moduleRoot()}); err != nil {
+			return nil, fmt.Errorf("app: build the coordinator image: %w", err)
+		}
+		if a.manifestRaw, a.manifest, err = Manifest(a.coordImg.Measurement, a.img.Measurement); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(opts.Out, "coordinator image %s\n  measurement %s\nmanifest hash %s\n", a.coordImg.Path, a.coordImg.Measurement, a.manifest.HashHex())
+	}
 
 	a.collector = newCollector(a)
 	// Nodes without the JetStream store start first: the one with it
@@ -207,10 +224,20 @@ func (a *App) deploy(ctx context.Context, ln *localNode) error {
 		}
 	}
 	if has(ServiceAnalytics) {
+		var env []string
+		addrs := []string{monitor.AddressAnalytics, monitor.AddressAnalytics + ".*"}
+		if a.cfg.Security == SecurityCoordinator {
+			if err := a.deployCoordinator(ctx, ln); err != nil {
+				return err
+			}
+			env = append(env, "CLOISTER_SERVICE="+ServiceAnalytics) // join the coordinator at start-up
+			addrs = append(addrs, provision.AddressEpoch)           // key rotations reach the runtime
+		}
 		initCfg, _ := json.Marshal(map[string]bool{"allow_plain": a.cfg.Security == SecurityPlain})
 		if _, err := ln.node.DeployEnclave(ctx, node.EnclaveConfig{
+			Env:  env,
 			Name: ServiceAnalytics, Image: a.img.Path, Backend: a.cfg.Enclave.Backend,
-			Addresses:  []string{monitor.AddressAnalytics, monitor.AddressAnalytics + ".*"},
+			Addresses:  addrs,
 			StateDir:   filepath.Join(a.stateDir, "analytics"),
 			InitConfig: initCfg, RestartBackoff: a.cfg.Enclave.RestartBackoff,
 			MaxRestartBackoff: 2 * time.Second,
@@ -228,7 +255,7 @@ func (a *App) deploy(ctx context.Context, ln *localNode) error {
 	if has(ServiceSensors) {
 		if _, err := ln.node.Deploy(ctx, func() node.Service {
 			return &sensors{cfg: a.cfg, nodeName: ln.cfg.Name, measurement: a.img.Measurement, logger: logger,
-				onAttest: a.collector.setAttestation}
+				onAttest: a.collector.setAttestation, app: a}
 		}, node.DeployOptions{Name: ServiceSensors}); err != nil {
 			return err
 		}
@@ -326,6 +353,9 @@ func (a *App) Run(ctx context.Context) error {
 	fmt.Fprintf(out, "water: %d sensors every %v (%.0f readings/s), security %s, nodes %s (this process: %s)\n",
 		a.cfg.Sensors.Count, a.cfg.Sensors.Period, a.cfg.Sensors.Rate(), a.cfg.Security, nodeNames(a.cfg), strings.Join(names, ", "))
 	fmt.Fprintf(out, "NATS clients (cloister tap --servers ...): %s\n", a.NATSURL())
+	if m := a.manifestSummary(); m != "" {
+		fmt.Fprintln(out, m)
+	}
 	if u := a.DashboardURL(); u != "" {
 		fmt.Fprintf(out, "dashboard: %s\n", u)
 	}
@@ -359,13 +389,19 @@ func nodeNames(c *Config) string {
 // guarantees says what is and is not in force, plainly.
 func (a *App) guarantees() []string {
 	var l []string
-	if a.cfg.Security == SecurityChannel {
+	switch a.cfg.Security {
+	case SecurityCoordinator:
+		l = append(l, "in force: the coordinator enclave holds the manifest "+a.manifest.HashHex()[:16]+"…; analytics got its client-channel key only after the coordinator verified its evidence against the manifest; the sensors verified the coordinator, pin the manifest hash, and seal every reading (HPKE, X-Wing) to the key it signed; the trusted runtime opens them inside the enclave; ingest, NATS, JetStream and the disk see ciphertext; analytics' state is sealed protected storage",
+			"NOT in force: SGX — the process backend isolates the enclaves' address spaces only; their evidence and seal keys are SIMULATED (the manifest allows simulation) and promise nothing against a malicious host",
+			"declassified by design: alerts (sensor, kind, severity, time) and per-sensor counts travel in the clear")
+		return l
+	case SecurityChannel:
 		l = append(l, "in force: readings are sealed (HPKE, X-Wing) to the channel key the analytics enclave attests; ingest, NATS, JetStream and the disk see ciphertext; analytics' state is sealed protected storage")
-	} else {
+	default:
 		l = append(l, "NOT in force: security is plain — readings cross the bus and JetStream in the clear")
 	}
 	l = append(l, "NOT in force: SGX — the process backend isolates the enclave's address space only; its evidence and seal keys are SIMULATED and promise nothing against a malicious host",
-		"NOT in force yet: the coordinator and manifest (issue 6) — the sensors trust the measurement of the image this process built, not a signed manifest; alerts and counts travel in the clear by design (declassified)")
+		"NOT in force in this mode: the coordinator and manifest (security: coordinator) — the sensors trust the measurement of the image this process built; alerts and counts travel in the clear by design (declassified)")
 	return l
 }
 

@@ -122,10 +122,17 @@ func getState(t *testing.T, url string) State {
 // analytics enclave is SIGKILLed mid-stream and every reading is still
 // accounted for; an eavesdropper on NATS never sees a reading in clear.
 func TestEndToEnd(t *testing.T) {
+	for _, mode := range []string{SecurityCoordinator, SecurityChannel} {
+		t.Run(mode, func(t *testing.T) { testEndToEnd(t, mode) })
+	}
+}
+
+func testEndToEnd(t *testing.T, mode string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	const sensors = 5
 	cfg := testConfig(t, sensors)
+	cfg.Security = mode
 	a := startApp(t, ctx, cfg)
 	tp := startTap(t, a.NATSURL())
 
@@ -170,10 +177,10 @@ func TestEndToEnd(t *testing.T) {
 	// Let the leak develop fully and more readings come: still one alert.
 	before := accepted()
 	eventually(t, ctx, "readings after the alert", func() bool { return accepted() >= before+sensors*3*monitor.LeakSteps })
-	want := monitor.Alert{SensorID: "s-003", Kind: monitor.KindLeak, Severity: monitor.SeverityWarning}
+	wantAlert := monitor.Alert{SensorID: "s-003", Kind: monitor.KindLeak, Severity: monitor.SeverityWarning}
 	al := alerts()
-	if len(al) != 1 || al[0].SensorID != want.SensorID || al[0].Kind != want.Kind || al[0].Severity != want.Severity || al[0].Time == 0 {
-		t.Fatalf("alerts on %s: %+v, want exactly %+v", monitor.AddressAlerts, al, want)
+	if len(al) != 1 || al[0].SensorID != wantAlert.SensorID || al[0].Kind != wantAlert.Kind || al[0].Severity != wantAlert.Severity || al[0].Time == 0 {
+		t.Fatalf("alerts on %s: %+v, want exactly %+v", monitor.AddressAlerts, al, wantAlert)
 	}
 	// The dashboard's JSON shows exactly that alert.
 	url := a.DashboardURL()
@@ -182,22 +189,46 @@ func TestEndToEnd(t *testing.T) {
 	if len(st.Alerts) != 1 || st.Alerts[0].Alert != al[0] {
 		t.Fatalf("dashboard alerts %+v, want %+v", st.Alerts, al[0])
 	}
-	if len(st.Attestation) != 1 || !st.Attestation[0].Verified || st.Attestation[0].EvidenceType != "simulated" ||
-		st.Attestation[0].Measurement != a.Image().Measurement.String() {
-		t.Fatalf("dashboard attestation %+v (image %s)", st.Attestation, a.Image().Measurement)
+	want := map[string]string{ServiceAnalytics: a.Image().Measurement.String()}
+	if mode == SecurityCoordinator {
+		want[ServiceCoordinator] = a.coordImg.Measurement.String()
+	}
+	if len(st.Attestation) != len(want) {
+		t.Fatalf("dashboard attestation %+v", st.Attestation)
+	}
+	for _, att := range st.Attestation {
+		if !att.Verified || att.EvidenceType != "simulated" || att.Measurement != want[att.Service] {
+			t.Fatalf("dashboard attestation %+v, want measurements %v", st.Attestation, want)
+		}
+	}
+	if mode == SecurityCoordinator {
+		// The runtime opened the readings (ingest only saw sealed replies).
+		for _, svc := range st.Services {
+			if svc.Name == ServiceIngest && (svc.Counts["sealed_replies"] == 0 || svc.Counts["accepted"] != 0) {
+				t.Fatalf("ingest %+v: the readings did not go through the client channel", svc)
+			}
+		}
 	}
 
-	// Kill the enclave mid-stream.
-	enc := a.Enclaves()
-	if len(enc) != 1 || enc[0].PID == 0 {
-		t.Fatalf("enclaves %+v", enc)
+	// Kill the analytics enclave mid-stream.
+	analyticsPID := func() (pid, restarts int, up bool) {
+		for _, e := range a.Enclaves() {
+			if e.Name == ServiceAnalytics {
+				return e.PID, e.Restarts, e.State == "up"
+			}
+		}
+		return 0, 0, false
 	}
-	if err := syscall.Kill(enc[0].PID, syscall.SIGKILL); err != nil {
+	pid, _, _ := analyticsPID()
+	if pid == 0 {
+		t.Fatalf("enclaves %+v", a.Enclaves())
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, ctx, "the enclave's restart", func() bool {
-		e := a.Enclaves()
-		return len(e) == 1 && e[0].Restarts >= 1 && e[0].State == "up"
+		_, restarts, up := analyticsPID()
+		return restarts >= 1 && up
 	})
 	before = accepted()
 	eventually(t, ctx, "readings after the restart", func() bool { return accepted() >= before+sensors*10 })
@@ -251,7 +282,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	// Nor are readings in the clear on disk (JetStream's store, the
 	// enclave's protected storage).
-	for _, dir := range []string{"jetstream", "analytics"} {
+	for _, dir := range []string{"jetstream", "analytics", "coordinator"} {
 		filepath.Walk(filepath.Join(a.StateDir(), dir), func(p string, info os.FileInfo, err error) error {
 			if err == nil && !info.IsDir() {
 				b, _ := os.ReadFile(p)

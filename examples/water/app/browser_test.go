@@ -46,11 +46,20 @@ func TestDashboardInBrowser(t *testing.T) {
 	url := a.DashboardURL()
 	eventually(t, ctx, "analytics attested and readings past the warm-up", func() bool {
 		st := a.State()
-		return len(st.Attestation) == 1 && st.Attestation[0].Verified && st.Analytics.Accepted >= 3*30
+		if len(st.Attestation) == 0 || st.Analytics.Accepted < 3*30 {
+			return false
+		}
+		for _, att := range st.Attestation {
+			if !att.Verified {
+				return false
+			}
+		}
+		return true
 	})
 
 	dom := dumpDOM(t, ctx, url)
-	for _, want := range []string{`id="no-alerts"`, `class="evidence"><span class="sim">simulated</span>`, a.Image().Measurement.String(), `data-service="analytics"`} {
+	for _, want := range []string{`id="no-alerts"`, `class="evidence"><span class="sim">simulated</span>`, a.Image().Measurement.String(), `data-service="analytics"`,
+		a.coordImg.Measurement.String(), `data-service="coordinator"`} {
 		if !strings.Contains(dom, want) {
 			t.Fatalf("the dashboard lacks %q before the leak:\n%s", want, dom)
 		}

@@ -60,16 +60,18 @@ func BuildImage(ctx context.Context, path string) (*enclave.Image, error) {
 
 // Attestation is what a verifier learned about a trusted service.
 type Attestation struct {
-	Service      string    `json:"service"`
-	Address      string    `json:"address"`
-	Measurement  string    `json:"measurement,omitempty"`
-	Signer       string    `json:"mrsigner,omitempty"`
-	EvidenceType string    `json:"evidence_type,omitempty"`
-	Simulated    bool      `json:"simulated"`
-	Verified     bool      `json:"verified"`
-	ChannelKey   string    `json:"channel_key,omitempty"` // SHA-256 prefix of the attested key
-	Checked      time.Time `json:"checked"`
-	Error        string    `json:"error,omitempty"`
+	Service      string `json:"service"`
+	Address      string `json:"address"`
+	Measurement  string `json:"measurement,omitempty"`
+	Signer       string `json:"mrsigner,omitempty"`
+	EvidenceType string `json:"evidence_type,omitempty"`
+	Simulated    bool   `json:"simulated"`
+	Verified     bool   `json:"verified"`
+	ChannelKey   string `json:"channel_key,omitempty"` // the attested key's first bytes
+	// Manifest is the manifest hash a verified coordinator serves.
+	Manifest string    `json:"manifest,omitempty"`
+	Checked  time.Time `json:"checked"`
+	Error    string    `json:"error,omitempty"`
 	// Warning says what the evidence does not promise.
 	Warning string `json:"warning,omitempty"`
 }
@@ -124,6 +126,9 @@ func AttestAnalytics(ctx context.Context, b *bus.Bus, measurement enclave.Measur
 type Sealer struct {
 	pub  *secure.PublicKey // nil: plain
 	info []byte
+	// client: the trusted runtime opens the readings (coordinator mode),
+	// so they carry no channel header.
+	client bool
 }
 
 // NewSealer returns a Sealer to pub under the channel info of the
@@ -140,6 +145,9 @@ func (s *Sealer) Seal(plaintext []byte) ([]byte, bus.Headers, error) {
 	_, msg, err := secure.SealRequest(s.pub, s.info, plaintext)
 	if err != nil {
 		return nil, nil, fmt.Errorf("app: seal a reading: %w", err)
+	}
+	if s.client {
+		return msg, nil, nil
 	}
 	return msg, bus.Headers{monitor.HeaderChannel: monitor.ChannelHPKE}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
 )
 
@@ -73,14 +74,18 @@ func (s State) Summary() string {
 	if len(enc) == 0 {
 		enc = append(enc, "analytics on another node")
 	}
-	att := "not attested"
+	var atts []string
 	for _, a := range s.Attestation {
-		if a.Verified {
-			att = "attested (" + a.EvidenceType + ")"
-		} else if a.Error != "" {
-			att = "attestation failed"
+		switch {
+		case a.Verified:
+			atts = append(atts, a.Service+" attested ("+a.EvidenceType+")")
+		case a.Error != "":
+			atts = append(atts, a.Service+" attestation failed")
+		default:
+			atts = append(atts, a.Service+" not attested")
 		}
 	}
+	att := strings.Join(atts, ", ")
 	return fmt.Sprintf("%s  readings/s sent %.0f analysed %.0f | accepted %d dup %d rejected %d gaps %d | alerts %d | enclave %s, %s",
 		s.Time.Format("15:04:05"), rate(ServiceSensors), rate(ServiceAnalytics), s.Analytics.Accepted, s.Analytics.Duplicates,
 		s.Analytics.Rejected, s.Analytics.Gaps, s.AlertsTotal, strings.Join(enc, "; "), att)
@@ -91,14 +96,13 @@ type collector struct {
 
 	mu       sync.Mutex
 	state    State
-	att      Attestation
-	attAt    time.Time
+	atts     map[string]Attestation // by service
 	prev     map[string]uint64
 	prevTime time.Time
 }
 
 func newCollector(a *App) *collector {
-	return &collector{a: a, prev: map[string]uint64{}, att: Attestation{Service: ServiceAnalytics, Address: monitor.AddressAttest}}
+	return &collector{a: a, prev: map[string]uint64{}, atts: map[string]Attestation{}}
 }
 
 func (c *collector) get() State {
@@ -110,7 +114,7 @@ func (c *collector) get() State {
 func (c *collector) setAttestation(att Attestation) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.att, c.attAt = att, time.Now()
+	c.atts[att.Service] = att
 }
 
 func (c *collector) run(ctx context.Context) {
@@ -192,15 +196,31 @@ func (c *collector) collect(ctx context.Context) {
 		st.Enclaves = append(st.Enclaves, EnclaveState{Name: e.Name, Instance: e.Instance, PID: e.PID, State: e.State, Restarts: e.Restarts})
 	}
 
-	// Re-verify analytics' evidence every 10 s (and until it first works).
-	c.mu.Lock()
-	att, attAt := c.att, c.attAt
-	c.mu.Unlock()
-	if now.Sub(attAt) > 10*time.Second || !att.Verified {
-		_, att, _ = AttestAnalytics(rctx, b, a.img.Measurement)
-		c.setAttestation(att)
+	// Re-verify the trusted services every 10 s (and until it works).
+	services := []string{ServiceAnalytics}
+	if a.cfg.Security == SecurityCoordinator {
+		services = []string{ServiceCoordinator, ServiceAnalytics}
 	}
-	st.Attestation = []Attestation{att}
+	for _, svc := range services {
+		c.mu.Lock()
+		att, ok := c.atts[svc]
+		c.mu.Unlock()
+		if !ok || !att.Verified || now.Sub(att.Checked) > 10*time.Second {
+			if svc == ServiceCoordinator {
+				var cl *client.Client
+				cl, att, _ = ConnectCoordinator(rctx, b, a.coordImg.Measurement, a.manifest.Hash(), a.logger)
+				if cl != nil {
+					if pub, err := cl.ServiceKey(rctx, ServiceAnalytics); err == nil {
+						att.ChannelKey = fmt.Sprintf("analytics %x", pub.Bytes()[:8])
+					}
+				}
+			} else {
+				_, att, _ = AttestAnalytics(rctx, b, a.img.Measurement)
+			}
+			c.setAttestation(att)
+		}
+		st.Attestation = append(st.Attestation, att)
+	}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -40,13 +40,20 @@ const (
 	SecurityChannel = "channel"
 	// SecurityPlain: readings travel as plain JSON. Nothing is confidential.
 	SecurityPlain = "plain"
+	// SecurityCoordinator: the secured-address layer — a coordinator
+	// enclave holds the application's manifest; analytics joins it and gets
+	// its client-channel key in a grant only after the coordinator verified
+	// its evidence against the manifest; the sensors verify the coordinator,
+	// pin the manifest hash, and seal readings to the key it signs; the
+	// trusted runtime opens them before the handler runs.
+	SecurityCoordinator = "coordinator"
 )
 
 // Config is an app.yaml.
 type Config struct {
 	// Name names the application (default "water").
 	Name string `yaml:"name"`
-	// Security is "channel" (default) or "plain".
+	// Security is "coordinator" (default), "channel" or "plain".
 	Security string `yaml:"security"`
 	// Sensors configures the simulator.
 	Sensors SensorsConfig `yaml:"sensors"`
@@ -171,10 +178,10 @@ func (c *Config) fill() error {
 		c.Name = "water"
 	}
 	if c.Security == "" {
-		c.Security = SecurityChannel
+		c.Security = SecurityCoordinator
 	}
-	if c.Security != SecurityChannel && c.Security != SecurityPlain {
-		return fmt.Errorf("security: %q (want channel or plain)", c.Security)
+	if c.Security != SecurityChannel && c.Security != SecurityPlain && c.Security != SecurityCoordinator {
+		return fmt.Errorf("security: %q (want coordinator, channel or plain)", c.Security)
 	}
 	if c.Sensors.Count == 0 {
 		c.Sensors.Count = DefaultSensors

@@ -15,6 +15,7 @@ import (
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
 	"github.com/cloister-dev/cloister/node"
+	"github.com/cloister-dev/cloister/secure"
 )
 
 // Addresses of the regular services.
@@ -62,6 +63,7 @@ type sensors struct {
 	measurement enclave.Measurement
 	logger      *slog.Logger
 	onAttest    func(Attestation)
+	app         *App
 
 	mu      sync.Mutex
 	sims    map[string]*monitor.Sensor
@@ -148,6 +150,25 @@ func (s *sensors) setStatus(st string) {
 
 func (s *sensors) run(ctx context.Context, b *bus.Bus) {
 	defer close(s.done)
+	if s.cfg.Security == SecurityCoordinator {
+		s.setStatus("verifying the coordinator and fetching analytics' channel key")
+		for {
+			sealer, err := s.coordinatorSealer(ctx, b)
+			if err == nil {
+				s.sealer = sealer
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			s.logger.Debug("water: sensors: coordinator not ready", "error", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
 	if s.cfg.Security == SecurityChannel {
 		s.setStatus("waiting for analytics' attested channel key")
 		for {
@@ -218,6 +239,27 @@ func (s *sensors) run(ctx context.Context, b *bus.Bus) {
 	}
 }
 
+// coordinatorSealer verifies the coordinator, pinning the manifest hash,
+// and returns a sealer to the analytics channel key the coordinator signed.
+func (s *sensors) coordinatorSealer(ctx context.Context, b *bus.Bus) (*Sealer, error) {
+	hash := s.app.manifest.Hash()
+	cl, att, err := ConnectCoordinator(ctx, b, s.app.coordImg.Measurement, hash, s.logger)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := cl.ServiceKey(ctx, ServiceAnalytics)
+	if err != nil {
+		return nil, fmt.Errorf("app: analytics' channel key: %w", err)
+	}
+	att.ChannelKey = fmt.Sprintf("%x", pub.Bytes()[:8])
+	if s.onAttest != nil {
+		s.onAttest(att)
+	}
+	s.logger.Info("water: sensors verified the coordinator and seal readings to analytics' channel key",
+		"coordinator", att.Measurement, "manifest", att.Manifest, "evidence", att.EvidenceType)
+	return &Sealer{pub: pub, info: secure.ChannelInfo(ServiceAnalytics, hash), client: true}, nil
+}
+
 func (s *sensors) Stop(ctx context.Context) error {
 	if s.cancel != nil {
 		s.cancel()
@@ -243,7 +285,7 @@ type ingest struct {
 
 	received, forwarded, retries atomic.Uint64
 	accepted, duplicates         atomic.Uint64
-	rejected                     atomic.Uint64
+	rejected, sealedReplies      atomic.Uint64
 	stop                         chan struct{}
 }
 
@@ -256,7 +298,8 @@ func (g *ingest) Start(ctx context.Context, inst *node.Instance) error {
 	return metricsConsumer(inst, ServiceIngest, func() Metrics {
 		return Metrics{Service: ServiceIngest, Node: g.nodeName, Messages: g.received.Load(), Counts: map[string]uint64{
 			"received": g.received.Load(), "forwarded": g.forwarded.Load(), "retries": g.retries.Load(),
-			"accepted": g.accepted.Load(), "duplicates": g.duplicates.Load(), "rejected": g.rejected.Load()}}
+			"accepted": g.accepted.Load(), "duplicates": g.duplicates.Load(), "rejected": g.rejected.Load(),
+			"sealed_replies": g.sealedReplies.Load()}}
 	})
 }
 
@@ -272,7 +315,11 @@ func (g *ingest) handle(b *bus.Bus) func(ctx context.Context, m *bus.Message) {
 			reply, err := b.Request(ctx, monitor.AddressAnalytics, m.Body(), bus.WithHeaders(h), bus.Timeout(5*time.Second))
 			if err == nil {
 				var res monitor.Result
-				if reply.Decode(&res) == nil {
+				if reply.Header(bus.HeaderCodec) == "" {
+					// A client-channel reply, sealed for the sensor:
+					// ingest cannot read it either.
+					g.sealedReplies.Add(1)
+				} else if reply.Decode(&res) == nil {
 					switch res.Outcome {
 					case monitor.Accepted:
 						g.accepted.Add(1)
