@@ -40,6 +40,8 @@ type transportConfig struct {
 	ackWait time.Duration
 }
 
+var _ bus.Transport = (*Transport)(nil)
+
 // Transport is a [bus.Transport] on one NATS connection. It is safe for
 // concurrent use.
 type Transport struct {
