@@ -18,5 +18,8 @@
 // random per run and must appear nowhere — not in subjects, headers or
 // bodies, in no encoding (raw, hex, base64, base64url, base32, URL-escaped),
 // not in the hosts' logs. A control marker sent in clear proves the
-// eavesdroppers and the search work.
+// eavesdroppers and the search work. A checker can supply markers of its
+// own:
+//
+//	CLOISTER_E2E_MARKERS=first-secret,second-secret go test -run TestSecuredCluster -v ./e2e
 package e2e

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -17,14 +18,28 @@ import (
 	"github.com/cloister-dev/cloister/trusted"
 )
 
+// EnvMarkers names the environment variable through which a checker
+// supplies its own payload markers (comma-separated; at least 8 bytes
+// each, no commas), used before the random ones.
+const EnvMarkers = "CLOISTER_E2E_MARKERS"
+
 // TestSecuredCluster is the acceptance run of secured addresses on a
 // three-node cluster: the coordinator on node 0, alpha on node 1, beta on
 // node 2, all real child processes; an eavesdropper on every server. The
 // steps share the cluster and run in order.
 func TestSecuredCluster(t *testing.T) {
 	w := newWorld(t, true)
+	// Markers: those a checker supplies first, then random ones.
+	given := strings.FieldsFunc(os.Getenv(EnvMarkers), func(r rune) bool { return r == ',' })
 	var markers []string
-	mark := func() string { m := newMarker(); markers = append(markers, m); return m }
+	mark := func() string {
+		m := newMarker()
+		if len(markers) < len(given) {
+			m = given[len(markers)]
+		}
+		markers = append(markers, m)
+		return m
+	}
 
 	t.Run("secured traffic between nodes", func(t *testing.T) {
 		w.t = t
