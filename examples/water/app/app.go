@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/cluster"
 	"github.com/cloister-dev/cloister/enclave"
@@ -55,11 +57,13 @@ type App struct {
 	ln    net.Listener
 
 	collector *collector
+	ingests   []*ingest
 	stopBG    context.CancelFunc
 	bgDone    sync.WaitGroup
 }
 
 type localNode struct {
+	closers []func() // after the node shut down
 	cfg     NodeConfig
 	cluster *cluster.Node
 	bus     *bus.Bus
@@ -246,9 +250,16 @@ func (a *App) deploy(ctx context.Context, ln *localNode) error {
 		}
 	}
 	if has(ServiceIngest) {
-		if _, err := ln.node.Deploy(ctx, func() node.Service {
-			return &ingest{nodeName: ln.cfg.Name, transport: ln.cluster.Transport(), logger: logger}
-		}, node.DeployOptions{Name: ServiceIngest, Mode: node.Worker, WorkerPoolSize: 1}); err != nil {
+		// Its own in-process connection acknowledges the durable readings.
+		nc, err := nats.Connect("", nats.InProcessServer(ln.cluster.Server()), nats.Name(a.cfg.Name+"-ingest-acks"))
+		if err != nil {
+			return fmt.Errorf("app: ingest: %w", err)
+		}
+		ln.closers = append(ln.closers, nc.Close)
+		g := &ingest{nodeName: ln.cfg.Name, nc: nc, logger: logger}
+		a.ingests = append(a.ingests, g)
+		if _, err := ln.node.Deploy(ctx, func() node.Service { return g },
+			node.DeployOptions{Name: ServiceIngest, Mode: node.Worker, WorkerPoolSize: 1}); err != nil {
 			return err
 		}
 	}
@@ -418,12 +429,20 @@ func (a *App) Close(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	// Ingest stops retrying at once: what it has not handed to analytics
+	// stays in JetStream for the next run.
+	for _, g := range a.ingests {
+		g.halt()
+	}
 	// Stop the producers first (the JetStream node started last).
 	nodes := slices.Clone(a.nodes)
 	slices.Reverse(nodes)
 	for _, n := range nodes {
 		if err := n.node.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
+		}
+		for _, c := range n.closers {
+			c()
 		}
 		if err := n.cluster.Close(); err != nil {
 			errs = append(errs, err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -151,6 +150,3 @@ func (s *Sealer) Seal(plaintext []byte) ([]byte, bus.Headers, error) {
 	}
 	return msg, bus.Headers{monitor.HeaderChannel: monitor.ChannelHPKE}, nil
 }
-
-// errStopping makes ingest hand a reading back to JetStream when it stops.
-var errStopping = errors.New("app: stopping")

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/cluster"
 	"github.com/cloister-dev/cloister/enclave"
@@ -276,23 +278,25 @@ func (s *sensors) Stop(ctx context.Context) error {
 
 // ingest consumes the durable readings address. It cannot read the
 // readings (they are sealed to analytics); it hands each one to analytics
-// by request and returns — so JetStream's message is acknowledged — only
-// once analytics has answered, retrying while analytics is down.
+// by request and acknowledges the JetStream message only once analytics has
+// answered, retrying while analytics is down. When it stops, the readings
+// it has not handed over are given back to JetStream (NAK) for the next
+// run.
 type ingest struct {
-	nodeName  string
-	transport *cluster.Transport
-	logger    *slog.Logger
+	nodeName string
+	nc       *nats.Conn // acknowledges durable messages
+	logger   *slog.Logger
 
 	received, forwarded, retries atomic.Uint64
 	accepted, duplicates         atomic.Uint64
 	rejected, sealedReplies      atomic.Uint64
 	stop                         chan struct{}
+	stopOnce                     sync.Once
 }
 
 func (g *ingest) Start(ctx context.Context, inst *node.Instance) error {
 	g.stop = make(chan struct{})
-	h := g.transport.AckOnReturn(bus.HandlerFunc(g.handle(inst.Bus())))
-	if _, err := inst.Consumer(AddressReadings, h); err != nil {
+	if _, err := inst.Consumer(AddressReadings, bus.HandlerFunc(g.handle(inst.Bus()))); err != nil {
 		return err
 	}
 	return metricsConsumer(inst, ServiceIngest, func() Metrics {
@@ -303,8 +307,40 @@ func (g *ingest) Start(ctx context.Context, inst *node.Instance) error {
 	})
 }
 
+// halt stops retrying: readings not yet handed over go back to JetStream.
+func (g *ingest) halt() { g.stopOnce.Do(func() { close(g.stop) }) }
+
+func (g *ingest) stopping() bool {
+	select {
+	case <-g.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// ack acknowledges a durable message (done), or hands it back for
+// redelivery.
+func (g *ingest) ack(m *bus.Message, done bool) {
+	subject := m.Header(cluster.HeaderAck)
+	if subject == "" {
+		return
+	}
+	reply := []byte("+ACK")
+	if !done {
+		reply = []byte(`-NAK {"delay": 1000000000}`)
+	}
+	if err := g.nc.Publish(subject, reply); err != nil {
+		g.logger.Warn("water: ingest: acknowledging a reading", "error", err)
+	}
+}
+
 func (g *ingest) handle(b *bus.Bus) func(ctx context.Context, m *bus.Message) {
 	return func(ctx context.Context, m *bus.Message) {
+		if g.stopping() {
+			g.ack(m, false)
+			return
+		}
 		g.received.Add(1)
 		h := bus.Headers{}
 		if v := m.Header(monitor.HeaderChannel); v != "" {
@@ -330,24 +366,28 @@ func (g *ingest) handle(b *bus.Bus) func(ctx context.Context, m *bus.Message) {
 					}
 				}
 				g.forwarded.Add(1)
+				g.ack(m, true)
 				return
 			}
 			var re *bus.ReplyError
 			if errors.As(err, &re) && re.Code == 400 {
 				// Analytics refused the reading for good (it does not open
-				// or decode): retrying cannot help.
+				// or decode, or the runtime already admitted this very
+				// client message): retrying cannot help.
 				g.rejected.Add(1)
 				g.logger.Warn("water: ingest: analytics refused a reading", "error", err)
+				g.ack(m, true)
 				return
 			}
 			g.retries.Add(1)
 			g.logger.Debug("water: ingest: analytics unavailable, retrying", "error", err, "in", backoff)
 			select {
 			case <-g.stop:
-				// Not acknowledged: JetStream delivers it again.
-				panic(errStopping)
+				g.ack(m, false)
+				return
 			case <-ctx.Done():
-				panic(errStopping)
+				g.ack(m, false)
+				return
 			case <-time.After(backoff):
 			}
 			backoff = min(2*backoff, time.Second)
@@ -356,7 +396,7 @@ func (g *ingest) handle(b *bus.Bus) func(ctx context.Context, m *bus.Message) {
 }
 
 func (g *ingest) Stop(ctx context.Context) error {
-	close(g.stop)
+	g.halt()
 	return nil
 }
 
