@@ -21,10 +21,12 @@ func runCommand() *command {
 		args:    "APP.yaml",
 		summary: "run an application: the water-network monitor of examples/water on this machine",
 		help: `Starts the application an app.yaml describes — the nodes (embedded NATS with
-JetStream), the sensors simulator, ingest, the analytics enclave (process
-backend, simulated attestation; its image is built on first use), alerts and
-the dashboard — prints where the dashboard is, then a one-line summary per
-second, until Ctrl-C or SIGTERM, when it stops cleanly.
+JetStream), the sensors simulator, ingest, the coordinator and analytics
+enclaves (process backend, simulated attestation; images built on first use,
+the manifest generated from their measurements), alerts and the dashboard —
+prints where the dashboard is, then a one-line summary per second, until
+Ctrl-C or SIGTERM, when it stops cleanly. --log-level info shows the
+services' and the NATS servers' logs.
 
   cloister run examples/water/app.yaml          # one node
   cloister run examples/water/app-3nodes.yaml   # three routed nodes in this process
@@ -35,7 +37,7 @@ Inject a leak while it runs: the dashboard's button, or
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&nodeName, "node", "", "run only this node of the file (the others run in other processes)")
 			fs.StringVar(&dashboard, "dashboard", "", "dashboard host:port (overrides the file)")
-			fs.StringVar(&security, "security", "", "channel or plain (overrides the file)")
+			fs.StringVar(&security, "security", "", "coordinator, channel or plain (overrides the file)")
 			fs.IntVar(&sensors, "sensors", 0, "number of sensors (overrides the file)")
 			fs.DurationVar(&period, "period", 0, "time between two readings of a sensor (overrides the file)")
 			fs.StringVar(&leak, "leak", "", "script a leak on this sensor (overrides the file)")
