@@ -16,10 +16,13 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/cluster"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
+	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/node"
+	"github.com/cloister-dev/cloister/provision"
 )
 
 // Benchmark modes: how analytics runs and how readings travel.
@@ -32,8 +35,34 @@ const (
 // BenchModes lists the modes in the order they are measured.
 func BenchModes() []string { return []string{ModeRegular, ModeTrustedPlain, ModeTrustedSecured} }
 
-// addressRegular is where the benchmark's regular analytics listens.
-const addressRegular = "bench.analytics.regular"
+// Where the benchmark's three analytics listen.
+const (
+	addressRegular = "bench.regular"
+	addressTrusted = "bench.trusted"
+	addressSecured = "bench.secured"
+)
+
+// benchManifest is the benchmark's manifest: the secured analytics' address
+// is a client-channel address.
+func benchManifest(coordinator, analytics enclave.Measurement) ([]byte, *manifest.Manifest, error) {
+	raw := fmt.Sprintf(`version: 1
+policy: {allow_simulation: true}
+services:
+  coordinator: {identities: [{mrenclave: %s}]}
+  analytics: {identities: [{mrenclave: %s}]}
+  bench: {}
+addresses:
+  %s: {clients: true, consume: [analytics], send: [bench]}
+  %s.attest: {consume: [analytics], send: [bench]}
+  %s.status: {consume: [analytics], send: [bench]}
+  %s: {publish: [analytics]}
+`, coordinator, analytics, addressSecured, addressSecured, addressSecured, monitor.AddressAlerts)
+	m, err := manifest.Parse([]byte(raw))
+	if err != nil {
+		return nil, nil, fmt.Errorf("app: bench manifest: %w", err)
+	}
+	return []byte(raw), m, nil
+}
 
 // BenchOptions configure RunBench.
 type BenchOptions struct {
@@ -88,7 +117,7 @@ func BenchNotes() []string {
 		"each request is one sensor reading sent by request-reply to analytics, which decodes and validates it, updates the sensor's rolling statistics, stores them (an atomic file write: temporary file, fsync, rename; on tmpfs when /dev/shm exists, so no disk latency) and replies; every in-flight slot is its own sensor, so readings of a sensor are in order",
 		"regular: analytics as a regular service, plain JSON, its state in plain files",
 		"trusted: the analytics enclave (process backend: a child process behind the boundary protocol), plain JSON readings, its state sealed (AES-GCM) before the host writes it",
-		"trusted+secured: as trusted, and each reading sealed by the client with HPKE (X-Wing: ML-KEM-768 + X25519, one encapsulation per reading) to the enclave's attested key; latency includes the client's sealing",
+		"trusted+secured: the same image joined to a coordinator (manifest: a clients: true address); the client SDK seals each reading with HPKE (X-Wing: ML-KEM-768 + X25519, one encapsulation per reading) to the channel key the coordinator signed, the enclave's runtime opens it and seals the reply, the client opens the reply; latency includes all of it",
 		"1 node: client and analytics on one node (in-process NATS connection); 3 nodes: three routed embedded NATS servers, the client on n1 and analytics on n3 (loopback TCP)",
 		"simulation: no SGX here; real enclave transitions would add their own cost (DESIGN.md §6)",
 	}
@@ -108,7 +137,14 @@ func (c *benchCluster) close(ctx context.Context) {
 	}
 }
 
-func startBenchCluster(ctx context.Context, n int, img *enclave.Image, stateDir string, logger *slog.Logger) (*benchCluster, error) {
+// benchImages are the images and manifest of a benchmark run.
+type benchImages struct {
+	analytics, coordinator *enclave.Image
+	manifestRaw            []byte
+	manifest               *manifest.Manifest
+}
+
+func startBenchCluster(ctx context.Context, n int, imgs *benchImages, stateDir string, logger *slog.Logger) (*benchCluster, error) {
 	c := &benchCluster{}
 	for i := range n {
 		opts := cluster.Options{Name: fmt.Sprintf("bench%d-n%d", n, i+1), Logger: logger}
@@ -142,22 +178,49 @@ func startBenchCluster(ctx context.Context, n int, img *enclave.Image, stateDir 
 	c.client = c.nodes[0].Bus()
 	host := c.nodes[n-1]
 	dir := filepath.Join(stateDir, fmt.Sprintf("nodes%d", n))
-	if _, err := host.DeployEnclave(ctx, node.EnclaveConfig{
-		Name: ServiceAnalytics, Image: img.Path, Addresses: []string{monitor.AddressAnalytics, monitor.AddressAnalytics + ".*"},
-		StateDir: filepath.Join(dir, "enclave"), InitConfig: []byte(`{"allow_plain":true}`),
-	}); err != nil {
-		c.close(ctx)
+	fail := func(err error) (*benchCluster, error) {
+		c.close(context.Background())
 		return nil, err
+	}
+	// The coordinator, with the manifest.
+	if _, err := host.DeployEnclave(ctx, node.EnclaveConfig{
+		Name: ServiceCoordinator, Image: imgs.coordinator.Path, StateDir: filepath.Join(dir, "coordinator"),
+	}); err != nil {
+		return fail(err)
+	}
+	body, err := provision.Encode(provision.ManifestSet{Manifest: imgs.manifestRaw})
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := host.Bus().Request(ctx, provision.AddressManifestSet, body, bus.Timeout(30*time.Second)); err != nil {
+		return fail(fmt.Errorf("app: bench: set the manifest: %w", err))
+	}
+	// Trusted on plain addresses: an enclave that does not join.
+	if _, err := host.DeployEnclave(ctx, node.EnclaveConfig{
+		Name: "analytics-plain", Image: imgs.analytics.Path, Addresses: []string{addressTrusted, addressTrusted + ".*"},
+		StateDir: filepath.Join(dir, "trusted"), InitConfig: []byte(`{"allow_plain":true}`),
+		Env: []string{"WATER_ANALYTICS_ADDRESS=" + addressTrusted},
+	}); err != nil {
+		return fail(err)
+	}
+	// Trusted and secured: the same image, joined; its runtime opens the
+	// client channel.
+	if _, err := host.DeployEnclave(ctx, node.EnclaveConfig{
+		Name: "analytics-secured", Image: imgs.analytics.Path,
+		Addresses: []string{addressSecured, addressSecured + ".*", provision.AddressEpoch},
+		StateDir:  filepath.Join(dir, "secured"),
+		Env:       []string{"WATER_ANALYTICS_ADDRESS=" + addressSecured, "CLOISTER_SERVICE=" + ServiceAnalytics},
+	}); err != nil {
+		return fail(err)
 	}
 	if _, err := host.Deploy(ctx, func() node.Service {
 		return &RegularAnalytics{Address: addressRegular, StateDir: filepath.Join(dir, "regular")}
 	}, node.DeployOptions{Name: "regular-analytics"}); err != nil {
-		c.close(ctx)
-		return nil, err
+		return fail(err)
 	}
 	// Routes carry interest asynchronously: wait until the client reaches both.
 	deadline := time.Now().Add(20 * time.Second)
-	for _, addr := range []string{monitor.AddressStatus, addressRegular} {
+	for _, addr := range []string{addressTrusted + ".status", addressRegular, provision.AddressStatus} {
 		for {
 			_, err := c.client.Request(ctx, addr, []byte(`{}`), bus.Timeout(2*time.Second))
 			var re *bus.ReplyError
@@ -193,15 +256,22 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	var img *enclave.Image
+	imgs := &benchImages{}
 	if opts.Image != "" {
-		img, err = enclave.Load(opts.Image)
+		imgs.analytics, err = enclave.Load(opts.Image)
 	} else {
-		img, err = BuildImage(ctx, filepath.Join(tmp, "analytics.img"))
+		imgs.analytics, err = BuildImage(ctx, filepath.Join(tmp, "analytics.img"))
 	}
 	if err != nil {
 		return nil, err
 	}
+	if imgs.coordinator, err = enclave.Build(ctx, CoordinatorPackage, filepath.Join(tmp, "coordinator.img"), enclave.BuildOptions{Dir: moduleRoot()}); err != nil {
+		return nil, fmt.Errorf("app: bench: build the coordinator image: %w", err)
+	}
+	if imgs.manifestRaw, imgs.manifest, err = benchManifest(imgs.coordinator.Measurement, imgs.analytics.Measurement); err != nil {
+		return nil, err
+	}
+	img := imgs.analytics
 	rep := &BenchReport{Started: time.Now(), Measurement: img.Measurement.String(), Duration: opts.Duration.String(), Notes: BenchNotes()}
 	total := len(opts.Nodes) * len(opts.Sizes) * len(opts.Concurrency) * len(BenchModes())
 	done := 0
@@ -210,23 +280,25 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 		if opts.Progress != nil {
 			opts.Progress(done, total, fmt.Sprintf("starting %d node(s)", n))
 		}
-		c, err := startBenchCluster(ctx, n, img, tmp, opts.Logger)
+		c, err := startBenchCluster(ctx, n, imgs, tmp, opts.Logger)
 		if err != nil {
 			return nil, fmt.Errorf("app: bench: %d nodes: %w", n, err)
 		}
-		pub, _, err := AttestAnalytics(ctx, c.client, img.Measurement)
+		cl, _, err := ConnectCoordinator(ctx, c.client, imgs.coordinator.Measurement, imgs.manifest.Hash(), opts.Logger)
+		if err == nil {
+			_, err = cl.ServiceKey(ctx, ServiceAnalytics) // fetched once, cached
+		}
 		if err != nil {
 			c.close(context.Background())
 			return nil, err
 		}
-		sealer := NewSealer(pub, img.Measurement)
 		for _, size := range opts.Sizes {
 			for _, conc := range opts.Concurrency {
 				for _, mode := range BenchModes() {
 					if opts.Progress != nil {
 						opts.Progress(done, total, fmt.Sprintf("%d node(s), %s, %d B, %d in flight", n, mode, size, conc))
 					}
-					r, err := benchCell(ctx, c.client, sealer, mode, size, conc, opts, &seq)
+					r, err := benchCell(ctx, c.client, cl, mode, size, conc, opts, &seq)
 					if err != nil {
 						c.close(context.Background())
 						return nil, err
@@ -247,15 +319,21 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 	return rep, nil
 }
 
-func benchCell(ctx context.Context, b *bus.Bus, sealer *Sealer, mode string, size, conc int, opts BenchOptions, seq *atomic.Uint64) (BenchResult, error) {
+func benchCell(ctx context.Context, b *bus.Bus, cl *client.Client, mode string, size, conc int, opts BenchOptions, seq *atomic.Uint64) (BenchResult, error) {
 	res := BenchResult{Mode: mode, Size: size, Concurrency: conc}
-	addr := monitor.AddressAnalytics
-	if mode == ModeRegular {
-		addr = addressRegular
-	}
-	var s *Sealer
-	if mode == ModeTrustedSecured {
-		s = sealer
+	request := func(body []byte) error {
+		var err error
+		switch mode {
+		case ModeRegular:
+			_, err = b.Request(ctx, addressRegular, body, bus.Timeout(10*time.Second))
+		case ModeTrustedPlain:
+			_, err = b.Request(ctx, addressTrusted, body, bus.Timeout(10*time.Second))
+		default:
+			// Sealed by the client SDK, opened by the enclave's runtime;
+			// the reply is sealed back and opened here.
+			_, err = cl.Request(ctx, addressSecured, ServiceAnalytics, body, bus.Timeout(10*time.Second))
+		}
+		return err
 	}
 	var (
 		mu       sync.Mutex
@@ -283,10 +361,7 @@ func benchCell(ctx context.Context, b *bus.Bus, sealer *Sealer, mode string, siz
 				r := sim.Next(now.UnixMilli())
 				body := padded(r, size)
 				t0 := time.Now()
-				sealed, h, err := s.Seal(body)
-				if err == nil {
-					_, err = b.Request(ctx, addr, sealed, bus.WithHeaders(h), bus.Timeout(10*time.Second))
-				}
+				err := request(body)
 				d := time.Since(t0)
 				if t0.Before(measureFrom) {
 					continue
