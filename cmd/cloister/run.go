@@ -114,6 +114,7 @@ type quietServer struct {
 	minLevel slog.Level
 }
 
+// Enabled implements slog.Handler.
 func (q *quietServer) Enabled(ctx context.Context, l slog.Level) bool {
 	if q.server && l < q.minLevel {
 		return false
@@ -121,8 +122,10 @@ func (q *quietServer) Enabled(ctx context.Context, l slog.Level) bool {
 	return q.h.Enabled(ctx, l)
 }
 
+// Handle implements slog.Handler.
 func (q *quietServer) Handle(ctx context.Context, r slog.Record) error { return q.h.Handle(ctx, r) }
 
+// WithAttrs implements slog.Handler.
 func (q *quietServer) WithAttrs(attrs []slog.Attr) slog.Handler {
 	server := q.server
 	for _, a := range attrs {
@@ -133,6 +136,7 @@ func (q *quietServer) WithAttrs(attrs []slog.Attr) slog.Handler {
 	return &quietServer{h: q.h.WithAttrs(attrs), server: server, minLevel: q.minLevel}
 }
 
+// WithGroup implements slog.Handler.
 func (q *quietServer) WithGroup(name string) slog.Handler {
 	return &quietServer{h: q.h.WithGroup(name), server: q.server, minLevel: q.minLevel}
 }

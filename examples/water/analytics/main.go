@@ -46,9 +46,12 @@ type config struct {
 // storage adapts the runtime's protected storage to monitor.Store.
 type storage struct{ rt *trusted.Runtime }
 
+// Get implements monitor.Store.
 func (s storage) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	return s.rt.Get(ctx, key)
 }
+
+// Put implements monitor.Store.
 func (s storage) Put(ctx context.Context, key string, v []byte) error { return s.rt.Put(ctx, key, v) }
 
 var jsonHeaders = map[string]string{"Cloister-Codec": "json"}

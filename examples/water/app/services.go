@@ -81,6 +81,7 @@ type sensors struct {
 	done   chan struct{}
 }
 
+// Start implements node.Service.
 func (s *sensors) Start(ctx context.Context, inst *node.Instance) error {
 	s.sims = map[string]*monitor.Sensor{}
 	s.sent = map[string]uint64{}
@@ -262,6 +263,7 @@ func (s *sensors) coordinatorSealer(ctx context.Context, b *bus.Bus) (*Sealer, e
 	return &Sealer{pub: pub, info: secure.ChannelInfo(ServiceAnalytics, hash), client: true}, nil
 }
 
+// Stop implements node.Service.
 func (s *sensors) Stop(ctx context.Context) error {
 	if s.cancel != nil {
 		s.cancel()
@@ -294,6 +296,7 @@ type ingest struct {
 	stopOnce                     sync.Once
 }
 
+// Start implements node.Service.
 func (g *ingest) Start(ctx context.Context, inst *node.Instance) error {
 	g.stop = make(chan struct{})
 	if _, err := inst.Consumer(AddressReadings, bus.HandlerFunc(g.handle(inst.Bus()))); err != nil {
@@ -395,6 +398,7 @@ func (g *ingest) handle(b *bus.Bus) func(ctx context.Context, m *bus.Message) {
 	}
 }
 
+// Stop implements node.Service.
 func (g *ingest) Stop(ctx context.Context) error {
 	g.halt()
 	return nil
@@ -419,6 +423,7 @@ type ReceivedAlert struct {
 	Received time.Time `json:"received"`
 }
 
+// Start implements node.Service.
 func (a *alerts) Start(ctx context.Context, inst *node.Instance) error {
 	if _, err := inst.Consumer(monitor.AddressAlerts, bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
 		var al monitor.Alert
@@ -450,6 +455,7 @@ func (a *alerts) Start(ctx context.Context, inst *node.Instance) error {
 	})
 }
 
+// Stop implements node.Service.
 func (a *alerts) Stop(ctx context.Context) error { return nil }
 
 // ---- regular analytics (the benchmark's baseline) ----
