@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -35,15 +36,41 @@ func testConfig(t *testing.T, sensors int) *Config {
 	return cfg
 }
 
+// syncBuffer collects the hosts' logs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 func startApp(t *testing.T, ctx context.Context, cfg *Config) *App {
+	a, _ := startAppLogs(t, ctx, cfg)
+	return a
+}
+
+// startAppLogs starts the application with its logs (info and up) kept
+// for the test, and shown on stderr with -v.
+func startAppLogs(t *testing.T, ctx context.Context, cfg *Config) (*App, *syncBuffer) {
 	t.Helper()
 	// Simulation keys of this test only.
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(t.TempDir(), "config"))
-	level := slog.LevelWarn
+	logs := &syncBuffer{}
+	var w io.Writer = logs
 	if testing.Verbose() {
-		level = slog.LevelInfo
+		w = io.MultiWriter(logs, os.Stderr)
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	logger := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	a, err := Start(ctx, cfg, Options{Logger: logger})
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +82,7 @@ func startApp(t *testing.T, ctx context.Context, cfg *Config) *App {
 			t.Errorf("close: %v", err)
 		}
 	})
-	return a
+	return a, logs
 }
 
 // eventually polls cond until it holds or the test's context ends.
@@ -133,7 +160,7 @@ func testEndToEnd(t *testing.T, mode string) {
 	const sensors = 5
 	cfg := testConfig(t, sensors)
 	cfg.Security = mode
-	a := startApp(t, ctx, cfg)
+	a, logs := startAppLogs(t, ctx, cfg)
 	tp := startTap(t, a.NATSURL())
 
 	var amu sync.Mutex
@@ -294,6 +321,10 @@ func testEndToEnd(t *testing.T, mode string) {
 		})
 	}
 	t.Logf("eavesdropper: %d messages, %d sealed readings, none in clear", len(msgs), sealed)
+	// Nor in the hosts' logs.
+	if l := logs.String(); strings.Contains(l, "pressure") || !strings.Contains(l, "enclave: up") {
+		t.Errorf("the hosts' logs hold a reading (or were not captured):\n%s", l)
+	}
 }
 
 // TestPlainModeSaysSo: with security plain the application works and says

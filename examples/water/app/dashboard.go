@@ -21,7 +21,15 @@ var dashboardHTML []byte
 func (a *App) startDashboard(ln *localNode) error {
 	l, err := net.Listen("tcp", a.cfg.Dashboard)
 	if err != nil {
-		return fmt.Errorf("app: dashboard: %w", err)
+		// Most likely the port is taken: any free port on the same host
+		// beats not starting (the address is printed).
+		host, _, _ := net.SplitHostPort(a.cfg.Dashboard)
+		l2, err2 := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err2 != nil {
+			return fmt.Errorf("app: dashboard: %w", err)
+		}
+		fmt.Fprintf(a.opts.Out, "dashboard: %s is not available (%v); using another port\n", a.cfg.Dashboard, err)
+		l = l2
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
