@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -371,6 +372,58 @@ func TestConfig(t *testing.T) {
 	} {
 		if _, err := ParseConfig([]byte(bad)); err == nil {
 			t.Errorf("accepted %q", bad)
+		}
+	}
+}
+
+// TestThreeNodes: the same application on three routed nodes (in one
+// process) — a configuration change only.
+func TestThreeNodes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cfg := testConfig(t, 3)
+	// Routes need addresses known in advance (a clustered JetStream waits
+	// for its routes): three free ports, every node routing to all.
+	var routes []string
+	for range 3 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes = append(routes, l.Addr().String())
+		l.Close()
+	}
+	cfg.Nodes = []NodeConfig{
+		{Name: "n1", ClusterListen: routes[0], Routes: routes, Services: []string{ServiceSensors, ServiceIngest, ServiceDashboard}},
+		{Name: "n2", ClusterListen: routes[1], Routes: routes, Services: []string{ServiceAnalytics}},
+		{Name: "n3", ClusterListen: routes[2], Routes: routes, Services: []string{ServiceAlerts}},
+	}
+	if err := cfg.Check(); err != nil {
+		t.Fatal(err)
+	}
+	a := startApp(t, ctx, cfg)
+	eventually(t, ctx, "readings past the warm-up on three nodes", func() bool { return a.State().Analytics.Accepted >= 3*30 })
+	if err := a.InjectLeak(ctx, "s-002"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, ctx, "the leak alert from node n3", func() bool { return len(a.State().Alerts) > 0 })
+	st := a.State()
+	if len(st.Alerts) != 1 || st.Alerts[0].SensorID != "s-002" || st.Alerts[0].Kind != monitor.KindLeak {
+		t.Fatalf("alerts %+v", st.Alerts)
+	}
+	nodes := map[string]string{}
+	for _, s := range st.Services {
+		nodes[s.Name] = s.Node
+		if s.Error != "" {
+			t.Errorf("service %s: %s", s.Name, s.Error)
+		}
+	}
+	if nodes[ServiceAnalytics] != "n2" || nodes[ServiceAlerts] != "n3" || nodes[ServiceIngest] != "n1" {
+		t.Fatalf("placement %v", nodes)
+	}
+	for _, att := range st.Attestation {
+		if !att.Verified {
+			t.Fatalf("attestation across nodes: %+v", st.Attestation)
 		}
 	}
 }
