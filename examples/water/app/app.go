@@ -119,10 +119,16 @@ func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 	}
 	fmt.Fprintf(opts.Out, "analytics image %s\n  measurement %s\n", a.img.Path, a.img.Measurement)
 	if cfg.Security == SecurityCoordinator {
-		path := filepath.Join(a.stateDir, "image", run[0].Name, "coordinator.img")
-		fmt.Fprintf(opts.Out, "building the coordinator enclave image (%s) ...\n", CoordinatorPackage)
-		if a.coordImg, err = enclave.Build(ctx, CoordinatorPackage, path, enclave.BuildOptions{Dir: moduleRoot()}); err != nil {
-			return nil, fmt.Errorf("app: build the coordinator image: %w", err)
+		if cfg.Enclave.CoordinatorImage != "" {
+			if a.coordImg, err = enclave.Load(cfg.Enclave.CoordinatorImage); err != nil {
+				return nil, fmt.Errorf("app: %w", err)
+			}
+		} else {
+			path := filepath.Join(a.stateDir, "image", run[0].Name, "coordinator.img")
+			fmt.Fprintf(opts.Out, "building the coordinator enclave image (%s) ...\n", CoordinatorPackage)
+			if a.coordImg, err = enclave.Build(ctx, CoordinatorPackage, path, enclave.BuildOptions{Dir: moduleRoot()}); err != nil {
+				return nil, fmt.Errorf("app: build the coordinator image (run from the Cloister repository, with Go installed, or set enclave.coordinator_image): %w", err)
+			}
 		}
 		if a.manifestRaw, a.manifest, err = Manifest(a.coordImg.Measurement, a.img.Measurement); err != nil {
 			return nil, err
@@ -266,7 +272,7 @@ func (a *App) deploy(ctx context.Context, ln *localNode) error {
 	if has(ServiceSensors) {
 		if _, err := ln.node.Deploy(ctx, func() node.Service {
 			return &sensors{cfg: a.cfg, nodeName: ln.cfg.Name, measurement: a.img.Measurement, logger: logger,
-				onAttest: a.collector.setAttestation, app: a}
+				onAttest: a.collector.setAttestation, app: a, seqFile: filepath.Join(a.stateDir, "sensors-"+ln.cfg.Name+".json")}
 		}, node.DeployOptions{Name: ServiceSensors}); err != nil {
 			return err
 		}

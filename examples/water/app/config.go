@@ -97,9 +97,12 @@ type LeakConfig struct {
 type EnclaveConfig struct {
 	// Backend is "process" (default) or "gramine".
 	Backend string `yaml:"backend"`
-	// Image is a prebuilt image; empty: built on first use from
+	// Image is a prebuilt analytics image; empty: built on first use from
 	// ./examples/water/analytics.
 	Image string `yaml:"image"`
+	// CoordinatorImage is a prebuilt coordinator image; empty: built on
+	// first use from ./coordinator/image.
+	CoordinatorImage string `yaml:"coordinator_image"`
 	// RestartBackoff is the supervisor's first restart delay (default 200ms).
 	RestartBackoff time.Duration `yaml:"restart_backoff"`
 }
@@ -142,6 +145,9 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	if c.Enclave.Image != "" && !filepath.IsAbs(c.Enclave.Image) {
 		c.Enclave.Image = filepath.Join(dir, c.Enclave.Image)
+	}
+	if c.Enclave.CoordinatorImage != "" && !filepath.IsAbs(c.Enclave.CoordinatorImage) {
+		c.Enclave.CoordinatorImage = filepath.Join(dir, c.Enclave.CoordinatorImage)
 	}
 	return c, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +67,7 @@ type sensors struct {
 	logger      *slog.Logger
 	onAttest    func(Attestation)
 	app         *App
+	seqFile     string // where the sensors' last sequence numbers are kept
 
 	mu      sync.Mutex
 	sims    map[string]*monitor.Sensor
@@ -88,6 +90,20 @@ func (s *sensors) Start(ctx context.Context, inst *node.Instance) error {
 	s.ids = s.cfg.SensorIDs()
 	for _, id := range s.ids {
 		s.sims[id] = monitor.NewSensor(id)
+	}
+	// A sensor continues its sequence numbers from the previous run (with a
+	// kept state_dir, analytics remembers them).
+	if b, err := os.ReadFile(s.seqFile); err == nil {
+		var last map[string]uint64
+		if err := json.Unmarshal(b, &last); err != nil {
+			return fmt.Errorf("app: sensors: %s: %w", s.seqFile, err)
+		}
+		for id, seq := range last {
+			if sim := s.sims[id]; sim != nil {
+				sim.Resume(seq)
+				s.sent[id] = seq
+			}
+		}
 	}
 	s.status = "starting"
 	if _, err := inst.Consumer(AddressLeak, bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
@@ -200,6 +216,7 @@ func (s *sensors) run(ctx context.Context, b *bus.Bus) {
 	s.started = time.Now()
 	tick := time.NewTicker(s.cfg.Sensors.Period)
 	defer tick.Stop()
+	var saved time.Time
 	var leakAt <-chan time.Time
 	if l := s.cfg.Sensors.Leak; l.Sensor != "" {
 		leakAt = time.After(l.After)
@@ -215,6 +232,12 @@ func (s *sensors) run(ctx context.Context, b *bus.Bus) {
 				s.logger.Info("water: scripted leak started", "sensor", s.cfg.Sensors.Leak.Sensor)
 			}
 		case now := <-tick.C:
+			if now.Sub(saved) >= time.Second {
+				if err := s.saveSeqs(); err != nil {
+					s.logger.Warn("water: sensors: keeping sequence numbers", "error", err)
+				}
+				saved = now
+			}
 			for _, id := range s.ids {
 				s.mu.Lock()
 				r := s.sims[id].Next(now.UnixMilli())
@@ -272,6 +295,25 @@ func (s *sensors) Stop(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+	return s.saveSeqs()
+}
+
+// saveSeqs keeps every sensor's last sequence number for the next run.
+func (s *sensors) saveSeqs() error {
+	s.mu.Lock()
+	last := make(map[string]uint64, len(s.sims))
+	for id, sim := range s.sims {
+		last[id] = sim.Seq()
+	}
+	s.mu.Unlock()
+	b, _ := json.Marshal(last)
+	tmp := s.seqFile + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("app: sensors: %w", err)
+	}
+	if err := os.Rename(tmp, s.seqFile); err != nil {
+		return fmt.Errorf("app: sensors: %w", err)
 	}
 	return nil
 }

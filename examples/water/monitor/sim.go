@@ -33,6 +33,13 @@ func NewSensor(id string) *Sensor {
 	}}
 }
 
+// Resume continues a sensor's numbering after seq (a sensor restarted with
+// its last sequence number kept).
+func (s *Sensor) Resume(seq uint64) { s.seq = max(s.seq, seq) }
+
+// Seq returns the sequence number of the sensor's last reading.
+func (s *Sensor) Seq() uint64 { return s.seq }
+
 // ID returns the sensor's ID.
 func (s *Sensor) ID() string { return s.id }
 
