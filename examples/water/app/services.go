@@ -239,19 +239,24 @@ func (s *sensors) run(ctx context.Context, b *bus.Bus) {
 				saved = now
 			}
 			for _, id := range s.ids {
+				if ctx.Err() != nil {
+					return
+				}
 				s.mu.Lock()
 				r := s.sims[id].Next(now.UnixMilli())
 				s.mu.Unlock()
 				body, h, err := s.sealer.Seal(r.Encode())
 				if err == nil {
-					err = b.Send(ctx, AddressReadings, body, bus.WithHeaders(h))
+					// Not cancelled by a stop: a send either is stored or
+					// fails, so the sequence numbers reported stay exact.
+					sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					err = b.Send(sctx, AddressReadings, body, bus.WithHeaders(h))
+					cancel()
 				}
 				if err != nil {
-					if ctx.Err() != nil {
-						return
-					}
-					// The reading is lost before it reached JetStream: the
-					// sensor's next reading shows the gap.
+					// The reading is lost before it reached JetStream (or,
+					// after a timeout, maybe not): the sensor's next reading
+					// shows the gap.
 					s.failed.Add(1)
 					s.logger.Warn("water: sensor could not send", "sensor", id, "error", err)
 					continue
