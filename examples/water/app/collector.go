@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -201,6 +202,7 @@ func (c *collector) collect(ctx context.Context) {
 	if a.cfg.Security == SecurityCoordinator {
 		services = []string{ServiceCoordinator, ServiceAnalytics}
 	}
+	quiet := slog.New(slog.DiscardHandler)
 	for _, svc := range services {
 		c.mu.Lock()
 		att, ok := c.atts[svc]
@@ -208,7 +210,7 @@ func (c *collector) collect(ctx context.Context) {
 		if !ok || !att.Verified || now.Sub(att.Checked) > 10*time.Second {
 			if svc == ServiceCoordinator {
 				var cl *client.Client
-				cl, att, _ = ConnectCoordinator(rctx, b, a.coordImg.Measurement, a.manifest.Hash(), a.logger)
+				cl, att, _ = ConnectCoordinator(rctx, b, a.coordImg.Measurement, a.manifest.Hash(), quiet) // the sensors already warned
 				if cl != nil {
 					if pub, err := cl.ServiceKey(rctx, ServiceAnalytics); err == nil {
 						att.ChannelKey = fmt.Sprintf("analytics %x", pub.Bytes()[:8])
