@@ -87,7 +87,9 @@ addresses:
 	re := regexp.MustCompile(`clients=(nats://[0-9.:]+)`)
 	var url string
 	deadline := time.Now().Add(3 * time.Minute)
-	for url == "" || !strings.Contains(stderr.String(), "cloister coordinator: ready") {
+	// "cloister node: ready" comes once every hosted enclave serves (the
+	// coordinator's own "ready" comes before the other enclaves start).
+	for url == "" || !strings.Contains(stderr.String(), "cloister node: ready") {
 		if m := re.FindStringSubmatch(stderr.String()); m != nil {
 			url = m[1]
 		}
