@@ -78,12 +78,23 @@ addresses:
 	defer cancel()
 	var stderr syncBuffer
 	done := make(chan int, 1)
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		env := &cliEnv{stdin: strings.NewReader(""), stdout: &syncBuffer{}, stderr: &stderr}
 		done <- run(ctx, env, []string{"coordinator", "--nats-listen", "127.0.0.1:-1", "--manifest", mf, "--source", "../..",
 			"--state-dir", filepath.Join(dir, "state"),
 			"--enclave", "name=analytics,image=" + join + ",service=analytics,state=" + filepath.Join(dir, "join-state")})
 	}()
+	// Registered after t.TempDir, so it runs before the directory goes:
+	// even a failed test waits for the node to stop writing there.
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-stopped:
+		case <-time.After(time.Minute):
+		}
+	})
 	re := regexp.MustCompile(`clients=(nats://[0-9.:]+)`)
 	var url string
 	deadline := time.Now().Add(3 * time.Minute)
