@@ -218,6 +218,11 @@ func (c *collector) collect(ctx context.Context) {
 				}
 			} else {
 				_, att, _ = AttestAnalytics(rctx, b, a.img.Measurement)
+				if a.cfg.Security == SecurityCoordinator && att.Verified {
+					// Its evidence binds the key of water.analytics.attest;
+					// the readings' key came in the coordinator's grant.
+					att.ChannelKey = "attest key " + att.ChannelKey + " (the readings' key: the coordinator's grant)"
+				}
 			}
 			c.setAttestation(att)
 		}
