@@ -18,8 +18,9 @@ import (
 var summaryLine = regexp.MustCompile(`^\d\d:\d\d:\d\d  readings/s sent \d+`)
 
 // TestRunWaterStopsCleanly: cloister run starts the water application,
-// prints the dashboard's address and one summary line per second, and
-// stops cleanly on SIGTERM.
+// prints the dashboard's address and one summary line per second, shows
+// cloister tap only ciphertext where readings travel, and stops cleanly on
+// SIGTERM.
 func TestRunWaterStopsCleanly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
@@ -60,6 +61,24 @@ func TestRunWaterStopsCleanly(t *testing.T) {
 			mu.Lock()
 			t.Fatalf("no summary lines:\n%s\n%s", out.String(), stderr.String())
 		}
+	}
+	// The eavesdropper: cloister tap on the application's NATS server sees
+	// the sealed readings and not one in clear.
+	mu.Lock()
+	m := regexp.MustCompile(`cloister tap --servers \.\.\.\): (\S+)`).FindStringSubmatch(out.String())
+	mu.Unlock()
+	if m == nil {
+		cmd.Process.Kill()
+		t.Fatalf("no NATS URL printed:\n%s", out.String())
+	}
+	tap, err := exec.Command(cloisterBin, "tap", "--servers", m[1], "--count", "300", "--max-body", "0").CombinedOutput()
+	if err != nil {
+		cmd.Process.Kill()
+		t.Fatalf("tap: %v\n%s", err, tap)
+	}
+	if strings.Contains(string(tap), "pressure") || !strings.Contains(string(tap), "water.readings") {
+		cmd.Process.Kill()
+		t.Fatalf("the eavesdropper's view:\n%s", tap)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
