@@ -96,11 +96,16 @@ The defaults take about a minute; --quick takes a few seconds (for tests).`,
 				}
 			}
 			start := time.Now()
+			tty := isTerminal(env.stderr)
 			opts.Progress = func(done, total int, cell string) {
-				fmt.Fprintf(env.stderr, "\r\033[K[%3d/%d] %5.1fs  %s", done, total, time.Since(start).Seconds(), cell)
-				if cell == "done" {
-					fmt.Fprintln(env.stderr)
+				if tty { // one line, rewritten
+					fmt.Fprintf(env.stderr, "\r\033[K[%3d/%d] %5.1fs  %s", done, total, time.Since(start).Seconds(), cell)
+					if cell == "done" {
+						fmt.Fprintln(env.stderr)
+					}
+					return
 				}
+				fmt.Fprintf(env.stderr, "[%3d/%d] %5.1fs  %s\n", done, total, time.Since(start).Seconds(), cell)
 			}
 			fmt.Fprintln(env.stderr, "building the analytics enclave image and starting the nodes ...")
 			rep, err := app.RunBench(ctx, opts)
@@ -122,6 +127,16 @@ The defaults take about a minute; --quick takes a few seconds (for tests).`,
 			return nil
 		},
 	}
+}
+
+// isTerminal tells whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 func intList(flagName, s string, lo, hi int) ([]int, error) {
