@@ -274,7 +274,7 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 	img := imgs.analytics
 	rep := &BenchReport{Started: time.Now(), Measurement: img.Measurement.String(), Duration: opts.Duration.String(), Notes: BenchNotes()}
 	total := len(opts.Nodes) * len(opts.Sizes) * len(opts.Concurrency) * len(BenchModes())
-	done := 0
+	done, cell := 0, 0
 	var seq atomic.Uint64 // sensor IDs unique over the run
 	for _, n := range opts.Nodes {
 		if opts.Progress != nil {
@@ -294,7 +294,13 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 		}
 		for _, size := range opts.Sizes {
 			for _, conc := range opts.Concurrency {
-				for _, mode := range BenchModes() {
+				// Rotate which mode runs first from cell to cell, so that no
+				// mode always gets the warmest (or coldest) machine.
+				modes := BenchModes()
+				cell++
+				k := cell % len(modes)
+				modes = append(modes[k:], modes[:k]...)
+				for _, mode := range modes {
 					if opts.Progress != nil {
 						opts.Progress(done, total, fmt.Sprintf("%d node(s), %s, %d B, %d in flight", n, mode, size, conc))
 					}
