@@ -231,7 +231,20 @@ func coordinatorReady(ctx context.Context, b *bus.Bus, logger *slog.Logger, m *m
 
 // coordinatorStatus asks the coordinator for its status.
 func coordinatorStatus(ctx context.Context, b *bus.Bus) (*provision.Status, error) {
-	m, err := b.Request(ctx, provision.AddressStatus, nil, bus.Timeout(15*time.Second))
+	return askCoordinator(ctx, b, provision.AddressStatus, nil, 15*time.Second)
+}
+
+// askCoordinator sends req (encoded, unless nil) to one of the
+// coordinator's addresses and decodes the status it answers with.
+func askCoordinator(ctx context.Context, b *bus.Bus, address string, req any, timeout time.Duration) (*provision.Status, error) {
+	var body []byte
+	if req != nil {
+		var err error
+		if body, err = provision.Encode(req); err != nil {
+			return nil, err
+		}
+	}
+	m, err := b.Request(ctx, address, body, bus.Timeout(timeout))
 	if err != nil {
 		return nil, err
 	}
@@ -240,6 +253,20 @@ func coordinatorStatus(ctx context.Context, b *bus.Bus) (*provision.Status, erro
 		return nil, err
 	}
 	return &st, nil
+}
+
+// currentManifest returns the coordinator's status and the hash of the
+// manifest it holds; notSet explains what to do when it holds none.
+func currentManifest(ctx context.Context, b *bus.Bus, notSet string) (*provision.Status, [32]byte, error) {
+	st, err := coordinatorStatus(ctx, b)
+	if err != nil {
+		return nil, [32]byte{}, err
+	}
+	if !st.ManifestSet {
+		return nil, [32]byte{}, errors.New(notSet)
+	}
+	hash, err := manifest.ParseHash(st.ManifestHash)
+	return st, hash, err
 }
 
 func coordinatorStatusCommand() *command {
@@ -345,14 +372,7 @@ func coordinatorRotateCommand() *command {
 				return err
 			}
 			defer closeAll()
-			st, err := coordinatorStatus(ctx, b)
-			if err != nil {
-				return err
-			}
-			if !st.ManifestSet {
-				return errors.New("the coordinator has no manifest yet")
-			}
-			hash, err := manifest.ParseHash(st.ManifestHash)
+			st, hash, err := currentManifest(ctx, b, "the coordinator has no manifest yet")
 			if err != nil {
 				return err
 			}
@@ -361,19 +381,12 @@ func coordinatorRotateCommand() *command {
 			if err != nil {
 				return err
 			}
-			body, err := provision.Encode(provision.RotateRequest{NextEpoch: st.Epoch + 1, Grace: g, Signature: sig})
+			after, err := askCoordinator(ctx, b, provision.AddressRotate,
+				provision.RotateRequest{NextEpoch: st.Epoch + 1, Grace: g, Signature: sig}, 30*time.Second)
 			if err != nil {
 				return err
 			}
-			m, err := b.Request(ctx, provision.AddressRotate, body, bus.Timeout(30*time.Second))
-			if err != nil {
-				return err
-			}
-			var after provision.Status
-			if err := provision.Decode(m.Body(), &after); err != nil {
-				return err
-			}
-			printStatus(env.stdout, &after)
+			printStatus(env.stdout, after)
 			return nil
 		},
 	}
@@ -410,14 +423,7 @@ func coordinatorUpdateCommand() *command {
 				return err
 			}
 			defer closeAll()
-			st, err := coordinatorStatus(ctx, b)
-			if err != nil {
-				return err
-			}
-			if !st.ManifestSet {
-				return errors.New("the coordinator has no manifest yet: start it with --manifest")
-			}
-			cur, err := manifest.ParseHash(st.ManifestHash)
+			_, cur, err := currentManifest(ctx, b, "the coordinator has no manifest yet: start it with --manifest")
 			if err != nil {
 				return err
 			}
@@ -425,19 +431,12 @@ func coordinatorUpdateCommand() *command {
 			if err != nil {
 				return err
 			}
-			body, err := provision.Encode(provision.ManifestUpdate{Manifest: raw, Signature: sig})
+			after, err := askCoordinator(ctx, b, provision.AddressManifestUpdate,
+				provision.ManifestUpdate{Manifest: raw, Signature: sig}, 30*time.Second)
 			if err != nil {
 				return err
 			}
-			m, err := b.Request(ctx, provision.AddressManifestUpdate, body, bus.Timeout(30*time.Second))
-			if err != nil {
-				return err
-			}
-			var after provision.Status
-			if err := provision.Decode(m.Body(), &after); err != nil {
-				return err
-			}
-			printStatus(env.stdout, &after)
+			printStatus(env.stdout, after)
 			return nil
 		},
 	}
