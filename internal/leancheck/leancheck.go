@@ -10,6 +10,7 @@ package leancheck
 
 import (
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -88,4 +89,49 @@ func Check(t testing.TB, pkgs ...string) {
 	for _, d := range Forbidden(deps) {
 		t.Errorf("%v depends on %s, which an enclave image must not contain", pkgs, d)
 	}
+}
+
+// Standard fails t if pkg (as go list names it, e.g. ".") depends on a
+// package outside the standard library other than pkg itself and the
+// import paths in allowed, or on net/http. It is for packages that enclave
+// images compile in but that may use crypto/x509 (which brings in package
+// net), so it does not forbid net itself; use Check for that. It is skipped
+// in -short mode (it runs the go command).
+func Standard(t testing.TB, pkg string, allowed ...string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("leancheck runs go list")
+	}
+	bad, err := Outside(pkg, allowed...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bad {
+		t.Errorf("%s depends on %s (allowed besides the standard library: %v; never net/http)", pkg, b, allowed)
+	}
+}
+
+// Outside returns what Standard objects to: the dependencies of pkg outside
+// the standard library (other than pkg itself and allowed), and net/http.
+func Outside(pkg string, allowed ...string) ([]string, error) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}|{{.ImportPath}}", pkg).Output()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return nil, &listError{err: err, stderr: string(ee.Stderr)}
+		}
+		return nil, err
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	self, _, _ := strings.Cut(lines[len(lines)-1], "|") // go list -deps prints pkg last
+	var bad []string
+	for _, line := range lines {
+		nonStd, path, _ := strings.Cut(line, "|")
+		switch {
+		case nonStd != "" && nonStd != self && !slices.Contains(allowed, nonStd):
+			bad = append(bad, nonStd)
+		case path == "net/http" || strings.HasPrefix(path, "net/http/"):
+			bad = append(bad, path)
+		}
+	}
+	return bad, nil
 }

@@ -30,3 +30,24 @@ func TestDepsOfNetHTTP(t *testing.T) {
 		t.Fatal("net/http not flagged")
 	}
 }
+
+// Outside must catch real violations: manifest uses modules beyond the
+// standard library, and net/http is never allowed.
+func TestOutside(t *testing.T) {
+	if testing.Short() {
+		t.Skip()
+	}
+	bad, err := Outside(Module+"/manifest", "go.yaml.in/yaml/v3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(bad, []string{Module + "/attest"}) {
+		t.Fatalf("Outside(manifest) = %q", bad)
+	}
+	if bad, err := Outside("net/http"); err != nil || !slices.Contains(bad, "net/http") {
+		t.Fatalf("Outside(net/http) = %q, %v", bad, err)
+	}
+	if bad, err := Outside("."); err != nil || len(bad) != 0 {
+		t.Fatalf("Outside(leancheck) = %q, %v", bad, err)
+	}
+}
