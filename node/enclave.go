@@ -43,8 +43,8 @@ type EnclaveConfig struct {
 	// Local makes the enclave's consumers reachable from this node only.
 	Local bool `json:"local,omitempty" yaml:"local,omitempty"`
 	// Workers is the handler concurrency asked of the image (passed as
-	// CLOISTER_WORKERS; images that fix it in trusted.Options keep theirs)
-	// and sizes the Gramine thread count.
+	// CLOISTER_WORKERS, which trusted.Main takes unless the image fixed
+	// Options.Workers) and sizes the Gramine thread count.
 	Workers int `json:"workers,omitempty" yaml:"workers,omitempty"`
 	// StateDir keeps the enclave's protected storage (sealed blobs only);
 	// default IMAGE.state/NAME beside the image.

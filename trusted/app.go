@@ -30,7 +30,8 @@ func (f HandlerFunc) ServeCall(ctx context.Context, c *Call) { f(ctx, c) }
 // Options configure an App. The zero value is usable.
 type Options struct {
 	// Workers is the most handlers running at once (the enclave's TCS
-	// count). Default 8.
+	// count). Default: Main takes the host's CLOISTER_WORKERS (what a
+	// node's enclave configuration sets), else 8.
 	Workers int
 	// MaxQueue is the most deliveries waiting for a worker; more fail with
 	// boundary.FailOverloaded. Default 1024.
@@ -80,6 +81,14 @@ type Options struct {
 	JoinTimeout time.Duration
 }
 
+// EnvWorkers names the environment variable Main reads the worker count
+// from when Options.Workers is not set.
+const EnvWorkers = "CLOISTER_WORKERS"
+
+// DefaultWorkers is the worker count when neither Options.Workers nor
+// CLOISTER_WORKERS sets one.
+const DefaultWorkers = 8
+
 // EnvService names the environment variable Main reads the service name
 // from when Options.Service is empty.
 const EnvService = "CLOISTER_SERVICE"
@@ -94,18 +103,22 @@ const DefaultMemoryLimit = 24 << 20
 // App is an enclave image's set of handlers and options. Register handlers,
 // then call Main (or Serve).
 type App struct {
-	opts     Options
-	mu       sync.Mutex
-	handlers map[string]Handler
-	frozen   bool
+	opts Options
+	// workersSet: the image chose Options.Workers; the host's
+	// CLOISTER_WORKERS does not override it.
+	workersSet bool
+	mu         sync.Mutex
+	handlers   map[string]Handler
+	frozen     bool
 
 	evidenceMu sync.Mutex // Gramine's report data + quote are per process
 }
 
 // New returns an App with opts (defaults filled in).
 func New(opts Options) *App {
-	if opts.Workers <= 0 {
-		opts.Workers = 8
+	workersSet := opts.Workers > 0
+	if !workersSet {
+		opts.Workers = DefaultWorkers
 	}
 	if opts.MaxQueue <= 0 {
 		opts.MaxQueue = 1024
@@ -120,7 +133,7 @@ func New(opts Options) *App {
 		opts.LogLevel = slog.LevelInfo
 	}
 	opts.Limits = opts.Limits.WithDefaults()
-	return &App{opts: opts, handlers: map[string]Handler{}}
+	return &App{opts: opts, workersSet: workersSet, handlers: map[string]Handler{}}
 }
 
 // Handle registers h for address. It panics if address is empty, not valid

@@ -39,6 +39,14 @@ func (a *App) run() int {
 	if a.opts.Service == "" {
 		a.opts.Service = os.Getenv(EnvService)
 	}
+	if v := os.Getenv(EnvWorkers); v != "" && !a.workersSet {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 || n > 4096 {
+			fmt.Fprintf(os.Stderr, "trusted: %s=%q: want a worker count from 1 to 4096\n", EnvWorkers, v)
+			return 1
+		}
+		a.opts.Workers = n
+	}
 	r, w, err := boundaryFiles()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "trusted:", err)

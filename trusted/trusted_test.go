@@ -539,3 +539,19 @@ func TestRedactPanics(t *testing.T) {
 		t.Fatalf("panic value logged:\n%s", logs)
 	}
 }
+
+// A node's enclave configuration sets CLOISTER_WORKERS; an image that
+// leaves Options.Workers unset takes it, one that sets it keeps its own.
+func TestMainTakesWorkersFromHost(t *testing.T) {
+	for _, tc := range []struct {
+		image string
+		want  uint32
+	}{{"0", 3}, {"2", 2}} {
+		h := startProcess(t, true, testInit(), nil, envWorkers+"="+tc.image, EnvWorkers+"=3")
+		h.conn.Send(&boundary.Health{ID: 1})
+		if st := h.next(boundary.TypeHealthStatus).(*boundary.HealthStatus); st.Workers != tc.want {
+			t.Fatalf("image workers %s, host %s=3: the enclave runs %d workers, want %d", tc.image, EnvWorkers, st.Workers, tc.want)
+		}
+		h.shutdown()
+	}
+}
