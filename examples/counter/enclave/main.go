@@ -20,8 +20,9 @@ import (
 	"github.com/cloister-dev/cloister/trusted"
 )
 
-// replyJSON marks a reply body as JSON, so the caller can Decode it.
-var replyJSON = map[string]string{"Cloister-Codec": "json"}
+// replyJSON marks a reply body as JSON, so the caller can Decode it. A
+// fresh map each time: headers handed to the runtime are not shared state.
+func replyJSON() map[string]string { return map[string]string{"Cloister-Codec": "json"} }
 
 func main() {
 	var mu sync.Mutex // one read-modify-write at a time in this instance
@@ -69,7 +70,7 @@ func main() {
 			return
 		}
 		c.Logger().Debug("counted") // the user and the count stay inside
-		c.Reply(replyJSON, []byte(strconv.Itoa(n)))
+		c.Reply(replyJSON(), []byte(strconv.Itoa(n)))
 	})
 	app.HandleFunc("counter.get", func(ctx context.Context, c *trusted.Call) {
 		u, ok := user(c)
@@ -80,7 +81,7 @@ func main() {
 		n, ok := load(ctx, c, u)
 		mu.Unlock()
 		if ok {
-			c.Reply(replyJSON, []byte(strconv.Itoa(n)))
+			c.Reply(replyJSON(), []byte(strconv.Itoa(n)))
 		}
 	})
 	app.Main()

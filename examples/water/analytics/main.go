@@ -54,7 +54,9 @@ func (s storage) Get(ctx context.Context, key string) ([]byte, bool, error) {
 // Put implements monitor.Store.
 func (s storage) Put(ctx context.Context, key string, v []byte) error { return s.rt.Put(ctx, key, v) }
 
-var jsonHeaders = map[string]string{"Cloister-Codec": "json"}
+// jsonHeaders marks a body as JSON for the receiver; a fresh map each time,
+// since headers handed to the runtime are not shared state.
+func jsonHeaders() map[string]string { return map[string]string{"Cloister-Codec": "json"} }
 
 func main() {
 	var (
@@ -125,13 +127,13 @@ func main() {
 		}
 		for _, a := range alerts {
 			b, _ := json.Marshal(a)
-			if err := c.Publish(ctx, monitor.AddressAlerts, jsonHeaders, b); err != nil {
+			if err := c.Publish(ctx, monitor.AddressAlerts, jsonHeaders(), b); err != nil {
 				c.Logger().Warn("analytics: publishing an alert", "error", err)
 			}
 		}
 		if c.ExpectsReply() {
 			b, _ := json.Marshal(res)
-			c.Reply(jsonHeaders, b)
+			c.Reply(jsonHeaders(), b)
 		}
 	})
 
@@ -148,7 +150,7 @@ func main() {
 			return
 		}
 		b, _ := json.Marshal(monitor.AttestResponse{PublicKey: pub, EvidenceType: ev.Type, Quote: ev.Quote})
-		c.Reply(jsonHeaders, b)
+		c.Reply(jsonHeaders(), b)
 	})
 
 	app.HandleFunc(address+".status", func(ctx context.Context, c *trusted.Call) {
@@ -165,7 +167,7 @@ func main() {
 			return
 		}
 		b, _ := json.Marshal(st)
-		c.Reply(jsonHeaders, b)
+		c.Reply(jsonHeaders(), b)
 	})
 	app.Main()
 }
