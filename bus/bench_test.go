@@ -83,57 +83,42 @@ func BenchmarkRequestReplyParallel(b *testing.B) {
 	})
 }
 
-func BenchmarkSend(b *testing.B) {
+// benchDelivery measures fire-and-forget delivery to consumers consumers
+// of one address (send reaches one of them, publish all), waiting at the
+// end until every delivery was handled so the next run starts clean.
+func benchDelivery(b *testing.B, consumers int, publish bool) {
 	for _, sz := range sizes {
 		b.Run(sz.name, func(b *testing.B) {
 			bb := newBenchBus(b)
 			var got atomic.Int64
-			if _, err := bb.Consumer("bench.sink", bus.HandlerFunc(func(ctx context.Context, m *bus.Message) { got.Add(1) }),
-				bus.BufferSize(1<<20)); err != nil {
-				b.Fatal(err)
+			for range consumers {
+				if _, err := bb.Consumer("bench.sink", bus.HandlerFunc(func(ctx context.Context, m *bus.Message) { got.Add(1) }),
+					bus.BufferSize(1<<20)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			op, perMessage := bb.Send, int64(1)
+			if publish {
+				op, perMessage = bb.Publish, int64(consumers)
 			}
 			body := make([]byte, sz.n)
 			ctx := context.Background()
 			b.SetBytes(int64(sz.n))
 			b.ReportAllocs()
-			sent := int64(0)
+			want := int64(0)
 			for b.Loop() {
-				if err := bb.Send(ctx, "bench.sink", body); err != nil {
+				if err := op(ctx, "bench.sink", body); err != nil {
 					b.Fatal(err)
 				}
-				sent++
+				want += perMessage
 			}
-			for got.Load() < sent {
-				// wait for the consumer so the next run starts clean
+			for got.Load() < want {
 			}
 		})
 	}
 }
 
-func BenchmarkPublish4(b *testing.B) {
-	for _, sz := range sizes {
-		b.Run(sz.name, func(b *testing.B) {
-			bb := newBenchBus(b)
-			var got atomic.Int64
-			for range 4 {
-				if _, err := bb.Consumer("bench.fan", bus.HandlerFunc(func(ctx context.Context, m *bus.Message) { got.Add(1) }),
-					bus.BufferSize(1<<20)); err != nil {
-					b.Fatal(err)
-				}
-			}
-			body := make([]byte, sz.n)
-			ctx := context.Background()
-			b.SetBytes(int64(sz.n))
-			b.ReportAllocs()
-			sent := int64(0)
-			for b.Loop() {
-				if err := bb.Publish(ctx, "bench.fan", body); err != nil {
-					b.Fatal(err)
-				}
-				sent += 4
-			}
-			for got.Load() < sent {
-			}
-		})
-	}
-}
+func BenchmarkSend(b *testing.B) { benchDelivery(b, 1, false) }
+
+// BenchmarkPublish4 publishes to four consumers.
+func BenchmarkPublish4(b *testing.B) { benchDelivery(b, 4, true) }
