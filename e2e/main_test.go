@@ -25,6 +25,7 @@ import (
 	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/cluster"
 	"github.com/cloister-dev/cloister/enclave"
+	"github.com/cloister-dev/cloister/internal/syncbuf"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/provision"
 )
@@ -68,22 +69,7 @@ func run(m *testing.M) int {
 }
 
 // logSink keeps every host log line of a world.
-type logSink struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logSink) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logSink) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type logSink = syncbuf.Buffer
 
 // sniffer records every message a raw NATS subscriber on ">" sees on one
 // server.

@@ -48,7 +48,7 @@ func backendFor(t testing.TB, name string) Backend {
 func newHarness(t testing.TB, backend string, o harnessOpts) *harness {
 	t.Helper()
 	h := &harness{logs: &logBuffer{}, stateDir: t.TempDir()}
-	b, err := bus.New(bus.WithLogger(h.logs.logger()))
+	b, err := bus.New(bus.WithLogger(debugLogger(h.logs)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func newHarness(t testing.TB, backend string, o harnessOpts) *harness {
 		t.Fatal(err)
 	}
 	h.e, err = New(Config{Name: "test-enclave", Image: testImage, Backend: backendFor(t, backend), Bus: b,
-		Store: store, Logger: h.logs.logger(), Allow: o.allow, RestartBackoff: o.backoff, Env: o.env})
+		Store: store, Logger: debugLogger(h.logs), Allow: o.allow, RestartBackoff: o.backoff, Env: o.env})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/coordinator"
 	"github.com/cloister-dev/cloister/enclave"
+	"github.com/cloister-dev/cloister/internal/syncbuf"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
 	"github.com/cloister-dev/cloister/trusted"
@@ -186,22 +187,7 @@ func betaApp() *trusted.App {
 }
 
 // logSink keeps every host log line.
-type logSink struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logSink) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logSink) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type logSink = syncbuf.Buffer
 
 type world struct {
 	t       testing.TB

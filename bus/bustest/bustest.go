@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/internal/syncbuf"
 )
 
 // Harness tells the suite how to build a system under test.
@@ -49,22 +50,7 @@ type system struct {
 }
 
 // logBuffer collects log records for checks on what operators see.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type logBuffer = syncbuf.Buffer
 
 func (h Harness) start(t *testing.T, n int, opts ...bus.Option) *system {
 	t.Helper()

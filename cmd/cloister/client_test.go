@@ -1,35 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cloister-dev/cloister/cluster"
+	"github.com/cloister-dev/cloister/internal/syncbuf"
 )
 
 // busSyncBuffer is a bytes.Buffer safe for a command writing and a test reading.
-type busSyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *busSyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *busSyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type busSyncBuffer = syncbuf.Buffer
 
 // busRunCLI runs one command line in process.
 func busRunCLI(ctx context.Context, stdin string, args ...string) (code int, stdout, stderr string) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
+	"github.com/cloister-dev/cloister/internal/syncbuf"
 )
 
 // testConfig is a small, quick application on one node.
@@ -38,22 +39,7 @@ func testConfig(t *testing.T, sensors int) *Config {
 }
 
 // syncBuffer collects the hosts' logs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = syncbuf.Buffer
 
 func startApp(t *testing.T, ctx context.Context, cfg *Config) *App {
 	a, _ := startAppLogs(t, ctx, cfg)
