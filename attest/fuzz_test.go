@@ -87,6 +87,11 @@ func FuzzVerifyQuote(f *testing.F) {
 			seeds = append(seeds, b)
 		}
 	}
+	if len(seeds) == 0 {
+		// Without the real quotes the check below cannot tell a genuine
+		// quote in the cached corpus from a forged one.
+		f.Skip("the shared SGX quotes are absent")
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Verify(context.Background(), dcap(b), VerifyOptions{At: phalaAt})
 		if err != nil {
