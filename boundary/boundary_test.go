@@ -407,3 +407,104 @@ type countingWriter struct {
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) { c.writes++; return c.w.Write(p) }
+
+// corkedPair connects a host Conn to a corked enclave Conn and returns the
+// host's raw writer too, so that a test can put many frames in one write.
+func corkedPair(t *testing.T, opts Options) (host, encl *Conn, raw io.Writer) {
+	t.Helper()
+	hr, er, hw, ew := pipes()
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		encl, err = NewConn(context.Background(), er, ew, RoleEnclave, opts)
+		errc <- err
+	}()
+	host, err := NewConn(context.Background(), hr, hw, RoleHost, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { host.Close(); encl.Close() })
+	return host, encl, hw
+}
+
+// answerAll receives n Delivers on encl and answers each at once with a
+// Reply, then keeps receiving until the stream ends.
+func answerAll(encl *Conn, body []byte) {
+	for {
+		m, err := encl.Recv()
+		if err != nil {
+			return
+		}
+		encl.Send(&Reply{Token: m.(*Deliver).Token, Body: body})
+	}
+}
+
+func sendBatch(t *testing.T, raw io.Writer, n int) {
+	t.Helper()
+	w := NewWriter(raw, 0)
+	for i := range n {
+		if err := w.Append(&Deliver{Token: uint64(i + 1), Kind: KindRequest, Address: "a"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCorkAnswersABatchInOneWrite(t *testing.T) {
+	host, encl, raw := corkedPair(t, Options{Cork: true})
+	go answerAll(encl, []byte("answer"))
+	const n = 20
+	sendBatch(t, raw, n) // one write: the enclave reads the whole batch at once
+	for i := range n {
+		m, err := host.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, ok := m.(*Reply); !ok || r.Token != uint64(i+1) {
+			t.Fatalf("answer %d: %#v", i, m)
+		}
+	}
+	if err := encl.Flush(); err != nil { // the write counter moves after the write
+		t.Fatal(err)
+	}
+	st := encl.Stats()
+	t.Logf("enclave: %d frames received in %d reads, %d answers in %d writes", st.FramesReceived, st.Reads, st.FramesSent, st.Writes)
+	if st.FramesSent != n || st.Writes != 1 {
+		t.Fatalf("%d answers to one batch left in %d writes, want 1", st.FramesSent, st.Writes)
+	}
+	// Without Cork answers leave (nearly) one by one.
+	host2, encl2, raw2 := corkedPair(t, Options{})
+	go answerAll(encl2, []byte("answer"))
+	sendBatch(t, raw2, n)
+	for range n {
+		if _, err := host2.Recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	encl2.Flush()
+	if st := encl2.Stats(); st.Writes < n/2 {
+		t.Fatalf("uncorked: %d answers in %d writes, want about one write each", st.FramesSent, st.Writes)
+	}
+}
+
+func TestCorkBoundedByMaxPending(t *testing.T) {
+	// Answers larger than MaxPending are not held back at all.
+	host, encl, raw := corkedPair(t, Options{Cork: true, MaxPending: 64})
+	go answerAll(encl, make([]byte, 100))
+	const n = 10
+	sendBatch(t, raw, n)
+	for range n {
+		if _, err := host.Recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	encl.Flush()
+	if st := encl.Stats(); st.Writes < n/2 {
+		t.Fatalf("%d answers over MaxPending left in %d writes, want about one write each", st.FramesSent, st.Writes)
+	}
+}

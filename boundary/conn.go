@@ -93,6 +93,17 @@ func (r *Reader) ReadFrame() ([]byte, error) {
 	return b, nil
 }
 
+// complete reports whether a whole frame is buffered, so that the next
+// ReadFrame will not wait for input.
+func (r *Reader) complete() bool {
+	n := r.r.Buffered()
+	if n < 4 {
+		return false
+	}
+	h, _ := r.r.Peek(4)
+	return uint64(n) >= 4+uint64(binary.BigEndian.Uint32(h))
+}
+
 // Next reads and decodes the next frame. A *DecodeError leaves the stream in
 // sync (the bad frame was consumed), so Next may be called again; any other
 // error ends the stream. Byte-slice fields of the message are owned by it.
@@ -193,17 +204,40 @@ type Options struct {
 	// MaxPending is how many encoded bytes Send lets queue behind a write in
 	// progress before it blocks the caller (back-pressure). Default 1 MiB.
 	MaxPending int
+	// Cork holds back frames sent while the receiving goroutine still has
+	// complete frames in hand (read but not yet returned by Recv): they are
+	// written together, in one write, when Recv runs out of input, or at
+	// once when MaxPending bytes have queued. Answers to a batch of calls
+	// that arrived together then leave together, which saves the peer a
+	// wake-up per answer. Recv never writes itself; a corked batch is
+	// written by a goroutine of its own.
+	Cork bool
 }
 
 // Stats count a Conn's traffic.
 type Stats struct {
 	FramesSent, BytesSent, Writes uint64 // Writes: system-level writes; FramesSent/Writes is the batching factor
 	FramesReceived                uint64
+	// Reads: system-level reads; FramesReceived/Reads is the peer's
+	// batching factor as seen by this side.
+	Reads uint64
+}
+
+// countingReader counts the reads of its underlying reader.
+type countingReader struct {
+	r io.Reader
+	n atomic.Uint64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	c.n.Add(1)
+	return c.r.Read(p)
 }
 
 // Conn is one side of a boundary connection over a byte stream: a
 // handshake, then Send (any goroutine, batched) and Recv (one goroutine).
 type Conn struct {
+	in      *countingReader
 	r       *Reader
 	w       io.Writer
 	role    Role
@@ -216,7 +250,9 @@ type Conn struct {
 	pending []byte
 	spare   []byte
 	writing bool
+	corked  bool  // Options.Cork and Recv has complete frames in hand
 	err     error // sticky write error or ErrClosed
+	cork    bool
 
 	framesSent, bytesSent, writes, framesRecv atomic.Uint64
 	closeOnce                                 sync.Once
@@ -234,7 +270,8 @@ func NewConn(ctx context.Context, r io.Reader, w io.Writer, role Role, opts Opti
 	if lim.MaxFrame < MinMaxFrame || lim.MaxFrame > MaxMaxFrame {
 		return nil, fmt.Errorf("boundary: MaxFrame %d outside [%d, %d]", lim.MaxFrame, MinMaxFrame, MaxMaxFrame)
 	}
-	c := &Conn{r: NewReader(r, lim), w: w, role: role, maxPend: opts.MaxPending}
+	c := &Conn{in: &countingReader{r: r}, w: w, role: role, maxPend: opts.MaxPending, cork: opts.Cork}
+	c.r = NewReader(c.in, lim)
 	c.r.role = role
 	if c.maxPend <= 0 {
 		c.maxPend = 1 << 20
@@ -329,20 +366,40 @@ func (c *Conn) send(m Message, inline bool) error {
 		return err
 	}
 	c.framesSent.Add(1)
-	if c.writing {
+	if c.writing || (c.corked && len(c.pending) < c.maxPend) {
 		c.mu.Unlock()
 		return nil
 	}
 	c.writing = true
 	if !inline {
 		c.mu.Unlock()
-		go func() {
-			c.mu.Lock()
-			c.flushLocked()
-		}()
+		go c.flushAsync()
 		return nil
 	}
 	return c.flushLocked()
+}
+
+func (c *Conn) flushAsync() {
+	c.mu.Lock()
+	c.flushLocked()
+}
+
+// setCorked records whether Recv has complete frames in hand; uncorking
+// starts the write of whatever was held back.
+func (c *Conn) setCorked(corked bool) {
+	c.mu.Lock()
+	if c.corked == corked {
+		c.mu.Unlock()
+		return
+	}
+	c.corked = corked
+	if corked || c.writing || len(c.pending) == 0 || c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.writing = true
+	c.mu.Unlock()
+	go c.flushAsync()
 }
 
 // flushLocked writes pending batches until none is left; called with c.mu
@@ -396,9 +453,15 @@ func (c *Conn) Flush() error {
 // on. A frame type of the wrong direction is a *DecodeError wrapping
 // ErrWrongDirection.
 func (c *Conn) Recv() (Message, error) {
+	if c.cork && !c.r.complete() {
+		c.setCorked(false) // about to wait for input: let held frames go
+	}
 	m, err := c.r.Next()
 	if err == nil {
 		c.framesRecv.Add(1)
+	}
+	if c.cork && err == nil && c.r.complete() {
+		c.setCorked(true)
 	}
 	return m, err
 }
@@ -407,7 +470,7 @@ func (c *Conn) Recv() (Message, error) {
 func (c *Conn) Stats() Stats {
 	return Stats{
 		FramesSent: c.framesSent.Load(), BytesSent: c.bytesSent.Load(), Writes: c.writes.Load(),
-		FramesReceived: c.framesRecv.Load(),
+		FramesReceived: c.framesRecv.Load(), Reads: c.in.n.Load(),
 	}
 }
 
