@@ -36,6 +36,7 @@ type ConsumerOption func(*consumerOptions)
 type consumerOptions struct {
 	bufferSize int
 	executor   Executor
+	inline     bool
 }
 
 // BufferSize bounds how many messages wait for the consumer's handler
@@ -46,6 +47,17 @@ func BufferSize(n int) ConsumerOption { return func(o *consumerOptions) { o.buff
 // instead of a goroutine of its own. Messages are still handled one at a
 // time and in order.
 func RunOn(e Executor) ConsumerOption { return func(o *consumerOptions) { o.executor = e } }
+
+// Inline runs the handler in the goroutine that delivers the message (a
+// local requester's or sender's, or the transport's) instead of handing
+// the message to another goroutine, which saves a goroutine wake-up per
+// message. Messages are still handled one at a time and in order: a
+// delivery that arrives while another goroutine is running the handler
+// waits in the buffer and is handled by that goroutine. Use it only for
+// handlers that return quickly and never wait (such as one that queues
+// the message for another process): a handler that blocks holds up its
+// senders. Inline overrides RunOn.
+func Inline() ConsumerOption { return func(o *consumerOptions) { o.inline = true } }
 
 // ConsumerStats are a consumer's counters.
 type ConsumerStats struct {
@@ -63,6 +75,7 @@ type Consumer struct {
 	local   bool
 	handler Handler
 	exec    Executor
+	inline  bool // Inline: the delivering goroutine drains the buffer
 	sub     Subscription
 
 	ctx    context.Context
@@ -116,11 +129,14 @@ func (b *Bus) register(address string, local bool, h Handler, opts []ConsumerOpt
 		local:   local,
 		handler: h,
 		exec:    o.executor,
+		inline:  o.inline,
 		limit:   o.bufferSize,
 		drained: make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	if c.exec == nil {
+	if c.inline {
+		c.exec = nil
+	} else if c.exec == nil {
 		c.signal = make(chan struct{}, 1)
 		c.quit = make(chan struct{})
 		go c.loop()
@@ -204,7 +220,11 @@ func (c *Consumer) deliver(d *Delivery) {
 	}
 	c.mu.Unlock()
 	if schedule {
-		c.schedule()
+		if c.inline {
+			c.drain()
+		} else {
+			c.schedule()
+		}
 	}
 }
 
@@ -247,7 +267,13 @@ func (c *Consumer) pop() *Message {
 	return m
 }
 
+// schedule starts draining the buffer; the caller has set c.scheduled.
 func (c *Consumer) schedule() {
+	if c.inline {
+		// Resume and Unregister never run the handler themselves.
+		go c.drain()
+		return
+	}
 	if c.exec == nil {
 		select {
 		case c.signal <- struct{}{}:
@@ -263,12 +289,17 @@ func (c *Consumer) loop() {
 	for {
 		select {
 		case <-c.signal:
-			for m := c.pop(); m != nil; m = c.pop() {
-				c.handle(m)
-			}
+			c.drain()
 		case <-c.quit:
 			return
 		}
+	}
+}
+
+// drain handles buffered messages until the buffer is empty (or paused).
+func (c *Consumer) drain() {
+	for m := c.pop(); m != nil; m = c.pop() {
+		c.handle(m)
 	}
 }
 

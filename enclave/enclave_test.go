@@ -68,7 +68,7 @@ func newHarness(t testing.TB, backend string, o harnessOpts) *harness {
 		t.Fatal(err)
 	}
 	for _, a := range h.e.Addresses() {
-		if _, err := b.Consumer(a, h.e); err != nil {
+		if _, err := b.Consumer(a, h.e, bus.Inline()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -124,6 +124,24 @@ func TestAdapterRequestReply(t *testing.T) {
 			t.Fatalf("json: %+v %v", v, err)
 		}
 	})
+}
+
+func TestImageProcessors(t *testing.T) {
+	// trusted.Main gives an image one processor unless GOMAXPROCS says
+	// otherwise (the host's own GOMAXPROCS is not passed on).
+	for _, c := range []struct {
+		env  []string
+		want string
+	}{{nil, "1"}, {[]string{"GOMAXPROCS=3"}, "3"}} {
+		h := newHarness(t, "process", harnessOpts{env: c.env})
+		m, err := h.request(t, "test.procs", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(m.Body()) != c.want {
+			t.Errorf("env %q: GOMAXPROCS %s, want %s", c.env, m.Body(), c.want)
+		}
+	}
 }
 
 func TestAdapterFailures(t *testing.T) {

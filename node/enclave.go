@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/enclave"
 )
 
@@ -52,7 +53,9 @@ type EnclaveConfig struct {
 	// MemoryLimit is the image's Go memory limit in bytes (GOMEMLIMIT); 0
 	// keeps the image's default.
 	MemoryLimit int64 `json:"memory_limit,omitempty" yaml:"memory_limit,omitempty"`
-	// Env is extra environment for the enclave process ("KEY=VALUE").
+	// Env is extra environment for the enclave process ("KEY=VALUE"), such
+	// as GOMAXPROCS for an image whose handlers compute in parallel
+	// (trusted images use one processor by default).
 	Env []string `json:"env,omitempty" yaml:"env,omitempty"`
 	// StartTimeout, RestartBackoff and MaxRestartBackoff tune the
 	// supervisor (enclave package defaults when zero).
@@ -185,10 +188,12 @@ func (s *enclaveService) Start(ctx context.Context, inst *Instance) error {
 	}
 	s.e = e
 	for _, a := range e.Addresses() {
+		// The enclave's HandleMessage only queues a frame for the enclave:
+		// it runs in the delivering goroutine, saving a hand-off.
 		if s.local {
-			_, err = inst.LocalConsumer(a, e)
+			_, err = inst.LocalConsumer(a, e, bus.Inline())
 		} else {
-			_, err = inst.Consumer(a, e)
+			_, err = inst.Consumer(a, e, bus.Inline())
 		}
 		if err != nil {
 			_ = e.Stop(ctx)

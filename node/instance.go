@@ -73,7 +73,8 @@ func (i *Instance) LocalConsumer(address string, h bus.Handler, opts ...bus.Cons
 }
 
 func (i *Instance) register(address string, local bool, h bus.Handler, opts []bus.ConsumerOption) (*bus.Consumer, error) {
-	opts = append(opts[:len(opts):len(opts)], bus.RunOn(i.exec))
+	// The instance's executor unless the caller's options say otherwise.
+	opts = append([]bus.ConsumerOption{bus.RunOn(i.exec)}, opts...)
 	var c *bus.Consumer
 	var err error
 	if local {

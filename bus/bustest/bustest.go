@@ -144,6 +144,7 @@ func Run(t *testing.T, h Harness) {
 		{"Headers", testHeaders},
 		{"Overflow", testOverflow},
 		{"PauseResume", testPauseResume},
+		{"InlineConsumer", testInlineConsumer},
 		{"Unregister", testUnregister},
 		{"UnregisterDrains", testUnregisterDrains},
 		{"LocalConsumer", testLocalConsumer},
@@ -631,6 +632,87 @@ func testPauseResume(t *testing.T, h Harness) {
 	}
 	c.Resume()
 	waitFor(t, "five handled", func() bool { return handled.Load() == 5 })
+}
+
+// testInlineConsumer: an Inline consumer answers requests from its own node
+// and from others, handles one message at a time in each sender's order,
+// holds messages while paused, and drains on Unregister.
+func testInlineConsumer(t *testing.T, h Harness) {
+	s := h.start(t, 2)
+	var running atomic.Int32
+	var mu sync.Mutex
+	var got []int
+	c := s.consumer(s.buses[0], "inline.svc", func(ctx context.Context, m *bus.Message) {
+		if running.Add(1) != 1 {
+			t.Error("an Inline consumer ran two messages at once")
+		}
+		defer running.Add(-1)
+		if m.ReplyExpected() {
+			echo(ctx, m)
+			return
+		}
+		var v int
+		if err := m.Decode(&v); err != nil {
+			t.Errorf("decode: %v", err)
+		}
+		mu.Lock()
+		got = append(got, v)
+		mu.Unlock()
+	}, bus.Inline())
+	s.settle()
+	ctx := testContext(t)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			b := s.buses[g%2]
+			for i := range 50 {
+				body := fmt.Sprintf("%d-%d", g, i)
+				r, err := b.Request(ctx, "inline.svc", body)
+				if err != nil {
+					t.Errorf("request %s: %v", body, err)
+					return
+				}
+				if string(r.Body()) != body {
+					t.Errorf("request %s answered %q", body, r.Body())
+				}
+			}
+		})
+	}
+	wg.Wait()
+	const n = 300
+	for i := range n {
+		if err := s.buses[1].Send(ctx, "inline.svc", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the stream", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == n })
+	for i, v := range got {
+		if v != i {
+			t.Fatalf("message %d handled in position %d: one sender's order must hold", v, i)
+		}
+	}
+	c.Pause()
+	for i := range 3 {
+		if err := s.buses[0].Send(ctx, "inline.svc", n+i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "three buffered", func() bool { return c.Stats().Pending == 3 })
+	c.Resume()
+	waitFor(t, "three handled after Resume", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == n+3 })
+	c.Pause()
+	if err := s.buses[0].Send(ctx, "inline.svc", n+3); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "one buffered", func() bool { return c.Stats().Pending == 1 })
+	if err := c.Unregister(ctx); err != nil {
+		t.Fatalf("Unregister: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != n+4 {
+		t.Fatalf("Unregister left a buffered message unhandled: %d handled, want %d", len(got), n+4)
+	}
 }
 
 func testUnregister(t *testing.T, h Harness) {
