@@ -169,7 +169,8 @@
 //     at stderr, so that a stray fmt.Println cannot corrupt the stream.
 //
 // Main sets Go's memory limit to Options.MemoryLimit (default 24 MiB) unless
-// GOMEMLIMIT is set, cancels on SIGTERM/SIGINT, logs fatal errors to
+// GOMEMLIMIT is set, and GOMAXPROCS to Options.Procs (default 1) unless
+// GOMAXPROCS is set, cancels on SIGTERM/SIGINT, logs fatal errors to
 // stderr, and exits 0 after a Shutdown, 1 otherwise.
 //
 // App.Serve runs the same runtime over any reader and writer (the host's

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -35,6 +36,13 @@ func (a *App) run() int {
 			lim = DefaultMemoryLimit
 		}
 		debug.SetMemoryLimit(lim)
+	}
+	if os.Getenv("GOMAXPROCS") == "" && a.opts.Procs >= 0 {
+		n := a.opts.Procs
+		if n == 0 {
+			n = DefaultProcs
+		}
+		runtime.GOMAXPROCS(n)
 	}
 	if a.opts.Service == "" {
 		a.opts.Service = os.Getenv(EnvService)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"os"
+	"runtime"
 	"strconv"
 
 	"github.com/cloister-dev/cloister/trusted"
@@ -37,6 +38,9 @@ func New(workers int) *trusted.App {
 	})
 	app.HandleFunc("test.pid", func(ctx context.Context, c *trusted.Call) {
 		c.Reply(nil, []byte(strconv.Itoa(os.Getpid())))
+	})
+	app.HandleFunc("test.procs", func(ctx context.Context, c *trusted.Call) {
+		c.Reply(nil, []byte(strconv.Itoa(runtime.GOMAXPROCS(0))))
 	})
 	app.HandleFunc("test.put", func(ctx context.Context, c *trusted.Call) {
 		if err := c.Put(ctx, c.Header("key"), c.Body()); err != nil {
