@@ -145,15 +145,9 @@ func (b processBackend) Launch(ctx context.Context, spec LaunchSpec) (Process, e
 		return nil, errors.New("enclave: process backend needs an image")
 	}
 	// ecall: host writes, child reads (fd 3); ocall: child writes (fd 4).
-	ecallR, ecallW, err := os.Pipe()
+	ecallR, ecallW, ocallR, ocallW, err := boundaryPipes()
 	if err != nil {
-		return nil, fmt.Errorf("enclave: boundary pipe: %w", err)
-	}
-	ocallR, ocallW, err := os.Pipe()
-	if err != nil {
-		ecallR.Close()
-		ecallW.Close()
-		return nil, fmt.Errorf("enclave: boundary pipe: %w", err)
+		return nil, err
 	}
 	cmd := exec.Command(spec.Image.Path)
 	cmd.Env = childEnv(b.opts.InheritEnv, append(append([]string{}, b.opts.Env...), spec.Env...))
@@ -168,6 +162,29 @@ func (b processBackend) Launch(ctx context.Context, spec LaunchSpec) (Process, e
 		return nil, fmt.Errorf("enclave: start %s: %w", spec.Image.Path, err)
 	}
 	return p, nil
+}
+
+// pipeSize is the buffer asked for each boundary pipe: a batch of large
+// frames then crosses in one write instead of in 64 KiB pieces, each of
+// which would wake the reader.
+const pipeSize = 1 << 20
+
+// boundaryPipes makes the two pipes of a boundary: ECALLs (host writes,
+// enclave reads) and OCALLs (enclave writes, host reads).
+func boundaryPipes() (ecallR, ecallW, ocallR, ocallW *os.File, err error) {
+	ecallR, ecallW, err = os.Pipe()
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("enclave: boundary pipe: %w", err)
+	}
+	ocallR, ocallW, err = os.Pipe()
+	if err != nil {
+		ecallR.Close()
+		ecallW.Close()
+		return nil, nil, nil, nil, fmt.Errorf("enclave: boundary pipe: %w", err)
+	}
+	growPipe(ecallW, pipeSize)
+	growPipe(ocallW, pipeSize)
+	return ecallR, ecallW, ocallR, ocallW, nil
 }
 
 // startProcess starts cmd, which has been given the child's ends of the

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -340,15 +339,9 @@ func (b gramineBackend) Launch(ctx context.Context, spec LaunchSpec) (Process, e
 	if out, err := sign.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("enclave: gramine: %s: %w:\n%s", strings.Join(sign.Args, " "), err, out)
 	}
-	ecallR, ecallW, err := os.Pipe()
+	ecallR, ecallW, ocallR, ocallW, err := boundaryPipes()
 	if err != nil {
-		return nil, fmt.Errorf("enclave: gramine: boundary pipe: %w", err)
-	}
-	ocallR, ocallW, err := os.Pipe()
-	if err != nil {
-		ecallR.Close()
-		ecallW.Close()
-		return nil, fmt.Errorf("enclave: gramine: boundary pipe: %w", err)
+		return nil, fmt.Errorf("enclave: gramine: %w", err)
 	}
 	run.Stdin, run.Stdout = ecallR, ocallW
 	logw := newLineLogger(spec.Logger, spec.Name, spec.Instance)
