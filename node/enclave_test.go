@@ -15,6 +15,7 @@ import (
 
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/enclave"
+	"github.com/cloister-dev/cloister/trusted"
 )
 
 // The enclave package's test image, built once per test binary.
@@ -246,9 +247,14 @@ func requestsPerSecond(b *testing.B, bb *bus.Bus, address string, n, inflight in
 }
 
 // BenchmarkTrustedVsRegular measures request-reply through a node to the
-// same echo handler deployed as a regular service and as a trusted service
-// (process backend), 32 requests in flight, in the same run, and reports
-// the trusted service's share of the regular one's throughput.
+// same echo handler deployed as a regular service, as a trusted service on
+// the process backend (the image as a child process), and as a trusted
+// service on the inproc backend (the same frames and trusted runtime, in
+// this process), 32 requests in flight, in the same run, alternating. It
+// reports each trusted service's share of the regular one's throughput and
+// the CPU each spends per request: the inproc figure is the cost of the
+// boundary protocol and runtime alone, the rest of the process figure the
+// cost of crossing into another process.
 func BenchmarkTrustedVsRegular(b *testing.B) {
 	img := enclaveImage(b)
 	n, err := New(Options{})
@@ -263,35 +269,43 @@ func BenchmarkTrustedVsRegular(b *testing.B) {
 	if _, err := n.DeployEnclave(ctx, EnclaveConfig{Name: "trusted", Image: img, Addresses: []string{"test.echo"}, StateDir: b.TempDir()}); err != nil {
 		b.Fatal(err)
 	}
+	app := trusted.New(trusted.Options{})
+	app.HandleFunc("inproc.echo", func(ctx context.Context, c *trusted.Call) { c.Reply(c.Headers(), c.Body()) })
+	if _, err := n.DeployEnclave(ctx, EnclaveConfig{Name: "inproc", Backend: BackendInProc, Serve: app.Serve, StateDir: b.TempDir()}); err != nil {
+		b.Fatal(err)
+	}
 	const inflight = 32
 	for _, size := range []int{64, 1024} {
 		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
 			body := make([]byte, size)
 			total := max(b.N, inflight) / inflight * inflight
-			// Warm both paths, then measure them in alternating halves.
-			requestsPerSecond(b, n.Bus(), "regular.echo", inflight*8, inflight, body)
-			requestsPerSecond(b, n.Bus(), "test.echo", inflight*8, inflight, body)
+			addrs := []string{"regular.echo", "test.echo", "inproc.echo"}
+			for _, a := range addrs { // warm every path
+				requestsPerSecond(b, n.Bus(), a, inflight*8, inflight, body)
+			}
 			b.ResetTimer()
-			var reg, tru float64
-			var regCPU, truCPU, encCPU time.Duration
+			var rate [3]float64
+			var cpu [3]time.Duration
+			var encCPU time.Duration
 			pid := n.Enclaves()[0].PID
 			for range 2 {
-				h0 := hostCPU()
-				reg += requestsPerSecond(b, n.Bus(), "regular.echo", total/2, inflight, body)
-				h1, e1 := hostCPU(), processCPU(pid)
-				tru += requestsPerSecond(b, n.Bus(), "test.echo", total/2, inflight, body)
-				h2, e2 := hostCPU(), processCPU(pid)
-				regCPU += h1 - h0
-				truCPU += h2 - h1
-				encCPU += e2 - e1
+				for i, a := range addrs {
+					h0, e0 := hostCPU(), processCPU(pid)
+					rate[i] += requestsPerSecond(b, n.Bus(), a, total/2, inflight, body) / 2
+					cpu[i] += hostCPU() - h0
+					if i == 1 {
+						encCPU += processCPU(pid) - e0
+					}
+				}
 			}
-			reg, tru = reg/2, tru/2
-			b.ReportMetric(float64(regCPU.Nanoseconds())/float64(total), "regular-host-cpu-ns/req")
-			b.ReportMetric(float64(truCPU.Nanoseconds())/float64(total), "trusted-host-cpu-ns/req")
-			b.ReportMetric(float64(encCPU.Nanoseconds())/float64(total), "enclave-cpu-ns/req")
-			b.ReportMetric(reg, "regular-req/s")
-			b.ReportMetric(tru, "trusted-req/s")
-			b.ReportMetric(tru/reg, "trusted/regular")
+			perReq := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(total) }
+			b.ReportMetric(perReq(cpu[0]), "regular-cpu-ns/req")
+			b.ReportMetric(perReq(cpu[1]), "process-host-cpu-ns/req")
+			b.ReportMetric(perReq(encCPU), "process-enclave-cpu-ns/req")
+			b.ReportMetric(perReq(cpu[2]), "inproc-cpu-ns/req")
+			b.ReportMetric(rate[0], "regular-req/s")
+			b.ReportMetric(rate[1]/rate[0], "trusted/regular")
+			b.ReportMetric(rate[2]/rate[0], "inproc/regular")
 		})
 	}
 }
