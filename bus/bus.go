@@ -335,8 +335,17 @@ func (b *Bus) finishRequest(ctx context.Context, address string, d *Delivery, er
 			if d.Responder != nil {
 				_ = d.Responder.Respond(context.Background(), failureEnvelope(FailureError, 0, err.Error()))
 			}
-			return nil, deliveryError(address, err)
+			err = deliveryError(address, err)
+			if d.Ack != nil {
+				d.Ack(err)
+			}
+			return nil, err
 		}
+	}
+	if d.Ack != nil {
+		// The reply reached the requester: that is all there is to do
+		// with it.
+		d.Ack(nil)
 	}
 	if ferr := failureFromEnvelope(address, env); ferr != nil {
 		return nil, ferr

@@ -182,19 +182,19 @@ func (c *Consumer) Stats() ConsumerStats {
 
 // deliver is the consumer's DeliverFunc: it never blocks.
 func (c *Consumer) deliver(d *Delivery) {
-	m := &Message{bus: c.bus, env: d.Envelope, kind: d.Kind, responder: d.Responder}
+	m := &Message{bus: c.bus, env: d.Envelope, kind: d.Kind, responder: d.Responder, ack: d.Ack}
 	if list := *c.bus.inbound.Load(); len(list) > 0 {
 		if err := runInterceptors(c.ctx, list, &Event{Kind: d.Kind, Inbound: true, Envelope: &m.env}); err != nil {
 			c.rejected.Add(1)
 			c.bus.logger.Debug("bus: inbound message refused", "address", c.address, "error", err)
-			m.failWith(FailureError, err.Error())
+			m.refuse(c.address, FailureError, err.Error())
 			return
 		}
 	}
 	c.mu.Lock()
 	if c.stopped {
 		c.mu.Unlock()
-		m.failWith(FailureNoHandlers, "consumer unregistered")
+		m.refuse(c.address, FailureNoHandlers, "consumer unregistered")
 		return
 	}
 	if c.n >= c.limit {
@@ -209,7 +209,7 @@ func (c *Consumer) deliver(d *Delivery) {
 		if warn > 0 {
 			c.bus.logger.Warn("bus: consumer buffer full, messages refused", "address", c.address, "buffer", c.limit, "refused", warn, "refused_total", c.overflowed.Load())
 		}
-		m.failWith(FailureOverflow, fmt.Sprintf("buffer of %d messages is full", c.limit))
+		m.refuse(c.address, FailureOverflow, fmt.Sprintf("buffer of %d messages is full", c.limit))
 		return
 	}
 	c.push(m)
@@ -318,17 +318,31 @@ func (c *Consumer) drainBatch() {
 	c.exec.Execute(c.drainBatch)
 }
 
+// handle runs the handler on m and completes m's delivery: acknowledged
+// when the handler returns (unless it held m), failed when it panics.
 func (c *Consumer) handle(m *Message) {
+	returned := false
 	defer func() {
 		c.handled.Add(1)
-		if r := recover(); r != nil {
-			c.bus.logger.Error("bus: handler panicked", "address", c.address, "panic", r)
-			if m.ReplyExpected() {
-				_ = m.Fail(-1, fmt.Sprintf("handler panicked: %v", r))
-			}
+		if returned {
+			return
 		}
+		r := recover()
+		msg := "handler exited without returning" // runtime.Goexit
+		if r != nil {
+			c.bus.logger.Error("bus: handler panicked", "address", c.address, "panic", r)
+			msg = fmt.Sprintf("handler panicked: %v", r)
+		}
+		if m.ReplyExpected() {
+			_ = m.Fail(-1, msg)
+		}
+		m.complete(&ReplyError{Failure: FailureRecipient, Address: c.address, Code: -1, Message: msg})
 	}()
 	c.handler.HandleMessage(c.ctx, m)
+	returned = true
+	if !m.held.Load() {
+		m.complete(nil)
+	}
 }
 
 // Pause stops handing messages to the handler; they wait in the buffer
@@ -413,7 +427,7 @@ func (c *Consumer) abandon() int {
 	}
 	c.mu.Unlock()
 	for _, m := range left {
-		m.failWith(FailureNoHandlers, "consumer unregistered before the message was handled")
+		m.refuse(c.address, FailureNoHandlers, "consumer unregistered before the message was handled")
 	}
 	c.drainOnce.Do(func() { close(c.drained) })
 	return len(left)

@@ -50,7 +50,10 @@
 // is logged (at most once per second per consumer, with the count), and a
 // request gets an [ErrOverflow] failure. Send and Publish to an address
 // without consumers are not errors: nobody was listening. Durable,
-// at-least-once addresses come from the cluster transport.
+// at-least-once addresses come from the cluster transport: there a message
+// is acknowledged when its consumer's handler returns (or releases the
+// message it held with [Message.Hold]), and delivered again when it was
+// refused or its handler panicked (see Transports below).
 //
 // # Consumers and back-pressure
 //
@@ -68,4 +71,16 @@
 // failures or consumers' buffers. The in-process transport ([NewLocalNetwork])
 // connects the buses of one process; package cluster provides one on NATS.
 // Package bustest holds the conformance suite every transport passes.
+//
+// A transport with at-least-once delivery sets [Delivery.Ack], and the bus
+// completes each such delivery exactly once, so handlers never deal with
+// acknowledgements (as database/sql keeps its drivers' details from its
+// users). Ack(nil) is called when
+// the consumer's handler returns; Ack with an error when the message was
+// not handled: refused (buffer full, consumer unregistered, vetoed by an
+// inbound interceptor), abandoned at [Consumer.Unregister]'s deadline, or
+// its handler panicked. A handler whose work goes on after it returns
+// calls [Message.Hold] and completes the delivery later with the release
+// function it gets. A reply returned by Request is completed when it
+// reaches the requester.
 package bus

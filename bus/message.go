@@ -72,6 +72,47 @@ type Message struct {
 	kind      Kind
 	responder Responder
 	replied   atomic.Bool
+
+	// ack is the delivery's Ack (nil when the transport set none); acked
+	// says it was called, held that the handler's return does not call it.
+	ack   func(err error)
+	acked atomic.Bool
+	held  atomic.Bool
+}
+
+// Hold tells the bus that the handler's work on m goes on after it
+// returns (it handed m to another goroutine or process, say): the
+// delivery is completed when release is called, not when the handler
+// returns. Call release with nil once the message is done, or with an
+// error to hand it back to the transport (an at-least-once transport
+// delivers it again). Only the first call of release counts, and only
+// messages of transports with at-least-once delivery (a [Delivery] with an
+// Ack) have anything to complete: on others release does nothing. Call
+// Hold from the handler, before it returns; calling it again changes
+// nothing. If the handler panics the delivery fails at once, held or not,
+// and a later release does nothing. A held message that is never released
+// stays unacknowledged until the transport gives up on it (a durable
+// address delivers it again after its ack wait).
+func (m *Message) Hold() (release func(err error)) {
+	if m.ack == nil {
+		return func(error) {}
+	}
+	m.held.Store(true)
+	return m.complete
+}
+
+// complete calls the delivery's Ack the first time only.
+func (m *Message) complete(err error) {
+	if m.ack != nil && m.acked.CompareAndSwap(false, true) {
+		m.ack(err)
+	}
+}
+
+// refuse fails a message the consumer did not handle: a request gets a
+// failure of kind f, the delivery's Ack an error of the same kind.
+func (m *Message) refuse(address string, f Failure, message string) {
+	m.failWith(f, message)
+	m.complete(&ReplyError{Failure: f, Address: address, Message: message})
 }
 
 // Address is where the message was sent (for a reply, the address of the

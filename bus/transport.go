@@ -39,6 +39,21 @@ type Delivery struct {
 	Kind Kind
 	// Responder answers the sender; nil when no reply is expected.
 	Responder Responder
+	// Ack, when set, completes the delivery: transports with at-least-once
+	// delivery (such as the cluster transport's durable addresses) set it
+	// to acknowledge the message or hand it back for redelivery. The bus
+	// calls it exactly once for each delivery handed to a DeliverFunc or
+	// returned by Request, from any goroutine: with nil when the handler
+	// has returned (for a message the handler held with [Message.Hold],
+	// when it is released with nil), and with a non-nil error when the
+	// message was not handled: refused because the consumer's buffer was
+	// full, because the consumer was unregistered or stopped, or because
+	// an inbound interceptor vetoed it; abandoned at the deadline of
+	// [Consumer.Unregister]; or its handler panicked (or it was released
+	// with an error). The error is a *ReplyError whose kind says why. A
+	// delivery the transport did not hand to the bus (its subscription was
+	// already gone) is the transport's to complete. Ack must not block.
+	Ack func(err error)
 }
 
 // Responder answers a request (or a reply that expects an answer).
