@@ -22,6 +22,7 @@ func samples() []Message {
 		&Init{Identity: Identity{MREnclave: [32]byte{1, 2}, MRSigner: [32]byte{3}, ProductID: 7, SVN: 2}, Name: "counter", Instance: 3, SealMode: SealSimulated, SealPolicy: 2, SealSecret: []byte("s3cret"), Config: []byte(`{"a":1}`)},
 		&Deliver{Token: 42, Kind: KindRequest, Timeout: 3 * time.Second, Address: "counter.inc", Headers: h, Body: []byte("hello")},
 		&Deliver{Kind: KindPublish, Address: "news", Body: []byte("x")},
+		&Deliver{Token: 43, Kind: KindSend, Address: "jobs", Body: []byte("durable")},
 		&RequestResult{CallID: 9, Headers: h, Body: []byte("answer")},
 		&RequestResult{CallID: 10, Failure: FailureRecipient, Code: -3, Message: "nope"},
 		&StoreResult{CallID: 11, Found: true, Blob: []byte("sealed")},
@@ -31,6 +32,7 @@ func samples() []Message {
 		&Shutdown{Grace: time.Second, Reason: "rolling restart"},
 		&Ready{Workers: 8, Addresses: []string{"counter.inc", "counter.get"}},
 		&Reply{Token: 42, Headers: h, Body: []byte("1")},
+		&Done{Token: 43},
 		&Fail{Token: 42, Kind: FailPanic, Code: 500, Message: "handler panic: boom"},
 		&Send{Address: "audit", Headers: h, Body: []byte("e")},
 		&Publish{Address: "events", Body: []byte("p")},
@@ -85,7 +87,8 @@ func TestDecodeErrorsNameTheField(t *testing.T) {
 		{"trailing", append(bytes.Clone(good), 0), Limits{}, "", ErrTrailingBytes},
 		{"truncated body", good[:len(good)-1], Limits{}, "body", ErrTruncated},
 		{"bad kind", mut(func(b []byte) []byte { b[9] = 7; return b }), Limits{}, "kind", ErrInvalidValue},
-		{"token for send", mut(func(b []byte) []byte { b[9] = byte(KindSend); return b }), Limits{}, "token", ErrInvalidValue},
+		{"request without token", mut(func(b []byte) []byte { b[8] = 0; return b }), Limits{}, "token", ErrInvalidValue},
+		{"done without token", frame(&Done{}), Limits{}, "token", ErrInvalidValue},
 		{"bad utf8 address", mut(func(b []byte) []byte { b[22] = 0xff; return b }), Limits{}, "address", ErrInvalidUTF8},
 		{"address too long", good, Limits{MaxAddress: 2}, "address", ErrTooLong},
 		{"too many headers", frame(&Reply{Token: 1, Headers: map[string]string{"a": "", "b": ""}}), Limits{MaxHeaders: 1}, "headers", ErrTooLong},
@@ -357,10 +360,10 @@ func TestPostFromReader(t *testing.T) {
 }
 
 func TestDecodeErrorCarriesID(t *testing.T) {
-	b := AppendFrame(nil, &Deliver{Token: 77, Kind: KindSend, Address: "a"})[4:]
+	b := AppendFrame(nil, &Deliver{Token: 77, Kind: KindSend, Address: "a\xff"})[4:]
 	_, err := Decode(b, Limits{})
 	var de *DecodeError
-	if !errors.As(err, &de) || de.ID != 77 || de.Type != TypeDeliver || de.Field != "token" {
+	if !errors.As(err, &de) || de.ID != 77 || de.Type != TypeDeliver || de.Field != "address" {
 		t.Fatalf("got %#v", err)
 	}
 	b = AppendFrame(nil, &EvidenceResult{CallID: 5, EvidenceType: "\xff"})[4:]

@@ -361,6 +361,8 @@ func decodeInto(m Message, d *decoder) {
 		m.decodePayload(d)
 	case *Reply:
 		m.decodePayload(d)
+	case *Done:
+		m.decodePayload(d)
 	case *Fail:
 		m.decodePayload(d)
 	case *Send:

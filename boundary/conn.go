@@ -1,6 +1,8 @@
 package boundary
 
 import (
+	"os"
+	"strconv"
 	"bufio"
 	"context"
 	"encoding/binary"
@@ -13,7 +15,10 @@ import (
 
 // ProtocolVersion is the boundary protocol version this package speaks. Both
 // sides of a connection must speak the same version.
-const ProtocolVersion uint16 = 1
+//
+// Version 2 added acknowledged sends: a send or publish Deliver may carry a
+// token, answered by Done (or Fail).
+const ProtocolVersion uint16 = 2
 
 // HandshakeMagic opens each side's hello.
 const HandshakeMagic = "CLBNDRY\n"
@@ -251,6 +256,7 @@ type Conn struct {
 	spare   []byte
 	writing bool
 	corked  bool  // Options.Cork and Recv has complete frames in hand
+	nCorked int
 	err     error // sticky write error or ErrClosed
 	cork    bool
 
@@ -366,11 +372,13 @@ func (c *Conn) send(m Message, inline bool) error {
 		return err
 	}
 	c.framesSent.Add(1)
-	if c.writing || (c.corked && len(c.pending) < c.maxPend) {
+	c.nCorked++
+	if c.writing || (c.corked && len(c.pending) < c.maxPend && (XCorkMax == 0 || c.nCorked < XCorkMax)) {
 		c.mu.Unlock()
 		return nil
 	}
 	c.writing = true
+	c.nCorked = 0
 	if !inline {
 		c.mu.Unlock()
 		go c.flushAsync()
@@ -378,6 +386,8 @@ func (c *Conn) send(m Message, inline bool) error {
 	}
 	return c.flushLocked()
 }
+
+var XCorkMax, _ = strconv.Atoi(os.Getenv("XCORK_MAX"))
 
 func (c *Conn) flushAsync() {
 	c.mu.Lock()

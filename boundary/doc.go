@@ -55,7 +55,11 @@
 // an answer (Kind Request) carries a non-zero Token chosen by the host; the
 // enclave answers it with exactly one Reply or Fail carrying the same token,
 // in any order relative to other deliveries. Send and Publish deliveries have
-// Token 0 and get no answer. OCALLs that need an answer (Request, StorePut,
+// Token 0 and get no answer, unless the host must know when one was handled
+// (to acknowledge a durable message): then it carries a non-zero Token and
+// the enclave answers exactly one Done when the handler returned, or one
+// Fail when the delivery was refused (no handler, overloaded, shutting
+// down) or the handler panicked. OCALLs that need an answer (Request, StorePut,
 // StoreGet, GetEvidence) carry a CallID chosen by the enclave, unique among
 // its outstanding calls; the host answers each with exactly one
 // RequestResult, StoreResult or EvidenceResult of that CallID. Health carries
@@ -92,7 +96,9 @@
 //
 //   - Reply / Fail: complete the bus request with that Token (Fail.Kind
 //     FailApplication is a recipient failure with Fail.Code; the other kinds
-//     are runtime failures, Code 0).
+//     are runtime failures, Code 0); for an acknowledged send or publish,
+//     Fail means it was not handled. Done: the acknowledged send or publish
+//     of that Token was handled.
 //   - Send / Publish / Request: perform the bus operation; answer each
 //     Request with exactly one RequestResult of its CallID, also on timeout
 //     (FailureTimeout) — the enclave's handler waits for it or for its own
@@ -107,7 +113,7 @@
 //   - Stopped: the enclave drained after Shutdown and exits; Fatal: it could
 //     not go on and exits.
 //
-// Tokens of outstanding Deliver requests must be unique and non-zero. When
+// Tokens of outstanding Deliver frames must be unique and non-zero. When
 // the enclave dies (Recv fails), every outstanding token fails at once. A
 // *DecodeError from Recv leaves the stream in sync; its ID, when non-zero,
 // is the token of the Reply or Fail that could not be decoded. For file

@@ -33,6 +33,7 @@ const (
 	TypeHealthStatus Type = 0x4a
 	TypeStopped      Type = 0x4b
 	TypeFatal        Type = 0x4c
+	TypeDone         Type = 0x4d
 )
 
 var typeNames = map[Type]string{
@@ -42,6 +43,7 @@ var typeNames = map[Type]string{
 	TypeSend: "Send", TypePublish: "Publish", TypeRequest: "Request", TypeLog: "Log",
 	TypeStorePut: "StorePut", TypeStoreGet: "StoreGet", TypeGetEvidence: "GetEvidence",
 	TypeHealthStatus: "HealthStatus", TypeStopped: "Stopped", TypeFatal: "Fatal",
+	TypeDone: "Done",
 }
 
 // String returns the type's name, e.g. "Deliver".
@@ -84,6 +86,8 @@ func newMessage(t Type) Message {
 		return new(Ready)
 	case TypeReply:
 		return new(Reply)
+	case TypeDone:
+		return new(Done)
 	case TypeFail:
 		return new(Fail)
 	case TypeSend:
@@ -117,8 +121,8 @@ type DeliveryKind uint8
 
 // Delivery kinds.
 const (
-	KindSend    DeliveryKind = 1 // point to point, no reply expected (Token 0)
-	KindPublish DeliveryKind = 2 // to every consumer, no reply (Token 0)
+	KindSend    DeliveryKind = 1 // point to point, no reply expected (Token 0, or ≠ 0 to get a Done)
+	KindPublish DeliveryKind = 2 // to every consumer, no reply (Token 0, or ≠ 0 to get a Done)
 	KindRequest DeliveryKind = 3 // point to point, exactly one Reply or Fail expected (Token ≠ 0)
 )
 
@@ -273,8 +277,12 @@ func (m *Init) decodePayload(d *decoder) {
 // Payload: Token u64, Kind u8, Timeout duration, Address string, Headers,
 // Body bytes.
 type Deliver struct {
-	// Token correlates the Reply or Fail; non-zero exactly when Kind is
-	// KindRequest.
+	// Token correlates the answer. A request has a non-zero token and is
+	// answered by one Reply or Fail. A send or publish has token 0 (no
+	// answer), or a non-zero token when the host must learn that it was
+	// handled (to acknowledge a durable message): it is answered by one
+	// Done when its handler returned, or one Fail when it was refused or
+	// the handler panicked.
 	Token   uint64
 	Kind    DeliveryKind
 	Timeout time.Duration // the requester's remaining time; 0 = none
@@ -303,8 +311,8 @@ func (m *Deliver) decodePayload(d *decoder) {
 	case d.err != nil:
 	case m.Kind < KindSend || m.Kind > KindRequest:
 		d.fail("kind", fmt.Errorf("%w: %d", ErrInvalidValue, m.Kind))
-	case (m.Kind == KindRequest) != (m.Token != 0):
-		d.fail("token", fmt.Errorf("%w: token %d with kind %s (requests need a non-zero token, others zero)", ErrInvalidValue, m.Token, m.Kind))
+	case m.Kind == KindRequest && m.Token == 0:
+		d.fail("token", fmt.Errorf("%w: a request needs a non-zero token", ErrInvalidValue))
 	}
 	m.Timeout = d.duration("timeout")
 	m.Address = d.address("address")
@@ -483,6 +491,27 @@ func (m *Reply) decodePayload(d *decoder) {
 	}
 	m.Headers = d.headers("headers")
 	m.Body = d.bytes("body")
+}
+
+// Done answers a send or publish Deliver that carried a token: its handler
+// has returned.
+//
+// Payload: Token u64.
+type Done struct {
+	Token uint64
+}
+
+// Type implements Message.
+func (*Done) Type() Type { return TypeDone }
+
+func (m *Done) appendPayload(b []byte) []byte { return appendU64(b, m.Token) }
+
+func (m *Done) decodePayload(d *decoder) {
+	m.Token = d.u64("token")
+	d.id = m.Token
+	if d.err == nil && m.Token == 0 {
+		d.fail("token", fmt.Errorf("%w: zero token", ErrInvalidValue))
+	}
 }
 
 // Fail answers a Deliver with a failure.

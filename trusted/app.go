@@ -479,11 +479,15 @@ func (s *session) accept(d *boundary.Deliver) *Call {
 		}
 		return nil
 	}
-	if d.Token != 0 {
-		s.openReplies++
-	}
-	return &Call{Runtime: s.rt, handler: h, token: d.Token, kind: d.Kind, timeout: d.Timeout,
+	c := &Call{Runtime: s.rt, handler: h, kind: d.Kind, timeout: d.Timeout,
 		address: d.Address, headers: d.Headers, body: d.Body}
+	if d.Kind == boundary.KindRequest {
+		c.token = d.Token
+		s.openReplies++
+	} else {
+		c.doneToken = d.Token // the host wants a Done (0: it does not)
+	}
+	return c
 }
 
 func (s *session) run(c *Call) {
@@ -497,25 +501,30 @@ func (s *session) run(c *Call) {
 		if _, internal := c.handler.(epochHandler); !internal {
 			if err := s.keys.open(c); err != nil {
 				s.reject(c, err)
+				c.handled(nil) // refused for good: redelivering it would not help
 				return
 			}
 		}
 	}
 	defer func() {
-		if r := recover(); r != nil {
-			msg := fmt.Sprintf("handler for %q panicked", c.address)
-			if !s.opts.RedactPanics {
-				v := fmt.Sprint(r)
-				if len(v) > 512 {
-					v = strings.ToValidUTF8(v[:512], "") + "…"
-				}
-				msg += ": " + v
-			}
-			s.rt.log.Error(msg, "address", c.address)
-			if c.ExpectsReply() {
-				c.answer(&boundary.Fail{Token: c.token, Kind: boundary.FailPanic, Message: msg})
-			}
+		r := recover()
+		if r == nil {
+			c.handled(nil)
+			return
 		}
+		msg := fmt.Sprintf("handler for %q panicked", c.address)
+		if !s.opts.RedactPanics {
+			v := fmt.Sprint(r)
+			if len(v) > 512 {
+				v = strings.ToValidUTF8(v[:512], "") + "…"
+			}
+			msg += ": " + v
+		}
+		s.rt.log.Error(msg, "address", c.address)
+		if c.ExpectsReply() {
+			c.answer(&boundary.Fail{Token: c.token, Kind: boundary.FailPanic, Message: msg})
+		}
+		c.handled(&boundary.Fail{Kind: boundary.FailPanic, Message: msg})
 	}()
 	c.handler.ServeCall(ctx, c)
 }

@@ -387,16 +387,37 @@ func (rt *Runtime) Evidence(ctx context.Context, reportData [64]byte) (*Evidence
 type Call struct {
 	*Runtime
 	handler Handler
-	token   uint64
-	kind    boundary.DeliveryKind
-	timeout time.Duration
-	address string
-	headers map[string]string
-	body    []byte
-	done    atomic.Bool
+	token   uint64 // a request's reply token (0 for sends and publishes)
+	// doneToken: a send or publish whose handling the host must learn of
+	// (a durable message); Done or Fail answers it when the handler ends.
+	doneToken uint64
+	kind      boundary.DeliveryKind
+	timeout   time.Duration
+	address   string
+	headers   map[string]string
+	body      []byte
+	done      atomic.Bool
 
 	secured *openedRef      // opened from an envelope
 	client  *secure.Request // opened from a client-channel request
+}
+
+// handled tells the host that the handler of an acknowledged send or publish
+// has ended: handled (f nil) or not (f: why, sent as a Fail). It does
+// nothing for other deliveries.
+func (c *Call) handled(f *boundary.Fail) {
+	if c.doneToken == 0 {
+		return
+	}
+	var m boundary.Message = &boundary.Done{Token: c.doneToken}
+	if f != nil {
+		f.Token = c.doneToken
+		m = f
+	}
+	c.doneToken = 0
+	if err := c.s.conn.Send(m); err != nil && !errors.Is(err, boundary.ErrClosed) {
+		c.s.rt.log.Warn("could not report a handled message to the host", "address", c.address, "err", err)
+	}
 }
 
 // Errors of Reply and Fail.

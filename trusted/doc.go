@@ -25,6 +25,13 @@
 // boundary.FailPanic and a message naming the address and the panic value; the
 // enclave keeps serving.
 //
+// A message sent to a durable address is acknowledged when its handler
+// returns (the runtime answers the host's token with boundary.Done), and
+// handed back for redelivery when the handler panics or the delivery is
+// refused. So finish the work that must not be lost (a Put, a Send) before
+// returning; a message the secured layer rejects is acknowledged too, since
+// delivering it again would not help.
+//
 // Through the embedded *Runtime a handler (or the Options.OnInit hook) can
 // Send, Publish and Request on the bus, log (Logger, an slog.Logger), fetch
 // attestation evidence, and use protected storage (Put, Get). Each of these

@@ -296,6 +296,8 @@ func (h *testHost) readLoop() {
 			h.route(m.Token, m)
 		case *boundary.Fail:
 			h.route(m.Token, m)
+		case *boundary.Done:
+			h.route(m.Token, m)
 		case *boundary.Log:
 			h.mu.Lock()
 			h.logs = append(h.logs, m)
@@ -356,9 +358,19 @@ func (h *testHost) route(token uint64, m boundary.Message) {
 // deliver sends a Deliver and returns a channel for its answer (nil for
 // send/publish).
 func (h *testHost) deliver(kind boundary.DeliveryKind, address string, headers map[string]string, body []byte) chan boundary.Message {
+	return h.deliverWith(kind, false, address, headers, body)
+}
+
+// deliverAcked sends a send or publish with a token and returns a channel
+// for its Done or Fail.
+func (h *testHost) deliverAcked(kind boundary.DeliveryKind, address string, body []byte) chan boundary.Message {
+	return h.deliverWith(kind, true, address, nil, body)
+}
+
+func (h *testHost) deliverWith(kind boundary.DeliveryKind, acked bool, address string, headers map[string]string, body []byte) chan boundary.Message {
 	d := &boundary.Deliver{Kind: kind, Address: address, Headers: headers, Body: body, Timeout: 10 * time.Second}
 	var ch chan boundary.Message
-	if kind == boundary.KindRequest {
+	if kind == boundary.KindRequest || acked {
 		d.Token = h.token.Add(1)
 		ch = make(chan boundary.Message, 1)
 		h.mu.Lock()

@@ -401,17 +401,47 @@ func TestHandleValidation(t *testing.T) {
 	}
 }
 
+func TestAcknowledgedSends(t *testing.T) {
+	h := startInproc(t, testApp(Options{}), testInit(), nil)
+	// A send with a token is answered by Done once its handler returned:
+	// what the handler sent before returning is on the wire first.
+	ch := h.deliverAcked(boundary.KindSend, "emit", []byte("e1"))
+	if m := h.next(boundary.TypeSend); string(m.(*boundary.Send).Body) != "e1" {
+		t.Fatalf("emit sent %+v", m)
+	}
+	h.next(boundary.TypePublish)
+	if m, ok := h.wait(ch).(*boundary.Done); !ok {
+		t.Fatalf("acknowledged send: got %+v, want Done", m)
+	}
+	// A publish too; its handler cannot reply to it.
+	if m, ok := h.wait(h.deliverAcked(boundary.KindPublish, "echo", nil)).(*boundary.Done); !ok {
+		t.Fatalf("acknowledged publish: got %+v, want Done", m)
+	}
+	// A panic or a refusal is a Fail: the host hands the message back.
+	if f, ok := h.wait(h.deliverAcked(boundary.KindSend, "panic", nil)).(*boundary.Fail); !ok || f.Kind != boundary.FailPanic {
+		t.Fatalf("panicking handler: got %+v, want a FailPanic", f)
+	}
+	if f, ok := h.wait(h.deliverAcked(boundary.KindSend, "nobody", nil)).(*boundary.Fail); !ok || f.Kind != boundary.FailNoHandler {
+		t.Fatalf("no handler: got %+v, want a FailNoHandler", f)
+	}
+	// Acknowledged sends leave nothing open: the drain ends with none
+	// abandoned.
+	if st := h.shutdown(); st.Abandoned != 0 {
+		t.Fatalf("stopped with %d abandoned", st.Abandoned)
+	}
+}
+
 func TestMalformedFramesFailTheirCall(t *testing.T) {
 	h := startInproc(t, testApp(Options{}), testInit(), nil)
-	// A Deliver with a token but kind send does not decode; its token is
+	// A Deliver whose address is not UTF-8 does not decode; its token is
 	// still known, so the host gets a failure instead of a timeout.
 	ch := make(chan boundary.Message, 1)
 	h.mu.Lock()
 	h.waiters[999] = ch
 	h.mu.Unlock()
-	h.conn.Send(&boundary.Deliver{Token: 999, Kind: boundary.KindSend, Address: "echo"})
+	h.conn.Send(&boundary.Deliver{Token: 999, Kind: boundary.KindRequest, Address: "ec\xffho"})
 	f := h.wait(ch).(*boundary.Fail)
-	if f.Kind != boundary.FailInternal || !strings.Contains(f.Message, "field token") {
+	if f.Kind != boundary.FailInternal || !strings.Contains(f.Message, "field address") {
 		t.Fatalf("fail: %+v", f)
 	}
 	// A malformed result ends the waiting OCALL with a clear error.
