@@ -1,8 +1,6 @@
 package boundary
 
 import (
-	"os"
-	"strconv"
 	"bufio"
 	"context"
 	"encoding/binary"
@@ -211,8 +209,9 @@ type Options struct {
 	MaxPending int
 	// Cork holds back frames sent while the receiving goroutine still has
 	// complete frames in hand (read but not yet returned by Recv): they are
-	// written together, in one write, when Recv runs out of input, or at
-	// once when MaxPending bytes have queued. Answers to a batch of calls
+	// written together, in one write, when Recv runs out of input, when 8
+	// frames are held (so that the peer can start on them), or when
+	// MaxPending bytes have queued. Answers to a batch of calls
 	// that arrived together then leave together, which saves the peer a
 	// wake-up per answer. Recv never writes itself; a corked batch is
 	// written by a goroutine of its own.
@@ -256,7 +255,7 @@ type Conn struct {
 	spare   []byte
 	writing bool
 	corked  bool  // Options.Cork and Recv has complete frames in hand
-	nCorked int
+	nCorked int   // frames in pending
 	err     error // sticky write error or ErrClosed
 	cork    bool
 
@@ -373,12 +372,11 @@ func (c *Conn) send(m Message, inline bool) error {
 	}
 	c.framesSent.Add(1)
 	c.nCorked++
-	if c.writing || (c.corked && len(c.pending) < c.maxPend && (XCorkMax == 0 || c.nCorked < XCorkMax)) {
+	if c.writing || (c.corked && len(c.pending) < c.maxPend && c.nCorked < corkFrames) {
 		c.mu.Unlock()
 		return nil
 	}
 	c.writing = true
-	c.nCorked = 0
 	if !inline {
 		c.mu.Unlock()
 		go c.flushAsync()
@@ -387,7 +385,9 @@ func (c *Conn) send(m Message, inline bool) error {
 	return c.flushLocked()
 }
 
-var XCorkMax, _ = strconv.Atoi(os.Getenv("XCORK_MAX"))
+// corkFrames is how many frames Cork holds back at most: then they are
+// written, so that the peer starts on them while the rest are handled.
+const corkFrames = 8
 
 func (c *Conn) flushAsync() {
 	c.mu.Lock()
@@ -419,6 +419,7 @@ func (c *Conn) flushLocked() error {
 	for len(c.pending) > 0 && c.err == nil {
 		buf := c.pending
 		c.pending = c.spare[:0]
+		c.nCorked = 0
 		c.mu.Unlock()
 		_, err = c.w.Write(buf)
 		c.writes.Add(1)
