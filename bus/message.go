@@ -101,6 +101,13 @@ func (m *Message) Hold() (release func(err error)) {
 	return m.complete
 }
 
+// AtLeastOnce reports whether m came from an at-least-once delivery (a
+// durable address): the transport delivers it again unless it is
+// completed — its handler returns, or releases it after Hold. A handler
+// that passes messages on elsewhere (such as an enclave's adapter) uses it
+// to decide whether to track their completion.
+func (m *Message) AtLeastOnce() bool { return m.ack != nil }
+
 // complete calls the delivery's Ack the first time only.
 func (m *Message) complete(err error) {
 	if m.ack != nil && m.acked.CompareAndSwap(false, true) {
