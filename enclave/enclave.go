@@ -380,11 +380,15 @@ func (e *Enclave) HandleMessage(ctx context.Context, m *bus.Message) {
 		return
 	}
 	var w waiter
-	if m.ReplyExpected() {
-		w = &busWaiter{e: e, m: m}
-	}
 	kind := boundary.KindSend
-	if m.Kind() == bus.KindPublish {
+	switch {
+	case m.ReplyExpected():
+		w, kind = &busWaiter{e: e, m: m}, boundary.KindRequest
+	case m.AtLeastOnce():
+		// A durable message is complete when the enclave's handler is.
+		w = ackWaiter{e: e, release: m.Hold()}
+	}
+	if kind != boundary.KindRequest && m.Kind() == bus.KindPublish {
 		kind = boundary.KindPublish
 	}
 	s.deliver(w, kind, m.Address(), m.Headers(), m.Body())
@@ -726,9 +730,11 @@ func allowed(patterns []string, address string) bool {
 
 // ---- replies ----
 
-// waiter is whoever waits for the Reply or Fail of one delivery.
+// waiter is whoever waits for the answer to one delivery: Reply or Fail
+// for a request, Done or Fail for an acknowledged send or publish.
 type waiter interface {
 	reply(r *boundary.Reply)
+	done()
 	fail(f *boundary.Fail)
 	abort(message string)
 }
@@ -748,6 +754,11 @@ func (w *busWaiter) reply(r *boundary.Reply) {
 	if err := w.m.Reply(body, opts...); err != nil {
 		w.e.log.Warn("enclave: could not pass a reply on", "address", w.m.Address(), "error", err)
 	}
+}
+
+// done: a Done answers sends, not requests.
+func (w *busWaiter) done() {
+	_ = w.m.Fail(CodeInternal, fmt.Sprintf("enclave %s: answered a request with Done", w.e.name))
 }
 
 func (w *busWaiter) fail(f *boundary.Fail) {
@@ -770,6 +781,20 @@ func (w *busWaiter) fail(f *boundary.Fail) {
 }
 
 func (w *busWaiter) abort(message string) { _ = w.m.Fail(CodeUnavailable, message) }
+
+// ackWaiter completes an acknowledged (durable) send or publish: handled
+// on Done, handed back for redelivery on Fail or when the enclave went down.
+type ackWaiter struct {
+	e       *Enclave
+	release func(error)
+}
+
+func (w ackWaiter) reply(*boundary.Reply) { w.release(nil) }
+func (w ackWaiter) done()                 { w.release(nil) }
+func (w ackWaiter) fail(f *boundary.Fail) {
+	w.release(fmt.Errorf("enclave %s: %s: %s", w.e.name, f.Kind, f.Message))
+}
+func (w ackWaiter) abort(message string) { w.release(errors.New(message)) }
 
 // busBody turns boundary headers and body into what Message.Reply, Send
 // and Request take: reserved headers are dropped, except the codec, which
@@ -808,6 +833,7 @@ func busBody(h map[string]string, body []byte) (any, []bus.DeliveryOption, error
 type chanWaiter chan boundary.Message
 
 func (c chanWaiter) reply(r *boundary.Reply) { c <- r }
+func (c chanWaiter) done()                   { c <- &boundary.Done{} }
 func (c chanWaiter) fail(f *boundary.Fail)   { c <- f }
 func (c chanWaiter) abort(message string) {
 	c <- &boundary.Fail{Kind: boundary.FailInternal, Code: CodeUnavailable, Message: message}

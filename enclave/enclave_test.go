@@ -32,6 +32,25 @@ type harnessOpts struct {
 	allow   []string
 	backoff time.Duration
 	env     []string
+	// acks, if set, makes every send on the bus carry an Ack that reports
+	// here, as a durable address's sends do.
+	acks chan error
+}
+
+// ackingTransport is an in-process transport whose sends carry an Ack, as
+// the deliveries of a durable address do.
+type ackingTransport struct {
+	bus.Transport
+	acks chan error
+}
+
+func (t *ackingTransport) Subscribe(address string, opts bus.SubscribeOptions, deliver bus.DeliverFunc) (bus.Subscription, error) {
+	return t.Transport.Subscribe(address, opts, func(d *bus.Delivery) {
+		if d.Kind == bus.KindSend {
+			d.Ack = func(err error) { t.acks <- err }
+		}
+		deliver(d)
+	})
 }
 
 func backendFor(t testing.TB, name string) Backend {
@@ -48,7 +67,11 @@ func backendFor(t testing.TB, name string) Backend {
 func newHarness(t testing.TB, backend string, o harnessOpts) *harness {
 	t.Helper()
 	h := &harness{logs: &logBuffer{}, stateDir: t.TempDir()}
-	b, err := bus.New(bus.WithLogger(debugLogger(h.logs)))
+	busOpts := []bus.Option{bus.WithLogger(debugLogger(h.logs))}
+	if o.acks != nil {
+		busOpts = append(busOpts, bus.WithTransport(&ackingTransport{Transport: bus.NewLocalNetwork().Attach(), acks: o.acks}))
+	}
+	b, err := bus.New(busOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,6 +165,55 @@ func TestImageProcessors(t *testing.T) {
 			t.Errorf("env %q: GOMAXPROCS %s, want %s", c.env, m.Body(), c.want)
 		}
 	}
+}
+
+func TestDurableSendsCompleteWithTheEnclavesHandler(t *testing.T) {
+	forBackends(t, func(t *testing.T, backend string) {
+		acks := make(chan error, 10)
+		h := newHarness(t, backend, harnessOpts{acks: acks, backoff: time.Millisecond})
+		nextAck := func(what string) error {
+			t.Helper()
+			select {
+			case err := <-acks:
+				return err
+			case <-time.After(20 * time.Second):
+				t.Fatalf("%s: the send was never completed", what)
+				return nil
+			}
+		}
+		ctx := context.Background()
+		// Handled: acknowledged once the enclave's handler returned.
+		if err := h.bus.Send(ctx, "test.echo", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if err := nextAck("handled send"); err != nil {
+			t.Fatalf("handled send completed with %v, want nil", err)
+		}
+		// A panicking handler hands the message back.
+		if err := h.bus.Send(ctx, "test.panic", nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := nextAck("panicking send"); err == nil || !strings.Contains(err.Error(), "panic") {
+			t.Fatalf("panicking handler completed with %v, want a panic error", err)
+		}
+		// A handler still running when the enclave dies hands it back too.
+		if backend != "process" {
+			return
+		}
+		if err := h.bus.Send(ctx, "test.block", nil); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for h.e.InFlight() == 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if err := syscall.Kill(h.e.PID(), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		if err := nextAck("send in flight at a crash"); err == nil || !strings.Contains(err.Error(), "went down") {
+			t.Fatalf("send in flight when the enclave died completed with %v, want it handed back", err)
+		}
+	})
 }
 
 func TestAdapterFailures(t *testing.T) {

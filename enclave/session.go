@@ -25,7 +25,7 @@ type session struct {
 	stop context.CancelFunc
 
 	nextToken  atomic.Uint64
-	inflight   atomic.Int64 // requests waiting for their answer
+	inflight   atomic.Int64 // deliveries waiting for their answer
 	nextHealth atomic.Uint64
 
 	mu      sync.Mutex
@@ -129,12 +129,11 @@ func (s *session) finish(why error) {
 	close(s.done)
 }
 
-// deliver sends one Deliver ECALL; w (nil for send and publish) gets the
-// answer.
+// deliver sends one Deliver ECALL; w gets the answer (a request's, or an
+// acknowledged send's or publish's). With w nil nothing is answered.
 func (s *session) deliver(w waiter, kind boundary.DeliveryKind, address string, headers map[string]string, body []byte) {
 	d := &boundary.Deliver{Kind: kind, Address: address, Headers: headers, Body: body}
 	if w != nil {
-		d.Kind = boundary.KindRequest
 		d.Token = s.nextToken.Add(1)
 		s.mu.Lock()
 		if s.closed {
@@ -217,7 +216,7 @@ func (s *session) readLoop() {
 			var de *boundary.DecodeError
 			if errors.As(err, &de) {
 				s.e.log.Error("enclave: rejected a frame from the enclave", "error", err)
-				if (de.Type == boundary.TypeReply || de.Type == boundary.TypeFail) && de.ID != 0 {
+				if (de.Type == boundary.TypeReply || de.Type == boundary.TypeFail || de.Type == boundary.TypeDone) && de.ID != 0 {
 					if w := s.take(de.ID); w != nil {
 						w.fail(&boundary.Fail{Kind: boundary.FailInternal, Message: "the enclave's answer could not be decoded: " + err.Error()})
 					}
@@ -257,6 +256,12 @@ func (s *session) dispatch(m boundary.Message) {
 			w.fail(m)
 		} else {
 			e.log.Warn("enclave: failure for an unknown or answered delivery", "token", m.Token)
+		}
+	case *boundary.Done:
+		if w := s.take(m.Token); w != nil {
+			w.done()
+		} else {
+			e.log.Warn("enclave: Done for an unknown or answered delivery", "token", m.Token)
 		}
 	case *boundary.Send:
 		s.send(bus.KindSend, m.Address, m.Headers, m.Body)
