@@ -52,6 +52,12 @@
 // [*DownError] meanwhile. Protected storage lives in the host's store and
 // so survives restarts.
 //
+// A message of a durable address (bus.Message.AtLeastOnce) is held until
+// the enclave's handler for it has returned: the Deliver carries a token,
+// the trusted runtime answers Done, and the message is then acknowledged;
+// a Fail (the handler panicked, the delivery was refused) or the instance
+// dying with it in flight hands it back for redelivery.
+//
 // An image that joins a coordinator (trusted.Options.Service, or
 // CLOISTER_SERVICE in its environment) does so before Ready, through Request
 // and GetEvidence OCALLs the host serves as soon as Init is sent; a refused
@@ -67,13 +73,16 @@
 // write, which a writer goroutine makes after the other runnable goroutines
 // had a chance to add theirs, so under load many deliveries cross per
 // system call and per enclave wake-up. Past 4 MiB of queued frames, senders
-// wait (the node's event loop then waits too, and its consumers' buffers
-// fill up and overflow as usual).
+// wait. [Enclave.HandleMessage] never waits otherwise, so a node registers
+// it as a bus.Inline consumer: the requester's goroutine queues the frame
+// itself. The trusted runtime corks its answers the same way (at most 8
+// per write while more deliveries are buffered), and the boundary pipes
+// are made 1 MiB large where the system allows.
 //
 // # Measuring
 //
 //	go test ./enclave -run '^$' -bench .                  # boundary round trips beside a raw pipe echo, batching, image VmHWM
-//	go test ./node -run '^$' -bench TrustedVsRegular      # the same handler, trusted (process) vs regular, 32 in flight
+//	go test ./node -run '^$' -bench TrustedVsRegular      # the same handler: regular, trusted (process), trusted (inproc); 32 in flight
 //
 // Package node hosts enclaves as deployments (node.EnclaveConfig); the
 // cloister command builds, measures and hosts them.
