@@ -458,11 +458,14 @@ func sendBatch(t *testing.T, raw io.Writer, n int) {
 	}
 }
 
-func TestCorkAnswersABatchInFewWrites(t *testing.T) {
-	host, encl, raw := corkedPair(t, Options{Cork: true})
-	go answerAll(encl, []byte("answer"))
-	const n = 20
-	sendBatch(t, raw, n) // one write: the enclave reads the whole batch at once
+// answerBatch sends n Delivers to a peer with opts in one write, lets it
+// answer each at once with body, receives the answers (in order) and
+// returns the answering side's counters.
+func answerBatch(t *testing.T, opts Options, n int, body []byte) Stats {
+	t.Helper()
+	host, encl, raw := corkedPair(t, opts)
+	go answerAll(encl, body)
+	sendBatch(t, raw, n) // one write: the peer reads the whole batch at once
 	for i := range n {
 		m, err := host.Recv()
 		if err != nil {
@@ -475,39 +478,26 @@ func TestCorkAnswersABatchInFewWrites(t *testing.T) {
 	if err := encl.Flush(); err != nil { // the write counter moves after the write
 		t.Fatal(err)
 	}
-	st := encl.Stats()
+	return encl.Stats()
+}
+
+func TestCorkAnswersABatchInFewWrites(t *testing.T) {
+	const n = 20
+	st := answerBatch(t, Options{Cork: true}, n, []byte("answer"))
 	t.Logf("enclave: %d frames received in %d reads, %d answers in %d writes", st.FramesReceived, st.Reads, st.FramesSent, st.Writes)
 	if want := uint64(n+corkFrames-1) / corkFrames; st.FramesSent != n || st.Writes != want {
 		t.Fatalf("%d answers to one batch left in %d writes, want %d (%d per write)", st.FramesSent, st.Writes, want, corkFrames)
 	}
 	// Without Cork answers leave (nearly) one by one.
-	host2, encl2, raw2 := corkedPair(t, Options{})
-	go answerAll(encl2, []byte("answer"))
-	sendBatch(t, raw2, n)
-	for range n {
-		if _, err := host2.Recv(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	encl2.Flush()
-	if st := encl2.Stats(); st.Writes < n/2 {
+	if st := answerBatch(t, Options{}, n, []byte("answer")); st.Writes < n/2 {
 		t.Fatalf("uncorked: %d answers in %d writes, want about one write each", st.FramesSent, st.Writes)
 	}
 }
 
 func TestCorkBoundedByMaxPending(t *testing.T) {
 	// Answers larger than MaxPending are not held back at all.
-	host, encl, raw := corkedPair(t, Options{Cork: true, MaxPending: 64})
-	go answerAll(encl, make([]byte, 100))
 	const n = 10
-	sendBatch(t, raw, n)
-	for range n {
-		if _, err := host.Recv(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	encl.Flush()
-	if st := encl.Stats(); st.Writes < n/2 {
+	if st := answerBatch(t, Options{Cork: true, MaxPending: 64}, n, make([]byte, 100)); st.Writes < n/2 {
 		t.Fatalf("%d answers over MaxPending left in %d writes, want about one write each", st.FramesSent, st.Writes)
 	}
 }

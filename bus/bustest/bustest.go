@@ -314,17 +314,29 @@ func testPerSenderOrder(t *testing.T, h Harness) {
 		mu.Unlock()
 	})
 	s.settle()
+	sendInOrder(t, s.buses[1], "ordered.stream", 500, &mu, &got)
+}
+
+// sendInOrder sends the numbers 0..n-1 to address from b and checks that
+// the consumer, which appends what it decodes to *got under mu, got them
+// all in that order.
+func sendInOrder(t *testing.T, b *bus.Bus, address string, n int, mu *sync.Mutex, got *[]int) {
+	t.Helper()
 	ctx := testContext(t)
-	const n = 500
+	mu.Lock()
+	from := len(*got)
+	mu.Unlock()
 	for i := range n {
-		if err := s.buses[1].Send(ctx, "ordered.stream", i); err != nil {
+		if err := b.Send(ctx, address, from+i); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the stream", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == n })
-	for i, v := range got {
+	waitFor(t, "the stream", func() bool { mu.Lock(); defer mu.Unlock(); return len(*got) == from+n })
+	mu.Lock()
+	defer mu.Unlock()
+	for i, v := range *got {
 		if v != i {
-			t.Fatalf("message %d arrived in position %d: order from one sender to one consumer must hold", v, i)
+			t.Fatalf("message %d handled in position %d: order from one sender to one consumer must hold", v, i)
 		}
 	}
 }
@@ -680,17 +692,7 @@ func testInlineConsumer(t *testing.T, h Harness) {
 	}
 	wg.Wait()
 	const n = 300
-	for i := range n {
-		if err := s.buses[1].Send(ctx, "inline.svc", i); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, "the stream", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == n })
-	for i, v := range got {
-		if v != i {
-			t.Fatalf("message %d handled in position %d: one sender's order must hold", v, i)
-		}
-	}
+	sendInOrder(t, s.buses[1], "inline.svc", n, &mu, &got)
 	c.Pause()
 	for i := range 3 {
 		if err := s.buses[0].Send(ctx, "inline.svc", n+i); err != nil {
