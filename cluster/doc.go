@@ -60,10 +60,15 @@
 // Durable addresses ([Options.Durable]) are at least once: a send to a
 // durable address is stored in JetStream (the send returns once the server
 // has stored it, deduplicated by its message ID) and handed to one consumer
-// of the address; it is acknowledged only when the consumer's handler has
-// returned, when the handler is wrapped by [Transport.AckOnReturn]. A
-// message not acknowledged (its consumer crashed) is delivered again, to
-// another consumer if there is one; the delivery carries its message ID in
+// of the address. It is acknowledged when the consumer's handler returns
+// or, if the handler held it ([bus.Message.Hold]), when the handler
+// releases it: every consumer gets this, its handler needs no wrapper.
+// It is handed back for redelivery (after a second) when the consumer
+// refused it (its buffer was full, it was unregistered, an interceptor
+// vetoed it), when its handler panicked, or when it is released with an
+// error. A message not acknowledged within the ack wait ([Options.AckWait];
+// its consumer crashed or hangs) is delivered again as well, to another
+// consumer if there is one; the delivery carries its message ID in
 // the [HeaderMessageID] header so a consumer can drop duplicates. Publish and
 // request on a durable address stay at most once.
 package cluster

@@ -27,9 +27,6 @@ const (
 	// HeaderDelivery counts the deliveries of a durable message (1 on the
 	// first).
 	HeaderDelivery = "Cloister-Delivery"
-	// HeaderAck is where a durable delivery is acknowledged (a NATS
-	// subject); [Transport.AckOnReturn] uses it.
-	HeaderAck = "Cloister-Ack"
 	// DefaultAckWait is how long a durable delivery may stay
 	// unacknowledged before it is delivered again.
 	DefaultAckWait = 30 * time.Second
@@ -39,6 +36,10 @@ const (
 	// durablePull bounds how many durable messages one subscription holds
 	// without acknowledging them.
 	durablePull = 64
+	// durableRetryDelay is how long a durable message that was not
+	// handled (refused, or its handler panicked) waits before it is
+	// delivered again.
+	durableRetryDelay = time.Second
 )
 
 type durableState struct {
@@ -180,6 +181,9 @@ func (d *durableState) subscribe(s *subscription) (*durableSub, error) {
 	return &durableSub{cc: cc}, nil
 }
 
+// onDurable hands a durable message to the subscription's consumer, whose
+// bus completes it through the delivery's Ack: acknowledged once handled,
+// handed back for redelivery (after a second) when not.
 func (s *subscription) onDurable(m jetstream.Msg) {
 	h := fromNATS(m.Headers())
 	if h == nil {
@@ -191,11 +195,22 @@ func (s *subscription) onDurable(m jetstream.Msg) {
 		}
 	}
 	h[HeaderMessageID] = m.Headers().Get(jetstream.MsgIDHeader)
-	h[HeaderAck] = m.Reply()
 	if md, err := m.Metadata(); err == nil {
 		h[HeaderDelivery] = strconv.FormatUint(md.NumDelivered, 10)
 	}
-	if !s.call(&bus.Delivery{Envelope: bus.Envelope{Address: s.address, Headers: h, Body: m.Data()}, Kind: bus.KindSend}) {
+	d := &bus.Delivery{Envelope: bus.Envelope{Address: s.address, Headers: h, Body: m.Data()}, Kind: bus.KindSend}
+	d.Ack = func(err error) {
+		var aerr error
+		if err == nil {
+			aerr = m.Ack()
+		} else {
+			aerr = m.NakWithDelay(durableRetryDelay)
+		}
+		if aerr != nil {
+			s.t.logger.Warn("cluster: acknowledging a durable message", "address", s.address, "handled", err == nil, "error", aerr)
+		}
+	}
+	if !s.call(d) {
 		_ = m.Nak()
 	}
 }
@@ -203,33 +218,3 @@ func (s *subscription) onDurable(m jetstream.Msg) {
 func (d *durableState) close() {}
 
 func (ds *durableSub) stop() { ds.cc.Stop() }
-
-// AckOnReturn wraps a handler of a durable address so that each durable
-// message is acknowledged when h returns, and handed back for redelivery
-// (after a second) when h panics. Messages without [HeaderAck] (not
-// durable) pass through. A durable message whose handler is not wrapped is
-// never acknowledged: it is delivered again after the ack wait. Register
-// every consumer of a durable address with a wrapped handler.
-func (t *Transport) AckOnReturn(h bus.Handler) bus.Handler {
-	return bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
-		subject := m.Header(HeaderAck)
-		if subject == "" {
-			h.HandleMessage(ctx, m)
-			return
-		}
-		returned := false
-		defer func() {
-			var err error
-			if returned {
-				err = t.nc.Publish(subject, []byte("+ACK"))
-			} else {
-				err = t.nc.Publish(subject, []byte(`-NAK {"delay": 1000000000}`))
-			}
-			if err != nil {
-				t.logger.Warn("cluster: acknowledging a durable message", "address", m.Address(), "error", err)
-			}
-		}()
-		h.HandleMessage(ctx, m)
-		returned = true
-	})
-}

@@ -47,7 +47,7 @@ func TestDurableAddressSurvivesConsumerLoss(t *testing.T) {
 	first, firstTr := newBus()
 	stuck := make(chan struct{})
 	var handledFirst int
-	_, err := first.Consumer(address, firstTr.AckOnReturn(bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
+	_, err := first.Consumer(address, bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
 		mu.Lock()
 		handledFirst++
 		h := handledFirst
@@ -59,7 +59,7 @@ func TestDurableAddressSurvivesConsumerLoss(t *testing.T) {
 		mu.Lock()
 		done[m.Header(cluster.HeaderMessageID)] = string(m.Body())
 		mu.Unlock()
-	})))
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,9 +68,9 @@ func TestDurableAddressSurvivesConsumerLoss(t *testing.T) {
 	_ = firstTr.Close()
 	close(stuck)
 
-	second, secondTr := newBus()
+	second, _ := newBus()
 	redelivered := 0
-	_, err = second.Consumer(address, secondTr.AckOnReturn(bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
+	_, err = second.Consumer(address, bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
 		mu.Lock()
 		defer mu.Unlock()
 		id := m.Header(cluster.HeaderMessageID)
@@ -83,7 +83,7 @@ func TestDurableAddressSurvivesConsumerLoss(t *testing.T) {
 		if _, dup := done[id]; !dup {
 			done[id] = string(m.Body())
 		}
-	})))
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}

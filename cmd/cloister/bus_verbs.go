@@ -372,9 +372,6 @@ once printed and answered; each line shows the message's ID.`,
 					cancel()
 				}
 			})
-			if t, ok := b.Transport().(*cluster.Transport); ok {
-				h = t.AckOnReturn(h)
-			}
 			if _, err := b.Consumer(address, h); err != nil {
 				return err
 			}

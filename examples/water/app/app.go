@@ -17,8 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/cluster"
 	"github.com/cloister-dev/cloister/enclave"
@@ -256,13 +254,7 @@ func (a *App) deploy(ctx context.Context, ln *localNode) error {
 		}
 	}
 	if has(ServiceIngest) {
-		// Its own in-process connection acknowledges the durable readings.
-		nc, err := nats.Connect("", nats.InProcessServer(ln.cluster.Server()), nats.Name(a.cfg.Name+"-ingest-acks"))
-		if err != nil {
-			return fmt.Errorf("app: ingest: %w", err)
-		}
-		ln.closers = append(ln.closers, nc.Close)
-		g := &ingest{nodeName: ln.cfg.Name, nc: nc, logger: logger}
+		g := &ingest{nodeName: ln.cfg.Name, logger: logger}
 		a.ingests = append(a.ingests, g)
 		if _, err := ln.node.Deploy(ctx, func() node.Service { return g },
 			node.DeployOptions{Name: ServiceIngest, Mode: node.Worker, WorkerPoolSize: 1}); err != nil {

@@ -11,10 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/cloister-dev/cloister/bus"
-	"github.com/cloister-dev/cloister/cluster"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
 	"github.com/cloister-dev/cloister/node"
@@ -333,7 +330,6 @@ func (s *sensors) saveSeqs() error {
 // run.
 type ingest struct {
 	nodeName string
-	nc       *nats.Conn // acknowledges durable messages
 	logger   *slog.Logger
 
 	received, forwarded, retries atomic.Uint64
@@ -369,26 +365,16 @@ func (g *ingest) stopping() bool {
 	}
 }
 
-// ack acknowledges a durable message (done), or hands it back for
-// redelivery.
-func (g *ingest) ack(m *bus.Message, done bool) {
-	subject := m.Header(cluster.HeaderAck)
-	if subject == "" {
-		return
-	}
-	reply := []byte("+ACK")
-	if !done {
-		reply = []byte(`-NAK {"delay": 1000000000}`)
-	}
-	if err := g.nc.Publish(subject, reply); err != nil {
-		g.logger.Warn("water: ingest: acknowledging a reading", "error", err)
-	}
-}
+// errIngestStopping hands a reading back to JetStream when ingest stops.
+var errIngestStopping = errors.New("water: ingest: stopping")
 
 func (g *ingest) handle(b *bus.Bus) func(ctx context.Context, m *bus.Message) {
 	return func(ctx context.Context, m *bus.Message) {
+		// The bus acknowledges the durable reading only on release: done
+		// once analytics answered, handed back (NAK) otherwise.
+		release := m.Hold()
 		if g.stopping() {
-			g.ack(m, false)
+			release(errIngestStopping)
 			return
 		}
 		g.received.Add(1)
@@ -416,7 +402,7 @@ func (g *ingest) handle(b *bus.Bus) func(ctx context.Context, m *bus.Message) {
 					}
 				}
 				g.forwarded.Add(1)
-				g.ack(m, true)
+				release(nil)
 				return
 			}
 			var re *bus.ReplyError
@@ -426,17 +412,17 @@ func (g *ingest) handle(b *bus.Bus) func(ctx context.Context, m *bus.Message) {
 				// client message): retrying cannot help.
 				g.rejected.Add(1)
 				g.logger.Warn("water: ingest: analytics refused a reading", "error", err)
-				g.ack(m, true)
+				release(nil)
 				return
 			}
 			g.retries.Add(1)
 			g.logger.Debug("water: ingest: analytics unavailable, retrying", "error", err, "in", backoff)
 			select {
 			case <-g.stop:
-				g.ack(m, false)
+				release(errIngestStopping)
 				return
 			case <-ctx.Done():
-				g.ack(m, false)
+				release(ctx.Err())
 				return
 			case <-time.After(backoff):
 			}
