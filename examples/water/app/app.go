@@ -61,7 +61,6 @@ type App struct {
 }
 
 type localNode struct {
-	closers []func() // after the node shut down
 	cfg     NodeConfig
 	cluster *cluster.Node
 	bus     *bus.Bus
@@ -438,9 +437,6 @@ func (a *App) Close(ctx context.Context) error {
 	for _, n := range nodes {
 		if err := n.node.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
-		}
-		for _, c := range n.closers {
-			c()
 		}
 		if err := n.cluster.Close(); err != nil {
 			errs = append(errs, err)
