@@ -133,14 +133,23 @@ func pipes() (hostR, enclR *io.PipeReader, hostW, enclW *io.PipeWriter) {
 
 func connPair(t testing.TB, opts Options) (host, encl *Conn) {
 	t.Helper()
+	host, encl, _ = pairWith(t, opts, opts)
+	return host, encl
+}
+
+// pairWith connects a host Conn and an enclave Conn with their own options
+// and returns the host's raw writer too, so that a test can put many frames
+// in one write.
+func pairWith(t testing.TB, hostOpts, enclOpts Options) (host, encl *Conn, raw io.Writer) {
+	t.Helper()
 	hr, er, hw, ew := pipes()
 	errc := make(chan error, 1)
 	go func() {
 		var err error
-		encl, err = NewConn(context.Background(), er, ew, RoleEnclave, opts)
+		encl, err = NewConn(context.Background(), er, ew, RoleEnclave, enclOpts)
 		errc <- err
 	}()
-	host, err := NewConn(context.Background(), hr, hw, RoleHost, opts)
+	host, err := NewConn(context.Background(), hr, hw, RoleHost, hostOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +157,7 @@ func connPair(t testing.TB, opts Options) (host, encl *Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { host.Close(); encl.Close() })
-	return host, encl
+	return host, encl, hw
 }
 
 func TestConnConcurrentAndBatched(t *testing.T) {
@@ -411,28 +420,6 @@ type countingWriter struct {
 
 func (c *countingWriter) Write(p []byte) (int, error) { c.writes++; return c.w.Write(p) }
 
-// corkedPair connects a host Conn to a corked enclave Conn and returns the
-// host's raw writer too, so that a test can put many frames in one write.
-func corkedPair(t *testing.T, opts Options) (host, encl *Conn, raw io.Writer) {
-	t.Helper()
-	hr, er, hw, ew := pipes()
-	errc := make(chan error, 1)
-	go func() {
-		var err error
-		encl, err = NewConn(context.Background(), er, ew, RoleEnclave, opts)
-		errc <- err
-	}()
-	host, err := NewConn(context.Background(), hr, hw, RoleHost, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { host.Close(); encl.Close() })
-	return host, encl, hw
-}
-
 // answerAll receives n Delivers on encl and answers each at once with a
 // Reply, then keeps receiving until the stream ends.
 func answerAll(encl *Conn, body []byte) {
@@ -463,7 +450,7 @@ func sendBatch(t *testing.T, raw io.Writer, n int) {
 // returns the answering side's counters.
 func answerBatch(t *testing.T, opts Options, n int, body []byte) Stats {
 	t.Helper()
-	host, encl, raw := corkedPair(t, opts)
+	host, encl, raw := pairWith(t, Options{}, opts)
 	go answerAll(encl, body)
 	sendBatch(t, raw, n) // one write: the peer reads the whole batch at once
 	for i := range n {

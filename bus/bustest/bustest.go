@@ -302,39 +302,50 @@ func testPublishReachesAll(t *testing.T, h Harness) {
 
 func testPerSenderOrder(t *testing.T, h Harness) {
 	s := h.start(t, 2)
-	var mu sync.Mutex
-	var got []int
-	s.consumer(s.buses[0], "ordered.stream", func(ctx context.Context, m *bus.Message) {
-		var v int
-		if err := m.Decode(&v); err != nil {
-			t.Errorf("decode: %v", err)
-		}
-		mu.Lock()
-		got = append(got, v)
-		mu.Unlock()
-	})
+	var got intStream
+	s.consumer(s.buses[0], "ordered.stream", func(ctx context.Context, m *bus.Message) { got.add(t, m) })
 	s.settle()
-	sendInOrder(t, s.buses[1], "ordered.stream", 500, &mu, &got)
+	got.sendInOrder(t, s.buses[1], "ordered.stream", 500)
 }
 
-// sendInOrder sends the numbers 0..n-1 to address from b and checks that
-// the consumer, which appends what it decodes to *got under mu, got them
-// all in that order.
-func sendInOrder(t *testing.T, b *bus.Bus, address string, n int, mu *sync.Mutex, got *[]int) {
+// intStream collects the numbers a consumer receives.
+type intStream struct {
+	mu  sync.Mutex
+	got []int
+}
+
+// add records the number m carries.
+func (s *intStream) add(t *testing.T, m *bus.Message) {
+	var v int
+	if err := m.Decode(&v); err != nil {
+		t.Errorf("decode: %v", err)
+	}
+	s.mu.Lock()
+	s.got = append(s.got, v)
+	s.mu.Unlock()
+}
+
+func (s *intStream) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.got)
+}
+
+// sendInOrder sends the next n numbers to address from b and checks that
+// the consumer got every number so far, in order.
+func (s *intStream) sendInOrder(t *testing.T, b *bus.Bus, address string, n int) {
 	t.Helper()
 	ctx := testContext(t)
-	mu.Lock()
-	from := len(*got)
-	mu.Unlock()
+	from := s.len()
 	for i := range n {
 		if err := b.Send(ctx, address, from+i); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the stream", func() bool { mu.Lock(); defer mu.Unlock(); return len(*got) == from+n })
-	mu.Lock()
-	defer mu.Unlock()
-	for i, v := range *got {
+	waitFor(t, "the stream", func() bool { return s.len() == from+n })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, v := range s.got {
 		if v != i {
 			t.Fatalf("message %d handled in position %d: order from one sender to one consumer must hold", v, i)
 		}
@@ -652,8 +663,7 @@ func testPauseResume(t *testing.T, h Harness) {
 func testInlineConsumer(t *testing.T, h Harness) {
 	s := h.start(t, 2)
 	var running atomic.Int32
-	var mu sync.Mutex
-	var got []int
+	var got intStream
 	c := s.consumer(s.buses[0], "inline.svc", func(ctx context.Context, m *bus.Message) {
 		if running.Add(1) != 1 {
 			t.Error("an Inline consumer ran two messages at once")
@@ -663,13 +673,7 @@ func testInlineConsumer(t *testing.T, h Harness) {
 			echo(ctx, m)
 			return
 		}
-		var v int
-		if err := m.Decode(&v); err != nil {
-			t.Errorf("decode: %v", err)
-		}
-		mu.Lock()
-		got = append(got, v)
-		mu.Unlock()
+		got.add(t, m)
 	}, bus.Inline())
 	s.settle()
 	ctx := testContext(t)
@@ -692,7 +696,7 @@ func testInlineConsumer(t *testing.T, h Harness) {
 	}
 	wg.Wait()
 	const n = 300
-	sendInOrder(t, s.buses[1], "inline.svc", n, &mu, &got)
+	got.sendInOrder(t, s.buses[1], "inline.svc", n)
 	c.Pause()
 	for i := range 3 {
 		if err := s.buses[0].Send(ctx, "inline.svc", n+i); err != nil {
@@ -701,7 +705,7 @@ func testInlineConsumer(t *testing.T, h Harness) {
 	}
 	waitFor(t, "three buffered", func() bool { return c.Stats().Pending == 3 })
 	c.Resume()
-	waitFor(t, "three handled after Resume", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == n+3 })
+	waitFor(t, "three handled after Resume", func() bool { return got.len() == n+3 })
 	c.Pause()
 	if err := s.buses[0].Send(ctx, "inline.svc", n+3); err != nil {
 		t.Fatal(err)
@@ -710,10 +714,8 @@ func testInlineConsumer(t *testing.T, h Harness) {
 	if err := c.Unregister(ctx); err != nil {
 		t.Fatalf("Unregister: %v", err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(got) != n+4 {
-		t.Fatalf("Unregister left a buffered message unhandled: %d handled, want %d", len(got), n+4)
+	if got.len() != n+4 {
+		t.Fatalf("Unregister left a buffered message unhandled: %d handled, want %d", got.len(), n+4)
 	}
 }
 
