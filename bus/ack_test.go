@@ -144,11 +144,10 @@ func waitUntil(t *testing.T, ctx context.Context, what string, cond func() bool)
 	}
 }
 
-// handledN waits until c's handler has returned n times: the bus completes
-// a delivery before it counts it as handled.
+// handledN waits until c's handler has been called n times.
 func handledN(t *testing.T, ctx context.Context, c *bus.Consumer, n uint64) {
 	t.Helper()
-	waitUntil(t, ctx, "the handler to return", func() bool { return c.Stats().Handled >= n })
+	waitUntil(t, ctx, "the handler to be called", func() bool { return c.Stats().Handled >= n })
 }
 
 func TestAckWhenHandlerReturns(t *testing.T) {
@@ -177,7 +176,12 @@ func TestHoldDelaysAckUntilRelease(t *testing.T) {
 	b, tr := newAckBus(t)
 	ctx := ackContext(t)
 	releases := make(chan func(error), 1)
-	c, err := b.Consumer("ack.hold", bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
+	next := make(chan struct{})
+	_, err := b.Consumer("ack.hold", bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
+		if string(m.Body()) == "next" {
+			close(next)
+			return
+		}
 		release := m.Hold()
 		m.Hold() // a second Hold changes nothing
 		releases <- release
@@ -185,10 +189,17 @@ func TestHoldDelaysAckUntilRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var r ackRecord
+	var r, r2 ackRecord
 	tr.deliver(t, "ack.hold", "x", &r)
-	handledN(t, ctx, c, 1)
 	release := <-releases
+	// Messages are handled one at a time: once the next one is in its
+	// handler, the bus is done with the first handler's return.
+	tr.deliver(t, "ack.hold", "next", &r2)
+	select {
+	case <-next:
+	case <-ctx.Done():
+		t.Fatal("the next message was never handled")
+	}
 	r.wantNone(t, "held message after the handler returned")
 	release(nil)
 	r.want(t, "released message", nil)

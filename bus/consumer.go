@@ -62,7 +62,7 @@ func Inline() ConsumerOption { return func(o *consumerOptions) { o.inline = true
 // ConsumerStats are a consumer's counters.
 type ConsumerStats struct {
 	Received   uint64 // accepted into the buffer
-	Handled    uint64 // handed to the handler and returned
+	Handled    uint64 // handed to the handler (counted before it runs, so a reply is never seen before its count)
 	Overflowed uint64 // refused because the buffer was full
 	Rejected   uint64 // vetoed by an inbound interceptor
 	Pending    int    // in the buffer now
@@ -322,8 +322,8 @@ func (c *Consumer) drainBatch() {
 // when the handler returns (unless it held m), failed when it panics.
 func (c *Consumer) handle(m *Message) {
 	returned := false
+	c.handled.Add(1)
 	defer func() {
-		c.handled.Add(1)
 		if returned {
 			return
 		}
