@@ -75,11 +75,10 @@
 // A transport with at-least-once delivery sets [Delivery.Ack], and the bus
 // completes each such delivery exactly once, so handlers never deal with
 // acknowledgements (as database/sql keeps its drivers' details from its
-// users). Ack(nil) is called when
-// the consumer's handler returns; Ack with an error when the message was
-// not handled: refused (buffer full, consumer unregistered, vetoed by an
-// inbound interceptor), abandoned at [Consumer.Unregister]'s deadline, or
-// its handler panicked. A handler whose work goes on after it returns
+// users). Ack(nil) is called when the consumer's handler returns; Ack with
+// an error when the message was not handled: refused (buffer full,
+// consumer unregistered, vetoed by an inbound interceptor), abandoned at
+// [Consumer.Unregister]'s deadline, or its handler panicked. A handler whose work goes on after it returns
 // calls [Message.Hold] and completes the delivery later with the release
 // function it gets. A reply returned by Request is completed when it
 // reaches the requester.
