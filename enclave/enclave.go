@@ -367,14 +367,18 @@ func (e *Enclave) downError() error {
 
 // HandleMessage hands m to the enclave as a Deliver ECALL and returns at
 // once; the reply comes back asynchronously. When the enclave is down, a
-// request fails at once with a recipient failure (CodeUnavailable). It
-// makes the Enclave a bus.Handler.
+// request fails at once with a recipient failure (CodeUnavailable), a
+// durable message is handed back for redelivery, and any other message is
+// dropped (and logged). It makes the Enclave a bus.Handler.
 func (e *Enclave) HandleMessage(ctx context.Context, m *bus.Message) {
 	s := e.cur.Load()
 	if s == nil {
-		if m.ReplyExpected() {
+		switch {
+		case m.ReplyExpected():
 			_ = m.Fail(CodeUnavailable, e.downError().Error())
-		} else {
+		case m.AtLeastOnce():
+			m.Hold()(e.downError())
+		default:
 			e.log.Warn("enclave: dropped a message: the enclave is down", "address", m.Address())
 		}
 		return

@@ -170,7 +170,7 @@ func TestImageProcessors(t *testing.T) {
 func TestDurableSendsCompleteWithTheEnclavesHandler(t *testing.T) {
 	forBackends(t, func(t *testing.T, backend string) {
 		acks := make(chan error, 10)
-		h := newHarness(t, backend, harnessOpts{acks: acks, backoff: time.Millisecond})
+		h := newHarness(t, backend, harnessOpts{acks: acks, backoff: time.Hour})
 		nextAck := func(what string) error {
 			t.Helper()
 			select {
@@ -207,11 +207,27 @@ func TestDurableSendsCompleteWithTheEnclavesHandler(t *testing.T) {
 		for h.e.InFlight() == 0 && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
 		}
-		if err := syscall.Kill(h.e.PID(), syscall.SIGKILL); err != nil {
+		pid := h.e.PID()
+		if pid <= 0 {
+			t.Fatalf("no enclave process to kill (pid %d)", pid)
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		if err := nextAck("send in flight at a crash"); err == nil || !strings.Contains(err.Error(), "went down") {
 			t.Fatalf("send in flight when the enclave died completed with %v, want it handed back", err)
+		}
+		// While it is down (its restart is an hour away), a durable send
+		// is handed back too, not dropped.
+		deadline = time.Now().Add(20 * time.Second)
+		for h.e.State() == StateUp && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if err := h.bus.Send(ctx, "test.echo", nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := nextAck("send while the enclave is down"); err == nil || !strings.Contains(err.Error(), "restarting") {
+			t.Fatalf("send while the enclave was down completed with %v, want it handed back", err)
 		}
 	})
 }
