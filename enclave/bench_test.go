@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/boundary"
-	"github.com/cloister-dev/cloister/enclave/internal/testapp"
+	"github.com/cloister-dev/cloister/internal/testapp"
 )
 
 var benchSizes = []int{64, 1 << 10, 16 << 10, 64 << 10}

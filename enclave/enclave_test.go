@@ -16,7 +16,7 @@ import (
 
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
-	"github.com/cloister-dev/cloister/enclave/internal/testapp"
+	"github.com/cloister-dev/cloister/internal/testapp"
 )
 
 // harness is an enclave hosted on a bus, its consumers registered the way a

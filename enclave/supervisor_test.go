@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/bus"
-	"github.com/cloister-dev/cloister/enclave/internal/testapp"
+	"github.com/cloister-dev/cloister/internal/testapp"
 )
 
 // TestRestartBacksOffUntilTheEnclaveComesBack: after a crash, launches

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/enclave"
+	"github.com/cloister-dev/cloister/internal/testapp"
 	"github.com/cloister-dev/cloister/trusted"
 )
 
@@ -221,6 +222,12 @@ func (echoService) Start(ctx context.Context, inst *Instance) error {
 	_, err := inst.Consumer("regular.echo", bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
 		m.Reply(m.Body())
 	}))
+	if err != nil {
+		return err
+	}
+	_, err = inst.Consumer("regular.work", bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
+		m.Reply(testapp.Work(m.Body()))
+	}))
 	return err
 }
 
@@ -247,14 +254,20 @@ func requestsPerSecond(b *testing.B, bb *bus.Bus, address string, n, inflight in
 }
 
 // BenchmarkTrustedVsRegular measures request-reply through a node to the
-// same echo handler deployed as a regular service, as a trusted service on
-// the process backend (the image as a child process), and as a trusted
-// service on the inproc backend (the same frames and trusted runtime, in
-// this process), 32 requests in flight, in the same run, alternating. It
-// reports each trusted service's share of the regular one's throughput and
-// the CPU each spends per request: the inproc figure is the cost of the
-// boundary protocol and runtime alone, the rest of the process figure the
-// cost of crossing into another process.
+// same handler deployed as a regular service, as a trusted service on the
+// process backend (the image as a child process), and as a trusted service
+// on the inproc backend (the same frames and trusted runtime, in this
+// process), 32 requests in flight, in the same run, alternating. Two
+// handlers: echo (no work at all: the pure cost of each path) and work
+// (testapp.Work, chained SHA-256 of the body, a stand-in for a handler that
+// does something). The regular service is one event-loop instance and the
+// process enclave one instance on one processor (the image default), so
+// both run their handlers on one core at a time; the inproc enclave's
+// workers run on all of the host's. It reports each trusted service's
+// share of the regular one's throughput and the CPU each spends per
+// request: the inproc figure is the cost of the boundary protocol and
+// runtime alone, the rest of the process figure the cost of crossing into
+// another process.
 func BenchmarkTrustedVsRegular(b *testing.B) {
 	img := enclaveImage(b)
 	n, err := New(Options{})
@@ -266,20 +279,24 @@ func BenchmarkTrustedVsRegular(b *testing.B) {
 	if _, err := n.Deploy(ctx, func() Service { return echoService{} }, DeployOptions{Name: "regular"}); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := n.DeployEnclave(ctx, EnclaveConfig{Name: "trusted", Image: img, Addresses: []string{"test.echo"}, StateDir: b.TempDir()}); err != nil {
+	if _, err := n.DeployEnclave(ctx, EnclaveConfig{Name: "trusted", Image: img, Addresses: []string{"test.echo", "test.work"}, StateDir: b.TempDir()}); err != nil {
 		b.Fatal(err)
 	}
 	app := trusted.New(trusted.Options{})
 	app.HandleFunc("inproc.echo", func(ctx context.Context, c *trusted.Call) { c.Reply(c.Headers(), c.Body()) })
+	app.HandleFunc("inproc.work", func(ctx context.Context, c *trusted.Call) { c.Reply(nil, testapp.Work(c.Body())) })
 	if _, err := n.DeployEnclave(ctx, EnclaveConfig{Name: "inproc", Backend: BackendInProc, Serve: app.Serve, StateDir: b.TempDir()}); err != nil {
 		b.Fatal(err)
 	}
 	const inflight = 32
-	for _, size := range []int{64, 1024} {
-		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
-			body := make([]byte, size)
+	for _, c := range []struct {
+		handler string
+		size    int
+	}{{"echo", 64}, {"echo", 1024}, {"work", 1024}} {
+		b.Run(fmt.Sprintf("handler=%s/size=%d", c.handler, c.size), func(b *testing.B) {
+			body := make([]byte, c.size)
 			total := max(b.N, inflight) / inflight * inflight
-			addrs := []string{"regular.echo", "test.echo", "inproc.echo"}
+			addrs := []string{"regular." + c.handler, "test." + c.handler, "inproc." + c.handler}
 			for _, a := range addrs { // warm every path
 				requestsPerSecond(b, n.Bus(), a, inflight*8, inflight, body)
 			}

@@ -7,7 +7,7 @@ import (
 	"os"
 	"strconv"
 
-	"github.com/cloister-dev/cloister/enclave/internal/testapp"
+	"github.com/cloister-dev/cloister/internal/testapp"
 )
 
 func main() {

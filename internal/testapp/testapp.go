@@ -79,6 +79,9 @@ func New(workers int) *trusted.App {
 		}
 		c.Reply(nil, []byte("sent"))
 	})
+	app.HandleFunc("test.work", func(ctx context.Context, c *trusted.Call) {
+		c.Reply(nil, Work(c.Body()))
+	})
 	app.HandleFunc("test.log", func(ctx context.Context, c *trusted.Call) {
 		c.Logger().Info("hello from inside", "marker", string(c.Body()))
 		c.Reply(nil, nil)
@@ -98,4 +101,18 @@ func New(workers int) *trusted.App {
 		c.Reply(nil, []byte("should not be reachable"))
 	})
 	return app
+}
+
+// WorkRounds is how many times Work hashes.
+const WorkRounds = 16
+
+// Work is a handler's stand-in for real work: WorkRounds chained SHA-256
+// hashes of body (a few µs for 1 KiB). Benchmarks run the same work in a
+// regular service to compare like with like.
+func Work(body []byte) []byte {
+	h := sha256.Sum256(body)
+	for range WorkRounds - 1 {
+		h = sha256.Sum256(append(h[:], body...))
+	}
+	return h[:]
 }
