@@ -488,3 +488,42 @@ func TestCorkBoundedByMaxPending(t *testing.T) {
 		t.Fatalf("%d answers over MaxPending left in %d writes, want about one write each", st.FramesSent, st.Writes)
 	}
 }
+
+func TestFlushWritesCorkedFrames(t *testing.T) {
+	// The enclave side holds answers while it has frames in hand; Flush
+	// (before exiting, say) must write them anyway.
+	host, encl, raw := pairWith(t, Options{}, Options{Cork: true})
+	go func() {
+		w := NewWriter(raw, 0)
+		for i := range 3 {
+			w.Append(&Deliver{Token: uint64(i + 1), Kind: KindRequest, Address: "a"})
+		}
+		w.Flush() // one write: the enclave reads all three at once
+	}()
+	for range 2 { // the third stays in hand: the conn is corked
+		if _, err := encl.Recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		encl.Send(&Fatal{Message: "going away"})
+		done <- encl.Flush()
+	}()
+	got := make(chan Message, 1)
+	go func() {
+		m, _ := host.Recv()
+		got <- m
+	}()
+	select {
+	case m := <-got:
+		if f, ok := m.(*Fatal); !ok || f.Message != "going away" {
+			t.Fatalf("got %#v", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a corked frame was never written by Flush")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

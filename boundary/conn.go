@@ -444,10 +444,15 @@ func (c *Conn) flushLocked() error {
 	return err
 }
 
-// Flush waits until every frame queued so far has been written (or the
-// connection failed).
+// Flush writes every frame queued so far, corked ones included, and waits
+// until they are written (or the connection failed).
 func (c *Conn) Flush() error {
 	c.mu.Lock()
+	if c.err == nil && !c.writing && len(c.pending) > 0 {
+		c.writing = true
+		c.flushLocked()
+		c.mu.Lock()
+	}
 	defer c.mu.Unlock()
 	for c.err == nil && (c.writing || len(c.pending) > 0) {
 		c.cond.Wait()
