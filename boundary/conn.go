@@ -210,11 +210,11 @@ type Options struct {
 	// Cork holds back frames sent while the receiving goroutine still has
 	// complete frames in hand (read but not yet returned by Recv): they are
 	// written together, in one write, when Recv runs out of input, when 8
-	// frames are held (so that the peer can start on them), or when
-	// MaxPending bytes have queued. Answers to a batch of calls
-	// that arrived together then leave together, which saves the peer a
-	// wake-up per answer. Recv never writes itself; a corked batch is
-	// written by a goroutine of its own.
+	// frames are held (so that the peer can start on them), when MaxPending
+	// bytes have queued, or on Flush. Answers to a batch of calls that
+	// arrived together then leave together, which saves the peer a wake-up
+	// per answer. Recv never writes itself; a corked batch is written by a
+	// goroutine of its own. Keep calling Recv while frames are held.
 	Cork bool
 }
 
@@ -254,10 +254,10 @@ type Conn struct {
 	pending []byte
 	spare   []byte
 	writing bool
-	corked  bool  // Options.Cork and Recv has complete frames in hand
+	cork    bool  // Options.Cork
+	corked  bool  // cork, and Recv has complete frames in hand
 	nCorked int   // frames in pending
 	err     error // sticky write error or ErrClosed
-	cork    bool
 
 	framesSent, bytesSent, writes, framesRecv atomic.Uint64
 	closeOnce                                 sync.Once
