@@ -110,13 +110,15 @@ func (f *durableFixture) consumerInfo(t *testing.T, ctx context.Context) *jetstr
 
 // TestDurablePlainConsumerAcknowledges: a consumer registered with no
 // wrapper acknowledges every durable message when its handler returns:
-// the stream ends empty and, with an ack wait of a second, nothing is
-// delivered twice.
+// the stream (work-queue retention) ends empty, which only acknowledgements
+// do, and nothing is delivered twice. The ack wait is short enough that a
+// missing acknowledgement would also show as redeliveries, and long enough
+// that a loaded machine does not redeliver a message still being handled.
 func TestDurablePlainConsumerAcknowledges(t *testing.T) {
 	const address, n = "jobs.plain", 200
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	f := newDurableFixture(t, ctx, address, time.Second)
+	f := newDurableFixture(t, ctx, address, 5*time.Second)
 	var mu sync.Mutex
 	seen := map[string]int{} // message ID -> deliveries
 	var notFirst []string
