@@ -95,24 +95,9 @@ addresses:
 		case <-time.After(time.Minute):
 		}
 	})
-	re := regexp.MustCompile(`clients=(nats://[0-9.:]+)`)
-	var url string
-	deadline := time.Now().Add(3 * time.Minute)
-	// "cloister node: ready" comes once every hosted enclave serves (the
-	// coordinator's own "ready" comes before the other enclaves start).
-	for url == "" || !strings.Contains(stderr.String(), "cloister node: ready") {
-		if m := re.FindStringSubmatch(stderr.String()); m != nil {
-			url = m[1]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("coordinator not ready:\n%s", stderr.String())
-		}
-		select {
-		case code := <-done:
-			t.Fatalf("coordinator exited %d:\n%s", code, stderr.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	// The coordinator's own "ready" comes before the other enclaves start;
+	// the node's comes once they all serve.
+	url := waitNodeReady(t, "coordinator", &stderr, done, 3*time.Minute)
 	if !strings.Contains(stderr.String(), "manifest set") {
 		t.Fatalf("the manifest was not set:\n%s", stderr.String())
 	}

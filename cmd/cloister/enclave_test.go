@@ -16,6 +16,33 @@ import (
 // reads.
 type syncBuffer = syncbuf.Buffer
 
+var clientsURL = regexp.MustCompile(`clients=(nats://[0-9.:]+)`)
+
+// waitNodeReady waits until a node (or coordinator) that run() started in
+// this process has printed "cloister node: ready", which comes once every
+// hosted enclave serves, and returns its NATS client URL. It fails the
+// test if the command exits first (its exit code arrives on done) or
+// patience runs out.
+func waitNodeReady(t *testing.T, what string, stderr *syncBuffer, done <-chan int, patience time.Duration) string {
+	t.Helper()
+	var url string
+	deadline := time.Now().Add(patience)
+	for url == "" || !strings.Contains(stderr.String(), "cloister node: ready") {
+		if m := clientsURL.FindStringSubmatch(stderr.String()); m != nil {
+			url = m[1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready:\n%s", what, stderr.String())
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("%s exited %d:\n%s", what, code, stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return url
+}
+
 func buildCounterImage(t *testing.T, dir string) string {
 	t.Helper()
 	img := filepath.Join(dir, "counter.img")
@@ -131,22 +158,7 @@ func TestNodeHostsEnclave(t *testing.T) {
 		done <- run(ctx, env, []string{"node", "--nats-listen", "127.0.0.1:-1",
 			"--enclave", "name=counter,image=" + img + ",addresses=counter.inc,counter.get,state=" + filepath.Join(dir, "state")})
 	}()
-	re := regexp.MustCompile(`clients=(nats://[0-9.:]+)`)
-	var url string
-	deadline := time.Now().Add(time.Minute)
-	for url == "" || !strings.Contains(stderr.String(), "cloister node: ready") {
-		if m := re.FindStringSubmatch(stderr.String()); m != nil {
-			url = m[1]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node not ready:\n%s", stderr.String())
-		}
-		select {
-		case code := <-done:
-			t.Fatalf("node exited %d:\n%s", code, stderr.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	url := waitNodeReady(t, "node", &stderr, done, time.Minute)
 	if !strings.Contains(stderr.String(), "enclave counter/0: pid") {
 		t.Fatalf("no enclave line:\n%s", stderr.String())
 	}
