@@ -20,6 +20,7 @@ import (
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/enclave"
+	"github.com/cloister-dev/cloister/internal/testenv"
 	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/provision"
@@ -29,30 +30,17 @@ import (
 // Images built once by TestMain.
 var coordImage, joinImage *enclave.Image
 
-func TestMain(m *testing.M) { os.Exit(runTests(m)) }
-
-func runTests(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "coordinator-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	// The simulation platform key and seal secret of this run live in the
-	// temporary directory, for the test process and the enclaves alike.
-	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	const mod = "github.com/cloister-dev/cloister/coordinator/"
-	if coordImage, err = enclave.Build(ctx, mod+"image", filepath.Join(dir, "coordinator.img"), enclave.BuildOptions{}); err != nil {
-		fmt.Fprintln(os.Stderr, "building the coordinator image:", err)
-		return 1
-	}
-	if joinImage, err = enclave.Build(ctx, mod+"internal/joinimage", filepath.Join(dir, "join.img"), enclave.BuildOptions{}); err != nil {
-		fmt.Fprintln(os.Stderr, "building the join image:", err)
-		return 1
-	}
-	return m.Run()
+func TestMain(m *testing.M) {
+	os.Exit(testenv.Run(m, "coordinator-test-", func(ctx context.Context, dir string) (err error) {
+		const mod = "github.com/cloister-dev/cloister/coordinator/"
+		if coordImage, err = enclave.Build(ctx, mod+"image", filepath.Join(dir, "coordinator.img"), enclave.BuildOptions{}); err != nil {
+			return fmt.Errorf("building the coordinator image: %w", err)
+		}
+		if joinImage, err = enclave.Build(ctx, mod+"internal/joinimage", filepath.Join(dir, "join.img"), enclave.BuildOptions{}); err != nil {
+			return fmt.Errorf("building the join image: %w", err)
+		}
+		return nil
+	}))
 }
 
 // testLogger keeps test output quiet unless something goes wrong.

@@ -26,6 +26,7 @@ import (
 	"github.com/cloister-dev/cloister/cluster"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/internal/syncbuf"
+	"github.com/cloister-dev/cloister/internal/testenv"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/provision"
 )
@@ -38,34 +39,20 @@ var (
 	cloisterBin string
 )
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "cloister-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	// The simulation keys of this run (platform secret, quote signing key)
-	// live in the temporary directory, for the hosts and their children.
-	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if coordinatorImage, err = enclave.Build(ctx, "github.com/cloister-dev/cloister/coordinator/image", filepath.Join(dir, "coordinator.img"), enclave.BuildOptions{}); err != nil {
-		fmt.Fprintln(os.Stderr, "building the coordinator image:", err)
-		return 1
-	}
-	if serviceImage, err = enclave.Build(ctx, "./internal/svcimage", filepath.Join(dir, "service.img"), enclave.BuildOptions{}); err != nil {
-		fmt.Fprintln(os.Stderr, "building the service image:", err)
-		return 1
-	}
-	cloisterBin = filepath.Join(dir, "cloister")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", cloisterBin, "github.com/cloister-dev/cloister/cmd/cloister").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building cloister: %v\n%s", err, out)
-		return 1
-	}
-	return m.Run()
+func TestMain(m *testing.M) {
+	os.Exit(testenv.Run(m, "cloister-e2e-", func(ctx context.Context, dir string) (err error) {
+		if coordinatorImage, err = enclave.Build(ctx, "github.com/cloister-dev/cloister/coordinator/image", filepath.Join(dir, "coordinator.img"), enclave.BuildOptions{}); err != nil {
+			return fmt.Errorf("building the coordinator image: %w", err)
+		}
+		if serviceImage, err = enclave.Build(ctx, "./internal/svcimage", filepath.Join(dir, "service.img"), enclave.BuildOptions{}); err != nil {
+			return fmt.Errorf("building the service image: %w", err)
+		}
+		cloisterBin = filepath.Join(dir, "cloister")
+		if out, err := exec.CommandContext(ctx, "go", "build", "-o", cloisterBin, "github.com/cloister-dev/cloister/cmd/cloister").CombinedOutput(); err != nil {
+			return fmt.Errorf("building cloister: %w\n%s", err, out)
+		}
+		return nil
+	}))
 }
 
 // logSink keeps every host log line of a world.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/internal/syncbuf"
+	"github.com/cloister-dev/cloister/internal/testenv"
 )
 
 // testImage is the image of ./internal/testimage, built once by TestMain.
@@ -22,27 +23,13 @@ func TestMain(m *testing.M) {
 		echoChild()
 		return
 	}
-	os.Exit(runTests(m))
-}
-
-func runTests(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "enclave-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	// Simulation keys (platform secret, quote signing key) of this run
-	// live in the temporary directory, for the host and its children.
-	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	testImage, err = Build(ctx, "./internal/testimage", filepath.Join(dir, "testimage"), BuildOptions{ProductID: 7, SVN: 3})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "building the test image:", err)
-		return 1
-	}
-	return m.Run()
+	os.Exit(testenv.Run(m, "enclave-test-", func(ctx context.Context, dir string) (err error) {
+		testImage, err = Build(ctx, "./internal/testimage", filepath.Join(dir, "testimage"), BuildOptions{ProductID: 7, SVN: 3})
+		if err != nil {
+			return fmt.Errorf("building the test image: %w", err)
+		}
+		return nil
+	}))
 }
 
 // echoChild is the reference peer of the raw pipe benchmark: it copies
