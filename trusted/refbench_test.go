@@ -26,21 +26,34 @@ func connEcho() {
 	}
 }
 
-// BenchmarkBoundaryEchoProcess is a reference: a 64-byte deliver → reply
-// round trip through boundary.Conn to a child process without the trusted
-// runtime (no workers, no handler).
-func BenchmarkBoundaryEchoProcess(b *testing.B) {
+// startChild runs this test binary as a child process with env=1 (which
+// makes TestMain play that part) and returns the host side of a boundary
+// connection over its stdin and stdout; the child ends with the benchmark.
+func startChild(b *testing.B, env string) *boundary.Conn {
+	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envConnEcho+"=1")
+	cmd.Env = append(os.Environ(), env+"=1")
 	in, _ := cmd.StdinPipe()
 	out, _ := cmd.StdoutPipe()
-	cmd.Start()
-	defer cmd.Wait()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
 	c, err := boundary.NewConn(context.Background(), out, in, boundary.RoleHost, boundary.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Close()
+	b.Cleanup(func() {
+		c.Close()
+		cmd.Wait()
+	})
+	return c
+}
+
+// BenchmarkBoundaryEchoProcess is a reference: a 64-byte deliver → reply
+// round trip through boundary.Conn to a child process without the trusted
+// runtime (no workers, no handler).
+func BenchmarkBoundaryEchoProcess(b *testing.B) {
+	c := startChild(b, envConnEcho)
 	body := make([]byte, 64)
 	for i := 0; b.Loop(); i++ {
 		c.Send(&boundary.Deliver{Token: uint64(i + 1), Kind: boundary.KindRequest, Address: "echo", Body: body})
@@ -54,17 +67,7 @@ func BenchmarkBoundaryEchoProcess(b *testing.B) {
 // one request in flight, but the host reads the reply in the sending
 // goroutine (no host-side goroutine hop): the enclave side's latency.
 func BenchmarkTrustedProcessDirect(b *testing.B) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envImage+"=1")
-	in, _ := cmd.StdinPipe()
-	out, _ := cmd.StdoutPipe()
-	cmd.Start()
-	defer cmd.Wait()
-	c, err := boundary.NewConn(context.Background(), out, in, boundary.RoleHost, boundary.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
+	c := startChild(b, envImage)
 	c.Send(testInit())
 	for {
 		m, _ := c.Recv()
