@@ -460,7 +460,7 @@ func (e *Enclave) supervise() {
 			if first {
 				if err := e.acceptAddresses(s.ready); err != nil {
 					s.finish(err)
-					<-s.exited()
+					s.ended()
 					e.setState(StateStopped, err)
 					e.firstReady <- err
 					return
@@ -485,7 +485,7 @@ func (e *Enclave) supervise() {
 			}
 			e.cur.CompareAndSwap(s, nil)
 			cause := s.cause()
-			<-s.exited()
+			s.ended()
 			if perr := s.proc.Err(); perr != nil {
 				cause = fmt.Errorf("%w (process: %v)", cause, perr)
 			}
@@ -641,7 +641,7 @@ func (e *Enclave) launch() (*session, error) {
 		SealMode: mode, SealPolicy: e.cfg.SealPolicy, SealSecret: e.cfg.SealSecret, Config: e.cfg.InitConfig}
 	if err := s.out.send(init, true); err != nil {
 		s.finish(err)
-		<-s.exited()
+		s.ended()
 		return nil, fmt.Errorf("enclave %s: send Init: %w", e.name, err)
 	}
 	go s.readLoop()
@@ -649,7 +649,7 @@ func (e *Enclave) launch() (*session, error) {
 	case <-s.readyCh:
 		return s, nil
 	case <-s.done:
-		<-s.exited()
+		s.ended()
 		err := s.cause()
 		if perr := proc.Err(); perr != nil {
 			err = fmt.Errorf("%w (process: %v)", err, perr)
@@ -657,7 +657,7 @@ func (e *Enclave) launch() (*session, error) {
 		return nil, fmt.Errorf("enclave %s: before Ready: %w", e.name, err)
 	case <-ctx.Done():
 		s.finish(fmt.Errorf("no Ready within %v", e.cfg.StartTimeout))
-		<-s.exited()
+		s.ended()
 		return nil, fmt.Errorf("enclave %s: waiting for Ready: %w", e.name, ctx.Err())
 	}
 }

@@ -28,6 +28,8 @@ type session struct {
 	inflight   atomic.Int64 // deliveries waiting for their answer
 	nextHealth atomic.Uint64
 
+	work sync.WaitGroup // goroutines serving OCALLs (spawn)
+
 	mu      sync.Mutex
 	pending map[uint64]waiter
 	healthW map[uint64]chan *boundary.HealthStatus
@@ -72,8 +74,29 @@ func newSession(e *Enclave, proc Process, conn *boundary.Conn) *session {
 	return s
 }
 
-// exited is closed when the instance's process has exited.
-func (s *session) exited() <-chan struct{} { return s.proc.Done() }
+// ended waits, once the session is finished, until the instance's process
+// has exited and the goroutines serving its OCALLs have returned (they
+// give up once the session's context ends), so that nothing of the
+// instance still touches the bus or the store afterwards.
+func (s *session) ended() {
+	<-s.proc.Done()
+	s.work.Wait()
+}
+
+// spawn runs f in a goroutine that ended waits for; once the session is
+// closed it does not run f (the instance is going away unanswered).
+func (s *session) spawn(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.work.Add(1)
+	go func() {
+		defer s.work.Done()
+		f()
+	}()
+}
 
 // cause says why the session ended.
 func (s *session) cause() error {
@@ -268,7 +291,7 @@ func (s *session) dispatch(m boundary.Message) {
 	case *boundary.Publish:
 		s.send(bus.KindPublish, m.Address, m.Headers, m.Body)
 	case *boundary.Request:
-		go s.request(m)
+		s.spawn(func() { s.request(m) })
 	case *boundary.Log:
 		attrs := make([]slog.Attr, 0, len(m.Attrs)+1)
 		attrs = append(attrs, slog.String("source", "enclave"))
@@ -277,11 +300,11 @@ func (s *session) dispatch(m boundary.Message) {
 		}
 		e.log.LogAttrs(s.ctx, m.Level, m.Message, attrs...)
 	case *boundary.StorePut:
-		go s.storePut(m)
+		s.spawn(func() { s.storePut(m) })
 	case *boundary.StoreGet:
-		go s.storeGet(m)
+		s.spawn(func() { s.storeGet(m) })
 	case *boundary.GetEvidence:
-		go s.evidence(m)
+		s.spawn(func() { s.evidence(m) })
 	case *boundary.HealthStatus:
 		s.mu.Lock()
 		ch := s.healthW[m.ID]
