@@ -209,10 +209,10 @@ func TestReplayCache(t *testing.T) {
 	if err := c.Admit(&open(now.Add(-2*time.Minute)).RequestHeader, now); !errors.Is(err, ErrTooOld) {
 		t.Fatalf("stale: %v", err)
 	}
-	if err := c.Admit(&open(now.Add(2*time.Minute)).RequestHeader, now); !errors.Is(err, ErrTooOld) {
+	if err := c.Admit(&open(now.Add(2*time.Minute)).RequestHeader, now); !errors.Is(err, ErrClockSkew) {
 		t.Fatalf("from the future: %v", err)
 	}
-	for i := range 3 {
+	for i := range 2 {
 		if err := c.Admit(&open(now.Add(time.Duration(i)*time.Second)).RequestHeader, now); err != nil {
 			t.Fatal(err)
 		}
@@ -220,9 +220,13 @@ func TestReplayCache(t *testing.T) {
 	if c.Len() != 3 {
 		t.Fatalf("len %d", c.Len())
 	}
-	// r1 was forgotten to make room; its replay is refused by the floor.
-	if err := c.Admit(&r1.RequestHeader, now); !errors.Is(err, ErrTooOld) {
-		t.Fatalf("replay of a forgotten request: %v", err)
+	// Full: a new request is refused, nothing is forgotten early, and the
+	// replay of r1 is still caught.
+	if err := c.Admit(&open(now.Add(30*time.Second)).RequestHeader, now); !errors.Is(err, ErrTooManyHandshakes) {
+		t.Fatalf("request into a full cache: %v", err)
+	}
+	if err := c.Admit(&r1.RequestHeader, now); !errors.Is(err, ErrReplay) {
+		t.Fatalf("replay while full: %v", err)
 	}
 	// After the window passes, entries go away by themselves.
 	later := now.Add(2 * time.Minute)

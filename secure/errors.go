@@ -30,3 +30,24 @@ var (
 	// ErrExhausted: a Sealer used up its sequence numbers; make a new one.
 	ErrExhausted = errors.New("secure: sequence numbers exhausted")
 )
+
+// Reasons a client-session message is refused, beside those above.
+var (
+	// ErrSessionUnknown: the service does not hold the message's session
+	// (it restarted, forgot the session to make room, the session expired
+	// or used up its messages, or the handshake is sealed to a channel key
+	// the service no longer holds or is too old). The message never reached
+	// a handler: the client seals it again in a new session.
+	ErrSessionUnknown = errors.New("secure: session unknown")
+	// ErrUnauthenticated: the handshake names no client the application
+	// knows, or its signature is not that client's.
+	ErrUnauthenticated = errors.New("secure: client not authenticated")
+	// ErrInProgress: a copy of the message is being handled now; try again
+	// once it is answered.
+	ErrInProgress = errors.New("secure: message in progress")
+	// ErrClockSkew: the handshake is dated too far ahead of the service's
+	// clock.
+	ErrClockSkew = errors.New("secure: client clock ahead")
+	// ErrTooManyHandshakes: the client opened too many sessions recently.
+	ErrTooManyHandshakes = errors.New("secure: too many handshakes")
+)

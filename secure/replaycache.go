@@ -7,13 +7,15 @@ import (
 	"time"
 )
 
-// ReplayCache remembers recent client requests so a service handles each at
-// most once. A request is admitted if its authenticated client time is
-// within Window of the service's clock, is newer than the oldest request the
-// cache had to forget, and its ID was not seen. At most Capacity IDs are
-// kept: when full, the oldest (by client time) is forgotten and the cache's
-// floor rises to its time, so nothing forgotten can be replayed. It is safe
-// for concurrent use.
+// ReplayCache remembers recent one-shot client requests (protocol v1) so a
+// service handles each at most once. A request is admitted if its
+// authenticated client time is at most Window old and at most MaxClockSkew
+// ahead of the service's clock, and its ID was not seen. IDs are forgotten
+// only once their time left the window, so nothing forgotten can be
+// replayed; the client's time never moves what the cache covers. At most
+// Capacity IDs are kept: when full, new requests are refused
+// (ErrTooManyHandshakes) until old ones age out, rather than forgetting
+// anything early. It is safe for concurrent use.
 type ReplayCache struct {
 	window   time.Duration
 	capacity int
@@ -21,11 +23,10 @@ type ReplayCache struct {
 	mu    sync.Mutex
 	seen  map[[32]byte]time.Time
 	order timeHeap
-	floor time.Time // requests at or before it are refused
 }
 
 // NewReplayCache returns a cache admitting requests whose client time is at
-// most window away from the service's clock, remembering at most capacity.
+// most window old, remembering at most capacity.
 func NewReplayCache(window time.Duration, capacity int) *ReplayCache {
 	if window <= 0 {
 		window = time.Minute
@@ -37,38 +38,30 @@ func NewReplayCache(window time.Duration, capacity int) *ReplayCache {
 }
 
 // Admit records r (opened by [ServiceKey.OpenRequest]) and returns nil the
-// first time it is seen, [ErrReplay] if it was seen, and [ErrTooOld] if its
-// client time is outside the window or not newer than what the cache forgot.
+// first time it is seen, [ErrReplay] if it was seen, [ErrTooOld] if its
+// client time is older than the window, [ErrClockSkew] if it is dated more
+// than DefaultMaxClockSkew ahead, and [ErrTooManyHandshakes] when the cache
+// is full.
 func (c *ReplayCache) Admit(r *RequestHeader, now time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if d := now.Sub(r.Sent); d > c.window || d < -c.window {
-		return fmt.Errorf("%w: client time %s is %s away from %s (window %s)", ErrTooOld, r.Sent.UTC().Format(time.RFC3339Nano), d, now.UTC().Format(time.RFC3339Nano), c.window)
-	}
-	if !r.Sent.After(c.floor) {
-		return fmt.Errorf("%w: client time %s is not after %s, the oldest the cache still covers", ErrTooOld, r.Sent.UTC().Format(time.RFC3339Nano), c.floor.UTC().Format(time.RFC3339Nano))
+	switch d := now.Sub(r.Sent); {
+	case d > c.window:
+		return fmt.Errorf("%w: client time %s is %s old (window %s)", ErrTooOld, r.Sent.UTC().Format(time.RFC3339Nano), d, c.window)
+	case -d > DefaultMaxClockSkew:
+		return fmt.Errorf("%w: client time %s is %s ahead (at most %s)", ErrClockSkew, r.Sent.UTC().Format(time.RFC3339Nano), -d, DefaultMaxClockSkew)
 	}
 	if _, ok := c.seen[r.ID]; ok {
 		return fmt.Errorf("%w: request %x", ErrReplay, r.ID[:8])
 	}
-	// Forget what left the window by itself, then make room.
+	// Forget what left the window by itself: the window check refuses it.
 	cut := now.Add(-c.window)
 	for c.order.Len() > 0 && !c.order[0].t.After(cut) {
 		e := heap.Pop(&c.order).(entry)
 		delete(c.seen, e.id)
-		if e.t.After(c.floor) {
-			c.floor = e.t
-		}
 	}
-	for c.order.Len() >= c.capacity {
-		e := heap.Pop(&c.order).(entry)
-		delete(c.seen, e.id)
-		if e.t.After(c.floor) {
-			c.floor = e.t
-		}
-	}
-	if !r.Sent.After(c.floor) {
-		return fmt.Errorf("%w: client time %s is not after %s, the oldest the cache still covers", ErrTooOld, r.Sent.UTC().Format(time.RFC3339Nano), c.floor.UTC().Format(time.RFC3339Nano))
+	if c.order.Len() >= c.capacity {
+		return fmt.Errorf("%w: the replay cache holds its %d requests", ErrTooManyHandshakes, c.capacity)
 	}
 	c.seen[r.ID] = r.Sent
 	heap.Push(&c.order, entry{t: r.Sent, id: r.ID})
