@@ -2,10 +2,10 @@ package secure
 
 import (
 	"container/list"
-	"crypto/rand"
 	"crypto/cipher"
 	"crypto/ed25519"
 	"crypto/hpke"
+	"crypto/rand"
 	"fmt"
 	"sync"
 	"sync/atomic"
