@@ -190,6 +190,14 @@ func (in *instance) grant(m *manifest.Manifest, hash [32]byte, svc *manifest.Ser
 			}
 		}
 		g.Addresses = append(g.Addresses, ag)
+		if r.Clients && r.Consume && g.Clients == nil {
+			// The service opens client sessions: it checks their
+			// credentials against the manifest's clients.
+			g.Clients = make(map[string][]byte, len(m.Clients))
+			for name, k := range m.Clients {
+				g.Clients[name] = k
+			}
+		}
 	}
 	for name, s := range svc.Secrets {
 		if g.Secrets == nil {

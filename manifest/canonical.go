@@ -89,6 +89,15 @@ func (m *Manifest) Canonical() []byte {
 		"addresses": addresses,
 		"policy":    map[string]any{"accepted_tcb": tcb, "allow_simulation": m.Policy.AllowSimulation},
 	}
+	// Present only when the manifest names clients, so that the hashes of
+	// manifests written before the section existed do not change.
+	if len(m.Clients) > 0 {
+		clients := make(map[string]any, len(m.Clients))
+		for name, k := range m.Clients {
+			clients[name] = map[string]any{"public_key": base64.StdEncoding.EncodeToString(k)}
+		}
+		doc["clients"] = clients
+	}
 	if m.Owner != nil {
 		doc["owner"] = map[string]any{"public_key": base64.StdEncoding.EncodeToString(m.Owner.der)}
 	}

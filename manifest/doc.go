@@ -32,11 +32,15 @@
 //	      api-token: {value: "hex:00ff..."}   # or "base64:...", supplied by the owner (1..4096 bytes;
 //	                                          # the prefix says how to decode, since "deadbeef" is both)
 //	  ingest: {}                     # regular: no identities, no secrets, plain addresses only
+//	clients:                         # optional: outside clients that may open sessions
+//	  s-001:                         # to the addresses open to clients; the trusted
+//	    public_key: base64           # service learns which client sent each message
+//	                                 # (Ed25519: base64 of the raw 32 bytes, or PEM / PKIX)
 //	addresses:
 //	  water.readings:                # a bus address: exact, no wildcards
 //	    secured: false               # secured: payloads are envelopes under address keys
 //	    durable: true                # kept by the broker until consumed
-//	    clients: false               # outside clients may send it HPKE client-channel
+//	    clients: false               # the clients above may send it client-session
 //	                                 # messages sealed to its (trusted) consumer's key
 //	    consume: [analytics]
 //	    send: [ingest]               # send covers request
@@ -70,7 +74,8 @@
 //
 // [Manifest.Canonical] encodes the parsed model as JSON with sorted keys,
 // every field present (except an address's clients flag, present only when
-// true, so that hashes pinned before it existed stay valid), lists of
+// true, and the clients section, present only when not empty, so that
+// hashes pinned before they existed stay valid), lists of
 // names and statuses sorted, identities
 // sorted, byte strings in lowercase hex (secrets as "hex:…") and the owner
 // key as base64 PKIX DER. It does not depend on YAML formatting, key order,

@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"crypto"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,8 @@ const (
 	MaxSecretValue     = 4096
 	MaxNameLen         = 64
 	MaxAddressLen      = 255
+	// MaxClients is how many clients a manifest may name.
+	MaxClients = 100000
 )
 
 // Manifest is a parsed, validated manifest. Treat it as read-only: its hash
@@ -37,6 +40,11 @@ type Manifest struct {
 	Policy Policy
 	// Owner signs updates; nil when the manifest cannot be updated.
 	Owner *Owner
+	// Clients are the outside clients that may open sessions to the
+	// addresses open to clients: name → Ed25519 public key. A session's
+	// handshake is signed with the client's private key, and the trusted
+	// service learns the name of the client behind every message.
+	Clients map[string]ed25519.PublicKey
 }
 
 // Service is one service of the application. A service with identities is
@@ -88,10 +96,10 @@ type Address struct {
 	Secured bool
 	// Durable addresses are kept by the broker until consumed.
 	Durable bool
-	// Clients addresses accept client-channel messages: requests and sends
-	// that outside clients sealed with HPKE (secure.SealRequest) to the
-	// client-channel key of the trusted service consuming the address. Only
-	// trusted services may consume them.
+	// Clients addresses accept client-session messages: requests and sends
+	// that outside clients named in the manifest's clients sealed with HPKE
+	// (secure.NewClientSession) to the client-channel key of the trusted
+	// service consuming the address. Only trusted services may consume them.
 	Clients bool
 	// Consume, Send and Publish list the services with each right, sorted.
 	Consume, Send, Publish []string

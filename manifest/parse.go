@@ -273,6 +273,7 @@ func (p *parser) parse(data []byte) *Manifest {
 		"services":  func(path string, v *yaml.Node) { p.services(path, v, m) },
 		"policy":    func(path string, v *yaml.Node) { p.policy(path, v, m) },
 		"owner":     func(path string, v *yaml.Node) { p.owner(path, v, m) },
+		"clients":   func(path string, v *yaml.Node) { p.clients(path, v, m) },
 		"addresses": func(path string, v *yaml.Node) { addresses = v },
 	})
 	if present == nil {
@@ -520,6 +521,68 @@ func (p *parser) owner(path string, n *yaml.Node, m *Manifest) {
 			p.errorf(join(path, "public_key"), n, "missing")
 		}
 	}
+}
+
+// clients parses the clients section: name → {public_key}.
+func (p *parser) clients(path string, n *yaml.Node, m *Manifest) {
+	pairs, ok := p.mapping(path, n)
+	if !ok {
+		return
+	}
+	if len(pairs) > MaxClients {
+		p.errorf(path, n, "%d clients, at most %d", len(pairs), MaxClients)
+		return
+	}
+	for _, kv := range pairs {
+		cp := join(path, kv.key)
+		if !validName(kv.key, "") {
+			p.errorf(cp, kv.kNode, "invalid client name %q (1 to %d characters of A-Z a-z 0-9 - _)", kv.key, MaxNameLen)
+			continue
+		}
+		var key ed25519.PublicKey
+		present := p.fields(cp, kv.value, map[string]func(string, *yaml.Node){
+			"public_key": func(path string, v *yaml.Node) {
+				s, ok := p.str(path, v)
+				if !ok {
+					return
+				}
+				k, err := ParseClientKey(s)
+				if err != nil {
+					p.errorf(path, v, "%v", err)
+					return
+				}
+				key = k
+			},
+		})
+		if present == nil {
+			continue
+		}
+		if _, ok := present["public_key"]; !ok {
+			p.errorf(join(cp, "public_key"), kv.value, "missing")
+			continue
+		}
+		if key == nil {
+			continue
+		}
+		if m.Clients == nil {
+			m.Clients = map[string]ed25519.PublicKey{}
+		}
+		m.Clients[kv.key] = key
+	}
+}
+
+// ParseClientKey decodes a client's Ed25519 public key: PEM ("PUBLIC
+// KEY", PKIX), base64 of the PKIX DER, or base64 of the raw 32 bytes.
+func ParseClientKey(s string) (ed25519.PublicKey, error) {
+	o, err := ParseOwnerKey(s)
+	if err != nil {
+		return nil, err
+	}
+	k, ok := o.PublicKey.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%T key, a client credential is Ed25519", o.PublicKey)
+	}
+	return k, nil
 }
 
 // ParseOwnerKey decodes an owner public key: PEM ("PUBLIC KEY", PKIX), or

@@ -156,6 +156,10 @@ type Grant struct {
 	// ChannelKey is the private half of the service's client-channel key
 	// (secure.ServiceKey bytes), shared by all its instances.
 	ChannelKey []byte `json:"channel_key,omitempty"`
+	// Clients are the manifest's clients (name → Ed25519 public key), for
+	// a service that consumes an address open to clients: it accepts a
+	// client session only with a handshake one of them signed.
+	Clients map[string][]byte `json:"clients,omitempty"`
 }
 
 // AddressGrant is one address the service may use, with its rights and,

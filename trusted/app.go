@@ -14,6 +14,7 @@ import (
 	"github.com/cloister-dev/cloister/boundary"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/seal"
+	"github.com/cloister-dev/cloister/secure"
 )
 
 // Handler serves the deliveries of one address.
@@ -84,6 +85,9 @@ type Options struct {
 	// JoinTimeout bounds the join at start-up, retries included (default
 	// 20s; keep it below the host's start timeout).
 	JoinTimeout time.Duration
+	// Sessions bound the client sessions the runtime holds for the
+	// addresses open to clients (secure's defaults when zero).
+	Sessions secure.SessionOptions
 }
 
 // EnvWorkers names the environment variable Main reads the worker count
@@ -500,8 +504,12 @@ func (s *session) run(c *Call) {
 	if s.keys != nil {
 		if _, internal := c.handler.(epochHandler); !internal {
 			if err := s.keys.open(c); err != nil {
-				s.reject(c, err)
-				c.handled(nil) // refused for good: redelivering it would not help
+				why := s.reject(c, err)
+				if retryable(why) {
+					c.handled(&boundary.Fail{Kind: boundary.FailApplication, Code: CodeBusy, Message: "refused for now (" + why + ")"})
+				} else {
+					c.handled(nil) // refused for good: redelivering it would not help
+				}
 				return
 			}
 		}
@@ -509,8 +517,14 @@ func (s *session) run(c *Call) {
 	defer func() {
 		r := recover()
 		if r == nil {
+			if c.client != nil && !c.ExpectsReply() {
+				c.client.Commit() // a one-way client message was handled
+			}
 			c.handled(nil)
 			return
+		}
+		if c.client != nil && !c.ExpectsReply() {
+			c.client.Release()
 		}
 		msg := fmt.Sprintf("handler for %q panicked", c.address)
 		if !s.opts.RedactPanics {
@@ -529,20 +543,23 @@ func (s *session) run(c *Call) {
 	c.handler.ServeCall(ctx, c)
 }
 
-// reject counts and answers a delivery the secured layer refused; the
-// handler does not run. Only the address and the reason are logged.
-func (s *session) reject(c *Call, err error) {
+// reject counts and answers a delivery the secured layer refused, and
+// returns the reason; the handler does not run. Only the address and the
+// reason are logged.
+func (s *session) reject(c *Call, err error) string {
 	why := reason(err)
 	s.keys.count(c.address, why)
 	s.rt.log.Warn("rejected a message", "address", c.address, "kind", c.kind.String(), "reason", why)
 	if c.ExpectsReply() {
-		code := CodeRejected
-		if why == ReasonNotAllowed {
-			code = CodeNotAllowed
+		code := codeFor(why)
+		if why == ReasonReplay && c.body != nil && secure.IsSessionMessage(c.body) {
+			// A copy of a client message handled before: nothing to redo.
+			code = CodeAlreadyHandled
 		}
 		c.answer(&boundary.Fail{Token: c.token, Kind: boundary.FailApplication, Code: int32(code),
 			Message: fmt.Sprintf("rejected by the enclave (%s): %v", why, err)})
 	}
+	return why
 }
 
 // serveAddresses returns the addresses to announce in Ready: every

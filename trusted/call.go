@@ -398,8 +398,8 @@ type Call struct {
 	body      []byte
 	done      atomic.Bool
 
-	secured *openedRef      // opened from an envelope
-	client  *secure.Request // opened from a client-channel request
+	secured *openedRef             // opened from an envelope
+	client  *secure.SessionMessage // opened from a client-session message
 }
 
 // handled tells the host that the handler of an acknowledged send or publish
@@ -472,9 +472,19 @@ func (c *Call) Reply(headers map[string]string, body []byte) error {
 // secured address (and was opened: authenticated, not a replay).
 func (c *Call) Secured() bool { return c.secured != nil }
 
-// FromClient reports whether the message is a client-channel message an
+// FromClient reports whether the message is a client-session message an
 // outside client sealed to the service's channel key.
 func (c *Call) FromClient() bool { return c.client != nil }
+
+// Client returns the name of the authenticated client that sent a
+// client-session message, as the application's manifest lists it ("" for
+// other messages). Use it to check that a client speaks only for itself.
+func (c *Call) Client() string {
+	if c.client == nil {
+		return ""
+	}
+	return c.client.Client
+}
 
 // Fail answers a request with a failure code and message (Fail OCALL); the
 // requester sees a recipient failure.
@@ -490,6 +500,15 @@ func (c *Call) answer(m boundary.Message) error {
 		return ErrAlreadyAnswered
 	}
 	defer c.s.answered()
+	if c.client != nil {
+		// A client-session message counts as seen once answered, and
+		// only if it succeeded: a failed one may be retried.
+		if _, ok := m.(*boundary.Reply); ok {
+			c.client.Commit()
+		} else {
+			c.client.Release()
+		}
+	}
 	err := c.s.conn.Send(m)
 	if errors.Is(err, boundary.ErrFrameTooLarge) {
 		// The requester must still learn that the call failed.

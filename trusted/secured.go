@@ -3,6 +3,7 @@ package trusted
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,23 @@ const CodeRejected = 400
 // the service's grant gives it no right to consume.
 const CodeNotAllowed = 403
 
+// CodeAlreadyHandled is the failure code of a copy of a client-session
+// message that was already handled (a replay, or a retry whose first try
+// succeeded). Nothing is lost: a forwarder may acknowledge it.
+const CodeAlreadyHandled = 409
+
+// CodeSessionUnknown is the failure code of a client-session message whose
+// session this enclave does not hold (it restarted, forgot the session,
+// the session expired, or the handshake is under a channel key the service
+// no longer holds). The handler never ran: the client seals the message
+// again in a new session (package client does so by itself).
+const CodeSessionUnknown = 410
+
+// CodeBusy is the failure code of a client-session message refused for now:
+// a copy of it is being handled, or its client opened too many sessions
+// recently. Retry later.
+const CodeBusy = 429
+
 // Errors of the secured-address layer.
 var (
 	// ErrNotAllowed: the grant gives the service no such right on the
@@ -40,19 +58,43 @@ var (
 
 // Rejection reasons, as counted by Runtime.Rejections.
 const (
-	ReasonMalformed      = "malformed"
-	ReasonUnknownEpoch   = "unknown-epoch"
-	ReasonEpochRetired   = "epoch-retired"
-	ReasonAuth           = "auth"
-	ReasonReplay         = "replay"
-	ReasonTooOld         = "too-old"
-	ReasonWrongKind      = "wrong-kind"
-	ReasonWrongRequest   = "wrong-request"
-	ReasonTooManySenders = "too-many-senders"
-	ReasonNotAllowed     = "not-allowed" // no consume right on the address
-	ReasonPlaintext      = "plaintext"   // a client-channel address got something else
-	ReasonOther          = "other"
+	ReasonMalformed         = "malformed"
+	ReasonUnknownEpoch      = "unknown-epoch"
+	ReasonEpochRetired      = "epoch-retired"
+	ReasonAuth              = "auth"
+	ReasonReplay            = "replay"
+	ReasonTooOld            = "too-old"
+	ReasonWrongKind         = "wrong-kind"
+	ReasonWrongRequest      = "wrong-request"
+	ReasonTooManySenders    = "too-many-senders"
+	ReasonNotAllowed        = "not-allowed"     // no consume right on the address
+	ReasonPlaintext         = "plaintext"       // a client-channel address got something else
+	ReasonUnauthenticated   = "unauthenticated" // no credential, an unknown client, or another client's name
+	ReasonSessionUnknown    = "session-unknown"
+	ReasonInProgress        = "in-progress"
+	ReasonClockSkew         = "clock-skew"
+	ReasonTooManyHandshakes = "too-many-handshakes"
+	ReasonOther             = "other"
 )
+
+// codeFor returns the failure code a requester gets for a rejection reason.
+func codeFor(why string) int {
+	switch why {
+	case ReasonNotAllowed:
+		return CodeNotAllowed
+	case ReasonSessionUnknown:
+		return CodeSessionUnknown
+	case ReasonInProgress, ReasonTooManyHandshakes:
+		return CodeBusy
+	}
+	return CodeRejected
+}
+
+// retryable reports whether a delivery refused for why may succeed if the
+// same bytes are delivered again later.
+func retryable(why string) bool {
+	return why == ReasonInProgress || why == ReasonTooManyHandshakes
+}
 
 // HealthRejectionsPrefix starts HealthStatus.Detail when the runtime has
 // rejected messages: the prefix, then JSON {address: {reason: count}}. The
@@ -70,7 +112,9 @@ func reason(err error) string {
 		{secure.ErrReplay, ReasonReplay}, {secure.ErrTooOld, ReasonTooOld},
 		{secure.ErrWrongKind, ReasonWrongKind}, {secure.ErrWrongRequest, ReasonWrongRequest},
 		{secure.ErrTooManySenders, ReasonTooManySenders}, {ErrNotAllowed, ReasonNotAllowed},
-		{errPlaintext, ReasonPlaintext},
+		{errPlaintext, ReasonPlaintext}, {secure.ErrUnauthenticated, ReasonUnauthenticated},
+		{secure.ErrSessionUnknown, ReasonSessionUnknown}, {secure.ErrInProgress, ReasonInProgress},
+		{secure.ErrClockSkew, ReasonClockSkew}, {secure.ErrTooManyHandshakes, ReasonTooManyHandshakes},
 	} {
 		if errors.Is(err, r.err) {
 			return r.name
@@ -80,12 +124,6 @@ func reason(err error) string {
 }
 
 var errPlaintext = errors.New("trusted: not a client-channel message")
-
-// Client-channel replay cache defaults.
-const (
-	clientWindow   = 10 * time.Minute
-	clientCapacity = 1 << 16
-)
 
 // granted is one address of the grant with the state to use it.
 type granted struct {
@@ -105,8 +143,9 @@ type keys struct {
 	grant     *provision.Grant // Keys cleared; kept in the openers
 	addresses map[string]*granted
 	channel   *secure.ServiceKey
-	info      []byte // secure.ChannelInfo(service, manifest hash)
-	replay    *secure.ReplayCache
+	info      []byte                       // secure.ChannelInfo(service, manifest hash)
+	clients   map[string]ed25519.PublicKey // the manifest's clients
+	sessions  *secure.SessionTable
 
 	joinMu   sync.Mutex      // one join at a time
 	lastJoin time.Time       // guarded by joinMu
@@ -118,7 +157,7 @@ type keys struct {
 
 func newKeys(rt *Runtime) *keys {
 	return &keys{rt: rt, addresses: map[string]*granted{}, rejected: map[string]map[string]uint64{},
-		replay: secure.NewReplayCache(clientWindow, clientCapacity)}
+		sessions: secure.NewSessionTable(rt.s.opts.Sessions)}
 }
 
 // apply installs a grant: new rights, new epochs' keys; epochs the grant no
@@ -193,11 +232,23 @@ func (k *keys) apply(g *provision.Grant) error {
 			return fmt.Errorf("trusted: grant: channel key: %w", err)
 		}
 	}
+	clients := make(map[string]ed25519.PublicKey, len(g.Clients))
+	for name, pub := range g.Clients {
+		if len(pub) != ed25519.PublicKeySize {
+			return fmt.Errorf("trusted: grant: client %q: key of %d bytes", name, len(pub))
+		}
+		clients[name] = ed25519.PublicKey(pub)
+	}
 	var hash [32]byte
 	copy(hash[:], g.ManifestHash)
 	gc := *g
-	gc.Addresses, gc.ChannelKey = nil, nil
-	k.grant, k.addresses, k.channel = &gc, addrs, ch
+	gc.Addresses, gc.ChannelKey, gc.Clients = nil, nil, nil
+	if k.channel == nil || ch == nil || !k.channel.PublicKey().Equal(ch.PublicKey()) || (k.grant != nil && k.grant.ManifestVersion != g.ManifestVersion) {
+		// Sessions are bound to the channel key and the manifest: a new
+		// one ends them (their clients seal again in new sessions).
+		k.sessions.Clear()
+	}
+	k.grant, k.addresses, k.channel, k.clients = &gc, addrs, ch, clients
 	k.info = secure.ChannelInfo(g.Service, hash)
 	return nil
 }
@@ -297,7 +348,7 @@ func (k *keys) open(c *Call) error {
 	if a == nil || !a.Consume {
 		return fmt.Errorf("%w: the grant of %s gives no right to consume %q", ErrNotAllowed, k.service(), c.address)
 	}
-	if a.Clients && bytes.HasPrefix(c.body, []byte("CSQ")) {
+	if a.Clients && (secure.IsSessionMessage(c.body) || bytes.HasPrefix(c.body, []byte("CSQ"))) {
 		return k.openClient(c)
 	}
 	if !a.Secured {
@@ -333,22 +384,29 @@ func (k *keys) open(c *Call) error {
 	return nil
 }
 
-// openClient opens a client-channel message with the channel key.
+// openClient opens a client-session message with the channel key and the
+// manifest's client credentials. The message is reserved, not admitted:
+// the call commits it when its handler succeeded and releases it when it
+// failed, so a retry of a failed message is not taken for a replay.
 func (k *keys) openClient(c *Call) error {
+	if !secure.IsSessionMessage(c.body) {
+		return fmt.Errorf("%w: a one-shot client request (client channel v1) proves no client credential; open a client session", secure.ErrUnauthenticated)
+	}
 	k.mu.RLock()
-	ch, info := k.channel, k.info
+	ch, info, clients := k.channel, k.info, k.clients
 	k.mu.RUnlock()
 	if ch == nil {
 		return fmt.Errorf("%w: no client-channel key in the grant", secure.ErrAuth)
 	}
-	req, err := ch.OpenRequest(info, c.body)
+	lookup := func(name string) (ed25519.PublicKey, bool) {
+		pub, ok := clients[name]
+		return pub, ok
+	}
+	m, err := k.sessions.Open(ch, info, lookup, c.body, time.Now())
 	if err != nil {
 		return err
 	}
-	if err := k.replay.Admit(&req.RequestHeader, time.Now()); err != nil {
-		return err
-	}
-	c.body, c.headers, c.client = req.Plaintext, nil, req
+	c.body, c.headers, c.client = m.Plaintext, nil, m
 	return nil
 }
 

@@ -39,6 +39,8 @@ var (
 	idAlpha = bytes.Repeat([]byte{0xaa}, 32)
 	idBeta  = bytes.Repeat([]byte{0xbb}, 32)
 	idRogue = bytes.Repeat([]byte{0xcc}, 32)
+	// sensorKey is the credential of the manifest's client "sensor-1".
+	sensorKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{0x5e}, ed25519.SeedSize))
 )
 
 func testManifest(owner ed25519.PublicKey, allowSim bool) string {
@@ -58,6 +60,8 @@ services:
     identities: [{mrenclave: %x}]
     debug: true
   tester: {}
+clients:
+  sensor-1: {public_key: %s}
 addresses:
   sec.echo:     {secured: true, consume: [alpha], send: [beta]}
   sec.news:     {secured: true, consume: [alpha], publish: [beta]}
@@ -70,7 +74,8 @@ addresses:
   beta.bench:   {consume: [beta], send: [tester]}
   plain.echo:   {consume: [alpha], send: [beta]}
   sec.bench:    {secured: true, consume: [alpha], send: [beta]}
-`, base64.StdEncoding.EncodeToString(owner), allowSim, idAlpha, idBeta)
+`, base64.StdEncoding.EncodeToString(owner), allowSim, idAlpha, idBeta,
+		base64.StdEncoding.EncodeToString(sensorKey.Public().(ed25519.PublicKey)))
 }
 
 // counters counts handler runs of alpha's secured addresses.
@@ -85,6 +90,14 @@ func (c *counters) saw(address, body string) {
 	defer c.mu.Unlock()
 	c.runs[address]++
 	c.last[address] = body
+}
+
+// first reports whether it is called for key the first time.
+func (c *counters) first(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.runs[key]++
+	return c.runs[key] == 1
 }
 
 func (c *counters) get(address string) (int, string) {
@@ -107,9 +120,13 @@ func alphaApp(service string, seen *counters) *trusted.App {
 		seen.saw(c.Address(), string(c.Body()))
 	})
 	app.HandleFunc("sec.client", func(ctx context.Context, c *trusted.Call) {
-		seen.saw(c.Address(), string(c.Body()))
+		seen.saw(c.Address(), c.Client()+": "+string(c.Body()))
+		if string(c.Body()) == "fail once" && seen.first(c.Address()+"/failed") {
+			c.Fail(503, "storage unavailable")
+			return
+		}
 		if c.ExpectsReply() {
-			c.Reply(nil, append([]byte("client echo: "), c.Body()...))
+			c.Reply(nil, append([]byte("client echo: "+c.Client()+": "), c.Body()...))
 		}
 	})
 	echo := func(ctx context.Context, c *trusted.Call) { c.Reply(nil, append([]byte("echo: "), c.Body()...)) }
@@ -452,7 +469,12 @@ func TestSecuredAddresses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch, req, err := secure.SealRequest(pub, secure.ChannelInfo("alpha", w.hash), []byte(marker+"-client"))
+	info := secure.ChannelInfo("alpha", w.hash)
+	cs, err := secure.NewClientSession(pub, info, secure.Credential{Name: "sensor-1", Key: sensorKey}, secure.ClientSessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, req, err := cs.Seal([]byte(marker + "-client"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,25 +485,64 @@ func TestSecuredAddresses(t *testing.T) {
 	if bytes.Contains(m.Body(), []byte(marker)) {
 		t.Fatal("client reply in clear")
 	}
-	pt, err := ch.OpenReply(m.Body())
-	if err != nil || string(pt) != "client echo: "+marker+"-client" {
+	pt, err := cs.OpenReply(seq, m.Body())
+	if err != nil || string(pt) != "client echo: sensor-1: "+marker+"-client" {
 		t.Fatalf("client reply %q, %v", pt, err)
 	}
-	if _, err := w.try("sec.client", req); !errors.As(err, &re) || re.Code != trusted.CodeRejected { // replayed client request
+	if _, err := w.try("sec.client", req); !errors.As(err, &re) || re.Code != trusted.CodeAlreadyHandled { // replayed client request
 		t.Fatalf("replayed client request: %v", err)
 	}
 	if _, err := w.try("sec.client", []byte(marker)); !errors.As(err, &re) || re.Code != trusted.CodeRejected {
 		t.Fatalf("plaintext on a client address: %v", err)
 	}
-	// A one-way client send (a sensor).
-	_, sent, _ := secure.SealRequest(pub, secure.ChannelInfo("alpha", w.hash), []byte("sensor"))
+	// A failed handler releases its message: the same bytes retried are
+	// handled, not refused as a replay.
+	seq, req, _ = cs.Seal([]byte("fail once"))
+	if _, err := w.try("sec.client", req); !errors.As(err, &re) || re.Code != 503 {
+		t.Fatalf("first try: %v", err)
+	}
+	if m, err = w.try("sec.client", req); err != nil {
+		t.Fatalf("retry after a failure: %v", err)
+	}
+	if pt, err := cs.OpenReply(seq, m.Body()); err != nil || string(pt) != "client echo: sensor-1: fail once" {
+		t.Fatalf("retry's reply %q %v", pt, err)
+	}
+	// Forgeries: a one-shot v1 request (no credential), a client the
+	// manifest does not name, and sensor-1's name with another key.
+	_, v1, _ := secure.SealRequest(pub, info, []byte("forged v1"))
+	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
+	for _, cred := range []secure.Credential{{Name: "sensor-9", Key: stranger}, {Name: "sensor-1", Key: stranger}} {
+		fs, err := secure.NewClientSession(pub, info, cred, secure.ClientSessionOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, forged, _ := fs.Seal([]byte("forged reading"))
+		if _, err := w.try("sec.client", forged); !errors.As(err, &re) || re.Code != trusted.CodeRejected || !strings.Contains(re.Message, "unauthenticated") {
+			t.Fatalf("forged client %s: %v", cred.Name, err)
+		}
+	}
+	if _, err := w.try("sec.client", v1); !errors.As(err, &re) || re.Code != trusted.CodeRejected {
+		t.Fatalf("v1 request: %v", err)
+	}
+	// A message of a session the enclave does not hold.
+	gone, _ := secure.NewClientSession(pub, info, secure.Credential{Name: "sensor-1", Key: sensorKey}, secure.ClientSessionOptions{})
+	gone.Seal([]byte("handshake, never delivered"))
+	_, lost, _ := gone.Seal([]byte("data"))
+	if _, err := w.try("sec.client", lost); !errors.As(err, &re) || re.Code != trusted.CodeSessionUnknown {
+		t.Fatalf("unknown session: %v", err)
+	}
+	// A one-way client send (a sensor), in the same session.
+	_, sent, _ := cs.Seal([]byte("sensor"))
 	if err := w.bus.Send(ctx, "sec.client", sent); err != nil {
 		t.Fatal(err)
 	}
-	w.waitFor("the sensor's send", func() bool { _, last := seen.get("sec.client"); return last == "sensor" })
+	w.waitFor("the sensor's send", func() bool { _, last := seen.get("sec.client"); return last == "sensor-1: sensor" })
 	r := w.rejections("alpha")["sec.client"]
-	if r[trusted.ReasonReplay] != 1 || r[trusted.ReasonPlaintext] != 1 {
+	if r[trusted.ReasonReplay] != 1 || r[trusted.ReasonPlaintext] != 1 || r[trusted.ReasonUnauthenticated] != 3 || r[trusted.ReasonSessionUnknown] != 1 {
 		t.Fatalf("sec.client rejections %v", r)
+	}
+	if n, _ := w.count("sec.client"); n != 4 {
+		t.Fatalf("the sec.client handler ran %d times, want 4", n)
 	}
 
 	// Rotation: the owner starts epoch 2 with no grace; the services re-join
