@@ -32,14 +32,26 @@
 // verifies ([ErrBadSignature] otherwise) and the response names the pinned
 // manifest hash and the service asked for. Keys are cached per service.
 //
-// # Requests
+// # Sessions and requests
 //
-// [Client.Request] seals the plaintext with secure.SealRequest to the
-// service's key under secure.ChannelInfo(service, pinned hash), sends it as
-// a bus request to the address, and opens the reply with the request's
-// channel; [Client.Send] sends a sealed one-way message. The payload is
-// confidential and its reply authenticated end to end; the host, the broker
-// and the bus see only ciphertext.
+// A client proves a credential the application's manifest names
+// ([Options.Credential], or [Client.As] for another): a name and its
+// Ed25519 key. Requests and sends to a service travel in a session
+// (secure.NewClientSession to the service's key, under
+// secure.ChannelInfo(service, pinned hash)): the first message of a session
+// carries the one HPKE encapsulation and the client's signature, later ones
+// only a session ID, a sequence number and AES-256-GCM. [Client.Request]
+// opens the reply of each request with its sequence number. The payload is
+// confidential, the client authenticated and the reply authenticated end to
+// end; the host, the broker and the bus see only ciphertext.
+//
+// A service that no longer holds a session (it restarted, forgot the
+// session to make room for others, or got a new channel key) refuses its
+// messages with code 410 before any handler runs; Request then opens a new
+// session (fetching the service key again) and sends once more, so nothing
+// is lost or handled twice. A message that travels another way
+// ([Client.Seal], e.g. through a durable queue and a forwarder) is sealed
+// again with [Client.Reseal].
 package client
 
 import (
@@ -87,6 +99,11 @@ type Options struct {
 	Timeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Credential is the client's identity on its sessions with services:
+	// a name the manifest's clients list, with its Ed25519 private key.
+	// Requests and sends to services need one; [Client.As] gives a client
+	// another.
+	Credential secure.Credential
 }
 
 // Errors callers decide on.
@@ -141,9 +158,18 @@ type Client struct {
 	sign   ed25519.PublicKey
 	att    *provision.AttestResponse
 	claims *attest.Claims
+	shared *serviceKeys
 
-	mu   sync.Mutex
-	keys map[string]*secure.PublicKey
+	cred     secure.Credential
+	sessions *sessions
+}
+
+// serviceKeys are the service keys the coordinator vouched for, shared by
+// a client and those made from it with As.
+type serviceKeys struct {
+	mu      sync.Mutex
+	keys    map[string]*secure.PublicKey
+	fetched map[string]time.Time
 }
 
 // Connect verifies the coordinator reachable on b (see the package
@@ -184,8 +210,9 @@ func Connect(ctx context.Context, b *bus.Bus, opts Options) (*Client, error) {
 	if claims.Simulated() {
 		opts.Logger.Warn("client: the coordinator's evidence is SIMULATED: it promises nothing against a malicious host")
 	}
-	return &Client{b: b, opts: opts, sign: ed25519.PublicKey(resp.SigningKey), att: &resp, claims: claims,
-		keys: map[string]*secure.PublicKey{}}, nil
+	c := &Client{b: b, opts: opts, sign: ed25519.PublicKey(resp.SigningKey), att: &resp, claims: claims,
+		shared: &serviceKeys{keys: map[string]*secure.PublicKey{}, fetched: map[string]time.Time{}}}
+	return c.As(opts.Credential), nil
 }
 
 // verifyCoordinator checks the evidence, its report data and the policy.
@@ -229,11 +256,12 @@ func (c *Client) Claims() *attest.Claims { return c.claims }
 func (c *Client) SigningKey() ed25519.PublicKey { return c.sign }
 
 // ServiceKey returns the client-channel key of service, vouched for by the
-// coordinator (fetched once, then cached).
+// coordinator (fetched once, then cached; fetched again when the service
+// no longer knows a session, in case the key changed).
 func (c *Client) ServiceKey(ctx context.Context, service string) (*secure.PublicKey, error) {
-	c.mu.Lock()
-	k := c.keys[service]
-	c.mu.Unlock()
+	c.shared.mu.Lock()
+	k := c.shared.keys[service]
+	c.shared.mu.Unlock()
 	if k != nil {
 		return k, nil
 	}
@@ -261,49 +289,199 @@ func (c *Client) ServiceKey(ctx context.Context, service string) (*secure.Public
 	if k, err = secure.ParsePublicKey(resp.PublicKey); err != nil {
 		return nil, fmt.Errorf("client: key of service %s: %w", service, err)
 	}
-	c.mu.Lock()
-	c.keys[service] = k
-	c.mu.Unlock()
+	c.shared.mu.Lock()
+	c.shared.keys[service], c.shared.fetched[service] = k, time.Now()
+	c.shared.mu.Unlock()
 	return k, nil
 }
 
-// seal seals plaintext to service.
-func (c *Client) seal(ctx context.Context, service string, plaintext []byte) (*secure.ClientChannel, []byte, error) {
+// Session limits of the client: it opens a new session before the
+// service's defaults (secure.DefaultSessionLifetime and
+// secure.DefaultSessionMessages) would end the current one.
+const (
+	sessionMaxAge      = secure.DefaultSessionLifetime * 9 / 10
+	sessionMaxMessages = secure.DefaultSessionMessages - 1<<16
+	// keptSessions is how many past sessions a client keeps the keys of,
+	// to seal again the messages a service could no longer open.
+	keptSessions = 8
+	// resealAttempts bounds how often Request seals a message again in a
+	// new session before it gives up.
+	resealAttempts = 3
+	// keyRefreshInterval is the least time between two fetches of a
+	// service's key when a service no longer knows a session.
+	keyRefreshInterval = time.Second
+)
+
+// ErrNoCredential: a request or send to a service was made by a client
+// with no credential (see [Client.As]).
+var ErrNoCredential = errors.New("client: no client credential (see Client.As)")
+
+// ErrNotMine: [Client.Reseal] was given a message none of this client's
+// recent sessions sealed.
+var ErrNotMine = errors.New("client: not a message of this client's recent sessions")
+
+// As returns a client that shares c's verified coordinator and service
+// keys and proves cred on its sessions: a device holding many credentials
+// (or a gateway for many sensors) verifies the coordinator once.
+func (c *Client) As(cred secure.Credential) *Client {
+	return &Client{b: c.b, opts: c.opts, sign: c.sign, att: c.att, claims: c.claims, shared: c.shared,
+		cred: cred, sessions: &sessions{current: map[string]*secure.ClientSession{}}}
+}
+
+// Credential returns the name of the client's credential ("" if none).
+func (c *Client) Credential() string { return c.cred.Name }
+
+// sessions are a client's sessions with each service.
+type sessions struct {
+	mu      sync.Mutex
+	current map[string]*secure.ClientSession // by service
+	recent  []recentSession                  // oldest first, at most keptSessions
+}
+
+type recentSession struct {
+	service string
+	s       *secure.ClientSession
+}
+
+// session returns the current session with service, opening one (the KEM)
+// if there is none, or if the current one is old, used up, or under
+// another key than the service's current one.
+func (c *Client) session(ctx context.Context, service string) (*secure.ClientSession, error) {
+	if c.cred.Key == nil {
+		return nil, ErrNoCredential
+	}
 	k, err := c.ServiceKey(ctx, service)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	ch, msg, err := secure.SealRequest(k, secure.ChannelInfo(service, c.opts.ManifestHash), plaintext)
+	ss := c.sessions
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	s := ss.current[service]
+	if s != nil && s.KeyID() == k.ID() && time.Since(s.Created()) < sessionMaxAge && s.Sent() < sessionMaxMessages {
+		return s, nil
+	}
+	s, err = secure.NewClientSession(k, secure.ChannelInfo(service, c.opts.ManifestHash), c.cred,
+		secure.ClientSessionOptions{RepeatHandshake: true})
 	if err != nil {
-		return nil, nil, fmt.Errorf("client: seal request to %s: %w", service, err)
+		return nil, fmt.Errorf("client: session with %s: %w", service, err)
 	}
-	return ch, msg, nil
+	ss.current[service] = s
+	ss.recent = append(ss.recent, recentSession{service, s})
+	if len(ss.recent) > keptSessions {
+		ss.recent = ss.recent[len(ss.recent)-keptSessions:]
+	}
+	return s, nil
 }
 
-// Request sends plaintext, sealed to service, as a bus request to address
-// and returns the opened reply. Bus failures are returned as the bus gives
-// them (*bus.ReplyError); a reply that does not open is an error wrapping
-// the secure package's reason.
+// forget ends s as the current session with service (the service no
+// longer holds it) and makes the next session fetch the service's key
+// again, in case it changed.
+func (c *Client) forget(service string, s *secure.ClientSession) {
+	c.sessions.mu.Lock()
+	if c.sessions.current[service] == s {
+		delete(c.sessions.current, service)
+	}
+	c.sessions.mu.Unlock()
+	c.shared.mu.Lock()
+	if time.Since(c.shared.fetched[service]) >= keyRefreshInterval {
+		delete(c.shared.keys, service)
+	}
+	c.shared.mu.Unlock()
+}
+
+// Seal seals plaintext to service in the client's current session with it
+// and returns the bytes to send. Use it when the message travels by other
+// means than [Client.Request] and [Client.Send] (a durable queue, a
+// forwarder); see [Client.Reseal] for when the service refuses it with
+// trusted.CodeSessionUnknown.
+func (c *Client) Seal(ctx context.Context, service string, plaintext []byte) ([]byte, error) {
+	s, err := c.session(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	_, msg, err := s.Seal(plaintext)
+	if err != nil {
+		return nil, fmt.Errorf("client: seal to %s: %w", service, err)
+	}
+	return msg, nil
+}
+
+// Reseal seals again, in a new session, a message one of the client's
+// recent sessions with service sealed and the service could no longer
+// open (it answered trusted.CodeSessionUnknown: it restarted, forgot the
+// session, or holds a new channel key, which Reseal fetches). The
+// plaintext is the same, so the service's own deduplication (sequence
+// numbers in the payload) still applies.
+func (c *Client) Reseal(ctx context.Context, service string, msg []byte) ([]byte, error) {
+	h, err := secure.ParseSessionMessage(msg)
+	if err != nil {
+		return nil, fmt.Errorf("client: reseal: %w", err)
+	}
+	var old *secure.ClientSession
+	c.sessions.mu.Lock()
+	for _, r := range c.sessions.recent {
+		if r.service == service && r.s.ID() == h.Session {
+			old = r.s
+		}
+	}
+	c.sessions.mu.Unlock()
+	if old == nil {
+		return nil, fmt.Errorf("%w: session %s with %s", ErrNotMine, h.Session, service)
+	}
+	_, pt, err := old.Open(msg)
+	if err != nil {
+		return nil, fmt.Errorf("client: reseal: %w", err)
+	}
+	c.forget(service, old)
+	return c.Seal(ctx, service, pt)
+}
+
+// Request sends plaintext, sealed to service in the client's session with
+// it, as a bus request to address and returns the opened reply. When the
+// service no longer holds the session (trusted.CodeSessionUnknown) the
+// message never reached its handler: Request opens a new session and sends
+// it again, at most a few times. Other bus failures are returned as the
+// bus gives them (*bus.ReplyError); a reply that does not open is an error
+// wrapping the secure package's reason.
 func (c *Client) Request(ctx context.Context, address, service string, plaintext []byte, opts ...bus.DeliveryOption) ([]byte, error) {
-	ch, msg, err := c.seal(ctx, service, plaintext)
-	if err != nil {
-		return nil, err
+	for attempt := 1; ; attempt++ {
+		s, err := c.session(ctx, service)
+		if err != nil {
+			return nil, err
+		}
+		seq, msg, err := s.Seal(plaintext)
+		if err != nil {
+			return nil, fmt.Errorf("client: seal request to %s: %w", service, err)
+		}
+		m, err := c.b.Request(ctx, address, msg, opts...)
+		var re *bus.ReplyError
+		if errors.As(err, &re) && re.Code == codeSessionUnknown && attempt < resealAttempts {
+			c.opts.Logger.Debug("client: the service no longer holds the session; opening a new one", "service", service, "session", s.ID())
+			c.forget(service, s)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out, err := s.OpenReply(seq, m.Body())
+		if err != nil {
+			return nil, fmt.Errorf("client: reply from %s on %s: %w", service, address, err)
+		}
+		return out, nil
 	}
-	m, err := c.b.Request(ctx, address, msg, opts...)
-	if err != nil {
-		return nil, err
-	}
-	out, err := ch.OpenReply(m.Body())
-	if err != nil {
-		return nil, fmt.Errorf("client: reply from %s on %s: %w", service, address, err)
-	}
-	return out, nil
 }
 
-// Send sends plaintext, sealed to service, as a one-way message to one
-// consumer of address.
+// codeSessionUnknown is trusted.CodeSessionUnknown (package trusted is the
+// enclave side; clients do not link it).
+const codeSessionUnknown = 410
+
+// Send sends plaintext, sealed to service in the client's session with it,
+// as a one-way message to one consumer of address. A one-way message
+// learns nothing back: if the service may have lost the session, prefer
+// Request, or handle trusted.CodeSessionUnknown with [Client.Reseal].
 func (c *Client) Send(ctx context.Context, address, service string, plaintext []byte, opts ...bus.DeliveryOption) error {
-	_, msg, err := c.seal(ctx, service, plaintext)
+	msg, err := c.Seal(ctx, service, plaintext)
 	if err != nil {
 		return err
 	}
