@@ -63,6 +63,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloister-dev/cloister/attest"
@@ -167,6 +168,7 @@ type Client struct {
 // serviceKeys are the service keys the coordinator vouched for, shared by
 // a client and those made from it with As.
 type serviceKeys struct {
+	opened  atomic.Uint64 // sessions opened (one KEM each)
 	mu      sync.Mutex
 	keys    map[string]*secure.PublicKey
 	fetched map[string]time.Time
@@ -328,6 +330,10 @@ func (c *Client) As(cred secure.Credential) *Client {
 		cred: cred, sessions: &sessions{current: map[string]*secure.ClientSession{}}}
 }
 
+// SessionsOpened returns how many sessions this client and those made from
+// it with As opened: one HPKE encapsulation (KEM) each.
+func (c *Client) SessionsOpened() uint64 { return c.shared.opened.Load() }
+
 // Credential returns the name of the client's credential ("" if none).
 func (c *Client) Credential() string { return c.cred.Name }
 
@@ -366,6 +372,7 @@ func (c *Client) session(ctx context.Context, service string) (*secure.ClientSes
 	if err != nil {
 		return nil, fmt.Errorf("client: session with %s: %w", service, err)
 	}
+	c.shared.opened.Add(1)
 	ss.current[service] = s
 	ss.recent = append(ss.recent, recentSession{service, s})
 	if len(ss.recent) > keptSessions {

@@ -119,8 +119,12 @@ func TestJoinGrantsOnlyToTheJoiningKey(t *testing.T) {
 			}
 		}
 	}
-	if !slices.Equal(addrs, []string{"water.alerts", "water.readings", "water.stats"}) {
+	if !slices.Equal(addrs, []string{"analytics.echo", "water.alerts", "water.readings", "water.stats"}) {
 		t.Fatalf("addresses %v", addrs)
+	}
+	// It consumes an address open to clients: the grant names them.
+	if len(g.Clients) != 1 || !ed25519.PublicKey(g.Clients["meter-7"]).Equal(testClient.Public()) {
+		t.Fatalf("grant's clients %v", g.Clients)
 	}
 	if len(g.Secrets["stats-key"]) != 32 || hex.EncodeToString(g.Secrets["api-token"]) != "00112233445566778899aabbccddeeff" {
 		t.Fatalf("secrets: %d-byte stats-key, api-token %x", len(g.Secrets["stats-key"]), g.Secrets["api-token"])
@@ -262,6 +266,7 @@ func connect(s *system, hash [32]byte) (*client.Client, error) {
 	return client.Connect(ctx, s.b, client.Options{
 		CoordinatorPolicy: attest.Policy{MREnclaves: [][32]byte{coordImage.Measurement}},
 		ManifestHash:      hash, AllowSimulation: true, Logger: testLogger(),
+		Credential: secure.Credential{Name: "meter-7", Key: testClient},
 	})
 }
 

@@ -155,7 +155,12 @@ services:
     identities:
       - mrenclave: "%x"
   ingest: {}
+clients:
+  meter-7: {public_key: %s}
 addresses:
+  analytics.echo:
+    clients: true
+    consume: [analytics]
   water.readings:
     secured: true
     consume: [analytics]
@@ -167,8 +172,12 @@ addresses:
   water.alerts:
     publish: [analytics]
     consume: [ingest]
-`, version, s.ownerKey(), allowSim, measurement[:], joinImage.Measurement[:])
+`, version, s.ownerKey(), allowSim, measurement[:], joinImage.Measurement[:],
+		base64.StdEncoding.EncodeToString(testClient.Public().(ed25519.PublicKey)))
 }
+
+// testClient is the credential of the manifests' client "meter-7".
+var testClient = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{0x7e}, ed25519.SeedSize))
 
 func parseManifest(t testing.TB, y []byte) *manifest.Manifest {
 	t.Helper()

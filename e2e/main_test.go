@@ -29,6 +29,7 @@ import (
 	"github.com/cloister-dev/cloister/internal/testenv"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/provision"
+	"github.com/cloister-dev/cloister/secure"
 )
 
 // Images built once by TestMain.
@@ -84,9 +85,10 @@ type world struct {
 	manifest string
 	hash     [32]byte
 	client   *client.Client
-	deployed map[string]string // enclave name → deployment ID
-	state    string            // protected storage of the enclaves
-	tap      *logSink          // what cloister tap printed (nil: no tap)
+	deployed map[string]string  // enclave name → deployment ID
+	state    string             // protected storage of the enclaves
+	tap      *logSink           // what cloister tap printed (nil: no tap)
+	tester   ed25519.PrivateKey // the credential of the manifest's client "tester"
 }
 
 const manifestTemplate = `
@@ -103,6 +105,8 @@ services:
   gamma:
     identities: [{mrenclave: "0000000000000000000000000000000000000000000000000000000000000001"}]
   tester: {}
+clients:
+  tester: {public_key: %s}
 addresses:
   sec.echo:   {secured: true, consume: [alpha], send: [beta]}
   sec.news:   {secured: true, consume: [alpha], publish: [beta]}
@@ -114,7 +118,8 @@ addresses:
 
 func (w *world) manifestText(version int, allowSim bool) string {
 	m := hex.EncodeToString(serviceImage.Measurement[:])
-	return fmt.Sprintf(manifestTemplate, version, base64.StdEncoding.EncodeToString(w.owner.Public().(ed25519.PublicKey)), allowSim, m, m)
+	return fmt.Sprintf(manifestTemplate, version, base64.StdEncoding.EncodeToString(w.owner.Public().(ed25519.PublicKey)), allowSim, m, m,
+		base64.StdEncoding.EncodeToString(w.tester.Public().(ed25519.PublicKey)))
 }
 
 func newWorld(t testing.TB, withTap bool) *world {
@@ -128,6 +133,7 @@ func newWorld(t testing.TB, withTap bool) *world {
 	}
 	t.Cleanup(func() { os.RemoveAll(w.state) })
 	_, w.owner, _ = ed25519.GenerateKey(rand.Reader)
+	_, w.tester, _ = ed25519.GenerateKey(rand.Reader)
 	logger := slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -232,6 +238,7 @@ func newWorld(t testing.TB, withTap bool) *world {
 	w.client, err = client.Connect(ctx, w.nodes[0].Bus(), client.Options{
 		CoordinatorPolicy: attest.Policy{MREnclaves: [][32]byte{coordinatorImage.Measurement}},
 		ManifestHash:      w.hash, AllowSimulation: true, Logger: logger,
+		Credential: secure.Credential{Name: "tester", Key: w.tester},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -231,6 +231,11 @@ type EnclaveInstance struct {
 	Serving  []string `json:"serving"`
 	// InFlight is how many requests wait for the enclave's answer.
 	InFlight int `json:"in_flight"`
+	// FramesIn and FramesOut count the boundary frames the running
+	// instance was sent (ECALLs and OCALL results: each one the enclave
+	// must take in) and sent back (answers and OCALLs).
+	FramesIn  uint64 `json:"frames_in"`
+	FramesOut uint64 `json:"frames_out"`
 }
 
 // Enclaves lists the enclave instances this node hosts, in order of
@@ -246,9 +251,10 @@ func (n *Node) Enclaves() []EnclaveInstance {
 			if !ok || s.e == nil {
 				continue
 			}
+			st := s.e.Stats()
 			out = append(out, EnclaveInstance{DeploymentID: d.id, Name: d.name, Instance: inst.index,
 				PID: s.e.PID(), State: s.e.State().String(), Restarts: s.e.Restarts(), Serving: s.e.Addresses(),
-				InFlight: s.e.InFlight()})
+				InFlight: s.e.InFlight(), FramesIn: st.FramesSent, FramesOut: st.FramesReceived})
 		}
 	}
 	return out

@@ -125,13 +125,16 @@ type ClientSession struct {
 	confirmed bool   // a reply opened: the service holds the session
 }
 
+// RepeatedHandshakes is how many first messages of a session carry the
+// handshake at most, with ClientSessionOptions.RepeatHandshake.
+const RepeatedHandshakes = 16
+
 // ClientSessionOptions configure NewClientSession.
 type ClientSessionOptions struct {
-	// RepeatHandshake sends the handshake with every message until a reply
-	// opens, so that messages overtaking the first one still find their
-	// session. Request/reply clients want it; one-way senders, whose
-	// messages are never answered, do not (each message would carry the
-	// encapsulated key).
+	// RepeatHandshake sends the handshake with the first messages until a
+	// reply opens (at most RepeatedHandshakes of them), so that messages
+	// overtaking the first one still find their session. Without it only
+	// the first message carries it.
 	RepeatHandshake bool
 	// Now is the client time the handshake carries (default time.Now()).
 	Now time.Time
@@ -214,7 +217,7 @@ func (s *ClientSession) Seal(plaintext []byte) (uint64, []byte, error) {
 		return 0, nil, fmt.Errorf("%w: session %s", ErrExhausted, s.id)
 	}
 	s.next++
-	hs := seq == 1 || (s.repeat && !s.confirmed)
+	hs := seq == 1 || (s.repeat && !s.confirmed && seq <= RepeatedHandshakes)
 	s.mu.Unlock()
 	var out []byte
 	if hs {

@@ -176,10 +176,11 @@ func sizeLabel(n int) string {
 func writeBenchTable(w io.Writer, rep *app.BenchReport, opts app.BenchOptions) {
 	fmt.Fprintf(w, "analytics image %s; %s per cell; throughput in requests/s, latency p50/p99 in µs;\n", rep.Measurement[:16], rep.Duration)
 	fmt.Fprintf(w, "overhead = throughput lost against regular (negative: faster)\n\n")
-	fmt.Fprintf(w, "%-5s %-8s %-6s | %-24s | %-32s | %-32s\n", "nodes", "payload", "flight", "regular", "trusted", "trusted+secured")
-	fmt.Fprintf(w, "%-5s %-8s %-6s | %8s %7s %7s | %8s %7s %7s %7s | %8s %7s %7s %7s\n", "", "", "",
-		"req/s", "p50", "p99", "req/s", "p50", "p99", "ovh", "req/s", "p50", "p99", "ovh")
-	fmt.Fprintln(w, strings.Repeat("-", 112))
+	fmt.Fprintf(w, "crossings = boundary frames the enclave took in per request; KEMs = HPKE encapsulations per request\n\n")
+	fmt.Fprintf(w, "%-5s %-8s %-6s | %-24s | %-38s | %-46s\n", "nodes", "payload", "flight", "regular", "trusted", "trusted+secured")
+	fmt.Fprintf(w, "%-5s %-8s %-6s | %8s %7s %7s | %8s %7s %7s %7s %5s | %8s %7s %7s %7s %5s %6s\n", "", "", "",
+		"req/s", "p50", "p99", "req/s", "p50", "p99", "ovh", "cross", "req/s", "p50", "p99", "ovh", "cross", "KEMs")
+	fmt.Fprintln(w, strings.Repeat("-", 132))
 	for _, n := range opts.Nodes {
 		for _, size := range opts.Sizes {
 			for _, c := range opts.Concurrency {
@@ -189,10 +190,10 @@ func writeBenchTable(w io.Writer, rep *app.BenchReport, opts app.BenchOptions) {
 				}
 				tr, _ := rep.Find(n, app.ModeTrustedPlain, size, c)
 				ts, _ := rep.Find(n, app.ModeTrustedSecured, size, c)
-				fmt.Fprintf(w, "%-5d %-8s %-6d | %8.0f %7.0f %7.0f | %8.0f %7.0f %7.0f %6.1f%% | %8.0f %7.0f %7.0f %6.1f%%\n",
+				fmt.Fprintf(w, "%-5d %-8s %-6d | %8.0f %7.0f %7.0f | %8.0f %7.0f %7.0f %6.1f%% %5.2f | %8.0f %7.0f %7.0f %6.1f%% %5.2f %6.4f\n",
 					n, sizeLabel(size), c, reg.Throughput, reg.P50, reg.P99,
-					tr.Throughput, tr.P50, tr.P99, overhead(reg, tr),
-					ts.Throughput, ts.P50, ts.P99, overhead(reg, ts))
+					tr.Throughput, tr.P50, tr.P99, overhead(reg, tr), tr.CrossingsPerRequest,
+					ts.Throughput, ts.P50, ts.P99, overhead(reg, ts), ts.CrossingsPerRequest, ts.KEMsPerRequest)
 			}
 		}
 	}

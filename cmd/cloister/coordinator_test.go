@@ -46,6 +46,15 @@ func TestCoordinatorVerbs(t *testing.T) {
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A client credential, made by the CLI.
+	meterKey := filepath.Join(dir, "meter-7.pem")
+	code, clientEntry, errOut := runCLI(t, "manifest", "client", "meter-7", "--key", meterKey)
+	if code != exitOK || !strings.HasPrefix(clientEntry, "clients:\n  meter-7: {public_key: ") {
+		t.Fatalf("manifest client: %d %q %q", code, clientEntry, errOut)
+	}
+	if code, _, errOut = runCLI(t, "manifest", "client", "meter-7", "--key", meterKey); code != exitFailure || !strings.Contains(errOut, "exists") {
+		t.Fatalf("manifest client over an existing key: %d %q", code, errOut)
+	}
 	mf := filepath.Join(dir, "app.yaml")
 	y := fmt.Sprintf(`version: 1
 owner:
@@ -64,8 +73,9 @@ addresses:
   analytics.join:
     consume: [analytics]
   analytics.echo:
+    clients: true
     consume: [analytics]
-`, base64.StdEncoding.EncodeToString(pub), measurement)
+%s`, base64.StdEncoding.EncodeToString(pub), measurement, clientEntry)
 	if err := os.WriteFile(mf, []byte(y), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +112,7 @@ addresses:
 		t.Fatalf("the manifest was not set:\n%s", stderr.String())
 	}
 
-	code, out, errOut := runCLI(t, "coordinator", "status", "--servers", url)
+	code, out, errOut = runCLI(t, "coordinator", "status", "--servers", url)
 	if code != exitOK || !strings.Contains(out, m.HashHex()+" (version 1)") || !strings.Contains(out, "key epoch:    1") {
 		t.Fatalf("status: %d %q %q", code, out, errOut)
 	}
@@ -114,7 +124,8 @@ addresses:
 	if code, out, errOut = runCLI(t, "request", "--servers", url, "analytics.join", ""); code != exitOK || !strings.Contains(out, `"service":"analytics"`) {
 		t.Fatalf("join: %d %q %q", code, out, errOut)
 	}
-	secure := []string{"request", "--servers", url, "--secure", "--service", "analytics", "--allow-simulation"}
+	secure := []string{"request", "--servers", url, "--secure", "--service", "analytics", "--allow-simulation",
+		"--client", "meter-7", "--client-key", meterKey}
 	code, out, errOut = runCLI(t, append(secure, "--manifest-hash", m.HashHex(), "analytics.echo", "meter 7: 12.5 m3")...)
 	if code != exitOK || strings.TrimSpace(out) != "echo: meter 7: 12.5 m3" {
 		t.Fatalf("secure request: %d %q %q", code, out, errOut)

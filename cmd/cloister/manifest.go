@@ -17,7 +17,7 @@ func manifestCommand() *command {
 	return &command{
 		name:        "manifest",
 		summary:     "check, hash and sign application manifests",
-		subcommands: []*command{manifestCheckCommand(), manifestHashCommand(), manifestSignCommand(), manifestVerifyUpdateCommand()},
+		subcommands: []*command{manifestCheckCommand(), manifestHashCommand(), manifestSignCommand(), manifestVerifyUpdateCommand(), manifestClientCommand()},
 	}
 }
 

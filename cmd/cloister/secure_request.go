@@ -23,6 +23,8 @@ type secureFlags struct {
 	allowSimulation bool
 	measurements    stringList
 	simKeys         stringList
+	clientName      string
+	clientKey       string
 	img             imageFlags
 }
 
@@ -32,15 +34,22 @@ func (f *secureFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.manifestHash, "manifest-hash", "", "with --secure: the manifest `hash` to pin (cloister manifest hash FILE)")
 	fs.BoolVar(&f.allowSimulation, "allow-simulation", false, "with --secure: accept a coordinator with simulated evidence (promises nothing against a malicious host)")
 	fs.Var(&f.simKeys, "sim-platform-key", "with --secure and --allow-simulation: trust this simulation platform key `file` (PEM) instead of this machine's; repeatable")
+	fs.StringVar(&f.clientName, "client", "", "with --secure: the client `name` the manifest lists (the session proves its credential)")
+	fs.StringVar(&f.clientKey, "client-key", "", "with --secure: the client's private key `file` ('cloister manifest client' writes one)")
 	fs.Var(&f.measurements, "coordinator-measurement", "with --secure: an accepted coordinator image `measurement` (hex; repeatable; default: the image this cloister builds)")
 }
 
 // options checks the flags and returns the client options.
 func (f *secureFlags) options(ctx context.Context, env *cliEnv) (client.Options, error) {
 	var o client.Options
-	if f.service == "" || f.manifestHash == "" {
-		return o, &usageError{err: errors.New("--secure needs --service and --manifest-hash")}
+	if f.service == "" || f.manifestHash == "" || f.clientName == "" || f.clientKey == "" {
+		return o, &usageError{err: errors.New("--secure needs --service, --manifest-hash, --client and --client-key")}
 	}
+	cred, err := loadCredential(f.clientName, f.clientKey)
+	if err != nil {
+		return o, &usageError{err: fmt.Errorf("--client-key: %w", err)}
+	}
+	o.Credential = cred
 	h, err := manifest.ParseHash(f.manifestHash)
 	if err != nil {
 		return o, &usageError{err: fmt.Errorf("--manifest-hash: %w", err)}

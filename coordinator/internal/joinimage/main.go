@@ -5,18 +5,21 @@
 //	<service>.join  join (again) and answer a summary of the grant: epochs,
 //	                SHA-256 fingerprints of the address keys and of the
 //	                channel key (never the keys themselves)
-//	<service>.echo  a client-channel request: open it with the channel key
-//	                and answer "echo: " + plaintext, sealed to the client
+//	<service>.echo  a client-session message: open it with the channel key
+//	                and the grant's client credentials, and answer
+//	                "echo: " + plaintext, sealed to the client
 package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/cloister-dev/cloister/coordinator/joiner"
 	"github.com/cloister-dev/cloister/provision"
@@ -35,10 +38,11 @@ type Summary struct {
 }
 
 type server struct {
-	service string
-	mu      sync.Mutex
-	grant   *provision.Grant
-	channel *secure.ServiceKey
+	service  string
+	mu       sync.Mutex
+	grant    *provision.Grant
+	channel  *secure.ServiceKey
+	sessions *secure.SessionTable
 }
 
 func fingerprint(b []byte) string {
@@ -83,6 +87,12 @@ func itoa(n uint32) string {
 }
 
 func (s *server) echo(_ context.Context, c *trusted.Call) {
+	if c.FromClient() {
+		// Joined by the runtime itself (CLOISTER_SERVICE): it opened the
+		// session message and seals the reply.
+		_ = c.Reply(nil, append([]byte("echo: "), c.Body()...))
+		return
+	}
 	s.mu.Lock()
 	g, ck := s.grant, s.channel
 	s.mu.Unlock()
@@ -92,11 +102,20 @@ func (s *server) echo(_ context.Context, c *trusted.Call) {
 	}
 	var hash [32]byte
 	copy(hash[:], g.ManifestHash)
-	req, err := ck.OpenRequest(secure.ChannelInfo(s.service, hash), c.Body())
+	clients := func(name string) (ed25519.PublicKey, bool) {
+		k, ok := g.Clients[name]
+		return ed25519.PublicKey(k), ok
+	}
+	req, err := s.sessions.Open(ck, secure.ChannelInfo(s.service, hash), clients, c.Body(), time.Now())
 	if err != nil {
-		_ = c.Fail(400, err.Error())
+		code := 400
+		if errors.Is(err, secure.ErrSessionUnknown) {
+			code = trusted.CodeSessionUnknown
+		}
+		_ = c.Fail(code, err.Error())
 		return
 	}
+	defer req.Commit()
 	if !c.ExpectsReply() {
 		return
 	}
@@ -109,7 +128,7 @@ func (s *server) echo(_ context.Context, c *trusted.Call) {
 }
 
 func main() {
-	s := &server{service: os.Getenv("JOIN_SERVICE")}
+	s := &server{service: os.Getenv("JOIN_SERVICE"), sessions: secure.NewSessionTable(secure.SessionOptions{})}
 	if s.service == "" {
 		s.service = os.Getenv("CLOISTER_SERVICE") // cloister node --enclave service=S
 	}

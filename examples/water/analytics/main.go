@@ -7,8 +7,11 @@
 //
 // Readings arrive sealed with the HPKE client channel (package secure).
 // With a coordinator (CLOISTER_SERVICE=analytics), the trusted runtime
-// joins it at start-up, receives the service's channel key in its grant and
-// opens the readings before this handler runs (Call.FromClient). Without
+// joins it at start-up, receives the service's channel key and the
+// sensors' credentials in its grant, and opens the readings of each
+// sensor's authenticated session before this handler runs
+// (Call.FromClient, Call.Client); a reading for another sensor than the
+// session's client is refused (403). Without
 // one, the enclave makes its own channel key on first start, keeps it in
 // protected storage and opens the readings here; the sensors obtain that
 // key from water.analytics.attest, bound to the enclave's measurement by
@@ -105,8 +108,15 @@ func main() {
 	app.HandleFunc(address, func(ctx context.Context, c *trusted.Call) {
 		body := c.Body()
 		if c.FromClient() {
-			// The trusted runtime opened it: a client-channel address of
-			// the manifest, the key from the coordinator's grant.
+			// The trusted runtime opened it: a session of a client the
+			// manifest names, the key from the coordinator's grant. A
+			// sensor speaks only for itself.
+			if r, err := monitor.DecodeReading(body); err == nil && r.SensorID != c.Client() {
+				analyzer.CountUnopened()
+				c.Logger().Warn("analytics: a reading for another sensor than its client's; refused")
+				c.Fail(403, fmt.Sprintf("analytics: client %s may not report readings of sensor %s", c.Client(), r.SensorID))
+				return
+			}
 		} else if c.Header(monitor.HeaderChannel) == monitor.ChannelHPKE {
 			req, err := key.OpenRequest(info, body)
 			if err != nil {

@@ -49,6 +49,7 @@ type App struct {
 	coordImg    *enclave.Image
 	manifest    *manifest.Manifest
 	manifestRaw []byte
+	creds       Credentials // the sensors' client credentials
 
 	nodes []*localNode
 	http  *http.Server
@@ -127,7 +128,10 @@ func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 				return nil, fmt.Errorf("app: build the coordinator image (run from the Cloister repository, with Go installed, or set enclave.coordinator_image): %w", err)
 			}
 		}
-		if a.manifestRaw, a.manifest, err = Manifest(a.coordImg.Measurement, a.img.Measurement); err != nil {
+		if a.creds, err = LoadOrCreateCredentials(a.stateDir, cfg.SensorIDs()); err != nil {
+			return nil, err
+		}
+		if a.manifestRaw, a.manifest, err = Manifest(a.coordImg.Measurement, a.img.Measurement, a.creds); err != nil {
 			return nil, err
 		}
 		fmt.Fprintf(opts.Out, "coordinator image %s\n  measurement %s\nmanifest hash %s\n", a.coordImg.Path, a.coordImg.Measurement, a.manifest.HashHex())
@@ -253,7 +257,7 @@ func (a *App) deploy(ctx context.Context, ln *localNode) error {
 		}
 	}
 	if has(ServiceIngest) {
-		g := &ingest{nodeName: ln.cfg.Name, logger: logger}
+		g := &ingest{nodeName: ln.cfg.Name, logger: logger, deadFile: filepath.Join(a.stateDir, "dead-letters-"+ln.cfg.Name+".jsonl")}
 		a.ingests = append(a.ingests, g)
 		if _, err := ln.node.Deploy(ctx, func() node.Service { return g },
 			node.DeployOptions{Name: ServiceIngest, Mode: node.Worker, WorkerPoolSize: 1}); err != nil {

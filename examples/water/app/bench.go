@@ -43,20 +43,20 @@ const (
 )
 
 // benchManifest is the benchmark's manifest: the secured analytics' address
-// is a client-channel address.
-func benchManifest(coordinator, analytics enclave.Measurement) ([]byte, *manifest.Manifest, error) {
+// is open to the benchmark's sensors (creds).
+func benchManifest(coordinator, analytics enclave.Measurement, creds Credentials) ([]byte, *manifest.Manifest, error) {
 	raw := fmt.Sprintf(`version: 1
 policy: {allow_simulation: true}
 services:
   coordinator: {identities: [{mrenclave: %s}]}
   analytics: {identities: [{mrenclave: %s}]}
   bench: {}
-addresses:
+%saddresses:
   %s: {clients: true, consume: [analytics], send: [bench]}
   %s.attest: {consume: [analytics], send: [bench]}
   %s.status: {consume: [analytics], send: [bench]}
   %s: {publish: [analytics]}
-`, coordinator, analytics, addressSecured, addressSecured, addressSecured, monitor.AddressAlerts)
+`, coordinator, analytics, manifestClients(creds), addressSecured, addressSecured, addressSecured, monitor.AddressAlerts)
 	m, err := manifest.Parse([]byte(raw))
 	if err != nil {
 		return nil, nil, fmt.Errorf("app: bench manifest: %w", err)
@@ -90,6 +90,14 @@ type BenchResult struct {
 	Throughput  float64 `json:"throughput"` // requests per second
 	P50         float64 `json:"p50_us"`
 	P99         float64 `json:"p99_us"`
+	// KEMsPerRequest is the HPKE encapsulations per request (sessions the
+	// client SDK opened over the cell, warm-up included); trusted+secured
+	// only.
+	KEMsPerRequest float64 `json:"kems_per_request"`
+	// CrossingsPerRequest is the boundary frames the enclave took in per
+	// request (the delivery and every OCALL result it waited for), over
+	// the cell, warm-up included; trusted modes only.
+	CrossingsPerRequest float64 `json:"crossings_per_request"`
 }
 
 // BenchReport is a whole run.
@@ -117,7 +125,7 @@ func BenchNotes() []string {
 		"each request is one sensor reading sent by request-reply to analytics, which decodes and validates it, updates the sensor's rolling statistics, stores them (an atomic file write: temporary file, fsync, rename; on tmpfs when /dev/shm exists, so no disk latency) and replies; every in-flight slot is its own sensor, so readings of a sensor are in order",
 		"regular: analytics as a regular service, plain JSON, its state in plain files",
 		"trusted: the analytics enclave (process backend: a child process behind the boundary protocol), plain JSON readings, its state sealed (AES-GCM) before the host writes it",
-		"trusted+secured: the same image joined to a coordinator (manifest: a clients: true address); the client SDK seals each reading with HPKE (X-Wing: ML-KEM-768 + X25519, one encapsulation per reading) to the channel key the coordinator signed, the enclave's runtime opens it and seals the reply, the client opens the reply; latency includes all of it",
+		"trusted+secured: the same image joined to a coordinator (manifest: a clients: true address and a credential per sensor); each sensor opens one authenticated session with the client SDK (HPKE X-Wing: ML-KEM-768 + X25519, one encapsulation per session, signed with the sensor's Ed25519 key) to the channel key the coordinator signed, then seals each reading with AES-256-GCM under the session's keys; the enclave's runtime opens it and seals the reply, the client opens the reply; latency includes all of it",
 		"1 node: client and analytics on one node (in-process NATS connection); 3 nodes: three routed embedded NATS servers, the client on n1 and analytics on n3 (loopback TCP)",
 		"simulation: no SGX here; real enclave transitions would add their own cost (DESIGN.md §6)",
 	}
@@ -268,7 +276,17 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 	if imgs.coordinator, err = enclave.Build(ctx, CoordinatorPackage, filepath.Join(tmp, "coordinator.img"), enclave.BuildOptions{Dir: moduleRoot()}); err != nil {
 		return nil, fmt.Errorf("app: bench: build the coordinator image: %w", err)
 	}
-	if imgs.manifestRaw, imgs.manifest, err = benchManifest(imgs.coordinator.Measurement, imgs.analytics.Measurement); err != nil {
+	// Every in-flight slot of every cell is its own sensor, with its own
+	// credential in the manifest.
+	var ids []string
+	for i := range len(opts.Nodes) * len(opts.Sizes) * len(BenchModes()) * sumOf(opts.Concurrency) {
+		ids = append(ids, fmt.Sprintf("b%d", i+1))
+	}
+	creds, err := LoadOrCreateCredentials(tmp, ids)
+	if err != nil {
+		return nil, err
+	}
+	if imgs.manifestRaw, imgs.manifest, err = benchManifest(imgs.coordinator.Measurement, imgs.analytics.Measurement, creds); err != nil {
 		return nil, err
 	}
 	img := imgs.analytics
@@ -304,7 +322,7 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 					if opts.Progress != nil {
 						opts.Progress(done, total, fmt.Sprintf("%d node(s), %s, %d B, %d in flight", n, mode, size, conc))
 					}
-					r, err := benchCell(ctx, c.client, cl, mode, size, conc, opts, &seq)
+					r, err := benchCell(ctx, c.client, c.nodes[n-1], cl, creds, mode, size, conc, opts, &seq)
 					if err != nil {
 						c.close(context.Background())
 						return nil, err
@@ -325,9 +343,31 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 	return rep, nil
 }
 
-func benchCell(ctx context.Context, b *bus.Bus, cl *client.Client, mode string, size, conc int, opts BenchOptions, seq *atomic.Uint64) (BenchResult, error) {
+func sumOf(xs []int) int {
+	n := 0
+	for _, x := range xs {
+		n += x
+	}
+	return n
+}
+
+// enclaveFramesIn returns the frames the named enclave took in so far.
+func enclaveFramesIn(host *node.Node, name string) uint64 {
+	var n uint64
+	for _, e := range host.Enclaves() {
+		if e.Name == name {
+			n += e.FramesIn
+		}
+	}
+	return n
+}
+
+func benchCell(ctx context.Context, b *bus.Bus, host *node.Node, cl *client.Client, creds Credentials, mode string, size, conc int, opts BenchOptions, seq *atomic.Uint64) (BenchResult, error) {
 	res := BenchResult{Mode: mode, Size: size, Concurrency: conc}
-	request := func(body []byte) error {
+	enclaveName := map[string]string{ModeTrustedPlain: "analytics-plain", ModeTrustedSecured: "analytics-secured"}[mode]
+	frames0, kems0 := enclaveFramesIn(host, enclaveName), cl.SessionsOpened()
+	var all atomic.Int64 // requests over the cell, warm-up included
+	request := func(cl *client.Client, body []byte) error {
 		var err error
 		switch mode {
 		case ModeRegular:
@@ -355,7 +395,9 @@ func benchCell(ctx context.Context, b *bus.Bus, cl *client.Client, mode string, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sim := monitor.NewSensor(fmt.Sprintf("b%d", seq.Add(1)))
+			id := fmt.Sprintf("b%d", seq.Add(1))
+			sim := monitor.NewSensor(id)
+			sensor := cl.As(creds[id]) // its own credential and session
 			var local []time.Duration
 			lerrs := 0
 			var lerr error
@@ -367,8 +409,9 @@ func benchCell(ctx context.Context, b *bus.Bus, cl *client.Client, mode string, 
 				r := sim.Next(now.UnixMilli())
 				body := padded(r, size)
 				t0 := time.Now()
-				err := request(body)
+				err := request(sensor, body)
 				d := time.Since(t0)
+				all.Add(1)
 				if t0.Before(measureFrom) {
 					continue
 				}
@@ -399,6 +442,14 @@ func benchCell(ctx context.Context, b *bus.Bus, cl *client.Client, mode string, 
 	pct := func(p float64) float64 {
 		i := int(p * float64(len(lat)-1))
 		return float64(lat[i].Nanoseconds()) / 1e3
+	}
+	if n := float64(all.Load()); n > 0 {
+		if enclaveName != "" {
+			res.CrossingsPerRequest = float64(enclaveFramesIn(host, enclaveName)-frames0) / n
+		}
+		if mode == ModeTrustedSecured {
+			res.KEMsPerRequest = float64(cl.SessionsOpened()-kems0) / n
+		}
 	}
 	res.Requests, res.Errors = len(lat), errs
 	res.Throughput = float64(len(lat)) / opts.Duration.Seconds()

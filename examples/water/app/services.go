@@ -12,10 +12,11 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
 	"github.com/cloister-dev/cloister/node"
-	"github.com/cloister-dev/cloister/secure"
+	"github.com/cloister-dev/cloister/trusted"
 )
 
 // Addresses of the regular services.
@@ -32,6 +33,18 @@ const (
 	AddressStopSensors = "water.sensors.stop"
 	// AddressMetricsPrefix + service answers with that service's Metrics.
 	AddressMetricsPrefix = "water.metrics."
+	// AddressReseal asks the sensors to seal again, in a new session, a
+	// reading analytics could no longer open (its session is gone: analytics
+	// restarted, or its channel key changed). The body is the sealed
+	// reading; the reply is the reading sealed anew, or failure 404 when no
+	// sensor of this process sealed it.
+	AddressReseal = "water.sensors.reseal"
+)
+
+// Failure codes of analytics' trusted runtime that ingest decides on.
+const (
+	codeAlreadyHandled = trusted.CodeAlreadyHandled
+	codeSessionUnknown = trusted.CodeSessionUnknown
 )
 
 // Metrics are a regular service's counters.
@@ -66,15 +79,17 @@ type sensors struct {
 	app         *App
 	seqFile     string // where the sensors' last sequence numbers are kept
 
-	mu      sync.Mutex
-	sims    map[string]*monitor.Sensor
-	ids     []string
-	sealer  *Sealer
-	status  string
-	sent    map[string]uint64 // sensor -> last seq stored in JetStream
-	total   atomic.Uint64
-	failed  atomic.Uint64
-	started time.Time
+	mu       sync.Mutex
+	sims     map[string]*monitor.Sensor
+	ids      []string
+	sealer   *Sealer                   // security: channel or plain
+	clients  map[string]*client.Client // security: coordinator, by sensor
+	status   string
+	sent     map[string]uint64 // sensor -> last seq stored in JetStream
+	total    atomic.Uint64
+	failed   atomic.Uint64
+	resealed atomic.Uint64
+	started  time.Time
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -117,6 +132,19 @@ func (s *sensors) Start(ctx context.Context, inst *node.Instance) error {
 	if err := metricsConsumer(inst, ServiceSensors, s.metrics); err != nil {
 		return err
 	}
+	if _, err := inst.Consumer(AddressReseal, bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
+		go func() { // it may fetch analytics' key: never block the event loop
+			out, err := s.reseal(context.WithoutCancel(ctx), m.Body())
+			if err != nil {
+				m.Fail(404, err.Error())
+				return
+			}
+			s.resealed.Add(1)
+			m.Reply(out)
+		}()
+	})); err != nil {
+		return err
+	}
 	rctx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan struct{})
 	if _, err := inst.Consumer(AddressStopSensors, bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
@@ -155,7 +183,7 @@ func (s *sensors) metrics() Metrics {
 	st := s.status
 	s.mu.Unlock()
 	return Metrics{Service: ServiceSensors, Node: s.nodeName, Messages: s.total.Load(), Status: st,
-		Counts: map[string]uint64{"sent": s.total.Load(), "failed": s.failed.Load()}}
+		Counts: map[string]uint64{"sent": s.total.Load(), "failed": s.failed.Load(), "resealed": s.resealed.Load()}}
 }
 
 func (s *sensors) setStatus(st string) {
@@ -169,9 +197,11 @@ func (s *sensors) run(ctx context.Context, b *bus.Bus) {
 	if s.cfg.Security == SecurityCoordinator {
 		s.setStatus("verifying the coordinator and fetching analytics' channel key")
 		for {
-			sealer, err := s.coordinatorSealer(ctx, b)
+			clients, err := s.coordinatorClients(ctx, b)
 			if err == nil {
-				s.sealer = sealer
+				s.mu.Lock()
+				s.clients = clients
+				s.mu.Unlock()
 				break
 			}
 			if ctx.Err() != nil {
@@ -242,7 +272,7 @@ func (s *sensors) run(ctx context.Context, b *bus.Bus) {
 				s.mu.Lock()
 				r := s.sims[id].Next(now.UnixMilli())
 				s.mu.Unlock()
-				body, h, err := s.sealer.Seal(r.Encode())
+				body, h, err := s.seal(ctx, id, r.Encode())
 				if err == nil {
 					// Not cancelled by a stop: a send either is stored or
 					// fails, so the sequence numbers reported stay exact.
@@ -267,9 +297,10 @@ func (s *sensors) run(ctx context.Context, b *bus.Bus) {
 	}
 }
 
-// coordinatorSealer verifies the coordinator, pinning the manifest hash,
-// and returns a sealer to the analytics channel key the coordinator signed.
-func (s *sensors) coordinatorSealer(ctx context.Context, b *bus.Bus) (*Sealer, error) {
+// coordinatorClients verifies the coordinator, pinning the manifest hash,
+// fetches the analytics channel key it signed, and returns a client per
+// sensor, each proving its own credential in its sessions with analytics.
+func (s *sensors) coordinatorClients(ctx context.Context, b *bus.Bus) (map[string]*client.Client, error) {
 	hash := s.app.manifest.Hash()
 	cl, att, err := ConnectCoordinator(ctx, b, s.app.coordImg.Measurement, hash, s.logger)
 	if err != nil {
@@ -283,9 +314,51 @@ func (s *sensors) coordinatorSealer(ctx context.Context, b *bus.Bus) (*Sealer, e
 	if s.onAttest != nil {
 		s.onAttest(att)
 	}
-	s.logger.Info("water: sensors verified the coordinator and seal readings to analytics' channel key",
+	out := make(map[string]*client.Client, len(s.ids))
+	for _, id := range s.ids {
+		cred, ok := s.app.creds[id]
+		if !ok {
+			return nil, fmt.Errorf("app: no credential for sensor %s", id)
+		}
+		out[id] = cl.As(cred)
+	}
+	s.logger.Info("water: sensors verified the coordinator and seal readings in authenticated sessions to analytics' channel key",
 		"coordinator", att.Measurement, "manifest", att.Manifest, "evidence", att.EvidenceType)
-	return &Sealer{pub: pub, info: secure.ChannelInfo(ServiceAnalytics, hash), client: true}, nil
+	return out, nil
+}
+
+// seal seals a reading of sensor id for analytics: in the sensor's session
+// (security: coordinator), to analytics' attested key (channel), or not at
+// all (plain).
+func (s *sensors) seal(ctx context.Context, id string, reading []byte) ([]byte, bus.Headers, error) {
+	s.mu.Lock()
+	cl := s.clients[id]
+	s.mu.Unlock()
+	if cl == nil {
+		return s.sealer.Seal(reading)
+	}
+	b, err := cl.Seal(ctx, ServiceAnalytics, reading)
+	return b, nil, err
+}
+
+// reseal seals again a reading one of the sensors sealed in a session
+// analytics no longer holds.
+func (s *sensors) reseal(ctx context.Context, msg []byte) ([]byte, error) {
+	s.mu.Lock()
+	clients := s.clients
+	s.mu.Unlock()
+	for _, id := range s.ids {
+		cl := clients[id]
+		if cl == nil {
+			continue
+		}
+		out, err := cl.Reseal(ctx, ServiceAnalytics, msg)
+		if errors.Is(err, client.ErrNotMine) {
+			continue
+		}
+		return out, err
+	}
+	return nil, errors.New("water: no sensor here sealed this reading")
 }
 
 // Stop implements node.Service.
@@ -332,9 +405,13 @@ type ingest struct {
 	nodeName string
 	logger   *slog.Logger
 
+	deadFile string // where refused readings are kept (JSON lines)
+
 	received, forwarded, retries atomic.Uint64
 	accepted, duplicates         atomic.Uint64
 	rejected, sealedReplies      atomic.Uint64
+	resealed, deadLetters        atomic.Uint64
+	deadMu                       sync.Mutex
 	stop                         chan struct{}
 	stopOnce                     sync.Once
 }
@@ -349,7 +426,7 @@ func (g *ingest) Start(ctx context.Context, inst *node.Instance) error {
 		return Metrics{Service: ServiceIngest, Node: g.nodeName, Messages: g.received.Load(), Counts: map[string]uint64{
 			"received": g.received.Load(), "forwarded": g.forwarded.Load(), "retries": g.retries.Load(),
 			"accepted": g.accepted.Load(), "duplicates": g.duplicates.Load(), "rejected": g.rejected.Load(),
-			"sealed_replies": g.sealedReplies.Load()}}
+			"sealed_replies": g.sealedReplies.Load(), "resealed": g.resealed.Load(), "dead_letters": g.deadLetters.Load()}}
 	})
 }
 
@@ -383,8 +460,9 @@ func (g *ingest) handle(b *bus.Bus) func(ctx context.Context, m *bus.Message) {
 			h[monitor.HeaderChannel] = v
 		}
 		backoff := 50 * time.Millisecond
+		body := m.Body()
 		for {
-			reply, err := b.Request(ctx, monitor.AddressAnalytics, m.Body(), bus.WithHeaders(h), bus.Timeout(5*time.Second))
+			reply, err := b.Request(ctx, monitor.AddressAnalytics, body, bus.WithHeaders(h), bus.Timeout(5*time.Second))
 			if err == nil {
 				var res monitor.Result
 				if reply.Header(bus.HeaderCodec) == "" {
@@ -406,12 +484,36 @@ func (g *ingest) handle(b *bus.Bus) func(ctx context.Context, m *bus.Message) {
 				return
 			}
 			var re *bus.ReplyError
-			if errors.As(err, &re) && re.Code == 400 {
-				// Analytics refused the reading for good (it does not open
-				// or decode, or the runtime already admitted this very
-				// client message): retrying cannot help.
-				g.rejected.Add(1)
-				g.logger.Warn("water: ingest: analytics refused a reading", "error", err)
+			switch {
+			case errors.As(err, &re) && re.Code == codeAlreadyHandled:
+				// A copy of a reading analytics already handled (its
+				// answer was lost): nothing to redo.
+				g.duplicates.Add(1)
+				g.forwarded.Add(1)
+				release(nil)
+				return
+			case errors.As(err, &re) && re.Code == codeSessionUnknown:
+				// Analytics no longer holds the sensor's session (it
+				// restarted, or its key changed): the sensor seals the
+				// same reading again, in a new session.
+				out, rerr := b.Request(ctx, AddressReseal, body, bus.Timeout(5*time.Second))
+				var rre *bus.ReplyError
+				if rerr == nil {
+					g.resealed.Add(1)
+					body = out.Body()
+					continue
+				}
+				if errors.As(rerr, &rre) && rre.Code == 404 {
+					g.deadLetter(body, re)
+					release(nil)
+					return
+				}
+				err = fmt.Errorf("%w (and the sensors could not seal it again: %w)", err, rerr)
+			case errors.As(err, &re) && re.Code >= 400 && re.Code < 500 && re.Code != 429:
+				// Refused for good (it does not open, its client is not
+				// who it claims, it does not decode): retrying cannot
+				// help, and dropping it would lose it silently.
+				g.deadLetter(body, re)
 				release(nil)
 				return
 			}
@@ -428,6 +530,36 @@ func (g *ingest) handle(b *bus.Bus) func(ctx context.Context, m *bus.Message) {
 			}
 			backoff = min(2*backoff, time.Second)
 		}
+	}
+}
+
+// deadLetter keeps a reading analytics refused for good in the dead-letter
+// file (one JSON object a line: time, code, reason, the sealed reading in
+// base64), counts it and logs it.
+func (g *ingest) deadLetter(body []byte, re *bus.ReplyError) {
+	g.rejected.Add(1)
+	g.deadLetters.Add(1)
+	g.logger.Warn("water: ingest: analytics refused a reading for good; kept as a dead letter", "code", re.Code, "error", re.Message, "file", g.deadFile)
+	if g.deadFile == "" {
+		return
+	}
+	line, _ := json.Marshal(struct {
+		Time    time.Time `json:"time"`
+		Code    int       `json:"code"`
+		Reason  string    `json:"reason"`
+		Reading []byte    `json:"reading"`
+	}{time.Now().UTC(), re.Code, re.Message, body})
+	g.deadMu.Lock()
+	defer g.deadMu.Unlock()
+	f, err := os.OpenFile(g.deadFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err == nil {
+		_, err = f.Write(append(line, '\n'))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		g.logger.Error("water: ingest: could not keep a dead letter", "error", err)
 	}
 }
 
