@@ -59,6 +59,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -412,6 +413,55 @@ func (c *Client) Seal(ctx context.Context, service string, plaintext []byte) ([]
 		return nil, fmt.Errorf("client: seal to %s: %w", service, err)
 	}
 	return msg, nil
+}
+
+// savedSession is one session in MarshalSessions' JSON.
+type savedSession struct {
+	Service string `json:"service"`
+	Session []byte `json:"session"` // secure.ClientSession.MarshalBinary
+}
+
+// MarshalSessions saves the client's recent sessions, keys included, so
+// that after a restart it can still seal again ([Client.Reseal]) the
+// messages it sealed before and that wait in a queue. Keep the bytes as
+// secret as the client's credential. Restored sessions only open: new
+// messages always go into new sessions.
+func (c *Client) MarshalSessions() ([]byte, error) {
+	c.sessions.mu.Lock()
+	defer c.sessions.mu.Unlock()
+	out := make([]savedSession, 0, len(c.sessions.recent))
+	for _, r := range c.sessions.recent {
+		b, err := r.s.MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, savedSession{Service: r.service, Session: b})
+	}
+	return json.Marshal(out)
+}
+
+// RestoreSessions adds sessions saved by MarshalSessions to the client's
+// recent sessions, for Reseal only.
+func (c *Client) RestoreSessions(b []byte) error {
+	var saved []savedSession
+	if err := json.Unmarshal(b, &saved); err != nil {
+		return fmt.Errorf("client: saved sessions: %w", err)
+	}
+	restored := make([]recentSession, 0, len(saved))
+	for i, s := range saved {
+		cs, err := secure.UnmarshalClientSession(s.Session)
+		if err != nil {
+			return fmt.Errorf("client: saved session %d: %w", i, err)
+		}
+		restored = append(restored, recentSession{s.Service, cs})
+	}
+	c.sessions.mu.Lock()
+	defer c.sessions.mu.Unlock()
+	c.sessions.recent = append(restored, c.sessions.recent...)
+	if len(c.sessions.recent) > keptSessions {
+		c.sessions.recent = c.sessions.recent[len(c.sessions.recent)-keptSessions:]
+	}
+	return nil
 }
 
 // Reseal seals again, in a new session, a message one of the client's

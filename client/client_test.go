@@ -43,6 +43,7 @@ type rogue struct {
 	mu       sync.Mutex
 	sessions *secure.SessionTable
 	clients  map[string]ed25519.PublicKey
+	keys     map[string]ed25519.PrivateKey
 	handled  map[string]int // "client/payload" → times handled
 }
 
@@ -54,9 +55,16 @@ func (r *rogue) credential(t *testing.T, name string) secure.Credential {
 		t.Fatal(err)
 	}
 	r.mu.Lock()
-	r.clients[name] = pub
+	r.clients[name], r.keys[name] = pub, priv
 	r.mu.Unlock()
 	return secure.Credential{Name: name, Key: priv}
+}
+
+// lastKey returns the private key last made for name.
+func (r *rogue) lastKey(name string) ed25519.PrivateKey {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.keys[name]
 }
 
 // restart makes the service forget every session, as a restart does.
@@ -80,7 +88,7 @@ func newRogue(t *testing.T) *rogue {
 		t.Fatal(err)
 	}
 	r := &rogue{platform: platform, sessions: secure.NewSessionTable(secure.SessionOptions{}),
-		clients: map[string]ed25519.PublicKey{}, handled: map[string]int{}}
+		clients: map[string]ed25519.PublicKey{}, keys: map[string]ed25519.PrivateKey{}, handled: map[string]int{}}
 	rand.Read(r.hash[:])
 	rand.Read(r.measurement[:])
 	_, r.sign, _ = ed25519.GenerateKey(rand.Reader)
@@ -231,6 +239,23 @@ func TestConnectAndRequest(t *testing.T) {
 	}
 	if _, err := c.As(r.credential(t, "sensor-2")).Reseal(ctx, "svc", sealed); !errors.Is(err, client.ErrNotMine) {
 		t.Fatalf("another client resealed it: %v", err)
+	}
+	// The client restarts too: its saved sessions still let it seal the
+	// queued message again.
+	saved, err := c.MarshalSessions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err = client.Connect(ctx, b, r.options(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = c.As(secure.Credential{Name: "sensor-1", Key: r.lastKey("sensor-1")})
+	if _, err := c.Reseal(ctx, "svc", sealed); !errors.Is(err, client.ErrNotMine) {
+		t.Fatalf("resealed without the saved sessions: %v", err)
+	}
+	if err := c.RestoreSessions(saved); err != nil {
+		t.Fatal(err)
 	}
 	again, err := c.Reseal(ctx, "svc", sealed)
 	if err != nil {

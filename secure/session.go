@@ -86,25 +86,38 @@ func authMessage(info, fixed, enc []byte) []byte {
 	return append(b, enc...)
 }
 
-// sessionKeys derives both directions' AEADs from an HPKE context.
-func sessionKeys(export func(string, int) ([]byte, error)) (c2s, s2c cipher.AEAD, err error) {
-	k1, err := export(exportC2S, KeySize)
-	if err != nil {
-		return nil, nil, fmt.Errorf("secure: HPKE export: %w", err)
+// exportKeys exports both directions' keys from an HPKE context into dst.
+func exportKeys(dst *[2 * KeySize]byte, export func(string, int) ([]byte, error)) error {
+	for i, label := range []string{exportC2S, exportS2C} {
+		k, err := export(label, KeySize)
+		if err != nil {
+			return fmt.Errorf("secure: HPKE export: %w", err)
+		}
+		copy(dst[i*KeySize:], k)
+		clear(k)
 	}
-	k2, err := export(exportS2C, KeySize)
-	if err != nil {
-		return nil, nil, fmt.Errorf("secure: HPKE export: %w", err)
-	}
-	defer clear(k1)
-	defer clear(k2)
-	if c2s, err = newGCM(k1); err != nil {
+	return nil
+}
+
+// sessionAEADs makes both directions' AEADs from keys.
+func sessionAEADs(keys *[2 * KeySize]byte) (c2s, s2c cipher.AEAD, err error) {
+	if c2s, err = newGCM(keys[:KeySize]); err != nil {
 		return nil, nil, err
 	}
-	if s2c, err = newGCM(k2); err != nil {
+	if s2c, err = newGCM(keys[KeySize:]); err != nil {
 		return nil, nil, err
 	}
 	return c2s, s2c, nil
+}
+
+// sessionKeys derives both directions' AEADs from an HPKE context.
+func sessionKeys(export func(string, int) ([]byte, error)) (c2s, s2c cipher.AEAD, err error) {
+	var keys [2 * KeySize]byte
+	defer clear(keys[:])
+	if err := exportKeys(&keys, export); err != nil {
+		return nil, nil, err
+	}
+	return sessionAEADs(&keys)
 }
 
 // ---- the client's side ----
@@ -116,6 +129,7 @@ type ClientSession struct {
 	id       SessionID
 	keyID    KeyID
 	created  time.Time
+	keys     [2 * KeySize]byte // client to service, service to client
 	c2s, s2c cipher.AEAD
 	prefix   []byte // the handshake: fixed part, enc, u16 n, auth ciphertext
 	repeat   bool
@@ -176,8 +190,11 @@ func NewClientSession(pub *PublicKey, info []byte, cred Credential, opts ClientS
 	if err != nil {
 		return nil, fmt.Errorf("secure: HPKE seal: %w", err)
 	}
-	c2s, s2c, err := sessionKeys(s.Export)
-	if err != nil {
+	cs := &ClientSession{keyID: kid, created: now, repeat: opts.RepeatHandshake, next: 1}
+	if err := exportKeys(&cs.keys, s.Export); err != nil {
+		return nil, err
+	}
+	if cs.c2s, cs.s2c, err = sessionAEADs(&cs.keys); err != nil {
 		return nil, err
 	}
 	prefix := make([]byte, 0, len(fixed)+len(enc)+2+len(act))
@@ -185,10 +202,56 @@ func NewClientSession(pub *PublicKey, info []byte, cred Credential, opts ClientS
 	prefix = binary.BigEndian.AppendUint16(prefix, uint16(len(act)))
 	prefix = append(prefix, act...)
 	sum := sha256.Sum256(enc)
-	cs := &ClientSession{keyID: kid, created: now, c2s: c2s, s2c: s2c, prefix: prefix,
-		repeat: opts.RepeatHandshake, next: 1}
+	cs.prefix = prefix
 	copy(cs.id[:], sum[:])
 	return cs, nil
+}
+
+// clientStateVersion starts a ClientSession's saved form.
+const clientStateVersion = 1
+
+// MarshalBinary saves the session, keys included, for a client that must
+// still open its own messages after a restart (to seal them again with
+// [UnmarshalClientSession] and [ClientSession.Open]). Keep it as secret as
+// the client's credential.
+//
+//	u8 version (1) ‖ session ID (16) ‖ key ID (8) ‖ u64 created (Unix ms) ‖
+//	keys (64) ‖ u32 n ‖ the handshake (n bytes)
+func (s *ClientSession) MarshalBinary() ([]byte, error) {
+	b := make([]byte, 0, 1+16+8+8+2*KeySize+4+len(s.prefix))
+	b = append(b, clientStateVersion)
+	b = append(b, s.id[:]...)
+	b = append(b, s.keyID[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(max(s.created.UnixMilli(), 0)))
+	b = append(b, s.keys[:]...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(s.prefix)))
+	return append(b, s.prefix...), nil
+}
+
+// UnmarshalClientSession restores a session saved by MarshalBinary, for
+// opening only: it has used up its sequence numbers, so it never seals
+// again (its saved counter could be behind, and a sequence number must
+// never be used twice).
+func UnmarshalClientSession(b []byte) (*ClientSession, error) {
+	const fixed = 1 + 16 + 8 + 8 + 2*KeySize + 4
+	if len(b) < fixed || b[0] != clientStateVersion {
+		return nil, fmt.Errorf("%w client session state: %d bytes", ErrMalformed, len(b))
+	}
+	n := binary.BigEndian.Uint32(b[fixed-4:])
+	if uint64(len(b)-fixed) != uint64(n) {
+		return nil, fmt.Errorf("%w client session state: handshake of %d bytes in %d", ErrMalformed, n, len(b)-fixed)
+	}
+	s := &ClientSession{next: 0}
+	copy(s.id[:], b[1:17])
+	copy(s.keyID[:], b[17:25])
+	s.created = time.UnixMilli(int64(binary.BigEndian.Uint64(b[25:33]) & (1<<62 - 1)))
+	copy(s.keys[:], b[33:33+2*KeySize])
+	s.prefix = bytes.Clone(b[fixed:])
+	var err error
+	if s.c2s, s.s2c, err = sessionAEADs(&s.keys); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // ID returns the session's ID.
@@ -204,6 +267,9 @@ func (s *ClientSession) Created() time.Time { return s.created }
 func (s *ClientSession) Sent() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.next == 0 {
+		return DefaultSessionMessages // restored: sealing is over
+	}
 	return s.next - 1
 }
 

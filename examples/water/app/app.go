@@ -267,7 +267,8 @@ func (a *App) deploy(ctx context.Context, ln *localNode) error {
 	if has(ServiceSensors) {
 		if _, err := ln.node.Deploy(ctx, func() node.Service {
 			return &sensors{cfg: a.cfg, nodeName: ln.cfg.Name, measurement: a.img.Measurement, logger: logger,
-				onAttest: a.collector.setAttestation, app: a, seqFile: filepath.Join(a.stateDir, "sensors-"+ln.cfg.Name+".json")}
+				onAttest: a.collector.setAttestation, app: a, seqFile: filepath.Join(a.stateDir, "sensors-"+ln.cfg.Name+".json"),
+				sessionsFile: filepath.Join(a.stateDir, "sensor-sessions-"+ln.cfg.Name+".json")}
 		}, node.DeployOptions{Name: ServiceSensors}); err != nil {
 			return err
 		}

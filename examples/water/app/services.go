@@ -78,6 +78,11 @@ type sensors struct {
 	onAttest    func(Attestation)
 	app         *App
 	seqFile     string // where the sensors' last sequence numbers are kept
+	// sessionsFile keeps the sensors' recent sessions (keys included, mode
+	// 0600, like their credentials), so that after a restart they can still
+	// seal again the readings queued under them.
+	sessionsFile string
+	savedOpened  uint64 // sessions opened when they were last saved
 
 	mu       sync.Mutex
 	sims     map[string]*monitor.Sensor
@@ -274,6 +279,11 @@ func (s *sensors) run(ctx context.Context, b *bus.Bus) {
 				s.mu.Unlock()
 				body, h, err := s.seal(ctx, id, r.Encode())
 				if err == nil {
+					// A new session is kept before a reading sealed in it
+					// can wait in JetStream.
+					err = s.saveSessions()
+				}
+				if err == nil {
 					// Not cancelled by a stop: a send either is stored or
 					// fails, so the sequence numbers reported stay exact.
 					sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -314,6 +324,12 @@ func (s *sensors) coordinatorClients(ctx context.Context, b *bus.Bus) (map[strin
 	if s.onAttest != nil {
 		s.onAttest(att)
 	}
+	saved := map[string][]byte{}
+	if b, err := os.ReadFile(s.sessionsFile); err == nil {
+		if err := json.Unmarshal(b, &saved); err != nil {
+			return nil, fmt.Errorf("app: sensors: %s: %w", s.sessionsFile, err)
+		}
+	}
 	out := make(map[string]*client.Client, len(s.ids))
 	for _, id := range s.ids {
 		cred, ok := s.app.creds[id]
@@ -321,6 +337,11 @@ func (s *sensors) coordinatorClients(ctx context.Context, b *bus.Bus) (map[strin
 			return nil, fmt.Errorf("app: no credential for sensor %s", id)
 		}
 		out[id] = cl.As(cred)
+		if b := saved[id]; b != nil {
+			if err := out[id].RestoreSessions(b); err != nil {
+				return nil, fmt.Errorf("app: sensors: %s: %w", s.sessionsFile, err)
+			}
+		}
 	}
 	s.logger.Info("water: sensors verified the coordinator and seal readings in authenticated sessions to analytics' channel key",
 		"coordinator", att.Measurement, "manifest", att.Manifest, "evidence", att.EvidenceType)
@@ -374,6 +395,49 @@ func (s *sensors) Stop(ctx context.Context) error {
 	return s.saveSeqs()
 }
 
+// saveSessions keeps the sensors' recent sessions for the next run, when
+// they opened new ones since the last save.
+func (s *sensors) saveSessions() error {
+	s.mu.Lock()
+	clients := s.clients
+	s.mu.Unlock()
+	if len(clients) == 0 || s.sessionsFile == "" {
+		return nil
+	}
+	var opened uint64
+	for _, cl := range clients {
+		opened = cl.SessionsOpened() // shared by all the sensors' clients
+		break
+	}
+	if opened == s.savedOpened {
+		return nil
+	}
+	saved := make(map[string][]byte, len(clients))
+	for id, cl := range clients {
+		b, err := cl.MarshalSessions()
+		if err != nil {
+			return fmt.Errorf("app: sensors: sessions: %w", err)
+		}
+		saved[id] = b
+	}
+	b, _ := json.Marshal(saved)
+	if err := writeFileAtomic(s.sessionsFile, b); err != nil {
+		return fmt.Errorf("app: sensors: %w", err)
+	}
+	s.savedOpened = opened
+	return nil
+}
+
+// writeFileAtomic replaces path with b (mode 0600): a temporary file, then
+// a rename.
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
 // saveSeqs keeps every sensor's last sequence number for the next run.
 func (s *sensors) saveSeqs() error {
 	s.mu.Lock()
@@ -383,14 +447,10 @@ func (s *sensors) saveSeqs() error {
 	}
 	s.mu.Unlock()
 	b, _ := json.Marshal(last)
-	tmp := s.seqFile + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := writeFileAtomic(s.seqFile, b); err != nil {
 		return fmt.Errorf("app: sensors: %w", err)
 	}
-	if err := os.Rename(tmp, s.seqFile); err != nil {
-		return fmt.Errorf("app: sensors: %w", err)
-	}
-	return nil
+	return s.saveSessions()
 }
 
 // ---- ingest ----
