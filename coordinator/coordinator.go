@@ -499,7 +499,8 @@ func (in *instance) rotate(ctx context.Context, call *trusted.Call) ([]byte, err
 		return nil, err
 	}
 	in.rt.Logger().Info("coordinator: new key epoch", "epoch", in.st.Epoch, "previous_valid_until", in.st.GraceUntil)
-	notice, err := provision.Encode(provision.EpochNotice{Epoch: in.st.Epoch, ManifestHash: in.hash[:]})
+	notice, err := provision.Encode(provision.EpochNotice{Epoch: in.st.Epoch, ManifestHash: in.hash[:],
+		Signature: ed25519.Sign(in.sign, provision.EpochNoticeMessage(in.hash[:], in.st.Epoch))})
 	if err != nil {
 		return nil, err
 	}

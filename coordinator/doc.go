@@ -93,8 +93,9 @@
 // signed by the manifest owner over provision.RotateMessage(manifest hash,
 // next epoch, grace). Grants then carry the new epoch's keys and, until
 // the grace period ends, the previous epoch's (Grant.GraceUntil). The
-// coordinator publishes provision.EpochNotice on AddressEpoch; joined
-// enclaves join again to fetch the new keys. Only the previous epoch has a
+// coordinator publishes provision.EpochNotice on AddressEpoch, signed with
+// its signing key (which every grant names, Grant.CoordinatorKey); joined
+// enclaves verify it and join again to fetch the new keys. Only the previous epoch has a
 // grace period: a rotation during one ends the older epoch's at once.
 //
 // # Configuration

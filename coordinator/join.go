@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"slices"
@@ -169,7 +170,8 @@ func (in *instance) grant(m *manifest.Manifest, hash [32]byte, svc *manifest.Ser
 	in.mu.Unlock()
 	now := in.opts.Now()
 	inGrace := epoch > 1 && now.Before(graceUntil)
-	g := &provision.Grant{Service: svc.Name, ManifestHash: hash[:], ManifestVersion: m.Version, Epoch: epoch}
+	g := &provision.Grant{Service: svc.Name, ManifestHash: hash[:], ManifestVersion: m.Version, Epoch: epoch,
+		CoordinatorKey: in.sign.Public().(ed25519.PublicKey)}
 	if inGrace {
 		g.GraceUntil = graceUntil
 	}

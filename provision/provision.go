@@ -160,6 +160,9 @@ type Grant struct {
 	// a service that consumes an address open to clients: it accepts a
 	// client session only with a handshake one of them signed.
 	Clients map[string][]byte `json:"clients,omitempty"`
+	// CoordinatorKey is the coordinator's Ed25519 signing key: epoch
+	// notices are signed with it.
+	CoordinatorKey []byte `json:"coordinator_key,omitempty"`
 }
 
 // AddressGrant is one address the service may use, with its rights and,
@@ -206,10 +209,19 @@ type RotateRequest struct {
 	Signature []byte `json:"signature"`
 }
 
-// EpochNotice announces a new epoch.
+// EpochNotice announces a new epoch. Signature is the coordinator's
+// (Ed25519, the key its evidence binds and every grant names as
+// Grant.CoordinatorKey) over EpochNoticeMessage(ManifestHash, Epoch): a
+// notice the host forged is ignored, so it cannot make enclaves re-join.
 type EpochNotice struct {
 	Epoch        uint32 `json:"epoch"`
 	ManifestHash []byte `json:"manifest_hash"`
+	Signature    []byte `json:"signature"`
+}
+
+// EpochNoticeMessage is what the coordinator signs in an EpochNotice.
+func EpochNoticeMessage(manifestHash []byte, epoch uint32) []byte {
+	return bind(labelEpoch, manifestHash, binary.BigEndian.AppendUint32(nil, epoch))
 }
 
 // Status is the coordinator's public state.
@@ -232,6 +244,7 @@ const (
 	labelServiceKey = "cloister/provision/v1/service-key"
 	labelGrant      = "cloister/provision/v1/grant"
 	labelRotate     = "cloister/provision/v1/rotate"
+	labelEpoch      = "cloister/provision/v1/epoch-notice"
 )
 
 // appendField appends a length-prefixed field, so that no two different

@@ -105,7 +105,8 @@
 // (*JoinError), which the host reports as the start-up failure. Ready then
 // announces only the registered addresses the grant lets the service
 // consume, plus provision.AddressEpoch: on an EpochNotice naming a newer
-// epoch the runtime joins again and installs the new keys; the old epoch is
+// epoch, signed by the coordinator with the key the grant names (others are
+// ignored), the runtime joins again and installs the new keys; the old epoch is
 // accepted until the grant's GraceUntil, then retired.
 //
 // Deliveries, before the handler runs (on the worker that will run it):

@@ -404,6 +404,14 @@ func (k *keys) openClient(c *Call) error {
 	}
 	m, err := k.sessions.Open(ch, info, lookup, c.body, time.Now())
 	if err != nil {
+		if errors.Is(err, secure.ErrSessionUnknown) {
+			if h, perr := secure.ParseSessionMessage(c.body); perr == nil && h.Handshake && h.Key != ch.PublicKey().ID() {
+				// Sealed to another channel key: perhaps the coordinator
+				// issued a new one that this enclave has not fetched yet
+				// (rate-limited: the key ID is not authenticated).
+				k.rejoinSoon()
+			}
+		}
 		return err
 	}
 	c.body, c.headers, c.client = m.Plaintext, nil, m
@@ -632,8 +640,9 @@ func (k *keys) rejoinSoon() {
 }
 
 // onEpoch handles an EpochNotice: a newer epoch than held makes the
-// runtime re-join for the new keys. The notice is not authenticated; a
-// forged one costs a join, nothing more.
+// runtime re-join for the new keys. Only a notice the coordinator signed
+// (with the key the grant names) for the grant's manifest counts; others
+// are logged and ignored.
 func (k *keys) onEpoch(ctx context.Context, c *Call) {
 	var n provision.EpochNotice
 	if err := provision.Decode(c.Body(), &n); err != nil {
@@ -644,8 +653,13 @@ func (k *keys) onEpoch(ctx context.Context, c *Call) {
 		return
 	}
 	k.mu.RLock()
-	service := k.grant.Service
+	service, hash, signer := k.grant.Service, k.grant.ManifestHash, k.grant.CoordinatorKey
 	k.mu.RUnlock()
+	if len(signer) != ed25519.PublicKeySize || !bytes.Equal(n.ManifestHash, hash) ||
+		!ed25519.Verify(signer, provision.EpochNoticeMessage(hash, n.Epoch), n.Signature) {
+		k.rt.log.Warn("ignoring an epoch notice the coordinator did not sign", "epoch", n.Epoch)
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if err := k.joinRetrying(ctx, service); err != nil {

@@ -545,6 +545,17 @@ func TestSecuredAddresses(t *testing.T) {
 		t.Fatalf("the sec.client handler ran %d times, want 4", n)
 	}
 
+	// A forged epoch notice (the host cannot sign as the coordinator) is
+	// ignored: no re-join, the epoch stays.
+	forged := mustEncode(t, provision.EpochNotice{Epoch: 7, ManifestHash: w.hash[:], Signature: make([]byte, ed25519.SignatureSize)})
+	if err := w.bus.Publish(ctx, provision.AddressEpoch, forged); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor("the forged notice ignored", func() bool { return strings.Contains(w.logs.String(), "did not sign") })
+	if _, e := w.count("sec.news"); e != "1" {
+		t.Fatalf("epoch %s after a forged notice", e)
+	}
+
 	// Rotation: the owner starts epoch 2 with no grace; the services re-join
 	// and go on; the captured epoch-1 envelope is now refused as retired.
 	next, grace := uint32(2), "0s"

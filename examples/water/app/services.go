@@ -521,6 +521,7 @@ func (g *ingest) handle(b *bus.Bus) func(ctx context.Context, m *bus.Message) {
 		}
 		backoff := 50 * time.Millisecond
 		body := m.Body()
+		reseals := 0
 		for {
 			reply, err := b.Request(ctx, monitor.AddressAnalytics, body, bus.WithHeaders(h), bus.Timeout(5*time.Second))
 			if err == nil {
@@ -558,17 +559,23 @@ func (g *ingest) handle(b *bus.Bus) func(ctx context.Context, m *bus.Message) {
 				// same reading again, in a new session.
 				out, rerr := b.Request(ctx, AddressReseal, body, bus.Timeout(5*time.Second))
 				var rre *bus.ReplyError
-				if rerr == nil {
+				switch {
+				case rerr == nil:
 					g.resealed.Add(1)
 					body = out.Body()
-					continue
-				}
-				if errors.As(rerr, &rre) && rre.Code == 404 {
+					if reseals++; reseals == 1 {
+						continue // at once the first time; later, back off
+					}
+					err = fmt.Errorf("%w (sealed again %d times)", err, reseals)
+				case errors.As(rerr, &rre) && rre.Code == 404:
+					// No sensor holds the session any more (the sensors
+					// restarted without their saved sessions).
 					g.deadLetter(body, re)
 					release(nil)
 					return
+				default:
+					err = fmt.Errorf("%w (and the sensors could not seal it again: %w)", err, rerr)
 				}
-				err = fmt.Errorf("%w (and the sensors could not seal it again: %w)", err, rerr)
 			case errors.As(err, &re) && re.Code >= 400 && re.Code < 500 && re.Code != 429:
 				// Refused for good (it does not open, its client is not
 				// who it claims, it does not decode): retrying cannot
