@@ -38,6 +38,8 @@ const (
 	DefaultRestartBackoff    = 100 * time.Millisecond
 	DefaultMaxRestartBackoff = 10 * time.Second
 	DefaultShutdownGrace     = 10 * time.Second
+	DefaultMaxOCALLs         = 1024
+	DefaultMaxOCALLTimeout   = time.Minute
 )
 
 // Config configures one supervised enclave instance.
@@ -87,6 +89,13 @@ type Config struct {
 	// ShutdownGrace is the drain time Stop gives the enclave when its
 	// context has no deadline.
 	ShutdownGrace time.Duration
+	// MaxOCALLs bounds the OCALLs the host serves for one instance at once
+	// (requests, store reads, evidence); an image that asks for more is
+	// ended with ErrTooManyOCALLs and restarted. Default DefaultMaxOCALLs.
+	MaxOCALLs int
+	// MaxOCALLTimeout is the longest timeout an image may give a Request
+	// OCALL; longer ones are cut to it. Default DefaultMaxOCALLTimeout.
+	MaxOCALLTimeout time.Duration
 }
 
 // State is an Enclave's lifecycle state.
@@ -222,6 +231,12 @@ func New(cfg Config) (*Enclave, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxOCALLs <= 0 {
+		cfg.MaxOCALLs = DefaultMaxOCALLs
+	}
+	if cfg.MaxOCALLTimeout <= 0 {
+		cfg.MaxOCALLTimeout = DefaultMaxOCALLTimeout
 	}
 	e := &Enclave{
 		cfg:        cfg,

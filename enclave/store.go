@@ -21,6 +21,23 @@ type Store interface {
 	Get(ctx context.Context, key string) (blob []byte, found bool, err error)
 }
 
+// StoreWrite is one blob to store under Key, in a batch.
+type StoreWrite struct {
+	Key  string
+	Blob []byte
+}
+
+// BatchStore is a Store that makes many writes durable together (group
+// commit). The host's store writer uses PutBatch when the Store has it, and
+// Put for each write otherwise.
+type BatchStore interface {
+	Store
+	// PutBatch stores every write, a later write of a key replacing an
+	// earlier one, and returns once all of them are durable. On error any
+	// subset of them may have been applied, each whole or not at all.
+	PutBatch(ctx context.Context, writes []StoreWrite) error
+}
+
 // MaxStoreKey is the longest store key FileStore accepts, in bytes.
 const MaxStoreKey = 1024
 
@@ -32,6 +49,10 @@ const MaxBlobSize = 64 << 20
 // crash leaves either the old or the new blob.
 type FileStore struct {
 	dir string
+	// beforeDirSync, if set (tests), runs in PutBatch after the blobs were
+	// written, synced and renamed and before the directory is synced; an
+	// error stops the batch there, as a crash would.
+	beforeDirSync func() error
 }
 
 // NewFileStore returns a FileStore in dir, creating it (mode 0700).
@@ -59,20 +80,62 @@ func (s *FileStore) path(key string) (string, error) {
 	return filepath.Join(s.dir, hex.EncodeToString([]byte(key))+".blob"), nil
 }
 
-// Put implements Store.
+// Put implements Store (a batch of one).
 func (s *FileStore) Put(ctx context.Context, key string, blob []byte) error {
+	return s.PutBatch(ctx, []StoreWrite{{Key: key, Blob: blob}})
+}
+
+// PutBatch implements BatchStore: every blob goes to a temporary file that
+// is synced, then all are renamed into place and the directory is synced
+// once, so a batch costs one sync per blob written plus one, and a crash
+// leaves each key with its old or its new blob.
+func (s *FileStore) PutBatch(ctx context.Context, writes []StoreWrite) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	p, err := s.path(key)
-	if err != nil {
-		return err
+	last := make(map[string]int, len(writes))
+	for i, w := range writes {
+		last[w.Key] = i
 	}
-	if len(blob) > MaxBlobSize {
-		return fmt.Errorf("enclave: store: blob of %d bytes exceeds %d", len(blob), MaxBlobSize)
+	type staged struct{ tmp, path string }
+	var done []staged
+	defer func() {
+		for _, st := range done {
+			if st.tmp != "" {
+				os.Remove(st.tmp)
+			}
+		}
+	}()
+	for i, w := range writes {
+		if last[w.Key] != i {
+			continue // replaced later in the same batch
+		}
+		p, err := s.path(w.Key)
+		if err != nil {
+			return err
+		}
+		if len(w.Blob) > MaxBlobSize {
+			return fmt.Errorf("enclave: store: blob of %d bytes exceeds %d", len(w.Blob), MaxBlobSize)
+		}
+		tmp, err := writeTemp(p, w.Blob, 0o600)
+		if err != nil {
+			return fmt.Errorf("enclave: store: put: %w", err)
+		}
+		done = append(done, staged{tmp, p})
 	}
-	if err := writeFileAtomic(p, blob, 0o600); err != nil {
-		return fmt.Errorf("enclave: store: put: %w", err)
+	for i := range done {
+		if err := os.Rename(done[i].tmp, done[i].path); err != nil {
+			return fmt.Errorf("enclave: store: put: %w", err)
+		}
+		done[i].tmp = ""
+	}
+	if s.beforeDirSync != nil {
+		if err := s.beforeDirSync(); err != nil {
+			return fmt.Errorf("enclave: store: put: %w", err)
+		}
+	}
+	if err := syncDir(s.dir); err != nil {
+		return fmt.Errorf("enclave: store: sync %s: %w", s.dir, err)
 	}
 	return nil
 }

@@ -84,6 +84,18 @@ type Options struct {
 	// JoinTimeout bounds the join at start-up, retries included (default
 	// 20s; keep it below the host's start timeout).
 	JoinTimeout time.Duration
+	// StoreCacheBytes and StoreCacheEntries bound the protected-storage
+	// cache in enclave memory (see Runtime.Put and Runtime.Get): least
+	// recently used values are dropped beyond either bound. Each entry is
+	// charged its key and value bytes plus 96. Defaults
+	// DefaultStoreCacheBytes and DefaultStoreCacheEntries; a negative
+	// StoreCacheEntries caches nothing.
+	StoreCacheBytes   int
+	StoreCacheEntries int
+	// SyncStore makes Put wait for the host's answer and Get always ask the
+	// host, with no cache: the protocol before posted writes, kept to
+	// compare against.
+	SyncStore bool
 }
 
 // EnvWorkers names the environment variable Main reads the worker count
