@@ -385,7 +385,6 @@ func (s *Sealer) Unseal(blob, aad []byte) ([]byte, error) {
 	return pt, nil
 }
 
-
 // Seal seals plaintext under policy with a key from src, binding aad. For
 // many blobs, NewSealer once and reuse it: every Sealer derives its own
 // data key once.
