@@ -93,8 +93,10 @@ type Config struct {
 	// (requests, store reads, evidence); an image that asks for more is
 	// ended with ErrTooManyOCALLs and restarted. Default DefaultMaxOCALLs.
 	MaxOCALLs int
-	// MaxOCALLTimeout is the longest timeout an image may give a Request
-	// OCALL; longer ones are cut to it. Default DefaultMaxOCALLTimeout.
+	// MaxOCALLTimeout is the longest the host waits for the reply to a
+	// Request OCALL: a longer timeout the image asks for is cut to it, and
+	// so is the bus's default when the image asks for none. Default
+	// DefaultMaxOCALLTimeout.
 	MaxOCALLTimeout time.Duration
 }
 

@@ -421,7 +421,10 @@ func (s *session) request(m *boundary.Request) {
 			// The image may ask for less time than the host allows, not more.
 			opts = append(opts, bus.Timeout(t))
 		}
-		reply, err := b.Request(s.ctx, m.Address, v, opts...)
+		// Nor more than that by asking for the bus's default.
+		ctx, cancel := context.WithTimeout(s.ctx, s.e.cfg.MaxOCALLTimeout)
+		reply, err := b.Request(ctx, m.Address, v, opts...)
+		cancel()
 		if err != nil {
 			var re *bus.ReplyError
 			if errors.As(err, &re) {
