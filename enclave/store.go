@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 )
 
 // Store keeps an enclave's protected blobs for it. The enclave seals every
@@ -40,6 +41,10 @@ type BatchStore interface {
 
 // MaxStoreKey is the longest store key FileStore accepts, in bytes.
 const MaxStoreKey = 1024
+
+// batchSyncs is how many blobs of one batch FileStore writes and syncs at
+// once.
+const batchSyncs = 16
 
 // MaxBlobSize is the largest blob FileStore accepts.
 const MaxBlobSize = 64 << 20
@@ -97,7 +102,10 @@ func (s *FileStore) PutBatch(ctx context.Context, writes []StoreWrite) error {
 	for i, w := range writes {
 		last[w.Key] = i
 	}
-	type staged struct{ tmp, path string }
+	type staged struct {
+		tmp, path string
+		blob      []byte
+	}
 	var done []staged
 	defer func() {
 		for _, st := range done {
@@ -117,11 +125,24 @@ func (s *FileStore) PutBatch(ctx context.Context, writes []StoreWrite) error {
 		if len(w.Blob) > MaxBlobSize {
 			return fmt.Errorf("enclave: store: blob of %d bytes exceeds %d", len(w.Blob), MaxBlobSize)
 		}
-		tmp, err := writeTemp(p, w.Blob, 0o600)
-		if err != nil {
-			return fmt.Errorf("enclave: store: put: %w", err)
-		}
-		done = append(done, staged{tmp, p})
+		done = append(done, staged{path: p, blob: w.Blob})
+	}
+	// The temporary files are written and synced in parallel, so that the
+	// file system commits their syncs together.
+	errs := make([]error, len(done))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, batchSyncs)
+	for i := range done {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			done[i].tmp, errs[i] = writeTemp(done[i].path, done[i].blob, 0o600)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("enclave: store: put: %w", err)
 	}
 	for i := range done {
 		if err := os.Rename(done[i].tmp, done[i].path); err != nil {
