@@ -12,9 +12,10 @@ import (
 	"github.com/cloister-dev/cloister/internal/testapp"
 )
 
-// errSimulatedCrash stops a batch after its blobs were written and renamed
-// and before the directory was synced, as a host crash there would.
-var errSimulatedCrash = errors.New("simulated host crash before the directory sync")
+// errSimulatedCrash stops a batch after it was written to the journal and
+// before the journal was synced, as a host crash there would (the record is
+// taken back: unsynced data may be lost).
+var errSimulatedCrash = errors.New("simulated host crash before the journal sync")
 
 // TestCrashesLoseNothingAcknowledged increments a counter in protected
 // storage, one request at a time, while the enclave process is SIGKILLed
@@ -22,7 +23,7 @@ var errSimulatedCrash = errors.New("simulated host crash before the directory sy
 // writes and its sync (the batch stops there and the instance with its
 // in-memory state is thrown away). Whatever a requester saw acknowledged
 // must survive: every later answer counts on from it, and so does a new
-// host that reopens the state directory. The loop is bounded in time.
+// host that reopens the state directory (replaying its journal). The loop is bounded in time.
 func TestCrashesLoseNothingAcknowledged(t *testing.T) {
 	var (
 		crashNext atomic.Bool  // the next batch stops before its sync
@@ -44,7 +45,7 @@ func TestCrashesLoseNothingAcknowledged(t *testing.T) {
 	h := newHarness(t, "process", harnessOpts{
 		backoff: time.Millisecond,
 		env:     []string{testapp.EnvKillable + "=1"},
-		store:   func(fs *FileStore) Store { fs.beforeDirSync = hook; return fs },
+		store:   func(fs *FileStore) Store { fs.beforeSync = hook; return fs },
 		config:  func(c *Config) { c.MaxRestartBackoff = 20 * time.Millisecond },
 	})
 	deadline := time.Now().Add(8 * time.Second)
