@@ -139,15 +139,7 @@ func TestStoreWriteFailureFailsTheReply(t *testing.T) {
 // ended and restarted, and says why in the log.
 func TestHostileImageFloodingOCALLs(t *testing.T) {
 	const limit = 32
-	serve := func(ctx context.Context, r io.Reader, w io.Writer) error {
-		c, err := boundary.NewConn(ctx, r, w, boundary.RoleEnclave, boundary.Options{})
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if _, err := c.Recv(); err != nil { // Init
-			return err
-		}
+	serve := hostileImage(func(c *boundary.Conn, _ io.Writer) error {
 		c.Send(&boundary.Ready{Workers: 1, Addresses: []string{"hostile.in"}})
 		for i := range 10 * limit {
 			if err := c.Send(&boundary.Request{CallID: uint64(i + 1), Timeout: time.Hour, Address: "silent.out"}); err != nil {
@@ -159,7 +151,7 @@ func TestHostileImageFloodingOCALLs(t *testing.T) {
 				return err
 			}
 		}
-	}
+	})
 	logs := &logBuffer{}
 	b, err := bus.New()
 	if err != nil {
