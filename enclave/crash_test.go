@@ -1,10 +1,16 @@
 package enclave
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -91,7 +97,18 @@ func TestCrashesLoseNothingAcknowledged(t *testing.T) {
 	if err := h.e.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	fs, err := NewFileStore(h.stateDir)
+	if n := readCounter(t, h.stateDir); n < acked.Load() {
+		t.Fatalf("reopened store holds %d, but %d was acknowledged", n, acked.Load())
+	}
+}
+
+// readCounter opens dir as a new host would (a new FileStore, replaying
+// its journal, and a new enclave instance) and returns test.incr's counter.
+func readCounter(t *testing.T, dir string) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	fs, err := NewFileStore(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +132,111 @@ func TestCrashesLoseNothingAcknowledged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := strconv.ParseInt(string(m.Body()), 10, 64); n < acked.Load() {
-		t.Fatalf("reopened store holds %d, but %d was acknowledged", n, acked.Load())
+	n, err := strconv.ParseInt(string(m.Body()), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Environment of the host child process (see hostChild).
+const (
+	envHostChild  = "ENCLAVE_TEST_HOST_CHILD"   // the state directory
+	envHostImage  = "ENCLAVE_TEST_HOST_IMAGE"   // the test image's path
+	envHostKillAt = "ENCLAVE_TEST_HOST_KILL_AT" // the batch before whose sync the host kills itself
+)
+
+// TestHostKilledBeforeItsSyncLosesNothingAcknowledged runs the host in a
+// child process that increments test.incr's counter and prints every value
+// it saw acknowledged, and SIGKILLs itself between writing a batch to its
+// journal and syncing it. Round after round on the same directory, every
+// value after a restart counts on from the last acknowledged one, and so
+// does a new host at the end.
+func TestHostKilledBeforeItsSyncLosesNothingAcknowledged(t *testing.T) {
+	dir := t.TempDir()
+	var acked int64
+	for round := range 8 {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), envHostChild+"="+dir, envHostImage+"="+testImage.Path,
+			envHostKillAt+"="+strconv.Itoa(1+2*round))
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(out)
+		seen := 0
+		for sc.Scan() {
+			n, err := strconv.ParseInt(sc.Text(), 10, 64)
+			if err != nil || n <= acked {
+				t.Fatalf("round %d: host acknowledged %q after %d had been: an acknowledged write was lost", round, sc.Text(), acked)
+			}
+			acked = n
+			seen++
+		}
+		err = cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("round %d: host child ended with %v, want killed by itself before a sync:\n%s", round, err, stderr.String())
+		}
+		t.Logf("round %d: %d increments acknowledged before the kill, counter %d", round, seen, acked)
+	}
+	if n := readCounter(t, dir); n < acked {
+		t.Fatalf("reopened store holds %d, but %d was acknowledged", n, acked)
+	}
+}
+
+// hostChild is the host of TestHostKilledBeforeItsSyncLosesNothingAcknowledged:
+// it serves the test image with a FileStore on the directory it is given,
+// increments the counter one request at a time, prints each acknowledged
+// value, and kills itself before the sync of the batch numbered by
+// envHostKillAt.
+func hostChild() {
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, "host child:", err)
+		os.Exit(2)
+	}
+	killAt, _ := strconv.Atoi(os.Getenv(envHostKillAt))
+	img, err := Load(os.Getenv(envHostImage))
+	if err != nil {
+		fail(err)
+	}
+	fs, err := NewFileStore(os.Getenv(envHostChild))
+	if err != nil {
+		fail(err)
+	}
+	var batches atomic.Int64
+	fs.beforeSync = func() error {
+		if batches.Add(1) == int64(killAt) {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		}
+		return nil
+	}
+	ctx := context.Background()
+	b, err := bus.New()
+	if err != nil {
+		fail(err)
+	}
+	e, err := New(Config{Name: "host-child", Image: img, Backend: NewProcess(ProcessOptions{}), Bus: b, Store: fs, Logger: discardLogger()})
+	if err != nil {
+		fail(err)
+	}
+	if err := e.Start(ctx); err != nil {
+		fail(err)
+	}
+	if _, err := b.Consumer("test.incr", e, bus.Inline()); err != nil {
+		fail(err)
+	}
+	for {
+		m, err := b.Request(ctx, "test.incr", nil, bus.Header("key", "counter"), bus.Timeout(20*time.Second))
+		if err != nil {
+			fail(err)
+		}
+		fmt.Println(string(m.Body()))
 	}
 }
