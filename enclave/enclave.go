@@ -56,7 +56,9 @@ type Config struct {
 	// Bus carries what the enclave sends, publishes and requests. Without
 	// it those OCALLs fail.
 	Bus *bus.Bus
-	// Store keeps protected storage (required for storage OCALLs to work).
+	// Store keeps protected storage. Without it, store reads fail and an
+	// instance that writes is ended (its writes cannot be made durable).
+	// A BatchStore commits many writes at once.
 	Store Store
 	// Issuer answers GetEvidence. Nil means a simulated issuer claiming the
 	// image's identity (debug attribute set for the inproc backend); the
