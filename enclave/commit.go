@@ -13,6 +13,7 @@ import (
 // reading the enclave's stream (back-pressure on the enclave).
 const (
 	maxQueuedWriteBytes = 64 << 20
+	maxQueuedWrites     = 16384
 	maxHeldFrames       = 4096
 )
 
@@ -72,11 +73,11 @@ func newCommitter(s *session) *committer {
 	return c
 }
 
-// put queues a store write (reading goroutine). With too many bytes queued
-// it waits for the writer, which stops reading the enclave.
+// put queues a store write (reading goroutine). With too many writes or
+// bytes queued it waits for the writer, which stops reading the enclave.
 func (c *committer) put(m *boundary.StorePut) {
 	c.mu.Lock()
-	for c.queued > 0 && c.queued+len(m.Blob) > maxQueuedWriteBytes && !c.closed && c.failed == nil {
+	for (len(c.queue) >= maxQueuedWrites || c.queued > 0 && c.queued+len(m.Blob) > maxQueuedWriteBytes) && !c.closed && c.failed == nil {
 		c.cond.Wait()
 	}
 	if c.failed != nil {

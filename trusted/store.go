@@ -119,13 +119,6 @@ func (c *storeCache) set(key string, value []byte, found bool) {
 	}
 }
 
-// stats returns the number of cached entries and their charged bytes.
-func (c *storeCache) stats() (entries, size int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.byKey), c.bytes
-}
-
 // Put stores value under key in protected storage: it is sealed inside the
 // enclave and the host stores only the blob.
 //
