@@ -196,3 +196,70 @@ func TestRequestTimeoutIsCapped(t *testing.T) {
 		t.Fatalf("request to a silent address: %v, want the handler's 502 with a timeout\n%s", err, h.logs.String())
 	}
 }
+
+// TestPostedWritesAreBounded: an image posting writes faster than the host
+// commits them is made to wait (the host stops reading it) once the queue
+// holds maxQueuedWrites; nothing is lost, every write is committed in the
+// end.
+func TestPostedWritesAreBounded(t *testing.T) {
+	const n = 3 * maxQueuedWrites
+	serve := hostileImage(func(c *boundary.Conn, _ io.Writer) error {
+		c.Send(&boundary.Ready{Workers: 1, Addresses: []string{"flood.in"}})
+		for i := range n {
+			if err := c.Send(&boundary.StorePut{Key: "k" + strconv.Itoa(i%100)}); err != nil {
+				return err
+			}
+		}
+		for {
+			m, err := c.Recv()
+			if err != nil {
+				return err
+			}
+			if _, ok := m.(*boundary.Shutdown); ok {
+				return nil
+			}
+		}
+	})
+	fs, err := NewFileStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGatedStore()
+	e, err := New(Config{Name: "flood", Backend: NewInProc(serve), Store: g.wrap(fs), Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		go func() {
+			for range g.entered {
+				g.proceed <- nil
+			}
+		}()
+		e.Stop(ctx)
+	}()
+	c := e.cur.Load().commit
+	queued := func() (int, uint64) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.queue), c.seq
+	}
+	first := <-g.entered // the writer is busy with the first batch
+	waitFor(t, 20*time.Second, "the queue to fill", func() bool { q, _ := queued(); return q == maxQueuedWrites })
+	if q, seq := queued(); q != maxQueuedWrites || int(seq) != len(first)+maxQueuedWrites {
+		t.Fatalf("queue %d, writes received %d: want the reader to wait at %d queued", q, seq, maxQueuedWrites)
+	}
+	committed := len(first)
+	g.proceed <- nil
+	for committed < n {
+		committed += len(<-g.entered)
+		g.proceed <- nil
+	}
+	if committed != n {
+		t.Fatalf("%d writes committed, want %d", committed, n)
+	}
+}
