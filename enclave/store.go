@@ -67,6 +67,8 @@ const MaxBlobSize = 64 << 20
 // After an I/O error the FileStore refuses every further write and read
 // with that error (a failed sync may have dropped data the journal was to
 // hold); a new FileStore on the same directory recovers from the journal.
+// One FileStore at a time may use a directory (opening one recovers, and
+// empties, the journal).
 type FileStore struct {
 	dir string
 
