@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -39,6 +40,7 @@ func samples() []Message {
 		&Request{CallID: 5, Timeout: time.Second, Address: "users.get", Headers: h, Body: []byte("u")},
 		&Log{Level: slog.LevelWarn, Message: "careful", Attrs: []Attr{{"user", "alice"}, {"n", "3"}}},
 		&StorePut{CallID: 6, Key: "k", Blob: []byte("blob")},
+		&StorePut{Key: "s1.0123456789abcdef0123456789abcdef01234567", Blob: []byte("posted blob")},
 		&StoreGet{CallID: 7, Key: "k"},
 		&GetEvidence{CallID: 8, ReportData: [64]byte{1, 2, 3}},
 		&HealthStatus{ID: 99, Healthy: true, Running: 2, Queued: 1, Workers: 8, Detail: "ok"},
@@ -284,7 +286,7 @@ func TestHandshakeMismatch(t *testing.T) {
 			t.Errorf("%s: got %v", c.name, err)
 			continue
 		}
-		if c.name == "version" && !strings.Contains(err.Error(), "version 2") {
+		if c.name == "version" && !strings.Contains(err.Error(), fmt.Sprintf("version %d", ProtocolVersion)) {
 			t.Errorf("version error does not say the versions: %v", err)
 		}
 		// The enclave answered with its own hello, so the host learns too.

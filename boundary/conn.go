@@ -16,7 +16,14 @@ import (
 //
 // Version 2 added acknowledged sends: a send or publish Deliver may carry a
 // token, answered by Done (or Fail).
-const ProtocolVersion uint16 = 2
+//
+// Version 3 added posted store writes: a StorePut with CallID 0 gets no
+// StoreResult, and the host makes it durable before it acts on any later
+// frame of the enclave's stream that the write must precede (see "Ordered
+// store writes" in the package doc). A version-2 host would answer such a
+// put and release replies before the write is on disk, so the versions
+// refuse each other.
+const ProtocolVersion uint16 = 3
 
 // HandshakeMagic opens each side's hello.
 const HandshakeMagic = "CLBNDRY\n"

@@ -105,8 +105,10 @@
 //     context.
 //   - StorePut: store Blob under Key, replacing any earlier blob, durably
 //     enough to survive an enclave restart; StoreGet: Found=false when
-//     absent. Keys are opaque ASCII names, blobs are sealed; answer with
-//     StoreResult (Error set when storage failed).
+//     absent. Keys are opaque ASCII names, blobs are sealed. A StoreGet and
+//     a StorePut with a non-zero CallID are answered with StoreResult
+//     (Error set when storage failed); a StorePut with CallID 0 (posted) is
+//     never answered and follows the ordering rule below.
 //   - GetEvidence: answer EvidenceResult (simulated evidence binding
 //     ReportData in the process backend; Error when none is available).
 //   - Log: re-log with the enclave's name; HealthStatus: answer of Health.
@@ -119,6 +121,21 @@
 // is the token of the Reply or Fail that could not be decoded. For file
 // descriptors, put the host's end in non-blocking mode before os.NewFile so
 // that Close interrupts a blocked Recv.
+//
+// # Ordered store writes
+//
+// The OCALL stream is ordered, and the host keeps that order for store
+// writes: every StorePut the enclave wrote before a Reply, Fail, Done, Send,
+// Publish, Request or StoreGet is durable before the host acts on that
+// frame (releases the reply, acknowledges the durable message, puts the
+// message on the bus, makes the request, reads the store). So an enclave
+// posts its writes (CallID 0) without waiting, and a requester that saw its
+// reply — or a durable message that was acknowledged — implies that every
+// write made before it is on disk. A host that cannot make a posted write
+// durable must not release what follows it: it fails those replies and
+// acknowledgements as unavailable and ends the enclave instance (whose
+// in-memory view of its storage may hold the lost write), which then
+// starts afresh from what is durable.
 //
 // # Batching
 //

@@ -671,11 +671,14 @@ func (m *Log) decodePayload(d *decoder) {
 }
 
 // StorePut asks the host to store a sealed blob under Key (replacing any
-// previous one); answered by StoreResult.
+// previous one). With a non-zero CallID it is answered by StoreResult; with
+// CallID 0 it is posted: never answered, and durable before the host acts
+// on any later frame of the stream (see "Ordered store writes" in the
+// package doc).
 //
 // Payload: CallID u64, Key string, Blob bytes.
 type StorePut struct {
-	CallID uint64
+	CallID uint64 // 0: posted (no StoreResult)
 	Key    string
 	Blob   []byte
 }

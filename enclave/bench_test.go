@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -59,6 +61,12 @@ func BenchmarkPipeRoundTrip(b *testing.B) {
 // startBench starts an enclave without a bus for boundary benchmarks.
 func startBench(b *testing.B, backend string, env ...string) *Enclave {
 	b.Helper()
+	return startBenchStore(b, backend, nil, env...)
+}
+
+// startBenchStore is startBench with the FileStore wrapped by wrap (if set).
+func startBenchStore(b *testing.B, backend string, wrap func(*FileStore) Store, env ...string) *Enclave {
+	b.Helper()
 	var be Backend
 	switch backend {
 	case "inproc":
@@ -66,9 +74,13 @@ func startBench(b *testing.B, backend string, env ...string) *Enclave {
 	case "process":
 		be = NewProcess(ProcessOptions{})
 	}
-	store, err := NewFileStore(b.TempDir())
+	fs, err := NewFileStore(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
+	}
+	var store Store = fs
+	if wrap != nil {
+		store = wrap(fs)
 	}
 	e, err := New(Config{Name: "bench", Image: testImage, Backend: be, Store: store, Env: env})
 	if err != nil {
@@ -138,6 +150,122 @@ func BenchmarkBoundaryRoundTrip(b *testing.B) {
 						}
 						reportBatching(b, e, before)
 					})
+				}
+			}
+		})
+	}
+}
+
+// countingStore counts the batches (durable commits) of a FileStore.
+type countingStore struct {
+	*FileStore
+	batches atomic.Uint64
+}
+
+func (c *countingStore) PutBatch(ctx context.Context, w []StoreWrite) error {
+	c.batches.Add(1)
+	return c.FileStore.PutBatch(ctx, w)
+}
+
+func (c *countingStore) Put(ctx context.Context, key string, blob []byte) error {
+	return c.PutBatch(ctx, []StoreWrite{{Key: key, Blob: blob}})
+}
+
+// BenchmarkStatefulRoundTrip is a request to a stateful handler (one Get
+// and one Put of a 1 KiB value in protected storage, test.incr-like) on the
+// process backend, with storage that waits for the host (store=sync: the
+// protocol before posted writes, three round trips) and with the cache and
+// posted, group-committed writes (store=posted). It reports crossings/req:
+// host → enclave frames per request (the delivery plus every OCALL answer,
+// each a round trip the handler waited for), and commits/req: durable
+// store commits (syncs of the state directory) per request.
+//
+// disk=mem runs the same on a store in host memory, so that the difference
+// is the crossings alone (no sync).
+func BenchmarkStatefulRoundTrip(b *testing.B) {
+	for _, disk := range []string{"file", "mem"} {
+		for _, mode := range []string{"sync", "posted"} {
+			b.Run("disk="+disk+"/store="+mode, func(b *testing.B) { benchStateful(b, disk, mode) })
+		}
+	}
+}
+
+// memStore keeps blobs in host memory (benchmarks only: nothing durable).
+type memStore struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+func (s *memStore) Put(_ context.Context, key string, blob []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[key] = blob
+	return nil
+}
+
+func (s *memStore) Get(_ context.Context, key string) ([]byte, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.m[key]
+	return b, ok, nil
+}
+
+func benchStateful(b *testing.B, disk, mode string) {
+	var env []string
+	if mode == "sync" {
+		env = append(env, "CLOISTER_TEST_SYNC_STORE=1")
+	}
+	cs := &countingStore{}
+	e := startBenchStore(b, "process", func(fs *FileStore) Store {
+		if disk == "mem" {
+			return &memStore{m: map[string][]byte{}}
+		}
+		cs.FileStore = fs
+		return cs
+	}, env...)
+	for _, inflight := range []int{1, 32} {
+		b.Run(fmt.Sprintf("inflight=%d", inflight), func(b *testing.B) {
+			body := make([]byte, 1<<10)
+			var n atomic.Uint64
+			before, batches := e.Stats(), cs.batches.Load()
+			run := func(ch chanWaiter, key string) error {
+				s := e.cur.Load()
+				if s == nil {
+					return fmt.Errorf("enclave down")
+				}
+				n.Add(1)
+				s.deliver(ch, boundary.KindRequest, "test.incr", map[string]string{"key": key}, body)
+				if f, ok := (<-ch).(*boundary.Fail); ok {
+					return fmt.Errorf("%s: %s", f.Kind, f.Message)
+				}
+				return nil
+			}
+			if inflight == 1 {
+				ch := make(chanWaiter, 1)
+				for b.Loop() {
+					if err := run(ch, "k"); err != nil {
+						b.Fatal(err)
+					}
+				}
+			} else {
+				var id atomic.Int64
+				b.SetParallelism((inflight + 1) / 2)
+				b.RunParallel(func(pb *testing.PB) {
+					ch := make(chanWaiter, 1)
+					key := fmt.Sprintf("k%d", id.Add(1)%64)
+					for pb.Next() {
+						if err := run(ch, key); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			if k := n.Load(); k > 0 {
+				st := e.Stats()
+				b.ReportMetric(float64(st.FramesSent-before.FramesSent)/float64(k), "crossings/req")
+				if disk == "file" {
+					b.ReportMetric(float64(cs.batches.Load()-batches)/float64(k), "commits/req")
 				}
 			}
 		})

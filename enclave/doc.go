@@ -44,6 +44,19 @@
 // and GetEvidence is answered by the host's attest.Issuer (simulated, with
 // MRENCLAVE = the image's measurement, for inproc and process).
 //
+// Store writes are group-committed in stream order: one writer goroutine
+// per instance takes every StorePut received so far as one batch and makes
+// it durable ([BatchStore.PutBatch]; [FileStore] appends it to its journal
+// with one sync), and every Reply, Fail, Done, Send, Publish, Request and
+// StoreGet the enclave sent after a write is held until that write is
+// durable, then acted on in stream order. A failed batch fails what it held
+// (as [CodeUnavailable], durable messages handed back), drops the writes
+// after it and ends the instance ([ErrStoreWrite]); the supervisor restarts
+// it from what is durable. An image may keep at most [Config.MaxOCALLs]
+// requests, store reads and evidence calls outstanding (more end the
+// instance with [ErrTooManyOCALLs]) and wait at most
+// [Config.MaxOCALLTimeout] for a request's reply.
+//
 // When the instance dies, every request in flight fails at once with a
 // recipient failure ([CodeUnavailable]) whose message names the enclave;
 // requests arriving while it is down fail the same way. The supervisor

@@ -38,6 +38,8 @@ const (
 	DefaultRestartBackoff    = 100 * time.Millisecond
 	DefaultMaxRestartBackoff = 10 * time.Second
 	DefaultShutdownGrace     = 10 * time.Second
+	DefaultMaxOCALLs         = 1024
+	DefaultMaxOCALLTimeout   = time.Minute
 )
 
 // Config configures one supervised enclave instance.
@@ -54,7 +56,9 @@ type Config struct {
 	// Bus carries what the enclave sends, publishes and requests. Without
 	// it those OCALLs fail.
 	Bus *bus.Bus
-	// Store keeps protected storage (required for storage OCALLs to work).
+	// Store keeps protected storage. Without it, store reads fail and an
+	// instance that writes is ended (its writes cannot be made durable).
+	// A BatchStore commits many writes at once.
 	Store Store
 	// Issuer answers GetEvidence. Nil means a simulated issuer claiming the
 	// image's identity (debug attribute set for the inproc backend); the
@@ -87,6 +91,15 @@ type Config struct {
 	// ShutdownGrace is the drain time Stop gives the enclave when its
 	// context has no deadline.
 	ShutdownGrace time.Duration
+	// MaxOCALLs bounds the OCALLs the host serves for one instance at once
+	// (requests, store reads, evidence); an image that asks for more is
+	// ended with ErrTooManyOCALLs and restarted. Default DefaultMaxOCALLs.
+	MaxOCALLs int
+	// MaxOCALLTimeout is the longest the host waits for the reply to a
+	// Request OCALL: a longer timeout the image asks for is cut to it, and
+	// so is the bus's default when the image asks for none. Default
+	// DefaultMaxOCALLTimeout.
+	MaxOCALLTimeout time.Duration
 }
 
 // State is an Enclave's lifecycle state.
@@ -222,6 +235,12 @@ func New(cfg Config) (*Enclave, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxOCALLs <= 0 {
+		cfg.MaxOCALLs = DefaultMaxOCALLs
+	}
+	if cfg.MaxOCALLTimeout <= 0 {
+		cfg.MaxOCALLTimeout = DefaultMaxOCALLTimeout
 	}
 	e := &Enclave{
 		cfg:        cfg,

@@ -35,18 +35,10 @@ func FuzzHostFromHostileEnclave(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 1, 0x40})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, stream []byte) {
-		serve := func(ctx context.Context, r io.Reader, w io.Writer) error {
-			c, err := boundary.NewConn(ctx, r, w, boundary.RoleEnclave, boundary.Options{})
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if _, err := c.Recv(); err != nil { // Init
-				return err
-			}
-			_, err = w.Write(stream)
+		serve := hostileImage(func(_ *boundary.Conn, w io.Writer) error {
+			_, err := w.Write(stream)
 			return err // and the stream ends
-		}
+		})
 		b, _ := bus.New()
 		defer b.Close(context.Background())
 		store, _ := NewFileStore(filepath.Join(t.TempDir(), "state"))
@@ -67,6 +59,23 @@ func FuzzHostFromHostileEnclave(f *testing.F) {
 			t.Fatalf("stop: %v", err)
 		}
 	})
+}
+
+// hostileImage is the serve function of an inproc image that does the
+// handshake, takes Init and then runs act on the connection (and the raw
+// stream to the host), whatever act sends.
+func hostileImage(act func(c *boundary.Conn, w io.Writer) error) func(ctx context.Context, r io.Reader, w io.Writer) error {
+	return func(ctx context.Context, r io.Reader, w io.Writer) error {
+		c, err := boundary.NewConn(ctx, r, w, boundary.RoleEnclave, boundary.Options{})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if _, err := c.Recv(); err != nil { // Init
+			return err
+		}
+		return act(c, w)
+	}
 }
 
 // FuzzLoadMetadata loads images whose metadata file holds arbitrary bytes.

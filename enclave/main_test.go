@@ -23,6 +23,10 @@ func TestMain(m *testing.M) {
 		echoChild()
 		return
 	}
+	if os.Getenv(envHostChild) != "" {
+		hostChild()
+		return
+	}
 	os.Exit(testenv.Run(m, "enclave-test-", func(ctx context.Context, dir string) (err error) {
 		testImage, err = Build(ctx, "./internal/testimage", filepath.Join(dir, "testimage"), BuildOptions{ProductID: 7, SVN: 3})
 		if err != nil {

@@ -28,7 +28,9 @@ type session struct {
 	inflight   atomic.Int64 // deliveries waiting for their answer
 	nextHealth atomic.Uint64
 
-	work sync.WaitGroup // goroutines serving OCALLs (spawn)
+	work   sync.WaitGroup // goroutines serving OCALLs (spawn) and the store writer
+	commit *committer     // orders store writes before what follows them
+	ocalls atomic.Int64   // OCALLs being served (Request, StoreGet, GetEvidence)
 
 	mu      sync.Mutex
 	pending map[uint64]waiter
@@ -53,6 +55,12 @@ func newSession(e *Enclave, proc Process, conn *boundary.Conn) *session {
 	s := &session{e: e, proc: proc, conn: conn, out: newFrameWriter(w, conn.PeerMaxFrame()), ctx: ctx, stop: cancel,
 		pending: make(map[uint64]waiter), healthW: make(map[uint64]chan *boundary.HealthStatus),
 		readyCh: make(chan struct{}), done: make(chan struct{})}
+	s.commit = newCommitter(s)
+	s.work.Add(1)
+	go func() {
+		defer s.work.Done()
+		s.commit.run()
+	}()
 	// A process that dies closes its streams, but a descendant could keep
 	// them open: watch the exit too.
 	go func() {
@@ -84,18 +92,45 @@ func (s *session) ended() {
 }
 
 // spawn runs f in a goroutine that ended waits for; once the session is
-// closed it does not run f (the instance is going away unanswered).
-func (s *session) spawn(f func()) {
+// closed it does not run f (the instance is going away unanswered) and
+// returns false.
+func (s *session) spawn(f func()) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return
+		return false
 	}
 	s.work.Add(1)
 	go func() {
 		defer s.work.Done()
 		f()
 	}()
+	return true
+}
+
+// ErrTooManyOCALLs is wrapped by the cause of an instance ended because its
+// image had more than Config.MaxOCALLs OCALLs outstanding.
+var ErrTooManyOCALLs = errors.New("enclave: too many outstanding OCALLs")
+
+// ocall serves an OCALL that takes time (Request, StoreGet, GetEvidence)
+// in a goroutine of its own, at most Config.MaxOCALLs at once: an image
+// that asks for more is ended (and restarted by the supervisor), since a
+// well-behaved one waits for its answers.
+func (s *session) ocall(what string, f func()) {
+	limit := int64(s.e.cfg.MaxOCALLs)
+	if s.ocalls.Add(1) > limit {
+		s.ocalls.Add(-1)
+		err := fmt.Errorf("%w: the image asked for a %s with %d already outstanding (limit %d)", ErrTooManyOCALLs, what, limit, limit)
+		s.e.log.Error("enclave: the image exceeded its OCALL limit; ending the instance", "limit", limit, "error", err)
+		s.finish(err)
+		return
+	}
+	if !s.spawn(func() {
+		defer s.ocalls.Add(-1)
+		f()
+	}) {
+		s.ocalls.Add(-1)
+	}
 }
 
 // cause says why the session ended.
@@ -129,6 +164,7 @@ func (s *session) finish(why error) {
 	health := s.healthW
 	s.healthW = nil
 	s.mu.Unlock()
+	s.commit.close()
 	if s.e.cur.CompareAndSwap(s, nil) {
 		s.e.instanceDown(why)
 	}
@@ -251,6 +287,9 @@ func (s *session) readLoop() {
 			} else {
 				err = fmt.Errorf("boundary: %w", err)
 			}
+			// What the enclave answered before the end waits only for its
+			// writes.
+			s.commit.flush()
 			s.finish(err)
 			return
 		}
@@ -258,9 +297,31 @@ func (s *session) readLoop() {
 	}
 }
 
+// dispatch acts on an OCALL frame, in stream order with the store writes:
+// a frame that follows a write not yet durable is held by the committer.
 func (s *session) dispatch(m boundary.Message) {
+	switch m := m.(type) {
+	case *boundary.StorePut:
+		s.commit.put(m)
+		return
+	case *boundary.Reply, *boundary.Fail, *boundary.Done, *boundary.Send, *boundary.Publish,
+		*boundary.Request, *boundary.StoreGet:
+		if s.commit.hold(m) {
+			return
+		}
+	}
+	s.act(m)
+}
+
+// act acts on an OCALL frame (or sends a StoreResult the committer
+// released).
+func (s *session) act(m boundary.Message) {
 	e := s.e
 	switch m := m.(type) {
+	case *boundary.StoreResult:
+		if err := s.out.send(m, false); err != nil && !closed(err) {
+			e.log.Warn("enclave: could not answer a store write", "error", err)
+		}
 	case *boundary.Ready:
 		if s.ready != nil {
 			e.log.Error("enclave: ignoring a second Ready")
@@ -291,7 +352,7 @@ func (s *session) dispatch(m boundary.Message) {
 	case *boundary.Publish:
 		s.send(bus.KindPublish, m.Address, m.Headers, m.Body)
 	case *boundary.Request:
-		s.spawn(func() { s.request(m) })
+		s.ocall("request", func() { s.request(m) })
 	case *boundary.Log:
 		attrs := make([]slog.Attr, 0, len(m.Attrs)+1)
 		attrs = append(attrs, slog.String("source", "enclave"))
@@ -299,12 +360,10 @@ func (s *session) dispatch(m boundary.Message) {
 			attrs = append(attrs, slog.String(a.Key, a.Value))
 		}
 		e.log.LogAttrs(s.ctx, m.Level, m.Message, attrs...)
-	case *boundary.StorePut:
-		s.spawn(func() { s.storePut(m) })
 	case *boundary.StoreGet:
-		s.spawn(func() { s.storeGet(m) })
+		s.ocall("store read", func() { s.storeGet(m) })
 	case *boundary.GetEvidence:
-		s.spawn(func() { s.evidence(m) })
+		s.ocall("evidence", func() { s.evidence(m) })
 	case *boundary.HealthStatus:
 		s.mu.Lock()
 		ch := s.healthW[m.ID]
@@ -358,10 +417,14 @@ func (s *session) request(m *boundary.Request) {
 	case err != nil:
 		res.Failure, res.Message = boundary.FailureError, err.Error()
 	default:
-		if m.Timeout > 0 {
-			opts = append(opts, bus.Timeout(m.Timeout))
+		if t := min(m.Timeout, s.e.cfg.MaxOCALLTimeout); t > 0 {
+			// The image may ask for less time than the host allows, not more.
+			opts = append(opts, bus.Timeout(t))
 		}
-		reply, err := b.Request(s.ctx, m.Address, v, opts...)
+		// Nor more than that by asking for the bus's default.
+		ctx, cancel := context.WithTimeout(s.ctx, s.e.cfg.MaxOCALLTimeout)
+		reply, err := b.Request(ctx, m.Address, v, opts...)
+		cancel()
 		if err != nil {
 			var re *bus.ReplyError
 			if errors.As(err, &re) {
@@ -379,17 +442,6 @@ func (s *session) request(m *boundary.Request) {
 	if err := s.out.send(res, false); err != nil && !closed(err) {
 		s.e.log.Warn("enclave: could not return a request's result", "address", m.Address, "error", err)
 	}
-}
-
-func (s *session) storePut(m *boundary.StorePut) {
-	res := &boundary.StoreResult{CallID: m.CallID}
-	if st := s.e.cfg.Store; st == nil {
-		res.Error = "the host has no store for this enclave"
-	} else if err := st.Put(s.ctx, m.Key, m.Blob); err != nil {
-		res.Error = err.Error()
-		s.e.log.Error("enclave: store put failed", "error", err)
-	}
-	_ = s.out.send(res, false)
 }
 
 func (s *session) storeGet(m *boundary.StoreGet) {

@@ -2,11 +2,14 @@ package enclave
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
+	"sync"
 )
 
 // Store keeps an enclave's protected blobs for it. The enclave seals every
@@ -21,6 +24,23 @@ type Store interface {
 	Get(ctx context.Context, key string) (blob []byte, found bool, err error)
 }
 
+// StoreWrite is one blob to store under Key, in a batch.
+type StoreWrite struct {
+	Key  string
+	Blob []byte
+}
+
+// BatchStore is a Store that makes many writes durable together (group
+// commit). The host's store writer uses PutBatch when the Store has it, and
+// Put for each write otherwise.
+type BatchStore interface {
+	Store
+	// PutBatch stores every write, a later write of a key replacing an
+	// earlier one, and returns once all of them are durable. On error any
+	// subset of them may have been applied, each whole or not at all.
+	PutBatch(ctx context.Context, writes []StoreWrite) error
+}
+
 // MaxStoreKey is the longest store key FileStore accepts, in bytes.
 const MaxStoreKey = 1024
 
@@ -28,13 +48,49 @@ const MaxStoreKey = 1024
 const MaxBlobSize = 64 << 20
 
 // FileStore is a Store in a directory: one file per key, named by the hex
-// of the key, written atomically (temporary file, fsync, rename), so a
-// crash leaves either the old or the new blob.
+// of the key (".blob"), and a write-ahead journal ("journal") that makes a
+// batch of writes durable with one file sync.
+//
+// PutBatch appends the batch to the journal as one record (magic "CLJ1",
+// u32 payload length, payload of u32 count and (u32 key length, key, u32
+// blob length, blob) entries, CRC-32C of the payload; big-endian) and syncs
+// the journal: from then on the batch is durable. It then writes each blob
+// to a temporary file and renames it over the key's file, without syncing:
+// readers see the new blobs at once. Once the journal holds more than
+// journalCheckpoint bytes, the blob files written since the last checkpoint
+// and the directory are synced and the journal is emptied. NewFileStore
+// replays the journal's complete records (a torn last record was never
+// acknowledged: its sync did not return) into the blob files, syncs them
+// and empties it, so a crash at any point leaves each key with the blob of
+// its last durable batch.
+//
+// After an I/O error the FileStore refuses every further write and read
+// with that error (a failed sync may have dropped data the journal was to
+// hold); a new FileStore on the same directory recovers from the journal.
+// One FileStore at a time may use a directory (opening one recovers, and
+// empties, the journal).
 type FileStore struct {
 	dir string
+
+	mu         sync.Mutex
+	journal    *os.File // nil until the first write
+	size       int64    // bytes in the journal
+	unsynced   map[string]bool
+	broken     error
+	beforeSync func() error // tests: runs before the journal sync; an error stops the batch there, as a crash would
 }
 
-// NewFileStore returns a FileStore in dir, creating it (mode 0700).
+// Journal format and checkpoint threshold.
+const (
+	journalName       = "journal"
+	journalMagic      = "CLJ1"
+	journalCheckpoint = 8 << 20
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// NewFileStore returns a FileStore in dir, creating it (mode 0700), after
+// applying what a crash left in its journal.
 func NewFileStore(dir string) (*FileStore, error) {
 	if dir == "" {
 		return nil, errors.New("enclave: store: empty state directory")
@@ -46,7 +102,114 @@ func NewFileStore(dir string) (*FileStore, error) {
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("enclave: store: %w", err)
 	}
-	return &FileStore{dir: abs}, nil
+	s := &FileStore{dir: abs, unsynced: map[string]bool{}}
+	if err := s.recover(); err != nil {
+		return nil, fmt.Errorf("enclave: store: recovering %s: %w", filepath.Join(abs, journalName), err)
+	}
+	return s, nil
+}
+
+// recover removes the temporary files of interrupted writes, applies the
+// complete records of the journal, syncs them and empties it.
+func (s *FileStore) recover() error {
+	tmps, _ := filepath.Glob(filepath.Join(s.dir, ".*.blob.tmp-*"))
+	for _, t := range tmps {
+		os.Remove(t)
+	}
+	data, err := os.ReadFile(filepath.Join(s.dir, journalName))
+	if errors.Is(err, os.ErrNotExist) || (err == nil && len(data) == 0) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for len(data) > 0 {
+		writes, rest, ok := decodeJournalRecord(data)
+		if !ok {
+			break // a torn or damaged tail: never acknowledged
+		}
+		data = rest
+		for _, w := range writes {
+			p, err := s.path(w.Key)
+			if err != nil {
+				return err
+			}
+			if err := writeFileAtomic(p, w.Blob, 0o600); err != nil {
+				return err
+			}
+		}
+	}
+	if err := syncDir(s.dir); err != nil {
+		return err
+	}
+	return os.Truncate(filepath.Join(s.dir, journalName), 0)
+}
+
+// appendJournalRecord appends the journal record of writes to b.
+func appendJournalRecord(b []byte, writes []StoreWrite) []byte {
+	b = append(b, journalMagic...)
+	lenAt := len(b)
+	b = binary.BigEndian.AppendUint32(b, 0)
+	start := len(b)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(writes)))
+	for _, w := range writes {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(w.Key)))
+		b = append(b, w.Key...)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(w.Blob)))
+		b = append(b, w.Blob...)
+	}
+	binary.BigEndian.PutUint32(b[lenAt:], uint32(len(b)-start))
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b[start:], castagnoli))
+}
+
+// decodeJournalRecord decodes the record at the start of b; ok is false
+// for a truncated, damaged or malformed record.
+func decodeJournalRecord(b []byte) (writes []StoreWrite, rest []byte, ok bool) {
+	if len(b) < 8 || string(b[:4]) != journalMagic {
+		return nil, nil, false
+	}
+	n := uint64(binary.BigEndian.Uint32(b[4:8]))
+	if uint64(len(b)-8) < n+4 {
+		return nil, nil, false
+	}
+	p := b[8 : 8+n]
+	if crc32.Checksum(p, castagnoli) != binary.BigEndian.Uint32(b[8+n:]) {
+		return nil, nil, false
+	}
+	rest = b[12+n:]
+	field := func() ([]byte, bool) {
+		if len(p) < 4 {
+			return nil, false
+		}
+		l := uint64(binary.BigEndian.Uint32(p))
+		if uint64(len(p)-4) < l {
+			return nil, false
+		}
+		f := p[4 : 4+l]
+		p = p[4+l:]
+		return f, true
+	}
+	if len(p) < 4 {
+		return nil, nil, false
+	}
+	count := binary.BigEndian.Uint32(p)
+	p = p[4:]
+	if uint64(count) > uint64(len(p))/8 {
+		return nil, nil, false
+	}
+	writes = make([]StoreWrite, 0, count)
+	for range count {
+		k, ok1 := field()
+		v, ok2 := field()
+		if !ok1 || !ok2 {
+			return nil, nil, false
+		}
+		writes = append(writes, StoreWrite{Key: string(k), Blob: v})
+	}
+	if len(p) != 0 {
+		return nil, nil, false
+	}
+	return writes, rest, true
 }
 
 // Dir returns the store's directory.
@@ -59,22 +222,172 @@ func (s *FileStore) path(key string) (string, error) {
 	return filepath.Join(s.dir, hex.EncodeToString([]byte(key))+".blob"), nil
 }
 
-// Put implements Store.
+// Put implements Store (a batch of one).
 func (s *FileStore) Put(ctx context.Context, key string, blob []byte) error {
+	return s.PutBatch(ctx, []StoreWrite{{Key: key, Blob: blob}})
+}
+
+// PutBatch implements BatchStore: the batch is durable after one append to
+// the journal and one sync of it (see FileStore).
+func (s *FileStore) PutBatch(ctx context.Context, writes []StoreWrite) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	p, err := s.path(key)
+	paths := make([]string, len(writes))
+	for i, w := range writes {
+		p, err := s.path(w.Key)
+		if err != nil {
+			return err
+		}
+		if len(w.Blob) > MaxBlobSize {
+			return fmt.Errorf("enclave: store: blob of %d bytes exceeds %d", len(w.Blob), MaxBlobSize)
+		}
+		paths[i] = p
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.broken != nil {
+		return s.broken
+	}
+	if err := s.appendJournal(writes); err != nil {
+		return err
+	}
+	// Durable. Now visible: a later write of a key in the batch wins.
+	last := make(map[string]int, len(writes))
+	for i, w := range writes {
+		last[w.Key] = i
+	}
+	for i, w := range writes {
+		if last[w.Key] != i {
+			continue
+		}
+		if err := writeUnsynced(paths[i], w.Blob); err != nil {
+			return s.fail(fmt.Errorf("enclave: store: put: %w", err))
+		}
+		s.unsynced[paths[i]] = true
+	}
+	if s.size >= journalCheckpoint {
+		return s.checkpoint()
+	}
+	return nil
+}
+
+// appendJournal appends writes to the journal and syncs it (under s.mu).
+func (s *FileStore) appendJournal(writes []StoreWrite) error {
+	if s.journal == nil {
+		f, err := os.OpenFile(filepath.Join(s.dir, journalName), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return fmt.Errorf("enclave: store: journal: %w", err)
+		}
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("enclave: store: journal: %w", err)
+		}
+		if err := syncDir(s.dir); err != nil { // the journal's own entry
+			f.Close()
+			return fmt.Errorf("enclave: store: journal: %w", err)
+		}
+		s.journal, s.size = f, st.Size()
+	}
+	rec := appendJournalRecord(nil, writes)
+	_, err := s.journal.Write(rec)
+	if err == nil && s.beforeSync != nil {
+		err = s.beforeSync()
+	}
+	if err == nil {
+		err = s.journal.Sync()
+	}
+	if err != nil {
+		// Not durable, so not acknowledged: take the record back. Should
+		// that fail too, a later record could follow a torn one.
+		if terr := s.journal.Truncate(s.size); terr != nil {
+			return s.fail(fmt.Errorf("enclave: store: journal: %w (and undoing the record: %v)", err, terr))
+		}
+		return fmt.Errorf("enclave: store: journal: %w", err)
+	}
+	s.size += int64(len(rec))
+	return nil
+}
+
+// checkpoint syncs the blob files written since the last one and the
+// directory, then empties the journal (under s.mu).
+func (s *FileStore) checkpoint() error {
+	errs := make(chan error, len(s.unsynced))
+	var wg sync.WaitGroup
+	for p := range s.unsynced {
+		wg.Go(func() {
+			f, err := os.Open(p)
+			if err == nil {
+				err = f.Sync()
+				f.Close()
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return s.fail(fmt.Errorf("enclave: store: checkpoint: %w", err))
+		}
+	}
+	if err := syncDir(s.dir); err != nil {
+		return s.fail(fmt.Errorf("enclave: store: checkpoint: %w", err))
+	}
+	if err := s.journal.Truncate(0); err != nil {
+		return s.fail(fmt.Errorf("enclave: store: checkpoint: %w", err))
+	}
+	if err := s.journal.Sync(); err != nil {
+		return s.fail(fmt.Errorf("enclave: store: checkpoint: %w", err))
+	}
+	s.size = 0
+	clear(s.unsynced)
+	return nil
+}
+
+// fail makes err permanent (under s.mu).
+func (s *FileStore) fail(err error) error {
+	s.broken = fmt.Errorf("%w (the store refuses further use; reopen it to recover from its journal)", err)
+	return err
+}
+
+// Close syncs what the journal holds into the blob files, empties the
+// journal and closes it. The FileStore must not be used afterwards.
+func (s *FileStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.journal == nil {
+		return s.broken
+	}
+	err := s.broken
+	if err == nil {
+		err = s.checkpoint()
+	}
+	s.journal.Close()
+	s.journal = nil
+	s.broken = errors.New("enclave: store: closed")
+	return err
+}
+
+// writeUnsynced writes data to a temporary file next to path and renames
+// it over path, without syncing (the journal holds the data).
+func writeUnsynced(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
 	}
-	if len(blob) > MaxBlobSize {
-		return fmt.Errorf("enclave: store: blob of %d bytes exceeds %d", len(blob), MaxBlobSize)
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	if err := writeFileAtomic(p, blob, 0o600); err != nil {
-		return fmt.Errorf("enclave: store: put: %w", err)
+	if err == nil {
+		err = os.Rename(f.Name(), path)
 	}
-	return nil
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
 }
 
 // Get implements Store.
@@ -85,6 +398,12 @@ func (s *FileStore) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	p, err := s.path(key)
 	if err != nil {
 		return nil, false, err
+	}
+	s.mu.Lock()
+	broken := s.broken
+	s.mu.Unlock()
+	if broken != nil {
+		return nil, false, broken
 	}
 	b, err := os.ReadFile(p)
 	if errors.Is(err, os.ErrNotExist) {

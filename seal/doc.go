@@ -20,50 +20,66 @@
 //     the identity is whatever the host claims. It exists so that the rest of
 //     the system can be developed and tested on machines without SGX.
 //
-// From the root key R, a key ID and per-blob keys are derived with HKDF-SHA256
-// (crypto/hkdf):
+// From the root key R, a key ID and the data keys are derived with
+// HKDF-SHA256 (crypto/hkdf):
 //
 //	keyID   = HKDF(secret=R, salt=nil,  info="cloister/seal/v1/key-id" ‖ policy)[0:8]
-//	blobKey = HKDF(secret=R, salt=salt, info="cloister/seal/v1/aes-256-gcm" ‖ policy)[0:32]
+//	dataKey = HKDF(secret=R, salt=salt, info="cloister/seal/v2/data-key" ‖ policy)[0:32]   (version 2)
+//	blobKey = HKDF(secret=R, salt=salt, info="cloister/seal/v1/aes-256-gcm" ‖ policy)[0:32] (version 1)
 //
-// where salt is 16 random bytes chosen for every blob. The key ID lets Unseal
-// tell "sealed under another identity" apart from "tampered with"; it reveals
-// nothing about R beyond equality.
+// The key ID lets Unseal tell "sealed under another identity" apart from
+// "tampered with"; it reveals nothing about R beyond equality.
 //
-// # Nonces
+// # Lifetimes and nonces (version 2, written today)
 //
-// Every blob uses a fresh random 128-bit salt, hence a fresh AES-256 key, and
-// a random 96-bit GCM nonce under that key. A (key, nonce) pair repeats only if
-// both the 128-bit salt and the 96-bit nonce collide, so the usual GCM limit
-// of about 2^32 random nonces per key does not apply: each key encrypts
-// exactly one message. Nonce reuse is impossible in practice, also across
-// restarts and across several enclave instances sharing one identity.
+// A Sealer's lifetime starts with its first Seal: it draws a random 128-bit
+// lifetime salt, derives one data key from it (one HKDF and one AES key
+// schedule per lifetime, not per blob) and seals every blob of the lifetime
+// under that key with the GCM nonce
 //
-// # Blob format (version 1)
+//	nonce = 0x00000000 ‖ counter (u64, big-endian; 0, 1, 2, … within the lifetime)
 //
-// All integers are big-endian.
+// and the lifetime salt in the header. A (key, nonce) pair never repeats:
+// within a lifetime the counter never repeats, and a new lifetime (a new
+// Sealer — every enclave start makes one — or the same Sealer after 2^32
+// blobs) has a new random salt and so, but for a 2^-128 chance per pair of
+// lifetimes, a different key. Several enclave instances sharing one
+// identity at once each have their own lifetime. Unseal remembers the data
+// keys of up to 64 lifetimes whose blobs authenticated, so that reading
+// back the state of earlier lifetimes costs one HKDF per lifetime, not per
+// blob.
+//
+// # Version 1 (still opened, never written)
+//
+// A version-1 blob has its own random salt, hence its own key, and a random
+// nonce. Unseal derives that key for every version-1 blob it opens.
+//
+// # Blob format
+//
+// All integers are big-endian. Both versions have the same layout:
 //
 //	offset  size  field
 //	0       4     magic "CLSL"
-//	4       1     version (1)
+//	4       1     version (2; 1 for old blobs)
 //	5       1     key policy: 1 = MRENCLAVE, 2 = MRSIGNER
 //	6       2     flags, must be zero
 //	8       8     key ID
-//	16      16    salt (per-blob HKDF salt)
-//	32      12    nonce (AES-GCM nonce)
+//	16      16    salt (version 2: the lifetime salt; version 1: per blob)
+//	32      12    nonce (AES-GCM nonce; version 2: zero ‖ counter)
 //	44      n+16  AES-256-GCM ciphertext of the plaintext, with its 16-byte tag
 //
 // The GCM associated data is the 44-byte header followed by the caller's
-// associated data, so any change to the header (policy, key ID, salt, nonce)
-// or to the associated data makes Unseal fail. A version-1 blob is exactly
-// Overhead (60) bytes longer than its plaintext.
+// associated data, so any change to the header (version, policy, key ID,
+// salt, nonce) or to the associated data makes Unseal fail. A blob is
+// exactly Overhead (60) bytes longer than its plaintext. Other versions are
+// refused with ErrUnsupportedVersion.
 //
 // # Cost
 //
-// The per-blob key derivation (one HKDF-SHA256 and an AES key schedule)
-// costs a few microseconds per Seal or Unseal on top of AES-GCM itself; it
-// buys freedom from nonce bookkeeping. Sealing is meant for state at rest,
-// not for per-message traffic (package secure does that).
+// Sealing or opening a blob of the current lifetime is AES-GCM alone; the
+// key derivation is paid once per lifetime (and once per earlier lifetime
+// read back). Sealing is meant for state at rest, not for per-message
+// traffic (package secure does that).
 //
 // # Errors
 //

@@ -2,6 +2,8 @@ package seal
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -18,6 +20,15 @@ func fuzzSeeds(f *testing.F) *Sealer {
 		b, _ = s2.Seal(pt, []byte("aad"))
 		f.Add(b)
 	}
+	// Real version-1 blobs (sealed by the earlier format with testSource).
+	old, _ := filepath.Glob(filepath.Join("testdata", "v1-*.blob"))
+	for _, p := range old {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 	f.Add([]byte("CLSL"))
 	f.Add([]byte{})
 	return s
@@ -32,7 +43,7 @@ func FuzzParseBlob(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if h.Version != Version || !h.Policy.Valid() || len(ct) < tagSize || len(ct)+HeaderSize != len(blob) {
+		if (h.Version != Version && h.Version != Version1) || !h.Policy.Valid() || len(ct) < tagSize || len(ct)+HeaderSize != len(blob) {
 			t.Fatalf("accepted inconsistent blob: %+v len %d", h, len(blob))
 		}
 		if enc := appendHeader(nil, &h); !bytes.Equal(enc, blob[:HeaderSize]) {

@@ -125,7 +125,8 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{"empty", nil, ErrTruncated},
 		{"magic", mut(func(b []byte) []byte { b[0] = 'X'; return b }), ErrBadMagic},
-		{"version", mut(func(b []byte) []byte { b[4] = 2; return b }), ErrUnsupportedVersion},
+		{"version", mut(func(b []byte) []byte { b[4] = 3; return b }), ErrUnsupportedVersion},
+		{"version 2 to 1", mut(func(b []byte) []byte { b[4] = Version1; return b }), ErrAuthenticationFailed},
 		{"policy", mut(func(b []byte) []byte { b[5] = 9; return b }), ErrUnknownPolicy},
 		{"flags", mut(func(b []byte) []byte { b[7] = 1; return b }), ErrBadFlags},
 		{"keyid", mut(func(b []byte) []byte { b[8] ^= 1; return b }), ErrKeyIDMismatch},
@@ -237,5 +238,119 @@ func TestDerive(t *testing.T) {
 	a2, _ := s.Derive("a", 32)
 	if bytes.Equal(a, b) || !bytes.Equal(a, a2) {
 		t.Fatal("derive")
+	}
+}
+
+// TestVersion1BlobsOpen: blobs sealed by the version-1 format (files in
+// testdata, made with testSource) still open, and tampering is detected.
+func TestVersion1BlobsOpen(t *testing.T) {
+	src := testSource(t)
+	for name, aad := range map[string][]byte{"v1-mrenclave.blob": nil, "v1-mrsigner-aad.blob": []byte("aad")} {
+		blob, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, _, err := ParseBlob(blob)
+		if err != nil || h.Version != Version1 {
+			t.Fatalf("%s: header %+v %v", name, h, err)
+		}
+		s, err := NewSealer(src, PolicyMRENCLAVE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pt, err := s.Unseal(blob, aad)
+		if err != nil || string(pt) != "state sealed by blob format version 1" {
+			t.Fatalf("%s: %q %v", name, pt, err)
+		}
+		blob[len(blob)-1] ^= 1
+		if _, err := s.Unseal(blob, aad); !errors.Is(err, ErrAuthenticationFailed) {
+			t.Fatalf("%s tampered: %v", name, err)
+		}
+	}
+}
+
+// TestOneKeyPerLifetime: the blobs of one Sealer share its lifetime salt and
+// count their nonces; another Sealer (a restart) has another salt; both
+// open each other's blobs.
+func TestOneKeyPerLifetime(t *testing.T) {
+	src := testSource(t)
+	a, _ := NewSealer(src, PolicyMRENCLAVE)
+	b, _ := NewSealer(src, PolicyMRENCLAVE)
+	var salt [saltSize]byte
+	for i := range 5 {
+		blob, err := a.Seal([]byte("x"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, _, _ := ParseBlob(blob)
+		if h.Version != Version {
+			t.Fatalf("version %d", h.Version)
+		}
+		if i == 0 {
+			salt = h.Salt
+		} else if h.Salt != salt {
+			t.Fatal("salt changed within a lifetime")
+		}
+		var want [nonceSize]byte
+		want[nonceSize-1] = byte(i)
+		if h.Nonce != want {
+			t.Fatalf("blob %d: nonce %x, want %x", i, h.Nonce, want)
+		}
+		if pt, err := b.Unseal(blob, nil); err != nil || string(pt) != "x" {
+			t.Fatalf("other lifetime cannot open: %v", err)
+		}
+	}
+	blob, _ := b.Seal([]byte("y"), nil)
+	if h, _, _ := ParseBlob(blob); h.Salt == salt {
+		t.Fatal("two lifetimes drew the same salt")
+	}
+	if _, err := a.Unseal(blob, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLifetimeRotates: after maxBlob blobs a Sealer starts a new lifetime,
+// and blobs of the old one still open.
+func TestLifetimeRotates(t *testing.T) {
+	s, _ := NewSealer(testSource(t), PolicyMRENCLAVE)
+	s.maxBlob = 3
+	var blobs [][]byte
+	salts := map[[saltSize]byte]int{}
+	for range 7 {
+		b, err := s.Seal([]byte("z"), []byte("ad"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, _, _ := ParseBlob(b)
+		salts[h.Salt]++
+		blobs = append(blobs, b)
+	}
+	if len(salts) != 3 {
+		t.Fatalf("%d lifetimes for 7 blobs of at most 3, want 3", len(salts))
+	}
+	for _, b := range blobs {
+		if _, err := s.Unseal(b, []byte("ad")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestForgedLifetimesAreNotRemembered: blobs with made-up salts that fail
+// to authenticate do not fill the table of remembered data keys.
+func TestForgedLifetimesAreNotRemembered(t *testing.T) {
+	s, _ := NewSealer(testSource(t), PolicyMRENCLAVE)
+	blob, _ := s.Seal([]byte("v"), nil)
+	for i := range 200 {
+		f := bytes.Clone(blob)
+		f[16], f[17] = byte(i), byte(i>>8)
+		if _, err := s.Unseal(f, nil); !errors.Is(err, ErrAuthenticationFailed) {
+			t.Fatal(err)
+		}
+	}
+	s.openMu.Lock()
+	n := len(s.opened)
+	s.openMu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d data keys remembered, want 1", n)
 	}
 }

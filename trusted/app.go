@@ -88,6 +88,18 @@ type Options struct {
 	// Sessions bound the client sessions the runtime holds for the
 	// addresses open to clients (secure's defaults when zero).
 	Sessions secure.SessionOptions
+	// StoreCacheBytes and StoreCacheEntries bound the protected-storage
+	// cache in enclave memory (see Runtime.Put and Runtime.Get): least
+	// recently used values are dropped beyond either bound. Each entry is
+	// charged its key and value bytes plus 96. Defaults
+	// DefaultStoreCacheBytes and DefaultStoreCacheEntries; a negative
+	// StoreCacheEntries caches nothing.
+	StoreCacheBytes   int
+	StoreCacheEntries int
+	// SyncStore makes Put wait for the host's answer and Get always ask the
+	// host, with no cache: the protocol before posted writes, kept to
+	// compare against.
+	SyncStore bool
 }
 
 // EnvWorkers names the environment variable Main reads the worker count

@@ -3,9 +3,6 @@ package trusted
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +31,7 @@ type Runtime struct {
 	sealErr  error
 	sealMode string // "gramine", "simulated" or "custom"
 	nameKey  []byte // HMAC key for the storage names the host sees
+	store    storeCache
 }
 
 // Identity returns the enclave identity the host reported in Init (under
@@ -282,69 +280,6 @@ func (rt *Runtime) request(ctx context.Context, address string, headers map[stri
 		return nil, &RequestError{Address: address, Failure: r.Failure, Code: int(r.Code), Message: r.Message}
 	}
 	return &Response{Headers: r.Headers, Body: r.Body}, nil
-}
-
-// ErrStorage wraps failures the host reports for protected storage.
-var ErrStorage = errors.New("trusted: host storage failed")
-
-const storeAADPrefix = "cloister/trusted/store/v1\x00"
-
-func (rt *Runtime) storeName(key string) string {
-	m := hmac.New(sha256.New, rt.nameKey)
-	m.Write([]byte(key))
-	return "s1." + hex.EncodeToString(m.Sum(nil)[:20])
-}
-
-// Put stores value under key in protected storage: it is sealed inside the
-// enclave and the host stores only the blob (StorePut OCALL).
-func (rt *Runtime) Put(ctx context.Context, key string, value []byte) error {
-	if rt.sealErr != nil {
-		return rt.sealErr
-	}
-	blob, err := rt.sealer.Seal(value, []byte(storeAADPrefix+key))
-	if err != nil {
-		return fmt.Errorf("trusted: put %q: %w", key, err)
-	}
-	name := rt.storeName(key)
-	m, err := rt.s.call(ctx, func(id uint64) boundary.Message {
-		return &boundary.StorePut{CallID: id, Key: name, Blob: blob}
-	})
-	if err != nil {
-		return fmt.Errorf("trusted: put %q: %w", key, err)
-	}
-	if r := m.(*boundary.StoreResult); r.Error != "" {
-		return fmt.Errorf("trusted: put %q: %w: %s", key, ErrStorage, r.Error)
-	}
-	return nil
-}
-
-// Get loads the value stored under key. found is false if the host has no
-// blob for it. A blob that does not unseal (tampered with, swapped from
-// another key, sealed by another identity) is an error wrapping the seal
-// package's cause.
-func (rt *Runtime) Get(ctx context.Context, key string) (value []byte, found bool, err error) {
-	if rt.sealErr != nil {
-		return nil, false, rt.sealErr
-	}
-	name := rt.storeName(key)
-	m, err := rt.s.call(ctx, func(id uint64) boundary.Message {
-		return &boundary.StoreGet{CallID: id, Key: name}
-	})
-	if err != nil {
-		return nil, false, fmt.Errorf("trusted: get %q: %w", key, err)
-	}
-	r := m.(*boundary.StoreResult)
-	if r.Error != "" {
-		return nil, false, fmt.Errorf("trusted: get %q: %w: %s", key, ErrStorage, r.Error)
-	}
-	if !r.Found {
-		return nil, false, nil
-	}
-	v, err := rt.sealer.Unseal(r.Blob, []byte(storeAADPrefix+key))
-	if err != nil {
-		return nil, false, fmt.Errorf("trusted: get %q: %w", key, err)
-	}
-	return v, true, nil
 }
 
 // Evidence is attestation evidence the host obtained for the enclave.

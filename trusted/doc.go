@@ -35,8 +35,10 @@
 // Through the embedded *Runtime a handler (or the Options.OnInit hook) can
 // Send, Publish and Request on the bus, log (Logger, an slog.Logger), fetch
 // attestation evidence, and use protected storage (Put, Get). Each of these
-// is an OCALL; Request, Put, Get and Evidence wait for the host's answer (an
-// ECALL) and are bounded by their context.
+// is an OCALL, but for a Get served from the storage cache; Request,
+// Evidence and a Get the cache cannot serve wait for the host's answer (an
+// ECALL) and are bounded by their context. A Put does not wait (see
+// Protected storage).
 //
 // # Workers
 //
@@ -60,6 +62,24 @@
 // so the host does not learn the key names either. The host can still drop
 // a value or roll it back to an older blob of the same key: storage has no
 // freshness guarantee.
+//
+// The runtime keeps the values it read or wrote (and the keys it found
+// absent) in enclave memory, least recently used out first, bounded by
+// Options.StoreCacheEntries and Options.StoreCacheBytes: a Get it can serve
+// costs no OCALL. A Put seals the value and posts the blob (a StorePut with
+// no answer) and returns; the host makes every write durable — in batches,
+// one sync each — before it lets out anything the enclave sent after it: the
+// reply, the Done of a durable message, a send, a publish, a request, and
+// before it answers a later StoreGet. So a stateful request costs one
+// boundary crossing, and a requester that saw the reply, or a durable
+// message that was acknowledged, knows the state it led to is on disk. If
+// the host cannot write, it fails what waited for the write as unavailable
+// and restarts the enclave, so the cache never outlives a lost write.
+// Options.SyncStore restores the older protocol (every Put and Get waits
+// for the host, no cache).
+//
+// Errors of Put and Get cross the boundary (as Fail messages, in logs):
+// they name a key by the storage name the host sees, never by the key.
 //
 // Seal keys are chosen when Init arrives, in this order:
 //

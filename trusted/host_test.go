@@ -163,6 +163,8 @@ type testHost struct {
 	waiters  map[uint64]chan boundary.Message
 	storeErr string
 	badEvid  bool // answer GetEvidence with a malformed frame
+	gets     int  // StoreGet OCALLs
+	puts     int  // StorePut OCALLs
 
 	other  chan boundary.Message // Send, Publish, HealthStatus, Stopped, Fatal, Ready
 	token  atomic.Uint64
@@ -304,17 +306,22 @@ func (h *testHost) readLoop() {
 			h.mu.Unlock()
 		case *boundary.StorePut:
 			h.mu.Lock()
+			h.puts++
 			res := &boundary.StoreResult{CallID: m.CallID, Error: h.storeErr}
 			if h.storeErr == "" {
 				h.store[m.Key] = m.Blob
 			}
 			h.mu.Unlock()
-			h.conn.Post(res)
+			if m.CallID != 0 { // a posted write gets no answer
+				h.conn.Post(res)
+			}
 		case *boundary.StoreGet:
 			h.mu.Lock()
+			h.gets++
 			b, ok := h.store[m.Key]
+			res := &boundary.StoreResult{CallID: m.CallID, Found: ok, Blob: b, Error: h.storeErr}
 			h.mu.Unlock()
-			h.conn.Post(&boundary.StoreResult{CallID: m.CallID, Found: ok, Blob: b})
+			h.conn.Post(res)
 		case *boundary.Request:
 			res := &boundary.RequestResult{CallID: m.CallID}
 			switch m.Address {

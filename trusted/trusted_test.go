@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -136,15 +137,39 @@ func TestProtectedStorage(t *testing.T) {
 		if f := h.fail("get", map[string]string{"key": "carol"}, nil); f.Code != 404 {
 			t.Fatalf("missing key: %+v", f)
 		}
-		// The host swaps alice's and bob's blobs: both refuse to open.
+		// What the enclave read or wrote it serves from its cache: the host
+		// sees no read.
 		h.mu.Lock()
+		saved := maps.Clone(store)
+		for k := range store {
+			store[k] = nil
+		}
+		h.mu.Unlock()
+		if r := h.reply("get", map[string]string{"key": "alice"}, nil); string(r.Body) != secretValue {
+			t.Fatalf("cached get: %q", r.Body)
+		}
+		h.mu.Lock()
+		maps.Copy(store, saved)
+		h.mu.Unlock()
+		h.shutdown()
+
+		// A new instance has an empty cache: what the host does to the blobs
+		// now shows.
+		h = b.start(t, store)
+		h.mu.Lock()
+		if len(store) != 2 {
+			t.Fatalf("host store has %d entries", len(store))
+		}
 		var keys []string
 		for k := range store {
 			keys = append(keys, k)
 		}
+		h.mu.Unlock()
+		// The host swaps alice's and bob's blobs: both refuse to open.
+		h.mu.Lock()
 		store[keys[0]], store[keys[1]] = store[keys[1]], store[keys[0]]
 		h.mu.Unlock()
-		if f := h.fail("get", map[string]string{"key": "alice"}, nil); !strings.Contains(f.Message, "authentication failed") {
+		if f := h.fail("get", map[string]string{"key": "alice"}, nil); !strings.Contains(f.Message, "authentication failed") || strings.Contains(f.Message, "alice") {
 			t.Fatalf("swapped blob: %+v", f)
 		}
 		// The host flips a bit.
@@ -155,14 +180,14 @@ func TestProtectedStorage(t *testing.T) {
 			store[k][len(store[k])-3] ^= 0x10
 		}
 		h.mu.Unlock()
-		if f := h.fail("get", map[string]string{"key": "alice"}, nil); !strings.Contains(f.Message, "authentication failed") {
+		if f := h.fail("get", map[string]string{"key": "bob"}, nil); !strings.Contains(f.Message, "authentication failed") || strings.Contains(f.Message, "bob") {
 			t.Fatalf("flipped blob: %+v", f)
 		}
-		// Host storage failures reach the handler.
+		// Host storage failures reach the handler, without the key's name.
 		h.mu.Lock()
 		h.storeErr = "disk full"
 		h.mu.Unlock()
-		if f := h.fail("put", map[string]string{"key": "alice"}, []byte("v")); !strings.Contains(f.Message, "disk full") {
+		if f := h.fail("get", map[string]string{"key": "dave"}, nil); !strings.Contains(f.Message, "disk full") || strings.Contains(f.Message, "dave") {
 			t.Fatalf("store error: %+v", f)
 		}
 		h.shutdown()

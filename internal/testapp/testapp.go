@@ -14,8 +14,16 @@ import (
 )
 
 // New returns the test application with workers handler workers.
-func New(workers int) *trusted.App {
-	app := trusted.New(trusted.Options{Workers: workers})
+func New(workers int) *trusted.App { return NewOptions(trusted.Options{Workers: workers}) }
+
+// EnvKillable names the environment variable that arms test.incr's "die"
+// header (set it only for child-process images: the handler kills its own
+// process).
+const EnvKillable = "CLOISTER_TEST_KILLABLE"
+
+// NewOptions returns the test application with opts.
+func NewOptions(opts trusted.Options) *trusted.App {
+	app := trusted.New(opts)
 	app.HandleFunc("test.empty", func(ctx context.Context, c *trusted.Call) {
 		c.Reply(nil, nil)
 	})
@@ -59,6 +67,28 @@ func New(workers int) *trusted.App {
 		default:
 			c.Reply(nil, v)
 		}
+	})
+	app.HandleFunc("test.incr", func(ctx context.Context, c *trusted.Call) {
+		// A stateful handler: one Get and one Put per request. With the
+		// header die (and EnvKillable set) the process is killed between the
+		// Put and the reply.
+		v, _, err := c.Get(ctx, c.Header("key"))
+		if err != nil {
+			c.Fail(500, err.Error())
+			return
+		}
+		n, _ := strconv.ParseUint(string(v), 10, 64)
+		next := []byte(strconv.FormatUint(n+1, 10))
+		if err := c.Put(ctx, c.Header("key"), next); err != nil {
+			c.Fail(500, err.Error())
+			return
+		}
+		if c.Header("die") != "" && os.Getenv(EnvKillable) == "1" {
+			p, _ := os.FindProcess(os.Getpid())
+			p.Kill()
+			select {}
+		}
+		c.Reply(nil, next)
 	})
 	app.HandleFunc("test.request", func(ctx context.Context, c *trusted.Call) {
 		r, err := c.Request(ctx, c.Header("to"), nil, c.Body(), 0)
