@@ -1,14 +1,14 @@
 // Package secure is Cloister's end-to-end message protection: AEAD envelopes
 // for secured bus addresses, and HPKE channels for clients outside the bus.
 // It uses the Go standard library only, because it is compiled into enclave
-// images (DESIGN.md §3).
+// images, which stay lean.
 //
 // Everything the host, the broker, the network or a regular service can do
 // to a message — read it, change any bit, replay it, move it to another
 // address, deliver a publish as a send, swap replies, drop it — is either
 // impossible (confidentiality, integrity) or detected (replay, reorder beyond
 // the window, drops on ordered streams). Availability and traffic analysis
-// (addresses, sizes, timing) are not protected (DESIGN.md §2).
+// (addresses, sizes, timing) are not protected.
 //
 // # Address keys and sender subkeys
 //
@@ -120,46 +120,114 @@
 // Rejections are reported by typed errors that errors.Is distinguishes:
 // [ErrMalformed], [ErrUnknownEpoch], [ErrEpochRetired], [ErrAuth],
 // [ErrReplay], [ErrTooOld], [ErrWrongKind], [ErrWrongRequest],
-// [ErrTooManySenders]. Counting them is the caller's job.
+// [ErrTooManySenders], and for client sessions [ErrSessionUnknown],
+// [ErrUnauthenticated], [ErrInProgress], [ErrClockSkew],
+// [ErrTooManyHandshakes]. Counting them is the caller's job.
 //
-// # Client channels (HPKE)
+// # Client sessions (HPKE, protocol version 2)
 //
 // A client outside the bus (a sensor, a browser, the CLI) verifies the
-// coordinator once, pins the manifest hash, obtains the target service's
-// attested public key ([ParsePublicKey]) and calls [SealRequest]. The request
-// is HPKE (RFC 9180, base mode) with KEM ML-KEM-768+X25519 (X-Wing, the
-// default, [SuiteHybrid]) or DHKEM(X25519) ([SuiteX25519]), KDF HKDF-SHA256
-// and AEAD AES-256-GCM. The HPKE info should be built with [ChannelInfo], which
-// binds the protocol label, the service name and the pinned manifest hash, so
-// a request meant for one service under one manifest opens nowhere else.
+// coordinator once, pins the manifest hash and obtains the target service's
+// attested channel key ([ParsePublicKey]). It talks to the service in
+// sessions: one HPKE key encapsulation per session, in which the client
+// also proves a credential the application's manifest names, then only
+// AES-256-GCM under keys exported from that HPKE context. HPKE is RFC 9180
+// base mode with KEM ML-KEM-768+X25519 (X-Wing, the default, [SuiteHybrid])
+// or DHKEM(X25519) ([SuiteX25519]), KDF HKDF-SHA256 and AEAD AES-256-GCM;
+// the HPKE info is [ChannelInfo] (the protocol label, the service name and
+// the pinned manifest hash), so a session meant for one service under one
+// manifest opens nowhere else. A credential ([Credential]) is a client name
+// (1 to [MaxClientName] bytes) and an Ed25519 key.
 //
-// HPKE base mode authenticates the service to the client (only the holder
-// of the attested key can read the request or answer it), not the client to
-// the service: a service that must know who is asking checks a credential
-// inside the payload.
+// All integers are big-endian. The first message of a session (and, with
+// ClientSessionOptions.RepeatHandshake, up to [RepeatedHandshakes] first
+// messages until a reply arrives) carries the handshake:
 //
-// A public key travels as u16 KEM ID ‖ the KEM's serialized public key.
+//	handshake = "CSH" ‖ 2 ‖ u16 KEM ID ‖ u64 client time (Unix ms) ‖ key ID (8)
+//	            ‖ enc ‖ u16 n ‖ auth (n bytes) ‖ u64 seq ‖ data
+//	message   = "CSM" ‖ 2 ‖ session ID (16) ‖ u64 seq ‖ data
+//	reply     = "CSR" ‖ 2 ‖ session ID (16) ‖ u64 seq ‖ nonce (12) ‖ AES-256-GCM ciphertext
+//
+// where:
+//
+//   - key ID: the first 8 bytes of SHA-256 of the channel key's wire form
+//     ([PublicKey.ID]), so a service holding another key tells "sealed to a
+//     key I no longer hold" from a forgery;
+//   - enc: the HPKE encapsulated key (1120 bytes for X-Wing, 32 for X25519);
+//     session ID = the first 16 bytes of SHA-256(enc);
+//   - auth = HPKE Seal(aad = the handshake's first 22 bytes,
+//     u8 len(name) ‖ name ‖ Ed25519 signature), the signature over
+//     "cloister/secure/v2/session-auth" ‖ u16 len(info) ‖ info ‖ the first 22
+//     bytes ‖ enc: it binds the client's identity to this very encapsulation,
+//     the service and the manifest, and is confidential (only the service
+//     learns which client opens the session);
+//   - keys: c2s = Export("cloister/secure/v2 client to service", 32),
+//     s2c = Export("cloister/secure/v2 service to client", 32);
+//   - data = AES-256-GCM(c2s, nonce = 0⁴ ‖ u64 seq, aad = "CSM" ‖ 2 ‖ session
+//     ID ‖ u64 seq, plaintext): the same in both forms, so a handshake's data
+//     is the message with that sequence number. Sequence numbers start at 1
+//     and only grow; a client never seals two messages with one number (a
+//     restored session, [UnmarshalClientSession], only opens);
+//   - reply: AES-256-GCM(s2c, the random 96-bit nonce it carries, aad = its
+//     first 40 bytes). The nonce is random because a host that replays a
+//     session's handshake to a restarted service can have one message
+//     answered twice. The client accepts a reply only for the session and
+//     sequence number of its request.
+//
+// The service's side is a [SessionTable]. For a handshake it checks, in
+// this order: format ([ErrMalformed]); key ID ([ErrSessionUnknown]: the
+// client fetches the current key and seals the message again); age — a
+// handshake older than HandshakeAge is ErrSessionUnknown, one dated more than
+// MaxClockSkew ahead is [ErrClockSkew]; HPKE ([ErrAuth]); the credential — a
+// name the manifest does not list, or a signature that is not that client's,
+// is [ErrUnauthenticated]; then the data ([ErrAuth]). Only then does it keep
+// the session: at most MaxSessions (least recently used forgotten),
+// Lifetime after the handshake's time, MaxMessages each; a client's
+// handshakes are remembered for HandshakeAge, at most HandshakesPerClient of
+// them ([ErrTooManyHandshakes] beyond, for that client only). A remembered
+// handshake whose session is gone is ErrSessionUnknown: it can only be a
+// copy, so it never re-creates a session. Clients rekey (open a new session)
+// before the lifetime and message limits.
+//
+// Each session keeps a replay window ([DefaultWindow] sequence numbers). A
+// message that opens is reserved, not admitted: [SessionMessage.Commit]
+// admits it once its handler succeeded (a copy is then [ErrReplay]),
+// [SessionMessage.Release] gives it back when the handler failed (a retry of
+// the same bytes is then handled); meanwhile a copy is [ErrInProgress]. So a
+// retried request is never mistaken for a replay, and a replay never runs
+// a handler twice while the session lives.
+//
+// What the host can still do: drop, delay and reorder messages; deliver a
+// copy (refused as above); make the service forget sessions by restarting
+// it — then messages of those sessions are ErrSessionUnknown and never reach
+// a handler (the client seals them again), except that handshakes younger
+// than HandshakeAge can be replayed to a restarted service, whose windows
+// are empty: a service that must never apply a message twice across its
+// restarts keeps its own sequence numbers in sealed state (the water
+// monitor does). Sizes, timing and session IDs (which messages belong to
+// one session) are visible.
+//
+// # One-shot client requests (protocol version 1)
+//
+// [SealRequest] and [ServiceKey.OpenRequest] are the earlier one-shot
+// channel: one HPKE encapsulation per request, no client authentication
+// (base mode proves the service to the client, not the client to the
+// service). Services that do not know their clients (the water monitor's
+// "channel" mode, which has no manifest) still use it; the trusted runtime
+// refuses it on addresses open to clients.
 //
 //	request = "CSQ" ‖ 1 ‖ u16 KEM ID ‖ u64 client time (Unix ms) ‖ enc ‖ HPKE ciphertext
 //	reply   = "CSR" ‖ 1 ‖ u64 reply number (≥ 1) ‖ AES-256-GCM ciphertext
 //
-// The request's first 14 bytes are the HPKE associated data, so the KEM ID
-// and the client time are authenticated. The reply key is
-// Export("cloister reply", 32) of the request's HPKE context, known only to
-// the client and the service; the reply nonce is 4 zero bytes ‖ the reply
-// number, and the first 12 reply bytes are its associated data. A client
-// accepts reply numbers in increasing order only.
-//
-// Replay of a client request: HPKE alone does not stop the host from
-// delivering a captured request twice. The reply would be useless to the
-// host (only the client can read it), but the request's side effects would
-// happen twice. A service that cares keeps a [ReplayCache]: it remembers the
-// ID (SHA-256 of enc) of every request within a time window around the
-// authenticated client time, and rejects requests older than the window or
-// older than anything it had to forget. The enclave's clock comes from the
-// host, so the window only bounds what the host can do within it; end-to-end
-// freshness beyond it is the application's job (e.g. increasing timestamps
-// per sensor).
+// The request's first 14 bytes are the HPKE associated data. The reply key
+// is Export("cloister reply", 32), its nonce 4 zero bytes ‖ the reply
+// number, its first 12 bytes the associated data; a client accepts reply
+// numbers in increasing order only. A service that cares about replays keeps
+// a [ReplayCache]: it remembers the ID (SHA-256 of enc) of every request
+// within a window of the authenticated client time, refuses requests older
+// than the window or dated more than DefaultMaxClockSkew ahead, and, when
+// full, refuses new requests rather than forgetting any early (the client's
+// time never moves what the cache covers).
 //
 // # Sealing to a public key
 //

@@ -137,27 +137,36 @@
 //     delivery's kind under a held epoch's key, not seen before
 //     (secure.Opener, one per address, replay window per sender); the
 //     handler gets its plaintext and protected headers (Call.Secured);
-//   - a client-channel address (manifest "clients: true"): a body that is
-//     a client request (secure.SealRequest to the service's channel key,
-//     info secure.ChannelInfo(service, manifest hash)) is opened with the
-//     grant's channel key and admitted once by a secure.ReplayCache
-//     (Call.FromClient); if the address is not also secured, anything else
-//     is rejected ("plaintext");
+//   - an address open to clients (manifest "clients: true"): a body that
+//     is a client-session message (secure.NewClientSession to the service's
+//     channel key, info secure.ChannelInfo(service, manifest hash)) is
+//     opened by a secure.SessionTable (Options.Sessions bounds it) with the
+//     grant's channel key and the manifest's client credentials; the
+//     handler learns the client (Call.FromClient, Call.Client). The message
+//     counts as seen once the call succeeded (Reply, or a one-way handler
+//     returning); a Fail or a panic gives it back, so a retry is handled,
+//     not refused as a replay. A one-shot v1 client request proves no
+//     credential and is rejected ("unauthenticated"); if the address is not
+//     also secured, anything else is rejected ("plaintext");
 //   - a plain address in the grant: passed through.
 //
 // A rejected message never reaches a handler: it is counted by address and
 // reason (the Reason* constants: malformed, auth, replay, too-old,
-// epoch-retired, unknown-epoch, wrong-kind, …), logged to the host with the
-// address and reason only, and a request is failed with CodeRejected (or
-// CodeNotAllowed) and a message naming the reason. Runtime.Rejections
+// epoch-retired, unknown-epoch, wrong-kind, unauthenticated,
+// session-unknown, …), logged to the host with the address and reason only,
+// and a request is failed with a code a forwarder can decide on:
+// CodeRejected (400, final), CodeNotAllowed (403, final), CodeAlreadyHandled
+// (409: a copy of a client message already handled; nothing to redo),
+// CodeSessionUnknown (410: the client must seal it again in a new session)
+// or CodeBusy (429: retry later), and a message naming the reason. Runtime.Rejections
 // returns the counts; the host reads them in the enclave's health
 // (HealthStatus.Detail = HealthRejectionsPrefix + JSON, counts only).
 //
 // Answers and OCALLs: Reply to a secured request is sealed by this
 // enclave's own Sealer for the address, bound to the request's Ref
 // (secure.Sealer.SealReply, in the request's epoch while it is held); the
-// reply to a client request is sealed with the key exported from the
-// client's HPKE context (its headers are not sent). Send, Publish and
+// reply to a client-session message is sealed with the session's
+// service-to-client key (its headers are not sent). Send, Publish and
 // Request need the grant's send (request too) or publish right on the
 // address (ErrNotAllowed otherwise; the coordinator's own addresses are
 // always allowed), and on a secured address the runtime seals headers and

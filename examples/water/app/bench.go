@@ -127,7 +127,7 @@ func BenchNotes() []string {
 		"trusted: the analytics enclave (process backend: a child process behind the boundary protocol), plain JSON readings, its state sealed (AES-GCM) before the host writes it",
 		"trusted+secured: the same image joined to a coordinator (manifest: a clients: true address and a credential per sensor); each sensor opens one authenticated session with the client SDK (HPKE X-Wing: ML-KEM-768 + X25519, one encapsulation per session, signed with the sensor's Ed25519 key) to the channel key the coordinator signed, then seals each reading with AES-256-GCM under the session's keys; the enclave's runtime opens it and seals the reply, the client opens the reply; latency includes all of it",
 		"1 node: client and analytics on one node (in-process NATS connection); 3 nodes: three routed embedded NATS servers, the client on n1 and analytics on n3 (loopback TCP)",
-		"simulation: no SGX here; real enclave transitions would add their own cost (DESIGN.md §6)",
+		"simulation: no SGX here; real enclave transitions would add their own cost (8,200–17,000 cycles per ECALL or OCALL on SGX hardware, about 0.6–0.9 µs with switchless designs)",
 	}
 }
 
