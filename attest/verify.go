@@ -240,6 +240,12 @@ func (st *dcapState) verifyPCKChain() error {
 	if err != nil {
 		return fmt.Errorf("certification data: %w", err)
 	}
+	// The chain carries its own copy of the root (certification data type
+	// 5 is leaf, PCK CA, root). Intel's verifier requires that copy to be
+	// the trusted root; so do we, rather than silently using ours.
+	if err := checkEmbeddedRoot("PCK chain", certs, root); err != nil {
+		return err
+	}
 	chain, err := verifyChainToRoot(certs, root, st.at)
 	if err != nil {
 		return err
@@ -290,6 +296,69 @@ func parsePEMChain(b []byte) ([]*x509.Certificate, error) {
 		return nil, errors.New("no certificate")
 	}
 	return certs, nil
+}
+
+// ErrRootNotPinned is what a [*RootMismatchError] matches with errors.Is: a
+// certificate chain carries a root certificate that is not the pinned Intel
+// SGX Root CA.
+var ErrRootNotPinned = errors.New("attest: the chain's root certificate is not the pinned Intel SGX Root CA")
+
+// RootMismatchError reports a certificate chain whose embedded root
+// certificate (its last, self-issued certificate) is missing or differs from
+// the pinned root. It matches [ErrRootNotPinned].
+type RootMismatchError struct {
+	// Chain names the chain ("PCK chain").
+	Chain string
+	// Subject is the embedded root's subject; empty when the chain has no
+	// root certificate.
+	Subject string
+	// SHA256 is the SHA-256 of the embedded root's DER encoding (zero when
+	// absent).
+	SHA256 [32]byte
+	// Pinned is the SHA-256 of the pinned root's DER encoding.
+	Pinned [32]byte
+}
+
+// Error names the chain, the embedded root and the pinned root.
+func (e *RootMismatchError) Error() string {
+	if e.Subject == "" && e.SHA256 == ([32]byte{}) {
+		return fmt.Sprintf("attest: %s has no root certificate; it must end with the pinned Intel SGX Root CA (DER SHA-256 %x)", e.Chain, e.Pinned)
+	}
+	return fmt.Sprintf("attest: %s embeds root certificate %q (DER SHA-256 %x), which is not the pinned Intel SGX Root CA (DER SHA-256 %x)",
+		e.Chain, e.Subject, e.SHA256, e.Pinned)
+}
+
+// Is reports whether target is [ErrRootNotPinned].
+func (e *RootMismatchError) Is(target error) bool { return target == ErrRootNotPinned }
+
+// checkEmbeddedRoot requires the last certificate of certs to be the pinned
+// root, byte for byte, and no other certificate of certs to be self-issued
+// (a second, different root).
+func checkEmbeddedRoot(chain string, certs []*x509.Certificate, root *x509.Certificate) error {
+	mismatch := func(c *x509.Certificate) error {
+		e := &RootMismatchError{Chain: chain, Pinned: sha256.Sum256(root.Raw)}
+		if c != nil {
+			e.Subject = c.Subject.String()
+			e.SHA256 = sha256.Sum256(c.Raw)
+		}
+		return e
+	}
+	if len(certs) < 2 {
+		return mismatch(nil)
+	}
+	last := certs[len(certs)-1]
+	if !last.Equal(root) {
+		if bytes.Equal(last.RawSubject, last.RawIssuer) || bytes.Equal(last.RawSubject, root.RawSubject) {
+			return mismatch(last)
+		}
+		return mismatch(nil)
+	}
+	for _, c := range certs[:len(certs)-1] {
+		if bytes.Equal(c.RawSubject, c.RawIssuer) && !c.Equal(root) {
+			return mismatch(c)
+		}
+	}
+	return nil
 }
 
 // verifyChainToRoot verifies certs[0] through the other certificates to root
