@@ -30,7 +30,7 @@ const simulationWarning = "WARNING: simulated evidence: no hardware protection, 
 func attestVerifyCommand() *command {
 	var (
 		collateral, at, policyFile, simKey, acceptTCB string
-		asJSON, allowSim, allowDebug                 bool
+		asJSON, allowSim, allowDebug                  bool
 	)
 	return &command{
 		name:    "verify",
