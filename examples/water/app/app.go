@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -334,17 +335,26 @@ func (a *App) StopSensors(ctx context.Context) (map[string]uint64, error) {
 	return last, nil
 }
 
-// AnalyticsStatus asks analytics for its accounting of sensors.
+// AnalyticsStatus asks analytics for its accounting of sensors, in
+// requests of at most monitor.MaxStatusSensors sensors each.
 func (a *App) AnalyticsStatus(ctx context.Context, sensors []string) (monitor.Status, error) {
-	var st monitor.Status
-	m, err := a.Bus().Request(ctx, monitor.AddressStatus, monitor.StatusRequest{Sensors: sensors}, bus.Timeout(5*time.Second))
-	if err != nil {
-		return st, fmt.Errorf("app: analytics status: %w", err)
+	all := monitor.Status{Sensors: map[string]monitor.SensorCounts{}}
+	for first := true; first || len(sensors) > 0; first = false {
+		batch := sensors[:min(len(sensors), monitor.MaxStatusSensors)]
+		sensors = sensors[len(batch):]
+		var st monitor.Status
+		m, err := a.Bus().Request(ctx, monitor.AddressStatus, monitor.StatusRequest{Sensors: batch}, bus.Timeout(5*time.Second))
+		if err != nil {
+			return all, fmt.Errorf("app: analytics status: %w", err)
+		}
+		if err := m.Decode(&st); err != nil {
+			return all, fmt.Errorf("app: analytics status: %w", err)
+		}
+		maps.Copy(all.Sensors, st.Sensors)
+		all.Truncated = all.Truncated || st.Truncated
+		all.Unopened, all.Alerts = st.Unopened, st.Alerts
 	}
-	if err := m.Decode(&st); err != nil {
-		return st, fmt.Errorf("app: analytics status: %w", err)
-	}
-	return st, nil
+	return all, nil
 }
 
 // State returns the latest collected state (what /api/state serves).
