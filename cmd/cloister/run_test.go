@@ -139,3 +139,52 @@ func TestBenchQuick(t *testing.T) {
 		t.Fatalf("svg: %v\n%s", err, b)
 	}
 }
+
+// TestRunRefusesBadValues: invalid flag values and configuration files are
+// usage errors naming the flag (or the field and line) and the value,
+// before anything starts.
+func TestRunRefusesBadValues(t *testing.T) {
+	appYAML := filepath.Join("..", "..", "examples", "water", "app.yaml")
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	const nodes = "nodes:\n  - name: n1\n    services: [sensors, ingest, analytics, alerts, dashboard]\n"
+	cases := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--sensors", "-1", appYAML}, []string{"--sensors -1"}},
+		{[]string{"--sensors", "0", appYAML}, []string{"--sensors 0"}},
+		{[]string{"--period", "0s", appYAML}, []string{"--period 0s"}},
+		{[]string{"--period", "-5s", appYAML}, []string{"--period -5s"}},
+		{[]string{"--duration", "-1s", appYAML}, []string{"--duration -1s"}},
+		{[]string{"--leak-after", "-1s", appYAML}, []string{"--leak-after -1s"}},
+		{[]string{"--dashboard", "127.0.0.1", appYAML}, []string{"dashboard", `"127.0.0.1"`}},
+		{[]string{"--leak", "s-999", appYAML}, []string{"sensors.leak.sensor", "s-999"}},
+		{[]string{"--sensors", "2", appYAML}, []string{"sensors.leak.sensor", "s-003"}}, // the file's leak is on s-003
+		{[]string{write("count.yaml", "sensors:\n  count: 2.5\n"+nodes)}, []string{"sensors.count (line 2)", "2.5"}},
+		{[]string{write("ack.yaml", "ack_wait: 1ns\n"+nodes)}, []string{"ack_wait (line 1)", "1ns"}},
+		{[]string{write("two.yaml", nodes+"---\n"+nodes)}, []string{"line 4", "second YAML document"}},
+		{[]string{write("backend.yaml", "enclave:\n  backend: sgx-magic\n"+nodes)}, []string{"enclave.backend (line 2)", "sgx-magic"}},
+	}
+	for _, tc := range cases {
+		code, out, errOut := runCLI(t, append([]string{"run"}, tc.args...)...)
+		if code != exitUsage && code != exitFailure {
+			t.Errorf("run %q: exit %d\n%s\n%s", tc.args, code, out, errOut)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(errOut, w) {
+				t.Errorf("run %q: stderr does not mention %q:\n%s", tc.args, w, errOut)
+			}
+		}
+		if strings.Contains(out, "building") {
+			t.Errorf("run %q started building images:\n%s", tc.args, out)
+		}
+	}
+}

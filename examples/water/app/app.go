@@ -68,8 +68,18 @@ type localNode struct {
 	node    *node.Node
 }
 
+// ErrStateDir is wrapped when the state directory cannot be used: it is
+// a file, cannot be created, or is not writable.
+var ErrStateDir = errors.New("app: unusable state_dir")
+
 // Start starts the nodes of cfg (all of them, or opts.Only) and their
 // services. The analytics image is built first if needed.
+//
+// It fails fast and writes nothing before the checks pass: the
+// configuration is checked again (cfg.Check), the dashboard's listener is
+// opened and fixed NATS ports are tried (a port in use is an error at
+// once), and the state directory must be a writable directory. ctx ends
+// the start-up too (a signal).
 func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -94,6 +104,21 @@ func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 	if len(run) == 0 {
 		return nil, fmt.Errorf("app: no node %q in the configuration", opts.Only)
 	}
+	if err := cfg.Check(); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	for _, nc := range run {
+		if slices.Contains(nc.Services, ServiceDashboard) {
+			if a.ln, err = net.Listen("tcp", cfg.Dashboard); err != nil {
+				return nil, fmt.Errorf("app: dashboard: cannot listen on %s (is the port in use? set dashboard:, or --dashboard 127.0.0.1:0 for any free port): %w", cfg.Dashboard, err)
+			}
+		}
+		for _, l := range []struct{ field, addr string }{{"nats_listen", nc.NATSListen}, {"cluster_listen", nc.ClusterListen}} {
+			if err := tryListen(l.addr); err != nil {
+				return nil, fmt.Errorf("app: node %s: %s %s: %w", nc.Name, l.field, l.addr, err)
+			}
+		}
+	}
 	a.stateDir = cfg.StateDir
 	if a.stateDir == "" {
 		d, err := os.MkdirTemp("", "cloister-water-")
@@ -101,6 +126,8 @@ func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 			return nil, fmt.Errorf("app: %w", err)
 		}
 		a.stateDir, a.tempDir = d, true
+	} else if err := prepareStateDir(a.stateDir); err != nil {
+		return nil, err
 	}
 	// Every process needs the image: to host it, or to know the
 	// measurement the sensors and the dashboard expect.
@@ -159,6 +186,44 @@ func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 		a.collector.run(bg)
 	}()
 	return a, nil
+}
+
+// tryListen opens and closes a listener on a fixed host:port, to report a
+// port in use before anything starts; any-port addresses pass.
+func tryListen(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "0" || port == "-1" {
+		return nil // checked with the configuration; any free port
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("cannot listen (is the port in use?): %w", err)
+	}
+	return l.Close()
+}
+
+// prepareStateDir makes dir if needed and checks that it is a writable
+// directory, so that a wrong state_dir is reported as such before anything
+// is written into it.
+func prepareStateDir(dir string) error {
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		return fmt.Errorf("%w: %s is a file, not a directory", ErrStateDir, dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("%w: %s cannot be created: %w", ErrStateDir, dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".write-check-*")
+	if err != nil {
+		return fmt.Errorf("%w: %s is not writable (read-only?): %w", ErrStateDir, dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	if err := os.Remove(name); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrStateDir, dir, err)
+	}
+	return nil
 }
 
 func (a *App) nodeByName(name string) *localNode {
@@ -435,6 +500,8 @@ func (a *App) Close(ctx context.Context) error {
 		if err := a.http.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
 		}
+	} else if a.ln != nil {
+		a.ln.Close() // opened at start, never served
 	}
 	// Ingest stops retrying at once: what it has not handed to analytics
 	// stays in JetStream for the next run.
