@@ -14,6 +14,7 @@ import (
 func runCommand() *command {
 	var (
 		nodeName, dashboard, logLevel, leak, security string
+		stateDir                                      string
 		sensors                                       int
 		period, leakAfter, duration                   time.Duration
 		flags                                         *flag.FlagSet
@@ -27,8 +28,15 @@ JetStream), the sensors simulator, ingest, the coordinator and analytics
 enclaves (process backend, simulated attestation; images built on first use,
 the manifest generated from their measurements), alerts and the dashboard —
 prints where the dashboard is, then a one-line summary per second, until
-Ctrl-C or SIGTERM, when it stops cleanly. --log-level info shows the
-services' and the NATS servers' logs.
+Ctrl-C or SIGTERM, when it stops cleanly (also during start-up). --log-level
+info shows the services' and the NATS servers' logs.
+
+The state (the coordinator's keys and manifest, analytics' sealed states,
+JetStream, the images) is kept in the file's state_dir (relative to the
+file; the shipped files use examples/water/state/) or --state-dir, so that
+a second run continues where the first stopped. Every value is checked
+before anything starts: a bad value, a port in use or an unusable state
+directory is an error at once.
 
   cloister run examples/water/app.yaml          # one node
   cloister run examples/water/app-3nodes.yaml   # three routed nodes in this process
@@ -41,6 +49,7 @@ Inject a leak while it runs: the dashboard's button, or
 			fs.StringVar(&nodeName, "node", "", "run only this node of the file (the others run in other processes)")
 			fs.StringVar(&dashboard, "dashboard", "", "dashboard host:port (overrides the file)")
 			fs.StringVar(&security, "security", "", "coordinator, channel or plain (overrides the file)")
+			fs.StringVar(&stateDir, "state-dir", "", "keep the state (keys, sealed states, JetStream, images) in this `directory` (overrides the file's state_dir)")
 			fs.IntVar(&sensors, "sensors", 0, "number of sensors (overrides the file)")
 			fs.DurationVar(&period, "period", 0, "time between two readings of a sensor (overrides the file)")
 			fs.StringVar(&leak, "leak", "", "script a leak on this sensor (overrides the file)")
@@ -80,6 +89,9 @@ Inject a leak while it runs: the dashboard's button, or
 			}
 			if set["dashboard"] {
 				cfg.Dashboard = dashboard
+			}
+			if set["state-dir"] {
+				cfg.StateDir = stateDir
 			}
 			if set["security"] {
 				cfg.Security = security

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,7 +27,7 @@ func TestRunWaterStopsCleanly(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	cmd := exec.Command(cloisterBin, "run", "--dashboard", "127.0.0.1:0", "--sensors", "3", "--period", "50ms",
-		filepath.Join("..", "..", "examples", "water", "app.yaml"))
+		"--state-dir", t.TempDir(), filepath.Join("..", "..", "examples", "water", "app.yaml"))
 	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir())
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -186,5 +187,67 @@ func TestRunRefusesBadValues(t *testing.T) {
 		if strings.Contains(out, "building") {
 			t.Errorf("run %q started building images:\n%s", tc.args, out)
 		}
+	}
+}
+
+// TestRunStopsOnSignalDuringStartup: SIGINT while the images are still
+// being built (or the nodes starting) stops cloister run, rather than
+// being ignored until the start-up is over.
+func TestRunStopsOnSignalDuringStartup(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	cmd := exec.Command(cloisterBin, "run", "--dashboard", "127.0.0.1:0", "--state-dir", t.TempDir(),
+		filepath.Join("..", "..", "examples", "water", "app.yaml"))
+	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir())
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	var out strings.Builder
+	for sc.Scan() {
+		out.WriteString(sc.Text() + "\n")
+		if strings.HasPrefix(sc.Text(), "building the analytics enclave image") {
+			break
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, stdout)
+	err = cmd.Wait()
+	if strings.Contains(out.String(), "readings/s sent") {
+		t.Fatalf("ran on after SIGINT during start-up:\n%s", out.String())
+	}
+	// Interrupted is not a failure: exit 0, and no word of a broken build.
+	if err != nil || strings.Contains(stderr.String(), "build") {
+		t.Fatalf("exit after SIGINT during start-up: %v\n%s", err, stderr.String())
+	}
+}
+
+// TestRunPortInUseFailsAtOnce: a NATS port in use is an error naming the
+// field and the address, before any image is built.
+func TestRunPortInUseFailsAtOnce(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "app.yaml")
+	os.WriteFile(cfg, []byte("nodes:\n  - name: n1\n    nats_listen: "+taken.Addr().String()+"\n    services: [sensors, ingest, analytics, alerts, dashboard]\n"), 0o600)
+	state := filepath.Join(dir, "state")
+	code, out, errOut := runCLI(t, "run", "--dashboard", "127.0.0.1:0", "--state-dir", state, cfg)
+	if code != exitFailure || !strings.Contains(errOut, "nats_listen "+taken.Addr().String()) || strings.Contains(out, "building") {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	if _, err := os.Stat(state); !os.IsNotExist(err) {
+		t.Fatalf("state dir written: %v", err)
 	}
 }

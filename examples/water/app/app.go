@@ -89,6 +89,12 @@ func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 	}
 	a := &App{cfg: cfg, opts: opts, logger: opts.Logger}
 	defer func() {
+		if err != nil && ctx.Err() != nil {
+			// Interrupted (a signal): say so, not what the interruption
+			// broke on its way (a killed build, a cancelled request).
+			a.logger.Debug("water: start-up interrupted", "error", err)
+			err = fmt.Errorf("app: start-up interrupted: %w", context.Cause(ctx))
+		}
 		if err != nil {
 			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
