@@ -18,6 +18,26 @@ import (
 
 var summaryLine = regexp.MustCompile(`^\d\d:\d\d:\d\d  readings/s sent \d+`)
 
+// startRun starts cloister run on examples/water/app.yaml with extra
+// flags, the dashboard on any free port, and state and simulation keys of
+// the test's own.
+func startRun(t *testing.T, flags ...string) (*exec.Cmd, io.ReadCloser, *strings.Builder) {
+	t.Helper()
+	args := append([]string{"run", "--dashboard", "127.0.0.1:0", "--state-dir", t.TempDir()}, flags...)
+	cmd := exec.Command(cloisterBin, append(args, filepath.Join("..", "..", "examples", "water", "app.yaml"))...)
+	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir())
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &strings.Builder{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, stdout, stderr
+}
+
 // TestRunWaterStopsCleanly: cloister run starts the water application,
 // prints the dashboard's address and one summary line per second, shows
 // cloister tap only ciphertext where readings travel, and stops cleanly on
@@ -26,18 +46,7 @@ func TestRunWaterStopsCleanly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	cmd := exec.Command(cloisterBin, "run", "--dashboard", "127.0.0.1:0", "--sensors", "3", "--period", "50ms",
-		"--state-dir", t.TempDir(), filepath.Join("..", "..", "examples", "water", "app.yaml"))
-	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir())
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdout, stderr := startRun(t, "--sensors", "3", "--period", "50ms")
 	var mu sync.Mutex
 	var out strings.Builder
 	summaries := make(chan struct{}, 100)
@@ -197,18 +206,7 @@ func TestRunStopsOnSignalDuringStartup(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	cmd := exec.Command(cloisterBin, "run", "--dashboard", "127.0.0.1:0", "--state-dir", t.TempDir(),
-		filepath.Join("..", "..", "examples", "water", "app.yaml"))
-	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir())
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdout, stderr := startRun(t)
 	sc := bufio.NewScanner(stdout)
 	var out strings.Builder
 	for sc.Scan() {
@@ -221,7 +219,7 @@ func TestRunStopsOnSignalDuringStartup(t *testing.T) {
 		t.Fatal(err)
 	}
 	go io.Copy(io.Discard, stdout)
-	err = cmd.Wait()
+	err := cmd.Wait()
 	if strings.Contains(out.String(), "readings/s sent") {
 		t.Fatalf("ran on after SIGINT during start-up:\n%s", out.String())
 	}
