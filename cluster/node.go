@@ -36,11 +36,13 @@ type Options struct {
 	// NATS clients (such as the cloister CLI). Empty: no client port when
 	// not clustered (the node's own connection is in process anyway); a
 	// clustered server needs one, so it then listens on a free loopback
-	// port. Port -1 picks a free port.
+	// port. Port -1 picks a free port. The host is required (see
+	// [CheckListenAddress]): 0.0.0.0 listens on every interface, and only
+	// when named.
 	NATSListen string
 	// ClusterListen is the host:port on which the embedded server accepts
 	// routes from other nodes. Empty: not clustered. Port -1 picks a free
-	// port.
+	// port; the host is required, as for NATSListen.
 	ClusterListen string
 	// ClusterName is the NATS cluster name (default [DefaultClusterName]).
 	ClusterName string
