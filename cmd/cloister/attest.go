@@ -171,16 +171,34 @@ func parseTCBStatuses(list string) ([]attest.TCBStatus, error) {
 	return out, nil
 }
 
-// defaultPolicyName describes the judgement made without --policy.
-const defaultPolicyName = "default (non-debug enclave, TCB UpToDate; no enclave identity checked)"
+// defaultPolicyName describes the judgement made without --policy, as
+// pol (the safe default, perhaps widened by flags) makes it.
+func defaultPolicyName(pol *attest.Policy) string {
+	debug := "no debug enclave"
+	if pol.AllowDebug {
+		debug = "debug enclaves allowed"
+	}
+	tcb := "UpToDate"
+	if len(pol.AcceptedTCB) > 0 {
+		names := make([]string, len(pol.AcceptedTCB))
+		for i, s := range pol.AcceptedTCB {
+			names[i] = string(s)
+		}
+		tcb = strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("default (%s, TCB %s; no enclave identity checked)", debug, tcb)
+}
 
 // widenHint says how to widen the default judgement after rule failed.
-func widenHint(rule string) string {
+func widenHint(rule string, collateralGiven bool) string {
 	switch rule {
 	case attest.RuleDebug:
 		return "to accept debug enclaves, add --allow-debug"
 	case attest.RuleTCB:
-		return "give --collateral to evaluate the TCB status; to accept other statuses, add --accept-tcb (e.g. --accept-tcb UpToDate,SWHardeningNeeded)"
+		if !collateralGiven {
+			return "give --collateral to evaluate the TCB status (then --accept-tcb widens the statuses accepted)"
+		}
+		return "to accept other TCB statuses, add --accept-tcb (e.g. --accept-tcb UpToDate,SWHardeningNeeded)"
 	case attest.RuleSimulation:
 		return "to accept simulated evidence, add --allow-simulation"
 	}
@@ -196,7 +214,7 @@ func verifyAndReport(ctx context.Context, env *cliEnv, ev *attest.Evidence, opts
 		EvaluatedAt:   opts.At.UTC().Format(time.RFC3339),
 		CollateralSet: opts.Collateral != nil,
 	}
-	prefix := defaultPolicyName + ": "
+	prefix := defaultPolicyName(pol) + ": "
 	if fromFile {
 		prefix = ""
 	}
@@ -245,7 +263,7 @@ func verifyAndReport(ctx context.Context, env *cliEnv, ev *attest.Evidence, opts
 			var pe *attest.PolicyError
 			if errors.As(perr, &pe) {
 				rep.PolicyRule = pe.Rule
-				if h := widenHint(pe.Rule); h != "" && !fromFile {
+				if h := widenHint(pe.Rule, opts.Collateral != nil); h != "" && !fromFile {
 					rep.Hint = h
 				}
 			}

@@ -51,7 +51,7 @@ func TestAttestVerifyPhalaWithCollateral(t *testing.T) {
 	// configuration and software hardening, and says how to widen it.
 	code, out, errOut := runCLI(t, "attest", "verify", quote, "--collateral", col, "--at", "2025-07-01T00:00:00Z")
 	if code != exitRejected || !strings.Contains(out, "REJECTED") || !strings.Contains(errOut, "--accept-tcb") ||
-		!strings.Contains(out, "hint:") || !strings.Contains(out, "default (non-debug enclave, TCB UpToDate") {
+		!strings.Contains(out, "hint:") || !strings.Contains(out, "default (no debug enclave, TCB UpToDate") {
 		t.Fatalf("default judgement: exit %d\n%s\n%s", code, out, errOut)
 	}
 	code, out, errOut = runCLI(t, "attest", "verify", quote, "--collateral", col, "--at", "2025-07-01T00:00:00Z",
