@@ -243,7 +243,7 @@ func (st *dcapState) verifyPCKChain() error {
 	// The chain carries its own copy of the root (certification data type
 	// 5 is leaf, PCK CA, root). Intel's verifier requires that copy to be
 	// the trusted root; so do we, rather than silently using ours.
-	if err := checkEmbeddedRoot("PCK chain", certs, root); err != nil {
+	if err := checkEmbeddedRoot("PCK chain", certs, root, true); err != nil {
 		return err
 	}
 	chain, err := verifyChainToRoot(certs, root, st.at)
@@ -303,11 +303,12 @@ func parsePEMChain(b []byte) ([]*x509.Certificate, error) {
 // SGX Root CA.
 var ErrRootNotPinned = errors.New("attest: the chain's root certificate is not the pinned Intel SGX Root CA")
 
-// RootMismatchError reports a certificate chain whose embedded root
-// certificate (its last, self-issued certificate) is missing or differs from
-// the pinned root. It matches [ErrRootNotPinned].
+// RootMismatchError reports a certificate chain that carries a root
+// certificate (a self-issued one, or one named like the root) other than
+// the pinned root, or, for the PCK chain, that does not end with the
+// pinned root. It matches [ErrRootNotPinned].
 type RootMismatchError struct {
-	// Chain names the chain ("PCK chain").
+	// Chain names the chain ("PCK chain", "TCB Info issuer chain", ...).
 	Chain string
 	// Subject is the embedded root's subject; empty when the chain has no
 	// root certificate.
@@ -331,10 +332,10 @@ func (e *RootMismatchError) Error() string {
 // Is reports whether target is [ErrRootNotPinned].
 func (e *RootMismatchError) Is(target error) bool { return target == ErrRootNotPinned }
 
-// checkEmbeddedRoot requires the last certificate of certs to be the pinned
-// root, byte for byte, and no other certificate of certs to be self-issued
-// (a second, different root).
-func checkEmbeddedRoot(chain string, certs []*x509.Certificate, root *x509.Certificate) error {
+// checkEmbeddedRoot requires every self-issued certificate of certs (a root
+// the chain carries) to be the pinned root, byte for byte; with requireRoot,
+// the last certificate must be that root.
+func checkEmbeddedRoot(chain string, certs []*x509.Certificate, root *x509.Certificate, requireRoot bool) error {
 	mismatch := func(c *x509.Certificate) error {
 		e := &RootMismatchError{Chain: chain, Pinned: sha256.Sum256(root.Raw)}
 		if c != nil {
@@ -343,20 +344,16 @@ func checkEmbeddedRoot(chain string, certs []*x509.Certificate, root *x509.Certi
 		}
 		return e
 	}
-	if len(certs) < 2 {
-		return mismatch(nil)
-	}
-	last := certs[len(certs)-1]
-	if !last.Equal(root) {
-		if bytes.Equal(last.RawSubject, last.RawIssuer) || bytes.Equal(last.RawSubject, root.RawSubject) {
-			return mismatch(last)
+	for _, c := range certs {
+		if c.Equal(root) {
+			continue
 		}
-		return mismatch(nil)
-	}
-	for _, c := range certs[:len(certs)-1] {
-		if bytes.Equal(c.RawSubject, c.RawIssuer) && !c.Equal(root) {
+		if bytes.Equal(c.RawSubject, c.RawIssuer) || bytes.Equal(c.RawSubject, root.RawSubject) {
 			return mismatch(c)
 		}
+	}
+	if requireRoot && (len(certs) < 2 || !certs[len(certs)-1].Equal(root)) {
+		return mismatch(nil)
 	}
 	return nil
 }

@@ -664,3 +664,28 @@ func TestEmbeddedRootMustBeThePinnedRoot(t *testing.T) {
 		})
 	}
 }
+
+// TestCollateralChainRootMustBeThePinnedRoot: a collateral bundle's issuer
+// chain that carries a root other than the pinned one is refused, naming
+// the chain.
+func TestCollateralChainRootMustBeThePinnedRoot(t *testing.T) {
+	raw := readTestdata(t, "sgx/phala_sgx_quote.dat")
+	col := loadCollateral(t, "sgx/phala_sgx_quote_collateral.json")
+	last := col.TCBInfoIssuerChain[len(col.TCBInfoIssuerChain)-1]
+	if last.Subject.CommonName != "Intel SGX Root CA" {
+		t.Skipf("the bundle's TCB Info chain ends with %q", last.Subject.CommonName)
+	}
+	der := bytes.Clone(last.Raw)
+	der[len(der)-5] ^= 1 // in the signature: still parses, same name and key
+	forged, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := *col
+	c.TCBInfoIssuerChain = append(slices.Clone(col.TCBInfoIssuerChain[:len(col.TCBInfoIssuerChain)-1]), forged)
+	_, err = Verify(context.Background(), dcap(raw), VerifyOptions{At: phalaAt, Collateral: &c})
+	wantStep(t, err, StepTCBInfoSignature, "TCB Info issuer chain", "not the pinned Intel SGX Root CA")
+	if !errors.Is(err, ErrRootNotPinned) {
+		t.Fatalf("error %v is not ErrRootNotPinned", err)
+	}
+}
