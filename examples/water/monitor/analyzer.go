@@ -114,8 +114,10 @@ type Store interface {
 // of a sensor it does not hold, when it holds that many, drops an idle
 // sensor's state from memory (one no reading is being applied to, chosen
 // arbitrarily): nothing is lost, the state is in the Store and is read
-// back on that sensor's next reading. Only readings create entries;
-// status requests never do.
+// back on that sensor's next reading. (While every held sensor has a
+// reading in progress the table holds one more per reading in progress,
+// and drops back to the bound as they finish.) Only readings create
+// entries; status requests never do.
 type Analyzer struct {
 	cfg   Config
 	store Store
@@ -158,7 +160,8 @@ func (a *Analyzer) acquire(id string) *sensorSlot {
 				}
 			}
 			// If every slot is busy the table exceeds the bound by at most
-			// the readings being applied at this moment.
+			// the readings being applied at this moment, and shrinks back
+			// as they finish (release).
 		}
 		s = &sensorSlot{}
 		a.sensors[id] = s
@@ -167,9 +170,14 @@ func (a *Analyzer) acquire(id string) *sensorSlot {
 	return s
 }
 
-func (a *Analyzer) release(s *sensorSlot) {
+// release gives back id's slot s; the last user of a slot over the bound
+// drops it (its state is in the store).
+func (a *Analyzer) release(id string, s *sensorSlot) {
 	a.mu.Lock()
 	s.users--
+	if s.users == 0 && len(a.sensors) > a.max && a.sensors[id] == s {
+		delete(a.sensors, id)
+	}
 	a.mu.Unlock()
 }
 
@@ -220,7 +228,7 @@ func (a *Analyzer) Handle(ctx context.Context, plaintext []byte) (Result, []Aler
 		return Result{Outcome: Rejected, Reason: err.Error()}, nil, nil
 	}
 	s := a.acquire(r.SensorID)
-	defer a.release(s)
+	defer a.release(r.SensorID, s)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st, err := a.load(ctx, r.SensorID, s)
@@ -299,7 +307,7 @@ func (a *Analyzer) counts(ctx context.Context, id string) (SensorCounts, bool, e
 	}
 	a.mu.Unlock()
 	if s != nil {
-		defer a.release(s)
+		defer a.release(id, s)
 		s.mu.Lock()
 		st := s.state
 		var c SensorCounts

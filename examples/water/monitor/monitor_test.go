@@ -348,3 +348,66 @@ func TestAnalyzerSensorBound(t *testing.T) {
 		t.Fatalf("s-1 counts %+v", c)
 	}
 }
+
+// TestAnalyzerSensorBoundConcurrent: many sensors at once over a small
+// bound, with status requests in between: every reading is applied once
+// (sensors dropped from memory are read back from the store).
+func TestAnalyzerSensorBoundConcurrent(t *testing.T) {
+	ctx := t.Context()
+	cfg := DefaultConfig()
+	cfg.MaxSensors = 3
+	a := NewAnalyzer(cfg, &MapStore{})
+	const sensors, readings = 12, 40
+	var wg sync.WaitGroup
+	errs := make(chan error, sensors+1)
+	for i := range sensors {
+		wg.Go(func() {
+			s := NewSensor(fmt.Sprintf("s-%d", i))
+			for j := range readings {
+				res, _, err := a.Handle(ctx, s.Next(int64(1000+10*j)).Encode())
+				if err != nil || res.Outcome != Accepted {
+					errs <- fmt.Errorf("sensor %d reading %d: %+v %v", i, j, res, err)
+					return
+				}
+			}
+		})
+	}
+	stop := make(chan struct{})
+	var sw sync.WaitGroup
+	sw.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := a.Status(ctx, StatusRequest{Sensors: []string{"s-0", "s-5", "s-11"}}); err != nil {
+				errs <- err
+				return
+			}
+		}
+	})
+	wg.Wait()
+	close(stop)
+	sw.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	ids := make([]string, sensors)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("s-%d", i)
+	}
+	st, err := a.Status(ctx, StatusRequest{Sensors: ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if c := st.Sensors[id]; c.Accepted != readings || c.LastSeq != readings || c.Duplicates != 0 || c.Gaps != 0 {
+			t.Errorf("%s: %+v", id, c)
+		}
+	}
+	if n := a.Sensors(); n > cfg.MaxSensors {
+		t.Errorf("%d sensors held, bound %d", n, cfg.MaxSensors)
+	}
+}
