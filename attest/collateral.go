@@ -581,6 +581,11 @@ func verifySignedJSON(what string, value, sig []byte, chain []*x509.Certificate,
 	if len(chain) == 0 {
 		return nil, fmt.Errorf("%s has no issuer chain", what)
 	}
+	// A bundle's chain may carry the root (a directory's never does): if
+	// it does, it must be the pinned one.
+	if err := checkEmbeddedRoot(what+" issuer chain", chain, root, false); err != nil {
+		return nil, err
+	}
 	verified, err := verifyChainToRoot(chain, root, at)
 	if err != nil {
 		return nil, fmt.Errorf("%s issuer chain: %w", what, err)

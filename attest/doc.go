@@ -25,8 +25,10 @@
 //     TEE type SGX, QE vendor Intel; every length field is bounds-checked and
 //     no byte is left over.
 //  2. "pck chain": the certification data is type 5 (a PEM chain, with or
-//     without a trailing NUL); the PCK leaf chains to the pinned Intel SGX Root
-//     CA and every certificate is valid at the evaluation time.
+//     without a trailing NUL) ending with the root certificate, which must be
+//     the pinned Intel SGX Root CA byte for byte (else a [*RootMismatchError]);
+//     the PCK leaf chains to the pinned root and every certificate is valid
+//     at the evaluation time.
 //  3. "qe report signature": the QE report is signed by the PCK leaf key.
 //  4. "qe report data": the QE report data is SHA-256(attestation key || QE
 //     authentication data) followed by 32 zero bytes.
@@ -37,7 +39,8 @@
 //  6. "tcb info signature", "qe identity signature": the TCB Info (v3) and
 //     QE Identity (v2) JSON values are signed (raw r||s ECDSA over the exact
 //     bytes of the value) by the Intel SGX TCB Signing certificate, issued by
-//     the pinned root and valid at the evaluation time.
+//     the pinned root and valid at the evaluation time (a root the issuer
+//     chain carries must be the pinned one).
 //     "tcb evaluation numbers" (optional, skipped when absent): the same for
 //     the TCB evaluation data numbers; the highest is reported.
 //  7. "collateral validity": no TCB Info, QE Identity or CRL has passed its

@@ -73,14 +73,8 @@ func ruleErr(rule, format string, a ...any) error {
 // Check returns nil if c satisfies the policy, or a [*PolicyError] naming
 // the first rule it breaks.
 func (p *Policy) Check(c *Claims) error {
-	if c == nil {
-		return ruleErr(RuleIdentity, "no claims")
-	}
-	if c.Type == EvidenceSimulated && !p.AllowSimulation {
-		return ruleErr(RuleSimulation, "evidence is simulated and the policy does not allow simulation")
-	}
-	if c.Type != EvidenceSimulated && c.Type != EvidenceSGXDCAP {
-		return ruleErr(RuleIdentity, "unknown evidence type %q", c.Type)
+	if err := p.checkKind(c); err != nil {
+		return err
 	}
 	if len(p.MREnclaves) == 0 && p.MRSigner == nil {
 		return ruleErr(RuleIdentity, "the policy names no MRENCLAVE and no MRSIGNER, so it would accept any enclave")
@@ -99,6 +93,43 @@ func (p *Policy) Check(c *Claims) error {
 	if c.SVN < p.MinSVN {
 		return ruleErr(RuleMinSVN, "SVN %d is below the minimum %d", c.SVN, p.MinSVN)
 	}
+	if err := p.checkPlatform(c); err != nil {
+		return err
+	}
+	if p.ReportData != nil && subtle.ConstantTimeCompare(p.ReportData[:], c.ReportData[:]) != 1 {
+		return ruleErr(RuleReportData, "report data %x is not the expected %x", c.ReportData, *p.ReportData)
+	}
+	return nil
+}
+
+// CheckPlatform applies only the rules that do not name an enclave:
+// simulation, debug mode and TCB status (AllowSimulation, AllowDebug and
+// AcceptedTCB; the zero Policy therefore accepts only non-debug enclaves on
+// UpToDate platforms, with collateral checked). It is the safe default for a
+// verifier that has no enclave identity to pin, such as
+// 'cloister attest verify' without a policy file; it does not make the
+// claims trustworthy as a particular enclave.
+func (p *Policy) CheckPlatform(c *Claims) error {
+	if err := p.checkKind(c); err != nil {
+		return err
+	}
+	return p.checkPlatform(c)
+}
+
+func (p *Policy) checkKind(c *Claims) error {
+	if c == nil {
+		return ruleErr(RuleIdentity, "no claims")
+	}
+	if c.Type == EvidenceSimulated && !p.AllowSimulation {
+		return ruleErr(RuleSimulation, "evidence is simulated and the policy does not allow simulation")
+	}
+	if c.Type != EvidenceSimulated && c.Type != EvidenceSGXDCAP {
+		return ruleErr(RuleIdentity, "unknown evidence type %q", c.Type)
+	}
+	return nil
+}
+
+func (p *Policy) checkPlatform(c *Claims) error {
 	if c.Debug && !p.AllowDebug {
 		return ruleErr(RuleDebug, "the enclave runs in debug mode (the host can read its memory) and the policy does not allow debug")
 	}
@@ -113,9 +144,6 @@ func (p *Policy) Check(c *Claims) error {
 		if !slices.Contains(accepted, c.TCBStatus) {
 			return ruleErr(RuleTCB, "TCB status %s is not accepted (accepted: %s)", c.TCBStatus, joinStatuses(accepted))
 		}
-	}
-	if p.ReportData != nil && subtle.ConstantTimeCompare(p.ReportData[:], c.ReportData[:]) != 1 {
-		return ruleErr(RuleReportData, "report data %x is not the expected %x", c.ReportData, *p.ReportData)
 	}
 	return nil
 }

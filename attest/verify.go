@@ -240,6 +240,12 @@ func (st *dcapState) verifyPCKChain() error {
 	if err != nil {
 		return fmt.Errorf("certification data: %w", err)
 	}
+	// The chain carries its own copy of the root (certification data type
+	// 5 is leaf, PCK CA, root). Intel's verifier requires that copy to be
+	// the trusted root; so do we, rather than silently using ours.
+	if err := checkEmbeddedRoot("PCK chain", certs, root, true); err != nil {
+		return err
+	}
 	chain, err := verifyChainToRoot(certs, root, st.at)
 	if err != nil {
 		return err
@@ -290,6 +296,66 @@ func parsePEMChain(b []byte) ([]*x509.Certificate, error) {
 		return nil, errors.New("no certificate")
 	}
 	return certs, nil
+}
+
+// ErrRootNotPinned is what a [*RootMismatchError] matches with errors.Is: a
+// certificate chain carries a root certificate that is not the pinned Intel
+// SGX Root CA.
+var ErrRootNotPinned = errors.New("attest: the chain's root certificate is not the pinned Intel SGX Root CA")
+
+// RootMismatchError reports a certificate chain that carries a root
+// certificate (a self-issued one, or one named like the root) other than
+// the pinned root, or, for the PCK chain, that does not end with the
+// pinned root. It matches [ErrRootNotPinned].
+type RootMismatchError struct {
+	// Chain names the chain ("PCK chain", "TCB Info issuer chain", ...).
+	Chain string
+	// Subject is the embedded root's subject; empty when the chain has no
+	// root certificate.
+	Subject string
+	// SHA256 is the SHA-256 of the embedded root's DER encoding (zero when
+	// absent).
+	SHA256 [32]byte
+	// Pinned is the SHA-256 of the pinned root's DER encoding.
+	Pinned [32]byte
+}
+
+// Error names the chain, the embedded root and the pinned root.
+func (e *RootMismatchError) Error() string {
+	if e.Subject == "" && e.SHA256 == ([32]byte{}) {
+		return fmt.Sprintf("attest: %s has no root certificate; it must end with the pinned Intel SGX Root CA (DER SHA-256 %x)", e.Chain, e.Pinned)
+	}
+	return fmt.Sprintf("attest: %s embeds root certificate %q (DER SHA-256 %x), which is not the pinned Intel SGX Root CA (DER SHA-256 %x)",
+		e.Chain, e.Subject, e.SHA256, e.Pinned)
+}
+
+// Is reports whether target is [ErrRootNotPinned].
+func (e *RootMismatchError) Is(target error) bool { return target == ErrRootNotPinned }
+
+// checkEmbeddedRoot requires every self-issued certificate of certs (a root
+// the chain carries) to be the pinned root, byte for byte; with requireRoot,
+// the last certificate must be that root.
+func checkEmbeddedRoot(chain string, certs []*x509.Certificate, root *x509.Certificate, requireRoot bool) error {
+	mismatch := func(c *x509.Certificate) error {
+		e := &RootMismatchError{Chain: chain, Pinned: sha256.Sum256(root.Raw)}
+		if c != nil {
+			e.Subject = c.Subject.String()
+			e.SHA256 = sha256.Sum256(c.Raw)
+		}
+		return e
+	}
+	for _, c := range certs {
+		if c.Equal(root) {
+			continue
+		}
+		if bytes.Equal(c.RawSubject, c.RawIssuer) || bytes.Equal(c.RawSubject, root.RawSubject) {
+			return mismatch(c)
+		}
+	}
+	if requireRoot && (len(certs) < 2 || !certs[len(certs)-1].Equal(root)) {
+		return mismatch(nil)
+	}
+	return nil
 }
 
 // verifyChainToRoot verifies certs[0] through the other certificates to root

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -330,10 +331,11 @@ func TestSyntheticSampleRejected(t *testing.T) {
 	t5 := syntheticAsType5(t)
 	at := time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)
 	_, err = Verify(context.Background(), dcap(t5), VerifyOptions{At: at})
-	wantStep(t, err, StepPCKChain, "does not chain to the pinned Intel SGX Root CA")
-	var uae x509.UnknownAuthorityError
-	if !errors.As(err, &uae) {
-		t.Errorf("error %v is not an unknown authority error", err)
+	// The sample's chain carries its test root, which only shares the real
+	// root's name: refused before any signature is looked at.
+	wantStep(t, err, StepPCKChain, "not the pinned Intel SGX Root CA")
+	if !errors.Is(err, ErrRootNotPinned) {
+		t.Errorf("error %v is not ErrRootNotPinned", err)
 	}
 
 	// Under the sample's own test root everything verifies: the rejection
@@ -591,5 +593,99 @@ func TestCollateralDirByContentAndURLEncodedChains(t *testing.T) {
 	c, err = Verify(context.Background(), dcap(readTestdata(t, "sgx/phala_sgx_quote.dat")), VerifyOptions{At: phalaAt, Collateral: col})
 	if err != nil || c.TCBStatus != TCBConfigurationAndSWHardeningNeeded {
 		t.Fatalf("%v %v", c, err)
+	}
+}
+
+// mutateEmbeddedRoot returns raw with the DER of the last certificate of its
+// PCK chain changed by f, re-encoded in place (same length, same line breaks).
+func mutateEmbeddedRoot(t *testing.T, raw []byte, f func(der []byte)) []byte {
+	t.Helper()
+	q, err := ParseQuote(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certStart := len(raw) - len(q.CertData)
+	const begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+	i := bytes.LastIndex(q.CertData, []byte(begin))
+	j := bytes.LastIndex(q.CertData, []byte(end))
+	if i < 0 || j < i {
+		t.Fatal("no PEM certificate in the certification data")
+	}
+	bodyStart := certStart + i + len(begin)
+	body := raw[bodyStart : certStart+j]
+	var b64 []byte
+	var pos []int
+	for k, ch := range body {
+		if ch != '\n' && ch != '\r' && ch != ' ' {
+			b64 = append(b64, ch)
+			pos = append(pos, k)
+		}
+	}
+	der, err := base64.StdEncoding.DecodeString(string(b64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f(der)
+	enc := base64.StdEncoding.EncodeToString(der)
+	if len(enc) != len(b64) {
+		t.Fatalf("re-encoded root is %d characters, was %d", len(enc), len(b64))
+	}
+	mut := bytes.Clone(raw)
+	for k, p := range pos {
+		mut[bodyStart+p] = enc[k]
+	}
+	return mut
+}
+
+func TestEmbeddedRootMustBeThePinnedRoot(t *testing.T) {
+	for _, rq := range realQuotes {
+		t.Run(filepath.Base(rq.file), func(t *testing.T) {
+			raw := readTestdata(t, rq.file)
+			// A flipped byte in the root's own signature: the certificate
+			// still parses and keeps the root's name and key, but it is not
+			// the root Intel published.
+			mut := mutateEmbeddedRoot(t, raw, func(der []byte) { der[len(der)-5] ^= 0x01 })
+			if bytes.Equal(mut, raw) {
+				t.Fatal("mutation changed nothing")
+			}
+			_, err := Verify(context.Background(), dcap(mut), VerifyOptions{})
+			wantStep(t, err, StepPCKChain, "not the pinned Intel SGX Root CA")
+			var rme *RootMismatchError
+			if !errors.As(err, &rme) || !errors.Is(err, ErrRootNotPinned) {
+				t.Fatalf("error %v is not a RootMismatchError", err)
+			}
+			if !strings.Contains(rme.Subject, "Intel SGX Root CA") || rme.SHA256 == rme.Pinned {
+				t.Errorf("RootMismatchError = %+v", rme)
+			}
+			// The unmutated quote still verifies.
+			if _, err := Verify(context.Background(), dcap(raw), VerifyOptions{}); err != nil {
+				t.Fatalf("original: %v", err)
+			}
+		})
+	}
+}
+
+// TestCollateralChainRootMustBeThePinnedRoot: a collateral bundle's issuer
+// chain that carries a root other than the pinned one is refused, naming
+// the chain.
+func TestCollateralChainRootMustBeThePinnedRoot(t *testing.T) {
+	raw := readTestdata(t, "sgx/phala_sgx_quote.dat")
+	col := loadCollateral(t, "sgx/phala_sgx_quote_collateral.json")
+	last := col.TCBInfoIssuerChain[len(col.TCBInfoIssuerChain)-1]
+	if last.Subject.CommonName != "Intel SGX Root CA" {
+		t.Skipf("the bundle's TCB Info chain ends with %q", last.Subject.CommonName)
+	}
+	der := bytes.Clone(last.Raw)
+	der[len(der)-5] ^= 1 // in the signature: still parses, same name and key
+	forged, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := *col
+	c.TCBInfoIssuerChain = append(slices.Clone(col.TCBInfoIssuerChain[:len(col.TCBInfoIssuerChain)-1]), forged)
+	_, err = Verify(context.Background(), dcap(raw), VerifyOptions{At: phalaAt, Collateral: &c})
+	wantStep(t, err, StepTCBInfoSignature, "TCB Info issuer chain", "not the pinned Intel SGX Root CA")
+	if !errors.Is(err, ErrRootNotPinned) {
+		t.Fatalf("error %v is not ErrRootNotPinned", err)
 	}
 }

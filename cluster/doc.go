@@ -14,6 +14,12 @@
 // programs that run several nodes in one process, such as tests, wait for
 // it with [Settle].
 //
+// Start fails fast and closed: a listen address without a host is an error
+// (never every interface by default), an embedded server that reports a
+// fatal error while starting (a port in use, a store directory it cannot
+// use) is an [ErrServerStart] with the server's reason at once, and the
+// wait for the server ends when ctx does (a signal during start-up).
+//
 // # Subject mapping
 //
 // Bus addresses are dot-separated tokens of [A-Za-z0-9-_:/] (see package bus),

@@ -36,11 +36,13 @@ type Options struct {
 	// NATS clients (such as the cloister CLI). Empty: no client port when
 	// not clustered (the node's own connection is in process anyway); a
 	// clustered server needs one, so it then listens on a free loopback
-	// port. Port -1 picks a free port.
+	// port. Port -1 picks a free port. The host is required (see
+	// [CheckListenAddress]): 0.0.0.0 listens on every interface, and only
+	// when named.
 	NATSListen string
 	// ClusterListen is the host:port on which the embedded server accepts
 	// routes from other nodes. Empty: not clustered. Port -1 picks a free
-	// port.
+	// port; the host is required, as for NATSListen.
 	ClusterListen string
 	// ClusterName is the NATS cluster name (default [DefaultClusterName]).
 	ClusterName string
@@ -106,6 +108,9 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	if opts.ClusterName == "" {
 		opts.ClusterName = DefaultClusterName
 	}
+	if opts.AckWait < 0 {
+		return nil, fmt.Errorf("cluster: ack wait %s is negative", opts.AckWait)
+	}
 	n := &Node{opts: opts, logger: opts.Logger.With("node", opts.Name)}
 	if len(opts.Servers) > 0 {
 		if opts.NATSListen != "" || opts.ClusterListen != "" || len(opts.Routes) > 0 || opts.StoreDir != "" {
@@ -139,14 +144,27 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	return n, nil
 }
 
+// CheckListenAddress checks a listen address as Options.NATSListen and
+// Options.ClusterListen take it: host:port with an explicit host (a
+// listener never falls back to every interface: name 0.0.0.0 for that) and
+// a port from 0 to 65535, or -1 (0 and -1: any free port). what names the
+// setting in the error.
+func CheckListenAddress(what, hostport string) error {
+	_, _, err := splitHostPort(what, hostport)
+	return err
+}
+
 func splitHostPort(what, hostport string) (string, int, error) {
 	host, p, err := net.SplitHostPort(hostport)
 	if err != nil {
-		return "", 0, fmt.Errorf("cluster: %s %q: %w", what, hostport, err)
+		return "", 0, fmt.Errorf("cluster: %s %q: want host:port: %w", what, hostport, err)
+	}
+	if host == "" {
+		return "", 0, fmt.Errorf("cluster: %s %q has no host: name one (127.0.0.1 for this machine only, 0.0.0.0 for every interface)", what, hostport)
 	}
 	port, err := strconv.Atoi(p)
 	if err != nil || port < -1 || port > 65535 {
-		return "", 0, fmt.Errorf("cluster: %s %q: bad port", what, hostport)
+		return "", 0, fmt.Errorf("cluster: %s %q: bad port %q (want 0 to 65535, or -1)", what, hostport, p)
 	}
 	if port == 0 {
 		port = RandomPort
@@ -154,19 +172,32 @@ func splitHostPort(what, hostport string) (string, int, error) {
 	return host, port, nil
 }
 
+// ParseRoute parses a route as Options.Routes takes it: host:port or
+// nats-route://host:port, with a port from 1 to 65535.
+func ParseRoute(route string) (*url.URL, error) {
+	r := strings.TrimSpace(route)
+	if !strings.Contains(r, "://") {
+		r = "nats-route://" + r
+	}
+	u, err := url.Parse(r)
+	if err != nil || u.Hostname() == "" {
+		return nil, fmt.Errorf("cluster: bad route %q: want host:port or nats-route://host:port", route)
+	}
+	if port, err := strconv.Atoi(u.Port()); err != nil || port < 1 || port > 65535 {
+		return nil, fmt.Errorf("cluster: bad route %q: port %q (want 1 to 65535)", route, u.Port())
+	}
+	return u, nil
+}
+
 func routeURLs(routes []string) ([]*url.URL, error) {
 	var out []*url.URL
 	for _, r := range routes {
-		r = strings.TrimSpace(r)
-		if r == "" {
+		if strings.TrimSpace(r) == "" {
 			continue
 		}
-		if !strings.Contains(r, "://") {
-			r = "nats-route://" + r
-		}
-		u, err := url.Parse(r)
-		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("cluster: bad route %q: want host:port or nats-route://host:port", r)
+		u, err := ParseRoute(r)
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, u)
 	}
@@ -210,18 +241,45 @@ func startServer(ctx context.Context, opts Options, logger *slog.Logger) (*serve
 	if err != nil {
 		return nil, fmt.Errorf("cluster: embedded NATS server: %w", err)
 	}
-	srv.SetLoggerV2(&serverLog{l: logger.With("component", "nats-server")}, opts.ServerDebug, false, false)
+	fatal := make(chan string, 1)
+	srv.SetLoggerV2(&serverLog{l: logger.With("component", "nats-server"), fatal: fatal}, opts.ServerDebug, false, false)
 	srv.Start()
+	// Wait for the server, but give up at once when it reports a fatal
+	// error (a port in use, a store directory it cannot use: it logs them
+	// and carries on without the listener) or when ctx ends (a signal).
 	wait := 10 * time.Second
 	if d, ok := ctx.Deadline(); ok {
 		wait = time.Until(d)
 	}
-	if !srv.ReadyForConnections(wait) {
+	deadline := time.Now().Add(wait)
+	for !srv.ReadyForConnections(25 * time.Millisecond) {
+		select {
+		case msg := <-fatal:
+			srv.Shutdown()
+			return nil, fmt.Errorf("%w: %s", ErrServerStart, msg)
+		case <-ctx.Done():
+			srv.Shutdown()
+			return nil, fmt.Errorf("cluster: embedded NATS server: start-up interrupted: %w", context.Cause(ctx))
+		default:
+		}
+		if time.Now().After(deadline) {
+			srv.Shutdown()
+			return nil, fmt.Errorf("%w: not ready after %s", ErrServerStart, wait.Round(time.Millisecond))
+		}
+	}
+	select {
+	case msg := <-fatal:
 		srv.Shutdown()
-		return nil, errors.New("cluster: embedded NATS server did not become ready (is the port in use? see the log)")
+		return nil, fmt.Errorf("%w: %s", ErrServerStart, msg)
+	default:
 	}
 	return srv, nil
 }
+
+// ErrServerStart is wrapped when the embedded NATS server cannot start: a
+// port in use, a store directory it cannot use; the error carries the
+// server's reason.
+var ErrServerStart = errors.New("cluster: the embedded NATS server could not start")
 
 // NewTransport opens another connection to the node's server (or to the
 // external servers) and returns a transport on it. The node's own
@@ -316,12 +374,24 @@ func (n *Node) shutdownServer() {
 	}
 }
 
-// serverLog adapts slog to the nats-server logger.
-type serverLog struct{ l *slog.Logger }
+// serverLog adapts slog to the nats-server logger. The server reports the
+// errors that stop it from serving (a listener it cannot open) through
+// Fatalf and carries on; the first one goes to fatal too, for startServer.
+type serverLog struct {
+	l     *slog.Logger
+	fatal chan<- string
+}
 
 func (s *serverLog) Noticef(format string, v ...any) { s.l.Info(fmt.Sprintf(format, v...)) }
 func (s *serverLog) Warnf(format string, v ...any)   { s.l.Warn(fmt.Sprintf(format, v...)) }
-func (s *serverLog) Fatalf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
-func (s *serverLog) Errorf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
-func (s *serverLog) Debugf(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }
-func (s *serverLog) Tracef(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }
+func (s *serverLog) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	s.l.Error(msg)
+	select {
+	case s.fatal <- msg:
+	default:
+	}
+}
+func (s *serverLog) Errorf(format string, v ...any) { s.l.Error(fmt.Sprintf(format, v...)) }
+func (s *serverLog) Debugf(format string, v ...any) { s.l.Debug(fmt.Sprintf(format, v...)) }
+func (s *serverLog) Tracef(format string, v ...any) { s.l.Debug(fmt.Sprintf(format, v...)) }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -21,7 +20,7 @@ import (
 
 // Defaults of Options.
 const (
-	// DefaultMaxChallenges bounds the challenges outstanding at once.
+	// DefaultMaxChallenges bounds the spent challenges remembered at once.
 	DefaultMaxChallenges = 4096
 	// DefaultGrace is the grace period of a rotation that names none.
 	DefaultGrace = 10 * time.Minute
@@ -34,9 +33,11 @@ type Options struct {
 	// NonceLifetime is how long a challenge may be answered (default
 	// provision.DefaultNonceLifetime).
 	NonceLifetime time.Duration
-	// MaxChallenges bounds the challenges outstanding at once (default
-	// DefaultMaxChallenges); beyond it challenges are refused with
-	// provision.CodeTooMany until some expire or are spent.
+	// MaxChallenges bounds the spent challenges remembered (those of joins
+	// whose evidence verified, until they expire; default
+	// DefaultMaxChallenges); beyond it joins are refused with
+	// provision.CodeTooMany until some expire. Issuing a challenge keeps no
+	// state, so requests for challenges never count.
 	MaxChallenges int
 	// SimPlatformKeyPath is where this machine's simulation platform key
 	// lives (default attest.DefaultSimPlatformKeyPath). When the manifest
@@ -134,10 +135,14 @@ func (c *Coordinator) Init(ctx context.Context, rt *trusted.Runtime) error {
 	if err != nil {
 		return err
 	}
+	ch, err := newChallenges(c.opts.NonceLifetime, c.opts.MaxChallenges)
+	if err != nil {
+		return err
+	}
 	in := &instance{
 		opts: &c.opts, rt: rt, cfg: cfg, st: st, m: m,
 		sign:     ed25519.NewKeyFromSeed(st.SigningSeed),
-		nonces:   map[[provision.NonceSize]byte]time.Time{},
+		ch:       ch,
 		channels: map[string]*secure.ServiceKey{},
 		signed:   map[string][]byte{},
 		dirty:    make(chan struct{}, 1),
@@ -225,7 +230,7 @@ type instance struct {
 	m        *manifest.Manifest
 	hash     [32]byte
 	sign     ed25519.PrivateKey
-	nonces   map[[provision.NonceSize]byte]time.Time
+	ch       *challenges
 	channels map[string]*secure.ServiceKey
 	// signed caches ServiceKeyResponse bodies of the current manifest.
 	signed  map[string][]byte
@@ -371,43 +376,13 @@ func (in *instance) serviceKey(_ context.Context, call *trusted.Call) ([]byte, e
 	return body, nil
 }
 
+// challenge answers a fresh challenge; it keeps no state (challenges).
 func (in *instance) challenge(_ context.Context, _ *trusted.Call) ([]byte, error) {
-	var n [provision.NonceSize]byte
-	if _, err := rand.Read(n[:]); err != nil {
-		return nil, fmt.Errorf("coordinator: nonce: %w", err)
+	n, err := in.ch.mint(in.opts.Now())
+	if err != nil {
+		return nil, err
 	}
-	now := in.opts.Now()
-	in.mu.Lock()
-	for k, exp := range in.nonces {
-		if !now.Before(exp) {
-			delete(in.nonces, k)
-		}
-	}
-	if len(in.nonces) >= in.opts.MaxChallenges {
-		in.mu.Unlock()
-		return nil, refuse(provision.CodeTooMany, "%d challenges outstanding, the most allowed: try again when some have expired", len(in.nonces))
-	}
-	in.nonces[n] = now.Add(in.opts.NonceLifetime)
-	in.mu.Unlock()
-	return provision.Encode(provision.Challenge{Nonce: n[:]})
-}
-
-// spendNonce removes nonce from the outstanding challenges and reports
-// whether it was outstanding and fresh.
-func (in *instance) spendNonce(nonce []byte) error {
-	var n [provision.NonceSize]byte
-	copy(n[:], nonce)
-	in.mu.Lock()
-	exp, ok := in.nonces[n]
-	delete(in.nonces, n)
-	in.mu.Unlock()
-	if !ok {
-		return refuse(provision.CodeRefused, "nonce %x… was not issued by this coordinator or was already used (a replay?)", nonce[:4])
-	}
-	if !in.opts.Now().Before(exp) {
-		return refuse(provision.CodeRefused, "nonce %x… expired at %s: ask for a new challenge", nonce[:4], exp.UTC().Format(time.RFC3339))
-	}
-	return nil
+	return provision.Encode(provision.Challenge{Nonce: n})
 }
 
 func (in *instance) manifestSet(ctx context.Context, call *trusted.Call) ([]byte, error) {

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/client"
+	"github.com/cloister-dev/cloister/coordinator"
 	"github.com/cloister-dev/cloister/coordinator/joiner"
 	"github.com/cloister-dev/cloister/internal/leancheck"
 	"github.com/cloister-dev/cloister/manifest"
@@ -442,5 +444,34 @@ func TestImageIsLean(t *testing.T) {
 	}
 	if bad := leancheck.Forbidden(jdeps); len(bad) > 0 {
 		t.Errorf("the join side must fit the trusted runtime (no net at all); it depends on %v", bad)
+	}
+}
+
+// TestChallengeFloodThenJoin: any bus client may ask for challenges; a
+// flood of them (more than the coordinator would ever remember) costs it
+// nothing, and a genuine join right after succeeds.
+func TestChallengeFloodThenJoin(t *testing.T) {
+	s := newSystem(t)
+	s.setManifest(s.manifestYAML(1, true, joinImage.Measurement))
+	const flood = coordinator.DefaultMaxChallenges + 904
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < flood; i += 8 {
+				if _, err := s.call(provision.AddressChallenge, nil); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("challenge during the flood: %v", err)
+	}
+	if _, _, _, err := s.joinAs(allowed(), "analytics"); err != nil {
+		t.Fatalf("join after %d challenge requests: %v", flood, err)
 	}
 }

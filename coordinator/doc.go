@@ -19,8 +19,8 @@
 //	AddressManifestUpdate   ManifestUpdate → Status                  401 unsigned, no owner or bad signature, 409 version not higher, 412
 //	AddressAttest           AttestRequest → AttestResponse           400, 412 no manifest
 //	AddressServiceKey       ServiceKeyRequest → ServiceKeyResponse   404 unknown service, 403 regular service, 412
-//	AddressChallenge        (empty) → Challenge                      429 too many outstanding
-//	AddressJoin             JoinRequest → JoinResponse               400, 403, 404, 412 (see below)
+//	AddressChallenge        (empty) → Challenge                      (none: issuing keeps no state)
+//	AddressJoin             JoinRequest → JoinResponse               400, 403, 404, 412, 429 (see below)
 //	AddressRotate           RotateRequest → Status                   401 unsigned or bad signature, 409 not the next epoch, 412
 //	AddressStatus           (empty) → Status
 //
@@ -35,10 +35,25 @@
 // hash, the caller's nonce), the Ed25519 signing key and the manifest hash
 // and version. Package client verifies it.
 //
-// Challenges. A challenge is 32 random bytes, valid for
-// Options.NonceLifetime (two minutes by default), spent by the first join
-// that names it whatever the outcome, and never valid again; at most
-// Options.MaxChallenges are outstanding.
+// Challenges. AddressChallenge is open to every bus client, so issuing a
+// challenge costs the coordinator no state. A challenge nonce (32 bytes,
+// opaque to the joiner) is
+//
+//	random (12 bytes) ‖ expiry (Unix seconds, u32 big-endian) ‖ MAC (16 bytes)
+//
+// where MAC is HMAC-SHA256 over the first 16 bytes, truncated to 16 bytes,
+// under a key each coordinator instance draws at start and keeps in enclave
+// memory only. A join's nonce is checked statelessly (MAC, then expiry:
+// Options.NonceLifetime, two minutes by default); it is spent — put in a
+// set of used nonces kept until they expire — only once the join's
+// evidence verified and bound it (steps 4 and 5 below), and a spent nonce
+// is never valid again. The set holds at most Options.MaxChallenges
+// nonces; when it is full of unexpired ones, joins are refused with 429 and
+// the joiner retries (the trusted runtime does), so a replay never slips
+// in through forgetting. A flood of challenge requests therefore changes
+// nothing, and filling the set takes genuine evidence for each entry.
+// Challenges do not survive a restart of the coordinator (a new key): a
+// joiner holding one asks again.
 //
 // Joins are checked in this order, the first failure answering:
 //
@@ -46,8 +61,8 @@
 //     key, attest evidence (400);
 //  2. a manifest is set (412), the service is in it (404) and is trusted,
 //     i.e. has identities (403);
-//  3. the nonce was issued here, is not spent and has not expired (403;
-//     it is spent now);
+//  3. the nonce's MAC verifies under this instance's challenge key and it
+//     has not expired (403; nothing is recorded);
 //  4. the evidence: simulated evidence only if the manifest allows
 //     simulation ("simulated evidence refused: the manifest forbids
 //     simulation"), signed by this machine's simulation platform key
@@ -55,7 +70,9 @@
 //     one of Options.SimPlatformKeys; SGX DCAP evidence through attest's
 //     full chain, with Options.Collateral for its TCB status (403);
 //  5. the report data is provision.JoinReportData(public key, nonce), so the
-//     evidence speaks for this key and this challenge (403);
+//     evidence speaks for this key and this challenge (403); the nonce is
+//     spent now: refused if spent before (403, a replay) or if the set of
+//     spent nonces is full (429);
 //  6. the claims satisfy one of the service's identities
 //     (manifest.Check): an unknown measurement is refused with "measurement
 //     … (signer …, product …) is not among the identities of service …", a

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/manifest"
@@ -186,4 +188,39 @@ func TestParseConfig(t *testing.T) {
 	if err != nil || pc.collateral == nil {
 		t.Fatalf("collateral bundle: %v", err)
 	}
+}
+
+// FuzzChallengeCheck: whatever nonce a joiner sends, checking it never
+// panics, and only the coordinator's own unexpired challenges pass; a
+// nonce that fails is never recorded.
+func FuzzChallengeCheck(f *testing.F) {
+	ch, err := newChallenges(provision.DefaultNonceLifetime, 4)
+	if err != nil {
+		f.Fatal(err)
+	}
+	now := time.Now()
+	own, err := ch.mint(now)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(own)
+	f.Add(make([]byte, provision.NonceSize))
+	f.Add([]byte{1, 2, 3})
+	f.Fuzz(func(t *testing.T, nonce []byte) {
+		exp, err := ch.check(nonce, now)
+		if err == nil {
+			if !bytes.Equal(nonce, own) {
+				t.Fatalf("a nonce not minted here passed: %x", nonce)
+			}
+			if !exp.After(now) {
+				t.Fatalf("expired nonce passed: %s", exp)
+			}
+		}
+		ch.mu.Lock()
+		n := len(ch.spent)
+		ch.mu.Unlock()
+		if n != 0 {
+			t.Fatalf("check recorded %d nonces", n)
+		}
+	})
 }

@@ -40,10 +40,12 @@ func (c *clock) advance(d time.Duration) {
 
 // TestChallengesExpireAndAreBounded runs the coordinator in process (the
 // inproc backend: no isolation, but its clock can be set) to check that a
-// challenge is short-lived and that outstanding challenges are bounded.
+// challenge is short-lived, that issuing challenges keeps no state, and
+// that the set of spent challenges is bounded without forgetting one
+// before it expires.
 func TestChallengesExpireAndAreBounded(t *testing.T) {
 	clk := &clock{now: time.Now()}
-	app := coordinator.NewApp(coordinator.Options{Now: clk.Now, MaxChallenges: 3, NonceLifetime: time.Minute}, trusted.Options{})
+	app := coordinator.NewApp(coordinator.Options{Now: clk.Now, MaxChallenges: 2, NonceLifetime: time.Minute}, trusted.Options{})
 	dir := stateDir(t)
 	b, n := newNode(t)
 	if _, err := n.DeployEnclave(context.Background(), node.EnclaveConfig{
@@ -54,33 +56,48 @@ func TestChallengesExpireAndAreBounded(t *testing.T) {
 	_, owner, _ := ed25519.GenerateKey(rand.Reader)
 	s := &system{t: t, b: b, n: n, owner: owner}
 	s.setManifest(s.manifestYAML(1, true, joinImage.Measurement))
+	challenge := func() []byte {
+		var ch provision.Challenge
+		if err := provision.Decode(s.mustCall(provision.AddressChallenge, nil), &ch); err != nil {
+			t.Fatal(err)
+		}
+		return ch.Nonce
+	}
 
 	// (The test process joins with its own simulated evidence, as
 	// elsewhere: the inproc backend's own evidence claims debug.)
-	var ch provision.Challenge
-	if err := provision.Decode(s.mustCall(provision.AddressChallenge, nil), &ch); err != nil {
-		t.Fatal(err)
-	}
+	nonce := challenge()
 	key, _ := secure.NewServiceKey()
 	clk.advance(time.Minute)
-	_, err := s.call(provision.AddressJoin, s.joinRequest(allowed(), "analytics", key, ch.Nonce))
+	_, err := s.call(provision.AddressJoin, s.joinRequest(allowed(), "analytics", key, nonce))
 	refused(t, err, provision.CodeRefused, "expired")
 
-	for range 3 {
-		s.mustCall(provision.AddressChallenge, nil)
+	// Many more challenges than MaxChallenges: none is refused.
+	for range 50 {
+		challenge()
 	}
-	_, err = s.call(provision.AddressChallenge, nil)
-	refused(t, err, provision.CodeTooMany, "challenges outstanding")
-	// Expired challenges make room again.
-	clk.advance(time.Minute)
-	s.mustCall(provision.AddressChallenge, nil)
+	// A challenge with one bit changed was not issued here.
+	nonce = challenge()
+	nonce[0] ^= 1
+	_, err = s.call(provision.AddressJoin, s.joinRequest(allowed(), "analytics", key, nonce))
+	refused(t, err, provision.CodeRefused, "not issued")
 
-	// And a join within the lifetime succeeds.
-	if err := provision.Decode(s.mustCall(provision.AddressChallenge, nil), &ch); err != nil {
-		t.Fatal(err)
+	// Two joins fill the spent set; a third within the lifetime is told to
+	// retry; once the first two expired it gets in.
+	for range 2 {
+		s.mustCall(provision.AddressJoin, s.joinRequest(allowed(), "analytics", key, challenge()))
 	}
+	third := challenge()
+	_, err = s.call(provision.AddressJoin, s.joinRequest(allowed(), "analytics", key, third))
+	refused(t, err, provision.CodeTooMany, "try again shortly")
+	clk.advance(time.Minute)
+	third = challenge()
 	clk.advance(30 * time.Second)
-	s.mustCall(provision.AddressJoin, s.joinRequest(allowed(), "analytics", key, ch.Nonce))
+	req := s.joinRequest(allowed(), "analytics", key, third)
+	s.mustCall(provision.AddressJoin, req)
+	// Spent: its replay is refused, although it has not expired.
+	_, err = s.call(provision.AddressJoin, req)
+	refused(t, err, provision.CodeRefused, "already used")
 }
 
 // TestConfigTrustsAnotherMachinesSimKey: a join whose simulated evidence is

@@ -53,8 +53,11 @@ func (in *instance) admit(ctx context.Context, body []byte) ([]byte, string, err
 	if err != nil {
 		return nil, req.Service, err
 	}
-	// The nonce is spent whatever the outcome: a challenge answers one try.
-	if err := in.spendNonce(req.Nonce); err != nil {
+	// The challenge is checked without state (its MAC and expiry), and
+	// spent only once evidence verified and bound it: a join with a forged
+	// or unbound nonce costs the coordinator no memory.
+	expiry, err := in.ch.check(req.Nonce, in.opts.Now())
+	if err != nil {
 		return nil, req.Service, err
 	}
 	claims, err := in.verify(ctx, m, req.evidence)
@@ -63,6 +66,9 @@ func (in *instance) admit(ctx context.Context, body []byte) ([]byte, string, err
 	}
 	if claims.ReportData != provision.JoinReportData(req.PublicKey, req.Nonce) {
 		return nil, req.Service, refuse(provision.CodeRefused, "the evidence does not bind the joining key and nonce (report data mismatch)")
+	}
+	if err := in.ch.spend(req.Nonce, expiry, in.opts.Now()); err != nil {
+		return nil, req.Service, err
 	}
 	if err := checkIdentity(m, svc, claims); err != nil {
 		return nil, req.Service, err

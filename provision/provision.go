@@ -33,9 +33,16 @@
 // # Joining (enclaves, at start-up)
 //
 //	enclave → AddressChallenge  (empty body)
-//	          ← Challenge{Nonce: 32 fresh random bytes, single use, short-lived}
+//	          ← Challenge{Nonce: 32 bytes, single use, short-lived}
 //	enclave → AddressJoin       JoinRequest{Service, PublicKey, Nonce, Evidence}
 //	          ← JoinResponse{Grant: secure.SealTo(PublicKey, GrantInfo(Service, Nonce), Grant JSON)}
+//
+// The nonce is opaque to the enclave: it is fresh and unpredictable, and
+// the coordinator can check on its own that it issued it and when it
+// expires (it is authenticated by a key only the coordinator holds), so
+// issuing challenges costs it no state and a flood of challenge requests
+// cannot crowd out joins. It is spent by the first join whose evidence
+// binds it.
 //
 // PublicKey is a fresh secure.ServiceKey made inside the enclave; the
 // evidence's report data is [JoinReportData](PublicKey, Nonce). The
@@ -87,7 +94,7 @@ const (
 	CodeNotFound         = 404 // unknown service
 	CodeConflict         = 409 // manifest already set, or version not higher
 	CodeNoManifest       = 412 // no manifest set yet
-	CodeTooMany          = 429 // too many outstanding challenges
+	CodeTooMany          = 429 // too many joins at once: retry shortly
 	CodeInternal         = 500
 	NonceSize            = 32
 	MaxMessageSize       = 1 << 20 // bound on every provisioning message

@@ -29,8 +29,8 @@ const simulationWarning = "WARNING: simulated evidence: no hardware protection, 
 
 func attestVerifyCommand() *command {
 	var (
-		collateral, at, policyFile, simKey string
-		asJSON, allowSim                   bool
+		collateral, at, policyFile, simKey, acceptTCB string
+		asJSON, allowSim, allowDebug                  bool
 	)
 	return &command{
 		name:    "verify",
@@ -42,11 +42,19 @@ simulated quote, encoded evidence, or any of these in hex.
 The PCK chain is verified to the pinned Intel SGX Root CA. With --collateral
 (a JSON bundle file or a directory of PCS files) the TCB Info, QE Identity and
 CRLs are verified too and the TCB status is computed, at the --at time (now by
-default). With --policy the claims are checked against a policy (JSON):
+default).
+
+Without --policy the evidence is judged by the safe default: a non-debug
+enclave on a platform whose TCB status is UpToDate (so --collateral is
+needed); no enclave identity is checked. Widen it with --allow-debug and
+--accept-tcb (e.g. --accept-tcb UpToDate,SWHardeningNeeded). With --policy the
+claims are checked against a policy (JSON), which also pins the enclave:
 
   {"mrenclaves": ["<hex>"], "mrsigner": "<hex>", "product_id": 0, "min_svn": 0,
    "allow_debug": false, "accepted_tcb": ["UpToDate"], "report_data": "<hex>",
    "allow_simulation": false}
+
+--allow-debug and --accept-tcb widen a policy file's rules the same way.
 
 Simulated evidence is refused unless --allow-simulation is given; it is then
 checked against the simulation platform key of this machine (or --sim-key).
@@ -59,6 +67,8 @@ Exit status 3 when verification or the policy fails.`,
 			fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
 			fs.BoolVar(&allowSim, "allow-simulation", false, "accept simulated evidence (it proves nothing against a malicious host)")
 			fs.StringVar(&simKey, "sim-key", "", "simulation platform key `file` to trust (default: this machine's)")
+			fs.BoolVar(&allowDebug, "allow-debug", false, "accept debug enclaves (the host can read their memory)")
+			fs.StringVar(&acceptTCB, "accept-tcb", "", "comma-separated TCB `statuses` to accept (default UpToDate only)")
 		},
 		run: func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) != 1 {
@@ -72,7 +82,13 @@ Exit status 3 when verification or the policy fails.`,
 				}
 				opts.At = t
 			}
-			var pol *attest.Policy
+			accepted, err := parseTCBStatuses(acceptTCB)
+			if err != nil {
+				return &usageError{err: err}
+			}
+			// Without a policy file the default policy judges: it checks no
+			// identity, only debug mode and TCB status (verifyAndReport).
+			pol := &attest.Policy{}
 			if policyFile != "" {
 				b, err := readInput(env, policyFile)
 				if err != nil {
@@ -81,9 +97,11 @@ Exit status 3 when verification or the policy fails.`,
 				if pol, err = attest.ParsePolicy(b); err != nil {
 					return err
 				}
-				if allowSim {
-					pol.AllowSimulation = true
-				}
+			}
+			pol.AllowSimulation = pol.AllowSimulation || allowSim
+			pol.AllowDebug = pol.AllowDebug || allowDebug
+			if len(accepted) > 0 {
+				pol.AcceptedTCB = accepted
 			}
 			if collateral != "" {
 				c, err := attest.LoadCollateral(collateral)
@@ -107,7 +125,7 @@ Exit status 3 when verification or the policy fails.`,
 			if opts.At.IsZero() {
 				opts.At = time.Now()
 			}
-			return verifyAndReport(ctx, env, ev, opts, pol, asJSON)
+			return verifyAndReport(ctx, env, ev, opts, pol, policyFile != "", asJSON)
 		},
 	}
 }
@@ -122,6 +140,7 @@ type verifyReport struct {
 	Claims        *attest.Claims      `json:"claims,omitempty"`
 	Policy        string              `json:"policy"`
 	PolicyRule    string              `json:"policy_rule,omitempty"`
+	Hint          string              `json:"hint,omitempty"`
 	Error         string              `json:"error,omitempty"`
 	FailedStep    string              `json:"failed_step,omitempty"`
 	TCBStatus     string              `json:"tcb_status"`
@@ -136,12 +155,68 @@ type stepReport struct {
 	Error   string `json:"error,omitempty"`
 }
 
-func verifyAndReport(ctx context.Context, env *cliEnv, ev *attest.Evidence, opts attest.VerifyOptions, pol *attest.Policy, asJSON bool) error {
+// parseTCBStatuses parses the --accept-tcb list.
+func parseTCBStatuses(list string) ([]attest.TCBStatus, error) {
+	if list == "" {
+		return nil, nil
+	}
+	var out []attest.TCBStatus
+	for _, name := range strings.Split(list, ",") {
+		s := attest.TCBStatus(strings.TrimSpace(name))
+		if !s.Valid() {
+			return nil, fmt.Errorf("--accept-tcb: unknown TCB status %q (known: UpToDate, SWHardeningNeeded, ConfigurationNeeded, ConfigurationAndSWHardeningNeeded, OutOfDate, OutOfDateConfigurationNeeded, Revoked)", name)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// defaultPolicyName describes the judgement made without --policy, as
+// pol (the safe default, perhaps widened by flags) makes it.
+func defaultPolicyName(pol *attest.Policy) string {
+	debug := "no debug enclave"
+	if pol.AllowDebug {
+		debug = "debug enclaves allowed"
+	}
+	tcb := "UpToDate"
+	if len(pol.AcceptedTCB) > 0 {
+		names := make([]string, len(pol.AcceptedTCB))
+		for i, s := range pol.AcceptedTCB {
+			names[i] = string(s)
+		}
+		tcb = strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("default (%s, TCB %s; no enclave identity checked)", debug, tcb)
+}
+
+// widenHint says how to widen the default judgement after rule failed.
+func widenHint(rule string, collateralGiven bool) string {
+	switch rule {
+	case attest.RuleDebug:
+		return "to accept debug enclaves, add --allow-debug"
+	case attest.RuleTCB:
+		if !collateralGiven {
+			return "give --collateral to evaluate the TCB status (then --accept-tcb widens the statuses accepted)"
+		}
+		return "to accept other TCB statuses, add --accept-tcb (e.g. --accept-tcb UpToDate,SWHardeningNeeded)"
+	case attest.RuleSimulation:
+		return "to accept simulated evidence, add --allow-simulation"
+	}
+	return ""
+}
+
+// verifyAndReport verifies ev and judges its claims with pol: the whole
+// policy when fromFile, else only its platform rules (debug, TCB status,
+// simulation), the safe default.
+func verifyAndReport(ctx context.Context, env *cliEnv, ev *attest.Evidence, opts attest.VerifyOptions, pol *attest.Policy, fromFile, asJSON bool) error {
 	rep := verifyReport{
 		EvidenceType:  ev.Type,
 		EvaluatedAt:   opts.At.UTC().Format(time.RFC3339),
 		CollateralSet: opts.Collateral != nil,
-		Policy:        "not checked (no --policy)",
+	}
+	prefix := defaultPolicyName(pol) + ": "
+	if fromFile {
+		prefix = ""
 	}
 	if ev.Type == attest.EvidenceSimulated {
 		rep.Warning = simulationWarning
@@ -172,20 +247,28 @@ func verifyAndReport(ctx context.Context, env *cliEnv, ev *attest.Evidence, opts
 		return verr
 	}
 	var perr error
-	if verr == nil && pol != nil {
-		perr = pol.Check(claims)
-		if perr == nil {
-			rep.Policy = "ok"
+	switch {
+	case verr != nil:
+		rep.Policy = prefix + "not checked (verification failed)"
+	default:
+		if fromFile {
+			perr = pol.Check(claims)
 		} else {
-			rep.Policy = "failed: " + perr.Error()
+			perr = pol.CheckPlatform(claims)
+		}
+		if perr == nil {
+			rep.Policy = prefix + "ok"
+		} else {
+			rep.Policy = prefix + "failed: " + perr.Error()
 			var pe *attest.PolicyError
 			if errors.As(perr, &pe) {
 				rep.PolicyRule = pe.Rule
+				if h := widenHint(pe.Rule, opts.Collateral != nil); h != "" && !fromFile {
+					rep.Hint = h
+				}
 			}
 			rep.Error = perr.Error()
 		}
-	} else if pol != nil {
-		rep.Policy = "not checked (verification failed)"
 	}
 	rep.Accepted = verr == nil && perr == nil
 
@@ -202,6 +285,9 @@ func verifyAndReport(ctx context.Context, env *cliEnv, ev *attest.Evidence, opts
 		return &rejectedError{err: verr}
 	}
 	if perr != nil {
+		if rep.Hint != "" {
+			perr = fmt.Errorf("%w (%s)", perr, rep.Hint)
+		}
 		return &rejectedError{err: perr}
 	}
 	return nil
@@ -255,6 +341,9 @@ func printReport(w io.Writer, rep *verifyReport, c *attest.Claims) {
 		fmt.Fprintf(w, "  %-12s %s\n", "note", "no collateral given (--collateral): TCB status not evaluated")
 	}
 	fmt.Fprintf(w, "policy:       %s\n", rep.Policy)
+	if rep.Hint != "" {
+		fmt.Fprintf(w, "hint:         %s\n", rep.Hint)
+	}
 	verdict := "REJECTED"
 	if rep.Accepted {
 		verdict = "ACCEPTED"

@@ -47,7 +47,15 @@ func TestAttestVerifyPhalaWithCollateral(t *testing.T) {
 	td := sgxTestdata(t)
 	quote := filepath.Join(td, "phala_sgx_quote.dat")
 	col := filepath.Join(td, "phala_sgx_quote_collateral.json")
+	// The safe default (no --policy) refuses this platform, whose TCB needs
+	// configuration and software hardening, and says how to widen it.
 	code, out, errOut := runCLI(t, "attest", "verify", quote, "--collateral", col, "--at", "2025-07-01T00:00:00Z")
+	if code != exitRejected || !strings.Contains(out, "REJECTED") || !strings.Contains(errOut, "--accept-tcb") ||
+		!strings.Contains(out, "hint:") || !strings.Contains(out, "default (no debug enclave, TCB UpToDate") {
+		t.Fatalf("default judgement: exit %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut = runCLI(t, "attest", "verify", quote, "--collateral", col, "--at", "2025-07-01T00:00:00Z",
+		"--accept-tcb", "UpToDate,ConfigurationAndSWHardeningNeeded")
 	if code != exitOK {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
 	}
@@ -62,7 +70,7 @@ func TestAttestVerifyPhalaWithCollateral(t *testing.T) {
 		}
 	}
 
-	code, out, _ = runCLI(t, "attest", "verify", "--json", "--at", "2025-07-01T00:00:00Z", "--collateral", col, quote)
+	code, out, _ = runCLI(t, "attest", "verify", "--json", "--at", "2025-07-01T00:00:00Z", "--collateral", col, "--accept-tcb", "ConfigurationAndSWHardeningNeeded", quote)
 	if code != exitOK {
 		t.Fatalf("--json exit %d\n%s", code, out)
 	}
@@ -142,7 +150,7 @@ func TestAttestVerifyRejects(t *testing.T) {
 func TestAttestVerifyAutomataHexAndDir(t *testing.T) {
 	td := sgxTestdata(t)
 	code, out, errOut := runCLI(t, "attest", "verify", filepath.Join(td, "automata_quotev3.hex"),
-		"--collateral", filepath.Join(td, "automata_collateral_2025-08"), "--at", "2025-08-20T00:00:00Z")
+		"--collateral", filepath.Join(td, "automata_collateral_2025-08"), "--at", "2025-08-20T00:00:00Z", "--accept-tcb", "UpToDate,SWHardeningNeeded")
 	if code != exitOK || !strings.Contains(out, "SWHardeningNeeded") || !strings.Contains(out, "a4f45c39dac622cb1dd32ddb35a52ec92db41d0fa88a1c911c49e59c534f61cd") ||
 		!strings.Contains(out, "skipped: collateral has no root CA CRL") {
 		t.Errorf("exit %d\n%s\n%s", code, out, errOut)
@@ -185,5 +193,66 @@ func TestAttestSimQuoteRoundTrip(t *testing.T) {
 	}
 	if code, _, _ := runCLI(t, "attest", "sim-quote", "--report-data", strings.Repeat("00", 65)); code != exitUsage {
 		t.Errorf("65 bytes of report data: exit %d", code)
+	}
+}
+
+func TestAttestVerifyDefaultRefusesDebugAndUnknownTCB(t *testing.T) {
+	td := sgxTestdata(t)
+	// The mobilecoin quote is from a debug enclave: refused by default,
+	// with the flag that widens the judgement named.
+	debugQuote := filepath.Join(td, "mobilecoin_hw_quote.dat")
+	code, out, errOut := runCLI(t, "attest", "verify", debugQuote)
+	if code != exitRejected || !strings.Contains(errOut, "debug") || !strings.Contains(errOut, "--allow-debug") || !strings.Contains(out, "REJECTED") {
+		t.Errorf("debug enclave: exit %d\n%s\n%s", code, out, errOut)
+	}
+	// Allowed debug, its TCB status is still unknown without collateral.
+	code, out, errOut = runCLI(t, "attest", "verify", debugQuote, "--allow-debug")
+	if code != exitRejected || !strings.Contains(errOut, "TCB status unknown") || !strings.Contains(errOut, "--collateral") {
+		t.Errorf("debug allowed, no collateral: exit %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, _ = runCLI(t, "attest", "verify", "--json", debugQuote)
+	var rep struct {
+		Accepted bool   `json:"accepted"`
+		Rule     string `json:"policy_rule"`
+		Hint     string `json:"hint"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("JSON: %v\n%s", err, out)
+	}
+	if code != exitRejected || rep.Accepted || rep.Rule != "debug" || !strings.Contains(rep.Hint, "--allow-debug") {
+		t.Errorf("--json: exit %d %+v", code, rep)
+	}
+	if code, _, _ := runCLI(t, "attest", "verify", debugQuote, "--accept-tcb", "Fine"); code != exitUsage {
+		t.Errorf("unknown --accept-tcb status: exit %d", code)
+	}
+}
+
+func TestAttestVerifyRejectsCorruptedEmbeddedRoot(t *testing.T) {
+	td := sgxTestdata(t)
+	raw, err := os.ReadFile(filepath.Join(td, "phala_sgx_quote.dat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Change one base64 character of the embedded root's signature: the
+	// last "-----END CERTIFICATE-----" closes the root; a character some
+	// lines before it lies in the signature.
+	end := bytes.LastIndex(raw, []byte("-----END CERTIFICATE-----"))
+	pos := end - 10
+	for raw[pos] == '\n' || raw[pos] == '=' {
+		pos--
+	}
+	if raw[pos] == 'A' {
+		raw[pos] = 'B'
+	} else {
+		raw[pos] = 'A'
+	}
+	bad := filepath.Join(t.TempDir(), "bad-root.dat")
+	if err := os.WriteFile(bad, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	col := filepath.Join(td, "phala_sgx_quote_collateral.json")
+	code, out, errOut := runCLI(t, "attest", "verify", bad, "--collateral", col, "--at", "2025-07-01T00:00:00Z", "--accept-tcb", "ConfigurationAndSWHardeningNeeded")
+	if code != exitRejected || !strings.Contains(errOut, "not the pinned Intel SGX Root CA") || !strings.Contains(out, "pck chain                  FAILED") {
+		t.Errorf("corrupted root: exit %d\n%s\n%s", code, out, errOut)
 	}
 }

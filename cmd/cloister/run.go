@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -13,8 +14,10 @@ import (
 func runCommand() *command {
 	var (
 		nodeName, dashboard, logLevel, leak, security string
+		stateDir                                      string
 		sensors                                       int
 		period, leakAfter, duration                   time.Duration
+		flags                                         *flag.FlagSet
 	)
 	return &command{
 		name:    "run",
@@ -25,8 +28,15 @@ JetStream), the sensors simulator, ingest, the coordinator and analytics
 enclaves (process backend, simulated attestation; images built on first use,
 the manifest generated from their measurements), alerts and the dashboard —
 prints where the dashboard is, then a one-line summary per second, until
-Ctrl-C or SIGTERM, when it stops cleanly. --log-level info shows the
-services' and the NATS servers' logs.
+Ctrl-C or SIGTERM, when it stops cleanly (also during start-up). --log-level
+info shows the services' and the NATS servers' logs.
+
+The state (the coordinator's keys and manifest, analytics' sealed states,
+JetStream, the images) is kept in the file's state_dir (relative to the
+file; the shipped files use examples/water/state/) or --state-dir, so that
+a second run continues where the first stopped. Every value is checked
+before anything starts: a bad value, a port in use or an unusable state
+directory is an error at once.
 
   cloister run examples/water/app.yaml          # one node
   cloister run examples/water/app-3nodes.yaml   # three routed nodes in this process
@@ -35,9 +45,11 @@ services' and the NATS servers' logs.
 Inject a leak while it runs: the dashboard's button, or
   curl -X POST 'http://127.0.0.1:8080/api/leak?sensor=s-007'`,
 		flags: func(fs *flag.FlagSet) {
+			flags = fs
 			fs.StringVar(&nodeName, "node", "", "run only this node of the file (the others run in other processes)")
 			fs.StringVar(&dashboard, "dashboard", "", "dashboard host:port (overrides the file)")
 			fs.StringVar(&security, "security", "", "coordinator, channel or plain (overrides the file)")
+			fs.StringVar(&stateDir, "state-dir", "", "keep the state (keys, sealed states, JetStream, images) in this `directory` (overrides the file's state_dir)")
 			fs.IntVar(&sensors, "sensors", 0, "number of sensors (overrides the file)")
 			fs.DurationVar(&period, "period", 0, "time between two readings of a sensor (overrides the file)")
 			fs.StringVar(&leak, "leak", "", "script a leak on this sensor (overrides the file)")
@@ -53,30 +65,51 @@ Inject a leak while it runs: the dashboard's button, or
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return &usageError{err: fmt.Errorf("--log-level: %w", err)}
 			}
+			// Flags given are checked as given (a zero or negative value
+			// is a mistake, not "use the file's"), before the file is read.
+			set := map[string]bool{}
+			flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
+			switch {
+			case set["sensors"] && (sensors < 1 || sensors > app.MaxSensors):
+				return &usageError{err: fmt.Errorf("--sensors %d: want 1 to %d", sensors, app.MaxSensors)}
+			case set["period"] && period < app.MinPeriod:
+				return &usageError{err: fmt.Errorf("--period %v: want at least %v", period, app.MinPeriod)}
+			case set["leak-after"] && leakAfter < 0:
+				return &usageError{err: fmt.Errorf("--leak-after %v: must not be negative", leakAfter)}
+			case duration < 0:
+				return &usageError{err: fmt.Errorf("--duration %v: must not be negative (0: run until interrupted)", duration)}
+			case set["dashboard"] && dashboard == "":
+				return &usageError{err: errors.New("--dashboard: empty (want host:port, e.g. 127.0.0.1:0)")}
+			case set["leak"] && leak == "":
+				return &usageError{err: errors.New("--leak: empty (want a sensor ID such as s-003)")}
+			}
 			cfg, err := app.LoadConfig(args[0])
 			if err != nil {
 				return err
 			}
-			if dashboard != "" {
+			if set["dashboard"] {
 				cfg.Dashboard = dashboard
 			}
-			if security != "" {
+			if set["state-dir"] {
+				cfg.StateDir = stateDir
+			}
+			if set["security"] {
 				cfg.Security = security
 			}
-			if sensors > 0 {
+			if set["sensors"] {
 				cfg.Sensors.Count = sensors
 			}
-			if period > 0 {
+			if set["period"] {
 				cfg.Sensors.Period = period
 			}
-			if leak != "" {
+			if set["leak"] {
 				cfg.Sensors.Leak.Sensor = leak
 			}
-			if leakAfter > 0 {
+			if set["leak-after"] {
 				cfg.Sensors.Leak.After = leakAfter
 			}
 			if err := cfg.Check(); err != nil {
-				return &usageError{err: err}
+				return &usageError{err: fmt.Errorf("%s with the flags given: %w", args[0], err)}
 			}
 			var h slog.Handler = slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level})
 			if level > slog.LevelInfo {

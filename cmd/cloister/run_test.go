@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,26 @@ import (
 
 var summaryLine = regexp.MustCompile(`^\d\d:\d\d:\d\d  readings/s sent \d+`)
 
+// startRun starts cloister run on examples/water/app.yaml with extra
+// flags, the dashboard on any free port, and state and simulation keys of
+// the test's own.
+func startRun(t *testing.T, flags ...string) (*exec.Cmd, io.ReadCloser, *strings.Builder) {
+	t.Helper()
+	args := append([]string{"run", "--dashboard", "127.0.0.1:0", "--state-dir", t.TempDir()}, flags...)
+	cmd := exec.Command(cloisterBin, append(args, filepath.Join("..", "..", "examples", "water", "app.yaml"))...)
+	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir())
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &strings.Builder{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, stdout, stderr
+}
+
 // TestRunWaterStopsCleanly: cloister run starts the water application,
 // prints the dashboard's address and one summary line per second, shows
 // cloister tap only ciphertext where readings travel, and stops cleanly on
@@ -25,18 +46,7 @@ func TestRunWaterStopsCleanly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	cmd := exec.Command(cloisterBin, "run", "--dashboard", "127.0.0.1:0", "--sensors", "3", "--period", "50ms",
-		filepath.Join("..", "..", "examples", "water", "app.yaml"))
-	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir())
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdout, stderr := startRun(t, "--sensors", "3", "--period", "50ms")
 	var mu sync.Mutex
 	var out strings.Builder
 	summaries := make(chan struct{}, 100)
@@ -137,5 +147,105 @@ func TestBenchQuick(t *testing.T) {
 	b, err := os.ReadFile(svg)
 	if err != nil || !strings.HasPrefix(string(b), "<svg") || !strings.Contains(string(b), "trusted+secured") {
 		t.Fatalf("svg: %v\n%s", err, b)
+	}
+}
+
+// TestRunRefusesBadValues: invalid flag values and configuration files are
+// usage errors naming the flag (or the field and line) and the value,
+// before anything starts.
+func TestRunRefusesBadValues(t *testing.T) {
+	appYAML := filepath.Join("..", "..", "examples", "water", "app.yaml")
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	const nodes = "nodes:\n  - name: n1\n    services: [sensors, ingest, analytics, alerts, dashboard]\n"
+	cases := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--sensors", "-1", appYAML}, []string{"--sensors -1"}},
+		{[]string{"--sensors", "0", appYAML}, []string{"--sensors 0"}},
+		{[]string{"--period", "0s", appYAML}, []string{"--period 0s"}},
+		{[]string{"--period", "-5s", appYAML}, []string{"--period -5s"}},
+		{[]string{"--duration", "-1s", appYAML}, []string{"--duration -1s"}},
+		{[]string{"--leak-after", "-1s", appYAML}, []string{"--leak-after -1s"}},
+		{[]string{"--dashboard", "127.0.0.1", appYAML}, []string{"dashboard", `"127.0.0.1"`}},
+		{[]string{"--leak", "s-999", appYAML}, []string{"sensors.leak.sensor", "s-999"}},
+		{[]string{"--sensors", "2", appYAML}, []string{"sensors.leak.sensor", "s-003"}}, // the file's leak is on s-003
+		{[]string{write("count.yaml", "sensors:\n  count: 2.5\n"+nodes)}, []string{"sensors.count (line 2)", "2.5"}},
+		{[]string{write("ack.yaml", "ack_wait: 1ns\n"+nodes)}, []string{"ack_wait (line 1)", "1ns"}},
+		{[]string{write("two.yaml", nodes+"---\n"+nodes)}, []string{"line 4", "second YAML document"}},
+		{[]string{write("backend.yaml", "enclave:\n  backend: sgx-magic\n"+nodes)}, []string{"enclave.backend (line 2)", "sgx-magic"}},
+	}
+	for _, tc := range cases {
+		code, out, errOut := runCLI(t, append([]string{"run"}, tc.args...)...)
+		if code != exitUsage && code != exitFailure {
+			t.Errorf("run %q: exit %d\n%s\n%s", tc.args, code, out, errOut)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(errOut, w) {
+				t.Errorf("run %q: stderr does not mention %q:\n%s", tc.args, w, errOut)
+			}
+		}
+		if strings.Contains(out, "building") {
+			t.Errorf("run %q started building images:\n%s", tc.args, out)
+		}
+	}
+}
+
+// TestRunStopsOnSignalDuringStartup: SIGINT while the images are still
+// being built (or the nodes starting) stops cloister run, rather than
+// being ignored until the start-up is over.
+func TestRunStopsOnSignalDuringStartup(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	cmd, stdout, stderr := startRun(t)
+	sc := bufio.NewScanner(stdout)
+	var out strings.Builder
+	for sc.Scan() {
+		out.WriteString(sc.Text() + "\n")
+		if strings.HasPrefix(sc.Text(), "building the analytics enclave image") {
+			break
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, stdout)
+	err := cmd.Wait()
+	if strings.Contains(out.String(), "readings/s sent") {
+		t.Fatalf("ran on after SIGINT during start-up:\n%s", out.String())
+	}
+	// Interrupted is not a failure: exit 0, and no word of a broken build.
+	if err != nil || strings.Contains(stderr.String(), "build") {
+		t.Fatalf("exit after SIGINT during start-up: %v\n%s", err, stderr.String())
+	}
+}
+
+// TestRunPortInUseFailsAtOnce: a NATS port in use is an error naming the
+// field and the address, before any image is built.
+func TestRunPortInUseFailsAtOnce(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "app.yaml")
+	os.WriteFile(cfg, []byte("nodes:\n  - name: n1\n    nats_listen: "+taken.Addr().String()+"\n    services: [sensors, ingest, analytics, alerts, dashboard]\n"), 0o600)
+	state := filepath.Join(dir, "state")
+	code, out, errOut := runCLI(t, "run", "--dashboard", "127.0.0.1:0", "--state-dir", state, cfg)
+	if code != exitFailure || !strings.Contains(errOut, "nats_listen "+taken.Addr().String()) || strings.Contains(out, "building") {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	if _, err := os.Stat(state); !os.IsNotExist(err) {
+		t.Fatalf("state dir written: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -68,8 +69,18 @@ type localNode struct {
 	node    *node.Node
 }
 
+// ErrStateDir is wrapped when the state directory cannot be used: it is
+// a file, cannot be created, or is not writable.
+var ErrStateDir = errors.New("app: unusable state_dir")
+
 // Start starts the nodes of cfg (all of them, or opts.Only) and their
 // services. The analytics image is built first if needed.
+//
+// It fails fast and writes nothing before the checks pass: the
+// configuration is checked again (cfg.Check), the dashboard's listener is
+// opened and fixed NATS ports are tried (a port in use is an error at
+// once), and the state directory must be a writable directory. ctx ends
+// the start-up too (a signal).
 func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -79,6 +90,12 @@ func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 	}
 	a := &App{cfg: cfg, opts: opts, logger: opts.Logger}
 	defer func() {
+		if err != nil && ctx.Err() != nil {
+			// Interrupted (a signal): say so, not what the interruption
+			// broke on its way (a killed build, a cancelled request).
+			a.logger.Debug("water: start-up interrupted", "error", err)
+			err = fmt.Errorf("app: start-up interrupted: %w", context.Cause(ctx))
+		}
 		if err != nil {
 			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -94,6 +111,21 @@ func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 	if len(run) == 0 {
 		return nil, fmt.Errorf("app: no node %q in the configuration", opts.Only)
 	}
+	if err := cfg.Check(); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	for _, nc := range run {
+		if slices.Contains(nc.Services, ServiceDashboard) {
+			if a.ln, err = net.Listen("tcp", cfg.Dashboard); err != nil {
+				return nil, fmt.Errorf("app: dashboard: cannot listen on %s (is the port in use? set dashboard:, or --dashboard 127.0.0.1:0 for any free port): %w", cfg.Dashboard, err)
+			}
+		}
+		for _, l := range []struct{ field, addr string }{{"nats_listen", nc.NATSListen}, {"cluster_listen", nc.ClusterListen}} {
+			if err := tryListen(l.addr); err != nil {
+				return nil, fmt.Errorf("app: node %s: %s %s: %w", nc.Name, l.field, l.addr, err)
+			}
+		}
+	}
 	a.stateDir = cfg.StateDir
 	if a.stateDir == "" {
 		d, err := os.MkdirTemp("", "cloister-water-")
@@ -101,6 +133,8 @@ func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 			return nil, fmt.Errorf("app: %w", err)
 		}
 		a.stateDir, a.tempDir = d, true
+	} else if err := prepareStateDir(a.stateDir); err != nil {
+		return nil, err
 	}
 	// Every process needs the image: to host it, or to know the
 	// measurement the sensors and the dashboard expect.
@@ -162,6 +196,44 @@ func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 		a.collector.run(bg)
 	}()
 	return a, nil
+}
+
+// tryListen opens and closes a listener on a fixed host:port, to report a
+// port in use before anything starts; any-port addresses pass.
+func tryListen(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "0" || port == "-1" {
+		return nil // checked with the configuration; any free port
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("cannot listen (is the port in use?): %w", err)
+	}
+	return l.Close()
+}
+
+// prepareStateDir makes dir if needed and checks that it is a writable
+// directory, so that a wrong state_dir is reported as such before anything
+// is written into it.
+func prepareStateDir(dir string) error {
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		return fmt.Errorf("%w: %s is a file, not a directory", ErrStateDir, dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("%w: %s cannot be created: %w", ErrStateDir, dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".write-check-*")
+	if err != nil {
+		return fmt.Errorf("%w: %s is not writable (read-only?): %w", ErrStateDir, dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	if err := os.Remove(name); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrStateDir, dir, err)
+	}
+	return nil
 }
 
 func (a *App) nodeByName(name string) *localNode {
@@ -339,17 +411,26 @@ func (a *App) StopSensors(ctx context.Context) (map[string]uint64, error) {
 	return last, nil
 }
 
-// AnalyticsStatus asks analytics for its accounting of sensors.
+// AnalyticsStatus asks analytics for its accounting of sensors, in
+// requests of at most monitor.MaxStatusSensors sensors each.
 func (a *App) AnalyticsStatus(ctx context.Context, sensors []string) (monitor.Status, error) {
-	var st monitor.Status
-	m, err := a.Bus().Request(ctx, monitor.AddressStatus, monitor.StatusRequest{Sensors: sensors}, bus.Timeout(5*time.Second))
-	if err != nil {
-		return st, fmt.Errorf("app: analytics status: %w", err)
+	all := monitor.Status{Sensors: map[string]monitor.SensorCounts{}}
+	for first := true; first || len(sensors) > 0; first = false {
+		batch := sensors[:min(len(sensors), monitor.MaxStatusSensors)]
+		sensors = sensors[len(batch):]
+		var st monitor.Status
+		m, err := a.Bus().Request(ctx, monitor.AddressStatus, monitor.StatusRequest{Sensors: batch}, bus.Timeout(5*time.Second))
+		if err != nil {
+			return all, fmt.Errorf("app: analytics status: %w", err)
+		}
+		if err := m.Decode(&st); err != nil {
+			return all, fmt.Errorf("app: analytics status: %w", err)
+		}
+		maps.Copy(all.Sensors, st.Sensors)
+		all.Truncated = all.Truncated || st.Truncated
+		all.Unopened, all.Alerts = st.Unopened, st.Alerts
 	}
-	if err := m.Decode(&st); err != nil {
-		return st, fmt.Errorf("app: analytics status: %w", err)
-	}
-	return st, nil
+	return all, nil
 }
 
 // State returns the latest collected state (what /api/state serves).
@@ -430,6 +511,8 @@ func (a *App) Close(ctx context.Context) error {
 		if err := a.http.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
 		}
+	} else if a.ln != nil {
+		a.ln.Close() // opened at start, never served
 	}
 	// Ingest stops retrying at once: what it has not handed to analytics
 	// stays in JetStream for the next run.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -384,6 +385,119 @@ func TestConfig(t *testing.T) {
 	}
 }
 
+// TestConfigErrorsNameValueFieldAndLine: every bad value is refused with
+// the field, the value and its line.
+func TestConfigErrorsNameValueFieldAndLine(t *testing.T) {
+	const nodes = "nodes:\n  - name: n1\n    services: [sensors, ingest, analytics, alerts, dashboard]\n"
+	cases := []struct {
+		name, yaml string
+		field      string
+		line       int
+		want       string
+	}{
+		{"count not whole", "sensors:\n  count: 2.5\n" + nodes, "sensors.count", 2, "2.5"},
+		{"count zero", "sensors:\n  count: 0\n" + nodes, "sensors.count", 2, "0"},
+		{"count negative", "sensors:\n  count: -1\n" + nodes, "sensors.count", 2, "-1"},
+		{"period zero", "sensors:\n  period: 0s\n" + nodes, "sensors.period", 2, "0s"},
+		{"period negative", "sensors:\n  period: -5s\n" + nodes, "sensors.period", 2, "-5s"},
+		{"leak on no sensor", "sensors:\n  count: 5\n  leak:\n    sensor: s-042\n" + nodes, "sensors.leak.sensor", 4, "s-042"},
+		{"leak after negative", "sensors:\n  leak:\n    sensor: s-001\n    after: -1s\n" + nodes, "sensors.leak.after", 4, "-1s"},
+		{"ack wait negative", "ack_wait: -10s\n" + nodes, "ack_wait", 1, "-10s"},
+		{"ack wait tiny", "ack_wait: 1ns\n" + nodes, "ack_wait", 1, "1ns"},
+		{"restart backoff negative", "enclave:\n  restart_backoff: -1s\n" + nodes, "enclave.restart_backoff", 2, "-1s"},
+		{"unknown backend", "enclave:\n  backend: sgx-magic\n" + nodes, "enclave.backend", 2, "sgx-magic"},
+		{"dashboard without port", "dashboard: 127.0.0.1\n" + nodes, "dashboard", 1, "127.0.0.1"},
+		{"dashboard without host", "dashboard: \":8080\"\n" + nodes, "dashboard", 1, ":8080"},
+		{"dashboard bad port", "dashboard: 127.0.0.1:99999\n" + nodes, "dashboard", 1, "99999"},
+		{"nats listen without port", nodes + "    nats_listen: 127.0.0.1\n", "nodes[0].nats_listen", 4, "127.0.0.1"},
+		{"bad route", nodes + "    cluster_listen: 127.0.0.1:6222\n    routes: [n9, \"127.0.0.1:0\"]\n", "nodes[0].routes[0]", 5, "n9"},
+		{"second document", nodes + "---\nname: other\n", "", 4, "second YAML document"},
+		{"empty file", "", "", 0, "empty"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tc.yaml))
+			var ce *ConfigError
+			if !errors.As(err, &ce) || !errors.Is(err, ErrConfig) {
+				t.Fatalf("error %v, want a ConfigError", err)
+			}
+			if ce.Field != tc.field || ce.Line != tc.line || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q (field %q, line %d), want field %q, line %d, mentioning %q", err, ce.Field, ce.Line, tc.field, tc.line, tc.want)
+			}
+		})
+	}
+}
+
+// TestStartFailsBeforeWriting: a state_dir that is a file or read-only, a
+// port in use, and values set after parsing (as flags do) that are
+// invalid stop Start at once, with the reason, and nothing is written.
+func TestStartFailsBeforeWriting(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	file := filepath.Join(t.TempDir(), "state-file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	readOnly := filepath.Join(t.TempDir(), "read-only")
+	if err := os.Mkdir(readOnly, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	canWriteReadOnly := false
+	if f, err := os.CreateTemp(readOnly, "probe"); err == nil { // root writes anyway
+		canWriteReadOnly = true
+		f.Close()
+		os.Remove(f.Name())
+	}
+	cases := []struct {
+		name   string
+		change func(c *Config) (stateDir string)
+		want   string
+	}{
+		{"state dir is a file", func(c *Config) string { c.StateDir = file; return "" }, "is a file"},
+		{"dashboard port in use", func(c *Config) string { c.Dashboard = taken.Addr().String(); return c.StateDir }, "dashboard: cannot listen on " + taken.Addr().String()},
+		{"nats port in use", func(c *Config) string { c.Nodes[0].NATSListen = taken.Addr().String(); return c.StateDir }, "nats_listen " + taken.Addr().String()},
+		{"unknown backend", func(c *Config) string { c.Enclave.Backend = "sgx-magic"; return c.StateDir }, "enclave.backend"},
+		{"bad route", func(c *Config) string {
+			c.Nodes[0].ClusterListen = "127.0.0.1:-1"
+			c.Nodes[0].Routes = []string{"nowhere"}
+			return c.StateDir
+		}, "nodes[0].routes[0]"},
+		{"dashboard without port", func(c *Config) string { c.Dashboard = "127.0.0.1"; return c.StateDir }, "dashboard"},
+	}
+	if !canWriteReadOnly {
+		cases = append(cases, struct {
+			name   string
+			change func(c *Config) (stateDir string)
+			want   string
+		}{"state dir read-only", func(c *Config) string { c.StateDir = readOnly; return "" }, "not writable"})
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t, 2)
+			cfg.StateDir = filepath.Join(t.TempDir(), "state")
+			mustNotExist := tc.change(cfg)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			a, err := Start(ctx, cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err == nil {
+				a.Close(ctx)
+				t.Fatal("started")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not mention %q", err, tc.want)
+			}
+			if mustNotExist != "" {
+				if _, err := os.Stat(mustNotExist); !os.IsNotExist(err) {
+					t.Fatalf("%s was created (%v)", mustNotExist, err)
+				}
+			}
+		})
+	}
+}
+
 // TestThreeNodes: the same application on three routed nodes (in one
 // process) — a configuration change only.
 func TestThreeNodes(t *testing.T) {
@@ -485,4 +599,24 @@ func TestRestartWithStateDir(t *testing.T) {
 			t.Fatalf("sensor %s: %d readings after the first run's %d", id, seq, first[id])
 		}
 	}
+}
+
+// FuzzParseConfig: whatever the bytes, ParseConfig does not panic, and a
+// configuration it accepts passes Check again unchanged.
+func FuzzParseConfig(f *testing.F) {
+	for _, p := range []string{"../app.yaml", "../app-3nodes.yaml"} {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte("sensors:\n  count: 2.5\nnodes: [{name: a, services: [sensors]}]\n---\nx: 1\n"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		c, err := ParseConfig(raw)
+		if err != nil {
+			return
+		}
+		if err := c.Check(); err != nil {
+			t.Fatalf("accepted, then refused by Check: %v", err)
+		}
+	})
 }

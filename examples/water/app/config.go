@@ -8,14 +8,20 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/cloister-dev/cloister/cluster"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
+	"github.com/cloister-dev/cloister/node"
 )
 
 // Service names, as placement lists them.
@@ -57,13 +63,18 @@ type Config struct {
 	Security string `yaml:"security"`
 	// Sensors configures the simulator.
 	Sensors SensorsConfig `yaml:"sensors"`
-	// Dashboard is the host:port the dashboard listens on (port 0: any).
+	// Dashboard is the host:port the dashboard listens on (port 0: any;
+	// default 127.0.0.1:8080). The host must be given: the dashboard never
+	// listens on every interface unless told so (0.0.0.0).
 	Dashboard string `yaml:"dashboard"`
-	// StateDir keeps JetStream's store, the enclave image and its
-	// protected storage; empty: a temporary directory removed at exit.
+	// StateDir keeps JetStream's store, the enclave images and their
+	// protected storage (the coordinator's keys, analytics' sensor
+	// states), so that a restarted node finds them; relative to the
+	// app.yaml's directory. Empty: a temporary directory removed at exit
+	// (nothing survives a restart).
 	StateDir string `yaml:"state_dir"`
 	// AckWait is how long a reading may stay unacknowledged before
-	// JetStream delivers it again (default 10s).
+	// JetStream delivers it again (default 10s, at least MinAckWait).
 	AckWait time.Duration `yaml:"ack_wait"`
 	// Enclave configures the analytics enclave.
 	Enclave EnclaveConfig `yaml:"enclave"`
@@ -103,7 +114,8 @@ type EnclaveConfig struct {
 	// CoordinatorImage is a prebuilt coordinator image; empty: built on
 	// first use from ./coordinator/image.
 	CoordinatorImage string `yaml:"coordinator_image"`
-	// RestartBackoff is the supervisor's first restart delay (default 200ms).
+	// RestartBackoff is the supervisor's first restart delay (default
+	// 200ms; not negative).
 	RestartBackoff time.Duration `yaml:"restart_backoff"`
 }
 
@@ -122,12 +134,52 @@ type NodeConfig struct {
 	Services []string `yaml:"services"`
 }
 
-// Defaults for an app.yaml that leaves them out.
+// Defaults for an app.yaml that leaves them out, and bounds.
 const (
-	DefaultSensors = 10
-	DefaultPeriod  = 500 * time.Millisecond
-	DefaultAckWait = 10 * time.Second
+	DefaultSensors   = 10
+	MaxSensors       = 9999
+	DefaultPeriod    = 500 * time.Millisecond
+	MinPeriod        = time.Millisecond
+	DefaultAckWait   = 10 * time.Second
+	DefaultDashboard = "127.0.0.1:8080"
+	// MinAckWait is the shortest ack wait: below it JetStream would
+	// redeliver readings that are still being handled.
+	MinAckWait = time.Second
 )
+
+// ErrConfig is matched by every [*ConfigError].
+var ErrConfig = errors.New("app: invalid configuration")
+
+// ConfigError is a bad value in an app.yaml (or in a command-line flag
+// overriding one): the field, its line in the file, and what is wrong,
+// naming the value.
+type ConfigError struct {
+	// Field is the field path, e.g. "sensors.count" or "nodes[1].routes[0]".
+	Field string
+	// Line is the field's line in the file (1-based; 0 if unknown).
+	Line int
+	// Msg says what is wrong.
+	Msg string
+}
+
+// Error returns "field (line N): message".
+func (e *ConfigError) Error() string {
+	f := e.Field
+	if f == "" {
+		f = "app config"
+	}
+	if e.Line > 0 {
+		return fmt.Sprintf("%s (line %d): %s", f, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", f, e.Msg)
+}
+
+// Is makes every ConfigError match [ErrConfig].
+func (e *ConfigError) Is(target error) bool { return target == ErrConfig }
+
+func fieldErr(field, format string, a ...any) *ConfigError {
+	return &ConfigError{Field: field, Msg: fmt.Sprintf(format, a...)}
+}
 
 // LoadConfig reads and checks an app.yaml.
 func LoadConfig(path string) (*Config, error) {
@@ -139,6 +191,8 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("app: %s: %w", path, err)
 	}
+	// Relative paths are the file's: the state stays where the file is,
+	// wherever the command runs from.
 	dir := filepath.Dir(path)
 	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
 		c.StateDir = filepath.Join(dir, c.StateDir)
@@ -152,25 +206,100 @@ func LoadConfig(path string) (*Config, error) {
 	return c, nil
 }
 
-// ParseConfig parses an app.yaml strictly (unknown fields are errors) and
-// fills in defaults.
+// ParseConfig parses an app.yaml strictly — unknown fields, a second
+// document, a number that is not whole where one is needed, and every
+// invalid value are errors ([*ConfigError] naming the field and its line)
+// — and fills in defaults.
 func ParseConfig(raw []byte) (*Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fieldErr("", "the file is empty")
+		}
 		return nil, fmt.Errorf("app config: %w", err)
 	}
+	// The same bytes as nodes, for the lines and what the typed decoding
+	// lets pass.
+	var root yaml.Node
+	nd := yaml.NewDecoder(bytes.NewReader(raw))
+	if err := nd.Decode(&root); err != nil {
+		return nil, fmt.Errorf("app config: %w", err)
+	}
+	var second yaml.Node
+	switch err := nd.Decode(&second); {
+	case err == nil:
+		return nil, &ConfigError{Line: second.Line, Msg: "a second YAML document (after ---): an app.yaml holds one"}
+	case !errors.Is(err, io.EOF):
+		return nil, fmt.Errorf("app config: %w", err)
+	}
+	if n := lookup(&root, "sensors.count"); n != nil {
+		if n.ShortTag() != "!!int" {
+			return nil, &ConfigError{Field: "sensors.count", Line: n.Line, Msg: fmt.Sprintf("%q is not a whole number", n.Value)}
+		}
+		if c.Sensors.Count == 0 {
+			return nil, &ConfigError{Field: "sensors.count", Line: n.Line, Msg: fmt.Sprintf("0 (want 1 to %d)", MaxSensors)}
+		}
+	}
+	if n := lookup(&root, "sensors.period"); n != nil && c.Sensors.Period == 0 {
+		return nil, &ConfigError{Field: "sensors.period", Line: n.Line, Msg: fmt.Sprintf("%q (want at least %v)", n.Value, MinPeriod)}
+	}
 	if err := c.fill(); err != nil {
+		var ce *ConfigError
+		if errors.As(err, &ce) && ce.Line == 0 {
+			if n := lookup(&root, ce.Field); n != nil {
+				ce.Line = n.Line
+			}
+		}
 		return nil, err
 	}
 	return &c, nil
 }
 
+// lookup returns the node at path ("a.b[2].c") in doc, or nil.
+func lookup(doc *yaml.Node, path string) *yaml.Node {
+	n := doc
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	if path == "" {
+		return n
+	}
+	for _, part := range strings.Split(path, ".") {
+		name, rest, _ := strings.Cut(part, "[")
+		if name != "" {
+			if n.Kind != yaml.MappingNode {
+				return nil
+			}
+			var next *yaml.Node
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == name {
+					next = n.Content[i+1]
+				}
+			}
+			if next == nil {
+				return nil
+			}
+			n = next
+		}
+		for rest != "" {
+			idx, after, ok := strings.Cut(rest, "]")
+			i, err := strconv.Atoi(idx)
+			if !ok || err != nil || n.Kind != yaml.SequenceNode || i < 0 || i >= len(n.Content) {
+				return nil
+			}
+			n = n.Content[i]
+			rest = strings.TrimPrefix(after, "[")
+		}
+	}
+	return n
+}
+
 // Default returns the configuration of examples/water/app.yaml: one node
 // hosting everything.
 func Default() *Config {
-	c := &Config{Nodes: []NodeConfig{{Name: "n1", Services: allServices()}}, Dashboard: "127.0.0.1:8080"}
+	c := &Config{Nodes: []NodeConfig{{Name: "n1", Services: allServices()}}, Dashboard: DefaultDashboard}
 	_ = c.fill()
 	return c
 }
@@ -187,70 +316,134 @@ func (c *Config) fill() error {
 		c.Security = SecurityCoordinator
 	}
 	if c.Security != SecurityChannel && c.Security != SecurityPlain && c.Security != SecurityCoordinator {
-		return fmt.Errorf("security: %q (want coordinator, channel or plain)", c.Security)
+		return fieldErr("security", "%q (want coordinator, channel or plain)", c.Security)
 	}
 	if c.Sensors.Count == 0 {
 		c.Sensors.Count = DefaultSensors
 	}
-	if c.Sensors.Count < 0 || c.Sensors.Count > 9999 {
-		return fmt.Errorf("sensors.count: %d (want 1 to 9999)", c.Sensors.Count)
+	if c.Sensors.Count < 0 || c.Sensors.Count > MaxSensors {
+		return fieldErr("sensors.count", "%d (want 1 to %d)", c.Sensors.Count, MaxSensors)
 	}
 	if c.Sensors.Period == 0 {
 		c.Sensors.Period = DefaultPeriod
 	}
-	if c.Sensors.Period < time.Millisecond {
-		return fmt.Errorf("sensors.period: %v (want at least 1ms)", c.Sensors.Period)
+	if c.Sensors.Period < MinPeriod {
+		return fieldErr("sensors.period", "%v (want at least %v)", c.Sensors.Period, MinPeriod)
 	}
 	if s := c.Sensors.Leak.Sensor; s != "" {
 		if err := monitor.ValidSensorID(s); err != nil {
-			return fmt.Errorf("sensors.leak.sensor: %w", err)
+			return fieldErr("sensors.leak.sensor", "%q: %v", s, err)
 		}
+		if !slices.Contains(c.SensorIDs(), s) {
+			return fieldErr("sensors.leak.sensor", "%q is not one of the %d sensors (%s to %s)", s, c.Sensors.Count, SensorID(1), SensorID(c.Sensors.Count))
+		}
+	}
+	if c.Sensors.Leak.After < 0 {
+		return fieldErr("sensors.leak.after", "%v is negative", c.Sensors.Leak.After)
+	}
+	if c.Dashboard == "" {
+		c.Dashboard = DefaultDashboard
+	}
+	if err := checkListen(c.Dashboard); err != nil {
+		return fieldErr("dashboard", "%v", err)
 	}
 	if c.AckWait == 0 {
 		c.AckWait = DefaultAckWait
+	}
+	if c.AckWait < MinAckWait {
+		return fieldErr("ack_wait", "%v (want at least %v: a shorter wait redelivers readings still being handled)", c.AckWait, MinAckWait)
 	}
 	if c.Summary == 0 {
 		c.Summary = time.Second
 	}
 	if c.Enclave.Backend == "" {
-		c.Enclave.Backend = "process"
+		c.Enclave.Backend = node.BackendProcess
+	}
+	if b := c.Enclave.Backend; b != node.BackendProcess && b != node.BackendGramine {
+		return fieldErr("enclave.backend", "%q (want %s or %s)", b, node.BackendProcess, node.BackendGramine)
 	}
 	if c.Enclave.RestartBackoff == 0 {
 		c.Enclave.RestartBackoff = 200 * time.Millisecond
 	}
+	if c.Enclave.RestartBackoff < 0 {
+		return fieldErr("enclave.restart_backoff", "%v is negative", c.Enclave.RestartBackoff)
+	}
 	if len(c.Nodes) == 0 {
-		return errors.New("nodes: at least one node is needed")
+		return fieldErr("nodes", "at least one node is needed")
 	}
 	placed := map[string]string{}
 	names := map[string]bool{}
-	for i, n := range c.Nodes {
-		if n.Name == "" {
-			return fmt.Errorf("nodes[%d]: a name is needed", i)
-		}
-		if names[n.Name] {
-			return fmt.Errorf("nodes[%d]: node %q named twice", i, n.Name)
-		}
+	for _, n := range c.Nodes {
 		names[n.Name] = true
-		for _, s := range n.Services {
+	}
+	seen := map[string]bool{}
+	for i, n := range c.Nodes {
+		at := fmt.Sprintf("nodes[%d]", i)
+		if n.Name == "" {
+			return fieldErr(at, "a name is needed")
+		}
+		if seen[n.Name] {
+			return fieldErr(at+".name", "node %q named twice", n.Name)
+		}
+		seen[n.Name] = true
+		if n.NATSListen != "" {
+			if err := cluster.CheckListenAddress("NATS listen address", n.NATSListen); err != nil {
+				return fieldErr(at+".nats_listen", "%v", err)
+			}
+		}
+		if n.ClusterListen != "" {
+			if err := cluster.CheckListenAddress("cluster listen address", n.ClusterListen); err != nil {
+				return fieldErr(at+".cluster_listen", "%v", err)
+			}
+		}
+		for j, r := range n.Routes {
+			if names[r] {
+				continue // another node of this file
+			}
+			if _, err := cluster.ParseRoute(r); err != nil {
+				return fieldErr(fmt.Sprintf("%s.routes[%d]", at, j), "%q is neither a node of this file nor a route: %v", r, err)
+			}
+		}
+		if len(n.Routes) > 0 && n.ClusterListen == "" {
+			return fieldErr(at+".routes", "routes need cluster_listen")
+		}
+		for j, s := range n.Services {
 			if !slices.Contains(allServices(), s) {
-				return fmt.Errorf("nodes[%d].services: unknown service %q (want %v)", i, s, allServices())
+				return fieldErr(fmt.Sprintf("%s.services[%d]", at, j), "unknown service %q (want %v)", s, allServices())
 			}
 			if other, ok := placed[s]; ok {
-				return fmt.Errorf("nodes[%d].services: %s is already placed on %s", i, s, other)
+				return fieldErr(fmt.Sprintf("%s.services[%d]", at, j), "%s is already placed on %s", s, other)
 			}
 			placed[s] = n.Name
 		}
 		if len(c.Nodes) > 1 && n.ClusterListen == "" {
-			return fmt.Errorf("nodes[%d]: several nodes need cluster_listen (and routes) to form one bus", i)
+			return fieldErr(at, "several nodes need cluster_listen (and routes) to form one bus")
 		}
 	}
 	for _, s := range allServices() {
 		if _, ok := placed[s]; !ok {
-			return fmt.Errorf("nodes: service %s is not placed on any node", s)
+			return fieldErr("nodes", "service %s is not placed on any node", s)
 		}
 	}
 	if placed[ServiceSensors] != placed[ServiceIngest] {
-		return fmt.Errorf("nodes: sensors and ingest must share a node (it holds the JetStream store of the durable readings address)")
+		return fieldErr("nodes", "sensors and ingest must share a node (it holds the JetStream store of the durable readings address)")
+	}
+	return nil
+}
+
+// checkListen checks a host:port the dashboard listens on: the host must
+// be given (never every interface by default) and the port be a number
+// from 0 to 65535.
+func checkListen(hostport string) error {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return fmt.Errorf("%q: want host:port (e.g. 127.0.0.1:8080): %w", hostport, err)
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host: name one (127.0.0.1 for this machine only, 0.0.0.0 for every interface)", hostport)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%q: bad port %q (want 0 to 65535)", hostport, port)
 	}
 	return nil
 }

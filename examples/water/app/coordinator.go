@@ -98,8 +98,8 @@ func (a *App) deployCoordinator(ctx context.Context, ln *localNode) error {
 			return fmt.Errorf("app: setting the coordinator's manifest: %w", err)
 		}
 	case st.ManifestHash != a.manifest.HashHex():
-		return fmt.Errorf("app: the coordinator in %s holds manifest %s, not this application's %s (the images changed? use a new state_dir, or send a signed update)",
-			a.stateDir, st.ManifestHash, a.manifest.HashHex())
+		return fmt.Errorf("app: the coordinator in %s holds manifest %s, not this application's %s: the enclave images changed since that state was made (to start afresh, delete %s or use another state_dir; to keep it, send the coordinator an update signed by the manifest owner)",
+			a.stateDir, st.ManifestHash, a.manifest.HashHex(), a.stateDir)
 	}
 	a.logger.Info("water: coordinator ready", "manifest", a.manifest.HashHex())
 	return nil

@@ -5,31 +5,25 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
+	"slices"
 	"time"
 )
 
 //go:embed dashboard.html
 var dashboardHTML []byte
 
-// startDashboard serves the dashboard on the configured address:
+// startDashboard serves the dashboard on the listener Start opened on the
+// configured address (a port in use failed Start before anything was
+// written; there is no fallback to another address):
 //
 //	GET  /            the page (it polls /api/state every second)
 //	GET  /api/state   State as JSON
 //	POST /api/leak?sensor=ID   starts a leak on a sensor
 func (a *App) startDashboard(ln *localNode) error {
-	l, err := net.Listen("tcp", a.cfg.Dashboard)
-	if err != nil {
-		// Most likely the port is taken: any free port on the same host
-		// beats not starting (the address is printed).
-		host, _, _ := net.SplitHostPort(a.cfg.Dashboard)
-		l2, err2 := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err2 != nil {
-			return fmt.Errorf("app: dashboard: %w", err)
-		}
-		fmt.Fprintf(a.opts.Out, "dashboard: %s is not available (%v); using another port\n", a.cfg.Dashboard, err)
-		l = l2
+	l := a.ln
+	if l == nil {
+		return errors.New("app: dashboard: no listener (Start opens it)")
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -50,13 +44,16 @@ func (a *App) startDashboard(ln *localNode) error {
 			http.Error(w, "want ?sensor=ID", http.StatusBadRequest)
 			return
 		}
+		if !slices.Contains(a.cfg.SensorIDs(), sensor) {
+			http.Error(w, fmt.Sprintf("no sensor %q (there are %s to %s)", sensor, SensorID(1), SensorID(a.cfg.Sensors.Count)), http.StatusBadRequest)
+			return
+		}
 		if err := a.InjectLeak(r.Context(), sensor); err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
 		fmt.Fprintf(w, "leak started on %s\n", sensor)
 	})
-	a.ln = l
 	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := a.http.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {

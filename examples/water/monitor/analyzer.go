@@ -3,8 +3,10 @@ package monitor
 import (
 	"context"
 	"crypto/sha512"
+	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"sync"
 )
 
@@ -58,15 +60,39 @@ type AttestResponse struct {
 	Quote []byte `json:"quote"`
 }
 
-// StatusRequest asks for the counts of some sensors (loaded from storage
-// if analytics has not seen them since it started).
+// Bounds of the analyzer's tables. Anyone who can reach analytics can name
+// sensors, so neither the sensors held in memory nor a status request nor
+// its answer grows with what a requester asks for.
+const (
+	// MaxStatusSensors bounds the sensors a StatusRequest may name and the
+	// sensors a Status lists: 1,000 sensors' counts take about 150 KB, well
+	// under NATS's 1 MiB maximum payload.
+	MaxStatusSensors = 1000
+	// DefaultMaxSensors is the default of Config.MaxSensors.
+	DefaultMaxSensors = 4096
+)
+
+// ErrStatusRequest is wrapped by a StatusRequest that is refused (too many
+// sensors named): the requester's mistake, not analytics' failure.
+var ErrStatusRequest = errors.New("monitor: bad status request")
+
+// StatusRequest asks for the counts of some sensors (read from storage if
+// analytics does not hold them in memory). At most MaxStatusSensors may be
+// named.
 type StatusRequest struct {
 	Sensors []string `json:"sensors,omitempty"`
 }
 
 // Status is analytics' declassified accounting.
 type Status struct {
+	// Sensors holds the counts of the sensors asked for that analytics
+	// knows (sensors it never accepted a reading of are absent), or, when
+	// none were named, of the sensors it holds in memory, at most
+	// MaxStatusSensors of them (the first by ID; Truncated says so).
 	Sensors map[string]SensorCounts `json:"sensors"`
+	// Truncated is set when sensors were left out of Sensors because
+	// there were more than MaxStatusSensors.
+	Truncated bool `json:"truncated,omitempty"`
 	// Unopened counts readings that did not decrypt or decode.
 	Unopened uint64 `json:"unopened"`
 	// Alerts counts alerts raised since this instance started.
@@ -83,9 +109,19 @@ type Store interface {
 // Analyzer applies readings to per-sensor states kept in a Store. Readings
 // of different sensors may be handled concurrently; those of one sensor
 // are handled one at a time.
+//
+// It holds at most Config.MaxSensors sensors' states in memory. A reading
+// of a sensor it does not hold, when it holds that many, drops an idle
+// sensor's state from memory (one no reading is being applied to, chosen
+// arbitrarily): nothing is lost, the state is in the Store and is read
+// back on that sensor's next reading. (While every held sensor has a
+// reading in progress the table holds one more per reading in progress,
+// and drops back to the bound as they finish.) Only readings create
+// entries; status requests never do.
 type Analyzer struct {
 	cfg   Config
 	store Store
+	max   int
 
 	mu       sync.Mutex
 	sensors  map[string]*sensorSlot
@@ -94,24 +130,62 @@ type Analyzer struct {
 }
 
 type sensorSlot struct {
+	users int // goroutines holding the slot (under Analyzer.mu)
+
 	mu    sync.Mutex
 	state *SensorState // nil until loaded
 }
 
 // NewAnalyzer returns an Analyzer over store.
 func NewAnalyzer(cfg Config, store Store) *Analyzer {
-	return &Analyzer{cfg: cfg, store: store, sensors: map[string]*sensorSlot{}}
+	max := cfg.MaxSensors
+	if max <= 0 {
+		max = DefaultMaxSensors
+	}
+	return &Analyzer{cfg: cfg, store: store, max: max, sensors: map[string]*sensorSlot{}}
 }
 
-func (a *Analyzer) slot(id string) *sensorSlot {
+// acquire returns id's slot, creating it (and, at the bound, dropping an
+// idle one) if needed; release it when done.
+func (a *Analyzer) acquire(id string) *sensorSlot {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := a.sensors[id]
 	if s == nil {
+		if len(a.sensors) >= a.max {
+			for k, idle := range a.sensors {
+				if idle.users == 0 {
+					delete(a.sensors, k)
+					break
+				}
+			}
+			// If every slot is busy the table exceeds the bound by at most
+			// the readings being applied at this moment, and shrinks back
+			// as they finish (release).
+		}
 		s = &sensorSlot{}
 		a.sensors[id] = s
 	}
+	s.users++
 	return s
+}
+
+// release gives back id's slot s; the last user of a slot over the bound
+// drops it (its state is in the store).
+func (a *Analyzer) release(id string, s *sensorSlot) {
+	a.mu.Lock()
+	s.users--
+	if s.users == 0 && len(a.sensors) > a.max && a.sensors[id] == s {
+		delete(a.sensors, id)
+	}
+	a.mu.Unlock()
+}
+
+// Sensors returns how many sensors' states the analyzer holds in memory.
+func (a *Analyzer) Sensors() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.sensors)
 }
 
 func stateKey(id string) string { return "sensor/" + id }
@@ -153,7 +227,8 @@ func (a *Analyzer) Handle(ctx context.Context, plaintext []byte) (Result, []Aler
 		a.CountUnopened()
 		return Result{Outcome: Rejected, Reason: err.Error()}, nil, nil
 	}
-	s := a.slot(r.SensorID)
+	s := a.acquire(r.SensorID)
+	defer a.release(r.SensorID, s)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st, err := a.load(ctx, r.SensorID, s)
@@ -181,38 +256,81 @@ func (a *Analyzer) Handle(ctx context.Context, plaintext []byte) (Result, []Aler
 	return res, alerts, nil
 }
 
-// Status returns the counts of the sensors seen since start and of those
-// asked for (loaded from the store).
+// Status returns the counts of the sensors named in req (at most
+// MaxStatusSensors, else an error wrapping ErrStatusRequest; invalid IDs
+// and sensors never seen are left out), or, when req names none, of the
+// sensors held in memory (at most MaxStatusSensors). It never creates
+// state: a sensor named but not held is read from the store and left
+// there.
 func (a *Analyzer) Status(ctx context.Context, req StatusRequest) (Status, error) {
-	for _, id := range req.Sensors {
+	if len(req.Sensors) > MaxStatusSensors {
+		return Status{}, fmt.Errorf("%w: %d sensors named, at most %d", ErrStatusRequest, len(req.Sensors), MaxStatusSensors)
+	}
+	a.mu.Lock()
+	st := Status{Sensors: map[string]SensorCounts{}, Unopened: a.unopened, Alerts: a.alerts}
+	ids := req.Sensors
+	if len(ids) == 0 {
+		ids = make([]string, 0, len(a.sensors))
+		for id := range a.sensors {
+			ids = append(ids, id)
+		}
+		if len(ids) > MaxStatusSensors {
+			sort.Strings(ids)
+			ids, st.Truncated = ids[:MaxStatusSensors], true
+		}
+	}
+	a.mu.Unlock()
+	for _, id := range ids {
 		if ValidSensorID(id) != nil {
 			continue
 		}
-		s := a.slot(id)
-		s.mu.Lock()
-		_, err := a.load(ctx, id, s)
-		s.mu.Unlock()
+		if _, done := st.Sensors[id]; done {
+			continue
+		}
+		c, found, err := a.counts(ctx, id)
 		if err != nil {
 			return Status{}, err
 		}
-	}
-	a.mu.Lock()
-	ids := make([]string, 0, len(a.sensors))
-	slots := make([]*sensorSlot, 0, len(a.sensors))
-	for id, s := range a.sensors {
-		ids = append(ids, id)
-		slots = append(slots, s)
-	}
-	st := Status{Sensors: map[string]SensorCounts{}, Unopened: a.unopened, Alerts: a.alerts}
-	a.mu.Unlock()
-	for i, s := range slots {
-		s.mu.Lock()
-		if s.state != nil {
-			st.Sensors[ids[i]] = s.state.Counts()
+		if found {
+			st.Sensors[id] = c
 		}
-		s.mu.Unlock()
 	}
 	return st, nil
+}
+
+// counts returns id's counts from memory, or else from the store.
+func (a *Analyzer) counts(ctx context.Context, id string) (SensorCounts, bool, error) {
+	a.mu.Lock()
+	s := a.sensors[id]
+	if s != nil {
+		s.users++
+	}
+	a.mu.Unlock()
+	if s != nil {
+		defer a.release(id, s)
+		s.mu.Lock()
+		st := s.state
+		var c SensorCounts
+		if st != nil {
+			c = st.Counts()
+		}
+		s.mu.Unlock()
+		if st != nil {
+			return c, true, nil
+		}
+	}
+	b, found, err := a.store.Get(ctx, stateKey(id))
+	if err != nil || !found {
+		if err != nil {
+			err = fmt.Errorf("monitor: load sensor %s: %w", id, err)
+		}
+		return SensorCounts{}, false, err
+	}
+	st, err := UnmarshalState(b)
+	if err != nil {
+		return SensorCounts{}, false, err
+	}
+	return st.Counts(), true, nil
 }
 
 // MapStore is a Store in memory, safe for concurrent use.

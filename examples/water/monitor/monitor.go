@@ -185,6 +185,9 @@ type Config struct {
 	LeakPressureFall     float64 // relative pressure fall under the baseline
 	WarmUp               int     // readings before detection starts
 	Alpha                float64 // EWMA weight of the baseline
+	// MaxSensors bounds the sensors whose state an Analyzer holds in
+	// memory (0 means DefaultMaxSensors); see Analyzer.
+	MaxSensors int
 }
 
 // DefaultConfig is the configuration of the example network.

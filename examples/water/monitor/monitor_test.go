@@ -1,9 +1,11 @@
 package monitor
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -236,5 +238,176 @@ func TestAnalyzer(t *testing.T) {
 	}
 	if res, _, _ := b.Handle(ctx, []byte("garbage")); res.Outcome != Rejected {
 		t.Fatalf("garbage: %+v", res)
+	}
+}
+
+// countingStore is a MapStore that counts reads.
+type countingStore struct {
+	MapStore
+	mu   sync.Mutex
+	gets int
+}
+
+func (s *countingStore) Get(ctx context.Context, key string) ([]byte, bool, error) {
+	s.mu.Lock()
+	s.gets++
+	s.mu.Unlock()
+	return s.MapStore.Get(ctx, key)
+}
+
+func TestStatusCreatesNoStateAndIsBounded(t *testing.T) {
+	ctx := t.Context()
+	store := &countingStore{}
+	a := NewAnalyzer(DefaultConfig(), store)
+	s := NewSensor("s-1")
+	for i := range 3 {
+		if res, _, err := a.Handle(ctx, s.Next(int64(1000+10*i)).Encode()); err != nil || res.Outcome != Accepted {
+			t.Fatalf("%+v %v", res, err)
+		}
+	}
+	// Naming many sensors that do not exist creates nothing.
+	ids := make([]string, MaxStatusSensors)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("ghost-%d", i)
+	}
+	ids[0] = "s-1"
+	st, err := a.Status(ctx, StatusRequest{Sensors: ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Sensors) != 1 || st.Sensors["s-1"].Accepted != 3 {
+		t.Fatalf("status %+v", st)
+	}
+	if n := a.Sensors(); n != 1 {
+		t.Fatalf("%d sensors held after a status request naming %d", n, len(ids))
+	}
+	// The answer to a later request without names is as small as before.
+	if st, err = a.Status(ctx, StatusRequest{}); err != nil || len(st.Sensors) != 1 {
+		t.Fatalf("status %+v %v", st, err)
+	}
+	// One name more than the bound is refused, naming the bound.
+	_, err = a.Status(ctx, StatusRequest{Sensors: append(ids, "one-more")})
+	if !errors.Is(err, ErrStatusRequest) || !strings.Contains(err.Error(), fmt.Sprint(MaxStatusSensors)) {
+		t.Fatalf("oversized request: %v", err)
+	}
+	// The store is not even read for the refused request.
+	store.mu.Lock()
+	before := store.gets
+	store.mu.Unlock()
+	a.Status(ctx, StatusRequest{Sensors: append(ids, "one-more")})
+	store.mu.Lock()
+	after := store.gets
+	store.mu.Unlock()
+	if after != before {
+		t.Fatalf("refused request read the store %d times", after-before)
+	}
+}
+
+func TestAnalyzerSensorBound(t *testing.T) {
+	ctx := t.Context()
+	store := &MapStore{}
+	cfg := DefaultConfig()
+	cfg.MaxSensors = 8
+	a := NewAnalyzer(cfg, store)
+	// s-0 gets two readings, then 20 other sensors one each: the table
+	// never exceeds its bound.
+	first := NewSensor("s-0")
+	for i := range 2 {
+		if _, _, err := a.Handle(ctx, first.Next(int64(1000+10*i)).Encode()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= 20; i++ {
+		s := NewSensor(fmt.Sprintf("s-%d", i))
+		if res, _, err := a.Handle(ctx, s.Next(2000).Encode()); err != nil || res.Outcome != Accepted {
+			t.Fatalf("%+v %v", res, err)
+		}
+		if n := a.Sensors(); n > cfg.MaxSensors {
+			t.Fatalf("%d sensors held, bound %d", n, cfg.MaxSensors)
+		}
+	}
+	// Status without names lists at most the sensors held.
+	st, err := a.Status(ctx, StatusRequest{})
+	if err != nil || len(st.Sensors) > cfg.MaxSensors {
+		t.Fatalf("status %d sensors, %v", len(st.Sensors), err)
+	}
+	// What was dropped from memory was not lost: s-0 continues at seq 3
+	// (not a duplicate, not a gap), and its counts are all there.
+	res, _, err := a.Handle(ctx, first.Next(3000).Encode())
+	if err != nil || res.Outcome != Accepted {
+		t.Fatalf("s-0 after eviction: %+v %v", res, err)
+	}
+	st, err = a.Status(ctx, StatusRequest{Sensors: []string{"s-0", "s-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := st.Sensors["s-0"]; c.LastSeq != 3 || c.Accepted != 3 || c.Gaps != 0 || c.Duplicates != 0 {
+		t.Fatalf("s-0 counts %+v", c)
+	}
+	if c := st.Sensors["s-1"]; c.Accepted != 1 {
+		t.Fatalf("s-1 counts %+v", c)
+	}
+}
+
+// TestAnalyzerSensorBoundConcurrent: many sensors at once over a small
+// bound, with status requests in between: every reading is applied once
+// (sensors dropped from memory are read back from the store).
+func TestAnalyzerSensorBoundConcurrent(t *testing.T) {
+	ctx := t.Context()
+	cfg := DefaultConfig()
+	cfg.MaxSensors = 3
+	a := NewAnalyzer(cfg, &MapStore{})
+	const sensors, readings = 12, 40
+	var wg sync.WaitGroup
+	errs := make(chan error, sensors+1)
+	for i := range sensors {
+		wg.Go(func() {
+			s := NewSensor(fmt.Sprintf("s-%d", i))
+			for j := range readings {
+				res, _, err := a.Handle(ctx, s.Next(int64(1000+10*j)).Encode())
+				if err != nil || res.Outcome != Accepted {
+					errs <- fmt.Errorf("sensor %d reading %d: %+v %v", i, j, res, err)
+					return
+				}
+			}
+		})
+	}
+	stop := make(chan struct{})
+	var sw sync.WaitGroup
+	sw.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := a.Status(ctx, StatusRequest{Sensors: []string{"s-0", "s-5", "s-11"}}); err != nil {
+				errs <- err
+				return
+			}
+		}
+	})
+	wg.Wait()
+	close(stop)
+	sw.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	ids := make([]string, sensors)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("s-%d", i)
+	}
+	st, err := a.Status(ctx, StatusRequest{Sensors: ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if c := st.Sensors[id]; c.Accepted != readings || c.LastSeq != readings || c.Duplicates != 0 || c.Gaps != 0 {
+			t.Errorf("%s: %+v", id, c)
+		}
+	}
+	if n := a.Sensors(); n > cfg.MaxSensors {
+		t.Errorf("%d sensors held, bound %d", n, cfg.MaxSensors)
 	}
 }
