@@ -28,6 +28,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 
@@ -172,6 +173,10 @@ func main() {
 			}
 		}
 		st, err := analyzer.Status(ctx, req)
+		if errors.Is(err, monitor.ErrStatusRequest) {
+			c.Fail(400, err.Error())
+			return
+		}
 		if err != nil {
 			c.Fail(503, err.Error())
 			return

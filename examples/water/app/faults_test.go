@@ -1,0 +1,244 @@
+package app
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cloister-dev/cloister/examples/water/monitor"
+	"github.com/cloister-dev/cloister/secure"
+)
+
+// TestFaults runs the application under a hostile host and failures, in
+// one run: forged readings of several kinds, a flood of replayed readings
+// injected straight into the broker, the analytics enclave SIGKILLed twice
+// and the coordinator once, all while the sensors stream. At the end every
+// sensor's readings are accounted for by sequence number: each applied
+// exactly once, none lost, and every forgery refused, counted and kept as
+// a dead letter. FAULTS_ROUNDS=N repeats the kills N times (default 1).
+func TestFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts enclaves and kills them")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	const sensors = 4
+	cfg := testConfig(t, sensors)
+	a, logs := startAppLogs(t, ctx, cfg)
+	tp := startTap(t, a.NATSURL())
+	accepted := func() uint64 {
+		st, err := a.AnalyticsStatus(ctx, cfg.SensorIDs())
+		if err != nil {
+			return 0
+		}
+		var n uint64
+		for _, c := range st.Sensors {
+			n += c.Accepted
+		}
+		return n
+	}
+	ingestCounts := func() map[string]uint64 {
+		for _, svc := range a.State().Services {
+			if svc.Name == ServiceIngest {
+				return svc.Counts
+			}
+		}
+		return nil
+	}
+	eventually(t, ctx, "readings", func() bool { return accepted() >= sensors*20 })
+
+	// Forgeries, sent where the sensors send (the durable address), so
+	// that ingest hands them to analytics.
+	cl, _, err := ConnectCoordinator(ctx, a.Bus(), a.coordImg.Measurement, a.manifest.Hash(), a.logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := cl.ServiceKey(ctx, ServiceAnalytics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := secure.ChannelInfo(ServiceAnalytics, a.manifest.Hash())
+	reading := func(sensor string) []byte {
+		r := monitor.NewSensor(sensor).Next(time.Now().UnixMilli())
+		r.Seq = 1 << 40 // would silence the sensor if it were accepted
+		return r.Encode()
+	}
+	_, stranger, _ := ed25519.GenerateKey(nil)
+	var forged [][]byte
+	// A one-shot v1 request: no credential at all.
+	if _, b, err := secure.SealRequest(pub, info, reading("s-002")); err == nil {
+		forged = append(forged, b)
+	}
+	// A made-up sensor, and a real sensor's name with another key.
+	for _, cred := range []secure.Credential{{Name: "s-999", Key: stranger}, {Name: "s-002", Key: stranger}} {
+		s, err := secure.NewClientSession(pub, info, cred, secure.ClientSessionOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, b, err := s.Seal(reading(cred.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		forged = append(forged, b)
+	}
+	// A genuine sensor reporting for another.
+	b, err := cl.As(a.creds["s-001"]).Seal(ctx, ServiceAnalytics, reading("s-002"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged = append(forged, b)
+	if len(forged) != 4 {
+		t.Fatalf("%d forgeries made", len(forged))
+	}
+	for _, f := range forged {
+		if err := a.Bus().Send(ctx, AddressReadings, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, ctx, "the forgeries dead-lettered", func() bool { return ingestCounts()["dead_letters"] == uint64(len(forged)) })
+
+	// A replay flood: every reading the broker stored so far, injected
+	// again three times as the host could.
+	nc, err := nats.Connect(a.NATSURL(), nats.Name("replayer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var replayed int
+	seen := map[string]bool{}
+	for _, f := range forged {
+		seen[string(f)] = true // replaying a forgery only dead-letters it again
+	}
+	for _, m := range tp.all() {
+		if m.Subject != "cloister.durable."+AddressReadings || !secure.IsSessionMessage(m.Data) || seen[string(m.Data)] {
+			continue
+		}
+		seen[string(m.Data)] = true
+		// Without JetStream's message ID, which would let the broker drop
+		// the copies itself: the host controls the broker.
+		h := nats.Header{}
+		for k, v := range m.Header {
+			if k != nats.MsgIdHdr {
+				h[k] = v
+			}
+		}
+		for range 3 {
+			if err := nc.PublishMsg(&nats.Msg{Subject: m.Subject, Header: h, Data: m.Data}); err != nil {
+				t.Fatal(err)
+			}
+			replayed++
+		}
+	}
+	if replayed < sensors*20 {
+		t.Fatalf("only %d readings replayed", replayed)
+	}
+	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	for ingestCounts()["duplicates"] < uint64(replayed)/2 && rctx.Err() == nil {
+		time.Sleep(100 * time.Millisecond)
+	}
+	rcancel()
+	if c := ingestCounts(); c["duplicates"] < uint64(replayed)/2 {
+		t.Fatalf("%d readings replayed; ingest %v", replayed, c)
+	}
+
+	// Crashes while the sensors stream.
+	rounds := 1
+	if v := os.Getenv("FAULTS_ROUNDS"); v != "" {
+		if _, err := fmt.Sscan(v, &rounds); err != nil {
+			t.Fatalf("FAULTS_ROUNDS=%q: %v", v, err)
+		}
+	}
+	kill := func(name string) {
+		t.Helper()
+		var pid, restarts int
+		for _, e := range a.Enclaves() {
+			if e.Name == name {
+				pid, restarts = e.PID, e.Restarts
+			}
+		}
+		if pid == 0 {
+			t.Fatalf("no %s enclave: %+v", name, a.Enclaves())
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, ctx, name+"'s restart", func() bool {
+			for _, e := range a.Enclaves() {
+				if e.Name == name && e.Restarts > restarts && e.State == "up" {
+					return true
+				}
+			}
+			return false
+		})
+		before := accepted()
+		eventually(t, ctx, "readings after "+name+"'s restart", func() bool { return accepted() >= before+sensors*5 })
+	}
+	for range rounds {
+		kill(ServiceAnalytics)
+		kill(ServiceCoordinator)
+		kill(ServiceAnalytics)
+	}
+
+	last, err := a.StopSensors(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var status monitor.Status
+	eventually(t, ctx, "every reading accounted for", func() bool {
+		if status, err = a.AnalyticsStatus(ctx, cfg.SensorIDs()); err != nil {
+			return false
+		}
+		for id, seq := range last {
+			if c := status.Sensors[id]; c.LastSeq != seq || c.Gaps != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for id, seq := range last {
+		if c := status.Sensors[id]; c.Accepted != seq || c.Rejected != 0 {
+			t.Errorf("sensor %s sent %d readings; analytics: %+v (each must be applied exactly once)", id, seq, c)
+		}
+	}
+	counts := ingestCounts()
+	if counts["dead_letters"] != uint64(len(forged)) {
+		t.Errorf("ingest %v: want exactly the %d forgeries dead-lettered", counts, len(forged))
+	}
+	// The dead letters are kept, one per line, with the code that refused
+	// them.
+	f, err := os.Open(deadLetterFile(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<16), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if len(lines) != len(forged) || !strings.Contains(strings.Join(lines, "\n"), `"code":403`) {
+		t.Errorf("dead letters: %d lines, want %d (one a 403)", len(lines), len(forged))
+	}
+	t.Logf("readings %v; ingest %v", last, counts)
+	if strings.Contains(logs.String(), "pressure") {
+		t.Error("a reading in clear in the logs")
+	}
+}
+
+// deadLetterFile is where ingest of the application's first node keeps
+// refused readings.
+func deadLetterFile(a *App) string {
+	for _, g := range a.ingests {
+		return g.deadFile
+	}
+	return ""
+}
