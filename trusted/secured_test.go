@@ -23,6 +23,7 @@ import (
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/coordinator"
+	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/internal/syncbuf"
 	"github.com/cloister-dev/cloister/provision"
@@ -672,4 +673,70 @@ func tempDir(t testing.TB) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(d) })
 	return d
+}
+
+// Many clients against a small session table, through the runtime and the
+// client SDK: sessions are forgotten while their clients stream, the SDK
+// opens new ones, and every request is handled exactly once.
+func TestSessionEvictionThroughTheRuntime(t *testing.T) {
+	w := newWorld(t, true)
+	var mu sync.Mutex
+	handled := map[string]int{}
+	app := trusted.New(trusted.Options{Service: "alpha", JoinTimeout: 10 * time.Second, Workers: 8,
+		Sessions: secure.SessionOptions{MaxSessions: 3}})
+	app.HandleFunc("sec.client", func(ctx context.Context, c *trusted.Call) {
+		mu.Lock()
+		handled[c.Client()+"/"+string(c.Body())]++
+		mu.Unlock()
+		c.Reply(nil, append([]byte("ok "), c.Body()...))
+	})
+	if err := w.start("alpha", app, idAlpha); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var coord [32]byte
+	copy(coord[:], bytes.Repeat([]byte{0x11}, 32))
+	cl, err := client.Connect(ctx, w.bus, client.Options{
+		CoordinatorPolicy: attest.Policy{MREnclaves: [][32]byte{coord}, AllowDebug: true},
+		ManifestHash:      w.hash, AllowSimulation: true, SimPlatformKeyPath: w.key, Logger: w.logger,
+		Credential:        secure.Credential{Name: "sensor-1", Key: sensorKey},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const clients, each = 10, 10
+	var wg sync.WaitGroup
+	for i := range clients {
+		c := cl.As(secure.Credential{Name: "sensor-1", Key: sensorKey}) // its own sessions
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range each {
+				body := fmt.Sprintf("c%d-r%d", i, j)
+				out, err := c.Request(ctx, "sec.client", "alpha", []byte(body))
+				if err != nil || string(out) != "ok "+body {
+					t.Errorf("%s: %q %v", body, out, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(handled) != clients*each {
+		t.Fatalf("%d requests handled, want %d", len(handled), clients*each)
+	}
+	for k, n := range handled {
+		if n != 1 {
+			t.Fatalf("%s handled %d times", k, n)
+		}
+	}
+	if r := w.rejections("alpha")["sec.client"]; r[trusted.ReasonSessionUnknown] == 0 {
+		t.Fatalf("no session was forgotten (rejections %v): the table did not bound them", r)
+	}
+	if cl.SessionsOpened() <= clients {
+		t.Fatalf("%d sessions for %d clients: none was reopened", cl.SessionsOpened(), clients)
+	}
 }
