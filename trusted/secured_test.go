@@ -22,8 +22,8 @@ import (
 
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
-	"github.com/cloister-dev/cloister/coordinator"
 	"github.com/cloister-dev/cloister/client"
+	"github.com/cloister-dev/cloister/coordinator"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/internal/syncbuf"
 	"github.com/cloister-dev/cloister/provision"
@@ -700,7 +700,7 @@ func TestSessionEvictionThroughTheRuntime(t *testing.T) {
 	cl, err := client.Connect(ctx, w.bus, client.Options{
 		CoordinatorPolicy: attest.Policy{MREnclaves: [][32]byte{coord}, AllowDebug: true},
 		ManifestHash:      w.hash, AllowSimulation: true, SimPlatformKeyPath: w.key, Logger: w.logger,
-		Credential:        secure.Credential{Name: "sensor-1", Key: sensorKey},
+		Credential: secure.Credential{Name: "sensor-1", Key: sensorKey},
 	})
 	if err != nil {
 		t.Fatal(err)
