@@ -263,6 +263,17 @@ func TestSessionTableBounds(t *testing.T) {
 	if _, err := tab.Open(f.key, f.info, f.lookup, b2, f.now); err != nil {
 		t.Fatalf("another client during a flood: %v", err)
 	}
+	// The bound over all clients: s-002 cannot open a second session
+	// beyond MaxHandshakes either.
+	small := NewSessionTable(SessionOptions{MaxHandshakes: 1})
+	_, h1 := sealIn(t, f.session(t, "s-001", false), "one")
+	if _, err := small.Open(f.key, f.info, f.lookup, h1, f.now); err != nil {
+		t.Fatal(err)
+	}
+	_, h2 := sealIn(t, f.session(t, "s-002", false), "two")
+	if _, err := small.Open(f.key, f.info, f.lookup, h2, f.now); !errors.Is(err, ErrTooManyHandshakes) {
+		t.Fatalf("past the bound over all clients: %v", err)
+	}
 	later := f.now.Add(DefaultHandshakeAge + time.Second)
 	f.now = later
 	_, b = sealIn(t, f.session(t, "s-001", false), "later")

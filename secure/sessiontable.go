@@ -48,6 +48,10 @@ type SessionOptions struct {
 	// remembers within HandshakeAge (default DefaultHandshakesInWindow);
 	// more fail with ErrTooManyHandshakes until older ones age out.
 	HandshakesPerClient int
+	// MaxHandshakes bounds the handshakes remembered for all clients
+	// together (default 16 × MaxSessions); beyond it new sessions fail with
+	// ErrTooManyHandshakes until older handshakes age out.
+	MaxHandshakes int
 	// Window is the replay window of a session, in sequence numbers
 	// (default DefaultWindow).
 	Window int
@@ -75,6 +79,9 @@ func (o *SessionOptions) defaults() {
 	if o.Window <= 0 {
 		o.Window = DefaultWindow
 	}
+	if o.MaxHandshakes <= 0 {
+		o.MaxHandshakes = 16 * o.MaxSessions
+	}
 }
 
 // SessionStats are a table's counters.
@@ -100,6 +107,7 @@ type SessionTable struct {
 	byID    map[SessionID]*list.Element // of *serverSession
 	lru     *list.List                  // most recently used first
 	clients map[string]map[SessionID]time.Time
+	hsCount int // handshakes remembered, all clients together
 
 	handshakes, messages, evicted atomic.Uint64
 }
@@ -280,17 +288,22 @@ func (t *SessionTable) insert(s *serverSession, sent, now time.Time) (*serverSes
 		return nil, false, fmt.Errorf("%w: session %s was opened before and is no longer held", ErrSessionUnknown, s.id)
 	}
 	if len(seen) >= t.opts.HandshakesPerClient {
-		for id, until := range seen {
-			if now.After(until) {
-				delete(seen, id)
-			}
-		}
+		t.forgetExpired(seen, now)
 		if len(seen) >= t.opts.HandshakesPerClient {
 			return nil, false, fmt.Errorf("%w: client %q opened %d sessions within %s", ErrTooManyHandshakes, s.client, len(seen), t.opts.HandshakeAge)
 		}
 	}
+	if t.hsCount >= t.opts.MaxHandshakes {
+		for _, m := range t.clients {
+			t.forgetExpired(m, now)
+		}
+		if t.hsCount >= t.opts.MaxHandshakes {
+			return nil, false, fmt.Errorf("%w: %d sessions opened within %s", ErrTooManyHandshakes, t.hsCount, t.opts.HandshakeAge)
+		}
+	}
 	// Remembered until the handshake could no longer open a session.
 	seen[s.id] = sent.Add(t.opts.HandshakeAge)
+	t.hsCount++
 	t.byID[s.id] = t.lru.PushFront(s)
 	t.handshakes.Add(1)
 	for t.lru.Len() > t.opts.MaxSessions {
@@ -300,6 +313,17 @@ func (t *SessionTable) insert(s *serverSession, sent, now time.Time) (*serverSes
 		t.evicted.Add(1)
 	}
 	return s, true, nil
+}
+
+// forgetExpired drops the handshakes of seen that could no longer open a
+// session. Called with t.mu held.
+func (t *SessionTable) forgetExpired(seen map[SessionID]time.Time, now time.Time) {
+	for id, until := range seen {
+		if now.After(until) {
+			delete(seen, id)
+			t.hsCount--
+		}
+	}
 }
 
 // reserve checks seq against the session's window and marks it in flight.
