@@ -133,7 +133,8 @@ func main() {
 		}
 		res, alerts, err := analyzer.Handle(ctx, body)
 		if err != nil {
-			c.Fail(503, err.Error())
+			// The error names the sensor; the host must not learn it.
+			c.Fail(503, "analytics: protected storage failed for this reading; try again")
 			return
 		}
 		for _, a := range alerts {
@@ -178,7 +179,7 @@ func main() {
 			return
 		}
 		if err != nil {
-			c.Fail(503, err.Error())
+			c.Fail(503, "analytics: protected storage failed while reading the status; try again")
 			return
 		}
 		b, _ := json.Marshal(st)
