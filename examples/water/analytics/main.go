@@ -115,7 +115,7 @@ func main() {
 			if r, err := monitor.DecodeReading(body); err == nil && r.SensorID != c.Client() {
 				analyzer.CountUnopened()
 				c.Logger().Warn("analytics: a reading for another sensor than its client's; refused")
-				c.Fail(403, fmt.Sprintf("analytics: client %s may not report readings of sensor %s", c.Client(), r.SensorID))
+				c.Fail(403, "analytics: a sensor may report only its own readings")
 				return
 			}
 		} else if c.Header(monitor.HeaderChannel) == monitor.ChannelHPKE {
