@@ -290,7 +290,7 @@ func (t *SessionTable) insert(s *serverSession, sent, now time.Time) (*serverSes
 	if len(seen) >= t.opts.HandshakesPerClient {
 		t.forgetExpired(seen, now)
 		if len(seen) >= t.opts.HandshakesPerClient {
-			return nil, false, fmt.Errorf("%w: client %q opened %d sessions within %s", ErrTooManyHandshakes, s.client, len(seen), t.opts.HandshakeAge)
+			return nil, false, fmt.Errorf("%w: the client opened %d sessions within %s", ErrTooManyHandshakes, len(seen), t.opts.HandshakeAge)
 		}
 	}
 	if t.hsCount >= t.opts.MaxHandshakes {
