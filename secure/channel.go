@@ -298,6 +298,23 @@ type RequestHeader struct {
 	enc, ct, aad []byte
 }
 
+// parseKEMAndTime reads the KEM ID (bytes 4–5) and the client time (bytes
+// 6–13) that one-shot requests and handshakes both start with, and returns
+// the suite, its encapsulated key's length and the time. b has at least 14
+// bytes.
+func parseKEMAndTime(what string, b []byte) (Suite, int, time.Time, error) {
+	s := Suite(binary.BigEndian.Uint16(b[4:]))
+	el := s.encLen()
+	if el == 0 {
+		return 0, 0, time.Time{}, fmt.Errorf("%w %s: unsupported HPKE KEM %#04x", ErrMalformed, what, uint16(s))
+	}
+	ms := binary.BigEndian.Uint64(b[6:])
+	if ms > 1<<62 {
+		return 0, 0, time.Time{}, fmt.Errorf("%w %s: client time out of range", ErrMalformed, what)
+	}
+	return s, el, time.UnixMilli(int64(ms)), nil
+}
+
 // ParseRequest decodes a client request's clear part strictly, without a key.
 func ParseRequest(b []byte) (*RequestHeader, error) {
 	if len(b) < requestHdrLen {
@@ -309,21 +326,16 @@ func ParseRequest(b []byte) (*RequestHeader, error) {
 	if b[3] != Version {
 		return nil, fmt.Errorf("%w request: version %d, want %d", ErrMalformed, b[3], Version)
 	}
-	s := Suite(binary.BigEndian.Uint16(b[4:]))
-	el := s.encLen()
-	if el == 0 {
-		return nil, fmt.Errorf("%w request: unsupported HPKE KEM %#04x", ErrMalformed, uint16(s))
-	}
-	ms := binary.BigEndian.Uint64(b[6:])
-	if ms > 1<<62 {
-		return nil, fmt.Errorf("%w request: client time out of range", ErrMalformed)
+	s, el, sent, err := parseKEMAndTime("request", b)
+	if err != nil {
+		return nil, err
 	}
 	if len(b) < requestHdrLen+el+tagLen {
 		return nil, fmt.Errorf("%w request: %d bytes, too short for a %s request", ErrMalformed, len(b), s)
 	}
 	h := &RequestHeader{
 		Suite: s,
-		Sent:  time.UnixMilli(int64(ms)),
+		Sent:  sent,
 		aad:   b[:requestHdrLen],
 		enc:   b[requestHdrLen : requestHdrLen+el],
 		ct:    b[requestHdrLen+el:],

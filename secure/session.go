@@ -412,16 +412,11 @@ func ParseSessionMessage(b []byte) (*SessionMessageHeader, error) {
 	if len(b) < hsFixedLen {
 		return nil, fmt.Errorf("%w handshake: %d bytes", ErrMalformed, len(b))
 	}
-	s := Suite(binary.BigEndian.Uint16(b[4:]))
-	el := s.encLen()
-	if el == 0 {
-		return nil, fmt.Errorf("%w handshake: unsupported HPKE KEM %#04x", ErrMalformed, uint16(s))
+	s, el, sent, err := parseKEMAndTime("handshake", b)
+	if err != nil {
+		return nil, err
 	}
-	ms := binary.BigEndian.Uint64(b[6:])
-	if ms > 1<<62 {
-		return nil, fmt.Errorf("%w handshake: client time out of range", ErrMalformed)
-	}
-	h := &SessionMessageHeader{Handshake: true, Suite: s, Sent: time.UnixMilli(int64(ms)), fixed: b[:hsFixedLen]}
+	h := &SessionMessageHeader{Handshake: true, Suite: s, Sent: sent, fixed: b[:hsFixedLen]}
 	copy(h.Key[:], b[14:hsFixedLen])
 	rest := b[hsFixedLen:]
 	if len(rest) < el+2 {

@@ -498,14 +498,13 @@ func TestStartFailsBeforeWriting(t *testing.T) {
 	}
 }
 
-// TestThreeNodes: the same application on three routed nodes (in one
-// process) — a configuration change only.
-func TestThreeNodes(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cfg := testConfig(t, 3)
-	// Routes need addresses known in advance (a clustered JetStream waits
-	// for its routes): three free ports, every node routing to all.
+// threeNodeConfig is the shipped three-node layout (sensors, ingest and the
+// dashboard on n1, the coordinator and analytics on n2, alerts on n3) on
+// free ports. Routes need addresses known in advance (a clustered
+// JetStream waits for its routes): every node routes to all.
+func threeNodeConfig(t *testing.T, sensors int) *Config {
+	t.Helper()
+	cfg := testConfig(t, sensors)
 	var routes []string
 	for range 3 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -523,6 +522,15 @@ func TestThreeNodes(t *testing.T) {
 	if err := cfg.Check(); err != nil {
 		t.Fatal(err)
 	}
+	return cfg
+}
+
+// TestThreeNodes: the same application on three routed nodes (in one
+// process) — a configuration change only.
+func TestThreeNodes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cfg := threeNodeConfig(t, 3)
 	a := startApp(t, ctx, cfg)
 	eventually(t, ctx, "readings past the warm-up on three nodes", func() bool { return a.State().Analytics.Accepted >= 3*30 })
 	if err := a.InjectLeak(ctx, "s-002"); err != nil {

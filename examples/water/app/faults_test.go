@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"syscall"
@@ -33,27 +32,7 @@ func TestFaults(t *testing.T) {
 		t.Skip("starts enclaves and kills them")
 	}
 	t.Run("one node", func(t *testing.T) { testFaults(t, testConfig(t, 4)) })
-	t.Run("three nodes", func(t *testing.T) {
-		cfg := testConfig(t, 4)
-		var routes []string
-		for range 3 {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			routes = append(routes, l.Addr().String())
-			l.Close()
-		}
-		cfg.Nodes = []NodeConfig{
-			{Name: "n1", ClusterListen: routes[0], Routes: routes, Services: []string{ServiceSensors, ServiceIngest, ServiceDashboard}},
-			{Name: "n2", ClusterListen: routes[1], Routes: routes, Services: []string{ServiceAnalytics}},
-			{Name: "n3", ClusterListen: routes[2], Routes: routes, Services: []string{ServiceAlerts}},
-		}
-		if err := cfg.Check(); err != nil {
-			t.Fatal(err)
-		}
-		testFaults(t, cfg)
-	})
+	t.Run("three nodes", func(t *testing.T) { testFaults(t, threeNodeConfig(t, 4)) })
 }
 
 func testFaults(t *testing.T, cfg *Config) {
