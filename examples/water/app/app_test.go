@@ -170,17 +170,7 @@ func testEndToEnd(t *testing.T, mode string) {
 		defer amu.Unlock()
 		return append([]monitor.Alert(nil), got...)
 	}
-	accepted := func() uint64 {
-		st, err := a.AnalyticsStatus(ctx, cfg.SensorIDs())
-		if err != nil {
-			return 0
-		}
-		var n uint64
-		for _, c := range st.Sensors {
-			n += c.Accepted
-		}
-		return n
-	}
+	accepted := func() uint64 { return acceptedReadings(ctx, a) }
 	// Past the detectors' warm-up on every sensor.
 	eventually(t, ctx, "readings past the warm-up", func() bool { return accepted() >= sensors*30 })
 	if al := alerts(); len(al) != 0 {
@@ -496,6 +486,20 @@ func TestStartFailsBeforeWriting(t *testing.T) {
 			}
 		})
 	}
+}
+
+// acceptedReadings is how many readings analytics applied, over all the
+// configured sensors (0 while it does not answer).
+func acceptedReadings(ctx context.Context, a *App) uint64 {
+	st, err := a.AnalyticsStatus(ctx, a.Config().SensorIDs())
+	if err != nil {
+		return 0
+	}
+	var n uint64
+	for _, c := range st.Sensors {
+		n += c.Accepted
+	}
+	return n
 }
 
 // threeNodeConfig is the shipped three-node layout (sensors, ingest and the

@@ -41,17 +41,7 @@ func testFaults(t *testing.T, cfg *Config) {
 	sensors := cfg.Sensors.Count
 	a, logs := startAppLogs(t, ctx, cfg)
 	tp := startTap(t, a.NATSURL())
-	accepted := func() uint64 {
-		st, err := a.AnalyticsStatus(ctx, cfg.SensorIDs())
-		if err != nil {
-			return 0
-		}
-		var n uint64
-		for _, c := range st.Sensors {
-			n += c.Accepted
-		}
-		return n
-	}
+	accepted := func() uint64 { return acceptedReadings(ctx, a) }
 	ingestCounts := func() map[string]uint64 {
 		for _, svc := range a.State().Services {
 			if svc.Name == ServiceIngest {
