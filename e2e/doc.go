@@ -1,7 +1,8 @@
 // Package e2e holds Cloister's cross-cutting end-to-end tests: real
 // embedded NATS servers routed on loopback (package cluster), real enclave
 // images running as child processes, real files. They check the promises of
-// DESIGN.md §2 from the outside: what an eavesdropper on the broker sees,
+// the threat model (SECURITY.md at the repository root) from the outside:
+// what an eavesdropper on the broker sees,
 // what a forger or replayer achieves, who gets keys, and what survives a
 // killed coordinator.
 //

@@ -6,8 +6,9 @@ import (
 	"github.com/cloister-dev/cloister/internal/leancheck"
 )
 
-// TestImagesAreLean checks DESIGN.md §3 for the test service image and the
-// packages the secured-address layer adds to every image: no bus, cluster,
+// TestImagesAreLean checks the lean-image rule (internal/leancheck) for the
+// test service image and the packages the secured-address layer adds to
+// every image: no bus, cluster,
 // node, host side, NATS or network stack, and no crypto/x509 (attest's
 // X.509 parts) in the trusted runtime.
 func TestImagesAreLean(t *testing.T) {

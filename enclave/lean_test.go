@@ -7,9 +7,10 @@ import (
 	"testing"
 )
 
-// TestTrustedSideIsLean checks DESIGN.md's rule from go list -deps: the
-// trusted side and every enclave image import no bus, cluster, node,
-// enclave, NATS or net/http.
+// TestTrustedSideIsLean checks from go list -deps that the trusted side
+// and every enclave image import no bus, cluster, node, enclave, NATS or
+// net/http: an image holds its handlers, the trusted SDK and crypto, and
+// nothing of the host's transport.
 func TestTrustedSideIsLean(t *testing.T) {
 	pkgs := []string{
 		"github.com/cloister-dev/cloister/trusted",

@@ -6,7 +6,7 @@ import (
 	"github.com/cloister-dev/cloister/internal/leancheck"
 )
 
-// TestLeanImports keeps the trusted side lean (DESIGN.md §3): the packages
+// TestLeanImports keeps the trusted side lean (see internal/leancheck): the packages
 // compiled into enclave images must not pull in the event bus, the node, the
 // host side, NATS, or any networking (not even package net).
 func TestLeanImports(t *testing.T) {

@@ -1,11 +1,15 @@
-// Package leancheck asserts the rule that keeps the trusted side lean
-// (DESIGN.md §3): packages compiled into enclave images — trusted, boundary,
-// seal, and every enclave image — must not depend on the event bus, the
-// cluster transport, the node, the host side, NATS, or the network stack.
+// Package leancheck asserts the rule that keeps the trusted side lean:
+// packages compiled into enclave images — trusted, boundary, seal, and every
+// enclave image — must not depend on the event bus, the cluster transport,
+// the node, the host side, NATS, or the network stack. An image then holds
+// its handlers, the trusted SDK and crypto, so the code its measurement
+// vouches for stays small. (Images that verify DCAP evidence, such as the
+// coordinator, need package net through crypto/x509; enclave's lean test
+// holds them to no net/http instead of using this package.)
 //
 // Use it from a test:
 //
-//	func TestLean(t *testing.T) { leancheck.Check(t, "./examples/counter/image") }
+//	func TestLean(t *testing.T) { leancheck.Check(t, "./examples/counter/enclave") }
 package leancheck
 
 import (
