@@ -189,10 +189,14 @@
 // request to another instance of the same service; it can roll protected
 // storage back, or replay within the second before a crash, to an
 // instance it restarts. Rotating the key epoch bounds such replays
-// completely. Epoch notices are not authenticated: a forged one costs a
-// join, nothing more. Client-channel requests are admitted once per
-// instance and life within a ten-minute window of their authenticated
-// client time.
+// completely. Client sessions live in one instance's memory: a message of
+// a session another instance opened, or one opened before a restart, is
+// refused with CodeSessionUnknown and sealed again by its client; a
+// handshake younger than secure.DefaultHandshakeAge can be replayed to an
+// instance that restarted (its windows are empty), so a service that must
+// never apply a message twice keeps its own sequence numbers in protected
+// storage. The runtime does not verify the coordinator it joins: it
+// accepts a grant that opens with its own key (see SECURITY.md).
 //
 // # Running
 //
