@@ -21,6 +21,11 @@ const ProtocolVersion uint16 = 2
 // HandshakeMagic opens each side's hello.
 const HandshakeMagic = "CLBNDRY\n"
 
+// HelloSize is the size of each side's handshake hello: the bytes that
+// cross before the first frame. A transport that changes medium after the
+// handshake (package boundary/shm) switches after this many bytes each way.
+const HelloSize = helloSize
+
 const helloSize = 16
 
 // Role is a connection side.

@@ -57,8 +57,10 @@ func backendFor(t testing.TB, name string) Backend {
 	switch name {
 	case "inproc":
 		return NewInProc(testapp.New(8).Serve)
-	case "process":
+	case "process": // shared memory, the default
 		return NewProcess(ProcessOptions{})
+	case "process-pipe":
+		return NewProcess(ProcessOptions{Transport: TransportPipe})
 	}
 	t.Fatalf("no backend %q", name)
 	return nil
@@ -90,6 +92,9 @@ func newHarness(t testing.TB, backend string, o harnessOpts) *harness {
 	if err := h.e.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if want := wantTransport[backend]; h.e.Transport() != want {
+		t.Fatalf("backend %s: transport %q, want %q", backend, h.e.Transport(), want)
+	}
 	for _, a := range h.e.Addresses() {
 		if _, err := b.Consumer(a, h.e, bus.Inline()); err != nil {
 			t.Fatal(err)
@@ -112,8 +117,21 @@ func (h *harness) request(t testing.TB, address string, body any, opts ...bus.De
 	return h.bus.Request(context.Background(), address, body, opts...)
 }
 
+// wantTransport is the transport each test backend must end up on.
+var wantTransport = map[string]string{"inproc": "inproc", "process": "shm", "process-pipe": "pipe"}
+
+// forBackends runs f on the inproc backend and on the process backend over
+// both transports.
 func forBackends(t *testing.T, f func(t *testing.T, backend string)) {
-	for _, b := range []string{"inproc", "process"} {
+	for _, b := range []string{"inproc", "process", "process-pipe"} {
+		t.Run(b, func(t *testing.T) { f(t, b) })
+	}
+}
+
+// forTransports runs f on the process backend over shared memory and over
+// pipes.
+func forTransports(t *testing.T, f func(t *testing.T, backend string)) {
+	for _, b := range []string{"process", "process-pipe"} {
 		t.Run(b, func(t *testing.T) { f(t, b) })
 	}
 }
@@ -197,7 +215,7 @@ func TestDurableSendsCompleteWithTheEnclavesHandler(t *testing.T) {
 			t.Fatalf("panicking handler completed with %v, want a panic error", err)
 		}
 		// A handler still running when the enclave dies hands it back too.
-		if backend != "process" {
+		if backend == "inproc" {
 			return
 		}
 		if err := h.bus.Send(ctx, "test.block", nil); err != nil {
@@ -446,7 +464,11 @@ func TestManyInFlight(t *testing.T) {
 }
 
 func TestKilledEnclaveFailsInFlightAndRestarts(t *testing.T) {
-	h := newHarness(t, "process", harnessOpts{backoff: time.Second})
+	forTransports(t, testKilledEnclaveFailsInFlightAndRestarts)
+}
+
+func testKilledEnclaveFailsInFlightAndRestarts(t *testing.T, backend string) {
+	h := newHarness(t, backend, harnessOpts{backoff: time.Second})
 	if _, err := h.request(t, "test.put", []byte("42"), bus.Header("key", "counter")); err != nil {
 		t.Fatal(err)
 	}
@@ -502,6 +524,9 @@ func TestKilledEnclaveFailsInFlightAndRestarts(t *testing.T) {
 	if h.e.PID() == pid || h.e.Restarts() != 1 {
 		t.Fatalf("pid %d (was %d), restarts %d", h.e.PID(), pid, h.e.Restarts())
 	}
+	if want := wantTransport[backend]; h.e.Transport() != want {
+		t.Fatalf("restarted on transport %q, want %q", h.e.Transport(), want)
+	}
 	m, err := h.request(t, "test.get", nil, bus.Header("key", "counter"))
 	if err != nil || string(m.Body()) != "42" {
 		t.Fatalf("state after restart: %v %q", err, bodyOf(m))
@@ -536,8 +561,10 @@ func TestStartFailsClearly(t *testing.T) {
 	}
 }
 
-func TestStopDrains(t *testing.T) {
-	h := newHarness(t, "process", harnessOpts{})
+func TestStopDrains(t *testing.T) { forTransports(t, testStopDrains) }
+
+func testStopDrains(t *testing.T, backend string) {
+	h := newHarness(t, backend, harnessOpts{})
 	done := make(chan error, 1)
 	go func() {
 		_, err := h.bus.Request(context.Background(), "test.block", nil, bus.Timeout(time.Minute))

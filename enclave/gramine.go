@@ -347,7 +347,7 @@ func (b gramineBackend) Launch(ctx context.Context, spec LaunchSpec) (Process, e
 	logw := newLineLogger(spec.Logger, spec.Name, spec.Instance)
 	run.Stderr = logw
 	setProcAttr(run)
-	p, err := startProcess(run, ecallR, ecallW, ocallR, ocallW, logw)
+	p, err := startProcess(run, ecallR, ecallW, ocallR, ocallW, logw, nil, 0)
 	if err != nil {
 		return nil, fmt.Errorf("enclave: gramine: %w", err)
 	}
