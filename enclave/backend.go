@@ -310,9 +310,9 @@ func (p *osProcess) Transport() string {
 	}
 	return p.shm.Transport()
 }
-func (p *osProcess) PID() int                                 { return p.cmd.Process.Pid }
-func (p *osProcess) Done() <-chan struct{}                    { return p.done }
-func (p *osProcess) Err() error                               { return p.err }
+func (p *osProcess) PID() int              { return p.cmd.Process.Pid }
+func (p *osProcess) Done() <-chan struct{} { return p.done }
+func (p *osProcess) Err() error            { return p.err }
 
 func (p *osProcess) Kill() error {
 	select {
