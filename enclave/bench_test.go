@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/boundary"
+	"github.com/cloister-dev/cloister/boundary/shm"
 	"github.com/cloister-dev/cloister/internal/testapp"
 )
 
@@ -61,6 +62,63 @@ func BenchmarkPipeRoundTrip(b *testing.B) {
 // compare in one run: the process backend over shared memory (the
 // default) and over pipes, and inproc (no crossing at all).
 var benchBackends = []string{"shm", "pipe", "inproc"}
+
+// BenchmarkShmRoundTrip is the shared-memory reference beside
+// BenchmarkPipeRoundTrip: bytes to a child process that echoes them through
+// a region's rings, and back, with the default polling.
+func BenchmarkShmRoundTrip(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			ecallR, ecallW, ocallR, ocallW, err := boundaryPipes()
+			if err != nil {
+				b.Fatal(err)
+			}
+			reg, f, err := shm.Create(0, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cmd := exec.Command(os.Args[0])
+			cmd.Env = append(os.Environ(), "ENCLAVE_TEST_ECHO_CHILD=shm", shm.EnvRegion+"=5", "GOMAXPROCS=1")
+			cmd.ExtraFiles = []*os.File{ecallR, ocallW, f}
+			if err := cmd.Start(); err != nil {
+				b.Fatal(err)
+			}
+			ecallR.Close()
+			ocallW.Close()
+			f.Close()
+			st, err := shm.NewStream(reg, shm.Host, ocallR, ecallW, shm.Options{HandshakeBytes: 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			hs := []byte{1}
+			if _, err := st.Write(hs); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(st, hs); err != nil || st.Transport() != "shm" {
+				b.Fatalf("handshake: %v, transport %q", err, st.Transport())
+			}
+			defer func() {
+				st.Close()
+				cmd.Wait()
+			}()
+			msg := make([]byte, size)
+			back := make([]byte, size)
+			b.SetBytes(int64(size))
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := st.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(st, back); err != nil {
+					b.Fatal(err)
+				}
+			}
+			ss := st.Stats()
+			b.ReportMetric(float64(ss.Sleeps)/float64(b.N), "host-sleeps/op")
+			b.ReportMetric(float64(ss.Doorbells)/float64(b.N), "doorbells/op")
+		})
+	}
+}
 
 // startBench starts an enclave without a bus for boundary benchmarks:
 // backend is "inproc", "shm", "shm-nopoll" (shared memory, never polling:

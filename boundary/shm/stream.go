@@ -42,7 +42,8 @@ const (
 // Options configure a Stream.
 type Options struct {
 	// HandshakeBytes is how many bytes cross the pipes each way before the
-	// rings take over: the boundary hello (boundary.HelloSize).
+	// rings take over: the boundary hello (boundary.HelloSize). At least 1
+	// on the host side, which decides when it has read them.
 	HandshakeBytes int
 	// Poll is the longest a side polls before it sleeps and needs the
 	// doorbell (negative: never poll). The budget adapts below it. 0 takes
@@ -85,6 +86,23 @@ type Stream struct {
 	wmu sync.Mutex
 	tx  ring
 	wHS int
+
+	sleeps, bells, fullWaits atomic.Uint64
+}
+
+// Stats count how often a Stream had to sleep and wake its peer.
+type Stats struct {
+	// Sleeps: Read found the ring empty after polling and slept on the pipe.
+	Sleeps uint64
+	// Doorbells: this side woke the peer (wrote a byte on its pipe).
+	Doorbells uint64
+	// FullWaits: Write found the ring full and waited for space.
+	FullWaits uint64
+}
+
+// Stats returns the stream's counters.
+func (s *Stream) Stats() Stats {
+	return Stats{Sleeps: s.sleeps.Load(), Doorbells: s.bells.Load(), FullWaits: s.fullWaits.Load()}
 }
 
 // NewStream returns side's stream over reg, with in the pipe the peer
@@ -96,8 +114,8 @@ func NewStream(reg *Region, side Side, in, out *os.File, opts Options) (*Stream,
 	if side != Host && side != Enclave {
 		return nil, fmt.Errorf("shm: invalid side %d", side)
 	}
-	if opts.HandshakeBytes < 0 {
-		return nil, fmt.Errorf("shm: negative handshake size")
+	if opts.HandshakeBytes < 0 || side == Host && opts.HandshakeBytes == 0 {
+		return nil, fmt.Errorf("shm: handshake of %d bytes: the host needs at least one byte from the enclave to learn whether it took the region", opts.HandshakeBytes)
 	}
 	raw, err := out.SyscallConn()
 	if err != nil {
@@ -219,6 +237,7 @@ func (s *Stream) readRing(p []byte) (n int, err error) {
 			looks = 0
 			continue
 		}
+		s.sleeps.Add(1)
 		t0 := time.Now()
 		_, rerr := s.in.Read(s.dbuf[:])
 		slept := time.Since(t0)
@@ -271,7 +290,10 @@ func giveCore(looks int) {
 	}
 }
 
-func (s *Stream) ringBell() { _ = s.raw.Write(s.bell) }
+func (s *Stream) ringBell() {
+	s.bells.Add(1)
+	_ = s.raw.Write(s.bell)
+}
 
 func (s *Stream) notifySpace() {
 	select {
@@ -325,6 +347,7 @@ func (s *Stream) writeRing(p []byte) (n int, err error) {
 			return n, err
 		}
 		if free == 0 {
+			s.fullWaits.Add(1)
 			if err := s.waitSpace(); err != nil {
 				return n, err
 			}
