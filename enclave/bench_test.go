@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -216,11 +217,28 @@ func hostCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// processCPU is another process's user and system CPU time, from
-// /proc/PID/stat (clock ticks of 10 ms); 0 for pid 0.
+// processCPU is another process's CPU time: the sum of its threads' run
+// time in /proc/PID/task/*/schedstat (nanoseconds; threads that exited
+// are missed), or from /proc/PID/stat (clock ticks of 10 ms) where
+// schedstat is missing; 0 for pid 0.
 func processCPU(pid int) time.Duration {
 	if pid == 0 {
 		return 0
+	}
+	if tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid)); err == nil && len(tasks) > 0 {
+		var sum time.Duration
+		for _, t := range tasks {
+			b, err := os.ReadFile(t)
+			if err != nil {
+				continue
+			}
+			f := strings.Fields(string(b))
+			if len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				sum += time.Duration(n)
+			}
+		}
+		return sum
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
