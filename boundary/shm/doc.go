@@ -61,7 +61,7 @@
 // not offering a region.
 //
 // Wake-up. A consumer that finds its ring empty polls it for a while
-// (runtime.Gosched between looks, sched_yield every few looks, so that the
+// (runtime.Gosched between looks, sched_yield every 64 looks, so that the
 // peer and the other goroutines get the core), then sets its asleep flag,
 // looks once more, and blocks reading its incoming pipe. A producer, after
 // publishing its tail, looks at the consumer's asleep flag; if set, it
