@@ -81,7 +81,7 @@ type Stream struct {
 	rx      ring
 	rHS     int
 	rBudget time.Duration
-	dbuf    [64]byte
+	dbuf    [512]byte // doorbells read at once: a peer ringing in bursts costs few reads
 
 	wmu sync.Mutex
 	tx  ring
@@ -242,7 +242,14 @@ func (s *Stream) readRing(p []byte) (n int, err error) {
 		_, rerr := s.in.Read(s.dbuf[:])
 		slept := time.Since(t0)
 		atomic.StoreUint32(r.cSleep, 0)
-		s.rBudget = adapt(s.rBudget, slept, s.poll)
+		// Adapt the budget to a wake-up that brought data; a doorbell with
+		// nothing behind it (a space doorbell, a peer ringing for nothing)
+		// must not make this side poll longer.
+		if avail, err := r.readable(); err == nil && avail > 0 {
+			s.rBudget = adapt(s.rBudget, slept, s.poll)
+		} else {
+			s.rBudget /= 2
+		}
 		s.notifySpace()
 		looks = 0
 		if rerr != nil {
