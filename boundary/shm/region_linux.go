@@ -5,6 +5,7 @@ package shm
 import (
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -116,13 +117,20 @@ func Open(f *os.File) (*Region, error) {
 	if merr != nil {
 		return nil, fmt.Errorf("shm: map the region: %w", merr)
 	}
-	n, err := checkHeader(mem)
+	n, err := checkHeaderGuarded(mem)
 	if err != nil {
 		syscall.Munmap(mem)
 		return nil, err
 	}
 	poll := decodePoll(atomic.LoadUint32((*uint32)(unsafe.Pointer(&mem[offPoll]))))
 	return &Region{mem: mem, size: n, poll: poll, unmap: syscall.Munmap}, nil
+}
+
+// checkHeaderGuarded is checkHeader with memory faults (a region
+// truncated under the mapping) turned into errors.
+func checkHeaderGuarded(mem []byte) (n uint64, err error) {
+	defer guardFaults(debug.SetPanicOnFault(true), &err)
+	return checkHeader(mem)
 }
 
 func osYield() { syscall.Syscall(syscall.SYS_SCHED_YIELD, 0, 0, 0) }

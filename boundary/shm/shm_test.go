@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -353,4 +354,60 @@ func FuzzRingFromHostilePeer(f *testing.F) {
 			t.Fatalf("wrote 3 rings' worth to a peer that left (head %d)", head)
 		}
 	})
+}
+
+func TestTheRegionCannotBeResizedUnderTheHost(t *testing.T) {
+	reg, f, err := Create(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	defer f.Close()
+	if err := f.Truncate(0); err == nil {
+		t.Fatal("an image could shrink the memfd under the host's mapping")
+	}
+	if err := f.Truncate(int64(RegionSize(DefaultRingSize)) * 2); err == nil {
+		t.Fatal("an image could grow the memfd")
+	}
+}
+
+// A region that is a plain file (Gramine's untrusted_shm) cannot be
+// sealed: when it is truncated under the host, touching it is an error,
+// not a crash.
+func TestATruncatedRegionIsAnErrorNotACrash(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "region")
+	reg, err := CreateFile(path, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	encReg, err := Open(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecallR, ecallW, _ := os.Pipe()
+	ocallR, ocallW, _ := os.Pipe()
+	host, _ := NewStream(reg, Host, ocallR, ecallW, Options{HandshakeBytes: hs})
+	enc, _ := NewStream(encReg, Enclave, ecallR, ocallW, Options{HandshakeBytes: hs})
+	defer host.Close()
+	defer enc.Close()
+	handshake(t, host, enc)
+	if _, err := enc.Write([]byte("data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, err = host.Read(make([]byte, 10))
+	if err == nil || !strings.Contains(err.Error(), "memory fault") {
+		t.Fatalf("read of a truncated region: %v, want a memory fault error", err)
+	}
+	t.Log(err)
+	if _, err := host.Write([]byte("x")); err == nil {
+		t.Fatal("write to a truncated region succeeded")
+	}
 }

@@ -188,8 +188,12 @@ func (s *Stream) Read(p []byte) (int, error) {
 		if s.rHS == 0 && s.side == Host {
 			// The enclave took the region before it wrote the hello just
 			// read: the attach word is final. Read it once.
-			s.useRing.Store(s.reg.attached())
+			ok, ferr := s.attached()
+			s.useRing.Store(ok)
 			close(s.decided)
+			if err == nil {
+				err = ferr
+			}
 		}
 		return n, err
 	}
@@ -197,6 +201,12 @@ func (s *Stream) Read(p []byte) (int, error) {
 		return s.in.Read(p)
 	}
 	return s.readRing(p)
+}
+
+// attached reads the attach word, guarded against faults.
+func (s *Stream) attached() (ok bool, err error) {
+	defer guardFaults(debug.SetPanicOnFault(true), &err)
+	return s.reg.attached(), nil
 }
 
 func (s *Stream) readRing(p []byte) (n int, err error) {
