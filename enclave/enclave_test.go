@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -618,4 +619,57 @@ func TestFileStore(t *testing.T) {
 	if err := s.Put(ctx, "", nil); err == nil {
 		t.Fatal("empty key accepted")
 	}
+}
+
+// TestKilledMidStream kills the enclave while requests stream through it
+// (the rings, or the pipes, full of frames both ways): every request ends
+// at once, answered or failed as unavailable, none waits for its timeout;
+// the enclave comes back with its state.
+func TestKilledMidStream(t *testing.T) {
+	forTransports(t, func(t *testing.T, backend string) {
+		h := newHarness(t, backend, harnessOpts{backoff: 200 * time.Millisecond})
+		if _, err := h.request(t, "test.put", []byte("7"), bus.Header("key", "k")); err != nil {
+			t.Fatal(err)
+		}
+		pid := h.e.PID()
+		const streams = 8
+		var answered atomic.Int64
+		errs := make(chan error, streams)
+		body := make([]byte, 4<<10)
+		for range streams {
+			go func() {
+				for {
+					_, err := h.bus.Request(context.Background(), "test.echo", body, bus.Timeout(time.Minute))
+					if err != nil {
+						errs <- err
+						return
+					}
+					answered.Add(1)
+				}
+			}()
+		}
+		waitFor(t, 20*time.Second, "requests to flow", func() bool { return answered.Load() > 200 })
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		for range streams {
+			select {
+			case err := <-errs:
+				var re *bus.ReplyError
+				if !errors.As(err, &re) || re.Code != CodeUnavailable {
+					t.Fatalf("request cut by the kill: %v, want a recipient failure %d", err, CodeUnavailable)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("a request outlived the killed enclave")
+			}
+		}
+		waitFor(t, 60*time.Second, "the restart", func() bool { return h.e.Health(context.Background()) == nil })
+		if h.e.PID() == pid || h.e.Transport() != wantTransport[backend] {
+			t.Fatalf("after restart: pid %d (was %d), transport %q", h.e.PID(), pid, h.e.Transport())
+		}
+		m, err := h.request(t, "test.get", nil, bus.Header("key", "k"))
+		if err != nil || string(m.Body()) != "7" {
+			t.Fatalf("state after restart: %v %q", err, bodyOf(m))
+		}
+	})
 }
