@@ -348,7 +348,7 @@ func FuzzRingFromHostilePeer(f *testing.F) {
 		default:
 			t.Fatalf("read: %v", err)
 		}
-		timer := time.AfterFunc(time.Second, func() { host.Close() }) // a full ring waits
+		timer := time.AfterFunc(100*time.Millisecond, func() { host.Close() }) // a full ring waits
 		defer timer.Stop()
 		if _, err := host.Write(make([]byte, 3*MinRingSize)); err == nil && head <= uint64(MinRingSize)*4 {
 			t.Fatalf("wrote 3 rings' worth to a peer that left (head %d)", head)
