@@ -343,7 +343,8 @@ func (e *Enclave) InFlight() int {
 func (e *Enclave) Stats() boundary.Stats {
 	if s := e.cur.Load(); s != nil {
 		st := s.conn.Stats()
-		st.FramesSent, st.Writes = s.out.frames.Load(), s.out.writes.Load()
+		o := s.out.Stats()
+		st.FramesSent, st.Writes, st.BytesSent = o.Frames, o.Writes, o.Bytes
 		return st
 	}
 	return boundary.Stats{}
