@@ -67,7 +67,9 @@ type Stream struct {
 	one  [1]byte
 	poll time.Duration
 
-	life      sync.RWMutex // Read and Write hold it shared; Close takes it to unmap
+	life      sync.Mutex // guards active and unmapped
+	active    int        // Reads and Writes in progress: the region stays mapped for them
+	unmapped  bool
 	closed    atomic.Bool
 	closedCh  chan struct{}
 	closeOnce sync.Once
@@ -169,11 +171,10 @@ func (s *Stream) Transport() string {
 // once the peer closed its pipe and the ring is empty, and a
 // *CorruptError when the peer broke the ring's positions.
 func (s *Stream) Read(p []byte) (int, error) {
-	s.life.RLock()
-	defer s.life.RUnlock()
-	if s.closed.Load() {
+	if !s.enter() {
 		return 0, ErrClosed
 	}
+	defer s.exit()
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
 	if len(p) == 0 {
@@ -326,11 +327,10 @@ func (s *Stream) notifySpace() {
 // Write writes p to the pipe during the handshake, then to the ring (or the
 // pipe). It returns once p is in the ring; it waits while the ring is full.
 func (s *Stream) Write(p []byte) (n int, err error) {
-	s.life.RLock()
-	defer s.life.RUnlock()
-	if s.closed.Load() {
+	if !s.enter() {
 		return 0, ErrClosed
 	}
+	defer s.exit()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	for s.wHS > 0 && len(p) > 0 {
@@ -421,7 +421,7 @@ func (s *Stream) waitSpace() error {
 }
 
 // Close closes both pipes (the peer sees end of stream), wakes a sleeping
-// Read or Write, and unmaps the region once they returned.
+// Read or Write, and unmaps the region as soon as none is in progress.
 func (s *Stream) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
@@ -429,12 +429,44 @@ func (s *Stream) Close() error {
 		close(s.closedCh)
 		err = errors.Join(s.in.Close(), s.out.Close())
 		s.life.Lock()
-		if e := s.reg.Close(); e != nil && err == nil {
-			err = e
+		if s.active == 0 {
+			err = errors.Join(err, s.unmap())
 		}
 		s.life.Unlock()
 	})
 	return err
+}
+
+// enter registers a Read or Write, unless the stream is closed.
+func (s *Stream) enter() bool {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.closed.Load() {
+		return false
+	}
+	s.active++
+	return true
+}
+
+// exit ends a Read or Write; the last one out of a closed stream unmaps
+// the region. (Close does not wait for them: a Read blocked on a pipe
+// that is not in non-blocking mode, such as stdin, would never return.)
+func (s *Stream) exit() {
+	s.life.Lock()
+	defer s.life.Unlock()
+	s.active--
+	if s.active == 0 && s.closed.Load() {
+		s.unmap()
+	}
+}
+
+// unmap unmaps the region once; called with s.life held.
+func (s *Stream) unmap() error {
+	if s.unmapped {
+		return nil
+	}
+	s.unmapped = true
+	return s.reg.Close()
 }
 
 // guardFaults, deferred with the previous SetPanicOnFault setting, turns a
