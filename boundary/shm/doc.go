@@ -71,7 +71,9 @@
 // the consumer sees the new tail: no wake-up is lost. The polling budget
 // adapts: after a sleep that ended sooner than the longest budget it grows
 // (polling would have caught that), after a longer sleep it halves, so an
-// idle side sleeps at once and burns no CPU. A producer that finds the ring
+// idle side sleeps at once and burns no CPU. (The longest budget must
+// exceed the peer's wake-up latency, or the budget only ever halves; see
+// DefaultPoll.) A producer that finds the ring
 // full waits the same way for space (the consumer rings it after reading),
 // with a short timer as a safety net.
 //

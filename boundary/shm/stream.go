@@ -22,7 +22,12 @@ import (
 const EnvRegion = "CLOISTER_BOUNDARY_SHM"
 
 // DefaultPoll is the longest a side polls an empty ring (or a full one)
-// before it sleeps, when Options.Poll is 0.
+// before it sleeps, when Options.Poll is 0. The budget must exceed the
+// time a doorbell takes to wake the peer (10 to 25 µs on a loaded 2-core
+// VM): a sleep is judged "short, polling would have paid" against it, so
+// with budgets of 5, 10 or 20 µs the polling switched itself off and a
+// boundary round trip at one in flight took 11 to 32 µs, against 2.3 to
+// 3.8 µs with 50 µs in the same run.
 const DefaultPoll = 50 * time.Microsecond
 
 // spaceRetry bounds a producer's sleep while the ring is full: a safety
