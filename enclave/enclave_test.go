@@ -62,6 +62,8 @@ func backendFor(t testing.TB, name string) Backend {
 		return NewProcess(ProcessOptions{})
 	case "process-pipe":
 		return NewProcess(ProcessOptions{Transport: TransportPipe})
+	case "process-pipes-only-image": // shared memory offered, not taken
+		return NewProcess(ProcessOptions{})
 	}
 	t.Fatalf("no backend %q", name)
 	return nil
@@ -119,7 +121,7 @@ func (h *harness) request(t testing.TB, address string, body any, opts ...bus.De
 }
 
 // wantTransport is the transport each test backend must end up on.
-var wantTransport = map[string]string{"inproc": "inproc", "process": "shm", "process-pipe": "pipe"}
+var wantTransport = map[string]string{"inproc": "inproc", "process": "shm", "process-pipe": "pipe", "process-pipes-only-image": "pipe"}
 
 // forBackends runs f on the inproc backend and on the process backend over
 // both transports.
@@ -672,4 +674,18 @@ func TestKilledMidStream(t *testing.T) {
 			t.Fatalf("state after restart: %v %q", err, bodyOf(m))
 		}
 	})
+}
+
+// TestAnImageThatIgnoresTheRegionStaysOnPipes runs the test image the way
+// an image built before the shared-memory boundary runs (serving its
+// descriptors itself): the host offers the region, the image never takes
+// it, and the host must notice at the handshake and stay on the pipes.
+func TestAnImageThatIgnoresTheRegionStaysOnPipes(t *testing.T) {
+	h := newHarness(t, "process-pipes-only-image", harnessOpts{env: []string{"TESTIMAGE_PIPES_ONLY=1"}})
+	for i := range 50 {
+		m, err := h.request(t, "test.echo", []byte(fmt.Sprint(i)))
+		if err != nil || string(m.Body()) != fmt.Sprint(i) {
+			t.Fatalf("echo %d: %v %q", i, err, bodyOf(m))
+		}
+	}
 }
