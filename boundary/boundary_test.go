@@ -529,3 +529,53 @@ func TestFlushWritesCorkedFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSenderGathersIntactFrames queues frames from many goroutines through
+// a gathering Sender (the host's writer) and decodes them all; after Close
+// sends fail with ErrClosed.
+func TestSenderGathersIntactFrames(t *testing.T) {
+	pr, pw := io.Pipe()
+	s := NewSender(pw, DefaultMaxFrame, SenderOptions{Gather: true, MaxPending: 1 << 20})
+	const senders, each = 8, 50
+	var wg sync.WaitGroup
+	for g := range senders {
+		wg.Go(func() {
+			for i := range each {
+				token := uint64(g*each + i + 1)
+				body := bytes.Repeat([]byte{byte(token)}, 1+int(token%7)*5000)
+				send := s.Queue
+				if i%4 == 0 {
+					send = s.Send
+				}
+				if err := send(&Deliver{Token: token, Kind: KindRequest, Address: "a.b", Body: body}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	r := NewReader(pr, Limits{})
+	seen := map[uint64]bool{}
+	for len(seen) < senders*each {
+		m, err := r.Next()
+		if err != nil {
+			t.Fatalf("after %d frames: %v", len(seen), err)
+		}
+		d := m.(*Deliver)
+		if seen[d.Token] || bytes.Count(d.Body, []byte{byte(d.Token)}) != len(d.Body) {
+			t.Fatalf("frame %d corrupt or repeated", d.Token)
+		}
+		seen[d.Token] = true
+	}
+	wg.Wait()
+	if st := s.Stats(); st.Frames != senders*each || st.Writes == 0 || st.Writes > st.Frames {
+		t.Fatalf("stats %+v", st)
+	}
+	s.Close()
+	if err := s.Queue(&Health{ID: 1}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("queue after close: %v", err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatalf("flush after close: %v", err)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -27,6 +26,11 @@ const ProtocolVersion uint16 = 3
 
 // HandshakeMagic opens each side's hello.
 const HandshakeMagic = "CLBNDRY\n"
+
+// HelloSize is the size of each side's handshake hello: the bytes that
+// cross before the first frame. A transport that changes medium after the
+// handshake (package boundary/shm) switches after this many bytes each way.
+const HelloSize = helloSize
 
 const helloSize = 16
 
@@ -246,28 +250,20 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 // Conn is one side of a boundary connection over a byte stream: a
-// handshake, then Send (any goroutine, batched) and Recv (one goroutine).
+// handshake, then Send (any goroutine, batched by a Sender) and Recv (one
+// goroutine).
 type Conn struct {
 	in      *countingReader
 	r       *Reader
 	w       io.Writer
 	role    Role
 	peerMax int
-	maxPend int
+	opts    Options
 	closers []io.Closer
+	out     *Sender // after the handshake
 
-	mu      sync.Mutex
-	cond    sync.Cond
-	pending []byte
-	spare   []byte
-	writing bool
-	cork    bool  // Options.Cork
-	corked  bool  // cork, and Recv has complete frames in hand
-	nCorked int   // frames in pending
-	err     error // sticky write error or ErrClosed
-
-	framesSent, bytesSent, writes, framesRecv atomic.Uint64
-	closeOnce                                 sync.Once
+	framesRecv atomic.Uint64
+	closeOnce  sync.Once
 }
 
 // NewConn performs the handshake as role over r and w and returns the
@@ -282,13 +278,9 @@ func NewConn(ctx context.Context, r io.Reader, w io.Writer, role Role, opts Opti
 	if lim.MaxFrame < MinMaxFrame || lim.MaxFrame > MaxMaxFrame {
 		return nil, fmt.Errorf("boundary: MaxFrame %d outside [%d, %d]", lim.MaxFrame, MinMaxFrame, MaxMaxFrame)
 	}
-	c := &Conn{in: &countingReader{r: r}, w: w, role: role, maxPend: opts.MaxPending, cork: opts.Cork}
+	c := &Conn{in: &countingReader{r: r}, w: w, role: role, opts: opts}
 	c.r = NewReader(c.in, lim)
 	c.r.role = role
-	if c.maxPend <= 0 {
-		c.maxPend = 1 << 20
-	}
-	c.cond.L = &c.mu
 	if cl, ok := r.(io.Closer); ok {
 		c.closers = append(c.closers, cl)
 	}
@@ -302,6 +294,7 @@ func NewConn(ctx context.Context, r io.Reader, w io.Writer, role Role, opts Opti
 		if err != nil {
 			return nil, err
 		}
+		c.out = NewSender(w, c.peerMax, SenderOptions{MaxPending: opts.MaxPending, cork: opts.Cork})
 		return c, nil
 	case <-ctx.Done():
 		c.Close()
@@ -348,127 +341,16 @@ func (c *Conn) Role() Role { return c.role }
 func (c *Conn) PeerMaxFrame() int { return c.peerMax }
 
 // Send encodes m and writes it, batched with frames other goroutines send at
-// the same time: if no write is in progress the caller writes everything
-// queued; otherwise m is queued for the writing goroutine and Send returns
-// (blocking only while more than MaxPending bytes are queued). An error from
-// a write is returned to the writer and to every later Send. A frame larger
-// than the peer's limit fails with ErrFrameTooLarge and nothing is sent.
-// Safe for concurrent use.
-func (c *Conn) Send(m Message) error { return c.send(m, true) }
+// the same time (see Sender.Send). Safe for concurrent use.
+func (c *Conn) Send(m Message) error { return c.out.Send(m) }
 
-// Post is Send that never blocks on I/O: if no write is in progress it
-// starts one in a new goroutine. Use it from a reading goroutine, which must
-// never wait for the peer (both sides waiting on full pipes deadlock).
-func (c *Conn) Post(m Message) error { return c.send(m, false) }
-
-func (c *Conn) send(m Message, inline bool) error {
-	c.mu.Lock()
-	for inline && c.err == nil && c.writing && len(c.pending) >= c.maxPend {
-		c.cond.Wait()
-	}
-	if c.err != nil {
-		err := c.err
-		c.mu.Unlock()
-		return err
-	}
-	var err error
-	c.pending, err = appendChecked(c.pending, m, c.peerMax)
-	if err != nil {
-		c.mu.Unlock()
-		return err
-	}
-	c.framesSent.Add(1)
-	c.nCorked++
-	if c.writing || (c.corked && len(c.pending) < c.maxPend && c.nCorked < corkFrames) {
-		c.mu.Unlock()
-		return nil
-	}
-	c.writing = true
-	if !inline {
-		c.mu.Unlock()
-		go c.flushAsync()
-		return nil
-	}
-	return c.flushLocked()
-}
-
-// corkFrames is how many frames Cork holds back at most: then they are
-// written, so that the peer starts on them while the rest are handled.
-const corkFrames = 8
-
-func (c *Conn) flushAsync() {
-	c.mu.Lock()
-	c.flushLocked()
-}
-
-// setCorked records whether Recv has complete frames in hand; uncorking
-// starts the write of whatever was held back.
-func (c *Conn) setCorked(corked bool) {
-	c.mu.Lock()
-	if c.corked == corked {
-		c.mu.Unlock()
-		return
-	}
-	c.corked = corked
-	if corked || c.writing || len(c.pending) == 0 || c.err != nil {
-		c.mu.Unlock()
-		return
-	}
-	c.writing = true
-	c.mu.Unlock()
-	go c.flushAsync()
-}
-
-// flushLocked writes pending batches until none is left; called with c.mu
-// held and c.writing set; returns with c.mu released.
-func (c *Conn) flushLocked() error {
-	var err error
-	for len(c.pending) > 0 && c.err == nil {
-		buf := c.pending
-		c.pending = c.spare[:0]
-		c.nCorked = 0
-		c.mu.Unlock()
-		_, err = c.w.Write(buf)
-		c.writes.Add(1)
-		c.bytesSent.Add(uint64(len(buf)))
-		c.mu.Lock()
-		if cap(buf) <= 2*c.maxPend {
-			c.spare = buf[:0]
-		} else {
-			c.spare = nil
-		}
-		if err != nil {
-			if c.err == nil {
-				c.err = fmt.Errorf("boundary: write: %w", err)
-			}
-			err = c.err
-		}
-		c.cond.Broadcast()
-	}
-	c.writing = false
-	c.cond.Broadcast()
-	c.mu.Unlock()
-	return err
-}
+// Post is Send that never blocks on I/O (see Sender.Post): use it from the
+// reading goroutine.
+func (c *Conn) Post(m Message) error { return c.out.Post(m) }
 
 // Flush writes every frame queued so far, corked ones included, and waits
 // until they are written (or the connection failed).
-func (c *Conn) Flush() error {
-	c.mu.Lock()
-	if c.err == nil && !c.writing && len(c.pending) > 0 {
-		c.writing = true
-		c.flushLocked()
-		c.mu.Lock()
-	}
-	defer c.mu.Unlock()
-	for c.err == nil && (c.writing || len(c.pending) > 0) {
-		c.cond.Wait()
-	}
-	if errors.Is(c.err, ErrClosed) {
-		return nil
-	}
-	return c.err
-}
+func (c *Conn) Flush() error { return c.out.Flush() }
 
 // Recv reads the next frame. Call it from one goroutine only. It returns
 // io.EOF when the peer closed the stream cleanly between frames. A
@@ -476,23 +358,24 @@ func (c *Conn) Flush() error {
 // on. A frame type of the wrong direction is a *DecodeError wrapping
 // ErrWrongDirection.
 func (c *Conn) Recv() (Message, error) {
-	if c.cork && !c.r.complete() {
-		c.setCorked(false) // about to wait for input: let held frames go
+	if c.opts.Cork && !c.r.complete() {
+		c.out.setCorked(false) // about to wait for input: let held frames go
 	}
 	m, err := c.r.Next()
 	if err == nil {
 		c.framesRecv.Add(1)
 	}
-	if c.cork && err == nil && c.r.complete() {
-		c.setCorked(true)
+	if c.opts.Cork && err == nil && c.r.complete() {
+		c.out.setCorked(true)
 	}
 	return m, err
 }
 
 // Stats returns traffic counters.
 func (c *Conn) Stats() Stats {
+	o := c.out.Stats()
 	return Stats{
-		FramesSent: c.framesSent.Load(), BytesSent: c.bytesSent.Load(), Writes: c.writes.Load(),
+		FramesSent: o.Frames, BytesSent: o.Bytes, Writes: o.Writes,
 		FramesReceived: c.framesRecv.Load(), Reads: c.in.n.Load(),
 	}
 }
@@ -504,12 +387,9 @@ func (c *Conn) Stats() Stats {
 func (c *Conn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
-		c.mu.Lock()
-		if c.err == nil {
-			c.err = ErrClosed
+		if c.out != nil {
+			c.out.Close()
 		}
-		c.cond.Broadcast()
-		c.mu.Unlock()
 		for _, cl := range c.closers {
 			if e := cl.Close(); e != nil && err == nil {
 				err = e

@@ -142,5 +142,15 @@
 // Conn.Send is safe for concurrent use and batches: while one goroutine
 // writes, frames sent by others collect in a buffer and go out in the next
 // single write, so under load many frames cross per system call (and per
-// enclave exit) while an idle connection sends each frame at once.
+// enclave exit) while an idle connection sends each frame at once. The
+// batching is a Sender, which a side that reads its stream with a Reader
+// (or a Conn) may also use alone to send; with SenderOptions.Gather, frames
+// that need not leave at once wait for the other runnable goroutines to add
+// theirs (the host's writer does this).
+//
+// # Transports
+//
+// A Conn runs over any byte stream. Package boundary/shm provides one over
+// shared memory (a ring of bytes each way, below the frames), which the
+// process backend uses after a handshake on pipes.
 package boundary

@@ -10,6 +10,10 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/cloister-dev/cloister/boundary"
+	"github.com/cloister-dev/cloister/boundary/shm"
 )
 
 // Backend starts enclave instances. The inproc, process and gramine
@@ -110,6 +114,19 @@ func (p *inprocProcess) Kill() error {
 	return nil
 }
 
+// Transport is how frames cross between the host and an enclave process.
+type Transport string
+
+// Transports.
+const (
+	// TransportAuto (the default) offers the image a shared-memory region
+	// (package boundary/shm) and uses it when the image takes it; the
+	// pipes carry the handshake, and everything when the image declines.
+	TransportAuto Transport = ""
+	// TransportPipe keeps every frame on the pipes (no region is offered).
+	TransportPipe Transport = "pipe"
+)
+
 // ProcessOptions configure the process backend.
 type ProcessOptions struct {
 	// Env is extra environment for every enclave process.
@@ -117,6 +134,13 @@ type ProcessOptions struct {
 	// InheritEnv lets the enclave see the host's whole environment; by
 	// default it gets only the variables PassEnv lists.
 	InheritEnv bool
+	// Transport chooses shared memory with a pipe fallback (the default)
+	// or pipes only.
+	Transport Transport
+	// Poll is the longest either side polls its shared-memory ring before
+	// it sleeps and needs a doorbell (0: shm.DefaultPoll; negative: never
+	// poll; at most shm.MaxPoll). The image takes it from the region.
+	Poll time.Duration
 }
 
 // PassEnv returns the host variables an enclave process inherits by
@@ -129,10 +153,14 @@ func PassEnv() []string {
 }
 
 // NewProcess returns the process backend: the image runs as a child process
-// and frames cross a pair of pipes on its file descriptors 3 and 4
-// (CLOISTER_BOUNDARY_FD=3,4). The child lives in its own address space, but
-// evidence and seal keys are simulated: this promises nothing against a
-// malicious host. It is the default backend of a node.
+// with a pair of pipes on its file descriptors 3 and 4
+// (CLOISTER_BOUNDARY_FD=3,4) and, unless opts.Transport is TransportPipe,
+// a shared-memory region on descriptor 5 (CLOISTER_BOUNDARY_SHM=5, see
+// package boundary/shm). The handshake crosses the pipes; then frames cross
+// the region's rings if the image took it, the pipes otherwise. The child
+// lives in its own address space, but evidence and seal keys are
+// simulated: this promises nothing against a malicious host. It is the
+// default backend of a node.
 func NewProcess(opts ProcessOptions) Backend { return processBackend{opts: opts} }
 
 type processBackend struct{ opts ProcessOptions }
@@ -144,6 +172,9 @@ func (b processBackend) Launch(ctx context.Context, spec LaunchSpec) (Process, e
 	if spec.Image == nil {
 		return nil, errors.New("enclave: process backend needs an image")
 	}
+	if b.opts.Transport != TransportAuto && b.opts.Transport != TransportPipe {
+		return nil, fmt.Errorf("enclave: process backend: transport %q: want \"\" (shared memory, pipe fallback) or %q", b.opts.Transport, TransportPipe)
+	}
 	// ecall: host writes, child reads (fd 3); ocall: child writes (fd 4).
 	ecallR, ecallW, ocallR, ocallW, err := boundaryPipes()
 	if err != nil {
@@ -153,15 +184,35 @@ func (b processBackend) Launch(ctx context.Context, spec LaunchSpec) (Process, e
 	cmd.Env = childEnv(b.opts.InheritEnv, append(append([]string{}, b.opts.Env...), spec.Env...))
 	cmd.Env = append(cmd.Env, "CLOISTER_BOUNDARY_FD=3,4")
 	cmd.ExtraFiles = []*os.File{ecallR, ocallW}
+	var region *shm.Region
+	if b.opts.Transport == TransportAuto {
+		reg, f, err := shm.Create(0, b.opts.Poll)
+		if err != nil {
+			// Not fatal: the pipes carry everything.
+			spec.logger().Warn("enclave: no shared-memory boundary; frames cross pipes", "error", err)
+		} else {
+			defer f.Close() // the child holds its copy once started
+			region = reg
+			cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+			cmd.Env = append(cmd.Env, shm.EnvRegion+"=5")
+		}
+	}
 	cmd.Stdin = nil
 	logw := newLineLogger(spec.Logger, spec.Name, spec.Instance)
 	cmd.Stdout, cmd.Stderr = logw, logw
 	setProcAttr(cmd)
-	p, err := startProcess(cmd, ecallR, ecallW, ocallR, ocallW, logw)
+	p, err := startProcess(cmd, ecallR, ecallW, ocallR, ocallW, logw, region, b.opts.Poll)
 	if err != nil {
 		return nil, fmt.Errorf("enclave: start %s: %w", spec.Image.Path, err)
 	}
 	return p, nil
+}
+
+func (s LaunchSpec) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.Default()
+	}
+	return s.Logger
 }
 
 // pipeSize is the buffer asked for each boundary pipe: a batch of large
@@ -188,13 +239,18 @@ func boundaryPipes() (ecallR, ecallW, ocallR, ocallW *os.File, err error) {
 }
 
 // startProcess starts cmd, which has been given the child's ends of the
-// two boundary pipes, closes those ends in the host and watches the exit.
-func startProcess(cmd *exec.Cmd, ecallR, ecallW, ocallR, ocallW *os.File, logw *lineLogger) (*osProcess, error) {
+// two boundary pipes (and the region, when not nil), closes those ends in
+// the host and watches the exit. With a region, the host's streams are a
+// shm.Stream over the region and its pipes.
+func startProcess(cmd *exec.Cmd, ecallR, ecallW, ocallR, ocallW *os.File, logw *lineLogger, region *shm.Region, poll time.Duration) (*osProcess, error) {
 	if err := cmd.Start(); err != nil {
 		ecallR.Close()
 		ecallW.Close()
 		ocallR.Close()
 		ocallW.Close()
+		if region != nil {
+			region.Close()
+		}
 		return nil, err
 	}
 	// The child holds its ends now; closing ours lets a dead child show as
@@ -202,6 +258,15 @@ func startProcess(cmd *exec.Cmd, ecallR, ecallW, ocallR, ocallW *os.File, logw *
 	ecallR.Close()
 	ocallW.Close()
 	p := &osProcess{cmd: cmd, r: ocallR, w: ecallW, done: make(chan struct{})}
+	if region != nil {
+		st, err := shm.NewStream(region, shm.Host, ocallR, ecallW, shm.Options{HandshakeBytes: boundary.HelloSize, Poll: poll})
+		if err != nil { // only for invalid arguments
+			region.Close()
+			cmd.Process.Kill()
+		} else {
+			p.r, p.w, p.shm = st, st, st
+		}
+	}
 	go func() {
 		err := cmd.Wait()
 		logw.flush()
@@ -228,16 +293,26 @@ func childEnv(inherit bool, extra []string) []string {
 
 type osProcess struct {
 	cmd  *exec.Cmd
-	r    *os.File
-	w    *os.File
+	r    io.ReadCloser
+	w    io.WriteCloser
+	shm  *shm.Stream // nil: pipes only
 	done chan struct{}
 	err  error
 }
 
 func (p *osProcess) Streams() (io.ReadCloser, io.WriteCloser) { return p.r, p.w }
-func (p *osProcess) PID() int                                 { return p.cmd.Process.Pid }
-func (p *osProcess) Done() <-chan struct{}                    { return p.done }
-func (p *osProcess) Err() error                               { return p.err }
+
+// Transport returns "shm" when frames cross shared memory, "pipe" when
+// they cross the pipes, "" before the handshake decided.
+func (p *osProcess) Transport() string {
+	if p.shm == nil {
+		return "pipe"
+	}
+	return p.shm.Transport()
+}
+func (p *osProcess) PID() int              { return p.cmd.Process.Pid }
+func (p *osProcess) Done() <-chan struct{} { return p.done }
+func (p *osProcess) Err() error            { return p.err }
 
 func (p *osProcess) Kill() error {
 	select {

@@ -7,14 +7,17 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cloister-dev/cloister/boundary"
+	"github.com/cloister-dev/cloister/boundary/shm"
 	"github.com/cloister-dev/cloister/internal/testapp"
 )
 
@@ -58,7 +61,71 @@ func BenchmarkPipeRoundTrip(b *testing.B) {
 	}
 }
 
-// startBench starts an enclave without a bus for boundary benchmarks.
+// benchBackends are the backends and transports the boundary benchmarks
+// compare in one run: the process backend over shared memory (the
+// default) and over pipes, and inproc (no crossing at all).
+var benchBackends = []string{"shm", "pipe", "inproc"}
+
+// BenchmarkShmRoundTrip is the shared-memory reference beside
+// BenchmarkPipeRoundTrip: bytes to a child process that echoes them through
+// a region's rings, and back, with the default polling.
+func BenchmarkShmRoundTrip(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			ecallR, ecallW, ocallR, ocallW, err := boundaryPipes()
+			if err != nil {
+				b.Fatal(err)
+			}
+			reg, f, err := shm.Create(0, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cmd := exec.Command(os.Args[0])
+			cmd.Env = append(os.Environ(), "ENCLAVE_TEST_ECHO_CHILD=shm", shm.EnvRegion+"=5", "GOMAXPROCS=1")
+			cmd.ExtraFiles = []*os.File{ecallR, ocallW, f}
+			if err := cmd.Start(); err != nil {
+				b.Fatal(err)
+			}
+			ecallR.Close()
+			ocallW.Close()
+			f.Close()
+			st, err := shm.NewStream(reg, shm.Host, ocallR, ecallW, shm.Options{HandshakeBytes: 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			hs := []byte{1}
+			if _, err := st.Write(hs); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(st, hs); err != nil || st.Transport() != "shm" {
+				b.Fatalf("handshake: %v, transport %q", err, st.Transport())
+			}
+			defer func() {
+				st.Close()
+				cmd.Wait()
+			}()
+			msg := make([]byte, size)
+			back := make([]byte, size)
+			b.SetBytes(int64(size))
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := st.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(st, back); err != nil {
+					b.Fatal(err)
+				}
+			}
+			ss := st.Stats()
+			b.ReportMetric(float64(ss.Sleeps)/float64(b.N), "host-sleeps/op")
+			b.ReportMetric(float64(ss.Doorbells)/float64(b.N), "doorbells/op")
+		})
+	}
+}
+
+// startBench starts an enclave without a bus for boundary benchmarks:
+// backend is "inproc", "shm", "shm-nopoll" (shared memory, never polling:
+// every wait sleeps and needs a doorbell), "shm-poll=DURATION" or "pipe".
 func startBench(b *testing.B, backend string, env ...string) *Enclave {
 	b.Helper()
 	return startBenchStore(b, backend, nil, env...)
@@ -68,11 +135,24 @@ func startBench(b *testing.B, backend string, env ...string) *Enclave {
 func startBenchStore(b *testing.B, backend string, wrap func(*FileStore) Store, env ...string) *Enclave {
 	b.Helper()
 	var be Backend
-	switch backend {
-	case "inproc":
-		be = NewInProc(testapp.New(8).Serve)
-	case "process":
+	want := "shm"
+	switch {
+	case backend == "inproc":
+		be, want = NewInProc(testapp.New(8).Serve), "inproc"
+	case backend == "shm" || backend == "process":
 		be = NewProcess(ProcessOptions{})
+	case backend == "shm-nopoll":
+		be = NewProcess(ProcessOptions{Poll: -1})
+	case strings.HasPrefix(backend, "shm-poll="):
+		d, err := time.ParseDuration(strings.TrimPrefix(backend, "shm-poll="))
+		if err != nil {
+			b.Fatal(err)
+		}
+		be = NewProcess(ProcessOptions{Poll: d})
+	case backend == "pipe":
+		be, want = NewProcess(ProcessOptions{Transport: TransportPipe}), "pipe"
+	default:
+		b.Fatalf("no bench backend %q", backend)
 	}
 	fs, err := NewFileStore(b.TempDir())
 	if err != nil {
@@ -88,6 +168,9 @@ func startBenchStore(b *testing.B, backend string, wrap func(*FileStore) Store, 
 	}
 	if err := e.Start(context.Background()); err != nil {
 		b.Fatal(err)
+	}
+	if got := e.Transport(); got != want {
+		b.Fatalf("%s: transport %q, want %q", backend, got, want)
 	}
 	b.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -117,18 +200,103 @@ func reportBatching(b *testing.B, e *Enclave, before boundary.Stats) {
 	}
 }
 
+// cpuMeter measures the CPU time this process (the host) and the enclave
+// process spend between start and report.
+type cpuMeter struct {
+	pid        int
+	host, encl time.Duration
+}
+
+func startCPU(e *Enclave) cpuMeter {
+	return cpuMeter{pid: e.PID(), host: hostCPU(), encl: processCPU(e.PID())}
+}
+
+// report adds host and enclave CPU per operation (n operations).
+func (m cpuMeter) report(b *testing.B, n int) {
+	h, e := hostCPU()-m.host, processCPU(m.pid)-m.encl
+	b.ReportMetric(float64(h.Nanoseconds())/float64(n), "host-cpu-ns/op")
+	if m.pid != 0 {
+		b.ReportMetric(float64(e.Nanoseconds())/float64(n), "encl-cpu-ns/op")
+	}
+}
+
+// hostCPU is this process's user and system CPU time.
+func hostCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// processCPU is another process's CPU time: the sum of its threads' run
+// time in /proc/PID/task/*/schedstat (nanoseconds; threads that exited
+// are missed), or from /proc/PID/stat (clock ticks of 10 ms) where
+// schedstat is missing; 0 for pid 0.
+func processCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	if tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid)); err == nil && len(tasks) > 0 {
+		var sum time.Duration
+		for _, t := range tasks {
+			b, err := os.ReadFile(t)
+			if err != nil {
+				continue
+			}
+			f := strings.Fields(string(b))
+			if len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				sum += time.Duration(n)
+			}
+		}
+		return sum
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
 // BenchmarkBoundaryRoundTrip is one Deliver and its Reply across the
-// boundary with an empty handler.
+// boundary with an empty handler, over shared memory, over pipes and in
+// process, in one run. BOUNDARY_BENCH_BACKENDS (comma-separated, see
+// startBench) replaces the list, e.g. to compare polling budgets.
 func BenchmarkBoundaryRoundTrip(b *testing.B) {
-	for _, backend := range []string{"inproc", "process"} {
+	backends := benchBackends
+	if v := os.Getenv("BOUNDARY_BENCH_BACKENDS"); v != "" {
+		backends = strings.Split(v, ",")
+	}
+	sizes := benchSizes
+	if v := os.Getenv("BOUNDARY_BENCH_SIZES"); v != "" {
+		sizes = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	for _, backend := range backends {
 		b.Run(backend, func(b *testing.B) {
 			e := startBench(b, backend)
-			for _, size := range benchSizes {
+			for _, size := range sizes {
 				for _, inflight := range []int{1, 32} {
 					b.Run(fmt.Sprintf("size=%d/inflight=%d", size, inflight), func(b *testing.B) {
 						body := make([]byte, size)
 						b.SetBytes(int64(size))
 						before := e.Stats()
+						cpu := startCPU(e)
+						defer func() { cpu.report(b, b.N) }()
 						if inflight == 1 {
 							ch := make(chanWaiter, 1)
 							for b.Loop() {
@@ -277,7 +445,7 @@ func benchStateful(b *testing.B, disk, mode string) {
 // batched (ns/op is per message).
 func BenchmarkBoundaryBatched(b *testing.B) {
 	const batch = 256
-	for _, backend := range []string{"inproc", "process"} {
+	for _, backend := range benchBackends {
 		b.Run(backend, func(b *testing.B) {
 			e := startBench(b, backend)
 			body := make([]byte, 64)
@@ -298,6 +466,33 @@ func BenchmarkBoundaryBatched(b *testing.B) {
 				sent += n
 			}
 			reportBatching(b, e, before)
+		})
+	}
+}
+
+// BenchmarkIdleCPU measures the CPU the host and the enclave burn while
+// the enclave is idle, right after a burst of requests (when a polling side
+// would still be polling): per transport, CPU milliseconds per idle second.
+// Run it with -benchtime 2x or so; each op is one idle second.
+func BenchmarkIdleCPU(b *testing.B) {
+	for _, backend := range []string{"shm", "pipe"} {
+		b.Run(backend, func(b *testing.B) {
+			e := startBench(b, backend)
+			ch := make(chanWaiter, 1)
+			var host, encl time.Duration
+			for b.Loop() {
+				for range 1000 {
+					if err := e.roundTrip(ch, "test.empty", nil); err != nil {
+						b.Fatal(err)
+					}
+				}
+				m := startCPU(e)
+				time.Sleep(time.Second)
+				host += hostCPU() - m.host
+				encl += processCPU(m.pid) - m.encl
+			}
+			b.ReportMetric(float64(host.Microseconds())/1000/float64(b.N), "host-cpu-ms/idle-s")
+			b.ReportMetric(float64(encl.Microseconds())/1000/float64(b.N), "encl-cpu-ms/idle-s")
 		})
 	}
 }

@@ -21,13 +21,30 @@
 //     process over in-memory pipes. NO ISOLATION; tests and development
 //     only. Its simulated evidence has the debug attribute set and the host
 //     logs a warning.
-//   - process ([NewProcess]): the image runs as a child process with the
-//     frames on a pair of pipes (its file descriptors 3 and 4). Address-space
-//     isolation from the host, but simulated evidence and seal keys, which
-//     promise nothing against a malicious host. The default of a node.
+//   - process ([NewProcess]): the image runs as a child process with a
+//     pair of pipes (its file descriptors 3 and 4) and a shared-memory
+//     region (descriptor 5). Address-space isolation from the host, but
+//     simulated evidence and seal keys, which promise nothing against a
+//     malicious host. The default of a node.
 //   - gramine ([NewGramine]): the image runs under gramine-sgx with a
-//     manifest from [GramineManifest], frames on its stdin and stdout;
-//     evidence and seal keys come from /dev/attestation inside the enclave.
+//     manifest from [GramineManifest], its pipes on stdin and stdout, its
+//     region in a file under an untrusted shared-memory mount
+//     ([GramineSHMDir]); evidence and seal keys come from /dev/attestation
+//     inside the enclave.
+//
+// # Transports
+//
+// The boundary handshake always crosses the pipes. After it, frames cross
+// the region (package boundary/shm: one single-producer single-consumer
+// ring of bytes each way, polled for up to [ProcessOptions.Poll] before a
+// side sleeps; a one-byte doorbell on the pipe wakes a side only when it
+// sleeps) if the image took it, and the pipes otherwise: an image built
+// without shared-memory support, or [TransportPipe], which offers no
+// region. [Enclave.Transport] says which one an instance uses. The host
+// reads every ring position from the region once, checks it and copies
+// the bytes out before decoding them, so an image that scribbles over the
+// region fails like one that writes garbage on a pipe; an image's exit
+// closes its pipes, which ends the stream on either transport.
 //
 // # The adapter and the supervisor
 //
@@ -89,12 +106,13 @@
 // wait. [Enclave.HandleMessage] never waits otherwise, so a node registers
 // it as a bus.Inline consumer: the requester's goroutine queues the frame
 // itself. The trusted runtime corks its answers the same way (at most 8
-// per write while more deliveries are buffered), and the boundary pipes
-// are made 1 MiB large where the system allows.
+// per write while more deliveries are buffered). The rings hold 1 MiB each
+// way, and the boundary pipes are made 1 MiB large where the system
+// allows; a writer that finds either full waits.
 //
 // # Measuring
 //
-//	go test ./enclave -run '^$' -bench .                  # boundary round trips beside a raw pipe echo, batching, image VmHWM
+//	go test ./enclave -run '^$' -bench .                  # boundary round trips (shm, pipe, inproc) beside a raw pipe echo, batching, idle CPU, image VmHWM
 //	go test ./node -run '^$' -bench TrustedVsRegular      # the same handler: regular, trusted (process), trusted (inproc); 32 in flight
 //
 // Package node hosts enclaves as deployments (node.EnclaveConfig); the

@@ -325,6 +325,23 @@ func (e *Enclave) PID() int {
 	return 0
 }
 
+// Transport returns how frames cross to the running instance: "shm"
+// (shared-memory rings), "pipe", "inproc" (in-memory pipes of the inproc
+// backend), or "" while it is down.
+func (e *Enclave) Transport() string {
+	s := e.cur.Load()
+	if s == nil {
+		return ""
+	}
+	if t, ok := s.proc.(interface{ Transport() string }); ok {
+		return t.Transport()
+	}
+	if !e.cfg.Backend.Isolated() {
+		return "inproc"
+	}
+	return "pipe"
+}
+
 // Restarts returns how many times the enclave was restarted.
 func (e *Enclave) Restarts() int {
 	e.mu.Lock()
@@ -345,7 +362,8 @@ func (e *Enclave) InFlight() int {
 func (e *Enclave) Stats() boundary.Stats {
 	if s := e.cur.Load(); s != nil {
 		st := s.conn.Stats()
-		st.FramesSent, st.Writes = s.out.frames.Load(), s.out.writes.Load()
+		o := s.out.Stats()
+		st.FramesSent, st.Writes, st.BytesSent = o.Frames, o.Writes, o.Bytes
 		return st
 	}
 	return boundary.Stats{}

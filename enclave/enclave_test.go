@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -61,7 +62,11 @@ func backendFor(t testing.TB, name string) Backend {
 	switch name {
 	case "inproc":
 		return NewInProc(testapp.New(8).Serve)
-	case "process":
+	case "process": // shared memory, the default
+		return NewProcess(ProcessOptions{})
+	case "process-pipe":
+		return NewProcess(ProcessOptions{Transport: TransportPipe})
+	case "process-pipes-only-image": // shared memory offered, not taken
 		return NewProcess(ProcessOptions{})
 	}
 	t.Fatalf("no backend %q", name)
@@ -98,6 +103,9 @@ func newHarness(t testing.TB, backend string, o harnessOpts) *harness {
 	if err := h.e.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if want := wantTransport[backend]; h.e.Transport() != want {
+		t.Fatalf("backend %s: transport %q, want %q", backend, h.e.Transport(), want)
+	}
 	for _, a := range h.e.Addresses() {
 		if _, err := b.Consumer(a, h.e, bus.Inline()); err != nil {
 			t.Fatal(err)
@@ -128,8 +136,21 @@ func (h *harness) request(t testing.TB, address string, body any, opts ...bus.De
 	return h.bus.Request(context.Background(), address, body, opts...)
 }
 
+// wantTransport is the transport each test backend must end up on.
+var wantTransport = map[string]string{"inproc": "inproc", "process": "shm", "process-pipe": "pipe", "process-pipes-only-image": "pipe"}
+
+// forBackends runs f on the inproc backend and on the process backend over
+// both transports.
 func forBackends(t *testing.T, f func(t *testing.T, backend string)) {
-	for _, b := range []string{"inproc", "process"} {
+	for _, b := range []string{"inproc", "process", "process-pipe"} {
+		t.Run(b, func(t *testing.T) { f(t, b) })
+	}
+}
+
+// forTransports runs f on the process backend over shared memory and over
+// pipes.
+func forTransports(t *testing.T, f func(t *testing.T, backend string)) {
+	for _, b := range []string{"process", "process-pipe"} {
 		t.Run(b, func(t *testing.T) { f(t, b) })
 	}
 }
@@ -213,7 +234,7 @@ func TestDurableSendsCompleteWithTheEnclavesHandler(t *testing.T) {
 			t.Fatalf("panicking handler completed with %v, want a panic error", err)
 		}
 		// A handler still running when the enclave dies hands it back too.
-		if backend != "process" {
+		if backend == "inproc" {
 			return
 		}
 		if err := h.bus.Send(ctx, "test.block", nil); err != nil {
@@ -464,7 +485,11 @@ func TestManyInFlight(t *testing.T) {
 }
 
 func TestKilledEnclaveFailsInFlightAndRestarts(t *testing.T) {
-	h := newHarness(t, "process", harnessOpts{backoff: time.Second})
+	forTransports(t, testKilledEnclaveFailsInFlightAndRestarts)
+}
+
+func testKilledEnclaveFailsInFlightAndRestarts(t *testing.T, backend string) {
+	h := newHarness(t, backend, harnessOpts{backoff: time.Second})
 	if _, err := h.request(t, "test.put", []byte("42"), bus.Header("key", "counter")); err != nil {
 		t.Fatal(err)
 	}
@@ -520,6 +545,9 @@ func TestKilledEnclaveFailsInFlightAndRestarts(t *testing.T) {
 	if h.e.PID() == pid || h.e.Restarts() != 1 {
 		t.Fatalf("pid %d (was %d), restarts %d", h.e.PID(), pid, h.e.Restarts())
 	}
+	if want := wantTransport[backend]; h.e.Transport() != want {
+		t.Fatalf("restarted on transport %q, want %q", h.e.Transport(), want)
+	}
 	m, err := h.request(t, "test.get", nil, bus.Header("key", "counter"))
 	if err != nil || string(m.Body()) != "42" {
 		t.Fatalf("state after restart: %v %q", err, bodyOf(m))
@@ -554,8 +582,10 @@ func TestStartFailsClearly(t *testing.T) {
 	}
 }
 
-func TestStopDrains(t *testing.T) {
-	h := newHarness(t, "process", harnessOpts{})
+func TestStopDrains(t *testing.T) { forTransports(t, testStopDrains) }
+
+func testStopDrains(t *testing.T, backend string) {
+	h := newHarness(t, backend, harnessOpts{})
 	done := make(chan error, 1)
 	go func() {
 		_, err := h.bus.Request(context.Background(), "test.block", nil, bus.Timeout(time.Minute))
@@ -608,5 +638,72 @@ func TestFileStore(t *testing.T) {
 	}
 	if err := s.Put(ctx, "", nil); err == nil {
 		t.Fatal("empty key accepted")
+	}
+}
+
+// TestKilledMidStream kills the enclave while requests stream through it
+// (the rings, or the pipes, full of frames both ways): every request ends
+// at once, answered or failed as unavailable, none waits for its timeout;
+// the enclave comes back with its state.
+func TestKilledMidStream(t *testing.T) {
+	forTransports(t, func(t *testing.T, backend string) {
+		h := newHarness(t, backend, harnessOpts{backoff: 200 * time.Millisecond})
+		if _, err := h.request(t, "test.put", []byte("7"), bus.Header("key", "k")); err != nil {
+			t.Fatal(err)
+		}
+		pid := h.e.PID()
+		const streams = 8
+		var answered atomic.Int64
+		errs := make(chan error, streams)
+		body := make([]byte, 4<<10)
+		for range streams {
+			go func() {
+				for {
+					_, err := h.bus.Request(context.Background(), "test.echo", body, bus.Timeout(time.Minute))
+					if err != nil {
+						errs <- err
+						return
+					}
+					answered.Add(1)
+				}
+			}()
+		}
+		waitFor(t, 20*time.Second, "requests to flow", func() bool { return answered.Load() > 200 })
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		for range streams {
+			select {
+			case err := <-errs:
+				var re *bus.ReplyError
+				if !errors.As(err, &re) || re.Code != CodeUnavailable {
+					t.Fatalf("request cut by the kill: %v, want a recipient failure %d", err, CodeUnavailable)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("a request outlived the killed enclave")
+			}
+		}
+		waitFor(t, 60*time.Second, "the restart", func() bool { return h.e.Health(context.Background()) == nil })
+		if h.e.PID() == pid || h.e.Transport() != wantTransport[backend] {
+			t.Fatalf("after restart: pid %d (was %d), transport %q", h.e.PID(), pid, h.e.Transport())
+		}
+		m, err := h.request(t, "test.get", nil, bus.Header("key", "k"))
+		if err != nil || string(m.Body()) != "7" {
+			t.Fatalf("state after restart: %v %q", err, bodyOf(m))
+		}
+	})
+}
+
+// TestAnImageThatIgnoresTheRegionStaysOnPipes runs the test image the way
+// an image built before the shared-memory boundary runs (serving its
+// descriptors itself): the host offers the region, the image never takes
+// it, and the host must notice at the handshake and stay on the pipes.
+func TestAnImageThatIgnoresTheRegionStaysOnPipes(t *testing.T) {
+	h := newHarness(t, "process-pipes-only-image", harnessOpts{env: []string{"TESTIMAGE_PIPES_ONLY=1"}})
+	for i := range 50 {
+		m, err := h.request(t, "test.echo", []byte(fmt.Sprint(i)))
+		if err != nil || string(m.Body()) != fmt.Sprint(i) {
+			t.Fatalf("echo %d: %v %q", i, err, bodyOf(m))
+		}
 	}
 }

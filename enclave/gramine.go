@@ -3,13 +3,17 @@ package enclave
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/cloister-dev/cloister/boundary/shm"
 )
 
 // Gramine defaults.
@@ -25,6 +29,10 @@ const (
 	DefaultGramineThreads = 32
 	// GramineImageDir is where the image appears inside the enclave.
 	GramineImageDir = "/cloister"
+	// GramineSHMDir is the directory of the untrusted shared-memory mount
+	// a generated manifest declares (the same path on the host and inside
+	// the enclave): the host creates each instance's boundary region there.
+	GramineSHMDir = "/dev/shm/cloister"
 	// GramineSGXCommand and GramineSignCommand are Gramine's launcher and
 	// signer.
 	GramineSGXCommand  = "gramine-sgx"
@@ -59,6 +67,9 @@ type GramineOptions struct {
 	TrustedFiles []string
 	// LogLevel is loader.log_level (default "error").
 	LogLevel string
+	// PipeOnly leaves the untrusted shared-memory mount out of the
+	// manifest: frames then always cross the enclave's stdin and stdout.
+	PipeOnly bool
 }
 
 func (o *GramineOptions) defaults() error {
@@ -102,7 +113,7 @@ func (o *GramineOptions) defaults() error {
 		if !validEnvName(k) {
 			return fmt.Errorf("enclave: gramine: invalid environment variable name %q", k)
 		}
-		if k == "CLOISTER_BOUNDARY_FD" || k == "CLOISTER_SEAL" {
+		if k == "CLOISTER_BOUNDARY_FD" || k == "CLOISTER_SEAL" || k == shm.EnvRegion {
 			return fmt.Errorf("enclave: gramine: %s is set by the manifest itself", k)
 		}
 	}
@@ -177,9 +188,16 @@ func tomlString(s string) string {
 // LibOS entrypoint (mounted read-only at /cloister/NAME and measured as a
 // trusted file), DCAP remote attestation (so the image reads its quote and
 // seal keys from /dev/attestation, which the LibOS provides), the thread
-// count and enclave size, and an environment allow-list. Frames cross on
-// the enclave's stdin and stdout. Sign the manifest with gramine-sgx-sign and
-// run it with gramine-sgx (see GramineCommands).
+// count and enclave size, and an environment allow-list. The handshake
+// crosses the enclave's stdin and stdout; then, unless opts.PipeOnly,
+// frames cross a shared-memory region (package boundary/shm) in a file
+// under GramineSHMDir, which the manifest mounts as untrusted shared memory
+// (fs.mounts type "untrusted_shm": mappings of it stay outside the
+// enclave, visible to the host) and whose path the host passes in
+// CLOISTER_BOUNDARY_SHM; stdin and stdout then carry only doorbells. The
+// region holds only what the pipes would carry: frames the host sees
+// anyway. Sign the manifest with gramine-sgx-sign and run it with
+// gramine-sgx (see GramineCommands).
 func GramineManifest(img *Image, opts GramineOptions) ([]byte, error) {
 	if img == nil {
 		return nil, errors.New("enclave: gramine: no image")
@@ -221,15 +239,29 @@ func GramineManifest(img *Image, opts GramineOptions) ([]byte, error) {
 		}
 		w("loader.env.%s = { passthrough = true }\n", k)
 	}
+	if !opts.PipeOnly {
+		w("# The boundary region: the host creates a file under %s and\n", GramineSHMDir)
+		w("# names it here; see the untrusted_shm mount below.\n")
+		w("loader.env.%s = { passthrough = true }\n", shm.EnvRegion)
+	}
 	w("\n")
 
 	w("# The image is mounted read-only from the host and measured below.\n")
 	w("# /dev/attestation (quote, user_report_data, keys/_sgx_mrenclave,\n")
 	w("# keys/_sgx_mrsigner) is provided by the LibOS itself when\n")
 	w("# sgx.remote_attestation is set; /tmp is enclave memory.\n")
+	if !opts.PipeOnly {
+		w("# %s is untrusted shared memory: the boundary's rings, which the\n", GramineSHMDir)
+		w("# host reads and writes directly (frames cross it instead of stdin and\n")
+		w("# stdout, which then carry only doorbells). It holds only frames the\n")
+		w("# host sees anyway; the image checks every position it reads there.\n")
+	}
 	w("fs.mounts = [\n")
 	w("  { path = %s, uri = %s },\n", tomlString(inside), tomlString("file:"+img.Path))
 	w("  { type = \"tmpfs\", path = \"/tmp\" },\n")
+	if !opts.PipeOnly {
+		w("  { type = \"untrusted_shm\", path = %s, uri = %s },\n", tomlString(GramineSHMDir), tomlString("dev:"+GramineSHMDir))
+	}
 	w("]\n\n")
 
 	w("sgx.debug = %t\n", opts.Debug)
@@ -281,9 +313,11 @@ type GramineBackendOptions struct {
 }
 
 // NewGramine returns the gramine backend: each instance runs the image under
-// gramine-sgx with a generated, signed manifest; frames cross its stdin and
-// stdout. The enclave takes its evidence and seal keys from
-// /dev/attestation itself; the host's issuer is not used.
+// gramine-sgx with a generated, signed manifest; the handshake crosses its
+// stdin and stdout, then frames cross a shared-memory region in a file
+// under GramineSHMDir (unless Manifest.PipeOnly; see GramineManifest). The
+// enclave takes its evidence and seal keys from /dev/attestation itself;
+// the host's issuer is not used.
 func NewGramine(opts GramineBackendOptions) Backend { return gramineBackend{opts: opts} }
 
 type gramineBackend struct{ opts GramineBackendOptions }
@@ -344,12 +378,66 @@ func (b gramineBackend) Launch(ctx context.Context, spec LaunchSpec) (Process, e
 		return nil, fmt.Errorf("enclave: gramine: %w", err)
 	}
 	run.Stdin, run.Stdout = ecallR, ocallW
+	var region *shm.Region
+	var regionPath string
+	if !b.opts.Manifest.PipeOnly {
+		region, regionPath, err = gramineRegion(spec)
+		if err != nil {
+			spec.logger().Warn("enclave: gramine: no shared-memory boundary; frames cross stdin and stdout", "error", err)
+		} else {
+			run.Env = append(run.Env, shm.EnvRegion+"="+regionPath)
+		}
+	}
 	logw := newLineLogger(spec.Logger, spec.Name, spec.Instance)
 	run.Stderr = logw
 	setProcAttr(run)
-	p, err := startProcess(run, ecallR, ecallW, ocallR, ocallW, logw)
+	p, err := startProcess(run, ecallR, ecallW, ocallR, ocallW, logw, region, 0)
+	if regionPath != "" {
+		// The region lives as long as the mappings; the name only until
+		// the image has opened it, which it does before its hello.
+		if err != nil {
+			os.Remove(regionPath)
+		} else {
+			go func() {
+				<-p.done
+				os.Remove(regionPath)
+			}()
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("enclave: gramine: %w", err)
 	}
 	return p, nil
+}
+
+// gramineRegion creates an instance's boundary region under GramineSHMDir.
+func gramineRegion(spec LaunchSpec) (*shm.Region, string, error) {
+	if err := os.MkdirAll(GramineSHMDir, 0o700); err != nil {
+		return nil, "", err
+	}
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, "", err
+	}
+	path := filepath.Join(GramineSHMDir, fmt.Sprintf("%s-%d-%x", safeName(spec.Name), spec.Instance, rnd))
+	reg, err := shm.CreateFile(path, 0, 0)
+	if err != nil {
+		return nil, "", err
+	}
+	return reg, path, nil
+}
+
+// safeName keeps letters, digits, '-' and '_' of a deployment name for a
+// file name.
+func safeName(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c == '-' || c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			b[i] = '_'
+		}
+	}
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	return string(b)
 }

@@ -37,6 +37,8 @@ func TestGramineManifest(t *testing.T) {
 		`loader.env.APP_MODE = "prod"`,
 		`loader.env.LANG = { passthrough = true }`,
 		`loader.env.TZ = { passthrough = true }`,
+		`loader.env.CLOISTER_BOUNDARY_SHM = { passthrough = true }`,
+		`{ type = "untrusted_shm", path = "/dev/shm/cloister", uri = "dev:/dev/shm/cloister" }`,
 		testImage.Measurement.String(),
 	} {
 		if !strings.Contains(s, want) {
@@ -52,6 +54,14 @@ func TestGramineManifest(t *testing.T) {
 	tf = tf[:strings.Index(tf, "]")]
 	if !strings.Contains(tf, DefaultGramineLibOS) || !strings.Contains(tf, testImage.Path) {
 		t.Errorf("trusted files: %s", tf)
+	}
+	// Pipes only: no shared-memory mount, no region variable.
+	text, err = GramineManifest(testImage, GramineOptions{PipeOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(text), "untrusted_shm") || strings.Contains(string(text), "CLOISTER_BOUNDARY_SHM") {
+		t.Errorf("a pipe-only manifest mounts shared memory:\n%s", text)
 	}
 	// Defaults and debug.
 	text, err = GramineManifest(testImage, GramineOptions{Debug: true})
@@ -73,6 +83,7 @@ func TestGramineManifestRejectsBadOptions(t *testing.T) {
 		{Threads: 2},
 		{PassEnv: []string{"BAD-NAME"}},
 		{PassEnv: []string{"CLOISTER_BOUNDARY_FD"}},
+		{PassEnv: []string{"CLOISTER_BOUNDARY_SHM"}},
 		{MemoryLimit: 1 << 30, EnclaveSize: "512M"},
 		{LogLevel: "loud"},
 	} {

@@ -15,6 +15,7 @@ func TestTrustedSideIsLean(t *testing.T) {
 	pkgs := []string{
 		"github.com/cloister-dev/cloister/trusted",
 		"github.com/cloister-dev/cloister/boundary",
+		"github.com/cloister-dev/cloister/boundary/shm",
 		"github.com/cloister-dev/cloister/seal",
 		"github.com/cloister-dev/cloister/attest",
 		"github.com/cloister-dev/cloister/enclave/internal/testimage",

@@ -8,8 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cloister-dev/cloister/boundary/shm"
 
 	"github.com/cloister-dev/cloister/internal/syncbuf"
 	"github.com/cloister-dev/cloister/internal/testenv"
@@ -19,8 +22,12 @@ import (
 var testImage *Image
 
 func TestMain(m *testing.M) {
-	if os.Getenv("ENCLAVE_TEST_ECHO_CHILD") == "1" {
+	switch os.Getenv("ENCLAVE_TEST_ECHO_CHILD") {
+	case "1":
 		echoChild()
+		return
+	case "shm":
+		shmEchoChild()
 		return
 	}
 	if os.Getenv(envHostChild) != "" {
@@ -44,6 +51,36 @@ func echoChild() {
 		n, err := os.Stdin.Read(buf)
 		if n > 0 {
 			if _, err := os.Stdout.Write(buf[:n]); err != nil {
+				os.Exit(1)
+			}
+		}
+		if err != nil {
+			os.Exit(0)
+		}
+	}
+}
+
+// shmEchoChild is the reference peer of the raw shared-memory benchmark:
+// it copies what arrives in the region's ECALL ring to its OCALL ring
+// (pipes on descriptors 3 and 4, the region on 5).
+func shmEchoChild() {
+	reg, err := shm.OpenOffer(os.Getenv(shm.EnvRegion))
+	if err != nil {
+		os.Exit(2)
+	}
+	syscall.SetNonblock(3, true)
+	syscall.SetNonblock(4, true)
+	in, out := os.NewFile(3, "ecall"), os.NewFile(4, "ocall")
+	// A one-byte handshake, echoed like the rest.
+	st, err := shm.NewStream(reg, shm.Enclave, in, out, shm.Options{HandshakeBytes: 1})
+	if err != nil {
+		os.Exit(2)
+	}
+	buf := make([]byte, 256<<10)
+	for {
+		n, err := st.Read(buf)
+		if n > 0 {
+			if _, err := st.Write(buf[:n]); err != nil {
 				os.Exit(1)
 			}
 		}

@@ -47,7 +47,7 @@ func TestFrameWriterKeepsFramesIntact(t *testing.T) {
 		seen[d.Token] = true
 	}
 	wg.Wait()
-	if fw.frames.Load() != senders*each || fw.writes.Load() == 0 {
-		t.Fatalf("frames %d writes %d", fw.frames.Load(), fw.writes.Load())
+	if st := fw.Stats(); st.Frames != senders*each || st.Writes == 0 {
+		t.Fatalf("frames %d writes %d", st.Frames, st.Writes)
 	}
 }

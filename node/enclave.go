@@ -29,6 +29,10 @@ type EnclaveConfig struct {
 	Image string `json:"image,omitempty" yaml:"image,omitempty"`
 	// Backend is "process" (default), "inproc" or "gramine".
 	Backend string `json:"backend,omitempty" yaml:"backend,omitempty"`
+	// Transport is how frames cross to a process or gramine enclave: ""
+	// or "shm" (the default: shared-memory rings, the pipes when the image
+	// does not take them) or "pipe" (pipes only).
+	Transport string `json:"transport,omitempty" yaml:"transport,omitempty"`
 	// Instances is how many enclave instances to run (default 1); the bus
 	// spreads requests over them.
 	Instances int `json:"instances,omitempty" yaml:"instances,omitempty"`
@@ -90,6 +94,14 @@ func (n *Node) DeployEnclave(ctx context.Context, cfg EnclaveConfig) (string, er
 	if cfg.Instances < 0 || cfg.Workers < 0 || cfg.MemoryLimit < 0 {
 		return "", fmt.Errorf("node: enclave %s: negative instances, workers or memory limit", cfg.Name)
 	}
+	var transport enclave.Transport
+	switch cfg.Transport {
+	case "", "shm":
+	case "pipe":
+		transport = enclave.TransportPipe
+	default:
+		return "", fmt.Errorf("node: enclave %s: transport %q: want shm or pipe", cfg.Name, cfg.Transport)
+	}
 	var img *enclave.Image
 	if cfg.Image != "" {
 		var err error
@@ -113,7 +125,7 @@ func (n *Node) DeployEnclave(ctx context.Context, cfg EnclaveConfig) (string, er
 		if img == nil {
 			return "", fmt.Errorf("node: enclave %s: the process backend needs an image", cfg.Name)
 		}
-		backend = enclave.NewProcess(enclave.ProcessOptions{})
+		backend = enclave.NewProcess(enclave.ProcessOptions{Transport: transport})
 	case BackendInProc:
 		if cfg.Serve == nil {
 			return "", fmt.Errorf("node: enclave %s: the inproc backend runs a trusted runtime in this process and needs EnclaveConfig.Serve (an image file cannot run in process; use the process backend)", cfg.Name)
@@ -140,6 +152,9 @@ func (n *Node) DeployEnclave(ctx context.Context, cfg EnclaveConfig) (string, er
 		}
 		if cfg.Service != "" {
 			g.Env["CLOISTER_SERVICE"] = cfg.Service
+		}
+		if transport == enclave.TransportPipe {
+			g.PipeOnly = true
 		}
 		backend = enclave.NewGramine(enclave.GramineBackendOptions{Manifest: g})
 	default:
@@ -236,6 +251,9 @@ type EnclaveInstance struct {
 	// must take in) and sent back (answers and OCALLs).
 	FramesIn  uint64 `json:"frames_in"`
 	FramesOut uint64 `json:"frames_out"`
+	// Transport is how frames cross to it: "shm", "pipe", "inproc", or ""
+	// while it is down (see enclave.Enclave.Transport).
+	Transport string `json:"transport,omitempty"`
 }
 
 // Enclaves lists the enclave instances this node hosts, in order of
@@ -254,7 +272,7 @@ func (n *Node) Enclaves() []EnclaveInstance {
 			st := s.e.Stats()
 			out = append(out, EnclaveInstance{DeploymentID: d.id, Name: d.name, Instance: inst.index,
 				PID: s.e.PID(), State: s.e.State().String(), Restarts: s.e.Restarts(), Serving: s.e.Addresses(),
-				InFlight: s.e.InFlight(), FramesIn: st.FramesSent, FramesOut: st.FramesReceived})
+				InFlight: s.e.InFlight(), FramesIn: st.FramesSent, FramesOut: st.FramesReceived, Transport: s.e.Transport()})
 		}
 	}
 	return out

@@ -267,8 +267,16 @@ func requestsPerSecond(b *testing.B, bb *bus.Bus, address string, n, inflight in
 // share of the regular one's throughput and the CPU each spends per
 // request: the inproc figure is the cost of the boundary protocol and
 // runtime alone, the rest of the process figure the cost of crossing into
-// another process.
+// another process. It runs once per transport of the process enclave
+// (shared memory, then pipes), each against its own regular baseline
+// measured alternately with it.
 func BenchmarkTrustedVsRegular(b *testing.B) {
+	for _, transport := range []string{"shm", "pipe"} {
+		b.Run("transport="+transport, func(b *testing.B) { benchTrustedVsRegular(b, transport) })
+	}
+}
+
+func benchTrustedVsRegular(b *testing.B, transport string) {
 	img := enclaveImage(b)
 	n, err := New(Options{})
 	if err != nil {
@@ -279,7 +287,7 @@ func BenchmarkTrustedVsRegular(b *testing.B) {
 	if _, err := n.Deploy(ctx, func() Service { return echoService{} }, DeployOptions{Name: "regular"}); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := n.DeployEnclave(ctx, EnclaveConfig{Name: "trusted", Image: img, Addresses: []string{"test.echo", "test.work"}, StateDir: b.TempDir()}); err != nil {
+	if _, err := n.DeployEnclave(ctx, EnclaveConfig{Name: "trusted", Image: img, Transport: transport, Addresses: []string{"test.echo", "test.work"}, StateDir: b.TempDir()}); err != nil {
 		b.Fatal(err)
 	}
 	app := trusted.New(trusted.Options{})
@@ -287,6 +295,9 @@ func BenchmarkTrustedVsRegular(b *testing.B) {
 	app.HandleFunc("inproc.work", func(ctx context.Context, c *trusted.Call) { c.Reply(nil, testapp.Work(c.Body())) })
 	if _, err := n.DeployEnclave(ctx, EnclaveConfig{Name: "inproc", Backend: BackendInProc, Serve: app.Serve, StateDir: b.TempDir()}); err != nil {
 		b.Fatal(err)
+	}
+	if got := n.Enclaves()[0].Transport; got != transport {
+		b.Fatalf("trusted enclave on transport %q, want %q", got, transport)
 	}
 	const inflight = 32
 	for _, c := range []struct {

@@ -209,6 +209,14 @@
 //   - stdin and stdout when the variable is unset. os.Stdout is then pointed
 //     at stderr, so that a stray fmt.Println cannot corrupt the stream.
 //
+// When the host offers a shared-memory region in CLOISTER_BOUNDARY_SHM (a
+// descriptor number, or a path under Gramine's untrusted shared-memory
+// mount), Main maps it, checks its header and takes it: the handshake still
+// crosses the descriptors above, then frames cross the region's rings and
+// the descriptors only carry doorbells and end of stream (package
+// boundary/shm). A region it cannot use is left alone, with a line on
+// stderr, and the host stays on the descriptors.
+//
 // Main sets Go's memory limit to Options.MemoryLimit (default 24 MiB) unless
 // GOMEMLIMIT is set, and GOMAXPROCS to Options.Procs (default 1) unless
 // GOMAXPROCS is set, cancels on SIGTERM/SIGINT, logs fatal errors to
@@ -218,7 +226,7 @@
 // inproc backend, tests). Several Serve calls of one App may run at once;
 // each is an independent enclave instance.
 //
-// This package imports only the standard library and the boundary, seal,
-// secure and provision packages — no bus, no networking, not even attest's
+// This package imports only the standard library and the boundary (with
+// boundary/shm), seal, secure and provision packages — no bus, no networking, not even attest's
 // X.509 parts — to keep the trusted computing base small.
 package trusted

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cloister-dev/cloister/boundary"
+	"github.com/cloister-dev/cloister/boundary/shm"
 )
 
 var timeZero time.Time
@@ -69,7 +72,40 @@ func (a *App) run() int {
 	return 0
 }
 
+// boundaryFiles returns the boundary streams: the descriptors
+// EnvBoundaryFD names (or stdin and stdout), carried over the shared-memory
+// region the host offers in shm.EnvRegion once the handshake is done.
 func boundaryFiles() (io.Reader, io.Writer, error) {
+	r, w, err := boundaryPipes()
+	if err != nil {
+		return nil, nil, err
+	}
+	return sharedMemory(r, w)
+}
+
+// sharedMemory takes the region the host offers, if any, and returns a
+// stream over it and the pipes. A region this image cannot use is not
+// taken (the host then stays on the pipes), and said so on stderr.
+func sharedMemory(r, w *os.File) (io.Reader, io.Writer, error) {
+	v := os.Getenv(shm.EnvRegion)
+	if v == "" {
+		return r, w, nil
+	}
+	reg, err := shm.OpenOffer(v)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "trusted: not using the shared-memory boundary, staying on pipes: %v\n", err)
+		return r, w, nil
+	}
+	st, err := shm.NewStream(reg, shm.Enclave, r, w, shm.Options{HandshakeBytes: boundary.HelloSize})
+	if err != nil {
+		reg.Close()
+		fmt.Fprintf(os.Stderr, "trusted: not using the shared-memory boundary, staying on pipes: %v\n", err)
+		return r, w, nil
+	}
+	return st, st, nil
+}
+
+func boundaryPipes() (*os.File, *os.File, error) {
 	v := os.Getenv(EnvBoundaryFD)
 	if v == "" {
 		r, w := os.Stdin, os.Stdout

@@ -29,6 +29,7 @@ func benchCommand() *command {
 		duration, warmup    time.Duration
 		quick, jsonOut      bool
 		svgFile, image      string
+		transport           string
 	)
 	return &command{
 		name:    "bench",
@@ -59,6 +60,7 @@ The defaults take about a minute; --quick takes a few seconds (for tests).`,
 			fs.BoolVar(&jsonOut, "json", false, "print the results as JSON instead of the table")
 			fs.StringVar(&svgFile, "svg", "", "write a chart of the overhead by payload size to `file`")
 			fs.StringVar(&image, "image", "", "a prebuilt analytics enclave `image` (default: built now)")
+			fs.StringVar(&transport, "transport", "shm", "how frames cross to the enclaves: `shm` (shared memory) or pipe")
 		},
 		run: func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) > 0 {
@@ -78,7 +80,10 @@ The defaults take about a minute; --quick takes a few seconds (for tests).`,
 					warmup = 50 * time.Millisecond
 				}
 			}
-			opts := app.BenchOptions{Duration: duration, Warmup: warmup, Image: image,
+			if transport != "shm" && transport != "pipe" {
+				return &usageError{err: fmt.Errorf("--transport: %q (want shm or pipe)", transport)}
+			}
+			opts := app.BenchOptions{Duration: duration, Warmup: warmup, Image: image, Transport: transport,
 				Logger: slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
 			var err error
 			if opts.Sizes, err = intList("--sizes", sizes, 16, 1<<20); err != nil {

@@ -221,7 +221,7 @@ type enclaveHosting struct {
 
 // register declares the flags on fs.
 func (h *enclaveHosting) register(fs *flag.FlagSet) {
-	fs.Var(&h.specs, "enclave", "host an enclave image: `name=N,image=PATH[,addresses=A,B,...][,backend=process|gramine][,instances=N][,workers=N][,state=DIR][,memory=SIZE][,local=true][,service=S]` (repeatable)")
+	fs.Var(&h.specs, "enclave", "host an enclave image: `name=N,image=PATH[,addresses=A,B,...][,backend=process|gramine][,transport=shm|pipe][,instances=N][,workers=N][,state=DIR][,memory=SIZE][,local=true][,service=S]` (repeatable)")
 	fs.Var(&h.configs, "enclave-config", "host the enclaves listed in a YAML or JSON `file` (repeatable)")
 }
 
@@ -313,6 +313,8 @@ func parseEnclaveSpec(s string) (node.EnclaveConfig, error) {
 			c.Image = v
 		case "backend":
 			c.Backend = v
+		case "transport":
+			c.Transport = v
 		case "addresses", "address":
 			last = "addresses"
 			c.Addresses = append(c.Addresses, v)
@@ -331,7 +333,7 @@ func parseEnclaveSpec(s string) (node.EnclaveConfig, error) {
 		case "restart_backoff":
 			c.RestartBackoff, err = time.ParseDuration(v)
 		default:
-			return c, fmt.Errorf("unknown key %q (want name, image, backend, addresses, instances, workers, state, memory, local, service, restart_backoff)", k)
+			return c, fmt.Errorf("unknown key %q (want name, image, backend, transport, addresses, instances, workers, state, memory, local, service, restart_backoff)", k)
 		}
 		if err != nil {
 			return c, fmt.Errorf("%s: %w", k, err)

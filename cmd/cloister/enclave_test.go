@@ -101,12 +101,12 @@ func TestEnclaveBuildMeasureManifest(t *testing.T) {
 }
 
 func TestParseEnclaveSpec(t *testing.T) {
-	c, err := parseEnclaveSpec("name=counter,image=/i/c.img,addresses=counter.inc,counter.get,instances=2,workers=4,memory=32M,state=/s,local=true,backend=gramine")
+	c, err := parseEnclaveSpec("name=counter,image=/i/c.img,addresses=counter.inc,counter.get,instances=2,workers=4,memory=32M,state=/s,local=true,backend=gramine,transport=pipe")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Name != "counter" || c.Image != "/i/c.img" || len(c.Addresses) != 2 || c.Addresses[1] != "counter.get" ||
-		c.Instances != 2 || c.Workers != 4 || c.MemoryLimit != 32<<20 || c.StateDir != "/s" || !c.Local || c.Backend != "gramine" {
+		c.Instances != 2 || c.Workers != 4 || c.MemoryLimit != 32<<20 || c.StateDir != "/s" || !c.Local || c.Backend != "gramine" || c.Transport != "pipe" {
 		t.Fatalf("%+v", c)
 	}
 	for _, bad := range []string{"image=x", "name=x", "name=x,image=y,colour=red", "name=x,image=y,stray", "name=x,image=y,instances=many"} {

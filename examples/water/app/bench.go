@@ -74,6 +74,9 @@ type BenchOptions struct {
 	// Image is a prebuilt analytics image; empty: built into a temporary
 	// directory.
 	Image string
+	// Transport is how frames cross to the enclaves: "" or "shm" (shared
+	// memory, the default) or "pipe" (see node.EnclaveConfig.Transport).
+	Transport string
 	// Progress, if set, is called before each cell and when all are done.
 	Progress func(done, total int, cell string)
 	Logger   *slog.Logger
@@ -152,7 +155,7 @@ type benchImages struct {
 	manifest               *manifest.Manifest
 }
 
-func startBenchCluster(ctx context.Context, n int, imgs *benchImages, stateDir string, logger *slog.Logger) (*benchCluster, error) {
+func startBenchCluster(ctx context.Context, n int, imgs *benchImages, stateDir, transport string, logger *slog.Logger) (*benchCluster, error) {
 	c := &benchCluster{}
 	for i := range n {
 		opts := cluster.Options{Name: fmt.Sprintf("bench%d-n%d", n, i+1), Logger: logger}
@@ -192,7 +195,7 @@ func startBenchCluster(ctx context.Context, n int, imgs *benchImages, stateDir s
 	}
 	// The coordinator, with the manifest.
 	if _, err := host.DeployEnclave(ctx, node.EnclaveConfig{
-		Name: ServiceCoordinator, Image: imgs.coordinator.Path, StateDir: filepath.Join(dir, "coordinator"),
+		Name: ServiceCoordinator, Image: imgs.coordinator.Path, Transport: transport, StateDir: filepath.Join(dir, "coordinator"),
 	}); err != nil {
 		return fail(err)
 	}
@@ -205,7 +208,7 @@ func startBenchCluster(ctx context.Context, n int, imgs *benchImages, stateDir s
 	}
 	// Trusted on plain addresses: an enclave that does not join.
 	if _, err := host.DeployEnclave(ctx, node.EnclaveConfig{
-		Name: "analytics-plain", Image: imgs.analytics.Path, Addresses: []string{addressTrusted, addressTrusted + ".*"},
+		Name: "analytics-plain", Image: imgs.analytics.Path, Transport: transport, Addresses: []string{addressTrusted, addressTrusted + ".*"},
 		StateDir: filepath.Join(dir, "trusted"), InitConfig: []byte(`{"allow_plain":true}`),
 		Env: []string{"WATER_ANALYTICS_ADDRESS=" + addressTrusted},
 	}); err != nil {
@@ -214,7 +217,7 @@ func startBenchCluster(ctx context.Context, n int, imgs *benchImages, stateDir s
 	// Trusted and secured: the same image, joined; its runtime opens the
 	// client channel.
 	if _, err := host.DeployEnclave(ctx, node.EnclaveConfig{
-		Name: "analytics-secured", Image: imgs.analytics.Path,
+		Name: "analytics-secured", Image: imgs.analytics.Path, Transport: transport,
 		Addresses: []string{addressSecured, addressSecured + ".*", provision.AddressEpoch},
 		StateDir:  filepath.Join(dir, "secured"),
 		Env:       []string{"WATER_ANALYTICS_ADDRESS=" + addressSecured, "CLOISTER_SERVICE=" + ServiceAnalytics},
@@ -290,7 +293,12 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 		return nil, err
 	}
 	img := imgs.analytics
-	rep := &BenchReport{Started: time.Now(), Measurement: img.Measurement.String(), Duration: opts.Duration.String(), Notes: BenchNotes()}
+	transport := "shared memory (pipes for the handshake)"
+	if opts.Transport == "pipe" {
+		transport = "pipes only"
+	}
+	notes := append(BenchNotes(), "frames cross to the enclaves over "+transport)
+	rep := &BenchReport{Started: time.Now(), Measurement: img.Measurement.String(), Duration: opts.Duration.String(), Notes: notes}
 	total := len(opts.Nodes) * len(opts.Sizes) * len(opts.Concurrency) * len(BenchModes())
 	done, cell := 0, 0
 	var seq atomic.Uint64 // sensor IDs unique over the run
@@ -298,7 +306,7 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 		if opts.Progress != nil {
 			opts.Progress(done, total, fmt.Sprintf("starting %d node(s)", n))
 		}
-		c, err := startBenchCluster(ctx, n, imgs, tmp, opts.Logger)
+		c, err := startBenchCluster(ctx, n, imgs, tmp, opts.Transport, opts.Logger)
 		if err != nil {
 			return nil, fmt.Errorf("app: bench: %d nodes: %w", n, err)
 		}
