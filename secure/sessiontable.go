@@ -20,6 +20,7 @@ const (
 	DefaultHandshakeAge       = 10 * time.Minute
 	DefaultMaxClockSkew       = time.Minute
 	DefaultHandshakesInWindow = 1024
+	DefaultMaxHandshakes      = 1 << 16
 )
 
 // ClientKeys returns the Ed25519 public key of the client named name, and
@@ -49,8 +50,10 @@ type SessionOptions struct {
 	// more fail with ErrTooManyHandshakes until older ones age out.
 	HandshakesPerClient int
 	// MaxHandshakes bounds the handshakes remembered for all clients
-	// together (default 16 × MaxSessions); beyond it new sessions fail with
-	// ErrTooManyHandshakes until older handshakes age out.
+	// together (default the larger of 16 × MaxSessions and
+	// DefaultMaxHandshakes, about 4 MiB of memory at most); beyond it new
+	// sessions fail with ErrTooManyHandshakes until older handshakes age
+	// out.
 	MaxHandshakes int
 	// Window is the replay window of a session, in sequence numbers
 	// (default DefaultWindow).
@@ -80,7 +83,7 @@ func (o *SessionOptions) defaults() {
 		o.Window = DefaultWindow
 	}
 	if o.MaxHandshakes <= 0 {
-		o.MaxHandshakes = 16 * o.MaxSessions
+		o.MaxHandshakes = max(16*o.MaxSessions, DefaultMaxHandshakes)
 	}
 }
 
