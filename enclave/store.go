@@ -1,6 +1,7 @@
 package enclave
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/hex"
@@ -54,11 +55,13 @@ const MaxBlobSize = 64 << 20
 // PutBatch appends the batch to the journal as one record (magic "CLJ1",
 // u32 payload length, payload of u32 count and (u32 key length, key, u32
 // blob length, blob) entries, CRC-32C of the payload; big-endian) and syncs
-// the journal: from then on the batch is durable. It then writes each blob
-// to a temporary file and renames it over the key's file, without syncing:
-// readers see the new blobs at once. Once the journal holds more than
-// journalCheckpoint bytes, the blob files written since the last checkpoint
-// and the directory are synced and the journal is emptied. NewFileStore
+// the journal: from then on the batch is durable, and Get returns the new
+// blobs (kept in memory, the latest per key, until the next checkpoint).
+// Once the journal holds more than journalCheckpoint bytes, and at Close,
+// the blobs kept in memory are written to their files (a temporary file
+// renamed over the key's), the files and the directory are synced and the
+// journal is emptied: a key written a thousand times between checkpoints
+// costs one file write, not a thousand. NewFileStore
 // replays the journal's complete records (a torn last record was never
 // acknowledged: its sync did not return) into the blob files, syncs them
 // and empties it, so a crash at any point leaves each key with the blob of
@@ -73,9 +76,9 @@ type FileStore struct {
 	dir string
 
 	mu         sync.Mutex
-	journal    *os.File // nil until the first write
-	size       int64    // bytes in the journal
-	unsynced   map[string]bool
+	journal    *os.File          // nil until the first write
+	size       int64             // bytes in the journal
+	pending    map[string][]byte // path → its latest blob, durable in the journal only
 	broken     error
 	beforeSync func() error // tests: runs before the journal sync; an error stops the batch there, as a crash would
 }
@@ -102,7 +105,7 @@ func NewFileStore(dir string) (*FileStore, error) {
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("enclave: store: %w", err)
 	}
-	s := &FileStore{dir: abs, unsynced: map[string]bool{}}
+	s := &FileStore{dir: abs, pending: map[string][]byte{}}
 	if err := s.recover(); err != nil {
 		return nil, fmt.Errorf("enclave: store: recovering %s: %w", filepath.Join(abs, journalName), err)
 	}
@@ -252,19 +255,10 @@ func (s *FileStore) PutBatch(ctx context.Context, writes []StoreWrite) error {
 	if err := s.appendJournal(writes); err != nil {
 		return err
 	}
-	// Durable. Now visible: a later write of a key in the batch wins.
-	last := make(map[string]int, len(writes))
+	// Durable. Now visible: a later write of a key in the batch wins. The
+	// caller may reuse the blobs' memory: keep copies.
 	for i, w := range writes {
-		last[w.Key] = i
-	}
-	for i, w := range writes {
-		if last[w.Key] != i {
-			continue
-		}
-		if err := writeUnsynced(paths[i], w.Blob); err != nil {
-			return s.fail(fmt.Errorf("enclave: store: put: %w", err))
-		}
-		s.unsynced[paths[i]] = true
+		s.pending[paths[i]] = bytes.Clone(w.Blob)
 	}
 	if s.size >= journalCheckpoint {
 		return s.checkpoint()
@@ -310,20 +304,13 @@ func (s *FileStore) appendJournal(writes []StoreWrite) error {
 	return nil
 }
 
-// checkpoint syncs the blob files written since the last one and the
-// directory, then empties the journal (under s.mu).
+// checkpoint writes the blobs kept in memory to their files, syncs them and
+// the directory, then empties the journal (under s.mu).
 func (s *FileStore) checkpoint() error {
-	errs := make(chan error, len(s.unsynced))
+	errs := make(chan error, len(s.pending))
 	var wg sync.WaitGroup
-	for p := range s.unsynced {
-		wg.Go(func() {
-			f, err := os.Open(p)
-			if err == nil {
-				err = f.Sync()
-				f.Close()
-			}
-			errs <- err
-		})
+	for p, blob := range s.pending {
+		wg.Go(func() { errs <- writeSynced(p, blob) })
 	}
 	wg.Wait()
 	close(errs)
@@ -342,7 +329,7 @@ func (s *FileStore) checkpoint() error {
 		return s.fail(fmt.Errorf("enclave: store: checkpoint: %w", err))
 	}
 	s.size = 0
-	clear(s.unsynced)
+	clear(s.pending)
 	return nil
 }
 
@@ -370,14 +357,17 @@ func (s *FileStore) Close() error {
 	return err
 }
 
-// writeUnsynced writes data to a temporary file next to path and renames
-// it over path, without syncing (the journal holds the data).
-func writeUnsynced(path string, data []byte) error {
+// writeSynced writes data to a temporary file next to path, syncs it and
+// renames it over path (the directory is synced by the caller).
+func writeSynced(path string, data []byte) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
 	}
 	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -401,9 +391,13 @@ func (s *FileStore) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	}
 	s.mu.Lock()
 	broken := s.broken
+	blob, ok := s.pending[p]
 	s.mu.Unlock()
 	if broken != nil {
 		return nil, false, broken
+	}
+	if ok {
+		return bytes.Clone(blob), true, nil
 	}
 	b, err := os.ReadFile(p)
 	if errors.Is(err, os.ErrNotExist) {

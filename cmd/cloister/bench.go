@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +31,7 @@ func benchCommand() *command {
 		quick, jsonOut      bool
 		svgFile, image      string
 		transport           string
+		cpuProfile          string
 	)
 	return &command{
 		name:    "bench",
@@ -40,8 +42,10 @@ sensor's statistics and replies — in three modes side by side, cell by cell:
 
   regular          analytics as a regular service, plain JSON readings
   trusted          the analytics enclave (process backend), plain JSON readings
-  trusted+secured  the enclave, each reading sealed by the client with HPKE to
-                   the enclave's attested key (latency includes the sealing)
+  trusted+secured  the enclave joined to a coordinator; each sensor seals its
+                   readings in an authenticated client session (one HPKE
+                   encapsulation per session, then AES-GCM) to the enclave's
+                   attested key (latency includes the sealing)
 
 at several payload sizes and numbers of requests in flight, on one node and
 across three routed embedded nodes (client on n1, analytics on n3). It prints
@@ -61,10 +65,22 @@ The defaults take about a minute; --quick takes a few seconds (for tests).`,
 			fs.StringVar(&svgFile, "svg", "", "write a chart of the overhead by payload size to `file`")
 			fs.StringVar(&image, "image", "", "a prebuilt analytics enclave `image` (default: built now)")
 			fs.StringVar(&transport, "transport", "shm", "how frames cross to the enclaves: `shm` (shared memory) or pipe")
+			fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this process (client, nodes and hosts; not the enclaves) to `file`")
 		},
 		run: func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) > 0 {
 				return &usageError{err: fmt.Errorf("bench takes no arguments, got %q", args)}
+			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
 			}
 			if quick { // the flags given explicitly win
 				if sizes == defaultBenchSizes {
