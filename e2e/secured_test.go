@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/trusted"
@@ -124,12 +125,18 @@ func TestSecuredCluster(t *testing.T) {
 		news := w.captured("cloister.pub.sec.news")[0]
 		jobs := w.captured("cloister.send.sec.jobs")[0]
 		// Alpha keeps its replay windows in protected storage (sealed
-		// blobs in its state directory): wait for the windows of its three
-		// secured addresses. Sec.jobs was opened last, so once its blob
-		// exists the others hold what was opened before it.
+		// blobs in its state directory's journal until a checkpoint): wait
+		// for the windows of its three secured addresses. Sec.jobs was
+		// opened last, so once its blob exists the others hold what was
+		// opened before it.
 		w.waitFor("alpha's replay windows in its storage", func() bool {
+			writes, _ := enclave.JournalWrites(filepath.Join(w.state, "alpha"))
 			blobs, _ := filepath.Glob(filepath.Join(w.state, "alpha", "*.blob"))
-			return len(blobs) >= 3
+			keys := map[string]bool{}
+			for _, x := range writes {
+				keys[x.Key] = true
+			}
+			return len(keys)+len(blobs) >= 3
 		})
 		pid := w.pid(1, "alpha")
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {

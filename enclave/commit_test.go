@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"os"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -266,22 +264,15 @@ func TestPostedWritesAreBounded(t *testing.T) {
 // write of its key.
 func journalHolds(t *testing.T, dir string, w StoreWrite) bool {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(dir, journalName))
+	writes, err := JournalWrites(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var last []byte
 	found := false
-	for len(data) > 0 {
-		writes, rest, ok := decodeJournalRecord(data)
-		if !ok {
-			break
-		}
-		data = rest
-		for _, x := range writes {
-			if x.Key == w.Key {
-				last, found = x.Blob, true
-			}
+	for _, x := range writes {
+		if x.Key == w.Key {
+			last, found = x.Blob, true
 		}
 	}
 	return found && string(last) == string(w.Blob)

@@ -148,6 +148,29 @@ func (s *FileStore) recover() error {
 	return os.Truncate(filepath.Join(s.dir, journalName), 0)
 }
 
+// JournalWrites returns the writes the journal of the FileStore directory
+// dir holds (durable, and not yet checkpointed into blob files), oldest
+// first, for inspection; a torn last record is left out. The blobs are
+// sealed: only their enclave can open them.
+func JournalWrites(dir string) ([]StoreWrite, error) {
+	data, err := os.ReadFile(filepath.Join(dir, journalName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("enclave: store: %w", err)
+	}
+	var out []StoreWrite
+	for len(data) > 0 {
+		writes, rest, ok := decodeJournalRecord(data)
+		if !ok {
+			break
+		}
+		out, data = append(out, writes...), rest
+	}
+	return out, nil
+}
+
 // appendJournalRecord appends the journal record of writes to b.
 func appendJournalRecord(b []byte, writes []StoreWrite) []byte {
 	b = append(b, journalMagic...)
