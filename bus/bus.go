@@ -21,8 +21,9 @@ type Bus struct {
 	logger    *slog.Logger
 	timeout   time.Duration
 
-	outbound atomic.Pointer[[]Interceptor]
-	inbound  atomic.Pointer[[]Interceptor]
+	outbound  atomic.Pointer[[]Interceptor]
+	inbound   atomic.Pointer[[]Interceptor]
+	observers observers
 
 	mu        sync.Mutex
 	consumers map[*Consumer]struct{}
@@ -39,6 +40,7 @@ type options struct {
 	codecs    []Codec
 	outbound  []Interceptor
 	inbound   []Interceptor
+	observers []Observer
 }
 
 // WithTransport sets the transport; the bus owns it and closes it on
@@ -96,6 +98,7 @@ func New(opts ...Option) (*Bus, error) {
 	}
 	b.outbound.Store(&o.outbound)
 	b.inbound.Store(&o.inbound)
+	b.observers.Store(&o.observers)
 	return b, nil
 }
 
@@ -248,6 +251,12 @@ func (b *Bus) checkOpen() error {
 // transport has taken the message; a missing consumer is not an error
 // (see the delivery guarantee in the package documentation).
 func (b *Bus) Send(ctx context.Context, address string, body any, opts ...DeliveryOption) error {
+	err := b.send(ctx, address, body, opts)
+	b.observe(OpSend, address, time.Time{}, err)
+	return err
+}
+
+func (b *Bus) send(ctx context.Context, address string, body any, opts []DeliveryOption) error {
 	if err := b.checkOpen(); err != nil {
 		return deliveryError(address, err)
 	}
@@ -263,6 +272,12 @@ func (b *Bus) Send(ctx context.Context, address string, body any, opts ...Delive
 
 // Publish delivers body to every consumer of address.
 func (b *Bus) Publish(ctx context.Context, address string, body any, opts ...DeliveryOption) error {
+	err := b.publish(ctx, address, body, opts)
+	b.observe(OpPublish, address, time.Time{}, err)
+	return err
+}
+
+func (b *Bus) publish(ctx context.Context, address string, body any, opts []DeliveryOption) error {
 	if err := b.checkOpen(); err != nil {
 		return deliveryError(address, err)
 	}
@@ -280,6 +295,16 @@ func (b *Bus) Publish(ctx context.Context, address string, body any, opts ...Del
 // until the timeout (default 30 s, see [Timeout]) or until ctx ends.
 // Failures are [*ReplyError]s; see the package documentation.
 func (b *Bus) Request(ctx context.Context, address string, body any, opts ...DeliveryOption) (*Message, error) {
+	if !b.observing() {
+		return b.request(ctx, address, body, opts)
+	}
+	start := time.Now()
+	m, err := b.request(ctx, address, body, opts)
+	b.observe(OpRequest, address, start, err)
+	return m, err
+}
+
+func (b *Bus) request(ctx context.Context, address string, body any, opts []DeliveryOption) (*Message, error) {
 	if err := b.checkOpen(); err != nil {
 		return nil, deliveryError(address, err)
 	}
@@ -392,6 +417,18 @@ func UnregisterAll(ctx context.Context, consumers []*Consumer) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// Consumers returns the consumers registered on this bus now, in no
+// particular order (for metrics and health: read their Stats).
+func (b *Bus) Consumers() []*Consumer {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]*Consumer, 0, len(b.consumers))
+	for c := range b.consumers {
+		out = append(out, c)
+	}
+	return out
 }
 
 // Transport returns the bus's transport, for packages that extend the bus

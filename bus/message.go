@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // Headers are a message's string keys and values. Keys are case-sensitive;
@@ -174,10 +175,11 @@ func (m *Message) Reply(body any, opts ...DeliveryOption) error {
 		return err
 	}
 	env, _, err := m.bus.prepare(context.Background(), KindReply, m.env.Address, body, opts)
-	if err != nil {
-		return err
+	if err == nil {
+		err = m.responder.Respond(context.Background(), env)
 	}
-	return m.responder.Respond(context.Background(), env)
+	m.bus.observe(OpReply, m.env.Address, time.Time{}, err)
+	return err
 }
 
 // ReplyAndRequest answers the message and waits for the requester's answer
@@ -189,12 +191,20 @@ func (m *Message) ReplyAndRequest(ctx context.Context, body any, opts ...Deliver
 	}
 	env, o, err := m.bus.prepare(ctx, KindReply, m.env.Address, body, opts)
 	if err != nil {
+		m.bus.observe(OpReply, m.env.Address, time.Time{}, err)
 		return nil, err
+	}
+	m.bus.observe(OpReply, m.env.Address, time.Time{}, nil)
+	var start time.Time
+	if m.bus.observing() {
+		start = time.Now()
 	}
 	ctx, cancel := m.bus.requestContext(ctx, o)
 	defer cancel()
 	d, err := m.responder.RespondRequest(ctx, env)
-	return m.bus.finishRequest(ctx, m.env.Address, d, err)
+	reply, err := m.bus.finishRequest(ctx, m.env.Address, d, err)
+	m.bus.observe(OpRequest, m.env.Address, start, err)
+	return reply, err
 }
 
 // Fail answers the message with a recipient failure: the requester's
@@ -203,7 +213,9 @@ func (m *Message) Fail(code int, message string) error {
 	if err := m.claimReply(); err != nil {
 		return err
 	}
-	return m.responder.Respond(context.Background(), failureEnvelope(FailureRecipient, code, message))
+	err := m.responder.Respond(context.Background(), failureEnvelope(FailureRecipient, code, message))
+	m.bus.observe(OpReply, m.env.Address, time.Time{}, err)
+	return err
 }
 
 // failWith answers with a failure of any kind; used by the bus itself.
