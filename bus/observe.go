@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"context"
 	"errors"
 	"sync/atomic"
 	"time"
@@ -96,3 +97,36 @@ func FailureOf(err error) Failure {
 
 // observers is the type of Bus.observers (a copy-on-write list).
 type observers = atomic.Pointer[[]Observer]
+
+// ConnectionReporter is implemented by transports that hold a connection
+// to a broker (the cluster transport): nodes report it in their metrics
+// and readiness.
+type ConnectionReporter interface {
+	Connection() ConnectionStatus
+}
+
+// ConnectionStatus is a transport's connection to its broker.
+type ConnectionStatus struct {
+	// Connected is true while messages can flow.
+	Connected bool
+	// State names the connection's state, such as CONNECTED or
+	// RECONNECTING (a small fixed set chosen by the transport).
+	State string
+	// Reconnects counts the reconnections since the transport started.
+	Reconnects uint64
+}
+
+// DurableReporter is implemented by transports with durable addresses:
+// nodes report their backlog in their metrics.
+type DurableReporter interface {
+	// DurableStats returns the backlog of each durable address this
+	// transport was configured with.
+	DurableStats(ctx context.Context) (map[string]DurableStats, error)
+}
+
+// DurableStats is the backlog of one durable address.
+type DurableStats struct {
+	Pending     uint64 // stored, not yet delivered
+	AckPending  uint64 // delivered, not yet acknowledged
+	Redelivered uint64 // delivered more than once and not yet acknowledged
+}
