@@ -77,6 +77,9 @@ type Options struct {
 	// BlockedCheckInterval is how often loops are checked (default
 	// BlockedThreshold / 4).
 	BlockedCheckInterval time.Duration
+	// Ops configures the operations endpoint (Prometheus metrics,
+	// /healthz, /readyz); off unless Ops.Listen is set.
+	Ops OpsOptions
 }
 
 // Node hosts deployments of services on one bus.
@@ -91,6 +94,11 @@ type Node struct {
 
 	stopChecker chan struct{}
 	checkerDone chan struct{}
+
+	opsOpts OpsOptions
+	ops     *ops // nil when the node serves no operations endpoint
+	cmu     sync.Mutex
+	checks  []ReadinessCheck
 }
 
 // ErrShutdown is returned by operations on a node that has shut down.
@@ -117,13 +125,22 @@ func New(opts Options) (*Node, error) {
 	if opts.BlockedCheckInterval == 0 {
 		opts.BlockedCheckInterval = opts.BlockedThreshold / 4
 	}
+	if err := opts.Ops.check(); err != nil {
+		return nil, err
+	}
 	n := &Node{
 		bus:         opts.Bus,
 		logger:      opts.Logger,
 		threshold:   opts.BlockedThreshold,
 		stopChecker: make(chan struct{}),
 		checkerDone: make(chan struct{}),
+		opsOpts:     opts.Ops,
 	}
+	o, err := startOps(n, opts.Ops)
+	if err != nil {
+		return nil, err
+	}
+	n.ops = o
 	go n.checkBlocked(opts.BlockedCheckInterval)
 	return n, nil
 }
@@ -317,6 +334,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	close(n.stopChecker)
 	<-n.checkerDone
+	if err := n.ops.close(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	if err := n.bus.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}
