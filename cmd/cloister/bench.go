@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"os"
 	"strconv"
@@ -29,6 +28,7 @@ func benchCommand() *command {
 		duration, warmup    time.Duration
 		quick, jsonOut      bool
 		svgFile, image      string
+		logs                logFlags
 	)
 	return &command{
 		name:    "bench",
@@ -59,6 +59,7 @@ The defaults take about a minute; --quick takes a few seconds (for tests).`,
 			fs.BoolVar(&jsonOut, "json", false, "print the results as JSON instead of the table")
 			fs.StringVar(&svgFile, "svg", "", "write a chart of the overhead by payload size to `file`")
 			fs.StringVar(&image, "image", "", "a prebuilt analytics enclave `image` (default: built now)")
+			logs.register(fs, "error")
 		},
 		run: func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) > 0 {
@@ -78,9 +79,11 @@ The defaults take about a minute; --quick takes a few seconds (for tests).`,
 					warmup = 50 * time.Millisecond
 				}
 			}
-			opts := app.BenchOptions{Duration: duration, Warmup: warmup, Image: image,
-				Logger: slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
-			var err error
+			logger, _, err := logs.logger(env.stderr)
+			if err != nil {
+				return err
+			}
+			opts := app.BenchOptions{Duration: duration, Warmup: warmup, Image: image, Logger: logger}
 			if opts.Sizes, err = intList("--sizes", sizes, 16, 1<<20); err != nil {
 				return err
 			}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+)
+
+// logFlags are the logging flags of the long-running verbs (run, node,
+// coordinator, bench).
+type logFlags struct {
+	level, format string
+}
+
+// register declares --log-level (with the verb's default) and
+// --log-format on fs.
+func (f *logFlags) register(fs *flag.FlagSet, defaultLevel string) {
+	fs.StringVar(&f.level, "log-level", defaultLevel, "debug, info, warn or error")
+	fs.StringVar(&f.format, "log-format", "text", "text, or json (one JSON object per line, for log collectors)")
+}
+
+// handler returns the handler the flags ask for, writing to w, and the
+// level; a bad value is a usage error naming the flag.
+func (f *logFlags) handler(w io.Writer) (slog.Handler, slog.Level, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.level)); err != nil {
+		return nil, 0, &usageError{err: fmt.Errorf("--log-level: %w", err)}
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch f.format {
+	case "text", "":
+		return slog.NewTextHandler(w, opts), level, nil
+	case "json":
+		return slog.NewJSONHandler(w, opts), level, nil
+	}
+	return nil, 0, &usageError{err: fmt.Errorf("--log-format %q: want text or json", f.format)}
+}
+
+// logger is handler's logger.
+func (f *logFlags) logger(w io.Writer) (*slog.Logger, slog.Level, error) {
+	h, level, err := f.handler(w)
+	if err != nil {
+		return nil, 0, err
+	}
+	return slog.New(h), level, nil
+}
+
+// announce tells the operator something a long-running verb does at start
+// (an enclave's PID, the metrics address): as the line text on w, or, with
+// --log-format json, as an INFO record of logger (so that every line of
+// stderr is JSON).
+func announce(w io.Writer, logger *slog.Logger, asJSON bool, text, msg string, attrs ...any) {
+	if asJSON && logger != nil {
+		logger.Info(msg, attrs...)
+		return
+	}
+	fmt.Fprintln(w, text)
+}
+
+// json reports whether the flags ask for JSON logs.
+func (f *logFlags) json() bool { return f.format == "json" }
