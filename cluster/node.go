@@ -392,6 +392,7 @@ func (s *serverLog) Fatalf(format string, v ...any) {
 	default:
 	}
 }
+
 // Errorf logs at ERROR, except the route retries of a cluster whose nodes
 // start one after another: until a peer listens, every node's attempts to
 // reach it fail, which is normal during a start and logged at INFO (the
