@@ -60,7 +60,7 @@ func startAppLogs(t *testing.T, ctx context.Context, cfg *Config) (*App, *syncBu
 		w = io.MultiWriter(logs, os.Stderr)
 	}
 	logger := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	a, err := Start(ctx, cfg, Options{Logger: logger})
+	a, err := Start(ctx, cfg, Options{Logger: logger, Metrics: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}

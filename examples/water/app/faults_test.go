@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strings"
 	"syscall"
@@ -14,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cloister-dev/cloister/examples/water/monitor"
+	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/secure"
 )
 
@@ -104,6 +107,11 @@ func TestFaults(t *testing.T) {
 		}
 	}
 	eventually(t, ctx, "the forgeries dead-lettered", func() bool { return ingestCounts()["dead_letters"] == uint64(len(forged)) })
+	// The analytics node's metrics count the trusted runtime's rejections
+	// by address and reason, and name no sensor, key or payload.
+	eventually(t, ctx, "rejections in the metrics", func() bool {
+		return scrapeRejections(t, a) > 0
+	})
 
 	// A replay flood: every reading the broker stored so far, injected
 	// again three times as the host could.
@@ -241,4 +249,41 @@ func deadLetterFile(a *App) string {
 		return g.deadFile
 	}
 	return ""
+}
+
+// scrapeRejections scrapes the node hosting analytics and returns the sum
+// of its enclave rejection counters; it fails the test if a label of any
+// metric names a sensor.
+func scrapeRejections(t *testing.T, a *App) float64 {
+	t.Helper()
+	for _, n := range a.nodes {
+		if len(n.node.Enclaves()) == 0 || n.node.OpsAddr() == "" {
+			continue
+		}
+		resp, err := http.Get("http://" + n.node.OpsAddr() + node.PathMetrics)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body := string(raw)
+		if strings.Contains(body, `"s-0`) {
+			t.Fatalf("a metric label names a sensor:\n%s", body)
+		}
+		var sum float64
+		for _, line := range strings.Split(body, "\n") {
+			if !strings.HasPrefix(line, "cloister_enclave_rejections_total{") {
+				continue
+			}
+			if !strings.Contains(line, `address="water.analytics`) || !strings.Contains(line, `reason="`) {
+				t.Fatalf("rejection without its served address and reason: %s", line)
+			}
+			var v float64
+			fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+			sum += v
+		}
+		return sum
+	}
+	t.Fatal("no node hosts an enclave with an operations endpoint")
+	return 0
 }
