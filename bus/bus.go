@@ -105,9 +105,12 @@ func New(opts ...Option) (*Bus, error) {
 // Event is a message passing an interceptor. Interceptors may read and
 // change Envelope's headers and body.
 type Event struct {
-	Kind     Kind
-	Inbound  bool
-	Envelope *Envelope
+	Kind    Kind
+	Inbound bool
+	// ReplyExpected is true for a request (outbound) and for a delivery
+	// whose sender waits for a reply (inbound).
+	ReplyExpected bool
+	Envelope      *Envelope
 }
 
 // Interceptor sees every message on the outbound path (before the
@@ -198,7 +201,7 @@ func LocalOnly() DeliveryOption { return func(o *deliveryOptions) { o.localOnly 
 func CodecName(name string) DeliveryOption { return func(o *deliveryOptions) { o.codec = name } }
 
 // prepare builds the envelope of an outgoing message.
-func (b *Bus) prepare(ctx context.Context, kind Kind, address string, body any, opts []DeliveryOption) (*Envelope, deliveryOptions, error) {
+func (b *Bus) prepare(ctx context.Context, kind Kind, request bool, address string, body any, opts []DeliveryOption) (*Envelope, deliveryOptions, error) {
 	var o deliveryOptions
 	if kind != KindReply {
 		if err := ValidateAddress(address); err != nil {
@@ -231,7 +234,7 @@ func (b *Bus) prepare(ctx context.Context, kind Kind, address string, body any, 
 		env.Headers[HeaderCodec] = codec
 	}
 	if list := *b.outbound.Load(); len(list) > 0 {
-		if err := runInterceptors(ctx, list, &Event{Kind: kind, Envelope: env}); err != nil {
+		if err := runInterceptors(ctx, list, &Event{Kind: kind, ReplyExpected: request, Envelope: env}); err != nil {
 			return nil, o, deliveryError(address, err)
 		}
 	}
@@ -251,44 +254,44 @@ func (b *Bus) checkOpen() error {
 // transport has taken the message; a missing consumer is not an error
 // (see the delivery guarantee in the package documentation).
 func (b *Bus) Send(ctx context.Context, address string, body any, opts ...DeliveryOption) error {
-	err := b.send(ctx, address, body, opts)
-	b.observe(OpSend, address, time.Time{}, err)
+	h, err := b.send(ctx, address, body, opts)
+	b.observe(Outcome{Op: OpSend, Address: address, Headers: h, Err: err}, time.Time{})
 	return err
 }
 
-func (b *Bus) send(ctx context.Context, address string, body any, opts []DeliveryOption) error {
+func (b *Bus) send(ctx context.Context, address string, body any, opts []DeliveryOption) (Headers, error) {
 	if err := b.checkOpen(); err != nil {
-		return deliveryError(address, err)
+		return nil, deliveryError(address, err)
 	}
-	env, o, err := b.prepare(ctx, KindSend, address, body, opts)
+	env, o, err := b.prepare(ctx, KindSend, false, address, body, opts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := b.transport.Send(ctx, env, RouteOptions{LocalOnly: o.localOnly}); err != nil {
-		return deliveryError(address, err)
+		return env.Headers, deliveryError(address, err)
 	}
-	return nil
+	return env.Headers, nil
 }
 
 // Publish delivers body to every consumer of address.
 func (b *Bus) Publish(ctx context.Context, address string, body any, opts ...DeliveryOption) error {
-	err := b.publish(ctx, address, body, opts)
-	b.observe(OpPublish, address, time.Time{}, err)
+	h, err := b.publish(ctx, address, body, opts)
+	b.observe(Outcome{Op: OpPublish, Address: address, Headers: h, Err: err}, time.Time{})
 	return err
 }
 
-func (b *Bus) publish(ctx context.Context, address string, body any, opts []DeliveryOption) error {
+func (b *Bus) publish(ctx context.Context, address string, body any, opts []DeliveryOption) (Headers, error) {
 	if err := b.checkOpen(); err != nil {
-		return deliveryError(address, err)
+		return nil, deliveryError(address, err)
 	}
-	env, o, err := b.prepare(ctx, KindPublish, address, body, opts)
+	env, o, err := b.prepare(ctx, KindPublish, false, address, body, opts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := b.transport.Publish(ctx, env, RouteOptions{LocalOnly: o.localOnly}); err != nil {
-		return deliveryError(address, err)
+		return env.Headers, deliveryError(address, err)
 	}
-	return nil
+	return env.Headers, nil
 }
 
 // Request sends body to one consumer of address and waits for its reply,
@@ -296,32 +299,36 @@ func (b *Bus) publish(ctx context.Context, address string, body any, opts []Deli
 // Failures are [*ReplyError]s; see the package documentation.
 func (b *Bus) Request(ctx context.Context, address string, body any, opts ...DeliveryOption) (*Message, error) {
 	if !b.observing() {
-		return b.request(ctx, address, body, opts)
+		m, _, err := b.request(ctx, address, body, opts)
+		return m, err
 	}
 	start := time.Now()
-	m, err := b.request(ctx, address, body, opts)
-	b.observe(OpRequest, address, start, err)
+	m, h, err := b.request(ctx, address, body, opts)
+	b.observe(Outcome{Op: OpRequest, Address: address, Headers: h, Err: err}, start)
 	return m, err
 }
 
-func (b *Bus) request(ctx context.Context, address string, body any, opts []DeliveryOption) (*Message, error) {
+func (b *Bus) request(ctx context.Context, address string, body any, opts []DeliveryOption) (*Message, Headers, error) {
 	if err := b.checkOpen(); err != nil {
-		return nil, deliveryError(address, err)
+		return nil, nil, deliveryError(address, err)
 	}
-	env, o, err := b.prepare(ctx, KindSend, address, body, opts)
+	env, o, err := b.prepare(ctx, KindSend, true, address, body, opts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	h := env.Headers
 	if lt, ok := b.transport.(*localTransport); ok {
 		// In process, a pooled timer bounds the wait: a context with a
 		// deadline would cost a timer and several allocations per request.
 		d, err := lt.requestWithin(ctx, env, RouteOptions{LocalOnly: o.localOnly}, b.timeoutOf(o))
-		return b.finishRequest(ctx, address, d, err)
+		m, err := b.finishRequest(ctx, address, d, err)
+		return m, h, err
 	}
 	ctx, cancel := b.requestContext(ctx, o)
 	defer cancel()
 	d, err := b.transport.Request(ctx, env, RouteOptions{LocalOnly: o.localOnly})
-	return b.finishRequest(ctx, address, d, err)
+	m, err := b.finishRequest(ctx, address, d, err)
+	return m, h, err
 }
 
 func (b *Bus) timeoutOf(o deliveryOptions) time.Duration {

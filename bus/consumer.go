@@ -188,7 +188,7 @@ func (c *Consumer) Stats() ConsumerStats {
 func (c *Consumer) deliver(d *Delivery) {
 	m := &Message{bus: c.bus, env: d.Envelope, kind: d.Kind, responder: d.Responder, ack: d.Ack}
 	if list := *c.bus.inbound.Load(); len(list) > 0 {
-		if err := runInterceptors(c.ctx, list, &Event{Kind: d.Kind, Inbound: true, Envelope: &m.env}); err != nil {
+		if err := runInterceptors(c.ctx, list, &Event{Kind: d.Kind, Inbound: true, ReplyExpected: d.Responder != nil, Envelope: &m.env}); err != nil {
 			c.rejected.Add(1)
 			c.bus.logger.Debug("bus: inbound message refused", "address", c.address, "error", err)
 			m.refuse(c.address, FailureError, err.Error())

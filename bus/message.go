@@ -174,11 +174,13 @@ func (m *Message) Reply(body any, opts ...DeliveryOption) error {
 	if err := m.claimReply(); err != nil {
 		return err
 	}
-	env, _, err := m.bus.prepare(context.Background(), KindReply, m.env.Address, body, opts)
+	env, _, err := m.bus.prepare(context.Background(), KindReply, false, m.env.Address, body, opts)
+	var h Headers
 	if err == nil {
+		h = env.Headers
 		err = m.responder.Respond(context.Background(), env)
 	}
-	m.bus.observe(OpReply, m.env.Address, time.Time{}, err)
+	m.bus.observe(Outcome{Op: OpReply, Address: m.env.Address, Headers: h, InReplyTo: m.env.Headers, Err: err}, time.Time{})
 	return err
 }
 
@@ -189,12 +191,12 @@ func (m *Message) ReplyAndRequest(ctx context.Context, body any, opts ...Deliver
 	if err := m.claimReply(); err != nil {
 		return nil, err
 	}
-	env, o, err := m.bus.prepare(ctx, KindReply, m.env.Address, body, opts)
+	env, o, err := m.bus.prepare(ctx, KindReply, true, m.env.Address, body, opts)
 	if err != nil {
-		m.bus.observe(OpReply, m.env.Address, time.Time{}, err)
+		m.bus.observe(Outcome{Op: OpReply, Address: m.env.Address, InReplyTo: m.env.Headers, Err: err}, time.Time{})
 		return nil, err
 	}
-	m.bus.observe(OpReply, m.env.Address, time.Time{}, nil)
+	m.bus.observe(Outcome{Op: OpReply, Address: m.env.Address, Headers: env.Headers, InReplyTo: m.env.Headers}, time.Time{})
 	var start time.Time
 	if m.bus.observing() {
 		start = time.Now()
@@ -203,7 +205,7 @@ func (m *Message) ReplyAndRequest(ctx context.Context, body any, opts ...Deliver
 	defer cancel()
 	d, err := m.responder.RespondRequest(ctx, env)
 	reply, err := m.bus.finishRequest(ctx, m.env.Address, d, err)
-	m.bus.observe(OpRequest, m.env.Address, start, err)
+	m.bus.observe(Outcome{Op: OpRequest, Address: m.env.Address, Headers: env.Headers, Err: err}, start)
 	return reply, err
 }
 
@@ -213,8 +215,9 @@ func (m *Message) Fail(code int, message string) error {
 	if err := m.claimReply(); err != nil {
 		return err
 	}
-	err := m.responder.Respond(context.Background(), failureEnvelope(FailureRecipient, code, message))
-	m.bus.observe(OpReply, m.env.Address, time.Time{}, err)
+	env := failureEnvelope(FailureRecipient, code, message)
+	err := m.responder.Respond(context.Background(), env)
+	m.bus.observe(Outcome{Op: OpReply, Address: m.env.Address, Headers: env.Headers, InReplyTo: m.env.Headers, Err: err}, time.Time{})
 	return err
 }
 

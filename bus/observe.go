@@ -40,6 +40,12 @@ type Outcome struct {
 	// Err is nil on success, or the operation's error (a *ReplyError for a
 	// failed request; see FailureOf).
 	Err error
+	// Headers are the headers of the message the operation sent, after the
+	// outbound interceptors (nil if it was refused before). Do not modify.
+	Headers Headers
+	// InReplyTo are, for a reply, the headers of the message answered. Do
+	// not modify.
+	InReplyTo Headers
 }
 
 // Observer is told the outcome of every operation of a bus, after it
@@ -68,12 +74,11 @@ func (b *Bus) AddObserver(o Observer) {
 // read the clock only when someone looks.
 func (b *Bus) observing() bool { return len(*b.observers.Load()) > 0 }
 
-func (b *Bus) observe(op Op, address string, start time.Time, err error) {
+func (b *Bus) observe(o Outcome, start time.Time) {
 	list := *b.observers.Load()
 	if len(list) == 0 {
 		return
 	}
-	o := Outcome{Op: op, Address: address, Err: err}
 	if !start.IsZero() {
 		o.Elapsed = time.Since(start)
 	}
