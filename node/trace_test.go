@@ -180,4 +180,34 @@ func TestTraceSpansClientNodeEnclaveReply(t *testing.T) {
 	if req.status == 2 || encl.status == 2 { // STATUS_CODE_ERROR
 		t.Fatalf("a span of a successful request is an error: %+v", inTrace)
 	}
+
+	// Through the enclave: a handler that requests a host service passes
+	// the trace header on (the trusted runtime copies it), so the host's
+	// request and its handling join the trace under the enclave's span.
+	if _, err := b.Deploy(ctx, func() Service { return opsEcho{} }, DeployOptions{Name: "echo"}); err != nil {
+		t.Fatal(err)
+	}
+	cctx, client = a.Tracer().TracerProvider().Tracer("test-client").Start(ctx, "client-2")
+	if _, err := a.Bus().Request(cctx, "test.request", "via", bus.Header("to", "ops.echo")); err != nil {
+		t.Fatal(err)
+	}
+	client.End()
+	traceID = client.SpanContext().TraceID().String()
+	for _, n := range []*Node{a, b} {
+		if err := n.Tracer().ForceFlush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inTrace = nil
+	for _, s := range col.collected() {
+		if s.traceID == traceID {
+			inTrace = append(inTrace, s)
+		}
+	}
+	encl = find("enclave test.request", "node-b")
+	inner := find("request ops.echo", "node-b")
+	handled := find("handle ops.echo", "node-b")
+	if inner.parentID != encl.spanID || handled.parentID != inner.spanID {
+		t.Fatalf("the enclave's own request is not chained under its span: %+v", inTrace)
+	}
 }
