@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -117,14 +118,14 @@ func New(ctx context.Context, opts Options) (*Tracer, error) {
 	}
 	exp := opts.Exporter
 	if exp == nil {
-		u, err := url.Parse(opts.Endpoint)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("tracing: endpoint %q: want an http:// or https:// URL of an OTLP/HTTP traces endpoint", opts.Endpoint)
+		if err := CheckEndpoint(opts.Endpoint); err != nil {
+			return nil, err
 		}
 		eopts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(opts.Endpoint)}
-		if u.Scheme == "http" {
+		if strings.HasPrefix(opts.Endpoint, "http:") {
 			eopts = append(eopts, otlptracehttp.WithInsecure())
 		}
+		var err error
 		if exp, err = otlptracehttp.New(ctx, eopts...); err != nil {
 			return nil, fmt.Errorf("tracing: OTLP exporter: %w", err)
 		}
@@ -145,6 +146,16 @@ func New(ctx context.Context, opts Options) (*Tracer, error) {
 		prop:   propagation.TraceContext{},
 		open:   map[string]openSpan{},
 	}, nil
+}
+
+// CheckEndpoint checks an OTLP/HTTP traces endpoint: an http:// (plain
+// text) or https:// URL with a host.
+func CheckEndpoint(endpoint string) error {
+	u, err := url.Parse(endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("tracing: endpoint %q: want an http:// or https:// URL of an OTLP/HTTP traces endpoint, such as http://127.0.0.1:4318/v1/traces", endpoint)
+	}
+	return nil
 }
 
 // Install makes the tracer trace b's messages: an outbound and an inbound

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -247,16 +246,17 @@ func (h *enclaveHosting) enclaves() ([]node.EnclaveConfig, error) {
 	return out, nil
 }
 
-// host deploys every configured enclave on a node over b, serving the
-// operations endpoint ops asks for, and returns the function that stops
-// them (the node then closes b). With no enclave configured and no
-// endpoint it does nothing.
-func (h *enclaveHosting) host(ctx context.Context, env *cliEnv, b *bus.Bus, logger *slog.Logger, ops node.OpsOptions) (stop func(context.Context) error, err error) {
+// host deploys every configured enclave on a node made with opts (its
+// bus, logger, operations endpoint and tracing) and returns the function
+// that stops them (the node then closes its bus). With no enclave
+// configured, no endpoint and no tracing it does nothing.
+func (h *enclaveHosting) host(ctx context.Context, env *cliEnv, opts node.Options) (stop func(context.Context) error, err error) {
 	cs, err := h.enclaves()
-	if err != nil || (len(cs) == 0 && ops.Listen == "") {
+	if err != nil || (len(cs) == 0 && opts.Ops.Listen == "" && opts.Tracing.Endpoint == "") {
 		return func(context.Context) error { return nil }, err
 	}
-	n, err := node.New(node.Options{Bus: b, Logger: logger, Ops: ops})
+	b, logger := opts.Bus, opts.Logger
+	n, err := node.New(opts)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/cluster"
 	"github.com/cloister-dev/cloister/node"
+	"github.com/cloister-dev/cloister/tracing"
 )
 
 func nodeCommand() *command {
@@ -41,7 +42,7 @@ Example, three nodes on one machine:
 // cloister coordinator) and runs it.
 type nodeVerb struct {
 	name, natsListen, clusterListen, clusterName string
-	routes, servers, storeDir, metrics           string
+	routes, servers, storeDir, metrics, traceURL string
 	logs                                         logFlags
 	durable                                      stringList
 	// coordinator makes the operations endpoint report the coordinator.
@@ -68,6 +69,7 @@ func (v *nodeVerb) register(fs *flag.FlagSet) {
 	fs.Var(&v.durable, "durable", "a durable `address` (at-least-once on JetStream; repeatable)")
 	fs.DurationVar(&v.ackWait, "ack-wait", cluster.DefaultAckWait, "how long a durable message may stay unacknowledged before it is delivered again")
 	fs.StringVar(&v.metrics, "metrics", "", "serve Prometheus /metrics, /healthz and /readyz on this `host:port` (127.0.0.1:9090 for this machine only; port 0: a free port, printed at start); empty: none")
+	fs.StringVar(&v.traceURL, "trace-endpoint", "", "export OpenTelemetry spans of the node's messages to this OTLP/HTTP `URL` (e.g. http://127.0.0.1:4318/v1/traces); empty: no tracing")
 	v.logs.register(fs, "info")
 	v.enclaves.register(fs)
 }
@@ -84,6 +86,11 @@ func (v *nodeVerb) run(ctx context.Context, env *cliEnv, args []string) error {
 	if v.metrics != "" {
 		if err := cluster.CheckListenAddress("--metrics", v.metrics); err != nil {
 			return &usageError{err: err}
+		}
+	}
+	if v.traceURL != "" {
+		if err := tracing.CheckEndpoint(v.traceURL); err != nil {
+			return &usageError{err: fmt.Errorf("--trace-endpoint: %w", err)}
 		}
 	}
 	opts := cluster.Options{
@@ -124,9 +131,12 @@ func (v *nodeVerb) run(ctx context.Context, env *cliEnv, args []string) error {
 		_ = cn.Close()
 		return err
 	}
-	ops := node.OpsOptions{Listen: v.metrics, Coordinator: v.coordinator}
+	nopts := node.Options{Bus: b, Logger: logger, Ops: node.OpsOptions{Listen: v.metrics, Coordinator: v.coordinator}}
+	if v.traceURL != "" {
+		nopts.Tracing = tracing.Options{Endpoint: v.traceURL, ServiceName: "cloister-node", Attributes: map[string]string{"cloister.node": cn.Name()}}
+	}
 	v.enclaves.jsonLogs = v.logs.json()
-	stopEnclaves, err := v.enclaves.host(ctx, env, b, logger, ops)
+	stopEnclaves, err := v.enclaves.host(ctx, env, nopts)
 	if err != nil {
 		_ = b.Close(context.Background())
 		_ = cn.Close()

@@ -75,14 +75,17 @@ func TestNodeJSONLogsAndMetrics(t *testing.T) {
 	}
 }
 
-// TestLogAndMetricsFlagsChecked: a bad --log-format, and a --metrics
-// address without a host (every interface, silently), are usage errors.
+// TestLogAndMetricsFlagsChecked: a bad --log-format, a --metrics address
+// without a host (every interface, silently) and a --trace-endpoint that is
+// not an http(s) URL are usage errors.
 func TestLogAndMetricsFlagsChecked(t *testing.T) {
 	for _, args := range [][]string{
 		{"node", "--log-format", "xml"},
 		{"node", "--metrics", ":9090"},
 		{"run", "--metrics", ":9090", "app.yaml"},
 		{"bench", "--log-format", "yaml"},
+		{"node", "--trace-endpoint", "127.0.0.1:4318"},
+		{"run", "--trace-endpoint", "ftp://x/v1/traces", "app.yaml"},
 	} {
 		code, _, errOut := runCLI(t, args...)
 		if code != exitUsage {

@@ -10,11 +10,13 @@ import (
 
 	"github.com/cloister-dev/cloister/cluster"
 	"github.com/cloister-dev/cloister/examples/water/app"
+	"github.com/cloister-dev/cloister/tracing"
 )
 
 func runCommand() *command {
 	var (
 		nodeName, dashboard, leak, security, metrics string
+		traceURL                                     string
 		stateDir                                     string
 		logs                                         logFlags
 		sensors                                      int
@@ -60,6 +62,7 @@ Inject a leak while it runs: the dashboard's button, or
 			fs.DurationVar(&leakAfter, "leak-after", 0, "when the scripted leak starts")
 			fs.DurationVar(&duration, "duration", 0, "stop after this long (0: run until interrupted)")
 			fs.StringVar(&metrics, "metrics", "127.0.0.1:0", "`host:port` of the first node's operations endpoint (/metrics, /healthz, /readyz); the next nodes take the next ports (port 0: free ports); empty: none")
+			fs.StringVar(&traceURL, "trace-endpoint", "", "export OpenTelemetry spans of every node's messages to this OTLP/HTTP `URL` (e.g. http://127.0.0.1:4318/v1/traces); empty: no tracing")
 			logs.register(fs, "warn")
 		},
 		run: func(ctx context.Context, env *cliEnv, args []string) error {
@@ -73,6 +76,11 @@ Inject a leak while it runs: the dashboard's button, or
 			if metrics != "" {
 				if err := cluster.CheckListenAddress("--metrics", metrics); err != nil {
 					return &usageError{err: err}
+				}
+			}
+			if traceURL != "" {
+				if err := tracing.CheckEndpoint(traceURL); err != nil {
+					return &usageError{err: fmt.Errorf("--trace-endpoint: %w", err)}
 				}
 			}
 			// Flags given are checked as given (a zero or negative value
@@ -125,7 +133,7 @@ Inject a leak while it runs: the dashboard's button, or
 				h = &quietServer{h: h, minLevel: slog.LevelError + 4} // --log-level info shows them
 			}
 			logger := slog.New(h)
-			a, err := app.Start(ctx, cfg, app.Options{Only: nodeName, Out: env.stdout, Logger: logger, Metrics: metrics})
+			a, err := app.Start(ctx, cfg, app.Options{Only: nodeName, Out: env.stdout, Logger: logger, Metrics: metrics, TraceEndpoint: traceURL})
 			if err != nil {
 				return err
 			}

@@ -26,6 +26,7 @@ import (
 	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/provision"
+	"github.com/cloister-dev/cloister/tracing"
 )
 
 // Options configure Start beyond the app.yaml.
@@ -42,6 +43,9 @@ type Options struct {
 	// process take the next ports, or free ports when the port is 0.
 	// Empty: none.
 	Metrics string
+	// TraceEndpoint is an OTLP/HTTP traces URL every node of this process
+	// exports its message spans to; empty: no tracing.
+	TraceEndpoint string
 }
 
 // App is a running water application (the nodes of this process).
@@ -323,7 +327,11 @@ func (a *App) startNode(ctx context.Context, nc NodeConfig, index int) (*localNo
 		cn.Close()
 		return nil, err
 	}
-	n, err := node.New(node.Options{Bus: b, Logger: opts.Logger, Ops: ops})
+	nopts := node.Options{Bus: b, Logger: opts.Logger, Ops: ops}
+	if a.opts.TraceEndpoint != "" {
+		nopts.Tracing = tracing.Options{Endpoint: a.opts.TraceEndpoint, ServiceName: a.cfg.Name, Attributes: map[string]string{"cloister.node": nc.Name}}
+	}
+	n, err := node.New(nopts)
 	if err != nil {
 		b.Close(context.Background())
 		cn.Close()
