@@ -2,13 +2,13 @@ package node
 
 import (
 	"context"
-	"fmt"
 	"sort"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/provision"
 )
 
@@ -225,38 +225,7 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-// enclaveEntry is one enclave instance the node hosts.
-type enclaveEntry struct {
-	name  string
-	index int
-	svc   *enclaveService
-}
-
-// enclaveServices lists the node's running enclave services.
-func (n *Node) enclaveServices() []enclaveEntry {
-	n.mu.Lock()
-	deps := append([]*deployment(nil), n.deployments...)
-	n.mu.Unlock()
-	var out []enclaveEntry
-	for _, d := range deps {
-		for _, inst := range d.instances {
-			if s, ok := inst.service.(*enclaveService); ok && s.e != nil {
-				out = append(out, enclaveEntry{name: d.name, index: inst.index, svc: s})
-			}
-		}
-	}
-	return out
-}
-
 // coordinatorStatus asks the coordinator for its status over the bus.
 func (n *Node) coordinatorStatus(ctx context.Context) (*provision.Status, error) {
-	m, err := n.bus.Request(ctx, provision.AddressStatus, nil, bus.Timeout(n.opsOpts.CheckTimeout))
-	if err != nil {
-		return nil, fmt.Errorf("coordinator status: %w", err)
-	}
-	var st provision.Status
-	if err := provision.Decode(m.Body(), &st); err != nil {
-		return nil, fmt.Errorf("coordinator status: %w", err)
-	}
-	return &st, nil
+	return client.CoordinatorStatus(ctx, n.bus, n.opsOpts.CheckTimeout)
 }

@@ -241,21 +241,13 @@ type EnclaveInstance struct {
 // Enclaves lists the enclave instances this node hosts, in order of
 // deployment.
 func (n *Node) Enclaves() []EnclaveInstance {
-	n.mu.Lock()
-	deps := append([]*deployment(nil), n.deployments...)
-	n.mu.Unlock()
 	var out []EnclaveInstance
-	for _, d := range deps {
-		for _, inst := range d.instances {
-			s, ok := inst.service.(*enclaveService)
-			if !ok || s.e == nil {
-				continue
-			}
-			st := s.e.Stats()
-			out = append(out, EnclaveInstance{DeploymentID: d.id, Name: d.name, Instance: inst.index,
-				PID: s.e.PID(), State: s.e.State().String(), Restarts: s.e.Restarts(), Serving: s.e.Addresses(),
-				InFlight: s.e.InFlight(), FramesIn: st.FramesSent, FramesOut: st.FramesReceived})
-		}
+	for _, es := range n.enclaveServices() {
+		e := es.svc.e
+		st := e.Stats()
+		out = append(out, EnclaveInstance{DeploymentID: es.deploymentID, Name: es.name, Instance: es.index,
+			PID: e.PID(), State: e.State().String(), Restarts: e.Restarts(), Serving: e.Addresses(),
+			InFlight: e.InFlight(), FramesIn: st.FramesSent, FramesOut: st.FramesReceived})
 	}
 	return out
 }
@@ -266,18 +258,33 @@ func (n *Node) Enclaves() []EnclaveInstance {
 // see enclave.Enclave.Rejections). Instances that cannot answer (down,
 // restarting, or not answering within ctx) are left out.
 func (n *Node) EnclaveRejections(ctx context.Context) map[string]map[string]map[string]uint64 {
+	out := map[string]map[string]map[string]uint64{}
+	for _, es := range n.enclaveServices() {
+		if r, err := es.svc.e.Rejections(ctx); err == nil {
+			out[es.svc.e.Name()] = r
+		}
+	}
+	return out
+}
+
+// enclaveEntry is one enclave instance the node hosts.
+type enclaveEntry struct {
+	deploymentID, name string
+	index              int
+	svc                *enclaveService
+}
+
+// enclaveServices lists the node's started enclave instances, in order of
+// deployment.
+func (n *Node) enclaveServices() []enclaveEntry {
 	n.mu.Lock()
 	deps := append([]*deployment(nil), n.deployments...)
 	n.mu.Unlock()
-	out := map[string]map[string]map[string]uint64{}
+	var out []enclaveEntry
 	for _, d := range deps {
 		for _, inst := range d.instances {
-			s, ok := inst.service.(*enclaveService)
-			if !ok || s.e == nil {
-				continue
-			}
-			if r, err := s.e.Rejections(ctx); err == nil {
-				out[s.e.Name()] = r
+			if s, ok := inst.service.(*enclaveService); ok && s.e != nil {
+				out = append(out, enclaveEntry{deploymentID: d.id, name: d.name, index: inst.index, svc: s})
 			}
 		}
 	}

@@ -20,13 +20,26 @@ import (
 	"github.com/cloister-dev/cloister/cluster"
 )
 
-// clusteredNode starts an embedded NATS server and a node on it serving
-// its operations endpoint on a free loopback port.
+// clusteredNode starts an embedded NATS server (with JetStream and one
+// durable address) and a node on it serving its operations endpoint on a
+// free loopback port.
 func clusteredNode(t *testing.T, ops OpsOptions) *Node {
 	t.Helper()
+	if ops.Listen == "" {
+		ops.Listen = "127.0.0.1:0"
+	}
+	n, _ := startClusterNode(t, cluster.Options{Name: "ops", StoreDir: t.TempDir(), Durable: []string{"ops.durable"}}, Options{Ops: ops})
+	return n
+}
+
+// startClusterNode starts a cluster node made with copts and a node on its
+// transport made with opts, both quiet, stopped when the test ends.
+func startClusterNode(t *testing.T, copts cluster.Options, opts Options) (*Node, *cluster.Node) {
+	t.Helper()
 	quiet := slog.New(slog.DiscardHandler)
+	copts.Logger = quiet
 	ctx := context.Background()
-	cn, err := cluster.Start(ctx, cluster.Options{Name: "ops", Logger: quiet, StoreDir: t.TempDir(), Durable: []string{"ops.durable"}})
+	cn, err := cluster.Start(ctx, copts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,10 +48,8 @@ func clusteredNode(t *testing.T, ops OpsOptions) *Node {
 		cn.Close()
 		t.Fatal(err)
 	}
-	if ops.Listen == "" {
-		ops.Listen = "127.0.0.1:0"
-	}
-	n, err := New(Options{Bus: b, Logger: quiet, Ops: ops})
+	opts.Bus, opts.Logger = b, quiet
+	n, err := New(opts)
 	if err != nil {
 		b.Close(ctx)
 		cn.Close()
@@ -52,7 +63,7 @@ func clusteredNode(t *testing.T, ops OpsOptions) *Node {
 		}
 		cn.Close()
 	})
-	return n
+	return n, cn
 }
 
 // scrape fetches /metrics and parses it.

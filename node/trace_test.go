@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -91,30 +90,8 @@ func (c *otlpStandIn) collected() []collectedSpan {
 // routedNode starts a node of a routed cluster, tracing to the collector.
 func routedNode(t *testing.T, name string, routes []string, endpoint string) (*Node, *cluster.Node) {
 	t.Helper()
-	quiet := slog.New(slog.DiscardHandler)
-	cn, err := cluster.Start(context.Background(), cluster.Options{Name: name, ClusterListen: "127.0.0.1:-1", Routes: routes, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := bus.New(bus.WithTransport(cn.Transport()), bus.WithLogger(quiet))
-	if err != nil {
-		cn.Close()
-		t.Fatal(err)
-	}
-	n, err := New(Options{Bus: b, Logger: quiet, Tracing: tracing.Options{Endpoint: endpoint, ServiceName: name}})
-	if err != nil {
-		cn.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := n.Shutdown(ctx); err != nil {
-			t.Error(err)
-		}
-		cn.Close()
-	})
-	return n, cn
+	return startClusterNode(t, cluster.Options{Name: name, ClusterListen: "127.0.0.1:-1", Routes: routes},
+		Options{Tracing: tracing.Options{Endpoint: endpoint, ServiceName: name}})
 }
 
 // TestTraceSpansClientNodeEnclaveReply follows one request from a client
