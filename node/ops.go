@@ -108,6 +108,10 @@ type ops struct {
 	srv    *http.Server
 	served chan struct{}
 
+	hist       history
+	stopSample chan struct{}
+	sampleDone chan struct{}
+
 	cmu    sync.Mutex
 	checks []ReadinessCheck
 }
@@ -169,6 +173,9 @@ func startOps(n *Node, opts OpsOptions) (*ops, error) {
 		}
 		_ = json.NewEncoder(w).Encode(rd)
 	})
+	o.pageRoutes(mux)
+	o.stopSample, o.sampleDone = make(chan struct{}), make(chan struct{})
+	go o.sampleLoop(o.stopSample, o.sampleDone)
 	o.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(o.served)
@@ -176,7 +183,7 @@ func startOps(n *Node, opts OpsOptions) (*ops, error) {
 			n.logger.Error("node: ops endpoint stopped", "error", err)
 		}
 	}()
-	n.logger.Info("node: ops endpoint serving", "addr", ln.Addr().String(), "paths", []string{PathMetrics, PathHealthz, PathReadyz})
+	n.logger.Info("node: ops endpoint serving", "addr", ln.Addr().String(), "paths", []string{PathPage, PathMetrics, PathHealthz, PathReadyz, PathState})
 	return o, nil
 }
 
@@ -184,6 +191,8 @@ func (o *ops) close(ctx context.Context) error {
 	if o == nil {
 		return nil
 	}
+	close(o.stopSample)
+	<-o.sampleDone
 	err := o.srv.Shutdown(ctx)
 	if err != nil {
 		err = errors.Join(fmt.Errorf("node: ops endpoint: %w", err), o.srv.Close())
