@@ -63,6 +63,14 @@ var (
 		"System-level writes carrying frames into the enclave instance: frames_in / writes is the batching factor.", []string{"enclave", "instance"}, nil)
 	descEnclaveBytesIn = prometheus.NewDesc("cloister_enclave_boundary_in_bytes_total",
 		"Bytes of the frames sent into the running enclave instance.", []string{"enclave", "instance"}, nil)
+	descStoreReads = prometheus.NewDesc("cloister_enclave_store_reads_total",
+		"Protected-storage reads (sealed blobs) of an enclave deployment's instances.", []string{"enclave"}, nil)
+	descStoreWrites = prometheus.NewDesc("cloister_enclave_store_writes_total",
+		"Protected-storage writes (sealed blobs) made durable for an enclave deployment.", []string{"enclave"}, nil)
+	descStoreCommits = prometheus.NewDesc("cloister_enclave_store_commits_total",
+		"Group commits (one fsync each) of an enclave deployment's protected storage: writes / commits is the batching factor.", []string{"enclave"}, nil)
+	descStoreFailures = prometheus.NewDesc("cloister_enclave_store_failures_total",
+		"Protected-storage reads and commits that failed, for an enclave deployment.", []string{"enclave"}, nil)
 	descEnclaveRejections = prometheus.NewDesc("cloister_enclave_rejections_total",
 		"Messages the trusted runtime of an enclave instance rejected on secured and client-channel addresses, by address and reason (counts only); starts over at a restart.",
 		[]string{"enclave", "instance", "address", "reason"}, nil)
@@ -166,6 +174,18 @@ func (c *nodeCollector) collectConsumers(ch chan<- prometheus.Metric) {
 // collectEnclaves reports every enclave instance; the rejection counters
 // cost one Health call into each running instance.
 func (c *nodeCollector) collectEnclaves(ctx context.Context, ch chan<- prometheus.Metric) {
+	stores := map[*meteredStore]string{}
+	for _, es := range c.o.n.enclaveServices() {
+		if es.svc.store != nil {
+			stores[es.svc.store] = es.name
+		}
+	}
+	for st, name := range stores {
+		ch <- prometheus.MustNewConstMetric(descStoreReads, prometheus.CounterValue, float64(st.reads.Load()), name)
+		ch <- prometheus.MustNewConstMetric(descStoreWrites, prometheus.CounterValue, float64(st.writes.Load()), name)
+		ch <- prometheus.MustNewConstMetric(descStoreCommits, prometheus.CounterValue, float64(st.commits.Load()), name)
+		ch <- prometheus.MustNewConstMetric(descStoreFailures, prometheus.CounterValue, float64(st.failures.Load()), name)
+	}
 	for _, es := range c.o.n.enclaveServices() {
 		e, name, inst := es.svc.e, es.name, strconv.Itoa(es.index)
 		state := e.State().String()

@@ -152,10 +152,11 @@ func (n *Node) DeployEnclave(ctx context.Context, cfg EnclaveConfig) (string, er
 		}
 		stateDir = filepath.Join(img.Path+".state", cfg.Name)
 	}
-	store, err := enclave.NewFileStore(stateDir)
+	fs, err := enclave.NewFileStore(stateDir)
 	if err != nil {
 		return "", fmt.Errorf("node: enclave %s: %w", cfg.Name, err)
 	}
+	store := &meteredStore{BatchStore: fs}
 	ecfg := enclave.Config{
 		Name: cfg.Name, Image: img, Backend: backend, Bus: n.bus, Store: store, Logger: n.logger,
 		Allow: cfg.Addresses, Env: env, InitConfig: cfg.InitConfig, SealSecret: cfg.SealSecret,
@@ -165,7 +166,7 @@ func (n *Node) DeployEnclave(ctx context.Context, cfg EnclaveConfig) (string, er
 	if _, err := enclave.New(ecfg); err != nil {
 		return "", fmt.Errorf("node: %w", err)
 	}
-	return n.Deploy(ctx, func() Service { return &enclaveService{cfg: ecfg, local: cfg.Local} },
+	return n.Deploy(ctx, func() Service { return &enclaveService{cfg: ecfg, local: cfg.Local, store: store} },
 		DeployOptions{Name: cfg.Name, Instances: cfg.Instances})
 }
 
@@ -173,6 +174,7 @@ func (n *Node) DeployEnclave(ctx context.Context, cfg EnclaveConfig) (string, er
 type enclaveService struct {
 	cfg   enclave.Config
 	local bool
+	store *meteredStore // shared by the deployment's instances
 	e     *enclave.Enclave
 }
 

@@ -161,6 +161,9 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 		if _, err := n.Bus().Request(ctx, "test.echo", secret); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := n.Bus().Request(ctx, "test.put", secret, bus.Header("key", "key-name-must-not-be-a-label")); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := n.Bus().Request(ctx, "ops.nobody."+secret, secret); !errors.Is(err, bus.ErrNoHandlers) {
 			t.Fatalf("want no handlers, got %v", err)
 		}
@@ -181,13 +184,15 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 		{"cloister_enclave_frames_in_total", []string{"enclave", "vault"}, value(before, "cloister_enclave_frames_in_total", "enclave", "vault") + rounds},
 		{"cloister_enclave_frames_out_total", []string{"enclave", "vault"}, value(before, "cloister_enclave_frames_out_total", "enclave", "vault") + rounds},
 		{"cloister_node_deployment_up", []string{"deployment", "vault"}, 1},
+		{"cloister_enclave_store_writes_total", []string{"enclave", "vault"}, rounds},
+		{"cloister_enclave_store_commits_total", []string{"enclave", "vault"}, 1},
 		{"cloister_jetstream_pending_messages", []string{"address", "ops.durable"}, 0},
 	} {
 		if v := value(after, c.name, c.labels...); v < c.min {
 			t.Errorf("%s%v = %v, want at least %v", c.name, c.labels, v, c.min)
 		}
 	}
-	if strings.Contains(raw, secret) || strings.Contains(raw, "secret-key-name") {
+	if strings.Contains(raw, secret) || strings.Contains(raw, "secret-key-name") || strings.Contains(raw, "key-name-must-not") {
 		t.Errorf("a payload or header key reached the metrics:\n%s", raw)
 	}
 }
