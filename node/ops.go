@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/cluster"
+	"github.com/cloister-dev/cloister/provision"
 )
 
 // Paths of the operations endpoint.
@@ -103,6 +105,7 @@ type ops struct {
 	messages *prometheus.CounterVec
 	failures *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	joins    *prometheus.CounterVec
 
 	ln     net.Listener
 	srv    *http.Server
@@ -147,7 +150,11 @@ func startOps(n *Node, opts OpsOptions) (*ops, error) {
 		Help:    "Time from a request to its answer (reply or failure), by address.",
 		Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	}, []string{"address"})
-	o.registry.MustRegister(o.messages, o.failures, o.latency, &nodeCollector{o: o},
+	o.joins = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cloister_coordinator_join_replies_total",
+		Help: "Answers a coordinator hosted on this node gave to joins, by result (granted, refused) and reason of a refusal (not-allowed, unknown-service, no-manifest, busy, bad-request, internal, other).",
+	}, []string{"result", "reason"})
+	o.registry.MustRegister(o.messages, o.failures, o.latency, o.joins, &nodeCollector{o: o},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.bus.AddObserver(o.observe)
 
@@ -212,6 +219,34 @@ func (o *ops) observe(out bus.Outcome) {
 	if out.Op == bus.OpRequest {
 		o.latency.WithLabelValues(addr).Observe(out.Elapsed.Seconds())
 	}
+	if out.Op == bus.OpReply && out.Address == provision.AddressJoin && out.Err == nil {
+		// The coordinator (an enclave of this node) answered a join: its
+		// failure code, read from the reply's headers, is the reason.
+		if out.Headers[bus.HeaderFailure] == "" {
+			o.joins.WithLabelValues("granted", "").Inc()
+		} else {
+			o.joins.WithLabelValues("refused", joinRefusal(out.Headers[bus.HeaderFailureCode])).Inc()
+		}
+	}
+}
+
+// joinRefusal names the reason of a coordinator's refusal code.
+func joinRefusal(code string) string {
+	switch code {
+	case strconv.Itoa(provision.CodeRefused):
+		return "not-allowed"
+	case strconv.Itoa(provision.CodeNotFound):
+		return "unknown-service"
+	case strconv.Itoa(provision.CodeNoManifest):
+		return "no-manifest"
+	case strconv.Itoa(provision.CodeTooMany):
+		return "busy"
+	case strconv.Itoa(provision.CodeBadRequest):
+		return "bad-request"
+	case strconv.Itoa(provision.CodeInternal):
+		return "internal"
+	}
+	return "other"
 }
 
 // addressLabels decides which addresses may label metrics: those consumed

@@ -284,6 +284,7 @@ func checkRunMetrics(t *testing.T, base string) {
 		regexp.MustCompile(`(?m)^cloister_enclave_up\{enclave="analytics",instance="0"\} 1$`),
 		regexp.MustCompile(`(?m)^cloister_coordinator_info\{epoch="\d+",evidence_type="\S+",manifest_hash="[0-9a-f]{64}",manifest_version="\d+"\} 1$`),
 		regexp.MustCompile(`(?m)^cloister_nats_connected 1$`),
+		regexp.MustCompile(`(?m)^cloister_coordinator_join_replies_total\{reason="",result="granted"\} [1-9]`),
 	} {
 		if !want.MatchString(body) {
 			t.Errorf("/metrics lacks %s", want)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,8 +16,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
 	"github.com/cloister-dev/cloister/node"
+	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
 )
 
@@ -111,6 +114,14 @@ func TestFaults(t *testing.T) {
 	// by address and reason, and name no sensor, key or payload.
 	eventually(t, ctx, "rejections in the metrics", func() bool {
 		return scrapeRejections(t, a) > 0
+	})
+	// A forged join: the coordinator refuses it, and the node hosting it
+	// counts the refusal by reason.
+	if _, err := a.Bus().Request(ctx, provision.AddressJoin, []byte("not a join")); !errors.Is(err, bus.ErrRecipientFailure) {
+		t.Fatalf("a garbage join: %v", err)
+	}
+	eventually(t, ctx, "the refused join in the metrics", func() bool {
+		return scrapeSum(t, a, `cloister_coordinator_join_replies_total{reason="bad-request",result="refused"}`) >= 1
 	})
 
 	// A replay flood: every reading the broker stored so far, injected
@@ -253,12 +264,45 @@ func deadLetterFile(a *App) string {
 
 // scrapeRejections scrapes the node hosting analytics and returns the sum
 // of its enclave rejection counters; it fails the test if a label of any
-// metric names a sensor.
+// metric names a sensor, or a rejection lacks its address or reason.
 func scrapeRejections(t *testing.T, a *App) float64 {
 	t.Helper()
+	for _, body := range scrapeAll(t, a) {
+		for _, line := range strings.Split(body, "\n") {
+			if strings.HasPrefix(line, "cloister_enclave_rejections_total{") &&
+				(!strings.Contains(line, `address="water.analytics`) || !strings.Contains(line, `reason="`)) {
+				t.Fatalf("rejection without its served address and reason: %s", line)
+			}
+		}
+	}
+	return scrapeSum(t, a, "cloister_enclave_rejections_total{")
+}
+
+// scrapeSum sums, over the nodes of a, the samples whose line starts with
+// prefix.
+func scrapeSum(t *testing.T, a *App, prefix string) float64 {
+	t.Helper()
+	var sum float64
+	for _, body := range scrapeAll(t, a) {
+		for _, line := range strings.Split(body, "\n") {
+			if strings.HasPrefix(line, prefix) {
+				var v float64
+				fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+				sum += v
+			}
+		}
+	}
+	return sum
+}
+
+// scrapeAll fetches /metrics of every node of a; it fails the test if a
+// label of any metric names a sensor.
+func scrapeAll(t *testing.T, a *App) []string {
+	t.Helper()
+	var out []string
 	for _, n := range a.nodes {
-		if len(n.node.Enclaves()) == 0 || n.node.OpsAddr() == "" {
-			continue
+		if n.node.OpsAddr() == "" {
+			t.Fatal("a node without an operations endpoint")
 		}
 		resp, err := http.Get("http://" + n.node.OpsAddr() + node.PathMetrics)
 		if err != nil {
@@ -266,24 +310,10 @@ func scrapeRejections(t *testing.T, a *App) float64 {
 		}
 		raw, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		body := string(raw)
-		if strings.Contains(body, `"s-0`) {
-			t.Fatalf("a metric label names a sensor:\n%s", body)
+		if strings.Contains(string(raw), `"s-0`) {
+			t.Fatalf("a metric label names a sensor:\n%s", raw)
 		}
-		var sum float64
-		for _, line := range strings.Split(body, "\n") {
-			if !strings.HasPrefix(line, "cloister_enclave_rejections_total{") {
-				continue
-			}
-			if !strings.Contains(line, `address="water.analytics`) || !strings.Contains(line, `reason="`) {
-				t.Fatalf("rejection without its served address and reason: %s", line)
-			}
-			var v float64
-			fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
-			sum += v
-		}
-		return sum
+		out = append(out, string(raw))
 	}
-	t.Fatal("no node hosts an enclave with an operations endpoint")
-	return 0
+	return out
 }
