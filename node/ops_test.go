@@ -284,3 +284,18 @@ func TestOpsOptionsChecked(t *testing.T) {
 		t.Fatalf("an empty node is not ready: %+v", rd)
 	}
 }
+
+// TestReadyzWantsTheCoordinator: a node told to watch the coordinator is
+// not ready while none answers, and /readyz names it; checks added by the
+// application count too.
+func TestReadyzWantsTheCoordinator(t *testing.T) {
+	n := clusteredNode(t, OpsOptions{Coordinator: true, CheckTimeout: 5 * time.Second})
+	code, rd := readyz(t, n)
+	if code != http.StatusServiceUnavailable || rd.Ready || len(rd.NotReady) != 1 || rd.NotReady[0].Name != "coordinator" {
+		t.Fatalf("/readyz without a coordinator: %d %+v", code, rd)
+	}
+	n.AddReadinessCheck(ReadinessCheck{Name: "warm cache", Check: func(context.Context) error { return errors.New("still loading") }})
+	if _, rd := readyz(t, n); len(rd.NotReady) != 2 || rd.NotReady[1].Name != "warm cache" || rd.NotReady[1].Reason != "still loading" {
+		t.Fatalf("/readyz with a failing check: %+v", rd)
+	}
+}
