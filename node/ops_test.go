@@ -299,3 +299,28 @@ func TestReadyzWantsTheCoordinator(t *testing.T) {
 		t.Fatalf("/readyz with a failing check: %+v", rd)
 	}
 }
+
+// TestAddressLabelsBounded: consumed and allowed addresses label traffic,
+// up to the maximum; anything else is OtherAddress.
+func TestAddressLabelsBounded(t *testing.T) {
+	b, err := bus.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	if _, err := b.Consumer("svc.a", bus.HandlerFunc(func(context.Context, *bus.Message) {})); err != nil {
+		t.Fatal(err)
+	}
+	l := &addressLabels{bus: b, patterns: []string{"app.>"}, max: 2}
+	for _, c := range []struct{ address, want string }{
+		{"svc.a", "svc.a"},            // consumed here
+		{"random.1234", OtherAddress}, // neither consumed nor allowed
+		{"app.x", "app.x"},            // allowed
+		{"app.y", OtherAddress},       // allowed, beyond the maximum
+		{"svc.a", "svc.a"},            // still labelled
+	} {
+		if got := l.label(c.address); got != c.want {
+			t.Errorf("label(%q) = %q, want %q", c.address, got, c.want)
+		}
+	}
+}
