@@ -145,11 +145,11 @@ the owner: 'cloister coordinator update').`,
 					return &rejectedError{err: fmt.Errorf("%s: %w", manifestFile, err)}
 				}
 			}
-			img, err := imf.load(ctx, env)
+			logger, _, err := v.logs.logger(env.stderr)
 			if err != nil {
 				return err
 			}
-			logger, _, err := v.logs.logger(env.stderr)
+			img, err := imf.load(ctx, v.logs.stderrFor(env, logger.With("component", "image-build")))
 			if err != nil {
 				return err
 			}

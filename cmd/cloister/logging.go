@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 )
 
 // logFlags are the logging flags of the long-running verbs (run, node,
@@ -60,3 +62,40 @@ func announce(w io.Writer, logger *slog.Logger, asJSON bool, text, msg string, a
 
 // json reports whether the flags ask for JSON logs.
 func (f *logFlags) json() bool { return f.format == "json" }
+
+// lineLogger is an io.Writer that logs each line written to it as an INFO
+// record (msg: the line), for the text of tools a verb runs (go build) when
+// the logs are JSON.
+type lineLogger struct {
+	l   *slog.Logger
+	mu  sync.Mutex
+	buf []byte
+}
+
+// Write implements io.Writer.
+func (w *lineLogger) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		if line := bytes.TrimSpace(w.buf[:i]); len(line) > 0 {
+			w.l.Info(string(line))
+		}
+		w.buf = w.buf[i+1:]
+	}
+}
+
+// stderrFor returns env, or with JSON logs a copy whose stderr turns lines
+// into log records of logger, so that every line the verb writes is JSON.
+func (f *logFlags) stderrFor(env *cliEnv, logger *slog.Logger) *cliEnv {
+	if !f.json() {
+		return env
+	}
+	e := *env
+	e.stderr = &lineLogger{l: logger}
+	return &e
+}

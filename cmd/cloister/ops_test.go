@@ -1,14 +1,17 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // freePort returns a loopback address nobody listens on (a route that
@@ -90,6 +93,83 @@ func TestLogAndMetricsFlagsChecked(t *testing.T) {
 		code, _, errOut := runCLI(t, args...)
 		if code != exitUsage {
 			t.Errorf("%v: exit %d, want %d\n%s", args, code, exitUsage, errOut)
+		}
+	}
+}
+
+// TestCoordinatorJSONLogsAndReadiness runs 'cloister coordinator' in
+// process with JSON logs and metrics, building its image on first use: every
+// line on stderr (the image build's included) is JSON, the coordinator's
+// status is a metric, and /readyz says it is not ready while the
+// coordinator holds no manifest.
+func TestCoordinatorJSONLogsAndReadiness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds an image and starts processes")
+	}
+	dir := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
+	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		env := &cliEnv{stdin: strings.NewReader(""), stdout: &syncBuffer{}, stderr: &stderr}
+		done <- run(ctx, env, []string{"coordinator", "--nats-listen", "127.0.0.1:-1", "--source", "../..",
+			"--state-dir", filepath.Join(dir, "state"), "--log-format", "json", "--metrics", "127.0.0.1:0"})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+		}
+	})
+	metricsURL := regexp.MustCompile(`"metrics":"(http://[^"]+)"`)
+	deadline := time.Now().Add(5 * time.Minute)
+	var m []string
+	for {
+		if strings.Contains(stderr.String(), `"msg":"cloister node: ready"`) {
+			m = metricsURL.FindStringSubmatch(stderr.String())
+			break
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("coordinator exited %d:\n%s", code, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("coordinator not ready:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if m == nil {
+		t.Fatalf("no metrics address logged:\n%s", stderr.String())
+	}
+	resp, err := http.Get(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "cloister_coordinator_up 1") || !strings.Contains(string(body), `cloister_enclave_up{enclave="coordinator",instance="0"} 1`) {
+		t.Fatalf("/metrics:\n%s", body)
+	}
+	resp, err = http.Get(strings.TrimSuffix(m[1], "/metrics") + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), `"name":"coordinator","reason":"holds no manifest"`) {
+		t.Fatalf("/readyz: %d %s", resp.StatusCode, body)
+	}
+	cancel()
+	<-done
+	for i, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("line %d is not JSON (%v): %q", i+1, err, line)
 		}
 	}
 }
