@@ -21,8 +21,9 @@ type Bus struct {
 	logger    *slog.Logger
 	timeout   time.Duration
 
-	outbound atomic.Pointer[[]Interceptor]
-	inbound  atomic.Pointer[[]Interceptor]
+	outbound  atomic.Pointer[[]Interceptor]
+	inbound   atomic.Pointer[[]Interceptor]
+	observers observers
 
 	mu        sync.Mutex
 	consumers map[*Consumer]struct{}
@@ -39,6 +40,7 @@ type options struct {
 	codecs    []Codec
 	outbound  []Interceptor
 	inbound   []Interceptor
+	observers []Observer
 }
 
 // WithTransport sets the transport; the bus owns it and closes it on
@@ -96,15 +98,19 @@ func New(opts ...Option) (*Bus, error) {
 	}
 	b.outbound.Store(&o.outbound)
 	b.inbound.Store(&o.inbound)
+	b.observers.Store(&o.observers)
 	return b, nil
 }
 
 // Event is a message passing an interceptor. Interceptors may read and
 // change Envelope's headers and body.
 type Event struct {
-	Kind     Kind
-	Inbound  bool
-	Envelope *Envelope
+	Kind    Kind
+	Inbound bool
+	// ReplyExpected is true for a request (outbound) and for a delivery
+	// whose sender waits for a reply (inbound).
+	ReplyExpected bool
+	Envelope      *Envelope
 }
 
 // Interceptor sees every message on the outbound path (before the
@@ -195,7 +201,7 @@ func LocalOnly() DeliveryOption { return func(o *deliveryOptions) { o.localOnly 
 func CodecName(name string) DeliveryOption { return func(o *deliveryOptions) { o.codec = name } }
 
 // prepare builds the envelope of an outgoing message.
-func (b *Bus) prepare(ctx context.Context, kind Kind, address string, body any, opts []DeliveryOption) (*Envelope, deliveryOptions, error) {
+func (b *Bus) prepare(ctx context.Context, kind Kind, request bool, address string, body any, opts []DeliveryOption) (*Envelope, deliveryOptions, error) {
 	var o deliveryOptions
 	if kind != KindReply {
 		if err := ValidateAddress(address); err != nil {
@@ -228,7 +234,7 @@ func (b *Bus) prepare(ctx context.Context, kind Kind, address string, body any, 
 		env.Headers[HeaderCodec] = codec
 	}
 	if list := *b.outbound.Load(); len(list) > 0 {
-		if err := runInterceptors(ctx, list, &Event{Kind: kind, Envelope: env}); err != nil {
+		if err := runInterceptors(ctx, list, &Event{Kind: kind, ReplyExpected: request, Envelope: env}); err != nil {
 			return nil, o, deliveryError(address, err)
 		}
 	}
@@ -248,55 +254,81 @@ func (b *Bus) checkOpen() error {
 // transport has taken the message; a missing consumer is not an error
 // (see the delivery guarantee in the package documentation).
 func (b *Bus) Send(ctx context.Context, address string, body any, opts ...DeliveryOption) error {
+	h, err := b.send(ctx, address, body, opts)
+	b.observe(Outcome{Op: OpSend, Address: address, Headers: h, Err: err}, time.Time{})
+	return err
+}
+
+func (b *Bus) send(ctx context.Context, address string, body any, opts []DeliveryOption) (Headers, error) {
 	if err := b.checkOpen(); err != nil {
-		return deliveryError(address, err)
+		return nil, deliveryError(address, err)
 	}
-	env, o, err := b.prepare(ctx, KindSend, address, body, opts)
+	env, o, err := b.prepare(ctx, KindSend, false, address, body, opts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := b.transport.Send(ctx, env, RouteOptions{LocalOnly: o.localOnly}); err != nil {
-		return deliveryError(address, err)
+		return env.Headers, deliveryError(address, err)
 	}
-	return nil
+	return env.Headers, nil
 }
 
 // Publish delivers body to every consumer of address.
 func (b *Bus) Publish(ctx context.Context, address string, body any, opts ...DeliveryOption) error {
+	h, err := b.publish(ctx, address, body, opts)
+	b.observe(Outcome{Op: OpPublish, Address: address, Headers: h, Err: err}, time.Time{})
+	return err
+}
+
+func (b *Bus) publish(ctx context.Context, address string, body any, opts []DeliveryOption) (Headers, error) {
 	if err := b.checkOpen(); err != nil {
-		return deliveryError(address, err)
+		return nil, deliveryError(address, err)
 	}
-	env, o, err := b.prepare(ctx, KindPublish, address, body, opts)
+	env, o, err := b.prepare(ctx, KindPublish, false, address, body, opts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := b.transport.Publish(ctx, env, RouteOptions{LocalOnly: o.localOnly}); err != nil {
-		return deliveryError(address, err)
+		return env.Headers, deliveryError(address, err)
 	}
-	return nil
+	return env.Headers, nil
 }
 
 // Request sends body to one consumer of address and waits for its reply,
 // until the timeout (default 30 s, see [Timeout]) or until ctx ends.
 // Failures are [*ReplyError]s; see the package documentation.
 func (b *Bus) Request(ctx context.Context, address string, body any, opts ...DeliveryOption) (*Message, error) {
+	if !b.observing() {
+		m, _, err := b.request(ctx, address, body, opts)
+		return m, err
+	}
+	start := time.Now()
+	m, h, err := b.request(ctx, address, body, opts)
+	b.observe(Outcome{Op: OpRequest, Address: address, Headers: h, Err: err}, start)
+	return m, err
+}
+
+func (b *Bus) request(ctx context.Context, address string, body any, opts []DeliveryOption) (*Message, Headers, error) {
 	if err := b.checkOpen(); err != nil {
-		return nil, deliveryError(address, err)
+		return nil, nil, deliveryError(address, err)
 	}
-	env, o, err := b.prepare(ctx, KindSend, address, body, opts)
+	env, o, err := b.prepare(ctx, KindSend, true, address, body, opts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	h := env.Headers
 	if lt, ok := b.transport.(*localTransport); ok {
 		// In process, a pooled timer bounds the wait: a context with a
 		// deadline would cost a timer and several allocations per request.
 		d, err := lt.requestWithin(ctx, env, RouteOptions{LocalOnly: o.localOnly}, b.timeoutOf(o))
-		return b.finishRequest(ctx, address, d, err)
+		m, err := b.finishRequest(ctx, address, d, err)
+		return m, h, err
 	}
 	ctx, cancel := b.requestContext(ctx, o)
 	defer cancel()
 	d, err := b.transport.Request(ctx, env, RouteOptions{LocalOnly: o.localOnly})
-	return b.finishRequest(ctx, address, d, err)
+	m, err := b.finishRequest(ctx, address, d, err)
+	return m, h, err
 }
 
 func (b *Bus) timeoutOf(o deliveryOptions) time.Duration {
@@ -392,6 +424,18 @@ func UnregisterAll(ctx context.Context, consumers []*Consumer) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// Consumers returns the consumers registered on this bus now, in no
+// particular order (for metrics and health: read their Stats).
+func (b *Bus) Consumers() []*Consumer {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]*Consumer, 0, len(b.consumers))
+	for c := range b.consumers {
+		out = append(out, c)
+	}
+	return out
 }
 
 // Transport returns the bus's transport, for packages that extend the bus

@@ -66,6 +66,8 @@ type ConsumerStats struct {
 	Overflowed uint64 // refused because the buffer was full
 	Rejected   uint64 // vetoed by an inbound interceptor
 	Pending    int    // in the buffer now
+	Pauses     uint64 // times Pause stopped a running consumer
+	Paused     bool   // paused now
 }
 
 // Consumer is a handler registered at an address.
@@ -96,7 +98,7 @@ type Consumer struct {
 	signal chan struct{} // own-goroutine mode
 	quit   chan struct{}
 
-	received, handled, overflowed, rejected atomic.Uint64
+	received, handled, overflowed, rejected, pauses atomic.Uint64
 }
 
 // Consumer registers h at address, reachable from every node.
@@ -169,9 +171,11 @@ func (c *Consumer) Address() string { return c.address }
 // Stats returns the consumer's counters.
 func (c *Consumer) Stats() ConsumerStats {
 	c.mu.Lock()
-	pending := c.n
+	pending, paused := c.n, c.paused
 	c.mu.Unlock()
 	return ConsumerStats{
+		Pauses:     c.pauses.Load(),
+		Paused:     paused,
 		Received:   c.received.Load(),
 		Handled:    c.handled.Load(),
 		Overflowed: c.overflowed.Load(),
@@ -184,7 +188,7 @@ func (c *Consumer) Stats() ConsumerStats {
 func (c *Consumer) deliver(d *Delivery) {
 	m := &Message{bus: c.bus, env: d.Envelope, kind: d.Kind, responder: d.Responder, ack: d.Ack}
 	if list := *c.bus.inbound.Load(); len(list) > 0 {
-		if err := runInterceptors(c.ctx, list, &Event{Kind: d.Kind, Inbound: true, Envelope: &m.env}); err != nil {
+		if err := runInterceptors(c.ctx, list, &Event{Kind: d.Kind, Inbound: true, ReplyExpected: d.Responder != nil, Envelope: &m.env}); err != nil {
 			c.rejected.Add(1)
 			c.bus.logger.Debug("bus: inbound message refused", "address", c.address, "error", err)
 			m.refuse(c.address, FailureError, err.Error())
@@ -349,6 +353,9 @@ func (c *Consumer) handle(m *Message) {
 // (and overflow when it is full) until Resume.
 func (c *Consumer) Pause() {
 	c.mu.Lock()
+	if !c.paused {
+		c.pauses.Add(1)
+	}
 	c.paused = true
 	c.mu.Unlock()
 }

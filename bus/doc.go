@@ -65,6 +65,17 @@
 // passed to [Consumer.Unregister] ends, and requests still waiting then fail
 // with [ErrNoHandlers].
 //
+// # Interceptors and observers
+//
+// An [Interceptor] sees each message before the transport (outbound) or
+// before a consumer's buffer (inbound) and may change its headers or veto
+// it. An [Observer] is told the [Outcome] of every send, publish, request
+// (with its latency and failure kind) and reply after it completed, and
+// changes nothing: metrics and tracing hook in there. [Bus.Consumers] and
+// [Consumer.Stats] give the consumers' counters; transports with a broker
+// report their connection ([ConnectionReporter]) and durable backlogs
+// ([DurableReporter]).
+//
 // # Transports
 //
 // A [Transport] moves envelopes between buses; it knows nothing of codecs,

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // Headers are a message's string keys and values. Keys are case-sensitive;
@@ -173,11 +174,14 @@ func (m *Message) Reply(body any, opts ...DeliveryOption) error {
 	if err := m.claimReply(); err != nil {
 		return err
 	}
-	env, _, err := m.bus.prepare(context.Background(), KindReply, m.env.Address, body, opts)
-	if err != nil {
-		return err
+	env, _, err := m.bus.prepare(context.Background(), KindReply, false, m.env.Address, body, opts)
+	var h Headers
+	if err == nil {
+		h = env.Headers
+		err = m.responder.Respond(context.Background(), env)
 	}
-	return m.responder.Respond(context.Background(), env)
+	m.bus.observe(Outcome{Op: OpReply, Address: m.env.Address, Headers: h, InReplyTo: m.env.Headers, Err: err}, time.Time{})
+	return err
 }
 
 // ReplyAndRequest answers the message and waits for the requester's answer
@@ -187,14 +191,22 @@ func (m *Message) ReplyAndRequest(ctx context.Context, body any, opts ...Deliver
 	if err := m.claimReply(); err != nil {
 		return nil, err
 	}
-	env, o, err := m.bus.prepare(ctx, KindReply, m.env.Address, body, opts)
+	env, o, err := m.bus.prepare(ctx, KindReply, true, m.env.Address, body, opts)
 	if err != nil {
+		m.bus.observe(Outcome{Op: OpReply, Address: m.env.Address, InReplyTo: m.env.Headers, Err: err}, time.Time{})
 		return nil, err
+	}
+	m.bus.observe(Outcome{Op: OpReply, Address: m.env.Address, Headers: env.Headers, InReplyTo: m.env.Headers}, time.Time{})
+	var start time.Time
+	if m.bus.observing() {
+		start = time.Now()
 	}
 	ctx, cancel := m.bus.requestContext(ctx, o)
 	defer cancel()
 	d, err := m.responder.RespondRequest(ctx, env)
-	return m.bus.finishRequest(ctx, m.env.Address, d, err)
+	reply, err := m.bus.finishRequest(ctx, m.env.Address, d, err)
+	m.bus.observe(Outcome{Op: OpRequest, Address: m.env.Address, Headers: env.Headers, Err: err}, start)
+	return reply, err
 }
 
 // Fail answers the message with a recipient failure: the requester's
@@ -203,7 +215,10 @@ func (m *Message) Fail(code int, message string) error {
 	if err := m.claimReply(); err != nil {
 		return err
 	}
-	return m.responder.Respond(context.Background(), failureEnvelope(FailureRecipient, code, message))
+	env := failureEnvelope(FailureRecipient, code, message)
+	err := m.responder.Respond(context.Background(), env)
+	m.bus.observe(Outcome{Op: OpReply, Address: m.env.Address, Headers: env.Headers, InReplyTo: m.env.Headers, Err: err}, time.Time{})
+	return err
 }
 
 // failWith answers with a failure of any kind; used by the bus itself.

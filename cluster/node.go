@@ -392,6 +392,22 @@ func (s *serverLog) Fatalf(format string, v ...any) {
 	default:
 	}
 }
-func (s *serverLog) Errorf(format string, v ...any) { s.l.Error(fmt.Sprintf(format, v...)) }
+
+// Errorf logs at ERROR, except the route retries of a cluster whose nodes
+// start one after another: until a peer listens, every node's attempts to
+// reach it fail, which is normal during a start and logged at INFO (the
+// server itself spaces them out as attempts grow).
+func (s *serverLog) Errorf(format string, v ...any) {
+	if strings.HasPrefix(format, routeRetryFormat) {
+		s.l.Info(fmt.Sprintf(format, v...))
+		return
+	}
+	s.l.Error(fmt.Sprintf(format, v...))
+}
+
+// routeRetryFormat starts the nats-server's log format of a failed attempt
+// to connect to a route.
+const routeRetryFormat = "Error trying to connect to route"
+
 func (s *serverLog) Debugf(format string, v ...any) { s.l.Debug(fmt.Sprintf(format, v...)) }
 func (s *serverLog) Tracef(format string, v ...any) { s.l.Debug(fmt.Sprintf(format, v...)) }

@@ -594,3 +594,39 @@ func (r *localResponder) wait(ctx context.Context) (*bus.Delivery, error) {
 		return nil, fmt.Errorf("cluster: waiting for a reply: %w", bus.ErrClosed)
 	}
 }
+
+var (
+	_ bus.ConnectionReporter = (*Transport)(nil)
+	_ bus.DurableReporter    = (*Transport)(nil)
+)
+
+// Connection reports the transport's NATS connection: its state and how
+// many times it reconnected.
+func (t *Transport) Connection() bus.ConnectionStatus {
+	st := t.nc.Status()
+	return bus.ConnectionStatus{Connected: st == nats.CONNECTED, State: st.String(), Reconnects: t.nc.Stats().Reconnects}
+}
+
+// DurableStats returns the JetStream backlog of every durable address the
+// transport was configured with (none without durable addresses).
+func (t *Transport) DurableStats(ctx context.Context) (map[string]bus.DurableStats, error) {
+	out := map[string]bus.DurableStats{}
+	if t.durable == nil {
+		return out, nil
+	}
+	var errs []error
+	for a := range t.durable.addrs {
+		c, err := t.durable.consumer(ctx, a)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cluster: durable consumer of %q: %w", a, err))
+			continue
+		}
+		out[a] = bus.DurableStats{Pending: info.NumPending, AckPending: uint64(info.NumAckPending), Redelivered: uint64(info.NumRedelivered)}
+	}
+	return out, errors.Join(errs...)
+}

@@ -720,42 +720,9 @@ func (e *Enclave) evidenceIssuer() (attest.Issuer, error) {
 
 // ---- addresses ----
 
-func validPattern(p string) error {
-	if p == "" {
-		return errors.New("empty address pattern")
-	}
-	segs := strings.Split(p, ".")
-	for i, s := range segs {
-		switch s {
-		case "*":
-			continue
-		case ">":
-			if i != len(segs)-1 {
-				return fmt.Errorf("address pattern %q: '>' must be the last segment", p)
-			}
-			continue
-		}
-		if err := bus.ValidateAddress(s); err != nil {
-			return fmt.Errorf("address pattern %q: %w", p, err)
-		}
-	}
-	return nil
-}
+func validPattern(p string) error { return bus.ValidatePattern(p) }
 
-// matchAddress reports whether address matches pattern: "*" matches one
-// segment, a final ">" one or more.
-func matchAddress(pattern, address string) bool {
-	ps, as := strings.Split(pattern, "."), strings.Split(address, ".")
-	for i, p := range ps {
-		if p == ">" {
-			return len(as) > i
-		}
-		if i >= len(as) || (p != "*" && p != as[i]) {
-			return false
-		}
-	}
-	return len(ps) == len(as)
-}
+func matchAddress(pattern, address string) bool { return bus.MatchAddress(pattern, address) }
 
 func allowed(patterns []string, address string) bool {
 	if len(patterns) == 0 {

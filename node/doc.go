@@ -26,4 +26,18 @@
 //
 // [Node.Health] reports UP or DOWN for each deployment; a service can
 // report its own health by implementing [HealthChecker].
+//
+// # Operations
+//
+// With [Options.Ops] (OpsOptions.Listen, a host:port; off by default) a
+// node serves Prometheus metrics at [PathMetrics] from a registry of its own
+// ([Node.Registry]), liveness at [PathHealthz], readiness at [PathReadyz]
+// ([Node.Readiness]: deployments and enclaves up, the NATS connection up,
+// the coordinator holding a manifest when watched, checks added with
+// [Node.AddReadinessCheck]) and an operator's page at [PathPage] with live
+// per-address charts. Metric labels are bounded: addresses consumed on the
+// node or allowed by OpsOptions.Addresses, enclaves, failure kinds and
+// rejection reasons; never payloads, header values or key names. With
+// [Options.Tracing] the node carries W3C trace context in message headers
+// and exports OpenTelemetry spans (see package tracing).
 package node

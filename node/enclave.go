@@ -167,10 +167,11 @@ func (n *Node) DeployEnclave(ctx context.Context, cfg EnclaveConfig) (string, er
 		}
 		stateDir = filepath.Join(img.Path+".state", cfg.Name)
 	}
-	store, err := enclave.NewFileStore(stateDir)
+	fs, err := enclave.NewFileStore(stateDir)
 	if err != nil {
 		return "", fmt.Errorf("node: enclave %s: %w", cfg.Name, err)
 	}
+	store := &meteredStore{BatchStore: fs}
 	ecfg := enclave.Config{
 		Name: cfg.Name, Image: img, Backend: backend, Bus: n.bus, Store: store, Logger: n.logger,
 		Allow: cfg.Addresses, Env: env, InitConfig: cfg.InitConfig, SealSecret: cfg.SealSecret,
@@ -180,7 +181,7 @@ func (n *Node) DeployEnclave(ctx context.Context, cfg EnclaveConfig) (string, er
 	if _, err := enclave.New(ecfg); err != nil {
 		return "", fmt.Errorf("node: %w", err)
 	}
-	return n.Deploy(ctx, func() Service { return &enclaveService{cfg: ecfg, local: cfg.Local} },
+	return n.Deploy(ctx, func() Service { return &enclaveService{cfg: ecfg, local: cfg.Local, store: store} },
 		DeployOptions{Name: cfg.Name, Instances: cfg.Instances})
 }
 
@@ -188,6 +189,7 @@ func (n *Node) DeployEnclave(ctx context.Context, cfg EnclaveConfig) (string, er
 type enclaveService struct {
 	cfg   enclave.Config
 	local bool
+	store *meteredStore // shared by the deployment's instances
 	e     *enclave.Enclave
 }
 
@@ -259,21 +261,13 @@ type EnclaveInstance struct {
 // Enclaves lists the enclave instances this node hosts, in order of
 // deployment.
 func (n *Node) Enclaves() []EnclaveInstance {
-	n.mu.Lock()
-	deps := append([]*deployment(nil), n.deployments...)
-	n.mu.Unlock()
 	var out []EnclaveInstance
-	for _, d := range deps {
-		for _, inst := range d.instances {
-			s, ok := inst.service.(*enclaveService)
-			if !ok || s.e == nil {
-				continue
-			}
-			st := s.e.Stats()
-			out = append(out, EnclaveInstance{DeploymentID: d.id, Name: d.name, Instance: inst.index,
-				PID: s.e.PID(), State: s.e.State().String(), Restarts: s.e.Restarts(), Serving: s.e.Addresses(),
-				InFlight: s.e.InFlight(), FramesIn: st.FramesSent, FramesOut: st.FramesReceived, Transport: s.e.Transport()})
-		}
+	for _, es := range n.enclaveServices() {
+		e := es.svc.e
+		st := e.Stats()
+		out = append(out, EnclaveInstance{DeploymentID: es.deploymentID, Name: es.name, Instance: es.index,
+			PID: e.PID(), State: e.State().String(), Restarts: e.Restarts(), Serving: e.Addresses(),
+			InFlight: e.InFlight(), FramesIn: st.FramesSent, FramesOut: st.FramesReceived, Transport: e.Transport()})
 	}
 	return out
 }
@@ -284,18 +278,33 @@ func (n *Node) Enclaves() []EnclaveInstance {
 // see enclave.Enclave.Rejections). Instances that cannot answer (down,
 // restarting, or not answering within ctx) are left out.
 func (n *Node) EnclaveRejections(ctx context.Context) map[string]map[string]map[string]uint64 {
+	out := map[string]map[string]map[string]uint64{}
+	for _, es := range n.enclaveServices() {
+		if r, err := es.svc.e.Rejections(ctx); err == nil {
+			out[es.svc.e.Name()] = r
+		}
+	}
+	return out
+}
+
+// enclaveEntry is one enclave instance the node hosts.
+type enclaveEntry struct {
+	deploymentID, name string
+	index              int
+	svc                *enclaveService
+}
+
+// enclaveServices lists the node's started enclave instances, in order of
+// deployment.
+func (n *Node) enclaveServices() []enclaveEntry {
 	n.mu.Lock()
 	deps := append([]*deployment(nil), n.deployments...)
 	n.mu.Unlock()
-	out := map[string]map[string]map[string]uint64{}
+	var out []enclaveEntry
 	for _, d := range deps {
 		for _, inst := range d.instances {
-			s, ok := inst.service.(*enclaveService)
-			if !ok || s.e == nil {
-				continue
-			}
-			if r, err := s.e.Rejections(ctx); err == nil {
-				out[s.e.Name()] = r
+			if s, ok := inst.service.(*enclaveService); ok && s.e != nil {
+				out = append(out, enclaveEntry{deploymentID: d.id, name: d.name, index: inst.index, svc: s})
 			}
 		}
 	}

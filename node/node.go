@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/tracing"
 )
 
 // Service is a unit of deployment: Start registers its consumers through
@@ -77,6 +78,15 @@ type Options struct {
 	// BlockedCheckInterval is how often loops are checked (default
 	// BlockedThreshold / 4).
 	BlockedCheckInterval time.Duration
+	// Ops configures the operations endpoint (Prometheus metrics,
+	// /healthz, /readyz); off unless Ops.Listen is set.
+	Ops OpsOptions
+	// Tracing configures W3C trace context in message headers and
+	// OpenTelemetry spans exported over OTLP/HTTP; off unless
+	// Tracing.Endpoint (or Tracing.Exporter) is set. The node names the
+	// spans of requests its enclaves handle unless Tracing.EnclaveAddress
+	// is set.
+	Tracing tracing.Options
 }
 
 // Node hosts deployments of services on one bus.
@@ -91,6 +101,12 @@ type Node struct {
 
 	stopChecker chan struct{}
 	checkerDone chan struct{}
+
+	opsOpts OpsOptions
+	ops     *ops            // nil when the node serves no operations endpoint
+	tracer  *tracing.Tracer // nil when the node does not trace
+	cmu     sync.Mutex
+	checks  []ReadinessCheck
 }
 
 // ErrShutdown is returned by operations on a node that has shut down.
@@ -117,13 +133,37 @@ func New(opts Options) (*Node, error) {
 	if opts.BlockedCheckInterval == 0 {
 		opts.BlockedCheckInterval = opts.BlockedThreshold / 4
 	}
+	if err := opts.Ops.check(); err != nil {
+		return nil, err
+	}
 	n := &Node{
 		bus:         opts.Bus,
 		logger:      opts.Logger,
 		threshold:   opts.BlockedThreshold,
 		stopChecker: make(chan struct{}),
 		checkerDone: make(chan struct{}),
+		opsOpts:     opts.Ops,
 	}
+	if opts.Tracing.Endpoint != "" || opts.Tracing.Exporter != nil {
+		topts := opts.Tracing
+		if topts.EnclaveAddress == nil {
+			topts.EnclaveAddress = n.servesEnclave
+		}
+		t, err := tracing.New(context.Background(), topts)
+		if err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		t.Install(n.bus)
+		n.tracer = t
+	}
+	o, err := startOps(n, opts.Ops)
+	if err != nil {
+		if n.tracer != nil {
+			_ = n.tracer.Shutdown(context.Background())
+		}
+		return nil, err
+	}
+	n.ops = o
 	go n.checkBlocked(opts.BlockedCheckInterval)
 	return n, nil
 }
@@ -317,8 +357,16 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	close(n.stopChecker)
 	<-n.checkerDone
+	if err := n.ops.close(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	if err := n.bus.Close(ctx); err != nil {
 		errs = append(errs, err)
+	}
+	if n.tracer != nil {
+		if err := n.tracer.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -408,4 +456,20 @@ func (n *Node) checkBlocked(interval time.Duration) {
 			}
 		}
 	}
+}
+
+// Tracer returns the node's tracer (nil when it does not trace), for
+// spans of the application's own: Tracer().TracerProvider().
+func (n *Node) Tracer() *tracing.Tracer { return n.tracer }
+
+// servesEnclave reports whether an enclave of this node serves address.
+func (n *Node) servesEnclave(address string) bool {
+	for _, es := range n.enclaveServices() {
+		for _, a := range es.svc.e.Addresses() {
+			if a == address {
+				return true
+			}
+		}
+	}
+	return false
 }

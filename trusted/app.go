@@ -507,7 +507,7 @@ func (s *session) accept(d *boundary.Deliver) *Call {
 }
 
 func (s *session) run(c *Call) {
-	ctx := s.ctx
+	ctx := withTrace(s.ctx, c.headers)
 	if c.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)

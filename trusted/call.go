@@ -177,6 +177,7 @@ func (rt *Runtime) Send(ctx context.Context, address string, headers map[string]
 			return err
 		}
 	}
+	headers = passTrace(ctx, headers)
 	if err := rt.s.conn.Send(&boundary.Send{Address: address, Headers: headers, Body: body}); err != nil {
 		return fmt.Errorf("trusted: send to %q: %w", address, err)
 	}
@@ -196,6 +197,7 @@ func (rt *Runtime) Publish(ctx context.Context, address string, headers map[stri
 			return err
 		}
 	}
+	headers = passTrace(ctx, headers)
 	if err := rt.s.conn.Send(&boundary.Publish{Address: address, Headers: headers, Body: body}); err != nil {
 		return fmt.Errorf("trusted: publish to %q: %w", address, err)
 	}
@@ -269,6 +271,7 @@ func (rt *Runtime) request(ctx context.Context, address string, headers map[stri
 			timeout = max(time.Until(dl), time.Millisecond)
 		}
 	}
+	headers = passTrace(ctx, headers)
 	m, err := rt.s.call(ctx, func(id uint64) boundary.Message {
 		return &boundary.Request{CallID: id, Timeout: timeout, Address: address, Headers: headers, Body: body}
 	})

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"os"
 	"runtime/pprof"
@@ -32,6 +31,7 @@ func benchCommand() *command {
 		svgFile, image      string
 		transport           string
 		cpuProfile          string
+		logs                logFlags
 	)
 	return &command{
 		name:    "bench",
@@ -66,6 +66,7 @@ The defaults take about a minute; --quick takes a few seconds (for tests).`,
 			fs.StringVar(&image, "image", "", "a prebuilt analytics enclave `image` (default: built now)")
 			fs.StringVar(&transport, "transport", "shm", "how frames cross to the enclaves: `shm` (shared memory) or pipe")
 			fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this process (client, nodes and hosts; not the enclaves) to `file`")
+			logs.register(fs, "error")
 		},
 		run: func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) > 0 {
@@ -99,9 +100,11 @@ The defaults take about a minute; --quick takes a few seconds (for tests).`,
 			if transport != "shm" && transport != "pipe" {
 				return &usageError{err: fmt.Errorf("--transport: %q (want shm or pipe)", transport)}
 			}
-			opts := app.BenchOptions{Duration: duration, Warmup: warmup, Image: image, Transport: transport,
-				Logger: slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
-			var err error
+			logger, _, err := logs.logger(env.stderr)
+			if err != nil {
+				return err
+			}
+			opts := app.BenchOptions{Duration: duration, Warmup: warmup, Image: image, Transport: transport, Logger: logger}
 			if opts.Sizes, err = intList("--sizes", sizes, 16, 1<<20); err != nil {
 				return err
 			}

@@ -145,17 +145,22 @@ the owner: 'cloister coordinator update').`,
 					return &rejectedError{err: fmt.Errorf("%s: %w", manifestFile, err)}
 				}
 			}
-			img, err := imf.load(ctx, env)
+			logger, _, err := v.logs.logger(env.stderr)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(env.stderr, "coordinator image %s, measurement %s\n", img.Path, img.Measurement)
+			img, err := imf.load(ctx, v.logs.stderrFor(env, logger.With("component", "image-build")))
+			if err != nil {
+				return err
+			}
+			announce(env.stderr, logger, v.logs.json(), fmt.Sprintf("coordinator image %s, measurement %s", img.Path, img.Measurement),
+				"cloister coordinator: image", "image", img.Path, "measurement", img.Measurement.String())
 			initConfig, err := coordinatorConfig(collateral, simKeys)
 			if err != nil {
 				return err
 			}
 			v.enclaves.extra = []node.EnclaveConfig{{Name: "coordinator", Image: img.Path, Backend: backend, StateDir: state, InitConfig: initConfig}}
-			logger := slog.New(slog.NewTextHandler(env.stderr, nil))
+			v.coordinator = true
 			// The manifest is set as soon as the coordinator serves, before
 			// the node's other enclaves start (and join).
 			v.enclaves.afterExtra = func(ctx context.Context, b *bus.Bus) error {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -217,6 +216,8 @@ type enclaveHosting struct {
 	// the others join it while they start).
 	extra      []node.EnclaveConfig
 	afterExtra func(ctx context.Context, b *bus.Bus) error
+	// jsonLogs announces the enclaves as JSON log records, not text lines.
+	jsonLogs bool
 }
 
 // register declares the flags on fs.
@@ -245,17 +246,24 @@ func (h *enclaveHosting) enclaves() ([]node.EnclaveConfig, error) {
 	return out, nil
 }
 
-// host deploys every configured enclave on a node over b and returns the
-// function that stops them (before b is closed). With no enclave
-// configured it does nothing.
-func (h *enclaveHosting) host(ctx context.Context, env *cliEnv, b *bus.Bus, logger *slog.Logger) (stop func(context.Context) error, err error) {
+// host deploys every configured enclave on a node made with opts (its
+// bus, logger, operations endpoint and tracing) and returns the function
+// that stops them (the node then closes its bus). With no enclave
+// configured, no endpoint and no tracing it does nothing.
+func (h *enclaveHosting) host(ctx context.Context, env *cliEnv, opts node.Options) (stop func(context.Context) error, err error) {
 	cs, err := h.enclaves()
-	if err != nil || len(cs) == 0 {
+	if err != nil || (len(cs) == 0 && opts.Ops.Listen == "" && opts.Tracing.Endpoint == "") {
 		return func(context.Context) error { return nil }, err
 	}
-	n, err := node.New(node.Options{Bus: b, Logger: logger})
+	b, logger := opts.Bus, opts.Logger
+	n, err := node.New(opts)
 	if err != nil {
 		return nil, err
+	}
+	if addr := n.OpsAddr(); addr != "" {
+		url := "http://" + addr + node.PathMetrics
+		announce(env.stderr, logger, h.jsonLogs, fmt.Sprintf("metrics: %s (health %s, %s)", url, node.PathHealthz, node.PathReadyz),
+			"cloister: operations endpoint", "metrics", url, "healthz", "http://"+addr+node.PathHealthz, "readyz", "http://"+addr+node.PathReadyz)
 	}
 	stop = func(ctx context.Context) error { return n.Shutdown(ctx) }
 	for i, c := range cs {
@@ -281,7 +289,8 @@ func (h *enclaveHosting) host(ctx context.Context, env *cliEnv, b *bus.Bus, logg
 		}
 	}
 	for _, e := range n.Enclaves() {
-		fmt.Fprintf(env.stderr, "enclave %s/%d: pid %d, serving %s\n", e.Name, e.Instance, e.PID, strings.Join(e.Serving, " "))
+		announce(env.stderr, logger, h.jsonLogs, fmt.Sprintf("enclave %s/%d: pid %d, serving %s", e.Name, e.Instance, e.PID, strings.Join(e.Serving, " ")),
+			"cloister: enclave serving", "enclave", e.Name, "instance", e.Instance, "pid", e.PID, "serving", e.Serving)
 	}
 	return stop, nil
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/cluster"
+	"github.com/cloister-dev/cloister/node"
+	"github.com/cloister-dev/cloister/tracing"
 )
 
 func nodeCommand() *command {
@@ -40,11 +42,14 @@ Example, three nodes on one machine:
 // cloister coordinator) and runs it.
 type nodeVerb struct {
 	name, natsListen, clusterListen, clusterName string
-	routes, servers, storeDir, logLevel          string
+	routes, servers, storeDir, metrics, traceURL string
+	logs                                         logFlags
 	durable                                      stringList
-	cf                                           clientFlags
-	ackWait                                      time.Duration
-	enclaves                                     enclaveHosting
+	// coordinator makes the operations endpoint report the coordinator.
+	coordinator bool
+	cf          clientFlags
+	ackWait     time.Duration
+	enclaves    enclaveHosting
 }
 
 // register declares the node's flags on fs.
@@ -63,7 +68,9 @@ func (v *nodeVerb) register(fs *flag.FlagSet) {
 	fs.StringVar(&v.storeDir, "store-dir", "", "enable JetStream on the embedded server, storing in this directory")
 	fs.Var(&v.durable, "durable", "a durable `address` (at-least-once on JetStream; repeatable)")
 	fs.DurationVar(&v.ackWait, "ack-wait", cluster.DefaultAckWait, "how long a durable message may stay unacknowledged before it is delivered again")
-	fs.StringVar(&v.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&v.metrics, "metrics", "", "serve Prometheus /metrics, /healthz and /readyz on this `host:port` (127.0.0.1:9090 for this machine only; port 0: a free port, printed at start); empty: none")
+	fs.StringVar(&v.traceURL, "trace-endpoint", "", "export OpenTelemetry spans of the node's messages to this OTLP/HTTP `URL` (e.g. http://127.0.0.1:4318/v1/traces); empty: no tracing")
+	v.logs.register(fs, "info")
 	v.enclaves.register(fs)
 }
 
@@ -72,11 +79,20 @@ func (v *nodeVerb) run(ctx context.Context, env *cliEnv, args []string) error {
 	if len(args) > 0 {
 		return &usageError{err: fmt.Errorf("node takes no arguments, got %q", args)}
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(v.logLevel)); err != nil {
-		return &usageError{err: fmt.Errorf("--log-level: %w", err)}
+	logger, level, err := v.logs.logger(env.stderr)
+	if err != nil {
+		return err
 	}
-	logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level}))
+	if v.metrics != "" {
+		if err := cluster.CheckListenAddress("--metrics", v.metrics); err != nil {
+			return &usageError{err: err}
+		}
+	}
+	if v.traceURL != "" {
+		if err := tracing.CheckEndpoint(v.traceURL); err != nil {
+			return &usageError{err: fmt.Errorf("--trace-endpoint: %w", err)}
+		}
+	}
 	opts := cluster.Options{
 		Name:            v.name,
 		ClusterName:     v.clusterName,
@@ -105,28 +121,33 @@ func (v *nodeVerb) run(ctx context.Context, env *cliEnv, args []string) error {
 		}
 	}
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	node, err := cluster.Start(startCtx, opts)
+	cn, err := cluster.Start(startCtx, opts)
 	cancel()
 	if err != nil {
 		return err
 	}
-	b, err := bus.New(bus.WithTransport(node.Transport()), bus.WithLogger(logger))
+	b, err := bus.New(bus.WithTransport(cn.Transport()), bus.WithLogger(logger))
 	if err != nil {
-		_ = node.Close()
+		_ = cn.Close()
 		return err
 	}
-	stopEnclaves, err := v.enclaves.host(ctx, env, b, logger)
+	nopts := node.Options{Bus: b, Logger: logger, Ops: node.OpsOptions{Listen: v.metrics, Coordinator: v.coordinator}}
+	if v.traceURL != "" {
+		nopts.Tracing = tracing.Options{Endpoint: v.traceURL, ServiceName: "cloister-node", Attributes: map[string]string{"cloister.node": cn.Name()}}
+	}
+	v.enclaves.jsonLogs = v.logs.json()
+	stopEnclaves, err := v.enclaves.host(ctx, env, nopts)
 	if err != nil {
 		_ = b.Close(context.Background())
-		_ = node.Close()
+		_ = cn.Close()
 		return err
 	}
-	logger.Info("cloister node: ready", "name", node.Name(), "clients", node.ClientURL(), "cluster", node.ClusterURL())
+	logger.Info("cloister node: ready", "name", cn.Name(), "clients", cn.ClientURL(), "cluster", cn.ClusterURL())
 	<-ctx.Done()
 	logger.Info("cloister node: shutting down")
 	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err = errors.Join(stopEnclaves(closeCtx), b.Close(closeCtx), node.Close())
+	err = errors.Join(stopEnclaves(closeCtx), b.Close(closeCtx), cn.Close())
 	logger.Info("cloister node: stopped")
 	return err
 }

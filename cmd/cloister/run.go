@@ -8,16 +8,20 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cloister-dev/cloister/cluster"
 	"github.com/cloister-dev/cloister/examples/water/app"
+	"github.com/cloister-dev/cloister/tracing"
 )
 
 func runCommand() *command {
 	var (
-		nodeName, dashboard, logLevel, leak, security string
-		stateDir                                      string
-		sensors                                       int
-		period, leakAfter, duration                   time.Duration
-		flags                                         *flag.FlagSet
+		nodeName, dashboard, leak, security, metrics string
+		traceURL                                     string
+		stateDir                                     string
+		logs                                         logFlags
+		sensors                                      int
+		period, leakAfter, duration                  time.Duration
+		flags                                        *flag.FlagSet
 	)
 	return &command{
 		name:    "run",
@@ -29,7 +33,9 @@ enclaves (process backend, simulated attestation; images built on first use,
 the manifest generated from their measurements), alerts and the dashboard —
 prints where the dashboard is, then a one-line summary per second, until
 Ctrl-C or SIGTERM, when it stops cleanly (also during start-up). --log-level
-info shows the services' and the NATS servers' logs.
+info shows the services' and the NATS servers' logs; --log-format json writes
+them as one JSON object per line. Each node serves Prometheus metrics and
+health on loopback (--metrics; the addresses are printed at start).
 
 The state (the coordinator's keys and manifest, analytics' sealed states,
 JetStream, the images) is kept in the file's state_dir (relative to the
@@ -55,15 +61,27 @@ Inject a leak while it runs: the dashboard's button, or
 			fs.StringVar(&leak, "leak", "", "script a leak on this sensor (overrides the file)")
 			fs.DurationVar(&leakAfter, "leak-after", 0, "when the scripted leak starts")
 			fs.DurationVar(&duration, "duration", 0, "stop after this long (0: run until interrupted)")
-			fs.StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
+			fs.StringVar(&metrics, "metrics", "127.0.0.1:0", "`host:port` of the first node's operations endpoint (/metrics, /healthz, /readyz); the next nodes take the next ports (port 0: free ports); empty: none")
+			fs.StringVar(&traceURL, "trace-endpoint", "", "export OpenTelemetry spans of every node's messages to this OTLP/HTTP `URL` (e.g. http://127.0.0.1:4318/v1/traces); empty: no tracing")
+			logs.register(fs, "warn")
 		},
 		run: func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) != 1 {
 				return &usageError{err: fmt.Errorf("run takes one APP.yaml, got %d arguments", len(args))}
 			}
-			var level slog.Level
-			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-				return &usageError{err: fmt.Errorf("--log-level: %w", err)}
+			h, level, err := logs.handler(env.stderr)
+			if err != nil {
+				return err
+			}
+			if metrics != "" {
+				if err := cluster.CheckListenAddress("--metrics", metrics); err != nil {
+					return &usageError{err: err}
+				}
+			}
+			if traceURL != "" {
+				if err := tracing.CheckEndpoint(traceURL); err != nil {
+					return &usageError{err: fmt.Errorf("--trace-endpoint: %w", err)}
+				}
 			}
 			// Flags given are checked as given (a zero or negative value
 			// is a mistake, not "use the file's"), before the file is read.
@@ -111,12 +129,11 @@ Inject a leak while it runs: the dashboard's button, or
 			if err := cfg.Check(); err != nil {
 				return &usageError{err: fmt.Errorf("%s with the flags given: %w", args[0], err)}
 			}
-			var h slog.Handler = slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level})
 			if level > slog.LevelInfo {
 				h = &quietServer{h: h, minLevel: slog.LevelError + 4} // --log-level info shows them
 			}
 			logger := slog.New(h)
-			a, err := app.Start(ctx, cfg, app.Options{Only: nodeName, Out: env.stdout, Logger: logger})
+			a, err := app.Start(ctx, cfg, app.Options{Only: nodeName, Out: env.stdout, Logger: logger, Metrics: metrics, TraceEndpoint: traceURL})
 			if err != nil {
 				return err
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,6 +91,16 @@ func TestRunWaterStopsCleanly(t *testing.T) {
 		cmd.Process.Kill()
 		t.Fatalf("the eavesdropper's view:\n%s", tap)
 	}
+	// The node's operations endpoint, on loopback by default: traffic,
+	// the coordinator's manifest, and readiness.
+	mu.Lock()
+	mm := regexp.MustCompile(`metrics of node \S+: (http://127\.0\.0\.1:\d+)/metrics`).FindStringSubmatch(out.String())
+	mu.Unlock()
+	if mm == nil {
+		cmd.Process.Kill()
+		t.Fatalf("no metrics address printed:\n%s", out.String())
+	}
+	checkRunMetrics(t, mm[1])
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -247,5 +258,42 @@ func TestRunPortInUseFailsAtOnce(t *testing.T) {
 	}
 	if _, err := os.Stat(state); !os.IsNotExist(err) {
 		t.Fatalf("state dir written: %v", err)
+	}
+}
+
+// checkRunMetrics scrapes a running water application's node: readings
+// counted by address, the analytics enclave up, the coordinator's manifest
+// as an info metric, and /readyz ready.
+func checkRunMetrics(t *testing.T, base string) {
+	t.Helper()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d", code)
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^cloister_bus_messages_total\{address="water\.readings",op="send"\} [1-9]`),
+		regexp.MustCompile(`(?m)^cloister_enclave_up\{enclave="analytics",instance="0"\} 1$`),
+		regexp.MustCompile(`(?m)^cloister_coordinator_info\{epoch="\d+",evidence_type="\S+",manifest_hash="[0-9a-f]{64}",manifest_version="\d+"\} 1$`),
+		regexp.MustCompile(`(?m)^cloister_nats_connected 1$`),
+		regexp.MustCompile(`(?m)^cloister_coordinator_join_replies_total\{reason="",result="granted"\} [1-9]`),
+	} {
+		if !want.MatchString(body) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("/metrics:\n%s", body)
+	}
+	if code, body := get("/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz: %d %s", code, body)
 	}
 }

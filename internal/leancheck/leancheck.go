@@ -35,15 +35,31 @@ func Forbidden(deps []string) []string {
 }
 
 // IsForbidden reports whether an enclave image must not depend on the
-// package with import path p: this module's bus, cluster, node and enclave
-// packages (and their sub-packages), anything from github.com/nats-io, and
-// the network stack (net, net/..., vendor/golang.org/x/net/...).
+// package with import path p: this module's bus, cluster, node, enclave
+// and tracing packages (and their sub-packages), anything from
+// github.com/nats-io, OpenTelemetry and the Prometheus client (host-side
+// observability), and the network stack (net, net/...,
+// vendor/golang.org/x/net/...).
 func IsForbidden(p string) bool {
 	if p == "net" || strings.HasPrefix(p, "net/") || strings.HasPrefix(p, "vendor/golang.org/x/net/") ||
-		strings.HasPrefix(p, "golang.org/x/net/") || strings.HasPrefix(p, "github.com/nats-io/") {
+		IsHostOnly(p) {
 		return true
 	}
-	for _, room := range []string{"bus", "cluster", "node", "enclave"} {
+	return false
+}
+
+// IsHostOnly reports whether p belongs to the host side alone, so that no
+// package of the trusted side (trusted, boundary, secure, seal, provision,
+// attest) may depend on it, not even the images that carry package net
+// for crypto/x509: this module's bus, cluster, node, enclave and tracing
+// packages, NATS, OpenTelemetry, the Prometheus client, and net/http.
+func IsHostOnly(p string) bool {
+	if p == "net/http" || strings.HasPrefix(p, "net/http/") || strings.HasPrefix(p, "golang.org/x/net/") ||
+		strings.HasPrefix(p, "github.com/nats-io/") || strings.HasPrefix(p, "go.opentelemetry.io/") ||
+		strings.HasPrefix(p, "github.com/prometheus/") {
+		return true
+	}
+	for _, room := range []string{"bus", "cluster", "node", "enclave", "tracing"} {
 		q := Module + "/" + room
 		if p == q || strings.HasPrefix(p, q+"/") {
 			return true

@@ -51,3 +51,32 @@ func TestOutside(t *testing.T) {
 		t.Fatalf("Outside(leancheck) = %q, %v", bad, err)
 	}
 }
+
+// TrustedSide are the packages of the trusted side: none may depend on a
+// host-only package (IsHostOnly), observability libraries included.
+var TrustedSide = []string{"trusted", "boundary", "secure", "seal", "provision", "attest"}
+
+// TestTrustedSideHasNoHostOnlyDeps: the trusted side passes trace headers
+// through as plain headers and counts rejections as plain numbers; it
+// links no tracing or metrics library, no bus, no NATS, no net/http.
+func TestTrustedSideHasNoHostOnlyDeps(t *testing.T) {
+	if testing.Short() {
+		t.Skip()
+	}
+	for _, p := range TrustedSide {
+		deps, err := Deps(Module + "/" + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range deps {
+			if IsHostOnly(d) {
+				t.Errorf("%s depends on %s, which belongs to the host side", p, d)
+			}
+		}
+	}
+	for _, p := range []string{"go.opentelemetry.io/otel/trace", "github.com/prometheus/client_golang/prometheus", Module + "/tracing", "net/http"} {
+		if !IsHostOnly(p) || !IsForbidden(p) {
+			t.Errorf("%s is not flagged as host-only", p)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/provision"
+	"github.com/cloister-dev/cloister/tracing"
 )
 
 // Options configure Start beyond the app.yaml.
@@ -36,6 +38,14 @@ type Options struct {
 	Out io.Writer
 	// Logger receives the services' logs (default: warnings on stderr).
 	Logger *slog.Logger
+	// Metrics is the host:port of the first node's operations endpoint
+	// (Prometheus /metrics, /healthz, /readyz); the next nodes of this
+	// process take the next ports, or free ports when the port is 0.
+	// Empty: none.
+	Metrics string
+	// TraceEndpoint is an OTLP/HTTP traces URL every node of this process
+	// exports its message spans to; empty: no tracing.
+	TraceEndpoint string
 }
 
 // App is a running water application (the nodes of this process).
@@ -175,8 +185,8 @@ func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 	// Nodes without the JetStream store start first: the one with it
 	// waits for its routes before JetStream serves.
 	sort.SliceStable(run, func(i, j int) bool { return !hostsJetStream(run[i]) && hostsJetStream(run[j]) })
-	for _, nc := range run {
-		ln, err := a.startNode(ctx, nc)
+	for i, nc := range run {
+		ln, err := a.startNode(ctx, nc, i)
 		if err != nil {
 			return nil, err
 		}
@@ -245,12 +255,37 @@ func (a *App) nodeByName(name string) *localNode {
 	return nil
 }
 
+// opsOptions is the operations endpoint of the index-th node of this
+// process: Options.Metrics with its port moved up by index (unless 0).
+func (a *App) opsOptions(index int) (node.OpsOptions, error) {
+	if a.opts.Metrics == "" {
+		return node.OpsOptions{}, nil
+	}
+	host, port, err := net.SplitHostPort(a.opts.Metrics)
+	if err != nil {
+		return node.OpsOptions{}, fmt.Errorf("app: metrics address %q: %w", a.opts.Metrics, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p+index > 65535 {
+		return node.OpsOptions{}, fmt.Errorf("app: metrics address %q: bad port", a.opts.Metrics)
+	}
+	if p != 0 {
+		p += index
+	}
+	return node.OpsOptions{
+		Listen: net.JoinHostPort(host, strconv.Itoa(p)),
+		// The application's own addresses label the traffic of every node.
+		Addresses:   []string{"water.>", "cloister.coordinator.>"},
+		Coordinator: a.cfg.Security == SecurityCoordinator,
+	}, nil
+}
+
 // hostsJetStream tells whether nc keeps the durable readings address.
 func hostsJetStream(nc NodeConfig) bool {
 	return slices.Contains(nc.Services, ServiceIngest) || slices.Contains(nc.Services, ServiceSensors)
 }
 
-func (a *App) startNode(ctx context.Context, nc NodeConfig) (*localNode, error) {
+func (a *App) startNode(ctx context.Context, nc NodeConfig, index int) (*localNode, error) {
 	opts := cluster.Options{
 		Name:          a.cfg.Name + "-" + nc.Name,
 		NATSListen:    nc.NATSListen,
@@ -286,7 +321,17 @@ func (a *App) startNode(ctx context.Context, nc NodeConfig) (*localNode, error) 
 		cn.Close()
 		return nil, fmt.Errorf("app: node %s: %w", nc.Name, err)
 	}
-	n, err := node.New(node.Options{Bus: b, Logger: opts.Logger})
+	ops, err := a.opsOptions(index)
+	if err != nil {
+		b.Close(context.Background())
+		cn.Close()
+		return nil, err
+	}
+	nopts := node.Options{Bus: b, Logger: opts.Logger, Ops: ops}
+	if a.opts.TraceEndpoint != "" {
+		nopts.Tracing = tracing.Options{Endpoint: a.opts.TraceEndpoint, ServiceName: a.cfg.Name, Attributes: map[string]string{"cloister.node": nc.Name}}
+	}
+	n, err := node.New(nopts)
 	if err != nil {
 		b.Close(context.Background())
 		cn.Close()
@@ -452,6 +497,11 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	if u := a.DashboardURL(); u != "" {
 		fmt.Fprintf(out, "dashboard: %s\n", u)
+	}
+	for _, n := range a.nodes {
+		if addr := n.node.OpsAddr(); addr != "" {
+			fmt.Fprintf(out, "metrics of node %s: http://%s%s (health %s, %s)\n", n.cfg.Name, addr, node.PathMetrics, node.PathHealthz, node.PathReadyz)
+		}
 	}
 	for _, l := range a.guarantees() {
 		fmt.Fprintln(out, l)

@@ -60,7 +60,7 @@ func startAppLogs(t *testing.T, ctx context.Context, cfg *Config) (*App, *syncBu
 		w = io.MultiWriter(logs, os.Stderr)
 	}
 	logger := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	a, err := Start(ctx, cfg, Options{Logger: logger})
+	a, err := Start(ctx, cfg, Options{Logger: logger, Metrics: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -559,6 +559,20 @@ func TestThreeNodes(t *testing.T) {
 		if !att.Verified {
 			t.Fatalf("attestation across nodes: %+v", st.Attestation)
 		}
+	}
+	// Every node is ready (its services and enclaves up, NATS connected,
+	// the coordinator holding its manifest) and counts its own part of the
+	// traffic: n1 sends readings, n2's analytics enclave receives them.
+	for _, n := range a.nodes {
+		if rd := n.node.Readiness(ctx); !rd.Ready {
+			t.Errorf("node %s not ready: %+v", n.cfg.Name, rd.NotReady)
+		}
+	}
+	if v := scrapeSum(t, a, `cloister_bus_messages_total{address="water.readings",op="send"}`); v < 3*30 {
+		t.Errorf("readings sent, by the metrics: %v", v)
+	}
+	if v := scrapeSum(t, a, `cloister_enclave_frames_in_total{enclave="analytics"`); v <= 0 {
+		t.Errorf("frames into analytics, by the metrics: %v", v)
 	}
 }
 

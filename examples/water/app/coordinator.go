@@ -106,15 +106,11 @@ func (a *App) deployCoordinator(ctx context.Context, ln *localNode) error {
 }
 
 func coordinatorStatus(ctx context.Context, b *bus.Bus) (*provision.Status, error) {
-	m, err := b.Request(ctx, provision.AddressStatus, nil, bus.Timeout(15*time.Second))
+	st, err := client.CoordinatorStatus(ctx, b, 15*time.Second)
 	if err != nil {
-		return nil, fmt.Errorf("app: coordinator status: %w", err)
+		return nil, fmt.Errorf("app: %w", err)
 	}
-	var st provision.Status
-	if err := provision.Decode(m.Body(), &st); err != nil {
-		return nil, fmt.Errorf("app: coordinator status: %w", err)
-	}
-	return &st, nil
+	return st, nil
 }
 
 // ConnectCoordinator verifies the coordinator (its image's measurement, the

@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strings"
 	"syscall"
@@ -13,7 +16,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
+	"github.com/cloister-dev/cloister/node"
+	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
 )
 
@@ -101,6 +107,19 @@ func testFaults(t *testing.T, cfg *Config) {
 		}
 	}
 	eventually(t, ctx, "the forgeries dead-lettered", func() bool { return ingestCounts()["dead_letters"] == uint64(len(forged)) })
+	// The analytics node's metrics count the trusted runtime's rejections
+	// by address and reason, and name no sensor, key or payload.
+	eventually(t, ctx, "rejections in the metrics", func() bool {
+		return scrapeRejections(t, a) > 0
+	})
+	// A forged join: the coordinator refuses it, and the node hosting it
+	// counts the refusal by reason.
+	if _, err := a.Bus().Request(ctx, provision.AddressJoin, []byte("not a join")); !errors.Is(err, bus.ErrRecipientFailure) {
+		t.Fatalf("a garbage join: %v", err)
+	}
+	eventually(t, ctx, "the refused join in the metrics", func() bool {
+		return scrapeSum(t, a, `cloister_coordinator_join_replies_total{reason="bad-request",result="refused"}`) >= 1
+	})
 
 	// A replay flood: every reading the broker stored so far, injected
 	// again three times as the host could.
@@ -245,4 +264,60 @@ func deadLetterFile(a *App) string {
 		return g.deadFile
 	}
 	return ""
+}
+
+// scrapeRejections scrapes the node hosting analytics and returns the sum
+// of its enclave rejection counters; it fails the test if a label of any
+// metric names a sensor, or a rejection lacks its address or reason.
+func scrapeRejections(t *testing.T, a *App) float64 {
+	t.Helper()
+	for _, body := range scrapeAll(t, a) {
+		for _, line := range strings.Split(body, "\n") {
+			if strings.HasPrefix(line, "cloister_enclave_rejections_total{") &&
+				(!strings.Contains(line, `address="water.analytics`) || !strings.Contains(line, `reason="`)) {
+				t.Fatalf("rejection without its served address and reason: %s", line)
+			}
+		}
+	}
+	return scrapeSum(t, a, "cloister_enclave_rejections_total{")
+}
+
+// scrapeSum sums, over the nodes of a, the samples whose line starts with
+// prefix.
+func scrapeSum(t *testing.T, a *App, prefix string) float64 {
+	t.Helper()
+	var sum float64
+	for _, body := range scrapeAll(t, a) {
+		for _, line := range strings.Split(body, "\n") {
+			if strings.HasPrefix(line, prefix) {
+				var v float64
+				fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+				sum += v
+			}
+		}
+	}
+	return sum
+}
+
+// scrapeAll fetches /metrics of every node of a; it fails the test if a
+// label of any metric names a sensor.
+func scrapeAll(t *testing.T, a *App) []string {
+	t.Helper()
+	var out []string
+	for _, n := range a.nodes {
+		if n.node.OpsAddr() == "" {
+			t.Fatal("a node without an operations endpoint")
+		}
+		resp, err := http.Get("http://" + n.node.OpsAddr() + node.PathMetrics)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(raw), `"s-0`) {
+			t.Fatalf("a metric label names a sensor:\n%s", raw)
+		}
+		out = append(out, string(raw))
+	}
+	return out
 }
