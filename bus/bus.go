@@ -17,6 +17,7 @@ const DefaultTimeout = 30 * time.Second
 // Bus is one node's handle on the event bus. It is safe for concurrent use.
 type Bus struct {
 	transport Transport
+	router    LocalRouter // the transport's, if it offers one
 	codecs    codecs
 	logger    *slog.Logger
 	timeout   time.Duration
@@ -27,6 +28,7 @@ type Bus struct {
 	mu        sync.Mutex
 	consumers map[*Consumer]struct{}
 	closed    bool
+	isClosed  atomic.Bool // closed, for operations that need no lock
 }
 
 // Option configures a Bus.
@@ -94,6 +96,7 @@ func New(opts ...Option) (*Bus, error) {
 		timeout:   o.timeout,
 		consumers: make(map[*Consumer]struct{}),
 	}
+	b.router, _ = o.transport.(LocalRouter)
 	b.outbound.Store(&o.outbound)
 	b.inbound.Store(&o.inbound)
 	return b, nil
@@ -194,33 +197,41 @@ func LocalOnly() DeliveryOption { return func(o *deliveryOptions) { o.localOnly 
 // CodecName encodes the body with the named codec.
 func CodecName(name string) DeliveryOption { return func(o *deliveryOptions) { o.codec = name } }
 
-// prepare builds the envelope of an outgoing message.
-func (b *Bus) prepare(ctx context.Context, kind Kind, address string, body any, opts []DeliveryOption) (*Envelope, deliveryOptions, error) {
+// prepare builds the envelope of an outgoing message. It returns it by
+// value, so that a message for the in-process fast path is built on the
+// stack.
+func (b *Bus) prepare(ctx context.Context, kind Kind, address string, body any, opts []DeliveryOption) (Envelope, deliveryOptions, error) {
 	var o deliveryOptions
 	if kind != KindReply {
 		if err := ValidateAddress(address); err != nil {
-			return nil, o, deliveryError(address, err)
+			return Envelope{}, o, deliveryError(address, err)
 		}
 	}
-	for _, opt := range opts {
-		opt(&o)
+	if len(opts) > 0 {
+		// The options see a pointer: only a message with options pays
+		// for putting them on the heap.
+		po := new(deliveryOptions)
+		for _, opt := range opts {
+			opt(po)
+		}
+		o = *po
 	}
 	if o.err != nil {
-		return nil, o, deliveryError(address, o.err)
+		return Envelope{}, o, deliveryError(address, o.err)
 	}
 	for k, v := range o.headers {
 		if err := ValidateHeader(k, v); err != nil {
-			return nil, o, deliveryError(address, err)
+			return Envelope{}, o, deliveryError(address, err)
 		}
 		if isReserved(k) {
-			return nil, o, deliveryError(address, fmt.Errorf("header %q is reserved for the toolkit", k))
+			return Envelope{}, o, deliveryError(address, fmt.Errorf("header %q is reserved for the toolkit", k))
 		}
 	}
 	data, codec, err := b.codecs.encode(body, o.codec)
 	if err != nil {
-		return nil, o, deliveryError(address, err)
+		return Envelope{}, o, deliveryError(address, err)
 	}
-	env := &Envelope{Address: address, Headers: o.headers, Body: data}
+	env := Envelope{Address: address, Headers: o.headers, Body: data}
 	if codec != "" {
 		if env.Headers == nil {
 			env.Headers = make(Headers, 1)
@@ -228,20 +239,30 @@ func (b *Bus) prepare(ctx context.Context, kind Kind, address string, body any, 
 		env.Headers[HeaderCodec] = codec
 	}
 	if list := *b.outbound.Load(); len(list) > 0 {
-		if err := runInterceptors(ctx, list, &Event{Kind: kind, Envelope: env}); err != nil {
-			return nil, o, deliveryError(address, err)
+		ev := &Event{Kind: kind, Envelope: &Envelope{}}
+		*ev.Envelope = env
+		if err := runInterceptors(ctx, list, ev); err != nil {
+			return Envelope{}, o, deliveryError(address, err)
 		}
+		env = *ev.Envelope
 	}
 	return env, o, nil
 }
 
 func (b *Bus) checkOpen() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
+	if b.isClosed.Load() {
 		return ErrClosed
 	}
 	return nil
+}
+
+// localRoute returns the node that carries a message in process, or nil
+// when it goes through the transport (see [LocalRouter]).
+func (b *Bus) localRoute(address string, kind Kind, opts RouteOptions) *LocalNode {
+	if b.router == nil {
+		return nil
+	}
+	return b.router.LocalRoute(address, kind, opts)
 }
 
 // Send delivers body to one consumer of address. It returns once the
@@ -255,11 +276,21 @@ func (b *Bus) Send(ctx context.Context, address string, body any, opts ...Delive
 	if err != nil {
 		return err
 	}
-	if err := b.transport.Send(ctx, env, RouteOptions{LocalOnly: o.localOnly}); err != nil {
+	ro := RouteOptions{LocalOnly: o.localOnly}
+	if n := b.localRoute(address, KindSend, ro); n != nil {
+		err = n.Send(ctx, &env, ro)
+	} else {
+		err = b.transport.Send(ctx, escape(env), ro)
+	}
+	if err != nil {
 		return deliveryError(address, err)
 	}
 	return nil
 }
+
+// escape returns env on the heap, for a transport's method: it is kept
+// apart so that the in-process path's envelope stays on the stack.
+func escape(env Envelope) *Envelope { return &env }
 
 // Publish delivers body to every consumer of address.
 func (b *Bus) Publish(ctx context.Context, address string, body any, opts ...DeliveryOption) error {
@@ -270,7 +301,13 @@ func (b *Bus) Publish(ctx context.Context, address string, body any, opts ...Del
 	if err != nil {
 		return err
 	}
-	if err := b.transport.Publish(ctx, env, RouteOptions{LocalOnly: o.localOnly}); err != nil {
+	ro := RouteOptions{LocalOnly: o.localOnly}
+	if n := b.localRoute(address, KindPublish, ro); n != nil {
+		err = n.Publish(ctx, &env, ro)
+	} else {
+		err = b.transport.Publish(ctx, escape(env), ro)
+	}
+	if err != nil {
 		return deliveryError(address, err)
 	}
 	return nil
@@ -287,15 +324,24 @@ func (b *Bus) Request(ctx context.Context, address string, body any, opts ...Del
 	if err != nil {
 		return nil, err
 	}
-	if lt, ok := b.transport.(*localTransport); ok {
+	ro := RouteOptions{LocalOnly: o.localOnly}
+	if n := b.localRoute(address, KindSend, ro); n != nil {
 		// In process, a pooled timer bounds the wait: a context with a
-		// deadline would cost a timer and several allocations per request.
-		d, err := lt.requestWithin(ctx, env, RouteOptions{LocalOnly: o.localOnly}, b.timeoutOf(o))
-		return b.finishRequest(ctx, address, d, err)
+		// deadline would cost a timer and several allocations.
+		c, err := n.request(ctx, &env, ro, b.timeoutOf(o))
+		if err != nil {
+			return b.finishRequest(ctx, address, nil, err)
+		}
+		return b.finishRequest(ctx, address, &c.reply, nil)
 	}
+	return b.requestVia(ctx, address, env, o)
+}
+
+// requestVia makes a request through the transport's Request.
+func (b *Bus) requestVia(ctx context.Context, address string, env Envelope, o deliveryOptions) (*Message, error) {
 	ctx, cancel := b.requestContext(ctx, o)
 	defer cancel()
-	d, err := b.transport.Request(ctx, env, RouteOptions{LocalOnly: o.localOnly})
+	d, err := b.transport.Request(ctx, &env, RouteOptions{LocalOnly: o.localOnly})
 	return b.finishRequest(ctx, address, d, err)
 }
 
@@ -350,7 +396,12 @@ func (b *Bus) finishRequest(ctx context.Context, address string, d *Delivery, er
 	if ferr := failureFromEnvelope(address, env); ferr != nil {
 		return nil, ferr
 	}
-	return &Message{bus: b, env: *env, kind: KindReply, responder: d.Responder}, nil
+	m := d.takeSpare() // the in-process transport's reply comes with one
+	if m == nil {
+		m = new(Message)
+	}
+	m.bus, m.env, m.kind, m.responder = b, *env, KindReply, d.Responder
+	return m, nil
 }
 
 // Close unregisters every consumer, draining buffered messages until ctx
@@ -363,6 +414,7 @@ func (b *Bus) Close(ctx context.Context) error {
 		return nil
 	}
 	b.closed = true
+	b.isClosed.Store(true)
 	cs := make([]*Consumer, 0, len(b.consumers))
 	for c := range b.consumers {
 		cs = append(cs, c)

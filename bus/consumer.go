@@ -182,7 +182,11 @@ func (c *Consumer) Stats() ConsumerStats {
 
 // deliver is the consumer's DeliverFunc: it never blocks.
 func (c *Consumer) deliver(d *Delivery) {
-	m := &Message{bus: c.bus, env: d.Envelope, kind: d.Kind, responder: d.Responder, ack: d.Ack}
+	m := d.takeSpare()
+	if m == nil {
+		m = new(Message)
+	}
+	m.bus, m.env, m.kind, m.responder, m.ack = c.bus, d.Envelope, d.Kind, d.Responder, d.Ack
 	if list := *c.bus.inbound.Load(); len(list) > 0 {
 		if err := runInterceptors(c.ctx, list, &Event{Kind: d.Kind, Inbound: true, Envelope: &m.env}); err != nil {
 			c.rejected.Add(1)

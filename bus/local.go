@@ -24,7 +24,7 @@ type localAddress struct {
 }
 
 type localSub struct {
-	node    *localTransport
+	node    *LocalNode
 	local   bool
 	deliver DeliverFunc
 
@@ -40,20 +40,39 @@ func NewLocalNetwork() *LocalNetwork {
 }
 
 // Attach returns a transport for one more node on the network.
-func (n *LocalNetwork) Attach() Transport {
-	return &localTransport{net: n, closed: make(chan struct{})}
+func (n *LocalNetwork) Attach() *LocalNode {
+	return &LocalNode{net: n, closed: make(chan struct{})}
 }
 
-type localTransport struct {
+// LocalNode is one node of a [LocalNetwork]: a [Transport] that hands
+// messages to the subscribers of the network's nodes directly. It is its
+// own [LocalRouter], so a bus on it takes the in-process fast path for
+// every message; another transport can route the messages that stay in
+// its process through a node of a network of its own (package cluster
+// does, for local-only consumers and messages).
+type LocalNode struct {
 	net       *LocalNetwork
 	closed    chan struct{}
 	closeOnce sync.Once
 	isClosed  atomic.Bool
 	subsMu    sync.Mutex
 	subs      map[*localSub]struct{}
+
+	// signals recycles the channels that wake requesters (see localCall).
+	signals sync.Pool
 }
 
-func (t *localTransport) Subscribe(address string, opts SubscribeOptions, deliver DeliverFunc) (Subscription, error) {
+var (
+	_ Transport   = (*LocalNode)(nil)
+	_ LocalRouter = (*LocalNode)(nil)
+)
+
+// LocalRoute implements [LocalRouter]: every message of a node goes
+// through the node itself.
+func (t *LocalNode) LocalRoute(address string, kind Kind, opts RouteOptions) *LocalNode { return t }
+
+// Subscribe implements [Transport].
+func (t *LocalNode) Subscribe(address string, opts SubscribeOptions, deliver DeliverFunc) (Subscription, error) {
 	if t.isClosed.Load() {
 		return nil, ErrClosed
 	}
@@ -114,18 +133,24 @@ func (s *localSub) call(d *Delivery) bool {
 }
 
 // eligible reports whether a message from node `from` may reach s.
-func (s *localSub) eligible(from *localTransport, opts RouteOptions) bool {
+func (s *localSub) eligible(from *LocalNode, opts RouteOptions) bool {
 	if (s.local || opts.LocalOnly) && s.node != from {
 		return false
 	}
 	return !s.node.isClosed.Load()
 }
 
-// pick chooses one eligible subscriber round-robin.
-func (t *localTransport) pick(address string, opts RouteOptions) *localSub {
+// subscribers returns the subscribers of address.
+func (t *LocalNode) subscribers(address string) *localAddress {
 	t.net.mu.RLock()
 	a := t.net.addrs[address]
 	t.net.mu.RUnlock()
+	return a
+}
+
+// pick chooses one eligible subscriber round-robin.
+func (t *LocalNode) pick(address string, opts RouteOptions) *localSub {
+	a := t.subscribers(address)
 	if a == nil {
 		return nil
 	}
@@ -151,46 +176,83 @@ func (t *localTransport) pick(address string, opts RouteOptions) *localSub {
 	return nil
 }
 
+// Reaches reports whether a message sent from this node to address with
+// opts has a subscriber to go to now.
+func (t *LocalNode) Reaches(address string, opts RouteOptions) bool {
+	a := t.subscribers(address)
+	if a == nil {
+		return false
+	}
+	for _, s := range a.subs {
+		if s.eligible(t, opts) {
+			return true
+		}
+	}
+	return false
+}
+
 func copyEnvelope(env *Envelope) Envelope {
 	return Envelope{Address: env.Address, Headers: env.Headers.Clone(), Body: append([]byte(nil), env.Body...)}
 }
 
-func (t *localTransport) Send(ctx context.Context, env *Envelope, opts RouteOptions) error {
+// localDelivery is a delivery of a send or a publish together with the
+// Message its consumer makes of it: one allocation instead of two.
+type localDelivery struct {
+	d Delivery
+	m Message
+}
+
+func newLocalDelivery(env Envelope, kind Kind) *Delivery {
+	ld := &localDelivery{}
+	ld.d = Delivery{Envelope: env, Kind: kind, spare: &ld.m}
+	return &ld.d
+}
+
+// Send implements [Transport].
+func (t *LocalNode) Send(ctx context.Context, env *Envelope, opts RouteOptions) error {
 	if t.isClosed.Load() {
 		return ErrClosed
 	}
 	if s := t.pick(env.Address, opts); s != nil {
-		s.call(&Delivery{Envelope: copyEnvelope(env), Kind: KindSend})
+		s.call(newLocalDelivery(copyEnvelope(env), KindSend))
 	}
 	return nil
 }
 
-func (t *localTransport) Publish(ctx context.Context, env *Envelope, opts RouteOptions) error {
+// Publish implements [Transport].
+func (t *LocalNode) Publish(ctx context.Context, env *Envelope, opts RouteOptions) error {
 	if t.isClosed.Load() {
 		return ErrClosed
 	}
-	t.net.mu.RLock()
-	a := t.net.addrs[env.Address]
-	t.net.mu.RUnlock()
+	a := t.subscribers(env.Address)
 	if a == nil {
 		return nil
 	}
-	body := append([]byte(nil), env.Body...)
+	var body []byte
 	for _, s := range a.subs {
 		if s.eligible(t, opts) {
-			s.call(&Delivery{Envelope: Envelope{Address: env.Address, Headers: env.Headers.Clone(), Body: body}, Kind: KindPublish})
+			if body == nil {
+				body = append([]byte{}, env.Body...)
+			}
+			s.call(newLocalDelivery(Envelope{Address: env.Address, Headers: env.Headers.Clone(), Body: body}, KindPublish))
 		}
 	}
 	return nil
 }
 
-func (t *localTransport) Request(ctx context.Context, env *Envelope, opts RouteOptions) (*Delivery, error) {
-	return t.requestWithin(ctx, env, opts, 0)
+// Request implements [Transport].
+func (t *LocalNode) Request(ctx context.Context, env *Envelope, opts RouteOptions) (*Delivery, error) {
+	c, err := t.request(ctx, env, opts, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &c.reply, nil
 }
 
-// requestWithin is Request with a timeout (0: none but ctx's) that costs
-// no context of its own.
-func (t *localTransport) requestWithin(ctx context.Context, env *Envelope, opts RouteOptions, timeout time.Duration) (*Delivery, error) {
+// request delivers env to one subscriber and waits for the answer, ctx,
+// the node's closing or timeout (0: none but ctx's), which costs no
+// context of its own. The answer is c.reply.
+func (t *LocalNode) request(ctx context.Context, env *Envelope, opts RouteOptions, timeout time.Duration) (*localCall, error) {
 	if t.isClosed.Load() {
 		return nil, ErrClosed
 	}
@@ -198,19 +260,20 @@ func (t *localTransport) requestWithin(ctx context.Context, env *Envelope, opts 
 	if s == nil {
 		return nil, ErrNoHandlers
 	}
-	r := newLocalResponder(t)
-	if !s.call(&Delivery{Envelope: copyEnvelope(env), Kind: KindSend, Responder: r}) {
+	c := t.newCall()
+	c.d = Delivery{Envelope: copyEnvelope(env), Kind: KindSend, Responder: c, spare: &c.req}
+	if !s.call(&c.d) {
 		return nil, ErrNoHandlers
 	}
 	if timeout <= 0 {
-		return r.wait(ctx, nil)
+		return c, c.wait(ctx, nil)
 	}
 	tm := timerPool.Get().(*time.Timer)
 	tm.Reset(timeout)
-	d, err := r.wait(ctx, tm.C)
+	err := c.wait(ctx, tm.C)
 	tm.Stop()
 	timerPool.Put(tm)
-	return d, err
+	return c, err
 }
 
 // timerPool recycles the timers of in-process requests. Since Go 1.23 a
@@ -222,7 +285,8 @@ var timerPool = sync.Pool{New: func() any {
 	return t
 }}
 
-func (t *localTransport) Close() error {
+// Close implements [Transport].
+func (t *LocalNode) Close() error {
 	t.closeOnce.Do(func() {
 		t.isClosed.Store(true)
 		close(t.closed)
@@ -239,47 +303,74 @@ func (t *localTransport) Close() error {
 	return nil
 }
 
-// localResponder carries one answer back to a waiting requester.
-type localResponder struct {
-	node *localTransport
-	ch   chan *Delivery
-	used atomic.Bool
+// localCall is one in-process request and its Responder. One allocation
+// carries the request's delivery, the Message its consumer makes of it,
+// the reply's delivery and the Message Request returns for it. Nothing in
+// it is reused: the consumer may keep its Message (it may hold it, or
+// reply from another goroutine) and the requester the reply, for as long
+// as they like. Only the signal channel is recycled, and only once the
+// requester has received from it: at most one value is ever sent on it
+// (used admits one answer), so nobody sends on it after that.
+type localCall struct {
+	node   *LocalNode
+	d      Delivery
+	req    Message
+	used   atomic.Bool
+	signal chan struct{}
+
+	reply    Delivery // written by the responder before it signals
+	replyMsg Message
 }
 
-func newLocalResponder(t *localTransport) *localResponder {
-	return &localResponder{node: t, ch: make(chan *Delivery, 1)}
+func (t *LocalNode) newCall() *localCall {
+	c := &localCall{node: t}
+	if ch, ok := t.signals.Get().(chan struct{}); ok {
+		c.signal = ch
+	} else {
+		c.signal = make(chan struct{}, 1)
+	}
+	return c
 }
 
 var errResponded = errors.New("bus: already responded")
 
-func (r *localResponder) Respond(ctx context.Context, env *Envelope) error {
-	if !r.used.CompareAndSwap(false, true) {
+// Respond implements [Responder].
+func (c *localCall) Respond(ctx context.Context, env *Envelope) error {
+	if !c.used.CompareAndSwap(false, true) {
 		return errResponded
 	}
-	r.ch <- &Delivery{Envelope: copyEnvelope(env), Kind: KindReply}
+	c.reply = Delivery{Envelope: copyEnvelope(env), Kind: KindReply, spare: &c.replyMsg}
+	c.signal <- struct{}{}
 	return nil
 }
 
-func (r *localResponder) RespondRequest(ctx context.Context, env *Envelope) (*Delivery, error) {
-	if !r.used.CompareAndSwap(false, true) {
+// RespondRequest implements [Responder].
+func (c *localCall) RespondRequest(ctx context.Context, env *Envelope) (*Delivery, error) {
+	if !c.used.CompareAndSwap(false, true) {
 		return nil, errResponded
 	}
-	next := newLocalResponder(r.node)
-	r.ch <- &Delivery{Envelope: copyEnvelope(env), Kind: KindReply, Responder: next}
-	return next.wait(ctx, nil)
+	next := c.node.newCall()
+	c.reply = Delivery{Envelope: copyEnvelope(env), Kind: KindReply, Responder: next, spare: &c.replyMsg}
+	c.signal <- struct{}{}
+	if err := next.wait(ctx, nil); err != nil {
+		return nil, err
+	}
+	return &next.reply, nil
 }
 
-// wait waits for the answer, ctx, the transport's closing, or timeout (nil
-// for none), which ends it with context.DeadlineExceeded.
-func (r *localResponder) wait(ctx context.Context, timeout <-chan time.Time) (*Delivery, error) {
+// wait waits for the answer, ctx, the node's closing, or timeout (nil for
+// none), which ends it with context.DeadlineExceeded.
+func (c *localCall) wait(ctx context.Context, timeout <-chan time.Time) error {
 	select {
-	case d := <-r.ch:
-		return d, nil
+	case <-c.signal:
+		// Nobody sends on the channel again (see localCall).
+		c.node.signals.Put(c.signal)
+		return nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	case <-timeout:
-		return nil, context.DeadlineExceeded
-	case <-r.node.closed:
-		return nil, fmt.Errorf("waiting for a reply: %w", ErrClosed)
+		return context.DeadlineExceeded
+	case <-c.node.closed:
+		return fmt.Errorf("waiting for a reply: %w", ErrClosed)
 	}
 }

@@ -78,6 +78,10 @@ type Message struct {
 	ack   func(err error)
 	acked atomic.Bool
 	held  atomic.Bool
+
+	// spareTaken says a consumer took this Message as a delivery's spare
+	// (see Delivery.takeSpare).
+	spareTaken atomic.Bool
 }
 
 // Hold tells the bus that the handler's work on m goes on after it
@@ -177,7 +181,16 @@ func (m *Message) Reply(body any, opts ...DeliveryOption) error {
 	if err != nil {
 		return err
 	}
-	return m.responder.Respond(context.Background(), env)
+	if c, ok := m.responder.(*localCall); ok {
+		// The in-process answer copies env: it stays on the stack.
+		return c.Respond(context.Background(), &env)
+	}
+	return respond(m.responder, env)
+}
+
+// respond hands env to a transport's responder (env escapes there).
+func respond(r Responder, env Envelope) error {
+	return r.Respond(context.Background(), &env)
 }
 
 // ReplyAndRequest answers the message and waits for the requester's answer
@@ -193,7 +206,7 @@ func (m *Message) ReplyAndRequest(ctx context.Context, body any, opts ...Deliver
 	}
 	ctx, cancel := m.bus.requestContext(ctx, o)
 	defer cancel()
-	d, err := m.responder.RespondRequest(ctx, env)
+	d, err := m.responder.RespondRequest(ctx, &env)
 	return m.bus.finishRequest(ctx, m.env.Address, d, err)
 }
 
