@@ -330,9 +330,9 @@ func (b *Bus) Request(ctx context.Context, address string, body any, opts ...Del
 		// deadline would cost a timer and several allocations.
 		c, err := n.request(ctx, &env, ro, b.timeoutOf(o))
 		if err != nil {
-			return b.finishRequest(ctx, address, nil, err)
+			return nil, requestError(ctx, address, err)
 		}
-		return b.finishRequest(ctx, address, &c.reply, nil)
+		return b.finishReply(ctx, address, &c.reply, nil)
 	}
 	return b.requestVia(ctx, address, env, o)
 }
@@ -360,47 +360,60 @@ func (b *Bus) requestContext(ctx context.Context, o deliveryOptions) (context.Co
 // failure.
 func (b *Bus) finishRequest(ctx context.Context, address string, d *Delivery, err error) (*Message, error) {
 	if err != nil {
-		var re *ReplyError
-		switch {
-		case errors.As(err, &re):
-			return nil, err
-		case errors.Is(err, ErrNoHandlers):
-			return nil, &ReplyError{Failure: FailureNoHandlers, Address: address}
-		case errors.Is(err, context.DeadlineExceeded) || ctx.Err() == context.DeadlineExceeded:
-			return nil, &ReplyError{Failure: FailureTimeout, Address: address, Err: context.DeadlineExceeded}
-		case errors.Is(err, context.Canceled) || ctx.Err() == context.Canceled:
-			return nil, &ReplyError{Failure: FailureError, Address: address, Message: "request cancelled", Err: context.Canceled}
-		default:
-			return nil, deliveryError(address, err)
-		}
+		return nil, requestError(ctx, address, err)
 	}
-	env := &d.Envelope
+	m := d.takeSpare()
+	if m == nil {
+		m = new(Message)
+	}
+	m.env, m.responder = d.Envelope, d.Responder
+	return b.finishReply(ctx, address, m, d.Ack)
+}
+
+// requestError maps a transport's failure of a request to a ReplyError.
+func requestError(ctx context.Context, address string, err error) error {
+	var re *ReplyError
+	switch {
+	case errors.As(err, &re):
+		return err
+	case errors.Is(err, ErrNoHandlers):
+		return &ReplyError{Failure: FailureNoHandlers, Address: address}
+	case errors.Is(err, context.DeadlineExceeded) || ctx.Err() == context.DeadlineExceeded:
+		return &ReplyError{Failure: FailureTimeout, Address: address, Err: context.DeadlineExceeded}
+	case errors.Is(err, context.Canceled) || ctx.Err() == context.Canceled:
+		return &ReplyError{Failure: FailureError, Address: address, Message: "request cancelled", Err: context.Canceled}
+	default:
+		return deliveryError(address, err)
+	}
+}
+
+// finishReply completes m, a reply whose envelope and responder are set:
+// inbound interceptors, the delivery's ack (nil for none), and the
+// failure it may carry.
+func (b *Bus) finishReply(ctx context.Context, address string, m *Message, ack func(error)) (*Message, error) {
+	env := &m.env
 	env.Address = address
 	if list := *b.inbound.Load(); len(list) > 0 {
 		if err := runInterceptors(ctx, list, &Event{Kind: KindReply, Inbound: true, Envelope: env}); err != nil {
-			if d.Responder != nil {
-				_ = d.Responder.Respond(context.Background(), failureEnvelope(FailureError, 0, err.Error()))
+			if m.responder != nil {
+				_ = m.responder.Respond(context.Background(), failureEnvelope(FailureError, 0, err.Error()))
 			}
 			err = deliveryError(address, err)
-			if d.Ack != nil {
-				d.Ack(err)
+			if ack != nil {
+				ack(err)
 			}
 			return nil, err
 		}
 	}
-	if d.Ack != nil {
+	if ack != nil {
 		// The reply reached the requester: that is all there is to do
 		// with it.
-		d.Ack(nil)
+		ack(nil)
 	}
 	if ferr := failureFromEnvelope(address, env); ferr != nil {
 		return nil, ferr
 	}
-	m := d.takeSpare() // the in-process transport's reply comes with one
-	if m == nil {
-		m = new(Message)
-	}
-	m.bus, m.env, m.kind, m.responder = b, *env, KindReply, d.Responder
+	m.bus, m.kind = b, KindReply
 	return m, nil
 }
 

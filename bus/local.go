@@ -192,7 +192,18 @@ func (t *LocalNode) Reaches(address string, opts RouteOptions) bool {
 }
 
 func copyEnvelope(env *Envelope) Envelope {
-	return Envelope{Address: env.Address, Headers: env.Headers.Clone(), Body: append([]byte(nil), env.Body...)}
+	return Envelope{Address: env.Address, Headers: env.Headers.Clone(), Body: copyBody(env.Body)}
+}
+
+// copyBody copies b (nil when empty, as append does, without append's
+// growth arithmetic).
+func copyBody(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	c := make([]byte, len(b))
+	copy(c, b)
+	return c
 }
 
 // localDelivery is a delivery of a send or a publish together with the
@@ -246,12 +257,12 @@ func (t *LocalNode) Request(ctx context.Context, env *Envelope, opts RouteOption
 	if err != nil {
 		return nil, err
 	}
-	return &c.reply, nil
+	return c.replyDelivery(), nil
 }
 
 // request delivers env to one subscriber and waits for the answer, ctx,
 // the node's closing or timeout (0: none but ctx's), which costs no
-// context of its own. The answer is c.reply.
+// context of its own. The answer is c.reply's envelope and responder.
 func (t *LocalNode) request(ctx context.Context, env *Envelope, opts RouteOptions, timeout time.Duration) (*localCall, error) {
 	if t.isClosed.Load() {
 		return nil, ErrClosed
@@ -305,7 +316,7 @@ func (t *LocalNode) Close() error {
 
 // localCall is one in-process request and its Responder. One allocation
 // carries the request's delivery, the Message its consumer makes of it,
-// the reply's delivery and the Message Request returns for it. Nothing in
+// and the reply, which is the Message the bus's Request returns. Nothing in
 // it is reused: the consumer may keep its Message (it may hold it, or
 // reply from another goroutine) and the requester the reply, for as long
 // as they like. Only the signal channel is recycled, and only once the
@@ -318,8 +329,15 @@ type localCall struct {
 	used   atomic.Bool
 	signal chan struct{}
 
-	reply    Delivery // written by the responder before it signals
-	replyMsg Message
+	// reply's envelope and responder are written by the responder
+	// before it signals; the bus completes the rest.
+	reply Message
+}
+
+// replyDelivery returns the answer as a transport's Request does.
+func (c *localCall) replyDelivery() *Delivery {
+	d := &Delivery{Envelope: c.reply.env, Kind: KindReply, Responder: c.reply.responder, spare: &c.reply}
+	return d
 }
 
 func (t *LocalNode) newCall() *localCall {
@@ -339,7 +357,7 @@ func (c *localCall) Respond(ctx context.Context, env *Envelope) error {
 	if !c.used.CompareAndSwap(false, true) {
 		return errResponded
 	}
-	c.reply = Delivery{Envelope: copyEnvelope(env), Kind: KindReply, spare: &c.replyMsg}
+	c.reply.env = copyEnvelope(env)
 	c.signal <- struct{}{}
 	return nil
 }
@@ -350,12 +368,12 @@ func (c *localCall) RespondRequest(ctx context.Context, env *Envelope) (*Deliver
 		return nil, errResponded
 	}
 	next := c.node.newCall()
-	c.reply = Delivery{Envelope: copyEnvelope(env), Kind: KindReply, Responder: next, spare: &c.replyMsg}
+	c.reply.env, c.reply.responder = copyEnvelope(env), next
 	c.signal <- struct{}{}
 	if err := next.wait(ctx, nil); err != nil {
 		return nil, err
 	}
-	return &next.reply, nil
+	return next.replyDelivery(), nil
 }
 
 // wait waits for the answer, ctx, the node's closing, or timeout (nil for
