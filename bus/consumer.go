@@ -94,7 +94,7 @@ type Consumer struct {
 	unwarned  uint64
 
 	signal chan struct{} // own-goroutine mode
-	quit   atomic.Bool       // own-goroutine mode: set, then signalled, to end loop
+	quit   atomic.Bool   // own-goroutine mode: set, then signalled, to end loop
 
 	received, handled, overflowed, rejected atomic.Uint64
 }

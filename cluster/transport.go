@@ -40,7 +40,10 @@ type transportConfig struct {
 	ackWait time.Duration
 }
 
-var _ bus.Transport = (*Transport)(nil)
+var (
+	_ bus.Transport   = (*Transport)(nil)
+	_ bus.LocalRouter = (*Transport)(nil)
+)
 
 // Transport is a [bus.Transport] on one NATS connection. It is safe for
 // concurrent use.
@@ -48,17 +51,20 @@ type Transport struct {
 	nc     *nats.Conn
 	logger *slog.Logger
 
-	closed    chan struct{}
 	isClosed  atomic.Bool
 	closeOnce sync.Once
 
-	// mu guards addrs, the table of this transport's subscriptions (both
-	// local-only and regular) used by the local fast path.
-	mu    sync.RWMutex
-	addrs map[string]*localAddr
+	// The messages that stay on this node go through the bus's
+	// in-process transport: every subscription is also one of node, and
+	// the local-only ones are also one of onlyNode, which says which
+	// addresses have local-only consumers here (see LocalRoute).
+	node, onlyNode *bus.LocalNode
 	// localOnly counts the local-only subscriptions: while it is zero a
-	// regular send skips the table.
+	// regular message skips onlyNode.
 	localOnly atomic.Int64
+
+	smu  sync.Mutex
+	subs map[*subscription]struct{}
 
 	pmu     sync.Mutex
 	pending map[*pendingRequest]struct{}
@@ -66,21 +72,15 @@ type Transport struct {
 	durable *durableState
 }
 
-// localAddr is this transport's subscriptions of one address.
-type localAddr struct {
-	subs      []*subscription // copy-on-write
-	localOnly int
-	next      atomic.Uint64
-}
-
 type pendingRequest struct{ cancel context.CancelCauseFunc }
 
 func dial(ctx context.Context, servers string, cfg transportConfig, copts ...nats.Option) (*Transport, error) {
 	t := &Transport{
-		logger:  cfg.logger,
-		closed:  make(chan struct{}),
-		addrs:   make(map[string]*localAddr),
-		pending: make(map[*pendingRequest]struct{}),
+		logger:   cfg.logger,
+		node:     bus.NewLocalNetwork().Attach(),
+		onlyNode: bus.NewLocalNetwork().Attach(),
+		subs:     make(map[*subscription]struct{}),
+		pending:  make(map[*pendingRequest]struct{}),
 	}
 	copts = append(copts,
 		nats.CustomInboxPrefix(ReplyPrefix),
@@ -201,6 +201,9 @@ type subscription struct {
 
 	sendSub, pubSub *nats.Subscription
 	durable         *durableSub
+	// local and onlyLocal are the subscription's in the transport's
+	// node and, for a local-only one, onlyNode.
+	local, onlyLocal bus.Subscription
 
 	mu      sync.RWMutex
 	removed bool
@@ -236,19 +239,31 @@ func (t *Transport) Subscribe(address string, opts bus.SubscribeOptions, deliver
 			return nil, fmt.Errorf("cluster: subscribe %q: %w", address, err)
 		}
 	}
-	t.mu.Lock()
-	a := t.addrs[address]
-	if a == nil {
-		a = &localAddr{}
-		t.addrs[address] = a
+	var err error
+	if s.local, err = t.node.Subscribe(address, bus.SubscribeOptions{}, deliver); err == nil && s.localOnly {
+		s.onlyLocal, err = t.onlyNode.Subscribe(address, bus.SubscribeOptions{}, deliver)
 	}
-	a.subs = append(append([]*subscription(nil), a.subs...), s)
+	if err != nil {
+		s.unsubscribeLocal()
+		s.unsubscribeNATS()
+		return nil, fmt.Errorf("cluster: subscribe %q: %w", address, err)
+	}
 	if s.localOnly {
-		a.localOnly++
 		t.localOnly.Add(1)
 	}
-	t.mu.Unlock()
+	t.smu.Lock()
+	t.subs[s] = struct{}{}
+	t.smu.Unlock()
 	return s, nil
+}
+
+func (s *subscription) unsubscribeLocal() {
+	if s.local != nil {
+		_ = s.local.Unsubscribe()
+	}
+	if s.onlyLocal != nil {
+		_ = s.onlyLocal.Unsubscribe()
+	}
 }
 
 func (s *subscription) unsubscribeNATS() {
@@ -269,24 +284,13 @@ func (s *subscription) Unsubscribe() error {
 	var err error
 	s.once.Do(func() {
 		t := s.t
-		t.mu.Lock()
-		if a := t.addrs[s.address]; a != nil {
-			subs := make([]*subscription, 0, len(a.subs))
-			for _, x := range a.subs {
-				if x != s {
-					subs = append(subs, x)
-				}
-			}
-			a.subs = subs
-			if s.localOnly {
-				a.localOnly--
-				t.localOnly.Add(-1)
-			}
-			if len(subs) == 0 {
-				delete(t.addrs, s.address)
-			}
+		t.smu.Lock()
+		delete(t.subs, s)
+		t.smu.Unlock()
+		s.unsubscribeLocal()
+		if s.localOnly {
+			t.localOnly.Add(-1)
 		}
-		t.mu.Unlock()
 		if !s.localOnly {
 			s.unsubscribeNATS()
 			if !t.isClosed.Load() {
@@ -337,41 +341,18 @@ func noHandlersEnvelope(msg string) *bus.Envelope {
 	return &bus.Envelope{Headers: bus.Headers{bus.HeaderFailure: bus.FailureNoHandlers.String()}, Body: []byte(msg)}
 }
 
-// localTargets returns this transport's subscriptions of address and
-// whether any of them is local-only.
-func (t *Transport) localTargets(address string) (*localAddr, bool) {
-	t.mu.RLock()
-	a := t.addrs[address]
-	t.mu.RUnlock()
-	if a == nil {
-		return nil, false
+// LocalRoute implements [bus.LocalRouter]: a message stays on this node
+// when it is local-only, or when its address has a local-only consumer
+// here (the address is then served on this node); a publish of the
+// latter kind goes both ways, so the transport's Publish handles it.
+func (t *Transport) LocalRoute(address string, kind bus.Kind, opts bus.RouteOptions) *bus.LocalNode {
+	if opts.LocalOnly {
+		return t.node
 	}
-	return a, a.localOnly > 0
-}
-
-// local reports whether a message to address goes by the local fast path.
-func (t *Transport) local(address string, opts bus.RouteOptions) (*localAddr, bool) {
-	if !opts.LocalOnly && t.localOnly.Load() == 0 {
-		return nil, false
-	}
-	a, hasLocalOnly := t.localTargets(address)
-	return a, opts.LocalOnly || hasLocalOnly
-}
-
-// pick chooses one of a's subscriptions round-robin.
-func (a *localAddr) pick() *subscription {
-	if a == nil {
+	if kind == bus.KindPublish || t.localOnly.Load() == 0 || !t.onlyNode.Reaches(address, bus.RouteOptions{}) {
 		return nil
 	}
-	subs := a.subs
-	if len(subs) == 0 {
-		return nil
-	}
-	return subs[a.next.Add(1)%uint64(len(subs))]
-}
-
-func copyEnvelope(env *bus.Envelope) bus.Envelope {
-	return bus.Envelope{Address: env.Address, Headers: env.Headers.Clone(), Body: append([]byte(nil), env.Body...)}
+	return t.node
 }
 
 // Send implements [bus.Transport].
@@ -379,11 +360,8 @@ func (t *Transport) Send(ctx context.Context, env *bus.Envelope, opts bus.RouteO
 	if t.isClosed.Load() {
 		return bus.ErrClosed
 	}
-	if a, local := t.local(env.Address, opts); local {
-		if s := a.pick(); s != nil {
-			s.call(&bus.Delivery{Envelope: copyEnvelope(env), Kind: bus.KindSend})
-		}
-		return nil
+	if n := t.LocalRoute(env.Address, bus.KindSend, opts); n != nil {
+		return n.Send(ctx, env, bus.RouteOptions{})
 	}
 	if t.durable != nil && t.durable.isDurable(env.Address) {
 		return t.durable.send(ctx, env)
@@ -408,23 +386,14 @@ func (t *Transport) Publish(ctx context.Context, env *bus.Envelope, opts bus.Rou
 	if t.isClosed.Load() {
 		return bus.ErrClosed
 	}
-	var a *localAddr
-	if opts.LocalOnly || t.localOnly.Load() > 0 {
-		a, _ = t.localTargets(env.Address)
-	}
-	if a != nil {
-		var body []byte
-		for _, s := range a.subs {
-			if opts.LocalOnly || s.localOnly {
-				if body == nil {
-					body = append([]byte{}, env.Body...)
-				}
-				s.call(&bus.Delivery{Envelope: bus.Envelope{Address: env.Address, Headers: env.Headers.Clone(), Body: body}, Kind: bus.KindPublish})
-			}
-		}
-	}
 	if opts.LocalOnly {
-		return nil
+		return t.node.Publish(ctx, env, bus.RouteOptions{})
+	}
+	if t.localOnly.Load() > 0 {
+		// The local-only consumers get it here, the others over NATS.
+		if err := t.onlyNode.Publish(ctx, env, bus.RouteOptions{}); err != nil {
+			return err
+		}
 	}
 	if err := t.publish(PublishPrefix+env.Address, env); err != nil {
 		return fmt.Errorf("cluster: publish to %q: %w", env.Address, err)
@@ -437,16 +406,8 @@ func (t *Transport) Request(ctx context.Context, env *bus.Envelope, opts bus.Rou
 	if t.isClosed.Load() {
 		return nil, bus.ErrClosed
 	}
-	if a, local := t.local(env.Address, opts); local {
-		s := a.pick()
-		if s == nil {
-			return nil, bus.ErrNoHandlers
-		}
-		r := newLocalResponder(t)
-		if !s.call(&bus.Delivery{Envelope: copyEnvelope(env), Kind: bus.KindSend, Responder: r}) {
-			return nil, bus.ErrNoHandlers
-		}
-		return r.wait(ctx)
+	if n := t.LocalRoute(env.Address, bus.KindSend, opts); n != nil {
+		return n.Request(ctx, env, bus.RouteOptions{})
 	}
 	return t.request(ctx, SendPrefix+env.Address, env)
 }
@@ -511,14 +472,16 @@ func (t *Transport) Close() error {
 		t.pmu.Lock()
 		t.isClosed.Store(true)
 		t.pmu.Unlock()
-		close(t.closed)
+		// Requests waiting on the local path fail with bus.ErrClosed.
+		_ = t.node.Close()
+		_ = t.onlyNode.Close()
 		t.failPending(fmt.Errorf("cluster: transport closed: %w", bus.ErrClosed))
-		t.mu.Lock()
-		var subs []*subscription
-		for _, a := range t.addrs {
-			subs = append(subs, a.subs...)
+		t.smu.Lock()
+		subs := make([]*subscription, 0, len(t.subs))
+		for s := range t.subs {
+			subs = append(subs, s)
 		}
-		t.mu.Unlock()
+		t.smu.Unlock()
 		for _, s := range subs {
 			_ = s.Unsubscribe()
 		}
@@ -554,43 +517,4 @@ func (r *natsResponder) RespondRequest(ctx context.Context, env *bus.Envelope) (
 		return nil, errResponded
 	}
 	return r.t.request(ctx, r.subject, env)
-}
-
-// localResponder carries an answer back over the local fast path.
-type localResponder struct {
-	t    *Transport
-	ch   chan *bus.Delivery
-	used atomic.Bool
-}
-
-func newLocalResponder(t *Transport) *localResponder {
-	return &localResponder{t: t, ch: make(chan *bus.Delivery, 1)}
-}
-
-func (r *localResponder) Respond(ctx context.Context, env *bus.Envelope) error {
-	if !r.used.CompareAndSwap(false, true) {
-		return errResponded
-	}
-	r.ch <- &bus.Delivery{Envelope: copyEnvelope(env), Kind: bus.KindReply}
-	return nil
-}
-
-func (r *localResponder) RespondRequest(ctx context.Context, env *bus.Envelope) (*bus.Delivery, error) {
-	if !r.used.CompareAndSwap(false, true) {
-		return nil, errResponded
-	}
-	next := newLocalResponder(r.t)
-	r.ch <- &bus.Delivery{Envelope: copyEnvelope(env), Kind: bus.KindReply, Responder: next}
-	return next.wait(ctx)
-}
-
-func (r *localResponder) wait(ctx context.Context) (*bus.Delivery, error) {
-	select {
-	case d := <-r.ch:
-		return d, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-r.t.closed:
-		return nil, fmt.Errorf("cluster: waiting for a reply: %w", bus.ErrClosed)
-	}
 }
