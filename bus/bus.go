@@ -17,7 +17,8 @@ const DefaultTimeout = 30 * time.Second
 // Bus is one node's handle on the event bus. It is safe for concurrent use.
 type Bus struct {
 	transport Transport
-	router    LocalRouter // the transport's, if it offers one
+	router    LocalRouter    // the transport's, if it offers one
+	timed     TimedRequester // the transport's, if it offers one
 	codecs    codecs
 	logger    *slog.Logger
 	timeout   time.Duration
@@ -97,6 +98,7 @@ func New(opts ...Option) (*Bus, error) {
 		consumers: make(map[*Consumer]struct{}),
 	}
 	b.router, _ = o.transport.(LocalRouter)
+	b.timed, _ = o.transport.(TimedRequester)
 	b.outbound.Store(&o.outbound)
 	b.inbound.Store(&o.inbound)
 	return b, nil
@@ -339,6 +341,10 @@ func (b *Bus) Request(ctx context.Context, address string, body any, opts ...Del
 
 // requestVia makes a request through the transport's Request.
 func (b *Bus) requestVia(ctx context.Context, address string, env Envelope, o deliveryOptions) (*Message, error) {
+	if b.timed != nil {
+		d, err := b.timed.RequestWithin(ctx, &env, RouteOptions{LocalOnly: o.localOnly}, b.timeoutOf(o))
+		return b.finishRequest(ctx, address, d, err)
+	}
 	ctx, cancel := b.requestContext(ctx, o)
 	defer cancel()
 	d, err := b.transport.Request(ctx, &env, RouteOptions{LocalOnly: o.localOnly})

@@ -1,6 +1,9 @@
 package bus
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Envelope is a message as a transport carries it: an address, headers and
 // a body of bytes. Transports must not keep or change an envelope after the
@@ -123,6 +126,18 @@ type LocalRouter interface {
 	// consumers, or nil when it must go through the transport. It is
 	// called for every message: it must be cheap and must not block.
 	LocalRoute(address string, kind Kind, opts RouteOptions) *LocalNode
+}
+
+// TimedRequester is an optional interface of a [Transport] whose requests
+// can be bounded by a timeout without a context of their own (a context
+// with a deadline costs a timer and several allocations per request).
+// When the transport offers it, the bus calls RequestWithin with the
+// request's timeout instead of Request with a derived context.
+type TimedRequester interface {
+	// RequestWithin is Request, failing with an error matching
+	// context.DeadlineExceeded once timeout (0: no limit but ctx's)
+	// has passed.
+	RequestWithin(ctx context.Context, env *Envelope, opts RouteOptions, timeout time.Duration) (*Delivery, error)
 }
 
 // Transport moves envelopes between the buses of a system. It is the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,13 +67,29 @@ type Transport struct {
 	smu  sync.Mutex
 	subs map[*subscription]struct{}
 
-	pmu     sync.Mutex
-	pending map[*pendingRequest]struct{}
+	// Requests over NATS share one reply subscription, replyPrefix+"*":
+	// each waits under a token of its own in pending (guarded by pmu),
+	// so that a request costs no subscription and no context, and a
+	// disconnect fails the waiting ones at once.
+	replyPrefix string
+	replySub    *nats.Subscription
+	pmu         sync.Mutex
+	pending     map[string]*natsCall
+	nextToken   uint64
+	calls       sync.Pool // of *natsCall, recycled once answered
+	timers      sync.Pool // of stopped *time.Timer
 
 	durable *durableState
 }
 
-type pendingRequest struct{ cancel context.CancelCauseFunc }
+// natsCall is a request waiting for its answer: the reply message, or a
+// failure of the whole transport. The channel is sent on at most once,
+// by whoever removes the call from pending; a call whose requester took
+// the answer can therefore be reused.
+type natsCall struct {
+	answer chan *nats.Msg
+	err    error // set before a nil answer is sent
+}
 
 func dial(ctx context.Context, servers string, cfg transportConfig, copts ...nats.Option) (*Transport, error) {
 	t := &Transport{
@@ -80,7 +97,7 @@ func dial(ctx context.Context, servers string, cfg transportConfig, copts ...nat
 		node:     bus.NewLocalNetwork().Attach(),
 		onlyNode: bus.NewLocalNetwork().Attach(),
 		subs:     make(map[*subscription]struct{}),
-		pending:  make(map[*pendingRequest]struct{}),
+		pending:  make(map[string]*natsCall),
 	}
 	copts = append(copts,
 		nats.CustomInboxPrefix(ReplyPrefix),
@@ -113,6 +130,12 @@ func dial(ctx context.Context, servers string, cfg transportConfig, copts ...nat
 		return nil, fmt.Errorf("cluster: connect to NATS: %w", err)
 	}
 	t.nc = nc
+	t.replyPrefix = nc.NewInbox() + "."
+	if t.replySub, err = nc.Subscribe(t.replyPrefix+"*", t.onReply); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("cluster: subscribe to replies: %w", err)
+	}
+	_ = t.replySub.SetPendingLimits(-1, -1) // bounded by the requests waiting
 	if len(cfg.durable) > 0 {
 		ds, err := newDurableState(ctx, t, cfg)
 		if err != nil {
@@ -134,11 +157,26 @@ func (t *Transport) failPending(cause error) int {
 	t.pmu.Lock()
 	defer t.pmu.Unlock()
 	n := len(t.pending)
-	for p := range t.pending {
-		p.cancel(cause)
-		delete(t.pending, p)
+	for token, c := range t.pending {
+		delete(t.pending, token)
+		c.err = cause
+		c.answer <- nil
 	}
 	return n
+}
+
+// onReply hands a reply to the request waiting for it, if any (one
+// answer per request: later ones, and answers to requests that gave up,
+// are dropped).
+func (t *Transport) onReply(m *nats.Msg) {
+	token := strings.TrimPrefix(m.Subject, t.replyPrefix)
+	t.pmu.Lock()
+	c := t.pending[token]
+	delete(t.pending, token)
+	t.pmu.Unlock()
+	if c != nil {
+		c.answer <- m
+	}
 }
 
 func (t *Transport) flush() error {
@@ -403,60 +441,106 @@ func (t *Transport) Publish(ctx context.Context, env *bus.Envelope, opts bus.Rou
 
 // Request implements [bus.Transport].
 func (t *Transport) Request(ctx context.Context, env *bus.Envelope, opts bus.RouteOptions) (*bus.Delivery, error) {
+	return t.RequestWithin(ctx, env, opts, 0)
+}
+
+// RequestWithin implements [bus.TimedRequester]: Request, ending with
+// context.DeadlineExceeded after timeout (0 for no limit but ctx's),
+// without a context of its own.
+func (t *Transport) RequestWithin(ctx context.Context, env *bus.Envelope, opts bus.RouteOptions, timeout time.Duration) (*bus.Delivery, error) {
 	if t.isClosed.Load() {
 		return nil, bus.ErrClosed
 	}
 	if n := t.LocalRoute(env.Address, bus.KindSend, opts); n != nil {
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
 		return n.Request(ctx, env, bus.RouteOptions{})
 	}
-	return t.request(ctx, SendPrefix+env.Address, env)
+	return t.request(ctx, SendPrefix+env.Address, env, timeout)
 }
 
-// request sends env to subject and waits for the answer.
-func (t *Transport) request(ctx context.Context, subject string, env *bus.Envelope) (*bus.Delivery, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	p := &pendingRequest{cancel: cancel}
+// request sends env to subject and waits for the answer, until ctx ends
+// or timeout (0: none) passes.
+func (t *Transport) request(ctx context.Context, subject string, env *bus.Envelope, timeout time.Duration) (*bus.Delivery, error) {
+	c, _ := t.calls.Get().(*natsCall)
+	if c == nil {
+		c = &natsCall{answer: make(chan *nats.Msg, 1)}
+	}
+	c.err = nil
 	t.pmu.Lock()
 	if t.isClosed.Load() {
 		t.pmu.Unlock()
 		return nil, bus.ErrClosed
 	}
-	t.pending[p] = struct{}{}
+	t.nextToken++
+	reply := t.replyPrefix + strconv.FormatUint(t.nextToken, 36)
+	token := reply[len(t.replyPrefix):]
+	t.pending[token] = c
 	t.pmu.Unlock()
-	defer func() {
+	// abandon removes the call unless an answer is on its way, in which
+	// case the call is not reused (the answer lands in its buffer).
+	abandon := func() {
 		t.pmu.Lock()
-		delete(t.pending, p)
+		delete(t.pending, token)
 		t.pmu.Unlock()
-	}()
+	}
 	// Checked once the request is registered, so that a drop either shows
 	// here or fails it through the disconnect handler.
 	if !t.nc.IsConnected() {
+		abandon()
 		return nil, fmt.Errorf("%w: %s", ErrDisconnected, t.nc.Status())
 	}
-	var m *nats.Msg
 	var err error
 	if len(env.Headers) == 0 {
-		m, err = t.nc.RequestWithContext(ctx, subject, env.Body)
+		err = t.nc.PublishRequest(subject, reply, env.Body)
 	} else {
-		m, err = t.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: subject, Header: toNATS(env.Headers), Data: env.Body})
+		err = t.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Header: toNATS(env.Headers), Data: env.Body})
 	}
 	if err != nil {
-		if cause := context.Cause(ctx); cause != nil && ctx.Err() == context.Canceled && !errors.Is(cause, context.Canceled) {
-			// Failed by the transport: disconnected or closed.
-			return nil, cause
-		}
+		abandon()
 		switch {
-		case errors.Is(err, nats.ErrNoResponders):
-			return nil, fmt.Errorf("cluster: %w", bus.ErrNoHandlers)
-		case ctx.Err() != nil:
-			return nil, ctx.Err()
-		case errors.Is(err, nats.ErrDisconnected):
-			return nil, fmt.Errorf("%w: %v", ErrDisconnected, err)
 		case errors.Is(err, nats.ErrConnectionClosed):
 			return nil, fmt.Errorf("cluster: request: %w", bus.ErrClosed)
+		case errors.Is(err, nats.ErrDisconnected) || errors.Is(err, nats.ErrConnectionReconnecting):
+			return nil, fmt.Errorf("%w: %v", ErrDisconnected, err)
 		}
 		return nil, fmt.Errorf("cluster: request: %w", err)
+	}
+	var expired <-chan time.Time
+	if timeout > 0 {
+		tm, _ := t.timers.Get().(*time.Timer)
+		if tm == nil {
+			tm = time.NewTimer(timeout)
+		} else {
+			tm.Reset(timeout)
+		}
+		// Since Go 1.23 a stopped timer's channel holds no stale value,
+		// so the timer can be reused.
+		defer func() { tm.Stop(); t.timers.Put(tm) }()
+		expired = tm.C
+	}
+	var m *nats.Msg
+	select {
+	case m = <-c.answer:
+	case <-ctx.Done():
+		abandon()
+		return nil, ctx.Err()
+	case <-expired:
+		abandon()
+		return nil, context.DeadlineExceeded
+	}
+	if m == nil {
+		// Failed by the transport: disconnected or closed.
+		err := c.err
+		t.calls.Put(c)
+		return nil, err
+	}
+	t.calls.Put(c)
+	if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+		return nil, fmt.Errorf("cluster: %w", bus.ErrNoHandlers)
 	}
 	d := &bus.Delivery{Envelope: bus.Envelope{Address: env.Address, Headers: fromNATS(m.Header), Body: m.Data}, Kind: bus.KindReply}
 	if m.Reply != "" {
@@ -488,6 +572,7 @@ func (t *Transport) Close() error {
 		if t.durable != nil {
 			t.durable.close()
 		}
+		_ = t.replySub.Unsubscribe()
 		t.nc.Close()
 	})
 	return nil
@@ -516,5 +601,5 @@ func (r *natsResponder) RespondRequest(ctx context.Context, env *bus.Envelope) (
 	if !r.used.CompareAndSwap(false, true) {
 		return nil, errResponded
 	}
-	return r.t.request(ctx, r.subject, env)
+	return r.t.request(ctx, r.subject, env, 0)
 }
