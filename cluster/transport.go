@@ -353,14 +353,24 @@ func (s *subscription) call(d *bus.Delivery) bool {
 	return true
 }
 
+// requestDelivery is a delivery of a request and its responder, in one
+// allocation.
+type requestDelivery struct {
+	d bus.Delivery
+	r natsResponder
+}
+
 func (s *subscription) onSend(m *nats.Msg) {
-	d := &bus.Delivery{
-		Envelope: bus.Envelope{Address: s.address, Headers: fromNATS(m.Header), Body: m.Data},
-		Kind:     bus.KindSend,
-	}
+	var d *bus.Delivery
 	if m.Reply != "" {
-		d.Responder = &natsResponder{t: s.t, subject: m.Reply}
+		rd := &requestDelivery{r: natsResponder{t: s.t, subject: m.Reply}}
+		rd.d.Responder = &rd.r
+		d = &rd.d
+	} else {
+		d = new(bus.Delivery)
 	}
+	d.Envelope = bus.Envelope{Address: s.address, Headers: fromNATS(m.Header), Body: m.Data}
+	d.Kind = bus.KindSend
 	if !s.call(d) && d.Responder != nil {
 		_ = d.Responder.Respond(context.Background(), noHandlersEnvelope("consumer unregistered"))
 	}
