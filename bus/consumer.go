@@ -343,7 +343,7 @@ func (c *Consumer) handle(m *Message) {
 	}()
 	c.handler.HandleMessage(c.ctx, m)
 	returned = true
-	if !m.held.Load() {
+	if !m.hasFlag(flagHeld) {
 		m.complete(nil)
 	}
 }

@@ -71,18 +71,28 @@ type Message struct {
 	env       Envelope
 	kind      Kind
 	responder Responder
-	replied   atomic.Bool
 
-	// ack is the delivery's Ack (nil when the transport set none); acked
-	// says it was called, held that the handler's return does not call it.
-	ack   func(err error)
-	acked atomic.Bool
-	held  atomic.Bool
+	// ack is the delivery's Ack (nil when the transport set none).
+	ack func(err error)
 
-	// spareTaken says a consumer took this Message as a delivery's spare
-	// (see Delivery.takeSpare).
-	spareTaken atomic.Bool
+	// flags are the message's one-way switches (flagReplied and the
+	// others), in one word to keep a Message small.
+	flags atomic.Uint32
 }
+
+// Message flags.
+const (
+	flagReplied    uint32 = 1 << iota // a reply or failure was sent
+	flagAcked                         // ack was called
+	flagHeld                          // the handler's return does not call ack
+	flagSpareTaken                    // a consumer took it as a delivery's spare (see Delivery.takeSpare)
+)
+
+// setFlag sets f and reports whether it was not set before.
+func (m *Message) setFlag(f uint32) bool { return m.flags.Or(f)&f == 0 }
+
+// hasFlag reports whether f is set.
+func (m *Message) hasFlag(f uint32) bool { return m.flags.Load()&f != 0 }
 
 // Hold tells the bus that the handler's work on m goes on after it
 // returns (it handed m to another goroutine or process, say): the
@@ -101,7 +111,7 @@ func (m *Message) Hold() (release func(err error)) {
 	if m.ack == nil {
 		return func(error) {}
 	}
-	m.held.Store(true)
+	m.setFlag(flagHeld)
 	return m.complete
 }
 
@@ -114,7 +124,7 @@ func (m *Message) AtLeastOnce() bool { return m.ack != nil }
 
 // complete calls the delivery's Ack the first time only.
 func (m *Message) complete(err error) {
-	if m.ack != nil && m.acked.CompareAndSwap(false, true) {
+	if m.ack != nil && m.setFlag(flagAcked) {
 		m.ack(err)
 	}
 }
@@ -165,7 +175,7 @@ func (m *Message) claimReply() error {
 	if m.responder == nil {
 		return errNoReplyExpected
 	}
-	if !m.replied.CompareAndSwap(false, true) {
+	if !m.setFlag(flagReplied) {
 		return errAlreadyReplied
 	}
 	return nil

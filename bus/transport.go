@@ -67,7 +67,7 @@ type Delivery struct {
 // takeSpare returns the delivery's spare Message, or nil when it has none
 // or another consumer took it already.
 func (d *Delivery) takeSpare() *Message {
-	if m := d.spare; m != nil && m.spareTaken.CompareAndSwap(false, true) {
+	if m := d.spare; m != nil && m.setFlag(flagSpareTaken) {
 		return m
 	}
 	return nil
