@@ -58,8 +58,15 @@ type LocalNode struct {
 	subsMu    sync.Mutex
 	subs      map[*localSub]struct{}
 
-	// signals recycles the channels that wake requesters (see localCall).
-	signals sync.Pool
+	// signals recycles the channels that wake requesters (see localCall),
+	// timers the timers that end their waits (see callTimer).
+	signals, timers sync.Pool
+
+	// waiting lists the requests waiting for an answer, so that Close
+	// can end their waits: a request waits on one channel, not on a
+	// select of its answer, its timer and the node's closing.
+	waitMu  sync.Mutex
+	waiting *localCall
 }
 
 var (
@@ -276,31 +283,21 @@ func (t *LocalNode) request(ctx context.Context, env *Envelope, opts RouteOption
 	if !s.call(&c.d) {
 		return nil, ErrNoHandlers
 	}
-	if timeout <= 0 {
-		return c, c.wait(ctx, nil)
-	}
-	tm := timerPool.Get().(*time.Timer)
-	tm.Reset(timeout)
-	err := c.wait(ctx, tm.C)
-	tm.Stop()
-	timerPool.Put(tm)
-	return c, err
+	return c, c.wait(ctx, timeout)
 }
-
-// timerPool recycles the timers of in-process requests. Since Go 1.23 a
-// stopped timer's channel holds no stale value, so a pooled timer is safe
-// to Reset.
-var timerPool = sync.Pool{New: func() any {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	return t
-}}
 
 // Close implements [Transport].
 func (t *LocalNode) Close() error {
 	t.closeOnce.Do(func() {
 		t.isClosed.Store(true)
 		close(t.closed)
+		// Requests waiting here fail at once; those that start from
+		// now on see isClosed (track checks it under waitMu).
+		t.waitMu.Lock()
+		for c := t.waiting; c != nil; c = c.next {
+			c.finish(errClosedWaiting)
+		}
+		t.waitMu.Unlock()
 		t.subsMu.Lock()
 		subs := make([]*localSub, 0, len(t.subs))
 		for s := range t.subs {
@@ -314,20 +311,29 @@ func (t *LocalNode) Close() error {
 	return nil
 }
 
+// errClosedWaiting ends the waits of requests on a node that closes.
+var errClosedWaiting = fmt.Errorf("waiting for a reply: %w", ErrClosed)
+
 // localCall is one in-process request and its Responder. One allocation
 // carries the request's delivery, the Message its consumer makes of it,
 // and the reply, which is the Message the bus's Request returns. Nothing in
 // it is reused: the consumer may keep its Message (it may hold it, or
 // reply from another goroutine) and the requester the reply, for as long
 // as they like. Only the signal channel is recycled, and only once the
-// requester has received from it: at most one value is ever sent on it
-// (used admits one answer), so nobody sends on it after that.
+// requester has received from it or has claimed done itself: at most one
+// value is ever sent on it, by whoever claims done (the answer, the timer,
+// the node's closing), so nobody sends on it after that.
 type localCall struct {
 	node   *LocalNode
 	d      Delivery
 	req    Message
-	used   atomic.Bool
+	used   atomic.Bool // a response was given (one only)
+	done   atomic.Bool // the wait's outcome is decided
 	signal chan struct{}
+	// outcome is why the wait ended (nil: answered); written by whoever
+	// claimed done, before it signals.
+	outcome    error
+	prev, next *localCall // in node.waiting
 
 	// reply's envelope and responder are written by the responder
 	// before it signals; the bus completes the rest.
@@ -358,7 +364,7 @@ func (c *localCall) Respond(ctx context.Context, env *Envelope) error {
 		return errResponded
 	}
 	c.reply.env = copyEnvelope(env)
-	c.signal <- struct{}{}
+	c.finish(nil)
 	return nil
 }
 
@@ -369,26 +375,113 @@ func (c *localCall) RespondRequest(ctx context.Context, env *Envelope) (*Deliver
 	}
 	next := c.node.newCall()
 	c.reply.env, c.reply.responder = copyEnvelope(env), next
-	c.signal <- struct{}{}
-	if err := next.wait(ctx, nil); err != nil {
+	c.finish(nil)
+	if err := next.wait(ctx, 0); err != nil {
 		return nil, err
 	}
 	return next.replyDelivery(), nil
 }
 
-// wait waits for the answer, ctx, the node's closing, or timeout (nil for
+// finish ends the wait with outcome, unless it has ended already.
+func (c *localCall) finish(outcome error) {
+	if c.done.CompareAndSwap(false, true) {
+		c.outcome = outcome
+		c.signal <- struct{}{}
+	}
+}
+
+// wait waits for the answer, ctx, the node's closing, or timeout (0 for
 // none), which ends it with context.DeadlineExceeded.
-func (c *localCall) wait(ctx context.Context, timeout <-chan time.Time) error {
-	select {
-	case <-c.signal:
-		// Nobody sends on the channel again (see localCall).
-		c.node.signals.Put(c.signal)
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-timeout:
-		return context.DeadlineExceeded
-	case <-c.node.closed:
-		return fmt.Errorf("waiting for a reply: %w", ErrClosed)
+func (c *localCall) wait(ctx context.Context, timeout time.Duration) error {
+	n := c.node
+	if !n.track(c) {
+		return errClosedWaiting
+	}
+	var ct *callTimer
+	if timeout > 0 {
+		ct = n.armTimer(c, timeout)
+	}
+	if done := ctx.Done(); done == nil {
+		<-c.signal
+	} else {
+		select {
+		case <-c.signal:
+		case <-done:
+			if c.done.CompareAndSwap(false, true) {
+				c.outcome = ctx.Err() // nobody sends now
+			} else {
+				<-c.signal // the outcome is on its way
+			}
+		}
+	}
+	if ct != nil {
+		n.disarm(ct)
+	}
+	n.untrack(c)
+	n.signals.Put(c.signal) // nobody sends on it again (see localCall)
+	return c.outcome
+}
+
+// track adds c to the waiting requests, unless the node is closed.
+func (t *LocalNode) track(c *localCall) bool {
+	t.waitMu.Lock()
+	defer t.waitMu.Unlock()
+	if t.isClosed.Load() {
+		return false
+	}
+	c.next = t.waiting
+	if c.next != nil {
+		c.next.prev = c
+	}
+	t.waiting = c
+	return true
+}
+
+// untrack removes c from the waiting requests.
+func (t *LocalNode) untrack(c *localCall) {
+	t.waitMu.Lock()
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		t.waiting = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	}
+	c.prev, c.next = nil, nil
+	t.waitMu.Unlock()
+}
+
+// callTimer ends a request's wait when its timeout passes. It is recycled
+// only when Stop stopped it before it fired: a timer that fired may still
+// be about to read call.
+type callTimer struct {
+	t    *time.Timer
+	call atomic.Pointer[localCall]
+}
+
+func (ct *callTimer) fire() {
+	if c := ct.call.Load(); c != nil {
+		c.finish(context.DeadlineExceeded)
+	}
+}
+
+func (t *LocalNode) armTimer(c *localCall, timeout time.Duration) *callTimer {
+	ct, _ := t.timers.Get().(*callTimer)
+	if ct == nil {
+		ct = &callTimer{}
+		ct.call.Store(c)
+		ct.t = time.AfterFunc(timeout, ct.fire)
+		return ct
+	}
+	ct.call.Store(c)
+	ct.t.Reset(timeout)
+	return ct
+}
+
+func (t *LocalNode) disarm(ct *callTimer) {
+	ct.call.Store(nil)
+	if ct.t.Stop() {
+		t.timers.Put(ct)
 	}
 }
