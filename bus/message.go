@@ -69,15 +69,15 @@ func isReserved(key string) bool {
 type Message struct {
 	bus       *Bus
 	env       Envelope
-	kind      Kind
 	responder Responder
 
 	// ack is the delivery's Ack (nil when the transport set none).
 	ack func(err error)
 
 	// flags are the message's one-way switches (flagReplied and the
-	// others), in one word to keep a Message small.
+	// others), in one word to keep a Message small (kind fits beside it).
 	flags atomic.Uint32
+	kind  Kind
 }
 
 // Message flags.
