@@ -64,6 +64,13 @@ type Delivery struct {
 	spare *Message
 }
 
+// NewDelivery returns a delivery of env of the given kind, allocated
+// together with the Message that a bus consumer receiving it makes of it:
+// a transport that allocates a delivery per incoming message saves an
+// allocation with it. The transport may set the other fields before it
+// hands the delivery over; it hands it to one DeliverFunc call only.
+func NewDelivery(env Envelope, kind Kind) *Delivery { return newLocalDelivery(env, kind) }
+
 // takeSpare returns the delivery's spare Message, or nil when it has none
 // or another consumer took it already.
 func (d *Delivery) takeSpare() *Message {

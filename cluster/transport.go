@@ -366,21 +366,18 @@ func (s *subscription) onSend(m *nats.Msg) {
 		rd := &requestDelivery{r: natsResponder{t: s.t, subject: m.Reply}}
 		rd.d.Responder = &rd.r
 		d = &rd.d
+		d.Envelope = bus.Envelope{Address: s.address, Headers: fromNATS(m.Header), Body: m.Data}
+		d.Kind = bus.KindSend
 	} else {
-		d = new(bus.Delivery)
+		d = bus.NewDelivery(bus.Envelope{Address: s.address, Headers: fromNATS(m.Header), Body: m.Data}, bus.KindSend)
 	}
-	d.Envelope = bus.Envelope{Address: s.address, Headers: fromNATS(m.Header), Body: m.Data}
-	d.Kind = bus.KindSend
 	if !s.call(d) && d.Responder != nil {
 		_ = d.Responder.Respond(context.Background(), noHandlersEnvelope("consumer unregistered"))
 	}
 }
 
 func (s *subscription) onPublish(m *nats.Msg) {
-	s.call(&bus.Delivery{
-		Envelope: bus.Envelope{Address: s.address, Headers: fromNATS(m.Header), Body: m.Data},
-		Kind:     bus.KindPublish,
-	})
+	s.call(bus.NewDelivery(bus.Envelope{Address: s.address, Headers: fromNATS(m.Header), Body: m.Data}, bus.KindPublish))
 }
 
 // noHandlersEnvelope is the failure reply of a request that reached a
