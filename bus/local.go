@@ -41,7 +41,7 @@ func NewLocalNetwork() *LocalNetwork {
 
 // Attach returns a transport for one more node on the network.
 func (n *LocalNetwork) Attach() *LocalNode {
-	return &LocalNode{net: n, closed: make(chan struct{})}
+	return &LocalNode{net: n, closed: make(chan struct{}), epoch: time.Now()}
 }
 
 // LocalNode is one node of a [LocalNetwork]: a [Transport] that hands
@@ -58,15 +58,22 @@ type LocalNode struct {
 	subsMu    sync.Mutex
 	subs      map[*localSub]struct{}
 
-	// signals recycles the channels that wake requesters (see localCall),
-	// timers the timers that end their waits (see callTimer).
-	signals, timers sync.Pool
+	// signals recycles the channels that wake requesters (see localCall).
+	signals sync.Pool
 
 	// waiting lists the requests waiting for an answer, so that Close
-	// can end their waits: a request waits on one channel, not on a
-	// select of its answer, its timer and the node's closing.
+	// and the node's one timer can end their waits: a request waits on
+	// one channel, not on a select of its answer, a timer of its own and
+	// the node's closing. The timer (made on first use) is armed for
+	// timerAt, the earliest deadline known when it was armed (0: not
+	// armed); deadlines are times since epoch. Requests with the same
+	// timeout end in the order they started, so in steady state a new
+	// request leaves the timer alone. All guarded by waitMu.
 	waitMu  sync.Mutex
 	waiting *localCall
+	timer   *time.Timer
+	timerAt time.Duration
+	epoch   time.Time
 }
 
 var (
@@ -333,7 +340,8 @@ type localCall struct {
 	// outcome is why the wait ended (nil: answered); written by whoever
 	// claimed done, before it signals.
 	outcome    error
-	prev, next *localCall // in node.waiting
+	prev, next *localCall    // in node.waiting
+	deadline   time.Duration // since node.epoch; 0 for none
 
 	// reply's envelope and responder are written by the responder
 	// before it signals; the bus completes the rest.
@@ -394,12 +402,8 @@ func (c *localCall) finish(outcome error) {
 // none), which ends it with context.DeadlineExceeded.
 func (c *localCall) wait(ctx context.Context, timeout time.Duration) error {
 	n := c.node
-	if !n.track(c) {
+	if !n.track(c, timeout) {
 		return errClosedWaiting
-	}
-	var ct *callTimer
-	if timeout > 0 {
-		ct = n.armTimer(c, timeout)
 	}
 	if done := ctx.Done(); done == nil {
 		<-c.signal
@@ -414,16 +418,18 @@ func (c *localCall) wait(ctx context.Context, timeout time.Duration) error {
 			}
 		}
 	}
-	if ct != nil {
-		n.disarm(ct)
-	}
 	n.untrack(c)
 	n.signals.Put(c.signal) // nobody sends on it again (see localCall)
 	return c.outcome
 }
 
-// track adds c to the waiting requests, unless the node is closed.
-func (t *LocalNode) track(c *localCall) bool {
+// track adds c to the waiting requests, with its deadline, unless the
+// node is closed.
+func (t *LocalNode) track(c *localCall, timeout time.Duration) bool {
+	var now time.Duration
+	if timeout > 0 {
+		now = time.Since(t.epoch)
+	}
 	t.waitMu.Lock()
 	defer t.waitMu.Unlock()
 	if t.isClosed.Load() {
@@ -434,10 +440,49 @@ func (t *LocalNode) track(c *localCall) bool {
 		c.next.prev = c
 	}
 	t.waiting = c
+	if timeout > 0 {
+		c.deadline = now + timeout
+		if t.timerAt == 0 || c.deadline < t.timerAt {
+			t.armLocked(c.deadline, now)
+		}
+	}
 	return true
 }
 
-// untrack removes c from the waiting requests.
+// armLocked sets the node's timer for deadline; waitMu is held.
+func (t *LocalNode) armLocked(deadline, now time.Duration) {
+	t.timerAt = deadline
+	if t.timer == nil {
+		t.timer = time.AfterFunc(deadline-now, t.expire)
+	} else {
+		t.timer.Reset(deadline - now)
+	}
+}
+
+// expire ends the waits whose deadline has passed and arms the timer for
+// the earliest one left.
+func (t *LocalNode) expire() {
+	now := time.Since(t.epoch)
+	t.waitMu.Lock()
+	defer t.waitMu.Unlock()
+	t.timerAt = 0
+	var next time.Duration
+	for c := t.waiting; c != nil; c = c.next {
+		switch {
+		case c.deadline == 0 || c.done.Load():
+		case c.deadline <= now:
+			c.finish(context.DeadlineExceeded)
+		case next == 0 || c.deadline < next:
+			next = c.deadline
+		}
+	}
+	if next != 0 {
+		t.armLocked(next, now)
+	}
+}
+
+// untrack removes c from the waiting requests. The timer stays armed: it
+// finds nothing to do when it fires, or waits that started since.
 func (t *LocalNode) untrack(c *localCall) {
 	t.waitMu.Lock()
 	if c.prev != nil {
@@ -450,38 +495,4 @@ func (t *LocalNode) untrack(c *localCall) {
 	}
 	c.prev, c.next = nil, nil
 	t.waitMu.Unlock()
-}
-
-// callTimer ends a request's wait when its timeout passes. It is recycled
-// only when Stop stopped it before it fired: a timer that fired may still
-// be about to read call.
-type callTimer struct {
-	t    *time.Timer
-	call atomic.Pointer[localCall]
-}
-
-func (ct *callTimer) fire() {
-	if c := ct.call.Load(); c != nil {
-		c.finish(context.DeadlineExceeded)
-	}
-}
-
-func (t *LocalNode) armTimer(c *localCall, timeout time.Duration) *callTimer {
-	ct, _ := t.timers.Get().(*callTimer)
-	if ct == nil {
-		ct = &callTimer{}
-		ct.call.Store(c)
-		ct.t = time.AfterFunc(timeout, ct.fire)
-		return ct
-	}
-	ct.call.Store(c)
-	ct.t.Reset(timeout)
-	return ct
-}
-
-func (t *LocalNode) disarm(ct *callTimer) {
-	ct.call.Store(nil)
-	if ct.t.Stop() {
-		t.timers.Put(ct)
-	}
 }
