@@ -302,7 +302,7 @@ func (t *LocalNode) Close() error {
 		// now on see isClosed (track checks it under waitMu).
 		t.waitMu.Lock()
 		for c := t.waiting; c != nil; c = c.next {
-			c.finish(errClosedWaiting)
+			c.finish(outcomeClosed)
 		}
 		t.waitMu.Unlock()
 		t.subsMu.Lock()
@@ -318,6 +318,19 @@ func (t *LocalNode) Close() error {
 	return nil
 }
 
+// localCall states and outcomes.
+const (
+	callUsed uint32 = 1
+	callDone uint32 = 2
+
+	// The outcome sits above the two flags.
+	outcomeShift            = 2
+	outcomeAnswered  uint32 = 0
+	outcomeTimeout   uint32 = 1
+	outcomeClosed    uint32 = 2
+	outcomeCancelled uint32 = 3
+)
+
 // errClosedWaiting ends the waits of requests on a node that closes.
 var errClosedWaiting = fmt.Errorf("waiting for a reply: %w", ErrClosed)
 
@@ -331,15 +344,13 @@ var errClosedWaiting = fmt.Errorf("waiting for a reply: %w", ErrClosed)
 // value is ever sent on it, by whoever claims done (the answer, the timer,
 // the node's closing), so nobody sends on it after that.
 type localCall struct {
-	node   *LocalNode
-	d      Delivery
-	req    Message
-	used   atomic.Bool // a response was given (one only)
-	done   atomic.Bool // the wait's outcome is decided
-	signal chan struct{}
-	// outcome is why the wait ended (nil: answered); written by whoever
-	// claimed done, before it signals.
-	outcome    error
+	node *LocalNode
+	d    Delivery
+	req  Message
+	// state holds callUsed (a response was given: one only), callDone
+	// (the wait's outcome is decided) and, with callDone, the outcome.
+	state      atomic.Uint32
+	signal     chan struct{}
 	prev, next *localCall    // in node.waiting
 	deadline   time.Duration // since node.epoch; 0 for none
 
@@ -368,22 +379,22 @@ var errResponded = errors.New("bus: already responded")
 
 // Respond implements [Responder].
 func (c *localCall) Respond(ctx context.Context, env *Envelope) error {
-	if !c.used.CompareAndSwap(false, true) {
+	if c.state.Or(callUsed)&callUsed != 0 {
 		return errResponded
 	}
 	c.reply.env = copyEnvelope(env)
-	c.finish(nil)
+	c.finish(outcomeAnswered)
 	return nil
 }
 
 // RespondRequest implements [Responder].
 func (c *localCall) RespondRequest(ctx context.Context, env *Envelope) (*Delivery, error) {
-	if !c.used.CompareAndSwap(false, true) {
+	if c.state.Or(callUsed)&callUsed != 0 {
 		return nil, errResponded
 	}
 	next := c.node.newCall()
 	c.reply.env, c.reply.responder = copyEnvelope(env), next
-	c.finish(nil)
+	c.finish(outcomeAnswered)
 	if err := next.wait(ctx, 0); err != nil {
 		return nil, err
 	}
@@ -391,11 +402,36 @@ func (c *localCall) RespondRequest(ctx context.Context, env *Envelope) (*Deliver
 }
 
 // finish ends the wait with outcome, unless it has ended already.
-func (c *localCall) finish(outcome error) {
-	if c.done.CompareAndSwap(false, true) {
-		c.outcome = outcome
+func (c *localCall) finish(outcome uint32) {
+	if c.decide(outcome) {
 		c.signal <- struct{}{}
 	}
+}
+
+// decide claims the outcome of the wait; only the first claim succeeds.
+func (c *localCall) decide(outcome uint32) bool {
+	for {
+		old := c.state.Load()
+		if old&callDone != 0 {
+			return false
+		}
+		if c.state.CompareAndSwap(old, old|callDone|outcome<<outcomeShift) {
+			return true
+		}
+	}
+}
+
+// outcome is why the wait ended.
+func (c *localCall) outcome(ctx context.Context) error {
+	switch c.state.Load() >> outcomeShift {
+	case outcomeTimeout:
+		return context.DeadlineExceeded
+	case outcomeClosed:
+		return errClosedWaiting
+	case outcomeCancelled:
+		return ctx.Err()
+	}
+	return nil
 }
 
 // wait waits for the answer, ctx, the node's closing, or timeout (0 for
@@ -411,16 +447,14 @@ func (c *localCall) wait(ctx context.Context, timeout time.Duration) error {
 		select {
 		case <-c.signal:
 		case <-done:
-			if c.done.CompareAndSwap(false, true) {
-				c.outcome = ctx.Err() // nobody sends now
-			} else {
+			if !c.decide(outcomeCancelled) { // else nobody sends now
 				<-c.signal // the outcome is on its way
 			}
 		}
 	}
 	n.untrack(c)
 	n.signals.Put(c.signal) // nobody sends on it again (see localCall)
-	return c.outcome
+	return c.outcome(ctx)
 }
 
 // track adds c to the waiting requests, with its deadline, unless the
@@ -469,9 +503,9 @@ func (t *LocalNode) expire() {
 	var next time.Duration
 	for c := t.waiting; c != nil; c = c.next {
 		switch {
-		case c.deadline == 0 || c.done.Load():
+		case c.deadline == 0 || c.state.Load()&callDone != 0:
 		case c.deadline <= now:
-			c.finish(context.DeadlineExceeded)
+			c.finish(outcomeTimeout)
 		case next == 0 || c.deadline < next:
 			next = c.deadline
 		}
