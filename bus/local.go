@@ -41,7 +41,7 @@ func NewLocalNetwork() *LocalNetwork {
 
 // Attach returns a transport for one more node on the network.
 func (n *LocalNetwork) Attach() *LocalNode {
-	return &LocalNode{net: n, closed: make(chan struct{}), epoch: time.Now()}
+	return &LocalNode{net: n, epoch: time.Now()}
 }
 
 // LocalNode is one node of a [LocalNetwork]: a [Transport] that hands
@@ -52,7 +52,6 @@ func (n *LocalNetwork) Attach() *LocalNode {
 // does, for local-only consumers and messages).
 type LocalNode struct {
 	net       *LocalNetwork
-	closed    chan struct{}
 	closeOnce sync.Once
 	isClosed  atomic.Bool
 	subsMu    sync.Mutex
@@ -297,7 +296,6 @@ func (t *LocalNode) request(ctx context.Context, env *Envelope, opts RouteOption
 func (t *LocalNode) Close() error {
 	t.closeOnce.Do(func() {
 		t.isClosed.Store(true)
-		close(t.closed)
 		// Requests waiting here fail at once; those that start from
 		// now on see isClosed (track checks it under waitMu).
 		t.waitMu.Lock()
