@@ -549,7 +549,7 @@ func (t *Transport) request(ctx context.Context, subject string, env *bus.Envelo
 	if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
 		return nil, fmt.Errorf("cluster: %w", bus.ErrNoHandlers)
 	}
-	d := &bus.Delivery{Envelope: bus.Envelope{Address: env.Address, Headers: fromNATS(m.Header), Body: m.Data}, Kind: bus.KindReply}
+	d := bus.NewDelivery(bus.Envelope{Address: env.Address, Headers: fromNATS(m.Header), Body: m.Data}, bus.KindReply)
 	if m.Reply != "" {
 		d.Responder = &natsResponder{t: t, subject: m.Reply}
 	}
