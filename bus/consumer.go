@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -295,8 +296,37 @@ func (c *Consumer) loop() {
 		if c.quit.Load() {
 			return
 		}
-		c.drain()
+		c.drainOwn()
 	}
+}
+
+// drainOwn is drain for the consumer's own goroutine: when the buffer runs
+// empty it yields once before it gives up being scheduled, so that a
+// sender that runs meanwhile (a requester about to send again, a transport
+// with more messages) adds to the buffer without waking it.
+func (c *Consumer) drainOwn() {
+	for {
+		m := c.popKeep()
+		if m == nil {
+			runtime.Gosched()
+			if m = c.pop(); m == nil {
+				return
+			}
+		}
+		c.handle(m)
+	}
+}
+
+// popKeep is pop, except that an empty buffer leaves the consumer
+// scheduled.
+func (c *Consumer) popKeep() *Message {
+	c.mu.Lock()
+	if c.n == 0 && !c.paused && !c.stopped {
+		c.mu.Unlock()
+		return nil
+	}
+	c.mu.Unlock()
+	return c.pop()
 }
 
 // drain handles buffered messages until the buffer is empty (or paused).
