@@ -256,6 +256,11 @@ func (c *Consumer) push(m *Message) {
 // stop draining (empty or paused) and marks it unscheduled.
 func (c *Consumer) pop() *Message {
 	c.mu.Lock()
+	return c.popLocked()
+}
+
+// popLocked is pop with c.mu held; it unlocks it.
+func (c *Consumer) popLocked() *Message {
 	defer c.mu.Unlock()
 	if c.n == 0 || (c.paused && !c.stopped) {
 		c.scheduled = false
@@ -325,8 +330,7 @@ func (c *Consumer) popKeep() *Message {
 		c.mu.Unlock()
 		return nil
 	}
-	c.mu.Unlock()
-	return c.pop()
+	return c.popLocked()
 }
 
 // drain handles buffered messages until the buffer is empty (or paused).
