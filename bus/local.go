@@ -153,21 +153,24 @@ func (s *localSub) eligible(from *LocalNode, opts RouteOptions) bool {
 	return !s.node.isClosed.Load()
 }
 
-// subscribers returns the subscribers of address.
-func (t *LocalNode) subscribers(address string) *localAddress {
+// subscribers returns the entry of address and its subscribers, read
+// under the network's lock (Subscribe and Unsubscribe replace the slice).
+func (t *LocalNode) subscribers(address string) (*localAddress, []*localSub) {
 	t.net.mu.RLock()
+	defer t.net.mu.RUnlock()
 	a := t.net.addrs[address]
-	t.net.mu.RUnlock()
-	return a
+	if a == nil {
+		return nil, nil
+	}
+	return a, a.subs
 }
 
 // pick chooses one eligible subscriber round-robin.
 func (t *LocalNode) pick(address string, opts RouteOptions) *localSub {
-	a := t.subscribers(address)
+	a, subs := t.subscribers(address)
 	if a == nil {
 		return nil
 	}
-	subs := a.subs
 	count := 0
 	for _, s := range subs {
 		if s.eligible(t, opts) {
@@ -192,11 +195,8 @@ func (t *LocalNode) pick(address string, opts RouteOptions) *localSub {
 // Reaches reports whether a message sent from this node to address with
 // opts has a subscriber to go to now.
 func (t *LocalNode) Reaches(address string, opts RouteOptions) bool {
-	a := t.subscribers(address)
-	if a == nil {
-		return false
-	}
-	for _, s := range a.subs {
+	_, subs := t.subscribers(address)
+	for _, s := range subs {
 		if s.eligible(t, opts) {
 			return true
 		}
@@ -248,12 +248,9 @@ func (t *LocalNode) Publish(ctx context.Context, env *Envelope, opts RouteOption
 	if t.isClosed.Load() {
 		return ErrClosed
 	}
-	a := t.subscribers(env.Address)
-	if a == nil {
-		return nil
-	}
+	_, subs := t.subscribers(env.Address)
 	var body []byte
-	for _, s := range a.subs {
+	for _, s := range subs {
 		if s.eligible(t, opts) {
 			if body == nil {
 				body = append([]byte{}, env.Body...)
