@@ -17,6 +17,8 @@ const DefaultTimeout = 30 * time.Second
 // Bus is one node's handle on the event bus. It is safe for concurrent use.
 type Bus struct {
 	transport Transport
+	router    LocalRouter    // the transport's, if it offers one
+	timed     TimedRequester // the transport's, if it offers one
 	codecs    codecs
 	logger    *slog.Logger
 	timeout   time.Duration
@@ -28,6 +30,7 @@ type Bus struct {
 	mu        sync.Mutex
 	consumers map[*Consumer]struct{}
 	closed    bool
+	isClosed  atomic.Bool // closed, for operations that need no lock
 }
 
 // Option configures a Bus.
@@ -96,6 +99,8 @@ func New(opts ...Option) (*Bus, error) {
 		timeout:   o.timeout,
 		consumers: make(map[*Consumer]struct{}),
 	}
+	b.router, _ = o.transport.(LocalRouter)
+	b.timed, _ = o.transport.(TimedRequester)
 	b.outbound.Store(&o.outbound)
 	b.inbound.Store(&o.inbound)
 	b.observers.Store(&o.observers)
@@ -200,33 +205,41 @@ func LocalOnly() DeliveryOption { return func(o *deliveryOptions) { o.localOnly 
 // CodecName encodes the body with the named codec.
 func CodecName(name string) DeliveryOption { return func(o *deliveryOptions) { o.codec = name } }
 
-// prepare builds the envelope of an outgoing message.
-func (b *Bus) prepare(ctx context.Context, kind Kind, request bool, address string, body any, opts []DeliveryOption) (*Envelope, deliveryOptions, error) {
+// prepare builds the envelope of an outgoing message. It returns it by
+// value, so that a message for the in-process fast path is built on the
+// stack.
+func (b *Bus) prepare(ctx context.Context, kind Kind, request bool, address string, body any, opts []DeliveryOption) (Envelope, deliveryOptions, error) {
 	var o deliveryOptions
 	if kind != KindReply {
 		if err := ValidateAddress(address); err != nil {
-			return nil, o, deliveryError(address, err)
+			return Envelope{}, o, deliveryError(address, err)
 		}
 	}
-	for _, opt := range opts {
-		opt(&o)
+	if len(opts) > 0 {
+		// The options see a pointer: only a message with options pays
+		// for putting them on the heap.
+		po := new(deliveryOptions)
+		for _, opt := range opts {
+			opt(po)
+		}
+		o = *po
 	}
 	if o.err != nil {
-		return nil, o, deliveryError(address, o.err)
+		return Envelope{}, o, deliveryError(address, o.err)
 	}
 	for k, v := range o.headers {
 		if err := ValidateHeader(k, v); err != nil {
-			return nil, o, deliveryError(address, err)
+			return Envelope{}, o, deliveryError(address, err)
 		}
 		if isReserved(k) {
-			return nil, o, deliveryError(address, fmt.Errorf("header %q is reserved for the toolkit", k))
+			return Envelope{}, o, deliveryError(address, fmt.Errorf("header %q is reserved for the toolkit", k))
 		}
 	}
 	data, codec, err := b.codecs.encode(body, o.codec)
 	if err != nil {
-		return nil, o, deliveryError(address, err)
+		return Envelope{}, o, deliveryError(address, err)
 	}
-	env := &Envelope{Address: address, Headers: o.headers, Body: data}
+	env := Envelope{Address: address, Headers: o.headers, Body: data}
 	if codec != "" {
 		if env.Headers == nil {
 			env.Headers = make(Headers, 1)
@@ -234,20 +247,30 @@ func (b *Bus) prepare(ctx context.Context, kind Kind, request bool, address stri
 		env.Headers[HeaderCodec] = codec
 	}
 	if list := *b.outbound.Load(); len(list) > 0 {
-		if err := runInterceptors(ctx, list, &Event{Kind: kind, ReplyExpected: request, Envelope: env}); err != nil {
-			return nil, o, deliveryError(address, err)
+		ev := &Event{Kind: kind, ReplyExpected: request, Envelope: &Envelope{}}
+		*ev.Envelope = env
+		if err := runInterceptors(ctx, list, ev); err != nil {
+			return Envelope{}, o, deliveryError(address, err)
 		}
+		env = *ev.Envelope
 	}
 	return env, o, nil
 }
 
 func (b *Bus) checkOpen() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
+	if b.isClosed.Load() {
 		return ErrClosed
 	}
 	return nil
+}
+
+// localRoute returns the node that carries a message in process, or nil
+// when it goes through the transport (see [LocalRouter]).
+func (b *Bus) localRoute(address string, kind Kind, opts RouteOptions) *LocalNode {
+	if b.router == nil {
+		return nil
+	}
+	return b.router.LocalRoute(address, kind, opts)
 }
 
 // Send delivers body to one consumer of address. It returns once the
@@ -255,7 +278,9 @@ func (b *Bus) checkOpen() error {
 // (see the delivery guarantee in the package documentation).
 func (b *Bus) Send(ctx context.Context, address string, body any, opts ...DeliveryOption) error {
 	h, err := b.send(ctx, address, body, opts)
-	b.observe(Outcome{Op: OpSend, Address: address, Headers: h, Err: err}, time.Time{})
+	if b.observing() {
+		b.observe(Outcome{Op: OpSend, Address: address, Headers: h, Err: err}, time.Time{})
+	}
 	return err
 }
 
@@ -267,16 +292,28 @@ func (b *Bus) send(ctx context.Context, address string, body any, opts []Deliver
 	if err != nil {
 		return nil, err
 	}
-	if err := b.transport.Send(ctx, env, RouteOptions{LocalOnly: o.localOnly}); err != nil {
+	ro := RouteOptions{LocalOnly: o.localOnly}
+	if n := b.localRoute(address, KindSend, ro); n != nil {
+		err = n.Send(ctx, &env, ro)
+	} else {
+		err = b.transport.Send(ctx, escape(env), ro)
+	}
+	if err != nil {
 		return env.Headers, deliveryError(address, err)
 	}
 	return env.Headers, nil
 }
 
+// escape returns env on the heap, for a transport's method: it is kept
+// apart so that the in-process path's envelope stays on the stack.
+func escape(env Envelope) *Envelope { return &env }
+
 // Publish delivers body to every consumer of address.
 func (b *Bus) Publish(ctx context.Context, address string, body any, opts ...DeliveryOption) error {
 	h, err := b.publish(ctx, address, body, opts)
-	b.observe(Outcome{Op: OpPublish, Address: address, Headers: h, Err: err}, time.Time{})
+	if b.observing() {
+		b.observe(Outcome{Op: OpPublish, Address: address, Headers: h, Err: err}, time.Time{})
+	}
 	return err
 }
 
@@ -288,7 +325,13 @@ func (b *Bus) publish(ctx context.Context, address string, body any, opts []Deli
 	if err != nil {
 		return nil, err
 	}
-	if err := b.transport.Publish(ctx, env, RouteOptions{LocalOnly: o.localOnly}); err != nil {
+	ro := RouteOptions{LocalOnly: o.localOnly}
+	if n := b.localRoute(address, KindPublish, ro); n != nil {
+		err = n.Publish(ctx, &env, ro)
+	} else {
+		err = b.transport.Publish(ctx, escape(env), ro)
+	}
+	if err != nil {
 		return env.Headers, deliveryError(address, err)
 	}
 	return env.Headers, nil
@@ -317,18 +360,31 @@ func (b *Bus) request(ctx context.Context, address string, body any, opts []Deli
 		return nil, nil, err
 	}
 	h := env.Headers
-	if lt, ok := b.transport.(*localTransport); ok {
-		// In process, a pooled timer bounds the wait: a context with a
-		// deadline would cost a timer and several allocations per request.
-		d, err := lt.requestWithin(ctx, env, RouteOptions{LocalOnly: o.localOnly}, b.timeoutOf(o))
-		m, err := b.finishRequest(ctx, address, d, err)
+	ro := RouteOptions{LocalOnly: o.localOnly}
+	if n := b.localRoute(address, KindSend, ro); n != nil {
+		// In process, one timer per node bounds the wait: a context with
+		// a deadline would cost a timer and several allocations.
+		c, err := n.request(ctx, &env, ro, b.timeoutOf(o))
+		if err != nil {
+			return nil, h, requestError(ctx, address, err)
+		}
+		m, err := b.finishReply(ctx, address, &c.reply, nil)
 		return m, h, err
+	}
+	m, err := b.requestVia(ctx, address, env, o)
+	return m, h, err
+}
+
+// requestVia makes a request through the transport's Request.
+func (b *Bus) requestVia(ctx context.Context, address string, env Envelope, o deliveryOptions) (*Message, error) {
+	if b.timed != nil {
+		d, err := b.timed.RequestWithin(ctx, &env, RouteOptions{LocalOnly: o.localOnly}, b.timeoutOf(o))
+		return b.finishRequest(ctx, address, d, err)
 	}
 	ctx, cancel := b.requestContext(ctx, o)
 	defer cancel()
-	d, err := b.transport.Request(ctx, env, RouteOptions{LocalOnly: o.localOnly})
-	m, err := b.finishRequest(ctx, address, d, err)
-	return m, h, err
+	d, err := b.transport.Request(ctx, &env, RouteOptions{LocalOnly: o.localOnly})
+	return b.finishRequest(ctx, address, d, err)
 }
 
 func (b *Bus) timeoutOf(o deliveryOptions) time.Duration {
@@ -346,43 +402,61 @@ func (b *Bus) requestContext(ctx context.Context, o deliveryOptions) (context.Co
 // failure.
 func (b *Bus) finishRequest(ctx context.Context, address string, d *Delivery, err error) (*Message, error) {
 	if err != nil {
-		var re *ReplyError
-		switch {
-		case errors.As(err, &re):
-			return nil, err
-		case errors.Is(err, ErrNoHandlers):
-			return nil, &ReplyError{Failure: FailureNoHandlers, Address: address}
-		case errors.Is(err, context.DeadlineExceeded) || ctx.Err() == context.DeadlineExceeded:
-			return nil, &ReplyError{Failure: FailureTimeout, Address: address, Err: context.DeadlineExceeded}
-		case errors.Is(err, context.Canceled) || ctx.Err() == context.Canceled:
-			return nil, &ReplyError{Failure: FailureError, Address: address, Message: "request cancelled", Err: context.Canceled}
-		default:
-			return nil, deliveryError(address, err)
-		}
+		return nil, requestError(ctx, address, err)
 	}
-	env := &d.Envelope
+	m := d.takeSpare()
+	if m == nil {
+		m = new(Message)
+	}
+	m.env, m.responder = d.Envelope, d.Responder
+	return b.finishReply(ctx, address, m, d.Ack)
+}
+
+// requestError maps a transport's failure of a request to a ReplyError.
+func requestError(ctx context.Context, address string, err error) error {
+	var re *ReplyError
+	switch {
+	case errors.As(err, &re):
+		return err
+	case errors.Is(err, ErrNoHandlers):
+		return &ReplyError{Failure: FailureNoHandlers, Address: address}
+	case errors.Is(err, context.DeadlineExceeded) || ctx.Err() == context.DeadlineExceeded:
+		return &ReplyError{Failure: FailureTimeout, Address: address, Err: context.DeadlineExceeded}
+	case errors.Is(err, context.Canceled) || ctx.Err() == context.Canceled:
+		return &ReplyError{Failure: FailureError, Address: address, Message: "request cancelled", Err: context.Canceled}
+	default:
+		return deliveryError(address, err)
+	}
+}
+
+// finishReply completes m, a reply whose envelope and responder are set:
+// inbound interceptors, the delivery's ack (nil for none), and the
+// failure it may carry.
+func (b *Bus) finishReply(ctx context.Context, address string, m *Message, ack func(error)) (*Message, error) {
+	env := &m.env
 	env.Address = address
 	if list := *b.inbound.Load(); len(list) > 0 {
 		if err := runInterceptors(ctx, list, &Event{Kind: KindReply, Inbound: true, Envelope: env}); err != nil {
-			if d.Responder != nil {
-				_ = d.Responder.Respond(context.Background(), failureEnvelope(FailureError, 0, err.Error()))
+			if m.responder != nil {
+				_ = m.responder.Respond(context.Background(), failureEnvelope(FailureError, 0, err.Error()))
 			}
 			err = deliveryError(address, err)
-			if d.Ack != nil {
-				d.Ack(err)
+			if ack != nil {
+				ack(err)
 			}
 			return nil, err
 		}
 	}
-	if d.Ack != nil {
+	if ack != nil {
 		// The reply reached the requester: that is all there is to do
 		// with it.
-		d.Ack(nil)
+		ack(nil)
 	}
 	if ferr := failureFromEnvelope(address, env); ferr != nil {
 		return nil, ferr
 	}
-	return &Message{bus: b, env: *env, kind: KindReply, responder: d.Responder}, nil
+	m.bus, m.kind = b, KindReply
+	return m, nil
 }
 
 // Close unregisters every consumer, draining buffered messages until ctx
@@ -395,6 +469,7 @@ func (b *Bus) Close(ctx context.Context) error {
 		return nil
 	}
 	b.closed = true
+	b.isClosed.Store(true)
 	cs := make([]*Consumer, 0, len(b.consumers))
 	for c := range b.consumers {
 		cs = append(cs, c)

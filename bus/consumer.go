@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,7 +97,7 @@ type Consumer struct {
 	unwarned  uint64
 
 	signal chan struct{} // own-goroutine mode
-	quit   chan struct{}
+	quit   atomic.Bool   // own-goroutine mode: set, then signalled, to end loop
 
 	received, handled, overflowed, rejected, pauses atomic.Uint64
 }
@@ -140,7 +141,6 @@ func (b *Bus) register(address string, local bool, h Handler, opts []ConsumerOpt
 		c.exec = nil
 	} else if c.exec == nil {
 		c.signal = make(chan struct{}, 1)
-		c.quit = make(chan struct{})
 		go c.loop()
 	}
 	b.mu.Lock()
@@ -186,7 +186,11 @@ func (c *Consumer) Stats() ConsumerStats {
 
 // deliver is the consumer's DeliverFunc: it never blocks.
 func (c *Consumer) deliver(d *Delivery) {
-	m := &Message{bus: c.bus, env: d.Envelope, kind: d.Kind, responder: d.Responder, ack: d.Ack}
+	m := d.takeSpare()
+	if m == nil {
+		m = new(Message)
+	}
+	m.bus, m.env, m.kind, m.responder, m.ack = c.bus, d.Envelope, d.Kind, d.Responder, d.Ack
 	if list := *c.bus.inbound.Load(); len(list) > 0 {
 		if err := runInterceptors(c.ctx, list, &Event{Kind: d.Kind, Inbound: true, ReplyExpected: d.Responder != nil, Envelope: &m.env}); err != nil {
 			c.rejected.Add(1)
@@ -256,6 +260,11 @@ func (c *Consumer) push(m *Message) {
 // stop draining (empty or paused) and marks it unscheduled.
 func (c *Consumer) pop() *Message {
 	c.mu.Lock()
+	return c.popLocked()
+}
+
+// popLocked is pop with c.mu held; it unlocks it.
+func (c *Consumer) popLocked() *Message {
 	defer c.mu.Unlock()
 	if c.n == 0 || (c.paused && !c.stopped) {
 		c.scheduled = false
@@ -288,16 +297,44 @@ func (c *Consumer) schedule() {
 	c.exec.Execute(c.drainBatch)
 }
 
-// loop is the consumer's own goroutine when it has no executor.
+// loop is the consumer's own goroutine when it has no executor. It waits
+// on one channel (a receive costs less than a select): stop sets quit
+// before it signals.
 func (c *Consumer) loop() {
-	for {
-		select {
-		case <-c.signal:
-			c.drain()
-		case <-c.quit:
+	for range c.signal {
+		if c.quit.Load() {
 			return
 		}
+		c.drainOwn()
 	}
+}
+
+// drainOwn is drain for the consumer's own goroutine: when the buffer runs
+// empty it yields once before it gives up being scheduled, so that a
+// sender that runs meanwhile (a requester about to send again, a transport
+// with more messages) adds to the buffer without waking it.
+func (c *Consumer) drainOwn() {
+	for {
+		m := c.popKeep()
+		if m == nil {
+			runtime.Gosched()
+			if m = c.pop(); m == nil {
+				return
+			}
+		}
+		c.handle(m)
+	}
+}
+
+// popKeep is pop, except that an empty buffer leaves the consumer
+// scheduled.
+func (c *Consumer) popKeep() *Message {
+	c.mu.Lock()
+	if c.n == 0 && !c.paused && !c.stopped {
+		c.mu.Unlock()
+		return nil
+	}
+	return c.popLocked()
 }
 
 // drain handles buffered messages until the buffer is empty (or paused).
@@ -344,7 +381,7 @@ func (c *Consumer) handle(m *Message) {
 	}()
 	c.handler.HandleMessage(c.ctx, m)
 	returned = true
-	if !m.held.Load() {
+	if !m.hasFlag(flagHeld) {
 		m.complete(nil)
 	}
 }
@@ -442,7 +479,11 @@ func (c *Consumer) abandon() int {
 
 func (c *Consumer) stop() {
 	c.cancel()
-	if c.quit != nil {
-		close(c.quit)
+	if c.signal != nil {
+		c.quit.Store(true)
+		select {
+		case c.signal <- struct{}{}:
+		default: // a signal is pending: loop sees quit when it takes it
+		}
 	}
 }

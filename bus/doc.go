@@ -83,6 +83,16 @@
 // connects the buses of one process; package cluster provides one on NATS.
 // Package bustest holds the conformance suite every transport passes.
 //
+// Like a database/sql driver, a transport may offer optional interfaces
+// that the bus uses when they are there: [LocalRouter], to have the
+// messages that stay in this process go through a [LocalNode] on the
+// bus's in-process fast path (the in-process transport is its own route;
+// package cluster routes local-only messages this way), and
+// [TimedRequester], to bound a request by its timeout without a context
+// of its own. The bus recycles nothing it hands out: a Message given to a
+// handler or returned by Request belongs to its receiver for as long as
+// it is kept.
+//
 // A transport with at-least-once delivery sets [Delivery.Ack], and the bus
 // completes each such delivery exactly once, so handlers never deal with
 // acknowledgements (as database/sql keeps its drivers' details from its

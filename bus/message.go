@@ -70,16 +70,30 @@ func isReserved(key string) bool {
 type Message struct {
 	bus       *Bus
 	env       Envelope
-	kind      Kind
 	responder Responder
-	replied   atomic.Bool
 
-	// ack is the delivery's Ack (nil when the transport set none); acked
-	// says it was called, held that the handler's return does not call it.
-	ack   func(err error)
-	acked atomic.Bool
-	held  atomic.Bool
+	// ack is the delivery's Ack (nil when the transport set none).
+	ack func(err error)
+
+	// flags are the message's one-way switches (flagReplied and the
+	// others), in one word to keep a Message small (kind fits beside it).
+	flags atomic.Uint32
+	kind  Kind
 }
+
+// Message flags.
+const (
+	flagReplied    uint32 = 1 << iota // a reply or failure was sent
+	flagAcked                         // ack was called
+	flagHeld                          // the handler's return does not call ack
+	flagSpareTaken                    // a consumer took it as a delivery's spare (see Delivery.takeSpare)
+)
+
+// setFlag sets f and reports whether it was not set before.
+func (m *Message) setFlag(f uint32) bool { return m.flags.Or(f)&f == 0 }
+
+// hasFlag reports whether f is set.
+func (m *Message) hasFlag(f uint32) bool { return m.flags.Load()&f != 0 }
 
 // Hold tells the bus that the handler's work on m goes on after it
 // returns (it handed m to another goroutine or process, say): the
@@ -98,7 +112,7 @@ func (m *Message) Hold() (release func(err error)) {
 	if m.ack == nil {
 		return func(error) {}
 	}
-	m.held.Store(true)
+	m.setFlag(flagHeld)
 	return m.complete
 }
 
@@ -111,7 +125,7 @@ func (m *Message) AtLeastOnce() bool { return m.ack != nil }
 
 // complete calls the delivery's Ack the first time only.
 func (m *Message) complete(err error) {
-	if m.ack != nil && m.acked.CompareAndSwap(false, true) {
+	if m.ack != nil && m.setFlag(flagAcked) {
 		m.ack(err)
 	}
 }
@@ -162,7 +176,7 @@ func (m *Message) claimReply() error {
 	if m.responder == nil {
 		return errNoReplyExpected
 	}
-	if !m.replied.CompareAndSwap(false, true) {
+	if !m.setFlag(flagReplied) {
 		return errAlreadyReplied
 	}
 	return nil
@@ -178,10 +192,22 @@ func (m *Message) Reply(body any, opts ...DeliveryOption) error {
 	var h Headers
 	if err == nil {
 		h = env.Headers
-		err = m.responder.Respond(context.Background(), env)
+		if c, ok := m.responder.(*localCall); ok {
+			// The in-process answer copies env: it stays on the stack.
+			err = c.Respond(context.Background(), &env)
+		} else {
+			err = respond(m.responder, env)
+		}
 	}
-	m.bus.observe(Outcome{Op: OpReply, Address: m.env.Address, Headers: h, InReplyTo: m.env.Headers, Err: err}, time.Time{})
+	if m.bus.observing() {
+		m.bus.observe(Outcome{Op: OpReply, Address: m.env.Address, Headers: h, InReplyTo: m.env.Headers, Err: err}, time.Time{})
+	}
 	return err
+}
+
+// respond hands env to a transport's responder (env escapes there).
+func respond(r Responder, env Envelope) error {
+	return r.Respond(context.Background(), &env)
 }
 
 // ReplyAndRequest answers the message and waits for the requester's answer
@@ -203,7 +229,7 @@ func (m *Message) ReplyAndRequest(ctx context.Context, body any, opts ...Deliver
 	}
 	ctx, cancel := m.bus.requestContext(ctx, o)
 	defer cancel()
-	d, err := m.responder.RespondRequest(ctx, env)
+	d, err := m.responder.RespondRequest(ctx, &env)
 	reply, err := m.bus.finishRequest(ctx, m.env.Address, d, err)
 	m.bus.observe(Outcome{Op: OpRequest, Address: m.env.Address, Headers: env.Headers, Err: err}, start)
 	return reply, err
@@ -217,7 +243,9 @@ func (m *Message) Fail(code int, message string) error {
 	}
 	env := failureEnvelope(FailureRecipient, code, message)
 	err := m.responder.Respond(context.Background(), env)
-	m.bus.observe(Outcome{Op: OpReply, Address: m.env.Address, Headers: env.Headers, InReplyTo: m.env.Headers, Err: err}, time.Time{})
+	if m.bus.observing() {
+		m.bus.observe(Outcome{Op: OpReply, Address: m.env.Address, Headers: env.Headers, InReplyTo: m.env.Headers, Err: err}, time.Time{})
+	}
 	return err
 }
 

@@ -1,6 +1,9 @@
 package bus
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Envelope is a message as a transport carries it: an address, headers and
 // a body of bytes. Transports must not keep or change an envelope after the
@@ -54,6 +57,27 @@ type Delivery struct {
 	// delivery the transport did not hand to the bus (its subscription was
 	// already gone) is the transport's to complete. Ack must not block.
 	Ack func(err error)
+
+	// spare, set by the in-process transport only, is a zero Message
+	// allocated with the delivery: the consumer that receives the
+	// delivery takes it (once, see takeSpare) instead of allocating one.
+	spare *Message
+}
+
+// NewDelivery returns a delivery of env of the given kind, allocated
+// together with the Message that a bus consumer receiving it makes of it:
+// a transport that allocates a delivery per incoming message saves an
+// allocation with it. The transport may set the other fields before it
+// hands the delivery over; it hands it to one DeliverFunc call only.
+func NewDelivery(env Envelope, kind Kind) *Delivery { return newLocalDelivery(env, kind) }
+
+// takeSpare returns the delivery's spare Message, or nil when it has none
+// or another consumer took it already.
+func (d *Delivery) takeSpare() *Message {
+	if m := d.spare; m != nil && m.setFlag(flagSpareTaken) {
+		return m
+	}
+	return nil
 }
 
 // Responder answers a request (or a reply that expects an answer).
@@ -89,6 +113,38 @@ type Subscription interface {
 	// Unsubscribe stops deliveries; when it returns, DeliverFunc is no
 	// longer called.
 	Unsubscribe() error
+}
+
+// LocalRouter is an optional interface of a [Transport] that delivers some
+// messages within this process, through a node of a [LocalNetwork], rather
+// than over its own medium — as a database/sql driver's connection may
+// offer driver.QueryerContext besides driver.Conn. Before each send,
+// publish or request the bus asks it where the message goes: when
+// LocalRoute returns a node, the bus hands the message to that node on
+// its fast path (no serialization, no context per request, one allocation
+// for a request's deliveries and messages) and the transport's Send,
+// Publish or Request is not called; when it returns nil, the bus calls the
+// transport as usual. The transport keeps its routing decision to itself
+// and its local consumers in the node, so that the in-process routing
+// exists once. A [LocalNode] is its own route.
+type LocalRouter interface {
+	// LocalRoute returns the node through which a message of kind
+	// (KindSend for a request too) to address with opts reaches its
+	// consumers, or nil when it must go through the transport. It is
+	// called for every message: it must be cheap and must not block.
+	LocalRoute(address string, kind Kind, opts RouteOptions) *LocalNode
+}
+
+// TimedRequester is an optional interface of a [Transport] whose requests
+// can be bounded by a timeout without a context of their own (a context
+// with a deadline costs a timer and several allocations per request).
+// When the transport offers it, the bus calls RequestWithin with the
+// request's timeout instead of Request with a derived context.
+type TimedRequester interface {
+	// RequestWithin is Request, failing with an error matching
+	// context.DeadlineExceeded once timeout (0: no limit but ctx's)
+	// has passed.
+	RequestWithin(ctx context.Context, env *Envelope, opts RouteOptions, timeout time.Duration) (*Delivery, error)
 }
 
 // Transport moves envelopes between the buses of a system. It is the

@@ -45,14 +45,17 @@
 //
 // # Local-only consumers and the local fast path
 //
-// A local-only subscription never reaches NATS: the transport keeps a table
-// of its own subscriptions. A message sent with bus.LocalOnly goes straight
-// to this node's consumers of the address (local-only and regular ones)
-// without a NATS round trip. A regular send or request from a node that has
-// local-only consumers of the address is delivered on that node, among its
-// own consumers of the address, round-robin (a local-only consumer shadows
-// the address for senders on its node); from any other node it goes through
-// NATS. A regular publish reaches every regular consumer through NATS and,
+// A local-only subscription never reaches NATS: every subscription of the
+// transport is also one of a node of the bus's in-process transport
+// ([bus.LocalNode]), which routes the messages that stay on this node; the
+// transport offers that node to its bus as a [bus.LocalRouter], so such
+// messages take the bus's in-process fast path. A message sent with
+// bus.LocalOnly goes straight to this node's consumers of the address
+// (local-only and regular ones) without a NATS round trip. A regular send
+// or request from a node that has local-only consumers of the address is
+// delivered on that node, among its own consumers of the address,
+// round-robin (a local-only consumer shadows the address for senders on
+// its node); from any other node it goes through NATS. A regular publish reaches every regular consumer through NATS and,
 // directly, the local-only consumers of the publishing node.
 //
 // # Guarantees

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,7 +41,10 @@ type transportConfig struct {
 	ackWait time.Duration
 }
 
-var _ bus.Transport = (*Transport)(nil)
+var (
+	_ bus.Transport   = (*Transport)(nil)
+	_ bus.LocalRouter = (*Transport)(nil)
+)
 
 // Transport is a [bus.Transport] on one NATS connection. It is safe for
 // concurrent use.
@@ -48,39 +52,52 @@ type Transport struct {
 	nc     *nats.Conn
 	logger *slog.Logger
 
-	closed    chan struct{}
 	isClosed  atomic.Bool
 	closeOnce sync.Once
 
-	// mu guards addrs, the table of this transport's subscriptions (both
-	// local-only and regular) used by the local fast path.
-	mu    sync.RWMutex
-	addrs map[string]*localAddr
+	// The messages that stay on this node go through the bus's
+	// in-process transport: every subscription is also one of node, and
+	// the local-only ones are also one of onlyNode, which says which
+	// addresses have local-only consumers here (see LocalRoute).
+	node, onlyNode *bus.LocalNode
 	// localOnly counts the local-only subscriptions: while it is zero a
-	// regular send skips the table.
+	// regular message skips onlyNode.
 	localOnly atomic.Int64
 
-	pmu     sync.Mutex
-	pending map[*pendingRequest]struct{}
+	smu  sync.Mutex
+	subs map[*subscription]struct{}
+
+	// Requests over NATS share one reply subscription, replyPrefix+"*":
+	// each waits under a token of its own in pending (guarded by pmu),
+	// so that a request costs no subscription and no context, and a
+	// disconnect fails the waiting ones at once.
+	replyPrefix string
+	replySub    *nats.Subscription
+	pmu         sync.Mutex
+	pending     map[string]*natsCall
+	nextToken   uint64
+	calls       sync.Pool // of *natsCall, recycled once answered
+	timers      sync.Pool // of stopped *time.Timer
 
 	durable *durableState
 }
 
-// localAddr is this transport's subscriptions of one address.
-type localAddr struct {
-	subs      []*subscription // copy-on-write
-	localOnly int
-	next      atomic.Uint64
+// natsCall is a request waiting for its answer: the reply message, or a
+// failure of the whole transport. The channel is sent on at most once,
+// by whoever removes the call from pending; a call whose requester took
+// the answer can therefore be reused.
+type natsCall struct {
+	answer chan *nats.Msg
+	err    error // set before a nil answer is sent
 }
-
-type pendingRequest struct{ cancel context.CancelCauseFunc }
 
 func dial(ctx context.Context, servers string, cfg transportConfig, copts ...nats.Option) (*Transport, error) {
 	t := &Transport{
-		logger:  cfg.logger,
-		closed:  make(chan struct{}),
-		addrs:   make(map[string]*localAddr),
-		pending: make(map[*pendingRequest]struct{}),
+		logger:   cfg.logger,
+		node:     bus.NewLocalNetwork().Attach(),
+		onlyNode: bus.NewLocalNetwork().Attach(),
+		subs:     make(map[*subscription]struct{}),
+		pending:  make(map[string]*natsCall),
 	}
 	copts = append(copts,
 		nats.CustomInboxPrefix(ReplyPrefix),
@@ -113,6 +130,12 @@ func dial(ctx context.Context, servers string, cfg transportConfig, copts ...nat
 		return nil, fmt.Errorf("cluster: connect to NATS: %w", err)
 	}
 	t.nc = nc
+	t.replyPrefix = nc.NewInbox() + "."
+	if t.replySub, err = nc.Subscribe(t.replyPrefix+"*", t.onReply); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("cluster: subscribe to replies: %w", err)
+	}
+	_ = t.replySub.SetPendingLimits(-1, -1) // bounded by the requests waiting
 	if len(cfg.durable) > 0 {
 		ds, err := newDurableState(ctx, t, cfg)
 		if err != nil {
@@ -134,11 +157,26 @@ func (t *Transport) failPending(cause error) int {
 	t.pmu.Lock()
 	defer t.pmu.Unlock()
 	n := len(t.pending)
-	for p := range t.pending {
-		p.cancel(cause)
-		delete(t.pending, p)
+	for token, c := range t.pending {
+		delete(t.pending, token)
+		c.err = cause
+		c.answer <- nil
 	}
 	return n
+}
+
+// onReply hands a reply to the request waiting for it, if any (one
+// answer per request: later ones, and answers to requests that gave up,
+// are dropped).
+func (t *Transport) onReply(m *nats.Msg) {
+	token := strings.TrimPrefix(m.Subject, t.replyPrefix)
+	t.pmu.Lock()
+	c := t.pending[token]
+	delete(t.pending, token)
+	t.pmu.Unlock()
+	if c != nil {
+		c.answer <- m
+	}
 }
 
 func (t *Transport) flush() error {
@@ -201,6 +239,9 @@ type subscription struct {
 
 	sendSub, pubSub *nats.Subscription
 	durable         *durableSub
+	// local and onlyLocal are the subscription's in the transport's
+	// node and, for a local-only one, onlyNode.
+	local, onlyLocal bus.Subscription
 
 	mu      sync.RWMutex
 	removed bool
@@ -236,19 +277,31 @@ func (t *Transport) Subscribe(address string, opts bus.SubscribeOptions, deliver
 			return nil, fmt.Errorf("cluster: subscribe %q: %w", address, err)
 		}
 	}
-	t.mu.Lock()
-	a := t.addrs[address]
-	if a == nil {
-		a = &localAddr{}
-		t.addrs[address] = a
+	var err error
+	if s.local, err = t.node.Subscribe(address, bus.SubscribeOptions{}, deliver); err == nil && s.localOnly {
+		s.onlyLocal, err = t.onlyNode.Subscribe(address, bus.SubscribeOptions{}, deliver)
 	}
-	a.subs = append(append([]*subscription(nil), a.subs...), s)
+	if err != nil {
+		s.unsubscribeLocal()
+		s.unsubscribeNATS()
+		return nil, fmt.Errorf("cluster: subscribe %q: %w", address, err)
+	}
 	if s.localOnly {
-		a.localOnly++
 		t.localOnly.Add(1)
 	}
-	t.mu.Unlock()
+	t.smu.Lock()
+	t.subs[s] = struct{}{}
+	t.smu.Unlock()
 	return s, nil
+}
+
+func (s *subscription) unsubscribeLocal() {
+	if s.local != nil {
+		_ = s.local.Unsubscribe()
+	}
+	if s.onlyLocal != nil {
+		_ = s.onlyLocal.Unsubscribe()
+	}
 }
 
 func (s *subscription) unsubscribeNATS() {
@@ -269,24 +322,13 @@ func (s *subscription) Unsubscribe() error {
 	var err error
 	s.once.Do(func() {
 		t := s.t
-		t.mu.Lock()
-		if a := t.addrs[s.address]; a != nil {
-			subs := make([]*subscription, 0, len(a.subs))
-			for _, x := range a.subs {
-				if x != s {
-					subs = append(subs, x)
-				}
-			}
-			a.subs = subs
-			if s.localOnly {
-				a.localOnly--
-				t.localOnly.Add(-1)
-			}
-			if len(subs) == 0 {
-				delete(t.addrs, s.address)
-			}
+		t.smu.Lock()
+		delete(t.subs, s)
+		t.smu.Unlock()
+		s.unsubscribeLocal()
+		if s.localOnly {
+			t.localOnly.Add(-1)
 		}
-		t.mu.Unlock()
 		if !s.localOnly {
 			s.unsubscribeNATS()
 			if !t.isClosed.Load() {
@@ -311,13 +353,23 @@ func (s *subscription) call(d *bus.Delivery) bool {
 	return true
 }
 
+// requestDelivery is a delivery of a request and its responder, in one
+// allocation.
+type requestDelivery struct {
+	d bus.Delivery
+	r natsResponder
+}
+
 func (s *subscription) onSend(m *nats.Msg) {
-	d := &bus.Delivery{
-		Envelope: bus.Envelope{Address: s.address, Headers: fromNATS(m.Header), Body: m.Data},
-		Kind:     bus.KindSend,
-	}
+	var d *bus.Delivery
 	if m.Reply != "" {
-		d.Responder = &natsResponder{t: s.t, subject: m.Reply}
+		rd := &requestDelivery{r: natsResponder{t: s.t, subject: m.Reply}}
+		rd.d.Responder = &rd.r
+		d = &rd.d
+		d.Envelope = bus.Envelope{Address: s.address, Headers: fromNATS(m.Header), Body: m.Data}
+		d.Kind = bus.KindSend
+	} else {
+		d = bus.NewDelivery(bus.Envelope{Address: s.address, Headers: fromNATS(m.Header), Body: m.Data}, bus.KindSend)
 	}
 	if !s.call(d) && d.Responder != nil {
 		_ = d.Responder.Respond(context.Background(), noHandlersEnvelope("consumer unregistered"))
@@ -325,10 +377,7 @@ func (s *subscription) onSend(m *nats.Msg) {
 }
 
 func (s *subscription) onPublish(m *nats.Msg) {
-	s.call(&bus.Delivery{
-		Envelope: bus.Envelope{Address: s.address, Headers: fromNATS(m.Header), Body: m.Data},
-		Kind:     bus.KindPublish,
-	})
+	s.call(bus.NewDelivery(bus.Envelope{Address: s.address, Headers: fromNATS(m.Header), Body: m.Data}, bus.KindPublish))
 }
 
 // noHandlersEnvelope is the failure reply of a request that reached a
@@ -337,41 +386,18 @@ func noHandlersEnvelope(msg string) *bus.Envelope {
 	return &bus.Envelope{Headers: bus.Headers{bus.HeaderFailure: bus.FailureNoHandlers.String()}, Body: []byte(msg)}
 }
 
-// localTargets returns this transport's subscriptions of address and
-// whether any of them is local-only.
-func (t *Transport) localTargets(address string) (*localAddr, bool) {
-	t.mu.RLock()
-	a := t.addrs[address]
-	t.mu.RUnlock()
-	if a == nil {
-		return nil, false
+// LocalRoute implements [bus.LocalRouter]: a message stays on this node
+// when it is local-only, or when its address has a local-only consumer
+// here (the address is then served on this node); a publish of the
+// latter kind goes both ways, so the transport's Publish handles it.
+func (t *Transport) LocalRoute(address string, kind bus.Kind, opts bus.RouteOptions) *bus.LocalNode {
+	if opts.LocalOnly {
+		return t.node
 	}
-	return a, a.localOnly > 0
-}
-
-// local reports whether a message to address goes by the local fast path.
-func (t *Transport) local(address string, opts bus.RouteOptions) (*localAddr, bool) {
-	if !opts.LocalOnly && t.localOnly.Load() == 0 {
-		return nil, false
-	}
-	a, hasLocalOnly := t.localTargets(address)
-	return a, opts.LocalOnly || hasLocalOnly
-}
-
-// pick chooses one of a's subscriptions round-robin.
-func (a *localAddr) pick() *subscription {
-	if a == nil {
+	if kind == bus.KindPublish || t.localOnly.Load() == 0 || !t.onlyNode.Reaches(address, bus.RouteOptions{}) {
 		return nil
 	}
-	subs := a.subs
-	if len(subs) == 0 {
-		return nil
-	}
-	return subs[a.next.Add(1)%uint64(len(subs))]
-}
-
-func copyEnvelope(env *bus.Envelope) bus.Envelope {
-	return bus.Envelope{Address: env.Address, Headers: env.Headers.Clone(), Body: append([]byte(nil), env.Body...)}
+	return t.node
 }
 
 // Send implements [bus.Transport].
@@ -379,11 +405,8 @@ func (t *Transport) Send(ctx context.Context, env *bus.Envelope, opts bus.RouteO
 	if t.isClosed.Load() {
 		return bus.ErrClosed
 	}
-	if a, local := t.local(env.Address, opts); local {
-		if s := a.pick(); s != nil {
-			s.call(&bus.Delivery{Envelope: copyEnvelope(env), Kind: bus.KindSend})
-		}
-		return nil
+	if n := t.LocalRoute(env.Address, bus.KindSend, opts); n != nil {
+		return n.Send(ctx, env, bus.RouteOptions{})
 	}
 	if t.durable != nil && t.durable.isDurable(env.Address) {
 		return t.durable.send(ctx, env)
@@ -408,23 +431,14 @@ func (t *Transport) Publish(ctx context.Context, env *bus.Envelope, opts bus.Rou
 	if t.isClosed.Load() {
 		return bus.ErrClosed
 	}
-	var a *localAddr
-	if opts.LocalOnly || t.localOnly.Load() > 0 {
-		a, _ = t.localTargets(env.Address)
-	}
-	if a != nil {
-		var body []byte
-		for _, s := range a.subs {
-			if opts.LocalOnly || s.localOnly {
-				if body == nil {
-					body = append([]byte{}, env.Body...)
-				}
-				s.call(&bus.Delivery{Envelope: bus.Envelope{Address: env.Address, Headers: env.Headers.Clone(), Body: body}, Kind: bus.KindPublish})
-			}
-		}
-	}
 	if opts.LocalOnly {
-		return nil
+		return t.node.Publish(ctx, env, bus.RouteOptions{})
+	}
+	if t.localOnly.Load() > 0 {
+		// The local-only consumers get it here, the others over NATS.
+		if err := t.onlyNode.Publish(ctx, env, bus.RouteOptions{}); err != nil {
+			return err
+		}
 	}
 	if err := t.publish(PublishPrefix+env.Address, env); err != nil {
 		return fmt.Errorf("cluster: publish to %q: %w", env.Address, err)
@@ -434,70 +448,108 @@ func (t *Transport) Publish(ctx context.Context, env *bus.Envelope, opts bus.Rou
 
 // Request implements [bus.Transport].
 func (t *Transport) Request(ctx context.Context, env *bus.Envelope, opts bus.RouteOptions) (*bus.Delivery, error) {
+	return t.RequestWithin(ctx, env, opts, 0)
+}
+
+// RequestWithin implements [bus.TimedRequester]: Request, ending with
+// context.DeadlineExceeded after timeout (0 for no limit but ctx's),
+// without a context of its own.
+func (t *Transport) RequestWithin(ctx context.Context, env *bus.Envelope, opts bus.RouteOptions, timeout time.Duration) (*bus.Delivery, error) {
 	if t.isClosed.Load() {
 		return nil, bus.ErrClosed
 	}
-	if a, local := t.local(env.Address, opts); local {
-		s := a.pick()
-		if s == nil {
-			return nil, bus.ErrNoHandlers
+	if n := t.LocalRoute(env.Address, bus.KindSend, opts); n != nil {
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
 		}
-		r := newLocalResponder(t)
-		if !s.call(&bus.Delivery{Envelope: copyEnvelope(env), Kind: bus.KindSend, Responder: r}) {
-			return nil, bus.ErrNoHandlers
-		}
-		return r.wait(ctx)
+		return n.Request(ctx, env, bus.RouteOptions{})
 	}
-	return t.request(ctx, SendPrefix+env.Address, env)
+	return t.request(ctx, SendPrefix+env.Address, env, timeout)
 }
 
-// request sends env to subject and waits for the answer.
-func (t *Transport) request(ctx context.Context, subject string, env *bus.Envelope) (*bus.Delivery, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	p := &pendingRequest{cancel: cancel}
+// request sends env to subject and waits for the answer, until ctx ends
+// or timeout (0: none) passes.
+func (t *Transport) request(ctx context.Context, subject string, env *bus.Envelope, timeout time.Duration) (*bus.Delivery, error) {
+	c, _ := t.calls.Get().(*natsCall)
+	if c == nil {
+		c = &natsCall{answer: make(chan *nats.Msg, 1)}
+	}
+	c.err = nil
 	t.pmu.Lock()
 	if t.isClosed.Load() {
 		t.pmu.Unlock()
 		return nil, bus.ErrClosed
 	}
-	t.pending[p] = struct{}{}
+	t.nextToken++
+	reply := t.replyPrefix + strconv.FormatUint(t.nextToken, 36)
+	token := reply[len(t.replyPrefix):]
+	t.pending[token] = c
 	t.pmu.Unlock()
-	defer func() {
+	// abandon removes the call unless an answer is on its way, in which
+	// case the call is not reused (the answer lands in its buffer).
+	abandon := func() {
 		t.pmu.Lock()
-		delete(t.pending, p)
+		delete(t.pending, token)
 		t.pmu.Unlock()
-	}()
+	}
 	// Checked once the request is registered, so that a drop either shows
 	// here or fails it through the disconnect handler.
 	if !t.nc.IsConnected() {
+		abandon()
 		return nil, fmt.Errorf("%w: %s", ErrDisconnected, t.nc.Status())
 	}
-	var m *nats.Msg
 	var err error
 	if len(env.Headers) == 0 {
-		m, err = t.nc.RequestWithContext(ctx, subject, env.Body)
+		err = t.nc.PublishRequest(subject, reply, env.Body)
 	} else {
-		m, err = t.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: subject, Header: toNATS(env.Headers), Data: env.Body})
+		err = t.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Header: toNATS(env.Headers), Data: env.Body})
 	}
 	if err != nil {
-		if cause := context.Cause(ctx); cause != nil && ctx.Err() == context.Canceled && !errors.Is(cause, context.Canceled) {
-			// Failed by the transport: disconnected or closed.
-			return nil, cause
-		}
+		abandon()
 		switch {
-		case errors.Is(err, nats.ErrNoResponders):
-			return nil, fmt.Errorf("cluster: %w", bus.ErrNoHandlers)
-		case ctx.Err() != nil:
-			return nil, ctx.Err()
-		case errors.Is(err, nats.ErrDisconnected):
-			return nil, fmt.Errorf("%w: %v", ErrDisconnected, err)
 		case errors.Is(err, nats.ErrConnectionClosed):
 			return nil, fmt.Errorf("cluster: request: %w", bus.ErrClosed)
+		case errors.Is(err, nats.ErrDisconnected) || errors.Is(err, nats.ErrConnectionReconnecting):
+			return nil, fmt.Errorf("%w: %v", ErrDisconnected, err)
 		}
 		return nil, fmt.Errorf("cluster: request: %w", err)
 	}
-	d := &bus.Delivery{Envelope: bus.Envelope{Address: env.Address, Headers: fromNATS(m.Header), Body: m.Data}, Kind: bus.KindReply}
+	var expired <-chan time.Time
+	if timeout > 0 {
+		tm, _ := t.timers.Get().(*time.Timer)
+		if tm == nil {
+			tm = time.NewTimer(timeout)
+		} else {
+			tm.Reset(timeout)
+		}
+		// Since Go 1.23 a stopped timer's channel holds no stale value,
+		// so the timer can be reused.
+		defer func() { tm.Stop(); t.timers.Put(tm) }()
+		expired = tm.C
+	}
+	var m *nats.Msg
+	select {
+	case m = <-c.answer:
+	case <-ctx.Done():
+		abandon()
+		return nil, ctx.Err()
+	case <-expired:
+		abandon()
+		return nil, context.DeadlineExceeded
+	}
+	if m == nil {
+		// Failed by the transport: disconnected or closed.
+		err := c.err
+		t.calls.Put(c)
+		return nil, err
+	}
+	t.calls.Put(c)
+	if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+		return nil, fmt.Errorf("cluster: %w", bus.ErrNoHandlers)
+	}
+	d := bus.NewDelivery(bus.Envelope{Address: env.Address, Headers: fromNATS(m.Header), Body: m.Data}, bus.KindReply)
 	if m.Reply != "" {
 		d.Responder = &natsResponder{t: t, subject: m.Reply}
 	}
@@ -511,20 +563,23 @@ func (t *Transport) Close() error {
 		t.pmu.Lock()
 		t.isClosed.Store(true)
 		t.pmu.Unlock()
-		close(t.closed)
+		// Requests waiting on the local path fail with bus.ErrClosed.
+		_ = t.node.Close()
+		_ = t.onlyNode.Close()
 		t.failPending(fmt.Errorf("cluster: transport closed: %w", bus.ErrClosed))
-		t.mu.Lock()
-		var subs []*subscription
-		for _, a := range t.addrs {
-			subs = append(subs, a.subs...)
+		t.smu.Lock()
+		subs := make([]*subscription, 0, len(t.subs))
+		for s := range t.subs {
+			subs = append(subs, s)
 		}
-		t.mu.Unlock()
+		t.smu.Unlock()
 		for _, s := range subs {
 			_ = s.Unsubscribe()
 		}
 		if t.durable != nil {
 			t.durable.close()
 		}
+		_ = t.replySub.Unsubscribe()
 		t.nc.Close()
 	})
 	return nil
@@ -553,46 +608,7 @@ func (r *natsResponder) RespondRequest(ctx context.Context, env *bus.Envelope) (
 	if !r.used.CompareAndSwap(false, true) {
 		return nil, errResponded
 	}
-	return r.t.request(ctx, r.subject, env)
-}
-
-// localResponder carries an answer back over the local fast path.
-type localResponder struct {
-	t    *Transport
-	ch   chan *bus.Delivery
-	used atomic.Bool
-}
-
-func newLocalResponder(t *Transport) *localResponder {
-	return &localResponder{t: t, ch: make(chan *bus.Delivery, 1)}
-}
-
-func (r *localResponder) Respond(ctx context.Context, env *bus.Envelope) error {
-	if !r.used.CompareAndSwap(false, true) {
-		return errResponded
-	}
-	r.ch <- &bus.Delivery{Envelope: copyEnvelope(env), Kind: bus.KindReply}
-	return nil
-}
-
-func (r *localResponder) RespondRequest(ctx context.Context, env *bus.Envelope) (*bus.Delivery, error) {
-	if !r.used.CompareAndSwap(false, true) {
-		return nil, errResponded
-	}
-	next := newLocalResponder(r.t)
-	r.ch <- &bus.Delivery{Envelope: copyEnvelope(env), Kind: bus.KindReply, Responder: next}
-	return next.wait(ctx)
-}
-
-func (r *localResponder) wait(ctx context.Context) (*bus.Delivery, error) {
-	select {
-	case d := <-r.ch:
-		return d, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-r.t.closed:
-		return nil, fmt.Errorf("cluster: waiting for a reply: %w", bus.ErrClosed)
-	}
+	return r.t.request(ctx, r.subject, env, 0)
 }
 
 var (
