@@ -27,8 +27,14 @@ const EnvRegion = "CLOISTER_BOUNDARY_SHM"
 // VM): a sleep is judged "short, polling would have paid" against it, so
 // with budgets of 5, 10 or 20 µs the polling switched itself off and a
 // boundary round trip at one in flight took 11 to 32 µs, against 2.3 to
-// 3.8 µs with 50 µs in the same run.
-const DefaultPoll = 50 * time.Microsecond
+// 3.8 µs with 50 µs in the same run. It must also outlast the gap between
+// requests of one client waiting for each answer, or each request pays two
+// wake-ups: on the water hop at one request in flight (cloister bench
+// --nodes 1,3 --concurrency 1,16, the same run), trusted p50 was 120 and
+// 192 µs with 50 µs, 67 and 141 µs with 150 µs, 69 and 127 µs with 300 µs;
+// at 16 in flight the three did not differ. An idle side stops polling
+// after at most this long.
+const DefaultPoll = 150 * time.Microsecond
 
 // spaceRetry bounds a producer's sleep while the ring is full: a safety
 // net in case the doorbell that frees it arrives while this side's reader
