@@ -111,13 +111,7 @@ func main() {
 		if c.FromClient() {
 			// The trusted runtime opened it: a session of a client the
 			// manifest names, the key from the coordinator's grant. A
-			// sensor speaks only for itself.
-			if r, err := monitor.DecodeReading(body); err == nil && r.SensorID != c.Client() {
-				analyzer.CountUnopened()
-				c.Logger().Warn("analytics: a reading for another sensor than its client's; refused")
-				c.Fail(403, "analytics: a sensor may report only its own readings")
-				return
-			}
+			// sensor speaks only for itself (HandleFrom below).
 		} else if c.Header(monitor.HeaderChannel) == monitor.ChannelHPKE {
 			req, err := key.OpenRequest(info, body)
 			if err != nil {
@@ -131,7 +125,12 @@ func main() {
 			c.Fail(400, "analytics: readings must be sealed to the channel key")
 			return
 		}
-		res, alerts, err := analyzer.Handle(ctx, body)
+		res, alerts, err := analyzer.HandleFrom(ctx, c.Client(), body)
+		if errors.Is(err, monitor.ErrWrongSensor) {
+			c.Logger().Warn("analytics: a reading for another sensor than its client's; refused")
+			c.Fail(403, err.Error())
+			return
+		}
 		if err != nil {
 			// The error names the sensor; the host must not learn it.
 			c.Fail(503, "analytics: protected storage failed for this reading; try again")

@@ -222,10 +222,25 @@ func (a *Analyzer) CountUnopened() {
 // alerts to publish. An error means the state could not be loaded or
 // stored: the reading was not taken into account and may be retried.
 func (a *Analyzer) Handle(ctx context.Context, plaintext []byte) (Result, []Alert, error) {
+	return a.HandleFrom(ctx, "", plaintext)
+}
+
+// ErrWrongSensor: a reading names another sensor than the client that sent
+// it (see HandleFrom).
+var ErrWrongSensor = errors.New("monitor: a sensor may report only its own readings")
+
+// HandleFrom is Handle for a reading an authenticated client sent: unless
+// client is empty, a reading of another sensor than client is refused with
+// ErrWrongSensor (counted as unopened) and changes nothing.
+func (a *Analyzer) HandleFrom(ctx context.Context, client string, plaintext []byte) (Result, []Alert, error) {
 	r, err := DecodeReading(plaintext)
 	if err != nil {
 		a.CountUnopened()
 		return Result{Outcome: Rejected, Reason: err.Error()}, nil, nil
+	}
+	if client != "" && r.SensorID != client {
+		a.CountUnopened()
+		return Result{}, nil, ErrWrongSensor
 	}
 	s := a.acquire(r.SensorID)
 	defer a.release(r.SensorID, s)

@@ -411,3 +411,21 @@ func TestAnalyzerSensorBoundConcurrent(t *testing.T) {
 		t.Errorf("%d sensors held, bound %d", n, cfg.MaxSensors)
 	}
 }
+
+// A client may report only its own sensor's readings: another sensor's is
+// refused, counted, and changes nothing.
+func TestHandleFromRefusesAnotherSensor(t *testing.T) {
+	ctx := t.Context()
+	a := NewAnalyzer(DefaultConfig(), &MapStore{})
+	r := NewSensor("s-002").Next(1000)
+	if _, _, err := a.HandleFrom(ctx, "s-001", r.Encode()); !errors.Is(err, ErrWrongSensor) {
+		t.Fatalf("s-001 reporting for s-002: %v", err)
+	}
+	st, err := a.Status(ctx, StatusRequest{Sensors: []string{"s-002"}})
+	if err != nil || len(st.Sensors) != 0 || st.Unopened != 1 {
+		t.Fatalf("after the refusal: %+v %v", st, err)
+	}
+	if res, _, err := a.HandleFrom(ctx, "s-002", r.Encode()); err != nil || res.Outcome != Accepted {
+		t.Fatalf("s-002's own reading: %+v %v", res, err)
+	}
+}
