@@ -106,7 +106,7 @@ func GenerateServiceKey(s Suite) (*ServiceKey, error) {
 }
 
 func newServiceKey(s Suite, priv hpke.PrivateKey) *ServiceKey {
-	return &ServiceKey{suite: s, priv: priv, pub: &PublicKey{suite: s, pk: priv.PublicKey()}}
+	return &ServiceKey{suite: s, priv: priv, pub: newPublicKey(s, priv.PublicKey())}
 }
 
 // ParseServiceKey decodes a key written by [ServiceKey.Bytes] (to restore
@@ -153,6 +153,14 @@ func (k *ServiceKey) PublicKeyBytes() []byte { return k.pub.Bytes() }
 type PublicKey struct {
 	suite Suite
 	pk    hpke.PublicKey
+	id    KeyID // computed once: sessions compare it on every message
+}
+
+func newPublicKey(s Suite, pk hpke.PublicKey) *PublicKey {
+	p := &PublicKey{suite: s, pk: pk}
+	sum := sha256.Sum256(p.Bytes())
+	copy(p.id[:], sum[:])
+	return p
 }
 
 // ParsePublicKey decodes a public key's wire form (u16 KEM ID ‖ key).
@@ -169,7 +177,7 @@ func ParsePublicKey(b []byte) (*PublicKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w public key: %v", ErrMalformed, err)
 	}
-	return &PublicKey{suite: s, pk: pk}, nil
+	return newPublicKey(s, pk), nil
 }
 
 // Bytes returns the wire form: u16 KEM ID ‖ serialized public key.

@@ -28,12 +28,7 @@ func (id SessionID) String() string { return fmt.Sprintf("%x", id[:]) }
 type KeyID [8]byte
 
 // ID returns the key's KeyID.
-func (p *PublicKey) ID() KeyID {
-	s := sha256.Sum256(p.Bytes())
-	var id KeyID
-	copy(id[:], s[:])
-	return id
-}
+func (p *PublicKey) ID() KeyID { return p.id }
 
 // Credential is a client's identity on client sessions: a name the
 // application's manifest lists with the Ed25519 public key of Key.
