@@ -45,19 +45,25 @@ func BenchmarkPipeRoundTrip(b *testing.B) {
 				in.Close()
 				cmd.Wait()
 			}()
-			msg := make([]byte, size)
-			back := make([]byte, size)
-			b.SetBytes(int64(size))
-			b.ResetTimer()
-			for b.Loop() {
-				if _, err := in.Write(msg); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := io.ReadFull(out, back); err != nil {
-					b.Fatal(err)
-				}
-			}
+			echoLoop(b, size, in, out)
 		})
+	}
+}
+
+// echoLoop writes size bytes to w and reads them back from r, b.N times:
+// the raw round trip the reference benchmarks measure.
+func echoLoop(b *testing.B, size int, w io.Writer, r io.Reader) {
+	msg := make([]byte, size)
+	back := make([]byte, size)
+	b.SetBytes(int64(size))
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := w.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(r, back); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
@@ -104,18 +110,7 @@ func BenchmarkShmRoundTrip(b *testing.B) {
 				st.Close()
 				cmd.Wait()
 			}()
-			msg := make([]byte, size)
-			back := make([]byte, size)
-			b.SetBytes(int64(size))
-			b.ResetTimer()
-			for b.Loop() {
-				if _, err := st.Write(msg); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := io.ReadFull(st, back); err != nil {
-					b.Fatal(err)
-				}
-			}
+			echoLoop(b, size, st, st)
 			ss := st.Stats()
 			b.ReportMetric(float64(ss.Sleeps)/float64(b.N), "host-sleeps/op")
 			b.ReportMetric(float64(ss.Doorbells)/float64(b.N), "doorbells/op")
