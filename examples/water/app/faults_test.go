@@ -4,11 +4,15 @@ import (
 	"bufio"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -320,4 +324,112 @@ func scrapeAll(t *testing.T, a *App) []string {
 		out = append(out, string(raw))
 	}
 	return out
+}
+
+// envHostChild names the state directory of the application that
+// TestHostProcessKilled runs in a child process (the test binary itself).
+const envHostChild = "WATER_TEST_HOST_CHILD"
+
+// hostChildConfig is the configuration both lives of TestHostProcessKilled
+// run with.
+func hostChildConfig(stateDir string) (*Config, error) {
+	cfg := Default()
+	cfg.Dashboard = "127.0.0.1:0"
+	cfg.Sensors.Count = 3
+	cfg.Sensors.Period = 20 * time.Millisecond
+	cfg.StateDir = stateDir
+	cfg.Summary = -1
+	return cfg, cfg.Check()
+}
+
+// TestHostProcessKilled: the whole host process — nodes, NATS with
+// JetStream, ingest, the sensors, the enclaves' host — is SIGKILLed while
+// readings stream, then the application starts again on the same state
+// directory. Every reading of every sensor is applied exactly once: those
+// JetStream held are delivered again, those under sessions the restarted
+// enclave no longer holds are sealed again by their sensors (which kept
+// their sessions), and nothing is applied twice.
+func TestHostProcessKilled(t *testing.T) {
+	if dir := os.Getenv(envHostChild); dir != "" {
+		cfg, err := hostChildConfig(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Start(context.Background(), cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
+			t.Fatal(err)
+		}
+		select {} // until killed
+	}
+	if testing.Short() {
+		t.Skip("kills a host process")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	state := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(t.TempDir(), "config")) // the same simulation keys for both lives
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHostProcessKilled$")
+	cmd.Env = append(os.Environ(), envHostChild+"="+state)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The sensors keep their sequence numbers every second: once they are
+	// past 30, readings are in flight everywhere.
+	eventually(t, ctx, "the first life's readings", func() bool {
+		b, err := os.ReadFile(filepath.Join(state, "sensors-n1.json"))
+		var seqs map[string]uint64
+		if err != nil || json.Unmarshal(b, &seqs) != nil || len(seqs) == 0 {
+			return false
+		}
+		for _, n := range seqs {
+			if n < 30 {
+				return false
+			}
+		}
+		return true
+	})
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); err != nil { // the host and its enclaves
+		t.Fatal(err)
+	}
+	cmd.Wait()
+
+	cfg, err := hostChildConfig(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Start(ctx, cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := a.Close(cctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	}()
+	before := acceptedReadings(ctx, a)
+	eventually(t, ctx, "the second life's readings", func() bool { return acceptedReadings(ctx, a) >= before+30 })
+	last, err := a.StopSensors(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var status monitor.Status
+	eventually(t, ctx, "every reading accounted for", func() bool {
+		if status, err = a.AnalyticsStatus(ctx, cfg.SensorIDs()); err != nil {
+			return false
+		}
+		for id, seq := range last {
+			if c := status.Sensors[id]; c.LastSeq != seq || c.Gaps != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for id, seq := range last {
+		if c := status.Sensors[id]; c.Accepted != seq || c.Rejected != 0 {
+			t.Errorf("sensor %s sent %d readings; analytics: %+v (each must be applied exactly once)", id, seq, c)
+		}
+	}
+	t.Logf("after the host was killed: readings %v; analytics %+v", last, status.Sensors)
 }
