@@ -88,6 +88,9 @@ const (
 	journalName       = "journal"
 	journalMagic      = "CLJ1"
 	journalCheckpoint = 8 << 20
+	// checkpointWriters bounds the blob files a checkpoint writes and
+	// syncs at once.
+	checkpointWriters = 16
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -332,8 +335,13 @@ func (s *FileStore) appendJournal(writes []StoreWrite) error {
 func (s *FileStore) checkpoint() error {
 	errs := make(chan error, len(s.pending))
 	var wg sync.WaitGroup
+	sem := make(chan struct{}, checkpointWriters)
 	for p, blob := range s.pending {
-		wg.Go(func() { errs <- writeSynced(p, blob) })
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs <- writeSynced(p, blob)
+		})
 	}
 	wg.Wait()
 	close(errs)

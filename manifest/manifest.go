@@ -23,8 +23,12 @@ const (
 	MaxSecretValue     = 4096
 	MaxNameLen         = 64
 	MaxAddressLen      = 255
-	// MaxClients is how many clients a manifest may name.
-	MaxClients = 100000
+	// MaxClients is how many clients a manifest may name. Every service
+	// consuming an address open to clients receives them all in its grant,
+	// which crosses the bus: 10,000 names and keys keep it well under
+	// NATS's default maximum payload (1 MiB). Larger fleets want
+	// credentials issued by a key the manifest names instead (not built).
+	MaxClients = 10000
 )
 
 // Manifest is a parsed, validated manifest. Treat it as read-only: its hash
