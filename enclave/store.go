@@ -129,10 +129,17 @@ func (s *FileStore) recover() error {
 	if err != nil {
 		return err
 	}
+	total := len(data)
 	for len(data) > 0 {
 		writes, rest, ok := decodeJournalRecord(data)
 		if !ok {
-			break // a torn or damaged tail: never acknowledged
+			if !lastRecord(data) {
+				// Damage before the last record: later records were
+				// acknowledged, and dropping them would lose them
+				// silently.
+				return fmt.Errorf("%w: journal damaged at byte %d of %d (records follow it)", ErrStoreDamaged, total-len(data), total)
+			}
+			break // a torn last record: its sync never returned, never acknowledged
 		}
 		data = rest
 		for _, w := range writes {
@@ -172,6 +179,24 @@ func JournalWrites(dir string) ([]StoreWrite, error) {
 		out, data = append(out, writes...), rest
 	}
 	return out, nil
+}
+
+// ErrStoreDamaged: a FileStore's journal is damaged before its last record,
+// so writes that were acknowledged cannot be recovered. The store refuses
+// to open rather than lose them silently.
+var ErrStoreDamaged = errors.New("enclave: store damaged")
+
+// lastRecord reports whether b, which does not decode as a record, is the
+// journal's last one: its length field, when readable, reaches the end of
+// the file (a write the crash cut short, or whose sync never returned).
+func lastRecord(b []byte) bool {
+	if len(b) < 8 || string(b[:4]) != journalMagic {
+		// Too short to name a length, or not a record's start: the torn
+		// last record, unless another record follows.
+		return !bytes.Contains(b[1:], []byte(journalMagic))
+	}
+	n := uint64(binary.BigEndian.Uint32(b[4:8]))
+	return uint64(len(b)) <= 8+n+4
 }
 
 // appendJournalRecord appends the journal record of writes to b.

@@ -127,3 +127,40 @@ func FuzzJournalRecord(f *testing.F) {
 		}
 	})
 }
+
+// TestFileStoreRefusesADamagedJournal: damage before the journal's last
+// record is an error, not a torn tail: the records after it were
+// acknowledged, and dropping them would lose them silently.
+func TestFileStoreRefusesADamagedJournal(t *testing.T) {
+	for _, at := range []string{"payload", "magic"} {
+		t.Run(at, func(t *testing.T) {
+			dir := t.TempDir()
+			s, err := NewFileStore(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			for i := range 3 {
+				if err := s.PutBatch(ctx, []StoreWrite{{"k", []byte{byte(i)}}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			path := filepath.Join(dir, journalName)
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			off := 14 // inside the first record's payload
+			if at == "magic" {
+				off = 0
+			}
+			b[off] ^= 0x40
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := NewFileStore(dir); !errors.Is(err, ErrStoreDamaged) {
+				t.Fatalf("damaged journal opened: %v", err)
+			}
+		})
+	}
+}

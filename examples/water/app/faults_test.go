@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/provision"
@@ -432,4 +433,106 @@ func TestHostProcessKilled(t *testing.T) {
 		}
 	}
 	t.Logf("after the host was killed: readings %v; analytics %+v", last, status.Sensors)
+}
+
+// TestTamperedStateLosesNothing: the host corrupts analytics' sealed state
+// on disk between two runs. The second run refuses to start, naming the
+// cause (the blobs fail authentication; nothing is blamed on a replay), so
+// nothing is taken from JetStream or acknowledged. Once the genuine blobs
+// are back, a third run applies every reading exactly once.
+func TestTamperedStateLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the application three times")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cfg := testConfig(t, 2)
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(t.TempDir(), "config")) // one set of simulation keys
+	logs := &syncBuffer{}
+	run := func(what string, body func(a *App)) {
+		t.Helper()
+		a, err := Start(ctx, cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		body(a)
+		cctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := a.Close(cctx); err != nil {
+			t.Errorf("%s: close: %v", what, err)
+		}
+	}
+	var first uint64
+	run("first run", func(a *App) {
+		eventually(t, ctx, "readings", func() bool { return acceptedReadings(ctx, a) >= 20 })
+		if _, err := a.StopSensors(ctx); err != nil {
+			t.Fatal(err)
+		}
+		first = acceptedReadings(ctx, a)
+	})
+	// The host flips a bit in every blob analytics sealed (first applying
+	// the store's journal to the blob files, as a checkpoint would).
+	dir := filepath.Join(cfg.StateDir, "analytics")
+	fs, err := enclave.NewFileStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	blobs, _ := filepath.Glob(filepath.Join(dir, "*.blob"))
+	if len(blobs) == 0 {
+		t.Fatalf("no sealed blobs in %s", dir)
+	}
+	genuine := map[string][]byte{}
+	for _, p := range blobs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		genuine[p] = b
+		bad := append([]byte(nil), b...)
+		bad[len(bad)-1] ^= 1
+		if err := os.WriteFile(p, bad, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The enclave refuses to start over state it cannot open (its own
+	// channel key is among the blobs), and says why; nothing is taken from
+	// JetStream meanwhile.
+	if a, err := Start(ctx, cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))}); err == nil {
+		a.Close(context.Background())
+		t.Fatal("the application started over tampered state")
+	} else if !strings.Contains(err.Error(), "authentication failed") || strings.Contains(err.Error(), "replay") {
+		t.Fatalf("start over tampered state: the error does not name the cause: %v", err)
+	}
+	for p, b := range genuine {
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run("run over the genuine state", func(a *App) {
+		eventually(t, ctx, "readings", func() bool { return acceptedReadings(ctx, a) >= first+20 })
+		last, err := a.StopSensors(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var status monitor.Status
+		eventually(t, ctx, "every reading accounted for", func() bool {
+			if status, err = a.AnalyticsStatus(ctx, cfg.SensorIDs()); err != nil {
+				return false
+			}
+			for id, seq := range last {
+				if c := status.Sensors[id]; c.LastSeq != seq || c.Gaps != 0 {
+					return false
+				}
+			}
+			return true
+		})
+		for id, seq := range last {
+			if c := status.Sensors[id]; c.Accepted != seq {
+				t.Errorf("sensor %s sent %d readings; analytics: %+v", id, seq, c)
+			}
+		}
+	})
 }
