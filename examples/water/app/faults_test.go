@@ -536,3 +536,96 @@ func TestTamperedStateLosesNothing(t *testing.T) {
 		}
 	})
 }
+
+// TestStorageFullMidStream: analytics' state directory stops taking writes
+// while readings stream — its filesystem (a small tmpfs; the test needs to
+// be root and skips otherwise) is filled up — and takes them again once
+// space is freed. Writes fail, so replies fail and the enclave restarts
+// until the storage is back; no reading is acknowledged meanwhile, and
+// every reading is then applied exactly once. (A read-only remount is not
+// possible under open files; a full disk fails writes the same way.)
+func TestStorageFullMidStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mounts a tmpfs")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cfg := testConfig(t, 3)
+	dir := filepath.Join(cfg.StateDir, "analytics")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	mount := func(args ...string) error {
+		out, err := exec.Command("mount", args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("mount %v: %w: %s", args, err, out)
+		}
+		return nil
+	}
+	if err := mount("-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", dir); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v", err)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	a, logs := startAppLogs(t, ctx, cfg)
+	eventually(t, ctx, "readings", func() bool { return acceptedReadings(ctx, a) >= 30 })
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 1<<20)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			break // full
+		}
+	}
+	f.Close()
+	before := acceptedReadings(ctx, a)
+	// Each failed write fails the answers that waited for it and restarts
+	// the enclave (so that its cache cannot outlive a lost write).
+	eventually(t, ctx, "the enclave restarting while the storage is full", func() bool {
+		for _, e := range a.Enclaves() {
+			if e.Name == ServiceAnalytics {
+				return e.Restarts >= 2
+			}
+		}
+		return false
+	})
+	if n := acceptedReadings(ctx, a); n > before+uint64(cfg.Sensors.Count) {
+		t.Errorf("%d readings applied while the storage was full (before: %d)", n, before)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, ctx, "readings after the storage is back", func() bool { return acceptedReadings(ctx, a) >= before+30 })
+	last, err := a.StopSensors(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var status monitor.Status
+	eventually(t, ctx, "every reading accounted for", func() bool {
+		if status, err = a.AnalyticsStatus(ctx, cfg.SensorIDs()); err != nil {
+			return false
+		}
+		for id, seq := range last {
+			if c := status.Sensors[id]; c.LastSeq != seq || c.Gaps != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for id, seq := range last {
+		if c := status.Sensors[id]; c.Accepted != seq || c.Rejected != 0 {
+			t.Errorf("sensor %s sent %d readings; analytics: %+v (each must be applied exactly once)", id, seq, c)
+		}
+	}
+	for _, svc := range a.State().Services {
+		if svc.Name == ServiceIngest && svc.Counts["dead_letters"] != 0 {
+			t.Errorf("ingest %v: readings dead-lettered while the storage was full", svc.Counts)
+		}
+	}
+	if !strings.Contains(logs.String(), "no space left on device") {
+		t.Errorf("the logs do not name the cause")
+	}
+	t.Logf("readings %v; analytics %+v", last, status.Sensors)
+}
