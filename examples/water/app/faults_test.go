@@ -374,6 +374,11 @@ func TestHostProcessKilled(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// However the test ends, the child and its enclaves end with it.
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+	})
 	// The sensors keep their sequence numbers every second: once they are
 	// past 30, readings are in flight everywhere.
 	eventually(t, ctx, "the first life's readings", func() bool {
@@ -392,7 +397,7 @@ func TestHostProcessKilled(t *testing.T) {
 	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); err != nil { // the host and its enclaves
 		t.Fatal(err)
 	}
-	cmd.Wait()
+	cmd.Process.Wait()
 
 	cfg, err := hostChildConfig(state)
 	if err != nil {
