@@ -215,27 +215,7 @@ func testFaults(t *testing.T, cfg *Config) {
 		kill(ServiceAnalytics, ServiceCoordinator) // the trusted node's enclaves at once
 	}
 
-	last, err := a.StopSensors(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var status monitor.Status
-	eventually(t, ctx, "every reading accounted for", func() bool {
-		if status, err = a.AnalyticsStatus(ctx, cfg.SensorIDs()); err != nil {
-			return false
-		}
-		for id, seq := range last {
-			if c := status.Sensors[id]; c.LastSeq != seq || c.Gaps != 0 {
-				return false
-			}
-		}
-		return true
-	})
-	for id, seq := range last {
-		if c := status.Sensors[id]; c.Accepted != seq || c.Rejected != 0 {
-			t.Errorf("sensor %s sent %d readings; analytics: %+v (each must be applied exactly once)", id, seq, c)
-		}
-	}
+	last, _ := stopAndAccount(t, ctx, a)
 	counts := ingestCounts()
 	if counts["dead_letters"] != uint64(len(forged)) {
 		t.Errorf("ingest %v: want exactly the %d forgeries dead-lettered", counts, len(forged))
@@ -260,6 +240,37 @@ func testFaults(t *testing.T, cfg *Config) {
 	if strings.Contains(logs.String(), "pressure") {
 		t.Error("a reading in clear in the logs")
 	}
+}
+
+// stopAndAccount stops the sensors of a, waits until analytics has taken
+// every reading they sent into account (their last sequence numbers, no
+// gap) and fails t unless each reading was applied exactly once and none
+// was rejected. It returns the sensors' last sequence numbers and
+// analytics' status.
+func stopAndAccount(t *testing.T, ctx context.Context, a *App) (map[string]uint64, monitor.Status) {
+	t.Helper()
+	last, err := a.StopSensors(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var status monitor.Status
+	eventually(t, ctx, "every reading accounted for", func() bool {
+		if status, err = a.AnalyticsStatus(ctx, a.Config().SensorIDs()); err != nil {
+			return false
+		}
+		for id, seq := range last {
+			if c := status.Sensors[id]; c.LastSeq != seq || c.Gaps != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for id, seq := range last {
+		if c := status.Sensors[id]; c.Accepted != seq || c.Rejected != 0 {
+			t.Errorf("sensor %s sent %d readings; analytics: %+v (each must be applied exactly once)", id, seq, c)
+		}
+	}
+	return last, status
 }
 
 // deadLetterFile is where ingest of the application's first node keeps
@@ -416,27 +427,7 @@ func TestHostProcessKilled(t *testing.T) {
 	}()
 	before := acceptedReadings(ctx, a)
 	eventually(t, ctx, "the second life's readings", func() bool { return acceptedReadings(ctx, a) >= before+30 })
-	last, err := a.StopSensors(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var status monitor.Status
-	eventually(t, ctx, "every reading accounted for", func() bool {
-		if status, err = a.AnalyticsStatus(ctx, cfg.SensorIDs()); err != nil {
-			return false
-		}
-		for id, seq := range last {
-			if c := status.Sensors[id]; c.LastSeq != seq || c.Gaps != 0 {
-				return false
-			}
-		}
-		return true
-	})
-	for id, seq := range last {
-		if c := status.Sensors[id]; c.Accepted != seq || c.Rejected != 0 {
-			t.Errorf("sensor %s sent %d readings; analytics: %+v (each must be applied exactly once)", id, seq, c)
-		}
-	}
+	last, status := stopAndAccount(t, ctx, a)
 	t.Logf("after the host was killed: readings %v; analytics %+v", last, status.Sensors)
 }
 
@@ -518,27 +509,7 @@ func TestTamperedStateLosesNothing(t *testing.T) {
 	}
 	run("run over the genuine state", func(a *App) {
 		eventually(t, ctx, "readings", func() bool { return acceptedReadings(ctx, a) >= first+20 })
-		last, err := a.StopSensors(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var status monitor.Status
-		eventually(t, ctx, "every reading accounted for", func() bool {
-			if status, err = a.AnalyticsStatus(ctx, cfg.SensorIDs()); err != nil {
-				return false
-			}
-			for id, seq := range last {
-				if c := status.Sensors[id]; c.LastSeq != seq || c.Gaps != 0 {
-					return false
-				}
-			}
-			return true
-		})
-		for id, seq := range last {
-			if c := status.Sensors[id]; c.Accepted != seq {
-				t.Errorf("sensor %s sent %d readings; analytics: %+v", id, seq, c)
-			}
-		}
+		stopAndAccount(t, ctx, a)
 	})
 }
 
@@ -603,27 +574,7 @@ func TestStorageFullMidStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, ctx, "readings after the storage is back", func() bool { return acceptedReadings(ctx, a) >= before+30 })
-	last, err := a.StopSensors(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var status monitor.Status
-	eventually(t, ctx, "every reading accounted for", func() bool {
-		if status, err = a.AnalyticsStatus(ctx, cfg.SensorIDs()); err != nil {
-			return false
-		}
-		for id, seq := range last {
-			if c := status.Sensors[id]; c.LastSeq != seq || c.Gaps != 0 {
-				return false
-			}
-		}
-		return true
-	})
-	for id, seq := range last {
-		if c := status.Sensors[id]; c.Accepted != seq || c.Rejected != 0 {
-			t.Errorf("sensor %s sent %d readings; analytics: %+v (each must be applied exactly once)", id, seq, c)
-		}
-	}
+	last, status := stopAndAccount(t, ctx, a)
 	for _, svc := range a.State().Services {
 		if svc.Name == ServiceIngest && svc.Counts["dead_letters"] != 0 {
 			t.Errorf("ingest %v: readings dead-lettered while the storage was full", svc.Counts)
