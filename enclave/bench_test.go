@@ -7,18 +7,17 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cloister-dev/cloister/boundary"
 	"github.com/cloister-dev/cloister/boundary/shm"
 	"github.com/cloister-dev/cloister/internal/testapp"
+	"github.com/cloister-dev/cloister/internal/testenv"
 )
 
 var benchSizes = []int{64, 1 << 10, 16 << 10, 64 << 10}
@@ -203,62 +202,16 @@ type cpuMeter struct {
 }
 
 func startCPU(e *Enclave) cpuMeter {
-	return cpuMeter{pid: e.PID(), host: hostCPU(), encl: processCPU(e.PID())}
+	return cpuMeter{pid: e.PID(), host: testenv.HostCPU(), encl: testenv.ProcessCPU(e.PID())}
 }
 
 // report adds host and enclave CPU per operation (n operations).
 func (m cpuMeter) report(b *testing.B, n int) {
-	h, e := hostCPU()-m.host, processCPU(m.pid)-m.encl
+	h, e := testenv.HostCPU()-m.host, testenv.ProcessCPU(m.pid)-m.encl
 	b.ReportMetric(float64(h.Nanoseconds())/float64(n), "host-cpu-ns/op")
 	if m.pid != 0 {
 		b.ReportMetric(float64(e.Nanoseconds())/float64(n), "encl-cpu-ns/op")
 	}
-}
-
-// hostCPU is this process's user and system CPU time.
-func hostCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// processCPU is another process's CPU time: the sum of its threads' run
-// time in /proc/PID/task/*/schedstat (nanoseconds; threads that exited
-// are missed), or from /proc/PID/stat (clock ticks of 10 ms) where
-// schedstat is missing; 0 for pid 0.
-func processCPU(pid int) time.Duration {
-	if pid == 0 {
-		return 0
-	}
-	if tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid)); err == nil && len(tasks) > 0 {
-		var sum time.Duration
-		for _, t := range tasks {
-			b, err := os.ReadFile(t)
-			if err != nil {
-				continue
-			}
-			f := strings.Fields(string(b))
-			if len(f) > 0 {
-				n, _ := strconv.ParseInt(f[0], 10, 64)
-				sum += time.Duration(n)
-			}
-		}
-		return sum
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // BenchmarkBoundaryRoundTrip is one Deliver and its Reply across the
@@ -483,8 +436,8 @@ func BenchmarkIdleCPU(b *testing.B) {
 				}
 				m := startCPU(e)
 				time.Sleep(time.Second)
-				host += hostCPU() - m.host
-				encl += processCPU(m.pid) - m.encl
+				host += testenv.HostCPU() - m.host
+				encl += testenv.ProcessCPU(m.pid) - m.encl
 			}
 			b.ReportMetric(float64(host.Microseconds())/1000/float64(b.N), "host-cpu-ms/idle-s")
 			b.ReportMetric(float64(encl.Microseconds())/1000/float64(b.N), "encl-cpu-ms/idle-s")

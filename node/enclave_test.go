@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -16,6 +14,7 @@ import (
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/internal/testapp"
+	"github.com/cloister-dev/cloister/internal/testenv"
 	"github.com/cloister-dev/cloister/trusted"
 )
 
@@ -318,11 +317,11 @@ func benchTrustedVsRegular(b *testing.B, transport string) {
 			pid := n.Enclaves()[0].PID
 			for range 2 {
 				for i, a := range addrs {
-					h0, e0 := hostCPU(), processCPU(pid)
+					h0, e0 := testenv.HostCPU(), testenv.ProcessCPU(pid)
 					rate[i] += requestsPerSecond(b, n.Bus(), a, total/2, inflight, body) / 2
-					cpu[i] += hostCPU() - h0
+					cpu[i] += testenv.HostCPU() - h0
 					if i == 1 {
-						encCPU += processCPU(pid) - e0
+						encCPU += testenv.ProcessCPU(pid) - e0
 					}
 				}
 			}
@@ -336,30 +335,4 @@ func benchTrustedVsRegular(b *testing.B, transport string) {
 			b.ReportMetric(rate[2]/rate[0], "inproc/regular")
 		})
 	}
-}
-
-// hostCPU is this process's user and system CPU time.
-func hostCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// processCPU is another process's user and system CPU time, from
-// /proc/PID/stat (clock ticks of 10 ms).
-func processCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
 }
