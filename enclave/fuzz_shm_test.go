@@ -144,14 +144,7 @@ func FuzzHostFromHostileRing(f *testing.F) {
 			}
 			return
 		}
-		hctx, hcancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		_ = e.Health(hctx)
-		hcancel()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := e.Stop(ctx); err != nil {
-			t.Fatalf("stop: %v", err)
-		}
+		probeAndStop(t, e)
 	})
 }
 

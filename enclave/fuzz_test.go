@@ -50,14 +50,7 @@ func FuzzHostFromHostileEnclave(f *testing.F) {
 		if err := e.Start(context.Background()); err != nil {
 			return
 		}
-		hctx, hcancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		_ = e.Health(hctx)
-		hcancel()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := e.Stop(ctx); err != nil {
-			t.Fatalf("stop: %v", err)
-		}
+		probeAndStop(t, e)
 	})
 }
 
@@ -110,4 +103,19 @@ func FuzzParseSize(f *testing.F) {
 			t.Fatalf("ParseSize(%q) = %d", s, n)
 		}
 	})
+}
+
+// probeAndStop asks an enclave a hostile image runs in for its health
+// (briefly: it may never answer) and stops it; a host that cannot stop it
+// fails t.
+func probeAndStop(t *testing.T, e *Enclave) {
+	t.Helper()
+	hctx, hcancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	_ = e.Health(hctx)
+	hcancel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := e.Stop(ctx); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
 }
