@@ -404,11 +404,7 @@ func (s *sensors) saveSessions() error {
 	if len(clients) == 0 || s.sessionsFile == "" {
 		return nil
 	}
-	var opened uint64
-	for _, cl := range clients {
-		opened = cl.SessionsOpened() // shared by all the sensors' clients
-		break
-	}
+	opened := clients[s.ids[0]].SessionsOpened() // counted for all the sensors' clients together
 	if opened == s.savedOpened {
 		return nil
 	}
