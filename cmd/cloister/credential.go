@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/secure"
 )
 
@@ -85,9 +84,6 @@ func loadCredential(name, file string) (secure.Credential, error) {
 	priv, ok := k.(ed25519.PrivateKey)
 	if !ok {
 		return secure.Credential{}, fmt.Errorf("%s: a %T key, want Ed25519", file, k)
-	}
-	if _, err := manifest.ParseClientKey(base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey))); err != nil {
-		return secure.Credential{}, fmt.Errorf("%s: %w", file, err)
 	}
 	return secure.Credential{Name: name, Key: priv}, nil
 }
