@@ -3,6 +3,7 @@ package boundary
 import (
 	"bytes"
 	"fmt"
+	"github.com/cloister-dev/cloister/wire"
 	"testing"
 )
 
@@ -11,7 +12,7 @@ var benchSizes = []int{64, 1 << 10, 64 << 10}
 func BenchmarkEncodeDeliver(b *testing.B) {
 	for _, n := range benchSizes {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			m := &Deliver{Token: 1, Kind: KindRequest, Address: "counter.inc", Headers: map[string]string{"user": "alice"}, Body: make([]byte, n)}
+			m := &Deliver{Token: 1, Kind: wire.KindRequest, Address: "counter.inc", Headers: map[string]string{"user": "alice"}, Body: make([]byte, n)}
 			buf := make([]byte, 0, n+256)
 			b.SetBytes(int64(n))
 			b.ReportAllocs()
@@ -25,7 +26,7 @@ func BenchmarkEncodeDeliver(b *testing.B) {
 func BenchmarkDecodeDeliver(b *testing.B) {
 	for _, n := range benchSizes {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			f := AppendFrame(nil, &Deliver{Token: 1, Kind: KindRequest, Address: "counter.inc", Headers: map[string]string{"user": "alice"}, Body: make([]byte, n)})[4:]
+			f := AppendFrame(nil, &Deliver{Token: 1, Kind: wire.KindRequest, Address: "counter.inc", Headers: map[string]string{"user": "alice"}, Body: make([]byte, n)})[4:]
 			b.SetBytes(int64(n))
 			b.ReportAllocs()
 			for b.Loop() {
@@ -77,14 +78,14 @@ func BenchmarkConnRoundTrip(b *testing.B) {
 			b.ResetTimer()
 			sent, recv := 0, 0
 			for ; sent < inflight && sent < b.N; sent++ {
-				host.Send(&Deliver{Token: uint64(sent + 1), Kind: KindRequest, Address: "echo", Body: body})
+				host.Send(&Deliver{Token: uint64(sent + 1), Kind: wire.KindRequest, Address: "echo", Body: body})
 			}
 			for recv < b.N {
 				<-done
 				recv++
 				if sent < b.N {
 					sent++
-					host.Send(&Deliver{Token: uint64(sent), Kind: KindRequest, Address: "echo", Body: body})
+					host.Send(&Deliver{Token: uint64(sent), Kind: wire.KindRequest, Address: "echo", Body: body})
 				}
 			}
 			b.StopTimer()
@@ -99,7 +100,7 @@ func BenchmarkConnRoundTrip(b *testing.B) {
 func BenchmarkReaderBatched(b *testing.B) {
 	var batch []byte
 	for i := range 256 {
-		batch = AppendFrame(batch, &Deliver{Token: uint64(i + 1), Kind: KindRequest, Address: "counter.inc", Body: make([]byte, 64)})
+		batch = AppendFrame(batch, &Deliver{Token: uint64(i + 1), Kind: wire.KindRequest, Address: "counter.inc", Body: make([]byte, 64)})
 	}
 	rd := bytes.NewReader(nil)
 	b.ReportAllocs()

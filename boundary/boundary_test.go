@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/cloister-dev/cloister/wire"
 	"io"
 	"log/slog"
 	"os"
@@ -21,11 +22,11 @@ func samples() []Message {
 	h := map[string]string{"content-type": "application/json", "x": ""}
 	return []Message{
 		&Init{Identity: Identity{MREnclave: [32]byte{1, 2}, MRSigner: [32]byte{3}, ProductID: 7, SVN: 2}, Name: "counter", Instance: 3, SealMode: SealSimulated, SealPolicy: 2, SealSecret: []byte("s3cret"), Config: []byte(`{"a":1}`)},
-		&Deliver{Token: 42, Kind: KindRequest, Timeout: 3 * time.Second, Address: "counter.inc", Headers: h, Body: []byte("hello")},
-		&Deliver{Kind: KindPublish, Address: "news", Body: []byte("x")},
-		&Deliver{Token: 43, Kind: KindSend, Address: "jobs", Body: []byte("durable")},
+		&Deliver{Token: 42, Kind: wire.KindRequest, Timeout: 3 * time.Second, Address: "counter.inc", Headers: h, Body: []byte("hello")},
+		&Deliver{Kind: wire.KindPublish, Address: "news", Body: []byte("x")},
+		&Deliver{Token: 43, Kind: wire.KindSend, Address: "jobs", Body: []byte("durable")},
 		&RequestResult{CallID: 9, Headers: h, Body: []byte("answer")},
-		&RequestResult{CallID: 10, Failure: FailureRecipient, Code: -3, Message: "nope"},
+		&RequestResult{CallID: 10, Failure: wire.FailureRecipient, Code: -3, Message: "nope"},
 		&StoreResult{CallID: 11, Found: true, Blob: []byte("sealed")},
 		&StoreResult{CallID: 12, Error: "disk full"},
 		&EvidenceResult{CallID: 13, EvidenceType: "simulated", Quote: []byte("quote")},
@@ -74,7 +75,7 @@ func TestRoundTripEveryType(t *testing.T) {
 
 func TestDecodeErrorsNameTheField(t *testing.T) {
 	frame := func(m Message) []byte { return AppendFrame(nil, m)[4:] }
-	good := frame(&Deliver{Token: 1, Kind: KindRequest, Address: "a.b", Headers: map[string]string{"k": "v"}, Body: []byte("x")})
+	good := frame(&Deliver{Token: 1, Kind: wire.KindRequest, Address: "a.b", Headers: map[string]string{"k": "v"}, Body: []byte("x")})
 	// layout: type(1) token(8) kind(1) timeout(8) addrlen(4) "a.b"(3) hcount(4) klen(4) k vlen(4) v bodylen(4) x
 	mut := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(good)) }
 	cases := []struct {
@@ -197,7 +198,7 @@ func TestConnConcurrentAndBatched(t *testing.T) {
 		wg.Go(func() {
 			for i := g; i < n; i += 8 {
 				tok := uint64(i + 1)
-				if err := host.Send(&Deliver{Token: tok, Kind: KindRequest, Address: "echo", Body: binary.BigEndian.AppendUint64(nil, tok)}); err != nil {
+				if err := host.Send(&Deliver{Token: tok, Kind: wire.KindRequest, Address: "echo", Body: binary.BigEndian.AppendUint64(nil, tok)}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -244,7 +245,7 @@ func TestFrameLimits(t *testing.T) {
 	if host.PeerMaxFrame() != 8<<10 {
 		t.Fatal(host.PeerMaxFrame())
 	}
-	err := host.Send(&Deliver{Kind: KindSend, Address: "a", Body: make([]byte, 9<<10)})
+	err := host.Send(&Deliver{Kind: wire.KindSend, Address: "a", Body: make([]byte, 9<<10)})
 	if !errors.Is(err, ErrFrameTooLarge) {
 		t.Fatalf("got %v", err)
 	}
@@ -252,7 +253,7 @@ func TestFrameLimits(t *testing.T) {
 	hr, hw := io.Pipe()
 	go func() {
 		w := NewWriter(hw, 1<<20)
-		w.Append(&Deliver{Kind: KindSend, Address: "a", Body: make([]byte, 9<<10)})
+		w.Append(&Deliver{Kind: wire.KindSend, Address: "a", Body: make([]byte, 9<<10)})
 		w.Flush()
 	}()
 	_ = encl
@@ -327,7 +328,7 @@ func TestOverOSPipes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	h.Send(&Deliver{Token: 7, Kind: KindRequest, Address: "ping"})
+	h.Send(&Deliver{Token: 7, Kind: wire.KindRequest, Address: "ping"})
 	m, err := h.Recv()
 	if err != nil || string(m.(*Reply).Body) != "pong" {
 		t.Fatal(m, err)
@@ -371,7 +372,7 @@ func TestPostFromReader(t *testing.T) {
 }
 
 func TestDecodeErrorCarriesID(t *testing.T) {
-	b := AppendFrame(nil, &Deliver{Token: 77, Kind: KindSend, Address: "a\xff"})[4:]
+	b := AppendFrame(nil, &Deliver{Token: 77, Kind: wire.KindSend, Address: "a\xff"})[4:]
 	_, err := Decode(b, Limits{})
 	var de *DecodeError
 	if !errors.As(err, &de) || de.ID != 77 || de.Type != TypeDeliver || de.Field != "address" {
@@ -438,7 +439,7 @@ func sendBatch(t *testing.T, raw io.Writer, n int) {
 	t.Helper()
 	w := NewWriter(raw, 0)
 	for i := range n {
-		if err := w.Append(&Deliver{Token: uint64(i + 1), Kind: KindRequest, Address: "a"}); err != nil {
+		if err := w.Append(&Deliver{Token: uint64(i + 1), Kind: wire.KindRequest, Address: "a"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -498,7 +499,7 @@ func TestFlushWritesCorkedFrames(t *testing.T) {
 	go func() {
 		w := NewWriter(raw, 0)
 		for i := range 3 {
-			w.Append(&Deliver{Token: uint64(i + 1), Kind: KindRequest, Address: "a"})
+			w.Append(&Deliver{Token: uint64(i + 1), Kind: wire.KindRequest, Address: "a"})
 		}
 		w.Flush() // one write: the enclave reads all three at once
 	}()
@@ -547,7 +548,7 @@ func TestSenderGathersIntactFrames(t *testing.T) {
 				if i%4 == 0 {
 					send = s.Send
 				}
-				if err := send(&Deliver{Token: token, Kind: KindRequest, Address: "a.b", Body: body}); err != nil {
+				if err := send(&Deliver{Token: token, Kind: wire.KindRequest, Address: "a.b", Body: body}); err != nil {
 					t.Error(err)
 					return
 				}

@@ -2,6 +2,7 @@ package boundary
 
 import (
 	"fmt"
+	"github.com/cloister-dev/cloister/wire"
 	"log/slog"
 	"time"
 )
@@ -116,29 +117,6 @@ func newMessage(t Type) Message {
 
 // ---- enums ----
 
-// DeliveryKind says how a delivered message was sent on the bus.
-type DeliveryKind uint8
-
-// Delivery kinds.
-const (
-	KindSend    DeliveryKind = 1 // point to point, no reply expected (Token 0, or ≠ 0 to get a Done)
-	KindPublish DeliveryKind = 2 // to every consumer, no reply (Token 0, or ≠ 0 to get a Done)
-	KindRequest DeliveryKind = 3 // point to point, exactly one Reply or Fail expected (Token ≠ 0)
-)
-
-// String returns "send", "publish" or "request".
-func (k DeliveryKind) String() string {
-	switch k {
-	case KindSend:
-		return "send"
-	case KindPublish:
-		return "publish"
-	case KindRequest:
-		return "request"
-	}
-	return fmt.Sprintf("DeliveryKind(%d)", uint8(k))
-}
-
 // FailKind says who failed a delivery.
 type FailKind uint8
 
@@ -167,30 +145,6 @@ func (k FailKind) String() string {
 		return failKindNames[k]
 	}
 	return fmt.Sprintf("FailKind(%d)", uint8(k))
-}
-
-// Failure is why an OCALL Request failed; the values match the bus package's
-// Failure kinds. FailureNone means success.
-type Failure uint8
-
-// Request failures.
-const (
-	FailureNone       Failure = 0
-	FailureError      Failure = 1 // could not deliver (codec, interceptor, transport)
-	FailureTimeout    Failure = 2
-	FailureNoHandlers Failure = 3
-	FailureRecipient  Failure = 4 // the recipient called Fail(code, message)
-	FailureOverflow   Failure = 5
-)
-
-var failureNames = [...]string{"none", "error", "timeout", "no-handlers", "recipient-failure", "overflow"}
-
-// String returns the failure's name, e.g. "timeout".
-func (f Failure) String() string {
-	if int(f) < len(failureNames) {
-		return failureNames[f]
-	}
-	return fmt.Sprintf("Failure(%d)", uint8(f))
 }
 
 // SealMode tells the enclave where its sealing keys come from. The enclave
@@ -284,7 +238,7 @@ type Deliver struct {
 	// Done when its handler returned, or one Fail when it was refused or
 	// the handler panicked.
 	Token   uint64
-	Kind    DeliveryKind
+	Kind    wire.Kind
 	Timeout time.Duration // the requester's remaining time; 0 = none
 	Address string
 	Headers map[string]string
@@ -306,12 +260,12 @@ func (m *Deliver) appendPayload(b []byte) []byte {
 func (m *Deliver) decodePayload(d *decoder) {
 	m.Token = d.u64("token")
 	d.id = m.Token
-	m.Kind = DeliveryKind(d.u8("kind"))
+	m.Kind = wire.Kind(d.u8("kind"))
 	switch {
 	case d.err != nil:
-	case m.Kind < KindSend || m.Kind > KindRequest:
+	case m.Kind < wire.KindSend || m.Kind > wire.KindRequest:
 		d.fail("kind", fmt.Errorf("%w: %d", ErrInvalidValue, m.Kind))
-	case m.Kind == KindRequest && m.Token == 0:
+	case m.Kind == wire.KindRequest && m.Token == 0:
 		d.fail("token", fmt.Errorf("%w: a request needs a non-zero token", ErrInvalidValue))
 	}
 	m.Timeout = d.duration("timeout")
@@ -325,8 +279,8 @@ func (m *Deliver) decodePayload(d *decoder) {
 // Payload: CallID u64, Failure u8, Code i32, Message string, Headers, Body.
 type RequestResult struct {
 	CallID  uint64
-	Failure Failure // FailureNone on success
-	Code    int32   // the recipient's code for FailureRecipient
+	Failure wire.Failure // wire.FailureNone on success
+	Code    int32        // the recipient's code for wire.FailureRecipient
 	Message string
 	Headers map[string]string
 	Body    []byte
@@ -347,8 +301,8 @@ func (m *RequestResult) appendPayload(b []byte) []byte {
 func (m *RequestResult) decodePayload(d *decoder) {
 	m.CallID = d.u64("call_id")
 	d.id = m.CallID
-	m.Failure = Failure(d.u8("failure"))
-	if m.Failure > FailureOverflow {
+	m.Failure = wire.Failure(d.u8("failure"))
+	if m.Failure > wire.MaxFailure {
 		d.fail("failure", fmt.Errorf("%w: %d", ErrInvalidValue, m.Failure))
 	}
 	m.Code = int32(d.u32("code"))

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // Codec turns Go values into bodies and back. Codecs are registered on a
@@ -17,9 +19,9 @@ type Codec interface {
 
 // Names of the built-in codecs.
 const (
-	CodecBytes  = "bytes"  // []byte, passed through; the default for []byte
-	CodecString = "string" // string; the default for string
-	CodecJSON   = "json"   // encoding/json; the default for other values
+	CodecBytes  = wire.CodecBytes  // []byte, passed through; the default for []byte
+	CodecString = wire.CodecString // string; the default for string
+	CodecJSON   = wire.CodecJSON   // encoding/json; the default for other values
 )
 
 type bytesCodec struct{}

@@ -3,51 +3,23 @@ package bus
 import (
 	"errors"
 	"fmt"
+
+	"github.com/cloister-dev/cloister/wire"
 )
 
-// Failure is the kind of a failed request, after Vert.x's ReplyFailure.
-type Failure int
-
-// The kinds of failure. Each has a sentinel error that matches it with
+// Failure is the kind of a failed request (wire.Failure), after Vert.x's
+// ReplyFailure. Each kind has a sentinel error that matches it with
 // errors.Is.
+type Failure = wire.Failure
+
+// The kinds of failure (see package wire).
 const (
-	// FailureError: the bus could not encode, decode or deliver the
-	// message, or an interceptor vetoed it.
-	FailureError Failure = iota + 1
-	// FailureTimeout: no reply came before the timeout.
-	FailureTimeout
-	// FailureNoHandlers: no consumer is registered at the address.
-	FailureNoHandlers
-	// FailureRecipient: the consumer failed the request with a code and message.
-	FailureRecipient
-	// FailureOverflow: the consumer's buffer was full.
-	FailureOverflow
+	FailureError      = wire.FailureError
+	FailureTimeout    = wire.FailureTimeout
+	FailureNoHandlers = wire.FailureNoHandlers
+	FailureRecipient  = wire.FailureRecipient
+	FailureOverflow   = wire.FailureOverflow
 )
-
-var failureNames = [...]string{
-	FailureError:      "error",
-	FailureTimeout:    "timeout",
-	FailureNoHandlers: "no-handlers",
-	FailureRecipient:  "recipient-failure",
-	FailureOverflow:   "overflow",
-}
-
-// String returns the kind's wire name, such as "no-handlers".
-func (f Failure) String() string {
-	if f > 0 && int(f) < len(failureNames) {
-		return failureNames[f]
-	}
-	return fmt.Sprintf("failure(%d)", int(f))
-}
-
-func parseFailure(s string) (Failure, bool) {
-	for i, n := range failureNames {
-		if n != "" && n == s {
-			return Failure(i), true
-		}
-	}
-	return 0, false
-}
 
 // Sentinel errors, one per [Failure] kind. Test with errors.Is; use
 // errors.As with a *ReplyError for the code, message and address.
@@ -61,7 +33,7 @@ var (
 	ErrClosed = errors.New("bus: closed")
 )
 
-func (f Failure) sentinel() error {
+func sentinel(f Failure) error {
 	switch f {
 	case FailureTimeout:
 		return ErrTimeout
@@ -117,7 +89,7 @@ func (e *ReplyError) Unwrap() error { return e.Err }
 
 // Is makes errors.Is match the sentinel of the failure kind.
 func (e *ReplyError) Is(target error) bool {
-	return target == e.Failure.sentinel()
+	return target == sentinel(e.Failure)
 }
 
 func deliveryError(address string, err error) error {

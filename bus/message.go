@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // Headers are a message's string keys and values. Keys are case-sensitive;
@@ -17,13 +19,13 @@ type Headers map[string]string
 // Reserved headers.
 const (
 	// HeaderCodec names the codec of the body; absent for raw bytes.
-	HeaderCodec = "Cloister-Codec"
+	HeaderCodec = wire.HeaderCodec
 	// HeaderFailure marks a reply as a failure and names its kind.
-	HeaderFailure = "Cloister-Failure"
+	HeaderFailure = wire.HeaderFailure
 	// HeaderFailureCode carries the code of a recipient failure.
-	HeaderFailureCode = "Cloister-Failure-Code"
+	HeaderFailureCode = wire.HeaderFailureCode
 	// ReservedHeaderPrefix starts every header the toolkit reserves.
-	ReservedHeaderPrefix = "Cloister-"
+	ReservedHeaderPrefix = wire.ReservedHeaderPrefix
 )
 
 // Clone returns a copy of h (nil stays nil).
@@ -271,7 +273,7 @@ func failureFromEnvelope(address string, env *Envelope) error {
 	if !ok {
 		return nil
 	}
-	f, known := parseFailure(kind)
+	f, known := wire.ParseFailure(kind)
 	if !known {
 		return &ReplyError{Failure: FailureError, Address: address, Message: fmt.Sprintf("reply carries unknown failure kind %q: %s", kind, env.Body)}
 	}

@@ -3,6 +3,8 @@ package bus
 import (
 	"context"
 	"time"
+
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // Envelope is a message as a transport carries it: an address, headers and
@@ -14,27 +16,16 @@ type Envelope struct {
 	Body    []byte
 }
 
-// Kind says how a delivery was sent.
-type Kind uint8
+// Kind says how a delivery was sent (wire.Kind). A transport delivers
+// sends and requests alike as KindSend (a request has a Responder).
+type Kind = wire.Kind
 
 // Delivery kinds.
 const (
-	KindSend    Kind = iota + 1 // one consumer (Send or Request)
-	KindPublish                 // every consumer
-	KindReply                   // a reply to a request
+	KindSend    = wire.KindSend    // one consumer (Send or Request)
+	KindPublish = wire.KindPublish // every consumer
+	KindReply   = wire.KindReply   // a reply to a request
 )
-
-func (k Kind) String() string {
-	switch k {
-	case KindSend:
-		return "send"
-	case KindPublish:
-		return "publish"
-	case KindReply:
-		return "reply"
-	}
-	return "unknown"
-}
 
 // Delivery is an envelope arriving from a transport.
 type Delivery struct {

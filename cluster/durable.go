@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // Durable addresses on JetStream.
@@ -23,10 +24,10 @@ const (
 	DurableStream = "CLOISTER_DURABLE"
 	// HeaderMessageID carries the ID of a durable message: the same on
 	// every delivery of one message, so a consumer can drop duplicates.
-	HeaderMessageID = "Cloister-Message-Id"
+	HeaderMessageID = wire.HeaderMessageID
 	// HeaderDelivery counts the deliveries of a durable message (1 on the
 	// first).
-	HeaderDelivery = "Cloister-Delivery"
+	HeaderDelivery = wire.HeaderDelivery
 	// DefaultAckWait is how long a durable delivery may stay
 	// unacknowledged before it is delivered again.
 	DefaultAckWait = 30 * time.Second

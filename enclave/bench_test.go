@@ -18,6 +18,7 @@ import (
 	"github.com/cloister-dev/cloister/boundary/shm"
 	"github.com/cloister-dev/cloister/internal/testapp"
 	"github.com/cloister-dev/cloister/internal/testenv"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 var benchSizes = []int{64, 1 << 10, 16 << 10, 64 << 10}
@@ -180,7 +181,7 @@ func (e *Enclave) roundTrip(ch chanWaiter, address string, body []byte) error {
 	if s == nil {
 		return fmt.Errorf("enclave down")
 	}
-	s.deliver(ch, boundary.KindRequest, address, nil, body)
+	s.deliver(ch, wire.KindRequest, address, nil, body)
 	if f, ok := (<-ch).(*boundary.Fail); ok {
 		return fmt.Errorf("%s: %s", f.Kind, f.Message)
 	}
@@ -350,7 +351,7 @@ func benchStateful(b *testing.B, disk, mode string) {
 					return fmt.Errorf("enclave down")
 				}
 				n.Add(1)
-				s.deliver(ch, boundary.KindRequest, "test.incr", map[string]string{"key": key}, body)
+				s.deliver(ch, wire.KindRequest, "test.incr", map[string]string{"key": key}, body)
 				if f, ok := (<-ch).(*boundary.Fail); ok {
 					return fmt.Errorf("%s: %s", f.Kind, f.Message)
 				}
@@ -404,7 +405,7 @@ func BenchmarkBoundaryBatched(b *testing.B) {
 				n := min(batch, b.N-sent)
 				s := e.cur.Load()
 				for range n {
-					s.deliver(ch, boundary.KindRequest, "test.empty", nil, body)
+					s.deliver(ch, wire.KindRequest, "test.empty", nil, body)
 				}
 				for range n {
 					if f, ok := (<-ch).(*boundary.Fail); ok {

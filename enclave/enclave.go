@@ -15,6 +15,7 @@ import (
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/boundary"
 	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // Failure codes of the recipient failures an Enclave answers requests
@@ -421,16 +422,16 @@ func (e *Enclave) HandleMessage(ctx context.Context, m *bus.Message) {
 		return
 	}
 	var w waiter
-	kind := boundary.KindSend
+	kind := wire.KindSend
 	switch {
 	case m.ReplyExpected():
-		w, kind = &busWaiter{e: e, m: m}, boundary.KindRequest
+		w, kind = &busWaiter{e: e, m: m}, wire.KindRequest
 	case m.AtLeastOnce():
 		// A durable message is complete when the enclave's handler is.
 		w = ackWaiter{e: e, release: m.Hold()}
 	}
-	if kind != boundary.KindRequest && m.Kind() == bus.KindPublish {
-		kind = boundary.KindPublish
+	if kind != wire.KindRequest && m.Kind() == bus.KindPublish {
+		kind = wire.KindPublish
 	}
 	s.deliver(w, kind, m.Address(), m.Headers(), m.Body())
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cloister-dev/cloister/boundary"
 	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // session is one running enclave instance: its process, its boundary
@@ -190,7 +191,7 @@ func (s *session) finish(why error) {
 
 // deliver sends one Deliver ECALL; w gets the answer (a request's, or an
 // acknowledged send's or publish's). With w nil nothing is answered.
-func (s *session) deliver(w waiter, kind boundary.DeliveryKind, address string, headers map[string]string, body []byte) {
+func (s *session) deliver(w waiter, kind wire.Kind, address string, headers map[string]string, body []byte) {
 	d := &boundary.Deliver{Kind: kind, Address: address, Headers: headers, Body: body}
 	if w != nil {
 		d.Token = s.nextToken.Add(1)
@@ -413,9 +414,9 @@ func (s *session) request(m *boundary.Request) {
 	v, opts, err := busBody(m.Headers, m.Body)
 	switch {
 	case b == nil:
-		res.Failure, res.Message = boundary.FailureError, "the host has no bus"
+		res.Failure, res.Message = wire.FailureError, "the host has no bus"
 	case err != nil:
-		res.Failure, res.Message = boundary.FailureError, err.Error()
+		res.Failure, res.Message = wire.FailureError, err.Error()
 	default:
 		if t := min(m.Timeout, s.e.cfg.MaxOCALLTimeout); t > 0 {
 			// The image may ask for less time than the host allows, not more.
@@ -428,12 +429,12 @@ func (s *session) request(m *boundary.Request) {
 		if err != nil {
 			var re *bus.ReplyError
 			if errors.As(err, &re) {
-				res.Failure, res.Code, res.Message = boundary.Failure(re.Failure), int32(re.Code), re.Message
+				res.Failure, res.Code, res.Message = re.Failure, int32(re.Code), re.Message
 				if res.Message == "" {
 					res.Message = err.Error()
 				}
 			} else {
-				res.Failure, res.Message = boundary.FailureError, err.Error()
+				res.Failure, res.Message = wire.FailureError, err.Error()
 			}
 		} else {
 			res.Headers, res.Body = reply.Headers(), reply.Body()

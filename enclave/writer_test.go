@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cloister-dev/cloister/boundary"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // TestFrameWriterKeepsFramesIntact sends large and small frames from many
@@ -26,7 +27,7 @@ func TestFrameWriterKeepsFramesIntact(t *testing.T) {
 					size = 300 << 10 // batches of several of these exceed 1 MiB
 				}
 				body := bytes.Repeat([]byte{byte(token)}, size)
-				if err := fw.send(&boundary.Deliver{Token: token, Kind: boundary.KindRequest, Address: "a.b", Body: body}, i%2 == 0); err != nil {
+				if err := fw.send(&boundary.Deliver{Token: token, Kind: wire.KindRequest, Address: "a.b", Body: body}, i%2 == 0); err != nil {
 					t.Error(err)
 					return
 				}

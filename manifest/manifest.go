@@ -22,7 +22,6 @@ const (
 	MaxGeneratedSecret = 1024
 	MaxSecretValue     = 4096
 	MaxNameLen         = 64
-	MaxAddressLen      = 255
 	// MaxClients is how many clients a manifest may name. Every service
 	// consuming an address open to clients receives them all in its grant,
 	// which crosses the bus: 10,000 names and keys keep it well under

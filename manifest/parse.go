@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/cloister-dev/cloister/attest"
+	"github.com/cloister-dev/cloister/wire"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -637,39 +638,6 @@ func newOwner(k any) (*Owner, error) {
 	return &Owner{PublicKey: k, der: der}, nil
 }
 
-// validAddress applies the bus address rules.
-func validAddress(a string) string {
-	if a == "" {
-		return "empty address"
-	}
-	if len(a) > MaxAddressLen {
-		return fmt.Sprintf("longer than %d bytes", MaxAddressLen)
-	}
-	if a[0] == '$' {
-		return "must not start with '$'"
-	}
-	seg := 0
-	for i := 0; i < len(a); i++ {
-		c := a[i]
-		switch {
-		case c == '.':
-			if i == seg {
-				return fmt.Sprintf("empty segment at byte %d", i)
-			}
-			seg = i + 1
-		case c == '*' || c == '>':
-			return "wildcards are not allowed: rights are on exact addresses"
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == ':', c == '/':
-		default:
-			return fmt.Sprintf("character %q at byte %d is not allowed (use A-Z a-z 0-9 - _ : / and dots between segments)", c, i)
-		}
-	}
-	if seg == len(a) {
-		return "ends with a dot"
-	}
-	return ""
-}
-
 func (p *parser) addresses(path string, n *yaml.Node, m *Manifest) {
 	pairs, ok := p.mapping(path, n)
 	if !ok {
@@ -677,8 +645,9 @@ func (p *parser) addresses(path string, n *yaml.Node, m *Manifest) {
 	}
 	for _, kv := range pairs {
 		ap := path + "." + strconv.Quote(kv.key)
-		if why := validAddress(kv.key); why != "" {
-			p.errorf(ap, kv.kNode, "invalid address: %s", why)
+		var ae *wire.AddressError
+		if errors.As(wire.ValidateAddress(kv.key), &ae) {
+			p.errorf(ap, kv.kNode, "invalid address: %s", ae.Reason)
 			continue
 		}
 		a := &Address{Name: kv.key}

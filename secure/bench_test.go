@@ -2,6 +2,7 @@ package secure
 
 import (
 	"fmt"
+	"github.com/cloister-dev/cloister/wire"
 	"testing"
 )
 
@@ -18,7 +19,7 @@ func BenchmarkSeal(b *testing.B) {
 			b.SetBytes(int64(n))
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, _, err := s.Seal(KindSend, hdr, p); err != nil {
+				if _, _, err := s.Seal(wire.KindSend, hdr, p); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -41,7 +42,7 @@ func BenchmarkOpen(b *testing.B) {
 			ring := min(4096, (32<<20)/n) // keep the ring in tens of MiB
 			envs := make([][]byte, ring)
 			for i := range envs {
-				envs[i], _, _ = s.Seal(KindSend, hdr, p)
+				envs[i], _, _ = s.Seal(wire.KindSend, hdr, p)
 			}
 			b.SetBytes(int64(n))
 			b.ReportAllocs()
@@ -53,7 +54,7 @@ func BenchmarkOpen(b *testing.B) {
 					i = 0
 					b.StartTimer()
 				}
-				if _, err := o.Open(KindSend, envs[i]); err != nil {
+				if _, err := o.Open(wire.KindSend, envs[i]); err != nil {
 					b.Fatal(err)
 				}
 				i++

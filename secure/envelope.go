@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"github.com/cloister-dev/cloister/wire"
 	"math"
 	"slices"
 	"strings"
@@ -24,9 +25,6 @@ const KeySize = 32
 // SenderIDSize is the size of a sender ID in bytes.
 const SenderIDSize = 16
 
-// MaxAddressLen is the longest address accepted, in bytes (as in the bus).
-const MaxAddressLen = 255
-
 // Overhead is the size of an envelope minus its payload, for a send, publish
 // or request without protected headers: the fixed header plus the GCM tag.
 const Overhead = fixedLen + 4 + tagLen
@@ -40,34 +38,6 @@ const (
 	subkeyLabel            = "cloister/secure/v1/sender"
 	adLabel                = "cloister/secure/v1/envelope"
 )
-
-// Kind is the bus operation an envelope was sealed for.
-type Kind uint8
-
-// Envelope kinds.
-const (
-	KindSend    Kind = 1
-	KindPublish Kind = 2
-	KindRequest Kind = 3
-	KindReply   Kind = 4
-)
-
-// String returns the kind's name.
-func (k Kind) String() string {
-	switch k {
-	case KindSend:
-		return "send"
-	case KindPublish:
-		return "publish"
-	case KindRequest:
-		return "request"
-	case KindReply:
-		return "reply"
-	}
-	return fmt.Sprintf("kind(%d)", uint8(k))
-}
-
-func (k Kind) valid() bool { return k >= KindSend && k <= KindReply }
 
 // AddressKey is the key of one secured address in one key epoch.
 type AddressKey struct {
@@ -92,8 +62,8 @@ func NewAddressKey(address string, epoch uint32) (AddressKey, error) {
 }
 
 func checkAddress(address string) error {
-	if address == "" || len(address) > MaxAddressLen {
-		return fmt.Errorf("secure: address must be 1 to %d bytes, got %d", MaxAddressLen, len(address))
+	if err := wire.ValidateAddress(address); err != nil {
+		return fmt.Errorf("secure: %w", err)
 	}
 	return nil
 }
@@ -162,14 +132,14 @@ func adPrefix(address string) []byte {
 // envelope is opened.
 type Envelope struct {
 	// Kind is the operation the envelope claims to be sealed for.
-	Kind Kind
+	Kind wire.Kind
 	// Epoch is the key epoch it claims.
 	Epoch uint32
 	// Sender is the sender ID it claims.
 	Sender SenderID
 	// Seq is its sequence number (≥ 1).
 	Seq uint64
-	// ReplyTo is the request a reply answers (KindReply only).
+	// ReplyTo is the request a reply answers (wire.KindReply only).
 	ReplyTo Ref
 	// Headers are the protected headers (nil when there are none).
 	Headers map[string]string
@@ -205,8 +175,8 @@ func parseEnvelope(b []byte, e *Envelope) error {
 	if b[3] != Version {
 		return malformed("version %d, want %d", b[3], Version)
 	}
-	*e = Envelope{Kind: Kind(b[4])}
-	if !e.Kind.valid() {
+	*e = Envelope{Kind: wire.Kind(b[4])}
+	if !e.Kind.Valid() {
 		return malformed("unknown kind %d", b[4])
 	}
 	e.Epoch = binary.BigEndian.Uint32(b[5:])
@@ -216,7 +186,7 @@ func parseEnvelope(b []byte, e *Envelope) error {
 		return malformed("sequence number 0")
 	}
 	off := fixedLen
-	if e.Kind == KindReply {
+	if e.Kind == wire.KindReply {
 		if len(b) < off+refLen {
 			return malformed("reply too short for the request reference")
 		}
@@ -375,11 +345,11 @@ func (s *Sealer) Address() string { return s.address }
 // request; use [Sealer.SealReply] for replies) with the protected headers.
 // It returns the envelope and its Ref (which a requester keeps to open the
 // reply).
-func (s *Sealer) Seal(kind Kind, headers map[string]string, plaintext []byte) ([]byte, Ref, error) {
-	if kind == KindReply {
+func (s *Sealer) Seal(kind wire.Kind, headers map[string]string, plaintext []byte) ([]byte, Ref, error) {
+	if kind == wire.KindReply {
 		return nil, Ref{}, fmt.Errorf("secure: seal a reply with SealReply")
 	}
-	if !kind.valid() {
+	if !kind.Valid() {
 		return nil, Ref{}, fmt.Errorf("secure: unknown kind %d", kind)
 	}
 	return s.seal(kind, nil, headers, plaintext)
@@ -391,10 +361,10 @@ func (s *Sealer) SealReply(to Ref, headers map[string]string, plaintext []byte) 
 	if to.Seq == 0 {
 		return nil, Ref{}, fmt.Errorf("secure: reply to sequence number 0")
 	}
-	return s.seal(KindReply, &to, headers, plaintext)
+	return s.seal(wire.KindReply, &to, headers, plaintext)
 }
 
-func (s *Sealer) seal(kind Kind, to *Ref, headers map[string]string, plaintext []byte) ([]byte, Ref, error) {
+func (s *Sealer) seal(kind wire.Kind, to *Ref, headers map[string]string, plaintext []byte) ([]byte, Ref, error) {
 	// Take the next sequence number; never wrap around, even when many
 	// goroutines race at the end.
 	var seq uint64

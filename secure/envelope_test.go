@@ -5,6 +5,7 @@ import (
 	"crypto/cipher"
 	"errors"
 	"fmt"
+	"github.com/cloister-dev/cloister/wire"
 	"sync"
 	"testing"
 	"time"
@@ -39,7 +40,7 @@ func mustOpener(t testing.TB, opts OpenerOptions, keys ...AddressKey) *Opener {
 	return o
 }
 
-func seal(t testing.TB, s *Sealer, kind Kind, h map[string]string, p string) ([]byte, Ref) {
+func seal(t testing.TB, s *Sealer, kind wire.Kind, h map[string]string, p string) ([]byte, Ref) {
 	t.Helper()
 	env, ref, err := s.Seal(kind, h, []byte(p))
 	if err != nil {
@@ -53,7 +54,7 @@ func TestRoundTripAllKinds(t *testing.T) {
 	s := mustSealer(t, k)
 	o := mustOpener(t, OpenerOptions{}, k)
 	hdr := map[string]string{"b": "2", "a": "1", "content-type": "application/json"}
-	for _, kind := range []Kind{KindSend, KindPublish, KindRequest} {
+	for _, kind := range []wire.Kind{wire.KindSend, wire.KindPublish, wire.KindRequest} {
 		for _, p := range []string{"", "x", "a longer payload with a marker MARKER-123"} {
 			env, ref := seal(t, s, kind, hdr, p)
 			if bytes.Contains(env, []byte("MARKER")) {
@@ -72,11 +73,11 @@ func TestRoundTripAllKinds(t *testing.T) {
 		}
 	}
 	// No headers: nil map, and Overhead is exact.
-	env, _ := seal(t, s, KindSend, nil, "hello")
+	env, _ := seal(t, s, wire.KindSend, nil, "hello")
 	if len(env) != Overhead+5 {
 		t.Fatalf("envelope of %d bytes, want %d", len(env), Overhead+5)
 	}
-	got, err := o.Open(KindSend, env)
+	got, err := o.Open(wire.KindSend, env)
 	if err != nil || got.Headers != nil {
 		t.Fatalf("%v %v", got, err)
 	}
@@ -85,7 +86,7 @@ func TestRoundTripAllKinds(t *testing.T) {
 func TestEveryBitFlipRejected(t *testing.T) {
 	k := mustKey(t, addr, 1)
 	s := mustSealer(t, k)
-	for _, kind := range []Kind{KindSend, KindRequest} {
+	for _, kind := range []wire.Kind{wire.KindSend, wire.KindRequest} {
 		env, ref := seal(t, s, kind, map[string]string{"k": "v"}, "payload")
 		reply, _, err := s.SealReply(ref, map[string]string{"r": "1"}, []byte("answer"))
 		if err != nil {
@@ -117,14 +118,14 @@ func TestEveryBitFlipRejected(t *testing.T) {
 func TestTruncationsRejected(t *testing.T) {
 	k := mustKey(t, addr, 1)
 	s := mustSealer(t, k)
-	env, _ := seal(t, s, KindPublish, map[string]string{"k": "v"}, "payload")
+	env, _ := seal(t, s, wire.KindPublish, map[string]string{"k": "v"}, "payload")
 	o := mustOpener(t, OpenerOptions{}, k)
 	for n := range len(env) {
-		if _, err := o.Open(KindPublish, env[:n]); err == nil {
+		if _, err := o.Open(wire.KindPublish, env[:n]); err == nil {
 			t.Fatalf("truncated to %d bytes: opened", n)
 		}
 	}
-	if _, err := o.Open(KindPublish, append(bytes.Clone(env), 0)); !errors.Is(err, ErrAuth) {
+	if _, err := o.Open(wire.KindPublish, append(bytes.Clone(env), 0)); !errors.Is(err, ErrAuth) {
 		t.Fatalf("extended: %v", err)
 	}
 }
@@ -135,13 +136,13 @@ func TestReplayAndReorder(t *testing.T) {
 	o := mustOpener(t, OpenerOptions{}, k)
 	var envs [][]byte
 	for i := range 10 {
-		env, _ := seal(t, s, KindSend, nil, fmt.Sprint(i))
+		env, _ := seal(t, s, wire.KindSend, nil, fmt.Sprint(i))
 		envs = append(envs, env)
 	}
 	// Deliver out of order: each accepted once.
 	order := []int{2, 0, 1, 5, 3, 4, 9, 8, 6, 7}
 	for _, i := range order {
-		got, err := o.Open(KindSend, envs[i])
+		got, err := o.Open(wire.KindSend, envs[i])
 		if err != nil {
 			t.Fatalf("envelope %d: %v", i, err)
 		}
@@ -150,7 +151,7 @@ func TestReplayAndReorder(t *testing.T) {
 		}
 	}
 	for _, i := range order {
-		if _, err := o.Open(KindSend, envs[i]); !errors.Is(err, ErrReplay) {
+		if _, err := o.Open(wire.KindSend, envs[i]); !errors.Is(err, ErrReplay) {
 			t.Fatalf("replay of %d: %v", i, err)
 		}
 	}
@@ -160,15 +161,15 @@ func TestTooOld(t *testing.T) {
 	k := mustKey(t, addr, 1)
 	s := mustSealer(t, k)
 	o := mustOpener(t, OpenerOptions{Window: 64}, k)
-	first, _ := seal(t, s, KindSend, nil, "first")
+	first, _ := seal(t, s, wire.KindSend, nil, "first")
 	var last []byte
 	for range 64 {
-		last, _ = seal(t, s, KindSend, nil, "x")
+		last, _ = seal(t, s, wire.KindSend, nil, "x")
 	}
-	if _, err := o.Open(KindSend, last); err != nil {
+	if _, err := o.Open(wire.KindSend, last); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := o.Open(KindSend, first); !errors.Is(err, ErrTooOld) {
+	if _, err := o.Open(wire.KindSend, first); !errors.Is(err, ErrTooOld) {
 		t.Fatalf("first after the window moved past it: %v", err)
 	}
 }
@@ -179,12 +180,12 @@ func TestGapsReported(t *testing.T) {
 	o := mustOpener(t, OpenerOptions{Window: 64}, k)
 	var envs [][]byte
 	for range 200 {
-		env, _ := seal(t, s, KindSend, nil, "x")
+		env, _ := seal(t, s, wire.KindSend, nil, "x")
 		envs = append(envs, env)
 	}
 	open := func(seq int) *Opened {
 		t.Helper()
-		got, err := o.Open(KindSend, envs[seq-1])
+		got, err := o.Open(wire.KindSend, envs[seq-1])
 		if err != nil {
 			t.Fatalf("seq %d: %v", seq, err)
 		}
@@ -210,7 +211,7 @@ func TestGapsReported(t *testing.T) {
 	if got.Skipped != (SeqRange{7, 99}) || got.Expired != 32 {
 		t.Fatalf("far jump: skipped %+v expired %d", got.Skipped, got.Expired)
 	}
-	if _, err := o.Open(KindSend, envs[4]); !errors.Is(err, ErrTooOld) {
+	if _, err := o.Open(wire.KindSend, envs[4]); !errors.Is(err, ErrTooOld) {
 		t.Fatalf("seq 5 after expiry: %v", err)
 	}
 	// Jump beyond a full window: 37..99 unseen (63) + 101..136 (36)
@@ -222,7 +223,7 @@ func TestGapsReported(t *testing.T) {
 
 	// A receiver that hears a sender first at seq 50 reports 1..49.
 	o2 := mustOpener(t, OpenerOptions{Window: 64}, k)
-	got, err := o2.Open(KindSend, envs[49])
+	got, err := o2.Open(wire.KindSend, envs[49])
 	if err != nil || !got.FirstFromSender || got.Skipped != (SeqRange{1, 49}) || got.Expired != 0 {
 		t.Fatalf("late joiner: %+v %v", got, err)
 	}
@@ -296,11 +297,11 @@ func TestEpochs(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	o := mustOpener(t, OpenerOptions{Now: func() time.Time { return now }}, k1)
 	s1 := mustSealer(t, k1)
-	old, _ := seal(t, s1, KindSend, nil, "old")
-	old2, _ := seal(t, s1, KindSend, nil, "old2")
+	old, _ := seal(t, s1, wire.KindSend, nil, "old")
+	old2, _ := seal(t, s1, wire.KindSend, nil, "old2")
 	s2 := mustSealer(t, k2)
-	cur, _ := seal(t, s2, KindSend, nil, "new")
-	if _, err := o.Open(KindSend, cur); !errors.Is(err, ErrUnknownEpoch) {
+	cur, _ := seal(t, s2, wire.KindSend, nil, "new")
+	if _, err := o.Open(wire.KindSend, cur); !errors.Is(err, ErrUnknownEpoch) {
 		t.Fatalf("epoch 2 before AddKey: %v", err)
 	}
 	if err := o.AddKey(k2); err != nil {
@@ -313,14 +314,14 @@ func TestEpochs(t *testing.T) {
 		t.Fatal("AddKey of another address")
 	}
 	o.RetireAfter(1, now.Add(time.Minute))
-	if _, err := o.Open(KindSend, old); err != nil {
+	if _, err := o.Open(wire.KindSend, old); err != nil {
 		t.Fatalf("old epoch within grace: %v", err)
 	}
-	if _, err := o.Open(KindSend, cur); err != nil {
+	if _, err := o.Open(wire.KindSend, cur); err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(time.Minute)
-	if _, err := o.Open(KindSend, old2); !errors.Is(err, ErrEpochRetired) {
+	if _, err := o.Open(wire.KindSend, old2); !errors.Is(err, ErrEpochRetired) {
 		t.Fatalf("old epoch after grace: %v", err)
 	}
 	if got := o.Epochs(); len(got) != 1 || got[0] != 2 {
@@ -330,7 +331,7 @@ func TestEpochs(t *testing.T) {
 		t.Fatal("re-adding a retired epoch")
 	}
 	o.Retire(2)
-	if _, err := o.Open(KindSend, cur); !errors.Is(err, ErrEpochRetired) {
+	if _, err := o.Open(wire.KindSend, cur); !errors.Is(err, ErrEpochRetired) {
 		t.Fatalf("after Retire: %v", err)
 	}
 }
@@ -344,28 +345,28 @@ func TestWrongAddressKindSenderHeaders(t *testing.T) {
 	other := k
 	other.Address = "water.alerts"
 	oOther := mustOpener(t, OpenerOptions{}, other)
-	env, _ := seal(t, s, KindSend, map[string]string{"h": "v"}, "p")
-	if _, err := oOther.Open(KindSend, env); !errors.Is(err, ErrAuth) {
+	env, _ := seal(t, s, wire.KindSend, map[string]string{"h": "v"}, "p")
+	if _, err := oOther.Open(wire.KindSend, env); !errors.Is(err, ErrAuth) {
 		t.Fatalf("other address: %v", err)
 	}
 	// Another key for the same address and epoch.
-	if _, err := mustOpener(t, OpenerOptions{}, mustKey(t, addr, 1)).Open(KindSend, env); !errors.Is(err, ErrAuth) {
+	if _, err := mustOpener(t, OpenerOptions{}, mustKey(t, addr, 1)).Open(wire.KindSend, env); !errors.Is(err, ErrAuth) {
 		t.Fatalf("other key: %v", err)
 	}
 	// Delivered as another kind.
-	if _, err := o.Open(KindPublish, env); !errors.Is(err, ErrWrongKind) {
+	if _, err := o.Open(wire.KindPublish, env); !errors.Is(err, ErrWrongKind) {
 		t.Fatalf("wrong kind: %v", err)
 	}
 	// Relabelled kind byte: authentication fails.
 	b := bytes.Clone(env)
-	b[4] = byte(KindPublish)
-	if _, err := o.Open(KindPublish, b); !errors.Is(err, ErrAuth) {
+	b[4] = byte(wire.KindPublish)
+	if _, err := o.Open(wire.KindPublish, b); !errors.Is(err, ErrAuth) {
 		t.Fatalf("relabelled kind: %v", err)
 	}
 	// Another sender ID in the header.
 	b = bytes.Clone(env)
 	b[9] ^= 0xff
-	if _, err := o.Open(KindSend, b); !errors.Is(err, ErrAuth) {
+	if _, err := o.Open(wire.KindSend, b); !errors.Is(err, ErrAuth) {
 		t.Fatalf("other sender: %v", err)
 	}
 	// Headers changed, re-encoded canonically (a different value of equal length).
@@ -376,16 +377,16 @@ func TestWrongAddressKindSenderHeaders(t *testing.T) {
 	hb, _ := encodeHeaders(nil, map[string]string{"h": "w"})
 	b = bytes.Clone(env)
 	copy(b[len(e.header)-len(hb):], hb)
-	if _, err := o.Open(KindSend, b); !errors.Is(err, ErrAuth) {
+	if _, err := o.Open(wire.KindSend, b); !errors.Is(err, ErrAuth) {
 		t.Fatalf("headers changed: %v", err)
 	}
 	// Headers removed entirely.
 	b = append(append(append([]byte{}, env[:fixedLen]...), 0, 0, 0, 0), e.ciphertext...)
-	if _, err := o.Open(KindSend, b); !errors.Is(err, ErrAuth) {
+	if _, err := o.Open(wire.KindSend, b); !errors.Is(err, ErrAuth) {
 		t.Fatalf("headers removed: %v", err)
 	}
 	// Finally the genuine one opens.
-	if _, err := o.Open(KindSend, env); err != nil {
+	if _, err := o.Open(wire.KindSend, env); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -397,13 +398,13 @@ func TestReplyBoundToRequest(t *testing.T) {
 	svc := mustOpener(t, OpenerOptions{}, k)
 	cli := mustOpener(t, OpenerOptions{}, k)
 
-	req1, ref1 := seal(t, client, KindRequest, nil, "q1")
-	req2, ref2 := seal(t, client, KindRequest, nil, "q2")
-	o1, err := svc.Open(KindRequest, req1)
+	req1, ref1 := seal(t, client, wire.KindRequest, nil, "q1")
+	req2, ref2 := seal(t, client, wire.KindRequest, nil, "q2")
+	o1, err := svc.Open(wire.KindRequest, req1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o2, err := svc.Open(KindRequest, req2)
+	o2, err := svc.Open(wire.KindRequest, req2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,14 +438,14 @@ func TestReplyBoundToRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A reply delivered as a send, a send opened as a reply.
-	if _, err := cli.Open(KindSend, rep1); err == nil {
+	if _, err := cli.Open(wire.KindSend, rep1); err == nil {
 		t.Fatal("reply opened as a send")
 	}
 	if _, err := cli.OpenReply(ref1, req1); !errors.Is(err, ErrWrongKind) {
 		t.Fatalf("request opened as a reply: %v", err)
 	}
-	if _, _, err := service.Seal(KindReply, nil, nil); err == nil {
-		t.Fatal("Seal(KindReply)")
+	if _, _, err := service.Seal(wire.KindReply, nil, nil); err == nil {
+		t.Fatal("Seal(wire.KindReply)")
 	}
 }
 
@@ -459,9 +460,9 @@ func TestNonceUniqueness(t *testing.T) {
 	if a.SenderID() == b.SenderID() || a.SenderID() == restarted.SenderID() {
 		t.Fatal("sender IDs repeat")
 	}
-	ea, _ := seal(t, a, KindSend, nil, "same plaintext")
-	eb, _ := seal(t, b, KindSend, nil, "same plaintext")
-	er, _ := seal(t, restarted, KindSend, nil, "same plaintext")
+	ea, _ := seal(t, a, wire.KindSend, nil, "same plaintext")
+	eb, _ := seal(t, b, wire.KindSend, nil, "same plaintext")
+	er, _ := seal(t, restarted, wire.KindSend, nil, "same plaintext")
 	// All have sequence number 1, yet the ciphertexts differ: different subkeys.
 	pa, _ := ParseEnvelope(ea)
 	pb, _ := ParseEnvelope(eb)
@@ -488,7 +489,7 @@ func TestNonceUniqueness(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for range 500 {
-				_, ref, err := a.Seal(KindSend, nil, nil)
+				_, ref, err := a.Seal(wire.KindSend, nil, nil)
 				if err != nil {
 					t.Error(err)
 					return
@@ -506,7 +507,7 @@ func TestNonceUniqueness(t *testing.T) {
 	// And the receiver accepts both senders independently (separate windows).
 	o := mustOpener(t, OpenerOptions{}, k)
 	for _, e := range [][]byte{ea, eb, er} {
-		if _, err := o.Open(KindSend, e); err != nil {
+		if _, err := o.Open(wire.KindSend, e); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -515,11 +516,11 @@ func TestNonceUniqueness(t *testing.T) {
 func TestSealerExhausted(t *testing.T) {
 	s := mustSealer(t, mustKey(t, addr, 1))
 	s.seq.Store(1<<64 - 3)
-	if _, ref, err := s.Seal(KindSend, nil, nil); err != nil || ref.Seq != 1<<64-2 {
+	if _, ref, err := s.Seal(wire.KindSend, nil, nil); err != nil || ref.Seq != 1<<64-2 {
 		t.Fatalf("%v %v", ref, err)
 	}
 	for range 3 {
-		if _, _, err := s.Seal(KindSend, nil, nil); !errors.Is(err, ErrExhausted) {
+		if _, _, err := s.Seal(wire.KindSend, nil, nil); !errors.Is(err, ErrExhausted) {
 			t.Fatalf("past the end: %v", err)
 		}
 	}
@@ -529,8 +530,8 @@ func TestTooManySenders(t *testing.T) {
 	k := mustKey(t, addr, 1)
 	o := mustOpener(t, OpenerOptions{MaxSenders: 2}, k)
 	for i := range 3 {
-		env, _ := seal(t, mustSealer(t, k), KindSend, nil, "x")
-		_, err := o.Open(KindSend, env)
+		env, _ := seal(t, mustSealer(t, k), wire.KindSend, nil, "x")
+		_, err := o.Open(wire.KindSend, env)
 		if i < 2 && err != nil {
 			t.Fatal(err)
 		}
@@ -546,7 +547,7 @@ func TestConcurrentOpenAcceptsOnce(t *testing.T) {
 	o := mustOpener(t, OpenerOptions{}, k)
 	var envs [][]byte
 	for range 100 {
-		env, _ := seal(t, s, KindSend, nil, "x")
+		env, _ := seal(t, s, wire.KindSend, nil, "x")
 		envs = append(envs, env)
 	}
 	var mu sync.Mutex
@@ -555,7 +556,7 @@ func TestConcurrentOpenAcceptsOnce(t *testing.T) {
 	for range 4 {
 		wg.Go(func() {
 			for _, e := range envs {
-				if _, err := o.Open(KindSend, e); err == nil {
+				if _, err := o.Open(wire.KindSend, e); err == nil {
 					mu.Lock()
 					accepted++
 					mu.Unlock()
@@ -574,7 +575,7 @@ func TestConcurrentOpenAcceptsOnce(t *testing.T) {
 func TestParseEnvelopeStrict(t *testing.T) {
 	k := mustKey(t, addr, 1)
 	s := mustSealer(t, k)
-	env, _ := seal(t, s, KindSend, map[string]string{"a": "1", "b": "2"}, "p")
+	env, _ := seal(t, s, wire.KindSend, map[string]string{"a": "1", "b": "2"}, "p")
 	e, err := ParseEnvelope(env)
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/cloister-dev/cloister/secure"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // Two enclaves share the key of a secured address (the coordinator gave it
@@ -12,13 +13,13 @@ func Example_envelope() {
 	key, _ := secure.NewAddressKey("water.stats", 1)
 
 	sender, _ := secure.NewSealer(key)
-	env, _, _ := sender.Seal(secure.KindPublish, map[string]string{"sensor": "s-17"}, []byte("mean=3.2bar"))
+	env, _, _ := sender.Seal(wire.KindPublish, map[string]string{"sensor": "s-17"}, []byte("mean=3.2bar"))
 
 	receiver, _ := secure.NewOpener("water.stats", secure.OpenerOptions{}, key)
-	msg, err := receiver.Open(secure.KindPublish, env)
+	msg, err := receiver.Open(wire.KindPublish, env)
 	fmt.Println(string(msg.Plaintext), msg.Headers["sensor"], err)
 
-	_, err = receiver.Open(secure.KindPublish, env) // the host replays it
+	_, err = receiver.Open(wire.KindPublish, env) // the host replays it
 	fmt.Println(err != nil)
 	// Output:
 	// mean=3.2bar s-17 <nil>
@@ -33,8 +34,8 @@ func Example_requestReply() {
 	clientOpener, _ := secure.NewOpener(key.Address, secure.OpenerOptions{}, key)
 	serviceOpener, _ := secure.NewOpener(key.Address, secure.OpenerOptions{}, key)
 
-	req, ref, _ := client.Seal(secure.KindRequest, nil, []byte("history s-17"))
-	in, _ := serviceOpener.Open(secure.KindRequest, req)
+	req, ref, _ := client.Seal(wire.KindRequest, nil, []byte("history s-17"))
+	in, _ := serviceOpener.Open(wire.KindRequest, req)
 	rep, _, _ := service.SealReply(in.Ref(), nil, []byte("42 readings"))
 	out, err := clientOpener.OpenReply(ref, rep)
 	fmt.Println(string(out.Plaintext), err)

@@ -3,6 +3,7 @@ package secure
 import (
 	"bytes"
 	"errors"
+	"github.com/cloister-dev/cloister/wire"
 	"testing"
 )
 
@@ -25,7 +26,7 @@ func FuzzOpenEnvelope(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	for _, kind := range []Kind{KindSend, KindPublish, KindRequest} {
+	for _, kind := range []wire.Kind{wire.KindSend, wire.KindPublish, wire.KindRequest} {
 		env, ref, err := s.Seal(kind, map[string]string{"a": "1", "content-type": "text/plain"}, []byte("payload"))
 		if err != nil {
 			f.Fatal(err)
@@ -37,7 +38,7 @@ func FuzzOpenEnvelope(f *testing.F) {
 		}
 		f.Add(rep)
 	}
-	env, _, _ := s.Seal(KindSend, nil, nil)
+	env, _, _ := s.Seal(wire.KindSend, nil, nil)
 	f.Add(env)
 	f.Add([]byte("CSE\x01"))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -46,12 +47,12 @@ func FuzzOpenEnvelope(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		kind := KindSend
+		kind := wire.KindSend
 		if len(b) > 4 {
-			kind = Kind(b[4])
+			kind = wire.Kind(b[4])
 		}
 		var got *Opened
-		if kind == KindReply {
+		if kind == wire.KindReply {
 			if perr != nil {
 				got, err = o.OpenReply(Ref{}, b)
 			} else {
@@ -229,8 +230,8 @@ func FuzzOpenerState(f *testing.F) {
 		f.Fatal(err)
 	}
 	for range 5 {
-		env, _, _ := s.Seal(KindSend, nil, nil)
-		if _, err := o.Open(KindSend, env); err != nil {
+		env, _, _ := s.Seal(wire.KindSend, nil, nil)
+		if _, err := o.Open(wire.KindSend, env); err != nil {
 			f.Fatal(err)
 		}
 	}

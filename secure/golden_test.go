@@ -7,6 +7,7 @@ import (
 	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/hex"
+	"github.com/cloister-dev/cloister/wire"
 	"testing"
 )
 
@@ -30,7 +31,7 @@ func TestWireFormatGolden(t *testing.T) {
 	}
 	s := &Sealer{address: key.Address, epoch: key.Epoch, sender: sender, aead: aead, ad: adPrefix(key.Address)}
 	s.seq.Store(6)
-	env, ref, err := s.Seal(KindPublish, map[string]string{"z": "1", "a": "xy"}, []byte("hello"))
+	env, ref, err := s.Seal(wire.KindPublish, map[string]string{"z": "1", "a": "xy"}, []byte("hello"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func TestWireFormatGolden(t *testing.T) {
 		t.Fatalf("envelope %s, want %s", got, goldenEnvelope)
 	}
 	o := mustOpener(t, OpenerOptions{}, key)
-	if got, err := o.Open(KindPublish, env); err != nil || string(got.Plaintext) != "hello" {
+	if got, err := o.Open(wire.KindPublish, env); err != nil || string(got.Plaintext) != "hello" {
 		t.Fatalf("%v %v", got, err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
+	"github.com/cloister-dev/cloister/wire"
 	"slices"
 	"sync"
 	"time"
@@ -59,14 +60,14 @@ type senderState struct {
 // Opened is an envelope that opened: authenticated and accepted once.
 type Opened struct {
 	// Kind is the operation the envelope was sealed for.
-	Kind Kind
+	Kind wire.Kind
 	// Epoch is the key epoch it was sealed under.
 	Epoch uint32
 	// Sender is the sealing Sealer's ID.
 	Sender SenderID
 	// Seq is its sequence number.
 	Seq uint64
-	// ReplyTo is the request a reply answers (KindReply only).
+	// ReplyTo is the request a reply answers (wire.KindReply only).
 	ReplyTo Ref
 	// Headers are the protected headers (nil when none).
 	Headers map[string]string
@@ -220,8 +221,8 @@ func (o *Opener) expireLocked() {
 // Open opens an envelope delivered as kind (send, publish or request). It
 // returns the payload, or an error wrapping one of the package's
 // rejection reasons. A rejected envelope changes nothing.
-func (o *Opener) Open(kind Kind, envelope []byte) (*Opened, error) {
-	if kind == KindReply {
+func (o *Opener) Open(kind wire.Kind, envelope []byte) (*Opened, error) {
+	if kind == wire.KindReply {
 		return nil, fmt.Errorf("secure: open a reply with OpenReply")
 	}
 	return o.open(kind, nil, envelope)
@@ -230,10 +231,10 @@ func (o *Opener) Open(kind Kind, envelope []byte) (*Opened, error) {
 // OpenReply opens a reply envelope and checks that it answers the request
 // named by to (the Ref [Sealer.Seal] returned for it).
 func (o *Opener) OpenReply(to Ref, envelope []byte) (*Opened, error) {
-	return o.open(KindReply, &to, envelope)
+	return o.open(wire.KindReply, &to, envelope)
 }
 
-func (o *Opener) open(kind Kind, to *Ref, b []byte) (*Opened, error) {
+func (o *Opener) open(kind wire.Kind, to *Ref, b []byte) (*Opened, error) {
 	var env Envelope
 	e := &env
 	if err := parseEnvelope(b, e); err != nil {

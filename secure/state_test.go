@@ -3,6 +3,7 @@ package secure
 import (
 	"bytes"
 	"errors"
+	"github.com/cloister-dev/cloister/wire"
 	"testing"
 )
 
@@ -13,17 +14,17 @@ func TestOpenerStateSurvivesRestart(t *testing.T) {
 	other := mustSealer(t, k2)
 	var envs [][]byte
 	for range 10 {
-		env, _ := seal(t, s, KindSend, nil, "x")
+		env, _ := seal(t, s, wire.KindSend, nil, "x")
 		envs = append(envs, env)
 	}
 	o := mustOpener(t, OpenerOptions{}, k1, k2)
 	for _, i := range []int{0, 1, 2, 4} { // 3 is late
-		if _, err := o.Open(KindSend, envs[i]); err != nil {
+		if _, err := o.Open(wire.KindSend, envs[i]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	oe, _ := seal(t, other, KindSend, nil, "y")
-	if _, err := o.Open(KindSend, oe); err != nil {
+	oe, _ := seal(t, other, wire.KindSend, nil, "y")
+	if _, err := o.Open(wire.KindSend, oe); err != nil {
 		t.Fatal(err)
 	}
 	state := o.MarshalState()
@@ -31,7 +32,7 @@ func TestOpenerStateSurvivesRestart(t *testing.T) {
 	// Without the state a restarted receiver accepts what its previous life
 	// saw (documented: redelivery or replay, the application decides).
 	fresh := mustOpener(t, OpenerOptions{}, k1, k2)
-	if _, err := fresh.Open(KindSend, envs[0]); err != nil {
+	if _, err := fresh.Open(wire.KindSend, envs[0]); err != nil {
 		t.Fatalf("fresh opener: %v", err)
 	}
 
@@ -41,18 +42,18 @@ func TestOpenerStateSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, i := range []int{0, 1, 2, 4} {
-		if _, err := o2.Open(KindSend, envs[i]); !errors.Is(err, ErrReplay) {
+		if _, err := o2.Open(wire.KindSend, envs[i]); !errors.Is(err, ErrReplay) {
 			t.Fatalf("envelope %d after restore: %v", i, err)
 		}
 	}
-	if _, err := o2.Open(KindSend, oe); !errors.Is(err, ErrReplay) {
+	if _, err := o2.Open(wire.KindSend, oe); !errors.Is(err, ErrReplay) {
 		t.Fatalf("other sender after restore: %v", err)
 	}
-	got, err := o2.Open(KindSend, envs[3])
+	got, err := o2.Open(wire.KindSend, envs[3])
 	if err != nil || got.FirstFromSender {
 		t.Fatalf("late envelope after restore: %+v %v", got, err)
 	}
-	got, err = o2.Open(KindSend, envs[5])
+	got, err = o2.Open(wire.KindSend, envs[5])
 	if err != nil || got.Skipped.Count() != 0 || got.FirstFromSender {
 		t.Fatalf("next envelope after restore: %+v %v", got, err)
 	}
@@ -68,19 +69,19 @@ func TestOpenerStateSurvivesRestart(t *testing.T) {
 
 	// Merging into an opener that already saw newer envelopes keeps both.
 	o4 := mustOpener(t, OpenerOptions{}, k1, k2)
-	if _, err := o4.Open(KindSend, envs[7]); err != nil {
+	if _, err := o4.Open(wire.KindSend, envs[7]); err != nil {
 		t.Fatal(err)
 	}
 	if err := o4.RestoreState(state); err != nil {
 		t.Fatal(err)
 	}
 	for _, i := range []int{0, 4, 7} {
-		if _, err := o4.Open(KindSend, envs[i]); !errors.Is(err, ErrReplay) {
+		if _, err := o4.Open(wire.KindSend, envs[i]); !errors.Is(err, ErrReplay) {
 			t.Fatalf("envelope %d after merge: %v", i, err)
 		}
 	}
 	for _, i := range []int{3, 5, 6, 8} {
-		if _, err := o4.Open(KindSend, envs[i]); err != nil {
+		if _, err := o4.Open(wire.KindSend, envs[i]); err != nil {
 			t.Fatalf("envelope %d after merge: %v", i, err)
 		}
 	}
@@ -109,8 +110,8 @@ func TestOpenerStateStrict(t *testing.T) {
 	s := mustSealer(t, k)
 	o := mustOpener(t, OpenerOptions{Window: 64}, k)
 	for range 3 {
-		env, _ := seal(t, s, KindSend, nil, "x")
-		if _, err := o.Open(KindSend, env); err != nil {
+		env, _ := seal(t, s, wire.KindSend, nil, "x")
+		if _, err := o.Open(wire.KindSend, env); err != nil {
 			t.Fatal(err)
 		}
 	}

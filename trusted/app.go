@@ -15,6 +15,7 @@ import (
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/seal"
 	"github.com/cloister-dev/cloister/secure"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // Handler serves the deliveries of one address.
@@ -497,7 +498,7 @@ func (s *session) accept(d *boundary.Deliver) *Call {
 	}
 	c := &Call{Runtime: s.rt, handler: h, kind: d.Kind, timeout: d.Timeout,
 		address: d.Address, headers: d.Headers, body: d.Body}
-	if d.Kind == boundary.KindRequest {
+	if d.Kind == wire.KindRequest {
 		c.token = d.Token
 		s.openReplies++
 	} else {
@@ -718,7 +719,7 @@ func (s *session) rejected(de *boundary.DecodeError) {
 	case boundary.TypeDeliver:
 		s.conn.Post(&boundary.Fail{Token: de.ID, Kind: boundary.FailInternal, Message: msg})
 	case boundary.TypeRequestResult:
-		s.complete(de.ID, &boundary.RequestResult{CallID: de.ID, Failure: boundary.FailureError, Message: msg})
+		s.complete(de.ID, &boundary.RequestResult{CallID: de.ID, Failure: wire.FailureError, Message: msg})
 	case boundary.TypeStoreResult:
 		s.complete(de.ID, &boundary.StoreResult{CallID: de.ID, Error: msg})
 	case boundary.TypeEvidenceResult:

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/boundary"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // pipeEcho is the child side of BenchmarkRawPipeRoundTrip: it echoes stdin
@@ -78,7 +79,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 					for range inflight {
 						wg.Go(func() {
 							for next.Add(1) <= int64(b.N) {
-								ch := h.deliver(boundary.KindRequest, "echo", nil, body)
+								ch := h.deliver(wire.KindRequest, "echo", nil, body)
 								select {
 								case m := <-ch:
 									if _, ok := m.(*boundary.Reply); !ok {

@@ -13,6 +13,7 @@ import (
 	"github.com/cloister-dev/cloister/boundary"
 	"github.com/cloister-dev/cloister/seal"
 	"github.com/cloister-dev/cloister/secure"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // Runtime is the enclave instance as seen by handlers: the OCALLs it can
@@ -173,7 +174,7 @@ func (rt *Runtime) Send(ctx context.Context, address string, headers map[string]
 	}
 	if k := rt.s.keys; k != nil {
 		var err error
-		if headers, body, _, _, err = k.outgoing(address, secure.KindSend, headers, body); err != nil {
+		if headers, body, _, _, err = k.outgoing(address, wire.KindSend, headers, body); err != nil {
 			return err
 		}
 	}
@@ -193,7 +194,7 @@ func (rt *Runtime) Publish(ctx context.Context, address string, headers map[stri
 	}
 	if k := rt.s.keys; k != nil {
 		var err error
-		if headers, body, _, _, err = k.outgoing(address, secure.KindPublish, headers, body); err != nil {
+		if headers, body, _, _, err = k.outgoing(address, wire.KindPublish, headers, body); err != nil {
 			return err
 		}
 	}
@@ -211,17 +212,17 @@ type Response struct {
 }
 
 // RequestError is a failed Request: the bus's failure kind, and for
-// boundary.FailureRecipient the recipient's code and message.
+// wire.FailureRecipient the recipient's code and message.
 type RequestError struct {
 	Address string
-	Failure boundary.Failure
+	Failure wire.Failure
 	Code    int
 	Message string
 }
 
 // Error names the address and the failure.
 func (e *RequestError) Error() string {
-	if e.Failure == boundary.FailureRecipient {
+	if e.Failure == wire.FailureRecipient {
 		return fmt.Sprintf("trusted: request to %q: recipient failure: code %d: %s", e.Address, e.Code, e.Message)
 	}
 	s := fmt.Sprintf("trusted: request to %q: %s", e.Address, e.Failure)
@@ -246,7 +247,7 @@ func (rt *Runtime) Request(ctx context.Context, address string, headers map[stri
 	if k == nil {
 		return rt.request(ctx, address, headers, body, timeout)
 	}
-	headers, body, a, ref, err := k.outgoing(address, secure.KindRequest, headers, body)
+	headers, body, a, ref, err := k.outgoing(address, wire.KindRequest, headers, body)
 	if err != nil {
 		return nil, err
 	}
@@ -279,7 +280,7 @@ func (rt *Runtime) request(ctx context.Context, address string, headers map[stri
 		return nil, fmt.Errorf("trusted: request to %q: %w", address, err)
 	}
 	r := m.(*boundary.RequestResult)
-	if r.Failure != boundary.FailureNone {
+	if r.Failure != wire.FailureNone {
 		return nil, &RequestError{Address: address, Failure: r.Failure, Code: int(r.Code), Message: r.Message}
 	}
 	return &Response{Headers: r.Headers, Body: r.Body}, nil
@@ -329,7 +330,7 @@ type Call struct {
 	// doneToken: a send or publish whose handling the host must learn of
 	// (a durable message); Done or Fail answers it when the handler ends.
 	doneToken uint64
-	kind      boundary.DeliveryKind
+	kind      wire.Kind
 	timeout   time.Duration
 	address   string
 	headers   map[string]string
@@ -368,7 +369,7 @@ var (
 func (c *Call) Address() string { return c.address }
 
 // Kind returns how the message was sent (send, publish or request).
-func (c *Call) Kind() boundary.DeliveryKind { return c.kind }
+func (c *Call) Kind() wire.Kind { return c.kind }
 
 // ExpectsReply reports whether the caller waits for Reply or Fail.
 func (c *Call) ExpectsReply() bool { return c.token != 0 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/boundary"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // hostStream is what a host sends: its hello, then frames.
@@ -27,17 +28,17 @@ func hostStream(frames ...boundary.Message) []byte {
 // FuzzServe feeds an arbitrary ECALL stream (after a valid handshake and
 // Init) to a running enclave: it must neither panic nor hang.
 func FuzzServe(f *testing.F) {
-	f.Add(boundary.AppendFrame(nil, &boundary.Deliver{Token: 1, Kind: boundary.KindRequest, Address: "echo", Body: []byte("x")}))
+	f.Add(boundary.AppendFrame(nil, &boundary.Deliver{Token: 1, Kind: wire.KindRequest, Address: "echo", Body: []byte("x")}))
 	var all []byte
 	for _, m := range []boundary.Message{
-		&boundary.Deliver{Token: 1, Kind: boundary.KindRequest, Address: "put", Headers: map[string]string{"key": "k"}, Body: []byte("v")},
+		&boundary.Deliver{Token: 1, Kind: wire.KindRequest, Address: "put", Headers: map[string]string{"key": "k"}, Body: []byte("v")},
 		&boundary.StoreResult{CallID: 1},
-		&boundary.Deliver{Token: 2, Kind: boundary.KindRequest, Address: "get", Headers: map[string]string{"key": "k"}},
+		&boundary.Deliver{Token: 2, Kind: wire.KindRequest, Address: "get", Headers: map[string]string{"key": "k"}},
 		&boundary.StoreResult{CallID: 2, Found: true, Blob: []byte("not a blob")},
-		&boundary.Deliver{Token: 3, Kind: boundary.KindRequest, Address: "panic"},
-		&boundary.Deliver{Kind: boundary.KindPublish, Address: "emit"},
+		&boundary.Deliver{Token: 3, Kind: wire.KindRequest, Address: "panic"},
+		&boundary.Deliver{Kind: wire.KindPublish, Address: "emit"},
 		&boundary.Health{ID: 4},
-		&boundary.Deliver{Token: 5, Kind: boundary.KindRequest, Address: "ask", Headers: map[string]string{"to": "svc"}},
+		&boundary.Deliver{Token: 5, Kind: wire.KindRequest, Address: "ask", Headers: map[string]string{"to": "svc"}},
 		&boundary.RequestResult{CallID: 3, Body: []byte("r")},
 		&boundary.Init{},
 		&boundary.Shutdown{Grace: time.Millisecond},

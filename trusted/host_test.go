@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/boundary"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // The test binary doubles as an enclave image: with envImage set, TestMain
@@ -331,7 +332,7 @@ func (h *testHost) readLoop() {
 			case "silent":
 				continue // never answered: the enclave's context decides
 			default:
-				res.Failure = boundary.FailureNoHandlers
+				res.Failure = wire.FailureNoHandlers
 				res.Message = "no handlers for " + m.Address
 			}
 			h.conn.Post(res)
@@ -364,20 +365,20 @@ func (h *testHost) route(token uint64, m boundary.Message) {
 
 // deliver sends a Deliver and returns a channel for its answer (nil for
 // send/publish).
-func (h *testHost) deliver(kind boundary.DeliveryKind, address string, headers map[string]string, body []byte) chan boundary.Message {
+func (h *testHost) deliver(kind wire.Kind, address string, headers map[string]string, body []byte) chan boundary.Message {
 	return h.deliverWith(kind, false, address, headers, body)
 }
 
 // deliverAcked sends a send or publish with a token and returns a channel
 // for its Done or Fail.
-func (h *testHost) deliverAcked(kind boundary.DeliveryKind, address string, body []byte) chan boundary.Message {
+func (h *testHost) deliverAcked(kind wire.Kind, address string, body []byte) chan boundary.Message {
 	return h.deliverWith(kind, true, address, nil, body)
 }
 
-func (h *testHost) deliverWith(kind boundary.DeliveryKind, acked bool, address string, headers map[string]string, body []byte) chan boundary.Message {
+func (h *testHost) deliverWith(kind wire.Kind, acked bool, address string, headers map[string]string, body []byte) chan boundary.Message {
 	d := &boundary.Deliver{Kind: kind, Address: address, Headers: headers, Body: body, Timeout: 10 * time.Second}
 	var ch chan boundary.Message
-	if kind == boundary.KindRequest || acked {
+	if kind == wire.KindRequest || acked {
 		d.Token = h.token.Add(1)
 		ch = make(chan boundary.Message, 1)
 		h.mu.Lock()
@@ -404,7 +405,7 @@ func (h *testHost) wait(ch chan boundary.Message) boundary.Message {
 // request delivers a request and waits for its answer.
 func (h *testHost) request(address string, headers map[string]string, body []byte) boundary.Message {
 	h.t.Helper()
-	return h.wait(h.deliver(boundary.KindRequest, address, headers, body))
+	return h.wait(h.deliver(wire.KindRequest, address, headers, body))
 }
 
 func (h *testHost) reply(address string, headers map[string]string, body []byte) *boundary.Reply {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cloister-dev/cloister/boundary"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // connEcho is the child side of BenchmarkBoundaryEchoProcess: a bare
@@ -56,7 +57,7 @@ func BenchmarkBoundaryEchoProcess(b *testing.B) {
 	c := startChild(b, envConnEcho)
 	body := make([]byte, 64)
 	for i := 0; b.Loop(); i++ {
-		c.Send(&boundary.Deliver{Token: uint64(i + 1), Kind: boundary.KindRequest, Address: "echo", Body: body})
+		c.Send(&boundary.Deliver{Token: uint64(i + 1), Kind: wire.KindRequest, Address: "echo", Body: body})
 		if _, err := c.Recv(); err != nil {
 			b.Fatal(err)
 		}
@@ -77,7 +78,7 @@ func BenchmarkTrustedProcessDirect(b *testing.B) {
 	}
 	body := make([]byte, 64)
 	for i := 0; b.Loop(); i++ {
-		c.Send(&boundary.Deliver{Token: uint64(i + 1), Kind: boundary.KindRequest, Address: "echo", Body: body})
+		c.Send(&boundary.Deliver{Token: uint64(i + 1), Kind: wire.KindRequest, Address: "echo", Body: body})
 		for {
 			m, err := c.Recv()
 			if err != nil {

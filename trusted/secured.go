@@ -14,9 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cloister-dev/cloister/boundary"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // CodeRejected is the failure code of a request on a secured or
@@ -357,14 +357,14 @@ func (k *keys) open(c *Call) error {
 		}
 		return nil // a plain address
 	}
-	var kind secure.Kind
+	var kind wire.Kind
 	switch c.kind {
-	case boundary.KindSend:
-		kind = secure.KindSend
-	case boundary.KindPublish:
-		kind = secure.KindPublish
+	case wire.KindSend:
+		kind = wire.KindSend
+	case wire.KindPublish:
+		kind = wire.KindPublish
 	default:
-		kind = secure.KindRequest
+		kind = wire.KindRequest
 	}
 	o, err := a.opener.Open(kind, c.body)
 	if err != nil {
@@ -430,15 +430,15 @@ func (k *keys) service() string {
 // outgoing checks the right for an operation and seals body when the
 // address is secured. It returns what to put on the bus and, for a secured
 // request, the Ref to open the reply with.
-func (k *keys) outgoing(address string, kind secure.Kind, headers map[string]string, body []byte) (map[string]string, []byte, *granted, secure.Ref, error) {
+func (k *keys) outgoing(address string, kind wire.Kind, headers map[string]string, body []byte) (map[string]string, []byte, *granted, secure.Ref, error) {
 	if strings.HasPrefix(address, coordinatorPrefix) {
 		return headers, body, nil, secure.Ref{}, nil
 	}
 	a := k.address(address)
-	allowed := a != nil && ((kind == secure.KindPublish && a.Publish) || (kind != secure.KindPublish && a.Send))
+	allowed := a != nil && ((kind == wire.KindPublish && a.Publish) || (kind != wire.KindPublish && a.Send))
 	if !allowed {
 		op := "send to"
-		if kind == secure.KindPublish {
+		if kind == wire.KindPublish {
 			op = "publish on"
 		}
 		return nil, nil, nil, secure.Ref{}, fmt.Errorf("%w: %s may not %s %q", ErrNotAllowed, k.service(), op, address)
@@ -605,7 +605,7 @@ func (rt *Runtime) provisionRequest(ctx context.Context, service, address string
 	resp, err := rt.request(ctx, address, nil, body, 0)
 	if err != nil {
 		var re *RequestError
-		if errors.As(err, &re) && re.Failure == boundary.FailureRecipient && re.Code >= 400 && re.Code < 500 {
+		if errors.As(err, &re) && re.Failure == wire.FailureRecipient && re.Code >= 400 && re.Code < 500 {
 			return nil, &JoinError{Service: service, Code: re.Code, Message: re.Message}
 		}
 		return nil, fmt.Errorf("trusted: join: %s: %w", address, err)

@@ -3,10 +3,10 @@ package trusted
 import (
 	"context"
 
-	"github.com/cloister-dev/cloister/boundary"
+	"github.com/cloister-dev/cloister/wire"
 )
 
-// traceKey is the context key of the trace context (boundary.TraceHeader)
+// traceKey is the context key of the trace context (wire.HeaderTraceParent)
 // of the message a handler handles.
 type traceKey struct{}
 
@@ -14,7 +14,7 @@ type traceKey struct{}
 // (read before a secured envelope is opened: the header travels outside
 // it).
 func withTrace(ctx context.Context, headers map[string]string) context.Context {
-	if tp := headers[boundary.TraceHeader]; tp != "" {
+	if tp := headers[wire.HeaderTraceParent]; tp != "" {
 		return context.WithValue(ctx, traceKey{}, tp)
 	}
 	return ctx
@@ -25,13 +25,13 @@ func withTrace(ctx context.Context, headers map[string]string) context.Context {
 // sealing, outside any envelope, where the host's tracer reads it.
 func passTrace(ctx context.Context, headers map[string]string) map[string]string {
 	tp, _ := ctx.Value(traceKey{}).(string)
-	if tp == "" || headers[boundary.TraceHeader] != "" {
+	if tp == "" || headers[wire.HeaderTraceParent] != "" {
 		return headers
 	}
 	out := make(map[string]string, len(headers)+1)
 	for k, v := range headers {
 		out[k] = v
 	}
-	out[boundary.TraceHeader] = tp
+	out[wire.HeaderTraceParent] = tp
 	return out
 }

@@ -4,22 +4,22 @@ import (
 	"context"
 	"testing"
 
-	"github.com/cloister-dev/cloister/boundary"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 func TestPassTrace(t *testing.T) {
 	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-	ctx := withTrace(context.Background(), map[string]string{boundary.TraceHeader: tp, "other": "x"})
+	ctx := withTrace(context.Background(), map[string]string{wire.HeaderTraceParent: tp, "other": "x"})
 	in := map[string]string{"a": "b"}
 	out := passTrace(ctx, in)
-	if out[boundary.TraceHeader] != tp || out["a"] != "b" || out["other"] != "" {
+	if out[wire.HeaderTraceParent] != tp || out["a"] != "b" || out["other"] != "" {
 		t.Fatalf("passTrace = %v", out)
 	}
-	if _, ok := in[boundary.TraceHeader]; ok {
+	if _, ok := in[wire.HeaderTraceParent]; ok {
 		t.Fatal("passTrace changed the caller's headers")
 	}
-	own := map[string]string{boundary.TraceHeader: "mine"}
-	if got := passTrace(ctx, own)[boundary.TraceHeader]; got != "mine" {
+	own := map[string]string{wire.HeaderTraceParent: "mine"}
+	if got := passTrace(ctx, own)[wire.HeaderTraceParent]; got != "mine" {
 		t.Fatalf("a handler's own trace header was replaced: %q", got)
 	}
 	if got := passTrace(context.Background(), nil); got != nil {

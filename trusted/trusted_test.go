@@ -16,6 +16,7 @@ import (
 
 	"github.com/cloister-dev/cloister/boundary"
 	"github.com/cloister-dev/cloister/seal"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 func forEachBackend(t *testing.T, f func(t *testing.T, b backend)) {
@@ -57,7 +58,7 @@ func TestSendPublishRequestOCALLs(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		h := b.start(t, nil)
 		// A send delivery (no reply expected) that sends and publishes.
-		if ch := h.deliver(boundary.KindSend, "emit", nil, []byte("e1")); ch != nil {
+		if ch := h.deliver(wire.KindSend, "emit", nil, []byte("e1")); ch != nil {
 			t.Fatal("send got a reply channel")
 		}
 		s := h.next(boundary.TypeSend).(*boundary.Send)
@@ -71,7 +72,7 @@ func TestSendPublishRequestOCALLs(t *testing.T) {
 			t.Fatalf("ask: %+v", r)
 		}
 		f := h.fail("ask", map[string]string{"to": "nowhere"}, nil)
-		if f.Code != int32(boundary.FailureNoHandlers) || !strings.Contains(f.Message, "no-handlers") {
+		if f.Code != int32(wire.FailureNoHandlers) || !strings.Contains(f.Message, "no-handlers") {
 			t.Fatalf("ask failure: %+v", f)
 		}
 		// A request the host never answers ends with the handler's deadline.
@@ -96,7 +97,7 @@ func TestSendPublishRequestOCALLs(t *testing.T) {
 }
 
 func (h *testHost) deliverTimeout(address string, headers map[string]string, timeout time.Duration) chan boundary.Message {
-	d := &boundary.Deliver{Kind: boundary.KindRequest, Address: address, Headers: headers, Timeout: timeout, Token: h.token.Add(1)}
+	d := &boundary.Deliver{Kind: wire.KindRequest, Address: address, Headers: headers, Timeout: timeout, Token: h.token.Add(1)}
 	ch := make(chan boundary.Message, 1)
 	h.mu.Lock()
 	h.waiters[d.Token] = ch
@@ -225,7 +226,7 @@ func TestConcurrentDeliveries(t *testing.T) {
 		// Four barrier handlers can only finish if all four workers run at once.
 		var chans []chan boundary.Message
 		for range 4 {
-			chans = append(chans, h.deliver(boundary.KindRequest, "barrier", nil, nil))
+			chans = append(chans, h.deliver(wire.KindRequest, "barrier", nil, nil))
 		}
 		for _, ch := range chans {
 			if r, ok := h.wait(ch).(*boundary.Reply); !ok || string(r.Body) != "through" {
@@ -238,7 +239,7 @@ func TestConcurrentDeliveries(t *testing.T) {
 			wg.Go(func() {
 				for i := range 50 {
 					body := fmt.Appendf(nil, "g%d-%d", g, i)
-					m := h.wait(h.deliver(boundary.KindRequest, "echo", nil, body))
+					m := h.wait(h.deliver(wire.KindRequest, "echo", nil, body))
 					if r, ok := m.(*boundary.Reply); !ok || !bytes.Equal(r.Body, body) {
 						t.Errorf("echo %s: %+v", body, m)
 					}
@@ -263,12 +264,12 @@ func TestHealth(t *testing.T) {
 func TestShutdownDrains(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		h := b.start(t, nil)
-		slow := h.deliver(boundary.KindRequest, "slow", nil, nil)
+		slow := h.deliver(wire.KindRequest, "slow", nil, nil)
 		time.Sleep(20 * time.Millisecond) // let it start; correctness does not depend on it
 		if err := h.conn.Send(&boundary.Shutdown{Reason: "test"}); err != nil {
 			t.Fatal(err)
 		}
-		late := h.deliver(boundary.KindRequest, "echo", nil, nil)
+		late := h.deliver(wire.KindRequest, "echo", nil, nil)
 		if f, ok := h.wait(late).(*boundary.Fail); !ok || f.Kind != boundary.FailShuttingDown {
 			t.Fatalf("delivery after shutdown: %+v", f)
 		}
@@ -287,7 +288,7 @@ func TestShutdownGraceAbandons(t *testing.T) {
 	app := testApp(Options{Workers: 2})
 	app.HandleFunc("forever", func(ctx context.Context, c *Call) { <-ctx.Done() })
 	h := startInproc(t, app, testInit(), nil)
-	h.deliver(boundary.KindRequest, "forever", nil, nil)
+	h.deliver(wire.KindRequest, "forever", nil, nil)
 	h.conn.Send(&boundary.Shutdown{Grace: 100 * time.Millisecond})
 	st := h.next(boundary.TypeStopped).(*boundary.Stopped)
 	if st.Abandoned != 1 || !strings.Contains(st.Message, "unanswered") {
@@ -430,7 +431,7 @@ func TestAcknowledgedSends(t *testing.T) {
 	h := startInproc(t, testApp(Options{}), testInit(), nil)
 	// A send with a token is answered by Done once its handler returned:
 	// what the handler sent before returning is on the wire first.
-	ch := h.deliverAcked(boundary.KindSend, "emit", []byte("e1"))
+	ch := h.deliverAcked(wire.KindSend, "emit", []byte("e1"))
 	if m := h.next(boundary.TypeSend); string(m.(*boundary.Send).Body) != "e1" {
 		t.Fatalf("emit sent %+v", m)
 	}
@@ -439,14 +440,14 @@ func TestAcknowledgedSends(t *testing.T) {
 		t.Fatalf("acknowledged send: got %+v, want Done", m)
 	}
 	// A publish too; its handler cannot reply to it.
-	if m, ok := h.wait(h.deliverAcked(boundary.KindPublish, "echo", nil)).(*boundary.Done); !ok {
+	if m, ok := h.wait(h.deliverAcked(wire.KindPublish, "echo", nil)).(*boundary.Done); !ok {
 		t.Fatalf("acknowledged publish: got %+v, want Done", m)
 	}
 	// A panic or a refusal is a Fail: the host hands the message back.
-	if f, ok := h.wait(h.deliverAcked(boundary.KindSend, "panic", nil)).(*boundary.Fail); !ok || f.Kind != boundary.FailPanic {
+	if f, ok := h.wait(h.deliverAcked(wire.KindSend, "panic", nil)).(*boundary.Fail); !ok || f.Kind != boundary.FailPanic {
 		t.Fatalf("panicking handler: got %+v, want a FailPanic", f)
 	}
-	if f, ok := h.wait(h.deliverAcked(boundary.KindSend, "nobody", nil)).(*boundary.Fail); !ok || f.Kind != boundary.FailNoHandler {
+	if f, ok := h.wait(h.deliverAcked(wire.KindSend, "nobody", nil)).(*boundary.Fail); !ok || f.Kind != boundary.FailNoHandler {
 		t.Fatalf("no handler: got %+v, want a FailNoHandler", f)
 	}
 	// Acknowledged sends leave nothing open: the drain ends with none
@@ -464,7 +465,7 @@ func TestMalformedFramesFailTheirCall(t *testing.T) {
 	h.mu.Lock()
 	h.waiters[999] = ch
 	h.mu.Unlock()
-	h.conn.Send(&boundary.Deliver{Token: 999, Kind: boundary.KindRequest, Address: "ec\xffho"})
+	h.conn.Send(&boundary.Deliver{Token: 999, Kind: wire.KindRequest, Address: "ec\xffho"})
 	f := h.wait(ch).(*boundary.Fail)
 	if f.Kind != boundary.FailInternal || !strings.Contains(f.Message, "field address") {
 		t.Fatalf("fail: %+v", f)
@@ -529,7 +530,7 @@ func TestOverloadAndDrainHealth(t *testing.T) {
 		c.Reply(nil, []byte("released"))
 	})
 	h := startInproc(t, app, testInit(), nil)
-	running := h.deliver(boundary.KindRequest, "block", nil, nil)
+	running := h.deliver(wire.KindRequest, "block", nil, nil)
 	// Wait until the only worker is inside the handler.
 	for {
 		h.conn.Send(&boundary.Health{ID: 1})
@@ -538,13 +539,13 @@ func TestOverloadAndDrainHealth(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	queued := h.deliver(boundary.KindRequest, "echo", nil, []byte("q"))
-	over := h.deliver(boundary.KindRequest, "echo", nil, nil)
+	queued := h.deliver(wire.KindRequest, "echo", nil, []byte("q"))
+	over := h.deliver(wire.KindRequest, "echo", nil, nil)
 	if f, ok := h.wait(over).(*boundary.Fail); !ok || f.Kind != boundary.FailOverloaded {
 		t.Fatalf("overload: %+v", f)
 	}
 	// A send to an unknown address is dropped with a log line, not an answer.
-	h.deliver(boundary.KindSend, "nobody", nil, nil)
+	h.deliver(wire.KindSend, "nobody", nil, nil)
 	h.conn.Send(&boundary.Shutdown{Grace: 10 * time.Second})
 	h.conn.Send(&boundary.Health{ID: 2})
 	st := h.next(boundary.TypeHealthStatus).(*boundary.HealthStatus)

@@ -20,10 +20,10 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cloister-dev/cloister/boundary"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
 	"github.com/cloister-dev/cloister/trusted"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // Runtime is what Join needs of the enclave: *trusted.Runtime (and so every
@@ -128,7 +128,7 @@ func request(ctx context.Context, rt Runtime, service, address string, body []by
 	resp, err := rt.Request(ctx, address, nil, body, 0)
 	if err != nil {
 		var re *trusted.RequestError
-		if errors.As(err, &re) && re.Failure == boundary.FailureRecipient && re.Code >= 400 && re.Code < 500 {
+		if errors.As(err, &re) && re.Failure == wire.FailureRecipient && re.Code >= 400 && re.Code < 500 {
 			return nil, &RefusedError{Service: service, Code: re.Code, Message: re.Message}
 		}
 		return nil, fmt.Errorf("joiner: %s: %w", address, err)
