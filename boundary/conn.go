@@ -22,7 +22,12 @@ import (
 // store writes" in the package doc). A version-2 host would answer such a
 // put and release replies before the write is on disk, so the versions
 // refuse each other.
-const ProtocolVersion uint16 = 3
+//
+// Version 4 moved the host's settings for an image into Init: the worker
+// count and the manifest service to join travel there (they were
+// environment variables). A version-3 image would not read them, so the
+// versions refuse each other.
+const ProtocolVersion uint16 = 4
 
 // HandshakeMagic opens each side's hello.
 const HandshakeMagic = "CLBNDRY\n"

@@ -171,11 +171,13 @@ type Identity struct {
 	SVN       uint16
 }
 
-// Init is the first frame after the handshake.
+// Init is the first frame after the handshake. It carries everything the
+// host tells an image.
 //
 // Payload: MREnclave [32], MRSigner [32], ProductID u16, SVN u16, Name
 // string, Instance u32, SealMode u8, SealPolicy u8 (0 = image default,
-// 1 MRENCLAVE, 2 MRSIGNER), SealSecret bytes, Config bytes.
+// 1 MRENCLAVE, 2 MRSIGNER), SealSecret bytes, Config bytes, Workers u32,
+// Service string.
 type Init struct {
 	Identity Identity
 	// Name is the image/service name, for logs.
@@ -190,7 +192,31 @@ type Init struct {
 	SealSecret []byte
 	// Config is the image's own configuration, opaque to the protocol.
 	Config []byte
+	// Workers is the handler concurrency the host asks for (0: the
+	// image's default; at most MaxWorkers). An image that fixes its own
+	// keeps it.
+	Workers uint32
+	// Service is the manifest service the image is to join the
+	// coordinator as ("" for none); an image that names its own keeps it.
+	Service string
 }
+
+// MaxWorkers is the largest Init.Workers accepted.
+const MaxWorkers = 4096
+
+// Environment variables of the boundary's set-up. They are not settings
+// for the image (those travel in Init): EnvFD and shm's region name the
+// descriptors the process inherits, and EnvGramineSeal is fixed in a
+// Gramine manifest, so it is measured with the image.
+const (
+	// EnvFD names the file descriptors that carry the protocol: "3" (one
+	// bidirectional descriptor) or "3,4" (read, write). Unset: stdin and
+	// stdout.
+	EnvFD = "CLOISTER_BOUNDARY_FD"
+	// EnvGramineSeal is "gramine" in a Gramine manifest: the image then
+	// insists on Gramine's seal keys whatever Init says.
+	EnvGramineSeal = "CLOISTER_SEAL"
+)
 
 // Type implements Message.
 func (*Init) Type() Type { return TypeInit }
@@ -204,7 +230,9 @@ func (m *Init) appendPayload(b []byte) []byte {
 	b = appendU32(b, m.Instance)
 	b = append(b, byte(m.SealMode), m.SealPolicy)
 	b = appendBytes(b, m.SealSecret)
-	return appendBytes(b, m.Config)
+	b = appendBytes(b, m.Config)
+	b = appendU32(b, m.Workers)
+	return appendStr(b, m.Service)
 }
 
 func (m *Init) decodePayload(d *decoder) {
@@ -224,6 +252,11 @@ func (m *Init) decodePayload(d *decoder) {
 	}
 	m.SealSecret = d.bytes("seal_secret")
 	m.Config = d.bytes("config")
+	m.Workers = d.u32("workers")
+	if m.Workers > MaxWorkers {
+		d.fail("workers", fmt.Errorf("%w: %d (at most %d)", ErrInvalidValue, m.Workers, MaxWorkers))
+	}
+	m.Service = d.str("service", d.lim.MaxString, strUTF8)
 }
 
 // Deliver hands a bus message to the enclave.

@@ -12,9 +12,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/boundary"
-	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/seal"
-	"github.com/cloister-dev/cloister/secure"
 	"github.com/cloister-dev/cloister/wire"
 )
 
@@ -32,8 +30,8 @@ func (f HandlerFunc) ServeCall(ctx context.Context, c *Call) { f(ctx, c) }
 // Options configure an App. The zero value is usable.
 type Options struct {
 	// Workers is the most handlers running at once (the enclave's TCS
-	// count). Default: Main takes the host's CLOISTER_WORKERS (what a
-	// node's enclave configuration sets), else 8.
+	// count). Default: the count the host asks for in Init (what a node's
+	// enclave configuration sets), else DefaultWorkers.
 	Workers int
 	// MaxQueue is the most deliveries waiting for a worker; more fail with
 	// boundary.FailOverloaded. Default 1024.
@@ -72,23 +70,13 @@ type Options struct {
 	// Evidence, if set, produces attestation evidence for Runtime.Evidence
 	// instead of Gramine's /dev/attestation or the host.
 	Evidence EvidenceFunc
-	// OnInit, if set, runs after Init (and after joining, when Service is
-	// set) and before Ready; an error is sent to the host as Fatal and ends
-	// Serve.
+	// OnInit, if set, runs after Init (and after the Layer started) and
+	// before Ready; an error is sent to the host as Fatal and ends Serve.
 	OnInit func(ctx context.Context, rt *Runtime) error
-	// Service is the service name in the application's manifest. When set
-	// (or, for Main, when the CLOISTER_SERVICE environment variable names
-	// it), the enclave joins the coordinator at start-up, before Ready, and
-	// from then on opens and seals the messages of its secured and
-	// client-channel addresses and enforces the grant's rights (see the
-	// package doc).
-	Service string
-	// JoinTimeout bounds the join at start-up, retries included (default
-	// 20s; keep it below the host's start timeout).
-	JoinTimeout time.Duration
-	// Sessions bound the client sessions the runtime holds for the
-	// addresses open to clients (secure's defaults when zero).
-	Sessions secure.SessionOptions
+	// Layer, if set, makes the layer of each instance (see Layer), such as
+	// trusted/secured's secured-address layer. Without one, an Init that
+	// names a manifest service to join is refused.
+	Layer func(rt *Runtime) Layer
 	// StoreCacheBytes and StoreCacheEntries bound the protected-storage
 	// cache in enclave memory (see Runtime.Put and Runtime.Get): least
 	// recently used values are dropped beyond either bound. Each entry is
@@ -103,20 +91,9 @@ type Options struct {
 	SyncStore bool
 }
 
-// EnvWorkers names the environment variable Main reads the worker count
-// from when Options.Workers is not set.
-const EnvWorkers = "CLOISTER_WORKERS"
-
-// DefaultWorkers is the worker count when neither Options.Workers nor
-// CLOISTER_WORKERS sets one.
+// DefaultWorkers is the worker count when neither Options.Workers nor the
+// host's Init sets one.
 const DefaultWorkers = 8
-
-// EnvService names the environment variable Main reads the service name
-// from when Options.Service is empty.
-const EnvService = "CLOISTER_SERVICE"
-
-// DefaultJoinTimeout is the default of Options.JoinTimeout.
-const DefaultJoinTimeout = 20 * time.Second
 
 // DefaultMemoryLimit is the Go memory limit Main sets by default: an SGX1
 // enclave has about 93 MB of protected memory in all.
@@ -133,37 +110,27 @@ const DefaultProcs = 1
 // App is an enclave image's set of handlers and options. Register handlers,
 // then call Main (or Serve).
 type App struct {
-	opts Options
-	// workersSet: the image chose Options.Workers; the host's
-	// CLOISTER_WORKERS does not override it.
-	workersSet bool
-	mu         sync.Mutex
-	handlers   map[string]Handler
-	frozen     bool
+	opts     Options
+	mu       sync.Mutex
+	handlers map[string]Handler
+	frozen   bool
 
 	evidenceMu sync.Mutex // Gramine's report data + quote are per process
 }
 
 // New returns an App with opts (defaults filled in).
 func New(opts Options) *App {
-	workersSet := opts.Workers > 0
-	if !workersSet {
-		opts.Workers = DefaultWorkers
-	}
 	if opts.MaxQueue <= 0 {
 		opts.MaxQueue = 1024
 	}
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 10 * time.Second
 	}
-	if opts.JoinTimeout <= 0 {
-		opts.JoinTimeout = DefaultJoinTimeout
-	}
 	if opts.LogLevel == nil {
 		opts.LogLevel = slog.LevelInfo
 	}
 	opts.Limits = opts.Limits.WithDefaults()
-	return &App{opts: opts, workersSet: workersSet, handlers: map[string]Handler{}}
+	return &App{opts: opts, handlers: map[string]Handler{}}
 }
 
 // Handle registers h for address. It panics if address is empty, not valid
@@ -171,11 +138,11 @@ func New(opts Options) *App {
 func (a *App) Handle(address string, h Handler) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	switch {
+	switch err := wire.ValidateAddress(address); {
 	case a.frozen:
 		panic("trusted: Handle after Serve")
-	case address == "" || len(address) > a.opts.Limits.MaxAddress:
-		panic(fmt.Sprintf("trusted: invalid address %q", address))
+	case err != nil:
+		panic("trusted: " + err.Error())
 	case h == nil:
 		panic("trusted: nil handler for " + address)
 	case a.handlers[address] != nil:
@@ -215,7 +182,10 @@ var (
 // Serve runs one enclave instance over r (ECALLs in) and w (OCALLs out):
 // handshake, Init, Ready, then deliveries until Shutdown (returns nil after
 // sending Stopped), the host closing the stream (ErrHostClosed), a fatal
-// error, or ctx ending. It closes r and w when they are io.Closers.
+// error, or ctx ending. It closes r and w when they are io.Closers, and
+// returns only once the goroutines it started (workers, and those of the
+// Layer, see Runtime.Go) have ended: handlers must return when their
+// context ends.
 func (a *App) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 	a.mu.Lock()
 	a.frozen = true
@@ -229,28 +199,34 @@ func (a *App) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("trusted: %w", err)
 	}
-	defer conn.Close()
 	// Ending ctx closes the streams, which ends a blocked Recv.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s := &session{app: a, opts: &a.opts, conn: conn, handlers: handlers, ctx: ctx, cancel: cancel,
+	s := &session{app: a, opts: a.opts, conn: conn, handlers: handlers, ctx: ctx, cancel: cancel,
 		pending: map[uint64]chan boundary.Message{}, stopped: make(chan struct{}), readDone: make(chan struct{}),
 		shutdown: make(chan *boundary.Shutdown, 1)}
 	s.cond.L = &s.mu
 	s.idle.L = &s.mu
 	s.rt = &Runtime{s: s}
 	s.rt.log = slog.New(&logHandler{s: s, level: a.opts.LogLevel})
-	if a.opts.Service != "" {
-		s.keys = newKeys(s.rt)
-		s.keys.ctx = ctx
-		if handlers[provision.AddressEpoch] == nil {
-			handlers[provision.AddressEpoch] = epochHandler{s.keys}
+	if a.opts.Layer != nil {
+		s.layer = a.opts.Layer(s.rt)
+		s.own = map[string]bool{}
+		for addr, h := range s.layer.Handlers() {
+			if handlers[addr] == nil {
+				handlers[addr] = h
+				s.own[addr] = true
+			}
 		}
 	}
-	return s.serve()
+	err = s.serve()
+	s.halt()
+	conn.Close()
+	s.wg.Wait()
+	return err
 }
 
 // session is one running enclave instance.
@@ -265,11 +241,13 @@ func (a *App) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 // worker is busy.
 type session struct {
 	app      *App
-	opts     *Options
+	opts     Options // the App's, with Workers as Init asked
 	conn     *boundary.Conn
 	handlers map[string]Handler
 	rt       *Runtime
-	keys     *keys // nil unless the enclave joins (Options.Service)
+	layer    Layer           // nil without Options.Layer
+	own      map[string]bool // addresses served by the layer's own handlers
+	wg       sync.WaitGroup  // the pool's and the layer's goroutines
 	ctx      context.Context
 	cancel   context.CancelFunc
 	shutdown chan *boundary.Shutdown // the first Shutdown
@@ -309,23 +287,25 @@ func (s *session) serve() error {
 		return s.fatal(fmt.Errorf("%w: first frame is %s, want Init", ErrProtocol, m.Type()))
 	}
 	s.rt.init(init)
+	if s.opts.Workers <= 0 {
+		s.opts.Workers = int(init.Workers)
+	}
+	if s.opts.Workers <= 0 {
+		s.opts.Workers = DefaultWorkers
+	}
+	if init.Service != "" && s.layer == nil {
+		return s.fatal(fmt.Errorf("%w: the host asks this enclave to join as service %q, but the image has no secured-address layer (Options.Layer, package trusted/secured)", ErrProtocol, init.Service))
+	}
 
 	// Read from here on, so that OnInit's OCALLs get their results;
 	// deliveries wait in the queue until Ready.
 	for range s.opts.Workers + 1 {
-		go s.loop()
+		s.wg.Go(s.loop)
 	}
-	if s.keys != nil {
-		jctx, cancel := context.WithTimeout(s.ctx, s.opts.JoinTimeout)
-		err := s.keys.joinRetrying(jctx, s.opts.Service)
-		cancel()
-		if err != nil {
+	if s.layer != nil {
+		if err := s.layer.Start(s.ctx); err != nil {
 			s.halt()
 			return s.fatal(err)
-		}
-		if s.rt.sealErr == nil {
-			s.keys.restoreWindows(s.ctx)
-			go s.keys.persistWindows(s.ctx)
 		}
 	}
 	if s.opts.OnInit != nil {
@@ -456,8 +436,8 @@ func (s *session) dispatch(m boundary.Message) {
 			Queued: uint32(len(s.queue)), Workers: uint32(s.opts.Workers)}
 		if s.draining {
 			st.Detail = "draining"
-		} else if s.keys != nil {
-			st.Detail = s.keys.healthDetail()
+		} else if s.layer != nil {
+			st.Detail = s.layer.Health()
 		}
 		s.mu.Unlock()
 		s.conn.Post(st)
@@ -514,30 +494,20 @@ func (s *session) run(c *Call) {
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
-	if s.keys != nil {
-		if _, internal := c.handler.(epochHandler); !internal {
-			if err := s.keys.open(c); err != nil {
-				why := s.reject(c, err)
-				if retryable(why) {
-					c.handled(&boundary.Fail{Kind: boundary.FailApplication, Code: CodeBusy, Message: "refused for now (" + why + ")"})
-				} else {
-					c.handled(nil) // refused for good: redelivering it would not help
-				}
-				return
-			}
-		}
+	if s.layer != nil && !s.own[c.address] && !s.open(c) {
+		return
 	}
 	defer func() {
 		r := recover()
 		if r == nil {
-			if c.client != nil && !c.ExpectsReply() {
-				c.client.Commit() // a one-way client message was handled
+			if c.opened != nil && !c.ExpectsReply() {
+				c.opened.Settle(true) // a one-way message was handled
 			}
 			c.handled(nil)
 			return
 		}
-		if c.client != nil && !c.ExpectsReply() {
-			c.client.Release()
+		if c.opened != nil && !c.ExpectsReply() {
+			c.opened.Settle(false)
 		}
 		msg := fmt.Sprintf("handler for %q panicked", c.address)
 		if !s.opts.RedactPanics {
@@ -556,53 +526,39 @@ func (s *session) run(c *Call) {
 	c.handler.ServeCall(ctx, c)
 }
 
-// reject counts and answers a delivery the secured layer refused, and
-// returns the reason; the handler does not run. Only the address and the
-// reason are logged.
-func (s *session) reject(c *Call, err error) string {
-	why := reason(err)
-	s.keys.count(c.address, why)
-	s.rt.log.Warn("rejected a message", "address", c.address, "kind", c.kind.String(), "reason", why)
-	if c.ExpectsReply() {
-		code := codeFor(why)
-		if why == ReasonReplay && c.body != nil && secure.IsSessionMessage(c.body) {
-			// A copy of a client message handled before: nothing to redo.
-			code = CodeAlreadyHandled
-		}
-		c.answer(&boundary.Fail{Token: c.token, Kind: boundary.FailApplication, Code: int32(code),
-			Message: fmt.Sprintf("rejected by the enclave (%s): %v", why, err)})
+// open lets the layer open c before its handler runs, and reports whether
+// the handler may run; a refused delivery is answered here.
+func (s *session) open(c *Call) bool {
+	d := &Delivery{Address: c.address, Kind: c.kind, ExpectsReply: c.ExpectsReply(), Headers: c.headers, Body: c.body}
+	opened, err := s.layer.Open(d)
+	if err == nil {
+		c.headers, c.body, c.opened = d.Headers, d.Body, opened
+		return true
 	}
-	return why
+	r, ok := err.(*Refusal)
+	if !ok {
+		r = &Refusal{Code: 500, Message: err.Error()}
+	}
+	if c.ExpectsReply() {
+		c.answer(&boundary.Fail{Token: c.token, Kind: boundary.FailApplication, Code: int32(r.Code), Message: r.Message})
+	}
+	if r.Retry {
+		c.handled(&boundary.Fail{Kind: boundary.FailApplication, Code: int32(r.Code), Message: r.Message})
+	} else {
+		c.handled(nil) // refused for good: redelivering it would not help
+	}
+	return false
 }
 
 // serveAddresses returns the addresses to announce in Ready: every
-// registered one, or, once joined, those the grant lets the service
-// consume (and the epoch notices).
+// registered one, or those the layer lets the instance serve.
 func (s *session) serveAddresses() []string {
 	all := s.app.Addresses()
-	if s.keys == nil {
+	if s.layer == nil {
 		return all
 	}
-	var out []string
-	for _, a := range all {
-		if g := s.keys.address(a); g != nil && g.Consume {
-			out = append(out, a)
-		} else {
-			s.rt.log.Info("not serving an address: the grant gives no right to consume it", "address", a)
-		}
-	}
-	if _, own := s.handlers[provision.AddressEpoch].(epochHandler); own {
-		out = append(out, provision.AddressEpoch)
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
+	return s.layer.Serves(all)
 }
-
-// epochHandler receives the coordinator's epoch notices for the runtime.
-type epochHandler struct{ k *keys }
-
-// ServeCall re-joins when the notice names a newer epoch.
-func (h epochHandler) ServeCall(ctx context.Context, c *Call) { h.k.onEpoch(ctx, c) }
 
 // answered is called once per answered request.
 func (s *session) answered() {
@@ -634,10 +590,10 @@ func (s *session) drain(sd *boundary.Shutdown) error {
 	abandoned := s.openReplies
 	readerGone := s.readerGone
 	s.mu.Unlock()
-	if s.keys != nil && s.rt.sealErr == nil && !readerGone {
+	if s.layer != nil && !readerGone {
 		ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
-		if err := s.keys.saveWindows(ctx); err != nil {
-			s.rt.log.Warn("replay windows not saved at shutdown", "err", err.Error())
+		if err := s.layer.Stop(ctx); err != nil {
+			s.rt.log.Warn("layer not stopped cleanly", "err", err.Error())
 		}
 		cancel()
 	}

@@ -1,7 +1,6 @@
 package trusted
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/cloister-dev/cloister/boundary"
 	"github.com/cloister-dev/cloister/seal"
-	"github.com/cloister-dev/cloister/secure"
 	"github.com/cloister-dev/cloister/wire"
 )
 
@@ -23,8 +21,9 @@ type Runtime struct {
 	s   *session
 	log *slog.Logger
 
-	identity boundary.Identity
+	identity Identity
 	name     string
+	service  string
 	instance uint32
 	config   []byte
 
@@ -35,12 +34,40 @@ type Runtime struct {
 	store    storeCache
 }
 
+// Identity is the enclave identity as the host measured or was told it.
+// Under simulation it is what the seal keys are derived from; under SGX the
+// enclave ignores it for sealing (the CPU knows better).
+type Identity struct {
+	MREnclave [32]byte
+	MRSigner  [32]byte
+	ProductID uint16
+	SVN       uint16
+}
+
 // Identity returns the enclave identity the host reported in Init (under
 // simulation, the one seal keys derive from).
-func (rt *Runtime) Identity() boundary.Identity { return rt.identity }
+func (rt *Runtime) Identity() Identity { return rt.identity }
 
-// Name returns the service name from Init.
+// Name returns the instance's name from Init (for logs).
 func (rt *Runtime) Name() string { return rt.name }
+
+// ServiceToJoin returns the manifest service the host asked the instance to
+// join as in Init ("" for none); a Layer that joins reads it.
+func (rt *Runtime) ServiceToJoin() string { return rt.service }
+
+// Layer returns the instance's layer (nil without Options.Layer).
+func (rt *Runtime) Layer() Layer { return rt.s.layer }
+
+// StorageErr returns why protected storage is unavailable (nil when Put
+// and Get work).
+func (rt *Runtime) StorageErr() error { return rt.sealErr }
+
+// Go runs f in a goroutine that Serve waits for before it returns; f gets
+// a context that ends when the instance stops. Layers run their background
+// work with it.
+func (rt *Runtime) Go(f func(ctx context.Context)) {
+	rt.s.wg.Go(func() { f(rt.s.ctx) })
+}
 
 // Instance returns the instance number from Init.
 func (rt *Runtime) Instance() uint32 { return rt.instance }
@@ -53,60 +80,14 @@ func (rt *Runtime) Config() []byte { return rt.config }
 // "simulated" or "custom" (Options.KeySource); empty if none is available.
 func (rt *Runtime) SealMode() string { return rt.sealMode }
 
-// Service returns the service the enclave joined as ("" when it does not
-// join).
-func (rt *Runtime) Service() string {
-	if rt.s.keys == nil {
-		return ""
-	}
-	rt.s.keys.mu.RLock()
-	defer rt.s.keys.mu.RUnlock()
-	if rt.s.keys.grant == nil {
-		return ""
-	}
-	return rt.s.keys.grant.Service
-}
-
-// Epoch returns the current key epoch of the grant (0 when not joined).
-func (rt *Runtime) Epoch() uint32 {
-	if rt.s.keys == nil {
-		return 0
-	}
-	return rt.s.keys.epoch()
-}
-
-// Secret returns the grant's secret name (a copy), and whether the grant
-// holds it.
-func (rt *Runtime) Secret(name string) ([]byte, bool) {
-	if rt.s.keys == nil {
-		return nil, false
-	}
-	rt.s.keys.mu.RLock()
-	defer rt.s.keys.mu.RUnlock()
-	if rt.s.keys.grant == nil {
-		return nil, false
-	}
-	v, ok := rt.s.keys.grant.Secrets[name]
-	return bytes.Clone(v), ok
-}
-
-// Rejections returns how many messages the secured layer rejected, by
-// address and reason (the Reason* constants): counts only. The host sees
-// the same counts in the enclave's health.
-func (rt *Runtime) Rejections() map[string]map[string]uint64 {
-	if rt.s.keys == nil {
-		return map[string]map[string]uint64{}
-	}
-	return rt.s.keys.rejections()
-}
-
 // Logger returns a logger whose records go to the host as Log OCALLs. The
 // host reads them in plaintext: never log secrets or payloads.
 func (rt *Runtime) Logger() *slog.Logger { return rt.log }
 
 // init applies the Init frame: identity, config and seal keys.
 func (rt *Runtime) init(in *boundary.Init) {
-	rt.identity, rt.name, rt.instance, rt.config = in.Identity, in.Name, in.Instance, in.Config
+	rt.identity = Identity(in.Identity)
+	rt.name, rt.service, rt.instance, rt.config = in.Name, in.Service, in.Instance, in.Config
 	src, mode, err := rt.s.app.keySource(in)
 	if err != nil {
 		rt.sealErr = err
@@ -148,7 +129,7 @@ func (a *App) keySource(in *boundary.Init) (seal.KeySource, string, error) {
 			return nil, "", ErrSimulationRefused
 		}
 		return g, "gramine", nil
-	case in.SealMode == boundary.SealGramine || os.Getenv("CLOISTER_SEAL") == "gramine":
+	case in.SealMode == boundary.SealGramine || os.Getenv(boundary.EnvGramineSeal) == "gramine":
 		_, err := g.RootKey(seal.PolicyMRENCLAVE)
 		return nil, "", fmt.Errorf("trusted: Gramine sealing requested but unavailable: %w", err)
 	}
@@ -172,9 +153,9 @@ func (rt *Runtime) Send(ctx context.Context, address string, headers map[string]
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if k := rt.s.keys; k != nil {
+	if l := rt.s.layer; l != nil {
 		var err error
-		if headers, body, _, _, err = k.outgoing(address, wire.KindSend, headers, body); err != nil {
+		if headers, body, _, err = l.Outgoing(address, wire.KindSend, headers, body); err != nil {
 			return err
 		}
 	}
@@ -192,9 +173,9 @@ func (rt *Runtime) Publish(ctx context.Context, address string, headers map[stri
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if k := rt.s.keys; k != nil {
+	if l := rt.s.layer; l != nil {
 		var err error
-		if headers, body, _, _, err = k.outgoing(address, wire.KindPublish, headers, body); err != nil {
+		if headers, body, _, err = l.Outgoing(address, wire.KindPublish, headers, body); err != nil {
 			return err
 		}
 	}
@@ -211,7 +192,7 @@ type Response struct {
 	Body    []byte
 }
 
-// RequestError is a failed Request: the bus's failure kind, and for
+// RequestError is a failed Request: the failure kind, and for
 // wire.FailureRecipient the recipient's code and message.
 type RequestError struct {
 	Address string
@@ -237,35 +218,25 @@ func (e *RequestError) Error() string {
 // means the time left in ctx, or the host's default. A failed request
 // returns a *RequestError; ctx ending returns ctx's error.
 //
-// Once joined, the grant must give the send right on address; on a secured
-// address the request is sealed and the reply opened bound to it (a reply
-// that does not open is counted and returned as an error wrapping
-// ErrRejected and the secure package's reason). Failures (code and message)
-// are never sealed: the host reads them.
+// A Layer may check and transform the request and its reply (see
+// trusted/secured for what the secured-address layer does).
 func (rt *Runtime) Request(ctx context.Context, address string, headers map[string]string, body []byte, timeout time.Duration) (*Response, error) {
-	k := rt.s.keys
-	if k == nil {
+	l := rt.s.layer
+	if l == nil {
 		return rt.request(ctx, address, headers, body, timeout)
 	}
-	headers, body, a, ref, err := k.outgoing(address, wire.KindRequest, headers, body)
+	headers, body, open, err := l.Outgoing(address, wire.KindRequest, headers, body)
 	if err != nil {
 		return nil, err
 	}
 	r, err := rt.request(ctx, address, headers, body, timeout)
-	if err != nil || a == nil {
+	if err != nil || open == nil {
 		return r, err
 	}
-	o, err := a.opener.OpenReply(ref, r.Body)
-	if err != nil {
-		why := reason(err)
-		k.count(address, why)
-		rt.log.Warn("rejected a reply", "address", address, "reason", why)
-		return nil, fmt.Errorf("trusted: request to %q: %w (%s): %w", address, ErrRejected, why, err)
-	}
-	return &Response{Headers: o.Headers, Body: o.Plaintext}, nil
+	return open(r.Body)
 }
 
-// request is Request without the secured layer.
+// request is Request without the layer.
 func (rt *Runtime) request(ctx context.Context, address string, headers map[string]string, body []byte, timeout time.Duration) (*Response, error) {
 	if timeout <= 0 {
 		if dl, ok := ctx.Deadline(); ok {
@@ -336,9 +307,7 @@ type Call struct {
 	headers   map[string]string
 	body      []byte
 	done      atomic.Bool
-
-	secured *openedRef             // opened from an envelope
-	client  *secure.SessionMessage // opened from a client-session message
+	opened    Opened // what the layer kept to answer it (nil if nothing)
 }
 
 // handled tells the host that the handler of an acknowledged send or publish
@@ -368,7 +337,8 @@ var (
 // Address returns the address the message was sent to.
 func (c *Call) Address() string { return c.address }
 
-// Kind returns how the message was sent (send, publish or request).
+// Kind returns how the message was sent (wire.KindSend, KindPublish or
+// KindRequest).
 func (c *Call) Kind() wire.Kind { return c.kind }
 
 // ExpectsReply reports whether the caller waits for Reply or Fail.
@@ -389,14 +359,15 @@ func (c *Call) Timeout() time.Duration { return c.timeout }
 
 // Reply answers a request with headers and body (Reply OCALL). It may be
 // called from any goroutine, also after the handler returned, and only once.
-// The reply to a secured request is sealed bound to it (headers
-// authenticated, not encrypted); the reply to a client-channel request is
-// sealed to the client, and its headers are not sent.
+// A Layer that opened the request seals the reply (see trusted/secured).
 func (c *Call) Reply(headers map[string]string, body []byte) error {
 	if c.token == 0 {
 		return ErrNoReplyExpected
 	}
-	headers, body, err := c.sealReply(headers, body)
+	var err error
+	if c.opened != nil {
+		headers, body, err = c.opened.SealReply(headers, body)
+	}
 	if err != nil {
 		if c.done.Load() {
 			return ErrAlreadyAnswered
@@ -405,24 +376,6 @@ func (c *Call) Reply(headers map[string]string, body []byte) error {
 		return err
 	}
 	return c.answer(&boundary.Reply{Token: c.token, Headers: headers, Body: body})
-}
-
-// Secured reports whether the message came sealed in an envelope of a
-// secured address (and was opened: authenticated, not a replay).
-func (c *Call) Secured() bool { return c.secured != nil }
-
-// FromClient reports whether the message is a client-session message an
-// outside client sealed to the service's channel key.
-func (c *Call) FromClient() bool { return c.client != nil }
-
-// Client returns the name of the authenticated client that sent a
-// client-session message, as the application's manifest lists it ("" for
-// other messages). Use it to check that a client speaks only for itself.
-func (c *Call) Client() string {
-	if c.client == nil {
-		return ""
-	}
-	return c.client.Client
 }
 
 // Fail answers a request with a failure code and message (Fail OCALL); the
@@ -439,14 +392,11 @@ func (c *Call) answer(m boundary.Message) error {
 		return ErrAlreadyAnswered
 	}
 	defer c.s.answered()
-	if c.client != nil {
+	if c.opened != nil {
 		// A client-session message counts as seen once answered, and
 		// only if it succeeded: a failed one may be retried.
-		if _, ok := m.(*boundary.Reply); ok {
-			c.client.Commit()
-		} else {
-			c.client.Release()
-		}
+		_, ok := m.(*boundary.Reply)
+		c.opened.Settle(ok)
 	}
 	err := c.s.conn.Send(m)
 	if errors.Is(err, boundary.ErrFrameTooLarge) {

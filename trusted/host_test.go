@@ -234,7 +234,7 @@ func startProcess(t testing.TB, fdMode bool, init *boundary.Init, store map[stri
 		parent := os.NewFile(uintptr(fds[0]), "host-end")
 		child = os.NewFile(uintptr(fds[1]), "enclave-end")
 		cmd.ExtraFiles = []*os.File{child}
-		cmd.Env = append(cmd.Env, EnvBoundaryFD+"=3")
+		cmd.Env = append(cmd.Env, boundary.EnvFD+"=3")
 		r, w = parent, parent
 	} else {
 		stdin, err := cmd.StdinPipe()

@@ -19,12 +19,6 @@ import (
 
 var timeZero time.Time
 
-// EnvBoundaryFD names the environment variable that tells Main which file
-// descriptors carry the boundary protocol: "3" (one bidirectional
-// descriptor, e.g. a socket pair end) or "3,4" (read, write). Unset: stdin
-// and stdout.
-const EnvBoundaryFD = "CLOISTER_BOUNDARY_FD"
-
 // Main serves the boundary protocol for a process image (see the package
 // doc for the descriptors used) and exits the process: 0 after a Shutdown,
 // 1 on any other end.
@@ -47,17 +41,6 @@ func (a *App) run() int {
 		}
 		runtime.GOMAXPROCS(n)
 	}
-	if a.opts.Service == "" {
-		a.opts.Service = os.Getenv(EnvService)
-	}
-	if v := os.Getenv(EnvWorkers); v != "" && !a.workersSet {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 || n > 4096 {
-			fmt.Fprintf(os.Stderr, "trusted: %s=%q: want a worker count from 1 to 4096\n", EnvWorkers, v)
-			return 1
-		}
-		a.opts.Workers = n
-	}
 	r, w, err := boundaryFiles()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "trusted:", err)
@@ -73,7 +56,7 @@ func (a *App) run() int {
 }
 
 // boundaryFiles returns the boundary streams: the descriptors
-// EnvBoundaryFD names (or stdin and stdout), carried over the shared-memory
+// boundary.EnvFD names (or stdin and stdout), carried over the shared-memory
 // region the host offers in shm.EnvRegion once the handshake is done.
 func boundaryFiles() (io.Reader, io.Writer, error) {
 	r, w, err := boundaryPipes()
@@ -106,30 +89,31 @@ func sharedMemory(r, w *os.File) (io.Reader, io.Writer, error) {
 }
 
 func boundaryPipes() (*os.File, *os.File, error) {
-	v := os.Getenv(EnvBoundaryFD)
+	v := os.Getenv(boundary.EnvFD)
 	if v == "" {
-		r, w := os.Stdin, os.Stdout
+		// Stdin and stdout, taken like any other pair of descriptors (so
+		// that closing them ends a blocked read).
 		os.Stdout = os.Stderr // keep stray prints out of the protocol stream
-		return r, w, nil
+		v = "0,1"
 	}
 	parts := strings.Split(v, ",")
 	if len(parts) > 2 {
-		return nil, nil, fmt.Errorf("%s=%q: want \"FD\" or \"RFD,WFD\"", EnvBoundaryFD, v)
+		return nil, nil, fmt.Errorf("%s=%q: want \"FD\" or \"RFD,WFD\"", boundary.EnvFD, v)
 	}
 	var files [2]*os.File
 	for i, p := range parts {
 		fd, err := strconv.Atoi(strings.TrimSpace(p))
 		if err != nil || fd < 0 {
-			return nil, nil, fmt.Errorf("%s=%q: bad descriptor %q", EnvBoundaryFD, v, p)
+			return nil, nil, fmt.Errorf("%s=%q: bad descriptor %q", boundary.EnvFD, v, p)
 		}
 		// Non-blocking: the Go poller then owns the descriptor, so reads do
 		// not pin threads and Close interrupts them.
 		if err := setNonblock(fd); err != nil {
-			return nil, nil, fmt.Errorf("%s=%q: descriptor %d: %w", EnvBoundaryFD, v, fd, err)
+			return nil, nil, fmt.Errorf("%s=%q: descriptor %d: %w", boundary.EnvFD, v, fd, err)
 		}
 		files[i] = os.NewFile(uintptr(fd), fmt.Sprintf("boundary-fd-%d", fd))
 		if files[i] == nil {
-			return nil, nil, fmt.Errorf("%s=%q: invalid descriptor %d", EnvBoundaryFD, v, fd)
+			return nil, nil, fmt.Errorf("%s=%q: invalid descriptor %d", boundary.EnvFD, v, fd)
 		}
 	}
 	if len(parts) == 1 {

@@ -164,7 +164,7 @@ func (rt *Runtime) Put(ctx context.Context, key string, value []byte) error {
 	c := &rt.store
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.limits(rt.s.opts)
+	c.limits(&rt.s.opts)
 	// Under c.mu, so that the cache and the order of the frames agree.
 	if err := rt.s.conn.Send(&boundary.StorePut{Key: name, Blob: blob}); err != nil {
 		return fmt.Errorf("trusted: put %s: %w", name, err)
@@ -187,7 +187,7 @@ func (rt *Runtime) Get(ctx context.Context, key string) (value []byte, found boo
 	}
 	c := &rt.store
 	c.mu.Lock()
-	c.limits(rt.s.opts)
+	c.limits(&rt.s.opts)
 	if v, found, ok := c.lookup(key); ok {
 		c.mu.Unlock()
 		return v, found, nil

@@ -596,18 +596,37 @@ func TestRedactPanics(t *testing.T) {
 	}
 }
 
-// A node's enclave configuration sets CLOISTER_WORKERS; an image that
-// leaves Options.Workers unset takes it, one that sets it keeps its own.
-func TestMainTakesWorkersFromHost(t *testing.T) {
+// A node's enclave configuration asks for a worker count in Init; an image
+// that leaves Options.Workers unset takes it, one that sets it keeps its
+// own.
+func TestWorkersFromInit(t *testing.T) {
 	for _, tc := range []struct {
 		image string
 		want  uint32
 	}{{"0", 3}, {"2", 2}} {
-		h := startProcess(t, true, testInit(), nil, envWorkers+"="+tc.image, EnvWorkers+"=3")
+		in := testInit()
+		in.Workers = 3
+		h := startProcess(t, true, in, nil, envWorkers+"="+tc.image)
 		h.conn.Send(&boundary.Health{ID: 1})
 		if st := h.next(boundary.TypeHealthStatus).(*boundary.HealthStatus); st.Workers != tc.want {
-			t.Fatalf("image workers %s, host %s=3: the enclave runs %d workers, want %d", tc.image, EnvWorkers, st.Workers, tc.want)
+			t.Fatalf("image workers %s, Init.Workers 3: the enclave runs %d workers, want %d", tc.image, st.Workers, tc.want)
 		}
 		h.shutdown()
+	}
+}
+
+// Init naming a service to join is refused by an image without the
+// secured-address layer: it cannot keep the promise.
+func TestServiceWithoutLayerIsRefused(t *testing.T) {
+	h := startInproc(t, testApp(Options{}), nil, nil)
+	in := testInit()
+	in.Service = "analytics"
+	h.conn.Send(in)
+	f := h.next(boundary.TypeFatal).(*boundary.Fatal)
+	if !strings.Contains(f.Message, `join as service "analytics"`) || !strings.Contains(f.Message, "trusted/secured") {
+		t.Fatalf("fatal: %q", f.Message)
+	}
+	if err := <-h.serv; !errors.Is(err, ErrProtocol) {
+		t.Fatalf("Serve: %v", err)
 	}
 }
