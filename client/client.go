@@ -71,6 +71,7 @@ import (
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // DefaultTimeout bounds each request to the coordinator.
@@ -402,7 +403,7 @@ func (c *Client) forget(service string, s *secure.ClientSession) {
 // and returns the bytes to send. Use it when the message travels by other
 // means than [Client.Request] and [Client.Send] (a durable queue, a
 // forwarder); see [Client.Reseal] for when the service refuses it with
-// trusted.CodeSessionUnknown.
+// wire.CodeSessionUnknown.
 func (c *Client) Seal(ctx context.Context, service string, plaintext []byte) ([]byte, error) {
 	s, err := c.session(ctx, service)
 	if err != nil {
@@ -466,7 +467,7 @@ func (c *Client) RestoreSessions(b []byte) error {
 
 // Reseal seals again, in a new session, a message one of the client's
 // recent sessions with service sealed and the service could no longer
-// open (it answered trusted.CodeSessionUnknown: it restarted, forgot the
+// open (it answered wire.CodeSessionUnknown: it restarted, forgot the
 // session, or holds a new channel key, which Reseal fetches). The
 // plaintext is the same, so the service's own deduplication (sequence
 // numbers in the payload) still applies.
@@ -496,7 +497,7 @@ func (c *Client) Reseal(ctx context.Context, service string, msg []byte) ([]byte
 
 // Request sends plaintext, sealed to service in the client's session with
 // it, as a bus request to address and returns the opened reply. When the
-// service no longer holds the session (trusted.CodeSessionUnknown) the
+// service no longer holds the session (wire.CodeSessionUnknown) the
 // message never reached its handler: Request opens a new session and sends
 // it again, at most a few times. Other bus failures are returned as the
 // bus gives them (*bus.ReplyError); a reply that does not open is an error
@@ -513,7 +514,7 @@ func (c *Client) Request(ctx context.Context, address, service string, plaintext
 		}
 		m, err := c.b.Request(ctx, address, msg, opts...)
 		var re *bus.ReplyError
-		if errors.As(err, &re) && re.Code == codeSessionUnknown && attempt < resealAttempts {
+		if errors.As(err, &re) && re.Code == wire.CodeSessionUnknown && attempt < resealAttempts {
 			c.opts.Logger.Debug("client: the service no longer holds the session; opening a new one", "service", service, "session", s.ID())
 			c.forget(service, s)
 			continue
@@ -529,14 +530,10 @@ func (c *Client) Request(ctx context.Context, address, service string, plaintext
 	}
 }
 
-// codeSessionUnknown is trusted.CodeSessionUnknown (package trusted is the
-// enclave side; clients do not link it).
-const codeSessionUnknown = 410
-
 // Send sends plaintext, sealed to service in the client's session with it,
 // as a one-way message to one consumer of address. A one-way message
 // learns nothing back: if the service may have lost the session, prefer
-// Request, or handle trusted.CodeSessionUnknown with [Client.Reseal].
+// Request, or handle wire.CodeSessionUnknown with [Client.Reseal].
 func (c *Client) Send(ctx context.Context, address, service string, plaintext []byte, opts ...bus.DeliveryOption) error {
 	msg, err := c.Seal(ctx, service, plaintext)
 	if err != nil {

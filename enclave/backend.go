@@ -182,7 +182,7 @@ func (b processBackend) Launch(ctx context.Context, spec LaunchSpec) (Process, e
 	}
 	cmd := exec.Command(spec.Image.Path)
 	cmd.Env = childEnv(b.opts.InheritEnv, append(append([]string{}, b.opts.Env...), spec.Env...))
-	cmd.Env = append(cmd.Env, "CLOISTER_BOUNDARY_FD=3,4")
+	cmd.Env = append(cmd.Env, boundary.EnvFD+"=3,4")
 	cmd.ExtraFiles = []*os.File{ecallR, ocallW}
 	var region *shm.Region
 	if b.opts.Transport == TransportAuto {

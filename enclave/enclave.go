@@ -75,6 +75,14 @@ type Config struct {
 	Env []string
 	// InitConfig is handed to the image in Init (its own configuration).
 	InitConfig []byte
+	// Workers is the handler concurrency asked of the image in Init (0:
+	// the image's default; at most boundary.MaxWorkers). An image that
+	// fixes its own keeps it.
+	Workers int
+	// Service is the manifest service the image is to join the
+	// coordinator as, told in Init ("" for none; the image needs the
+	// secured-address layer, package trusted/secured).
+	Service string
 	// SealSecret is the simulated platform secret; empty lets the enclave
 	// use the per-machine secret file.
 	SealSecret []byte
@@ -213,6 +221,9 @@ func New(cfg Config) (*Enclave, error) {
 	}
 	if cfg.SealPolicy > 2 {
 		return nil, fmt.Errorf("enclave %s: seal policy %d: want 0, 1 (MRENCLAVE) or 2 (MRSIGNER)", cfg.Name, cfg.SealPolicy)
+	}
+	if cfg.Workers < 0 || cfg.Workers > boundary.MaxWorkers {
+		return nil, fmt.Errorf("enclave %s: workers %d: want 0 (the image's default) to %d", cfg.Name, cfg.Workers, boundary.MaxWorkers)
 	}
 	for _, p := range cfg.Allow {
 		if err := validPattern(p); err != nil {
@@ -676,7 +687,8 @@ func (e *Enclave) launch() (*session, error) {
 		mode = boundary.SealGramine
 	}
 	init := &boundary.Init{Identity: e.identity, Name: e.cfg.Name, Instance: uint32(e.cfg.Instance),
-		SealMode: mode, SealPolicy: e.cfg.SealPolicy, SealSecret: e.cfg.SealSecret, Config: e.cfg.InitConfig}
+		SealMode: mode, SealPolicy: e.cfg.SealPolicy, SealSecret: e.cfg.SealSecret, Config: e.cfg.InitConfig,
+		Workers: uint32(e.cfg.Workers), Service: e.cfg.Service}
 	if err := s.out.send(init, true); err != nil {
 		s.finish(err)
 		s.ended()

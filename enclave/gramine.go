@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/cloister-dev/cloister/boundary/shm"
+	"github.com/cloister-dev/cloister/boundary"
 )
 
 // Gramine defaults.
@@ -113,7 +114,7 @@ func (o *GramineOptions) defaults() error {
 		if !validEnvName(k) {
 			return fmt.Errorf("enclave: gramine: invalid environment variable name %q", k)
 		}
-		if k == "CLOISTER_BOUNDARY_FD" || k == "CLOISTER_SEAL" || k == shm.EnvRegion {
+		if k == boundary.EnvFD || k == boundary.EnvGramineSeal || k == shm.EnvRegion {
 			return fmt.Errorf("enclave: gramine: %s is set by the manifest itself", k)
 		}
 	}
@@ -223,7 +224,7 @@ func GramineManifest(img *Image, opts GramineOptions) ([]byte, error) {
 
 	w("# Environment: fixed values are measured; only the listed host variables\n")
 	w("# pass through, and the image treats them as untrusted input.\n")
-	w("loader.env.CLOISTER_SEAL = \"gramine\"\n")
+	w("loader.env.%s = \"gramine\"\n", boundary.EnvGramineSeal)
 	if opts.MemoryLimit > 0 {
 		w("loader.env.GOMEMLIMIT = %s\n", tomlString(strconv.FormatInt(opts.MemoryLimit, 10)))
 	}

@@ -41,15 +41,15 @@ type EnclaveConfig struct {
 	// image registers that these allow; empty allows all of them.
 	Addresses []string `json:"addresses,omitempty" yaml:"addresses,omitempty"`
 	// Service is the enclave's service name in the application manifest:
-	// the image joins the coordinator as this service at start-up (passed
-	// as CLOISTER_SERVICE; images that fix trusted.Options.Service keep
-	// theirs). Empty: the image decides.
+	// the image joins the coordinator as this service at start-up (told
+	// in Init; images that fix their service keep theirs). Empty: the
+	// image decides.
 	Service string `json:"service,omitempty" yaml:"service,omitempty"`
 	// Local makes the enclave's consumers reachable from this node only.
 	Local bool `json:"local,omitempty" yaml:"local,omitempty"`
-	// Workers is the handler concurrency asked of the image (passed as
-	// CLOISTER_WORKERS, which trusted.Main takes unless the image fixed
-	// Options.Workers) and sizes the Gramine thread count.
+	// Workers is the handler concurrency asked of the image (told in Init,
+	// which the image takes unless it fixed its own) and sizes the Gramine
+	// thread count.
 	Workers int `json:"workers,omitempty" yaml:"workers,omitempty"`
 	// StateDir keeps the enclave's protected storage (sealed blobs only);
 	// default IMAGE.state/NAME beside the image.
@@ -110,12 +110,6 @@ func (n *Node) DeployEnclave(ctx context.Context, cfg EnclaveConfig) (string, er
 		}
 	}
 	env := append([]string(nil), cfg.Env...)
-	if cfg.Service != "" {
-		env = append(env, "CLOISTER_SERVICE="+cfg.Service)
-	}
-	if cfg.Workers > 0 {
-		env = append(env, "CLOISTER_WORKERS="+strconv.Itoa(cfg.Workers))
-	}
 	if cfg.MemoryLimit > 0 {
 		env = append(env, "GOMEMLIMIT="+strconv.FormatInt(cfg.MemoryLimit, 10))
 	}
@@ -142,17 +136,6 @@ func (n *Node) DeployEnclave(ctx context.Context, cfg EnclaveConfig) (string, er
 		if g.MemoryLimit == 0 {
 			g.MemoryLimit = cfg.MemoryLimit
 		}
-		if cfg.Workers > 0 || cfg.Service != "" {
-			if g.Env == nil {
-				g.Env = map[string]string{}
-			}
-		}
-		if cfg.Workers > 0 {
-			g.Env["CLOISTER_WORKERS"] = strconv.Itoa(cfg.Workers)
-		}
-		if cfg.Service != "" {
-			g.Env["CLOISTER_SERVICE"] = cfg.Service
-		}
 		if transport == enclave.TransportPipe {
 			g.PipeOnly = true
 		}
@@ -175,6 +158,7 @@ func (n *Node) DeployEnclave(ctx context.Context, cfg EnclaveConfig) (string, er
 	ecfg := enclave.Config{
 		Name: cfg.Name, Image: img, Backend: backend, Bus: n.bus, Store: store, Logger: n.logger,
 		Allow: cfg.Addresses, Env: env, InitConfig: cfg.InitConfig, SealSecret: cfg.SealSecret,
+		Workers: cfg.Workers, Service: cfg.Service,
 		StartTimeout: cfg.StartTimeout, RestartBackoff: cfg.RestartBackoff, MaxRestartBackoff: cfg.MaxRestartBackoff,
 	}
 	// Check the configuration once before any instance starts.

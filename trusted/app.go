@@ -73,9 +73,10 @@ type Options struct {
 	// OnInit, if set, runs after Init (and after the Layer started) and
 	// before Ready; an error is sent to the host as Fatal and ends Serve.
 	OnInit func(ctx context.Context, rt *Runtime) error
-	// Layer, if set, makes the layer of each instance (see Layer), such as
-	// trusted/secured's secured-address layer. Without one, an Init that
-	// names a manifest service to join is refused.
+	// Layer, if set, makes the layer of each instance once Init arrived
+	// (see Layer), such as trusted/secured's secured-address layer; it may
+	// return nil for none. Without a layer, an Init that names a manifest
+	// service to join is refused.
 	Layer func(rt *Runtime) Layer
 	// StoreCacheBytes and StoreCacheEntries bound the protected-storage
 	// cache in enclave memory (see Runtime.Put and Runtime.Get): least
@@ -212,16 +213,6 @@ func (a *App) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 	s.idle.L = &s.mu
 	s.rt = &Runtime{s: s}
 	s.rt.log = slog.New(&logHandler{s: s, level: a.opts.LogLevel})
-	if a.opts.Layer != nil {
-		s.layer = a.opts.Layer(s.rt)
-		s.own = map[string]bool{}
-		for addr, h := range s.layer.Handlers() {
-			if handlers[addr] == nil {
-				handlers[addr] = h
-				s.own[addr] = true
-			}
-		}
-	}
 	err = s.serve()
 	s.halt()
 	conn.Close()
@@ -293,8 +284,20 @@ func (s *session) serve() error {
 	if s.opts.Workers <= 0 {
 		s.opts.Workers = DefaultWorkers
 	}
+	if s.opts.Layer != nil {
+		s.layer = s.opts.Layer(s.rt)
+	}
 	if init.Service != "" && s.layer == nil {
 		return s.fatal(fmt.Errorf("%w: the host asks this enclave to join as service %q, but the image has no secured-address layer (Options.Layer, package trusted/secured)", ErrProtocol, init.Service))
+	}
+	if s.layer != nil {
+		s.own = map[string]bool{}
+		for addr, h := range s.layer.Handlers() {
+			if s.handlers[addr] == nil {
+				s.handlers[addr] = h
+				s.own[addr] = true
+			}
+		}
 	}
 
 	// Read from here on, so that OnInit's OCALLs get their results;

@@ -14,16 +14,16 @@ import (
 // the coordinator, secured envelopes, client sessions, key epochs); an
 // image without secured addresses sets no layer and does not link it.
 //
-// The runtime makes one Layer per Serve (Options.Layer) and calls it from
-// many goroutines at once.
+// The runtime makes one Layer per Serve, once Init arrived (Options.Layer),
+// and calls it from many goroutines at once.
 type Layer interface {
 	// Start runs after Init and before OnInit and Ready, with a context
 	// that ends when the instance stops. An error ends Serve, reported to
 	// the host as Fatal.
 	Start(ctx context.Context) error
 	// Handlers are the layer's own handlers (such as the coordinator's
-	// epoch notices), registered unless the image registered the address.
-	// Called once, before Start.
+	// epoch notices), registered unless the image registered the address;
+	// the layer does not Open their deliveries. Called once, before Start.
 	Handlers() map[string]Handler
 	// Serves returns the addresses to announce in Ready, given those the
 	// image registered (the layer's own are not among them).

@@ -42,3 +42,26 @@ const (
 	// CodecString is a Go string's bytes.
 	CodecString = "string"
 )
+
+// Failure codes an enclave's secured-address layer (package
+// trusted/secured) answers refused requests with, so that a forwarder or a
+// client (package client) can decide what to do. The handler never ran.
+const (
+	// CodeRejected: the message did not open, was replayed, came in the
+	// clear where a sealed one was due, or the like. Final.
+	CodeRejected = 400
+	// CodeNotAllowed: the service's grant gives no right to consume the
+	// address. Final.
+	CodeNotAllowed = 403
+	// CodeAlreadyHandled: a copy of a client-session message that was
+	// already handled. Nothing is lost: a forwarder may acknowledge it.
+	CodeAlreadyHandled = 409
+	// CodeSessionUnknown: the enclave does not hold the client session
+	// (it restarted, forgot or expired the session, or the handshake is
+	// under a channel key it no longer holds). The client seals the
+	// message again in a new session.
+	CodeSessionUnknown = 410
+	// CodeBusy: refused for now (a copy is being handled, or the client
+	// opened too many sessions recently). Retry later.
+	CodeBusy = 429
+)

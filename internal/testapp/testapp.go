@@ -11,6 +11,7 @@ import (
 	"strconv"
 
 	"github.com/cloister-dev/cloister/trusted"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // New returns the test application with workers handler workers.
@@ -33,7 +34,7 @@ func NewOptions(opts trusted.Options) *trusted.App {
 		}
 	})
 	app.HandleFunc("test.json", func(ctx context.Context, c *trusted.Call) {
-		c.Reply(map[string]string{"Cloister-Codec": "json"}, []byte(`{"n":42}`))
+		c.Reply(map[string]string{wire.HeaderCodec: wire.CodecJSON}, []byte(`{"n":42}`))
 	})
 	app.HandleFunc("test.fail", func(ctx context.Context, c *trusted.Call) {
 		c.Fail(418, "I am a teapot")

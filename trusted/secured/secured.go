@@ -1,12 +1,13 @@
-package trusted
+package secured
 
 import (
 	"bytes"
-	"context"
+
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -16,44 +17,18 @@ import (
 
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
+	"github.com/cloister-dev/cloister/trusted"
 	"github.com/cloister-dev/cloister/wire"
 )
-
-// CodeRejected is the failure code of a request on a secured or
-// client-channel address whose message the runtime rejected (it did not
-// open, was replayed, came in the clear, or the service may not consume the
-// address). The handler never ran.
-const CodeRejected = 400
-
-// CodeNotAllowed is the failure code of a request delivered on an address
-// the service's grant gives it no right to consume.
-const CodeNotAllowed = 403
-
-// CodeAlreadyHandled is the failure code of a copy of a client-session
-// message that was already handled (a replay, or a retry whose first try
-// succeeded). Nothing is lost: a forwarder may acknowledge it.
-const CodeAlreadyHandled = 409
-
-// CodeSessionUnknown is the failure code of a client-session message whose
-// session this enclave does not hold (it restarted, forgot the session,
-// the session expired, or the handshake is under a channel key the service
-// no longer holds). The handler never ran: the client seals the message
-// again in a new session (package client does so by itself).
-const CodeSessionUnknown = 410
-
-// CodeBusy is the failure code of a client-session message refused for now:
-// a copy of it is being handled, or its client opened too many sessions
-// recently. Retry later.
-const CodeBusy = 429
 
 // Errors of the secured-address layer.
 var (
 	// ErrNotAllowed: the grant gives the service no such right on the
 	// address (Send, Publish or Request refused inside the enclave).
-	ErrNotAllowed = errors.New("trusted: not allowed by the grant")
+	ErrNotAllowed = errors.New("secured: not allowed by the grant")
 	// ErrRejected: a reply on a secured or client-channel address did not
 	// open; the reason is wrapped too (a secure.Err*).
-	ErrRejected = errors.New("trusted: message rejected")
+	ErrRejected = errors.New("secured: message rejected")
 )
 
 // Rejection reasons, as counted by Runtime.Rejections.
@@ -81,13 +56,13 @@ const (
 func codeFor(why string) int {
 	switch why {
 	case ReasonNotAllowed:
-		return CodeNotAllowed
+		return wire.CodeNotAllowed
 	case ReasonSessionUnknown:
-		return CodeSessionUnknown
+		return wire.CodeSessionUnknown
 	case ReasonInProgress, ReasonTooManyHandshakes:
-		return CodeBusy
+		return wire.CodeBusy
 	}
-	return CodeRejected
+	return wire.CodeRejected
 }
 
 // retryable reports whether a delivery refused for why may succeed if the
@@ -95,11 +70,6 @@ func codeFor(why string) int {
 func retryable(why string) bool {
 	return why == ReasonInProgress || why == ReasonTooManyHandshakes
 }
-
-// HealthRejectionsPrefix starts HealthStatus.Detail when the runtime has
-// rejected messages: the prefix, then JSON {address: {reason: count}}. The
-// host (package enclave) parses it; it carries counts only.
-const HealthRejectionsPrefix = "rejected="
 
 // reason maps a rejection error to its counter name.
 func reason(err error) string {
@@ -123,7 +93,7 @@ func reason(err error) string {
 	return ReasonOther
 }
 
-var errPlaintext = errors.New("trusted: not a client-channel message")
+var errPlaintext = errors.New("secured: not a client-channel message")
 
 // granted is one address of the grant with the state to use it.
 type granted struct {
@@ -134,10 +104,13 @@ type granted struct {
 	dirty   *atomic.Bool                    // windows changed since saved
 }
 
-// keys is what the runtime holds after joining: the grant's rights, keys and
-// secrets. The session has at most one.
+// keys is the secured-address layer of one instance: what it holds after
+// joining (the grant's rights, keys and secrets) and its counters.
 type keys struct {
-	rt *Runtime
+	rt      *trusted.Runtime
+	log     *slog.Logger
+	opts    Options
+	service string
 
 	mu        sync.RWMutex
 	grant     *provision.Grant // Keys cleared; kept in the openers
@@ -147,17 +120,16 @@ type keys struct {
 	clients   map[string]ed25519.PublicKey // the manifest's clients
 	sessions  *secure.SessionTable
 
-	joinMu   sync.Mutex      // one join at a time
-	lastJoin time.Time       // guarded by joinMu
-	ctx      context.Context // the session's: background re-joins end with it
+	joinMu   sync.Mutex // one join at a time
+	lastJoin time.Time  // guarded by joinMu
 
 	countMu  sync.Mutex
 	rejected map[string]map[string]uint64
 }
 
-func newKeys(rt *Runtime) *keys {
-	return &keys{rt: rt, addresses: map[string]*granted{}, rejected: map[string]map[string]uint64{},
-		sessions: secure.NewSessionTable(rt.s.opts.Sessions)}
+func newKeys(rt *trusted.Runtime, opts Options, service string) *keys {
+	return &keys{rt: rt, log: rt.Logger(), opts: opts, service: service, addresses: map[string]*granted{},
+		rejected: map[string]map[string]uint64{}, sessions: secure.NewSessionTable(opts.Sessions)}
 }
 
 // apply installs a grant: new rights, new epochs' keys; epochs the grant no
@@ -178,7 +150,7 @@ func (k *keys) apply(g *provision.Grant) error {
 			if n.opener == nil {
 				o, err := secure.NewOpener(ag.Address, secure.OpenerOptions{})
 				if err != nil {
-					return fmt.Errorf("trusted: grant: %w", err)
+					return fmt.Errorf("secured: grant: %w", err)
 				}
 				n.opener = o
 			}
@@ -186,7 +158,7 @@ func (k *keys) apply(g *provision.Grant) error {
 			for _, ek := range ag.Keys {
 				held[ek.Epoch] = true
 				if len(ek.Key) != secure.KeySize {
-					return fmt.Errorf("trusted: grant: key of %q epoch %d: %d bytes", ag.Address, ek.Epoch, len(ek.Key))
+					return fmt.Errorf("secured: grant: key of %q epoch %d: %d bytes", ag.Address, ek.Epoch, len(ek.Key))
 				}
 				if slices.Contains(n.opener.Epochs(), ek.Epoch) {
 					continue
@@ -197,11 +169,11 @@ func (k *keys) apply(g *provision.Grant) error {
 				err := n.opener.AddKey(ak)
 				clear(ak.Key[:])
 				if err != nil {
-					return fmt.Errorf("trusted: grant: %w", err)
+					return fmt.Errorf("secured: grant: %w", err)
 				}
 			}
 			if !held[g.Epoch] {
-				return fmt.Errorf("trusted: grant: no key of the current epoch %d for %q", g.Epoch, ag.Address)
+				return fmt.Errorf("secured: grant: no key of the current epoch %d for %q", g.Epoch, ag.Address)
 			}
 			for _, e := range n.opener.Epochs() {
 				switch {
@@ -229,13 +201,13 @@ func (k *keys) apply(g *provision.Grant) error {
 	if g.ChannelKey != nil {
 		var err error
 		if ch, err = secure.ParseServiceKey(g.ChannelKey); err != nil {
-			return fmt.Errorf("trusted: grant: channel key: %w", err)
+			return fmt.Errorf("secured: grant: channel key: %w", err)
 		}
 	}
 	clients := make(map[string]ed25519.PublicKey, len(g.Clients))
 	for name, pub := range g.Clients {
 		if len(pub) != ed25519.PublicKeySize {
-			return fmt.Errorf("trusted: grant: client %q: key of %d bytes", name, len(pub))
+			return fmt.Errorf("secured: grant: client %q: key of %d bytes", name, len(pub))
 		}
 		clients[name] = ed25519.PublicKey(pub)
 	}
@@ -293,13 +265,13 @@ func (k *keys) sealer(a *granted, epoch uint32) (*secure.Sealer, error) {
 	}
 	raw, ok := a.keys[epoch]
 	if !ok {
-		return nil, fmt.Errorf("trusted: no key of epoch %d for %q", epoch, a.Address)
+		return nil, fmt.Errorf("secured: no key of epoch %d for %q", epoch, a.Address)
 	}
 	key := secure.AddressKey{Address: a.Address, Epoch: epoch, Key: raw}
 	s, err := secure.NewSealer(key)
 	clear(key.Key[:])
 	if err != nil {
-		return nil, fmt.Errorf("trusted: sealer for %q: %w", a.Address, err)
+		return nil, fmt.Errorf("secured: sealer for %q: %w", a.Address, err)
 	}
 	a.sealers[epoch] = s
 	return s, nil
@@ -338,87 +310,78 @@ func (k *keys) healthDetail() string {
 	if err != nil {
 		return ""
 	}
-	return HealthRejectionsPrefix + string(b)
+	return wire.HealthRejectionsPrefix + string(b)
 }
 
 // open turns a delivery on a granted address into plaintext for the
 // handler, or returns why it is rejected.
-func (k *keys) open(c *Call) error {
-	a := k.address(c.address)
+func (k *keys) open(d *trusted.Delivery) (trusted.Opened, error) {
+	a := k.address(d.Address)
 	if a == nil || !a.Consume {
-		return fmt.Errorf("%w: the grant of %s gives no right to consume %q", ErrNotAllowed, k.service(), c.address)
+		return nil, fmt.Errorf("%w: the grant of %s gives no right to consume %q", ErrNotAllowed, k.serviceName(), d.Address)
 	}
-	if a.Clients && (secure.IsSessionMessage(c.body) || bytes.HasPrefix(c.body, []byte("CSQ"))) {
-		return k.openClient(c)
+	if a.Clients && (secure.IsSessionMessage(d.Body) || bytes.HasPrefix(d.Body, []byte("CSQ"))) {
+		return k.openClient(d)
 	}
 	if !a.Secured {
 		if a.Clients {
-			return fmt.Errorf("%w: %q accepts client-channel messages only", errPlaintext, c.address)
+			return nil, fmt.Errorf("%w: %q accepts client-channel messages only", errPlaintext, d.Address)
 		}
-		return nil // a plain address
+		return nil, nil // a plain address
 	}
-	var kind wire.Kind
-	switch c.kind {
-	case wire.KindSend:
-		kind = wire.KindSend
-	case wire.KindPublish:
-		kind = wire.KindPublish
-	default:
-		kind = wire.KindRequest
-	}
-	o, err := a.opener.Open(kind, c.body)
+	o, err := a.opener.Open(d.Kind, d.Body)
 	if err != nil {
 		if errors.Is(err, secure.ErrUnknownEpoch) {
-			if e, perr := secure.ParseEnvelope(c.body); perr == nil && e.Epoch > k.epoch() {
+			if e, perr := secure.ParseEnvelope(d.Body); perr == nil && e.Epoch > k.epoch() {
 				// The sender re-joined after a rotation before this
 				// enclave heard of it.
 				k.rejoinSoon()
 			}
 		}
-		return err
+		return nil, err
 	}
-	c.body, c.headers, c.secured = o.Plaintext, o.Headers, &openedRef{ref: o.Ref(), epoch: o.Epoch, a: a}
+	d.Body, d.Headers = o.Plaintext, o.Headers
 	if !a.dirty.Load() {
 		a.dirty.Store(true)
 	}
-	return nil
+	return &sealedCall{k: k, address: d.Address, ref: o.Ref(), epoch: o.Epoch, a: a}, nil
 }
 
 // openClient opens a client-session message with the channel key and the
 // manifest's client credentials. The message is reserved, not admitted:
 // the call commits it when its handler succeeded and releases it when it
 // failed, so a retry of a failed message is not taken for a replay.
-func (k *keys) openClient(c *Call) error {
-	if !secure.IsSessionMessage(c.body) {
-		return fmt.Errorf("%w: a one-shot client request (client channel v1) proves no client credential; open a client session", secure.ErrUnauthenticated)
+func (k *keys) openClient(d *trusted.Delivery) (trusted.Opened, error) {
+	if !secure.IsSessionMessage(d.Body) {
+		return nil, fmt.Errorf("%w: a one-shot client request (client channel v1) proves no client credential; open a client session", secure.ErrUnauthenticated)
 	}
 	k.mu.RLock()
 	ch, info, clients := k.channel, k.info, k.clients
 	k.mu.RUnlock()
 	if ch == nil {
-		return fmt.Errorf("%w: no client-channel key in the grant", secure.ErrAuth)
+		return nil, fmt.Errorf("%w: no client-channel key in the grant", secure.ErrAuth)
 	}
 	lookup := func(name string) (ed25519.PublicKey, bool) {
 		pub, ok := clients[name]
 		return pub, ok
 	}
-	m, err := k.sessions.Open(ch, info, lookup, c.body, time.Now())
+	m, err := k.sessions.Open(ch, info, lookup, d.Body, time.Now())
 	if err != nil {
 		if errors.Is(err, secure.ErrSessionUnknown) {
-			if h, perr := secure.ParseSessionMessage(c.body); perr == nil && h.Handshake && h.Key != ch.PublicKey().ID() {
+			if h, perr := secure.ParseSessionMessage(d.Body); perr == nil && h.Handshake && h.Key != ch.PublicKey().ID() {
 				// Sealed to another channel key: perhaps the coordinator
 				// issued a new one that this enclave has not fetched yet
 				// (rate-limited: the key ID is not authenticated).
 				k.rejoinSoon()
 			}
 		}
-		return err
+		return nil, err
 	}
-	c.body, c.headers, c.client = m.Plaintext, nil, m
-	return nil
+	d.Body, d.Headers = m.Plaintext, nil
+	return &clientCall{address: d.Address, m: m}, nil
 }
 
-func (k *keys) service() string {
+func (k *keys) serviceName() string {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	if k.grant == nil {
@@ -441,7 +404,7 @@ func (k *keys) outgoing(address string, kind wire.Kind, headers map[string]strin
 		if kind == wire.KindPublish {
 			op = "publish on"
 		}
-		return nil, nil, nil, secure.Ref{}, fmt.Errorf("%w: %s may not %s %q", ErrNotAllowed, k.service(), op, address)
+		return nil, nil, nil, secure.Ref{}, fmt.Errorf("%w: %s may not %s %q", ErrNotAllowed, k.serviceName(), op, address)
 	}
 	if !a.Secured {
 		return headers, body, nil, secure.Ref{}, nil
@@ -452,7 +415,7 @@ func (k *keys) outgoing(address string, kind wire.Kind, headers map[string]strin
 	}
 	env, ref, err := s.Seal(kind, headers, body)
 	if err != nil {
-		return nil, nil, nil, secure.Ref{}, fmt.Errorf("trusted: seal for %q: %w", address, err)
+		return nil, nil, nil, secure.Ref{}, fmt.Errorf("secured: seal for %q: %w", address, err)
 	}
 	return nil, env, a, ref, nil
 }
@@ -461,208 +424,54 @@ func (k *keys) outgoing(address string, kind wire.Kind, headers map[string]strin
 // (and images) may always use: they are how a service joins.
 const coordinatorPrefix = "cloister.coordinator."
 
-// openedRef is what a Call opened from an envelope needs to seal its reply.
-type openedRef struct {
-	ref   secure.Ref
-	epoch uint32
-	a     *granted
+// sealedCall is what a delivery opened from an envelope needs to seal its
+// reply.
+type sealedCall struct {
+	k       *keys
+	address string
+	ref     secure.Ref
+	epoch   uint32
+	a       *granted
 }
 
-// sealReply seals a reply to a secured or client-channel request.
-func (c *Call) sealReply(headers map[string]string, body []byte) (map[string]string, []byte, error) {
-	switch {
-	case c.secured != nil:
-		s, err := c.s.keys.sealer(c.secured.a, c.secured.epoch)
-		if err != nil {
-			return nil, nil, err
-		}
-		env, _, err := s.SealReply(c.secured.ref, headers, body)
-		if err != nil {
-			return nil, nil, fmt.Errorf("trusted: seal reply on %q: %w", c.address, err)
-		}
-		return nil, env, nil
-	case c.client != nil:
-		out, err := c.client.SealReply(body)
-		if err != nil {
-			return nil, nil, fmt.Errorf("trusted: seal client reply on %q: %w", c.address, err)
-		}
-		return nil, out, nil
-	}
-	return headers, body, nil
-}
-
-// ---- joining ----
-
-// JoinError is the coordinator's refusal to grant the service keys: its
-// code (one of the 4xx provision.Code*) and reason. The enclave reports it
-// as Fatal, so the host's start-up failure names it.
-type JoinError struct {
-	Service string
-	Code    int
-	Message string
-}
-
-// Error names the service and the coordinator's reason.
-func (e *JoinError) Error() string {
-	return fmt.Sprintf("trusted: the coordinator refused to let this enclave join as service %s (code %d): %s", e.Service, e.Code, e.Message)
-}
-
-// ErrGrant is wrapped when the coordinator's answer to a join is not a
-// grant for this enclave (it does not open with the joining key, or names
-// another service).
-var ErrGrant = errors.New("trusted: bad grant")
-
-// join runs the join protocol of package provision once (see the package
-// doc) and installs the grant.
-func (k *keys) join(ctx context.Context, service string) error {
-	k.joinMu.Lock()
-	defer k.joinMu.Unlock()
-	rt := k.rt
-	resp, err := rt.provisionRequest(ctx, service, provision.AddressChallenge, nil)
+// SealReply seals the reply bound to the request, in the request's epoch
+// while it is held (headers authenticated, not encrypted).
+func (o *sealedCall) SealReply(headers map[string]string, body []byte) (map[string]string, []byte, error) {
+	s, err := o.k.sealer(o.a, o.epoch)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	var ch provision.Challenge
-	if err := provision.Decode(resp, &ch); err != nil {
-		return fmt.Errorf("trusted: join: challenge: %w", err)
-	}
-	if err := provision.CheckNonce(ch.Nonce); err != nil {
-		return fmt.Errorf("trusted: join: challenge: %w", err)
-	}
-	key, err := secure.NewServiceKey()
+	env, _, err := s.SealReply(o.ref, headers, body)
 	if err != nil {
-		return fmt.Errorf("trusted: join: key: %w", err)
+		return nil, nil, fmt.Errorf("secured: seal reply on %q: %w", o.address, err)
 	}
-	pub := key.PublicKeyBytes()
-	ev, err := rt.Evidence(ctx, provision.JoinReportData(pub, ch.Nonce))
-	if err != nil {
-		return fmt.Errorf("trusted: join: evidence: %w", err)
-	}
-	evb, err := provision.EncodeEvidence(ev.Type, ev.Quote)
-	if err != nil {
-		return fmt.Errorf("trusted: join: %w", err)
-	}
-	body, err := provision.Encode(provision.JoinRequest{Service: service, PublicKey: pub, Nonce: ch.Nonce, Evidence: evb})
-	if err != nil {
-		return fmt.Errorf("trusted: join: %w", err)
-	}
-	if resp, err = rt.provisionRequest(ctx, service, provision.AddressJoin, body); err != nil {
-		return err
-	}
-	var jr provision.JoinResponse
-	if err := provision.Decode(resp, &jr); err != nil {
-		return fmt.Errorf("%w: %w", ErrGrant, err)
-	}
-	plain, err := key.OpenSealed(provision.GrantInfo(service, ch.Nonce), jr.Grant)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrGrant, err)
-	}
-	defer clear(plain)
-	var g provision.Grant
-	if err := provision.Decode(plain, &g); err != nil {
-		return fmt.Errorf("%w: %w", ErrGrant, err)
-	}
-	if g.Service != service {
-		return fmt.Errorf("%w: a grant for %q, not %q", ErrGrant, g.Service, service)
-	}
-	if err := k.apply(&g); err != nil {
-		return err
-	}
-	k.lastJoin = time.Now()
-	rt.log.Info("joined", "service", service, "epoch", g.Epoch, "manifest_version", g.ManifestVersion, "addresses", len(g.Addresses))
-	return nil
+	return nil, env, nil
 }
 
-// joinRetrying joins, retrying while the coordinator is unreachable or not
-// ready (no handlers, timeouts, 5xx, no manifest yet) until ctx ends; a
-// refusal ends it at once.
-func (k *keys) joinRetrying(ctx context.Context, service string) error {
-	delay := 50 * time.Millisecond
-	for {
-		err := k.join(ctx, service)
-		var je *JoinError
-		switch {
-		case err == nil:
-			return nil
-		case errors.As(err, &je) && je.Code != provision.CodeNoManifest && je.Code != provision.CodeTooMany:
-			return err
-		case errors.Is(err, ErrGrant), errors.Is(err, ErrNoEvidence):
-			return err
-		}
-		k.rt.log.Warn("join failed; retrying", "service", service, "err", err.Error(), "in", delay)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("trusted: join as %s: %w (last failure: %w)", service, ctx.Err(), err)
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 2*time.Second)
-	}
+// Settle does nothing: envelopes are admitted when opened.
+func (o *sealedCall) Settle(bool) {}
+
+// clientCall is a client-session message being handled.
+type clientCall struct {
+	address string
+	m       *secure.SessionMessage
 }
 
-// provisionRequest makes one request to the coordinator (bypassing the
-// grant's rights) and turns a 4xx recipient failure into a *JoinError.
-func (rt *Runtime) provisionRequest(ctx context.Context, service, address string, body []byte) ([]byte, error) {
-	resp, err := rt.request(ctx, address, nil, body, 0)
+// SealReply seals the reply to the client; its headers are not sent.
+func (o *clientCall) SealReply(_ map[string]string, body []byte) (map[string]string, []byte, error) {
+	out, err := o.m.SealReply(body)
 	if err != nil {
-		var re *RequestError
-		if errors.As(err, &re) && re.Failure == wire.FailureRecipient && re.Code >= 400 && re.Code < 500 {
-			return nil, &JoinError{Service: service, Code: re.Code, Message: re.Message}
-		}
-		return nil, fmt.Errorf("trusted: join: %s: %w", address, err)
+		return nil, nil, fmt.Errorf("secured: seal client reply on %q: %w", o.address, err)
 	}
-	return resp.Body, nil
+	return nil, out, nil
 }
 
-// rejoinMinInterval bounds how often envelopes of an unknown, newer epoch
-// make the runtime re-join: the epoch is not authenticated until the keys
-// are there, so a host could forge such envelopes at will.
-const rejoinMinInterval = time.Second
-
-// rejoinSoon re-joins in the background, unless a join is running or one
-// finished less than rejoinMinInterval ago.
-func (k *keys) rejoinSoon() {
-	if !k.joinMu.TryLock() {
-		return
-	}
-	recent := time.Since(k.lastJoin) < rejoinMinInterval
-	k.joinMu.Unlock()
-	if recent || k.ctx == nil {
-		return
-	}
-	service := k.rt.Service()
-	go func() {
-		ctx, cancel := context.WithTimeout(k.ctx, time.Minute)
-		defer cancel()
-		if err := k.joinRetrying(ctx, service); err != nil {
-			k.rt.log.Error("re-join for a newer key epoch failed", "service", service, "err", err.Error())
-		}
-	}()
-}
-
-// onEpoch handles an EpochNotice: a newer epoch than held makes the
-// runtime re-join for the new keys. Only a notice the coordinator signed
-// (with the key the grant names) for the grant's manifest counts; others
-// are logged and ignored.
-func (k *keys) onEpoch(ctx context.Context, c *Call) {
-	var n provision.EpochNotice
-	if err := provision.Decode(c.Body(), &n); err != nil {
-		k.rt.log.Warn("ignoring a malformed epoch notice", "err", err.Error())
-		return
-	}
-	if n.Epoch <= k.epoch() {
-		return
-	}
-	k.mu.RLock()
-	service, hash, signer := k.grant.Service, k.grant.ManifestHash, k.grant.CoordinatorKey
-	k.mu.RUnlock()
-	if len(signer) != ed25519.PublicKeySize || !bytes.Equal(n.ManifestHash, hash) ||
-		!ed25519.Verify(signer, provision.EpochNoticeMessage(hash, n.Epoch), n.Signature) {
-		k.rt.log.Warn("ignoring an epoch notice the coordinator did not sign", "epoch", n.Epoch)
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	if err := k.joinRetrying(ctx, service); err != nil {
-		k.rt.log.Error("re-join after a key rotation failed", "service", service, "epoch", n.Epoch, "err", err.Error())
+// Settle commits the message as seen when it succeeded and gives it back
+// (a retry is then handled, not refused as a replay) when it failed.
+func (o *clientCall) Settle(ok bool) {
+	if ok {
+		o.m.Commit()
+	} else {
+		o.m.Release()
 	}
 }

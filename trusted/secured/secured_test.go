@@ -1,4 +1,4 @@
-package trusted_test
+package secured_test
 
 import (
 	"bytes"
@@ -29,7 +29,15 @@ import (
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
 	"github.com/cloister-dev/cloister/trusted"
+	"github.com/cloister-dev/cloister/trusted/secured"
+	"github.com/cloister-dev/cloister/wire"
 )
+
+// clientOf names the client of a client-session call ("" for others).
+func clientOf(c *trusted.Call) string {
+	name, _ := secured.Client(c)
+	return name
+}
 
 // The secured-address tests run the real coordinator and two trusted
 // services, all on the inproc backend, on one in-process bus. The
@@ -108,10 +116,10 @@ func (c *counters) get(address string) (int, string) {
 }
 
 func alphaApp(service string, seen *counters) *trusted.App {
-	app := trusted.New(trusted.Options{Service: service, JoinTimeout: 10 * time.Second, Workers: 40})
+	app := trusted.New(trusted.Options{Layer: secured.Layer(secured.Options{Service: service, JoinTimeout: 10 * time.Second}), Workers: 40})
 	app.HandleFunc("sec.echo", func(ctx context.Context, c *trusted.Call) {
 		seen.saw(c.Address(), string(c.Body()))
-		if !c.Secured() {
+		if !secured.Sealed(c) {
 			c.Fail(500, "not secured")
 			return
 		}
@@ -121,13 +129,13 @@ func alphaApp(service string, seen *counters) *trusted.App {
 		seen.saw(c.Address(), string(c.Body()))
 	})
 	app.HandleFunc("sec.client", func(ctx context.Context, c *trusted.Call) {
-		seen.saw(c.Address(), c.Client()+": "+string(c.Body()))
+		seen.saw(c.Address(), clientOf(c)+": "+string(c.Body()))
 		if string(c.Body()) == "fail once" && seen.first(c.Address()+"/failed") {
 			c.Fail(503, "storage unavailable")
 			return
 		}
 		if c.ExpectsReply() {
-			c.Reply(nil, append([]byte("client echo: "+c.Client()+": "), c.Body()...))
+			c.Reply(nil, append([]byte("client echo: "+clientOf(c)+": "), c.Body()...))
 		}
 	})
 	echo := func(ctx context.Context, c *trusted.Call) { c.Reply(nil, append([]byte("echo: "), c.Body()...)) }
@@ -135,10 +143,10 @@ func alphaApp(service string, seen *counters) *trusted.App {
 	app.HandleFunc("sec.bench", echo)
 	app.HandleFunc("alpha.count", func(ctx context.Context, c *trusted.Call) {
 		n, _ := seen.get(c.Header("address"))
-		c.Reply(map[string]string{"epoch": strconv.Itoa(int(c.Epoch()))}, []byte(strconv.Itoa(n)))
+		c.Reply(map[string]string{"epoch": strconv.Itoa(int(secured.Epoch(c.Runtime)))}, []byte(strconv.Itoa(n)))
 	})
 	app.HandleFunc("alpha.secret", func(ctx context.Context, c *trusted.Call) {
-		s, ok := c.Secret("token")
+		s, ok := secured.Secret(c.Runtime, "token")
 		if !ok {
 			c.Fail(404, "no secret")
 			return
@@ -149,7 +157,7 @@ func alphaApp(service string, seen *counters) *trusted.App {
 }
 
 func betaApp() *trusted.App {
-	app := trusted.New(trusted.Options{Service: "beta", JoinTimeout: 10 * time.Second, Workers: 40})
+	app := trusted.New(trusted.Options{Layer: secured.Layer(secured.Options{Service: "beta", JoinTimeout: 10 * time.Second}), Workers: 40})
 	app.HandleFunc("beta.ask", func(ctx context.Context, c *trusted.Call) {
 		r, err := c.Request(ctx, "sec.echo", map[string]string{"q": "1"}, c.Body(), 5*time.Second)
 		if err != nil {
@@ -195,7 +203,7 @@ func betaApp() *trusted.App {
 		// sec.news.
 		e1 := c.Publish(ctx, "sec.echo", nil, c.Body())
 		e2 := c.Send(ctx, "sec.news", nil, c.Body())
-		if errors.Is(e1, trusted.ErrNotAllowed) && errors.Is(e2, trusted.ErrNotAllowed) {
+		if errors.Is(e1, secured.ErrNotAllowed) && errors.Is(e2, secured.ErrNotAllowed) {
 			c.Reply(nil, []byte("refused"))
 			return
 		}
@@ -440,18 +448,18 @@ func TestSecuredAddresses(t *testing.T) {
 	}
 	_, err := w.try("sec.echo", env) // a genuine publish envelope delivered as a request
 	var re *bus.ReplyError
-	if !errors.As(err, &re) || re.Code != trusted.CodeRejected || !strings.Contains(re.Message, "auth") && !strings.Contains(re.Message, "wrong-kind") {
+	if !errors.As(err, &re) || re.Code != wire.CodeRejected || !strings.Contains(re.Message, "auth") && !strings.Contains(re.Message, "wrong-kind") {
 		t.Fatalf("publish envelope as a request: %v", err)
 	}
 	_, err = w.try("sec.echo", []byte("forged"))
-	if !errors.As(err, &re) || re.Code != trusted.CodeRejected || !strings.Contains(re.Message, "malformed") {
+	if !errors.As(err, &re) || re.Code != wire.CodeRejected || !strings.Contains(re.Message, "malformed") {
 		t.Fatalf("forged request: %v", err)
 	}
 	w.waitFor("the rejections", func() bool {
 		r := w.rejections("alpha")["sec.news"]
-		return r[trusted.ReasonReplay] == 1 && r[trusted.ReasonAuth] == 1 && r[trusted.ReasonMalformed] == 1
+		return r[secured.ReasonReplay] == 1 && r[secured.ReasonAuth] == 1 && r[secured.ReasonMalformed] == 1
 	})
-	if r := w.rejections("alpha")["sec.echo"]; r[trusted.ReasonMalformed] != 1 || r[trusted.ReasonAuth]+r[trusted.ReasonWrongKind] != 1 {
+	if r := w.rejections("alpha")["sec.echo"]; r[secured.ReasonMalformed] != 1 || r[secured.ReasonAuth]+r[secured.ReasonWrongKind] != 1 {
 		t.Fatalf("sec.echo rejections %v", r)
 	}
 	if n, _ := w.count("sec.news"); n != 1 {
@@ -490,10 +498,10 @@ func TestSecuredAddresses(t *testing.T) {
 	if err != nil || string(pt) != "client echo: sensor-1: "+marker+"-client" {
 		t.Fatalf("client reply %q, %v", pt, err)
 	}
-	if _, err := w.try("sec.client", req); !errors.As(err, &re) || re.Code != trusted.CodeAlreadyHandled { // replayed client request
+	if _, err := w.try("sec.client", req); !errors.As(err, &re) || re.Code != wire.CodeAlreadyHandled { // replayed client request
 		t.Fatalf("replayed client request: %v", err)
 	}
-	if _, err := w.try("sec.client", []byte(marker)); !errors.As(err, &re) || re.Code != trusted.CodeRejected {
+	if _, err := w.try("sec.client", []byte(marker)); !errors.As(err, &re) || re.Code != wire.CodeRejected {
 		t.Fatalf("plaintext on a client address: %v", err)
 	}
 	// A failed handler releases its message: the same bytes retried are
@@ -518,18 +526,18 @@ func TestSecuredAddresses(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, forged, _ := fs.Seal([]byte("forged reading"))
-		if _, err := w.try("sec.client", forged); !errors.As(err, &re) || re.Code != trusted.CodeRejected || !strings.Contains(re.Message, "unauthenticated") {
+		if _, err := w.try("sec.client", forged); !errors.As(err, &re) || re.Code != wire.CodeRejected || !strings.Contains(re.Message, "unauthenticated") {
 			t.Fatalf("forged client %s: %v", cred.Name, err)
 		}
 	}
-	if _, err := w.try("sec.client", v1); !errors.As(err, &re) || re.Code != trusted.CodeRejected {
+	if _, err := w.try("sec.client", v1); !errors.As(err, &re) || re.Code != wire.CodeRejected {
 		t.Fatalf("v1 request: %v", err)
 	}
 	// A message of a session the enclave does not hold.
 	gone, _ := secure.NewClientSession(pub, info, secure.Credential{Name: "sensor-1", Key: sensorKey}, secure.ClientSessionOptions{})
 	gone.Seal([]byte("handshake, never delivered"))
 	_, lost, _ := gone.Seal([]byte("data"))
-	if _, err := w.try("sec.client", lost); !errors.As(err, &re) || re.Code != trusted.CodeSessionUnknown {
+	if _, err := w.try("sec.client", lost); !errors.As(err, &re) || re.Code != wire.CodeSessionUnknown {
 		t.Fatalf("unknown session: %v", err)
 	}
 	// A one-way client send (a sensor), in the same session.
@@ -539,7 +547,7 @@ func TestSecuredAddresses(t *testing.T) {
 	}
 	w.waitFor("the sensor's send", func() bool { _, last := seen.get("sec.client"); return last == "sensor-1: sensor" })
 	r := w.rejections("alpha")["sec.client"]
-	if r[trusted.ReasonReplay] != 1 || r[trusted.ReasonPlaintext] != 1 || r[trusted.ReasonUnauthenticated] != 3 || r[trusted.ReasonSessionUnknown] != 1 {
+	if r[secured.ReasonReplay] != 1 || r[secured.ReasonPlaintext] != 1 || r[secured.ReasonUnauthenticated] != 3 || r[secured.ReasonSessionUnknown] != 1 {
 		t.Fatalf("sec.client rejections %v", r)
 	}
 	if n, _ := w.count("sec.client"); n != 4 {
@@ -571,7 +579,7 @@ func TestSecuredAddresses(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.waitFor("the old-epoch rejection", func() bool {
-		return w.rejections("alpha")["sec.news"][trusted.ReasonEpochRetired] == 1
+		return w.rejections("alpha")["sec.news"][secured.ReasonEpochRetired] == 1
 	})
 
 	// The host's logs never hold a payload.
@@ -656,7 +664,7 @@ func TestRejoinOnNewerEpoch(t *testing.T) {
 		_, e := w.count("sec.news")
 		return e == "2"
 	})
-	if r := w.rejections("alpha")["sec.echo"]; r[trusted.ReasonUnknownEpoch] == 0 {
+	if r := w.rejections("alpha")["sec.echo"]; r[secured.ReasonUnknownEpoch] == 0 {
 		t.Fatalf("alpha's rejections %v: want an unknown epoch", r)
 	}
 	if got := string(w.request("beta.ask", []byte("after"))); got != "yes|echo: after" {
@@ -682,11 +690,11 @@ func TestSessionEvictionThroughTheRuntime(t *testing.T) {
 	w := newWorld(t, true)
 	var mu sync.Mutex
 	handled := map[string]int{}
-	app := trusted.New(trusted.Options{Service: "alpha", JoinTimeout: 10 * time.Second, Workers: 8,
-		Sessions: secure.SessionOptions{MaxSessions: 3}})
+	app := trusted.New(trusted.Options{Workers: 8, Layer: secured.Layer(secured.Options{Service: "alpha", JoinTimeout: 10 * time.Second,
+		Sessions: secure.SessionOptions{MaxSessions: 3}})})
 	app.HandleFunc("sec.client", func(ctx context.Context, c *trusted.Call) {
 		mu.Lock()
-		handled[c.Client()+"/"+string(c.Body())]++
+		handled[clientOf(c)+"/"+string(c.Body())]++
 		mu.Unlock()
 		c.Reply(nil, append([]byte("ok "), c.Body()...))
 	})
@@ -733,7 +741,7 @@ func TestSessionEvictionThroughTheRuntime(t *testing.T) {
 			t.Fatalf("%s handled %d times", k, n)
 		}
 	}
-	if r := w.rejections("alpha")["sec.client"]; r[trusted.ReasonSessionUnknown] == 0 {
+	if r := w.rejections("alpha")["sec.client"]; r[secured.ReasonSessionUnknown] == 0 {
 		t.Fatalf("no session was forgotten (rejections %v): the table did not bound them", r)
 	}
 	if cl.SessionsOpened() <= clients {

@@ -1,4 +1,4 @@
-package trusted
+package secured
 
 import (
 	"context"
@@ -47,20 +47,20 @@ func (k *keys) restoreWindows(ctx context.Context) {
 	for _, a := range addrs {
 		b, found, err := k.rt.Get(ctx, k.windowKey(a.Address))
 		if err != nil {
-			k.rt.log.Warn("replay windows not restored", "address", a.Address, "err", err.Error())
+			k.log.Warn("replay windows not restored", "address", a.Address, "err", err.Error())
 			continue
 		}
 		if !found {
 			continue
 		}
 		if err := a.opener.RestoreState(b); err != nil {
-			k.rt.log.Warn("replay windows not restored", "address", a.Address, "err", err.Error())
+			k.log.Warn("replay windows not restored", "address", a.Address, "err", err.Error())
 			continue
 		}
 		restored++
 	}
 	if restored > 0 {
-		k.rt.log.Info("replay windows restored", "addresses", restored)
+		k.log.Info("replay windows restored", "addresses", restored)
 	}
 }
 
@@ -79,11 +79,11 @@ func (k *keys) saveWindows(ctx context.Context) error {
 		a.dirty.Store(false)
 		if err := k.rt.Put(ctx, k.windowKey(a.Address), a.opener.MarshalState()); err != nil {
 			a.dirty.Store(true)
-			return fmt.Errorf("trusted: save replay windows of %q: %w", a.Address, err)
+			return fmt.Errorf("secured: save replay windows of %q: %w", a.Address, err)
 		}
 	}
 	if len(addrs) > 0 {
-		k.rt.log.Debug("replay windows saved", "addresses", len(addrs))
+		k.log.Debug("replay windows saved", "addresses", len(addrs))
 	}
 	return nil
 }
@@ -102,7 +102,7 @@ func (k *keys) persistWindows(ctx context.Context) {
 		}
 		if err := k.saveWindows(ctx); err != nil && !warned && ctx.Err() == nil {
 			warned = true
-			k.rt.log.Warn("replay windows not saved: a restarted enclave may accept envelopes it handled before", "err", err.Error())
+			k.log.Warn("replay windows not saved: a restarted enclave may accept envelopes it handled before", "err", err.Error())
 		}
 	}
 }

@@ -1,6 +1,6 @@
 // Command joinimage is a test enclave image: it joins the coordinator as
-// the service named by JOIN_SERVICE or CLOISTER_SERVICE (through
-// coordinator/joiner) and serves
+// the service named by JOIN_SERVICE (default analytics) through the trusted
+// runtime's join (secured.Join) and serves
 //
 //	<service>.join  join (again) and answer a summary of the grant: epochs,
 //	                SHA-256 fingerprints of the address keys and of the
@@ -21,10 +21,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cloister-dev/cloister/coordinator/joiner"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
 	"github.com/cloister-dev/cloister/trusted"
+	"github.com/cloister-dev/cloister/trusted/secured"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // Summary is what <service>.join answers.
@@ -51,11 +52,15 @@ func fingerprint(b []byte) string {
 }
 
 func (s *server) join(ctx context.Context, c *trusted.Call) {
-	g, ck, err := joiner.Join(ctx, c.Runtime, s.service)
+	g, err := secured.Join(ctx, c.Runtime, s.service)
+	var ck *secure.ServiceKey
+	if err == nil && g.ChannelKey != nil {
+		ck, err = secure.ParseServiceKey(g.ChannelKey)
+	}
 	if err != nil {
-		var re *joiner.RefusedError
-		if errors.As(err, &re) {
-			_ = c.Fail(re.Code, re.Message)
+		var je *secured.JoinError
+		if errors.As(err, &je) {
+			_ = c.Fail(je.Code, je.Message)
 			return
 		}
 		_ = c.Fail(500, err.Error())
@@ -87,9 +92,9 @@ func itoa(n uint32) string {
 }
 
 func (s *server) echo(_ context.Context, c *trusted.Call) {
-	if c.FromClient() {
-		// Joined by the runtime itself (CLOISTER_SERVICE): it opened the
-		// session message and seals the reply.
+	if _, fromClient := secured.Client(c); fromClient {
+		// Joined by the runtime itself (the host named the service in
+		// Init): it opened the session message and seals the reply.
 		_ = c.Reply(nil, append([]byte("echo: "), c.Body()...))
 		return
 	}
@@ -110,7 +115,7 @@ func (s *server) echo(_ context.Context, c *trusted.Call) {
 	if err != nil {
 		code := 400
 		if errors.Is(err, secure.ErrSessionUnknown) {
-			code = trusted.CodeSessionUnknown
+			code = wire.CodeSessionUnknown
 		}
 		_ = c.Fail(code, err.Error())
 		return
@@ -130,12 +135,11 @@ func (s *server) echo(_ context.Context, c *trusted.Call) {
 func main() {
 	s := &server{service: os.Getenv("JOIN_SERVICE"), sessions: secure.NewSessionTable(secure.SessionOptions{})}
 	if s.service == "" {
-		s.service = os.Getenv("CLOISTER_SERVICE") // cloister node --enclave service=S
+		s.service = "analytics"
 	}
-	if s.service == "" {
-		s.service = "joiner"
-	}
-	app := trusted.New(trusted.Options{})
+	// When the host names the service in Init (cloister node --enclave
+	// service=S), the runtime joins at start-up too.
+	app := trusted.New(trusted.Options{Layer: secured.Layer(secured.Options{})})
 	app.HandleFunc(s.service+".join", s.join)
 	app.HandleFunc(s.service+".echo", s.echo)
 	app.Main()

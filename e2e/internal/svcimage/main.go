@@ -1,6 +1,7 @@
 // Command svcimage is the trusted service image of the end-to-end tests.
-// It runs as whichever manifest service its host names (CLOISTER_SERVICE):
-// the coordinator's grant decides which of its handlers are served.
+// It runs as whichever manifest service its host names in Init (through the
+// secured-address layer): the coordinator's grant decides which of its handlers
+// are served.
 //
 //	sec.echo    secured request:  "echo: " + body
 //	sec.news    secured publish:  remembered (count, last body)
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/trusted"
+	"github.com/cloister-dev/cloister/trusted/secured"
 )
 
 // Op is what the test asks a service to do, through its client channel.
@@ -68,7 +70,7 @@ func (s *service) echo(_ context.Context, c *trusted.Call) {
 }
 
 func (s *service) ask(ctx context.Context, c *trusted.Call) {
-	if !c.FromClient() {
+	if _, fromClient := secured.Client(c); !fromClient {
 		c.Fail(400, "client-channel requests only")
 		return
 	}
@@ -100,7 +102,7 @@ func (s *service) ask(ctx context.Context, c *trusted.Call) {
 		s.mu.Unlock()
 		out, err = json.Marshal(v)
 	case "epoch":
-		out = []byte(fmt.Sprint(c.Epoch()))
+		out = []byte(fmt.Sprint(secured.Epoch(c.Runtime)))
 	case "bench":
 		out, err = bench(ctx, c.Runtime, op)
 	default:
@@ -151,7 +153,7 @@ func bench(ctx context.Context, rt *trusted.Runtime, op Op) ([]byte, error) {
 
 func main() {
 	s := &service{seen: map[string]*Seen{}}
-	app := trusted.New(trusted.Options{Workers: 40})
+	app := trusted.New(trusted.Options{Workers: 40, Layer: secured.Layer(secured.Options{})})
 	app.HandleFunc("sec.echo", s.echo)
 	app.HandleFunc("plain.echo", s.echo)
 	app.HandleFunc("sec.news", func(_ context.Context, c *trusted.Call) { s.remember(c) })

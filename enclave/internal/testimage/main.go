@@ -1,7 +1,7 @@
 // Command testimage is the enclave image the enclave package's tests and
-// benchmarks run (see package testapp). CLOISTER_WORKERS (what a node's
-// EnclaveConfig.Workers sets) gives the number of handler workers (default 8);
-// CLOISTER_TEST_SYNC_STORE=1 makes protected storage wait for the host.
+// benchmarks run (see package testapp). The host's Init (what a node's
+// EnclaveConfig.Workers sets) gives the number of handler workers (default
+// 8); CLOISTER_TEST_SYNC_STORE=1 makes protected storage wait for the host.
 //
 // With TESTIMAGE_PIPES_ONLY=1 it serves its boundary descriptors (3 and 4)
 // itself, as an image built before the shared-memory boundary would: it
@@ -12,7 +12,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strconv"
 	"syscall"
 
 	"github.com/cloister-dev/cloister/internal/testapp"
@@ -24,11 +23,7 @@ import (
 const EnvSyncStore = "CLOISTER_TEST_SYNC_STORE"
 
 func main() {
-	workers := 8
-	if n, err := strconv.Atoi(os.Getenv("CLOISTER_WORKERS")); err == nil && n > 0 {
-		workers = n
-	}
-	app := testapp.NewOptions(trusted.Options{Workers: workers, SyncStore: os.Getenv(EnvSyncStore) == "1"})
+	app := testapp.NewOptions(trusted.Options{SyncStore: os.Getenv(EnvSyncStore) == "1"})
 	if os.Getenv("TESTIMAGE_PIPES_ONLY") == "1" {
 		syscall.SetNonblock(3, true)
 		syscall.SetNonblock(4, true)

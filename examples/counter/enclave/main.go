@@ -18,11 +18,12 @@ import (
 	"sync"
 
 	"github.com/cloister-dev/cloister/trusted"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // replyJSON marks a reply body as JSON, so the caller can Decode it. A
 // fresh map each time: headers handed to the runtime are not shared state.
-func replyJSON() map[string]string { return map[string]string{"Cloister-Codec": "json"} }
+func replyJSON() map[string]string { return map[string]string{wire.HeaderCodec: wire.CodecJSON} }
 
 func main() {
 	var mu sync.Mutex // one read-modify-write at a time in this instance

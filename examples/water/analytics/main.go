@@ -6,11 +6,11 @@
 //	water.analytics.status  monitor.StatusRequest → monitor.Status (counts only)
 //
 // Readings arrive sealed with the HPKE client channel (package secure).
-// With a coordinator (CLOISTER_SERVICE=analytics), the trusted runtime
-// joins it at start-up, receives the service's channel key and the
-// sensors' credentials in its grant, and opens the readings of each
-// sensor's authenticated session before this handler runs
-// (Call.FromClient, Call.Client); a reading for another sensor than the
+// With a coordinator (the host names the service, analytics, in Init), the
+// secured-address layer (package trusted/secured) joins it at start-up,
+// receives the service's channel key and the sensors' credentials in its
+// grant, and opens the readings of each sensor's authenticated session
+// before this handler runs (secured.Client); a reading for another sensor than the
 // session's client is refused (403). Without
 // one, the enclave makes its own channel key on first start, keeps it in
 // protected storage and opens the readings here; the sensors obtain that
@@ -35,6 +35,8 @@ import (
 	"github.com/cloister-dev/cloister/examples/water/monitor"
 	"github.com/cloister-dev/cloister/secure"
 	"github.com/cloister-dev/cloister/trusted"
+	"github.com/cloister-dev/cloister/trusted/secured"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // EnvAddress names the environment variable that moves the analytics
@@ -60,7 +62,7 @@ func (s storage) Put(ctx context.Context, key string, v []byte) error { return s
 
 // jsonHeaders marks a body as JSON for the receiver; a fresh map each time,
 // since headers handed to the runtime are not shared state.
-func jsonHeaders() map[string]string { return map[string]string{"Cloister-Codec": "json"} }
+func jsonHeaders() map[string]string { return map[string]string{wire.HeaderCodec: wire.CodecJSON} }
 
 func main() {
 	var (
@@ -69,7 +71,7 @@ func main() {
 		info     []byte
 		analyzer *monitor.Analyzer
 	)
-	app := trusted.New(trusted.Options{Workers: 8, OnInit: func(ctx context.Context, rt *trusted.Runtime) error {
+	app := trusted.New(trusted.Options{Workers: 8, Layer: secured.Layer(secured.Options{}), OnInit: func(ctx context.Context, rt *trusted.Runtime) error {
 		if c := rt.Config(); len(c) > 0 {
 			if err := json.Unmarshal(c, &cfg); err != nil {
 				return fmt.Errorf("analytics: configuration: %w", err)
@@ -108,7 +110,8 @@ func main() {
 	}
 	app.HandleFunc(address, func(ctx context.Context, c *trusted.Call) {
 		body := c.Body()
-		if c.FromClient() {
+		client, fromClient := secured.Client(c)
+		if fromClient {
 			// The trusted runtime opened it: a session of a client the
 			// manifest names, the key from the coordinator's grant. A
 			// sensor speaks only for itself (HandleFrom below).
@@ -125,7 +128,7 @@ func main() {
 			c.Fail(400, "analytics: readings must be sealed to the channel key")
 			return
 		}
-		res, alerts, err := analyzer.HandleFrom(ctx, c.Client(), body)
+		res, alerts, err := analyzer.HandleFrom(ctx, client, body)
 		if errors.Is(err, monitor.ErrWrongSensor) {
 			c.Logger().Warn("analytics: a reading for another sensor than its client's; refused")
 			c.Fail(403, err.Error())

@@ -353,17 +353,18 @@ func (a *App) deploy(ctx context.Context, ln *localNode) error {
 	}
 	if has(ServiceAnalytics) {
 		var env []string
+		var service string
 		addrs := []string{monitor.AddressAnalytics, monitor.AddressAnalytics + ".*"}
 		if a.cfg.Security == SecurityCoordinator {
 			if err := a.deployCoordinator(ctx, ln); err != nil {
 				return err
 			}
-			env = append(env, "CLOISTER_SERVICE="+ServiceAnalytics) // join the coordinator at start-up
-			addrs = append(addrs, provision.AddressEpoch)           // key rotations reach the runtime
+			service = ServiceAnalytics                    // join the coordinator at start-up
+			addrs = append(addrs, provision.AddressEpoch) // key rotations reach the runtime
 		}
 		initCfg, _ := json.Marshal(map[string]bool{"allow_plain": a.cfg.Security == SecurityPlain})
 		if _, err := ln.node.DeployEnclave(ctx, node.EnclaveConfig{
-			Env:  env,
+			Env: env, Service: service,
 			Name: ServiceAnalytics, Image: a.img.Path, Backend: a.cfg.Enclave.Backend,
 			Addresses:  addrs,
 			StateDir:   filepath.Join(a.stateDir, "analytics"),

@@ -220,7 +220,7 @@ func startBenchCluster(ctx context.Context, n int, imgs *benchImages, stateDir, 
 		Name: "analytics-secured", Image: imgs.analytics.Path, Transport: transport,
 		Addresses: []string{addressSecured, addressSecured + ".*", provision.AddressEpoch},
 		StateDir:  filepath.Join(dir, "secured"),
-		Env:       []string{"WATER_ANALYTICS_ADDRESS=" + addressSecured, "CLOISTER_SERVICE=" + ServiceAnalytics},
+		Env:       []string{"WATER_ANALYTICS_ADDRESS=" + addressSecured}, Service: ServiceAnalytics,
 	}); err != nil {
 		return fail(err)
 	}

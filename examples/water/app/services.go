@@ -16,7 +16,7 @@ import (
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
 	"github.com/cloister-dev/cloister/node"
-	"github.com/cloister-dev/cloister/trusted"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // Addresses of the regular services.
@@ -43,8 +43,8 @@ const (
 
 // Failure codes of analytics' trusted runtime that ingest decides on.
 const (
-	codeAlreadyHandled = trusted.CodeAlreadyHandled
-	codeSessionUnknown = trusted.CodeSessionUnknown
+	codeAlreadyHandled = wire.CodeAlreadyHandled
+	codeSessionUnknown = wire.CodeSessionUnknown
 )
 
 // Metrics are a regular service's counters.
