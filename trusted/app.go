@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -62,6 +63,12 @@ type Options struct {
 	// DefaultProcs; negative leaves Go's default (every CPU). Handlers that
 	// compute in parallel want more; see DefaultProcs for why it is small.
 	Procs int
+	// SharedMemory, if set, is how Main takes the shared-memory region the
+	// host offers for the boundary (shm.Adopt of package boundary/shm,
+	// which an image links only if it opts in): it gets the boundary's
+	// descriptors and returns the streams to serve. Unset, the image stays
+	// on the descriptors (the host falls back to them).
+	SharedMemory func(r, w *os.File) (io.Reader, io.Writer)
 	// RedactPanics keeps panic values inside the enclave: a panicking
 	// handler's Fail message and log record then name only the address.
 	// By default the panic value (at most 512 bytes of it) is included, and

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/boundary"
-	"github.com/cloister-dev/cloister/boundary/shm"
 )
 
 var timeZero time.Time
@@ -41,7 +40,7 @@ func (a *App) run() int {
 		}
 		runtime.GOMAXPROCS(n)
 	}
-	r, w, err := boundaryFiles()
+	r, w, err := a.boundaryFiles()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "trusted:", err)
 		return 1
@@ -56,36 +55,15 @@ func (a *App) run() int {
 }
 
 // boundaryFiles returns the boundary streams: the descriptors
-// boundary.EnvFD names (or stdin and stdout), carried over the shared-memory
-// region the host offers in shm.EnvRegion once the handshake is done.
-func boundaryFiles() (io.Reader, io.Writer, error) {
+// boundary.EnvFD names (or stdin and stdout), handed to
+// Options.SharedMemory when the image takes the region the host offers.
+func (a *App) boundaryFiles() (io.Reader, io.Writer, error) {
 	r, w, err := boundaryPipes()
-	if err != nil {
-		return nil, nil, err
+	if err != nil || a.opts.SharedMemory == nil {
+		return r, w, err
 	}
-	return sharedMemory(r, w)
-}
-
-// sharedMemory takes the region the host offers, if any, and returns a
-// stream over it and the pipes. A region this image cannot use is not
-// taken (the host then stays on the pipes), and said so on stderr.
-func sharedMemory(r, w *os.File) (io.Reader, io.Writer, error) {
-	v := os.Getenv(shm.EnvRegion)
-	if v == "" {
-		return r, w, nil
-	}
-	reg, err := shm.OpenOffer(v)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "trusted: not using the shared-memory boundary, staying on pipes: %v\n", err)
-		return r, w, nil
-	}
-	st, err := shm.NewStream(reg, shm.Enclave, r, w, shm.Options{HandshakeBytes: boundary.HelloSize})
-	if err != nil {
-		reg.Close()
-		fmt.Fprintf(os.Stderr, "trusted: not using the shared-memory boundary, staying on pipes: %v\n", err)
-		return r, w, nil
-	}
-	return st, st, nil
+	sr, sw := a.opts.SharedMemory(r, w)
+	return sr, sw, nil
 }
 
 func boundaryPipes() (*os.File, *os.File, error) {

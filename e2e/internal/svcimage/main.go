@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cloister-dev/cloister/boundary/shm"
 	"github.com/cloister-dev/cloister/trusted"
 	"github.com/cloister-dev/cloister/trusted/secured"
 )
@@ -153,7 +154,7 @@ func bench(ctx context.Context, rt *trusted.Runtime, op Op) ([]byte, error) {
 
 func main() {
 	s := &service{seen: map[string]*Seen{}}
-	app := trusted.New(trusted.Options{Workers: 40, Layer: secured.Layer(secured.Options{})})
+	app := trusted.New(trusted.Options{Workers: 40, SharedMemory: shm.Adopt, Layer: secured.Layer(secured.Options{})})
 	app.HandleFunc("sec.echo", s.echo)
 	app.HandleFunc("plain.echo", s.echo)
 	app.HandleFunc("sec.news", func(_ context.Context, c *trusted.Call) { s.remember(c) })

@@ -14,6 +14,7 @@ import (
 	"os"
 	"syscall"
 
+	"github.com/cloister-dev/cloister/boundary/shm"
 	"github.com/cloister-dev/cloister/internal/testapp"
 	"github.com/cloister-dev/cloister/trusted"
 )
@@ -23,7 +24,7 @@ import (
 const EnvSyncStore = "CLOISTER_TEST_SYNC_STORE"
 
 func main() {
-	app := testapp.NewOptions(trusted.Options{SyncStore: os.Getenv(EnvSyncStore) == "1"})
+	app := testapp.NewOptions(trusted.Options{SyncStore: os.Getenv(EnvSyncStore) == "1", SharedMemory: shm.Adopt})
 	if os.Getenv("TESTIMAGE_PIPES_ONLY") == "1" {
 		syscall.SetNonblock(3, true)
 		syscall.SetNonblock(4, true)

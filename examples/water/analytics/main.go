@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/cloister-dev/cloister/boundary/shm"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
 	"github.com/cloister-dev/cloister/secure"
 	"github.com/cloister-dev/cloister/trusted"
@@ -71,7 +72,7 @@ func main() {
 		info     []byte
 		analyzer *monitor.Analyzer
 	)
-	app := trusted.New(trusted.Options{Workers: 8, Layer: secured.Layer(secured.Options{}), OnInit: func(ctx context.Context, rt *trusted.Runtime) error {
+	app := trusted.New(trusted.Options{Workers: 8, SharedMemory: shm.Adopt, Layer: secured.Layer(secured.Options{}), OnInit: func(ctx context.Context, rt *trusted.Runtime) error {
 		if c := rt.Config(); len(c) > 0 {
 			if err := json.Unmarshal(c, &cfg); err != nil {
 				return fmt.Errorf("analytics: configuration: %w", err)
