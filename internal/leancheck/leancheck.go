@@ -1,157 +1,118 @@
-// Package leancheck asserts the rule that keeps the trusted side lean:
-// packages compiled into enclave images — trusted, boundary, seal, and every
-// enclave image — must not depend on the event bus, the cluster transport,
-// the node, the host side, NATS, or the network stack. An image then holds
-// its handlers, the trusted SDK and crypto, so the code its measurement
-// vouches for stays small. (Images that verify DCAP evidence, such as the
-// coordinator, need package net through crypto/x509; enclave's lean test
-// holds them to no net/http instead of using this package.)
+// Package leancheck holds the budget of the trusted side in one table:
+// for every enclave image, and every package the images are built from,
+// what it may link and how many code lines of our own (non-blank,
+// non-comment lines of this module's non-test Go files, as
+// enclave.MeasureFootprint counts them) it may hold. One test checks the
+// table against go list -deps.
 //
-// Use it from a test:
+// What an image may link is a closed list of this module's packages: no
+// bus, cluster, node, enclave or tracing package, so no NATS, no
+// observability library and no net/http, and, unless a row says Net,
+// not even package net (which crypto/x509 brings in for the images that
+// verify attestation evidence). Modules other than this one are refused
+// unless a row names them.
 //
-//	func TestLean(t *testing.T) { leancheck.Check(t, "./examples/counter/enclave") }
+// The minimal image — a handler with protected storage and no secured
+// addresses, examples/counter/enclave — must stay within MinimalBudget:
+// the secured-address layer (trusted/secured) and the shared-memory
+// boundary (boundary/shm) are opt-in parts of the SDK it does not link.
 package leancheck
 
 import (
-	"os/exec"
+	"fmt"
 	"slices"
 	"strings"
-	"testing"
+
+	"github.com/cloister-dev/cloister/enclave"
 )
 
-// Module is the module path the forbidden packages live under.
-const Module = "github.com/cloister-dev/cloister"
+// Module is this module's path.
+const Module = enclave.SDKModule
 
-// Forbidden returns the entries of deps (import paths, as printed by
-// go list -deps) that an enclave image must not contain.
-func Forbidden(deps []string) []string {
-	var bad []string
-	for _, d := range deps {
-		if IsForbidden(d) {
-			bad = append(bad, d)
-		}
-	}
-	return bad
+// MinimalBudget bounds the code lines of our own in the minimal image.
+const MinimalBudget = 3000
+
+// Rule is one row of the table.
+type Rule struct {
+	// Package is the image's (or library's) import path, relative to
+	// Module.
+	Package string
+	// Links are the packages of this module it may link besides itself
+	// (relative to Module).
+	Links []string
+	// Modules are the other modules it may link.
+	Modules []string
+	// Net allows package net and what it imports (crypto/x509 needs it
+	// for certificate fields). net/http is never allowed.
+	Net bool
+	// Budget is the most code lines of our own it may hold.
+	Budget int
 }
 
-// IsForbidden reports whether an enclave image must not depend on the
-// package with import path p: this module's bus, cluster, node, enclave
-// and tracing packages (and their sub-packages), anything from
-// github.com/nats-io, OpenTelemetry and the Prometheus client (host-side
-// observability), and the network stack (net, net/...,
-// vendor/golang.org/x/net/...).
-func IsForbidden(p string) bool {
-	if p == "net" || strings.HasPrefix(p, "net/") || strings.HasPrefix(p, "vendor/golang.org/x/net/") ||
-		IsHostOnly(p) {
-		return true
-	}
-	return false
+// The SDK's parts, as the rows below name them.
+var (
+	core    = []string{"wire", "boundary", "seal", "trusted"}
+	secured = []string{"secure", "provision", "trusted/secured"}
+	fast    = []string{"boundary/shm"}
+)
+
+func list(parts ...[]string) []string { return slices.Concat(parts...) }
+
+// Table is the budget: every enclave image of the module, then the
+// packages of the trusted side (and the manifest's YAML front-end, which
+// must stay out of them).
+var Table = []Rule{
+	{Package: "examples/counter/enclave", Links: core, Budget: MinimalBudget},
+	{Package: "enclave/internal/testimage", Links: list(core, fast, []string{"internal/testapp"}), Budget: 3200},
+	{Package: "examples/water/analytics", Links: list(core, fast, secured, []string{"examples/water/monitor"}), Budget: 6500},
+	{Package: "e2e/internal/svcimage", Links: list(core, fast, secured), Budget: 5900},
+	{Package: "coordinator/internal/joinimage", Links: list(core, secured), Budget: 5200},
+	{Package: "coordinator/image", Links: list(core, []string{"secure", "provision", "attest", "manifest", "coordinator"}), Net: true, Budget: 8500},
+
+	{Package: "wire", Budget: 150},
+	{Package: "boundary", Links: []string{"wire"}, Budget: 1400},
+	{Package: "boundary/shm", Links: []string{"wire", "boundary"}, Budget: 2300},
+	{Package: "seal", Budget: 450},
+	{Package: "trusted", Links: []string{"wire", "boundary", "seal"}, Budget: 2950},
+	{Package: "secure", Links: []string{"wire"}, Budget: 2100},
+	{Package: "provision", Budget: 220},
+	{Package: "trusted/secured", Links: list(core, []string{"secure", "provision"}), Budget: 5200},
+	{Package: "attest", Net: true, Budget: 2200},
+	{Package: "manifest", Links: []string{"wire", "attest", "secure"}, Net: true, Budget: 3200},
+	{Package: "manifest/manifestyaml", Links: []string{"wire", "attest", "secure", "manifest"}, Modules: []string{"go.yaml.in/yaml/v3"}, Net: true, Budget: 3700},
 }
 
-// IsHostOnly reports whether p belongs to the host side alone, so that no
-// package of the trusted side (trusted, boundary, secure, seal, provision,
-// attest) may depend on it, not even the images that carry package net
-// for crypto/x509: this module's bus, cluster, node, enclave and tracing
-// packages, NATS, OpenTelemetry, the Prometheus client, and net/http.
-func IsHostOnly(p string) bool {
-	if p == "net/http" || strings.HasPrefix(p, "net/http/") || strings.HasPrefix(p, "golang.org/x/net/") ||
-		strings.HasPrefix(p, "github.com/nats-io/") || strings.HasPrefix(p, "go.opentelemetry.io/") ||
-		strings.HasPrefix(p, "github.com/prometheus/") {
-		return true
-	}
-	for _, room := range []string{"bus", "cluster", "node", "enclave", "tracing"} {
-		q := Module + "/" + room
-		if p == q || strings.HasPrefix(p, q+"/") {
-			return true
-		}
-	}
-	return false
-}
-
-// Deps runs go list -deps on pkgs (from the current directory) and returns
-// the import paths.
-func Deps(pkgs ...string) ([]string, error) {
-	out, err := exec.Command("go", append([]string{"list", "-deps"}, pkgs...)...).Output()
-	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
-			return nil, &listError{err: err, stderr: string(ee.Stderr)}
-		}
-		return nil, err
-	}
-	return strings.Fields(string(out)), nil
-}
-
-type listError struct {
-	err    error
-	stderr string
-}
-
-// Error includes go list's stderr.
-func (e *listError) Error() string { return "go list -deps: " + e.err.Error() + ": " + e.stderr }
-
-// Unwrap returns the exec error.
-func (e *listError) Unwrap() error { return e.err }
-
-// Check fails t for every forbidden dependency of pkgs. It is skipped in
-// -short mode (it runs the go command).
-func Check(t testing.TB, pkgs ...string) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("leancheck runs go list")
-	}
-	deps, err := Deps(pkgs...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(deps) < len(pkgs) {
-		t.Fatalf("implausible dependency list for %v: %q", pkgs, deps)
-	}
-	for _, d := range Forbidden(deps) {
-		t.Errorf("%v depends on %s, which an enclave image must not contain", pkgs, d)
-	}
-}
-
-// Standard fails t if pkg (as go list names it, e.g. ".") depends on a
-// package outside the standard library other than pkg itself and the
-// import paths in allowed, or on net/http. It is for packages that enclave
-// images compile in but that may use crypto/x509 (which brings in package
-// net), so it does not forbid net itself; use Check for that. It is skipped
-// in -short mode (it runs the go command).
-func Standard(t testing.TB, pkg string, allowed ...string) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("leancheck runs go list")
-	}
-	bad, err := Outside(pkg, allowed...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range bad {
-		t.Errorf("%s depends on %s (allowed besides the standard library: %v; never net/http)", pkg, b, allowed)
-	}
-}
-
-// Outside returns what Standard objects to: the dependencies of pkg outside
-// the standard library (other than pkg itself and allowed), and net/http.
-func Outside(pkg string, allowed ...string) ([]string, error) {
-	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}|{{.ImportPath}}", pkg).Output()
-	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
-			return nil, &listError{err: err, stderr: string(ee.Stderr)}
-		}
-		return nil, err
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	self, _, _ := strings.Cut(lines[len(lines)-1], "|") // go list -deps prints pkg last
-	var bad []string
-	for _, line := range lines {
-		nonStd, path, _ := strings.Cut(line, "|")
+// Check returns what f, the footprint of r.Package, breaks of r: every
+// package it may not link, and its code lines beyond the budget.
+func Check(r Rule, f *enclave.Footprint) []error {
+	var errs []error
+	self := Module + "/" + r.Package
+	for _, p := range f.Packages {
 		switch {
-		case nonStd != "" && nonStd != self && !slices.Contains(allowed, nonStd):
-			bad = append(bad, nonStd)
-		case path == "net/http" || strings.HasPrefix(path, "net/http/"):
-			bad = append(bad, path)
+		case p.ImportPath == self:
+		case p.Own:
+			if !slices.Contains(r.Links, strings.TrimPrefix(p.ImportPath, Module+"/")) {
+				errs = append(errs, fmt.Errorf("%s links %s, which is not in its row (links: %v)", r.Package, p.ImportPath, r.Links))
+			}
+		case p.Module != "":
+			if !slices.Contains(r.Modules, p.Module) {
+				errs = append(errs, fmt.Errorf("%s links %s of module %s, which is not in its row (modules: %v)", r.Package, p.ImportPath, p.Module, r.Modules))
+			}
+		case p.ImportPath == "net/http" || strings.HasPrefix(p.ImportPath, "net/http/"):
+			errs = append(errs, fmt.Errorf("%s links %s: no image may", r.Package, p.ImportPath))
+		case !r.Net && IsNet(p.ImportPath):
+			errs = append(errs, fmt.Errorf("%s links %s: its row allows no network stack", r.Package, p.ImportPath))
 		}
 	}
-	return bad, nil
+	if got := f.Figures().OwnCodeLines; got > r.Budget {
+		errs = append(errs, fmt.Errorf("%s holds %d code lines of our own, over its budget of %d", r.Package, got, r.Budget))
+	}
+	return errs
+}
+
+// IsNet reports whether the standard-library package p belongs to the
+// network stack: net, its sub-packages, the vendored x/net, and
+// crypto/x509 (which imports net).
+func IsNet(p string) bool {
+	return p == "net" || strings.HasPrefix(p, "net/") || strings.HasPrefix(p, "vendor/golang.org/x/net/") || p == "crypto/x509"
 }

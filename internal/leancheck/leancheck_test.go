@@ -1,82 +1,58 @@
 package leancheck
 
 import (
-	"slices"
+	"context"
+	"strings"
 	"testing"
+
+	"github.com/cloister-dev/cloister/enclave"
 )
 
-func TestForbidden(t *testing.T) {
-	deps := []string{"fmt", "net", "net/http", "netip", "github.com/nats-io/nats.go",
-		Module + "/bus", Module + "/bus/bustest", Module + "/business", Module + "/trusted",
-		Module + "/enclave/inproc", "vendor/golang.org/x/net/dns/dnsmessage"}
-	got := Forbidden(deps)
-	want := []string{"net", "net/http", "github.com/nats-io/nats.go", Module + "/bus", Module + "/bus/bustest",
-		Module + "/enclave/inproc", "vendor/golang.org/x/net/dns/dnsmessage"}
-	if !slices.Equal(got, want) {
-		t.Fatalf("got %q\nwant %q", got, want)
-	}
-}
-
-// The check must catch a real violation: net/http is forbidden.
-func TestDepsOfNetHTTP(t *testing.T) {
-	if testing.Short() {
-		t.Skip()
-	}
-	deps, err := Deps("net/http")
+func measure(t *testing.T, pkg string) *enclave.Footprint {
+	t.Helper()
+	f, err := enclave.MeasureFootprint(context.Background(), "", Module+"/"+pkg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(Forbidden(deps), "net/http") {
-		t.Fatal("net/http not flagged")
+	return f
+}
+
+// TestBudget holds the table: every image and package of the trusted side
+// links only what its row allows, within its budget of code lines of our
+// own. The figures are logged (go test -v) for the review.
+func TestBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list")
+	}
+	for _, r := range Table {
+		f := measure(t, r.Package)
+		fig := f.Figures()
+		t.Logf("%-32s %5d code lines of our own (budget %d)", r.Package, fig.OwnCodeLines, r.Budget)
+		for _, err := range Check(r, f) {
+			t.Error(err)
+		}
 	}
 }
 
-// Outside must catch real violations: manifest uses modules beyond the
-// standard library, and net/http is never allowed.
-func TestOutside(t *testing.T) {
+// The check must catch real violations: the bus links NATS-free host code
+// of this module and the network stack; the trusted runtime links more
+// than no-one's budget.
+func TestCheckCatchesViolations(t *testing.T) {
 	if testing.Short() {
-		t.Skip()
+		t.Skip("runs go list")
 	}
-	bad, err := Outside(Module+"/manifest", "go.yaml.in/yaml/v3")
-	if err != nil {
-		t.Fatal(err)
+	errs := Check(Rule{Package: "cluster", Budget: 1}, measure(t, "cluster"))
+	var all []string
+	for _, err := range errs {
+		all = append(all, err.Error())
 	}
-	if !slices.Equal(bad, []string{Module + "/attest"}) {
-		t.Fatalf("Outside(manifest) = %q", bad)
-	}
-	if bad, err := Outside("net/http"); err != nil || !slices.Contains(bad, "net/http") {
-		t.Fatalf("Outside(net/http) = %q, %v", bad, err)
-	}
-	if bad, err := Outside("."); err != nil || len(bad) != 0 {
-		t.Fatalf("Outside(leancheck) = %q, %v", bad, err)
-	}
-}
-
-// TrustedSide are the packages of the trusted side: none may depend on a
-// host-only package (IsHostOnly), observability libraries included.
-var TrustedSide = []string{"trusted", "boundary", "secure", "seal", "provision", "attest"}
-
-// TestTrustedSideHasNoHostOnlyDeps: the trusted side passes trace headers
-// through as plain headers and counts rejections as plain numbers; it
-// links no tracing or metrics library, no bus, no NATS, no net/http.
-func TestTrustedSideHasNoHostOnlyDeps(t *testing.T) {
-	if testing.Short() {
-		t.Skip()
-	}
-	for _, p := range TrustedSide {
-		deps, err := Deps(Module + "/" + p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range deps {
-			if IsHostOnly(d) {
-				t.Errorf("%s depends on %s, which belongs to the host side", p, d)
-			}
+	s := strings.Join(all, "\n")
+	for _, want := range []string{Module + "/bus,", "github.com/nats-io/nats.go", "links net/http: no image may", "links net: its row allows no network stack", "over its budget of 1"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("no error naming %q in:\n%s", want, s)
 		}
 	}
-	for _, p := range []string{"go.opentelemetry.io/otel/trace", "github.com/prometheus/client_golang/prometheus", Module + "/tracing", "net/http"} {
-		if !IsHostOnly(p) || !IsForbidden(p) {
-			t.Errorf("%s is not flagged as host-only", p)
-		}
+	if errs := Check(Rule{Package: "wire", Budget: 1000}, measure(t, "wire")); len(errs) != 0 {
+		t.Errorf("wire: %v", errs)
 	}
 }
