@@ -67,6 +67,11 @@ SVN, Go version and package, to IMAGE.meta.json beside the image.`,
 			fmt.Fprintf(env.stdout, "%s  %s\n", img.Measurement, img.Path)
 			fmt.Fprintf(env.stderr, "metadata: %s%s (signer %s, product %d, svn %d, %s)\n",
 				img.Path, enclave.MetadataSuffix, img.Meta.SignerName, img.Meta.ProductID, img.Meta.SVN, img.Meta.GoVersion)
+			if f, err := enclave.MeasureFootprint(ctx, dir, args[0]); err != nil {
+				fmt.Fprintf(env.stderr, "footprint: not measured: %v\n", err)
+			} else {
+				fmt.Fprintf(env.stderr, "footprint: %s\n", f.Figures())
+			}
 			return nil
 		},
 	}
