@@ -88,8 +88,13 @@
 // a Fail (the handler panicked, the delivery was refused) or the instance
 // dying with it in flight hands it back for redelivery.
 //
-// An image that joins a coordinator (trusted.Options.Service, or
-// CLOISTER_SERVICE in its environment) does so before Ready, through Request
+// Everything the host tells an image travels in Init: its identity, name
+// and instance, the seal mode and policy, its configuration, the worker
+// count (Config.Workers) and the manifest service to join (Config.Service).
+//
+// An image that joins a coordinator (the service named in Init, or fixed by
+// the image; it links the secured-address layer, package trusted/secured)
+// does so before Ready, through Request
 // and GetEvidence OCALLs the host serves as soon as Init is sent; a refused
 // join ends the start with the coordinator's reason. Its trusted runtime
 // then opens and seals the messages of secured and client-channel

@@ -29,7 +29,7 @@
 // returns (the runtime answers the host's token with boundary.Done), and
 // handed back for redelivery when the handler panics or the delivery is
 // refused. So finish the work that must not be lost (a Put, a Send) before
-// returning; a message the secured layer rejects is acknowledged too, since
+// returning; a message a Layer refuses for good is acknowledged too, since
 // delivering it again would not help.
 //
 // Through the embedded *Runtime a handler (or the Options.OnInit hook) can
@@ -43,7 +43,8 @@
 // # Workers
 //
 // At most Options.Workers handlers run at once (as the TCS count bounds the
-// threads in an SGX enclave; default 8). Deliveries beyond that wait in a
+// threads in an SGX enclave). An image that leaves it zero runs as many as
+// the host asks for in Init (a node's enclave configuration sets it), or 8. Deliveries beyond that wait in a
 // queue of at most Options.MaxQueue entries; beyond that they fail at once
 // with boundary.FailOverloaded. Workers+1 goroutines share reading and
 // running handlers (leader/followers): the one that reads a delivery runs
@@ -85,8 +86,8 @@
 //
 //  1. Options.KeySource, if set (tests, custom platforms).
 //  2. Gramine: if <GramineRoot>/keys/_sgx_mrenclave exists (GramineRoot
-//     defaults to /dev/attestation), or the host or the CLOISTER_SEAL=gramine
-//     environment variable asks for it. Under Gramine a host's request for
+//     defaults to /dev/attestation), or the host (Init) or the Gramine
+//     manifest (boundary.EnvGramineSeal, fixed and so measured) asks for it. Under Gramine a host's request for
 //     simulated sealing is refused, so the host cannot downgrade the keys.
 //  3. Simulated: seal.SimulatedKeySource over the MRENCLAVE and MRSIGNER the
 //     host passed in Init and a platform secret (Init.SealSecret, or the
@@ -98,105 +99,25 @@
 // Init.SealPolicy; else MRENCLAVE. Images that must not let the host choose
 // set it.
 //
-// # Secured addresses
+// # Layers: the opt-in parts
 //
-// An image that names its manifest service (Options.Service, or the
-// CLOISTER_SERVICE environment variable for Main) joins the coordinator at
-// start-up and from then on protects its messages itself; handlers see and
-// pass plaintext only, and the host sees only ciphertext on secured and
-// client-channel addresses.
+// The core above is what every image links. What only some images need is
+// an opt-in part the image names in its Options, so that images without it
+// do not link it and its measurement vouches for less code:
 //
-// Joining (package provision), after Init and before OnInit and Ready,
-// through Request OCALLs the host passes on before Ready:
+//   - Options.Layer: a Layer between the boundary and the handlers. Package
+//     trusted/secured is the secured-address layer: it joins the
+//     coordinator at start-up (as the manifest service the host names in
+//     Init, or the image fixes), opens and seals the messages of secured
+//     and client-channel addresses, and enforces the grant's rights (see
+//     its package doc). An image without a layer refuses an Init that asks
+//     it to join a service, rather than run unprotected.
+//   - Options.SharedMemory: the shared-memory boundary (shm.Adopt of
+//     package boundary/shm). Without it the image stays on the
+//     descriptors, and the host falls back to them.
 //
-//	→ provision.AddressChallenge            ← Challenge{Nonce}
-//	  key := fresh secure.ServiceKey, made and kept inside the enclave
-//	  evidence := Runtime.Evidence(provision.JoinReportData(key's public key, Nonce))
-//	→ provision.AddressJoin JoinRequest{Service, public key, Nonce, evidence}
-//	← JoinResponse{Grant sealed to key under provision.GrantInfo(Service, Nonce)}
-//
-// The grant holds the service's rights per address, the address keys of the
-// current epoch (and of the previous one during a grace period), the
-// service's secrets (Runtime.Secret) and its client-channel key. While the
-// coordinator is unreachable, has no manifest yet or is busy, the join is
-// retried until Options.JoinTimeout; a refusal (wrong measurement,
-// simulated evidence the manifest forbids, unknown service, …) ends the
-// enclave at once with a Fatal naming the coordinator's reason
-// (*JoinError), which the host reports as the start-up failure. Ready then
-// announces only the registered addresses the grant lets the service
-// consume, plus provision.AddressEpoch: on an EpochNotice naming a newer
-// epoch, signed by the coordinator with the key the grant names (others are
-// ignored), the runtime joins again and installs the new keys; the old epoch is
-// accepted until the grant's GraceUntil, then retired.
-//
-// Deliveries, before the handler runs (on the worker that will run it):
-//
-//   - an address not in the grant, or without the consume right: rejected
-//     (reason "not-allowed");
-//   - a secured address: the body must be a secure envelope of the
-//     delivery's kind under a held epoch's key, not seen before
-//     (secure.Opener, one per address, replay window per sender); the
-//     handler gets its plaintext and protected headers (Call.Secured);
-//   - an address open to clients (manifest "clients: true"): a body that
-//     is a client-session message (secure.NewClientSession to the service's
-//     channel key, info secure.ChannelInfo(service, manifest hash)) is
-//     opened by a secure.SessionTable (Options.Sessions bounds it) with the
-//     grant's channel key and the manifest's client credentials; the
-//     handler learns the client (Call.FromClient, Call.Client). The message
-//     counts as seen once the call succeeded (Reply, or a one-way handler
-//     returning); a Fail or a panic gives it back, so a retry is handled,
-//     not refused as a replay. A one-shot v1 client request proves no
-//     credential and is rejected ("unauthenticated"); if the address is not
-//     also secured, anything else is rejected ("plaintext");
-//   - a plain address in the grant: passed through.
-//
-// A rejected message never reaches a handler: it is counted by address and
-// reason (the Reason* constants: malformed, auth, replay, too-old,
-// epoch-retired, unknown-epoch, wrong-kind, unauthenticated,
-// session-unknown, …), logged to the host with the address and reason only,
-// and a request is failed with a code a forwarder can decide on:
-// CodeRejected (400, final), CodeNotAllowed (403, final), CodeAlreadyHandled
-// (409: a copy of a client message already handled; nothing to redo),
-// CodeSessionUnknown (410: the client must seal it again in a new session)
-// or CodeBusy (429: retry later), and a message naming the reason. Runtime.Rejections
-// returns the counts; the host reads them in the enclave's health
-// (HealthStatus.Detail = HealthRejectionsPrefix + JSON, counts only).
-//
-// Answers and OCALLs: Reply to a secured request is sealed by this
-// enclave's own Sealer for the address, bound to the request's Ref
-// (secure.Sealer.SealReply, in the request's epoch while it is held); the
-// reply to a client-session message is sealed with the session's
-// service-to-client key (its headers are not sent). Send, Publish and
-// Request need the grant's send (request too) or publish right on the
-// address (ErrNotAllowed otherwise; the coordinator's own addresses are
-// always allowed), and on a secured address the runtime seals headers and
-// body into an envelope of that kind under the current epoch; a Request's
-// reply is opened with OpenReply and the request's Ref, so a host cannot
-// swap, replay or forge replies (ErrRejected, counted).
-//
-// What stays visible to the host: addresses, sizes, timing, the envelope's
-// clear part (kind, epoch, sender ID, sequence number), protected headers
-// (authenticated, not encrypted: keep secrets in the body), Fail codes and
-// messages, and log records. Put no payload in any of them.
-//
-// Replay windows survive restarts: the windows of the secured addresses the
-// service consumes are saved in protected storage (every second when they
-// changed, and at Shutdown; per instance number) and restored after the
-// first join — except on durable addresses, whose at-least-once redelivery
-// after a crash must be accepted again.
-//
-// Limits. Windows are per instance: a host can deliver a captured send or
-// request to another instance of the same service; it can roll protected
-// storage back, or replay within the second before a crash, to an
-// instance it restarts. Rotating the key epoch bounds such replays
-// completely. Client sessions live in one instance's memory: a message of
-// a session another instance opened, or one opened before a restart, is
-// refused with CodeSessionUnknown and sealed again by its client; a
-// handshake younger than secure.DefaultHandshakeAge can be replayed to an
-// instance that restarted (its windows are empty), so a service that must
-// never apply a message twice keeps its own sequence numbers in protected
-// storage. The runtime does not verify the coordinator it joins: it
-// accepts a grant that opens with its own key (see SECURITY.md).
+// Handlers see the layer only through Call.Opened (the layer's own
+// helpers, such as secured.Client, read it).
 //
 // # Running
 //
@@ -211,7 +132,8 @@
 //
 // When the host offers a shared-memory region in CLOISTER_BOUNDARY_SHM (a
 // descriptor number, or a path under Gramine's untrusted shared-memory
-// mount), Main maps it, checks its header and takes it: the handshake still
+// mount) and the image opted in (Options.SharedMemory = shm.Adopt), Main
+// maps it, checks its header and takes it: the handshake still
 // crosses the descriptors above, then frames cross the region's rings and
 // the descriptors only carry doorbells and end of stream (package
 // boundary/shm). A region it cannot use is left alone, with a line on
@@ -224,9 +146,12 @@
 //
 // App.Serve runs the same runtime over any reader and writer (the host's
 // inproc backend, tests). Several Serve calls of one App may run at once;
-// each is an independent enclave instance.
+// each is an independent enclave instance. Serve returns only once the
+// goroutines it started — workers, and those a Layer started with
+// Runtime.Go — have ended.
 //
-// This package imports only the standard library and the boundary (with
-// boundary/shm), seal, secure and provision packages — no bus, no networking, not even attest's
-// X.509 parts — to keep the trusted computing base small.
+// This package imports only the standard library and the wire, boundary
+// and seal packages — no bus, no networking, no envelopes, not even
+// attest's X.509 parts — to keep the trusted computing base small; the
+// budget test of internal/leancheck holds every image to its line budget.
 package trusted
