@@ -3,8 +3,9 @@ package boundary
 import (
 	"bytes"
 	"fmt"
-	"github.com/cloister-dev/cloister/wire"
 	"testing"
+
+	"github.com/cloister-dev/cloister/wire"
 )
 
 var benchSizes = []int{64, 1 << 10, 64 << 10}

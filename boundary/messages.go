@@ -2,9 +2,10 @@ package boundary
 
 import (
 	"fmt"
-	"github.com/cloister-dev/cloister/wire"
 	"log/slog"
 	"time"
+
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // Type is a frame type. ECALL types (host → enclave) are below 0x40, OCALL

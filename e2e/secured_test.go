@@ -16,7 +16,8 @@ import (
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/provision"
-	"github.com/cloister-dev/cloister/trusted"
+	"github.com/cloister-dev/cloister/trusted/secured"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // EnvMarkers names the environment variable through which a checker
@@ -102,15 +103,15 @@ func TestSecuredCluster(t *testing.T) {
 		defer cancel()
 		_, err := w.nodes[0].Bus().Request(ctx, "sec.echo", []byte("plaintext request"))
 		var re *bus.ReplyError
-		if !errors.As(err, &re) || re.Code != trusted.CodeRejected || !strings.Contains(re.Message, "malformed") {
+		if !errors.As(err, &re) || re.Code != wire.CodeRejected || !strings.Contains(re.Message, "malformed") {
 			t.Fatalf("plaintext request to a secured address: %v", err)
 		}
 
 		w.waitFor("alpha to count every rejection", func() bool {
-			return w.rejected("sec.news", trusted.ReasonReplay) == 1 && w.rejected("sec.jobs", trusted.ReasonReplay) == 1 &&
-				w.rejected("sec.news", trusted.ReasonAuth) == 1 && w.rejected("sec.jobs", trusted.ReasonAuth) == 1 &&
-				w.rejected("sec.news", trusted.ReasonMalformed) == 1 && w.rejected("sec.jobs", trusted.ReasonMalformed) == 1 &&
-				w.rejected("sec.echo", trusted.ReasonMalformed) == 1
+			return w.rejected("sec.news", secured.ReasonReplay) == 1 && w.rejected("sec.jobs", secured.ReasonReplay) == 1 &&
+				w.rejected("sec.news", secured.ReasonAuth) == 1 && w.rejected("sec.jobs", secured.ReasonAuth) == 1 &&
+				w.rejected("sec.news", secured.ReasonMalformed) == 1 && w.rejected("sec.jobs", secured.ReasonMalformed) == 1 &&
+				w.rejected("sec.echo", secured.ReasonMalformed) == 1
 		})
 		if n, _ := w.seen("sec.news"); n != nNews {
 			t.Fatalf("alpha's sec.news handler ran %d times, want %d", n, nNews)
@@ -153,7 +154,7 @@ func TestSecuredCluster(t *testing.T) {
 		w.inject(0, news.Subject, news.Header, news.Data)
 		w.inject(2, jobs.Subject, jobs.Header, jobs.Data)
 		w.waitFor("the restarted alpha to refuse the replays", func() bool {
-			return w.rejected("sec.news", trusted.ReasonReplay) == 1 && w.rejected("sec.jobs", trusted.ReasonReplay) == 1
+			return w.rejected("sec.news", secured.ReasonReplay) == 1 && w.rejected("sec.jobs", secured.ReasonReplay) == 1
 		})
 		if n, _ := w.seen("sec.news"); n != 0 {
 			t.Fatalf("the restarted alpha handled %d replayed publishes", n)
@@ -227,7 +228,7 @@ func TestSecuredCluster(t *testing.T) {
 		w.waitFor("alpha to see the new epoch's publish", func() bool { _, last := w.seen("sec.news"); return last == m })
 		n, _ := w.seen("sec.news")
 		w.inject(1, old.Subject, old.Header, old.Data)
-		w.waitFor("the old epoch's rejection", func() bool { return w.rejected("sec.news", trusted.ReasonEpochRetired) == 1 })
+		w.waitFor("the old epoch's rejection", func() bool { return w.rejected("sec.news", secured.ReasonEpochRetired) == 1 })
 		if got, _ := w.seen("sec.news"); got != n {
 			t.Fatalf("alpha's handler ran on an old-epoch envelope")
 		}

@@ -13,8 +13,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/cloister-dev/cloister/boundary/shm"
 	"github.com/cloister-dev/cloister/boundary"
+	"github.com/cloister-dev/cloister/boundary/shm"
 )
 
 // Gramine defaults.

@@ -2,8 +2,9 @@ package secure
 
 import (
 	"fmt"
-	"github.com/cloister-dev/cloister/wire"
 	"testing"
+
+	"github.com/cloister-dev/cloister/wire"
 )
 
 var benchSizes = []int{64, 1 << 10, 16 << 10, 64 << 10}

@@ -9,11 +9,12 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"github.com/cloister-dev/cloister/wire"
 	"math"
 	"slices"
 	"strings"
 	"sync/atomic"
+
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // Version is the envelope format version this package writes and reads.

@@ -5,10 +5,11 @@ import (
 	"crypto/cipher"
 	"errors"
 	"fmt"
-	"github.com/cloister-dev/cloister/wire"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cloister-dev/cloister/wire"
 )
 
 const addr = "water.readings"

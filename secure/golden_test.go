@@ -7,8 +7,9 @@ import (
 	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/hex"
-	"github.com/cloister-dev/cloister/wire"
 	"testing"
+
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // TestWireFormatGolden pins the version 1 envelope: the subkey derivation,

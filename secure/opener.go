@@ -5,10 +5,11 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
-	"github.com/cloister-dev/cloister/wire"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // DefaultMaxSenders is the default number of senders an Opener tracks per

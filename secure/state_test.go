@@ -3,8 +3,9 @@ package secure
 import (
 	"bytes"
 	"errors"
-	"github.com/cloister-dev/cloister/wire"
 	"testing"
+
+	"github.com/cloister-dev/cloister/wire"
 )
 
 func TestOpenerStateSurvivesRestart(t *testing.T) {
