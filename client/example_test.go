@@ -8,7 +8,7 @@ import (
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/client"
-	"github.com/cloister-dev/cloister/manifest"
+	"github.com/cloister-dev/cloister/manifest/manifestyaml"
 )
 
 // A sensor verifies the coordinator once, then sends readings that only
@@ -16,7 +16,7 @@ import (
 func Example() {
 	ctx := context.Background()
 	var b *bus.Bus // a bus on the system, e.g. over package cluster
-	m, err := manifest.ParseFile("app.yaml")
+	m, err := manifestyaml.ParseFile("app.yaml")
 	if err != nil {
 		log.Fatal(err)
 	}

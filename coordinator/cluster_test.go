@@ -67,7 +67,7 @@ func TestAcrossClusterNodes(t *testing.T) {
 		_, err := s.call(provision.AddressStatus, nil)
 		return err
 	})
-	s.setManifest(s.manifestYAML(1, true, joinImage.Measurement))
+	s.setManifest(s.manifestJSON(1, true, joinImage.Measurement))
 
 	bad := allowed()
 	bad.MREnclave[0] ^= 1

@@ -34,19 +34,22 @@ func TestManifestSetOnceThenSignedUpdates(t *testing.T) {
 	_, err = s.call(provision.AddressAttest, provision.AttestRequest{Nonce: make([]byte, 32)})
 	refused(t, err, provision.CodeNoManifest, "no manifest")
 
-	v1y := s.manifestYAML(1, true, joinImage.Measurement)
+	v1y := s.manifestJSON(1, true, joinImage.Measurement)
 	v1 := parseManifest(t, v1y)
 	s.setManifest(v1y)
 	if st := s.status(); !st.ManifestSet || st.ManifestHash != v1.HashHex() || st.ManifestVersion != 1 {
 		t.Fatalf("after set: %+v", st)
 	}
 	// A second set is refused, even of another manifest.
-	v2y := s.manifestYAML(2, true, joinImage.Measurement)
+	v2y := s.manifestJSON(2, true, joinImage.Measurement)
 	v2 := parseManifest(t, v2y)
 	_, err = s.call(provision.AddressManifestSet, provision.ManifestSet{Manifest: v2y})
 	refused(t, err, provision.CodeConflict, "already set")
-	_, err = s.call(provision.AddressManifestSet, provision.ManifestSet{Manifest: []byte("version: 0")})
+	_, err = s.call(provision.AddressManifestSet, provision.ManifestSet{Manifest: []byte(`{"version":0}`)})
 	refused(t, err, provision.CodeBadRequest, "version")
+	// Only the canonical JSON form: the coordinator links no YAML parser.
+	_, err = s.call(provision.AddressManifestSet, provision.ManifestSet{Manifest: s.manifestSource(2, true, joinImage.Measurement)})
+	refused(t, err, provision.CodeBadRequest, "not valid JSON")
 
 	// Unsigned, signed by someone else, or not newer: refused.
 	_, err = s.call(provision.AddressManifestUpdate, provision.ManifestUpdate{Manifest: v2y})
@@ -90,7 +93,7 @@ func enclave32(s string) [32]byte {
 
 func TestJoinGrantsOnlyToTheJoiningKey(t *testing.T) {
 	s := newSystem(t)
-	y := s.manifestYAML(1, true, joinImage.Measurement)
+	y := s.manifestJSON(1, true, joinImage.Measurement)
 	m := parseManifest(t, y)
 	s.setManifest(y)
 
@@ -172,7 +175,7 @@ func TestJoinGrantsOnlyToTheJoiningKey(t *testing.T) {
 
 func TestJoinRefusals(t *testing.T) {
 	s := newSystem(t)
-	v1y := s.manifestYAML(1, true, joinImage.Measurement)
+	v1y := s.manifestJSON(1, true, joinImage.Measurement)
 	v1 := parseManifest(t, v1y)
 	s.setManifest(v1y)
 
@@ -222,7 +225,7 @@ func TestJoinRefusals(t *testing.T) {
 	refused(t, err, provision.CodeRefused, "does not bind the joining key")
 
 	// The owner forbids simulation: simulated evidence is refused.
-	v2y := s.manifestYAML(2, false, joinImage.Measurement)
+	v2y := s.manifestJSON(2, false, joinImage.Measurement)
 	sig, _ := manifest.SignUpdate(s.owner, v1, parseManifest(t, v2y))
 	s.mustCall(provision.AddressManifestUpdate, provision.ManifestUpdate{Manifest: v2y, Signature: sig})
 	_, _, _, err = s.joinAs(allowed(), "analytics")
@@ -277,7 +280,7 @@ func connect(s *system, hash [32]byte) (*client.Client, error) {
 // rotation starts epoch 2 with epoch 1 still in the grant.
 func TestRestartKeepsKeysAndRotation(t *testing.T) {
 	s := newSystem(t)
-	y := s.manifestYAML(1, true, joinImage.Measurement)
+	y := s.manifestJSON(1, true, joinImage.Measurement)
 	m := parseManifest(t, y)
 	s.setManifest(y)
 	s.deployJoiner("analytics")
@@ -383,7 +386,7 @@ func TestRestartKeepsKeysAndRotation(t *testing.T) {
 
 func TestClientRefusesWrongManifestHash(t *testing.T) {
 	s := newSystem(t)
-	y := s.manifestYAML(1, true, joinImage.Measurement)
+	y := s.manifestJSON(1, true, joinImage.Measurement)
 	m := parseManifest(t, y)
 	s.setManifest(y)
 	wrong := m.Hash()
@@ -424,7 +427,7 @@ func TestClientRefusesWrongManifestHash(t *testing.T) {
 // nothing, and a genuine join right after succeeds.
 func TestChallengeFloodThenJoin(t *testing.T) {
 	s := newSystem(t)
-	s.setManifest(s.manifestYAML(1, true, joinImage.Measurement))
+	s.setManifest(s.manifestJSON(1, true, joinImage.Measurement))
 	const flood = coordinator.DefaultMaxChallenges + 904
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)

@@ -89,7 +89,7 @@ func decodeManifestSet(body []byte) (*manifest.Manifest, error) {
 	if err := provision.Decode(body, &r); err != nil {
 		return nil, badRequest(err)
 	}
-	m, err := manifest.Parse(r.Manifest)
+	m, err := manifest.ParseCanonical(r.Manifest)
 	if err != nil {
 		return nil, manifestError(err)
 	}
@@ -104,7 +104,7 @@ func decodeManifestUpdate(body []byte) (*manifest.Manifest, []byte, error) {
 	if len(r.Signature) == 0 {
 		return nil, nil, refuse(provision.CodeUnauthorized, "update refused: it is not signed (updates need the owner's signature)")
 	}
-	m, err := manifest.Parse(r.Manifest)
+	m, err := manifest.ParseCanonical(r.Manifest)
 	if err != nil {
 		return nil, nil, manifestError(err)
 	}

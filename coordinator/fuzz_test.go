@@ -15,6 +15,7 @@ import (
 
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/manifest"
+	"github.com/cloister-dev/cloister/manifest/manifestyaml"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
 )
@@ -65,7 +66,12 @@ func seeds(t testing.TB) [][]byte {
 	add(provision.JoinRequest{Service: "analytics", PublicKey: key.PublicKeyBytes(), Nonce: nonce, Evidence: evb})
 	add(provision.AttestRequest{Nonce: nonce})
 	add(provision.ServiceKeyRequest{Service: "analytics"})
-	y := []byte(fuzzManifest)
+	fm, err := manifestyaml.Parse([]byte(fuzzManifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := fm.Canonical()
+	add(provision.ManifestSet{Manifest: []byte(fuzzManifest)}) // the YAML source: refused
 	add(provision.ManifestSet{Manifest: y})
 	add(provision.ManifestUpdate{Manifest: y, Signature: make([]byte, ed25519.SignatureSize)})
 	add(provision.RotateRequest{NextEpoch: 2, Grace: "1h", Signature: make([]byte, ed25519.SignatureSize)})
@@ -106,7 +112,7 @@ func FuzzDecoders(f *testing.F) {
 		}
 		if m, err := decodeManifestSet(data); err != nil {
 			checkRefusal(t, err)
-		} else if again, err := manifest.Parse(m.Canonical()); err != nil || again.Hash() != m.Hash() {
+		} else if again, err := manifest.ParseCanonical(m.Canonical()); err != nil || again.Hash() != m.Hash() {
 			t.Fatalf("an accepted manifest does not round-trip: %v", err)
 		}
 		if _, sig, err := decodeManifestUpdate(data); err != nil {

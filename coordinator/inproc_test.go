@@ -55,7 +55,7 @@ func TestChallengesExpireAndAreBounded(t *testing.T) {
 	}
 	_, owner, _ := ed25519.GenerateKey(rand.Reader)
 	s := &system{t: t, b: b, n: n, owner: owner}
-	s.setManifest(s.manifestYAML(1, true, joinImage.Measurement))
+	s.setManifest(s.manifestJSON(1, true, joinImage.Measurement))
 	challenge := func() []byte {
 		var ch provision.Challenge
 		if err := provision.Decode(s.mustCall(provision.AddressChallenge, nil), &ch); err != nil {
@@ -130,7 +130,7 @@ func TestConfigTrustsAnotherMachinesSimKey(t *testing.T) {
 		}
 		_, owner, _ := ed25519.GenerateKey(rand.Reader)
 		s := &system{t: t, b: b, n: n, owner: owner}
-		s.setManifest(s.manifestYAML(1, true, joinImage.Measurement))
+		s.setManifest(s.manifestJSON(1, true, joinImage.Measurement))
 		var ch provision.Challenge
 		if err := provision.Decode(s.mustCall(provision.AddressChallenge, nil), &ch); err != nil {
 			t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/internal/testenv"
 	"github.com/cloister-dev/cloister/manifest"
+	"github.com/cloister-dev/cloister/manifest/manifestyaml"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
@@ -137,8 +138,15 @@ func (s *system) ownerKey() string {
 	return base64.StdEncoding.EncodeToString(s.owner.Public().(ed25519.PublicKey))
 }
 
-// manifestYAML is a manifest in which analytics runs as the join image.
-func (s *system) manifestYAML(version int, allowSim bool, measurement [32]byte) []byte {
+// manifestJSON is the canonical form of manifestSource's manifest: what the
+// host hands the coordinator.
+func (s *system) manifestJSON(version int, allowSim bool, measurement [32]byte) []byte {
+	return parseManifest(s.t, s.manifestSource(version, allowSim, measurement)).Canonical()
+}
+
+// manifestSource is a manifest in which analytics runs as the join image,
+// as its owner writes it (YAML).
+func (s *system) manifestSource(version int, allowSim bool, measurement [32]byte) []byte {
 	return fmt.Appendf(nil, `version: %d
 owner:
   public_key: %s
@@ -181,7 +189,7 @@ var testClient = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{0x7e}, ed25519.SeedS
 
 func parseManifest(t testing.TB, y []byte) *manifest.Manifest {
 	t.Helper()
-	m, err := manifest.Parse(y)
+	m, err := manifestyaml.Parse(y)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,6 +312,6 @@ func equalJSON(a, b any) bool {
 // newBenchSystem is a coordinator with the test manifest set.
 func newBenchSystem(b *testing.B) *system {
 	s := newSystem(b)
-	s.setManifest(s.manifestYAML(1, true, joinImage.Measurement))
+	s.setManifest(s.manifestJSON(1, true, joinImage.Measurement))
 	return s
 }

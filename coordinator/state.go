@@ -65,7 +65,7 @@ func decodeState(b []byte) (*state, *manifest.Manifest, error) {
 	var m *manifest.Manifest
 	if st.Manifest != nil {
 		var err error
-		if m, err = manifest.Parse(st.Manifest); err != nil {
+		if m, err = manifest.ParseCanonical(st.Manifest); err != nil {
 			return nil, nil, fmt.Errorf("coordinator: stored manifest: %w", err)
 		}
 	}

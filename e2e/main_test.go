@@ -27,6 +27,7 @@ import (
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/internal/syncbuf"
 	"github.com/cloister-dev/cloister/internal/testenv"
+	"github.com/cloister-dev/cloister/manifest/manifestyaml"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
@@ -215,7 +216,11 @@ func newWorld(t testing.TB, withTap bool) *world {
 		t.Fatal(err)
 	}
 	w.manifest = w.manifestText(1, true)
-	body, _ := provision.Encode(provision.ManifestSet{Manifest: []byte(w.manifest)})
+	m0, err := manifestyaml.Parse([]byte(w.manifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := provision.Encode(provision.ManifestSet{Manifest: m0.Canonical()})
 	m, err := w.nodes[0].Bus().Request(ctx, provision.AddressManifestSet, body)
 	if err != nil {
 		t.Fatal(err)

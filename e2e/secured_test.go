@@ -15,6 +15,7 @@ import (
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/manifest"
+	"github.com/cloister-dev/cloister/manifest/manifestyaml"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/trusted/secured"
 	"github.com/cloister-dev/cloister/wire"
@@ -245,11 +246,11 @@ func TestSecuredCluster(t *testing.T) {
 			t.Fatal("the refusal is not in the host's logs")
 		}
 		// The owner forbids simulation: simulated evidence is refused.
-		cur, err := manifest.Parse([]byte(w.manifest))
+		cur, err := manifestyaml.Parse([]byte(w.manifest))
 		if err != nil {
 			t.Fatal(err)
 		}
-		next, err := manifest.Parse([]byte(w.manifestText(2, false)))
+		next, err := manifestyaml.Parse([]byte(w.manifestText(2, false)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -257,7 +258,7 @@ func TestSecuredCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		body, _ := provision.Encode(provision.ManifestUpdate{Manifest: []byte(w.manifestText(2, false)), Signature: sig})
+		body, _ := provision.Encode(provision.ManifestUpdate{Manifest: next.Canonical(), Signature: sig})
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if _, err := w.nodes[0].Bus().Request(ctx, provision.AddressManifestUpdate, body); err != nil {

@@ -5,8 +5,6 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 	"sort"
 
@@ -180,20 +178,6 @@ func FieldErrors(err error) []*FieldError {
 	}
 	walk(err)
 	return out
-}
-
-// ParseFile reads and parses the manifest at path.
-func ParseFile(path string) (*Manifest, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("manifest: %s: %w", path, err)
-	}
-	return Parse(b)
 }
 
 // Service returns the named service or an error wrapping [ErrUnknownService].

@@ -11,7 +11,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"slices"
 	"strconv"
@@ -19,28 +18,43 @@ import (
 
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/wire"
-	"go.yaml.in/yaml/v3"
 )
 
-// Parse decodes and validates a manifest (YAML or JSON). On failure the
-// error joins every [*FieldError] found (see [FieldErrors]).
-func Parse(data []byte) (*Manifest, error) {
+// Decode validates a manifest's parse tree (from a front-end: the YAML
+// source's, package manifestyaml, or the canonical JSON form's,
+// ParseCanonical) and builds the manifest. On failure the error joins every
+// [*FieldError] found (see [FieldErrors]), with the node's line and column.
+func Decode(root *Node) (*Manifest, error) {
 	p := &parser{}
-	m := p.parse(data)
-	if len(p.errs) > 0 {
-		slices.SortStableFunc(p.errs, func(a, b *FieldError) int {
-			if a.Line != b.Line {
-				return a.Line - b.Line
-			}
-			return a.Column - b.Column
-		})
-		errs := make([]error, len(p.errs))
-		for i, e := range p.errs {
-			errs[i] = e
-		}
-		return nil, joinErrors(errs)
+	m := p.root(root)
+	return m, p.err()
+}
+
+// Fail returns the error of a source that has no tree to decode (too
+// large, not parsable): one [*FieldError] at line and column (0 when
+// unknown), joined as Decode's are.
+func Fail(line, column int, format string, a ...any) error {
+	p := &parser{}
+	p.errorf("", &Node{Line: line, Column: column}, format, a...)
+	return p.err()
+}
+
+// err returns the field errors found, sorted by position, joined.
+func (p *parser) err() error {
+	if len(p.errs) == 0 {
+		return nil
 	}
-	return m, nil
+	slices.SortStableFunc(p.errs, func(a, b *FieldError) int {
+		if a.Line != b.Line {
+			return a.Line - b.Line
+		}
+		return a.Column - b.Column
+	})
+	errs := make([]error, len(p.errs))
+	for i, e := range p.errs {
+		errs[i] = e
+	}
+	return joinErrors(errs)
 }
 
 // joinedErrors is errors.Join with one error per line and no prefix.
@@ -67,7 +81,7 @@ type parser struct {
 	errs []*FieldError
 }
 
-func (p *parser) errorf(path string, n *yaml.Node, format string, a ...any) {
+func (p *parser) errorf(path string, n *Node, format string, a ...any) {
 	e := &FieldError{Path: path, Msg: fmt.Sprintf(format, a...)}
 	if n != nil {
 		e.Line, e.Column = n.Line, n.Column
@@ -82,16 +96,16 @@ func join(path, field string) string {
 	return path + "." + field
 }
 
-func kindName(n *yaml.Node) string {
+func kindName(n *Node) string {
 	switch n.Kind {
-	case yaml.MappingNode:
+	case MappingNode:
 		return "a mapping"
-	case yaml.SequenceNode:
+	case SequenceNode:
 		return "a list"
-	case yaml.AliasNode:
+	case AliasNode:
 		return "an alias"
-	case yaml.ScalarNode:
-		switch n.ShortTag() {
+	case ScalarNode:
+		switch n.Tag {
 		case "!!null":
 			return "null"
 		case "!!bool":
@@ -109,14 +123,14 @@ func kindName(n *yaml.Node) string {
 // pair is one key and value of a mapping.
 type pair struct {
 	key   string
-	kNode *yaml.Node
-	value *yaml.Node
+	kNode *Node
+	value *Node
 }
 
 // mapping returns n's entries, checking it is a mapping with unique string
 // keys.
-func (p *parser) mapping(path string, n *yaml.Node) ([]pair, bool) {
-	if n.Kind != yaml.MappingNode {
+func (p *parser) mapping(path string, n *Node) ([]pair, bool) {
+	if n.Kind != MappingNode {
 		p.errorf(path, n, "want a mapping, got %s", kindName(n))
 		return nil, false
 	}
@@ -124,7 +138,7 @@ func (p *parser) mapping(path string, n *yaml.Node) ([]pair, bool) {
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!null" {
+		if k.Kind != ScalarNode || k.Tag == "!!null" {
 			p.errorf(path, k, "keys must be strings, got %s", kindName(k))
 			continue
 		}
@@ -133,7 +147,7 @@ func (p *parser) mapping(path string, n *yaml.Node) ([]pair, bool) {
 			continue
 		}
 		seen[k.Value] = true
-		if v.Kind == yaml.AliasNode {
+		if v.Kind == AliasNode {
 			p.errorf(join(path, k.Value), v, "aliases are not allowed")
 			continue
 		}
@@ -144,12 +158,12 @@ func (p *parser) mapping(path string, n *yaml.Node) ([]pair, bool) {
 
 // fields dispatches a mapping's entries to handlers by key; unknown keys are
 // errors. It returns the keys present.
-func (p *parser) fields(path string, n *yaml.Node, handlers map[string]func(path string, v *yaml.Node)) map[string]*yaml.Node {
+func (p *parser) fields(path string, n *Node, handlers map[string]func(path string, v *Node)) map[string]*Node {
 	pairs, ok := p.mapping(path, n)
 	if !ok {
 		return nil
 	}
-	present := map[string]*yaml.Node{}
+	present := map[string]*Node{}
 	for _, kv := range pairs {
 		h, ok := handlers[kv.key]
 		if !ok {
@@ -167,13 +181,13 @@ func (p *parser) fields(path string, n *yaml.Node, handlers map[string]func(path
 	return present
 }
 
-func (p *parser) list(path string, n *yaml.Node) ([]*yaml.Node, bool) {
-	if n.Kind != yaml.SequenceNode {
+func (p *parser) list(path string, n *Node) ([]*Node, bool) {
+	if n.Kind != SequenceNode {
 		p.errorf(path, n, "want a list, got %s", kindName(n))
 		return nil, false
 	}
 	for i, e := range n.Content {
-		if e.Kind == yaml.AliasNode {
+		if e.Kind == AliasNode {
 			p.errorf(fmt.Sprintf("%s[%d]", path, i), e, "aliases are not allowed")
 			return nil, false
 		}
@@ -181,8 +195,8 @@ func (p *parser) list(path string, n *yaml.Node) ([]*yaml.Node, bool) {
 	return n.Content, true
 }
 
-func (p *parser) boolean(path string, n *yaml.Node) bool {
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+func (p *parser) boolean(path string, n *Node) bool {
+	if n.Kind != ScalarNode || n.Tag != "!!bool" {
 		p.errorf(path, n, "want true or false, got %s", kindName(n))
 		return false
 	}
@@ -193,8 +207,8 @@ func (p *parser) boolean(path string, n *yaml.Node) bool {
 	return v
 }
 
-func (p *parser) uint(path string, n *yaml.Node, lo, hi uint64) (uint64, bool) {
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+func (p *parser) uint(path string, n *Node, lo, hi uint64) (uint64, bool) {
+	if n.Kind != ScalarNode || n.Tag != "!!int" {
 		p.errorf(path, n, "want an integer, got %s", kindName(n))
 		return 0, false
 	}
@@ -210,15 +224,15 @@ func (p *parser) uint(path string, n *yaml.Node, lo, hi uint64) (uint64, bool) {
 	return v, true
 }
 
-func (p *parser) str(path string, n *yaml.Node) (string, bool) {
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+func (p *parser) str(path string, n *Node) (string, bool) {
+	if n.Kind != ScalarNode || n.Tag != "!!str" {
 		p.errorf(path, n, "want a string, got %s", kindName(n))
 		return "", false
 	}
 	return n.Value, true
 }
 
-func (p *parser) hex32(path string, n *yaml.Node) *[32]byte {
+func (p *parser) hex32(path string, n *Node) *[32]byte {
 	s, ok := p.str(path, n)
 	if !ok {
 		return nil
@@ -235,47 +249,27 @@ func (p *parser) hex32(path string, n *yaml.Node) *[32]byte {
 	return &out
 }
 
-func (p *parser) parse(data []byte) *Manifest {
-	if len(data) > MaxSize {
-		p.errorf("", nil, "%d bytes, more than the %d allowed", len(data), MaxSize)
+func (p *parser) root(root *Node) *Manifest {
+	if root == nil {
+		p.errorf("", nil, "empty manifest")
 		return nil
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			p.errorf("", nil, "empty manifest")
-			return nil
-		}
-		p.errorf("", nil, "not valid YAML: %v", err)
-		return nil
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		p.errorf("", &extra, "more than one YAML document")
-		return nil
-	}
-	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
-		p.errorf("", &doc, "empty manifest")
-		return nil
-	}
-	root := doc.Content[0]
 	m := &Manifest{
 		Services:  map[string]*Service{},
 		Addresses: map[string]*Address{},
 		Policy:    Policy{AcceptedTCB: []attest.TCBStatus{attest.TCBUpToDate}},
 	}
 	// Addresses refer to services: parse them after everything else.
-	var addresses *yaml.Node
-	present := p.fields("", root, map[string]func(string, *yaml.Node){
-		"version": func(path string, v *yaml.Node) {
+	var addresses *Node
+	present := p.fields("", root, map[string]func(string, *Node){
+		"version": func(path string, v *Node) {
 			m.Version, _ = p.uint(path, v, 1, math.MaxUint64)
 		},
-		"services":  func(path string, v *yaml.Node) { p.services(path, v, m) },
-		"policy":    func(path string, v *yaml.Node) { p.policy(path, v, m) },
-		"owner":     func(path string, v *yaml.Node) { p.owner(path, v, m) },
-		"clients":   func(path string, v *yaml.Node) { p.clients(path, v, m) },
-		"addresses": func(path string, v *yaml.Node) { addresses = v },
+		"services":  func(path string, v *Node) { p.services(path, v, m) },
+		"policy":    func(path string, v *Node) { p.policy(path, v, m) },
+		"owner":     func(path string, v *Node) { p.owner(path, v, m) },
+		"clients":   func(path string, v *Node) { p.clients(path, v, m) },
+		"addresses": func(path string, v *Node) { addresses = v },
 	})
 	if present == nil {
 		return nil
@@ -308,7 +302,7 @@ func validName(s string, extra string) bool {
 	return true
 }
 
-func (p *parser) services(path string, n *yaml.Node, m *Manifest) {
+func (p *parser) services(path string, n *Node, m *Manifest) {
 	pairs, ok := p.mapping(path, n)
 	if !ok {
 		return
@@ -324,16 +318,16 @@ func (p *parser) services(path string, n *yaml.Node, m *Manifest) {
 		}
 		s := &Service{Name: kv.key, Secrets: map[string]Secret{}}
 		m.Services[kv.key] = s
-		if kv.value.Kind == yaml.ScalarNode && kv.value.ShortTag() == "!!null" {
+		if kv.value.Kind == ScalarNode && kv.value.Tag == "!!null" {
 			continue // "ingest:" alone is a regular service
 		}
-		var debugNode, secretsNode *yaml.Node
-		p.fields(sp, kv.value, map[string]func(string, *yaml.Node){
-			"identities": func(path string, v *yaml.Node) { s.Identities = p.identities(path, v) },
-			"debug": func(path string, v *yaml.Node) {
+		var debugNode, secretsNode *Node
+		p.fields(sp, kv.value, map[string]func(string, *Node){
+			"identities": func(path string, v *Node) { s.Identities = p.identities(path, v) },
+			"debug": func(path string, v *Node) {
 				s.Debug, debugNode = p.boolean(path, v), v
 			},
-			"secrets": func(path string, v *yaml.Node) {
+			"secrets": func(path string, v *Node) {
 				secretsNode = v
 				p.secrets(path, v, s)
 			},
@@ -349,7 +343,7 @@ func (p *parser) services(path string, n *yaml.Node, m *Manifest) {
 	}
 }
 
-func (p *parser) identities(path string, n *yaml.Node) []Identity {
+func (p *parser) identities(path string, n *Node) []Identity {
 	items, ok := p.list(path, n)
 	if !ok {
 		return nil
@@ -359,16 +353,16 @@ func (p *parser) identities(path string, n *yaml.Node) []Identity {
 	for i, item := range items {
 		ip := fmt.Sprintf("%s[%d]", path, i)
 		var id Identity
-		var productNode *yaml.Node
-		present := p.fields(ip, item, map[string]func(string, *yaml.Node){
-			"mrenclave": func(path string, v *yaml.Node) { id.MREnclave = p.hex32(path, v) },
-			"mrsigner":  func(path string, v *yaml.Node) { id.MRSigner = p.hex32(path, v) },
-			"product_id": func(path string, v *yaml.Node) {
+		var productNode *Node
+		present := p.fields(ip, item, map[string]func(string, *Node){
+			"mrenclave": func(path string, v *Node) { id.MREnclave = p.hex32(path, v) },
+			"mrsigner":  func(path string, v *Node) { id.MRSigner = p.hex32(path, v) },
+			"product_id": func(path string, v *Node) {
 				productNode = v
 				x, _ := p.uint(path, v, 0, math.MaxUint16)
 				id.ProductID = uint16(x)
 			},
-			"min_svn": func(path string, v *yaml.Node) {
+			"min_svn": func(path string, v *Node) {
 				x, _ := p.uint(path, v, 0, math.MaxUint16)
 				id.MinSVN = uint16(x)
 			},
@@ -403,7 +397,7 @@ func (p *parser) identities(path string, n *yaml.Node) []Identity {
 	return out
 }
 
-func (p *parser) secrets(path string, n *yaml.Node, s *Service) {
+func (p *parser) secrets(path string, n *Node, s *Service) {
 	pairs, ok := p.mapping(path, n)
 	if !ok {
 		return
@@ -415,12 +409,12 @@ func (p *parser) secrets(path string, n *yaml.Node, s *Service) {
 			continue
 		}
 		var sec Secret
-		present := p.fields(sp, kv.value, map[string]func(string, *yaml.Node){
-			"generate": func(path string, v *yaml.Node) {
+		present := p.fields(sp, kv.value, map[string]func(string, *Node){
+			"generate": func(path string, v *Node) {
 				x, _ := p.uint(path, v, MinGeneratedSecret, MaxGeneratedSecret)
 				sec.Generate = int(x)
 			},
-			"value": func(path string, v *yaml.Node) { sec.Value = p.secretValue(path, v) },
+			"value": func(path string, v *Node) { sec.Value = p.secretValue(path, v) },
 		})
 		if present == nil {
 			continue
@@ -438,7 +432,7 @@ func (p *parser) secrets(path string, n *yaml.Node, s *Service) {
 	}
 }
 
-func (p *parser) secretValue(path string, n *yaml.Node) []byte {
+func (p *parser) secretValue(path string, n *Node) []byte {
 	s, ok := p.str(path, n)
 	if !ok {
 		return nil
@@ -465,9 +459,9 @@ func (p *parser) secretValue(path string, n *yaml.Node) []byte {
 	return b
 }
 
-func (p *parser) policy(path string, n *yaml.Node, m *Manifest) {
-	p.fields(path, n, map[string]func(string, *yaml.Node){
-		"accepted_tcb": func(path string, v *yaml.Node) {
+func (p *parser) policy(path string, n *Node, m *Manifest) {
+	p.fields(path, n, map[string]func(string, *Node){
+		"accepted_tcb": func(path string, v *Node) {
 			items, ok := p.list(path, v)
 			if !ok {
 				return
@@ -498,13 +492,13 @@ func (p *parser) policy(path string, n *yaml.Node, m *Manifest) {
 				m.Policy.AcceptedTCB = out
 			}
 		},
-		"allow_simulation": func(path string, v *yaml.Node) { m.Policy.AllowSimulation = p.boolean(path, v) },
+		"allow_simulation": func(path string, v *Node) { m.Policy.AllowSimulation = p.boolean(path, v) },
 	})
 }
 
-func (p *parser) owner(path string, n *yaml.Node, m *Manifest) {
-	present := p.fields(path, n, map[string]func(string, *yaml.Node){
-		"public_key": func(path string, v *yaml.Node) {
+func (p *parser) owner(path string, n *Node, m *Manifest) {
+	present := p.fields(path, n, map[string]func(string, *Node){
+		"public_key": func(path string, v *Node) {
 			s, ok := p.str(path, v)
 			if !ok {
 				return
@@ -525,7 +519,7 @@ func (p *parser) owner(path string, n *yaml.Node, m *Manifest) {
 }
 
 // clients parses the clients section: name → {public_key}.
-func (p *parser) clients(path string, n *yaml.Node, m *Manifest) {
+func (p *parser) clients(path string, n *Node, m *Manifest) {
 	pairs, ok := p.mapping(path, n)
 	if !ok {
 		return
@@ -541,8 +535,8 @@ func (p *parser) clients(path string, n *yaml.Node, m *Manifest) {
 			continue
 		}
 		var key ed25519.PublicKey
-		present := p.fields(cp, kv.value, map[string]func(string, *yaml.Node){
-			"public_key": func(path string, v *yaml.Node) {
+		present := p.fields(cp, kv.value, map[string]func(string, *Node){
+			"public_key": func(path string, v *Node) {
 				s, ok := p.str(path, v)
 				if !ok {
 					return
@@ -638,7 +632,7 @@ func newOwner(k any) (*Owner, error) {
 	return &Owner{PublicKey: k, der: der}, nil
 }
 
-func (p *parser) addresses(path string, n *yaml.Node, m *Manifest) {
+func (p *parser) addresses(path string, n *Node, m *Manifest) {
 	pairs, ok := p.mapping(path, n)
 	if !ok {
 		return
@@ -655,11 +649,11 @@ func (p *parser) addresses(path string, n *yaml.Node, m *Manifest) {
 			right string
 			path  string
 			name  string
-			node  *yaml.Node
+			node  *Node
 		}
 		var refs []ref
-		rights := func(right string, dst *[]string) func(string, *yaml.Node) {
-			return func(path string, v *yaml.Node) {
+		rights := func(right string, dst *[]string) func(string, *Node) {
+			return func(path string, v *Node) {
 				items, ok := p.list(path, v)
 				if !ok {
 					return
@@ -684,14 +678,14 @@ func (p *parser) addresses(path string, n *yaml.Node, m *Manifest) {
 				slices.Sort(*dst)
 			}
 		}
-		if kv.value.Kind == yaml.ScalarNode && kv.value.ShortTag() == "!!null" {
+		if kv.value.Kind == ScalarNode && kv.value.Tag == "!!null" {
 			p.errorf(ap, kv.value, "an address needs at least one right (consume, send or publish)")
 			continue
 		}
-		present := p.fields(ap, kv.value, map[string]func(string, *yaml.Node){
-			"secured": func(path string, v *yaml.Node) { a.Secured = p.boolean(path, v) },
-			"durable": func(path string, v *yaml.Node) { a.Durable = p.boolean(path, v) },
-			"clients": func(path string, v *yaml.Node) { a.Clients = p.boolean(path, v) },
+		present := p.fields(ap, kv.value, map[string]func(string, *Node){
+			"secured": func(path string, v *Node) { a.Secured = p.boolean(path, v) },
+			"durable": func(path string, v *Node) { a.Durable = p.boolean(path, v) },
+			"clients": func(path string, v *Node) { a.Clients = p.boolean(path, v) },
 			"consume": rights("consume", &a.Consume),
 			"send":    rights("send", &a.Send),
 			"publish": rights("publish", &a.Publish),

@@ -195,13 +195,14 @@ type EpochKey struct {
 	Key   []byte `json:"key"`
 }
 
-// ManifestSet sets the coordinator's first manifest.
+// ManifestSet sets the coordinator's first manifest, in its canonical JSON
+// form (manifest.Manifest.Canonical; the coordinator refuses any other).
 type ManifestSet struct {
 	Manifest []byte `json:"manifest"`
 }
 
 // ManifestUpdate replaces the manifest with a higher version, signed by
-// the owner key of the current one.
+// the owner key of the current one; Manifest is in canonical JSON form.
 type ManifestUpdate struct {
 	Manifest  []byte `json:"manifest"`
 	Signature []byte `json:"signature"`

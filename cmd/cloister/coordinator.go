@@ -23,6 +23,7 @@ import (
 	"github.com/cloister-dev/cloister/coordinator"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/manifest"
+	"github.com/cloister-dev/cloister/manifest/manifestyaml"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/provision"
 )
@@ -141,7 +142,7 @@ the owner: 'cloister coordinator update').`,
 				if raw, err = os.ReadFile(manifestFile); err != nil {
 					return err
 				}
-				if m, err = manifest.Parse(raw); err != nil {
+				if m, err = manifestyaml.Parse(raw); err != nil {
 					return &rejectedError{err: fmt.Errorf("%s: %w", manifestFile, err)}
 				}
 			}
@@ -212,7 +213,7 @@ func coordinatorReady(ctx context.Context, b *bus.Bus, logger *slog.Logger, m *m
 	if m != nil {
 		switch {
 		case !st.ManifestSet:
-			body, err := provision.Encode(provision.ManifestSet{Manifest: raw})
+			body, err := provision.Encode(provision.ManifestSet{Manifest: m.Canonical()})
 			if err != nil {
 				return err
 			}
@@ -419,7 +420,7 @@ func coordinatorUpdateCommand() *command {
 			if err != nil {
 				return err
 			}
-			next, err := manifest.Parse(raw)
+			next, err := manifestyaml.Parse(raw)
 			if err != nil {
 				return &rejectedError{err: fmt.Errorf("%s: %w", args[0], err)}
 			}
@@ -437,7 +438,7 @@ func coordinatorUpdateCommand() *command {
 				return err
 			}
 			after, err := askCoordinator(ctx, b, provision.AddressManifestUpdate,
-				provision.ManifestUpdate{Manifest: raw, Signature: sig}, 30*time.Second)
+				provision.ManifestUpdate{Manifest: next.Canonical(), Signature: sig}, 30*time.Second)
 			if err != nil {
 				return err
 			}

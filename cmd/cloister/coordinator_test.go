@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/attest"
-	"github.com/cloister-dev/cloister/manifest"
+	"github.com/cloister-dev/cloister/manifest/manifestyaml"
 )
 
 // TestCoordinatorVerbs runs 'cloister coordinator' in process (the
@@ -79,7 +79,7 @@ addresses:
 	if err := os.WriteFile(mf, []byte(y), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	m, err := manifest.Parse([]byte(y))
+	m, err := manifestyaml.Parse([]byte(y))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ addresses:
 	if err := os.WriteFile(mf2, []byte(y2), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	m2, err := manifest.Parse([]byte(y2))
+	m2, err := manifestyaml.Parse([]byte(y2))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/cloister-dev/cloister/manifest"
+	"github.com/cloister-dev/cloister/manifest/manifestyaml"
 )
 
 func manifestCommand() *command {
@@ -32,7 +33,7 @@ func loadManifest(env *cliEnv, args []string) (*manifest.Manifest, error) {
 // parseManifestFile parses FILE; an invalid manifest is a rejection (exit 3)
 // after every error has been printed, one per line, on stderr.
 func parseManifestFile(env *cliEnv, file string) (*manifest.Manifest, error) {
-	m, err := manifest.ParseFile(file)
+	m, err := manifestyaml.ParseFile(file)
 	if err == nil {
 		return m, nil
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/cloister-dev/cloister/coordinator"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/internal/syncbuf"
+	"github.com/cloister-dev/cloister/manifest/manifestyaml"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
 	"github.com/cloister-dev/cloister/trusted"
@@ -240,7 +241,11 @@ func newWorld(t testing.TB, allowSim bool) *world {
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	w.owner = priv
 	w.start("coordinator", coordinator.NewApp(coordinator.Options{SimPlatformKeyPath: w.key}, trusted.Options{}), bytes.Repeat([]byte{0x11}, 32))
-	st := w.request(provision.AddressManifestSet, mustEncode(t, provision.ManifestSet{Manifest: []byte(testManifest(pub, allowSim))}))
+	m, err := manifestyaml.Parse([]byte(testManifest(pub, allowSim)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := w.request(provision.AddressManifestSet, mustEncode(t, provision.ManifestSet{Manifest: m.Canonical()}))
 	var status provision.Status
 	if err := provision.Decode(st, &status); err != nil {
 		t.Fatal(err)

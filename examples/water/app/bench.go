@@ -21,6 +21,7 @@ import (
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
 	"github.com/cloister-dev/cloister/manifest"
+	"github.com/cloister-dev/cloister/manifest/manifestyaml"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/provision"
 )
@@ -57,7 +58,7 @@ services:
   %s.status: {consume: [analytics], send: [bench]}
   %s: {publish: [analytics]}
 `, coordinator, analytics, manifestClients(creds), addressSecured, addressSecured, addressSecured, monitor.AddressAlerts)
-	m, err := manifest.Parse([]byte(raw))
+	m, err := manifestyaml.Parse([]byte(raw))
 	if err != nil {
 		return nil, nil, fmt.Errorf("app: bench manifest: %w", err)
 	}
@@ -199,7 +200,7 @@ func startBenchCluster(ctx context.Context, n int, imgs *benchImages, stateDir, 
 	}); err != nil {
 		return fail(err)
 	}
-	body, err := provision.Encode(provision.ManifestSet{Manifest: imgs.manifestRaw})
+	body, err := provision.Encode(provision.ManifestSet{Manifest: imgs.manifest.Canonical()})
 	if err != nil {
 		return fail(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
 	"github.com/cloister-dev/cloister/manifest"
+	"github.com/cloister-dev/cloister/manifest/manifestyaml"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/provision"
 )
@@ -67,7 +68,7 @@ services:
     consume: [alerts, dashboard]
     publish: [analytics]
 `, coordinator, analytics, manifestClients(creds), AddressReadings, AddressReseal, monitor.AddressAnalytics, monitor.AddressAttest, monitor.AddressStatus, monitor.AddressAlerts)
-	m, err := manifest.Parse([]byte(raw))
+	m, err := manifestyaml.Parse([]byte(raw))
 	if err != nil {
 		return nil, nil, fmt.Errorf("app: manifest: %w", err)
 	}
@@ -90,7 +91,7 @@ func (a *App) deployCoordinator(ctx context.Context, ln *localNode) error {
 	}
 	switch {
 	case !st.ManifestSet:
-		body, err := provision.Encode(provision.ManifestSet{Manifest: a.manifestRaw})
+		body, err := provision.Encode(provision.ManifestSet{Manifest: a.manifest.Canonical()})
 		if err != nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-package manifest
+package manifestyaml
 
 import (
 	"crypto"
@@ -18,6 +18,8 @@ import (
 	"testing"
 
 	"github.com/cloister-dev/cloister/attest"
+
+	. "github.com/cloister-dev/cloister/manifest"
 )
 
 func mustParseFile(t testing.TB, name string) *Manifest {

@@ -1,10 +1,12 @@
-package manifest
+package manifestyaml
 
 import (
 	"errors"
 	"os"
 	"path/filepath"
 	"testing"
+
+	. "github.com/cloister-dev/cloister/manifest"
 )
 
 // FuzzParse feeds arbitrary bytes to Parse, seeded with the example

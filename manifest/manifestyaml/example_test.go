@@ -1,13 +1,14 @@
-package manifest_test
+package manifestyaml_test
 
 import (
 	"fmt"
 
 	"github.com/cloister-dev/cloister/manifest"
+	"github.com/cloister-dev/cloister/manifest/manifestyaml"
 )
 
 func ExampleParse() {
-	m, err := manifest.Parse([]byte(`
+	m, err := manifestyaml.Parse([]byte(`
 version: 1
 services:
   analytics:
@@ -32,7 +33,7 @@ addresses:
 }
 
 func ExampleParse_errors() {
-	_, err := manifest.Parse([]byte(`
+	_, err := manifestyaml.Parse([]byte(`
 version: 1
 services:
   ingest: {}

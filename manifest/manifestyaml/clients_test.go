@@ -1,4 +1,4 @@
-package manifest
+package manifestyaml
 
 import (
 	"crypto/ed25519"
