@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,7 +72,6 @@ func seeds(t testing.TB) [][]byte {
 		t.Fatal(err)
 	}
 	y := fm.Canonical()
-	add(provision.ManifestSet{Manifest: []byte(fuzzManifest)}) // the YAML source: refused
 	add(provision.ManifestSet{Manifest: y})
 	add(provision.ManifestUpdate{Manifest: y, Signature: make([]byte, ed25519.SignatureSize)})
 	add(provision.RotateRequest{NextEpoch: 2, Grace: "1h", Signature: make([]byte, ed25519.SignatureSize)})
@@ -81,6 +81,7 @@ func seeds(t testing.TB) [][]byte {
 	}
 	b, _ := json.Marshal(st)
 	out = append(out, b)
+	add(provision.ManifestSet{Manifest: []byte(fuzzManifest)}) // the YAML source: refused
 	return out
 }
 
@@ -145,6 +146,9 @@ func TestSeedsDecode(t *testing.T) {
 	}
 	if _, _, err := decodeState(s[6]); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := decodeManifestSet(s[7]); err == nil || !strings.Contains(err.Error(), "not valid JSON") {
+		t.Fatalf("the YAML source was not refused: %v", err)
 	}
 }
 
