@@ -253,9 +253,7 @@ func TestFrameLimits(t *testing.T) {
 	// A peer that ignores the limit: the reader refuses the length.
 	hr, hw := io.Pipe()
 	go func() {
-		w := NewWriter(hw, 1<<20)
-		w.Append(&Deliver{Kind: wire.KindSend, Address: "a", Body: make([]byte, 9<<10)})
-		w.Flush()
+		hw.Write(AppendFrame(nil, &Deliver{Kind: wire.KindSend, Address: "a", Body: make([]byte, 9<<10)}))
 	}()
 	_ = encl
 	r := NewReader(hr, Limits{MaxFrame: 8 << 10})
@@ -385,20 +383,12 @@ func TestDecodeErrorCarriesID(t *testing.T) {
 	}
 }
 
-func TestWriterBatchesAndReaderSplits(t *testing.T) {
+// TestReaderSplits: frames written back to back in one buffer come out of
+// the Reader one by one.
+func TestReaderSplits(t *testing.T) {
 	var buf bytes.Buffer
-	cw := &countingWriter{w: &buf}
-	w := NewWriter(cw, 0)
 	for _, m := range samples() {
-		if err := w.Append(m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if w.Buffered() == 0 {
-		t.Fatal("nothing buffered")
-	}
-	if err := w.Flush(); err != nil || cw.writes != 1 {
-		t.Fatalf("flush: %v, %d writes", err, cw.writes)
+		buf.Write(AppendFrame(nil, m))
 	}
 	r := NewReader(&buf, Limits{})
 	for i, want := range samples() {
@@ -417,13 +407,6 @@ func TestWriterBatchesAndReaderSplits(t *testing.T) {
 	}
 }
 
-type countingWriter struct {
-	w      io.Writer
-	writes int
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) { c.writes++; return c.w.Write(p) }
-
 // answerAll receives n Delivers on encl and answers each at once with a
 // Reply, then keeps receiving until the stream ends.
 func answerAll(encl *Conn, body []byte) {
@@ -436,15 +419,18 @@ func answerAll(encl *Conn, body []byte) {
 	}
 }
 
+// batch returns n request Delivers, framed back to back.
+func batch(n int) []byte {
+	var b []byte
+	for i := range n {
+		b = AppendFrame(b, &Deliver{Token: uint64(i + 1), Kind: wire.KindRequest, Address: "a"})
+	}
+	return b
+}
+
 func sendBatch(t *testing.T, raw io.Writer, n int) {
 	t.Helper()
-	w := NewWriter(raw, 0)
-	for i := range n {
-		if err := w.Append(&Deliver{Token: uint64(i + 1), Kind: wire.KindRequest, Address: "a"}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Flush(); err != nil {
+	if _, err := raw.Write(batch(n)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -497,14 +483,8 @@ func TestFlushWritesCorkedFrames(t *testing.T) {
 	// The enclave side holds answers while it has frames in hand; Flush
 	// (before exiting, say) must write them anyway.
 	host, encl, raw := pairWith(t, Options{}, Options{Cork: true})
-	go func() {
-		w := NewWriter(raw, 0)
-		for i := range 3 {
-			w.Append(&Deliver{Token: uint64(i + 1), Kind: wire.KindRequest, Address: "a"})
-		}
-		w.Flush() // one write: the enclave reads all three at once
-	}()
-	for range 2 { // the third stays in hand: the conn is corked
+	go raw.Write(batch(3)) // one write: the enclave reads all three at once
+	for range 2 {          // the third stays in hand: the conn is corked
 		if _, err := encl.Recv(); err != nil {
 			t.Fatal(err)
 		}

@@ -138,45 +138,8 @@ func (r *Reader) Next() (Message, error) {
 	return decode(b, &r.lim)
 }
 
-// ---- Writer ----
-
-// Writer encodes frames into a buffer and writes them in batches. It is not
-// safe for concurrent use; Conn adds the locking.
-type Writer struct {
-	w        io.Writer
-	buf      []byte
-	maxFrame int
-}
-
-// NewWriter returns a Writer to w that refuses frames larger than maxFrame
-// (DefaultMaxFrame when ≤ 0).
-func NewWriter(w io.Writer, maxFrame int) *Writer {
-	if maxFrame <= 0 {
-		maxFrame = DefaultMaxFrame
-	}
-	return &Writer{w: w, maxFrame: maxFrame}
-}
-
-// Append encodes m into the buffer without writing.
-func (w *Writer) Append(m Message) error {
-	var err error
-	w.buf, err = appendChecked(w.buf, m, w.maxFrame)
-	return err
-}
-
-// Buffered returns the number of bytes waiting to be written.
-func (w *Writer) Buffered() int { return len(w.buf) }
-
-// Flush writes all buffered frames in one Write.
-func (w *Writer) Flush() error {
-	if len(w.buf) == 0 {
-		return nil
-	}
-	_, err := w.w.Write(w.buf)
-	w.buf = w.buf[:0]
-	return err
-}
-
+// appendChecked appends m as a frame to dst, or refuses a frame larger than
+// maxFrame (leaving dst as it was).
 func appendChecked(dst []byte, m Message, maxFrame int) ([]byte, error) {
 	start := len(dst)
 	dst = AppendFrame(dst, m)

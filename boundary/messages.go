@@ -68,52 +68,30 @@ type Message interface {
 	decodePayload(d *decoder)
 }
 
+// newMessage returns an empty message of type t (nil for an unknown type).
 func newMessage(t Type) Message {
-	switch t {
-	case TypeInit:
-		return new(Init)
-	case TypeDeliver:
-		return new(Deliver)
-	case TypeRequestResult:
-		return new(RequestResult)
-	case TypeStoreResult:
-		return new(StoreResult)
-	case TypeEvidenceResult:
-		return new(EvidenceResult)
-	case TypeHealth:
-		return new(Health)
-	case TypeShutdown:
-		return new(Shutdown)
-	case TypeReady:
-		return new(Ready)
-	case TypeReply:
-		return new(Reply)
-	case TypeDone:
-		return new(Done)
-	case TypeFail:
-		return new(Fail)
-	case TypeSend:
-		return new(Send)
-	case TypePublish:
-		return new(Publish)
-	case TypeRequest:
-		return new(Request)
-	case TypeLog:
-		return new(Log)
-	case TypeStorePut:
-		return new(StorePut)
-	case TypeStoreGet:
-		return new(StoreGet)
-	case TypeGetEvidence:
-		return new(GetEvidence)
-	case TypeHealthStatus:
-		return new(HealthStatus)
-	case TypeStopped:
-		return new(Stopped)
-	case TypeFatal:
-		return new(Fatal)
+	if mk := messageMakers[t]; mk != nil {
+		return mk()
 	}
 	return nil
+}
+
+func maker[T any, P interface {
+	*T
+	Message
+}]() Message {
+	return P(new(T))
+}
+
+// messageMakers make an empty message of each frame type.
+var messageMakers = [256]func() Message{
+	TypeInit: maker[Init], TypeDeliver: maker[Deliver], TypeRequestResult: maker[RequestResult],
+	TypeStoreResult: maker[StoreResult], TypeEvidenceResult: maker[EvidenceResult], TypeHealth: maker[Health],
+	TypeShutdown: maker[Shutdown], TypeReady: maker[Ready], TypeReply: maker[Reply], TypeDone: maker[Done],
+	TypeFail: maker[Fail], TypeSend: maker[Send], TypePublish: maker[Publish], TypeRequest: maker[Request],
+	TypeLog: maker[Log], TypeStorePut: maker[StorePut], TypeStoreGet: maker[StoreGet],
+	TypeGetEvidence: maker[GetEvidence], TypeHealthStatus: maker[HealthStatus], TypeStopped: maker[Stopped],
+	TypeFatal: maker[Fatal],
 }
 
 // ---- enums ----

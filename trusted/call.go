@@ -146,42 +146,36 @@ func (a *App) keySource(in *boundary.Init) (seal.KeySource, string, error) {
 
 // Send sends body to address, point to point, through the host (Send
 // OCALL). It returns once the frame is on its way; delivery is not
-// confirmed. Once joined, the grant must give the service the send right
-// on address (else ErrNotAllowed), and on a secured address the runtime
-// seals headers (authenticated, not encrypted) and body into an envelope.
+// confirmed. A Layer may check and transform it (the secured-address layer
+// needs the grant's send right and seals for a secured address).
 func (rt *Runtime) Send(ctx context.Context, address string, headers map[string]string, body []byte) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if l := rt.s.layer; l != nil {
-		var err error
-		if headers, body, _, err = l.Outgoing(address, wire.KindSend, headers, body); err != nil {
-			return err
-		}
-	}
-	headers = passTrace(ctx, headers)
-	if err := rt.s.conn.Send(&boundary.Send{Address: address, Headers: headers, Body: body}); err != nil {
-		return fmt.Errorf("trusted: send to %q: %w", address, err)
-	}
-	return nil
+	return rt.oneWay(ctx, wire.KindSend, address, headers, body)
 }
 
 // Publish publishes body to every consumer of address through the host
-// (Publish OCALL). Once joined, the grant must give the publish right, and
-// a secured address's messages are sealed (as for Send).
+// (Publish OCALL); a Layer may check and transform it, as for Send.
 func (rt *Runtime) Publish(ctx context.Context, address string, headers map[string]string, body []byte) error {
+	return rt.oneWay(ctx, wire.KindPublish, address, headers, body)
+}
+
+// oneWay is Send (kind wire.KindSend) and Publish.
+func (rt *Runtime) oneWay(ctx context.Context, kind wire.Kind, address string, headers map[string]string, body []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if l := rt.s.layer; l != nil {
 		var err error
-		if headers, body, _, err = l.Outgoing(address, wire.KindPublish, headers, body); err != nil {
+		if headers, body, _, err = l.Outgoing(address, kind, headers, body); err != nil {
 			return err
 		}
 	}
 	headers = passTrace(ctx, headers)
-	if err := rt.s.conn.Send(&boundary.Publish{Address: address, Headers: headers, Body: body}); err != nil {
-		return fmt.Errorf("trusted: publish to %q: %w", address, err)
+	var m boundary.Message = &boundary.Send{Address: address, Headers: headers, Body: body}
+	if kind == wire.KindPublish {
+		m = &boundary.Publish{Address: address, Headers: headers, Body: body}
+	}
+	if err := rt.s.conn.Send(m); err != nil {
+		return fmt.Errorf("trusted: %s to %q: %w", kind, address, err)
 	}
 	return nil
 }
