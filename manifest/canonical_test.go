@@ -40,7 +40,7 @@ func TestParseCanonical(t *testing.T) {
 			t.Fatalf("%s: canonical form differs", name)
 		}
 		if strings.Contains(name, "water") {
-			want, err := os.ReadFile(filepath.Join("manifestyaml", "testdata", "water.hash"))
+			want, err := os.ReadFile(filepath.Join("testdata", "water.hash"))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -14,7 +14,7 @@ import (
 // ErrInvalid; every accepted manifest's canonical form parses back to the
 // same hash, and its rights and policies are consistent.
 func FuzzParse(f *testing.F) {
-	files, err := filepath.Glob(filepath.Join("testdata", "*.*"))
+	files, err := filepath.Glob(filepath.Join("..", "testdata", "*.*"))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func FuzzParse(f *testing.F) {
 
 // BenchmarkParse measures parsing and validating the water manifest.
 func BenchmarkParse(b *testing.B) {
-	src, err := os.ReadFile(filepath.Join("testdata", "water.yaml"))
+	src, err := os.ReadFile(filepath.Join("..", "testdata", "water.yaml"))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -24,7 +24,7 @@ import (
 
 func mustParseFile(t testing.TB, name string) *Manifest {
 	t.Helper()
-	m, err := ParseFile(filepath.Join("testdata", name))
+	m, err := ParseFile(filepath.Join("..", "testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func expectErrors(t *testing.T, src string, wants ...string) {
 }
 
 func TestInvalidFileReportsEverything(t *testing.T) {
-	_, err := ParseFile(filepath.Join("testdata", "invalid.yaml"))
+	_, err := ParseFile(filepath.Join("..", "testdata", "invalid.yaml"))
 	fe := FieldErrors(err)
 	if len(fe) != 13 {
 		t.Fatalf("%d errors:\n%v", len(fe), err)
@@ -458,7 +458,7 @@ func TestTestdataHashesStable(t *testing.T) {
 	// The hash of the example is what a client of the water app pins; a
 	// change to the canonical encoding must be deliberate (and versioned).
 	m := mustParseFile(t, "water.yaml")
-	b, err := os.ReadFile(filepath.Join("testdata", "water.hash"))
+	b, err := os.ReadFile(filepath.Join("..", "testdata", "water.hash"))
 	if err != nil {
 		t.Fatal(err)
 	}

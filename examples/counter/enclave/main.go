@@ -1,89 +1,21 @@
 // Command enclave is the trusted half of the counter example: an enclave
-// image that keeps one counter per user in protected storage. It answers
-//
-//	counter.inc  body: user name  → reply: the user's new count (JSON number)
-//	counter.get  body: user name  → reply: the user's count (JSON number)
-//
-// The counts are sealed inside the enclave before the host stores them, so
-// the host sees neither the counts nor the user names. Build it with
+// image that keeps one counter per user in protected storage (package
+// count). Build it with
 //
 //	cloister enclave build ./examples/counter/enclave -o counter.img
 //
-// It imports only the trusted SDK: no bus, no network stack.
+// It is the minimal image: it links the trusted core only — no bus, no
+// network stack, no secured-address layer — and the budget test of
+// internal/leancheck holds it within 3,000 code lines of our own.
 package main
 
 import (
-	"context"
-	"strconv"
-	"sync"
-
+	"github.com/cloister-dev/cloister/examples/counter/count"
 	"github.com/cloister-dev/cloister/trusted"
-	"github.com/cloister-dev/cloister/wire"
 )
 
-// replyJSON marks a reply body as JSON, so the caller can Decode it. A
-// fresh map each time: headers handed to the runtime are not shared state.
-func replyJSON() map[string]string { return map[string]string{wire.HeaderCodec: wire.CodecJSON} }
-
 func main() {
-	var mu sync.Mutex // one read-modify-write at a time in this instance
 	app := trusted.New(trusted.Options{Workers: 8})
-
-	load := func(ctx context.Context, c *trusted.Call, user string) (int, bool) {
-		v, found, err := c.Get(ctx, "count/"+user)
-		if err != nil {
-			c.Fail(500, "protected storage: "+err.Error())
-			return 0, false
-		}
-		if !found {
-			return 0, true
-		}
-		n, err := strconv.Atoi(string(v))
-		if err != nil {
-			c.Fail(500, "corrupt counter")
-			return 0, false
-		}
-		return n, true
-	}
-	user := func(c *trusted.Call) (string, bool) {
-		u := string(c.Body())
-		if u == "" || len(u) > 256 {
-			c.Fail(400, "send the user name as the body (1 to 256 bytes)")
-			return "", false
-		}
-		return u, true
-	}
-
-	app.HandleFunc("counter.inc", func(ctx context.Context, c *trusted.Call) {
-		u, ok := user(c)
-		if !ok {
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		n, ok := load(ctx, c, u)
-		if !ok {
-			return
-		}
-		n++
-		if err := c.Put(ctx, "count/"+u, []byte(strconv.Itoa(n))); err != nil {
-			c.Fail(500, "protected storage: "+err.Error())
-			return
-		}
-		c.Logger().Debug("counted") // the user and the count stay inside
-		c.Reply(replyJSON(), []byte(strconv.Itoa(n)))
-	})
-	app.HandleFunc("counter.get", func(ctx context.Context, c *trusted.Call) {
-		u, ok := user(c)
-		if !ok {
-			return
-		}
-		mu.Lock()
-		n, ok := load(ctx, c, u)
-		mu.Unlock()
-		if ok {
-			c.Reply(replyJSON(), []byte(strconv.Itoa(n)))
-		}
-	})
+	count.Register(app)
 	app.Main()
 }
