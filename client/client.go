@@ -88,11 +88,10 @@ type Options struct {
 	// that promises nothing against a malicious host. It is applied to the
 	// policy too.
 	AllowSimulation bool
-	// SimPlatformKeys are the simulation platform keys trusted; empty
-	// means this machine's (attest.DefaultSimPlatformKeyPath, or
-	// SimPlatformKeyPath).
-	SimPlatformKeys    []*ecdsa.PublicKey
-	SimPlatformKeyPath string
+	// SimPlatformKeys are the simulation platform keys trusted (such as
+	// attest.SimulationRoot.PlatformPublicKey of the coordinator's host);
+	// with none, simulated evidence is refused.
+	SimPlatformKeys []*ecdsa.PublicKey
 	// Collateral verifies SGX DCAP evidence down to its TCB status.
 	Collateral *attest.Collateral
 	// Timeout bounds each request to the coordinator (default
@@ -225,7 +224,7 @@ func verifyCoordinator(ctx context.Context, resp *provision.AttestResponse, nonc
 		return nil, &UntrustedError{Check: "evidence", Err: err}
 	}
 	vo := attest.VerifyOptions{Collateral: opts.Collateral, AllowSimulation: opts.AllowSimulation,
-		SimPlatformKeys: opts.SimPlatformKeys, SimPlatformKeyPath: opts.SimPlatformKeyPath}
+		SimPlatformKeys: opts.SimPlatformKeys}
 	claims, err := attest.Verifier{}.Verify(ctx, &ev, vo)
 	if err != nil {
 		return nil, &UntrustedError{Check: "evidence", Err: err}

@@ -158,7 +158,7 @@ func TestHostileImageFloodingOCALLs(t *testing.T) {
 	if _, err := b.Consumer("silent.out", bus.HandlerFunc(func(context.Context, *bus.Message) {}), bus.Inline()); err != nil {
 		t.Fatal(err)
 	}
-	e, err := New(Config{Name: "hostile", Backend: NewInProc(serve), Bus: b, MaxOCALLs: limit,
+	e, err := New(Config{Simulation: testRoot, Name: "hostile", Backend: NewInProc(serve), Bus: b, MaxOCALLs: limit,
 		RestartBackoff: time.Millisecond, Logger: debugLogger(logs)})
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +221,7 @@ func TestPostedWritesAreBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := newGatedStore()
-	e, err := New(Config{Name: "flood", Backend: NewInProc(serve), Store: g.wrap(fs), Logger: discardLogger()})
+	e, err := New(Config{Simulation: testRoot, Name: "flood", Backend: NewInProc(serve), Store: g.wrap(fs), Logger: discardLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/internal/testapp"
 )
@@ -97,14 +98,15 @@ func TestCrashesLoseNothingAcknowledged(t *testing.T) {
 	if err := h.e.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := readCounter(t, h.stateDir); n < acked.Load() {
+	if n := readCounter(t, h.stateDir, testRoot); n < acked.Load() {
 		t.Fatalf("reopened store holds %d, but %d was acknowledged", n, acked.Load())
 	}
 }
 
 // readCounter opens dir as a new host would (a new FileStore, replaying
-// its journal, and a new enclave instance) and returns test.incr's counter.
-func readCounter(t *testing.T, dir string) int64 {
+// its journal, and a new enclave instance under root) and returns
+// test.incr's counter.
+func readCounter(t *testing.T, dir string, root *attest.SimulationRoot) int64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -117,7 +119,7 @@ func readCounter(t *testing.T, dir string) int64 {
 		t.Fatal(err)
 	}
 	defer b.Close(ctx)
-	e, err := New(Config{Name: "test-enclave", Image: testImage, Backend: NewProcess(ProcessOptions{}), Bus: b, Store: fs, Logger: discardLogger()})
+	e, err := New(Config{Simulation: root, Name: "test-enclave", Image: testImage, Backend: NewProcess(ProcessOptions{}), Bus: b, Store: fs, Logger: discardLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,6 +144,7 @@ func readCounter(t *testing.T, dir string) int64 {
 // Environment of the host child process (see hostChild).
 const (
 	envHostChild  = "ENCLAVE_TEST_HOST_CHILD"   // the state directory
+	envHostRoot   = "ENCLAVE_TEST_HOST_ROOT"    // the simulation root's directory, shared by every host
 	envHostImage  = "ENCLAVE_TEST_HOST_IMAGE"   // the test image's path
 	envHostKillAt = "ENCLAVE_TEST_HOST_KILL_AT" // the batch before whose sync the host kills itself
 )
@@ -153,11 +156,15 @@ const (
 // value after a restart counts on from the last acknowledged one, and so
 // does a new host at the end.
 func TestHostKilledBeforeItsSyncLosesNothingAcknowledged(t *testing.T) {
-	dir := t.TempDir()
+	dir, rootDir := t.TempDir(), t.TempDir()
+	root, err := attest.LoadOrCreateSimulationRoot(rootDir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var acked int64
 	for round := range 8 {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), envHostChild+"="+dir, envHostImage+"="+testImage.Path,
+		cmd.Env = append(os.Environ(), envHostChild+"="+dir, envHostRoot+"="+rootDir, envHostImage+"="+testImage.Path,
 			envHostKillAt+"="+strconv.Itoa(1+2*round))
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
@@ -185,7 +192,7 @@ func TestHostKilledBeforeItsSyncLosesNothingAcknowledged(t *testing.T) {
 		}
 		t.Logf("round %d: %d increments acknowledged before the kill, counter %d", round, seen, acked)
 	}
-	if n := readCounter(t, dir); n < acked {
+	if n := readCounter(t, dir, root); n < acked {
 		t.Fatalf("reopened store holds %d, but %d was acknowledged", n, acked)
 	}
 }
@@ -209,6 +216,10 @@ func hostChild() {
 	if err != nil {
 		fail(err)
 	}
+	root, err := attest.LoadOrCreateSimulationRoot(os.Getenv(envHostRoot))
+	if err != nil {
+		fail(err)
+	}
 	var batches atomic.Int64
 	fs.beforeSync = func() error {
 		if batches.Add(1) == int64(killAt) {
@@ -222,7 +233,7 @@ func hostChild() {
 	if err != nil {
 		fail(err)
 	}
-	e, err := New(Config{Name: "host-child", Image: img, Backend: NewProcess(ProcessOptions{}), Bus: b, Store: fs, Logger: discardLogger()})
+	e, err := New(Config{Simulation: root, Name: "host-child", Image: img, Backend: NewProcess(ProcessOptions{}), Bus: b, Store: fs, Logger: discardLogger()})
 	if err != nil {
 		fail(err)
 	}

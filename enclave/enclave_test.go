@@ -3,6 +3,7 @@ package enclave
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -93,7 +94,7 @@ func newHarness(t testing.TB, backend string, o harnessOpts) *harness {
 	if o.store != nil {
 		store = o.store(fs)
 	}
-	h.e, err = newWith(Config{Name: "test-enclave", Image: testImage, Backend: backendFor(t, backend), Bus: b,
+	h.e, err = newWith(Config{Simulation: testRoot, Name: "test-enclave", Image: testImage, Backend: backendFor(t, backend), Bus: b,
 		Store: store, Logger: debugLogger(h.logs), Allow: o.allow, RestartBackoff: o.backoff, Env: o.env}, o.config)
 	if err != nil {
 		t.Fatal(err)
@@ -347,6 +348,21 @@ func bodyOf(m *bus.Message) []byte {
 	return m.Body()
 }
 
+// An enclave whose host was handed no simulation root has neither
+// simulated evidence nor protected storage, and says why: nothing is looked
+// up on the machine instead.
+func TestNoSimulationRoot(t *testing.T) {
+	forBackends(t, func(t *testing.T, backend string) {
+		h := newHarness(t, backend, harnessOpts{config: func(c *Config) { c.Simulation = nil }})
+		if _, err := h.request(t, "test.evidence", []byte("nonce")); err == nil || !contains(err.Error(), "no simulation root") {
+			t.Fatalf("evidence without a simulation root: %v", err)
+		}
+		if _, err := h.request(t, "test.put", []byte("v"), bus.Header("key", "k")); err == nil || !contains(err.Error(), "platform secret") {
+			t.Fatalf("storage without a simulation root: %v", err)
+		}
+	})
+}
+
 func TestAdapterEvidence(t *testing.T) {
 	forBackends(t, func(t *testing.T, backend string) {
 		h := newHarness(t, backend, harnessOpts{})
@@ -355,7 +371,7 @@ func TestAdapterEvidence(t *testing.T) {
 			t.Fatal(err)
 		}
 		ev := &attest.Evidence{Type: attest.EvidenceType(m.Header("type")), Quote: m.Body()}
-		claims, err := attest.Verify(context.Background(), ev, attest.VerifyOptions{AllowSimulation: true})
+		claims, err := attest.Verify(context.Background(), ev, attest.VerifyOptions{AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{testRoot.PlatformPublicKey()}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -428,14 +444,14 @@ func TestAllowedAddresses(t *testing.T) {
 		t.Fatal("no log about the refused address")
 	}
 
-	e, err := New(Config{Name: "none", Image: testImage, Backend: NewInProc(testapp.New(1).Serve), Allow: []string{"nothing.>"}})
+	e, err := New(Config{Simulation: testRoot, Name: "none", Image: testImage, Backend: NewInProc(testapp.New(1).Serve), Allow: []string{"nothing.>"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := e.Start(context.Background()); !errors.Is(err, ErrNoAddresses) {
 		t.Fatalf("start with nothing allowed: %v", err)
 	}
-	if _, err := New(Config{Name: "bad", Image: testImage, Backend: NewProcess(ProcessOptions{}), Allow: []string{"a.>.b"}}); err == nil {
+	if _, err := New(Config{Simulation: testRoot, Name: "bad", Image: testImage, Backend: NewProcess(ProcessOptions{}), Allow: []string{"a.>.b"}}); err == nil {
 		t.Fatal("bad pattern accepted")
 	}
 }
@@ -566,7 +582,7 @@ func TestStartFailsClearly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := New(Config{Name: "bogus", Image: img, Backend: NewProcess(ProcessOptions{}), StartTimeout: 20 * time.Second})
+	e, err := New(Config{Simulation: testRoot, Name: "bogus", Image: img, Backend: NewProcess(ProcessOptions{}), StartTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

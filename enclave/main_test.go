@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/boundary/shm"
 
 	"github.com/cloister-dev/cloister/internal/syncbuf"
@@ -20,6 +21,17 @@ import (
 
 // testImage is the image of ./internal/testimage, built once by TestMain.
 var testImage *Image
+
+// testRoot is the simulation root of the enclaves the tests start.
+var testRoot = mustEphemeralRoot()
+
+func mustEphemeralRoot() *attest.SimulationRoot {
+	r, err := attest.NewEphemeralSimulationRoot()
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
 
 func TestMain(m *testing.M) {
 	switch os.Getenv("ENCLAVE_TEST_ECHO_CHILD") {

@@ -33,7 +33,7 @@ func TestRestartBacksOffUntilTheEnclaveComesBack(t *testing.T) {
 	logs := &logBuffer{}
 	b, _ := bus.New()
 	defer b.Close(context.Background())
-	e, err := New(Config{Name: "flaky", Image: testImage, Backend: NewInProc(serve), Bus: b, Logger: debugLogger(logs),
+	e, err := New(Config{Simulation: testRoot, Name: "flaky", Image: testImage, Backend: NewInProc(serve), Bus: b, Logger: debugLogger(logs),
 		RestartBackoff: 10 * time.Millisecond, MaxRestartBackoff: 40 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
