@@ -30,7 +30,7 @@ func clusterNode(t *testing.T, name string, routes ...string) (*cluster.Node, *b
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := node.New(node.Options{Bus: b, Logger: testLogger()})
+	n, err := node.New(node.Options{Bus: b, Logger: testLogger(), Simulation: testRoot})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestAcrossClusterNodes(t *testing.T) {
 	a, _, nodeA := clusterNode(t, "a")
 	_, busB, nodeB := clusterNode(t, "b", a.ClusterURL())
 	if _, err := nodeA.DeployEnclave(context.Background(), node.EnclaveConfig{
-		Name: "coordinator", Image: coordImage.Path, StateDir: filepath.Join(dir, "coordinator"),
+		Name: "coordinator", Image: coordImage.Path, StateDir: filepath.Join(dir, "coordinator"), InitConfig: trustTestRoot(t),
 		RestartBackoff: 20 * time.Millisecond, MaxRestartBackoff: 200 * time.Millisecond,
 	}); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package coordinator_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
@@ -267,7 +268,7 @@ func connect(s *system, hash [32]byte) (*client.Client, error) {
 	defer cancel()
 	return client.Connect(ctx, s.b, client.Options{
 		CoordinatorPolicy: attest.Policy{MREnclaves: [][32]byte{coordImage.Measurement}},
-		ManifestHash:      hash, AllowSimulation: true, Logger: testLogger(),
+		ManifestHash:      hash, AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{testRoot.PlatformPublicKey()}, Logger: testLogger(),
 		Credential: secure.Credential{Name: "meter-7", Key: testClient},
 	})
 }
@@ -398,7 +399,7 @@ func TestClientRefusesWrongManifestHash(t *testing.T) {
 	ctx := context.Background()
 	_, err = client.Connect(ctx, s.b, client.Options{
 		CoordinatorPolicy: attest.Policy{MREnclaves: [][32]byte{joinImage.Measurement}},
-		ManifestHash:      m.Hash(), AllowSimulation: true, Logger: testLogger(),
+		ManifestHash:      m.Hash(), AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{testRoot.PlatformPublicKey()}, Logger: testLogger(),
 	})
 	var ue *client.UntrustedError
 	if !errors.As(err, &ue) || ue.Check != "policy" {

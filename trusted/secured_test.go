@@ -3,6 +3,7 @@ package trusted_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -12,7 +13,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -210,7 +210,7 @@ type logSink = syncbuf.Buffer
 type world struct {
 	t       testing.TB
 	bus     *bus.Bus
-	key     string // sim platform key path
+	root    *attest.SimulationRoot // signs every enclave's evidence, roots its seal keys
 	owner   ed25519.PrivateKey
 	hash    [32]byte
 	logs    *logSink
@@ -228,10 +228,12 @@ func newWorld(t testing.TB, allowSim bool) *world {
 		t.Fatal(err)
 	}
 	w.bus = b
-	w.key = filepath.Join(t.TempDir(), "sim-platform.pem")
+	if w.root, err = attest.NewEphemeralSimulationRoot(); err != nil {
+		t.Fatal(err)
+	}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	w.owner = priv
-	w.start("coordinator", coordinator.NewApp(coordinator.Options{SimPlatformKeyPath: w.key}, trusted.Options{}), bytes.Repeat([]byte{0x11}, 32))
+	w.start("coordinator", coordinator.NewApp(coordinator.Options{SimPlatformKeys: []*ecdsa.PublicKey{w.root.PlatformPublicKey()}}, trusted.Options{}), bytes.Repeat([]byte{0x11}, 32))
 	st := w.request(provision.AddressManifestSet, mustEncode(t, provision.ManifestSet{Manifest: []byte(testManifest(pub, allowSim))}))
 	var status provision.Status
 	if err := provision.Decode(st, &status); err != nil {
@@ -254,23 +256,16 @@ func mustEncode(t testing.TB, v any) []byte {
 func (w *world) start(name string, app *trusted.App, mrenclave []byte) error {
 	t := w.t
 	t.Helper()
-	key, err := attest.LoadOrCreateSimPlatformKey(w.key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var id attest.SimIdentity
 	copy(id.MREnclave[:], mrenclave)
 	id.Debug = true
-	iss, err := attest.NewSimIssuer(id, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	iss := w.root.Issuer(id)
 	store, err := enclave.NewFileStore(tempDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e, err := enclave.New(enclave.Config{Name: name, Backend: enclave.NewInProc(app.Serve), Bus: w.bus, Store: store,
-		Issuer: iss, Logger: w.logger, StartTimeout: 20 * time.Second})
+		Issuer: iss, Simulation: w.root, Logger: w.logger, StartTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -699,7 +694,7 @@ func TestSessionEvictionThroughTheRuntime(t *testing.T) {
 	copy(coord[:], bytes.Repeat([]byte{0x11}, 32))
 	cl, err := client.Connect(ctx, w.bus, client.Options{
 		CoordinatorPolicy: attest.Policy{MREnclaves: [][32]byte{coord}, AllowDebug: true},
-		ManifestHash:      w.hash, AllowSimulation: true, SimPlatformKeyPath: w.key, Logger: w.logger,
+		ManifestHash:      w.hash, AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{w.root.PlatformPublicKey()}, Logger: w.logger,
 		Credential: secure.Credential{Name: "sensor-1", Key: sensorKey},
 	})
 	if err != nil {
