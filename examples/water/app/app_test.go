@@ -52,8 +52,6 @@ func startApp(t *testing.T, ctx context.Context, cfg *Config) *App {
 // for the test, and shown on stderr with -v.
 func startAppLogs(t *testing.T, ctx context.Context, cfg *Config) (*App, *syncBuffer) {
 	t.Helper()
-	// Simulation keys of this test only.
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(t.TempDir(), "config"))
 	logs := &syncBuffer{}
 	var w io.Writer = logs
 	if testing.Verbose() {
@@ -584,7 +582,6 @@ func TestRestartWithStateDir(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cfg := testConfig(t, 2)
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(t.TempDir(), "config")) // the same simulation keys for both runs
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	run := func(minAccepted uint64) map[string]uint64 {
 		a, err := Start(ctx, cfg, Options{Logger: logger})

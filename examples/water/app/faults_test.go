@@ -65,7 +65,7 @@ func testFaults(t *testing.T, cfg *Config) {
 
 	// Forgeries, sent where the sensors send (the durable address), so
 	// that ingest hands them to analytics.
-	cl, _, err := ConnectCoordinator(ctx, a.Bus(), a.coordImg.Measurement, a.manifest.Hash(), a.logger)
+	cl, _, err := ConnectCoordinator(ctx, a.Bus(), a.coordImg.Measurement, a.manifest.Hash(), a.simKeys(), a.logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,7 +378,6 @@ func TestHostProcessKilled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	state := t.TempDir()
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(t.TempDir(), "config")) // the same simulation keys for both lives
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHostProcessKilled$")
 	cmd.Env = append(os.Environ(), envHostChild+"="+state)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -443,7 +442,6 @@ func TestTamperedStateLosesNothing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	cfg := testConfig(t, 2)
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(t.TempDir(), "config")) // one set of simulation keys
 	logs := &syncBuffer{}
 	run := func(what string, body func(a *App)) {
 		t.Helper()
