@@ -10,6 +10,12 @@
 //			Transports: func(t *testing.T, n int) []bus.Transport { ... },
 //		})
 //	}
+//
+// Behaviours not every transport has are features: a transport declares
+// those it has in [Harness.Features] (at-least-once delivery with
+// acknowledgement, redelivery and [bus.Message.Hold]; reconnection after
+// its broker restarts), with what the suite needs to check them, and the
+// suite runs their tests too.
 package bustest
 
 import (
@@ -39,6 +45,9 @@ type Harness struct {
 	// removed so far) are visible from every node. Transports whose
 	// interest propagates asynchronously (NATS routes) need it.
 	Settle func(t *testing.T)
+	// Features declares the optional behaviours of the transport, whose
+	// tests run only when declared.
+	Features Features
 }
 
 // system is the buses of one test.
@@ -54,10 +63,16 @@ type logBuffer = syncbuf.Buffer
 
 func (h Harness) start(t *testing.T, n int, opts ...bus.Option) *system {
 	t.Helper()
+	return h.startOn(t, h.Transports(t, n), opts...)
+}
+
+// startOn starts a bus on each of transports.
+func (h Harness) startOn(t *testing.T, transports []bus.Transport, opts ...bus.Option) *system {
+	t.Helper()
 	logs := &logBuffer{}
 	s := &system{t: t, h: h, logs: logs}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	for _, tr := range h.Transports(t, n) {
+	for _, tr := range transports {
 		b, err := bus.New(append([]bus.Option{bus.WithTransport(tr), bus.WithLogger(logger)}, opts...)...)
 		if err != nil {
 			t.Fatalf("bus.New: %v", err)
@@ -121,7 +136,8 @@ func userHeaders(h bus.Headers) bus.Headers {
 	return out
 }
 
-// Run runs the conformance suite.
+// Run runs the conformance suite: the behaviours every transport has, then
+// those of the [Features] h declares.
 func Run(t *testing.T, h Harness) {
 	tests := []struct {
 		name string
@@ -159,6 +175,7 @@ func Run(t *testing.T, h Harness) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, h) })
 	}
+	runFeatures(t, h)
 }
 
 func testRequestReply(t *testing.T, h Harness) {
