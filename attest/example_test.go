@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"fmt"
+	"os"
 
 	"github.com/cloister-dev/cloister/attest"
 )
@@ -41,4 +42,27 @@ func ExampleVerifyWithPolicy() {
 	// Output:
 	// <nil> true 2
 	// attest: verification failed at step "simulation allowed": evidence is simulated and simulation is not allowed
+}
+
+// A program keeps its simulation root in a directory it chooses (the
+// cloister command uses the user's configuration directory) and hands the
+// root to what issues, seals and verifies; loading it again gives the same
+// keys.
+func ExampleLoadOrCreateSimulationRoot() {
+	dir, err := os.MkdirTemp("", "simulation-root")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	root, err := attest.LoadOrCreateSimulationRoot(dir)
+	if err != nil {
+		panic(err)
+	}
+	again, err := attest.LoadOrCreateSimulationRoot(dir)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(again.PlatformPublicKey().Equal(root.PlatformPublicKey()), len(root.SealSecret()))
+	// Output:
+	// true 32
 }
