@@ -9,6 +9,7 @@ import (
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/bus/bustest"
 	"github.com/cloister-dev/cloister/cluster"
+	"github.com/cloister-dev/cloister/internal/testenv"
 )
 
 // TestDurableDeliveryHeaders: what the conformance suite cannot see of a
@@ -42,12 +43,7 @@ func TestDurableDeliveryHeaders(t *testing.T) {
 	if err := b.Send(ctx, address, "job"); err != nil {
 		t.Fatal(err)
 	}
-	for d.Held(address) != 0 {
-		if ctx.Err() != nil {
-			t.Fatal("gave up waiting for the message to be acknowledged")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.WaitFor(ctx, t, "the message to be acknowledged", func() bool { return d.Held(address) == 0 })
 	mu.Lock()
 	defer mu.Unlock()
 	if len(ids) != 2 || ids[0] == "" || ids[0] != ids[1] {

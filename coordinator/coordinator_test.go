@@ -21,6 +21,7 @@ import (
 	"github.com/cloister-dev/cloister/coordinator"
 	"github.com/cloister-dev/cloister/coordinator/joiner"
 	"github.com/cloister-dev/cloister/internal/leancheck"
+	"github.com/cloister-dev/cloister/internal/testenv"
 	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
@@ -305,7 +306,7 @@ func TestRestartKeepsKeysAndRotation(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "coordinator restarted", func() error {
+	testenv.WaitFor(t.Context(), t, "coordinator restarted", func() error {
 		if p := s.coordinatorPID(); p == 0 || p == pid {
 			return errors.New("not yet")
 		}

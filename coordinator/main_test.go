@@ -306,22 +306,6 @@ func (s *system) joinRequest(id attest.SimIdentity, service string, key *secure.
 	return provision.JoinRequest{Service: service, PublicKey: key.PublicKeyBytes(), Nonce: nonce, Evidence: evb}
 }
 
-// waitFor polls f until it returns nil (or the test times out).
-func waitFor(t testing.TB, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func equalJSON(a, b any) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)

@@ -155,7 +155,7 @@ func newWorld(t testing.TB, withTap bool) *world {
 		t.Cleanup(func() { s.Close() })
 		w.servers = append(w.servers, s)
 	}
-	w.waitFor("the cluster's routes", func() bool {
+	testenv.WaitFor(w.t.Context(), w.t, "the cluster's routes", func() bool {
 		for _, s := range w.servers {
 			rz, err := s.Server().Routez(nil)
 			if err != nil {
@@ -270,17 +270,6 @@ func (w *world) deploy(i int, name, service string, image *enclave.Image) error 
 		w.deployed[name] = id
 	}
 	return err
-}
-
-func (w *world) waitFor(what string, cond func() bool) {
-	w.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			w.t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // Op mirrors the service image's op.

@@ -17,6 +17,7 @@ import (
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/internal/testapp"
+	"github.com/cloister-dev/cloister/internal/testenv"
 )
 
 // errSimulatedCrash stops a batch after it was written to the journal and
@@ -72,7 +73,7 @@ func TestCrashesLoseNothingAcknowledged(t *testing.T) {
 		inFlight.Store(0)
 		if err != nil {
 			// Not acknowledged: wait for the instance to come back.
-			waitFor(t, 30*time.Second, "the restart", func() bool { return h.e.Health(context.Background()) == nil })
+			testenv.WaitFor(t.Context(), t, "the restart", func() bool { return h.e.Health(context.Background()) == nil })
 			continue
 		}
 		if i%5 == 1 {

@@ -19,6 +19,7 @@ import (
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/internal/testapp"
+	"github.com/cloister-dev/cloister/internal/testenv"
 )
 
 // harness is an enclave hosted on a bus, its consumers registered the way a
@@ -330,7 +331,7 @@ func TestAdapterOCALLs(t *testing.T) {
 		if _, err := h.request(t, "test.log", []byte("marker-123")); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 10*time.Second, "the enclave's log record", func() bool {
+		testenv.WaitFor(t.Context(), t, "the enclave's log record", func() bool {
 			for _, l := range strings.Split(h.logs.String(), "\n") {
 				if contains(l, "hello from inside") && contains(l, "marker-123") && contains(l, "enclave=test-enclave") {
 					return true
@@ -520,7 +521,7 @@ func testKilledEnclaveFailsInFlightAndRestarts(t *testing.T, backend string) {
 		}()
 	}
 	s := h.e.cur.Load()
-	waitFor(t, 20*time.Second, "the requests to reach the enclave", func() bool {
+	testenv.WaitFor(t.Context(), t, "the requests to reach the enclave", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return len(s.pending) == n
@@ -555,7 +556,7 @@ func testKilledEnclaveFailsInFlightAndRestarts(t *testing.T, backend string) {
 			t.Fatalf("request while down: %v", err)
 		}
 	}
-	waitFor(t, 60*time.Second, "the restart", func() bool { return h.e.Health(context.Background()) == nil })
+	testenv.WaitFor(t.Context(), t, "the restart", func() bool { return h.e.Health(context.Background()) == nil })
 	if h.e.PID() == pid || h.e.Restarts() != 1 {
 		t.Fatalf("pid %d (was %d), restarts %d", h.e.PID(), pid, h.e.Restarts())
 	}
@@ -606,7 +607,7 @@ func testStopDrains(t *testing.T, backend string) {
 		done <- err
 	}()
 	s := h.e.cur.Load()
-	waitFor(t, 20*time.Second, "the request to reach the enclave", func() bool {
+	testenv.WaitFor(t.Context(), t, "the request to reach the enclave", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return len(s.pending) == 1
@@ -694,7 +695,7 @@ func TestKilledMidStream(t *testing.T) {
 				}
 			}()
 		}
-		waitFor(t, 20*time.Second, "requests to flow", func() bool { return answered.Load() > 200 })
+		testenv.WaitFor(t.Context(), t, "requests to flow", func() bool { return answered.Load() > 200 })
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -709,7 +710,7 @@ func TestKilledMidStream(t *testing.T) {
 				t.Fatal("a request outlived the killed enclave")
 			}
 		}
-		waitFor(t, 60*time.Second, "the restart", func() bool { return h.e.Health(context.Background()) == nil })
+		testenv.WaitFor(t.Context(), t, "the restart", func() bool { return h.e.Health(context.Background()) == nil })
 		if h.e.PID() == pid || h.e.Transport() != wantTransport[backend] {
 			t.Fatalf("after restart: pid %d (was %d), transport %q", h.e.PID(), pid, h.e.Transport())
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/internal/testapp"
+	"github.com/cloister-dev/cloister/internal/testenv"
 )
 
 // TestRestartBacksOffUntilTheEnclaveComesBack: after a crash, launches
@@ -46,7 +47,7 @@ func TestRestartBacksOffUntilTheEnclaveComesBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.cur.Load().proc.Kill() // crash
-	waitFor(t, 30*time.Second, "the enclave to come back", func() bool { return e.Health(context.Background()) == nil })
+	testenv.WaitFor(t.Context(), t, "the enclave to come back", func() bool { return e.Health(context.Background()) == nil })
 	if got := launches.Load(); got != 5 || e.Restarts() != 4 {
 		t.Fatalf("launches %d, restarts %d; want 5 and 4", got, e.Restarts())
 	}

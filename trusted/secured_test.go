@@ -26,6 +26,7 @@ import (
 	"github.com/cloister-dev/cloister/coordinator"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/internal/syncbuf"
+	"github.com/cloister-dev/cloister/internal/testenv"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
 	"github.com/cloister-dev/cloister/trusted"
@@ -335,17 +336,6 @@ func (w *world) rejections(name string) map[string]map[string]uint64 {
 	return r
 }
 
-func (w *world) waitFor(what string, cond func() bool) {
-	w.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			w.t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func newMarker() string {
 	var b [12]byte
 	rand.Read(b[:])
@@ -391,7 +381,7 @@ func TestSecuredAddresses(t *testing.T) {
 	if got := string(w.request("beta.tell", []byte(marker+"-news"))); got != "told" {
 		t.Fatal(got)
 	}
-	w.waitFor("the publish", func() bool { n, _ := w.count("sec.news"); return n == 1 })
+	testenv.WaitFor(w.t.Context(), w.t, "the publish", func() bool { n, _ := w.count("sec.news"); return n == 1 })
 	capMu.Lock()
 	v, _ := captured.Load("sec.news")
 	news := v.([][]byte)
@@ -442,7 +432,7 @@ func TestSecuredAddresses(t *testing.T) {
 	if !errors.As(err, &re) || re.Code != trusted.CodeRejected || !strings.Contains(re.Message, "malformed") {
 		t.Fatalf("forged request: %v", err)
 	}
-	w.waitFor("the rejections", func() bool {
+	testenv.WaitFor(w.t.Context(), w.t, "the rejections", func() bool {
 		r := w.rejections("alpha")["sec.news"]
 		return r[trusted.ReasonReplay] == 1 && r[trusted.ReasonAuth] == 1 && r[trusted.ReasonMalformed] == 1
 	})
@@ -532,7 +522,7 @@ func TestSecuredAddresses(t *testing.T) {
 	if err := w.bus.Send(ctx, "sec.client", sent); err != nil {
 		t.Fatal(err)
 	}
-	w.waitFor("the sensor's send", func() bool { _, last := seen.get("sec.client"); return last == "sensor-1: sensor" })
+	testenv.WaitFor(w.t.Context(), w.t, "the sensor's send", func() bool { _, last := seen.get("sec.client"); return last == "sensor-1: sensor" })
 	r := w.rejections("alpha")["sec.client"]
 	if r[trusted.ReasonReplay] != 1 || r[trusted.ReasonPlaintext] != 1 || r[trusted.ReasonUnauthenticated] != 3 || r[trusted.ReasonSessionUnknown] != 1 {
 		t.Fatalf("sec.client rejections %v", r)
@@ -547,7 +537,7 @@ func TestSecuredAddresses(t *testing.T) {
 	if err := w.bus.Publish(ctx, provision.AddressEpoch, forged); err != nil {
 		t.Fatal(err)
 	}
-	w.waitFor("the forged notice ignored", func() bool { return strings.Contains(w.logs.String(), "did not sign") })
+	testenv.WaitFor(w.t.Context(), w.t, "the forged notice ignored", func() bool { return strings.Contains(w.logs.String(), "did not sign") })
 	if _, e := w.count("sec.news"); e != "1" {
 		t.Fatalf("epoch %s after a forged notice", e)
 	}
@@ -557,15 +547,15 @@ func TestSecuredAddresses(t *testing.T) {
 	next, grace := uint32(2), "0s"
 	sig := ed25519.Sign(w.owner, provision.RotateMessage(w.hash[:], next, grace))
 	w.request(provision.AddressRotate, mustEncode(t, provision.RotateRequest{NextEpoch: next, Grace: grace, Signature: sig}))
-	w.waitFor("alpha's re-join", func() bool { _, e := w.count("sec.news"); return e == "2" })
-	w.waitFor("beta's re-join", func() bool {
+	testenv.WaitFor(w.t.Context(), w.t, "alpha's re-join", func() bool { _, e := w.count("sec.news"); return e == "2" })
+	testenv.WaitFor(w.t.Context(), w.t, "beta's re-join", func() bool {
 		m, err := w.try("beta.ask", []byte(marker))
 		return err == nil && string(m.Body()) == "yes|echo: "+marker
 	})
 	if err := w.bus.Publish(ctx, "sec.news", env); err != nil {
 		t.Fatal(err)
 	}
-	w.waitFor("the old-epoch rejection", func() bool {
+	testenv.WaitFor(w.t.Context(), w.t, "the old-epoch rejection", func() bool {
 		return w.rejections("alpha")["sec.news"][trusted.ReasonEpochRetired] == 1
 	})
 
@@ -646,7 +636,7 @@ func TestRejoinOnNewerEpoch(t *testing.T) {
 	w.request(provision.AddressRotate, mustEncode(t, provision.RotateRequest{NextEpoch: 2, Grace: grace, Signature: sig}))
 	// Beta hears the notice and seals under epoch 2; alpha did not hear it,
 	// refuses the first such envelope as of an unknown epoch, and re-joins.
-	w.waitFor("alpha to re-join after an envelope of epoch 2", func() bool {
+	testenv.WaitFor(w.t.Context(), w.t, "alpha to re-join after an envelope of epoch 2", func() bool {
 		w.try("beta.ask", []byte("during")) // refused until alpha re-joined
 		_, e := w.count("sec.news")
 		return e == "2"

@@ -33,6 +33,7 @@ import (
 
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/internal/syncbuf"
+	"github.com/cloister-dev/cloister/internal/testenv"
 )
 
 // Harness tells the suite how to build a system under test.
@@ -106,20 +107,6 @@ func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// waitFor polls cond until it holds or the test's patience (20 s) ends.
-// It never asserts timing: it only bounds how long a broken transport can
-// hang the suite.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 func echo(ctx context.Context, m *bus.Message) {
@@ -236,7 +223,7 @@ func testSendReachesOne(t *testing.T, h Harness) {
 			t.Fatalf("Send: %v", err)
 		}
 	}
-	waitFor(t, "all sends to arrive", func() bool { return total.Load() >= n })
+	testenv.WaitFor(t.Context(), t, "all sends to arrive", func() bool { return total.Load() >= n })
 	time.Sleep(50 * time.Millisecond) // let any duplicate show itself
 	if got := total.Load(); got != n {
 		t.Fatalf("%d deliveries for %d sends: a send must reach exactly one consumer", got, n)
@@ -270,7 +257,7 @@ func testSendRoundRobin(t *testing.T, h Harness) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "sends", func() bool { return counts[0].Load()+counts[1].Load()+counts[2].Load() == n })
+	testenv.WaitFor(t.Context(), t, "sends", func() bool { return counts[0].Load()+counts[1].Load()+counts[2].Load() == n })
 	for i := range counts {
 		// Round-robin gives 100 each; a random choice (NATS queue
 		// groups) gives each a share too. None may be starved.
@@ -300,7 +287,7 @@ func testPublishReachesAll(t *testing.T, h Harness) {
 		}
 	}
 	for i := range counts {
-		waitFor(t, fmt.Sprintf("consumer %d to get every publish", i), func() bool { return counts[i].Load() >= n })
+		testenv.WaitFor(t.Context(), t, fmt.Sprintf("consumer %d to get every publish", i), func() bool { return counts[i].Load() >= n })
 	}
 	time.Sleep(50 * time.Millisecond)
 	for i := range counts {
@@ -359,7 +346,7 @@ func (s *intStream) sendInOrder(t *testing.T, b *bus.Bus, address string, n int)
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the stream", func() bool { return s.len() == from+n })
+	testenv.WaitFor(t.Context(), t, "the stream", func() bool { return s.len() == from+n })
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, v := range s.got {
@@ -630,7 +617,7 @@ func testOverflow(t *testing.T, h Harness) {
 	for range 2 {
 		go func() { _, err := b.Request(ctx, "busy.svc", "x"); results <- err }()
 	}
-	waitFor(t, "two buffered requests", func() bool { return c.Stats().Pending == 2 })
+	testenv.WaitFor(t.Context(), t, "two buffered requests", func() bool { return c.Stats().Pending == 2 })
 	_, err := b.Request(ctx, "busy.svc", "x")
 	if !errors.Is(err, bus.ErrOverflow) {
 		t.Fatalf("request to a full consumer: %v, want ErrOverflow", err)
@@ -638,7 +625,7 @@ func testOverflow(t *testing.T, h Harness) {
 	if err := b.Send(ctx, "busy.svc", "x"); err != nil {
 		t.Fatalf("send to a full consumer: %v (the refusal shows in the counter)", err)
 	}
-	waitFor(t, "the overflow counter", func() bool { return c.Stats().Overflowed == 2 })
+	testenv.WaitFor(t.Context(), t, "the overflow counter", func() bool { return c.Stats().Overflowed == 2 })
 	if !strings.Contains(s.logs.String(), "buffer full") {
 		t.Fatalf("no log line for the overflow; logs:\n%s", s.logs)
 	}
@@ -666,12 +653,12 @@ func testPauseResume(t *testing.T, h Harness) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "five buffered", func() bool { return c.Stats().Pending == 5 })
+	testenv.WaitFor(t.Context(), t, "five buffered", func() bool { return c.Stats().Pending == 5 })
 	if handled.Load() != 0 {
 		t.Fatal("a paused consumer handled a message")
 	}
 	c.Resume()
-	waitFor(t, "five handled", func() bool { return handled.Load() == 5 })
+	testenv.WaitFor(t.Context(), t, "five handled", func() bool { return handled.Load() == 5 })
 }
 
 // testInlineConsumer: an Inline consumer answers requests from its own node
@@ -720,14 +707,14 @@ func testInlineConsumer(t *testing.T, h Harness) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "three buffered", func() bool { return c.Stats().Pending == 3 })
+	testenv.WaitFor(t.Context(), t, "three buffered", func() bool { return c.Stats().Pending == 3 })
 	c.Resume()
-	waitFor(t, "three handled after Resume", func() bool { return got.len() == n+3 })
+	testenv.WaitFor(t.Context(), t, "three handled after Resume", func() bool { return got.len() == n+3 })
 	c.Pause()
 	if err := s.buses[0].Send(ctx, "inline.svc", n+3); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "one buffered", func() bool { return c.Stats().Pending == 1 })
+	testenv.WaitFor(t.Context(), t, "one buffered", func() bool { return c.Stats().Pending == 1 })
 	if err := c.Unregister(ctx); err != nil {
 		t.Fatalf("Unregister: %v", err)
 	}
@@ -774,7 +761,7 @@ func testUnregisterDrains(t *testing.T, h Harness) {
 		go func() { _, err := b.Request(ctx, "draining.svc", "x"); results <- err }()
 	}
 	<-started
-	waitFor(t, "two more buffered", func() bool { return c.Stats().Pending == 2 })
+	testenv.WaitFor(t.Context(), t, "two more buffered", func() bool { return c.Stats().Pending == 2 })
 	unregistered := make(chan error, 1)
 	go func() { unregistered <- c.Unregister(ctx) }()
 	select {
@@ -799,7 +786,7 @@ func testUnregisterDrains(t *testing.T, h Harness) {
 	for range 2 {
 		go func() { _, err := b.Request(ctx, "stuck.svc", "x"); results <- err }()
 	}
-	waitFor(t, "one running, one buffered", func() bool { st := c2.Stats(); return st.Received == 2 })
+	testenv.WaitFor(t.Context(), t, "one running, one buffered", func() bool { st := c2.Stats(); return st.Received == 2 })
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
 	if err := c2.Unregister(short); err == nil {
@@ -849,7 +836,7 @@ func testLocalOnlyDelivery(t *testing.T, h Harness) {
 	if err := s.buses[1].Publish(ctx, "mixed.addr", "x", bus.LocalOnly()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "local publish", func() bool { return local.Load() == 11 })
+	testenv.WaitFor(t.Context(), t, "local publish", func() bool { return local.Load() == 11 })
 	if remote.Load() != 0 {
 		t.Fatalf("remote consumer got %d local-only messages", remote.Load())
 	}

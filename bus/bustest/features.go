@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/internal/testenv"
 )
 
 // Features are the optional behaviours a transport declares, each with
@@ -150,8 +151,8 @@ func testAckWhenHandlerReturns(t *testing.T, h Harness) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "every message to be handled", func() bool { return seen.bodies() == n })
-	waitFor(t, "the transport to hold no message (every one acknowledged)", func() bool { return d.Held(address) == 0 })
+	testenv.WaitFor(t.Context(), t, "every message to be handled", func() bool { return seen.bodies() == n })
+	testenv.WaitFor(t.Context(), t, "the transport to hold no message (every one acknowledged)", func() bool { return d.Held(address) == 0 })
 	if k := notAtLeastOnce.bodies(); k > 0 {
 		t.Errorf("%d messages of an at-least-once address say Message.AtLeastOnce false", k)
 	}
@@ -188,7 +189,7 @@ func testRedeliveryWhenNotHandled(t *testing.T, h Harness) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the transport to hold no message", func() bool { return d.Held(address) == 0 })
+	testenv.WaitFor(t.Context(), t, "the transport to hold no message", func() bool { return d.Held(address) == 0 })
 	for body, want := range map[string]int{"panic": 2, "refuse": 1, "fine": 1} {
 		if got := handled.of(body); got != want {
 			t.Errorf("%s: handled %d times, want %d", body, got, want)
@@ -216,16 +217,16 @@ func testHoldAcknowledgedOnRelease(t *testing.T, h Harness) {
 	if err := s.buses[0].Send(ctx, held, "held"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the held message's handler to return", func() bool { return c.Stats().Handled == 1 })
+	testenv.WaitFor(t.Context(), t, "the held message's handler to return", func() bool { return c.Stats().Handled == 1 })
 	if err := s.buses[0].Send(ctx, plain, "plain"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the plain message to be acknowledged", func() bool { return d.Held(plain) == 0 })
+	testenv.WaitFor(t.Context(), t, "the plain message to be acknowledged", func() bool { return d.Held(plain) == 0 })
 	if n := d.Held(held); n != 1 {
 		t.Fatalf("the transport holds %d held messages before the release, want 1", n)
 	}
 	(<-releases)(nil)
-	waitFor(t, "the released message to be acknowledged", func() bool { return d.Held(held) == 0 })
+	testenv.WaitFor(t.Context(), t, "the released message to be acknowledged", func() bool { return d.Held(held) == 0 })
 	if handled.of("held") != 1 || handled.of("plain") != 1 {
 		t.Fatalf("handled held %d times, plain %d times; want each once", handled.of("held"), handled.of("plain"))
 	}
@@ -249,7 +250,7 @@ func testHoldReleasedWithError(t *testing.T, h Harness) {
 	if err := s.buses[0].Send(ctx, address, "job"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the message to be handled again and acknowledged", func() bool { return handled.of("job") == 2 && d.Held(address) == 0 })
+	testenv.WaitFor(t.Context(), t, "the message to be handled again and acknowledged", func() bool { return handled.of("job") == 2 && d.Held(address) == 0 })
 }
 
 // testConsumerLoss: a consumer whose connection goes away with messages
@@ -276,11 +277,11 @@ func testConsumerLoss(t *testing.T, h Harness) {
 		}
 		seen.add(string(m.Body()))
 	})
-	waitFor(t, "the first consumer to take part of the stream", func() bool { return handledFirst.of("") > 50 })
+	testenv.WaitFor(t.Context(), t, "the first consumer to take part of the stream", func() bool { return handledFirst.of("") > 50 })
 	// The first consumer's connection goes away (as when its process dies).
 	_ = d.Transports[1].Close()
 	s.consumer(second, address, func(ctx context.Context, m *bus.Message) { seen.add(string(m.Body())) })
-	waitFor(t, "every message to be consumed", func() bool { return seen.bodies() == n })
+	testenv.WaitFor(t.Context(), t, "every message to be consumed", func() bool { return seen.bodies() == n })
 	var lost []string
 	for i := range n {
 		if seen.of(fmt.Sprintf("job-%d", i)) == 0 {
@@ -346,7 +347,7 @@ func testReconnect(t *testing.T, h Harness) {
 	r.Start()
 	// Reconnecting takes the transports a while: until then requests fail
 	// with the disconnection, never otherwise.
-	waitFor(t, "a request to succeed after the broker came back", func() bool {
+	testenv.WaitFor(t.Context(), t, "a request to succeed after the broker came back", func() bool {
 		_, err := requester.Request(ctx, "reconnect.svc", "x", bus.Timeout(2*time.Second))
 		if err != nil && !errors.Is(err, bus.ErrDelivery) && !errors.Is(err, bus.ErrNoHandlers) && !errors.Is(err, bus.ErrTimeout) {
 			t.Fatalf("request after the broker came back: %v", err)
@@ -362,5 +363,5 @@ func testReconnect(t *testing.T, h Harness) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "every send and publish after the restart", func() bool { return sent.bodies() == 10 && published.bodies() == 10 })
+	testenv.WaitFor(t.Context(), t, "every send and publish after the restart", func() bool { return sent.bodies() == 10 && published.bodies() == 10 })
 }
