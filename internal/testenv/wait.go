@@ -19,14 +19,18 @@ type Condition interface {
 	func() bool | func() error
 }
 
+// PollInterval is how often WaitFor checks its condition: often enough
+// for a test to go on soon after, rarely enough that a condition that
+// asks a service (a request into an enclave) does not load it.
+const PollInterval = 50 * time.Millisecond
+
 // errNotYet is the last error of a func() bool condition that never held.
 var errNotYet = errors.New("not yet")
 
 // WaitFor polls cond until it holds and fails tb (Fatalf, so call it from
 // the test's goroutine) when ctx ends first, or Patience passes if ctx has
 // no deadline. The failure names what it waited for, how long, and the
-// condition's last error. Polls start a millisecond apart and back off to
-// 50 ms.
+// condition's last error. It checks at once, then every PollInterval.
 func WaitFor[C Condition](ctx context.Context, tb testing.TB, what string, cond C) {
 	tb.Helper()
 	var check func() error
@@ -47,9 +51,8 @@ func WaitFor[C Condition](ctx context.Context, tb testing.TB, what string, cond 
 		defer cancel()
 	}
 	start := time.Now()
-	pause := time.Millisecond
-	timer := time.NewTimer(pause)
-	defer timer.Stop()
+	ticker := time.NewTicker(PollInterval)
+	defer ticker.Stop()
 	for {
 		err := check()
 		if err == nil {
@@ -63,9 +66,7 @@ func WaitFor[C Condition](ctx context.Context, tb testing.TB, what string, cond 
 			}
 			tb.Fatalf("gave up waiting for %s after %v (%v): last: %v", what, waited, context.Cause(ctx), err)
 			return
-		case <-timer.C:
+		case <-ticker.C:
 		}
-		pause = min(2*pause, 50*time.Millisecond)
-		timer.Reset(pause)
 	}
 }
