@@ -23,40 +23,6 @@ func testSimIdentity() SimIdentity {
 	}
 }
 
-func TestSimPlatformKeyCreatedOnce(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "cloister", "sim-platform-key.pem")
-	var wg sync.WaitGroup
-	keys := make([]*ecdsa.PrivateKey, 8)
-	errs := make([]error, 8)
-	for i := range keys {
-		wg.Go(func() { keys[i], errs[i] = LoadOrCreateSimPlatformKey(path) })
-	}
-	wg.Wait()
-	for i := range keys {
-		if errs[i] != nil {
-			t.Fatal(errs[i])
-		}
-		if !keys[i].Equal(keys[0]) {
-			t.Fatalf("concurrent creators got different keys")
-		}
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode().Perm() != 0o600 {
-		t.Errorf("key file mode %v, want 0600", fi.Mode().Perm())
-	}
-	again, err := LoadOrCreateSimPlatformKey(path)
-	if err != nil || !again.Equal(keys[0]) {
-		t.Fatalf("reload: %v", err)
-	}
-	entries, _ := os.ReadDir(filepath.Dir(path))
-	if len(entries) != 1 {
-		t.Errorf("temporary files left: %d entries", len(entries))
-	}
-}
-
 func TestSimRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sim-platform-key.pem")
 	key, err := LoadOrCreateSimPlatformKey(path)
@@ -245,6 +211,9 @@ func TestEvidenceEncodingStrict(t *testing.T) {
 	wantStep(t, err, StepEvidence)
 }
 
+// TestSimulationRootCreatedOnce: concurrent first uses of one directory
+// agree on one platform key and one seal secret, written with mode 0600
+// and no temporary file left behind.
 func TestSimulationRootCreatedOnce(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "cloister")
 	var wg sync.WaitGroup
