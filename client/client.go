@@ -15,7 +15,8 @@
 //     the client pinned ([Options.ManifestHash]); a mismatch is also a
 //     [*ManifestMismatchError];
 //  3. "evidence": the evidence verifies (attest.Verify; simulated evidence
-//     only with [Options.AllowSimulation]);
+//     only with [Options.AllowSimulation], signed by one of
+//     [Options.SimPlatformKeys]);
 //  4. "report data": the evidence binds provision.AttestReportData(signing
 //     key, manifest hash, nonce) — the key, the manifest and this very
 //     request;
