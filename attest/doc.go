@@ -68,9 +68,9 @@
 //
 // # Simulated evidence
 //
-// A simulated quote is produced by [SimIssuer] and signed with a per-machine
-// simulation platform key (ECDSA P-256, by default kept in
-// os.UserConfigDir()/cloister/sim-platform-key.pem). It promises nothing
+// A simulated quote is produced by [SimIssuer] and signed with a simulation
+// platform key (ECDSA P-256), part of a [SimulationRoot] the caller hands
+// in: the package never looks for keys on the machine by itself. It promises nothing
 // against a malicious host: anyone with the key can forge one. Its layout
 // (all integers big endian) is
 //
@@ -86,6 +86,7 @@
 //	221     64    signature r||s over SHA-256("cloister simulated quote v1\x00" || bytes 0..221)
 //
 // It is accepted only when both [VerifyOptions.AllowSimulation] and
-// [Policy.AllowSimulation] are set and the platform key is trusted; every
+// [Policy.AllowSimulation] are set and the platform key is among
+// [VerifyOptions.SimPlatformKeys]; every
 // human-readable result says "simulated".
 package attest

@@ -50,18 +50,11 @@ type SimIssuer struct {
 	key *ecdsa.PrivateKey
 }
 
-// NewSimIssuer returns an issuer of simulated quotes for id, signed with key;
-// a nil key means the per-machine key at [DefaultSimPlatformKeyPath],
-// created on first use.
+// NewSimIssuer returns an issuer of simulated quotes for id, signed with key
+// (see also [SimulationRoot.Issuer]).
 func NewSimIssuer(id SimIdentity, key *ecdsa.PrivateKey) (*SimIssuer, error) {
 	if key == nil {
-		path, err := DefaultSimPlatformKeyPath()
-		if err != nil {
-			return nil, err
-		}
-		if key, err = LoadOrCreateSimPlatformKey(path); err != nil {
-			return nil, err
-		}
+		return nil, errors.New("attest: simulated issuer needs a simulation platform key")
 	}
 	if key.Curve != elliptic.P256() {
 		return nil, errors.New("attest: simulation platform key must be ECDSA P-256")
@@ -182,22 +175,13 @@ func verifySim(raw []byte, opts *VerifyOptions) (*Claims, error) {
 	}
 	var pub *ecdsa.PublicKey
 	if err := s.run(StepSimPlatformKey, func() error {
-		trusted := opts.SimPlatformKeys
-		if len(trusted) == 0 {
-			path := opts.SimPlatformKeyPath
-			if path == "" {
-				var err error
-				if path, err = DefaultSimPlatformKeyPath(); err != nil {
-					return err
-				}
-			}
-			k, err := LoadSimPlatformPublicKey(path)
-			if err != nil {
-				return err
-			}
-			trusted = []*ecdsa.PublicKey{k}
+		if len(opts.SimPlatformKeys) == 0 {
+			return errors.New("no simulation platform key is trusted (VerifyOptions.SimPlatformKeys is empty)")
 		}
-		for _, k := range trusted {
+		for _, k := range opts.SimPlatformKeys {
+			if k == nil {
+				continue
+			}
 			if b, err := k.Bytes(); err == nil && bytes.Equal(b, q.PlatformKey) {
 				pub = k
 				return nil
@@ -229,15 +213,6 @@ func verifySim(raw []byte, opts *VerifyOptions) (*Claims, error) {
 	}, nil
 }
 
-// DefaultSimPlatformKeyPath is os.UserConfigDir()/cloister/sim-platform-key.pem.
-func DefaultSimPlatformKeyPath() (string, error) {
-	dir, err := os.UserConfigDir()
-	if err != nil {
-		return "", fmt.Errorf("attest: simulation platform key: %w", err)
-	}
-	return filepath.Join(dir, "cloister", "sim-platform-key.pem"), nil
-}
-
 // LoadOrCreateSimPlatformKey reads the simulation platform key (PKCS #8 PEM)
 // at path, or creates it: a new ECDSA P-256 key written with mode 0600
 // atomically (a concurrent creator's key wins and is returned).
@@ -245,9 +220,6 @@ func LoadOrCreateSimPlatformKey(path string) (*ecdsa.PrivateKey, error) {
 	key, err := LoadSimPlatformKey(path)
 	if err == nil || !errors.Is(err, os.ErrNotExist) {
 		return key, err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("attest: create simulation platform key: %w", err)
 	}
 	key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -257,34 +229,54 @@ func LoadOrCreateSimPlatformKey(path string) (*ecdsa.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("attest: create simulation platform key: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".sim-platform-key-*.tmp")
+	created, err := createExclusive(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 	if err != nil {
 		return nil, fmt.Errorf("attest: create simulation platform key: %w", err)
+	}
+	if !created {
+		return LoadSimPlatformKey(path)
+	}
+	return key, nil
+}
+
+// createExclusive writes data to path with mode 0600 unless path exists,
+// creating its directory (mode 0700) if needed. The file appears whole or
+// not at all (written beside it, synced, then hard-linked into place), so
+// concurrent creators agree on one content: it reports false, writing
+// nothing, when another creator won.
+func createExclusive(path string, data []byte) (created bool, err error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, err
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+"-*.tmp")
+	if err != nil {
+		return false, err
 	}
 	defer os.Remove(tmp.Name())
 	if err := tmp.Chmod(0o600); err != nil {
 		tmp.Close()
-		return nil, fmt.Errorf("attest: create simulation platform key: %w", err)
+		return false, err
 	}
-	if err := pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
+	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
-		return nil, fmt.Errorf("attest: create simulation platform key: %w", err)
+		return false, err
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return nil, fmt.Errorf("attest: create simulation platform key: %w", err)
+		return false, err
 	}
 	if err := tmp.Close(); err != nil {
-		return nil, fmt.Errorf("attest: create simulation platform key: %w", err)
+		return false, err
 	}
-	// Link fails if the key exists: whoever linked first wins.
+	// Link fails if the file exists: whoever linked first wins.
 	if err := os.Link(tmp.Name(), path); err != nil {
 		if errors.Is(err, os.ErrExist) {
-			return LoadSimPlatformKey(path)
+			return false, nil
 		}
-		return nil, fmt.Errorf("attest: create simulation platform key: %w", err)
+		return false, err
 	}
-	return key, nil
+	return true, nil
 }
 
 // LoadSimPlatformKey reads a simulation platform private key (PKCS #8 or SEC 1

@@ -23,40 +23,6 @@ func testSimIdentity() SimIdentity {
 	}
 }
 
-func TestSimPlatformKeyCreatedOnce(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "cloister", "sim-platform-key.pem")
-	var wg sync.WaitGroup
-	keys := make([]*ecdsa.PrivateKey, 8)
-	errs := make([]error, 8)
-	for i := range keys {
-		wg.Go(func() { keys[i], errs[i] = LoadOrCreateSimPlatformKey(path) })
-	}
-	wg.Wait()
-	for i := range keys {
-		if errs[i] != nil {
-			t.Fatal(errs[i])
-		}
-		if !keys[i].Equal(keys[0]) {
-			t.Fatalf("concurrent creators got different keys")
-		}
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode().Perm() != 0o600 {
-		t.Errorf("key file mode %v, want 0600", fi.Mode().Perm())
-	}
-	again, err := LoadOrCreateSimPlatformKey(path)
-	if err != nil || !again.Equal(keys[0]) {
-		t.Fatalf("reload: %v", err)
-	}
-	entries, _ := os.ReadDir(filepath.Dir(path))
-	if len(entries) != 1 {
-		t.Errorf("temporary files left: %d entries", len(entries))
-	}
-}
-
 func TestSimRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sim-platform-key.pem")
 	key, err := LoadOrCreateSimPlatformKey(path)
@@ -82,7 +48,7 @@ func TestSimRoundTrip(t *testing.T) {
 	if err := got.UnmarshalBinary(wire); err != nil {
 		t.Fatal(err)
 	}
-	c, err := Verifier{}.Verify(context.Background(), &got, VerifyOptions{AllowSimulation: true, SimPlatformKeyPath: path})
+	c, err := Verifier{}.Verify(context.Background(), &got, VerifyOptions{AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{&key.PublicKey}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +71,7 @@ func TestSimRoundTrip(t *testing.T) {
 	}
 
 	// Verify refuses simulated evidence unless told otherwise.
-	_, err = Verify(context.Background(), ev, VerifyOptions{SimPlatformKeyPath: path})
+	_, err = Verify(context.Background(), ev, VerifyOptions{SimPlatformKeys: []*ecdsa.PublicKey{&key.PublicKey}})
 	wantStep(t, err, StepSimulationRefused, "simulation is not allowed")
 
 	// Another machine's key is not trusted.
@@ -119,9 +85,9 @@ func TestSimRoundTrip(t *testing.T) {
 	if _, err := Verify(context.Background(), ev, VerifyOptions{AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{&other.PublicKey, &key.PublicKey}}); err != nil {
 		t.Error(err)
 	}
-	// No key file: refused.
-	_, err = Verify(context.Background(), ev, VerifyOptions{AllowSimulation: true, SimPlatformKeyPath: filepath.Join(t.TempDir(), "none.pem")})
-	wantStep(t, err, StepSimPlatformKey)
+	// No key trusted: refused (nothing is looked up on the machine).
+	_, err = Verify(context.Background(), ev, VerifyOptions{AllowSimulation: true})
+	wantStep(t, err, StepSimPlatformKey, "no simulation platform key")
 
 	// Every flipped bit is rejected.
 	for i := range ev.Quote {
@@ -136,20 +102,21 @@ func TestSimRoundTrip(t *testing.T) {
 	wantStep(t, err, StepParse)
 }
 
-func TestSimDebugAndDefaultKey(t *testing.T) {
-	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
-	t.Setenv("HOME", t.TempDir())
+func TestSimDebugAndNoKey(t *testing.T) {
+	if _, err := NewSimIssuer(testSimIdentity(), nil); err == nil {
+		t.Fatal("issuer without a key")
+	}
+	root, err := NewEphemeralSimulationRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
 	id := testSimIdentity()
 	id.Debug = true
-	iss, err := NewSimIssuer(id, nil)
+	ev, err := root.Issuer(id).Issue(context.Background(), [64]byte{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev, err := iss.Issue(context.Background(), [64]byte{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := Verify(context.Background(), ev, VerifyOptions{AllowSimulation: true})
+	c, err := Verify(context.Background(), ev, VerifyOptions{AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{root.PlatformPublicKey()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,10 +127,6 @@ func TestSimDebugAndDefaultKey(t *testing.T) {
 	var pe *PolicyError
 	if err := pol.Check(c); !errors.As(err, &pe) || pe.Rule != RuleDebug {
 		t.Errorf("debug refused: %v", err)
-	}
-	path, _ := DefaultSimPlatformKeyPath()
-	if _, err := os.Stat(path); err != nil {
-		t.Errorf("default key not created: %v", err)
 	}
 }
 
@@ -246,4 +209,78 @@ func TestEvidenceEncodingStrict(t *testing.T) {
 	}
 	_, err = Verify(context.Background(), &Evidence{Type: "tdx"}, VerifyOptions{})
 	wantStep(t, err, StepEvidence)
+}
+
+// TestSimulationRootCreatedOnce: concurrent first uses of one directory
+// agree on one platform key and one seal secret, written with mode 0600
+// and no temporary file left behind.
+func TestSimulationRootCreatedOnce(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cloister")
+	var wg sync.WaitGroup
+	roots := make([]*SimulationRoot, 8)
+	errs := make([]error, 8)
+	for i := range roots {
+		wg.Go(func() { roots[i], errs[i] = LoadOrCreateSimulationRoot(dir) })
+	}
+	wg.Wait()
+	for i := range roots {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if !roots[i].PlatformPublicKey().Equal(roots[0].PlatformPublicKey()) || !bytes.Equal(roots[i].SealSecret(), roots[0].SealSecret()) {
+			t.Fatal("concurrent creators disagree")
+		}
+	}
+	if len(roots[0].SealSecret()) != SimSealSecretSize {
+		t.Fatalf("seal secret is %d bytes", len(roots[0].SealSecret()))
+	}
+	for _, name := range []string{SimPlatformKeyFile, SimSealSecretFile} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v, want 0600", name, fi.Mode().Perm())
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 2 {
+		t.Errorf("temporary files left: %d entries", len(entries))
+	}
+	again, err := LoadOrCreateSimulationRoot(dir)
+	if err != nil || !again.PlatformPublicKey().Equal(roots[0].PlatformPublicKey()) || !bytes.Equal(again.SealSecret(), roots[0].SealSecret()) {
+		t.Fatalf("reload differs: %v", err)
+	}
+	// The root's issuer signs with the root's key, which verifiers trust
+	// only when told to.
+	ev, err := again.Issuer(testSimIdentity()).Issue(context.Background(), [64]byte{9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Verify(context.Background(), ev, VerifyOptions{AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{roots[3].PlatformPublicKey()}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Verify(context.Background(), ev, VerifyOptions{AllowSimulation: true})
+	wantStep(t, err, StepSimPlatformKey)
+	os.WriteFile(filepath.Join(dir, SimSealSecretFile), []byte("short"), 0o600)
+	if _, err := LoadOrCreateSimulationRoot(dir); err == nil || !strings.Contains(err.Error(), SimSealSecretFile) {
+		t.Fatalf("corrupt seal secret: %v", err)
+	}
+	if _, err := LoadOrCreateSimulationRoot(""); err == nil {
+		t.Fatal("empty directory accepted")
+	}
+}
+
+func TestEphemeralSimulationRoot(t *testing.T) {
+	a, err := NewEphemeralSimulationRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := NewEphemeralSimulationRoot()
+	if a.PlatformPublicKey().Equal(b.PlatformPublicKey()) || bytes.Equal(a.SealSecret(), b.SealSecret()) {
+		t.Fatal("two ephemeral roots share keys")
+	}
+	ev, _ := a.Issuer(testSimIdentity()).Issue(context.Background(), [64]byte{})
+	_, err = Verify(context.Background(), ev, VerifyOptions{AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{b.PlatformPublicKey()}})
+	wantStep(t, err, StepSimPlatformKey)
 }

@@ -66,13 +66,11 @@ type VerifyOptions struct {
 	// AllowSimulation lets simulated evidence be verified at all; without it
 	// simulated evidence is refused.
 	AllowSimulation bool
-	// SimPlatformKeys are the simulation platform public keys trusted. When
-	// empty (and AllowSimulation is set) the key at SimPlatformKeyPath is
-	// loaded.
+	// SimPlatformKeys are the simulation platform public keys trusted
+	// (such as [SimulationRoot.PlatformPublicKey]); simulated evidence
+	// signed by any other key, or any simulated evidence when it is empty,
+	// is refused. Nothing is looked up on the machine.
 	SimPlatformKeys []*ecdsa.PublicKey
-	// SimPlatformKeyPath is where the simulation platform key lives; empty
-	// means [DefaultSimPlatformKeyPath].
-	SimPlatformKeyPath string
 	// TestOnlyRootCA replaces the pinned Intel SGX Root CA. Only tests may
 	// set it: any quote verified under another root proves nothing.
 	TestOnlyRootCA *x509.Certificate

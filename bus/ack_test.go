@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/internal/testenv"
 )
 
 // ackTransport is a transport with at-least-once deliveries: the test hands
@@ -134,20 +135,10 @@ func ackContext(t *testing.T) context.Context {
 	return ctx
 }
 
-func waitUntil(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	for !cond() {
-		if ctx.Err() != nil {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // handledN waits until c's handler has been called n times.
 func handledN(t *testing.T, ctx context.Context, c *bus.Consumer, n uint64) {
 	t.Helper()
-	waitUntil(t, ctx, "the handler to be called", func() bool { return c.Stats().Handled >= n })
+	testenv.WaitFor(ctx, t, "the handler to be called", func() bool { return c.Stats().Handled >= n })
 }
 
 func TestAckWhenHandlerReturns(t *testing.T) {
@@ -347,7 +338,7 @@ func TestAckOnUnregister(t *testing.T) {
 	tr.deliverLate("ack.gone", "late", &late)
 	late.want(t, "message delivered to an unregistered consumer", bus.ErrNoHandlers)
 	close(block)
-	waitUntil(t, ctx, "the busy handler to return", func() bool { return len(busy.snapshot()) > 0 })
+	testenv.WaitFor(ctx, t, "the busy handler to return", func() bool { return len(busy.snapshot()) > 0 })
 	busy.want(t, "message whose handler returned after Unregister", nil)
 }
 

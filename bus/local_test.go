@@ -10,6 +10,8 @@ import (
 	"github.com/cloister-dev/cloister/bus/bustest"
 )
 
+// The in-process transport declares no bustest.Features: its delivery is
+// at most once, and nothing that connects its buses can restart.
 func TestLocalNetworkConformance(t *testing.T) {
 	bustest.Run(t, bustest.Harness{
 		Transports: func(t *testing.T, n int) []bus.Transport {

@@ -15,7 +15,8 @@
 //     the client pinned ([Options.ManifestHash]); a mismatch is also a
 //     [*ManifestMismatchError];
 //  3. "evidence": the evidence verifies (attest.Verify; simulated evidence
-//     only with [Options.AllowSimulation]);
+//     only with [Options.AllowSimulation], signed by one of
+//     [Options.SimPlatformKeys]);
 //  4. "report data": the evidence binds provision.AttestReportData(signing
 //     key, manifest hash, nonce) — the key, the manifest and this very
 //     request;
@@ -89,11 +90,10 @@ type Options struct {
 	// that promises nothing against a malicious host. It is applied to the
 	// policy too.
 	AllowSimulation bool
-	// SimPlatformKeys are the simulation platform keys trusted; empty
-	// means this machine's (attest.DefaultSimPlatformKeyPath, or
-	// SimPlatformKeyPath).
-	SimPlatformKeys    []*ecdsa.PublicKey
-	SimPlatformKeyPath string
+	// SimPlatformKeys are the simulation platform keys trusted (such as
+	// attest.SimulationRoot.PlatformPublicKey of the coordinator's host);
+	// with none, simulated evidence is refused.
+	SimPlatformKeys []*ecdsa.PublicKey
 	// Collateral verifies SGX DCAP evidence down to its TCB status.
 	Collateral *attest.Collateral
 	// Timeout bounds each request to the coordinator (default
@@ -226,7 +226,7 @@ func verifyCoordinator(ctx context.Context, resp *provision.AttestResponse, nonc
 		return nil, &UntrustedError{Check: "evidence", Err: err}
 	}
 	vo := attest.VerifyOptions{Collateral: opts.Collateral, AllowSimulation: opts.AllowSimulation,
-		SimPlatformKeys: opts.SimPlatformKeys, SimPlatformKeyPath: opts.SimPlatformKeyPath}
+		SimPlatformKeys: opts.SimPlatformKeys}
 	claims, err := attest.Verifier{}.Verify(ctx, &ev, vo)
 	if err != nil {
 		return nil, &UntrustedError{Check: "evidence", Err: err}

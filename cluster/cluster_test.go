@@ -96,6 +96,7 @@ func TestConformanceOneServer(t *testing.T) {
 	nodes := []*cluster.Node{startNode(t, cluster.Options{Name: "single"})}
 	bustest.Run(t, bustest.Harness{
 		Transports: func(t *testing.T, n int) []bus.Transport { return transportsOn(t, nodes, n) },
+		Features:   features,
 	})
 }
 

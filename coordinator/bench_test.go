@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"testing"
 
-	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
 	"github.com/cloister-dev/cloister/trusted/secured"
@@ -18,10 +17,7 @@ import (
 func BenchmarkJoin(b *testing.B) {
 	s := newBenchSystem(b)
 	ctx := context.Background()
-	iss, err := attest.NewSimIssuer(allowed(), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	iss := testRoot.Issuer(allowed())
 	b.ReportAllocs()
 	for b.Loop() {
 		m, err := s.b.Request(ctx, provision.AddressChallenge, nil)

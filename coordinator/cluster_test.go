@@ -12,6 +12,7 @@ import (
 
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/cluster"
+	"github.com/cloister-dev/cloister/internal/testenv"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/provision"
 )
@@ -30,7 +31,7 @@ func clusterNode(t *testing.T, name string, routes ...string) (*cluster.Node, *b
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := node.New(node.Options{Bus: b, Logger: testLogger()})
+	n, err := node.New(node.Options{Bus: b, Logger: testLogger(), Simulation: testRoot})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +56,7 @@ func TestAcrossClusterNodes(t *testing.T) {
 	a, _, nodeA := clusterNode(t, "a")
 	_, busB, nodeB := clusterNode(t, "b", a.ClusterURL())
 	if _, err := nodeA.DeployEnclave(context.Background(), node.EnclaveConfig{
-		Name: "coordinator", Image: coordImage.Path, StateDir: filepath.Join(dir, "coordinator"),
+		Name: "coordinator", Image: coordImage.Path, StateDir: filepath.Join(dir, "coordinator"), InitConfig: trustTestRoot(t),
 		RestartBackoff: 20 * time.Millisecond, MaxRestartBackoff: 200 * time.Millisecond,
 	}); err != nil {
 		t.Fatal(err)
@@ -63,7 +64,7 @@ func TestAcrossClusterNodes(t *testing.T) {
 	_, owner, _ := ed25519.GenerateKey(rand.Reader)
 	// s talks from node b; coordinatorPID looks on node a.
 	s := &system{t: t, b: busB, n: nodeA, base: dir, owner: owner}
-	waitFor(t, "the coordinator reachable from node b", func() error {
+	testenv.WaitFor(t.Context(), t, "the coordinator reachable from node b", func() error {
 		_, err := s.call(provision.AddressStatus, nil)
 		return err
 	})
@@ -79,7 +80,7 @@ func TestAcrossClusterNodes(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the enclave on node b reachable", func() error {
+	testenv.WaitFor(t.Context(), t, "the enclave on node b reachable", func() error {
 		_, err := s.call("analytics.join", nil)
 		return err
 	})
@@ -96,7 +97,7 @@ func TestAcrossClusterNodes(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "coordinator restarted", func() error {
+	testenv.WaitFor(t.Context(), t, "coordinator restarted", func() error {
 		if p := s.coordinatorPID(); p == 0 || p == pid {
 			return errors.New("not yet")
 		}

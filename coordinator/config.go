@@ -23,9 +23,10 @@ type Config struct {
 	// Collateral is an SGX DCAP collateral bundle (attest.ParseCollateralBundle),
 	// used to verify DCAP evidence down to its TCB status.
 	Collateral json.RawMessage `json:"collateral,omitempty"`
-	// SimPlatformKeys are the PKIX "PUBLIC KEY" PEMs of other machines'
-	// simulation platform keys (a simulated cluster), trusted beside this
-	// machine's.
+	// SimPlatformKeys are the PKIX "PUBLIC KEY" PEMs of the simulation
+	// platform keys trusted: the host's own (see TrustSimulationRoot) and
+	// other machines' of a simulated cluster. With none, simulated
+	// evidence is refused.
 	SimPlatformKeys []string `json:"sim_platform_keys,omitempty"`
 }
 
@@ -81,4 +82,15 @@ func EncodeSimPlatformKey(k *ecdsa.PublicKey) (string, error) {
 		return "", fmt.Errorf("coordinator: simulation platform key: %w", err)
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
+}
+
+// TrustSimulationRoot adds the platform key of root (the simulation root
+// of the host that runs the enclaves) to c.SimPlatformKeys.
+func (c *Config) TrustSimulationRoot(root *attest.SimulationRoot) error {
+	p, err := EncodeSimPlatformKey(root.PlatformPublicKey())
+	if err != nil {
+		return err
+	}
+	c.SimPlatformKeys = append(c.SimPlatformKeys, p)
+	return nil
 }

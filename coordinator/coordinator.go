@@ -39,13 +39,12 @@ type Options struct {
 	// provision.CodeTooMany until some expire. Issuing a challenge keeps no
 	// state, so requests for challenges never count.
 	MaxChallenges int
-	// SimPlatformKeyPath is where this machine's simulation platform key
-	// lives (default attest.DefaultSimPlatformKeyPath). When the manifest
-	// allows simulation, simulated evidence signed by that key is verified;
-	// the key is created if the machine has none yet.
-	SimPlatformKeyPath string
-	// SimPlatformKeys are further simulation platform keys to trust (other
-	// machines of a simulated cluster).
+	// SimPlatformKeys are simulation platform keys to trust beside those
+	// of Config.SimPlatformKeys (which the host hands in, usually its own
+	// attest.SimulationRoot's). When the manifest allows simulation,
+	// simulated evidence signed by one of them is verified; with none,
+	// simulated evidence is refused. The coordinator never looks for keys
+	// on the machine itself.
 	SimPlatformKeys []*ecdsa.PublicKey
 	// Collateral, when set, is used to verify SGX DCAP evidence down to its
 	// TCB status (Config.Collateral from the host takes precedence);

@@ -3,6 +3,7 @@ package coordinator_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
@@ -18,6 +19,7 @@ import (
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/coordinator"
+	"github.com/cloister-dev/cloister/internal/testenv"
 	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
@@ -269,7 +271,7 @@ func connect(s *system, hash [32]byte) (*client.Client, error) {
 	defer cancel()
 	return client.Connect(ctx, s.b, client.Options{
 		CoordinatorPolicy: attest.Policy{MREnclaves: [][32]byte{coordImage.Measurement}},
-		ManifestHash:      hash, AllowSimulation: true, Logger: testLogger(),
+		ManifestHash:      hash, AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{testRoot.PlatformPublicKey()}, Logger: testLogger(),
 		Credential: secure.Credential{Name: "meter-7", Key: testClient},
 	})
 }
@@ -306,7 +308,7 @@ func TestRestartKeepsKeysAndRotation(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "coordinator restarted", func() error {
+	testenv.WaitFor(t.Context(), t, "coordinator restarted", func() error {
 		if p := s.coordinatorPID(); p == 0 || p == pid {
 			return errors.New("not yet")
 		}
@@ -400,7 +402,7 @@ func TestClientRefusesWrongManifestHash(t *testing.T) {
 	ctx := context.Background()
 	_, err = client.Connect(ctx, s.b, client.Options{
 		CoordinatorPolicy: attest.Policy{MREnclaves: [][32]byte{joinImage.Measurement}},
-		ManifestHash:      m.Hash(), AllowSimulation: true, Logger: testLogger(),
+		ManifestHash:      m.Hash(), AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{testRoot.PlatformPublicKey()}, Logger: testLogger(),
 	})
 	var ue *client.UntrustedError
 	if !errors.As(err, &ue) || ue.Check != "policy" {

@@ -65,9 +65,9 @@
 //     has not expired (403; nothing is recorded);
 //  4. the evidence: simulated evidence only if the manifest allows
 //     simulation ("simulated evidence refused: the manifest forbids
-//     simulation"), signed by this machine's simulation platform key
-//     (attest.LoadOrCreateSimPlatformKey at Options.SimPlatformKeyPath) or
-//     one of Options.SimPlatformKeys; SGX DCAP evidence through attest's
+//     simulation"), signed by one of the simulation platform keys the
+//     host configured (Config.SimPlatformKeys) or the image fixed
+//     (Options.SimPlatformKeys); SGX DCAP evidence through attest's
 //     full chain, with Options.Collateral for its TCB status (403);
 //  5. the report data is provision.JoinReportData(public key, nonce), so the
 //     evidence speaks for this key and this challenge (403); the nonce is
@@ -118,8 +118,10 @@
 // # Configuration
 //
 // The host may hand the coordinator a [Config] in Init (JSON): a DCAP
-// collateral bundle, verified like the quotes it serves, and other
-// machines' simulation platform keys for a simulated cluster. Neither
+// collateral bundle, verified like the quotes it serves, and the
+// simulation platform keys to trust (the host's own attest.SimulationRoot,
+// other machines' for a simulated cluster; see [Config.TrustSimulationRoot]).
+// Neither
 // widens what the manifest allows. A configuration that does not parse
 // stops the coordinator from starting.
 //

@@ -6,7 +6,6 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
-	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
@@ -49,7 +48,7 @@ func TestChallengesExpireAndAreBounded(t *testing.T) {
 	dir := stateDir(t)
 	b, n := newNode(t)
 	if _, err := n.DeployEnclave(context.Background(), node.EnclaveConfig{
-		Name: "coordinator", Backend: node.BackendInProc, Serve: app.Serve, Image: coordImage.Path, StateDir: dir,
+		Name: "coordinator", Backend: node.BackendInProc, Serve: app.Serve, Image: coordImage.Path, StateDir: dir, InitConfig: trustTestRoot(t),
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -108,11 +107,6 @@ func TestConfigTrustsAnotherMachinesSimKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pemKey, err := coordinator.EncodeSimPlatformKey(&other.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, _ := json.Marshal(coordinator.Config{SimPlatformKeys: []string{pemKey}})
 	iss, err := attest.NewSimIssuer(allowed(), other)
 	if err != nil {
 		t.Fatal(err)
@@ -121,9 +115,10 @@ func TestConfigTrustsAnotherMachinesSimKey(t *testing.T) {
 		app := coordinator.NewApp(coordinator.Options{}, trusted.Options{})
 		dir := stateDir(t)
 		b, n := newNode(t)
-		ec := node.EnclaveConfig{Name: "coordinator", Backend: node.BackendInProc, Serve: app.Serve, Image: coordImage.Path, StateDir: dir}
+		ec := node.EnclaveConfig{Name: "coordinator", Backend: node.BackendInProc, Serve: app.Serve, Image: coordImage.Path, StateDir: dir,
+			InitConfig: trustTestRoot(t)}
 		if withKey {
-			ec.InitConfig = cfg
+			ec.InitConfig = trustTestRoot(t, &other.PublicKey)
 		}
 		if _, err := n.DeployEnclave(context.Background(), ec); err != nil {
 			t.Fatal(err)

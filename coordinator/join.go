@@ -101,9 +101,9 @@ func (in *instance) verify(ctx context.Context, m *manifest.Manifest, ev *attest
 		if !m.Policy.AllowSimulation {
 			return nil, refuse(provision.CodeRefused, "simulated evidence refused: the manifest forbids simulation")
 		}
-		keys, err := in.simPlatformKeys()
-		if err != nil {
-			return nil, err
+		keys := in.simPlatformKeys()
+		if len(keys) == 0 {
+			return nil, refuse(provision.CodeRefused, "simulated evidence refused: the host configured no simulation platform key (Config.SimPlatformKeys)")
 		}
 		opts.AllowSimulation = true
 		opts.SimPlatformKeys = keys
@@ -115,28 +115,10 @@ func (in *instance) verify(ctx context.Context, m *manifest.Manifest, ev *attest
 	return claims, nil
 }
 
-// simPlatformKeys returns the simulation platform keys trusted: this
-// machine's (loaded once), Options.SimPlatformKeys and Config.SimPlatformKeys.
-func (in *instance) simPlatformKeys() ([]*ecdsa.PublicKey, error) {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.simKeys != nil {
-		return in.simKeys, nil
-	}
-	path := in.opts.SimPlatformKeyPath
-	if path == "" {
-		var err error
-		if path, err = attest.DefaultSimPlatformKeyPath(); err != nil {
-			return nil, err
-		}
-	}
-	k, err := attest.LoadOrCreateSimPlatformKey(path)
-	if err != nil {
-		return nil, fmt.Errorf("coordinator: this machine's simulation platform key: %w", err)
-	}
-	in.simKeys = append([]*ecdsa.PublicKey{&k.PublicKey}, in.opts.SimPlatformKeys...)
-	in.simKeys = append(in.simKeys, in.cfg.simKeys...)
-	return in.simKeys, nil
+// simPlatformKeys returns the simulation platform keys trusted:
+// Options.SimPlatformKeys and Config.SimPlatformKeys.
+func (in *instance) simPlatformKeys() []*ecdsa.PublicKey {
+	return append(slices.Clip(in.opts.SimPlatformKeys), in.cfg.simKeys...)
 }
 
 // checkIdentity checks verified claims against the service's identities

@@ -3,6 +3,7 @@ package coordinator_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/coordinator"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/internal/testenv"
 	"github.com/cloister-dev/cloister/manifest"
@@ -31,8 +33,37 @@ import (
 // Images built once by TestMain.
 var coordImage, joinImage *enclave.Image
 
+// testRoot is the simulation root of every node of the tests: it signs the
+// evidence of their enclaves and of the joins the tests forge.
+var testRoot *attest.SimulationRoot
+
+// trustTestRoot is the coordinator configuration that trusts testRoot and
+// the further simulation platform keys given, as a host hands it in Init.
+func trustTestRoot(t testing.TB, others ...*ecdsa.PublicKey) []byte {
+	t.Helper()
+	c := coordinator.Config{}
+	if err := c.TrustSimulationRoot(testRoot); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range others {
+		p, err := coordinator.EncodeSimPlatformKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SimPlatformKeys = append(c.SimPlatformKeys, p)
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func TestMain(m *testing.M) {
 	os.Exit(testenv.Run(m, "coordinator-test-", func(ctx context.Context, dir string) (err error) {
+		if testRoot, err = attest.NewEphemeralSimulationRoot(); err != nil {
+			return err
+		}
 		const mod = "github.com/cloister-dev/cloister/coordinator/"
 		if coordImage, err = enclave.Build(ctx, mod+"image", filepath.Join(dir, "coordinator.img"), enclave.BuildOptions{}); err != nil {
 			return fmt.Errorf("building the coordinator image: %w", err)
@@ -76,7 +107,7 @@ func newSystem(t testing.TB) *system {
 	}
 	s := &system{t: t, b: b, n: n, base: base, state: filepath.Join(base, "coordinator"), owner: owner}
 	if _, err := n.DeployEnclave(context.Background(), node.EnclaveConfig{
-		Name: "coordinator", Image: coordImage.Path, StateDir: s.state,
+		Name: "coordinator", Image: coordImage.Path, StateDir: s.state, InitConfig: trustTestRoot(t),
 		RestartBackoff: 20 * time.Millisecond, MaxRestartBackoff: 200 * time.Millisecond,
 	}); err != nil {
 		t.Fatal(err)
@@ -111,7 +142,7 @@ func newNode(t testing.TB) (*bus.Bus, *node.Node) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := node.New(node.Options{Bus: b, Logger: testLogger()})
+	n, err := node.New(node.Options{Bus: b, Logger: testLogger(), Simulation: testRoot})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,11 +303,7 @@ func (s *system) joinAs(id attest.SimIdentity, service string) (*secure.ServiceK
 
 func (s *system) joinRequest(id attest.SimIdentity, service string, key *secure.ServiceKey, nonce []byte) provision.JoinRequest {
 	s.t.Helper()
-	iss, err := attest.NewSimIssuer(id, nil)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	ev, err := iss.Issue(context.Background(), provision.JoinReportData(key.PublicKeyBytes(), nonce))
+	ev, err := testRoot.Issuer(id).Issue(context.Background(), provision.JoinReportData(key.PublicKeyBytes(), nonce))
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -285,22 +312,6 @@ func (s *system) joinRequest(id attest.SimIdentity, service string, key *secure.
 		s.t.Fatal(err)
 	}
 	return provision.JoinRequest{Service: service, PublicKey: key.PublicKeyBytes(), Nonce: nonce, Evidence: evb}
-}
-
-// waitFor polls f until it returns nil (or the test times out).
-func waitFor(t testing.TB, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func equalJSON(a, b any) bool {

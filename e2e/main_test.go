@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -24,6 +25,7 @@ import (
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/cluster"
+	"github.com/cloister-dev/cloister/coordinator"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/internal/syncbuf"
 	"github.com/cloister-dev/cloister/internal/testenv"
@@ -86,10 +88,11 @@ type world struct {
 	manifest string
 	hash     [32]byte
 	client   *client.Client
-	deployed map[string]string  // enclave name → deployment ID
-	state    string             // protected storage of the enclaves
-	tap      *logSink           // what cloister tap printed (nil: no tap)
-	tester   ed25519.PrivateKey // the credential of the manifest's client "tester"
+	deployed map[string]string      // enclave name → deployment ID
+	state    string                 // protected storage of the enclaves
+	tap      *logSink               // what cloister tap printed (nil: no tap)
+	tester   ed25519.PrivateKey     // the credential of the manifest's client "tester"
+	root     *attest.SimulationRoot // signs every node's simulated evidence, roots its seal keys
 }
 
 const manifestTemplate = `
@@ -132,6 +135,9 @@ func newWorld(t testing.TB, withTap bool) *world {
 	if w.state, err = os.MkdirTemp("", "cloister-e2e-state-"); err != nil {
 		t.Fatal(err)
 	}
+	if w.root, err = attest.NewEphemeralSimulationRoot(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { os.RemoveAll(w.state) })
 	_, w.owner, _ = ed25519.GenerateKey(rand.Reader)
 	_, w.tester, _ = ed25519.GenerateKey(rand.Reader)
@@ -150,7 +156,7 @@ func newWorld(t testing.TB, withTap bool) *world {
 		t.Cleanup(func() { s.Close() })
 		w.servers = append(w.servers, s)
 	}
-	w.waitFor("the cluster's routes", func() bool {
+	testenv.WaitFor(w.t.Context(), w.t, "the cluster's routes", func() bool {
 		for _, s := range w.servers {
 			rz, err := s.Server().Routez(nil)
 			if err != nil {
@@ -200,7 +206,7 @@ func newWorld(t testing.TB, withTap bool) *world {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, err := node.New(node.Options{Bus: b, Logger: logger.With("node", i)})
+		n, err := node.New(node.Options{Bus: b, Logger: logger.With("node", i), Simulation: w.root})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -242,7 +248,7 @@ func newWorld(t testing.TB, withTap bool) *world {
 	// and the pinned manifest hash once, then seals to the services.
 	w.client, err = client.Connect(ctx, w.nodes[0].Bus(), client.Options{
 		CoordinatorPolicy: attest.Policy{MREnclaves: [][32]byte{coordinatorImage.Measurement}},
-		ManifestHash:      w.hash, AllowSimulation: true, Logger: logger,
+		ManifestHash:      w.hash, AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{w.root.PlatformPublicKey()}, Logger: logger,
 		Credential: secure.Credential{Name: "tester", Key: w.tester},
 	})
 	if err != nil {
@@ -255,23 +261,20 @@ func newWorld(t testing.TB, withTap bool) *world {
 func (w *world) deploy(i int, name, service string, image *enclave.Image) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	var init []byte
+	if image == coordinatorImage { // it trusts the evidence the nodes' root signs
+		var c coordinator.Config
+		if err := c.TrustSimulationRoot(w.root); err != nil {
+			return err
+		}
+		init, _ = json.Marshal(c)
+	}
 	id, err := w.nodes[i].DeployEnclave(ctx, node.EnclaveConfig{Name: name, Image: image.Path, Service: service,
-		StateDir: filepath.Join(w.state, name), RestartBackoff: 20 * time.Millisecond, Workers: 40})
+		StateDir: filepath.Join(w.state, name), RestartBackoff: 20 * time.Millisecond, Workers: 40, InitConfig: init})
 	if err == nil {
 		w.deployed[name] = id
 	}
 	return err
-}
-
-func (w *world) waitFor(what string, cond func() bool) {
-	w.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			w.t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // Op mirrors the service image's op.

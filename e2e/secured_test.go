@@ -14,6 +14,7 @@ import (
 
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/enclave"
+	"github.com/cloister-dev/cloister/internal/testenv"
 	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/manifest/manifestyaml"
 	"github.com/cloister-dev/cloister/provision"
@@ -54,10 +55,10 @@ func TestSecuredCluster(t *testing.T) {
 		// Publish and send from beta to alpha.
 		m2 := mark()
 		w.mustAsk("beta", Op{Op: "publish", To: "sec.news", Body: m2})
-		w.waitFor("alpha to see the publish", func() bool { _, last := w.seen("sec.news"); return last == m2 })
+		testenv.WaitFor(w.t.Context(), w.t, "alpha to see the publish", func() bool { _, last := w.seen("sec.news"); return last == m2 })
 		m3 := mark()
 		w.mustAsk("beta", Op{Op: "send", To: "sec.jobs", Body: m3})
-		w.waitFor("alpha to see the send", func() bool { _, last := w.seen("sec.jobs"); return last == m3 })
+		testenv.WaitFor(w.t.Context(), w.t, "alpha to see the send", func() bool { _, last := w.seen("sec.jobs"); return last == m3 })
 		// Several in flight.
 		for range 10 {
 			m := mark()
@@ -108,7 +109,7 @@ func TestSecuredCluster(t *testing.T) {
 			t.Fatalf("plaintext request to a secured address: %v", err)
 		}
 
-		w.waitFor("alpha to count every rejection", func() bool {
+		testenv.WaitFor(w.t.Context(), w.t, "alpha to count every rejection", func() bool {
 			return w.rejected("sec.news", secured.ReasonReplay) == 1 && w.rejected("sec.jobs", secured.ReasonReplay) == 1 &&
 				w.rejected("sec.news", secured.ReasonAuth) == 1 && w.rejected("sec.jobs", secured.ReasonAuth) == 1 &&
 				w.rejected("sec.news", secured.ReasonMalformed) == 1 && w.rejected("sec.jobs", secured.ReasonMalformed) == 1 &&
@@ -131,7 +132,7 @@ func TestSecuredCluster(t *testing.T) {
 		// for the windows of its three secured addresses. Sec.jobs was
 		// opened last, so once its blob exists the others hold what was
 		// opened before it.
-		w.waitFor("alpha's replay windows in its storage", func() bool {
+		testenv.WaitFor(w.t.Context(), w.t, "alpha's replay windows in its storage", func() bool {
 			writes, _ := enclave.JournalWrites(filepath.Join(w.state, "alpha"))
 			blobs, _ := filepath.Glob(filepath.Join(w.state, "alpha", "*.blob"))
 			keys := map[string]bool{}
@@ -144,7 +145,7 @@ func TestSecuredCluster(t *testing.T) {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		w.waitFor("alpha's restart", func() bool {
+		testenv.WaitFor(w.t.Context(), w.t, "alpha's restart", func() bool {
 			for _, e := range w.nodes[1].Enclaves() {
 				if e.Name == "alpha" && e.PID != 0 && e.PID != pid && e.State == "up" {
 					return true
@@ -154,7 +155,7 @@ func TestSecuredCluster(t *testing.T) {
 		})
 		w.inject(0, news.Subject, news.Header, news.Data)
 		w.inject(2, jobs.Subject, jobs.Header, jobs.Data)
-		w.waitFor("the restarted alpha to refuse the replays", func() bool {
+		testenv.WaitFor(w.t.Context(), w.t, "the restarted alpha to refuse the replays", func() bool {
 			return w.rejected("sec.news", secured.ReasonReplay) == 1 && w.rejected("sec.jobs", secured.ReasonReplay) == 1
 		})
 		if n, _ := w.seen("sec.news"); n != 0 {
@@ -181,7 +182,7 @@ func TestSecuredCluster(t *testing.T) {
 		if got := string(w.mustAsk("beta", Op{Op: "request", To: "sec.echo", Body: m})); got != "echo: "+m {
 			t.Fatalf("request while the coordinator restarts: %q", got)
 		}
-		w.waitFor("the coordinator's restart", func() bool {
+		testenv.WaitFor(w.t.Context(), w.t, "the coordinator's restart", func() bool {
 			for _, e := range w.nodes[0].Enclaves() {
 				if e.Name == "coordinator" && e.PID != 0 && e.PID != pid && e.State == "up" {
 					return true
@@ -219,17 +220,17 @@ func TestSecuredCluster(t *testing.T) {
 		if _, err := w.nodes[0].Bus().Request(ctx, provision.AddressRotate, body); err != nil {
 			t.Fatal(err)
 		}
-		w.waitFor("the services to re-join", func() bool {
+		testenv.WaitFor(w.t.Context(), w.t, "the services to re-join", func() bool {
 			a, err1 := w.ask("alpha", Op{Op: "epoch"})
 			b, err2 := w.ask("beta", Op{Op: "epoch"})
 			return err1 == nil && err2 == nil && string(a) == "2" && string(b) == "2"
 		})
 		m := mark()
 		w.mustAsk("beta", Op{Op: "publish", To: "sec.news", Body: m})
-		w.waitFor("alpha to see the new epoch's publish", func() bool { _, last := w.seen("sec.news"); return last == m })
+		testenv.WaitFor(w.t.Context(), w.t, "alpha to see the new epoch's publish", func() bool { _, last := w.seen("sec.news"); return last == m })
 		n, _ := w.seen("sec.news")
 		w.inject(1, old.Subject, old.Header, old.Data)
-		w.waitFor("the old epoch's rejection", func() bool { return w.rejected("sec.news", secured.ReasonEpochRetired) == 1 })
+		testenv.WaitFor(w.t.Context(), w.t, "the old epoch's rejection", func() bool { return w.rejected("sec.news", secured.ReasonEpochRetired) == 1 })
 		if got, _ := w.seen("sec.news"); got != n {
 			t.Fatalf("alpha's handler ran on an old-epoch envelope")
 		}
@@ -278,7 +279,7 @@ func TestSecuredCluster(t *testing.T) {
 	if err := w.nodes[2].Bus().Publish(context.Background(), "control.clear", []byte("x"+control)); err != nil {
 		t.Fatal(err)
 	}
-	w.waitFor("the eavesdroppers to see the control marker", func() bool {
+	testenv.WaitFor(w.t.Context(), w.t, "the eavesdroppers to see the control marker", func() bool {
 		if findMarker([]byte(w.tap.String()), control) == "" {
 			return false
 		}

@@ -144,12 +144,14 @@ type ProcessOptions struct {
 }
 
 // PassEnv returns the host variables an enclave process inherits by
-// default: what locating the per-machine simulation secrets needs. The
-// host's Go runtime settings (GOMEMLIMIT, GOGC, GODEBUG, GOMAXPROCS) are
-// not passed: the image keeps its own defaults unless the configuration's
-// Env sets them.
+// default: its temporary directory and time zone. The image needs nothing
+// to locate simulation keys (the host hands it its platform secret in
+// Init), so neither HOME nor XDG_CONFIG_HOME is passed. The host's Go
+// runtime settings (GOMEMLIMIT, GOGC, GODEBUG, GOMAXPROCS) are not passed
+// either: the image keeps its own defaults unless the configuration's Env
+// sets them.
 func PassEnv() []string {
-	return []string{"HOME", "USER", "TMPDIR", "XDG_CONFIG_HOME", "TZ"}
+	return []string{"TMPDIR", "TZ"}
 }
 
 // NewProcess returns the process backend: the image runs as a child process

@@ -157,7 +157,7 @@ func startBenchStore(b *testing.B, backend string, wrap func(*FileStore) Store, 
 	if wrap != nil {
 		store = wrap(fs)
 	}
-	e, err := New(Config{Name: "bench", Image: testImage, Backend: be, Store: store, Env: env})
+	e, err := New(Config{Simulation: testRoot, Name: "bench", Image: testImage, Backend: be, Store: store, Env: env})
 	if err != nil {
 		b.Fatal(err)
 	}

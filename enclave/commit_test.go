@@ -10,6 +10,7 @@ import (
 
 	"github.com/cloister-dev/cloister/boundary"
 	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/internal/testenv"
 )
 
 // gatedStore is a FileStore whose batches wait for the test: each batch
@@ -73,7 +74,7 @@ func TestReplyWaitsForItsWrite(t *testing.T) {
 				t.Fatalf("batch of %d writes, want 1", len(writes))
 			}
 			// The reply has reached the host and waits there.
-			waitFor(t, 20*time.Second, "the reply to be held", func() bool { return h.heldFrames() > 0 })
+			testenv.WaitFor(t.Context(), t, "the reply to be held", func() bool { return h.heldFrames() > 0 })
 			select {
 			case r := <-res:
 				t.Fatalf("reply released before its write was durable: %v %v", r.err, bodyOf(r.m))
@@ -116,7 +117,7 @@ func TestStoreWriteFailureFailsTheReply(t *testing.T) {
 		if !contains(h.logs.String(), "protected-storage write failed") || !contains(h.logs.String(), "disk on fire") {
 			t.Fatalf("the failure is not logged:\n%s", h.logs.String())
 		}
-		waitFor(t, 30*time.Second, "the restart", func() bool {
+		testenv.WaitFor(t.Context(), t, "the restart", func() bool {
 			return h.e.Restarts() >= 1 && h.e.Health(context.Background()) == nil
 		})
 		// The lost write is not served from a stale cache: the count goes on
@@ -158,7 +159,7 @@ func TestHostileImageFloodingOCALLs(t *testing.T) {
 	if _, err := b.Consumer("silent.out", bus.HandlerFunc(func(context.Context, *bus.Message) {}), bus.Inline()); err != nil {
 		t.Fatal(err)
 	}
-	e, err := New(Config{Name: "hostile", Backend: NewInProc(serve), Bus: b, MaxOCALLs: limit,
+	e, err := New(Config{Simulation: testRoot, Name: "hostile", Backend: NewInProc(serve), Bus: b, MaxOCALLs: limit,
 		RestartBackoff: time.Millisecond, Logger: debugLogger(logs)})
 	if err != nil {
 		t.Fatal(err)
@@ -171,7 +172,7 @@ func TestHostileImageFloodingOCALLs(t *testing.T) {
 		defer cancel()
 		e.Stop(ctx)
 	}()
-	waitFor(t, 30*time.Second, "the instance to be ended and restarted", func() bool { return e.Restarts() >= 1 })
+	testenv.WaitFor(t.Context(), t, "the instance to be ended and restarted", func() bool { return e.Restarts() >= 1 })
 	if l := logs.String(); !contains(l, "exceeded its OCALL limit") || !contains(l, "limit="+strconv.Itoa(limit)) {
 		t.Fatalf("no clear log of the OCALL limit:\n%s", l)
 	}
@@ -221,7 +222,7 @@ func TestPostedWritesAreBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := newGatedStore()
-	e, err := New(Config{Name: "flood", Backend: NewInProc(serve), Store: g.wrap(fs), Logger: discardLogger()})
+	e, err := New(Config{Simulation: testRoot, Name: "flood", Backend: NewInProc(serve), Store: g.wrap(fs), Logger: discardLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +246,7 @@ func TestPostedWritesAreBounded(t *testing.T) {
 		return len(c.queue), c.seq
 	}
 	first := <-g.entered // the writer is busy with the first batch
-	waitFor(t, 20*time.Second, "the queue to fill", func() bool { q, _ := queued(); return q == maxQueuedWrites })
+	testenv.WaitFor(t.Context(), t, "the queue to fill", func() bool { q, _ := queued(); return q == maxQueuedWrites })
 	if q, seq := queued(); q != maxQueuedWrites || int(seq) != len(first)+maxQueuedWrites {
 		t.Fatalf("queue %d, writes received %d: want the reader to wait at %d queued", q, seq, maxQueuedWrites)
 	}

@@ -14,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/internal/testapp"
+	"github.com/cloister-dev/cloister/internal/testenv"
 )
 
 // errSimulatedCrash stops a batch after it was written to the journal and
@@ -71,7 +73,7 @@ func TestCrashesLoseNothingAcknowledged(t *testing.T) {
 		inFlight.Store(0)
 		if err != nil {
 			// Not acknowledged: wait for the instance to come back.
-			waitFor(t, 30*time.Second, "the restart", func() bool { return h.e.Health(context.Background()) == nil })
+			testenv.WaitFor(t.Context(), t, "the restart", func() bool { return h.e.Health(context.Background()) == nil })
 			continue
 		}
 		if i%5 == 1 {
@@ -97,14 +99,15 @@ func TestCrashesLoseNothingAcknowledged(t *testing.T) {
 	if err := h.e.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := readCounter(t, h.stateDir); n < acked.Load() {
+	if n := readCounter(t, h.stateDir, testRoot); n < acked.Load() {
 		t.Fatalf("reopened store holds %d, but %d was acknowledged", n, acked.Load())
 	}
 }
 
 // readCounter opens dir as a new host would (a new FileStore, replaying
-// its journal, and a new enclave instance) and returns test.incr's counter.
-func readCounter(t *testing.T, dir string) int64 {
+// its journal, and a new enclave instance under root) and returns
+// test.incr's counter.
+func readCounter(t *testing.T, dir string, root *attest.SimulationRoot) int64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -117,7 +120,7 @@ func readCounter(t *testing.T, dir string) int64 {
 		t.Fatal(err)
 	}
 	defer b.Close(ctx)
-	e, err := New(Config{Name: "test-enclave", Image: testImage, Backend: NewProcess(ProcessOptions{}), Bus: b, Store: fs, Logger: discardLogger()})
+	e, err := New(Config{Simulation: root, Name: "test-enclave", Image: testImage, Backend: NewProcess(ProcessOptions{}), Bus: b, Store: fs, Logger: discardLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,6 +145,7 @@ func readCounter(t *testing.T, dir string) int64 {
 // Environment of the host child process (see hostChild).
 const (
 	envHostChild  = "ENCLAVE_TEST_HOST_CHILD"   // the state directory
+	envHostRoot   = "ENCLAVE_TEST_HOST_ROOT"    // the simulation root's directory, shared by every host
 	envHostImage  = "ENCLAVE_TEST_HOST_IMAGE"   // the test image's path
 	envHostKillAt = "ENCLAVE_TEST_HOST_KILL_AT" // the batch before whose sync the host kills itself
 )
@@ -153,11 +157,15 @@ const (
 // value after a restart counts on from the last acknowledged one, and so
 // does a new host at the end.
 func TestHostKilledBeforeItsSyncLosesNothingAcknowledged(t *testing.T) {
-	dir := t.TempDir()
+	dir, rootDir := t.TempDir(), t.TempDir()
+	root, err := attest.LoadOrCreateSimulationRoot(rootDir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var acked int64
 	for round := range 8 {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), envHostChild+"="+dir, envHostImage+"="+testImage.Path,
+		cmd.Env = append(os.Environ(), envHostChild+"="+dir, envHostRoot+"="+rootDir, envHostImage+"="+testImage.Path,
 			envHostKillAt+"="+strconv.Itoa(1+2*round))
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
@@ -185,7 +193,7 @@ func TestHostKilledBeforeItsSyncLosesNothingAcknowledged(t *testing.T) {
 		}
 		t.Logf("round %d: %d increments acknowledged before the kill, counter %d", round, seen, acked)
 	}
-	if n := readCounter(t, dir); n < acked {
+	if n := readCounter(t, dir, root); n < acked {
 		t.Fatalf("reopened store holds %d, but %d was acknowledged", n, acked)
 	}
 }
@@ -209,6 +217,10 @@ func hostChild() {
 	if err != nil {
 		fail(err)
 	}
+	root, err := attest.LoadOrCreateSimulationRoot(os.Getenv(envHostRoot))
+	if err != nil {
+		fail(err)
+	}
 	var batches atomic.Int64
 	fs.beforeSync = func() error {
 		if batches.Add(1) == int64(killAt) {
@@ -222,7 +234,7 @@ func hostChild() {
 	if err != nil {
 		fail(err)
 	}
-	e, err := New(Config{Name: "host-child", Image: img, Backend: NewProcess(ProcessOptions{}), Bus: b, Store: fs, Logger: discardLogger()})
+	e, err := New(Config{Simulation: root, Name: "host-child", Image: img, Backend: NewProcess(ProcessOptions{}), Bus: b, Store: fs, Logger: discardLogger()})
 	if err != nil {
 		fail(err)
 	}

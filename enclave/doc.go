@@ -59,7 +59,10 @@
 // the host's slog logger tagged with the enclave's name, StorePut and
 // StoreGet go to a [Store] that only ever sees sealed blobs ([FileStore]),
 // and GetEvidence is answered by the host's attest.Issuer (simulated, with
-// MRENCLAVE = the image's measurement, for inproc and process).
+// MRENCLAVE = the image's measurement, for inproc and process, signed by
+// the [Config.Simulation] root the host was handed, whose platform secret
+// also reaches the image in Init for simulated sealing; the package never
+// looks for simulation keys on the machine).
 //
 // Store writes are group-committed in stream order: one writer goroutine
 // per instance takes every StorePut received so far as one batch and makes

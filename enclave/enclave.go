@@ -61,10 +61,17 @@ type Config struct {
 	// instance that writes is ended (its writes cannot be made durable).
 	// A BatchStore commits many writes at once.
 	Store Store
-	// Issuer answers GetEvidence. Nil means a simulated issuer claiming the
-	// image's identity (debug attribute set for the inproc backend); the
+	// Issuer answers GetEvidence. Nil means Simulation's issuer claiming
+	// the image's identity (debug attribute set for the inproc backend); the
 	// gramine backend gets its evidence inside the enclave.
 	Issuer attest.Issuer
+	// Simulation is the simulation trust root of the inproc and process
+	// backends: its platform key signs the enclave's simulated evidence
+	// (unless Issuer is set) and its platform secret is handed to the image
+	// in Init for simulated sealing (unless SealSecret is set). Nil: such an
+	// enclave has no evidence and no protected storage, and says so when
+	// asked. The gramine backend does not use it.
+	Simulation *attest.SimulationRoot
 	// Logger gets the enclave's logs; default slog.Default().
 	Logger *slog.Logger
 	// Allow lists the addresses the enclave may serve: exact addresses or
@@ -83,8 +90,8 @@ type Config struct {
 	// coordinator as, told in Init ("" for none; the image needs the
 	// secured-address layer, package trusted/secured).
 	Service string
-	// SealSecret is the simulated platform secret; empty lets the enclave
-	// use the per-machine secret file.
+	// SealSecret is the simulated platform secret handed to the image in
+	// Init; empty means Simulation's.
 	SealSecret []byte
 	// SealPolicy is 0 (the image's default), 1 (MRENCLAVE) or 2 (MRSIGNER).
 	SealPolicy uint8
@@ -682,12 +689,14 @@ func (e *Enclave) launch() (*session, error) {
 		return nil, fmt.Errorf("enclave %s: %w", e.name, err)
 	}
 	s := newSession(e, proc, conn)
-	mode := boundary.SealSimulated
+	mode, secret := boundary.SealSimulated, e.cfg.SealSecret
 	if e.cfg.Backend.Name() == "gramine" {
-		mode = boundary.SealGramine
+		mode, secret = boundary.SealGramine, nil
+	} else if len(secret) == 0 && e.cfg.Simulation != nil {
+		secret = e.cfg.Simulation.SealSecret()
 	}
 	init := &boundary.Init{Identity: e.identity, Name: e.cfg.Name, Instance: uint32(e.cfg.Instance),
-		SealMode: mode, SealPolicy: e.cfg.SealPolicy, SealSecret: e.cfg.SealSecret, Config: e.cfg.InitConfig,
+		SealMode: mode, SealPolicy: e.cfg.SealPolicy, SealSecret: secret, Config: e.cfg.InitConfig,
 		Workers: uint32(e.cfg.Workers), Service: e.cfg.Service}
 	if err := s.out.send(init, true); err != nil {
 		s.finish(err)
@@ -724,9 +733,13 @@ func (e *Enclave) evidenceIssuer() (attest.Issuer, error) {
 			e.issuerErr = errors.New("under Gramine the enclave reads its evidence from /dev/attestation itself")
 			return
 		}
+		if e.cfg.Simulation == nil {
+			e.issuerErr = errors.New("the host has no simulation root to sign simulated evidence with (enclave.Config.Simulation)")
+			return
+		}
 		id := attest.SimIdentity{MREnclave: e.identity.MREnclave, MRSigner: e.identity.MRSigner,
 			ProductID: e.identity.ProductID, SVN: e.identity.SVN, Debug: !e.cfg.Backend.Isolated()}
-		e.issuer, e.issuerErr = attest.NewSimIssuer(id, nil)
+		e.issuer = e.cfg.Simulation.Issuer(id)
 	})
 	return e.issuer, e.issuerErr
 }

@@ -3,6 +3,7 @@ package enclave
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/internal/testapp"
+	"github.com/cloister-dev/cloister/internal/testenv"
 )
 
 // harness is an enclave hosted on a bus, its consumers registered the way a
@@ -93,7 +95,7 @@ func newHarness(t testing.TB, backend string, o harnessOpts) *harness {
 	if o.store != nil {
 		store = o.store(fs)
 	}
-	h.e, err = newWith(Config{Name: "test-enclave", Image: testImage, Backend: backendFor(t, backend), Bus: b,
+	h.e, err = newWith(Config{Simulation: testRoot, Name: "test-enclave", Image: testImage, Backend: backendFor(t, backend), Bus: b,
 		Store: store, Logger: debugLogger(h.logs), Allow: o.allow, RestartBackoff: o.backoff, Env: o.env}, o.config)
 	if err != nil {
 		t.Fatal(err)
@@ -329,7 +331,7 @@ func TestAdapterOCALLs(t *testing.T) {
 		if _, err := h.request(t, "test.log", []byte("marker-123")); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 10*time.Second, "the enclave's log record", func() bool {
+		testenv.WaitFor(t.Context(), t, "the enclave's log record", func() bool {
 			for _, l := range strings.Split(h.logs.String(), "\n") {
 				if contains(l, "hello from inside") && contains(l, "marker-123") && contains(l, "enclave=test-enclave") {
 					return true
@@ -347,6 +349,21 @@ func bodyOf(m *bus.Message) []byte {
 	return m.Body()
 }
 
+// An enclave whose host was handed no simulation root has neither
+// simulated evidence nor protected storage, and says why: nothing is looked
+// up on the machine instead.
+func TestNoSimulationRoot(t *testing.T) {
+	forBackends(t, func(t *testing.T, backend string) {
+		h := newHarness(t, backend, harnessOpts{config: func(c *Config) { c.Simulation = nil }})
+		if _, err := h.request(t, "test.evidence", []byte("nonce")); err == nil || !contains(err.Error(), "no simulation root") {
+			t.Fatalf("evidence without a simulation root: %v", err)
+		}
+		if _, err := h.request(t, "test.put", []byte("v"), bus.Header("key", "k")); err == nil || !contains(err.Error(), "platform secret") {
+			t.Fatalf("storage without a simulation root: %v", err)
+		}
+	})
+}
+
 func TestAdapterEvidence(t *testing.T) {
 	forBackends(t, func(t *testing.T, backend string) {
 		h := newHarness(t, backend, harnessOpts{})
@@ -355,7 +372,7 @@ func TestAdapterEvidence(t *testing.T) {
 			t.Fatal(err)
 		}
 		ev := &attest.Evidence{Type: attest.EvidenceType(m.Header("type")), Quote: m.Body()}
-		claims, err := attest.Verify(context.Background(), ev, attest.VerifyOptions{AllowSimulation: true})
+		claims, err := attest.Verify(context.Background(), ev, attest.VerifyOptions{AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{testRoot.PlatformPublicKey()}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -428,14 +445,14 @@ func TestAllowedAddresses(t *testing.T) {
 		t.Fatal("no log about the refused address")
 	}
 
-	e, err := New(Config{Name: "none", Image: testImage, Backend: NewInProc(testapp.New(1).Serve), Allow: []string{"nothing.>"}})
+	e, err := New(Config{Simulation: testRoot, Name: "none", Image: testImage, Backend: NewInProc(testapp.New(1).Serve), Allow: []string{"nothing.>"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := e.Start(context.Background()); !errors.Is(err, ErrNoAddresses) {
 		t.Fatalf("start with nothing allowed: %v", err)
 	}
-	if _, err := New(Config{Name: "bad", Image: testImage, Backend: NewProcess(ProcessOptions{}), Allow: []string{"a.>.b"}}); err == nil {
+	if _, err := New(Config{Simulation: testRoot, Name: "bad", Image: testImage, Backend: NewProcess(ProcessOptions{}), Allow: []string{"a.>.b"}}); err == nil {
 		t.Fatal("bad pattern accepted")
 	}
 }
@@ -504,7 +521,7 @@ func testKilledEnclaveFailsInFlightAndRestarts(t *testing.T, backend string) {
 		}()
 	}
 	s := h.e.cur.Load()
-	waitFor(t, 20*time.Second, "the requests to reach the enclave", func() bool {
+	testenv.WaitFor(t.Context(), t, "the requests to reach the enclave", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return len(s.pending) == n
@@ -539,7 +556,7 @@ func testKilledEnclaveFailsInFlightAndRestarts(t *testing.T, backend string) {
 			t.Fatalf("request while down: %v", err)
 		}
 	}
-	waitFor(t, 60*time.Second, "the restart", func() bool { return h.e.Health(context.Background()) == nil })
+	testenv.WaitFor(t.Context(), t, "the restart", func() bool { return h.e.Health(context.Background()) == nil })
 	if h.e.PID() == pid || h.e.Restarts() != 1 {
 		t.Fatalf("pid %d (was %d), restarts %d", h.e.PID(), pid, h.e.Restarts())
 	}
@@ -566,7 +583,7 @@ func TestStartFailsClearly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := New(Config{Name: "bogus", Image: img, Backend: NewProcess(ProcessOptions{}), StartTimeout: 20 * time.Second})
+	e, err := New(Config{Simulation: testRoot, Name: "bogus", Image: img, Backend: NewProcess(ProcessOptions{}), StartTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -590,7 +607,7 @@ func testStopDrains(t *testing.T, backend string) {
 		done <- err
 	}()
 	s := h.e.cur.Load()
-	waitFor(t, 20*time.Second, "the request to reach the enclave", func() bool {
+	testenv.WaitFor(t.Context(), t, "the request to reach the enclave", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return len(s.pending) == 1
@@ -678,7 +695,7 @@ func TestKilledMidStream(t *testing.T) {
 				}
 			}()
 		}
-		waitFor(t, 20*time.Second, "requests to flow", func() bool { return answered.Load() > 200 })
+		testenv.WaitFor(t.Context(), t, "requests to flow", func() bool { return answered.Load() > 200 })
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -693,7 +710,7 @@ func TestKilledMidStream(t *testing.T) {
 				t.Fatal("a request outlived the killed enclave")
 			}
 		}
-		waitFor(t, 60*time.Second, "the restart", func() bool { return h.e.Health(context.Background()) == nil })
+		testenv.WaitFor(t.Context(), t, "the restart", func() bool { return h.e.Health(context.Background()) == nil })
 		if h.e.PID() == pid || h.e.Transport() != wantTransport[backend] {
 			t.Fatalf("after restart: pid %d (was %d), transport %q", h.e.PID(), pid, h.e.Transport())
 		}

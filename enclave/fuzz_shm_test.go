@@ -133,7 +133,7 @@ func FuzzHostFromHostileRing(f *testing.F) {
 		b, _ := bus.New()
 		defer b.Close(context.Background())
 		store, _ := NewFileStore(filepath.Join(t.TempDir(), "state"))
-		e, err := New(Config{Name: "hostile", Image: testImage, Backend: hostileRing{play: play}, Bus: b, Store: store,
+		e, err := New(Config{Simulation: testRoot, Name: "hostile", Image: testImage, Backend: hostileRing{play: play}, Bus: b, Store: store,
 			StartTimeout: 2 * time.Second, RestartBackoff: time.Hour, Logger: discardLogger()})
 		if err != nil {
 			t.Fatal(err)
@@ -164,7 +164,7 @@ func TestHostileRingHarness(t *testing.T) {
 				conn.Recv() // until the host stops it
 			}
 		}
-		e, err := New(Config{Name: "hostile", Image: testImage, Backend: hostileRing{play: play},
+		e, err := New(Config{Simulation: testRoot, Name: "hostile", Image: testImage, Backend: hostileRing{play: play},
 			StartTimeout: 5 * time.Second, RestartBackoff: time.Hour, Logger: discardLogger()})
 		if err != nil {
 			t.Fatal(err)

@@ -42,7 +42,7 @@ func FuzzHostFromHostileEnclave(f *testing.F) {
 		b, _ := bus.New()
 		defer b.Close(context.Background())
 		store, _ := NewFileStore(filepath.Join(t.TempDir(), "state"))
-		e, err := New(Config{Name: "hostile", Backend: NewInProc(serve), Bus: b, Store: store, Issuer: nil,
+		e, err := New(Config{Simulation: testRoot, Name: "hostile", Backend: NewInProc(serve), Bus: b, Store: store, Issuer: nil,
 			StartTimeout: 2 * time.Second, RestartBackoff: time.Hour, Logger: discardLogger()})
 		if err != nil {
 			t.Fatal(err)

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
+	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/boundary/shm"
 
 	"github.com/cloister-dev/cloister/internal/syncbuf"
@@ -20,6 +20,17 @@ import (
 
 // testImage is the image of ./internal/testimage, built once by TestMain.
 var testImage *Image
+
+// testRoot is the simulation root of the enclaves the tests start.
+var testRoot = mustEphemeralRoot()
+
+func mustEphemeralRoot() *attest.SimulationRoot {
+	r, err := attest.NewEphemeralSimulationRoot()
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
 
 func TestMain(m *testing.M) {
 	switch os.Getenv("ENCLAVE_TEST_ECHO_CHILD") {
@@ -96,18 +107,6 @@ type logBuffer = syncbuf.Buffer
 // debugLogger logs everything, down to debug, into l.
 func debugLogger(l *logBuffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// waitFor polls cond every 10 ms until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/internal/testapp"
+	"github.com/cloister-dev/cloister/internal/testenv"
 )
 
 // TestRestartBacksOffUntilTheEnclaveComesBack: after a crash, launches
@@ -33,7 +34,7 @@ func TestRestartBacksOffUntilTheEnclaveComesBack(t *testing.T) {
 	logs := &logBuffer{}
 	b, _ := bus.New()
 	defer b.Close(context.Background())
-	e, err := New(Config{Name: "flaky", Image: testImage, Backend: NewInProc(serve), Bus: b, Logger: debugLogger(logs),
+	e, err := New(Config{Simulation: testRoot, Name: "flaky", Image: testImage, Backend: NewInProc(serve), Bus: b, Logger: debugLogger(logs),
 		RestartBackoff: 10 * time.Millisecond, MaxRestartBackoff: 40 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +47,7 @@ func TestRestartBacksOffUntilTheEnclaveComesBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.cur.Load().proc.Kill() // crash
-	waitFor(t, 30*time.Second, "the enclave to come back", func() bool { return e.Health(context.Background()) == nil })
+	testenv.WaitFor(t.Context(), t, "the enclave to come back", func() bool { return e.Health(context.Background()) == nil })
 	if got := launches.Load(); got != 5 || e.Restarts() != 4 {
 		t.Fatalf("launches %d, restarts %d; want 5 and 4", got, e.Restarts())
 	}

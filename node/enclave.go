@@ -73,8 +73,8 @@ type EnclaveConfig struct {
 	Serve enclave.ServeFunc `json:"-" yaml:"-"`
 	// InitConfig is handed to the image in Init.
 	InitConfig []byte `json:"-" yaml:"-"`
-	// SealSecret is the simulated platform secret (default: the
-	// per-machine file).
+	// SealSecret is the simulated platform secret (default: that of the
+	// node's Options.Simulation).
 	SealSecret []byte `json:"-" yaml:"-"`
 }
 
@@ -159,6 +159,7 @@ func (n *Node) DeployEnclave(ctx context.Context, cfg EnclaveConfig) (string, er
 		Name: cfg.Name, Image: img, Backend: backend, Bus: n.bus, Store: store, Logger: n.logger,
 		Allow: cfg.Addresses, Env: env, InitConfig: cfg.InitConfig, SealSecret: cfg.SealSecret,
 		Workers: cfg.Workers, Service: cfg.Service,
+		Simulation:   n.sim,
 		StartTimeout: cfg.StartTimeout, RestartBackoff: cfg.RestartBackoff, MaxRestartBackoff: cfg.MaxRestartBackoff,
 	}
 	// Check the configuration once before any instance starts.

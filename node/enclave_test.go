@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/internal/testapp"
@@ -24,6 +25,8 @@ var (
 	testImagePath string
 	testImageErr  error
 	testImageDir  string
+	// testRoot is the simulation root of the nodes that host enclaves.
+	testRoot *attest.SimulationRoot
 )
 
 func TestMain(m *testing.M) {
@@ -32,8 +35,9 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	testImageDir = dir
-	// Simulation keys of this run stay in the temporary directory.
-	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
+	if testRoot, err = attest.NewEphemeralSimulationRoot(); err != nil {
+		panic(err)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -68,7 +72,7 @@ func deploymentHealth(n *Node, id string) DeploymentHealth {
 
 func TestDeployEnclaveSurvivesKill(t *testing.T) {
 	img := enclaveImage(t)
-	n, err := New(Options{})
+	n, err := New(Options{Simulation: testRoot})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +190,7 @@ func contains(s, sub string) bool {
 }
 
 func TestDeployEnclaveConfigErrors(t *testing.T) {
-	n, err := New(Options{})
+	n, err := New(Options{Simulation: testRoot})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +281,7 @@ func BenchmarkTrustedVsRegular(b *testing.B) {
 
 func benchTrustedVsRegular(b *testing.B, transport string) {
 	img := enclaveImage(b)
-	n, err := New(Options{})
+	n, err := New(Options{Simulation: testRoot})
 	if err != nil {
 		b.Fatal(err)
 	}

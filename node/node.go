@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/tracing"
 )
@@ -87,6 +88,12 @@ type Options struct {
 	// spans of requests its enclaves handle unless Tracing.EnclaveAddress
 	// is set.
 	Tracing tracing.Options
+	// Simulation is the simulation trust root of the enclaves this node
+	// hosts on the process and inproc backends: it signs their simulated
+	// evidence and roots their simulated seal keys. The program decides
+	// where it lives; the node never looks for one. Nil: those enclaves
+	// have no evidence and no protected storage (they say so when asked).
+	Simulation *attest.SimulationRoot
 }
 
 // Node hosts deployments of services on one bus.
@@ -94,6 +101,7 @@ type Node struct {
 	bus       *bus.Bus
 	logger    *slog.Logger
 	threshold time.Duration
+	sim       *attest.SimulationRoot
 
 	mu          sync.Mutex
 	deployments []*deployment // in order of deployment
@@ -143,6 +151,7 @@ func New(opts Options) (*Node, error) {
 		stopChecker: make(chan struct{}),
 		checkerDone: make(chan struct{}),
 		opsOpts:     opts.Ops,
+		sim:         opts.Simulation,
 	}
 	if opts.Tracing.Endpoint != "" || opts.Tracing.Exporter != nil {
 		topts := opts.Tracing

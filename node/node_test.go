@@ -13,6 +13,7 @@ import (
 
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/internal/syncbuf"
+	"github.com/cloister-dev/cloister/internal/testenv"
 	"github.com/cloister-dev/cloister/node"
 )
 
@@ -53,17 +54,6 @@ func (s *funcService) Stop(ctx context.Context) error {
 		return nil
 	}
 	return s.stop(ctx)
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 // concurrency tracks how many handlers run at once.
@@ -179,7 +169,7 @@ func TestWorkerPoolIsBounded(t *testing.T) {
 	for range 6 {
 		go func() { _, err := n.Bus().Request(context.Background(), "blocking.work", "x"); errs <- err }()
 	}
-	waitFor(t, "the pool to fill", func() bool { return cc.now.Load() == 3 })
+	testenv.WaitFor(t.Context(), t, "the pool to fill", func() bool { return cc.now.Load() == 3 })
 	time.Sleep(20 * time.Millisecond) // give a fourth handler the chance to (wrongly) start
 	if cc.max.Load() != 3 {
 		t.Fatalf("%d handlers ran at once on a pool of 3", cc.max.Load())
@@ -207,7 +197,7 @@ func TestBlockedEventLoopIsReported(t *testing.T) {
 	if err := n.Bus().Send(context.Background(), "slow.loop", "x"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the blocked-loop warning", func() bool { return strings.Contains(logs.String(), "event loop blocked") })
+	testenv.WaitFor(t.Context(), t, "the blocked-loop warning", func() bool { return strings.Contains(logs.String(), "event loop blocked") })
 	close(release)
 	if !strings.Contains(logs.String(), "deployment=sleepy") {
 		t.Fatalf("warning does not name the deployment:\n%s", logs)
@@ -304,7 +294,7 @@ func TestShutdownDrainsAndStopsInReverseOrder(t *testing.T) {
 	for range 5 {
 		go func() { _, err := n.Bus().Request(context.Background(), "svc.third", "x"); results <- err }()
 	}
-	waitFor(t, "five requests in flight", func() bool {
+	testenv.WaitFor(t.Context(), t, "five requests in flight", func() bool {
 		h := n.Health(context.Background())
 		return h[2].Pending == 4
 	})

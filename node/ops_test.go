@@ -48,7 +48,7 @@ func startClusterNode(t *testing.T, copts cluster.Options, opts Options) (*Node,
 		cn.Close()
 		t.Fatal(err)
 	}
-	opts.Bus, opts.Logger = b, quiet
+	opts.Bus, opts.Logger, opts.Simulation = b, quiet, testRoot
 	n, err := New(opts)
 	if err != nil {
 		b.Close(ctx)

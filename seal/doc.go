@@ -16,8 +16,9 @@
 //   - SimulatedKeySource derives the root key with HKDF-SHA256 from a
 //     per-machine platform secret and the MRENCLAVE or MRSIGNER value it is
 //     given. SIMULATION PROMISES NOTHING against a malicious host: the
-//     platform secret is an ordinary file readable by the machine's owner, and
-//     the identity is whatever the host claims. It exists so that the rest of
+//     platform secret is handed in by the host (which keeps it in an
+//     ordinary file, see attest.SimulationRoot), and the identity is
+//     whatever the host claims. It exists so that the rest of
 //     the system can be developed and tested on machines without SGX.
 //
 // From the root key R, a key ID and the data keys are derived with

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 )
 
@@ -189,45 +188,6 @@ func TestGramineKeySource(t *testing.T) {
 	}
 	if _, err := Seal(GramineKeySource{Root: t.TempDir()}, PolicyMRENCLAVE, nil, nil); err == nil {
 		t.Fatal("missing key accepted")
-	}
-}
-
-func TestPlatformSecret(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "sub", "sim-seal-secret")
-	var wg sync.WaitGroup
-	got := make([][]byte, 8)
-	errs := make([]error, 8)
-	for i := range got {
-		wg.Go(func() { got[i], errs[i] = LoadOrCreatePlatformSecret(path) })
-	}
-	wg.Wait()
-	for i := range got {
-		if errs[i] != nil {
-			t.Fatal(errs[i])
-		}
-		if !bytes.Equal(got[i], got[0]) || len(got[i]) != PlatformSecretSize {
-			t.Fatal("concurrent creators disagree")
-		}
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode().Perm() != 0o600 {
-		t.Fatalf("mode %v", fi.Mode())
-	}
-	again, err := LoadOrCreatePlatformSecret(path)
-	if err != nil || !bytes.Equal(again, got[0]) {
-		t.Fatal("reload differs")
-	}
-	entries, _ := os.ReadDir(filepath.Dir(path))
-	if len(entries) != 1 {
-		t.Fatalf("temp files left: %v", entries)
-	}
-	os.WriteFile(path, []byte("short"), 0o600)
-	if _, err := LoadOrCreatePlatformSecret(path); err == nil {
-		t.Fatal("corrupt secret accepted")
 	}
 }
 

@@ -49,9 +49,6 @@ type Options struct {
 	// GramineRoot is where Gramine's attestation files are looked for.
 	// Default seal.DefaultAttestationRoot.
 	GramineRoot string
-	// PlatformSecretPath is the simulated platform secret file used when
-	// Init carries none. Default seal.DefaultPlatformSecretPath().
-	PlatformSecretPath string
 	// LogLevel is the lowest level handlers' logs are sent to the host at.
 	// Default slog.LevelInfo.
 	LogLevel slog.Leveler

@@ -118,6 +118,11 @@ func (rt *Runtime) init(in *boundary.Init) {
 // in an enclave that has hardware seal keys.
 var ErrSimulationRefused = errors.New("trusted: host asked for simulated sealing but this enclave runs under Gramine with hardware seal keys; refusing the downgrade")
 
+// ErrNoPlatformSecret is the protected-storage error of a simulated
+// enclave whose host sent no platform secret in Init: the image never looks
+// for one on the machine itself.
+var ErrNoPlatformSecret = errors.New("trusted: simulated sealing needs a platform secret and the host sent none in Init")
+
 func (a *App) keySource(in *boundary.Init) (seal.KeySource, string, error) {
 	if a.opts.KeySource != nil {
 		return a.opts.KeySource, "custom", nil
@@ -133,15 +138,10 @@ func (a *App) keySource(in *boundary.Init) (seal.KeySource, string, error) {
 		_, err := g.RootKey(seal.PolicyMRENCLAVE)
 		return nil, "", fmt.Errorf("trusted: Gramine sealing requested but unavailable: %w", err)
 	}
-	secret := in.SealSecret
-	if len(secret) == 0 {
-		var err error
-		secret, err = seal.LoadOrCreatePlatformSecret(a.opts.PlatformSecretPath)
-		if err != nil {
-			return nil, "", fmt.Errorf("trusted: simulated sealing: %w", err)
-		}
+	if len(in.SealSecret) == 0 {
+		return nil, "", ErrNoPlatformSecret
 	}
-	return &seal.SimulatedKeySource{Secret: secret, MREnclave: in.Identity.MREnclave, MRSigner: in.Identity.MRSigner}, "simulated", nil
+	return &seal.SimulatedKeySource{Secret: in.SealSecret, MREnclave: in.Identity.MREnclave, MRSigner: in.Identity.MRSigner}, "simulated", nil
 }
 
 // Send sends body to address, point to point, through the host (Send

@@ -90,8 +90,8 @@
 //     manifest (boundary.EnvGramineSeal, fixed and so measured) asks for it. Under Gramine a host's request for
 //     simulated sealing is refused, so the host cannot downgrade the keys.
 //  3. Simulated: seal.SimulatedKeySource over the MRENCLAVE and MRSIGNER the
-//     host passed in Init and a platform secret (Init.SealSecret, or the
-//     per-machine file of seal.LoadOrCreatePlatformSecret). SIMULATION
+//     host passed in Init and the platform secret Init.SealSecret (without
+//     one, protected storage fails with ErrNoPlatformSecret). SIMULATION
 //     PROMISES NOTHING: the host knows or chooses every input of the key. The
 //     enclave logs a warning saying so.
 //

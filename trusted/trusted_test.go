@@ -390,20 +390,12 @@ func TestGramineSealing(t *testing.T) {
 	h.shutdown()
 }
 
-func TestPlatformSecretFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "secret")
+func TestNoPlatformSecret(t *testing.T) {
 	in := testInit()
 	in.SealSecret = nil
-	store := map[string][]byte{}
-	h := startInproc(t, testApp(Options{PlatformSecretPath: path}), in, store)
-	h.reply("put", map[string]string{"key": "k"}, []byte("v"))
-	h.shutdown()
-	if _, err := os.Stat(path); err != nil {
-		t.Fatal(err)
-	}
-	h = startInproc(t, testApp(Options{PlatformSecretPath: path}), in, store)
-	if r := h.reply("get", map[string]string{"key": "k"}, nil); string(r.Body) != "v" {
-		t.Fatalf("get %q", r.Body)
+	h := startInproc(t, testApp(Options{}), in, map[string][]byte{})
+	if f := h.fail("put", map[string]string{"key": "k"}, []byte("v")); !strings.Contains(f.Message, ErrNoPlatformSecret.Error()) {
+		t.Fatalf("put without a platform secret: %+v", f)
 	}
 	h.shutdown()
 }

@@ -10,6 +10,12 @@
 //			Transports: func(t *testing.T, n int) []bus.Transport { ... },
 //		})
 //	}
+//
+// Behaviours not every transport has are features: a transport declares
+// those it has in [Harness.Features] (at-least-once delivery with
+// acknowledgement, redelivery and [bus.Message.Hold]; reconnection after
+// its broker restarts), with what the suite needs to check them, and the
+// suite runs their tests too.
 package bustest
 
 import (
@@ -27,6 +33,7 @@ import (
 
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/internal/syncbuf"
+	"github.com/cloister-dev/cloister/internal/testenv"
 )
 
 // Harness tells the suite how to build a system under test.
@@ -39,6 +46,9 @@ type Harness struct {
 	// removed so far) are visible from every node. Transports whose
 	// interest propagates asynchronously (NATS routes) need it.
 	Settle func(t *testing.T)
+	// Features declares the optional behaviours of the transport, whose
+	// tests run only when declared.
+	Features Features
 }
 
 // system is the buses of one test.
@@ -54,10 +64,16 @@ type logBuffer = syncbuf.Buffer
 
 func (h Harness) start(t *testing.T, n int, opts ...bus.Option) *system {
 	t.Helper()
+	return h.startOn(t, h.Transports(t, n), opts...)
+}
+
+// startOn starts a bus on each of transports.
+func (h Harness) startOn(t *testing.T, transports []bus.Transport, opts ...bus.Option) *system {
+	t.Helper()
 	logs := &logBuffer{}
 	s := &system{t: t, h: h, logs: logs}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	for _, tr := range h.Transports(t, n) {
+	for _, tr := range transports {
 		b, err := bus.New(append([]bus.Option{bus.WithTransport(tr), bus.WithLogger(logger)}, opts...)...)
 		if err != nil {
 			t.Fatalf("bus.New: %v", err)
@@ -93,20 +109,6 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
-// waitFor polls cond until it holds or the test's patience (20 s) ends.
-// It never asserts timing: it only bounds how long a broken transport can
-// hang the suite.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func echo(ctx context.Context, m *bus.Message) {
 	_ = m.Reply(m.Body(), bus.WithHeaders(userHeaders(m.Headers())))
 }
@@ -121,7 +123,8 @@ func userHeaders(h bus.Headers) bus.Headers {
 	return out
 }
 
-// Run runs the conformance suite.
+// Run runs the conformance suite: the behaviours every transport has, then
+// those of the [Features] h declares.
 func Run(t *testing.T, h Harness) {
 	tests := []struct {
 		name string
@@ -159,6 +162,7 @@ func Run(t *testing.T, h Harness) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, h) })
 	}
+	runFeatures(t, h)
 }
 
 func testRequestReply(t *testing.T, h Harness) {
@@ -219,7 +223,7 @@ func testSendReachesOne(t *testing.T, h Harness) {
 			t.Fatalf("Send: %v", err)
 		}
 	}
-	waitFor(t, "all sends to arrive", func() bool { return total.Load() >= n })
+	testenv.WaitFor(t.Context(), t, "all sends to arrive", func() bool { return total.Load() >= n })
 	time.Sleep(50 * time.Millisecond) // let any duplicate show itself
 	if got := total.Load(); got != n {
 		t.Fatalf("%d deliveries for %d sends: a send must reach exactly one consumer", got, n)
@@ -253,7 +257,7 @@ func testSendRoundRobin(t *testing.T, h Harness) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "sends", func() bool { return counts[0].Load()+counts[1].Load()+counts[2].Load() == n })
+	testenv.WaitFor(t.Context(), t, "sends", func() bool { return counts[0].Load()+counts[1].Load()+counts[2].Load() == n })
 	for i := range counts {
 		// Round-robin gives 100 each; a random choice (NATS queue
 		// groups) gives each a share too. None may be starved.
@@ -283,7 +287,7 @@ func testPublishReachesAll(t *testing.T, h Harness) {
 		}
 	}
 	for i := range counts {
-		waitFor(t, fmt.Sprintf("consumer %d to get every publish", i), func() bool { return counts[i].Load() >= n })
+		testenv.WaitFor(t.Context(), t, fmt.Sprintf("consumer %d to get every publish", i), func() bool { return counts[i].Load() >= n })
 	}
 	time.Sleep(50 * time.Millisecond)
 	for i := range counts {
@@ -342,7 +346,7 @@ func (s *intStream) sendInOrder(t *testing.T, b *bus.Bus, address string, n int)
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the stream", func() bool { return s.len() == from+n })
+	testenv.WaitFor(t.Context(), t, "the stream", func() bool { return s.len() == from+n })
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, v := range s.got {
@@ -613,7 +617,7 @@ func testOverflow(t *testing.T, h Harness) {
 	for range 2 {
 		go func() { _, err := b.Request(ctx, "busy.svc", "x"); results <- err }()
 	}
-	waitFor(t, "two buffered requests", func() bool { return c.Stats().Pending == 2 })
+	testenv.WaitFor(t.Context(), t, "two buffered requests", func() bool { return c.Stats().Pending == 2 })
 	_, err := b.Request(ctx, "busy.svc", "x")
 	if !errors.Is(err, bus.ErrOverflow) {
 		t.Fatalf("request to a full consumer: %v, want ErrOverflow", err)
@@ -621,7 +625,7 @@ func testOverflow(t *testing.T, h Harness) {
 	if err := b.Send(ctx, "busy.svc", "x"); err != nil {
 		t.Fatalf("send to a full consumer: %v (the refusal shows in the counter)", err)
 	}
-	waitFor(t, "the overflow counter", func() bool { return c.Stats().Overflowed == 2 })
+	testenv.WaitFor(t.Context(), t, "the overflow counter", func() bool { return c.Stats().Overflowed == 2 })
 	if !strings.Contains(s.logs.String(), "buffer full") {
 		t.Fatalf("no log line for the overflow; logs:\n%s", s.logs)
 	}
@@ -649,12 +653,12 @@ func testPauseResume(t *testing.T, h Harness) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "five buffered", func() bool { return c.Stats().Pending == 5 })
+	testenv.WaitFor(t.Context(), t, "five buffered", func() bool { return c.Stats().Pending == 5 })
 	if handled.Load() != 0 {
 		t.Fatal("a paused consumer handled a message")
 	}
 	c.Resume()
-	waitFor(t, "five handled", func() bool { return handled.Load() == 5 })
+	testenv.WaitFor(t.Context(), t, "five handled", func() bool { return handled.Load() == 5 })
 }
 
 // testInlineConsumer: an Inline consumer answers requests from its own node
@@ -703,14 +707,14 @@ func testInlineConsumer(t *testing.T, h Harness) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "three buffered", func() bool { return c.Stats().Pending == 3 })
+	testenv.WaitFor(t.Context(), t, "three buffered", func() bool { return c.Stats().Pending == 3 })
 	c.Resume()
-	waitFor(t, "three handled after Resume", func() bool { return got.len() == n+3 })
+	testenv.WaitFor(t.Context(), t, "three handled after Resume", func() bool { return got.len() == n+3 })
 	c.Pause()
 	if err := s.buses[0].Send(ctx, "inline.svc", n+3); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "one buffered", func() bool { return c.Stats().Pending == 1 })
+	testenv.WaitFor(t.Context(), t, "one buffered", func() bool { return c.Stats().Pending == 1 })
 	if err := c.Unregister(ctx); err != nil {
 		t.Fatalf("Unregister: %v", err)
 	}
@@ -757,7 +761,7 @@ func testUnregisterDrains(t *testing.T, h Harness) {
 		go func() { _, err := b.Request(ctx, "draining.svc", "x"); results <- err }()
 	}
 	<-started
-	waitFor(t, "two more buffered", func() bool { return c.Stats().Pending == 2 })
+	testenv.WaitFor(t.Context(), t, "two more buffered", func() bool { return c.Stats().Pending == 2 })
 	unregistered := make(chan error, 1)
 	go func() { unregistered <- c.Unregister(ctx) }()
 	select {
@@ -782,7 +786,7 @@ func testUnregisterDrains(t *testing.T, h Harness) {
 	for range 2 {
 		go func() { _, err := b.Request(ctx, "stuck.svc", "x"); results <- err }()
 	}
-	waitFor(t, "one running, one buffered", func() bool { st := c2.Stats(); return st.Received == 2 })
+	testenv.WaitFor(t.Context(), t, "one running, one buffered", func() bool { st := c2.Stats(); return st.Received == 2 })
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
 	if err := c2.Unregister(short); err == nil {
@@ -832,7 +836,7 @@ func testLocalOnlyDelivery(t *testing.T, h Harness) {
 	if err := s.buses[1].Publish(ctx, "mixed.addr", "x", bus.LocalOnly()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "local publish", func() bool { return local.Load() == 11 })
+	testenv.WaitFor(t.Context(), t, "local publish", func() bool { return local.Load() == 11 })
 	if remote.Load() != 0 {
 		t.Fatalf("remote consumer got %d local-only messages", remote.Load())
 	}

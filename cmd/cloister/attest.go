@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -74,7 +75,22 @@ Exit status 3 when verification or the policy fails.`,
 			if len(args) != 1 {
 				return &usageError{err: fmt.Errorf("attest verify takes one QUOTE, got %d arguments", len(args))}
 			}
-			opts := attest.VerifyOptions{AllowSimulation: allowSim, SimPlatformKeyPath: simKey}
+			opts := attest.VerifyOptions{AllowSimulation: allowSim}
+			if allowSim {
+				// Without the key, simulated evidence fails verification at
+				// its "simulation platform key" step; other evidence does
+				// not need it.
+				path, err := simPlatformKeyPath(simKey)
+				if err == nil {
+					var k *ecdsa.PublicKey
+					if k, err = attest.LoadSimPlatformPublicKey(path); err == nil {
+						opts.SimPlatformKeys = []*ecdsa.PublicKey{k}
+					}
+				}
+				if err != nil {
+					fmt.Fprintf(env.stderr, "cloister: no simulation platform key to trust: %v\n", err)
+				}
+			}
 			if at != "" {
 				t, err := time.Parse(time.RFC3339, at)
 				if err != nil {
@@ -405,11 +421,9 @@ accepts the result on the same machine.`,
 				return &usageError{err: errors.New("--product-id and --svn must fit in 16 bits")}
 			}
 			id.ProductID, id.SVN = uint16(productID), uint16(svn)
-			path := simKey
-			if path == "" {
-				if path, err = attest.DefaultSimPlatformKeyPath(); err != nil {
-					return err
-				}
+			path, err := simPlatformKeyPath(simKey)
+			if err != nil {
+				return err
 			}
 			key, err := attest.LoadOrCreateSimPlatformKey(path)
 			if err != nil {

@@ -194,6 +194,12 @@ func TestAttestSimQuoteRoundTrip(t *testing.T) {
 	if code, _, _ := runCLI(t, "attest", "sim-quote", "--report-data", strings.Repeat("00", 65)); code != exitUsage {
 		t.Errorf("65 bytes of report data: exit %d", code)
 	}
+	// Where the key that signed it is not kept, it is refused.
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	code, stdout, errOut = runCLI(t, "attest", "verify", out, "--allow-simulation")
+	if code != exitRejected || !strings.Contains(stdout, "simulation platform key") || !strings.Contains(errOut, "no simulation platform key to trust") {
+		t.Errorf("verify without the platform key: exit %d\n%s\n%s", code, stdout, errOut)
+	}
 }
 
 func TestAttestVerifyDefaultRefusesDebugAndUnknownTCB(t *testing.T) {

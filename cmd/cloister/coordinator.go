@@ -156,7 +156,11 @@ the owner: 'cloister coordinator update').`,
 			}
 			announce(env.stderr, logger, v.logs.json(), fmt.Sprintf("coordinator image %s, measurement %s", img.Path, img.Measurement),
 				"cloister coordinator: image", "image", img.Path, "measurement", img.Measurement.String())
-			initConfig, err := coordinatorConfig(collateral, simKeys)
+			root, err := simulationRoot()
+			if err != nil {
+				return err
+			}
+			initConfig, err := coordinatorConfig(collateral, root, simKeys)
 			if err != nil {
 				return err
 			}
@@ -173,9 +177,14 @@ the owner: 'cloister coordinator update').`,
 	}
 }
 
-// coordinatorConfig builds the coordinator's Init configuration.
-func coordinatorConfig(collateral string, simKeys []string) ([]byte, error) {
+// coordinatorConfig builds the coordinator's Init configuration: the
+// collateral file, and the simulation platform keys to trust (this
+// machine's, root, and those of the simKeys files).
+func coordinatorConfig(collateral string, root *attest.SimulationRoot, simKeys []string) ([]byte, error) {
 	var c coordinator.Config
+	if err := c.TrustSimulationRoot(root); err != nil {
+		return nil, err
+	}
 	if collateral != "" {
 		b, err := os.ReadFile(collateral)
 		if err != nil {
@@ -196,9 +205,6 @@ func coordinatorConfig(collateral string, simKeys []string) ([]byte, error) {
 			return nil, err
 		}
 		c.SimPlatformKeys = append(c.SimPlatformKeys, p)
-	}
-	if c.Collateral == nil && c.SimPlatformKeys == nil {
-		return nil, nil
 	}
 	return json.Marshal(c)
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/attest"
+	"github.com/cloister-dev/cloister/coordinator"
 	"github.com/cloister-dev/cloister/manifest/manifestyaml"
 )
 
@@ -174,28 +176,42 @@ addresses:
 	}
 }
 
-// The coordinator's configuration carries only public keys, even when
-// given a machine's private simulation key file.
+// The coordinator's configuration trusts this machine's simulation root
+// and carries only public keys, even when given a machine's private
+// simulation key file.
 func TestCoordinatorConfig(t *testing.T) {
-	if b, err := coordinatorConfig("", nil); err != nil || b != nil {
-		t.Fatalf("no configuration: %q, %v", b, err)
+	root, err := attest.NewEphemeralSimulationRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := coordinator.EncodeSimPlatformKey(root.PlatformPublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := coordinatorConfig("", root, nil)
+	var c coordinator.Config
+	if err := json.Unmarshal(b, &c); err != nil || len(c.SimPlatformKeys) != 1 || c.SimPlatformKeys[0] != own {
+		t.Fatalf("this machine's key only: %s, %v", b, err)
 	}
 	keyFile := filepath.Join(t.TempDir(), "sim-platform-key.pem")
 	if _, err := attest.LoadOrCreateSimPlatformKey(keyFile); err != nil {
 		t.Fatal(err)
 	}
-	b, err := coordinatorConfig("", []string{keyFile})
+	b, err = coordinatorConfig("", root, []string{keyFile})
 	if err != nil || !strings.Contains(string(b), "PUBLIC KEY") || strings.Contains(string(b), "PRIVATE") {
 		t.Fatalf("configuration %s, %v", b, err)
 	}
-	if _, err := coordinatorConfig(keyFile, nil); err == nil {
+	if err := json.Unmarshal(b, &c); err != nil || len(c.SimPlatformKeys) != 2 {
+		t.Fatalf("two keys: %s, %v", b, err)
+	}
+	if _, err := coordinatorConfig(keyFile, root, nil); err == nil {
 		t.Fatal("a key file accepted as collateral")
 	}
 	bundle := "../../../shared/testdata/sgx/phala_sgx_quote_collateral.json"
 	if _, err := os.Stat(bundle); err != nil {
 		t.Skip("shared test data absent")
 	}
-	if b, err = coordinatorConfig(bundle, nil); err != nil || !strings.Contains(string(b), `"collateral":{`) {
+	if b, err = coordinatorConfig(bundle, root, nil); err != nil || !strings.Contains(string(b), `"collateral":{`) {
 		t.Fatalf("collateral configuration: %.100s, %v", b, err)
 	}
 }

@@ -260,6 +260,13 @@ func (h *enclaveHosting) host(ctx context.Context, env *cliEnv, opts node.Option
 	if err != nil || (len(cs) == 0 && opts.Ops.Listen == "" && opts.Tracing.Endpoint == "") {
 		return func(context.Context) error { return nil }, err
 	}
+	if len(cs) > 0 && opts.Simulation == nil {
+		// Simulated enclaves sign their evidence and seal their state
+		// with this machine's simulation root.
+		if opts.Simulation, err = simulationRoot(); err != nil {
+			return nil, err
+		}
+	}
 	b, logger := opts.Bus, opts.Logger
 	n, err := node.New(opts)
 	if err != nil {

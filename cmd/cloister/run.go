@@ -133,7 +133,12 @@ Inject a leak while it runs: the dashboard's button, or
 				h = &quietServer{h: h, minLevel: slog.LevelError + 4} // --log-level info shows them
 			}
 			logger := slog.New(h)
-			a, err := app.Start(ctx, cfg, app.Options{Only: nodeName, Out: env.stdout, Logger: logger, Metrics: metrics, TraceEndpoint: traceURL})
+			root, err := simulationRoot()
+			if err != nil {
+				return err
+			}
+			a, err := app.Start(ctx, cfg, app.Options{Only: nodeName, Out: env.stdout, Logger: logger, Metrics: metrics, TraceEndpoint: traceURL,
+				Simulation: root})
 			if err != nil {
 				return err
 			}

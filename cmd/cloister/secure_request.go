@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"errors"
 	"flag"
 	"fmt"
@@ -62,6 +63,17 @@ func (f *secureFlags) options(ctx context.Context, env *cliEnv) (client.Options,
 			return o, &usageError{err: fmt.Errorf("--sim-platform-key: %w", err)}
 		}
 		o.SimPlatformKeys = append(o.SimPlatformKeys, k)
+	}
+	if o.AllowSimulation && len(o.SimPlatformKeys) == 0 {
+		path, err := simPlatformKeyPath("")
+		if err != nil {
+			return o, err
+		}
+		k, err := attest.LoadSimPlatformPublicKey(path)
+		if err != nil {
+			return o, fmt.Errorf("this machine's simulation platform key (or give --sim-platform-key): %w", err)
+		}
+		o.SimPlatformKeys = []*ecdsa.PublicKey{k}
 	}
 	for _, m := range f.measurements {
 		v, err := enclave.ParseMeasurement(m)

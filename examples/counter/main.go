@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/node"
@@ -37,6 +38,7 @@ const EnclavePackage = "github.com/cloister-dev/cloister/examples/counter/enclav
 type options struct {
 	image    string // enclave image path
 	stateDir string // protected storage
+	simDir   string // the simulation root: evidence signing key, seal secret
 	users    []string
 	rounds   int
 	kill     bool // kill -9 the enclave after the first round
@@ -51,6 +53,8 @@ func main() {
 	var users string
 	flag.StringVar(&o.image, "image", filepath.Join(base, "counter.img"), "enclave image (built on first use)")
 	flag.StringVar(&o.stateDir, "state", filepath.Join(base, "state"), "directory of the enclave's protected storage")
+	config, _ := os.UserConfigDir()
+	flag.StringVar(&o.simDir, "simulation", filepath.Join(config, "cloister"), "directory of the simulation keys (those of the cloister command by default)")
 	flag.StringVar(&users, "users", "alice,bob", "comma-separated users who visit")
 	flag.IntVar(&o.rounds, "rounds", 3, "visits per user")
 	flag.BoolVar(&o.kill, "kill", false, "kill -9 the enclave process after the first round")
@@ -128,7 +132,13 @@ func run(ctx context.Context, out io.Writer, o options) error {
 	if err != nil {
 		return err
 	}
-	n, err := node.New(node.Options{Bus: b, Logger: o.logger})
+	// This program decides where the simulation keys live: the sealed
+	// counts open only under the same ones.
+	root, err := attest.LoadOrCreateSimulationRoot(o.simDir)
+	if err != nil {
+		return err
+	}
+	n, err := node.New(node.Options{Bus: b, Logger: o.logger, Simulation: root})
 	if err != nil {
 		return err
 	}

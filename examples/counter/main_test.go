@@ -14,11 +14,10 @@ import (
 
 func TestCounterSurvivesKillAndRestart(t *testing.T) {
 	dir := t.TempDir()
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config")) // simulation secrets of this test
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	o := options{
-		image: filepath.Join(dir, "counter.img"), stateDir: filepath.Join(dir, "state"),
+		image: filepath.Join(dir, "counter.img"), stateDir: filepath.Join(dir, "state"), simDir: filepath.Join(dir, "simulation"),
 		users: []string{"alice", "bob"}, rounds: 2, kill: true,
 		logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}

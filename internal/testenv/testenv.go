@@ -1,7 +1,7 @@
 // Package testenv is the set-up the test binaries of several packages
-// share: a temporary directory for the run that holds the run's simulated
-// platform keys and whatever the tests build once (enclave images, the
-// cloister command).
+// share: a temporary directory for the run that holds whatever the tests
+// build once (enclave images, the cloister command) and the user
+// configuration directory of the commands they run.
 package testenv
 
 import (
@@ -17,9 +17,10 @@ import (
 const SetupTimeout = 5 * time.Minute
 
 // Run is a TestMain body. It makes a temporary directory named after
-// prefix and points XDG_CONFIG_HOME into it, so that the simulation keys
-// (platform secret, quote signing key) of this run live there, for the
-// test process and the enclaves it starts alike. Then it calls setup with
+// prefix and points XDG_CONFIG_HOME into it, so that a cloister command
+// the tests run keeps its simulation keys there, not in the user's (the
+// libraries never look there: tests hand them an attest.SimulationRoot).
+// Then it calls setup with
 // the directory, runs the tests, removes the directory and returns the
 // exit code. A setup error is printed and fails the run.
 func Run(m *testing.M, prefix string, setup func(ctx context.Context, dir string) error) int {

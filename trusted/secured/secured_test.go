@@ -3,6 +3,7 @@ package secured_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -12,7 +13,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +26,7 @@ import (
 	"github.com/cloister-dev/cloister/coordinator"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/internal/syncbuf"
+	"github.com/cloister-dev/cloister/internal/testenv"
 	"github.com/cloister-dev/cloister/manifest/manifestyaml"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
@@ -219,7 +220,7 @@ type logSink = syncbuf.Buffer
 type world struct {
 	t       testing.TB
 	bus     *bus.Bus
-	key     string // sim platform key path
+	root    *attest.SimulationRoot // signs every enclave's evidence, roots its seal keys
 	owner   ed25519.PrivateKey
 	hash    [32]byte
 	logs    *logSink
@@ -237,10 +238,12 @@ func newWorld(t testing.TB, allowSim bool) *world {
 		t.Fatal(err)
 	}
 	w.bus = b
-	w.key = filepath.Join(t.TempDir(), "sim-platform.pem")
+	if w.root, err = attest.NewEphemeralSimulationRoot(); err != nil {
+		t.Fatal(err)
+	}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	w.owner = priv
-	w.start("coordinator", coordinator.NewApp(coordinator.Options{SimPlatformKeyPath: w.key}, trusted.Options{}), bytes.Repeat([]byte{0x11}, 32))
+	w.start("coordinator", coordinator.NewApp(coordinator.Options{SimPlatformKeys: []*ecdsa.PublicKey{w.root.PlatformPublicKey()}}, trusted.Options{}), bytes.Repeat([]byte{0x11}, 32))
 	m, err := manifestyaml.Parse([]byte(testManifest(pub, allowSim)))
 	if err != nil {
 		t.Fatal(err)
@@ -267,23 +270,16 @@ func mustEncode(t testing.TB, v any) []byte {
 func (w *world) start(name string, app *trusted.App, mrenclave []byte) error {
 	t := w.t
 	t.Helper()
-	key, err := attest.LoadOrCreateSimPlatformKey(w.key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var id attest.SimIdentity
 	copy(id.MREnclave[:], mrenclave)
 	id.Debug = true
-	iss, err := attest.NewSimIssuer(id, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	iss := w.root.Issuer(id)
 	store, err := enclave.NewFileStore(tempDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e, err := enclave.New(enclave.Config{Name: name, Backend: enclave.NewInProc(app.Serve), Bus: w.bus, Store: store,
-		Issuer: iss, Logger: w.logger, StartTimeout: 20 * time.Second})
+		Issuer: iss, Simulation: w.root, Logger: w.logger, StartTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,17 +349,6 @@ func (w *world) rejections(name string) map[string]map[string]uint64 {
 	return r
 }
 
-func (w *world) waitFor(what string, cond func() bool) {
-	w.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			w.t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func newMarker() string {
 	var b [12]byte
 	rand.Read(b[:])
@@ -409,7 +394,7 @@ func TestSecuredAddresses(t *testing.T) {
 	if got := string(w.request("beta.tell", []byte(marker+"-news"))); got != "told" {
 		t.Fatal(got)
 	}
-	w.waitFor("the publish", func() bool { n, _ := w.count("sec.news"); return n == 1 })
+	testenv.WaitFor(w.t.Context(), w.t, "the publish", func() bool { n, _ := w.count("sec.news"); return n == 1 })
 	capMu.Lock()
 	v, _ := captured.Load("sec.news")
 	news := v.([][]byte)
@@ -460,7 +445,7 @@ func TestSecuredAddresses(t *testing.T) {
 	if !errors.As(err, &re) || re.Code != wire.CodeRejected || !strings.Contains(re.Message, "malformed") {
 		t.Fatalf("forged request: %v", err)
 	}
-	w.waitFor("the rejections", func() bool {
+	testenv.WaitFor(w.t.Context(), w.t, "the rejections", func() bool {
 		r := w.rejections("alpha")["sec.news"]
 		return r[secured.ReasonReplay] == 1 && r[secured.ReasonAuth] == 1 && r[secured.ReasonMalformed] == 1
 	})
@@ -550,7 +535,7 @@ func TestSecuredAddresses(t *testing.T) {
 	if err := w.bus.Send(ctx, "sec.client", sent); err != nil {
 		t.Fatal(err)
 	}
-	w.waitFor("the sensor's send", func() bool { _, last := seen.get("sec.client"); return last == "sensor-1: sensor" })
+	testenv.WaitFor(w.t.Context(), w.t, "the sensor's send", func() bool { _, last := seen.get("sec.client"); return last == "sensor-1: sensor" })
 	r := w.rejections("alpha")["sec.client"]
 	if r[secured.ReasonReplay] != 1 || r[secured.ReasonPlaintext] != 1 || r[secured.ReasonUnauthenticated] != 3 || r[secured.ReasonSessionUnknown] != 1 {
 		t.Fatalf("sec.client rejections %v", r)
@@ -565,7 +550,7 @@ func TestSecuredAddresses(t *testing.T) {
 	if err := w.bus.Publish(ctx, provision.AddressEpoch, forged); err != nil {
 		t.Fatal(err)
 	}
-	w.waitFor("the forged notice ignored", func() bool { return strings.Contains(w.logs.String(), "did not sign") })
+	testenv.WaitFor(w.t.Context(), w.t, "the forged notice ignored", func() bool { return strings.Contains(w.logs.String(), "did not sign") })
 	if _, e := w.count("sec.news"); e != "1" {
 		t.Fatalf("epoch %s after a forged notice", e)
 	}
@@ -575,15 +560,15 @@ func TestSecuredAddresses(t *testing.T) {
 	next, grace := uint32(2), "0s"
 	sig := ed25519.Sign(w.owner, provision.RotateMessage(w.hash[:], next, grace))
 	w.request(provision.AddressRotate, mustEncode(t, provision.RotateRequest{NextEpoch: next, Grace: grace, Signature: sig}))
-	w.waitFor("alpha's re-join", func() bool { _, e := w.count("sec.news"); return e == "2" })
-	w.waitFor("beta's re-join", func() bool {
+	testenv.WaitFor(w.t.Context(), w.t, "alpha's re-join", func() bool { _, e := w.count("sec.news"); return e == "2" })
+	testenv.WaitFor(w.t.Context(), w.t, "beta's re-join", func() bool {
 		m, err := w.try("beta.ask", []byte(marker))
 		return err == nil && string(m.Body()) == "yes|echo: "+marker
 	})
 	if err := w.bus.Publish(ctx, "sec.news", env); err != nil {
 		t.Fatal(err)
 	}
-	w.waitFor("the old-epoch rejection", func() bool {
+	testenv.WaitFor(w.t.Context(), w.t, "the old-epoch rejection", func() bool {
 		return w.rejections("alpha")["sec.news"][secured.ReasonEpochRetired] == 1
 	})
 
@@ -664,7 +649,7 @@ func TestRejoinOnNewerEpoch(t *testing.T) {
 	w.request(provision.AddressRotate, mustEncode(t, provision.RotateRequest{NextEpoch: 2, Grace: grace, Signature: sig}))
 	// Beta hears the notice and seals under epoch 2; alpha did not hear it,
 	// refuses the first such envelope as of an unknown epoch, and re-joins.
-	w.waitFor("alpha to re-join after an envelope of epoch 2", func() bool {
+	testenv.WaitFor(w.t.Context(), w.t, "alpha to re-join after an envelope of epoch 2", func() bool {
 		w.try("beta.ask", []byte("during")) // refused until alpha re-joined
 		_, e := w.count("sec.news")
 		return e == "2"
@@ -712,7 +697,7 @@ func TestSessionEvictionThroughTheRuntime(t *testing.T) {
 	copy(coord[:], bytes.Repeat([]byte{0x11}, 32))
 	cl, err := client.Connect(ctx, w.bus, client.Options{
 		CoordinatorPolicy: attest.Policy{MREnclaves: [][32]byte{coord}, AllowDebug: true},
-		ManifestHash:      w.hash, AllowSimulation: true, SimPlatformKeyPath: w.key, Logger: w.logger,
+		ManifestHash:      w.hash, AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{w.root.PlatformPublicKey()}, Logger: w.logger,
 		Credential: secure.Credential{Name: "sensor-1", Key: sensorKey},
 	})
 	if err != nil {

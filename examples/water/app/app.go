@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/cluster"
 	"github.com/cloister-dev/cloister/enclave"
@@ -46,7 +48,18 @@ type Options struct {
 	// TraceEndpoint is an OTLP/HTTP traces URL every node of this process
 	// exports its message spans to; empty: no tracing.
 	TraceEndpoint string
+	// Simulation is the simulation trust root of this process's nodes: it
+	// signs their enclaves' simulated evidence, roots their simulated seal
+	// keys, and is what the coordinator and the sensors trust. The nodes
+	// of one application in several processes need the same root. Nil: the
+	// root kept in the state directory (SimulationDir), so a state
+	// directory carries the keys its sealed state needs.
+	Simulation *attest.SimulationRoot
 }
+
+// SimulationDir is where, under the state directory, Start keeps the
+// simulation root when Options.Simulation is nil.
+const SimulationDir = "simulation"
 
 // App is a running water application (the nodes of this process).
 type App struct {
@@ -55,6 +68,7 @@ type App struct {
 	logger   *slog.Logger
 	stateDir string
 	tempDir  bool
+	sim      *attest.SimulationRoot
 	img      *enclave.Image
 	// The coordinator mode's image and manifest.
 	coordImg    *enclave.Image
@@ -145,6 +159,11 @@ func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 		a.stateDir, a.tempDir = d, true
 	} else if err := prepareStateDir(a.stateDir); err != nil {
 		return nil, err
+	}
+	if a.sim = opts.Simulation; a.sim == nil {
+		if a.sim, err = attest.LoadOrCreateSimulationRoot(filepath.Join(a.stateDir, SimulationDir)); err != nil {
+			return nil, fmt.Errorf("app: %w", err)
+		}
 	}
 	// Every process needs the image: to host it, or to know the
 	// measurement the sensors and the dashboard expect.
@@ -327,7 +346,7 @@ func (a *App) startNode(ctx context.Context, nc NodeConfig, index int) (*localNo
 		cn.Close()
 		return nil, err
 	}
-	nopts := node.Options{Bus: b, Logger: opts.Logger, Ops: ops}
+	nopts := node.Options{Bus: b, Logger: opts.Logger, Ops: ops, Simulation: a.sim}
 	if a.opts.TraceEndpoint != "" {
 		nopts.Tracing = tracing.Options{Endpoint: a.opts.TraceEndpoint, ServiceName: a.cfg.Name, Attributes: map[string]string{"cloister.node": nc.Name}}
 	}
@@ -419,6 +438,12 @@ func (a *App) DashboardURL() string {
 		return ""
 	}
 	return "http://" + a.ln.Addr().String() + "/"
+}
+
+// simKeys are the simulation platform keys the application trusts: its
+// root's.
+func (a *App) simKeys() []*ecdsa.PublicKey {
+	return []*ecdsa.PublicKey{a.sim.PlatformPublicKey()}
 }
 
 // StateDir returns where the application keeps its state.

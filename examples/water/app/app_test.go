@@ -22,6 +22,7 @@ import (
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
 	"github.com/cloister-dev/cloister/internal/syncbuf"
+	"github.com/cloister-dev/cloister/internal/testenv"
 	"github.com/cloister-dev/cloister/secure"
 )
 
@@ -52,8 +53,6 @@ func startApp(t *testing.T, ctx context.Context, cfg *Config) *App {
 // for the test, and shown on stderr with -v.
 func startAppLogs(t *testing.T, ctx context.Context, cfg *Config) (*App, *syncBuffer) {
 	t.Helper()
-	// Simulation keys of this test only.
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(t.TempDir(), "config"))
 	logs := &syncBuffer{}
 	var w io.Writer = logs
 	if testing.Verbose() {
@@ -72,18 +71,6 @@ func startAppLogs(t *testing.T, ctx context.Context, cfg *Config) (*App, *syncBu
 		}
 	})
 	return a, logs
-}
-
-// eventually polls cond until it holds or the test's context ends.
-func eventually(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // tap is the eavesdropper: a raw NATS subscriber on every subject.
@@ -172,17 +159,17 @@ func testEndToEnd(t *testing.T, mode string) {
 	}
 	accepted := func() uint64 { return acceptedReadings(ctx, a) }
 	// Past the detectors' warm-up on every sensor.
-	eventually(t, ctx, "readings past the warm-up", func() bool { return accepted() >= sensors*30 })
+	testenv.WaitFor(ctx, t, "readings past the warm-up", func() bool { return accepted() >= sensors*30 })
 	if al := alerts(); len(al) != 0 {
 		t.Fatalf("alerts before any leak: %+v", al)
 	}
 	if err := a.InjectLeak(ctx, "s-003"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, ctx, "the leak alert", func() bool { return len(alerts()) > 0 })
+	testenv.WaitFor(ctx, t, "the leak alert", func() bool { return len(alerts()) > 0 })
 	// Let the leak develop fully and more readings come: still one alert.
 	before := accepted()
-	eventually(t, ctx, "readings after the alert", func() bool { return accepted() >= before+sensors*3*monitor.LeakSteps })
+	testenv.WaitFor(ctx, t, "readings after the alert", func() bool { return accepted() >= before+sensors*3*monitor.LeakSteps })
 	wantAlert := monitor.Alert{SensorID: "s-003", Kind: monitor.KindLeak, Severity: monitor.SeverityWarning}
 	al := alerts()
 	if len(al) != 1 || al[0].SensorID != wantAlert.SensorID || al[0].Kind != wantAlert.Kind || al[0].Severity != wantAlert.Severity || al[0].Time == 0 {
@@ -190,7 +177,7 @@ func testEndToEnd(t *testing.T, mode string) {
 	}
 	// The dashboard's JSON shows exactly that alert.
 	url := a.DashboardURL()
-	eventually(t, ctx, "the alert on the dashboard", func() bool { return len(getState(t, url).Alerts) > 0 })
+	testenv.WaitFor(ctx, t, "the alert on the dashboard", func() bool { return len(getState(t, url).Alerts) > 0 })
 	st := getState(t, url)
 	if len(st.Alerts) != 1 || st.Alerts[0].Alert != al[0] {
 		t.Fatalf("dashboard alerts %+v, want %+v", st.Alerts, al[0])
@@ -232,12 +219,12 @@ func testEndToEnd(t *testing.T, mode string) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, ctx, "the enclave's restart", func() bool {
+	testenv.WaitFor(ctx, t, "the enclave's restart", func() bool {
 		_, restarts, up := analyticsPID()
 		return restarts >= 1 && up
 	})
 	before = accepted()
-	eventually(t, ctx, "readings after the restart", func() bool { return accepted() >= before+sensors*10 })
+	testenv.WaitFor(ctx, t, "readings after the restart", func() bool { return accepted() >= before+sensors*10 })
 	last, err := a.StopSensors(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +233,7 @@ func testEndToEnd(t *testing.T, mode string) {
 	// into account exactly once (redeliveries are counted as duplicates;
 	// a redelivery overtaken by newer readings is accepted late).
 	var status monitor.Status
-	eventually(t, ctx, "every reading accounted for", func() bool {
+	testenv.WaitFor(ctx, t, "every reading accounted for", func() bool {
 		status, err = a.AnalyticsStatus(ctx, cfg.SensorIDs())
 		if err != nil {
 			return false
@@ -336,7 +323,7 @@ func TestPlainModeSaysSo(t *testing.T) {
 	cfg.Security = SecurityPlain
 	a := startApp(t, ctx, cfg)
 	tp := startTap(t, a.NATSURL())
-	eventually(t, ctx, "readings", func() bool {
+	testenv.WaitFor(ctx, t, "readings", func() bool {
 		for _, m := range tp.all() {
 			if bytes.Contains(m.Data, []byte(`"pressure"`)) {
 				return true
@@ -344,7 +331,7 @@ func TestPlainModeSaysSo(t *testing.T) {
 		}
 		return false
 	})
-	eventually(t, ctx, "state", func() bool { return len(a.State().Guarantees) > 0 })
+	testenv.WaitFor(ctx, t, "state", func() bool { return len(a.State().Guarantees) > 0 })
 	if g := strings.Join(a.State().Guarantees, "\n"); !strings.Contains(g, "NOT in force: security is plain") {
 		t.Fatalf("guarantees: %s", g)
 	}
@@ -536,11 +523,11 @@ func TestThreeNodes(t *testing.T) {
 	defer cancel()
 	cfg := threeNodeConfig(t, 3)
 	a := startApp(t, ctx, cfg)
-	eventually(t, ctx, "readings past the warm-up on three nodes", func() bool { return a.State().Analytics.Accepted >= 3*30 })
+	testenv.WaitFor(ctx, t, "readings past the warm-up on three nodes", func() bool { return a.State().Analytics.Accepted >= 3*30 })
 	if err := a.InjectLeak(ctx, "s-002"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, ctx, "the leak alert from node n3", func() bool { return len(a.State().Alerts) > 0 })
+	testenv.WaitFor(ctx, t, "the leak alert from node n3", func() bool { return len(a.State().Alerts) > 0 })
 	st := a.State()
 	if len(st.Alerts) != 1 || st.Alerts[0].SensorID != "s-002" || st.Alerts[0].Kind != monitor.KindLeak {
 		t.Fatalf("alerts %+v", st.Alerts)
@@ -584,7 +571,6 @@ func TestRestartWithStateDir(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cfg := testConfig(t, 2)
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(t.TempDir(), "config")) // the same simulation keys for both runs
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	run := func(minAccepted uint64) map[string]uint64 {
 		a, err := Start(ctx, cfg, Options{Logger: logger})
@@ -598,12 +584,12 @@ func TestRestartWithStateDir(t *testing.T) {
 				t.Errorf("close: %v", err)
 			}
 		}()
-		eventually(t, ctx, "readings", func() bool { return a.State().Analytics.Accepted >= minAccepted })
+		testenv.WaitFor(ctx, t, "readings", func() bool { return a.State().Analytics.Accepted >= minAccepted })
 		last, err := a.StopSensors(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, ctx, "every reading accounted for", func() bool {
+		testenv.WaitFor(ctx, t, "every reading accounted for", func() bool {
 			st, err := a.AnalyticsStatus(ctx, cfg.SensorIDs())
 			if err != nil {
 				return false

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/cluster"
@@ -149,11 +151,13 @@ func (c *benchCluster) close(ctx context.Context) {
 	}
 }
 
-// benchImages are the images and manifest of a benchmark run.
+// benchImages are the images and manifest of a benchmark run, and the
+// simulation root of its nodes (in memory: nothing of a run outlives it).
 type benchImages struct {
 	analytics, coordinator *enclave.Image
 	manifestRaw            []byte
 	manifest               *manifest.Manifest
+	sim                    *attest.SimulationRoot
 }
 
 func startBenchCluster(ctx context.Context, n int, imgs *benchImages, stateDir, transport string, logger *slog.Logger) (*benchCluster, error) {
@@ -177,7 +181,7 @@ func startBenchCluster(ctx context.Context, n int, imgs *benchImages, stateDir, 
 			c.close(ctx)
 			return nil, err
 		}
-		nd, err := node.New(node.Options{Bus: b, Logger: logger})
+		nd, err := node.New(node.Options{Bus: b, Logger: logger, Simulation: imgs.sim})
 		if err != nil {
 			b.Close(ctx)
 			cn.Close()
@@ -195,8 +199,13 @@ func startBenchCluster(ctx context.Context, n int, imgs *benchImages, stateDir, 
 		return nil, err
 	}
 	// The coordinator, with the manifest.
+	init, err := coordinatorInit(imgs.sim)
+	if err != nil {
+		return fail(err)
+	}
 	if _, err := host.DeployEnclave(ctx, node.EnclaveConfig{
 		Name: ServiceCoordinator, Image: imgs.coordinator.Path, Transport: transport, StateDir: filepath.Join(dir, "coordinator"),
+		InitConfig: init,
 	}); err != nil {
 		return fail(err)
 	}
@@ -269,6 +278,9 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 	}
 	defer os.RemoveAll(tmp)
 	imgs := &benchImages{}
+	if imgs.sim, err = attest.NewEphemeralSimulationRoot(); err != nil {
+		return nil, err
+	}
 	if opts.Image != "" {
 		imgs.analytics, err = enclave.Load(opts.Image)
 	} else {
@@ -311,7 +323,8 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 		if err != nil {
 			return nil, fmt.Errorf("app: bench: %d nodes: %w", n, err)
 		}
-		cl, _, err := ConnectCoordinator(ctx, c.client, imgs.coordinator.Measurement, imgs.manifest.Hash(), opts.Logger)
+		cl, _, err := ConnectCoordinator(ctx, c.client, imgs.coordinator.Measurement, imgs.manifest.Hash(),
+			[]*ecdsa.PublicKey{imgs.sim.PlatformPublicKey()}, opts.Logger)
 		if err == nil {
 			_, err = cl.ServiceKey(ctx, ServiceAnalytics) // fetched once, cached
 		}

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"github.com/cloister-dev/cloister/internal/testenv"
 	"os"
 	"os/exec"
 	"regexp"
@@ -44,7 +45,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	cfg := testConfig(t, 3)
 	a := startApp(t, ctx, cfg)
 	url := a.DashboardURL()
-	eventually(t, ctx, "analytics attested and readings past the warm-up", func() bool {
+	testenv.WaitFor(ctx, t, "analytics attested and readings past the warm-up", func() bool {
 		st := a.State()
 		if len(st.Attestation) == 0 || st.Analytics.Accepted < 3*30 {
 			return false
@@ -71,7 +72,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err := a.InjectLeak(ctx, "s-002"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, ctx, "the alert in the dashboard's state", func() bool { return len(a.State().Alerts) > 0 })
+	testenv.WaitFor(ctx, t, "the alert in the dashboard's state", func() bool { return len(a.State().Alerts) > 0 })
 	dom = dumpDOM(t, ctx, url)
 	rows := regexp.MustCompile(`<tr class="alert"[^>]*>`).FindAllString(dom, -1)
 	if len(rows) != 1 || !strings.Contains(rows[0], `data-sensor="s-002"`) || !strings.Contains(rows[0], `data-kind="leak"`) ||

@@ -210,14 +210,14 @@ func (c *collector) collect(ctx context.Context) {
 		if !ok || !att.Verified || now.Sub(att.Checked) > 10*time.Second {
 			if svc == ServiceCoordinator {
 				var cl *client.Client
-				cl, att, _ = ConnectCoordinator(rctx, b, a.coordImg.Measurement, a.manifest.Hash(), quiet) // the sensors already warned
+				cl, att, _ = ConnectCoordinator(rctx, b, a.coordImg.Measurement, a.manifest.Hash(), a.simKeys(), quiet) // the sensors already warned
 				if cl != nil {
 					if pub, err := cl.ServiceKey(rctx, ServiceAnalytics); err == nil {
 						att.ChannelKey = fmt.Sprintf("analytics %x", pub.Bytes()[:8])
 					}
 				}
 			} else {
-				_, att, _ = AttestAnalytics(rctx, b, a.img.Measurement)
+				_, att, _ = AttestAnalytics(rctx, b, a.img.Measurement, a.simKeys())
 				if a.cfg.Security == SecurityCoordinator && att.Verified {
 					// Its evidence binds the key of water.analytics.attest;
 					// the readings' key came in the coordinator's grant.

@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/client"
+	"github.com/cloister-dev/cloister/coordinator"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
 	"github.com/cloister-dev/cloister/manifest"
@@ -78,10 +81,14 @@ services:
 // deployCoordinator hosts the coordinator enclave on ln and gives it the
 // manifest (unless it already holds it).
 func (a *App) deployCoordinator(ctx context.Context, ln *localNode) error {
+	init, err := coordinatorInit(a.sim)
+	if err != nil {
+		return err
+	}
 	if _, err := ln.node.DeployEnclave(ctx, node.EnclaveConfig{
 		Name: ServiceCoordinator, Image: a.coordImg.Path, Backend: a.cfg.Enclave.Backend,
 		StateDir: filepath.Join(a.stateDir, "coordinator"), RestartBackoff: a.cfg.Enclave.RestartBackoff,
-		MaxRestartBackoff: 2 * time.Second,
+		MaxRestartBackoff: 2 * time.Second, InitConfig: init,
 	}); err != nil {
 		return fmt.Errorf("app: coordinator enclave: %w", err)
 	}
@@ -106,6 +113,16 @@ func (a *App) deployCoordinator(ctx context.Context, ln *localNode) error {
 	return nil
 }
 
+// coordinatorInit is the coordinator's configuration: it trusts the
+// simulated evidence of the enclaves root signs for.
+func coordinatorInit(root *attest.SimulationRoot) ([]byte, error) {
+	var c coordinator.Config
+	if err := c.TrustSimulationRoot(root); err != nil {
+		return nil, fmt.Errorf("app: coordinator configuration: %w", err)
+	}
+	return json.Marshal(c)
+}
+
 func coordinatorStatus(ctx context.Context, b *bus.Bus) (*provision.Status, error) {
 	st, err := client.CoordinatorStatus(ctx, b, 15*time.Second)
 	if err != nil {
@@ -115,13 +132,13 @@ func coordinatorStatus(ctx context.Context, b *bus.Bus) (*provision.Status, erro
 }
 
 // ConnectCoordinator verifies the coordinator (its image's measurement, the
-// pinned manifest hash, simulated evidence accepted) and returns the client
-// and what was verified.
-func ConnectCoordinator(ctx context.Context, b *bus.Bus, coordinator enclave.Measurement, manifestHash [32]byte, logger *slog.Logger) (*client.Client, Attestation, error) {
+// pinned manifest hash, simulated evidence accepted when signed by one of
+// simKeys) and returns the client and what was verified.
+func ConnectCoordinator(ctx context.Context, b *bus.Bus, coordinator enclave.Measurement, manifestHash [32]byte, simKeys []*ecdsa.PublicKey, logger *slog.Logger) (*client.Client, Attestation, error) {
 	att := Attestation{Service: ServiceCoordinator, Address: provision.AddressAttest, Checked: time.Now()}
 	cl, err := client.Connect(ctx, b, client.Options{
 		CoordinatorPolicy: attest.Policy{MREnclaves: [][32]byte{coordinator}},
-		ManifestHash:      manifestHash, AllowSimulation: true, Timeout: 5 * time.Second, Logger: logger,
+		ManifestHash:      manifestHash, AllowSimulation: true, SimPlatformKeys: simKeys, Timeout: 5 * time.Second, Logger: logger,
 	})
 	if err != nil {
 		att.Error = err.Error()

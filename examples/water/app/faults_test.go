@@ -23,6 +23,7 @@ import (
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
+	"github.com/cloister-dev/cloister/internal/testenv"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
@@ -61,11 +62,11 @@ func testFaults(t *testing.T, cfg *Config) {
 		}
 		return nil
 	}
-	eventually(t, ctx, "readings", func() bool { return accepted() >= uint64(sensors)*20 })
+	testenv.WaitFor(ctx, t, "readings", func() bool { return accepted() >= uint64(sensors)*20 })
 
 	// Forgeries, sent where the sensors send (the durable address), so
 	// that ingest hands them to analytics.
-	cl, _, err := ConnectCoordinator(ctx, a.Bus(), a.coordImg.Measurement, a.manifest.Hash(), a.logger)
+	cl, _, err := ConnectCoordinator(ctx, a.Bus(), a.coordImg.Measurement, a.manifest.Hash(), a.simKeys(), a.logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,10 +112,10 @@ func testFaults(t *testing.T, cfg *Config) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, ctx, "the forgeries dead-lettered", func() bool { return ingestCounts()["dead_letters"] == uint64(len(forged)) })
+	testenv.WaitFor(ctx, t, "the forgeries dead-lettered", func() bool { return ingestCounts()["dead_letters"] == uint64(len(forged)) })
 	// The analytics node's metrics count the trusted runtime's rejections
 	// by address and reason, and name no sensor, key or payload.
-	eventually(t, ctx, "rejections in the metrics", func() bool {
+	testenv.WaitFor(ctx, t, "rejections in the metrics", func() bool {
 		return scrapeRejections(t, a) > 0
 	})
 	// A forged join: the coordinator refuses it, and the node hosting it
@@ -122,7 +123,7 @@ func testFaults(t *testing.T, cfg *Config) {
 	if _, err := a.Bus().Request(ctx, provision.AddressJoin, []byte("not a join")); !errors.Is(err, bus.ErrRecipientFailure) {
 		t.Fatalf("a garbage join: %v", err)
 	}
-	eventually(t, ctx, "the refused join in the metrics", func() bool {
+	testenv.WaitFor(ctx, t, "the refused join in the metrics", func() bool {
 		return scrapeSum(t, a, `cloister_coordinator_join_replies_total{reason="bad-request",result="refused"}`) >= 1
 	})
 
@@ -197,7 +198,7 @@ func testFaults(t *testing.T, cfg *Config) {
 			}
 		}
 		what := strings.Join(names, " and ")
-		eventually(t, ctx, what+" restarted", func() bool {
+		testenv.WaitFor(ctx, t, what+" restarted", func() bool {
 			up := 0
 			for _, e := range a.Enclaves() {
 				if r, ok := restarts[e.Name]; ok && e.Restarts > r && e.State == "up" {
@@ -207,7 +208,7 @@ func testFaults(t *testing.T, cfg *Config) {
 			return up == len(names)
 		})
 		before := accepted()
-		eventually(t, ctx, "readings after "+what+" restarted", func() bool { return accepted() >= before+uint64(sensors)*5 })
+		testenv.WaitFor(ctx, t, "readings after "+what+" restarted", func() bool { return accepted() >= before+uint64(sensors)*5 })
 	}
 	for range rounds {
 		kill(ServiceAnalytics)
@@ -254,7 +255,7 @@ func stopAndAccount(t *testing.T, ctx context.Context, a *App) (map[string]uint6
 		t.Fatal(err)
 	}
 	var status monitor.Status
-	eventually(t, ctx, "every reading accounted for", func() bool {
+	testenv.WaitFor(ctx, t, "every reading accounted for", func() bool {
 		if status, err = a.AnalyticsStatus(ctx, a.Config().SensorIDs()); err != nil {
 			return false
 		}
@@ -378,7 +379,6 @@ func TestHostProcessKilled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	state := t.TempDir()
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(t.TempDir(), "config")) // the same simulation keys for both lives
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHostProcessKilled$")
 	cmd.Env = append(os.Environ(), envHostChild+"="+state)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -392,7 +392,7 @@ func TestHostProcessKilled(t *testing.T) {
 	})
 	// The sensors keep their sequence numbers every second: once they are
 	// past 30, readings are in flight everywhere.
-	eventually(t, ctx, "the first life's readings", func() bool {
+	testenv.WaitFor(ctx, t, "the first life's readings", func() bool {
 		b, err := os.ReadFile(filepath.Join(state, "sensors-n1.json"))
 		var seqs map[string]uint64
 		if err != nil || json.Unmarshal(b, &seqs) != nil || len(seqs) == 0 {
@@ -426,7 +426,7 @@ func TestHostProcessKilled(t *testing.T) {
 		}
 	}()
 	before := acceptedReadings(ctx, a)
-	eventually(t, ctx, "the second life's readings", func() bool { return acceptedReadings(ctx, a) >= before+30 })
+	testenv.WaitFor(ctx, t, "the second life's readings", func() bool { return acceptedReadings(ctx, a) >= before+30 })
 	last, status := stopAndAccount(t, ctx, a)
 	t.Logf("after the host was killed: readings %v; analytics %+v", last, status.Sensors)
 }
@@ -443,7 +443,6 @@ func TestTamperedStateLosesNothing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	cfg := testConfig(t, 2)
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(t.TempDir(), "config")) // one set of simulation keys
 	logs := &syncBuffer{}
 	run := func(what string, body func(a *App)) {
 		t.Helper()
@@ -460,7 +459,7 @@ func TestTamperedStateLosesNothing(t *testing.T) {
 	}
 	var first uint64
 	run("first run", func(a *App) {
-		eventually(t, ctx, "readings", func() bool { return acceptedReadings(ctx, a) >= 20 })
+		testenv.WaitFor(ctx, t, "readings", func() bool { return acceptedReadings(ctx, a) >= 20 })
 		if _, err := a.StopSensors(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -508,7 +507,7 @@ func TestTamperedStateLosesNothing(t *testing.T) {
 		}
 	}
 	run("run over the genuine state", func(a *App) {
-		eventually(t, ctx, "readings", func() bool { return acceptedReadings(ctx, a) >= first+20 })
+		testenv.WaitFor(ctx, t, "readings", func() bool { return acceptedReadings(ctx, a) >= first+20 })
 		stopAndAccount(t, ctx, a)
 	})
 }
@@ -543,7 +542,7 @@ func TestStorageFullMidStream(t *testing.T) {
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
 	a, logs := startAppLogs(t, ctx, cfg)
-	eventually(t, ctx, "readings", func() bool { return acceptedReadings(ctx, a) >= 30 })
+	testenv.WaitFor(ctx, t, "readings", func() bool { return acceptedReadings(ctx, a) >= 30 })
 	filler := filepath.Join(dir, "filler")
 	f, err := os.Create(filler)
 	if err != nil {
@@ -559,7 +558,7 @@ func TestStorageFullMidStream(t *testing.T) {
 	before := acceptedReadings(ctx, a)
 	// Each failed write fails the answers that waited for it and restarts
 	// the enclave (so that its cache cannot outlive a lost write).
-	eventually(t, ctx, "the enclave restarting while the storage is full", func() bool {
+	testenv.WaitFor(ctx, t, "the enclave restarting while the storage is full", func() bool {
 		for _, e := range a.Enclaves() {
 			if e.Name == ServiceAnalytics {
 				return e.Restarts >= 2
@@ -573,7 +572,7 @@ func TestStorageFullMidStream(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, ctx, "readings after the storage is back", func() bool { return acceptedReadings(ctx, a) >= before+30 })
+	testenv.WaitFor(ctx, t, "readings after the storage is back", func() bool { return acceptedReadings(ctx, a) >= before+30 })
 	last, status := stopAndAccount(t, ctx, a)
 	for _, svc := range a.State().Services {
 		if svc.Name == ServiceIngest && svc.Counts["dead_letters"] != 0 {

@@ -223,7 +223,7 @@ func (s *sensors) run(ctx context.Context, b *bus.Bus) {
 	if s.cfg.Security == SecurityChannel {
 		s.setStatus("waiting for analytics' attested channel key")
 		for {
-			pub, att, err := AttestAnalytics(ctx, b, s.measurement)
+			pub, att, err := AttestAnalytics(ctx, b, s.measurement, s.app.simKeys())
 			if err == nil {
 				s.sealer = NewSealer(pub, s.measurement)
 				if s.onAttest != nil {
@@ -312,7 +312,7 @@ func (s *sensors) run(ctx context.Context, b *bus.Bus) {
 // sensor, each proving its own credential in its sessions with analytics.
 func (s *sensors) coordinatorClients(ctx context.Context, b *bus.Bus) (map[string]*client.Client, error) {
 	hash := s.app.manifest.Hash()
-	cl, att, err := ConnectCoordinator(ctx, b, s.app.coordImg.Measurement, hash, s.logger)
+	cl, att, err := ConnectCoordinator(ctx, b, s.app.coordImg.Measurement, hash, s.app.simKeys(), s.logger)
 	if err != nil {
 		return nil, err
 	}
