@@ -6,12 +6,9 @@ import (
 	"fmt"
 	"strings"
 	"time"
-)
 
-// healthRejectionsPrefix starts a trusted runtime's HealthStatus.Detail
-// that carries its rejection counters (trusted.HealthRejectionsPrefix; the
-// host side does not import the trusted SDK).
-const healthRejectionsPrefix = "rejected="
+	"github.com/cloister-dev/cloister/wire"
+)
 
 // Rejections asks the running instance (Health ECALL, bounded by ctx, at
 // most 5 s) how many messages its trusted runtime rejected on secured and
@@ -41,7 +38,7 @@ func (e *Enclave) Rejections(ctx context.Context) (map[string]map[string]uint64,
 // input: a hostile enclave can only make its own counts wrong).
 func parseRejections(detail string) (map[string]map[string]uint64, error) {
 	out := map[string]map[string]uint64{}
-	rest, ok := strings.CutPrefix(detail, healthRejectionsPrefix)
+	rest, ok := strings.CutPrefix(detail, wire.HealthRejectionsPrefix)
 	if !ok {
 		return out, nil
 	}

@@ -37,12 +37,13 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/wire"
 )
 
 // HeaderTraceparent is the W3C trace-context header carried in message
 // headers; HeaderTracestate is its companion.
 const (
-	HeaderTraceparent = "traceparent"
+	HeaderTraceparent = wire.HeaderTraceParent
 	HeaderTracestate  = "tracestate"
 )
 
