@@ -31,7 +31,7 @@ var (
 	ErrRejected = errors.New("secured: message rejected")
 )
 
-// Rejection reasons, as counted by Runtime.Rejections.
+// Rejection reasons, as counted by Rejections.
 const (
 	ReasonMalformed         = "malformed"
 	ReasonUnknownEpoch      = "unknown-epoch"
