@@ -2,6 +2,7 @@ package enclave
 
 import (
 	"context"
+	"fmt"
 	"testing"
 )
 
@@ -37,4 +38,15 @@ func TestMeasureFootprint(t *testing.T) {
 	if _, err := MeasureFootprint(context.Background(), "", SDKModule+"/..."); err == nil {
 		t.Fatal("measured many packages at once")
 	}
+}
+
+// The figures cloister enclave build prints, and what X.509 parsing costs
+// an image that verifies evidence.
+func ExampleMeasureFootprint() {
+	f, err := MeasureFootprint(context.Background(), "", "github.com/cloister-dev/cloister/coordinator/image")
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(f.Figures())
+	fmt.Println(f.Without("crypto/x509").Figures())
 }
