@@ -153,6 +153,22 @@ func (d *decoder) take(field string, n int) []byte {
 	return p
 }
 
+// id64 decodes a u64 that correlates the frame with a call (the ID a
+// DecodeError carries).
+func (d *decoder) id64(field string) uint64 {
+	d.id = d.u64(field)
+	return d.id
+}
+
+// token decodes a correlation token that must not be zero.
+func (d *decoder) token(field string) uint64 {
+	v := d.id64(field)
+	if d.err == nil && v == 0 {
+		d.fail(field, fmt.Errorf("%w: zero token", ErrInvalidValue))
+	}
+	return v
+}
+
 func (d *decoder) u8(field string) uint8 {
 	p := d.take(field, 1)
 	if p == nil {

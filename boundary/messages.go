@@ -270,8 +270,7 @@ func (m *Deliver) appendPayload(b []byte) []byte {
 }
 
 func (m *Deliver) decodePayload(d *decoder) {
-	m.Token = d.u64("token")
-	d.id = m.Token
+	m.Token = d.id64("token")
 	m.Kind = wire.Kind(d.u8("kind"))
 	switch {
 	case d.err != nil:
@@ -311,8 +310,7 @@ func (m *RequestResult) appendPayload(b []byte) []byte {
 }
 
 func (m *RequestResult) decodePayload(d *decoder) {
-	m.CallID = d.u64("call_id")
-	d.id = m.CallID
+	m.CallID = d.id64("call_id")
 	m.Failure = wire.Failure(d.u8("failure"))
 	if m.Failure > wire.MaxFailure {
 		d.fail("failure", fmt.Errorf("%w: %d", ErrInvalidValue, m.Failure))
@@ -344,8 +342,7 @@ func (m *StoreResult) appendPayload(b []byte) []byte {
 }
 
 func (m *StoreResult) decodePayload(d *decoder) {
-	m.CallID = d.u64("call_id")
-	d.id = m.CallID
+	m.CallID = d.id64("call_id")
 	m.Found = d.boolean("found")
 	m.Error = d.str("error", d.lim.MaxString, 0)
 	m.Blob = d.bytes("blob")
@@ -372,8 +369,7 @@ func (m *EvidenceResult) appendPayload(b []byte) []byte {
 }
 
 func (m *EvidenceResult) decodePayload(d *decoder) {
-	m.CallID = d.u64("call_id")
-	d.id = m.CallID
+	m.CallID = d.id64("call_id")
 	m.EvidenceType = d.str("evidence_type", d.lim.MaxString, strUTF8)
 	m.Error = d.str("error", d.lim.MaxString, 0)
 	m.Quote = d.bytes("quote")
@@ -386,7 +382,7 @@ type Health struct{ ID uint64 }
 func (*Health) Type() Type { return TypeHealth }
 
 func (m *Health) appendPayload(b []byte) []byte { return appendU64(b, m.ID) }
-func (m *Health) decodePayload(d *decoder)      { m.ID = d.u64("id"); d.id = m.ID }
+func (m *Health) decodePayload(d *decoder)      { m.ID = d.id64("id") }
 
 // Shutdown asks the enclave to stop taking deliveries, drain for at most
 // Grace (0 = the enclave's default) and answer with Stopped.
@@ -450,11 +446,7 @@ func (m *Reply) appendPayload(b []byte) []byte {
 }
 
 func (m *Reply) decodePayload(d *decoder) {
-	m.Token = d.u64("token")
-	d.id = m.Token
-	if d.err == nil && m.Token == 0 {
-		d.fail("token", fmt.Errorf("%w: zero token", ErrInvalidValue))
-	}
+	m.Token = d.token("token")
 	m.Headers = d.headers("headers")
 	m.Body = d.bytes("body")
 }
@@ -473,11 +465,7 @@ func (*Done) Type() Type { return TypeDone }
 func (m *Done) appendPayload(b []byte) []byte { return appendU64(b, m.Token) }
 
 func (m *Done) decodePayload(d *decoder) {
-	m.Token = d.u64("token")
-	d.id = m.Token
-	if d.err == nil && m.Token == 0 {
-		d.fail("token", fmt.Errorf("%w: zero token", ErrInvalidValue))
-	}
+	m.Token = d.token("token")
 }
 
 // Fail answers a Deliver with a failure.
@@ -501,11 +489,7 @@ func (m *Fail) appendPayload(b []byte) []byte {
 }
 
 func (m *Fail) decodePayload(d *decoder) {
-	m.Token = d.u64("token")
-	d.id = m.Token
-	if d.err == nil && m.Token == 0 {
-		d.fail("token", fmt.Errorf("%w: zero token", ErrInvalidValue))
-	}
+	m.Token = d.token("token")
 	m.Kind = FailKind(d.u8("kind"))
 	if d.err == nil && (m.Kind < FailApplication || m.Kind > FailInternal) {
 		d.fail("kind", fmt.Errorf("%w: %d", ErrInvalidValue, m.Kind))
@@ -581,8 +565,7 @@ func (m *Request) appendPayload(b []byte) []byte {
 }
 
 func (m *Request) decodePayload(d *decoder) {
-	m.CallID = d.u64("call_id")
-	d.id = m.CallID
+	m.CallID = d.id64("call_id")
 	m.Timeout = d.duration("timeout")
 	m.Address = d.address("address")
 	m.Headers = d.headers("headers")
@@ -657,8 +640,7 @@ func (m *StorePut) appendPayload(b []byte) []byte {
 }
 
 func (m *StorePut) decodePayload(d *decoder) {
-	m.CallID = d.u64("call_id")
-	d.id = m.CallID
+	m.CallID = d.id64("call_id")
 	m.Key = d.str("key", d.lim.MaxString, strUTF8|strNonEmpty)
 	m.Blob = d.bytes("blob")
 }
@@ -680,8 +662,7 @@ func (m *StoreGet) appendPayload(b []byte) []byte {
 }
 
 func (m *StoreGet) decodePayload(d *decoder) {
-	m.CallID = d.u64("call_id")
-	d.id = m.CallID
+	m.CallID = d.id64("call_id")
 	m.Key = d.str("key", d.lim.MaxString, strUTF8|strNonEmpty)
 }
 
@@ -702,8 +683,7 @@ func (m *GetEvidence) appendPayload(b []byte) []byte {
 }
 
 func (m *GetEvidence) decodePayload(d *decoder) {
-	m.CallID = d.u64("call_id")
-	d.id = m.CallID
+	m.CallID = d.id64("call_id")
 	copy(m.ReportData[:], d.take("report_data", 64))
 }
 
@@ -733,8 +713,7 @@ func (m *HealthStatus) appendPayload(b []byte) []byte {
 }
 
 func (m *HealthStatus) decodePayload(d *decoder) {
-	m.ID = d.u64("id")
-	d.id = m.ID
+	m.ID = d.id64("id")
 	m.Healthy = d.boolean("healthy")
 	m.Running = d.u32("running")
 	m.Queued = d.u32("queued")
