@@ -1,0 +1,82 @@
+package application
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// ReadyLine is what Run writes to Config.Out once everything has started.
+const ReadyLine = "ready"
+
+// stopTimeout bounds how long Run waits for the application to stop.
+const stopTimeout = 30 * time.Second
+
+// Run starts the application, writes "NAME: ready" to cfg.Out, waits until
+// ctx ends, then stops it.
+func Run(ctx context.Context, cfg *Config, services ...GoService) error {
+	a, err := Start(ctx, cfg, services...)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.out, "%s: %s (NATS %s; Ctrl-C stops)\n", cfg.Name, ReadyLine, a.NATSURL())
+	<-ctx.Done()
+	fmt.Fprintf(a.out, "%s: stopping\n", cfg.Name)
+	sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+	defer cancel()
+	return a.Stop(sctx)
+}
+
+// Main is the whole main function of an application's program: it loads
+// the description named on the command line (default app.yaml), runs it
+// with the program's Go services until SIGINT or SIGTERM, and exits with
+// status 1 on error. `cloister run APP.yaml` runs the description's
+// program this way.
+//
+//	func main() {
+//		application.Main(application.GoService{Name: "greeter", New: newGreeter})
+//	}
+func Main(services ...GoService) {
+	fs := flag.NewFlagSet(os.Args[0], flag.ExitOnError)
+	node := fs.String("node", "", "run only this `node` of the description")
+	level := fs.String("log-level", "warn", "log level: debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: %s [--node NAME] [--log-level LEVEL] [APP.yaml]\n", fs.Name())
+		fs.PrintDefaults()
+	}
+	_ = fs.Parse(os.Args[1:])
+	path := "app.yaml"
+	switch fs.NArg() {
+	case 0:
+	case 1:
+		path = fs.Arg(0)
+	default:
+		fs.Usage()
+		os.Exit(2)
+	}
+	if err := mainRun(path, *node, *level, services); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+func mainRun(path, node, level string, services []GoService) error {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		return err
+	}
+	cfg.Only, cfg.Out = node, os.Stdout
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return Run(ctx, cfg, services...)
+}
