@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +23,7 @@ import (
 	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/provision"
+	"github.com/cloister-dev/cloister/tracing"
 )
 
 // CoordinatorPackage is the coordinator's enclave image in Cloister.
@@ -136,11 +139,15 @@ func Start(ctx context.Context, cfg *Config, services ...GoService) (_ *App, err
 	if err := a.prepareState(); err != nil {
 		return nil, err
 	}
-	if err := a.loadImages(ctx); err != nil {
+	if err := a.loadImages(ctx, run[0].Name); err != nil {
 		return nil, err
 	}
-	for _, n := range run {
-		ln, err := a.startNode(ctx, n)
+	// The nodes that use a durable address start last: they declare it,
+	// which needs JetStream serving (a clustered JetStream serves once its
+	// routes are up).
+	sort.SliceStable(run, func(i, j int) bool { return len(cfg.durableOn(run[i])) == 0 && len(cfg.durableOn(run[j])) > 0 })
+	for i, n := range run {
+		ln, err := a.startNode(ctx, n, i)
 		if err != nil {
 			return nil, err
 		}
@@ -209,22 +216,27 @@ func PrepareStateDir(dir string) error {
 }
 
 // loadImages builds or loads every image and the coordinator's, then
-// generates the manifest.
-func (a *App) loadImages(ctx context.Context) error {
+// generates the manifest. Images are built into a folder of the first
+// node of this process, so that processes sharing the state directory (one
+// per node) do not build into the same file.
+func (a *App) loadImages(ctx context.Context, first string) error {
 	if len(a.cfg.Images) == 0 {
 		return nil
 	}
 	ms := Measurements{Images: map[string]enclave.Measurement{}}
 	for _, name := range sortedKeys(a.cfg.Images) {
 		desc := a.cfg.Images[name]
-		img, err := a.image(ctx, name, desc.Package, desc.File)
+		img, err := a.image(ctx, first, name, desc.Package, desc.File, enclave.BuildOptions{Signer: desc.Signer, ProductID: desc.ProductID, SVN: desc.SVN})
 		if err != nil {
 			return err
 		}
 		a.images[name] = img
 		ms.Images[name] = img.Measurement
 	}
-	img, err := a.image(ctx, CoordinatorService, CoordinatorPackage, a.cfg.CoordinatorImage)
+	if a.cfg.NoCoordinator {
+		return nil
+	}
+	img, err := a.image(ctx, first, CoordinatorService, CoordinatorPackage, a.cfg.CoordinatorImage, enclave.BuildOptions{})
 	if err != nil {
 		return err
 	}
@@ -244,19 +256,19 @@ func (a *App) loadImages(ctx context.Context) error {
 }
 
 // image loads the prebuilt file, or builds pkg into the state directory.
-func (a *App) image(ctx context.Context, name, pkg, file string) (*enclave.Image, error) {
+func (a *App) image(ctx context.Context, node, name, pkg, file string, opts enclave.BuildOptions) (*enclave.Image, error) {
 	var img *enclave.Image
 	var err error
 	if file != "" {
 		img, err = enclave.Load(a.cfg.path(file))
 	} else {
 		fmt.Fprintf(a.out, "building image %s (%s) ...\n", name, pkg)
-		out := filepath.Join(a.stateDir, "images", name+".img")
-		dir := a.cfg.dir()
+		out := filepath.Join(a.stateDir, "images", node, name+".img")
+		opts.Dir = a.cfg.dir()
 		if isDirPath(pkg) { // a directory: built in its own module
-			dir, pkg = a.cfg.path(pkg), "."
+			opts.Dir, pkg = a.cfg.path(pkg), "."
 		}
-		img, err = enclave.BuildPackage(ctx, pkg, out, enclave.BuildOptions{Dir: dir}, a.out)
+		img, err = enclave.BuildPackage(ctx, pkg, out, opts, a.out)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("application: image %s: %w", name, err)
@@ -280,7 +292,7 @@ func (a *App) nodeByName(name string) *runningNode {
 	return nil
 }
 
-func (a *App) startNode(ctx context.Context, nc Node) (*runningNode, error) {
+func (a *App) startNode(ctx context.Context, nc Node, index int) (*runningNode, error) {
 	logger := a.logger.With("node", nc.Name)
 	opts := cluster.Options{
 		Name:          a.cfg.Name + "-" + nc.Name,
@@ -291,9 +303,9 @@ func (a *App) startNode(ctx context.Context, nc Node) (*runningNode, error) {
 		// Every node runs JetStream: a clustered JetStream elects its meta
 		// leader among the servers that run it.
 		StoreDir: filepath.Join(a.stateDir, "jetstream", nc.Name),
-		// Durability is the address's: every sender of every node sends
-		// to these addresses at least once.
-		Durable: a.cfg.DurableAddresses(),
+		// Durability is the address's: the nodes that use a durable
+		// address declare it, and every sender sends to it at least once.
+		Durable: a.cfg.durableOn(nc),
 	}
 	if opts.NATSListen == "" {
 		opts.NATSListen = "127.0.0.1:-1"
@@ -315,7 +327,16 @@ func (a *App) startNode(ctx context.Context, nc Node) (*runningNode, error) {
 		cn.Close()
 		return nil, fmt.Errorf("application: node %s: %w", nc.Name, err)
 	}
-	n, err := node.New(node.Options{Bus: b, Logger: logger})
+	nopts := node.Options{Bus: b, Logger: logger}
+	if nopts.Ops, err = a.opsOptions(index); err != nil {
+		b.Close(context.Background())
+		cn.Close()
+		return nil, err
+	}
+	if a.cfg.TraceEndpoint != "" {
+		nopts.Tracing = tracing.Options{Endpoint: a.cfg.TraceEndpoint, ServiceName: a.cfg.Name, Attributes: map[string]string{"cloister.node": nc.Name}}
+	}
+	n, err := node.New(nopts)
 	if err != nil {
 		b.Close(context.Background())
 		cn.Close()
@@ -340,8 +361,10 @@ func (a *App) deploy(ctx context.Context, ln *runningNode, given map[string]GoSe
 		if _, err := ln.node.DeployEnclave(ctx, node.EnclaveConfig{
 			Name: name, Image: a.images[name].Path, Backend: desc.Backend,
 			Instances: desc.Instances, Workers: desc.Workers, Env: desc.Env,
-			Service:  name, // joins the coordinator as its manifest service
-			StateDir: filepath.Join(a.stateDir, "enclaves", name),
+			Addresses: desc.Serves, InitConfig: desc.InitConfig,
+			Service:        a.joinAs(name),
+			StateDir:       filepath.Join(a.stateDir, name),
+			RestartBackoff: desc.RestartBackoff, MaxRestartBackoff: desc.MaxRestartBackoff,
 		}); err != nil {
 			return fmt.Errorf("application: image %s: %w", name, err)
 		}
@@ -374,7 +397,8 @@ func (a *App) deploy(ctx context.Context, ln *runningNode, given map[string]GoSe
 func (a *App) deployCoordinator(ctx context.Context, ln *runningNode) error {
 	if _, err := ln.node.DeployEnclave(ctx, node.EnclaveConfig{
 		Name: CoordinatorService, Image: a.coordImg.Path, Backend: node.BackendProcess,
-		StateDir: filepath.Join(a.stateDir, "coordinator"),
+		StateDir:       filepath.Join(a.stateDir, CoordinatorService),
+		RestartBackoff: a.cfg.RestartBackoff, MaxRestartBackoff: a.cfg.MaxRestartBackoff,
 	}); err != nil {
 		return fmt.Errorf("application: coordinator: %w", err)
 	}
@@ -399,6 +423,44 @@ func (a *App) deployCoordinator(ctx context.Context, ln *runningNode) error {
 	return nil
 }
 
+// joinAs is the manifest service an image joins the coordinator as: its
+// name, or none without a coordinator.
+func (a *App) joinAs(image string) string {
+	if a.cfg.NoCoordinator {
+		return ""
+	}
+	return image
+}
+
+// opsOptions is the operations endpoint of the index-th node of this
+// process: Config.Metrics with its port moved up by index (unless 0).
+func (a *App) opsOptions(index int) (node.OpsOptions, error) {
+	if a.cfg.Metrics == "" {
+		return node.OpsOptions{}, nil
+	}
+	host, port, err := net.SplitHostPort(a.cfg.Metrics)
+	if err != nil {
+		return node.OpsOptions{}, fmt.Errorf("application: metrics address %q: %w", a.cfg.Metrics, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p+index > 65535 {
+		return node.OpsOptions{}, fmt.Errorf("application: metrics address %q: bad port", a.cfg.Metrics)
+	}
+	if p != 0 {
+		p += index
+	}
+	// The application's declared addresses label the traffic.
+	labels := []string{"cloister.coordinator.>"}
+	for _, addr := range sortedKeys(a.cfg.Addresses) {
+		labels = append(labels, addr)
+	}
+	return node.OpsOptions{
+		Listen:      net.JoinHostPort(host, strconv.Itoa(p)),
+		Addresses:   labels,
+		Coordinator: a.coordImg != nil,
+	}, nil
+}
+
 // Config returns the application's description.
 func (a *App) Config() *Config { return a.cfg }
 
@@ -421,12 +483,39 @@ func (a *App) CoordinatorImage() *enclave.Image { return a.coordImg }
 // Image returns the named image of the description, or nil.
 func (a *App) Image(name string) *enclave.Image { return a.images[name] }
 
-// Nodes returns the node layer of each node of this process (deployments,
-// enclaves, health).
-func (a *App) Nodes() []*node.Node {
-	out := make([]*node.Node, len(a.nodes))
+// NodeNames returns the names of this process's nodes, in the order they
+// started.
+func (a *App) NodeNames() []string {
+	out := make([]string, len(a.nodes))
 	for i, n := range a.nodes {
-		out[i] = n.node
+		out[i] = n.cfg.Name
+	}
+	return out
+}
+
+// Node returns the node layer of this process's node name (deployments,
+// enclaves, health, its bus), or nil.
+func (a *App) Node(name string) *node.Node {
+	if n := a.nodeByName(name); n != nil {
+		return n.node
+	}
+	return nil
+}
+
+// NodeNATSURL returns the NATS client URL of this process's node name, or
+// "".
+func (a *App) NodeNATSURL(name string) string {
+	if n := a.nodeByName(name); n != nil {
+		return n.cluster.ClientURL()
+	}
+	return ""
+}
+
+// Enclaves lists the enclave instances hosted by this process.
+func (a *App) Enclaves() []node.EnclaveInstance {
+	var out []node.EnclaveInstance
+	for _, n := range a.nodes {
+		out = append(out, n.node.Enclaves()...)
 	}
 	return out
 }

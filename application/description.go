@@ -42,6 +42,12 @@ type Config struct {
 	// CoordinatorImage is a prebuilt coordinator image file; empty: the
 	// coordinator is built from Cloister's coordinator/image package.
 	CoordinatorImage string `yaml:"coordinator_image"`
+	// RestartBackoff and MaxRestartBackoff are the enclave supervisor's
+	// first and longest delay before restarting an enclave that stopped
+	// (the coordinator's and, unless they set their own, every image's;
+	// enclave package defaults when zero).
+	RestartBackoff    time.Duration `yaml:"restart_backoff"`
+	MaxRestartBackoff time.Duration `yaml:"max_restart_backoff"`
 	// Nodes are the nodes and what each runs.
 	Nodes []Node `yaml:"nodes"`
 	// Images are the trusted services: enclave images by name (the name is
@@ -56,6 +62,17 @@ type Config struct {
 	// Clients are the outside clients the manifest names.
 	Clients map[string]Client `yaml:"clients"`
 
+	// NoCoordinator runs the images without a coordinator or manifest
+	// (images that attest themselves to their callers).
+	NoCoordinator bool `yaml:"-"`
+	// Metrics is the host:port of the first node's operations endpoint
+	// (Prometheus /metrics, /healthz, /readyz); the next nodes of this
+	// process take the next ports, or free ports when the port is 0.
+	// Empty: none.
+	Metrics string `yaml:"-"`
+	// TraceEndpoint is an OTLP/HTTP traces URL every node of this process
+	// exports its message spans to; empty: no tracing.
+	TraceEndpoint string `yaml:"-"`
 	// Dir is the description's directory: relative paths and Go packages
 	// are resolved from it (LoadConfig sets it; default the working
 	// directory).
@@ -108,6 +125,20 @@ type Image struct {
 	Backend string `yaml:"backend"`
 	// Env is extra environment for the image ("KEY=VALUE").
 	Env []string `yaml:"env"`
+	// Serves limits the addresses the image may serve (exact addresses or
+	// patterns: "*" one segment, a final ">" the rest); empty: those the
+	// manifest lets it consume.
+	Serves []string `yaml:"serves"`
+	// Signer, ProductID and SVN are recorded in the image's metadata when
+	// it is built (the signer's identity plays the part of MRSIGNER).
+	Signer    string `yaml:"signer"`
+	ProductID uint16 `yaml:"product_id"`
+	SVN       uint16 `yaml:"svn"`
+	// RestartBackoff and MaxRestartBackoff override the description's.
+	RestartBackoff    time.Duration `yaml:"restart_backoff"`
+	MaxRestartBackoff time.Duration `yaml:"max_restart_backoff"`
+	// InitConfig is handed to the image when it starts (Go only).
+	InitConfig []byte `yaml:"-"`
 }
 
 // Service is a regular service: written in Go and registered by the
@@ -166,6 +197,12 @@ const (
 	// among the nodes' deployments.
 	CoordinatorService = "coordinator"
 )
+
+// reservedNames returns what cannot name images or services: the
+// coordinator, and the state directory's own folders.
+func reservedNames() []string {
+	return []string{CoordinatorService, "images", "jetstream", "services", "manifest.yaml"}
+}
 
 // ErrConfig is matched by every [*ConfigError].
 var ErrConfig = errors.New("application: invalid description")
@@ -346,6 +383,9 @@ func (c *Config) fill() error {
 	if !validName(c.Name) {
 		return fieldErr("name", "%q: use letters, digits, '-' and '_', starting with a letter", c.Name)
 	}
+	if c.RestartBackoff < 0 || c.MaxRestartBackoff < 0 {
+		return fieldErr("restart_backoff", "restart backoffs must not be negative")
+	}
 	if c.AckWait == 0 {
 		c.AckWait = DefaultAckWait
 	}
@@ -359,8 +399,17 @@ func (c *Config) fill() error {
 	for _, name := range sortedKeys(c.Images) {
 		img := c.Images[name]
 		at := "images." + name
-		if !validName(name) || name == CoordinatorService {
-			return fieldErr(at, "%q cannot name an image (letters, digits, '-' and '_'; not %q)", name, CoordinatorService)
+		if !validName(name) || slices.Contains(reservedNames(), name) {
+			return fieldErr(at, "%q cannot name an image (letters, digits, '-' and '_'; not %s)", name, strings.Join(reservedNames(), ", "))
+		}
+		if img.RestartBackoff == 0 {
+			img.RestartBackoff = c.RestartBackoff
+		}
+		if img.MaxRestartBackoff == 0 {
+			img.MaxRestartBackoff = c.MaxRestartBackoff
+		}
+		if img.RestartBackoff < 0 || img.MaxRestartBackoff < 0 {
+			return fieldErr(at, "restart backoffs must not be negative")
 		}
 		if (img.Package == "") == (img.File == "") {
 			return fieldErr(at, "give exactly one of package (a Go main package) and file (a prebuilt image)")
@@ -386,8 +435,8 @@ func (c *Config) fill() error {
 	for _, name := range sortedKeys(c.Services) {
 		s := c.Services[name]
 		at := "services." + name
-		if !validName(name) || name == CoordinatorService {
-			return fieldErr(at, "%q cannot name a service (letters, digits, '-' and '_'; not %q)", name, CoordinatorService)
+		if !validName(name) || slices.Contains(reservedNames(), name) {
+			return fieldErr(at, "%q cannot name a service (letters, digits, '-' and '_'; not %s)", name, strings.Join(reservedNames(), ", "))
 		}
 		if names[name] != "" {
 			return fieldErr(at, "%q names an image too", name)
@@ -499,7 +548,7 @@ func (c *Config) fill() error {
 		}
 		c.Nodes[0].Run = append(c.Nodes[0].Run, s)
 	}
-	if coordinators == 0 && len(c.Images) > 0 {
+	if coordinators == 0 && len(c.Images) > 0 && !c.NoCoordinator {
 		for i := range c.Nodes {
 			if slices.ContainsFunc(c.Nodes[i].Run, func(s string) bool { return names[s] == "image" }) {
 				c.Nodes[i].Coordinator = true
@@ -533,6 +582,21 @@ func (c *Config) DurableAddresses() []string {
 	for _, a := range sortedKeys(c.Addresses) {
 		if c.Addresses[a].Durable {
 			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// durableOn returns the durable addresses that something placed on n
+// consumes, sends or publishes to (n declares them), or every durable
+// address when nothing of the description uses it.
+func (c *Config) durableOn(n Node) []string {
+	var out []string
+	for _, addr := range c.DurableAddresses() {
+		a := c.Addresses[addr]
+		users := slices.Concat(a.Consume, a.Send, a.Publish)
+		if len(users) == 0 || slices.ContainsFunc(users, func(u string) bool { return slices.Contains(n.Run, u) }) {
+			out = append(out, addr)
 		}
 	}
 	return out
