@@ -54,6 +54,7 @@ type App struct {
 	manifestRaw []byte
 	manifest    *manifest.Manifest
 
+	run      []Node // the nodes of this process
 	nodes    []*runningNode
 	commands []*command
 	stopOnce sync.Once
@@ -78,10 +79,26 @@ var ErrStateDir = errors.New("application: unusable state_dir")
 // starts the nodes (embedded NATS with JetStream, the durable addresses
 // declared), the coordinator with that manifest, the enclaves (each joins
 // the coordinator as its image name), the Go services given here and the
-// commands. Every Go service the description declares on a node of this
+// commands. Every Go service the description places on a node of this
 // process must be given, and nothing else. On error, what started is
-// stopped again.
-func Start(ctx context.Context, cfg *Config, services ...GoService) (_ *App, err error) {
+// stopped again. Start is New followed by App.Start.
+func Start(ctx context.Context, cfg *Config, services ...GoService) (*App, error) {
+	a, err := New(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Start(ctx, services...); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// New prepares the application cfg describes without starting it: it
+// checks the description and the fixed ports, makes the state directory,
+// builds or loads the images and generates the manifest, so that a
+// program can read them (Manifest, CoordinatorImage, Image) before its
+// services start. On error, the temporary state directory is removed.
+func New(ctx context.Context, cfg *Config) (_ *App, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
@@ -92,44 +109,16 @@ func Start(ctx context.Context, cfg *Config, services ...GoService) (_ *App, err
 		return nil, fmt.Errorf("application: %w", err)
 	}
 	a := &App{cfg: cfg, logger: cfg.Logger, out: &lockedWriter{w: cfg.Out}, images: map[string]*enclave.Image{}, done: make(chan struct{})}
-	defer func() {
-		if err != nil {
-			if ctx.Err() != nil {
-				err = fmt.Errorf("application: start-up interrupted: %w (%w)", context.Cause(ctx), err)
-			}
-			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = a.Stop(cctx)
-		}
-	}()
-	var run []Node
+	defer func() { a.fail(ctx, &err) }()
 	for _, n := range cfg.Nodes {
 		if cfg.Only == "" || n.Name == cfg.Only {
-			run = append(run, n)
+			a.run = append(a.run, n)
 		}
 	}
-	if len(run) == 0 {
+	if len(a.run) == 0 {
 		return nil, fmt.Errorf("application: no node %q in the description", cfg.Only)
 	}
-	given := map[string]GoService{}
-	for _, s := range services {
-		d, ok := cfg.Services[s.Name]
-		if !ok || len(d.Command) > 0 {
-			return nil, fmt.Errorf("application: Go service %q is not declared as one under services: (without command)", s.Name)
-		}
-		if s.New == nil {
-			return nil, fmt.Errorf("application: Go service %q has no New", s.Name)
-		}
-		given[s.Name] = s
-	}
-	for _, n := range run {
-		for _, name := range n.Run {
-			if s, ok := cfg.Services[name]; ok && len(s.Command) == 0 {
-				if _, ok := given[name]; !ok {
-					return nil, fmt.Errorf("application: Go service %q runs on node %s but was not given to Start", name, n.Name)
-				}
-			}
-		}
+	for _, n := range a.run {
 		for _, l := range []struct{ field, addr string }{{"nats_listen", n.NATSListen}, {"cluster_listen", n.ClusterListen}} {
 			if err := tryListen(l.addr); err != nil {
 				return nil, fmt.Errorf("application: node %s: %s %s: %w", n.Name, l.field, l.addr, err)
@@ -139,8 +128,52 @@ func Start(ctx context.Context, cfg *Config, services ...GoService) (_ *App, err
 	if err := a.prepareState(); err != nil {
 		return nil, err
 	}
-	if err := a.loadImages(ctx, run[0].Name); err != nil {
+	if err := a.loadImages(ctx, a.run[0].Name); err != nil {
 		return nil, err
+	}
+	return a, nil
+}
+
+// fail stops what started when *err is set, and says when the start-up
+// was interrupted rather than what the interruption broke on its way.
+func (a *App) fail(ctx context.Context, err *error) {
+	if *err == nil {
+		return
+	}
+	if ctx.Err() != nil {
+		*err = fmt.Errorf("application: start-up interrupted: %w (%w)", context.Cause(ctx), *err)
+	}
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = a.Stop(cctx)
+}
+
+// Start starts what New prepared: the nodes of this process, the
+// coordinator, the enclaves, the Go services given and the commands. On
+// error, everything is stopped (as by Stop).
+func (a *App) Start(ctx context.Context, services ...GoService) (err error) {
+	defer func() { a.fail(ctx, &err) }()
+	cfg := a.cfg
+	given := map[string]GoService{}
+	for _, s := range services {
+		d, ok := cfg.Services[s.Name]
+		if !ok || len(d.Command) > 0 {
+			return fmt.Errorf("application: Go service %q is not declared as one under services: (without command)", s.Name)
+		}
+		if s.New == nil {
+			return fmt.Errorf("application: Go service %q has no New", s.Name)
+		}
+		given[s.Name] = s
+	}
+	run := a.run
+	for _, n := range run {
+		for _, name := range n.Run {
+			if s, ok := cfg.Services[name]; ok && len(s.Command) == 0 {
+				if _, ok := given[name]; !ok {
+					return fmt.Errorf("application: Go service %q runs on node %s but was not given to Start", name, n.Name)
+				}
+			}
+		}
 	}
 	// The nodes that use a durable address start last: they declare it,
 	// which needs JetStream serving (a clustered JetStream serves once its
@@ -149,17 +182,17 @@ func Start(ctx context.Context, cfg *Config, services ...GoService) (_ *App, err
 	for i, n := range run {
 		ln, err := a.startNode(ctx, n, i)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		a.nodes = append(a.nodes, ln)
 		fmt.Fprintf(a.out, "node %s: NATS %s\n", n.Name, ln.cluster.ClientURL())
 	}
 	for _, ln := range a.nodes {
 		if err := a.deploy(ctx, ln, given); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return a, nil
+	return nil
 }
 
 // tryListen opens and closes a listener on a fixed host:port, to report a
@@ -385,7 +418,7 @@ func (a *App) deploy(ctx context.Context, ln *runningNode, given map[string]GoSe
 		if desc.Worker {
 			mode = node.Worker
 		}
-		if _, err := ln.node.Deploy(ctx, s.New, node.DeployOptions{Name: name, Instances: desc.Instances, Config: s.Config, Mode: mode}); err != nil {
+		if _, err := ln.node.Deploy(ctx, s.New, node.DeployOptions{Name: name, Instances: desc.Instances, Config: s.Config, Mode: mode, WorkerPoolSize: desc.Workers}); err != nil {
 			return fmt.Errorf("application: service %s: %w", name, err)
 		}
 	}
@@ -396,7 +429,7 @@ func (a *App) deploy(ctx context.Context, ln *runningNode, given map[string]GoSe
 // unless it already holds it (its sealed state in the state directory).
 func (a *App) deployCoordinator(ctx context.Context, ln *runningNode) error {
 	if _, err := ln.node.DeployEnclave(ctx, node.EnclaveConfig{
-		Name: CoordinatorService, Image: a.coordImg.Path, Backend: node.BackendProcess,
+		Name: CoordinatorService, Image: a.coordImg.Path, Backend: a.coordinatorBackend(ln),
 		StateDir:       filepath.Join(a.stateDir, CoordinatorService),
 		RestartBackoff: a.cfg.RestartBackoff, MaxRestartBackoff: a.cfg.MaxRestartBackoff,
 	}); err != nil {
@@ -421,6 +454,17 @@ func (a *App) deployCoordinator(ctx context.Context, ln *runningNode) error {
 	}
 	fmt.Fprintf(a.out, "coordinator on node %s: measurement %s, manifest %s\n", ln.cfg.Name, a.coordImg.Measurement, a.manifest.HashHex())
 	return nil
+}
+
+// coordinatorBackend is the backend of the first image on ln (the
+// coordinator runs as its images do), or the process backend.
+func (a *App) coordinatorBackend(ln *runningNode) string {
+	for _, name := range ln.cfg.Run {
+		if img, ok := a.cfg.Images[name]; ok {
+			return img.Backend
+		}
+	}
+	return node.BackendProcess
 }
 
 // joinAs is the manifest service an image joins the coordinator as: its

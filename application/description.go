@@ -157,6 +157,8 @@ type Service struct {
 	// Worker runs a Go service's handlers on a worker pool rather than an
 	// event loop.
 	Worker bool `yaml:"worker"`
+	// Workers bounds a worker service's pool (default the node's).
+	Workers int `yaml:"workers"`
 }
 
 // Address is what the description declares about one address.
@@ -447,8 +449,11 @@ func (c *Config) fill() error {
 		if s.Instances < 0 {
 			return fieldErr(at+".instances", "%d is negative", s.Instances)
 		}
-		if len(s.Command) > 0 && (s.Instances != 1 || s.Worker) {
-			return fieldErr(at, "instances and worker are for Go services, not commands")
+		if len(s.Command) > 0 && (s.Instances != 1 || s.Worker || s.Workers != 0) {
+			return fieldErr(at, "instances, worker and workers are for Go services, not commands")
+		}
+		if s.Workers < 0 {
+			return fieldErr(at+".workers", "%d is negative", s.Workers)
 		}
 		if len(s.Command) == 0 && c.Program == "" {
 			return fieldErr(at, "a Go service (no command) needs the program that registers it: set program: (the Go main package that calls application.Start)")

@@ -276,7 +276,7 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	if imgs.coordinator, err = enclave.Build(ctx, CoordinatorPackage, filepath.Join(tmp, "coordinator.img"), enclave.BuildOptions{Dir: moduleRoot()}); err != nil {
+	if imgs.coordinator, err = enclave.BuildPackage(ctx, CoordinatorPackage, filepath.Join(tmp, "coordinator.img"), enclave.BuildOptions{}, nil); err != nil {
 		return nil, fmt.Errorf("app: bench: build the coordinator image: %w", err)
 	}
 	// Every in-flight slot of every cell is its own sensor, with its own

@@ -59,6 +59,9 @@ const (
 type Config struct {
 	// Name names the application (default "water").
 	Name string `yaml:"name"`
+	// Program is the Go main package that runs this file, relative to it
+	// ("." is examples/water): `cloister run` runs it.
+	Program string `yaml:"program"`
 	// Security is "coordinator" (default), "channel" or "plain".
 	Security string `yaml:"security"`
 	// Sensors configures the simulator.
