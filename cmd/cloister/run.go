@@ -3,17 +3,19 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/cloister-dev/cloister/cluster"
 	"github.com/cloister-dev/cloister/examples/water/app"
 	"github.com/cloister-dev/cloister/tracing"
 )
 
-func runCommand() *command {
+func runCommand() *cobra.Command {
 	var (
 		nodeName, dashboard, leak, security, metrics string
 		traceURL                                     string
@@ -21,13 +23,12 @@ func runCommand() *command {
 		logs                                         logFlags
 		sensors                                      int
 		period, leakAfter, duration                  time.Duration
-		flags                                        *flag.FlagSet
+		flags                                        *pflag.FlagSet
 	)
-	return &command{
-		name:    "run",
-		args:    "APP.yaml",
-		summary: "run an application: the water-network monitor of examples/water on this machine",
-		help: `Starts the application an app.yaml describes — the nodes (embedded NATS with
+	cmd := &cobra.Command{
+		Use:   "run APP.yaml",
+		Short: "run an application: the water-network monitor of examples/water on this machine",
+		Long: `Starts the application an app.yaml describes — the nodes (embedded NATS with
 JetStream), the sensors simulator, ingest, the coordinator and analytics
 enclaves (process backend, simulated attestation; images built on first use,
 the manifest generated from their measurements), alerts and the dashboard —
@@ -50,22 +51,7 @@ directory is an error at once.
 
 Inject a leak while it runs: the dashboard's button, or
   curl -X POST 'http://127.0.0.1:8080/api/leak?sensor=s-007'`,
-		flags: func(fs *flag.FlagSet) {
-			flags = fs
-			fs.StringVar(&nodeName, "node", "", "run only this node of the file (the others run in other processes)")
-			fs.StringVar(&dashboard, "dashboard", "", "dashboard host:port (overrides the file)")
-			fs.StringVar(&security, "security", "", "coordinator, channel or plain (overrides the file)")
-			fs.StringVar(&stateDir, "state-dir", "", "keep the state (keys, sealed states, JetStream, images) in this `directory` (overrides the file's state_dir)")
-			fs.IntVar(&sensors, "sensors", 0, "number of sensors (overrides the file)")
-			fs.DurationVar(&period, "period", 0, "time between two readings of a sensor (overrides the file)")
-			fs.StringVar(&leak, "leak", "", "script a leak on this sensor (overrides the file)")
-			fs.DurationVar(&leakAfter, "leak-after", 0, "when the scripted leak starts")
-			fs.DurationVar(&duration, "duration", 0, "stop after this long (0: run until interrupted)")
-			fs.StringVar(&metrics, "metrics", "127.0.0.1:0", "`host:port` of the first node's operations endpoint (/metrics, /healthz, /readyz); the next nodes take the next ports (port 0: free ports); empty: none")
-			fs.StringVar(&traceURL, "trace-endpoint", "", "export OpenTelemetry spans of every node's messages to this OTLP/HTTP `URL` (e.g. http://127.0.0.1:4318/v1/traces); empty: no tracing")
-			logs.register(fs, "warn")
-		},
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) != 1 {
 				return &usageError{err: fmt.Errorf("run takes one APP.yaml, got %d arguments", len(args))}
 			}
@@ -86,7 +72,7 @@ Inject a leak while it runs: the dashboard's button, or
 			// Flags given are checked as given (a zero or negative value
 			// is a mistake, not "use the file's"), before the file is read.
 			set := map[string]bool{}
-			flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
+			flags.Visit(func(f *pflag.Flag) { set[f.Name] = true })
 			switch {
 			case set["sensors"] && (sensors < 1 || sensors > app.MaxSensors):
 				return &usageError{err: fmt.Errorf("--sensors %d: want 1 to %d", sensors, app.MaxSensors)}
@@ -151,8 +137,23 @@ Inject a leak while it runs: the dashboard's button, or
 			}
 			fmt.Fprintln(env.stdout, "stopped")
 			return runErr
-		},
+		}),
 	}
+	fs := cmd.Flags()
+	flags = fs
+	fs.StringVar(&nodeName, "node", "", "run only this node of the file (the others run in other processes)")
+	fs.StringVar(&dashboard, "dashboard", "", "dashboard host:port (overrides the file)")
+	fs.StringVar(&security, "security", "", "coordinator, channel or plain (overrides the file)")
+	fs.StringVar(&stateDir, "state-dir", "", "keep the state (keys, sealed states, JetStream, images) in this `directory` (overrides the file's state_dir)")
+	fs.IntVar(&sensors, "sensors", 0, "number of sensors (overrides the file)")
+	durationVar(fs, &period, "period", 0, "time between two readings of a sensor (overrides the file)")
+	fs.StringVar(&leak, "leak", "", "script a leak on this sensor (overrides the file)")
+	durationVar(fs, &leakAfter, "leak-after", 0, "when the scripted leak starts")
+	durationVar(fs, &duration, "duration", 0, "stop after this long (0: run until interrupted)")
+	fs.StringVar(&metrics, "metrics", "127.0.0.1:0", "`host:port` of the first node's operations endpoint (/metrics, /healthz, /readyz); the next nodes take the next ports (port 0: free ports); empty: none")
+	fs.StringVar(&traceURL, "trace-endpoint", "", "export OpenTelemetry spans of every node's messages to this OTLP/HTTP `URL` (e.g. http://127.0.0.1:4318/v1/traces); empty: no tracing")
+	logs.register(fs, "warn")
+	return cmd
 }
 
 // quietServer is a slog.Handler that passes the embedded NATS servers'
