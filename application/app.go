@@ -118,12 +118,8 @@ func New(ctx context.Context, cfg *Config) (_ *App, err error) {
 	if len(a.run) == 0 {
 		return nil, fmt.Errorf("application: no node %q in the description", cfg.Only)
 	}
-	for _, n := range a.run {
-		for _, l := range []struct{ field, addr string }{{"nats_listen", n.NATSListen}, {"cluster_listen", n.ClusterListen}} {
-			if err := tryListen(l.addr); err != nil {
-				return nil, fmt.Errorf("application: node %s: %s %s: %w", n.Name, l.field, l.addr, err)
-			}
-		}
+	if err := cfg.CheckPorts(); err != nil {
+		return nil, err
 	}
 	if err := a.prepareState(); err != nil {
 		return nil, err
@@ -190,6 +186,23 @@ func (a *App) Start(ctx context.Context, services ...GoService) (err error) {
 	for _, ln := range a.nodes {
 		if err := a.deploy(ctx, ln, given); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// CheckPorts tries the fixed NATS and cluster ports of the nodes this
+// process runs (all, or Only), so that a port in use is reported before
+// anything is built or written.
+func (c *Config) CheckPorts() error {
+	for _, n := range c.Nodes {
+		if c.Only != "" && n.Name != c.Only {
+			continue
+		}
+		for _, l := range []struct{ field, addr string }{{"nats_listen", n.NATSListen}, {"cluster_listen", n.ClusterListen}} {
+			if err := tryListen(l.addr); err != nil {
+				return fmt.Errorf("application: node %s: %s %s: %w", n.Name, l.field, l.addr, err)
+			}
 		}
 	}
 	return nil

@@ -104,6 +104,10 @@ func exitCode(env *cliEnv, cmd *cobra.Command, err error) int {
 		printUsageError(env.stderr, cmd, ue.err)
 		return exitUsage
 	}
+	var pe *programExit
+	if errors.As(err, &pe) {
+		return pe.code // the program has said what was wrong
+	}
 	var re *rejectedError
 	if errors.As(err, &re) {
 		fmt.Fprintf(env.stderr, "cloister: %v\n", err)

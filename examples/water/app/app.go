@@ -122,6 +122,14 @@ func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 	if !hasNode {
 		return nil, fmt.Errorf("app: no node %q in the configuration", opts.Only)
 	}
+	// The fixed ports, before anything is written.
+	ports := &application.Config{Only: opts.Only}
+	for _, nc := range cfg.Nodes {
+		ports.Nodes = append(ports.Nodes, application.Node{Name: nc.Name, NATSListen: nc.NATSListen, ClusterListen: nc.ClusterListen})
+	}
+	if err := ports.CheckPorts(); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
 	a.stateDir = cfg.StateDir
 	if a.stateDir == "" {
 		d, err := os.MkdirTemp("", "cloister-water-")
