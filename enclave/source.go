@@ -167,7 +167,7 @@ func (tk Toolkit) buildModule(ctx context.Context, gocmd string) (string, error)
 		cache = os.TempDir()
 	}
 	var gomod bytes.Buffer
-	fmt.Fprintf(&gomod, "// Written by cloister to build Cloister's own enclave images.\nmodule cloister.local/images\n\ngo %s\n\n", goDirective(ctx, gocmd))
+	fmt.Fprintf(&gomod, "// Written by cloister to build Cloister's own enclave images.\nmodule cloister.local/images\n\ngo %s\n\n", GoLanguageVersion(ctx, gocmd))
 	if tk.Checkout != "" {
 		fmt.Fprintf(&gomod, "require %s v0.0.0-00010101000000-000000000000\n\nreplace %s => %s\n", ToolkitModule, ToolkitModule, tk.Checkout)
 	} else {
@@ -193,9 +193,10 @@ func (tk Toolkit) buildModule(ctx context.Context, gocmd string) (string, error)
 	return dir, nil
 }
 
-// goDirective returns the language version for a new go.mod: the
-// toolchain's own (go env GOVERSION without the "go" and any suffix).
-func goDirective(ctx context.Context, gocmd string) string {
+// GoLanguageVersion returns the go directive for a new go.mod: the
+// toolchain's own version (go env GOVERSION without the "go" and any
+// suffix; gocmd "" is go from PATH).
+func GoLanguageVersion(ctx context.Context, gocmd string) string {
 	if gocmd == "" {
 		gocmd = "go"
 	}

@@ -333,7 +333,7 @@ addresses:
 	sc := bufio.NewScanner(stdout)
 	var out strings.Builder
 	ready, greeted := false, false
-	for sc.Scan() && !(ready && greeted) {
+	for !(ready && greeted) && sc.Scan() {
 		out.WriteString(sc.Text() + "\n")
 		ready = ready || strings.HasPrefix(sc.Text(), "hello: ready")
 		greeted = greeted || regexp.MustCompile(`^greeter \| hello from greeter at nats://127\.0\.0\.1:\d+$`).MatchString(sc.Text())
