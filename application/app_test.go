@@ -233,3 +233,25 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// FuzzParseConfig: no description makes the parser panic, and whatever it
+// accepts it accepts again after Check.
+func FuzzParseConfig(f *testing.F) {
+	for _, seed := range []string{
+		"name: a\n",
+		"name: a\nprogram: .\nimages:\n  v: {package: ./v}\nservices:\n  s: {}\naddresses:\n  x: {secured: true, clients: true, consume: [v]}\nclients:\n  c: {key_file: c.pem}\n",
+		"name: a\nservices:\n  s: {command: [true]}\nnodes:\n  - {name: n1, run: [s], cluster_listen: 127.0.0.1:-1}\n  - {name: n2, cluster_listen: 127.0.0.1:-1, routes: [n1]}\n",
+		"name: a\n---\nname: b\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		c, err := ParseConfig(raw)
+		if err != nil {
+			return
+		}
+		if err := c.Check(); err != nil {
+			t.Fatalf("accepted, then refused on Check: %v", err)
+		}
+	})
+}

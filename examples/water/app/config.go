@@ -5,20 +5,16 @@
 package app
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
+	"github.com/cloister-dev/cloister/application"
 	"github.com/cloister-dev/cloister/cluster"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
 	"github.com/cloister-dev/cloister/node"
@@ -215,29 +211,15 @@ func LoadConfig(path string) (*Config, error) {
 // — and fills in defaults.
 func ParseConfig(raw []byte) (*Config, error) {
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, fieldErr("", "the file is empty")
+	root, err := application.DecodeStrict(raw, &c)
+	if err != nil {
+		var ce *application.ConfigError
+		if errors.As(err, &ce) {
+			return nil, &ConfigError{Field: ce.Field, Line: ce.Line, Msg: ce.Msg}
 		}
 		return nil, fmt.Errorf("app config: %w", err)
 	}
-	// The same bytes as nodes, for the lines and what the typed decoding
-	// lets pass.
-	var root yaml.Node
-	nd := yaml.NewDecoder(bytes.NewReader(raw))
-	if err := nd.Decode(&root); err != nil {
-		return nil, fmt.Errorf("app config: %w", err)
-	}
-	var second yaml.Node
-	switch err := nd.Decode(&second); {
-	case err == nil:
-		return nil, &ConfigError{Line: second.Line, Msg: "a second YAML document (after ---): an app.yaml holds one"}
-	case !errors.Is(err, io.EOF):
-		return nil, fmt.Errorf("app config: %w", err)
-	}
-	if n := lookup(&root, "sensors.count"); n != nil {
+	if n := application.Lookup(root, "sensors.count"); n != nil {
 		if n.ShortTag() != "!!int" {
 			return nil, &ConfigError{Field: "sensors.count", Line: n.Line, Msg: fmt.Sprintf("%q is not a whole number", n.Value)}
 		}
@@ -245,58 +227,19 @@ func ParseConfig(raw []byte) (*Config, error) {
 			return nil, &ConfigError{Field: "sensors.count", Line: n.Line, Msg: fmt.Sprintf("0 (want 1 to %d)", MaxSensors)}
 		}
 	}
-	if n := lookup(&root, "sensors.period"); n != nil && c.Sensors.Period == 0 {
+	if n := application.Lookup(root, "sensors.period"); n != nil && c.Sensors.Period == 0 {
 		return nil, &ConfigError{Field: "sensors.period", Line: n.Line, Msg: fmt.Sprintf("%q (want at least %v)", n.Value, MinPeriod)}
 	}
 	if err := c.fill(); err != nil {
 		var ce *ConfigError
 		if errors.As(err, &ce) && ce.Line == 0 {
-			if n := lookup(&root, ce.Field); n != nil {
+			if n := application.Lookup(root, ce.Field); n != nil {
 				ce.Line = n.Line
 			}
 		}
 		return nil, err
 	}
 	return &c, nil
-}
-
-// lookup returns the node at path ("a.b[2].c") in doc, or nil.
-func lookup(doc *yaml.Node, path string) *yaml.Node {
-	n := doc
-	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-		n = n.Content[0]
-	}
-	if path == "" {
-		return n
-	}
-	for _, part := range strings.Split(path, ".") {
-		name, rest, _ := strings.Cut(part, "[")
-		if name != "" {
-			if n.Kind != yaml.MappingNode {
-				return nil
-			}
-			var next *yaml.Node
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				if n.Content[i].Value == name {
-					next = n.Content[i+1]
-				}
-			}
-			if next == nil {
-				return nil
-			}
-			n = next
-		}
-		for rest != "" {
-			idx, after, ok := strings.Cut(rest, "]")
-			i, err := strconv.Atoi(idx)
-			if !ok || err != nil || n.Kind != yaml.SequenceNode || i < 0 || i >= len(n.Content) {
-				return nil
-			}
-			n = n.Content[i]
-			rest = strings.TrimPrefix(after, "[")
-		}
-	}
-	return n
 }
 
 // Default returns the configuration of examples/water/app.yaml: one node
