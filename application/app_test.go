@@ -1,7 +1,6 @@
 package application
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/client"
+	"github.com/cloister-dev/cloister/internal/syncbuf"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/secure"
 )
@@ -115,7 +115,7 @@ clients:
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out syncbuf.Buffer
 	cfg.Out = &out
 	g := &greeter{}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -215,23 +215,6 @@ func TestStartRefusesMissingGoService(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `"front" runs on node n1 but was not given`) {
 		t.Fatalf("got %v", err)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // FuzzParseConfig: no description makes the parser panic, and whatever it

@@ -147,34 +147,12 @@ const (
 )
 
 // ErrConfig is matched by every [*ConfigError].
-var ErrConfig = errors.New("app: invalid configuration")
+var ErrConfig = application.ErrConfig
 
 // ConfigError is a bad value in an app.yaml (or in a command-line flag
 // overriding one): the field, its line in the file, and what is wrong,
-// naming the value.
-type ConfigError struct {
-	// Field is the field path, e.g. "sensors.count" or "nodes[1].routes[0]".
-	Field string
-	// Line is the field's line in the file (1-based; 0 if unknown).
-	Line int
-	// Msg says what is wrong.
-	Msg string
-}
-
-// Error returns "field (line N): message".
-func (e *ConfigError) Error() string {
-	f := e.Field
-	if f == "" {
-		f = "app config"
-	}
-	if e.Line > 0 {
-		return fmt.Sprintf("%s (line %d): %s", f, e.Line, e.Msg)
-	}
-	return fmt.Sprintf("%s: %s", f, e.Msg)
-}
-
-// Is makes every ConfigError match [ErrConfig].
-func (e *ConfigError) Is(target error) bool { return target == ErrConfig }
+// naming the value; the application package's, as app.yaml is one.
+type ConfigError = application.ConfigError
 
 func fieldErr(field, format string, a ...any) *ConfigError {
 	return &ConfigError{Field: field, Msg: fmt.Sprintf(format, a...)}
@@ -213,10 +191,6 @@ func ParseConfig(raw []byte) (*Config, error) {
 	var c Config
 	root, err := application.DecodeStrict(raw, &c)
 	if err != nil {
-		var ce *application.ConfigError
-		if errors.As(err, &ce) {
-			return nil, &ConfigError{Field: ce.Field, Line: ce.Line, Msg: ce.Msg}
-		}
 		return nil, fmt.Errorf("app config: %w", err)
 	}
 	if n := application.Lookup(root, "sensors.count"); n != nil {
