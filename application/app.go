@@ -181,7 +181,7 @@ func (a *App) Start(ctx context.Context, services ...GoService) (err error) {
 			return err
 		}
 		a.nodes = append(a.nodes, ln)
-		fmt.Fprintf(a.out, "node %s: NATS %s\n", n.Name, ln.cluster.ClientURL())
+		fmt.Fprintf(a.out, "node %s: NATS %s\n", n.Name, ln.natsURL())
 	}
 	for _, ln := range a.nodes {
 		if err := a.deploy(ctx, ln, given); err != nil {
@@ -353,7 +353,9 @@ func (a *App) startNode(ctx context.Context, nc Node, index int) (*runningNode, 
 		// address declare it, and every sender sends to it at least once.
 		Durable: a.cfg.durableOn(nc),
 	}
-	if opts.NATSListen == "" {
+	if len(nc.Servers) > 0 {
+		opts.Servers, opts.CredentialsFile, opts.StoreDir = nc.Servers, a.cfg.path(nc.Credentials), ""
+	} else if opts.NATSListen == "" {
 		opts.NATSListen = "127.0.0.1:-1"
 	}
 	for _, r := range nc.Routes {
@@ -525,7 +527,16 @@ func (a *App) Config() *Config { return a.cfg }
 func (a *App) Bus() *bus.Bus { return a.nodes[0].bus }
 
 // NATSURL returns the NATS client URL of this process's first node.
-func (a *App) NATSURL() string { return a.nodes[0].cluster.ClientURL() }
+func (a *App) NATSURL() string { return a.nodes[0].natsURL() }
+
+// natsURL is where clients reach n's NATS: its embedded server, or the
+// external servers it joined.
+func (n *runningNode) natsURL() string {
+	if len(n.cfg.Servers) > 0 {
+		return strings.Join(n.cfg.Servers, ",")
+	}
+	return n.cluster.ClientURL()
+}
 
 // StateDir returns where the application keeps its state.
 func (a *App) StateDir() string { return a.stateDir }
@@ -563,7 +574,7 @@ func (a *App) Node(name string) *node.Node {
 // "".
 func (a *App) NodeNATSURL(name string) string {
 	if n := a.nodeByName(name); n != nil {
-		return n.cluster.ClientURL()
+		return n.natsURL()
 	}
 	return ""
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/client"
+	"github.com/cloister-dev/cloister/cluster"
 	"github.com/cloister-dev/cloister/internal/syncbuf"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/secure"
@@ -237,4 +238,66 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("accepted, then refused on Check: %v", err)
 		}
 	})
+}
+
+// TestNodeJoinsExternalServers: a node with servers: joins an external
+// NATS (with JetStream) rather than embedding one, its Go services serve
+// there, and its commands are pointed at it.
+func TestNodeJoinsExternalServers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ext, err := cluster.Start(ctx, cluster.Options{Name: "external", NATSListen: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ext.Close()
+	dir := t.TempDir()
+	cfg, err := ParseConfig([]byte(`name: ext
+program: .
+state_dir: ` + dir + `
+nodes:
+  - name: n1
+    servers: [` + ext.ClientURL() + `]
+services:
+  front: {}
+  probe: {command: [sh, -c, 'echo "$NATS_URL" > "$CLOISTER_STATE_DIR/url"; exec sleep 600']}
+addresses:
+  greet.hello: {consume: [front]}
+  orders: {durable: true, consume: [front]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Start(ctx, cfg, GoService{Name: "front", New: func() node.Service { return &greeter{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop(context.Background())
+	if a.NATSURL() != ext.ClientURL() {
+		t.Errorf("NATS URL %q, want the external %q", a.NATSURL(), ext.ClientURL())
+	}
+	// A bus of the external server's own reaches the node's service.
+	b, err := bus.New(bus.WithTransport(ext.Transport()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := b.Request(ctx, "greet.hello", []byte("ada"), bus.Timeout(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hello string
+	if err := m.Decode(&hello); err != nil || hello != "hello, ada" {
+		t.Fatalf("greet.hello: %q %v", m.Body(), err)
+	}
+	for {
+		got, _ := os.ReadFile(filepath.Join(dir, "services", "probe", "url"))
+		if strings.TrimSpace(string(got)) == ext.ClientURL() {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the command got NATS_URL %q", got)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

@@ -21,6 +21,9 @@ const (
 	// EnvService is the command's service name in the description and the
 	// manifest.
 	EnvService = "CLOISTER_SERVICE"
+	// EnvNATSCreds is the NATS credentials file of a node that joins
+	// external servers with one.
+	EnvNATSCreds = "NATS_CREDS"
 	// EnvStateDir is a directory of the command's own in the application's
 	// state directory.
 	EnvStateDir = "CLOISTER_STATE_DIR"
@@ -51,7 +54,10 @@ func (a *App) startCommand(ln *runningNode, name string, desc Service) *command 
 	logger := a.logger.With("node", ln.cfg.Name, "service", name)
 	state := filepath.Join(a.stateDir, "services", name)
 	env := append(os.Environ(), desc.Env...)
-	env = append(env, EnvNATSURL+"="+ln.cluster.ClientURL(), EnvService+"="+name, EnvStateDir+"="+state)
+	env = append(env, EnvNATSURL+"="+ln.natsURL(), EnvService+"="+name, EnvStateDir+"="+state)
+	if ln.cfg.Credentials != "" {
+		env = append(env, EnvNATSCreds+"="+a.cfg.path(ln.cfg.Credentials))
+	}
 	go func() {
 		defer close(c.done)
 		backoff := commandFirstBackoff

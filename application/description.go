@@ -100,6 +100,12 @@ type Node struct {
 	// route may name another node of the description.
 	ClusterListen string   `yaml:"cluster_listen"`
 	Routes        []string `yaml:"routes"`
+	// Servers are the URLs of an external NATS cluster (with JetStream,
+	// for durable addresses) the node joins instead of embedding a server;
+	// Credentials is its NATS credentials (.creds) file, relative to the
+	// description's directory. Commands on the node get both.
+	Servers     []string `yaml:"servers"`
+	Credentials string   `yaml:"credentials"`
 	// Run lists the images and services placed on this node. With one node
 	// everything unplaced runs on it.
 	Run []string `yaml:"run"`
@@ -145,8 +151,8 @@ type Image struct {
 // program (no Command), or a command the node starts and supervises.
 type Service struct {
 	// Command is the program and its arguments, run in the description's
-	// directory with NATS_URL (the node's NATS client URL),
-	// CLOISTER_SERVICE and CLOISTER_STATE_DIR in its environment; it is
+	// directory with NATS_URL (the node's NATS client URL), NATS_CREDS
+	// (its credentials file, if any), CLOISTER_SERVICE and CLOISTER_STATE_DIR in its environment; it is
 	// restarted with a growing delay when it exits. Empty: a Go service
 	// the program passes to Start.
 	Command []string `yaml:"command"`
@@ -504,6 +510,12 @@ func (c *Config) fill() error {
 			return fieldErr(at+".name", "node %q named twice", n.Name)
 		}
 		seen[n.Name] = true
+		if len(n.Servers) > 0 && (n.NATSListen != "" || n.ClusterListen != "" || len(n.Routes) > 0) {
+			return fieldErr(at+".servers", "a node joins external servers or embeds one, not both (drop nats_listen, cluster_listen and routes)")
+		}
+		if n.Credentials != "" && len(n.Servers) == 0 {
+			return fieldErr(at+".credentials", "credentials are for external servers: set servers")
+		}
 		if n.NATSListen != "" {
 			if err := cluster.CheckListenAddress("NATS listen address", n.NATSListen); err != nil {
 				return fieldErr(at+".nats_listen", "%v", err)
@@ -525,7 +537,7 @@ func (c *Config) fill() error {
 		if len(n.Routes) > 0 && n.ClusterListen == "" {
 			return fieldErr(at+".routes", "routes need cluster_listen")
 		}
-		if len(c.Nodes) > 1 && n.ClusterListen == "" {
+		if len(c.Nodes) > 1 && n.ClusterListen == "" && len(n.Servers) == 0 {
 			return fieldErr(at, "several nodes need cluster_listen (and routes) to form one bus")
 		}
 		for j, s := range n.Run {

@@ -103,33 +103,41 @@ func modulePath(gomod string) string {
 	return ""
 }
 
-// Provides reports whether go, run in dir, resolves the package pkg from
-// dir's module as it is (without changing its go.mod or go.sum).
-func Provides(ctx context.Context, gocmd, dir, pkg string) bool {
+// mainModule returns the path of the main module go sees in dir, or ""
+// outside any module.
+func mainModule(ctx context.Context, gocmd, dir string) string {
 	if gocmd == "" {
 		gocmd = "go"
 	}
-	cmd := exec.CommandContext(ctx, gocmd, "list", "-mod=readonly", "-f", "{{.Name}}", pkg)
+	cmd := exec.CommandContext(ctx, gocmd, "env", "GOMOD")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
+	cmd.Env = append(os.Environ(), "GOFLAGS=")
 	out, err := cmd.Output()
-	return err == nil && strings.TrimSpace(string(out)) == "main"
+	if err != nil {
+		return ""
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return ""
+	}
+	return modulePath(gomod)
 }
 
 // BuildPackage builds the main package pkg into an image at out like
-// Build, from wherever it can be found: from opts.Dir's module when that
-// module provides it (the user's own images, and Cloister's when the
-// user's module requires Cloister); otherwise, for a package of Cloister
-// itself (ToolkitModule/...), from a module of its own in the user cache
-// directory that requires Cloister at this binary's version, or replaces
-// it with the local checkout of a development build (said on
-// opts.Stderr, or on notice when that is nil). notice may be nil.
+// Build, from where it lives: a package of the user's module (or a
+// directory) from opts.Dir's module; a package of Cloister itself
+// (ToolkitModule/..., such as the coordinator's image) from a Cloister
+// checkout when opts.Dir is in one, and otherwise from a module of its own
+// in the user cache directory that requires Cloister at this binary's
+// version — or replaces it with the local checkout of a development build,
+// which it says on notice (opts.Stderr when nil; both may be nil). So
+// Cloister's images come out the same wherever the user's module is.
 func BuildPackage(ctx context.Context, pkg, out string, opts BuildOptions, notice io.Writer) (*Image, error) {
 	dir := opts.Dir
 	if dir == "" {
 		dir = "."
 	}
-	if Provides(ctx, opts.Go, dir, pkg) || !strings.HasPrefix(pkg, ToolkitModule+"/") {
+	if !strings.HasPrefix(pkg, ToolkitModule+"/") || mainModule(ctx, opts.Go, dir) == ToolkitModule {
 		return Build(ctx, pkg, out, opts)
 	}
 	tk := ThisToolkit()

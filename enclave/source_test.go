@@ -55,3 +55,19 @@ func TestBuildPackageRefusesAForeignMissingPackage(t *testing.T) {
 		t.Fatal("built a package that does not exist")
 	}
 }
+
+// TestBuildPackageInTheCheckout: inside a Cloister checkout, Cloister's
+// images build from it, with no notice of a module of their own.
+func TestBuildPackageInTheCheckout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds an image")
+	}
+	var notice bytes.Buffer
+	img, err := BuildPackage(context.Background(), ToolkitModule+"/coordinator/image", filepath.Join(t.TempDir(), "coord.img"), BuildOptions{Dir: ThisToolkit().Checkout}, &notice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if notice.Len() != 0 || img.Measurement == (Measurement{}) {
+		t.Errorf("notice %q, measurement %s", notice.String(), img.Measurement)
+	}
+}

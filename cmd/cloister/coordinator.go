@@ -43,7 +43,7 @@ type imageFlags struct {
 
 func (f *imageFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.image, "image", "", "the coordinator enclave image `file` (default: built on first use into the user cache directory)")
-	fs.StringVar(&f.source, "source", "", "a `dir` in the cloister module, where the image is built from (default: the current directory)")
+	fs.StringVar(&f.source, "source", "", "a `dir` in a Cloister checkout to build the image from (default: the current directory when it is in one, else this cloister's own version)")
 }
 
 // load returns the coordinator image: --image, or the cached build for this
@@ -72,8 +72,8 @@ func (f *imageFlags) load(ctx context.Context, env *cliEnv) (*enclave.Image, err
 	// Build beside the final path, then move the image and its metadata
 	// into place, so a concurrent start never sees half an image.
 	tmp := fmt.Sprintf("%s.tmp-%d", path, os.Getpid())
-	if _, err := enclave.Build(ctx, coordinatorPackage, tmp, enclave.BuildOptions{Dir: f.source, Stderr: env.stderr}); err != nil {
-		return nil, fmt.Errorf("building the coordinator image (run from the cloister module, or give --source or --image): %w", err)
+	if _, err := enclave.BuildPackage(ctx, coordinatorPackage, tmp, enclave.BuildOptions{Dir: f.source, Stderr: env.stderr}, nil); err != nil {
+		return nil, fmt.Errorf("building the coordinator image (with Go installed; or give --image): %w", err)
 	}
 	if err := os.Rename(tmp+enclave.MetadataSuffix, path+enclave.MetadataSuffix); err != nil {
 		return nil, fmt.Errorf("coordinator image: %w", err)
