@@ -45,8 +45,10 @@ func Main(services ...GoService) {
 	fs := flag.NewFlagSet(os.Args[0], flag.ExitOnError)
 	node := fs.String("node", "", "run only this `node` of the description")
 	level := fs.String("log-level", "warn", "log level: debug, info, warn or error")
+	metrics := fs.String("metrics", "", "`host:port` of the first node's operations endpoint (/metrics, /healthz, /readyz); empty: none")
+	trace := fs.String("trace-endpoint", "", "export the nodes' message spans to this OTLP/HTTP `URL`; empty: none")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: %s [--node NAME] [--log-level LEVEL] [APP.yaml]\n", fs.Name())
+		fmt.Fprintf(fs.Output(), "usage: %s [flags] [APP.yaml]\n", fs.Name())
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(os.Args[1:])
@@ -59,13 +61,13 @@ func Main(services ...GoService) {
 		fs.Usage()
 		os.Exit(2)
 	}
-	if err := mainRun(path, *node, *level, services); err != nil {
+	if err := mainRun(path, *node, *level, *metrics, *trace, services); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 }
 
-func mainRun(path, node, level string, services []GoService) error {
+func mainRun(path, node, level, metrics, trace string, services []GoService) error {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
@@ -74,7 +76,7 @@ func mainRun(path, node, level string, services []GoService) error {
 	if err != nil {
 		return err
 	}
-	cfg.Only, cfg.Out = node, os.Stdout
+	cfg.Only, cfg.Out, cfg.Metrics, cfg.TraceEndpoint = node, os.Stdout, metrics, trace
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

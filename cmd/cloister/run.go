@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cloister-dev/cloister/application"
+	"github.com/cloister-dev/cloister/cluster"
+	"github.com/cloister-dev/cloister/tracing"
 )
 
 func runCommand() *cobra.Command {
@@ -52,6 +55,8 @@ Otherwise cloister run runs the description itself:
 Flags (when cloister runs the description itself):
       --node NAME          run only this node of the description
       --state-dir DIR      keep the state in DIR (overrides state_dir)
+      --metrics HOST:PORT  serve each node's /metrics, /healthz, /readyz (next nodes: next ports)
+      --trace-endpoint URL export the nodes' message spans (OTLP/HTTP)
       --log-level LEVEL    debug, info, warn (default) or error
       --log-format FORMAT  text (default) or json`,
 		// The arguments may be the program's flags: they are parsed here.
@@ -70,6 +75,9 @@ Flags (when cloister runs the description itself):
 // runAction runs the program of the description among args, or the
 // description itself.
 func runAction(ctx context.Context, env *cliEnv, args []string) error {
+	if err := checkCommonFlags(args); err != nil {
+		return err
+	}
 	path, err := descriptionArg(args)
 	if err != nil {
 		return err
@@ -100,6 +108,50 @@ func descriptionArg(args []string) (string, error) {
 		return found[0], nil
 	}
 	return "", usagef("run: one APP.yaml, got %d (%s)", len(found), strings.Join(found, ", "))
+}
+
+// checkCommonFlags checks, before anything is read or built, the flags
+// that cloister run and the programs it runs (application.Main, the water
+// monitor) share: --metrics, --trace-endpoint, --log-level, --log-format.
+func checkCommonFlags(args []string) error {
+	for i, a := range args {
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		if !hasValue && i+1 < len(args) {
+			value = args[i+1]
+		}
+		var err error
+		switch name {
+		case "metrics":
+			if value != "" {
+				err = cluster.CheckListenAddress("--metrics", value)
+			}
+		case "trace-endpoint":
+			if value != "" {
+				if e := tracing.CheckEndpoint(value); e != nil {
+					err = fmt.Errorf("--trace-endpoint: %w", e)
+				}
+			}
+		case "log-level", "log-format":
+			logs := logFlags{level: "warn", format: "text"}
+			if name == "log-level" {
+				logs.level = value
+			} else {
+				logs.format = value
+			}
+			_, _, err = logs.handler(io.Discard)
+		}
+		if err != nil {
+			var ue *usageError
+			if errors.As(err, &ue) {
+				return err
+			}
+			return &usageError{err: err}
+		}
+	}
+	return nil
 }
 
 // programOf returns the program: of the description at path ("" if it
@@ -203,9 +255,11 @@ func programBinary(dir, pkg string) (string, error) {
 func runDescription(ctx context.Context, env *cliEnv, path string, args []string) error {
 	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
 	fs.SetOutput(env.stderr)
-	var nodeName, stateDir string
+	var nodeName, stateDir, metrics, traceURL string
 	var logs logFlags
 	fs.StringVar(&nodeName, "node", "", "run only this node of the description")
+	fs.StringVar(&metrics, "metrics", "", "`host:port` of the first node's operations endpoint (/metrics, /healthz, /readyz); the next nodes take the next ports; empty: none")
+	fs.StringVar(&traceURL, "trace-endpoint", "", "export OpenTelemetry spans of every node's messages to this OTLP/HTTP `URL`; empty: no tracing")
 	fs.StringVar(&stateDir, "state-dir", "", "keep the state in this `directory` (overrides state_dir)")
 	logs.register(fs, "warn")
 	var rest []string
@@ -234,7 +288,7 @@ func runDescription(ctx context.Context, env *cliEnv, path string, args []string
 			return fmt.Errorf("run: %w", err)
 		}
 	}
-	cfg.Only, cfg.Out, cfg.Logger = nodeName, env.stdout, logger
+	cfg.Only, cfg.Out, cfg.Logger, cfg.Metrics, cfg.TraceEndpoint = nodeName, env.stdout, logger, metrics, traceURL
 	err = application.Run(ctx, cfg)
 	if ctx.Err() != nil && err != nil && errors.Is(err, context.Canceled) {
 		return nil
