@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -213,8 +212,8 @@ func (a *App) description() (*application.Config, error) {
 	}
 	if len(a.creds) > 0 {
 		d.Clients = map[string]application.Client{}
-		for id, c := range a.creds {
-			d.Clients[id] = application.Client{PublicKey: base64.StdEncoding.EncodeToString(c.Key.Public().(ed25519.PublicKey))}
+		for id, k := range a.creds.publicKeys() {
+			d.Clients[id] = application.Client{PublicKey: base64.StdEncoding.EncodeToString(k)}
 		}
 	}
 	// Each node deploys what it runs in this order, so that alerts listen

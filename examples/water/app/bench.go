@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cloister-dev/cloister/application"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/cluster"
@@ -45,23 +46,22 @@ const (
 // benchManifest is the benchmark's manifest: the secured analytics' address
 // is open to the benchmark's sensors (creds).
 func benchManifest(coordinator, analytics enclave.Measurement, creds Credentials) ([]byte, *manifest.Manifest, error) {
-	raw := fmt.Sprintf(`version: 1
-policy: {allow_simulation: true}
-services:
-  coordinator: {identities: [{mrenclave: %s}]}
-  analytics: {identities: [{mrenclave: %s}]}
-  bench: {}
-%saddresses:
-  %s: {clients: true, consume: [analytics], send: [bench]}
-  %s.attest: {consume: [analytics], send: [bench]}
-  %s.status: {consume: [analytics], send: [bench]}
-  %s: {publish: [analytics]}
-`, coordinator, analytics, manifestClients(creds), addressSecured, addressSecured, addressSecured, monitor.AddressAlerts)
-	m, err := manifest.Parse([]byte(raw))
+	d := &application.Config{
+		Name:     "bench",
+		Images:   map[string]application.Image{ServiceAnalytics: {Backend: node.BackendProcess}},
+		Services: map[string]application.Service{"bench": {}},
+		Addresses: map[string]application.Address{
+			addressSecured:             {Clients: true, Consume: []string{ServiceAnalytics}, Send: []string{"bench"}},
+			addressSecured + ".attest": {Consume: []string{ServiceAnalytics}, Send: []string{"bench"}},
+			addressSecured + ".status": {Consume: []string{ServiceAnalytics}, Send: []string{"bench"}},
+			monitor.AddressAlerts:      {Publish: []string{ServiceAnalytics}},
+		},
+	}
+	raw, m, err := d.Manifest(application.Measurements{Coordinator: coordinator, Images: map[string]enclave.Measurement{ServiceAnalytics: analytics}}, creds.publicKeys())
 	if err != nil {
 		return nil, nil, fmt.Errorf("app: bench manifest: %w", err)
 	}
-	return []byte(raw), m, nil
+	return raw, m, nil
 }
 
 // BenchOptions configure RunBench.
