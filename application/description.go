@@ -494,52 +494,13 @@ func (c *Config) fill() error {
 			return fieldErr(at, "give exactly one of public_key and key_file")
 		}
 	}
-	nodeNames := map[string]bool{}
-	for _, n := range c.Nodes {
-		nodeNames[n.Name] = true
+	if err := CheckNodes(c.Nodes); err != nil {
+		return err
 	}
 	placed := map[string]string{}
 	coordinators := 0
-	seen := map[string]bool{}
 	for i, n := range c.Nodes {
 		at := fmt.Sprintf("nodes[%d]", i)
-		if !validName(n.Name) {
-			return fieldErr(at+".name", "%q: a node needs a name of letters, digits, '-' and '_'", n.Name)
-		}
-		if seen[n.Name] {
-			return fieldErr(at+".name", "node %q named twice", n.Name)
-		}
-		seen[n.Name] = true
-		if len(n.Servers) > 0 && (n.NATSListen != "" || n.ClusterListen != "" || len(n.Routes) > 0) {
-			return fieldErr(at+".servers", "a node joins external servers or embeds one, not both (drop nats_listen, cluster_listen and routes)")
-		}
-		if n.Credentials != "" && len(n.Servers) == 0 {
-			return fieldErr(at+".credentials", "credentials are for external servers: set servers")
-		}
-		if n.NATSListen != "" {
-			if err := cluster.CheckListenAddress("NATS listen address", n.NATSListen); err != nil {
-				return fieldErr(at+".nats_listen", "%v", err)
-			}
-		}
-		if n.ClusterListen != "" {
-			if err := cluster.CheckListenAddress("cluster listen address", n.ClusterListen); err != nil {
-				return fieldErr(at+".cluster_listen", "%v", err)
-			}
-		}
-		for j, r := range n.Routes {
-			if nodeNames[r] {
-				continue
-			}
-			if _, err := cluster.ParseRoute(r); err != nil {
-				return fieldErr(fmt.Sprintf("%s.routes[%d]", at, j), "%q is neither a node of this description nor a route: %v", r, err)
-			}
-		}
-		if len(n.Routes) > 0 && n.ClusterListen == "" {
-			return fieldErr(at+".routes", "routes need cluster_listen")
-		}
-		if len(c.Nodes) > 1 && n.ClusterListen == "" && len(n.Servers) == 0 {
-			return fieldErr(at, "several nodes need cluster_listen (and routes) to form one bus")
-		}
 		for j, s := range n.Run {
 			if names[s] == "" {
 				return fieldErr(fmt.Sprintf("%s.run[%d]", at, j), "%q is neither an image nor a service of this description", s)
@@ -571,6 +532,60 @@ func (c *Config) fill() error {
 				c.Nodes[i].Coordinator = true
 				break
 			}
+		}
+	}
+	return nil
+}
+
+// CheckNodes checks the nodes' NATS settings, as a description's are: each
+// named once; listen addresses with a host; routes to a node of the list or
+// a route URL, and only with cluster_listen; several nodes clustered;
+// external servers or an embedded one, not both. Errors name the field
+// (nodes[i]....).
+func CheckNodes(nodes []Node) error {
+	names := map[string]bool{}
+	for _, n := range nodes {
+		names[n.Name] = true
+	}
+	seen := map[string]bool{}
+	for i, n := range nodes {
+		at := fmt.Sprintf("nodes[%d]", i)
+		if !validName(n.Name) {
+			return fieldErr(at+".name", "%q: a node needs a name of letters, digits, '-' and '_'", n.Name)
+		}
+		if seen[n.Name] {
+			return fieldErr(at+".name", "node %q named twice", n.Name)
+		}
+		seen[n.Name] = true
+		if len(n.Servers) > 0 && (n.NATSListen != "" || n.ClusterListen != "" || len(n.Routes) > 0) {
+			return fieldErr(at+".servers", "a node joins external servers or embeds one, not both (drop nats_listen, cluster_listen and routes)")
+		}
+		if n.Credentials != "" && len(n.Servers) == 0 {
+			return fieldErr(at+".credentials", "credentials are for external servers: set servers")
+		}
+		if n.NATSListen != "" {
+			if err := cluster.CheckListenAddress("NATS listen address", n.NATSListen); err != nil {
+				return fieldErr(at+".nats_listen", "%v", err)
+			}
+		}
+		if n.ClusterListen != "" {
+			if err := cluster.CheckListenAddress("cluster listen address", n.ClusterListen); err != nil {
+				return fieldErr(at+".cluster_listen", "%v", err)
+			}
+		}
+		for j, r := range n.Routes {
+			if names[r] {
+				continue
+			}
+			if _, err := cluster.ParseRoute(r); err != nil {
+				return fieldErr(fmt.Sprintf("%s.routes[%d]", at, j), "%q is neither a node of this file nor a route: %v", r, err)
+			}
+		}
+		if len(n.Routes) > 0 && n.ClusterListen == "" {
+			return fieldErr(at+".routes", "routes need cluster_listen")
+		}
+		if len(nodes) > 1 && n.ClusterListen == "" && len(n.Servers) == 0 {
+			return fieldErr(at, "several nodes need cluster_listen (and routes) to form one bus")
 		}
 	}
 	return nil

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/application"
-	"github.com/cloister-dev/cloister/cluster"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
 	"github.com/cloister-dev/cloister/node"
 )
@@ -291,42 +290,16 @@ func (c *Config) fill() error {
 	if len(c.Nodes) == 0 {
 		return fieldErr("nodes", "at least one node is needed")
 	}
-	placed := map[string]string{}
-	names := map[string]bool{}
+	var nodes []application.Node
 	for _, n := range c.Nodes {
-		names[n.Name] = true
+		nodes = append(nodes, application.Node{Name: n.Name, NATSListen: n.NATSListen, ClusterListen: n.ClusterListen, Routes: n.Routes})
 	}
-	seen := map[string]bool{}
+	if err := application.CheckNodes(nodes); err != nil {
+		return err
+	}
+	placed := map[string]string{}
 	for i, n := range c.Nodes {
 		at := fmt.Sprintf("nodes[%d]", i)
-		if n.Name == "" {
-			return fieldErr(at, "a name is needed")
-		}
-		if seen[n.Name] {
-			return fieldErr(at+".name", "node %q named twice", n.Name)
-		}
-		seen[n.Name] = true
-		if n.NATSListen != "" {
-			if err := cluster.CheckListenAddress("NATS listen address", n.NATSListen); err != nil {
-				return fieldErr(at+".nats_listen", "%v", err)
-			}
-		}
-		if n.ClusterListen != "" {
-			if err := cluster.CheckListenAddress("cluster listen address", n.ClusterListen); err != nil {
-				return fieldErr(at+".cluster_listen", "%v", err)
-			}
-		}
-		for j, r := range n.Routes {
-			if names[r] {
-				continue // another node of this file
-			}
-			if _, err := cluster.ParseRoute(r); err != nil {
-				return fieldErr(fmt.Sprintf("%s.routes[%d]", at, j), "%q is neither a node of this file nor a route: %v", r, err)
-			}
-		}
-		if len(n.Routes) > 0 && n.ClusterListen == "" {
-			return fieldErr(at+".routes", "routes need cluster_listen")
-		}
 		for j, s := range n.Services {
 			if !slices.Contains(allServices(), s) {
 				return fieldErr(fmt.Sprintf("%s.services[%d]", at, j), "unknown service %q (want %v)", s, allServices())
@@ -335,9 +308,6 @@ func (c *Config) fill() error {
 				return fieldErr(fmt.Sprintf("%s.services[%d]", at, j), "%s is already placed on %s", s, other)
 			}
 			placed[s] = n.Name
-		}
-		if len(c.Nodes) > 1 && n.ClusterListen == "" {
-			return fieldErr(at, "several nodes need cluster_listen (and routes) to form one bus")
 		}
 	}
 	for _, s := range allServices() {
