@@ -52,17 +52,7 @@ func TestInitBuildsTestsAndRuns(t *testing.T) {
 	if err := os.WriteFile(desc, []byte(strings.Replace(string(b), "127.0.0.1:4222", "127.0.0.1:-1", 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(cloisterBin, "run", "app.yaml")
-	cmd.Dir, cmd.Env = dir, env
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdout, stderr := startCloister(t, dir, env, "run", "app.yaml")
 	defer cmd.Process.Kill()
 	sc := bufio.NewScanner(stdout)
 	var log strings.Builder

@@ -25,8 +25,16 @@ var summaryLine = regexp.MustCompile(`^\d\d:\d\d:\d\d  readings/s sent \d+`)
 func startRun(t *testing.T, flags ...string) (*exec.Cmd, io.ReadCloser, *strings.Builder) {
 	t.Helper()
 	args := append([]string{"run", "--dashboard", "127.0.0.1:0", "--state-dir", t.TempDir()}, flags...)
-	cmd := exec.Command(cloisterBin, append(args, filepath.Join("..", "..", "examples", "water", "app.yaml"))...)
-	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir())
+	return startCloister(t, "", append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir()), append(args, filepath.Join("..", "..", "examples", "water", "app.yaml"))...)
+}
+
+// startCloister starts the cloister binary with args in dir (""; this
+// one) and env (nil: this one's), its standard output to read, its
+// standard error collected.
+func startCloister(t *testing.T, dir string, env []string, args ...string) (*exec.Cmd, io.ReadCloser, *strings.Builder) {
+	t.Helper()
+	cmd := exec.Command(cloisterBin, args...)
+	cmd.Dir, cmd.Env = dir, env
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -320,16 +328,7 @@ services:
 addresses:
   jobs: {durable: true, consume: [greeter]}
 `), 0o600)
-	cmd := exec.Command(cloisterBin, "run", "--state-dir", filepath.Join(dir, "state"), desc)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdout, stderr := startCloister(t, "", nil, "run", "--state-dir", filepath.Join(dir, "state"), desc)
 	sc := bufio.NewScanner(stdout)
 	var out strings.Builder
 	ready, greeted := false, false
