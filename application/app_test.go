@@ -14,6 +14,7 @@ import (
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/cluster"
+	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/internal/syncbuf"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/secure"
@@ -299,5 +300,32 @@ addresses:
 			t.Fatalf("the command got NATS_URL %q", got)
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// TestPackageDocExample: the description in the package documentation
+// parses and gives a valid manifest.
+func TestPackageDocExample(t *testing.T) {
+	doc, err := os.ReadFile("doc.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var yml strings.Builder
+	for _, line := range strings.Split(string(doc), "\n") {
+		if rest, ok := strings.CutPrefix(line, "//\t"); ok {
+			if strings.HasPrefix(rest, "func ") {
+				break
+			}
+			yml.WriteString(rest + "\n")
+		}
+	}
+	cfg, err := ParseConfig([]byte(yml.String()))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, yml.String())
+	}
+	var m enclave.Measurement
+	m[0] = 0xab
+	if _, _, err := cfg.Manifest(Measurements{Coordinator: m, Images: map[string]enclave.Measurement{"vault": m}}, nil); err != nil {
+		t.Fatal(err)
 	}
 }

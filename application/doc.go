@@ -19,8 +19,8 @@
 //	  front: {}                 # a Go service: the program passes it to Start
 //	  mailer: {command: [./mailer.sh]}   # started with NATS_URL set
 //	addresses:
-//	  vault.put: {secured: true, consume: [vault], send: [front]}
-//	  vault.get: {clients: true, consume: [vault]}
+//	  front.hello: {consume: [front]}
+//	  vault.put: {secured: true, clients: true, consume: [vault]}  # sealed; outside clients only
 //	  orders:    {durable: true, consume: [mailer], send: [front]}
 //	clients:
 //	  meter-7: {key_file: meter-7.pem}   # made if missing

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 )
@@ -42,42 +43,64 @@ func Run(ctx context.Context, cfg *Config, services ...GoService) error {
 //		application.Main(application.GoService{Name: "greeter", New: newGreeter})
 //	}
 func Main(services ...GoService) {
+	var o mainOptions
 	fs := flag.NewFlagSet(os.Args[0], flag.ExitOnError)
-	node := fs.String("node", "", "run only this `node` of the description")
-	level := fs.String("log-level", "warn", "log level: debug, info, warn or error")
-	metrics := fs.String("metrics", "", "`host:port` of the first node's operations endpoint (/metrics, /healthz, /readyz); empty: none")
-	trace := fs.String("trace-endpoint", "", "export the nodes' message spans to this OTLP/HTTP `URL`; empty: none")
+	fs.StringVar(&o.node, "node", "", "run only this `node` of the description")
+	fs.StringVar(&o.stateDir, "state-dir", "", "keep the state in this `directory` (overrides state_dir)")
+	fs.StringVar(&o.level, "log-level", "warn", "log level: debug, info, warn or error")
+	fs.StringVar(&o.format, "log-format", "text", "text, or json (one JSON object per line)")
+	fs.StringVar(&o.metrics, "metrics", "", "`host:port` of the first node's operations endpoint (/metrics, /healthz, /readyz); empty: none")
+	fs.StringVar(&o.trace, "trace-endpoint", "", "export the nodes' message spans to this OTLP/HTTP `URL`; empty: none")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: %s [flags] [APP.yaml]\n", fs.Name())
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(os.Args[1:])
-	path := "app.yaml"
+	o.path = "app.yaml"
 	switch fs.NArg() {
 	case 0:
 	case 1:
-		path = fs.Arg(0)
+		o.path = fs.Arg(0)
 	default:
 		fs.Usage()
 		os.Exit(2)
 	}
-	if err := mainRun(path, *node, *level, *metrics, *trace, services); err != nil {
+	if err := o.run(services); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 }
 
-func mainRun(path, node, level, metrics, trace string, services []GoService) error {
+// mainOptions are Main's command line.
+type mainOptions struct {
+	path, node, stateDir, level, format, metrics, trace string
+}
+
+func (o *mainOptions) run(services []GoService) error {
 	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	if err := l.UnmarshalText([]byte(o.level)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", o.level)
 	}
-	cfg, err := LoadConfig(path)
+	hopts := &slog.HandlerOptions{Level: l}
+	var h slog.Handler
+	switch o.format {
+	case "text":
+		h = slog.NewTextHandler(os.Stderr, hopts)
+	case "json":
+		h = slog.NewJSONHandler(os.Stderr, hopts)
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", o.format)
+	}
+	cfg, err := LoadConfig(o.path)
 	if err != nil {
 		return err
 	}
-	cfg.Only, cfg.Out, cfg.Metrics, cfg.TraceEndpoint = node, os.Stdout, metrics, trace
-	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	if o.stateDir != "" {
+		if cfg.StateDir, err = filepath.Abs(o.stateDir); err != nil {
+			return err
+		}
+	}
+	cfg.Only, cfg.Out, cfg.Metrics, cfg.TraceEndpoint, cfg.Logger = o.node, os.Stdout, o.metrics, o.trace, slog.New(h)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return Run(ctx, cfg, services...)
