@@ -422,7 +422,10 @@ accepts the result on the same machine.`,
 				_, err = fmt.Fprintln(env.stdout, hex.EncodeToString(enc))
 				return err
 			}
-			return os.WriteFile(out, enc, 0o644)
+			if err := os.WriteFile(out, enc, 0o644); err != nil {
+				return fmt.Errorf("-o/--output: %w", err)
+			}
+			return nil
 		}),
 	}
 	fs := cmd.Flags()

@@ -50,7 +50,11 @@ func (f *imageFlags) register(fs *pflag.FlagSet) {
 // cloister binary, built now if missing.
 func (f *imageFlags) load(ctx context.Context, env *cliEnv) (*enclave.Image, error) {
 	if f.image != "" {
-		return enclave.Load(f.image)
+		img, err := enclave.Load(f.image)
+		if err != nil {
+			return nil, fmt.Errorf("--image: %w", err)
+		}
+		return img, nil
 	}
 	dir, err := os.UserCacheDir()
 	if err != nil {
@@ -220,7 +224,7 @@ func coordinatorConfig(collateral string, simKeys []string) ([]byte, error) {
 	if collateral != "" {
 		b, err := os.ReadFile(collateral)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("--collateral: %w", err)
 		}
 		if _, err := attest.ParseCollateralBundle(b); err != nil {
 			return nil, &usageError{err: fmt.Errorf("--collateral %s: %w", collateral, err)}
@@ -407,11 +411,11 @@ func printStatus(w io.Writer, st *provision.Status) {
 func ownerSign(keyFile string, msg []byte) ([]byte, error) {
 	pemBytes, err := os.ReadFile(keyFile)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--owner-key: %w", err)
 	}
 	signer, err := manifest.ParseSigningKey(pemBytes)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--owner-key %s: %w", keyFile, err)
 	}
 	switch k := signer.(type) {
 	case ed25519.PrivateKey:
@@ -485,7 +489,7 @@ func coordinatorUpdateCommand() *cobra.Command {
 			}
 			raw, err := os.ReadFile(args[0])
 			if err != nil {
-				return err
+				return fmt.Errorf("NEXT: %w", err)
 			}
 			next, err := manifest.Parse(raw)
 			if err != nil {

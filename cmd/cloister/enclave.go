@@ -172,7 +172,7 @@ allow-list (--pass-env). Then sign and run it as printed on stderr.`,
 				return err
 			}
 			if err := os.WriteFile(out, text, 0o644); err != nil {
-				return err
+				return fmt.Errorf("-o/--output: %w", err)
 			}
 			sign, runCmd, err := enclave.GramineCommands(out, "")
 			if err != nil {

@@ -144,11 +144,11 @@ The signature is printed in base64; the coordinator accepts NEXT with it.`,
 			}
 			pemBytes, err := os.ReadFile(keyFile)
 			if err != nil {
-				return err
+				return fmt.Errorf("--key: %w", err)
 			}
 			signer, err := manifest.ParseSigningKey(pemBytes)
 			if err != nil {
-				return err
+				return fmt.Errorf("--key %s: %w", keyFile, err)
 			}
 			cur, err := parseManifestFile(env, args[0])
 			if err != nil {
