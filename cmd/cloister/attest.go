@@ -20,7 +20,7 @@ import (
 
 func attestCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "attest COMMAND",
+		Use:   "attest",
 		Short: "verify attestation evidence and issue simulated quotes",
 	}
 	return group(cmd, attestVerifyCommand(), attestSimQuoteCommand())

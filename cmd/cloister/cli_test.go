@@ -17,7 +17,7 @@ func TestTyposAndBadValues(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"sned", "a.b", "x"}, []string{`unknown command "sned"`, "did you mean send?", "Usage:\n  cloister COMMAND\n"}},
+		{[]string{"sned", "a.b", "x"}, []string{`unknown command "sned"`, "did you mean send?", "Usage:\n  cloister COMMAND [flags] [args]\n"}},
 		{[]string{"enclave", "biuld", "./x"}, []string{`cloister enclave: unknown command "biuld"`, "did you mean build?"}},
 		{[]string{"coordinator", "statsu"}, []string{`cloister coordinator: unknown command "statsu"`, "did you mean status?"}},
 		{[]string{"manifest", "nothing"}, []string{`unknown command "nothing"`, "(want check, client, hash, sign, verify-update)"}},

@@ -365,12 +365,10 @@ must be the verified ones (exit status 3 otherwise).`,
 				return err
 			}
 			if asJSON {
-				out, _ := json.MarshalIndent(struct {
+				return printJSON(env.stdout, struct {
 					*provision.Status
 					Verified bool `json:"verified"`
-				}{st, verified != nil}, "", "  ")
-				fmt.Fprintf(env.stdout, "%s\n", out)
-				return nil
+				}{st, verified != nil})
 			}
 			printStatus(env.stdout, st)
 			fmt.Fprintln(env.stdout, verdict)
@@ -380,7 +378,6 @@ must be the verified ones (exit status 3 otherwise).`,
 	fs := cmd.Flags()
 	cf.register(fs)
 	tf.register(fs, "verify first: ")
-	tf.img.register(fs)
 	fs.BoolVar(&asJSON, "json", false, "print the status as JSON")
 	return cmd
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 
@@ -92,23 +91,14 @@ names the check.`,
 			if err != nil {
 				return err
 			}
-			b, closeAll, err := cf.connect(ctx, env)
+			c, closeAll, err := dialVerified(ctx, env, &cf, o)
 			if err != nil {
 				return err
 			}
 			defer closeAll()
-			c, err := connectVerified(ctx, b, o)
-			if err != nil {
-				return err
-			}
 			v := newVerifiedCoordinator(c)
 			if asJSON {
-				out, err := json.MarshalIndent(v, "", "  ")
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(env.stdout, "%s\n", out)
-				return nil
+				return printJSON(env.stdout, v)
 			}
 			v.print(env.stdout)
 			return nil
@@ -117,7 +107,6 @@ names the check.`,
 	fs := cmd.Flags()
 	cf.register(fs)
 	tf.register(fs, "")
-	tf.img.register(fs)
 	fs.BoolVar(&asJSON, "json", false, "print what was verified as JSON")
 	return cmd
 }

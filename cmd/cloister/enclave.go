@@ -22,7 +22,7 @@ import (
 
 func enclaveCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "enclave COMMAND",
+		Use:   "enclave",
 		Short: "build, measure and prepare enclave images",
 	}
 	return group(cmd, enclaveBuildCommand(), enclaveMeasureCommand(), enclaveGramineManifestCommand())
@@ -227,7 +227,7 @@ type enclaveHosting struct {
 
 // register declares the flags on fs.
 func (h *enclaveHosting) register(fs *pflag.FlagSet) {
-	fs.StringArrayVar(&h.specs, "enclave", nil, "host an enclave image: `name=N,image=PATH[,addresses=A,B,...][,backend=process|gramine][,transport=shm|pipe][,instances=N][,workers=N][,state=DIR][,memory=SIZE][,local=true][,service=S]` (repeatable)")
+	fs.StringArrayVar(&h.specs, "enclave", nil, "host an enclave image (repeatable): `spec` is name=N,image=PATH[,addresses=A,B,...][,backend=process|gramine][,transport=shm|pipe][,instances=N][,workers=N][,state=DIR][,memory=SIZE][,local=true][,service=S]")
 	fs.StringArrayVar(&h.configs, "enclave-config", nil, "host the enclaves listed in a YAML or JSON `file` (repeatable)")
 }
 

@@ -62,7 +62,7 @@ func run(ctx context.Context, env *cliEnv, args []string) int {
 // contributes one constructor here.
 func rootCommand() *cobra.Command {
 	root := &cobra.Command{
-		Use:   "cloister COMMAND",
+		Use:   "cloister",
 		Short: "confidential microservices on an event bus",
 		Long: `cloister runs nodes, talks to the bus, builds and measures enclave images,
 runs and verifies the coordinator and verifies attestation evidence.

@@ -16,7 +16,7 @@ import (
 
 func manifestCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "manifest COMMAND",
+		Use:   "manifest",
 		Short: "check, hash and sign application manifests",
 	}
 	return group(cmd, manifestCheckCommand(), manifestHashCommand(), manifestSignCommand(), manifestVerifyUpdateCommand(), manifestClientCommand())
