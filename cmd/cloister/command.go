@@ -70,8 +70,12 @@ func group(cmd *cobra.Command, subs ...*cobra.Command) *cobra.Command {
 }
 
 // groupUsage is the usage a group's --help prints (cobra's would show a
-// group as runnable by itself).
+// group as runnable by itself). Set on a group, it is inherited by the
+// group's sub-commands, which get cobra's.
 func groupUsage(c *cobra.Command) error {
+	if c.Annotations[annotationGroup] == "" {
+		return (&cobra.Command{}).UsageFunc()(c)
+	}
 	w := c.OutOrStderr()
 	fmt.Fprintf(w, "Usage:\n  %s COMMAND [flags] [args]\n\nCommands:\n", c.CommandPath())
 	width := 0
