@@ -70,6 +70,10 @@ func TestHelpAndCompletion(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "verify") {
 		t.Fatalf("__complete coordinator ver: exit %d\n%s", code, out)
 	}
+	code, out, _ = runCLI(t, "__complete", "node", "--log-format", "")
+	if code != exitOK || !strings.Contains(out, "json\n") || !strings.Contains(out, "text\n") {
+		t.Fatalf("__complete node --log-format: exit %d\n%s", code, out)
+	}
 }
 
 // TestServerFlagAndNATSURL: the bus verbs connect to -s/--server, by

@@ -215,6 +215,26 @@ func (d *durationValue) Set(s string) error {
 func (d *durationValue) String() string { return time.Duration(*d).String() }
 func (d *durationValue) Type() string   { return "duration" }
 
+// completeFlagValues lets the shell complete the flags of c and its
+// sub-commands that take one of a few words.
+func completeFlagValues(c *cobra.Command) {
+	words := map[string][]string{
+		"log-level":  {"debug", "info", "warn", "error"},
+		"log-format": {"text", "json"},
+		"backend":    {"process", "gramine"},
+		"transport":  {"shm", "pipe"},
+		"security":   {"coordinator", "channel", "plain"},
+	}
+	for name, values := range words {
+		if c.Flags().Lookup(name) != nil {
+			_ = c.RegisterFlagCompletionFunc(name, cobra.FixedCompletions(values, cobra.ShellCompDirectiveNoFileComp))
+		}
+	}
+	for _, s := range c.Commands() {
+		completeFlagValues(s)
+	}
+}
+
 // printJSON writes v as indented JSON, as the --json flags print.
 func printJSON(w io.Writer, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
