@@ -186,7 +186,7 @@ func oneWayCommand(name, summary string) *cobra.Command {
 	var mf messageFlags
 	var count int
 	cmd := &cobra.Command{
-		Use:   name + " " + "ADDRESS [BODY]",
+		Use:   name + " ADDRESS [BODY]",
 		Short: summary,
 		Long: bodyHelp + `
 
