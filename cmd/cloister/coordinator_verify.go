@@ -65,9 +65,11 @@ func (v verifiedCoordinator) print(w io.Writer) {
 }
 
 func coordinatorVerifyCommand() *cobra.Command {
-	var cf clientFlags
-	var tf trustFlags
-	var asJSON bool
+	var (
+		cf     clientFlags // the system to connect to
+		tf     trustFlags  // what to verify it against
+		asJSON bool
+	)
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "verify the coordinator as a client does: its evidence, the manifest hash it serves and its identity",
@@ -105,9 +107,9 @@ names the check.`,
 		}),
 	}
 	fs := cmd.Flags()
+	fs.BoolVar(&asJSON, "json", false, "print what was verified as JSON")
 	cf.register(fs)
 	tf.register(fs, "")
-	fs.BoolVar(&asJSON, "json", false, "print what was verified as JSON")
 	return cmd
 }
 
