@@ -424,6 +424,17 @@ func ownerSign(keyFile string, msg []byte) ([]byte, error) {
 	return signer.Sign(rand.Reader, msg, crypto.Hash(0))
 }
 
+// ownerChange sends a change the owner signed (req) to the coordinator's
+// address and prints the status it answers with.
+func ownerChange(ctx context.Context, env *cliEnv, b *bus.Bus, address string, req any) error {
+	after, err := askCoordinator(ctx, b, address, req, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	printStatus(env.stdout, after)
+	return nil
+}
+
 func coordinatorRotateCommand() *cobra.Command {
 	var cf clientFlags
 	var keyFile string
@@ -455,13 +466,8 @@ func coordinatorRotateCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			after, err := askCoordinator(ctx, b, provision.AddressRotate,
-				provision.RotateRequest{NextEpoch: st.Epoch + 1, Grace: g, Signature: sig}, 30*time.Second)
-			if err != nil {
-				return err
-			}
-			printStatus(env.stdout, after)
-			return nil
+			return ownerChange(ctx, env, b, provision.AddressRotate,
+				provision.RotateRequest{NextEpoch: st.Epoch + 1, Grace: g, Signature: sig})
 		}),
 	}
 	fs := cmd.Flags()
@@ -505,13 +511,8 @@ func coordinatorUpdateCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			after, err := askCoordinator(ctx, b, provision.AddressManifestUpdate,
-				provision.ManifestUpdate{Manifest: raw, Signature: sig}, 30*time.Second)
-			if err != nil {
-				return err
-			}
-			printStatus(env.stdout, after)
-			return nil
+			return ownerChange(ctx, env, b, provision.AddressManifestUpdate,
+				provision.ManifestUpdate{Manifest: raw, Signature: sig})
 		}),
 	}
 	fs := cmd.Flags()
