@@ -71,7 +71,10 @@ func coordinatorVerifyCommand() *cobra.Command {
 		asJSON bool
 	)
 	cmd := &cobra.Command{
-		Use:   "verify",
+		Use: "verify",
+		Example: `  cloister coordinator verify --manifest manifest.yaml --allow-simulation
+  cloister coordinator verify --manifest-hash 3f9a... --coordinator-measurement 7c41... --json
+  cloister coordinator verify --manifest manifest.yaml --policy coordinator-policy.json --collateral pcs/`,
 		Short: "verify the coordinator as a client does: its evidence, the manifest hash it serves and its identity",
 		Long: `Asks the coordinator for evidence bound to a fresh nonce and checks it
 exactly as the client SDK (package client) does before it trusts a

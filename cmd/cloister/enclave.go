@@ -34,7 +34,9 @@ func enclaveBuildCommand() *cobra.Command {
 		productID, svn   uint
 	)
 	cmd := &cobra.Command{
-		Use:   "build PKG",
+		Use: "build PKG",
+		Example: `  cloister enclave build ./enclave -o service.img
+  cloister enclave build -C ../cloister ./examples/counter/enclave -o counter.img --svn 2`,
 		Short: "build a trusted main package into a reproducible enclave image and print its measurement",
 		Long: `PKG is a main package that uses package trusted (e.g. ./examples/counter/enclave).
 The image is built with go build -trimpath -buildvcs=false -ldflags=-buildid= and
