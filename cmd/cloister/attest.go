@@ -20,7 +20,7 @@ import (
 
 func attestCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "attest COMMAND",
+		Use:   "attest",
 		Short: "verify attestation evidence and issue simulated quotes",
 	}
 	return group(cmd, attestVerifyCommand(), attestSimQuoteCommand())
@@ -422,7 +422,10 @@ accepts the result on the same machine.`,
 				_, err = fmt.Fprintln(env.stdout, hex.EncodeToString(enc))
 				return err
 			}
-			return os.WriteFile(out, enc, 0o644)
+			if err := os.WriteFile(out, enc, 0o644); err != nil {
+				return fmt.Errorf("-o/--output: %w", err)
+			}
+			return nil
 		}),
 	}
 	fs := cmd.Flags()

@@ -186,7 +186,7 @@ func oneWayCommand(name, summary string) *cobra.Command {
 	var mf messageFlags
 	var count int
 	cmd := &cobra.Command{
-		Use:   name + " " + "ADDRESS [BODY]",
+		Use:   name + " ADDRESS [BODY]",
 		Short: summary,
 		Long: bodyHelp + `
 
@@ -250,7 +250,11 @@ func requestCommand() *cobra.Command {
 	var showHeaders bool
 	var sf secureFlags
 	cmd := &cobra.Command{
-		Use:   "request ADDRESS [BODY]",
+		Use: "request ADDRESS [BODY]",
+		Example: `  cloister request -s nats://127.0.0.1:4222 greeter.hello "hi"
+  echo hi | cloister request --timeout 2s -H trace=t-1 greeter.hello
+  cloister request --secure --service counter --manifest manifest.yaml --allow-simulation \
+      --client meter-7 --client-key meter-7.pem counter.inc alice`,
 		Short: "send a request to one consumer of ADDRESS and print its reply",
 		Long: bodyHelp + `
 
@@ -320,7 +324,10 @@ func replyCommand() *cobra.Command {
 	var failCode int
 	var delay time.Duration
 	cmd := &cobra.Command{
-		Use:   "reply ADDRESS [--echo | BODY]",
+		Use: "reply ADDRESS [--echo | BODY]",
+		Example: `  cloister reply --echo greeter.hello
+  cloister reply --count 1 greeter.hello "hello yourself"
+  cloister reply --fail 503 greeter.hello "not today"`,
 		Short: "answer the requests sent to ADDRESS (for smoke tests and demos)",
 		Long: `Registers a consumer at ADDRESS and answers every request with BODY, or
 with the request's own body and headers (--echo). Each message received is

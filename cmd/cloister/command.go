@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -48,13 +49,17 @@ func action(fn func(ctx context.Context, env *cliEnv, args []string) error) func
 	}
 }
 
+// annotationGroup marks the commands made by group.
+const annotationGroup = "cloister/group"
+
 // group makes cmd a group of the sub-commands subs. Run without one, or
 // with one it does not know, it is a usage error that names them (and
 // suggests the closest to a typo).
 func group(cmd *cobra.Command, subs ...*cobra.Command) *cobra.Command {
 	cmd.AddCommand(subs...)
 	cmd.Args = cobra.ArbitraryArgs
-	cmd.DisableFlagsInUseLine = true
+	cmd.Annotations = map[string]string{annotationGroup: "true"}
+	cmd.SetUsageFunc(groupUsage)
 	cmd.RunE = func(c *cobra.Command, args []string) error {
 		if len(args) == 0 {
 			return usagef("%s: missing command (want %s)", c.CommandPath(), strings.Join(subcommandNames(c), ", "))
@@ -62,6 +67,28 @@ func group(cmd *cobra.Command, subs ...*cobra.Command) *cobra.Command {
 		return unknownCommand(c, args[0])
 	}
 	return cmd
+}
+
+// groupUsage is the usage a group's --help prints (cobra's would show a
+// group as runnable by itself). Set on a group, it is inherited by the
+// group's sub-commands, which get cobra's.
+func groupUsage(c *cobra.Command) error {
+	if c.Annotations[annotationGroup] == "" {
+		return (&cobra.Command{}).UsageFunc()(c)
+	}
+	w := c.OutOrStderr()
+	fmt.Fprintf(w, "Usage:\n  %s COMMAND [flags] [args]\n\nCommands:\n", c.CommandPath())
+	width := 0
+	for _, name := range subcommandNames(c) {
+		width = max(width, len(name))
+	}
+	for _, s := range c.Commands() {
+		if s.IsAvailableCommand() {
+			fmt.Fprintf(w, "  %-*s  %s\n", width, s.Name(), s.Short)
+		}
+	}
+	fmt.Fprintf(w, "\nFlags:\n%s\nRun '%s COMMAND --help' for the details of a command.\n", c.LocalFlags().FlagUsages(), c.CommandPath())
+	return nil
 }
 
 // unknownCommand is the usage error for a sub-command name c does not
@@ -188,6 +215,36 @@ func (d *durationValue) Set(s string) error {
 func (d *durationValue) String() string { return time.Duration(*d).String() }
 func (d *durationValue) Type() string   { return "duration" }
 
+// completeFlagValues lets the shell complete the flags of c and its
+// sub-commands that take one of a few words.
+func completeFlagValues(c *cobra.Command) {
+	words := map[string][]string{
+		"log-level":  {"debug", "info", "warn", "error"},
+		"log-format": {"text", "json"},
+		"backend":    {"process", "gramine"},
+		"transport":  {"shm", "pipe"},
+		"security":   {"coordinator", "channel", "plain"},
+	}
+	for name, values := range words {
+		if c.Flags().Lookup(name) != nil {
+			_ = c.RegisterFlagCompletionFunc(name, cobra.FixedCompletions(values, cobra.ShellCompDirectiveNoFileComp))
+		}
+	}
+	for _, s := range c.Commands() {
+		completeFlagValues(s)
+	}
+}
+
+// printJSON writes v as indented JSON, as the --json flags print.
+func printJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
 // envOr returns the environment variable name when it is set and not
 // empty, else def.
 func envOr(name, def string) string {
@@ -208,6 +265,10 @@ func printUsageError(w io.Writer, c *cobra.Command, err error) {
 	if c == nil {
 		return
 	}
-	fmt.Fprintf(w, "\nUsage:\n  %s\n", c.UseLine())
+	line := c.UseLine()
+	if c.Annotations[annotationGroup] != "" {
+		line = c.CommandPath() + " COMMAND [flags] [args]"
+	}
+	fmt.Fprintf(w, "\nUsage:\n  %s\n", line)
 	fmt.Fprintf(w, "Run '%s --help' for details.\n", c.CommandPath())
 }

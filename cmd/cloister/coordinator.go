@@ -50,7 +50,11 @@ func (f *imageFlags) register(fs *pflag.FlagSet) {
 // cloister binary, built now if missing.
 func (f *imageFlags) load(ctx context.Context, env *cliEnv) (*enclave.Image, error) {
 	if f.image != "" {
-		return enclave.Load(f.image)
+		img, err := enclave.Load(f.image)
+		if err != nil {
+			return nil, fmt.Errorf("--image: %w", err)
+		}
+		return img, nil
 	}
 	dir, err := os.UserCacheDir()
 	if err != nil {
@@ -220,7 +224,7 @@ func coordinatorConfig(collateral string, simKeys []string) ([]byte, error) {
 	if collateral != "" {
 		b, err := os.ReadFile(collateral)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("--collateral: %w", err)
 		}
 		if _, err := attest.ParseCollateralBundle(b); err != nil {
 			return nil, &usageError{err: fmt.Errorf("--collateral %s: %w", collateral, err)}
@@ -361,12 +365,10 @@ must be the verified ones (exit status 3 otherwise).`,
 				return err
 			}
 			if asJSON {
-				out, _ := json.MarshalIndent(struct {
+				return printJSON(env.stdout, struct {
 					*provision.Status
 					Verified bool `json:"verified"`
-				}{st, verified != nil}, "", "  ")
-				fmt.Fprintf(env.stdout, "%s\n", out)
-				return nil
+				}{st, verified != nil})
 			}
 			printStatus(env.stdout, st)
 			fmt.Fprintln(env.stdout, verdict)
@@ -376,7 +378,6 @@ must be the verified ones (exit status 3 otherwise).`,
 	fs := cmd.Flags()
 	cf.register(fs)
 	tf.register(fs, "verify first: ")
-	tf.img.register(fs)
 	fs.BoolVar(&asJSON, "json", false, "print the status as JSON")
 	return cmd
 }
@@ -407,11 +408,11 @@ func printStatus(w io.Writer, st *provision.Status) {
 func ownerSign(keyFile string, msg []byte) ([]byte, error) {
 	pemBytes, err := os.ReadFile(keyFile)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--owner-key: %w", err)
 	}
 	signer, err := manifest.ParseSigningKey(pemBytes)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--owner-key %s: %w", keyFile, err)
 	}
 	switch k := signer.(type) {
 	case ed25519.PrivateKey:
@@ -421,6 +422,17 @@ func ownerSign(keyFile string, msg []byte) ([]byte, error) {
 		return ecdsa.SignASN1(rand.Reader, k, d[:])
 	}
 	return signer.Sign(rand.Reader, msg, crypto.Hash(0))
+}
+
+// ownerChange sends a change the owner signed (req) to the coordinator's
+// address and prints the status it answers with.
+func ownerChange(ctx context.Context, env *cliEnv, b *bus.Bus, address string, req any) error {
+	after, err := askCoordinator(ctx, b, address, req, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	printStatus(env.stdout, after)
+	return nil
 }
 
 func coordinatorRotateCommand() *cobra.Command {
@@ -454,13 +466,8 @@ func coordinatorRotateCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			after, err := askCoordinator(ctx, b, provision.AddressRotate,
-				provision.RotateRequest{NextEpoch: st.Epoch + 1, Grace: g, Signature: sig}, 30*time.Second)
-			if err != nil {
-				return err
-			}
-			printStatus(env.stdout, after)
-			return nil
+			return ownerChange(ctx, env, b, provision.AddressRotate,
+				provision.RotateRequest{NextEpoch: st.Epoch + 1, Grace: g, Signature: sig})
 		}),
 	}
 	fs := cmd.Flags()
@@ -485,7 +492,7 @@ func coordinatorUpdateCommand() *cobra.Command {
 			}
 			raw, err := os.ReadFile(args[0])
 			if err != nil {
-				return err
+				return fmt.Errorf("NEXT: %w", err)
 			}
 			next, err := manifest.Parse(raw)
 			if err != nil {
@@ -504,13 +511,8 @@ func coordinatorUpdateCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			after, err := askCoordinator(ctx, b, provision.AddressManifestUpdate,
-				provision.ManifestUpdate{Manifest: raw, Signature: sig}, 30*time.Second)
-			if err != nil {
-				return err
-			}
-			printStatus(env.stdout, after)
-			return nil
+			return ownerChange(ctx, env, b, provision.AddressManifestUpdate,
+				provision.ManifestUpdate{Manifest: raw, Signature: sig})
 		}),
 	}
 	fs := cmd.Flags()

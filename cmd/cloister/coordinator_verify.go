@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 
@@ -66,11 +65,16 @@ func (v verifiedCoordinator) print(w io.Writer) {
 }
 
 func coordinatorVerifyCommand() *cobra.Command {
-	var cf clientFlags
-	var tf trustFlags
-	var asJSON bool
+	var (
+		cf     clientFlags // the system to connect to
+		tf     trustFlags  // what to verify it against
+		asJSON bool
+	)
 	cmd := &cobra.Command{
-		Use:   "verify",
+		Use: "verify",
+		Example: `  cloister coordinator verify --manifest manifest.yaml --allow-simulation
+  cloister coordinator verify --manifest-hash 3f9a... --coordinator-measurement 7c41... --json
+  cloister coordinator verify --manifest manifest.yaml --policy coordinator-policy.json --collateral pcs/`,
 		Short: "verify the coordinator as a client does: its evidence, the manifest hash it serves and its identity",
 		Long: `Asks the coordinator for evidence bound to a fresh nonce and checks it
 exactly as the client SDK (package client) does before it trusts a
@@ -92,33 +96,23 @@ names the check.`,
 			if err != nil {
 				return err
 			}
-			b, closeAll, err := cf.connect(ctx, env)
+			c, closeAll, err := dialVerified(ctx, env, &cf, o)
 			if err != nil {
 				return err
 			}
 			defer closeAll()
-			c, err := connectVerified(ctx, b, o)
-			if err != nil {
-				return err
-			}
 			v := newVerifiedCoordinator(c)
 			if asJSON {
-				out, err := json.MarshalIndent(v, "", "  ")
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(env.stdout, "%s\n", out)
-				return nil
+				return printJSON(env.stdout, v)
 			}
 			v.print(env.stdout)
 			return nil
 		}),
 	}
 	fs := cmd.Flags()
+	fs.BoolVar(&asJSON, "json", false, "print what was verified as JSON")
 	cf.register(fs)
 	tf.register(fs, "")
-	tf.img.register(fs)
-	fs.BoolVar(&asJSON, "json", false, "print what was verified as JSON")
 	return cmd
 }
 

@@ -22,7 +22,7 @@ import (
 
 func enclaveCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "enclave COMMAND",
+		Use:   "enclave",
 		Short: "build, measure and prepare enclave images",
 	}
 	return group(cmd, enclaveBuildCommand(), enclaveMeasureCommand(), enclaveGramineManifestCommand())
@@ -34,7 +34,9 @@ func enclaveBuildCommand() *cobra.Command {
 		productID, svn   uint
 	)
 	cmd := &cobra.Command{
-		Use:   "build PKG",
+		Use: "build PKG",
+		Example: `  cloister enclave build ./enclave -o service.img
+  cloister enclave build -C ../cloister ./examples/counter/enclave -o counter.img --svn 2`,
 		Short: "build a trusted main package into a reproducible enclave image and print its measurement",
 		Long: `PKG is a main package that uses package trusted (e.g. ./examples/counter/enclave).
 The image is built with go build -trimpath -buildvcs=false -ldflags=-buildid= and
@@ -172,7 +174,7 @@ allow-list (--pass-env). Then sign and run it as printed on stderr.`,
 				return err
 			}
 			if err := os.WriteFile(out, text, 0o644); err != nil {
-				return err
+				return fmt.Errorf("-o/--output: %w", err)
 			}
 			sign, runCmd, err := enclave.GramineCommands(out, "")
 			if err != nil {
@@ -227,7 +229,7 @@ type enclaveHosting struct {
 
 // register declares the flags on fs.
 func (h *enclaveHosting) register(fs *pflag.FlagSet) {
-	fs.StringArrayVar(&h.specs, "enclave", nil, "host an enclave image: `name=N,image=PATH[,addresses=A,B,...][,backend=process|gramine][,transport=shm|pipe][,instances=N][,workers=N][,state=DIR][,memory=SIZE][,local=true][,service=S]` (repeatable)")
+	fs.StringArrayVar(&h.specs, "enclave", nil, "host an enclave image (repeatable): `spec` is name=N,image=PATH[,addresses=A,B,...][,backend=process|gramine][,transport=shm|pipe][,instances=N][,workers=N][,state=DIR][,memory=SIZE][,local=true][,service=S]")
 	fs.StringArrayVar(&h.configs, "enclave-config", nil, "host the enclaves listed in a YAML or JSON `file` (repeatable)")
 }
 

@@ -1,13 +1,17 @@
 // Command cloister is the command line of the Cloister toolkit: it runs nodes,
 // talks to the bus, builds and measures enclave images and verifies evidence.
 //
-// Every verb is a sub-command with its own --help; 'cloister completion
-// bash|zsh|fish' prints a shell completion script. Exit codes:
+// Every verb is a sub-command with its own --help; a typo in a verb or a
+// flag gets a suggestion, and 'cloister completion bash|zsh|fish' prints a
+// shell completion script. The verbs that talk to a running system
+// connect to -s/--server, by default $NATS_URL. Exit codes:
 //
 //	0  success
 //	1  the operation failed (the error is printed on stderr)
-//	2  the command line was wrong (usage is printed on stderr)
-//	3  verification or a policy check failed (attest, manifest)
+//	2  the command line was wrong (the error and the command's usage line
+//	   are printed on stderr)
+//	3  verification or a policy check failed (attest, manifest,
+//	   coordinator verify)
 package main
 
 import (
@@ -62,7 +66,7 @@ func run(ctx context.Context, env *cliEnv, args []string) int {
 // contributes one constructor here.
 func rootCommand() *cobra.Command {
 	root := &cobra.Command{
-		Use:   "cloister COMMAND",
+		Use:   "cloister",
 		Short: "confidential microservices on an event bus",
 		Long: `cloister runs nodes, talks to the bus, builds and measures enclave images,
 runs and verifies the coordinator and verifies attestation evidence.
@@ -76,7 +80,7 @@ wrong; 3 verification or a policy check failed.`,
 		SilenceUsage:  true,
 	}
 	root.SetFlagErrorFunc(flagError)
-	return group(root,
+	group(root,
 		versionCommand(),
 		nodeCommand(),
 		sendCommand(),
@@ -92,6 +96,8 @@ wrong; 3 verification or a policy check failed.`,
 		benchCommand(),
 		coordinatorCommand(),
 	)
+	completeFlagValues(root)
+	return root
 }
 
 // exitCode prints err (if any) on stderr and maps it to an exit code; cmd

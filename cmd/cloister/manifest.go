@@ -16,7 +16,7 @@ import (
 
 func manifestCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "manifest COMMAND",
+		Use:   "manifest",
 		Short: "check, hash and sign application manifests",
 	}
 	return group(cmd, manifestCheckCommand(), manifestHashCommand(), manifestSignCommand(), manifestVerifyUpdateCommand(), manifestClientCommand())
@@ -144,11 +144,11 @@ The signature is printed in base64; the coordinator accepts NEXT with it.`,
 			}
 			pemBytes, err := os.ReadFile(keyFile)
 			if err != nil {
-				return err
+				return fmt.Errorf("--key: %w", err)
 			}
 			signer, err := manifest.ParseSigningKey(pemBytes)
 			if err != nil {
-				return err
+				return fmt.Errorf("--key %s: %w", keyFile, err)
 			}
 			cur, err := parseManifestFile(env, args[0])
 			if err != nil {

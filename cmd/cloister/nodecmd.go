@@ -127,6 +127,9 @@ func (v *nodeVerb) run(ctx context.Context, env *cliEnv, args []string) error {
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	cn, err := cluster.Start(startCtx, opts)
 	cancel()
+	if err != nil && len(opts.Servers) > 0 {
+		return fmt.Errorf("joining %s (-s/--server): %w", redactURLs(opts.Servers), err)
+	}
 	if err != nil {
 		return err
 	}

@@ -43,6 +43,7 @@ func (f *trustFlags) register(fs *pflag.FlagSet, when string) {
 	fs.StringArrayVar(&f.measurements, "coordinator-measurement", nil, when+"an accepted coordinator image `measurement` (hex; repeatable; default: the image this cloister builds)")
 	fs.StringVar(&f.policyFile, "policy", "", when+"the coordinator's evidence must satisfy this attestation policy JSON `file` (as 'cloister attest verify --policy'; with --coordinator-measurement, either identity is accepted)")
 	fs.StringVar(&f.collateral, "collateral", "", when+"SGX DCAP collateral (a JSON bundle `file` or a directory of PCS files) to verify DCAP evidence down to its TCB status")
+	f.img.register(fs)
 }
 
 // given reports whether any flag asks for verification.
@@ -118,14 +119,28 @@ func (f *trustFlags) options(ctx context.Context, env *cliEnv) (client.Options, 
 	return o, nil
 }
 
-// connect verifies the coordinator on b with o (client.Connect); a
-// coordinator that fails verification is a rejection (exit code 3).
+// connectVerified verifies the coordinator on b with o (client.Connect);
+// a coordinator that fails verification is a rejection (exit code 3).
 func connectVerified(ctx context.Context, b *bus.Bus, o client.Options) (*client.Client, error) {
 	c, err := client.Connect(ctx, b, o)
 	if errors.Is(err, client.ErrUntrusted) {
 		return nil, &rejectedError{err: err}
 	}
 	return c, err
+}
+
+// dialVerified connects to the system (cf) and verifies its coordinator
+// with o; closeAll leaves the system.
+func dialVerified(ctx context.Context, env *cliEnv, cf *clientFlags, o client.Options) (c *client.Client, closeAll func(), err error) {
+	b, closeAll, err := cf.connect(ctx, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c, err = connectVerified(ctx, b, o); err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	return c, closeAll, nil
 }
 
 // secureFlags are the flags of 'cloister request --secure': the request is
@@ -160,14 +175,9 @@ func (f *secureFlags) options(ctx context.Context, env *cliEnv) (client.Options,
 	return o, err
 }
 
-// request verifies the coordinator, seals body to the service, sends it to
-// address and returns the opened reply. A coordinator that fails
-// verification is a rejection (exit code 3).
-func (f *secureFlags) request(ctx context.Context, b *bus.Bus, o client.Options, address string, body []byte, opts []bus.DeliveryOption) ([]byte, error) {
-	c, err := connectVerified(ctx, b, o)
-	if err != nil {
-		return nil, err
-	}
+// request seals body to the service, sends it to address through the
+// verified client c and returns the opened reply.
+func (f *secureFlags) request(ctx context.Context, c *client.Client, address string, body []byte, opts []bus.DeliveryOption) ([]byte, error) {
 	out, err := c.Request(ctx, address, f.service, body, opts...)
 	if errors.Is(err, client.ErrBadSignature) || errors.Is(err, client.ErrManifestMismatch) {
 		return nil, &rejectedError{err: err}
@@ -181,12 +191,12 @@ func secureRequest(ctx context.Context, env *cliEnv, cf *clientFlags, sf *secure
 	if err != nil {
 		return err
 	}
-	b, closeAll, err := cf.connect(ctx, env)
+	c, closeAll, err := dialVerified(ctx, env, cf, o)
 	if err != nil {
 		return err
 	}
 	defer closeAll()
-	out, err := sf.request(ctx, b, o, address, body, opts)
+	out, err := sf.request(ctx, c, address, body, opts)
 	if err != nil {
 		return err
 	}

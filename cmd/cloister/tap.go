@@ -58,7 +58,7 @@ handlers"; it then fails at its timeout.`,
 			if opts.NKeyFile != "" {
 				o, err := nats.NkeyOptionFromSeed(opts.NKeyFile)
 				if err != nil {
-					return err
+					return fmt.Errorf("--nkey: %w", err)
 				}
 				nopts = append(nopts, o)
 			}
@@ -70,7 +70,7 @@ handlers"; it then fails at its timeout.`,
 			}
 			nc, err := nats.Connect(strings.Join(opts.Servers, ","), nopts...)
 			if err != nil {
-				return fmt.Errorf("tap: connect to NATS: %w", err)
+				return fmt.Errorf("tap: connecting to %s (-s/--server): %w", redactURLs(opts.Servers), err)
 			}
 			defer nc.Close()
 			ctx, cancel := context.WithCancel(ctx)

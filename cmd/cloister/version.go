@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"runtime"
 	"runtime/debug"
@@ -113,12 +112,7 @@ envelopes and sealed blobs.`,
 			info, _ := debug.ReadBuildInfo()
 			r := newVersionReport(info, version)
 			if asJSON {
-				b, err := json.MarshalIndent(r, "", "  ")
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(env.stdout, "%s\n", b)
-				return nil
+				return printJSON(env.stdout, r)
 			}
 			fmt.Fprint(env.stdout, r.text())
 			return nil
