@@ -196,13 +196,20 @@ func runProgram(ctx context.Context, env *cliEnv, path, program string, args []s
 		return err
 	}
 	fmt.Fprintf(env.stderr, "cloister run: compiling the program %s (in %s) ...\n", program, dir)
-	gb := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
+	// Compiled beside, then renamed into place: another cloister run of
+	// the same description (one per node) may be running the binary.
+	tmp := fmt.Sprintf("%s.%d", bin, os.Getpid())
+	defer os.Remove(tmp)
+	gb := exec.CommandContext(ctx, "go", "build", "-o", tmp, pkg)
 	gb.Dir, gb.Stdout, gb.Stderr = dir, env.stderr, env.stderr
 	if err := gb.Run(); err != nil {
 		if ctx.Err() != nil {
 			return nil // interrupted
 		}
 		return fmt.Errorf("run: compiling the program %s of %s (in %s): %w", program, path, dir, err)
+	}
+	if err := os.Rename(tmp, bin); err != nil {
+		return fmt.Errorf("run: %w", err)
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, env.stdout, env.stderr
