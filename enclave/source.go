@@ -186,14 +186,15 @@ func (tk Toolkit) buildModule(ctx context.Context, gocmd string) (string, error)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("enclave: toolkit build module: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "go.mod"), gomod.Bytes(), 0o644); err != nil {
+	// Atomically: another cloister may be building here now.
+	if err := writeFileAtomic(filepath.Join(dir, "go.mod"), gomod.Bytes(), 0o644); err != nil {
 		return "", fmt.Errorf("enclave: toolkit build module: %w", err)
 	}
 	// The checkout's go.sum covers Cloister's dependencies: no download
 	// needed for what the checkout already built.
 	if tk.Checkout != "" {
 		if b, err := os.ReadFile(filepath.Join(tk.Checkout, "go.sum")); err == nil {
-			if err := os.WriteFile(filepath.Join(dir, "go.sum"), b, 0o644); err != nil {
+			if err := writeFileAtomic(filepath.Join(dir, "go.sum"), b, 0o644); err != nil {
 				return "", fmt.Errorf("enclave: toolkit build module: %w", err)
 			}
 		}
