@@ -66,7 +66,10 @@
 // fail at once with [ErrDisconnected] instead of waiting for their timeout,
 // and new requests fail at once until the connection is back.
 //
-// Durable addresses ([Options.Durable]) are at least once: a send to a
+// Durable addresses ([Options.Durable]) are at least once. Durability is
+// the address's: a transport that starts where JetStream already holds the
+// durable consumer of an address (made by whoever declared it) sends to it
+// durably without listing it, so a sender cannot forget. A send to a
 // durable address is stored in JetStream (the send returns once the server
 // has stored it, deduplicated by its message ID) and handed to one consumer
 // of the address. It is acknowledged when the consumer's handler returns

@@ -219,3 +219,62 @@ func (s *subscription) onDurable(m jetstream.Msg) {
 func (d *durableState) close() {}
 
 func (ds *durableSub) stop() { ds.cc.Stop() }
+
+// discoverTimeout bounds the look-up of the durable addresses already
+// declared, at a transport's start.
+const discoverTimeout = time.Second
+
+// declaredDurable returns the durable addresses declared on the JetStream
+// nc reaches: those with a durable consumer in DurableStream, which every
+// transport that declares an address creates. None when there is no
+// JetStream or no stream yet.
+func declaredDurable(ctx context.Context, nc *nats.Conn) []string {
+	ctx, cancel := context.WithTimeout(ctx, discoverTimeout)
+	defer cancel()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil
+	}
+	st, err := js.Stream(ctx, DurableStream)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	names := st.ConsumerNames(ctx)
+	for name := range names.Name() {
+		if a, ok := DurableAddressOf(name); ok {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// DurableAddressOf returns the durable address whose JetStream consumer is
+// named consumer (it inverts DurableConsumerName); false for any other name.
+func DurableAddressOf(consumer string) (string, bool) {
+	rest, ok := strings.CutPrefix(consumer, "cloister_")
+	if !ok {
+		return "", false
+	}
+	var b strings.Builder
+	for i := 0; i < len(rest); i++ {
+		if rest[i] != '_' {
+			b.WriteByte(rest[i])
+			continue
+		}
+		if i+2 >= len(rest) {
+			return "", false
+		}
+		v, err := strconv.ParseUint(rest[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", false
+		}
+		b.WriteByte(byte(v))
+		i += 2
+	}
+	a := b.String()
+	if bus.ValidateAddress(a) != nil || DurableConsumerName(a) != consumer {
+		return "", false
+	}
+	return a, true
+}

@@ -70,8 +70,10 @@ type Options struct {
 	// there. Durable addresses need JetStream (on the embedded server or on
 	// the external Servers).
 	StoreDir string
-	// Durable lists the addresses whose sends are durable (at least once,
-	// on JetStream). Every node of a system must list the same ones.
+	// Durable declares addresses durable: their sends are at least once,
+	// on JetStream. Declaring one is enough: a node or tool that connects
+	// later to the same JetStream treats every address declared before it
+	// started as durable too, without listing it.
 	Durable []string
 	// AckWait is how long a durable delivery may stay unacknowledged
 	// before it is delivered again (default 30 s).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -136,6 +137,13 @@ func dial(ctx context.Context, servers string, cfg transportConfig, copts ...nat
 		return nil, fmt.Errorf("cluster: subscribe to replies: %w", err)
 	}
 	_ = t.replySub.SetPendingLimits(-1, -1) // bounded by the requests waiting
+	// Durability is the address's: what any transport declared durable
+	// is durable for this one's sends too.
+	for _, a := range declaredDurable(ctx, nc) {
+		if !slices.Contains(cfg.durable, a) {
+			cfg.durable = append(slices.Clip(cfg.durable), a)
+		}
+	}
 	if len(cfg.durable) > 0 {
 		ds, err := newDurableState(ctx, t, cfg)
 		if err != nil {

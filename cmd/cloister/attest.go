@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -15,29 +14,30 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/cloister-dev/cloister/attest"
 )
 
-func attestCommand() *command {
-	return &command{
-		name:        "attest",
-		summary:     "verify attestation evidence and issue simulated quotes",
-		subcommands: []*command{attestVerifyCommand(), attestSimQuoteCommand()},
+func attestCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "attest",
+		Short: "verify attestation evidence and issue simulated quotes",
 	}
+	return group(cmd, attestVerifyCommand(), attestSimQuoteCommand())
 }
 
 const simulationWarning = "WARNING: simulated evidence: no hardware protection, anyone holding the simulation platform key can forge it"
 
-func attestVerifyCommand() *command {
+func attestVerifyCommand() *cobra.Command {
 	var (
 		collateral, at, policyFile, simKey, acceptTCB string
 		asJSON, allowSim, allowDebug                  bool
 	)
-	return &command{
-		name:    "verify",
-		args:    "QUOTE",
-		summary: "verify an SGX DCAP quote or simulated evidence, print its claims, steps and TCB status",
-		help: `QUOTE is a file (or - for stdin) holding a raw SGX DCAP v3 quote, a
+	cmd := &cobra.Command{
+		Use:   "verify QUOTE",
+		Short: "verify an SGX DCAP quote or simulated evidence, print its claims, steps and TCB status",
+		Long: `QUOTE is a file (or - for stdin) holding a raw SGX DCAP v3 quote, a
 simulated quote, encoded evidence, or any of these in hex.
 
 The PCK chain is verified to the pinned Intel SGX Root CA. With --collateral
@@ -61,17 +61,7 @@ Simulated evidence is refused unless --allow-simulation is given; it is then
 checked against the simulation platform key of this machine (or --sim-key).
 
 Exit status 3 when verification or the policy fails.`,
-		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&collateral, "collateral", "", "collateral: a JSON `bundle` file or a directory of PCS files")
-			fs.StringVar(&at, "at", "", "evaluation `time` (RFC 3339); default now")
-			fs.StringVar(&policyFile, "policy", "", "policy JSON `file` to check the claims against")
-			fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
-			fs.BoolVar(&allowSim, "allow-simulation", false, "accept simulated evidence (it proves nothing against a malicious host)")
-			fs.StringVar(&simKey, "sim-key", "", "simulation platform key `file` to trust (default: this machine's)")
-			fs.BoolVar(&allowDebug, "allow-debug", false, "accept debug enclaves (the host can read their memory)")
-			fs.StringVar(&acceptTCB, "accept-tcb", "", "comma-separated TCB `statuses` to accept (default UpToDate only)")
-		},
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) != 1 {
 				return &usageError{err: fmt.Errorf("attest verify takes one QUOTE, got %d arguments", len(args))}
 			}
@@ -142,8 +132,18 @@ Exit status 3 when verification or the policy fails.`,
 				opts.At = time.Now()
 			}
 			return verifyAndReport(ctx, env, ev, opts, pol, policyFile != "", asJSON)
-		},
+		}),
 	}
+	fs := cmd.Flags()
+	fs.StringVar(&collateral, "collateral", "", "collateral: a JSON `bundle` file or a directory of PCS files")
+	fs.StringVar(&at, "at", "", "evaluation `time` (RFC 3339); default now")
+	fs.StringVar(&policyFile, "policy", "", "policy JSON `file` to check the claims against")
+	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	fs.BoolVar(&allowSim, "allow-simulation", false, "accept simulated evidence (it proves nothing against a malicious host)")
+	fs.StringVar(&simKey, "sim-key", "", "simulation platform key `file` to trust (default: this machine's)")
+	fs.BoolVar(&allowDebug, "allow-debug", false, "accept debug enclaves (the host can read their memory)")
+	fs.StringVar(&acceptTCB, "accept-tcb", "", "comma-separated TCB `statuses` to accept (default UpToDate only)")
+	return cmd
 }
 
 // verifyReport is the --json output of attest verify.
@@ -377,30 +377,20 @@ func orNone(s string) string {
 	return s
 }
 
-func attestSimQuoteCommand() *command {
+func attestSimQuoteCommand() *cobra.Command {
 	var (
 		reportData, out, mrenclave, mrsigner, simKey string
 		productID, svn                               uint
 		debugMode                                    bool
 	)
-	return &command{
-		name:    "sim-quote",
-		summary: "issue a simulated quote (no hardware protection) signed by this machine's simulation platform key",
-		help: `Writes encoded simulated evidence to -o FILE (binary), or to stdout in hex.
+	cmd := &cobra.Command{
+		Use:   "sim-quote",
+		Short: "issue a simulated quote (no hardware protection) signed by this machine's simulation platform key",
+		Long: `Writes encoded simulated evidence to -o FILE (binary), or to stdout in hex.
 The simulation platform key is created on first use under the user's config
 directory (or use --sim-key). 'cloister attest verify --allow-simulation'
 accepts the result on the same machine.`,
-		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&reportData, "report-data", "", "report data, up to 64 bytes in `hex` (zero-padded)")
-			fs.StringVar(&out, "o", "", "output `file` (default: hex on stdout)")
-			fs.StringVar(&mrenclave, "mrenclave", "", "MRENCLAVE, 32 bytes in `hex` (default zeros)")
-			fs.StringVar(&mrsigner, "mrsigner", "", "MRSIGNER, 32 bytes in `hex` (default zeros)")
-			fs.UintVar(&productID, "product-id", 0, "ISV product ID")
-			fs.UintVar(&svn, "svn", 0, "ISV SVN")
-			fs.BoolVar(&debugMode, "debug", false, "claim a debug enclave")
-			fs.StringVar(&simKey, "sim-key", "", "simulation platform key `file` (default: this machine's, created on first use)")
-		},
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) != 0 {
 				return &usageError{err: fmt.Errorf("attest sim-quote takes no arguments, got %q", args)}
 			}
@@ -446,9 +436,22 @@ accepts the result on the same machine.`,
 				_, err = fmt.Fprintln(env.stdout, hex.EncodeToString(enc))
 				return err
 			}
-			return os.WriteFile(out, enc, 0o644)
-		},
+			if err := os.WriteFile(out, enc, 0o644); err != nil {
+				return fmt.Errorf("-o/--output: %w", err)
+			}
+			return nil
+		}),
 	}
+	fs := cmd.Flags()
+	fs.StringVar(&reportData, "report-data", "", "report data, up to 64 bytes in `hex` (zero-padded)")
+	fs.StringVarP(&out, "output", "o", "", "output `file` (default: hex on stdout)")
+	fs.StringVar(&mrenclave, "mrenclave", "", "MRENCLAVE, 32 bytes in `hex` (default zeros)")
+	fs.StringVar(&mrsigner, "mrsigner", "", "MRSIGNER, 32 bytes in `hex` (default zeros)")
+	fs.UintVar(&productID, "product-id", 0, "ISV product ID")
+	fs.UintVar(&svn, "svn", 0, "ISV SVN")
+	fs.BoolVar(&debugMode, "debug", false, "claim a debug enclave")
+	fs.StringVar(&simKey, "sim-key", "", "simulation platform key `file` (default: this machine's, created on first use)")
+	return cmd
 }
 
 func parseHex32(dst *[32]byte, flagName, s string) error {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -11,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/cloister-dev/cloister/examples/water/app"
 )
@@ -23,7 +24,7 @@ const (
 	defaultBenchWarmup      = 200 * time.Millisecond
 )
 
-func benchCommand() *command {
+func benchCommand() *cobra.Command {
 	var (
 		sizes, concs, nodes string
 		duration, warmup    time.Duration
@@ -33,10 +34,10 @@ func benchCommand() *command {
 		cpuProfile          string
 		logs                logFlags
 	)
-	return &command{
-		name:    "bench",
-		summary: "measure the water workload with analytics regular vs trusted (vs trusted + secured), on one node and across three",
-		help: `Runs the water application's analytics hop — one sensor reading per
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "measure the water workload with analytics regular vs trusted (vs trusted + secured), on one node and across three",
+		Long: `Runs the water application's analytics hop — one sensor reading per
 request-reply to analytics, which validates it, updates and stores the
 sensor's statistics and replies — in three modes side by side, cell by cell:
 
@@ -54,21 +55,7 @@ with the overhead against regular. --json prints the results for machines;
 --svg FILE writes a chart of the throughput overhead by payload size.
 
 The defaults take about a minute; --quick takes a few seconds (for tests).`,
-		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&sizes, "sizes", defaultBenchSizes, "payload `sizes` in bytes, comma-separated")
-			fs.StringVar(&concs, "concurrency", defaultBenchConcurrency, "requests in `flight`, comma-separated")
-			fs.StringVar(&nodes, "nodes", "1,3", "topologies: `nodes` (1 and/or 3)")
-			fs.DurationVar(&duration, "duration", defaultBenchDuration, "measured time per cell")
-			fs.DurationVar(&warmup, "warmup", defaultBenchWarmup, "unmeasured time before each cell")
-			fs.BoolVar(&quick, "quick", false, "a small, short run (256 and 1024 B, 1 and 4 in flight, 150ms per cell, unless given)")
-			fs.BoolVar(&jsonOut, "json", false, "print the results as JSON instead of the table")
-			fs.StringVar(&svgFile, "svg", "", "write a chart of the overhead by payload size to `file`")
-			fs.StringVar(&image, "image", "", "a prebuilt analytics enclave `image` (default: built now)")
-			fs.StringVar(&transport, "transport", "shm", "how frames cross to the enclaves: `shm` (shared memory) or pipe")
-			fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this process (client, nodes and hosts; not the enclaves) to `file`")
-			logs.register(fs, "error")
-		},
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) > 0 {
 				return &usageError{err: fmt.Errorf("bench takes no arguments, got %q", args)}
 			}
@@ -149,8 +136,22 @@ The defaults take about a minute; --quick takes a few seconds (for tests).`,
 				fmt.Fprintf(env.stderr, "wrote %s\n", svgFile)
 			}
 			return nil
-		},
+		}),
 	}
+	fs := cmd.Flags()
+	fs.StringVar(&sizes, "sizes", defaultBenchSizes, "payload `sizes` in bytes, comma-separated")
+	fs.StringVar(&concs, "concurrency", defaultBenchConcurrency, "requests in `flight`, comma-separated")
+	fs.StringVar(&nodes, "nodes", "1,3", "topologies: `nodes` (1 and/or 3)")
+	durationVar(fs, &duration, "duration", defaultBenchDuration, "measured time per cell")
+	durationVar(fs, &warmup, "warmup", defaultBenchWarmup, "unmeasured time before each cell")
+	fs.BoolVar(&quick, "quick", false, "a small, short run (256 and 1024 B, 1 and 4 in flight, 150ms per cell, unless given)")
+	fs.BoolVar(&jsonOut, "json", false, "print the results as JSON instead of the table")
+	fs.StringVar(&svgFile, "svg", "", "write a chart of the overhead by payload size to `file`")
+	fs.StringVar(&image, "image", "", "a prebuilt analytics enclave `image` (default: built now)")
+	fs.StringVar(&transport, "transport", "shm", "how frames cross to the enclaves: `shm` (shared memory) or pipe")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this process (client, nodes and hosts; not the enclaves) to `file`")
+	logs.register(fs, "error")
+	return cmd
 }
 
 // isTerminal tells whether w is a character device (a terminal).

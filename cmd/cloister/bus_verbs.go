@@ -4,22 +4,26 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/cluster"
 )
 
-// defaultServers is where the bus verbs find a node unless --servers says
-// otherwise: the client port `cloister node` listens on by default.
+// defaultServers is where the bus verbs find a node unless -s/--server or
+// $NATS_URL say otherwise: the client port `cloister node` listens on by
+// default.
 const defaultServers = "nats://127.0.0.1:4222"
 
 // clientFlags are the connection flags shared by the verbs that talk to a
@@ -31,18 +35,21 @@ type clientFlags struct {
 	tlsCert string
 	tlsKey  string
 	tlsCA   string
-	durable stringList
+	durable []string
 	verbose bool
 }
 
-func (c *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.servers, "servers", defaultServers, "comma-separated NATS server URLs of the system")
+// register declares the connection flags on fs; -s/--server defaults to
+// $NATS_URL, as with the nats CLI (--servers is the old name).
+func (c *clientFlags) register(fs *pflag.FlagSet) {
+	fs.StringVarP(&c.servers, "server", "s", envOr("NATS_URL", defaultServers), "comma-separated NATS server `URLs` of the system ($NATS_URL)")
+	aliasFlags(fs, map[string]string{"servers": "server"})
 	fs.StringVar(&c.creds, "creds", "", "NATS credentials file")
 	fs.StringVar(&c.nkey, "nkey", "", "NATS nkey seed file")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "client certificate (PEM) for TLS")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "client key (PEM) for TLS")
 	fs.StringVar(&c.tlsCA, "tls-ca", "", "CA certificates (PEM) that sign the servers' certificates")
-	fs.Var(&c.durable, "durable", "treat `address` as durable (at-least-once on JetStream), as the nodes do; repeatable")
+	fs.StringArrayVar(&c.durable, "durable", nil, "treat `address` as durable (at-least-once on JetStream), as the nodes do; repeatable")
 	fs.BoolVar(&c.verbose, "verbose", false, "log connection events")
 }
 
@@ -68,13 +75,13 @@ func (c *clientFlags) options(env *cliEnv) cluster.Options {
 func (c *clientFlags) connect(ctx context.Context, env *cliEnv) (*bus.Bus, func(), error) {
 	opts := c.options(env)
 	if len(opts.Servers) == 0 {
-		return nil, nil, &usageError{err: errors.New("--servers is empty")}
+		return nil, nil, &usageError{err: errors.New("-s/--server is empty (want a NATS URL such as " + defaultServers + ")")}
 	}
 	startCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	node, err := cluster.Start(startCtx, opts)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("connecting to %s (-s/--server): %w", redactURLs(opts.Servers), err)
 	}
 	b, err := bus.New(bus.WithTransport(node.Transport()), bus.WithLogger(opts.Logger))
 	if err != nil {
@@ -90,6 +97,18 @@ func (c *clientFlags) connect(ctx context.Context, env *cliEnv) (*bus.Bus, func(
 	return b, closeAll, nil
 }
 
+// redactURLs lists server URLs for an error message, passwords hidden.
+func redactURLs(servers []string) string {
+	out := make([]string, len(servers))
+	for i, s := range servers {
+		out[i] = s
+		if u, err := url.Parse(s); err == nil && u.User != nil {
+			out[i] = u.Redacted()
+		}
+	}
+	return strings.Join(out, ",")
+}
+
 func splitList(s string) []string {
 	var out []string
 	for _, p := range strings.Split(s, ",") {
@@ -102,14 +121,14 @@ func splitList(s string) []string {
 
 // messageFlags are the per-message flags of send, publish and request.
 type messageFlags struct {
-	headers stringList
+	headers []string
 	timeout time.Duration
 }
 
-func (m *messageFlags) register(fs *flag.FlagSet, withTimeout bool) {
-	fs.Var(&m.headers, "header", "header `key=value` (repeatable)")
+func (m *messageFlags) register(fs *pflag.FlagSet, withTimeout bool) {
+	fs.StringArrayVarP(&m.headers, "header", "H", nil, "header `key=value` (repeatable)")
 	if withTimeout {
-		fs.DurationVar(&m.timeout, "timeout", 5*time.Second, "how long to wait for the reply")
+		durationVar(fs, &m.timeout, "timeout", 5*time.Second, "how long to wait for the reply")
 	}
 }
 
@@ -153,33 +172,27 @@ func addressAndBody(env *cliEnv, args []string) (string, []byte, error) {
 }
 
 const bodyHelp = `The body is BODY, or standard input when BODY is absent. The command
-connects to a running system (see 'cloister node') through --servers.`
+connects to a running system (see 'cloister node') through -s/--server.`
 
-func sendCommand() *command {
+func sendCommand() *cobra.Command {
 	return oneWayCommand("send", "deliver a message to one consumer of ADDRESS")
 }
-func publishCommand() *command {
+func publishCommand() *cobra.Command {
 	return oneWayCommand("publish", "deliver a message to every consumer of ADDRESS")
 }
 
-func oneWayCommand(name, summary string) *command {
+func oneWayCommand(name, summary string) *cobra.Command {
 	var cf clientFlags
 	var mf messageFlags
 	var count int
-	return &command{
-		name:    name,
-		args:    "ADDRESS [BODY]",
-		summary: summary,
-		help: bodyHelp + `
+	cmd := &cobra.Command{
+		Use:   name + " ADDRESS [BODY]",
+		Short: summary,
+		Long: bodyHelp + `
 
 With --count N the message is sent N times; "{{n}}" in the body becomes the
 message's number (1 to N).`,
-		flags: func(fs *flag.FlagSet) {
-			cf.register(fs)
-			mf.register(fs, false)
-			fs.IntVar(&count, "count", 1, "send the message this many times")
-		},
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			address, body, err := addressAndBody(env, args)
 			if err != nil {
 				return err
@@ -213,8 +226,13 @@ message's number (1 to N).`,
 			}
 			// Make sure the message left before the connection closes.
 			return flushTransport(b)
-		},
+		}),
 	}
+	fs := cmd.Flags()
+	cf.register(fs)
+	mf.register(fs, false)
+	fs.IntVar(&count, "count", 1, "send the message this many times")
+	return cmd
 }
 
 func flushTransport(b *bus.Bus) error {
@@ -226,27 +244,24 @@ func flushTransport(b *bus.Bus) error {
 	return nil
 }
 
-func requestCommand() *command {
+func requestCommand() *cobra.Command {
 	var cf clientFlags
 	var mf messageFlags
 	var showHeaders bool
 	var sf secureFlags
-	return &command{
-		name:    "request",
-		args:    "ADDRESS [BODY]",
-		summary: "send a request to one consumer of ADDRESS and print its reply",
-		help: bodyHelp + `
+	cmd := &cobra.Command{
+		Use: "request ADDRESS [BODY]",
+		Example: `  cloister request -s nats://127.0.0.1:4222 greeter.hello "hi"
+  echo hi | cloister request --timeout 2s -H trace=t-1 greeter.hello
+  cloister request --secure --service counter --manifest manifest.yaml --allow-simulation \
+      --client meter-7 --client-key meter-7.pem counter.inc alice`,
+		Short: "send a request to one consumer of ADDRESS and print its reply",
+		Long: bodyHelp + `
 
 The reply's body is printed on standard output (--show-headers prints its
 headers first). A failed request exits with code 1 and says why: no
 handlers, timeout, or the consumer's failure code and message.`,
-		flags: func(fs *flag.FlagSet) {
-			cf.register(fs)
-			mf.register(fs, true)
-			fs.BoolVar(&showHeaders, "show-headers", false, "print the reply's headers before its body")
-			sf.register(fs)
-		},
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			address, body, err := addressAndBody(env, args)
 			if err != nil {
 				return err
@@ -272,8 +287,14 @@ handlers, timeout, or the consumer's failure code and message.`,
 			}
 			writeBody(env.stdout, r.Body())
 			return nil
-		},
+		}),
 	}
+	fs := cmd.Flags()
+	cf.register(fs)
+	mf.register(fs, true)
+	fs.BoolVar(&showHeaders, "show-headers", false, "print the reply's headers before its body")
+	sf.register(fs)
+	return cmd
 }
 
 func writeHeaders(w io.Writer, indent string, h bus.Headers) {
@@ -296,30 +317,24 @@ func writeBody(w io.Writer, body []byte) {
 	bw.Flush()
 }
 
-func replyCommand() *command {
+func replyCommand() *cobra.Command {
 	var cf clientFlags
 	var echo, quiet bool
 	var count int
 	var failCode int
 	var delay time.Duration
-	return &command{
-		name:    "reply",
-		args:    "ADDRESS [--echo | BODY]",
-		summary: "answer the requests sent to ADDRESS (for smoke tests and demos)",
-		help: `Registers a consumer at ADDRESS and answers every request with BODY, or
+	cmd := &cobra.Command{
+		Use: "reply ADDRESS [--echo | BODY]",
+		Example: `  cloister reply --echo greeter.hello
+  cloister reply --count 1 greeter.hello "hello yourself"
+  cloister reply --fail 503 greeter.hello "not today"`,
+		Short: "answer the requests sent to ADDRESS (for smoke tests and demos)",
+		Long: `Registers a consumer at ADDRESS and answers every request with BODY, or
 with the request's own body and headers (--echo). Each message received is
 printed on standard output. It runs until interrupted, or until --count
 messages were handled. Durable messages (see --durable) are acknowledged
 once printed and answered; each line shows the message's ID.`,
-		flags: func(fs *flag.FlagSet) {
-			cf.register(fs)
-			fs.BoolVar(&echo, "echo", false, "answer with the request's body and headers")
-			fs.BoolVar(&quiet, "quiet", false, "do not print the messages received")
-			fs.IntVar(&count, "count", 0, "exit after this many messages (0: run until interrupted)")
-			fs.IntVar(&failCode, "fail", 0, "fail every request with this code and BODY as the message")
-			fs.DurationVar(&delay, "delay", 0, "spend this long on each message (a slow consumer)")
-		},
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) < 1 || len(args) > 2 {
 				return &usageError{err: fmt.Errorf("want ADDRESS [BODY], got %d arguments", len(args))}
 			}
@@ -378,8 +393,16 @@ once printed and answered; each line shows the message's ID.`,
 			fmt.Fprintf(env.stderr, "cloister reply: listening on %s\n", address)
 			<-ctx.Done()
 			return nil
-		},
+		}),
 	}
+	fs := cmd.Flags()
+	cf.register(fs)
+	fs.BoolVar(&echo, "echo", false, "answer with the request's body and headers")
+	fs.BoolVar(&quiet, "quiet", false, "do not print the messages received")
+	fs.IntVar(&count, "count", 0, "exit after this many messages (0: run until interrupted)")
+	fs.IntVar(&failCode, "fail", 0, "fail every request with this code and BODY as the message")
+	durationVar(fs, &delay, "delay", 0, "spend this long on each message (a slow consumer)")
+	return cmd
 }
 
 func userHeaders(h bus.Headers) bus.Headers {

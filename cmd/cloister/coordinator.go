@@ -10,16 +10,20 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/coordinator"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/manifest"
@@ -38,16 +42,20 @@ type imageFlags struct {
 	source string
 }
 
-func (f *imageFlags) register(fs *flag.FlagSet) {
+func (f *imageFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.image, "image", "", "the coordinator enclave image `file` (default: built on first use into the user cache directory)")
-	fs.StringVar(&f.source, "source", "", "a `dir` in the cloister module, where the image is built from (default: the current directory)")
+	fs.StringVar(&f.source, "source", "", "a `dir` in a Cloister checkout to build the image from (default: the current directory when it is in one, else this cloister's own version)")
 }
 
 // load returns the coordinator image: --image, or the cached build for this
 // cloister binary, built now if missing.
 func (f *imageFlags) load(ctx context.Context, env *cliEnv) (*enclave.Image, error) {
 	if f.image != "" {
-		return enclave.Load(f.image)
+		img, err := enclave.Load(f.image)
+		if err != nil {
+			return nil, fmt.Errorf("--image: %w", err)
+		}
+		return img, nil
 	}
 	dir, err := os.UserCacheDir()
 	if err != nil {
@@ -69,8 +77,8 @@ func (f *imageFlags) load(ctx context.Context, env *cliEnv) (*enclave.Image, err
 	// Build beside the final path, then move the image and its metadata
 	// into place, so a concurrent start never sees half an image.
 	tmp := fmt.Sprintf("%s.tmp-%d", path, os.Getpid())
-	if _, err := enclave.Build(ctx, coordinatorPackage, tmp, enclave.BuildOptions{Dir: f.source, Stderr: env.stderr}); err != nil {
-		return nil, fmt.Errorf("building the coordinator image (run from the cloister module, or give --source or --image): %w", err)
+	if _, err := enclave.BuildPackage(ctx, coordinatorPackage, tmp, enclave.BuildOptions{Dir: f.source, Stderr: env.stderr}, nil); err != nil {
+		return nil, fmt.Errorf("building the coordinator image (with Go installed; or give --image): %w", err)
 	}
 	if err := os.Rename(tmp+enclave.MetadataSuffix, path+enclave.MetadataSuffix); err != nil {
 		return nil, fmt.Errorf("coordinator image: %w", err)
@@ -100,47 +108,49 @@ func selfKey() (string, error) {
 	return hex.EncodeToString(h.Sum(nil)[:8]), nil
 }
 
-func coordinatorCommand() *command {
+func coordinatorCommand() *cobra.Command {
 	var (
 		v                            nodeVerb
 		imf                          imageFlags
 		manifestFile, backend, state string
 		collateral                   string
-		simKeys                      stringList
+		simKeys                      []string
 	)
-	return &command{
-		name:    "coordinator",
-		summary: "run a node hosting the coordinator (provisioning service); see also status, rotate, update",
-		help: `Runs a Cloister node (the flags of 'cloister node') that also hosts the
+	var cmd *cobra.Command
+	cmd = &cobra.Command{
+		Use:   "coordinator",
+		Short: "run a node hosting the coordinator (provisioning service); see also status, verify, rotate, update",
+		Long: `Runs a Cloister node (the flags of 'cloister node') that also hosts the
 coordinator: the trusted service that holds the manifest, attests itself
 to clients and hands keys to the enclaves the manifest allows. Its image is
 built on first use into the user cache directory (or given with --image)
 and runs on the process backend by default (simulated evidence: it promises
-nothing against a malicious host). Its state is sealed in --state-dir
-(default: beside the image) and survives restarts.
+nothing against a malicious host).
+
+Its state (root secret, signing key, manifest, key epoch) is sealed in
+--state DIR and survives restarts and rebuilds of cloister. The default is
+the user's config directory, keyed by the node's --name:
+$XDG_CONFIG_HOME/cloister/coordinator/NAME (~/.config/... on Linux;
+NAME "default" without --name); the place is printed at start. Delete it,
+or give another --state, to start a fresh coordinator: new keys, no
+manifest. A coordinator image with another measurement cannot open the
+state (it is sealed to the image) and refuses to start rather than start
+afresh.
 
 With --manifest, the manifest is set once the coordinator serves, if it has
 none yet; a coordinator that has one keeps it (updates must be signed by
 the owner: 'cloister coordinator update').`,
-		flags: func(fs *flag.FlagSet) {
-			v.register(fs)
-			imf.register(fs)
-			fs.StringVar(&manifestFile, "manifest", "", "set this manifest `file` at start if the coordinator has none")
-			fs.StringVar(&backend, "backend", node.BackendProcess, "enclave backend of the coordinator: process or gramine")
-			fs.StringVar(&state, "state-dir", "", "where the coordinator's sealed state is kept (default: beside the image)")
-			fs.StringVar(&collateral, "collateral", "", "an SGX DCAP collateral bundle `file` (JSON) to verify DCAP evidence down to its TCB status")
-			fs.Var(&simKeys, "sim-platform-key", "trust another machine's simulation platform key `file` too (PEM; repeatable)")
-		},
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+		Args: cobra.ArbitraryArgs,
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) > 0 {
-				return &usageError{err: fmt.Errorf("coordinator: unknown command %q (want status, rotate or update, or no argument to run one)", args[0])}
+				return unknownCommand(cmd, args[0])
 			}
 			var m *manifest.Manifest
 			var raw []byte
 			if manifestFile != "" {
 				var err error
 				if raw, err = os.ReadFile(manifestFile); err != nil {
-					return err
+					return fmt.Errorf("--manifest: %w", err)
 				}
 				if m, err = manifestyaml.Parse(raw); err != nil {
 					return &rejectedError{err: fmt.Errorf("%s: %w", manifestFile, err)}
@@ -164,6 +174,13 @@ the owner: 'cloister coordinator update').`,
 			if err != nil {
 				return err
 			}
+			if state == "" {
+				if state, err = defaultCoordinatorState(v.name); err != nil {
+					return err
+				}
+			}
+			announce(env.stderr, logger, v.logs.json(), "coordinator state: "+state,
+				"cloister coordinator: state", "state", state)
 			v.enclaves.extra = []node.EnclaveConfig{{Name: "coordinator", Image: img.Path, Backend: backend, StateDir: state, InitConfig: initConfig}}
 			v.coordinator = true
 			// The manifest is set as soon as the coordinator serves, before
@@ -171,10 +188,39 @@ the owner: 'cloister coordinator update').`,
 			v.enclaves.afterExtra = func(ctx context.Context, b *bus.Bus) error {
 				return coordinatorReady(ctx, b, logger, m, raw)
 			}
-			return v.run(ctx, env, args)
-		},
-		subcommands: []*command{coordinatorStatusCommand(), coordinatorRotateCommand(), coordinatorUpdateCommand()},
+			return v.run(ctx, env, nil)
+		}),
 	}
+	fs := cmd.Flags()
+	v.register(fs)
+	imf.register(fs)
+	fs.StringVar(&manifestFile, "manifest", "", "set this manifest `file` at start if the coordinator has none")
+	fs.StringVar(&backend, "backend", node.BackendProcess, "enclave backend of the coordinator: process or gramine")
+	fs.StringVar(&state, "state", "", "keep the coordinator's sealed state in `dir` (default: the user config directory's cloister/coordinator/NAME, NAME the --name or \"default\")")
+	aliasFlags(fs, map[string]string{"state-dir": "state"})
+	fs.StringVar(&collateral, "collateral", "", "an SGX DCAP collateral bundle `file` (JSON) to verify DCAP evidence down to its TCB status")
+	fs.StringArrayVar(&simKeys, "sim-platform-key", nil, "trust another machine's simulation platform key `file` too (PEM; repeatable)")
+	cmd.AddCommand(coordinatorStatusCommand(), coordinatorVerifyCommand(), coordinatorRotateCommand(), coordinatorUpdateCommand())
+	return cmd
+}
+
+// defaultCoordinatorState is where a coordinator keeps its sealed state
+// unless --state says otherwise: os.UserConfigDir()/cloister/coordinator/
+// NAME, beside the simulation keys its state depends on, keyed by the node
+// name (not by the cloister binary, so that a rebuild finds it again).
+func defaultCoordinatorState(nodeName string) (string, error) {
+	name := nodeName
+	if name == "" {
+		name = "default"
+	}
+	if !filepath.IsLocal(name) || strings.ContainsAny(name, `/\`) {
+		return "", usagef("--name %q: not usable as a directory name for the coordinator's state (give --state DIR)", nodeName)
+	}
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("the coordinator's state directory (give --state DIR): %w", err)
+	}
+	return filepath.Join(dir, "cloister", "coordinator", name), nil
 }
 
 // coordinatorConfig builds the coordinator's Init configuration: the
@@ -188,7 +234,7 @@ func coordinatorConfig(collateral string, root *attest.SimulationRoot, simKeys [
 	if collateral != "" {
 		b, err := os.ReadFile(collateral)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("--collateral: %w", err)
 		}
 		if _, err := attest.ParseCollateralBundle(b); err != nil {
 			return nil, &usageError{err: fmt.Errorf("--collateral %s: %w", collateral, err)}
@@ -243,7 +289,7 @@ func coordinatorReady(ctx context.Context, b *bus.Bus, logger *slog.Logger, m *m
 
 // coordinatorStatus asks the coordinator for its status.
 func coordinatorStatus(ctx context.Context, b *bus.Bus) (*provision.Status, error) {
-	return askCoordinator(ctx, b, provision.AddressStatus, nil, 15*time.Second)
+	return client.CoordinatorStatus(ctx, b, 15*time.Second)
 }
 
 // askCoordinator sends req (encoded, unless nil) to one of the
@@ -281,38 +327,66 @@ func currentManifest(ctx context.Context, b *bus.Bus, notSet string) (*provision
 	return st, hash, err
 }
 
-func coordinatorStatusCommand() *command {
+func coordinatorStatusCommand() *cobra.Command {
 	var cf clientFlags
+	var tf trustFlags
 	var asJSON bool
-	return &command{
-		name:    "status",
-		summary: "print the coordinator's status (manifest, epoch, joins, refusals)",
-		flags: func(fs *flag.FlagSet) {
-			cf.register(fs)
-			fs.BoolVar(&asJSON, "json", false, "print the status as JSON")
-		},
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "print the coordinator's status (manifest, epoch, joins, refusals) and whether it was verified",
+		Long: `Prints the coordinator's status as it reports it: the manifest it holds,
+the key epoch, joins granted and refused, its measurement and the kind of
+its evidence. That answer is not attested: the last line says whether it
+was verified. With --manifest-hash or --manifest (and the other flags of
+'cloister coordinator verify'), the coordinator is verified first, as a
+client verifies it, and the manifest hash and measurement of the status
+must be the verified ones (exit status 3 otherwise).`,
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) > 0 {
 				return &usageError{err: fmt.Errorf("status takes no arguments, got %q", args)}
+			}
+			var o client.Options
+			if tf.given() {
+				var err error
+				if o, err = tf.options(ctx, env); err != nil {
+					return err
+				}
 			}
 			b, closeAll, err := cf.connect(ctx, env)
 			if err != nil {
 				return err
 			}
 			defer closeAll()
+			var verified *client.Client
+			if tf.given() {
+				if verified, err = connectVerified(ctx, b, o); err != nil {
+					return err
+				}
+			}
 			st, err := coordinatorStatus(ctx, b)
 			if err != nil {
 				return err
 			}
+			verdict, err := statusVerdict(st, verified)
+			if err != nil {
+				return err
+			}
 			if asJSON {
-				out, _ := json.MarshalIndent(st, "", "  ")
-				fmt.Fprintf(env.stdout, "%s\n", out)
-				return nil
+				return printJSON(env.stdout, struct {
+					*provision.Status
+					Verified bool `json:"verified"`
+				}{st, verified != nil})
 			}
 			printStatus(env.stdout, st)
+			fmt.Fprintln(env.stdout, verdict)
 			return nil
-		},
+		}),
 	}
+	fs := cmd.Flags()
+	cf.register(fs)
+	tf.register(fs, "verify first: ")
+	fs.BoolVar(&asJSON, "json", false, "print the status as JSON")
+	return cmd
 }
 
 func printStatus(w io.Writer, st *provision.Status) {
@@ -341,11 +415,11 @@ func printStatus(w io.Writer, st *provision.Status) {
 func ownerSign(keyFile string, msg []byte) ([]byte, error) {
 	pemBytes, err := os.ReadFile(keyFile)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--owner-key: %w", err)
 	}
 	signer, err := manifest.ParseSigningKey(pemBytes)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--owner-key %s: %w", keyFile, err)
 	}
 	switch k := signer.(type) {
 	case ed25519.PrivateKey:
@@ -357,19 +431,25 @@ func ownerSign(keyFile string, msg []byte) ([]byte, error) {
 	return signer.Sign(rand.Reader, msg, crypto.Hash(0))
 }
 
-func coordinatorRotateCommand() *command {
+// ownerChange sends a change the owner signed (req) to the coordinator's
+// address and prints the status it answers with.
+func ownerChange(ctx context.Context, env *cliEnv, b *bus.Bus, address string, req any) error {
+	after, err := askCoordinator(ctx, b, address, req, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	printStatus(env.stdout, after)
+	return nil
+}
+
+func coordinatorRotateCommand() *cobra.Command {
 	var cf clientFlags
 	var keyFile string
 	var grace time.Duration
-	return &command{
-		name:    "rotate",
-		summary: "start a new key epoch (signed with the owner key); the old one stays valid for --grace",
-		flags: func(fs *flag.FlagSet) {
-			cf.register(fs)
-			fs.StringVar(&keyFile, "owner-key", "", "the manifest owner's private key, a PEM `file` (required)")
-			fs.DurationVar(&grace, "grace", coordinator.DefaultGrace, "how long the previous epoch's keys stay valid")
-		},
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+	cmd := &cobra.Command{
+		Use:   "rotate",
+		Short: "start a new key epoch (signed with the owner key); the old one stays valid for --grace",
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) > 0 {
 				return &usageError{err: fmt.Errorf("rotate takes no arguments, got %q", args)}
 			}
@@ -393,29 +473,24 @@ func coordinatorRotateCommand() *command {
 			if err != nil {
 				return err
 			}
-			after, err := askCoordinator(ctx, b, provision.AddressRotate,
-				provision.RotateRequest{NextEpoch: st.Epoch + 1, Grace: g, Signature: sig}, 30*time.Second)
-			if err != nil {
-				return err
-			}
-			printStatus(env.stdout, after)
-			return nil
-		},
+			return ownerChange(ctx, env, b, provision.AddressRotate,
+				provision.RotateRequest{NextEpoch: st.Epoch + 1, Grace: g, Signature: sig})
+		}),
 	}
+	fs := cmd.Flags()
+	cf.register(fs)
+	fs.StringVar(&keyFile, "owner-key", "", "the manifest owner's private key, a PEM `file` (required)")
+	durationVar(fs, &grace, "grace", coordinator.DefaultGrace, "how long the previous epoch's keys stay valid")
+	return cmd
 }
 
-func coordinatorUpdateCommand() *command {
+func coordinatorUpdateCommand() *cobra.Command {
 	var cf clientFlags
 	var keyFile string
-	return &command{
-		name:    "update",
-		args:    "NEXT",
-		summary: "replace the coordinator's manifest with NEXT (higher version), signed with the owner key",
-		flags: func(fs *flag.FlagSet) {
-			cf.register(fs)
-			fs.StringVar(&keyFile, "owner-key", "", "the current manifest owner's private key, a PEM `file` (required)")
-		},
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+	cmd := &cobra.Command{
+		Use:   "update NEXT",
+		Short: "replace the coordinator's manifest with NEXT (higher version), signed with the owner key",
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) != 1 {
 				return &usageError{err: fmt.Errorf("want the NEXT manifest file, got %d arguments", len(args))}
 			}
@@ -424,7 +499,7 @@ func coordinatorUpdateCommand() *command {
 			}
 			raw, err := os.ReadFile(args[0])
 			if err != nil {
-				return err
+				return fmt.Errorf("NEXT: %w", err)
 			}
 			next, err := manifestyaml.Parse(raw)
 			if err != nil {
@@ -443,13 +518,12 @@ func coordinatorUpdateCommand() *command {
 			if err != nil {
 				return err
 			}
-			after, err := askCoordinator(ctx, b, provision.AddressManifestUpdate,
-				provision.ManifestUpdate{Manifest: next.Canonical(), Signature: sig}, 30*time.Second)
-			if err != nil {
-				return err
-			}
-			printStatus(env.stdout, after)
-			return nil
-		},
+			return ownerChange(ctx, env, b, provision.AddressManifestUpdate,
+				provision.ManifestUpdate{Manifest: next.Canonical(), Signature: sig})
+		}),
 	}
+	fs := cmd.Flags()
+	cf.register(fs)
+	fs.StringVar(&keyFile, "owner-key", "", "the current manifest owner's private key, a PEM `file` (required)")
+	return cmd
 }

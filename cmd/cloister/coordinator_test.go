@@ -118,9 +118,48 @@ addresses:
 	if code != exitOK || !strings.Contains(out, m.HashHex()+" (version 1)") || !strings.Contains(out, "key epoch:    1") {
 		t.Fatalf("status: %d %q %q", code, out, errOut)
 	}
+	if !strings.Contains(out, "verified:     NO") {
+		t.Fatalf("status without verification does not say so:\n%s", out)
+	}
 	code, out, errOut = runCLI(t, "coordinator", "status", "--json", "--servers", url)
-	if code != exitOK || !strings.Contains(out, `"manifest_hash": "`+m.HashHex()) {
+	if code != exitOK || !strings.Contains(out, `"manifest_hash": "`+m.HashHex()) || !strings.Contains(out, `"verified": false`) {
 		t.Fatalf("status --json: %d %q %q", code, out, errOut)
+	}
+	// The coordinator verified as the client SDK verifies it; the default
+	// identity is the coordinator image this cloister built above.
+	verify := []string{"coordinator", "verify", "-s", url, "--source", "../.."}
+	code, out, errOut = runCLI(t, append(verify, "--manifest", mf, "--allow-simulation")...)
+	if code != exitOK || !strings.Contains(out, "coordinator:  VERIFIED") || !strings.Contains(out, m.HashHex()+" (version 1") ||
+		!strings.Contains(out, "WARNING: simulated evidence") {
+		t.Fatalf("verify: %d %q %q", code, out, errOut)
+	}
+	code, out, errOut = runCLI(t, append(verify, "--manifest-hash", m.HashHex(), "--allow-simulation", "--json")...)
+	if code != exitOK || !strings.Contains(out, `"verified": true`) || !strings.Contains(out, `"evidence_type": "simulated"`) {
+		t.Fatalf("verify --json: %d %q %q", code, out, errOut)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--manifest", mf}, exitRejected, "coordinator not trusted: evidence"}, // simulation not asked for
+		{[]string{"--manifest-hash", strings.Repeat("ab", 32), "--allow-simulation"}, exitRejected, "coordinator not trusted: manifest hash"},
+		{[]string{"--manifest", mf, "--allow-simulation", "--coordinator-measurement", measurement}, exitRejected, "coordinator not trusted: policy"},
+		{[]string{"--allow-simulation"}, exitUsage, "give --manifest-hash HASH or --manifest FILE"},
+		{[]string{"--manifest", mf, "--manifest-hash", m.HashHex()}, exitUsage, "not both"},
+		{[]string{"--manifest-hash", "12", "--allow-simulation"}, exitUsage, "--manifest-hash"},
+	} {
+		code, out, errOut := runCLI(t, append(verify, tc.args...)...)
+		if code != tc.code || !strings.Contains(errOut, tc.want) || strings.Contains(out, "VERIFIED") {
+			t.Errorf("verify %q: exit %d (want %d)\n%s\n%s", tc.args, code, tc.code, out, errOut)
+		}
+	}
+	code, out, errOut = runCLI(t, "coordinator", "status", "-s", url, "--source", "../..", "--manifest-hash", m.HashHex(), "--allow-simulation")
+	if code != exitOK || !strings.Contains(out, "verified:     yes") {
+		t.Fatalf("status with verification: %d %q %q", code, out, errOut)
+	}
+	if code, _, errOut = runCLI(t, "coordinator", "status", "-s", url, "--source", "../..", "--manifest-hash", m.HashHex()); code != exitRejected {
+		t.Fatalf("status verified without --allow-simulation: %d %q", code, errOut)
 	}
 	// The enclave joins (the test image joins when asked).
 	if code, out, errOut = runCLI(t, "request", "--servers", url, "analytics.join", ""); code != exitOK || !strings.Contains(out, `"service":"analytics"`) {

@@ -7,9 +7,10 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
+
+	"github.com/spf13/cobra"
 
 	"github.com/cloister-dev/cloister/secure"
 )
@@ -17,20 +18,16 @@ import (
 // manifestClientCommand is 'cloister manifest client NAME --key FILE': a new
 // client credential, its private key written to FILE and its manifest entry
 // printed.
-func manifestClientCommand() *command {
+func manifestClientCommand() *cobra.Command {
 	var keyFile string
-	return &command{
-		name:    "client",
-		args:    "NAME",
-		summary: "make a client credential: an Ed25519 key in FILE, and the manifest entry that names it",
-		help: `Writes a new Ed25519 private key (PEM, PKCS #8, mode 0600; an existing file is
+	cmd := &cobra.Command{
+		Use:   "client NAME",
+		Short: "make a client credential: an Ed25519 key in FILE, and the manifest entry that names it",
+		Long: `Writes a new Ed25519 private key (PEM, PKCS #8, mode 0600; an existing file is
 never overwritten) to --key and prints the entry to add under the manifest's
 clients: section. The client proves it in its sessions with trusted services:
 'cloister request --secure --client NAME --client-key FILE ...'.`,
-		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&keyFile, "key", "", "write the private key to this `file` (required)")
-		},
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) != 1 {
 				return &usageError{err: fmt.Errorf("want one client NAME, got %d arguments", len(args))}
 			}
@@ -62,8 +59,11 @@ clients: section. The client proves it in its sessions with trusted services:
 			}
 			fmt.Fprintf(env.stdout, "clients:\n  %s: {public_key: %s}\n", name, base64.StdEncoding.EncodeToString(pub))
 			return nil
-		},
+		}),
 	}
+	fs := cmd.Flags()
+	fs.StringVar(&keyFile, "key", "", "write the private key to this `file` (required)")
+	return cmd
 }
 
 // loadCredential reads the client credential NAME's private key from FILE

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cloister-dev/cloister/bus"
@@ -19,37 +20,35 @@ import (
 	"github.com/cloister-dev/cloister/node"
 )
 
-func enclaveCommand() *command {
-	return &command{
-		name:        "enclave",
-		summary:     "build, measure and prepare enclave images",
-		subcommands: []*command{enclaveBuildCommand(), enclaveMeasureCommand(), enclaveGramineManifestCommand()},
+func enclaveCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "enclave",
+		Short: "build, measure and prepare enclave images",
 	}
+	return group(cmd, enclaveBuildCommand(), enclaveMeasureCommand(), enclaveGramineManifestCommand())
 }
 
-func enclaveBuildCommand() *command {
+func enclaveBuildCommand() *cobra.Command {
 	var (
 		out, signer, dir string
 		productID, svn   uint
 	)
-	return &command{
-		name:    "build",
-		args:    "PKG",
-		summary: "build a trusted main package into a reproducible enclave image and print its measurement",
-		help: `PKG is a main package that uses package trusted (e.g. ./examples/counter/enclave).
+	cmd := &cobra.Command{
+		Use: "build PKG",
+		Example: `  cloister enclave build ./enclave -o service.img
+  cloister enclave build -C ../cloister ./examples/counter/enclave -o counter.img --svn 2`,
+		Short: "build a trusted main package into a reproducible enclave image and print its measurement",
+		Long: `PKG is a main package that uses package trusted (e.g. ./examples/counter/enclave).
 The image is built with go build -trimpath -buildvcs=false -ldflags=-buildid= and
 CGO_ENABLED=0: static and reproducible, so building the same source with the same
 Go toolchain twice gives the same SHA-256. That hash is the image's measurement
 (the simulated MRENCLAVE); it is printed and written, with the signer, product ID,
-SVN, Go version and package, to IMAGE.meta.json beside the image.`,
-		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&out, "o", "", "output image `path` (required)")
-			fs.StringVar(&signer, "signer", enclave.DefaultSigner, "signer `name` (its hash is the simulated MRSIGNER)")
-			fs.UintVar(&productID, "product-id", 0, "ISV product `ID` recorded in the metadata")
-			fs.UintVar(&svn, "svn", 0, "security version `number` recorded in the metadata")
-			fs.StringVar(&dir, "C", "", "run go build in `dir` (the module of PKG)")
-		},
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+SVN, Go version and package, to IMAGE.meta.json beside the image.
+
+PKG is checked first (go list): a package that is not main, does not link
+the trusted runtime (package trusted) or links host-side packages (bus,
+cluster, node, enclave, NATS, net/http) is refused.`,
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) != 1 {
 				return &usageError{err: fmt.Errorf("enclave build takes one PKG, got %d arguments", len(args))}
 			}
@@ -58,6 +57,9 @@ SVN, Go version and package, to IMAGE.meta.json beside the image.`,
 			}
 			if productID > 0xffff || svn > 0xffff {
 				return &usageError{err: errors.New("enclave build: --product-id and --svn are 16-bit numbers")}
+			}
+			if err := checkTrustedImage(ctx, dir, args[0]); err != nil {
+				return err
 			}
 			img, err := enclave.Build(ctx, args[0], out, enclave.BuildOptions{Dir: dir, Signer: signer,
 				ProductID: uint16(productID), SVN: uint16(svn), Stderr: env.stderr})
@@ -73,30 +75,30 @@ SVN, Go version and package, to IMAGE.meta.json beside the image.`,
 				fmt.Fprintf(env.stderr, "footprint: %s\n", f.Figures())
 			}
 			return nil
-		},
+		}),
 	}
+	fs := cmd.Flags()
+	fs.StringVarP(&out, "output", "o", "", "output image `path` (required)")
+	fs.StringVar(&signer, "signer", enclave.DefaultSigner, "signer `name` (its hash is the simulated MRSIGNER)")
+	fs.UintVar(&productID, "product-id", 0, "ISV product `ID` recorded in the metadata")
+	fs.UintVar(&svn, "svn", 0, "security version `number` recorded in the metadata")
+	fs.StringVarP(&dir, "dir", "C", "", "run go build in `dir` (the module of PKG)")
+	return cmd
 }
 
-func enclaveMeasureCommand() *command {
+func enclaveMeasureCommand() *cobra.Command {
 	var (
 		write          bool
 		signer         string
 		productID, svn uint
 	)
-	return &command{
-		name:    "measure",
-		args:    "IMAGE",
-		summary: "print an image's measurement (SHA-256) and check it against its metadata",
-		help: `Prints the SHA-256 of IMAGE. When IMAGE.meta.json exists, the measurement is
+	cmd := &cobra.Command{
+		Use:   "measure IMAGE",
+		Short: "print an image's measurement (SHA-256) and check it against its metadata",
+		Long: `Prints the SHA-256 of IMAGE. When IMAGE.meta.json exists, the measurement is
 checked against it: a mismatch (the image changed since it was built) exits
 with status 3. --write (re)writes the metadata for an image built otherwise.`,
-		flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&write, "write", false, "write IMAGE.meta.json for this image")
-			fs.StringVar(&signer, "signer", enclave.DefaultSigner, "signer `name` for --write")
-			fs.UintVar(&productID, "product-id", 0, "ISV product `ID` for --write")
-			fs.UintVar(&svn, "svn", 0, "security version `number` for --write")
-		},
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) != 1 {
 				return &usageError{err: fmt.Errorf("enclave measure takes one IMAGE, got %d arguments", len(args))}
 			}
@@ -127,39 +129,33 @@ with status 3. --write (re)writes the metadata for an image built otherwise.`,
 			}
 			fmt.Fprintf(env.stderr, "matches %s%s\n", path, enclave.MetadataSuffix)
 			return nil
-		},
+		}),
 	}
+	fs := cmd.Flags()
+	fs.BoolVar(&write, "write", false, "write IMAGE.meta.json for this image")
+	fs.StringVar(&signer, "signer", enclave.DefaultSigner, "signer `name` for --write")
+	fs.UintVar(&productID, "product-id", 0, "ISV product `ID` for --write")
+	fs.UintVar(&svn, "svn", 0, "security version `number` for --write")
+	return cmd
 }
 
-func enclaveGramineManifestCommand() *command {
+func enclaveGramineManifestCommand() *cobra.Command {
 	var (
 		out, size, libos, logLevel, memLimit string
 		threads                              int
 		debug                                bool
-		passEnv, trustedFiles                stringList
+		passEnv, trustedFiles                []string
 	)
-	return &command{
-		name:    "gramine-manifest",
-		args:    "IMAGE",
-		summary: "generate the Gramine manifest that runs an image in an SGX enclave",
-		help: `Writes a Gramine manifest (TOML) for IMAGE on stdout or to -o FILE
+	cmd := &cobra.Command{
+		Use:   "gramine-manifest IMAGE",
+		Short: "generate the Gramine manifest that runs an image in an SGX enclave",
+		Long: `Writes a Gramine manifest (TOML) for IMAGE on stdout or to -o FILE
 (name it NAME.manifest): Gramine's LibOS as the loader's entrypoint, the image
 as the LibOS entrypoint and a trusted file, sgx.enclave_size, sgx.max_threads,
 sgx.remote_attestation = "dcap" (the image reads its quote and seal keys from
 /dev/attestation), sgx.debug = false unless --debug, and an environment
 allow-list (--pass-env). Then sign and run it as printed on stderr.`,
-		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&out, "o", "", "write the manifest to `file` (NAME.manifest) instead of stdout")
-			fs.IntVar(&threads, "threads", enclave.DefaultGramineThreads, "sgx.max_threads: TCS `count` (handler workers plus the Go runtime's threads)")
-			fs.StringVar(&size, "enclave-size", enclave.DefaultGramineEnclaveSize, "sgx.enclave_size, a power of two (`size` with K, M or G)")
-			fs.StringVar(&libos, "libos", enclave.DefaultGramineLibOS, "`path` of Gramine's libsysdb.so")
-			fs.StringVar(&logLevel, "log-level", "error", "loader.log_level")
-			fs.StringVar(&memLimit, "memory-limit", "", "the image's Go memory limit (`size`, GOMEMLIMIT)")
-			fs.BoolVar(&debug, "debug", false, "build a debug enclave (its memory is readable by the host)")
-			fs.Var(&passEnv, "pass-env", "host environment `variable` to pass through (repeatable)")
-			fs.Var(&trustedFiles, "trusted-file", "further `file` to measure in (repeatable)")
-		},
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) != 1 {
 				return &usageError{err: fmt.Errorf("enclave gramine-manifest takes one IMAGE, got %d arguments", len(args))}
 			}
@@ -183,7 +179,7 @@ allow-list (--pass-env). Then sign and run it as printed on stderr.`,
 				return err
 			}
 			if err := os.WriteFile(out, text, 0o644); err != nil {
-				return err
+				return fmt.Errorf("-o/--output: %w", err)
 			}
 			sign, runCmd, err := enclave.GramineCommands(out, "")
 			if err != nil {
@@ -192,8 +188,19 @@ allow-list (--pass-env). Then sign and run it as printed on stderr.`,
 			}
 			fmt.Fprintf(env.stderr, "wrote %s; in %s run:\n  %s\n  %s\n", out, filepath.Dir(out), strings.Join(sign, " "), strings.Join(runCmd, " "))
 			return nil
-		},
+		}),
 	}
+	fs := cmd.Flags()
+	fs.StringVarP(&out, "output", "o", "", "write the manifest to `file` (NAME.manifest) instead of stdout")
+	fs.IntVar(&threads, "threads", enclave.DefaultGramineThreads, "sgx.max_threads: TCS `count` (handler workers plus the Go runtime's threads)")
+	fs.StringVar(&size, "enclave-size", enclave.DefaultGramineEnclaveSize, "sgx.enclave_size, a power of two (`size` with K, M or G)")
+	fs.StringVar(&libos, "libos", enclave.DefaultGramineLibOS, "`path` of Gramine's libsysdb.so")
+	fs.StringVar(&logLevel, "log-level", "error", "loader.log_level")
+	fs.StringVar(&memLimit, "memory-limit", "", "the image's Go memory limit (`size`, GOMEMLIMIT)")
+	fs.BoolVar(&debug, "debug", false, "build a debug enclave (its memory is readable by the host)")
+	fs.StringArrayVar(&passEnv, "pass-env", nil, "host environment `variable` to pass through (repeatable)")
+	fs.StringArrayVar(&trustedFiles, "trusted-file", nil, "further `file` to measure in (repeatable)")
+	return cmd
 }
 
 func splitEnvList(l []string) []string {
@@ -213,8 +220,8 @@ func splitEnvList(l []string) []string {
 // enclaveHosting holds the --enclave and --enclave-config flags of a verb
 // that runs a node (cloister node).
 type enclaveHosting struct {
-	specs   stringList
-	configs stringList
+	specs   []string
+	configs []string
 	// extra are enclaves the verb itself hosts (cloister coordinator),
 	// deployed first; afterExtra, if set, runs once they serve and before
 	// the others are deployed (the coordinator's manifest is set there, as
@@ -226,9 +233,9 @@ type enclaveHosting struct {
 }
 
 // register declares the flags on fs.
-func (h *enclaveHosting) register(fs *flag.FlagSet) {
-	fs.Var(&h.specs, "enclave", "host an enclave image: `name=N,image=PATH[,addresses=A,B,...][,backend=process|gramine][,transport=shm|pipe][,instances=N][,workers=N][,state=DIR][,memory=SIZE][,local=true][,service=S]` (repeatable)")
-	fs.Var(&h.configs, "enclave-config", "host the enclaves listed in a YAML or JSON `file` (repeatable)")
+func (h *enclaveHosting) register(fs *pflag.FlagSet) {
+	fs.StringArrayVar(&h.specs, "enclave", nil, "host an enclave image (repeatable): `spec` is name=N,image=PATH[,addresses=A,B,...][,backend=process|gramine][,transport=shm|pipe][,instances=N][,workers=N][,state=DIR][,memory=SIZE][,local=true][,service=S]")
+	fs.StringArrayVar(&h.configs, "enclave-config", nil, "host the enclaves listed in a YAML or JSON `file` (repeatable)")
 }
 
 // configs returns every enclave the flags describe.

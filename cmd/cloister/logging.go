@@ -2,11 +2,12 @@ package main
 
 import (
 	"bytes"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"sync"
+
+	"github.com/spf13/pflag"
 )
 
 // logFlags are the logging flags of the long-running verbs (run, node,
@@ -17,7 +18,7 @@ type logFlags struct {
 
 // register declares --log-level (with the verb's default) and
 // --log-format on fs.
-func (f *logFlags) register(fs *flag.FlagSet, defaultLevel string) {
+func (f *logFlags) register(fs *pflag.FlagSet, defaultLevel string) {
 	fs.StringVar(&f.level, "log-level", defaultLevel, "debug, info, warn or error")
 	fs.StringVar(&f.format, "log-format", "text", "text, or json (one JSON object per line, for log collectors)")
 }

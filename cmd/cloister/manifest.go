@@ -5,21 +5,22 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"encoding/base64"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/manifest/manifestyaml"
 )
 
-func manifestCommand() *command {
-	return &command{
-		name:        "manifest",
-		summary:     "check, hash and sign application manifests",
-		subcommands: []*command{manifestCheckCommand(), manifestHashCommand(), manifestSignCommand(), manifestVerifyUpdateCommand(), manifestClientCommand()},
+func manifestCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "manifest",
+		Short: "check, hash and sign application manifests",
 	}
+	return group(cmd, manifestCheckCommand(), manifestHashCommand(), manifestSignCommand(), manifestVerifyUpdateCommand(), manifestClientCommand())
 }
 
 // loadManifest parses the one FILE in args; see parseManifestFile.
@@ -51,15 +52,14 @@ func parseManifestFile(env *cliEnv, file string) (*manifest.Manifest, error) {
 	return nil, &rejectedError{err: fmt.Errorf("%s: invalid manifest (%d %s)", file, len(fe), noun)}
 }
 
-func manifestCheckCommand() *command {
-	return &command{
-		name:    "check",
-		args:    "FILE",
-		summary: "validate a manifest: print OK and its hash, or every error with its field and line",
-		help: `FILE is a manifest in YAML or JSON (see the manifest package documentation).
+func manifestCheckCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "check FILE",
+		Short: "validate a manifest: print OK and its hash, or every error with its field and line",
+		Long: `FILE is a manifest in YAML or JSON (see the manifest package documentation).
 Every error is reported, each naming the field path and the line. Exit status
 3 when the manifest is invalid.`,
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			m, err := loadManifest(env, args)
 			if err != nil {
 				return err
@@ -103,43 +103,40 @@ Every error is reported, each naming the field path and the line. Exit status
 				fmt.Fprintln(w, "WARNING: allow_simulation is true: simulated evidence promises nothing against a malicious host")
 			}
 			return nil
-		},
+		}),
 	}
+	return cmd
 }
 
-func manifestHashCommand() *command {
-	return &command{
-		name:    "hash",
-		args:    "FILE",
-		summary: "print the canonical hash of a manifest (what clients pin)",
-		help: `Prints the SHA-256 of the manifest's canonical encoding in hex: independent
+func manifestHashCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "hash FILE",
+		Short: "print the canonical hash of a manifest (what clients pin)",
+		Long: `Prints the SHA-256 of the manifest's canonical encoding in hex: independent
 of YAML formatting, key order and comments. Exit status 3 when the manifest is
 invalid.`,
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			m, err := loadManifest(env, args)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintln(env.stdout, m.HashHex())
 			return nil
-		},
+		}),
 	}
+	return cmd
 }
 
-func manifestSignCommand() *command {
+func manifestSignCommand() *cobra.Command {
 	var keyFile string
-	return &command{
-		name:    "sign",
-		args:    "CURRENT NEXT",
-		summary: "sign the update from manifest CURRENT to NEXT with the owner key (prints the signature in base64)",
-		help: `Signs "cloister manifest update v1" ‖ hash(CURRENT) ‖ hash(NEXT) with the
+	cmd := &cobra.Command{
+		Use:   "sign CURRENT NEXT",
+		Short: "sign the update from manifest CURRENT to NEXT with the owner key (prints the signature in base64)",
+		Long: `Signs "cloister manifest update v1" ‖ hash(CURRENT) ‖ hash(NEXT) with the
 owner's private key (--key: PEM, PKCS #8 Ed25519 or ECDSA P-256, or SEC 1 EC),
 which must match CURRENT's owner public key, and NEXT's version must be higher.
 The signature is printed in base64; the coordinator accepts NEXT with it.`,
-		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&keyFile, "key", "", "the owner's private key, a PEM `file`")
-		},
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) != 2 {
 				return &usageError{err: fmt.Errorf("want CURRENT and NEXT manifest files, got %d arguments", len(args))}
 			}
@@ -148,11 +145,11 @@ The signature is printed in base64; the coordinator accepts NEXT with it.`,
 			}
 			pemBytes, err := os.ReadFile(keyFile)
 			if err != nil {
-				return err
+				return fmt.Errorf("--key: %w", err)
 			}
 			signer, err := manifest.ParseSigningKey(pemBytes)
 			if err != nil {
-				return err
+				return fmt.Errorf("--key %s: %w", keyFile, err)
 			}
 			cur, err := parseManifestFile(env, args[0])
 			if err != nil {
@@ -172,19 +169,21 @@ The signature is printed in base64; the coordinator accepts NEXT with it.`,
 			}
 			fmt.Fprintln(env.stdout, base64.StdEncoding.EncodeToString(sig))
 			return nil
-		},
+		}),
 	}
+	fs := cmd.Flags()
+	fs.StringVar(&keyFile, "key", "", "the owner's private key, a PEM `file`")
+	return cmd
 }
 
-func manifestVerifyUpdateCommand() *command {
-	return &command{
-		name:    "verify-update",
-		args:    "CURRENT NEXT SIGNATURE",
-		summary: "check that NEXT is a signed update of CURRENT (signature in base64, or a file holding it)",
-		help: `Accepts NEXT as the successor of CURRENT only if its version is higher and
+func manifestVerifyUpdateCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "verify-update CURRENT NEXT SIGNATURE",
+		Short: "check that NEXT is a signed update of CURRENT (signature in base64, or a file holding it)",
+		Long: `Accepts NEXT as the successor of CURRENT only if its version is higher and
 SIGNATURE is CURRENT's owner's signature over the update. Exit status 3 when
 it is not.`,
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) != 3 {
 				return &usageError{err: fmt.Errorf("want CURRENT, NEXT and SIGNATURE, got %d arguments", len(args))}
 			}
@@ -209,6 +208,7 @@ it is not.`,
 			}
 			fmt.Fprintf(env.stdout, "OK version %d -> %d, %s\n", cur.Version, next.Version, next.HashHex())
 			return nil
-		},
+		}),
 	}
+	return cmd
 }

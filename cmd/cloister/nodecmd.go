@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/cluster"
@@ -14,16 +16,16 @@ import (
 	"github.com/cloister-dev/cloister/tracing"
 )
 
-func nodeCommand() *command {
+func nodeCommand() *cobra.Command {
 	var v nodeVerb
-	return &command{
-		name:    "node",
-		summary: "run a node: an embedded NATS server (or a client of external NATS) and a bus",
-		help: `Runs a Cloister node until SIGINT or SIGTERM. By default the node runs an
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "run a node: an embedded NATS server (or a client of external NATS) and a bus",
+		Long: `Runs a Cloister node until SIGINT or SIGTERM. By default the node runs an
 embedded NATS server listening for clients (the other cloister verbs) on
 --nats-listen. Nodes form a cluster through routes: give each one a
 --cluster-listen address and --routes to one or more of the others (seed
-routes; listing every node, itself included, is fine). With --servers the
+routes; listing every node, itself included, is fine). With -s/--server the
 node runs no server and joins an external NATS cluster instead.
 
 Example, three nodes on one machine:
@@ -31,11 +33,12 @@ Example, three nodes on one machine:
   cloister node --name n1 --nats-listen 127.0.0.1:4222 --cluster-listen 127.0.0.1:6222
   cloister node --name n2 --nats-listen 127.0.0.1:4223 --cluster-listen 127.0.0.1:6223 --routes 127.0.0.1:6222
   cloister node --name n3 --nats-listen 127.0.0.1:4224 --cluster-listen 127.0.0.1:6224 --routes 127.0.0.1:6222`,
-		flags: v.register,
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			return v.run(ctx, env, args)
-		},
+		}),
 	}
+	v.register(cmd.Flags())
+	return cmd
 }
 
 // nodeVerb holds the flags of a verb that runs a node (cloister node,
@@ -44,7 +47,7 @@ type nodeVerb struct {
 	name, natsListen, clusterListen, clusterName string
 	routes, servers, storeDir, metrics, traceURL string
 	logs                                         logFlags
-	durable                                      stringList
+	durable                                      []string
 	// coordinator makes the operations endpoint report the coordinator.
 	coordinator bool
 	cf          clientFlags
@@ -53,21 +56,22 @@ type nodeVerb struct {
 }
 
 // register declares the node's flags on fs.
-func (v *nodeVerb) register(fs *flag.FlagSet) {
+func (v *nodeVerb) register(fs *pflag.FlagSet) {
 	fs.StringVar(&v.name, "name", "", "node name (default: a random one)")
 	fs.StringVar(&v.natsListen, "nats-listen", "127.0.0.1:4222", "host:port for NATS clients (port -1: any free port)")
 	fs.StringVar(&v.clusterListen, "cluster-listen", "", "host:port for routes from other nodes (empty: not clustered)")
 	fs.StringVar(&v.clusterName, "cluster-name", cluster.DefaultClusterName, "NATS cluster name, the same on every node")
 	fs.StringVar(&v.routes, "routes", "", "comma-separated seed routes (host:port or nats-route://host:port)")
-	fs.StringVar(&v.servers, "servers", "", "comma-separated URLs of an external NATS cluster (instead of the embedded server)")
-	fs.StringVar(&v.cf.creds, "creds", "", "NATS credentials file (with --servers)")
-	fs.StringVar(&v.cf.nkey, "nkey", "", "NATS nkey seed file (with --servers)")
-	fs.StringVar(&v.cf.tlsCert, "tls-cert", "", "client certificate (PEM) for --servers")
-	fs.StringVar(&v.cf.tlsKey, "tls-key", "", "client key (PEM) for --servers")
-	fs.StringVar(&v.cf.tlsCA, "tls-ca", "", "CA certificates (PEM) for --servers")
+	fs.StringVarP(&v.servers, "server", "s", "", "comma-separated `URLs` of an external NATS cluster to join instead of running the embedded server ($NATS_URL is not read: a node runs its own server unless told)")
+	aliasFlags(fs, map[string]string{"servers": "server"})
+	fs.StringVar(&v.cf.creds, "creds", "", "NATS credentials file (with --server)")
+	fs.StringVar(&v.cf.nkey, "nkey", "", "NATS nkey seed file (with --server)")
+	fs.StringVar(&v.cf.tlsCert, "tls-cert", "", "client certificate (PEM) for --server")
+	fs.StringVar(&v.cf.tlsKey, "tls-key", "", "client key (PEM) for --server")
+	fs.StringVar(&v.cf.tlsCA, "tls-ca", "", "CA certificates (PEM) for --server")
 	fs.StringVar(&v.storeDir, "store-dir", "", "enable JetStream on the embedded server, storing in this directory")
-	fs.Var(&v.durable, "durable", "a durable `address` (at-least-once on JetStream; repeatable)")
-	fs.DurationVar(&v.ackWait, "ack-wait", cluster.DefaultAckWait, "how long a durable message may stay unacknowledged before it is delivered again")
+	fs.StringArrayVar(&v.durable, "durable", nil, "a durable `address` (at-least-once on JetStream; repeatable)")
+	durationVar(fs, &v.ackWait, "ack-wait", cluster.DefaultAckWait, "how long a durable message may stay unacknowledged before it is delivered again")
 	fs.StringVar(&v.metrics, "metrics", "", "serve Prometheus /metrics, /healthz and /readyz on this `host:port` (127.0.0.1:9090 for this machine only; port 0: a free port, printed at start); empty: none")
 	fs.StringVar(&v.traceURL, "trace-endpoint", "", "export OpenTelemetry spans of the node's messages to this OTLP/HTTP `URL` (e.g. http://127.0.0.1:4318/v1/traces); empty: no tracing")
 	v.logs.register(fs, "info")
@@ -113,7 +117,7 @@ func (v *nodeVerb) run(ctx context.Context, env *cliEnv, args []string) error {
 		opts.NATSListen = v.natsListen
 		opts.ClusterListen = v.clusterListen
 	} else if v.clusterListen != "" || len(opts.Routes) > 0 || v.storeDir != "" {
-		return &usageError{err: errors.New("--servers excludes --cluster-listen, --routes and --store-dir (they configure the embedded server)")}
+		return &usageError{err: errors.New("--server excludes --cluster-listen, --routes and --store-dir (they configure the embedded server)")}
 	}
 	for _, a := range v.durable {
 		if err := bus.ValidateAddress(a); err != nil {
@@ -123,6 +127,9 @@ func (v *nodeVerb) run(ctx context.Context, env *cliEnv, args []string) error {
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	cn, err := cluster.Start(startCtx, opts)
 	cancel()
+	if err != nil && len(opts.Servers) > 0 {
+		return fmt.Errorf("joining %s (-s/--server): %w", redactURLs(opts.Servers), err)
+	}
 	if err != nil {
 		return err
 	}

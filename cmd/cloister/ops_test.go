@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -101,7 +102,9 @@ func TestLogAndMetricsFlagsChecked(t *testing.T) {
 // process with JSON logs and metrics, building its image on first use: every
 // line on stderr (the image build's included) is JSON, the coordinator's
 // status is a metric, and /readyz says it is not ready while the
-// coordinator holds no manifest.
+// coordinator holds no manifest. Without --state, its state is kept under
+// the user config directory, keyed by the node's name, and the place is
+// logged.
 func TestCoordinatorJSONLogsAndReadiness(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds an image and starts processes")
@@ -116,7 +119,7 @@ func TestCoordinatorJSONLogsAndReadiness(t *testing.T) {
 	go func() {
 		env := &cliEnv{stdin: strings.NewReader(""), stdout: &syncBuffer{}, stderr: &stderr}
 		done <- run(ctx, env, []string{"coordinator", "--nats-listen", "127.0.0.1:-1", "--source", "../..",
-			"--state-dir", filepath.Join(dir, "state"), "--log-format", "json", "--metrics", "127.0.0.1:0"})
+			"--name", "json-coord", "--log-format", "json", "--metrics", "127.0.0.1:0"})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -145,6 +148,13 @@ func TestCoordinatorJSONLogsAndReadiness(t *testing.T) {
 	}
 	if m == nil {
 		t.Fatalf("no metrics address logged:\n%s", stderr.String())
+	}
+	state := filepath.Join(dir, "config", "cloister", "coordinator", "json-coord")
+	if !strings.Contains(stderr.String(), `"msg":"cloister coordinator: state","state":"`+state+`"`) {
+		t.Fatalf("the state directory %s was not logged:\n%s", state, stderr.String())
+	}
+	if entries, err := os.ReadDir(state); err != nil || len(entries) == 0 {
+		t.Fatalf("state directory %s: %v, %d entries", state, err, len(entries))
 	}
 	resp, err := http.Get(m[1])
 	if err != nil {

@@ -2,196 +2,307 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
-	"log/slog"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/cloister-dev/cloister/application"
 	"github.com/cloister-dev/cloister/cluster"
-	"github.com/cloister-dev/cloister/examples/water/app"
 	"github.com/cloister-dev/cloister/tracing"
 )
 
-func runCommand() *command {
-	var (
-		nodeName, dashboard, leak, security, metrics string
-		traceURL                                     string
-		stateDir                                     string
-		logs                                         logFlags
-		sensors                                      int
-		period, leakAfter, duration                  time.Duration
-		flags                                        *flag.FlagSet
-	)
-	return &command{
-		name:    "run",
-		args:    "APP.yaml",
-		summary: "run an application: the water-network monitor of examples/water on this machine",
-		help: `Starts the application an app.yaml describes — the nodes (embedded NATS with
-JetStream), the sensors simulator, ingest, the coordinator and analytics
-enclaves (process backend, simulated attestation; images built on first use,
-the manifest generated from their measurements), alerts and the dashboard —
-prints where the dashboard is, then a one-line summary per second, until
-Ctrl-C or SIGTERM, when it stops cleanly (also during start-up). --log-level
-info shows the services' and the NATS servers' logs; --log-format json writes
-them as one JSON object per line. Each node serves Prometheus metrics and
-health on loopback (--metrics; the addresses are printed at start).
+func runCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "run [FLAGS] APP.yaml",
+		Short: "run an application an app.yaml describes, from any directory of its Go module",
+		Long: `Runs the application an application description (app.yaml) describes: its
+nodes (embedded NATS with JetStream), its trusted images (built from the Go
+packages it names, from the description's module, on first use), the
+coordinator with a manifest generated from the images' measurements and the
+addresses and clients the description declares, and its regular services.
+It prints what it built and where NATS listens, then runs until Ctrl-C or
+SIGTERM and stops cleanly. The state (the coordinator's keys and manifest,
+sealed storage, JetStream, images, client keys made) is kept in the file's
+state_dir, or --state-dir, so that a second run continues where the first
+stopped.
 
-The state (the coordinator's keys and manifest, analytics' sealed states,
-JetStream, the images) is kept in the file's state_dir (relative to the
-file; the shipped files use examples/water/state/) or --state-dir, so that
-a second run continues where the first stopped. Every value is checked
-before anything starts: a bad value, a port in use or an unusable state
-directory is an error at once.
+A description whose services include Go services names their program:
+(the main package that registers them with application.Main); cloister run
+compiles that program from the description's module and runs it with every
+argument given here, so the program's own flags work too. The water monitor
+is such an application:
 
-  cloister run examples/water/app.yaml          # one node
-  cloister run examples/water/app-3nodes.yaml   # three routed nodes in this process
-  cloister run --node n2 examples/water/app-3nodes.yaml   # only node n2 (one process per node)
+  cloister run examples/water/app.yaml            # its program: examples/water
+  cloister run --sensors 5 examples/water/app.yaml
 
-Inject a leak while it runs: the dashboard's button, or
-  curl -X POST 'http://127.0.0.1:8080/api/leak?sensor=s-007'`,
-		flags: func(fs *flag.FlagSet) {
-			flags = fs
-			fs.StringVar(&nodeName, "node", "", "run only this node of the file (the others run in other processes)")
-			fs.StringVar(&dashboard, "dashboard", "", "dashboard host:port (overrides the file)")
-			fs.StringVar(&security, "security", "", "coordinator, channel or plain (overrides the file)")
-			fs.StringVar(&stateDir, "state-dir", "", "keep the state (keys, sealed states, JetStream, images) in this `directory` (overrides the file's state_dir)")
-			fs.IntVar(&sensors, "sensors", 0, "number of sensors (overrides the file)")
-			fs.DurationVar(&period, "period", 0, "time between two readings of a sensor (overrides the file)")
-			fs.StringVar(&leak, "leak", "", "script a leak on this sensor (overrides the file)")
-			fs.DurationVar(&leakAfter, "leak-after", 0, "when the scripted leak starts")
-			fs.DurationVar(&duration, "duration", 0, "stop after this long (0: run until interrupted)")
-			fs.StringVar(&metrics, "metrics", "127.0.0.1:0", "`host:port` of the first node's operations endpoint (/metrics, /healthz, /readyz); the next nodes take the next ports (port 0: free ports); empty: none")
-			fs.StringVar(&traceURL, "trace-endpoint", "", "export OpenTelemetry spans of every node's messages to this OTLP/HTTP `URL` (e.g. http://127.0.0.1:4318/v1/traces); empty: no tracing")
-			logs.register(fs, "warn")
-		},
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
-			if len(args) != 1 {
-				return &usageError{err: fmt.Errorf("run takes one APP.yaml, got %d arguments", len(args))}
-			}
-			h, level, err := logs.handler(env.stderr)
-			if err != nil {
-				return err
-			}
-			if metrics != "" {
-				if err := cluster.CheckListenAddress("--metrics", metrics); err != nil {
-					return &usageError{err: err}
+Otherwise cloister run runs the description itself:
+
+  cloister run app.yaml
+  cloister run --node n2 app.yaml                 # only node n2 (one process per node)
+
+Flags (when cloister runs the description itself):
+      --node NAME          run only this node of the description
+      --state-dir DIR      keep the state in DIR (overrides state_dir)
+      --metrics HOST:PORT  serve each node's /metrics, /healthz, /readyz (next nodes: next ports)
+      --trace-endpoint URL export the nodes' message spans (OTLP/HTTP)
+      --log-level LEVEL    debug, info, warn (default) or error
+      --log-format FORMAT  text (default) or json`,
+		// The arguments may be the program's flags: they are parsed here.
+		DisableFlagParsing: true,
+		RunE: func(c *cobra.Command, args []string) error {
+			for _, a := range args {
+				if a == "-h" || a == "--help" || a == "-help" {
+					return c.Help()
 				}
 			}
-			if traceURL != "" {
-				if err := tracing.CheckEndpoint(traceURL); err != nil {
-					return &usageError{err: fmt.Errorf("--trace-endpoint: %w", err)}
-				}
-			}
-			// Flags given are checked as given (a zero or negative value
-			// is a mistake, not "use the file's"), before the file is read.
-			set := map[string]bool{}
-			flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
-			switch {
-			case set["sensors"] && (sensors < 1 || sensors > app.MaxSensors):
-				return &usageError{err: fmt.Errorf("--sensors %d: want 1 to %d", sensors, app.MaxSensors)}
-			case set["period"] && period < app.MinPeriod:
-				return &usageError{err: fmt.Errorf("--period %v: want at least %v", period, app.MinPeriod)}
-			case set["leak-after"] && leakAfter < 0:
-				return &usageError{err: fmt.Errorf("--leak-after %v: must not be negative", leakAfter)}
-			case duration < 0:
-				return &usageError{err: fmt.Errorf("--duration %v: must not be negative (0: run until interrupted)", duration)}
-			case set["dashboard"] && dashboard == "":
-				return &usageError{err: errors.New("--dashboard: empty (want host:port, e.g. 127.0.0.1:0)")}
-			case set["leak"] && leak == "":
-				return &usageError{err: errors.New("--leak: empty (want a sensor ID such as s-003)")}
-			}
-			cfg, err := app.LoadConfig(args[0])
-			if err != nil {
-				return err
-			}
-			if set["dashboard"] {
-				cfg.Dashboard = dashboard
-			}
-			if set["state-dir"] {
-				cfg.StateDir = stateDir
-			}
-			if set["security"] {
-				cfg.Security = security
-			}
-			if set["sensors"] {
-				cfg.Sensors.Count = sensors
-			}
-			if set["period"] {
-				cfg.Sensors.Period = period
-			}
-			if set["leak"] {
-				cfg.Sensors.Leak.Sensor = leak
-			}
-			if set["leak-after"] {
-				cfg.Sensors.Leak.After = leakAfter
-			}
-			if err := cfg.Check(); err != nil {
-				return &usageError{err: fmt.Errorf("%s with the flags given: %w", args[0], err)}
-			}
-			if level > slog.LevelInfo {
-				h = &quietServer{h: h, minLevel: slog.LevelError + 4} // --log-level info shows them
-			}
-			logger := slog.New(h)
-			root, err := simulationRoot()
-			if err != nil {
-				return err
-			}
-			a, err := app.Start(ctx, cfg, app.Options{Only: nodeName, Out: env.stdout, Logger: logger, Metrics: metrics, TraceEndpoint: traceURL,
-				Simulation: root})
-			if err != nil {
-				return err
-			}
-			if duration > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, duration)
-				defer cancel()
-			}
-			runErr := a.Run(ctx)
-			fmt.Fprintln(env.stdout, "stopping ...")
-			cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			if err := a.Close(cctx); err != nil {
-				return fmt.Errorf("run: stopping: %w", err)
-			}
-			fmt.Fprintln(env.stdout, "stopped")
-			return runErr
+			return action(runAction)(c, args)
 		},
 	}
 }
 
-// quietServer is a slog.Handler that passes the embedded NATS servers'
-// records (component=nats-server) only from minLevel up, so that the routine
-// warnings of a starting or stopping cluster do not bury the summary.
-type quietServer struct {
-	h        slog.Handler
-	server   bool
-	minLevel slog.Level
-}
-
-// Enabled implements slog.Handler.
-func (q *quietServer) Enabled(ctx context.Context, l slog.Level) bool {
-	if q.server && l < q.minLevel {
-		return false
+// runAction runs the program of the description among args, or the
+// description itself.
+func runAction(ctx context.Context, env *cliEnv, args []string) error {
+	if err := checkCommonFlags(args); err != nil {
+		return err
 	}
-	return q.h.Enabled(ctx, l)
+	path, err := descriptionArg(args)
+	if err != nil {
+		return err
+	}
+	program, err := programOf(path)
+	if err != nil {
+		return err
+	}
+	if program != "" {
+		return runProgram(ctx, env, path, program, args)
+	}
+	return runDescription(ctx, env, path, args)
 }
 
-// Handle implements slog.Handler.
-func (q *quietServer) Handle(ctx context.Context, r slog.Record) error { return q.h.Handle(ctx, r) }
-
-// WithAttrs implements slog.Handler.
-func (q *quietServer) WithAttrs(attrs []slog.Attr) slog.Handler {
-	server := q.server
-	for _, a := range attrs {
-		if a.Key == "component" && a.Value.String() == "nats-server" {
-			server = true
+// descriptionArg finds the description among run's arguments: the one
+// argument that names a .yaml or .yml file.
+func descriptionArg(args []string) (string, error) {
+	var found []string
+	for _, a := range args {
+		if !strings.HasPrefix(a, "-") && (strings.HasSuffix(a, ".yaml") || strings.HasSuffix(a, ".yml")) {
+			found = append(found, a)
 		}
 	}
-	return &quietServer{h: q.h.WithAttrs(attrs), server: server, minLevel: q.minLevel}
+	switch len(found) {
+	case 0:
+		return "", usagef("run: name the application's description (APP.yaml)")
+	case 1:
+		return found[0], nil
+	}
+	return "", usagef("run: one APP.yaml, got %d (%s)", len(found), strings.Join(found, ", "))
 }
 
-// WithGroup implements slog.Handler.
-func (q *quietServer) WithGroup(name string) slog.Handler {
-	return &quietServer{h: q.h.WithGroup(name), server: q.server, minLevel: q.minLevel}
+// checkCommonFlags checks, before anything is read or built, the flags
+// that cloister run and the programs it runs (application.Main, the water
+// monitor) share: --metrics, --trace-endpoint, --log-level, --log-format.
+func checkCommonFlags(args []string) error {
+	for i, a := range args {
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		if !hasValue && i+1 < len(args) {
+			value = args[i+1]
+		}
+		var err error
+		switch name {
+		case "metrics":
+			if value != "" {
+				err = cluster.CheckListenAddress("--metrics", value)
+			}
+		case "trace-endpoint":
+			if value != "" {
+				if e := tracing.CheckEndpoint(value); e != nil {
+					err = fmt.Errorf("--trace-endpoint: %w", e)
+				}
+			}
+		case "log-level", "log-format":
+			logs := logFlags{level: "warn", format: "text"}
+			if name == "log-level" {
+				logs.level = value
+			} else {
+				logs.format = value
+			}
+			_, _, err = logs.handler(io.Discard)
+		}
+		if err != nil {
+			var ue *usageError
+			if errors.As(err, &ue) {
+				return err
+			}
+			return &usageError{err: err}
+		}
+	}
+	return nil
 }
+
+// programOf returns the program: of the description at path ("" if it
+// has none), without checking the rest: the program checks its own file.
+func programOf(path string) (string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("run: %w", err)
+	}
+	var top struct {
+		Program string `yaml:"program"`
+	}
+	if err := yaml.Unmarshal(raw, &top); err != nil {
+		return "", fmt.Errorf("run: %s: %w", path, err)
+	}
+	return top.Program, nil
+}
+
+// programExit is the exit status of a program cloister run ran, passed on
+// as cloister's own (the program has said what was wrong).
+type programExit struct{ code int }
+
+func (e *programExit) Error() string { return fmt.Sprintf("the program exited with status %d", e.code) }
+
+// runProgram compiles the description's program from the description's
+// module and runs it with args, passing on SIGINT and SIGTERM and its exit
+// status.
+func runProgram(ctx context.Context, env *cliEnv, path, program string, args []string) error {
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	pkg := program
+	if pkg == "." || strings.HasPrefix(pkg, "./") || strings.HasPrefix(pkg, "../") || filepath.IsAbs(pkg) {
+		if !filepath.IsAbs(pkg) {
+			pkg = filepath.Join(dir, pkg)
+		}
+		dir, pkg = pkg, "."
+	}
+	bin, err := programBinary(dir, pkg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stderr, "cloister run: compiling the program %s (in %s) ...\n", program, dir)
+	// Compiled beside, then renamed into place: another cloister run of
+	// the same description (one per node) may be running the binary.
+	tmp := fmt.Sprintf("%s.%d", bin, os.Getpid())
+	defer os.Remove(tmp)
+	gb := exec.CommandContext(ctx, "go", "build", "-o", tmp, pkg)
+	gb.Dir, gb.Stdout, gb.Stderr = dir, env.stderr, env.stderr
+	if err := gb.Run(); err != nil {
+		if ctx.Err() != nil {
+			return nil // interrupted
+		}
+		return fmt.Errorf("run: compiling the program %s of %s (in %s): %w", program, path, dir, err)
+	}
+	if err := os.Rename(tmp, bin); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, env.stdout, env.stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err = <-exited:
+	case <-ctx.Done():
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err = <-exited:
+		case <-time.After(programStopGrace):
+			_ = cmd.Process.Kill()
+			err = <-exited
+		}
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if code := ee.ExitCode(); code > 0 {
+			return &programExit{code: code}
+		}
+		return nil // stopped by the signal passed on
+	}
+	return err
+}
+
+// programBinary is where the program of dir's package pkg is compiled: a
+// folder of the user's cache directory named after both.
+func programBinary(dir, pkg string) (string, error) {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	sum := sha256.Sum256([]byte(dir + "\x00" + pkg))
+	name := filepath.Base(dir)
+	if pkg != "." {
+		name = filepath.Base(pkg)
+	}
+	out := filepath.Join(cache, "cloister", "programs", hex.EncodeToString(sum[:8]), name)
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return "", fmt.Errorf("run: %w", err)
+	}
+	return out, nil
+}
+
+// runDescription runs a description without Go services in this process.
+func runDescription(ctx context.Context, env *cliEnv, path string, args []string) error {
+	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	var nodeName, stateDir, metrics, traceURL string
+	var logs logFlags
+	fs.StringVar(&nodeName, "node", "", "run only this node of the description")
+	fs.StringVar(&metrics, "metrics", "", "`host:port` of the first node's operations endpoint (/metrics, /healthz, /readyz); the next nodes take the next ports; empty: none")
+	fs.StringVar(&traceURL, "trace-endpoint", "", "export OpenTelemetry spans of every node's messages to this OTLP/HTTP `URL`; empty: no tracing")
+	fs.StringVar(&stateDir, "state-dir", "", "keep the state in this `directory` (overrides state_dir)")
+	logs.register(fs, "warn")
+	var rest []string
+	for _, a := range args {
+		if a != path {
+			rest = append(rest, a)
+		}
+	}
+	if err := fs.Parse(rest); err != nil {
+		return &usageError{err: fmt.Errorf("run: %w", err)}
+	}
+	if fs.NArg() > 0 {
+		return usagef("run: unexpected arguments %q (one APP.yaml)", fs.Args())
+	}
+	logger, _, err := logs.logger(env.stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := application.LoadConfig(path)
+	if err != nil {
+		return &usageError{err: err}
+	}
+	if fs.Changed("state-dir") {
+		cfg.StateDir, err = filepath.Abs(stateDir)
+		if err != nil {
+			return fmt.Errorf("run: %w", err)
+		}
+	}
+	cfg.Only, cfg.Out, cfg.Logger, cfg.Metrics, cfg.TraceEndpoint = nodeName, env.stdout, logger, metrics, traceURL
+	err = application.Run(ctx, cfg)
+	if ctx.Err() != nil && err != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// programStopGrace bounds how long run waits for a program to stop after
+// passing on a signal; the program's own stop timeouts come first.
+const programStopGrace = time.Minute

@@ -25,8 +25,16 @@ var summaryLine = regexp.MustCompile(`^\d\d:\d\d:\d\d  readings/s sent \d+`)
 func startRun(t *testing.T, flags ...string) (*exec.Cmd, io.ReadCloser, *strings.Builder) {
 	t.Helper()
 	args := append([]string{"run", "--dashboard", "127.0.0.1:0", "--state-dir", t.TempDir()}, flags...)
-	cmd := exec.Command(cloisterBin, append(args, filepath.Join("..", "..", "examples", "water", "app.yaml"))...)
-	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir())
+	return startCloister(t, "", append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir()), append(args, filepath.Join("..", "..", "examples", "water", "app.yaml"))...)
+}
+
+// startCloister starts the cloister binary with args in dir (""; this
+// one) and env (nil: this one's), its standard output to read, its
+// standard error collected.
+func startCloister(t *testing.T, dir string, env []string, args ...string) (*exec.Cmd, io.ReadCloser, *strings.Builder) {
+	t.Helper()
+	cmd := exec.Command(cloisterBin, args...)
+	cmd.Dir, cmd.Env = dir, env
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +182,12 @@ func TestRunRefusesBadValues(t *testing.T) {
 		}
 		return p
 	}
-	const nodes = "nodes:\n  - name: n1\n    services: [sensors, ingest, analytics, alerts, dashboard]\n"
+	water, err := filepath.Abs(filepath.Join("..", "..", "examples", "water"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The files name the water program, which checks them.
+	nodes := "nodes:\n  - name: n1\n    services: [sensors, ingest, analytics, alerts, dashboard]\nprogram: " + water + "\n"
 	cases := []struct {
 		args []string
 		want []string
@@ -190,7 +203,7 @@ func TestRunRefusesBadValues(t *testing.T) {
 		{[]string{"--sensors", "2", appYAML}, []string{"sensors.leak.sensor", "s-003"}}, // the file's leak is on s-003
 		{[]string{write("count.yaml", "sensors:\n  count: 2.5\n"+nodes)}, []string{"sensors.count (line 2)", "2.5"}},
 		{[]string{write("ack.yaml", "ack_wait: 1ns\n"+nodes)}, []string{"ack_wait (line 1)", "1ns"}},
-		{[]string{write("two.yaml", nodes+"---\n"+nodes)}, []string{"line 4", "second YAML document"}},
+		{[]string{write("two.yaml", nodes+"---\n"+nodes)}, []string{"line 5", "second YAML document"}},
 		{[]string{write("backend.yaml", "enclave:\n  backend: sgx-magic\n"+nodes)}, []string{"enclave.backend (line 2)", "sgx-magic"}},
 	}
 	for _, tc := range cases {
@@ -222,7 +235,7 @@ func TestRunStopsOnSignalDuringStartup(t *testing.T) {
 	var out strings.Builder
 	for sc.Scan() {
 		out.WriteString(sc.Text() + "\n")
-		if strings.HasPrefix(sc.Text(), "building the analytics enclave image") {
+		if strings.HasPrefix(sc.Text(), "building image analytics") {
 			break
 		}
 	}
@@ -250,7 +263,11 @@ func TestRunPortInUseFailsAtOnce(t *testing.T) {
 	defer taken.Close()
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "app.yaml")
-	os.WriteFile(cfg, []byte("nodes:\n  - name: n1\n    nats_listen: "+taken.Addr().String()+"\n    services: [sensors, ingest, analytics, alerts, dashboard]\n"), 0o600)
+	water, err := filepath.Abs(filepath.Join("..", "..", "examples", "water"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(cfg, []byte("program: "+water+"\nnodes:\n  - name: n1\n    nats_listen: "+taken.Addr().String()+"\n    services: [sensors, ingest, analytics, alerts, dashboard]\n"), 0o600)
 	state := filepath.Join(dir, "state")
 	code, out, errOut := runCLI(t, "run", "--dashboard", "127.0.0.1:0", "--state-dir", state, cfg)
 	if code != exitFailure || !strings.Contains(errOut, "nats_listen "+taken.Addr().String()) || strings.Contains(out, "building") {
@@ -295,5 +312,48 @@ func checkRunMetrics(t *testing.T, base string) {
 	}
 	if code, body := get("/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz: %d %s", code, body)
+	}
+}
+
+// TestRunDescriptionItself: a description without Go services runs in
+// cloister run itself: its command service is started with the node's
+// NATS URL, its output shown, and SIGTERM stops everything cleanly.
+func TestRunDescriptionItself(t *testing.T) {
+	dir := t.TempDir()
+	desc := filepath.Join(dir, "app.yaml")
+	os.WriteFile(desc, []byte(`name: hello
+services:
+  greeter:
+    command: [sh, -c, 'echo "hello from $CLOISTER_SERVICE at $NATS_URL"; exec sleep 600']
+addresses:
+  jobs: {durable: true, consume: [greeter]}
+`), 0o600)
+	cmd, stdout, stderr := startCloister(t, "", nil, "run", "--state-dir", filepath.Join(dir, "state"), desc)
+	sc := bufio.NewScanner(stdout)
+	var out strings.Builder
+	ready, greeted := false, false
+	for !(ready && greeted) && sc.Scan() {
+		out.WriteString(sc.Text() + "\n")
+		ready = ready || strings.HasPrefix(sc.Text(), "hello: ready")
+		greeted = greeted || regexp.MustCompile(`^greeter \| hello from greeter at nats://127\.0\.0\.1:\d+$`).MatchString(sc.Text())
+	}
+	if !ready || !greeted {
+		cmd.Process.Kill()
+		t.Fatalf("ready %v, greeted %v:\n%s\n%s", ready, greeted, out.String(), stderr.String())
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	go io.Copy(io.Discard, stdout)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, stderr.String())
+	}
+}
+
+// TestRunNeedsADescription: no APP.yaml, or two, is a usage error.
+func TestRunNeedsADescription(t *testing.T) {
+	for _, args := range [][]string{{"run"}, {"run", "a.yaml", "b.yaml"}} {
+		code, _, errOut := runCLI(t, args...)
+		if code != exitUsage || !strings.Contains(errOut, "APP.yaml") && !strings.Contains(errOut, "one APP.yaml") {
+			t.Errorf("%q: exit %d %s", args, code, errOut)
+		}
 	}
 }

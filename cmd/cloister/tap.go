@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"io"
 	"sort"
@@ -14,20 +13,20 @@ import (
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
 
 	"github.com/cloister-dev/cloister/cluster"
 )
 
-func tapCommand() *command {
+func tapCommand() *cobra.Command {
 	var cf clientFlags
 	var maxBody int
 	var count int
 	var noReplies bool
-	return &command{
-		name:    "tap",
-		args:    "[PATTERN]",
-		summary: "print the bus traffic as someone with access to the broker sees it",
-		help: `Subscribes to the bus's NATS subjects as a plain NATS client and prints
+	cmd := &cobra.Command{
+		Use:   "tap [PATTERN]",
+		Short: "print the bus traffic as someone with access to the broker sees it",
+		Long: `Subscribes to the bus's NATS subjects as a plain NATS client and prints
 every message: time, kind (send, request, publish, durable, reply), address,
 headers and body. A body that is not printable text is shown as hex. It is
 an eavesdropper: use it to check what crosses the broker in clear.
@@ -40,13 +39,7 @@ the requesters' inboxes, which carry no address: they are all shown unless
 Note: while a tap listens on the send subjects, a request to an address
 without consumers reaches the tap instead of failing at once with "no
 handlers"; it then fails at its timeout.`,
-		flags: func(fs *flag.FlagSet) {
-			cf.register(fs)
-			fs.IntVar(&maxBody, "max-body", 512, "show at most this many bytes of each body (0: all)")
-			fs.IntVar(&count, "count", 0, "exit after this many messages (0: run until interrupted)")
-			fs.BoolVar(&noReplies, "no-replies", false, "do not show replies")
-		},
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) > 1 {
 				return &usageError{err: fmt.Errorf("want at most one PATTERN, got %d arguments", len(args))}
 			}
@@ -65,7 +58,7 @@ handlers"; it then fails at its timeout.`,
 			if opts.NKeyFile != "" {
 				o, err := nats.NkeyOptionFromSeed(opts.NKeyFile)
 				if err != nil {
-					return err
+					return fmt.Errorf("--nkey: %w", err)
 				}
 				nopts = append(nopts, o)
 			}
@@ -77,7 +70,7 @@ handlers"; it then fails at its timeout.`,
 			}
 			nc, err := nats.Connect(strings.Join(opts.Servers, ","), nopts...)
 			if err != nil {
-				return fmt.Errorf("tap: connect to NATS: %w", err)
+				return fmt.Errorf("tap: connecting to %s (-s/--server): %w", redactURLs(opts.Servers), err)
 			}
 			defer nc.Close()
 			ctx, cancel := context.WithCancel(ctx)
@@ -111,8 +104,14 @@ handlers"; it then fails at its timeout.`,
 			fmt.Fprintf(env.stderr, "cloister tap: listening on %s for %s\n", nc.ConnectedUrlRedacted(), pattern)
 			<-ctx.Done()
 			return nil
-		},
+		}),
 	}
+	fs := cmd.Flags()
+	cf.register(fs)
+	fs.IntVar(&maxBody, "max-body", 512, "show at most this many bytes of each body (0: all)")
+	fs.IntVar(&count, "count", 0, "exit after this many messages (0: run until interrupted)")
+	fs.BoolVar(&noReplies, "no-replies", false, "do not show replies")
+	return cmd
 }
 
 // validatePattern checks an address pattern: address segments, '*' for

@@ -24,7 +24,8 @@ const tutorialFile = "../../docs/tutorial.md"
 // fence sets, comma-separated:
 //
 //	dir=checkout   run at the root of the checkout instead of the
-//	               working directory ~/cloister-tutorial
+//	               working directory ~/hello (the application the
+//	               tutorial makes)
 //	background     start it and leave it running (a second terminal);
 //	               it is stopped with SIGINT, like Ctrl-C, when the next
 //	               background step starts and at the end
@@ -162,10 +163,10 @@ func TestParseTutorial(t *testing.T) {
 // a temporary GOBIN put first on PATH), HOME is a temporary directory, and
 // the blocks that the reader runs in a second terminal run in the
 // background. Two things differ from a reader's shell, and both are
-// deliberate: each block starts a new shell in its directory (so the
-// tutorial's export of CLOISTER_SRC is provided by the test, pointing at
-// this checkout), and the NATS port 4222 is replaced by a free one, so a
-// server already on 4222 cannot break the test.
+// deliberate: each block starts a new shell in its directory, and the NATS
+// port 4222 is replaced by a free one — in the blocks, in the app.yaml
+// that cloister init writes, and as $NATS_URL, the CLI's default server —
+// so a server already on 4222 cannot break the test.
 func TestTutorial(t *testing.T) {
 	if testing.Short() {
 		t.Skip("installs cloister, builds images and starts processes")
@@ -193,14 +194,25 @@ func TestTutorial(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	work := filepath.Join(home, "cloister-tutorial")
-	env, err := tutorialEnv(home, gobin, checkout)
+	work := filepath.Join(home, "hello")
+	env, err := tutorialEnv(home, gobin)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, port, err := net.SplitHostPort(freePort(t))
 	if err != nil {
 		t.Fatal(err)
+	}
+	env = append(env, "NATS_URL=nats://127.0.0.1:"+port)
+	// movePort moves the application's NATS port to the free one, once
+	// cloister init has written its app.yaml.
+	movePort := func() {
+		desc := filepath.Join(work, "app.yaml")
+		if b, err := os.ReadFile(desc); err == nil && strings.Contains(string(b), "127.0.0.1:4222") {
+			if err := os.WriteFile(desc, []byte(strings.ReplaceAll(string(b), "127.0.0.1:4222", "127.0.0.1:"+port)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 
 	var bg *tutorialBackground
@@ -222,6 +234,7 @@ func TestTutorial(t *testing.T) {
 			dir = checkout
 		}
 		where := fmt.Sprintf("%s:%d", tutorialFile, st.line)
+		movePort()
 		if st.background {
 			stopBackground()
 			bg = startTutorialBackground(t, st, script, dir, env)
@@ -251,9 +264,9 @@ func TestTutorial(t *testing.T) {
 
 // tutorialEnv is the environment of the tutorial's shells: this one's,
 // with HOME in the test's directory (so the simulation keys and the
-// tutorial's files land there), the Go caches kept where they are, GOBIN
-// first on PATH, and CLOISTER_SRC set as the tutorial's first steps set it.
-func tutorialEnv(home, gobin, checkout string) ([]string, error) {
+// tutorial's files land there), the Go caches kept where they are, and
+// GOBIN first on PATH.
+func tutorialEnv(home, gobin string) ([]string, error) {
 	out, err := exec.Command("go", "env", "GOCACHE", "GOMODCACHE", "GOPATH", "GOENV").Output()
 	if err != nil {
 		return nil, fmt.Errorf("go env: %w", err)
@@ -266,8 +279,8 @@ func tutorialEnv(home, gobin, checkout string) ([]string, error) {
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "HOME", "PATH", "GOBIN", "GOCACHE", "GOMODCACHE", "GOPATH", "GOENV", "CLOISTER_SRC",
-			"XDG_CONFIG_HOME", "XDG_CACHE_HOME":
+		case "HOME", "PATH", "GOBIN", "GOCACHE", "GOMODCACHE", "GOPATH", "GOENV", "NATS_URL",
+			"XDG_CONFIG_HOME", "XDG_CACHE_HOME", "GOFLAGS":
 			continue
 		}
 		env = append(env, kv)
@@ -277,7 +290,6 @@ func tutorialEnv(home, gobin, checkout string) ([]string, error) {
 		"PATH="+gobin+string(os.PathListSeparator)+os.Getenv("PATH"),
 		"GOBIN="+gobin,
 		"GOCACHE="+vals[0], "GOMODCACHE="+vals[1], "GOPATH="+vals[2], "GOENV="+vals[3],
-		"CLOISTER_SRC="+checkout,
 	), nil
 }
 

@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"flag"
 	"fmt"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/spf13/cobra"
 
 	"github.com/cloister-dev/cloister/boundary"
 	"github.com/cloister-dev/cloister/seal"
@@ -95,35 +95,30 @@ sealed blobs       %d
 `, v, r.Module, r.Go, r.Platform, r.Boundary, r.Sessions, r.Envelopes, r.SealBlobs)
 }
 
-func versionCommand() *command {
+func versionCommand() *cobra.Command {
 	var asJSON bool
-	return &command{
-		name:    "version",
-		summary: "print the version of cloister and of the protocols and formats it speaks",
-		help: `Prints the module version (or "(devel)" with the VCS revision, and
+	cmd := &cobra.Command{
+		Use:   "version",
+		Short: "print the version of cloister and of the protocols and formats it speaks",
+		Long: `Prints the module version (or "(devel)" with the VCS revision, and
 "(modified)" when built from a checkout with uncommitted changes), the Go
 toolchain, and the versions of the boundary protocol (a host and its
 enclave images must agree on it), the client-session protocol, secured
 envelopes and sealed blobs.`,
-		flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
-		},
-		run: func(ctx context.Context, env *cliEnv, args []string) error {
+		RunE: action(func(ctx context.Context, env *cliEnv, args []string) error {
 			if len(args) > 0 {
 				return &usageError{err: fmt.Errorf("version takes no arguments, got %q", args)}
 			}
 			info, _ := debug.ReadBuildInfo()
 			r := newVersionReport(info, version)
 			if asJSON {
-				b, err := json.MarshalIndent(r, "", "  ")
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(env.stdout, "%s\n", b)
-				return nil
+				return printJSON(env.stdout, r)
 			}
 			fmt.Fprint(env.stdout, r.text())
 			return nil
-		},
+		}),
 	}
+	fs := cmd.Flags()
+	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return cmd
 }

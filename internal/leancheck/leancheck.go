@@ -119,6 +119,26 @@ func Check(r Rule, f *enclave.Footprint) []error {
 	return errs
 }
 
+// IsHostOnly reports whether p belongs to the host side alone, so that no
+// enclave image — ours, in the table, or a user's, checked by cloister
+// enclave build — may link it: this module's bus, cluster, node, enclave
+// and tracing packages, NATS, OpenTelemetry, the Prometheus client, and
+// net/http.
+func IsHostOnly(p string) bool {
+	if p == "net/http" || strings.HasPrefix(p, "net/http/") || strings.HasPrefix(p, "golang.org/x/net/") ||
+		strings.HasPrefix(p, "github.com/nats-io/") || strings.HasPrefix(p, "go.opentelemetry.io/") ||
+		strings.HasPrefix(p, "github.com/prometheus/") {
+		return true
+	}
+	for _, room := range []string{"bus", "cluster", "node", "enclave", "tracing"} {
+		q := Module + "/" + room
+		if p == q || strings.HasPrefix(p, q+"/") {
+			return true
+		}
+	}
+	return false
+}
+
 // IsNet reports whether the standard-library package p belongs to the
 // network stack: net, its sub-packages, the vendored x/net, and
 // crypto/x509 (which imports net).

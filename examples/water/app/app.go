@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"crypto/ecdsa"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,24 +15,20 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/cloister-dev/cloister/application"
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
-	"github.com/cloister-dev/cloister/cluster"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
 	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/provision"
-	"github.com/cloister-dev/cloister/tracing"
 )
 
-// Options configure Start beyond the app.yaml.
 type Options struct {
 	// Only runs just the named node of the configuration (the others run
 	// in other processes); empty runs them all in this process.
@@ -59,7 +56,7 @@ type Options struct {
 
 // SimulationDir is where, under the state directory, Start keeps the
 // simulation root when Options.Simulation is nil.
-const SimulationDir = "simulation"
+const SimulationDir = application.SimulationDir
 
 // App is a running water application (the nodes of this process).
 type App struct {
@@ -68,17 +65,15 @@ type App struct {
 	logger   *slog.Logger
 	stateDir string
 	tempDir  bool
-	sim      *attest.SimulationRoot
+	app      *application.App // the nodes, enclaves, coordinator and services
 	img      *enclave.Image
 	// The coordinator mode's image and manifest.
-	coordImg    *enclave.Image
-	manifest    *manifest.Manifest
-	manifestRaw []byte
-	creds       Credentials // the sensors' client credentials
+	coordImg *enclave.Image
+	manifest *manifest.Manifest
+	creds    Credentials // the sensors' client credentials
 
-	nodes []*localNode
-	http  *http.Server
-	ln    net.Listener
+	http *http.Server
+	ln   net.Listener
 
 	collector *collector
 	ingests   []*ingest
@@ -86,19 +81,14 @@ type App struct {
 	bgDone    sync.WaitGroup
 }
 
-type localNode struct {
-	cfg     NodeConfig
-	cluster *cluster.Node
-	bus     *bus.Bus
-	node    *node.Node
-}
-
 // ErrStateDir is wrapped when the state directory cannot be used: it is
 // a file, cannot be created, or is not writable.
-var ErrStateDir = errors.New("app: unusable state_dir")
+var ErrStateDir = application.ErrStateDir
 
 // Start starts the nodes of cfg (all of them, or opts.Only) and their
-// services. The analytics image is built first if needed.
+// services: the water services are Go services of an application
+// description (see Description) that the application package starts with
+// the analytics image, built first if needed, and the coordinator.
 //
 // It fails fast and writes nothing before the checks pass: the
 // configuration is checked again (cfg.Check), the dashboard's listener is
@@ -126,29 +116,31 @@ func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 			_ = a.Close(cctx)
 		}
 	}()
-	var run []NodeConfig
-	for _, n := range cfg.Nodes {
-		if opts.Only == "" || n.Name == opts.Only {
-			run = append(run, n)
-		}
-	}
-	if len(run) == 0 {
-		return nil, fmt.Errorf("app: no node %q in the configuration", opts.Only)
-	}
 	if err := cfg.Check(); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
-	for _, nc := range run {
+	hasNode := false
+	for _, nc := range cfg.Nodes {
+		if opts.Only != "" && nc.Name != opts.Only {
+			continue
+		}
+		hasNode = true
 		if slices.Contains(nc.Services, ServiceDashboard) {
 			if a.ln, err = net.Listen("tcp", cfg.Dashboard); err != nil {
 				return nil, fmt.Errorf("app: dashboard: cannot listen on %s (is the port in use? set dashboard:, or --dashboard 127.0.0.1:0 for any free port): %w", cfg.Dashboard, err)
 			}
 		}
-		for _, l := range []struct{ field, addr string }{{"nats_listen", nc.NATSListen}, {"cluster_listen", nc.ClusterListen}} {
-			if err := tryListen(l.addr); err != nil {
-				return nil, fmt.Errorf("app: node %s: %s %s: %w", nc.Name, l.field, l.addr, err)
-			}
-		}
+	}
+	if !hasNode {
+		return nil, fmt.Errorf("app: no node %q in the configuration", opts.Only)
+	}
+	// The fixed ports, before anything is written.
+	ports := &application.Config{Only: opts.Only}
+	for _, nc := range cfg.Nodes {
+		ports.Nodes = append(ports.Nodes, application.Node{Name: nc.Name, NATSListen: nc.NATSListen, ClusterListen: nc.ClusterListen})
+	}
+	if err := ports.CheckPorts(); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
 	}
 	a.stateDir = cfg.StateDir
 	if a.stateDir == "" {
@@ -157,65 +149,26 @@ func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 			return nil, fmt.Errorf("app: %w", err)
 		}
 		a.stateDir, a.tempDir = d, true
-	} else if err := prepareStateDir(a.stateDir); err != nil {
+	} else if err := application.PrepareStateDir(a.stateDir); err != nil {
 		return nil, err
 	}
-	if a.sim = opts.Simulation; a.sim == nil {
-		if a.sim, err = attest.LoadOrCreateSimulationRoot(filepath.Join(a.stateDir, SimulationDir)); err != nil {
-			return nil, fmt.Errorf("app: %w", err)
-		}
-	}
-	// Every process needs the image: to host it, or to know the
-	// measurement the sensors and the dashboard expect.
-	if cfg.Enclave.Image != "" {
-		if a.img, err = enclave.Load(cfg.Enclave.Image); err != nil {
-			return nil, fmt.Errorf("app: %w", err)
-		}
-	} else {
-		path := filepath.Join(a.stateDir, "image", run[0].Name, "analytics.img")
-		fmt.Fprintf(opts.Out, "building the analytics enclave image (%s) ...\n", AnalyticsPackage)
-		if a.img, err = BuildImage(ctx, path); err != nil {
-			return nil, err
-		}
-	}
-	fmt.Fprintf(opts.Out, "analytics image %s\n  measurement %s\n", a.img.Path, a.img.Measurement)
 	if cfg.Security == SecurityCoordinator {
-		if cfg.Enclave.CoordinatorImage != "" {
-			if a.coordImg, err = enclave.Load(cfg.Enclave.CoordinatorImage); err != nil {
-				return nil, fmt.Errorf("app: %w", err)
-			}
-		} else {
-			path := filepath.Join(a.stateDir, "image", run[0].Name, "coordinator.img")
-			fmt.Fprintf(opts.Out, "building the coordinator enclave image (%s) ...\n", CoordinatorPackage)
-			if a.coordImg, err = enclave.Build(ctx, CoordinatorPackage, path, enclave.BuildOptions{Dir: moduleRoot()}); err != nil {
-				return nil, fmt.Errorf("app: build the coordinator image (run from the Cloister repository, with Go installed, or set enclave.coordinator_image): %w", err)
-			}
-		}
 		if a.creds, err = LoadOrCreateCredentials(a.stateDir, cfg.SensorIDs()); err != nil {
 			return nil, err
 		}
-		if a.manifestRaw, a.manifest, err = Manifest(a.coordImg.Measurement, a.img.Measurement, a.creds); err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(opts.Out, "coordinator image %s\n  measurement %s\nmanifest hash %s\n", a.coordImg.Path, a.coordImg.Measurement, a.manifest.HashHex())
 	}
-
+	desc, err := a.description()
+	if err != nil {
+		return nil, err
+	}
+	desc.Simulation = opts.Simulation
+	if a.app, err = application.New(ctx, desc); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	a.img, a.coordImg, a.manifest = a.app.Image(ServiceAnalytics), a.app.CoordinatorImage(), a.app.Manifest()
 	a.collector = newCollector(a)
-	// Nodes without the JetStream store start first: the one with it
-	// waits for its routes before JetStream serves.
-	sort.SliceStable(run, func(i, j int) bool { return !hostsJetStream(run[i]) && hostsJetStream(run[j]) })
-	for i, nc := range run {
-		ln, err := a.startNode(ctx, nc, i)
-		if err != nil {
-			return nil, err
-		}
-		a.nodes = append(a.nodes, ln)
-		a.logger.Info("water: node started", "node", nc.Name, "nats", ln.cluster.ClientURL(), "cluster", ln.cluster.ClusterURL())
-	}
-	for _, ln := range a.nodes {
-		if err := a.deploy(ctx, ln); err != nil {
-			return nil, err
-		}
+	if err := a.app.Start(ctx, a.services()...); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	a.stopBG = cancel
@@ -227,195 +180,100 @@ func Start(ctx context.Context, cfg *Config, opts Options) (_ *App, err error) {
 	return a, nil
 }
 
-// tryListen opens and closes a listener on a fixed host:port, to report a
-// port in use before anything starts; any-port addresses pass.
-func tryListen(addr string) error {
-	if addr == "" {
-		return nil
+// Addresses are the water application's addresses and who may use them
+// (the manifest is generated from them): water.readings is durable,
+// water.analytics open to the sensors' client sessions.
+func Addresses() map[string]application.Address {
+	return map[string]application.Address{
+		AddressReadings:          {Durable: true, Consume: []string{ServiceIngest}, Send: []string{ServiceSensors}},
+		AddressReseal:            {Consume: []string{ServiceSensors}, Send: []string{ServiceIngest}},
+		monitor.AddressAnalytics: {Clients: true, Consume: []string{ServiceAnalytics}, Send: []string{ServiceIngest}},
+		monitor.AddressAttest:    {Consume: []string{ServiceAnalytics}, Send: []string{ServiceSensors, ServiceDashboard}},
+		monitor.AddressStatus:    {Consume: []string{ServiceAnalytics}, Send: []string{ServiceDashboard}},
+		monitor.AddressAlerts:    {Consume: []string{ServiceAlerts, ServiceDashboard}, Publish: []string{ServiceAnalytics}},
 	}
-	if _, port, err := net.SplitHostPort(addr); err != nil || port == "0" || port == "-1" {
-		return nil // checked with the configuration; any free port
-	}
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("cannot listen (is the port in use?): %w", err)
-	}
-	return l.Close()
 }
 
-// prepareStateDir makes dir if needed and checks that it is a writable
-// directory, so that a wrong state_dir is reported as such before anything
-// is written into it.
-func prepareStateDir(dir string) error {
-	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
-		return fmt.Errorf("%w: %s is a file, not a directory", ErrStateDir, dir)
+// description is the application description of cfg: the analytics image,
+// the regular services (Go services of this package), the addresses, the
+// sensors as clients, the nodes.
+func (a *App) description() (*application.Config, error) {
+	cfg := a.cfg
+	serves := []string{monitor.AddressAnalytics, monitor.AddressAnalytics + ".*"}
+	if cfg.Security == SecurityCoordinator {
+		serves = append(serves, provision.AddressEpoch) // key rotations reach the runtime
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("%w: %s cannot be created: %w", ErrStateDir, dir, err)
+	initCfg, _ := json.Marshal(map[string]bool{"allow_plain": cfg.Security == SecurityPlain})
+	d := &application.Config{
+		Name: cfg.Name, Program: ".", StateDir: a.stateDir, AckWait: cfg.AckWait,
+		CoordinatorImage: cfg.Enclave.CoordinatorImage, NoCoordinator: cfg.Security != SecurityCoordinator,
+		RestartBackoff: cfg.Enclave.RestartBackoff, MaxRestartBackoff: 2 * time.Second,
+		Images: map[string]application.Image{ServiceAnalytics: {
+			Package: AnalyticsPackage, File: cfg.Enclave.Image, Backend: cfg.Enclave.Backend, Serves: serves,
+			InitConfig: initCfg, Signer: "cloister-examples", ProductID: 7, SVN: 1,
+		}},
+		Services: map[string]application.Service{
+			ServiceSensors: {}, ServiceIngest: {Worker: true, Workers: 1}, ServiceAlerts: {}, ServiceDashboard: {},
+		},
+		Addresses: Addresses(),
+		Only:      a.opts.Only, Out: a.opts.Out, Logger: a.logger,
+		Metrics: a.opts.Metrics, TraceEndpoint: a.opts.TraceEndpoint,
 	}
-	f, err := os.CreateTemp(dir, ".write-check-*")
-	if err != nil {
-		return fmt.Errorf("%w: %s is not writable (read-only?): %w", ErrStateDir, dir, err)
+	if cfg.Enclave.Image != "" {
+		img := d.Images[ServiceAnalytics]
+		img.Package = ""
+		d.Images[ServiceAnalytics] = img
 	}
-	name := f.Name()
-	f.Close()
-	if err := os.Remove(name); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrStateDir, dir, err)
-	}
-	return nil
-}
-
-func (a *App) nodeByName(name string) *localNode {
-	for _, n := range a.nodes {
-		if n.cfg.Name == name {
-			return n
+	if len(a.creds) > 0 {
+		d.Clients = map[string]application.Client{}
+		for id, k := range a.creds.publicKeys() {
+			d.Clients[id] = application.Client{PublicKey: base64.StdEncoding.EncodeToString(k)}
 		}
 	}
-	return nil
-}
-
-// opsOptions is the operations endpoint of the index-th node of this
-// process: Options.Metrics with its port moved up by index (unless 0).
-func (a *App) opsOptions(index int) (node.OpsOptions, error) {
-	if a.opts.Metrics == "" {
-		return node.OpsOptions{}, nil
-	}
-	host, port, err := net.SplitHostPort(a.opts.Metrics)
-	if err != nil {
-		return node.OpsOptions{}, fmt.Errorf("app: metrics address %q: %w", a.opts.Metrics, err)
-	}
-	p, err := strconv.Atoi(port)
-	if err != nil || p < 0 || p+index > 65535 {
-		return node.OpsOptions{}, fmt.Errorf("app: metrics address %q: bad port", a.opts.Metrics)
-	}
-	if p != 0 {
-		p += index
-	}
-	return node.OpsOptions{
-		Listen: net.JoinHostPort(host, strconv.Itoa(p)),
-		// The application's own addresses label the traffic of every node.
-		Addresses:   []string{"water.>", "cloister.coordinator.>"},
-		Coordinator: a.cfg.Security == SecurityCoordinator,
-	}, nil
-}
-
-// hostsJetStream tells whether nc keeps the durable readings address.
-func hostsJetStream(nc NodeConfig) bool {
-	return slices.Contains(nc.Services, ServiceIngest) || slices.Contains(nc.Services, ServiceSensors)
-}
-
-func (a *App) startNode(ctx context.Context, nc NodeConfig, index int) (*localNode, error) {
-	opts := cluster.Options{
-		Name:          a.cfg.Name + "-" + nc.Name,
-		NATSListen:    nc.NATSListen,
-		ClusterListen: nc.ClusterListen,
-		Logger:        a.logger.With("node", nc.Name),
-		AckWait:       a.cfg.AckWait,
-	}
-	if opts.NATSListen == "" {
-		opts.NATSListen = "127.0.0.1:-1"
-	}
-	for _, r := range nc.Routes {
-		if other := a.nodeByName(r); other != nil {
-			r = other.cluster.ClusterURL()
-		}
-		opts.Routes = append(opts.Routes, r)
-	}
-	// Every node runs JetStream: a clustered JetStream elects its meta
-	// leader among the servers that run it, so one alone would wait for a
-	// quorum it cannot have. Only the node of sensors and ingest uses the
-	// durable address.
-	opts.StoreDir = filepath.Join(a.stateDir, "jetstream", nc.Name)
-	if hostsJetStream(nc) {
-		opts.Durable = []string{AddressReadings}
-	}
-	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	cn, err := cluster.Start(sctx, opts)
-	if err != nil {
-		return nil, fmt.Errorf("app: node %s: %w", nc.Name, err)
-	}
-	b, err := bus.New(bus.WithTransport(cn.Transport()), bus.WithLogger(opts.Logger))
-	if err != nil {
-		cn.Close()
-		return nil, fmt.Errorf("app: node %s: %w", nc.Name, err)
-	}
-	ops, err := a.opsOptions(index)
-	if err != nil {
-		b.Close(context.Background())
-		cn.Close()
-		return nil, err
-	}
-	nopts := node.Options{Bus: b, Logger: opts.Logger, Ops: ops, Simulation: a.sim}
-	if a.opts.TraceEndpoint != "" {
-		nopts.Tracing = tracing.Options{Endpoint: a.opts.TraceEndpoint, ServiceName: a.cfg.Name, Attributes: map[string]string{"cloister.node": nc.Name}}
-	}
-	n, err := node.New(nopts)
-	if err != nil {
-		b.Close(context.Background())
-		cn.Close()
-		return nil, fmt.Errorf("app: node %s: %w", nc.Name, err)
-	}
-	return &localNode{cfg: nc, cluster: cn, bus: b, node: n}, nil
-}
-
-// deploy starts the services placed on ln, in the order that lets each
-// find what it needs.
-func (a *App) deploy(ctx context.Context, ln *localNode) error {
-	has := func(s string) bool { return slices.Contains(ln.cfg.Services, s) }
-	logger := a.logger.With("node", ln.cfg.Name)
-	if has(ServiceAlerts) {
-		if _, err := ln.node.Deploy(ctx, func() node.Service { return &alerts{nodeName: ln.cfg.Name} },
-			node.DeployOptions{Name: ServiceAlerts}); err != nil {
-			return err
-		}
-	}
-	if has(ServiceAnalytics) {
-		var env []string
-		var service string
-		addrs := []string{monitor.AddressAnalytics, monitor.AddressAnalytics + ".*"}
-		if a.cfg.Security == SecurityCoordinator {
-			if err := a.deployCoordinator(ctx, ln); err != nil {
-				return err
+	// Each node deploys what it runs in this order, so that alerts listen
+	// before analytics raises any and ingest consumes before the sensors
+	// send.
+	order := []string{ServiceAlerts, ServiceAnalytics, ServiceIngest, ServiceSensors, ServiceDashboard}
+	for _, nc := range cfg.Nodes {
+		n := application.Node{Name: nc.Name, NATSListen: nc.NATSListen, ClusterListen: nc.ClusterListen, Routes: nc.Routes}
+		for _, s := range order {
+			if slices.Contains(nc.Services, s) {
+				n.Run = append(n.Run, s)
 			}
-			service = ServiceAnalytics                    // join the coordinator at start-up
-			addrs = append(addrs, provision.AddressEpoch) // key rotations reach the runtime
 		}
-		initCfg, _ := json.Marshal(map[string]bool{"allow_plain": a.cfg.Security == SecurityPlain})
-		if _, err := ln.node.DeployEnclave(ctx, node.EnclaveConfig{
-			Env: env, Service: service,
-			Name: ServiceAnalytics, Image: a.img.Path, Backend: a.cfg.Enclave.Backend,
-			Addresses:  addrs,
-			StateDir:   filepath.Join(a.stateDir, "analytics"),
-			InitConfig: initCfg, RestartBackoff: a.cfg.Enclave.RestartBackoff,
-			MaxRestartBackoff: 2 * time.Second,
-		}); err != nil {
-			return fmt.Errorf("app: analytics enclave: %w", err)
+		n.Coordinator = cfg.Security == SecurityCoordinator && slices.Contains(nc.Services, ServiceAnalytics)
+		d.Nodes = append(d.Nodes, n)
+	}
+	if err := d.Check(); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	return d, nil
+}
+
+// services are the water's Go services, for the nodes of this process.
+func (a *App) services() []application.GoService {
+	cfg := a.cfg
+	logger := func(s string) *slog.Logger { return a.logger.With("node", cfg.NodeOf(s)) }
+	var out []application.GoService
+	add := func(name string, f func(nodeName string) node.Service) {
+		nodeName := cfg.NodeOf(name)
+		if a.opts.Only == "" || a.opts.Only == nodeName {
+			out = append(out, application.GoService{Name: name, New: func() node.Service { return f(nodeName) }})
 		}
 	}
-	if has(ServiceIngest) {
-		g := &ingest{nodeName: ln.cfg.Name, logger: logger, deadFile: filepath.Join(a.stateDir, "dead-letters-"+ln.cfg.Name+".jsonl")}
+	add(ServiceAlerts, func(n string) node.Service { return &alerts{nodeName: n} })
+	add(ServiceIngest, func(n string) node.Service {
+		g := &ingest{nodeName: n, logger: logger(ServiceIngest), deadFile: filepath.Join(a.stateDir, "dead-letters-"+n+".jsonl")}
 		a.ingests = append(a.ingests, g)
-		if _, err := ln.node.Deploy(ctx, func() node.Service { return g },
-			node.DeployOptions{Name: ServiceIngest, Mode: node.Worker, WorkerPoolSize: 1}); err != nil {
-			return err
-		}
-	}
-	if has(ServiceSensors) {
-		if _, err := ln.node.Deploy(ctx, func() node.Service {
-			return &sensors{cfg: a.cfg, nodeName: ln.cfg.Name, measurement: a.img.Measurement, logger: logger,
-				onAttest: a.collector.setAttestation, app: a, seqFile: filepath.Join(a.stateDir, "sensors-"+ln.cfg.Name+".json"),
-				sessionsFile: filepath.Join(a.stateDir, "sensor-sessions-"+ln.cfg.Name+".json")}
-		}, node.DeployOptions{Name: ServiceSensors}); err != nil {
-			return err
-		}
-	}
-	if has(ServiceDashboard) {
-		if err := a.startDashboard(ln); err != nil {
-			return err
-		}
-	}
-	return nil
+		return g
+	})
+	add(ServiceSensors, func(n string) node.Service {
+		return &sensors{cfg: cfg, nodeName: n, measurement: a.img.Measurement, logger: logger(ServiceSensors),
+			onAttest: a.collector.setAttestation, app: a, seqFile: filepath.Join(a.stateDir, "sensors-"+n+".json"),
+			sessionsFile: filepath.Join(a.stateDir, "sensor-sessions-"+n+".json")}
+	})
+	add(ServiceDashboard, func(string) node.Service { return dashboardService{a} })
+	return out
 }
 
 // Config returns the application's configuration.
@@ -425,11 +283,11 @@ func (a *App) Config() *Config { return a.cfg }
 func (a *App) Image() *enclave.Image { return a.img }
 
 // Bus returns the bus of this process's first node.
-func (a *App) Bus() *bus.Bus { return a.nodes[0].bus }
+func (a *App) Bus() *bus.Bus { return a.app.Bus() }
 
 // NATSURL returns the NATS client URL of this process's first node (for
 // cloister tap and other eavesdroppers).
-func (a *App) NATSURL() string { return a.nodes[0].cluster.ClientURL() }
+func (a *App) NATSURL() string { return a.app.NATSURL() }
 
 // DashboardURL returns the dashboard's URL, or "" if this process does
 // not serve it.
@@ -443,20 +301,14 @@ func (a *App) DashboardURL() string {
 // simKeys are the simulation platform keys the application trusts: its
 // root's.
 func (a *App) simKeys() []*ecdsa.PublicKey {
-	return []*ecdsa.PublicKey{a.sim.PlatformPublicKey()}
+	return []*ecdsa.PublicKey{a.app.Simulation().PlatformPublicKey()}
 }
 
 // StateDir returns where the application keeps its state.
 func (a *App) StateDir() string { return a.stateDir }
 
 // Enclaves lists the enclave instances hosted by this process.
-func (a *App) Enclaves() []node.EnclaveInstance {
-	var out []node.EnclaveInstance
-	for _, n := range a.nodes {
-		out = append(out, n.node.Enclaves()...)
-	}
-	return out
-}
+func (a *App) Enclaves() []node.EnclaveInstance { return a.app.Enclaves() }
 
 // InjectLeak starts a leak on a sensor (wherever the sensors run).
 func (a *App) InjectLeak(ctx context.Context, sensor string) error {
@@ -511,10 +363,7 @@ func (a *App) State() State { return a.collector.get() }
 // ctx ends.
 func (a *App) Run(ctx context.Context) error {
 	out := a.opts.Out
-	var names []string
-	for _, n := range a.nodes {
-		names = append(names, n.cfg.Name)
-	}
+	names := a.app.NodeNames()
 	fmt.Fprintf(out, "water: %d sensors every %v (%.0f readings/s), security %s, nodes %s (this process: %s)\n",
 		a.cfg.Sensors.Count, a.cfg.Sensors.Period, a.cfg.Sensors.Rate(), a.cfg.Security, nodeNames(a.cfg), strings.Join(names, ", "))
 	fmt.Fprintf(out, "NATS clients (cloister tap --servers ...): %s\n", a.NATSURL())
@@ -524,9 +373,9 @@ func (a *App) Run(ctx context.Context) error {
 	if u := a.DashboardURL(); u != "" {
 		fmt.Fprintf(out, "dashboard: %s\n", u)
 	}
-	for _, n := range a.nodes {
-		if addr := n.node.OpsAddr(); addr != "" {
-			fmt.Fprintf(out, "metrics of node %s: http://%s%s (health %s, %s)\n", n.cfg.Name, addr, node.PathMetrics, node.PathHealthz, node.PathReadyz)
+	for _, name := range names {
+		if addr := a.app.Node(name).OpsAddr(); addr != "" {
+			fmt.Fprintf(out, "metrics of node %s: http://%s%s (health %s, %s)\n", name, addr, node.PathMetrics, node.PathHealthz, node.PathReadyz)
 		}
 	}
 	for _, l := range a.guarantees() {
@@ -595,14 +444,9 @@ func (a *App) Close(ctx context.Context) error {
 	for _, g := range a.ingests {
 		g.halt()
 	}
-	// Stop the producers first (the JetStream node started last).
-	nodes := slices.Clone(a.nodes)
-	slices.Reverse(nodes)
-	for _, n := range nodes {
-		if err := n.node.Shutdown(ctx); err != nil {
-			errs = append(errs, err)
-		}
-		if err := n.cluster.Close(); err != nil {
+	// The nodes stop, the JetStream node (started last) first.
+	if a.app != nil {
+		if err := a.app.Stop(ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}

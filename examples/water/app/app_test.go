@@ -550,9 +550,9 @@ func TestThreeNodes(t *testing.T) {
 	// Every node is ready (its services and enclaves up, NATS connected,
 	// the coordinator holding its manifest) and counts its own part of the
 	// traffic: n1 sends readings, n2's analytics enclave receives them.
-	for _, n := range a.nodes {
-		if rd := n.node.Readiness(ctx); !rd.Ready {
-			t.Errorf("node %s not ready: %+v", n.cfg.Name, rd.NotReady)
+	for _, name := range a.app.NodeNames() {
+		if rd := a.app.Node(name).Readiness(ctx); !rd.Ready {
+			t.Errorf("node %s not ready: %+v", name, rd.NotReady)
 		}
 	}
 	if v := scrapeSum(t, a, `cloister_bus_messages_total{address="water.readings",op="send"}`); v < 3*30 {

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cloister-dev/cloister/application"
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/client"
@@ -23,7 +24,6 @@ import (
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
 	"github.com/cloister-dev/cloister/manifest"
-	"github.com/cloister-dev/cloister/manifest/manifestyaml"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/provision"
 )
@@ -48,23 +48,22 @@ const (
 // benchManifest is the benchmark's manifest: the secured analytics' address
 // is open to the benchmark's sensors (creds).
 func benchManifest(coordinator, analytics enclave.Measurement, creds Credentials) ([]byte, *manifest.Manifest, error) {
-	raw := fmt.Sprintf(`version: 1
-policy: {allow_simulation: true}
-services:
-  coordinator: {identities: [{mrenclave: %s}]}
-  analytics: {identities: [{mrenclave: %s}]}
-  bench: {}
-%saddresses:
-  %s: {clients: true, consume: [analytics], send: [bench]}
-  %s.attest: {consume: [analytics], send: [bench]}
-  %s.status: {consume: [analytics], send: [bench]}
-  %s: {publish: [analytics]}
-`, coordinator, analytics, manifestClients(creds), addressSecured, addressSecured, addressSecured, monitor.AddressAlerts)
-	m, err := manifestyaml.Parse([]byte(raw))
+	d := &application.Config{
+		Name:     "bench",
+		Images:   map[string]application.Image{ServiceAnalytics: {Backend: node.BackendProcess}},
+		Services: map[string]application.Service{"bench": {}},
+		Addresses: map[string]application.Address{
+			addressSecured:             {Clients: true, Consume: []string{ServiceAnalytics}, Send: []string{"bench"}},
+			addressSecured + ".attest": {Consume: []string{ServiceAnalytics}, Send: []string{"bench"}},
+			addressSecured + ".status": {Consume: []string{ServiceAnalytics}, Send: []string{"bench"}},
+			monitor.AddressAlerts:      {Publish: []string{ServiceAnalytics}},
+		},
+	}
+	raw, m, err := d.Manifest(application.Measurements{Coordinator: coordinator, Images: map[string]enclave.Measurement{ServiceAnalytics: analytics}}, creds.publicKeys())
 	if err != nil {
 		return nil, nil, fmt.Errorf("app: bench manifest: %w", err)
 	}
-	return []byte(raw), m, nil
+	return raw, m, nil
 }
 
 // BenchOptions configure RunBench.
@@ -199,7 +198,7 @@ func startBenchCluster(ctx context.Context, n int, imgs *benchImages, stateDir, 
 		return nil, err
 	}
 	// The coordinator, with the manifest.
-	init, err := coordinatorInit(imgs.sim)
+	init, err := application.CoordinatorInit(imgs.sim)
 	if err != nil {
 		return fail(err)
 	}
@@ -289,7 +288,7 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	if imgs.coordinator, err = enclave.Build(ctx, CoordinatorPackage, filepath.Join(tmp, "coordinator.img"), enclave.BuildOptions{Dir: moduleRoot()}); err != nil {
+	if imgs.coordinator, err = enclave.BuildPackage(ctx, CoordinatorPackage, filepath.Join(tmp, "coordinator.img"), enclave.BuildOptions{}, nil); err != nil {
 		return nil, fmt.Errorf("app: bench: build the coordinator image: %w", err)
 	}
 	// Every in-flight slot of every cell is its own sensor, with its own

@@ -6,8 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/cloister-dev/cloister/attest"
@@ -20,40 +18,16 @@ import (
 // AnalyticsPackage is the analytics enclave image's main package.
 const AnalyticsPackage = "github.com/cloister-dev/cloister/examples/water/analytics"
 
-// moduleRoot finds the directory of the Cloister module from the working
-// directory up, so that the image builds wherever cloister run is started
-// inside the repository.
-func moduleRoot() string {
-	dir, err := os.Getwd()
-	if err != nil {
-		return ""
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil {
-			if len(b) > 0 && containsModule(b) {
-				return d
-			}
-		}
-		if filepath.Dir(d) == d {
-			return ""
-		}
-	}
-}
-
-func containsModule(gomod []byte) bool {
-	const want = "module github.com/cloister-dev/cloister\n"
-	return len(gomod) >= len(want) && string(gomod[:len(want)]) == want
-}
-
 // BuildImage builds the analytics enclave image into path (reproducibly:
-// the same source and toolchain give the same measurement). The Go build
-// cache makes builds after the first quick.
+// the same source and toolchain give the same measurement), from the
+// module of the working directory, or from this binary's Cloister. The Go
+// build cache makes builds after the first quick.
 func BuildImage(ctx context.Context, path string) (*enclave.Image, error) {
-	img, err := enclave.Build(ctx, AnalyticsPackage, path, enclave.BuildOptions{
-		Dir: moduleRoot(), Signer: "cloister-examples", ProductID: 7, SVN: 1,
-	})
+	img, err := enclave.BuildPackage(ctx, AnalyticsPackage, path, enclave.BuildOptions{
+		Signer: "cloister-examples", ProductID: 7, SVN: 1,
+	}, nil)
 	if err != nil {
-		return nil, fmt.Errorf("app: build the analytics image (run from the Cloister repository, with Go installed): %w", err)
+		return nil, fmt.Errorf("app: build the analytics image (with Go installed): %w", err)
 	}
 	return img, nil
 }

@@ -5,21 +5,16 @@
 package app
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
-	"github.com/cloister-dev/cloister/cluster"
+	"github.com/cloister-dev/cloister/application"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
 	"github.com/cloister-dev/cloister/node"
 )
@@ -59,6 +54,9 @@ const (
 type Config struct {
 	// Name names the application (default "water").
 	Name string `yaml:"name"`
+	// Program is the Go main package that runs this file, relative to it
+	// ("." is examples/water): `cloister run` runs it.
+	Program string `yaml:"program"`
 	// Security is "coordinator" (default), "channel" or "plain".
 	Security string `yaml:"security"`
 	// Sensors configures the simulator.
@@ -148,34 +146,12 @@ const (
 )
 
 // ErrConfig is matched by every [*ConfigError].
-var ErrConfig = errors.New("app: invalid configuration")
+var ErrConfig = application.ErrConfig
 
 // ConfigError is a bad value in an app.yaml (or in a command-line flag
 // overriding one): the field, its line in the file, and what is wrong,
-// naming the value.
-type ConfigError struct {
-	// Field is the field path, e.g. "sensors.count" or "nodes[1].routes[0]".
-	Field string
-	// Line is the field's line in the file (1-based; 0 if unknown).
-	Line int
-	// Msg says what is wrong.
-	Msg string
-}
-
-// Error returns "field (line N): message".
-func (e *ConfigError) Error() string {
-	f := e.Field
-	if f == "" {
-		f = "app config"
-	}
-	if e.Line > 0 {
-		return fmt.Sprintf("%s (line %d): %s", f, e.Line, e.Msg)
-	}
-	return fmt.Sprintf("%s: %s", f, e.Msg)
-}
-
-// Is makes every ConfigError match [ErrConfig].
-func (e *ConfigError) Is(target error) bool { return target == ErrConfig }
+// naming the value; the application package's, as app.yaml is one.
+type ConfigError = application.ConfigError
 
 func fieldErr(field, format string, a ...any) *ConfigError {
 	return &ConfigError{Field: field, Msg: fmt.Sprintf(format, a...)}
@@ -212,29 +188,11 @@ func LoadConfig(path string) (*Config, error) {
 // — and fills in defaults.
 func ParseConfig(raw []byte) (*Config, error) {
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, fieldErr("", "the file is empty")
-		}
+	root, err := application.DecodeStrict(raw, &c)
+	if err != nil {
 		return nil, fmt.Errorf("app config: %w", err)
 	}
-	// The same bytes as nodes, for the lines and what the typed decoding
-	// lets pass.
-	var root yaml.Node
-	nd := yaml.NewDecoder(bytes.NewReader(raw))
-	if err := nd.Decode(&root); err != nil {
-		return nil, fmt.Errorf("app config: %w", err)
-	}
-	var second yaml.Node
-	switch err := nd.Decode(&second); {
-	case err == nil:
-		return nil, &ConfigError{Line: second.Line, Msg: "a second YAML document (after ---): an app.yaml holds one"}
-	case !errors.Is(err, io.EOF):
-		return nil, fmt.Errorf("app config: %w", err)
-	}
-	if n := lookup(&root, "sensors.count"); n != nil {
+	if n := application.Lookup(root, "sensors.count"); n != nil {
 		if n.ShortTag() != "!!int" {
 			return nil, &ConfigError{Field: "sensors.count", Line: n.Line, Msg: fmt.Sprintf("%q is not a whole number", n.Value)}
 		}
@@ -242,58 +200,19 @@ func ParseConfig(raw []byte) (*Config, error) {
 			return nil, &ConfigError{Field: "sensors.count", Line: n.Line, Msg: fmt.Sprintf("0 (want 1 to %d)", MaxSensors)}
 		}
 	}
-	if n := lookup(&root, "sensors.period"); n != nil && c.Sensors.Period == 0 {
+	if n := application.Lookup(root, "sensors.period"); n != nil && c.Sensors.Period == 0 {
 		return nil, &ConfigError{Field: "sensors.period", Line: n.Line, Msg: fmt.Sprintf("%q (want at least %v)", n.Value, MinPeriod)}
 	}
 	if err := c.fill(); err != nil {
 		var ce *ConfigError
 		if errors.As(err, &ce) && ce.Line == 0 {
-			if n := lookup(&root, ce.Field); n != nil {
+			if n := application.Lookup(root, ce.Field); n != nil {
 				ce.Line = n.Line
 			}
 		}
 		return nil, err
 	}
 	return &c, nil
-}
-
-// lookup returns the node at path ("a.b[2].c") in doc, or nil.
-func lookup(doc *yaml.Node, path string) *yaml.Node {
-	n := doc
-	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-		n = n.Content[0]
-	}
-	if path == "" {
-		return n
-	}
-	for _, part := range strings.Split(path, ".") {
-		name, rest, _ := strings.Cut(part, "[")
-		if name != "" {
-			if n.Kind != yaml.MappingNode {
-				return nil
-			}
-			var next *yaml.Node
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				if n.Content[i].Value == name {
-					next = n.Content[i+1]
-				}
-			}
-			if next == nil {
-				return nil
-			}
-			n = next
-		}
-		for rest != "" {
-			idx, after, ok := strings.Cut(rest, "]")
-			i, err := strconv.Atoi(idx)
-			if !ok || err != nil || n.Kind != yaml.SequenceNode || i < 0 || i >= len(n.Content) {
-				return nil
-			}
-			n = n.Content[i]
-			rest = strings.TrimPrefix(after, "[")
-		}
-	}
-	return n
 }
 
 // Default returns the configuration of examples/water/app.yaml: one node
@@ -371,42 +290,16 @@ func (c *Config) fill() error {
 	if len(c.Nodes) == 0 {
 		return fieldErr("nodes", "at least one node is needed")
 	}
-	placed := map[string]string{}
-	names := map[string]bool{}
+	var nodes []application.Node
 	for _, n := range c.Nodes {
-		names[n.Name] = true
+		nodes = append(nodes, application.Node{Name: n.Name, NATSListen: n.NATSListen, ClusterListen: n.ClusterListen, Routes: n.Routes})
 	}
-	seen := map[string]bool{}
+	if err := application.CheckNodes(nodes); err != nil {
+		return err
+	}
+	placed := map[string]string{}
 	for i, n := range c.Nodes {
 		at := fmt.Sprintf("nodes[%d]", i)
-		if n.Name == "" {
-			return fieldErr(at, "a name is needed")
-		}
-		if seen[n.Name] {
-			return fieldErr(at+".name", "node %q named twice", n.Name)
-		}
-		seen[n.Name] = true
-		if n.NATSListen != "" {
-			if err := cluster.CheckListenAddress("NATS listen address", n.NATSListen); err != nil {
-				return fieldErr(at+".nats_listen", "%v", err)
-			}
-		}
-		if n.ClusterListen != "" {
-			if err := cluster.CheckListenAddress("cluster listen address", n.ClusterListen); err != nil {
-				return fieldErr(at+".cluster_listen", "%v", err)
-			}
-		}
-		for j, r := range n.Routes {
-			if names[r] {
-				continue // another node of this file
-			}
-			if _, err := cluster.ParseRoute(r); err != nil {
-				return fieldErr(fmt.Sprintf("%s.routes[%d]", at, j), "%q is neither a node of this file nor a route: %v", r, err)
-			}
-		}
-		if len(n.Routes) > 0 && n.ClusterListen == "" {
-			return fieldErr(at+".routes", "routes need cluster_listen")
-		}
 		for j, s := range n.Services {
 			if !slices.Contains(allServices(), s) {
 				return fieldErr(fmt.Sprintf("%s.services[%d]", at, j), "unknown service %q (want %v)", s, allServices())
@@ -415,9 +308,6 @@ func (c *Config) fill() error {
 				return fieldErr(fmt.Sprintf("%s.services[%d]", at, j), "%s is already placed on %s", s, other)
 			}
 			placed[s] = n.Name
-		}
-		if len(c.Nodes) > 1 && n.ClusterListen == "" {
-			return fieldErr(at, "several nodes need cluster_listen (and routes) to form one bus")
 		}
 	}
 	for _, s := range allServices() {

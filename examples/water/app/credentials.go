@@ -10,8 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 
 	"github.com/cloister-dev/cloister/secure"
 )
@@ -116,18 +114,11 @@ func writeNew(path string, b, old []byte) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-// manifestClients renders the manifest's clients section for creds.
-func manifestClients(creds Credentials) string {
-	ids := make([]string, 0, len(creds))
-	for id := range creds {
-		ids = append(ids, id)
+// publicKeys returns each sensor's public key.
+func (creds Credentials) publicKeys() map[string]ed25519.PublicKey {
+	keys := make(map[string]ed25519.PublicKey, len(creds))
+	for id, c := range creds {
+		keys[id] = c.Key.Public().(ed25519.PublicKey)
 	}
-	slices.Sort(ids)
-	var b strings.Builder
-	b.WriteString("clients:\n")
-	for _, id := range ids {
-		pub := creds[id].Key.Public().(ed25519.PublicKey)
-		fmt.Fprintf(&b, "  %s: {public_key: %s}\n", id, base64.StdEncoding.EncodeToString(pub))
-	}
-	return b.String()
+	return keys
 }

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,8 @@ import (
 	"net/http"
 	"slices"
 	"time"
+
+	"github.com/cloister-dev/cloister/node"
 )
 
 //go:embed dashboard.html
@@ -20,7 +23,7 @@ var dashboardHTML []byte
 //	GET  /            the page (it polls /api/state every second)
 //	GET  /api/state   State as JSON
 //	POST /api/leak?sensor=ID   starts a leak on a sensor
-func (a *App) startDashboard(ln *localNode) error {
+func (a *App) startDashboard() error {
 	l := a.ln
 	if l == nil {
 		return errors.New("app: dashboard: no listener (Start opens it)")
@@ -62,3 +65,15 @@ func (a *App) startDashboard(ln *localNode) error {
 	}()
 	return nil
 }
+
+// dashboardService is the dashboard as a service of its node: it serves
+// from the node's start; Close stops it.
+type dashboardService struct{ a *App }
+
+// Start implements node.Service.
+func (d dashboardService) Start(ctx context.Context, inst *node.Instance) error {
+	return d.a.startDashboard()
+}
+
+// Stop implements node.Service.
+func (d dashboardService) Stop(ctx context.Context) error { return nil }

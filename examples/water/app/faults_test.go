@@ -321,11 +321,12 @@ func scrapeSum(t *testing.T, a *App, prefix string) float64 {
 func scrapeAll(t *testing.T, a *App) []string {
 	t.Helper()
 	var out []string
-	for _, n := range a.nodes {
-		if n.node.OpsAddr() == "" {
+	for _, name := range a.app.NodeNames() {
+		addr := a.app.Node(name).OpsAddr()
+		if addr == "" {
 			t.Fatal("a node without an operations endpoint")
 		}
-		resp, err := http.Get("http://" + n.node.OpsAddr() + node.PathMetrics)
+		resp, err := http.Get("http://" + addr + node.PathMetrics)
 		if err != nil {
 			t.Fatal(err)
 		}
