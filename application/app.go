@@ -74,9 +74,19 @@ type runningNode struct {
 	node    *node.Node
 }
 
-// SimulationDir is where, under the state directory, New keeps the
-// simulation root when Config.Simulation is nil.
-const SimulationDir = "simulation"
+// DefaultSimulationDir is where an application keeps this machine's
+// simulation root when Config.Simulation is nil: the cloister directory of
+// the user's configuration directory ($XDG_CONFIG_HOME or ~/.config on
+// Linux), the same place the cloister command uses, so that one machine
+// has one simulation platform key and the command's verbs (request
+// --secure, coordinator verify) trust what the applications run here.
+func DefaultSimulationDir() (string, error) {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("application: locating the simulation keys: %w", err)
+	}
+	return filepath.Join(dir, "cloister"), nil
+}
 
 // ErrStateDir is wrapped when the state directory cannot be used.
 var ErrStateDir = errors.New("application: unusable state_dir")
@@ -133,7 +143,11 @@ func New(ctx context.Context, cfg *Config) (_ *App, err error) {
 		return nil, err
 	}
 	if a.sim = cfg.Simulation; a.sim == nil {
-		if a.sim, err = attest.LoadOrCreateSimulationRoot(filepath.Join(a.stateDir, SimulationDir)); err != nil {
+		dir, err := DefaultSimulationDir()
+		if err != nil {
+			return nil, err
+		}
+		if a.sim, err = attest.LoadOrCreateSimulationRoot(dir); err != nil {
 			return nil, fmt.Errorf("application: %w", err)
 		}
 	}
@@ -516,12 +530,20 @@ func (a *App) coordinatorBackend(ln *runningNode) string {
 }
 
 // joinAs is the manifest service an image joins the coordinator as: its
-// name, or none without a coordinator.
+// name when it uses a secured or client-facing address (it needs the keys
+// of its grant, and links the secured-address layer, trusted/secured), or
+// none: an image that uses neither never joins, so it need not link the
+// layer.
 func (a *App) joinAs(image string) string {
 	if a.cfg.NoCoordinator {
 		return ""
 	}
-	return image
+	for _, addr := range a.cfg.Addresses {
+		if (addr.Secured || addr.Clients) && slices.Contains(slices.Concat(addr.Consume, addr.Send, addr.Publish), image) {
+			return image
+		}
+	}
+	return ""
 }
 
 // opsOptions is the operations endpoint of the index-th node of this

@@ -2,6 +2,7 @@ package application
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"errors"
 	"os"
 	"path/filepath"
@@ -97,7 +98,7 @@ func TestStartRunsEveryKindOfService(t *testing.T) {
 program: .
 state_dir: state
 images:
-  counter: {package: ` + root + `/examples/counter/enclave}
+  counter: {package: ` + root + `/examples/counter/secured}
 services:
   front: {}
   ticker:
@@ -166,7 +167,8 @@ clients:
 	cl, err := client.Connect(ctx, a.Bus(), client.Options{
 		CoordinatorPolicy: attest.Policy{MREnclaves: [][32]byte{a.CoordinatorImage().Measurement}},
 		ManifestHash:      a.Manifest().Hash(), AllowSimulation: true,
-		Credential: secure.Credential{Name: "meter-7", Key: key},
+		SimPlatformKeys: []*ecdsa.PublicKey{a.Simulation().PlatformPublicKey()},
+		Credential:      secure.Credential{Name: "meter-7", Key: key},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -84,9 +84,8 @@ type Config struct {
 	// Simulation is the simulation trust root of this process's nodes: it
 	// signs their enclaves' simulated evidence, roots their simulated seal
 	// keys, and is what the coordinator trusts. The nodes of one
-	// application in several processes need the same root. Nil: the root
-	// kept under the state directory (SimulationDir), so that a state
-	// directory carries the keys its sealed state needs.
+	// application in several processes need the same root. Nil: this
+	// machine's root, kept in DefaultSimulationDir.
 	Simulation *attest.SimulationRoot `yaml:"-"`
 	// Out receives what a person running the application reads: images
 	// built, measurements, the manifest hash, the NATS URL (nil: nothing).

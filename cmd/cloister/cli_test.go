@@ -115,7 +115,7 @@ func TestEnclaveBuildRefusesNonImages(t *testing.T) {
 		{"./bus", "it is package bus, not a main package"},
 		{"./examples/counter", "does not link the trusted runtime github.com/cloister-dev/cloister/trusted"},
 		{"./cmd/cloister", "links host-side packages an enclave must not contain: github.com/cloister-dev/cloister/bus"},
-		{"./examples/...", "names 7 packages; give one main package"},
+		{"./examples/counter/...", " packages; give one main package"},
 	} {
 		code, _, errOut := runCLI(t, "enclave", "build", "-C", "../..", tc.pkg, "-o", out)
 		if code != exitUsage || !strings.Contains(errOut, "PKG "+tc.pkg) || !strings.Contains(errOut, tc.want) {

@@ -1,10 +1,9 @@
 package main
 
 import (
-	"fmt"
-	"os"
 	"path/filepath"
 
+	"github.com/cloister-dev/cloister/application"
 	"github.com/cloister-dev/cloister/attest"
 )
 
@@ -12,15 +11,10 @@ import (
 // (attest.SimPlatformKeyFile and attest.SimSealSecretFile): the cloister
 // directory of the user's configuration directory ($XDG_CONFIG_HOME or
 // ~/.config on Linux), as it always has, so existing keys and the
-// simulated sealed state they open keep working. The command is the only
-// part of Cloister that looks there; libraries are handed the root.
-func simulationDir() (string, error) {
-	dir, err := os.UserConfigDir()
-	if err != nil {
-		return "", fmt.Errorf("locating the simulation keys: %w", err)
-	}
-	return filepath.Join(dir, "cloister"), nil
-}
+// simulated sealed state they open keep working; the application layer
+// keeps its default root there too. Libraries below them are handed the
+// root.
+func simulationDir() (string, error) { return application.DefaultSimulationDir() }
 
 // simulationRoot loads this machine's simulation root, creating it on first
 // use.

@@ -48,15 +48,10 @@ type Options struct {
 	// Simulation is the simulation trust root of this process's nodes: it
 	// signs their enclaves' simulated evidence, roots their simulated seal
 	// keys, and is what the coordinator and the sensors trust. The nodes
-	// of one application in several processes need the same root. Nil: the
-	// root kept in the state directory (SimulationDir), so a state
-	// directory carries the keys its sealed state needs.
+	// of one application in several processes need the same root. Nil:
+	// this machine's root (application.DefaultSimulationDir).
 	Simulation *attest.SimulationRoot
 }
-
-// SimulationDir is where, under the state directory, Start keeps the
-// simulation root when Options.Simulation is nil.
-const SimulationDir = application.SimulationDir
 
 // App is a running water application (the nodes of this process).
 type App struct {
