@@ -60,57 +60,16 @@ func (l Limits) WithDefaults() Limits {
 	return l
 }
 
-// ---- encoding ----
+// ---- the codec ----
 
-func appendU16(b []byte, v uint16) []byte { return binary.BigEndian.AppendUint16(b, v) }
-func appendU32(b []byte, v uint32) []byte { return binary.BigEndian.AppendUint32(b, v) }
-func appendU64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
-
-func appendBool(b []byte, v bool) []byte {
-	if v {
-		return append(b, 1)
-	}
-	return append(b, 0)
-}
-
-func appendStr(b []byte, s string) []byte {
-	b = appendU32(b, uint32(len(s)))
-	return append(b, s...)
-}
-
-func appendBytes(b []byte, p []byte) []byte {
-	b = appendU32(b, uint32(len(p)))
-	return append(b, p...)
-}
-
-func appendDuration(b []byte, d time.Duration) []byte {
-	if d < 0 {
-		d = 0
-	}
-	return appendU64(b, uint64(d))
-}
-
-func appendHeaders(b []byte, h map[string]string) []byte {
-	b = appendU32(b, uint32(len(h)))
-	for k, v := range h {
-		b = appendStr(b, k)
-		b = appendStr(b, v)
-	}
-	return b
-}
-
-func appendStrings(b []byte, l []string) []byte {
-	b = appendU32(b, uint32(len(l)))
-	for _, s := range l {
-		b = appendStr(b, s)
-	}
-	return b
-}
-
-// ---- decoding ----
-
-type decoder struct {
-	b   []byte
+// codec encodes the fields of a frame or decodes them: every frame type
+// describes its payload once, in its fields method, and that description
+// serves both directions. Encoding appends to b and never fails (nor
+// writes to the message); decoding consumes b, checks every field, and
+// keeps the first error.
+type codec struct {
+	enc bool
+	b   []byte // encoding: the frame so far; decoding: the bytes left
 	t   Type
 	lim Limits
 	err *DecodeError
@@ -123,125 +82,165 @@ type decoder struct {
 	atSub string
 }
 
-// strAt decodes element i of a list field (sub names the part, e.g. ".key").
-func (d *decoder) strAt(field string, i int, sub string, max int, flags int) string {
-	d.at, d.atIdx, d.atSub = true, i, sub
-	v := d.str(field, max, flags)
-	d.at = false
-	return v
+// fail records why field did not decode (the first error only; nothing
+// when encoding).
+func (c *codec) fail(field string, err error) {
+	if c.enc || c.err != nil {
+		return
+	}
+	if c.at {
+		field += "[" + strconv.Itoa(c.atIdx) + "]" + c.atSub
+	}
+	c.err = &DecodeError{Type: c.t, Field: field, Err: err, ID: c.id}
 }
 
-func (d *decoder) fail(field string, err error) {
-	if d.at {
-		field += "[" + strconv.Itoa(d.atIdx) + "]" + d.atSub
-	}
-	if d.err == nil {
-		d.err = &DecodeError{Type: d.t, Field: field, Err: err, ID: d.id}
-	}
-}
-
-func (d *decoder) take(field string, n int) []byte {
-	if d.err != nil {
+// take consumes the next n bytes (decoding only).
+func (c *codec) take(field string, n int) []byte {
+	if c.err != nil {
 		return nil
 	}
-	if n > len(d.b) {
-		d.fail(field, fmt.Errorf("%w: need %d bytes, %d left", ErrTruncated, n, len(d.b)))
+	if n > len(c.b) {
+		c.fail(field, fmt.Errorf("%w: need %d bytes, %d left", ErrTruncated, n, len(c.b)))
 		return nil
 	}
-	p := d.b[:n:n]
-	d.b = d.b[n:]
+	p := c.b[:n:n]
+	c.b = c.b[n:]
 	return p
 }
 
-// id64 decodes a u64 that correlates the frame with a call (the ID a
+// fixed is a fixed-size field: p itself is encoded, or decoded into.
+func (c *codec) fixed(field string, p []byte) {
+	if c.enc {
+		c.b = append(c.b, p...)
+	} else {
+		copy(p, c.take(field, len(p)))
+	}
+}
+
+func u8[T ~uint8](c *codec, field string, v *T) {
+	if c.enc {
+		c.b = append(c.b, byte(*v))
+	} else if p := c.take(field, 1); p != nil {
+		*v = T(p[0])
+	}
+}
+
+func (c *codec) u16(field string, v *uint16) {
+	if c.enc {
+		c.b = binary.BigEndian.AppendUint16(c.b, *v)
+	} else if p := c.take(field, 2); p != nil {
+		*v = binary.BigEndian.Uint16(p)
+	}
+}
+
+// u32 is a u32 field, or an i32 one in two's complement.
+func u32[T ~uint32 | ~int32](c *codec, field string, v *T) {
+	if c.enc {
+		c.b = binary.BigEndian.AppendUint32(c.b, uint32(*v))
+	} else if p := c.take(field, 4); p != nil {
+		*v = T(binary.BigEndian.Uint32(p))
+	}
+}
+
+func (c *codec) u64(field string, v *uint64) {
+	if c.enc {
+		c.b = binary.BigEndian.AppendUint64(c.b, *v)
+	} else if p := c.take(field, 8); p != nil {
+		*v = binary.BigEndian.Uint64(p)
+	}
+}
+
+// id64 is a u64 that correlates the frame with a call (the ID a
 // DecodeError carries).
-func (d *decoder) id64(field string) uint64 {
-	d.id = d.u64(field)
-	return d.id
+func (c *codec) id64(field string, v *uint64) {
+	c.u64(field, v)
+	c.id = *v
 }
 
-// token decodes a correlation token that must not be zero.
-func (d *decoder) token(field string) uint64 {
-	v := d.id64(field)
-	if d.err == nil && v == 0 {
-		d.fail(field, fmt.Errorf("%w: zero token", ErrInvalidValue))
+// token is a correlation token that must not be zero.
+func (c *codec) token(field string, v *uint64) {
+	c.id64(field, v)
+	if c.err == nil && *v == 0 {
+		c.fail(field, fmt.Errorf("%w: zero token", ErrInvalidValue))
 	}
-	return v
 }
 
-func (d *decoder) u8(field string) uint8 {
-	p := d.take(field, 1)
-	if p == nil {
+// check fails field, holding v, unless ok (v is an allowed value).
+func (c *codec) check(ok bool, field string, v any) {
+	if !ok {
+		c.fail(field, fmt.Errorf("%w: %d", ErrInvalidValue, v))
+	}
+}
+
+func (c *codec) boolean(field string, v *bool) {
+	var b uint8
+	if *v {
+		b = 1
+	}
+	u8(c, field, &b)
+	if c.enc {
+		return
+	}
+	if b > 1 {
+		c.fail(field, fmt.Errorf("%w: boolean byte %d", ErrInvalidValue, b))
+	}
+	*v = b == 1
+}
+
+// duration is a duration in nanoseconds; a negative one is sent as 0, and
+// refused when received.
+func (c *codec) duration(field string, v *time.Duration) {
+	u := uint64(max(*v, 0))
+	c.u64(field, &u)
+	if c.enc {
+		return
+	}
+	if u > math.MaxInt64 {
+		c.fail(field, fmt.Errorf("%w: negative duration", ErrInvalidValue))
+		return
+	}
+	*v = time.Duration(u)
+}
+
+// length is the u32 length of what follows, when decoding checked against
+// max and the bytes left.
+func (c *codec) length(field string, n, max int) int {
+	v := uint32(n)
+	u32(c, field, &v)
+	switch {
+	case c.enc || c.err != nil:
+	case uint64(v) > uint64(max):
+		c.fail(field, fmt.Errorf("%w: length %d > %d", ErrTooLong, v, max))
+	case uint64(v) > uint64(len(c.b)):
+		c.fail(field, fmt.Errorf("%w: length %d, %d bytes left", ErrTruncated, v, len(c.b)))
+	}
+	if c.err != nil {
 		return 0
 	}
-	return p[0]
+	return int(v)
 }
 
-func (d *decoder) u16(field string) uint16 {
-	p := d.take(field, 2)
-	if p == nil {
+// count is the u32 entry count of a list whose entries take at least size
+// bytes each (when decoding, 0 after an error).
+func (c *codec) count(field string, n, max, size int) int {
+	n = c.length(field, n, max)
+	// length only checked n bytes.
+	if !c.enc && uint64(n)*uint64(size) > uint64(len(c.b)) {
+		c.fail(field, fmt.Errorf("%w: %d entries cannot fit in %d bytes", ErrTruncated, n, len(c.b)))
 		return 0
 	}
-	return binary.BigEndian.Uint16(p)
+	return n
 }
 
-func (d *decoder) u32(field string) uint32 {
-	p := d.take(field, 4)
-	if p == nil {
-		return 0
+// bytes is a bytes field; decoded, a sub-slice of the frame (nil when
+// empty).
+func (c *codec) bytes(field string, v *[]byte) {
+	n := c.length(field, len(*v), math.MaxInt32)
+	if c.enc {
+		c.b = append(c.b, *v...)
+	} else if n > 0 {
+		*v = c.take(field, n)
 	}
-	return binary.BigEndian.Uint32(p)
-}
-
-func (d *decoder) u64(field string) uint64 {
-	p := d.take(field, 8)
-	if p == nil {
-		return 0
-	}
-	return binary.BigEndian.Uint64(p)
-}
-
-func (d *decoder) boolean(field string) bool {
-	v := d.u8(field)
-	if v > 1 {
-		d.fail(field, fmt.Errorf("%w: boolean byte %d", ErrInvalidValue, v))
-	}
-	return v == 1
-}
-
-func (d *decoder) duration(field string) time.Duration {
-	v := d.u64(field)
-	if v > math.MaxInt64 {
-		d.fail(field, fmt.Errorf("%w: negative duration", ErrInvalidValue))
-		return 0
-	}
-	return time.Duration(v)
-}
-
-// length reads a u32 length and checks it against max and the bytes left.
-func (d *decoder) length(field string, max int) int {
-	n := d.u32(field)
-	if d.err != nil {
-		return 0
-	}
-	if uint64(n) > uint64(max) {
-		d.fail(field, fmt.Errorf("%w: length %d > %d", ErrTooLong, n, max))
-		return 0
-	}
-	if uint64(n) > uint64(len(d.b)) {
-		d.fail(field, fmt.Errorf("%w: length %d, %d bytes left", ErrTruncated, n, len(d.b)))
-		return 0
-	}
-	return int(n)
-}
-
-// bytes returns a sub-slice of the frame (nil when empty).
-func (d *decoder) bytes(field string) []byte {
-	n := d.length(field, math.MaxInt32)
-	if n == 0 {
-		return nil
-	}
-	return d.take(field, n)
 }
 
 const (
@@ -249,78 +248,93 @@ const (
 	strNonEmpty
 )
 
-func (d *decoder) str(field string, max int, flags int) string {
-	n := d.length(field, max)
-	if d.err != nil {
-		return ""
+// str is a string field of at most max bytes; flags say what else a
+// decoded one must be.
+func (c *codec) str(field string, v *string, max int, flags int) {
+	n := c.length(field, len(*v), max)
+	if c.enc {
+		c.b = append(c.b, *v...)
+		return
 	}
-	p := d.take(field, n)
-	if flags&strNonEmpty != 0 && n == 0 {
-		d.fail(field, ErrEmpty)
-		return ""
+	p := c.take(field, n)
+	switch {
+	case c.err != nil:
+	case flags&strNonEmpty != 0 && n == 0:
+		c.fail(field, ErrEmpty)
+	case flags&strUTF8 != 0 && !utf8.Valid(p):
+		c.fail(field, ErrInvalidUTF8)
+	default:
+		*v = string(p)
 	}
-	if flags&strUTF8 != 0 && !utf8.Valid(p) {
-		d.fail(field, ErrInvalidUTF8)
-		return ""
-	}
-	return string(p)
 }
 
-func (d *decoder) address(field string) string {
-	return d.str(field, d.lim.MaxAddress, strUTF8|strNonEmpty)
+// strAt is element i of a list field (sub names the part, e.g. ".key").
+func (c *codec) strAt(field string, i int, sub string, v *string, max int, flags int) {
+	c.at, c.atIdx, c.atSub = true, i, sub
+	c.str(field, v, max, flags)
+	c.at = false
 }
 
-func (d *decoder) headers(field string) map[string]string {
-	n := d.length(field, d.lim.MaxHeaders)
-	if d.err != nil || n == 0 {
-		return nil
+func (c *codec) address(field string, v *string) {
+	c.str(field, v, c.lim.MaxAddress, strUTF8|strNonEmpty)
+}
+
+func (c *codec) headers(field string, v *map[string]string) {
+	n := c.count(field, len(*v), c.lim.MaxHeaders, 8)
+	if c.enc {
+		for k, val := range *v {
+			c.str(field, &k, 0, 0)
+			c.str(field, &val, 0, 0)
+		}
+		return
 	}
-	// Each entry needs at least 8 bytes; length() only checked n bytes.
-	if uint64(n)*8 > uint64(len(d.b)) {
-		d.fail(field, fmt.Errorf("%w: %d entries cannot fit in %d bytes", ErrTruncated, n, len(d.b)))
-		return nil
+	if n == 0 {
+		return
 	}
 	h := make(map[string]string, n)
 	for i := range n {
-		k := d.strAt(field, i, ".key", d.lim.MaxString, strUTF8|strNonEmpty)
-		v := d.strAt(field, i, ".value", d.lim.MaxString, 0)
-		if d.err != nil {
-			return nil
+		var k, val string
+		c.strAt(field, i, ".key", &k, c.lim.MaxString, strUTF8|strNonEmpty)
+		c.strAt(field, i, ".value", &val, c.lim.MaxString, 0)
+		if c.err != nil {
+			return
 		}
 		if _, dup := h[k]; dup {
-			d.fail(field+"["+strconv.Itoa(i)+"].key", fmt.Errorf("%w %q", ErrDuplicate, k))
-			return nil
+			c.fail(field+"["+strconv.Itoa(i)+"].key", fmt.Errorf("%w %q", ErrDuplicate, k))
+			return
 		}
-		h[k] = v
+		h[k] = val
 	}
-	return h
+	*v = h
 }
 
-func (d *decoder) strings(field string, maxLen int) []string {
-	n := d.length(field, d.lim.MaxList)
-	if d.err != nil || n == 0 {
-		return nil
+func (c *codec) strings(field string, v *[]string, maxLen int) {
+	n := c.count(field, len(*v), c.lim.MaxList, 4)
+	if !c.enc && n > 0 {
+		*v = make([]string, n)
 	}
-	if uint64(n)*4 > uint64(len(d.b)) {
-		d.fail(field, fmt.Errorf("%w: %d entries cannot fit in %d bytes", ErrTruncated, n, len(d.b)))
-		return nil
-	}
-	l := make([]string, n)
-	for i := range l {
-		l[i] = d.strAt(field, i, "", maxLen, strUTF8|strNonEmpty)
-		if d.err != nil {
-			return nil
+	for i := range *v {
+		c.strAt(field, i, "", &(*v)[i], maxLen, strUTF8|strNonEmpty)
+		if c.err != nil {
+			*v = nil
+			return
 		}
 	}
-	return l
 }
 
 // AppendFrame appends m as a complete frame (length prefix, type, payload)
 // to dst.
 func AppendFrame(dst []byte, m Message) []byte {
+	return new(codec).appendFrame(dst, m)
+}
+
+// appendFrame is AppendFrame with c (a Sender's own, so that encoding
+// allocates nothing).
+func (c *codec) appendFrame(dst []byte, m Message) []byte {
 	start := len(dst)
-	dst = append(dst, 0, 0, 0, 0, byte(m.Type()))
-	dst = m.appendPayload(dst)
+	*c = codec{enc: true, b: append(dst, 0, 0, 0, 0, byte(m.Type()))}
+	m.fields(c)
+	dst, c.b = c.b, nil
 	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
 	return dst
 }
@@ -328,80 +342,30 @@ func AppendFrame(dst []byte, m Message) []byte {
 // Decode decodes one frame body (the type byte and payload, without the
 // length prefix) under lim. Byte-slice fields of the result alias b.
 func Decode(b []byte, lim Limits) (Message, error) {
-	lim = lim.WithDefaults()
-	return decode(b, &lim)
+	return (&codec{lim: lim.WithDefaults()}).decode(b)
 }
 
-func decode(b []byte, lim *Limits) (Message, error) {
+// decode is Decode under c's limits with c (a Reader's own, so that
+// decoding allocates only the message).
+func (c *codec) decode(b []byte) (Message, error) {
 	if len(b) == 0 {
 		return nil, &DecodeError{Field: "type", Err: ErrTruncated}
 	}
-	if len(b) > lim.MaxFrame {
-		return nil, &DecodeError{Type: Type(b[0]), Err: fmt.Errorf("%w: %d bytes > %d", ErrFrameTooLarge, len(b), lim.MaxFrame)}
+	if len(b) > c.lim.MaxFrame {
+		return nil, &DecodeError{Type: Type(b[0]), Err: fmt.Errorf("%w: %d bytes > %d", ErrFrameTooLarge, len(b), c.lim.MaxFrame)}
 	}
 	t := Type(b[0])
 	m := newMessage(t)
 	if m == nil {
 		return nil, &DecodeError{Type: t, Field: "type", Err: fmt.Errorf("%w %d", ErrUnknownType, uint8(t))}
 	}
-	d := decoder{b: b[1:], t: t, lim: *lim}
-	decodeInto(m, &d)
-	if d.err == nil && len(d.b) != 0 {
-		d.fail("", fmt.Errorf("%w: %d", ErrTrailingBytes, len(d.b)))
+	*c = codec{b: b[1:], t: t, lim: c.lim}
+	m.fields(c)
+	if len(c.b) != 0 {
+		c.fail("", fmt.Errorf("%w: %d", ErrTrailingBytes, len(c.b)))
 	}
-	if d.err != nil {
-		return nil, d.err
+	if c.err != nil {
+		return nil, c.err
 	}
 	return m, nil
-}
-
-// decodeInto calls m's decodePayload through concrete types, so that the
-// decoder does not escape to the heap.
-func decodeInto(m Message, d *decoder) {
-	switch m := m.(type) {
-	case *Init:
-		m.decodePayload(d)
-	case *Deliver:
-		m.decodePayload(d)
-	case *RequestResult:
-		m.decodePayload(d)
-	case *StoreResult:
-		m.decodePayload(d)
-	case *EvidenceResult:
-		m.decodePayload(d)
-	case *Health:
-		m.decodePayload(d)
-	case *Shutdown:
-		m.decodePayload(d)
-	case *Ready:
-		m.decodePayload(d)
-	case *Reply:
-		m.decodePayload(d)
-	case *Done:
-		m.decodePayload(d)
-	case *Fail:
-		m.decodePayload(d)
-	case *Send:
-		m.decodePayload(d)
-	case *Publish:
-		m.decodePayload(d)
-	case *Request:
-		m.decodePayload(d)
-	case *Log:
-		m.decodePayload(d)
-	case *StorePut:
-		m.decodePayload(d)
-	case *StoreGet:
-		m.decodePayload(d)
-	case *GetEvidence:
-		m.decodePayload(d)
-	case *HealthStatus:
-		m.decodePayload(d)
-	case *Stopped:
-		m.decodePayload(d)
-	case *Fatal:
-		m.decodePayload(d)
-	default:
-		panic("boundary: decodeInto: unhandled " + m.Type().String())
-	}
 }

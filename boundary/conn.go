@@ -35,9 +35,7 @@ const HandshakeMagic = "CLBNDRY\n"
 // HelloSize is the size of each side's handshake hello: the bytes that
 // cross before the first frame. A transport that changes medium after the
 // handshake (package boundary/shm) switches after this many bytes each way.
-const HelloSize = helloSize
-
-const helloSize = 16
+const HelloSize = 16
 
 // Role is a connection side.
 type Role uint8
@@ -59,16 +57,9 @@ func (r Role) String() string {
 	return fmt.Sprintf("Role(%d)", uint8(r))
 }
 
-// accepts reports whether a side of role r may receive frames of type t.
-func (r Role) accepts(t Type) bool {
-	switch r {
-	case RoleHost:
-		return !t.IsECALL()
-	case RoleEnclave:
-		return t.IsECALL()
-	}
-	return true
-}
+// accepts reports whether a side of role r (host or enclave) may receive
+// frames of type t.
+func (r Role) accepts(t Type) bool { return t.IsECALL() == (r == RoleEnclave) }
 
 // ---- Reader ----
 
@@ -76,15 +67,15 @@ func (r Role) accepts(t Type) bool {
 // use; run one reading goroutine per stream.
 type Reader struct {
 	r    *bufio.Reader
-	lim  Limits
-	role Role // 0: accept every type
+	c    codec // decodes, under the Reader's limits
+	role Role  // 0: accept every type
 	hdr  [4]byte
 }
 
 // NewReader returns a Reader of frames from r under lim. It reads ahead, so
 // do not read r otherwise afterwards.
 func NewReader(r io.Reader, lim Limits) *Reader {
-	return &Reader{r: bufio.NewReaderSize(r, 64<<10), lim: lim.WithDefaults()}
+	return &Reader{r: bufio.NewReaderSize(r, 64<<10), c: codec{lim: lim.WithDefaults()}}
 }
 
 // ReadFrame reads the next raw frame (type byte + payload) into a new slice.
@@ -99,8 +90,8 @@ func (r *Reader) ReadFrame() ([]byte, error) {
 	if n == 0 {
 		return nil, &DecodeError{Field: "length", Err: fmt.Errorf("%w: zero-length frame", ErrTruncated)}
 	}
-	if uint64(n) > uint64(r.lim.MaxFrame) {
-		return nil, fmt.Errorf("%w: peer sent a %d-byte frame, limit %d", ErrFrameTooLarge, n, r.lim.MaxFrame)
+	if uint64(n) > uint64(r.c.lim.MaxFrame) {
+		return nil, fmt.Errorf("%w: peer sent a %d-byte frame, limit %d", ErrFrameTooLarge, n, r.c.lim.MaxFrame)
 	}
 	b := make([]byte, n)
 	if _, err := io.ReadFull(r.r, b); err != nil {
@@ -132,17 +123,17 @@ func (r *Reader) Next() (Message, error) {
 		return nil, err
 	}
 	t := Type(b[0])
-	if r.role != 0 && newMessage(t) != nil && !r.role.accepts(t) {
+	if r.role != 0 && frameTypes[t].make != nil && !r.role.accepts(t) {
 		return nil, &DecodeError{Type: t, Field: "type", Err: fmt.Errorf("%w: %s received by the %s", ErrWrongDirection, t, r.role)}
 	}
-	return decode(b, &r.lim)
+	return r.c.decode(b)
 }
 
-// appendChecked appends m as a frame to dst, or refuses a frame larger than
-// maxFrame (leaving dst as it was).
-func appendChecked(dst []byte, m Message, maxFrame int) ([]byte, error) {
+// appendChecked appends m as a frame to dst with c, or refuses a frame
+// larger than maxFrame (leaving dst as it was).
+func (c *codec) appendChecked(dst []byte, m Message, maxFrame int) ([]byte, error) {
 	start := len(dst)
-	dst = AppendFrame(dst, m)
+	dst = c.appendFrame(dst, m)
 	if n := len(dst) - start - 4; n > maxFrame {
 		return dst[:start], fmt.Errorf("%w: %s frame of %d bytes, peer accepts %d", ErrFrameTooLarge, m.Type(), n, maxFrame)
 	}
@@ -153,9 +144,9 @@ func appendChecked(dst []byte, m Message, maxFrame int) ([]byte, error) {
 
 func appendHello(b []byte, role Role, maxFrame int) []byte {
 	b = append(b, HandshakeMagic...)
-	b = appendU16(b, ProtocolVersion)
+	b = binary.BigEndian.AppendUint16(b, ProtocolVersion)
 	b = append(b, byte(role), 0)
-	return appendU32(b, uint32(maxFrame))
+	return binary.BigEndian.AppendUint32(b, uint32(maxFrame))
 }
 
 func checkHello(h []byte, local Role) (peerMax int, err error) {
@@ -271,8 +262,8 @@ func NewConn(ctx context.Context, r io.Reader, w io.Writer, role Role, opts Opti
 }
 
 func (c *Conn) handshake(maxFrame int) error {
-	hello := appendHello(make([]byte, 0, helloSize), c.role, maxFrame)
-	var peer [helloSize]byte
+	hello := appendHello(make([]byte, 0, HelloSize), c.role, maxFrame)
+	var peer [HelloSize]byte
 	read := func() error {
 		if _, err := io.ReadFull(c.r.r, peer[:]); err != nil {
 			return &HandshakeError{LocalVersion: ProtocolVersion, Err: fmt.Errorf("read peer hello: %w", err)}

@@ -38,19 +38,32 @@ const (
 	TypeDone         Type = 0x4d
 )
 
-var typeNames = map[Type]string{
-	TypeInit: "Init", TypeDeliver: "Deliver", TypeRequestResult: "RequestResult",
-	TypeStoreResult: "StoreResult", TypeEvidenceResult: "EvidenceResult", TypeHealth: "Health",
-	TypeShutdown: "Shutdown", TypeReady: "Ready", TypeReply: "Reply", TypeFail: "Fail",
-	TypeSend: "Send", TypePublish: "Publish", TypeRequest: "Request", TypeLog: "Log",
-	TypeStorePut: "StorePut", TypeStoreGet: "StoreGet", TypeGetEvidence: "GetEvidence",
-	TypeHealthStatus: "HealthStatus", TypeStopped: "Stopped", TypeFatal: "Fatal",
-	TypeDone: "Done",
+// frameTypes name each frame type and make an empty message of it.
+var frameTypes = [256]struct {
+	name string
+	make func() Message
+}{
+	TypeInit: {"Init", maker[Init]}, TypeDeliver: {"Deliver", maker[Deliver]},
+	TypeRequestResult: {"RequestResult", maker[RequestResult]}, TypeStoreResult: {"StoreResult", maker[StoreResult]},
+	TypeEvidenceResult: {"EvidenceResult", maker[EvidenceResult]}, TypeHealth: {"Health", maker[Health]},
+	TypeShutdown: {"Shutdown", maker[Shutdown]}, TypeReady: {"Ready", maker[Ready]}, TypeReply: {"Reply", maker[Reply]},
+	TypeFail: {"Fail", maker[Fail]}, TypeSend: {"Send", maker[Send]}, TypePublish: {"Publish", maker[Publish]},
+	TypeRequest: {"Request", maker[Request]}, TypeLog: {"Log", maker[Log]}, TypeStorePut: {"StorePut", maker[StorePut]},
+	TypeStoreGet: {"StoreGet", maker[StoreGet]}, TypeGetEvidence: {"GetEvidence", maker[GetEvidence]},
+	TypeHealthStatus: {"HealthStatus", maker[HealthStatus]}, TypeStopped: {"Stopped", maker[Stopped]},
+	TypeFatal: {"Fatal", maker[Fatal]}, TypeDone: {"Done", maker[Done]},
+}
+
+func maker[T any, P interface {
+	*T
+	Message
+}]() Message {
+	return P(new(T))
 }
 
 // String returns the type's name, e.g. "Deliver".
 func (t Type) String() string {
-	if n, ok := typeNames[t]; ok {
+	if n := frameTypes[t].name; n != "" {
 		return n
 	}
 	return fmt.Sprintf("Type(%#02x)", uint8(t))
@@ -64,34 +77,16 @@ func (t Type) IsECALL() bool { return t < 0x40 }
 type Message interface {
 	// Type returns the frame type.
 	Type() Type
-	appendPayload(b []byte) []byte
-	decodePayload(d *decoder)
+	// fields encodes or decodes the payload (see codec).
+	fields(c *codec)
 }
 
 // newMessage returns an empty message of type t (nil for an unknown type).
 func newMessage(t Type) Message {
-	if mk := messageMakers[t]; mk != nil {
+	if mk := frameTypes[t].make; mk != nil {
 		return mk()
 	}
 	return nil
-}
-
-func maker[T any, P interface {
-	*T
-	Message
-}]() Message {
-	return P(new(T))
-}
-
-// messageMakers make an empty message of each frame type.
-var messageMakers = [256]func() Message{
-	TypeInit: maker[Init], TypeDeliver: maker[Deliver], TypeRequestResult: maker[RequestResult],
-	TypeStoreResult: maker[StoreResult], TypeEvidenceResult: maker[EvidenceResult], TypeHealth: maker[Health],
-	TypeShutdown: maker[Shutdown], TypeReady: maker[Ready], TypeReply: maker[Reply], TypeDone: maker[Done],
-	TypeFail: maker[Fail], TypeSend: maker[Send], TypePublish: maker[Publish], TypeRequest: maker[Request],
-	TypeLog: maker[Log], TypeStorePut: maker[StorePut], TypeStoreGet: maker[StoreGet],
-	TypeGetEvidence: maker[GetEvidence], TypeHealthStatus: maker[HealthStatus], TypeStopped: maker[Stopped],
-	TypeFatal: maker[Fatal],
 }
 
 // ---- enums ----
@@ -200,42 +195,24 @@ const (
 // Type implements Message.
 func (*Init) Type() Type { return TypeInit }
 
-func (m *Init) appendPayload(b []byte) []byte {
-	b = append(b, m.Identity.MREnclave[:]...)
-	b = append(b, m.Identity.MRSigner[:]...)
-	b = appendU16(b, m.Identity.ProductID)
-	b = appendU16(b, m.Identity.SVN)
-	b = appendStr(b, m.Name)
-	b = appendU32(b, m.Instance)
-	b = append(b, byte(m.SealMode), m.SealPolicy)
-	b = appendBytes(b, m.SealSecret)
-	b = appendBytes(b, m.Config)
-	b = appendU32(b, m.Workers)
-	return appendStr(b, m.Service)
-}
-
-func (m *Init) decodePayload(d *decoder) {
-	copy(m.Identity.MREnclave[:], d.take("mrenclave", 32))
-	copy(m.Identity.MRSigner[:], d.take("mrsigner", 32))
-	m.Identity.ProductID = d.u16("product_id")
-	m.Identity.SVN = d.u16("svn")
-	m.Name = d.str("name", d.lim.MaxString, strUTF8)
-	m.Instance = d.u32("instance")
-	m.SealMode = SealMode(d.u8("seal_mode"))
-	if m.SealMode > SealGramine {
-		d.fail("seal_mode", fmt.Errorf("%w: %d", ErrInvalidValue, m.SealMode))
-	}
-	m.SealPolicy = d.u8("seal_policy")
-	if m.SealPolicy > 2 {
-		d.fail("seal_policy", fmt.Errorf("%w: %d", ErrInvalidValue, m.SealPolicy))
-	}
-	m.SealSecret = d.bytes("seal_secret")
-	m.Config = d.bytes("config")
-	m.Workers = d.u32("workers")
+func (m *Init) fields(c *codec) {
+	c.fixed("mrenclave", m.Identity.MREnclave[:])
+	c.fixed("mrsigner", m.Identity.MRSigner[:])
+	c.u16("product_id", &m.Identity.ProductID)
+	c.u16("svn", &m.Identity.SVN)
+	c.str("name", &m.Name, c.lim.MaxString, strUTF8)
+	u32(c, "instance", &m.Instance)
+	u8(c, "seal_mode", &m.SealMode)
+	c.check(m.SealMode <= SealGramine, "seal_mode", m.SealMode)
+	u8(c, "seal_policy", &m.SealPolicy)
+	c.check(m.SealPolicy <= 2, "seal_policy", m.SealPolicy)
+	c.bytes("seal_secret", &m.SealSecret)
+	c.bytes("config", &m.Config)
+	u32(c, "workers", &m.Workers)
 	if m.Workers > MaxWorkers {
-		d.fail("workers", fmt.Errorf("%w: %d (at most %d)", ErrInvalidValue, m.Workers, MaxWorkers))
+		c.fail("workers", fmt.Errorf("%w: %d (at most %d)", ErrInvalidValue, m.Workers, MaxWorkers))
 	}
-	m.Service = d.str("service", d.lim.MaxString, strUTF8)
+	c.str("service", &m.Service, c.lim.MaxString, strUTF8)
 }
 
 // Deliver hands a bus message to the enclave.
@@ -260,29 +237,17 @@ type Deliver struct {
 // Type implements Message.
 func (*Deliver) Type() Type { return TypeDeliver }
 
-func (m *Deliver) appendPayload(b []byte) []byte {
-	b = appendU64(b, m.Token)
-	b = append(b, byte(m.Kind))
-	b = appendDuration(b, m.Timeout)
-	b = appendStr(b, m.Address)
-	b = appendHeaders(b, m.Headers)
-	return appendBytes(b, m.Body)
-}
-
-func (m *Deliver) decodePayload(d *decoder) {
-	m.Token = d.id64("token")
-	m.Kind = wire.Kind(d.u8("kind"))
-	switch {
-	case d.err != nil:
-	case m.Kind < wire.KindSend || m.Kind > wire.KindRequest:
-		d.fail("kind", fmt.Errorf("%w: %d", ErrInvalidValue, m.Kind))
-	case m.Kind == wire.KindRequest && m.Token == 0:
-		d.fail("token", fmt.Errorf("%w: a request needs a non-zero token", ErrInvalidValue))
+func (m *Deliver) fields(c *codec) {
+	c.id64("token", &m.Token)
+	u8(c, "kind", &m.Kind)
+	c.check(m.Kind >= wire.KindSend && m.Kind <= wire.KindRequest, "kind", m.Kind)
+	if m.Kind == wire.KindRequest && m.Token == 0 {
+		c.fail("token", fmt.Errorf("%w: a request needs a non-zero token", ErrInvalidValue))
 	}
-	m.Timeout = d.duration("timeout")
-	m.Address = d.address("address")
-	m.Headers = d.headers("headers")
-	m.Body = d.bytes("body")
+	c.duration("timeout", &m.Timeout)
+	c.address("address", &m.Address)
+	c.headers("headers", &m.Headers)
+	c.bytes("body", &m.Body)
 }
 
 // RequestResult answers a Request OCALL.
@@ -300,25 +265,14 @@ type RequestResult struct {
 // Type implements Message.
 func (*RequestResult) Type() Type { return TypeRequestResult }
 
-func (m *RequestResult) appendPayload(b []byte) []byte {
-	b = appendU64(b, m.CallID)
-	b = append(b, byte(m.Failure))
-	b = appendU32(b, uint32(m.Code))
-	b = appendStr(b, m.Message)
-	b = appendHeaders(b, m.Headers)
-	return appendBytes(b, m.Body)
-}
-
-func (m *RequestResult) decodePayload(d *decoder) {
-	m.CallID = d.id64("call_id")
-	m.Failure = wire.Failure(d.u8("failure"))
-	if m.Failure > wire.MaxFailure {
-		d.fail("failure", fmt.Errorf("%w: %d", ErrInvalidValue, m.Failure))
-	}
-	m.Code = int32(d.u32("code"))
-	m.Message = d.str("message", d.lim.MaxString, 0)
-	m.Headers = d.headers("headers")
-	m.Body = d.bytes("body")
+func (m *RequestResult) fields(c *codec) {
+	c.id64("call_id", &m.CallID)
+	u8(c, "failure", &m.Failure)
+	c.check(m.Failure <= wire.MaxFailure, "failure", m.Failure)
+	u32(c, "code", &m.Code)
+	c.str("message", &m.Message, c.lim.MaxString, 0)
+	c.headers("headers", &m.Headers)
+	c.bytes("body", &m.Body)
 }
 
 // StoreResult answers a StorePut (Found is false, Blob empty) or a StoreGet.
@@ -334,18 +288,11 @@ type StoreResult struct {
 // Type implements Message.
 func (*StoreResult) Type() Type { return TypeStoreResult }
 
-func (m *StoreResult) appendPayload(b []byte) []byte {
-	b = appendU64(b, m.CallID)
-	b = appendBool(b, m.Found)
-	b = appendStr(b, m.Error)
-	return appendBytes(b, m.Blob)
-}
-
-func (m *StoreResult) decodePayload(d *decoder) {
-	m.CallID = d.id64("call_id")
-	m.Found = d.boolean("found")
-	m.Error = d.str("error", d.lim.MaxString, 0)
-	m.Blob = d.bytes("blob")
+func (m *StoreResult) fields(c *codec) {
+	c.id64("call_id", &m.CallID)
+	c.boolean("found", &m.Found)
+	c.str("error", &m.Error, c.lim.MaxString, 0)
+	c.bytes("blob", &m.Blob)
 }
 
 // EvidenceResult answers GetEvidence.
@@ -361,18 +308,11 @@ type EvidenceResult struct {
 // Type implements Message.
 func (*EvidenceResult) Type() Type { return TypeEvidenceResult }
 
-func (m *EvidenceResult) appendPayload(b []byte) []byte {
-	b = appendU64(b, m.CallID)
-	b = appendStr(b, m.EvidenceType)
-	b = appendStr(b, m.Error)
-	return appendBytes(b, m.Quote)
-}
-
-func (m *EvidenceResult) decodePayload(d *decoder) {
-	m.CallID = d.id64("call_id")
-	m.EvidenceType = d.str("evidence_type", d.lim.MaxString, strUTF8)
-	m.Error = d.str("error", d.lim.MaxString, 0)
-	m.Quote = d.bytes("quote")
+func (m *EvidenceResult) fields(c *codec) {
+	c.id64("call_id", &m.CallID)
+	c.str("evidence_type", &m.EvidenceType, c.lim.MaxString, strUTF8)
+	c.str("error", &m.Error, c.lim.MaxString, 0)
+	c.bytes("quote", &m.Quote)
 }
 
 // Health asks for a HealthStatus with the same ID. Payload: ID u64.
@@ -381,8 +321,7 @@ type Health struct{ ID uint64 }
 // Type implements Message.
 func (*Health) Type() Type { return TypeHealth }
 
-func (m *Health) appendPayload(b []byte) []byte { return appendU64(b, m.ID) }
-func (m *Health) decodePayload(d *decoder)      { m.ID = d.id64("id") }
+func (m *Health) fields(c *codec) { c.id64("id", &m.ID) }
 
 // Shutdown asks the enclave to stop taking deliveries, drain for at most
 // Grace (0 = the enclave's default) and answer with Stopped.
@@ -396,13 +335,9 @@ type Shutdown struct {
 // Type implements Message.
 func (*Shutdown) Type() Type { return TypeShutdown }
 
-func (m *Shutdown) appendPayload(b []byte) []byte {
-	return appendStr(appendDuration(b, m.Grace), m.Reason)
-}
-
-func (m *Shutdown) decodePayload(d *decoder) {
-	m.Grace = d.duration("grace")
-	m.Reason = d.str("reason", d.lim.MaxString, 0)
+func (m *Shutdown) fields(c *codec) {
+	c.duration("grace", &m.Grace)
+	c.str("reason", &m.Reason, c.lim.MaxString, 0)
 }
 
 // ---- OCALLs ----
@@ -418,13 +353,9 @@ type Ready struct {
 // Type implements Message.
 func (*Ready) Type() Type { return TypeReady }
 
-func (m *Ready) appendPayload(b []byte) []byte {
-	return appendStrings(appendU32(b, m.Workers), m.Addresses)
-}
-
-func (m *Ready) decodePayload(d *decoder) {
-	m.Workers = d.u32("workers")
-	m.Addresses = d.strings("addresses", d.lim.MaxAddress)
+func (m *Ready) fields(c *codec) {
+	u32(c, "workers", &m.Workers)
+	c.strings("addresses", &m.Addresses, c.lim.MaxAddress)
 }
 
 // Reply answers a Deliver with a reply.
@@ -439,16 +370,10 @@ type Reply struct {
 // Type implements Message.
 func (*Reply) Type() Type { return TypeReply }
 
-func (m *Reply) appendPayload(b []byte) []byte {
-	b = appendU64(b, m.Token)
-	b = appendHeaders(b, m.Headers)
-	return appendBytes(b, m.Body)
-}
-
-func (m *Reply) decodePayload(d *decoder) {
-	m.Token = d.token("token")
-	m.Headers = d.headers("headers")
-	m.Body = d.bytes("body")
+func (m *Reply) fields(c *codec) {
+	c.token("token", &m.Token)
+	c.headers("headers", &m.Headers)
+	c.bytes("body", &m.Body)
 }
 
 // Done answers a send or publish Deliver that carried a token: its handler
@@ -462,11 +387,7 @@ type Done struct {
 // Type implements Message.
 func (*Done) Type() Type { return TypeDone }
 
-func (m *Done) appendPayload(b []byte) []byte { return appendU64(b, m.Token) }
-
-func (m *Done) decodePayload(d *decoder) {
-	m.Token = d.token("token")
-}
+func (m *Done) fields(c *codec) { c.token("token", &m.Token) }
 
 // Fail answers a Deliver with a failure.
 //
@@ -481,21 +402,12 @@ type Fail struct {
 // Type implements Message.
 func (*Fail) Type() Type { return TypeFail }
 
-func (m *Fail) appendPayload(b []byte) []byte {
-	b = appendU64(b, m.Token)
-	b = append(b, byte(m.Kind))
-	b = appendU32(b, uint32(m.Code))
-	return appendStr(b, m.Message)
-}
-
-func (m *Fail) decodePayload(d *decoder) {
-	m.Token = d.token("token")
-	m.Kind = FailKind(d.u8("kind"))
-	if d.err == nil && (m.Kind < FailApplication || m.Kind > FailInternal) {
-		d.fail("kind", fmt.Errorf("%w: %d", ErrInvalidValue, m.Kind))
-	}
-	m.Code = int32(d.u32("code"))
-	m.Message = d.str("message", d.lim.MaxString, 0)
+func (m *Fail) fields(c *codec) {
+	c.token("token", &m.Token)
+	u8(c, "kind", &m.Kind)
+	c.check(m.Kind >= FailApplication && m.Kind <= FailInternal, "kind", m.Kind)
+	u32(c, "code", &m.Code)
+	c.str("message", &m.Message, c.lim.MaxString, 0)
 }
 
 // Send asks the host to send a message point to point (no reply).
@@ -510,14 +422,10 @@ type Send struct {
 // Type implements Message.
 func (*Send) Type() Type { return TypeSend }
 
-func (m *Send) appendPayload(b []byte) []byte {
-	return appendBytes(appendHeaders(appendStr(b, m.Address), m.Headers), m.Body)
-}
-
-func (m *Send) decodePayload(d *decoder) {
-	m.Address = d.address("address")
-	m.Headers = d.headers("headers")
-	m.Body = d.bytes("body")
+func (m *Send) fields(c *codec) {
+	c.address("address", &m.Address)
+	c.headers("headers", &m.Headers)
+	c.bytes("body", &m.Body)
 }
 
 // Publish asks the host to publish a message to every consumer of Address.
@@ -531,15 +439,7 @@ type Publish struct {
 // Type implements Message.
 func (*Publish) Type() Type { return TypePublish }
 
-func (m *Publish) appendPayload(b []byte) []byte {
-	return appendBytes(appendHeaders(appendStr(b, m.Address), m.Headers), m.Body)
-}
-
-func (m *Publish) decodePayload(d *decoder) {
-	m.Address = d.address("address")
-	m.Headers = d.headers("headers")
-	m.Body = d.bytes("body")
-}
+func (m *Publish) fields(c *codec) { (*Send)(m).fields(c) }
 
 // Request asks the host to make a bus request; the answer comes back as a
 // RequestResult with the same CallID.
@@ -556,20 +456,12 @@ type Request struct {
 // Type implements Message.
 func (*Request) Type() Type { return TypeRequest }
 
-func (m *Request) appendPayload(b []byte) []byte {
-	b = appendU64(b, m.CallID)
-	b = appendDuration(b, m.Timeout)
-	b = appendStr(b, m.Address)
-	b = appendHeaders(b, m.Headers)
-	return appendBytes(b, m.Body)
-}
-
-func (m *Request) decodePayload(d *decoder) {
-	m.CallID = d.id64("call_id")
-	m.Timeout = d.duration("timeout")
-	m.Address = d.address("address")
-	m.Headers = d.headers("headers")
-	m.Body = d.bytes("body")
+func (m *Request) fields(c *codec) {
+	c.id64("call_id", &m.CallID)
+	c.duration("timeout", &m.Timeout)
+	c.address("address", &m.Address)
+	c.headers("headers", &m.Headers)
+	c.bytes("body", &m.Body)
 }
 
 // Attr is one log attribute, already formatted as text.
@@ -588,34 +480,25 @@ type Log struct {
 // Type implements Message.
 func (*Log) Type() Type { return TypeLog }
 
-func (m *Log) appendPayload(b []byte) []byte {
-	b = appendU32(b, uint32(int32(m.Level)))
-	b = appendStr(b, m.Message)
-	b = appendU32(b, uint32(len(m.Attrs)))
-	for _, a := range m.Attrs {
-		b = appendStr(appendStr(b, a.Key), a.Value)
-	}
-	return b
-}
-
-func (m *Log) decodePayload(d *decoder) {
-	m.Level = slog.Level(int32(d.u32("level")))
-	m.Message = d.str("message", d.lim.MaxString, 0)
-	n := d.length("attrs", d.lim.MaxHeaders)
-	if d.err != nil || n == 0 {
-		return
-	}
-	if uint64(n)*8 > uint64(len(d.b)) {
-		d.fail("attrs", fmt.Errorf("%w: %d entries cannot fit in %d bytes", ErrTruncated, n, len(d.b)))
-		return
-	}
-	m.Attrs = make([]Attr, n)
-	for i := range m.Attrs {
-		m.Attrs[i].Key = d.strAt("attrs", i, ".key", d.lim.MaxString, strUTF8)
-		m.Attrs[i].Value = d.strAt("attrs", i, ".value", d.lim.MaxString, 0)
-		if d.err != nil {
-			return
+func (m *Log) fields(c *codec) {
+	level := int32(m.Level)
+	u32(c, "level", &level)
+	c.str("message", &m.Message, c.lim.MaxString, 0)
+	n := c.count("attrs", len(m.Attrs), c.lim.MaxHeaders, 8)
+	if c.enc {
+		for _, a := range m.Attrs {
+			c.str("attrs", &a.Key, 0, 0)
+			c.str("attrs", &a.Value, 0, 0)
 		}
+		return
+	}
+	m.Level = slog.Level(level)
+	if n > 0 {
+		m.Attrs = make([]Attr, n)
+	}
+	for i := range m.Attrs {
+		c.strAt("attrs", i, ".key", &m.Attrs[i].Key, c.lim.MaxString, strUTF8)
+		c.strAt("attrs", i, ".value", &m.Attrs[i].Value, c.lim.MaxString, 0)
 	}
 }
 
@@ -635,14 +518,10 @@ type StorePut struct {
 // Type implements Message.
 func (*StorePut) Type() Type { return TypeStorePut }
 
-func (m *StorePut) appendPayload(b []byte) []byte {
-	return appendBytes(appendStr(appendU64(b, m.CallID), m.Key), m.Blob)
-}
-
-func (m *StorePut) decodePayload(d *decoder) {
-	m.CallID = d.id64("call_id")
-	m.Key = d.str("key", d.lim.MaxString, strUTF8|strNonEmpty)
-	m.Blob = d.bytes("blob")
+func (m *StorePut) fields(c *codec) {
+	c.id64("call_id", &m.CallID)
+	c.str("key", &m.Key, c.lim.MaxString, strUTF8|strNonEmpty)
+	c.bytes("blob", &m.Blob)
 }
 
 // StoreGet asks the host for the blob stored under Key; answered by
@@ -657,13 +536,9 @@ type StoreGet struct {
 // Type implements Message.
 func (*StoreGet) Type() Type { return TypeStoreGet }
 
-func (m *StoreGet) appendPayload(b []byte) []byte {
-	return appendStr(appendU64(b, m.CallID), m.Key)
-}
-
-func (m *StoreGet) decodePayload(d *decoder) {
-	m.CallID = d.id64("call_id")
-	m.Key = d.str("key", d.lim.MaxString, strUTF8|strNonEmpty)
+func (m *StoreGet) fields(c *codec) {
+	c.id64("call_id", &m.CallID)
+	c.str("key", &m.Key, c.lim.MaxString, strUTF8|strNonEmpty)
 }
 
 // GetEvidence asks the host for attestation evidence binding ReportData;
@@ -678,13 +553,9 @@ type GetEvidence struct {
 // Type implements Message.
 func (*GetEvidence) Type() Type { return TypeGetEvidence }
 
-func (m *GetEvidence) appendPayload(b []byte) []byte {
-	return append(appendU64(b, m.CallID), m.ReportData[:]...)
-}
-
-func (m *GetEvidence) decodePayload(d *decoder) {
-	m.CallID = d.id64("call_id")
-	copy(m.ReportData[:], d.take("report_data", 64))
+func (m *GetEvidence) fields(c *codec) {
+	c.id64("call_id", &m.CallID)
+	c.fixed("report_data", m.ReportData[:])
 }
 
 // HealthStatus answers Health.
@@ -703,22 +574,13 @@ type HealthStatus struct {
 // Type implements Message.
 func (*HealthStatus) Type() Type { return TypeHealthStatus }
 
-func (m *HealthStatus) appendPayload(b []byte) []byte {
-	b = appendU64(b, m.ID)
-	b = appendBool(b, m.Healthy)
-	b = appendU32(b, m.Running)
-	b = appendU32(b, m.Queued)
-	b = appendU32(b, m.Workers)
-	return appendStr(b, m.Detail)
-}
-
-func (m *HealthStatus) decodePayload(d *decoder) {
-	m.ID = d.id64("id")
-	m.Healthy = d.boolean("healthy")
-	m.Running = d.u32("running")
-	m.Queued = d.u32("queued")
-	m.Workers = d.u32("workers")
-	m.Detail = d.str("detail", d.lim.MaxString, 0)
+func (m *HealthStatus) fields(c *codec) {
+	c.id64("id", &m.ID)
+	c.boolean("healthy", &m.Healthy)
+	u32(c, "running", &m.Running)
+	u32(c, "queued", &m.Queued)
+	u32(c, "workers", &m.Workers)
+	c.str("detail", &m.Detail, c.lim.MaxString, 0)
 }
 
 // Stopped answers Shutdown: the enclave has drained and exits.
@@ -733,13 +595,9 @@ type Stopped struct {
 // Type implements Message.
 func (*Stopped) Type() Type { return TypeStopped }
 
-func (m *Stopped) appendPayload(b []byte) []byte {
-	return appendStr(appendU32(b, m.Abandoned), m.Message)
-}
-
-func (m *Stopped) decodePayload(d *decoder) {
-	m.Abandoned = d.u32("abandoned")
-	m.Message = d.str("message", d.lim.MaxString, 0)
+func (m *Stopped) fields(c *codec) {
+	u32(c, "abandoned", &m.Abandoned)
+	c.str("message", &m.Message, c.lim.MaxString, 0)
 }
 
 // Fatal reports an error the enclave cannot go on from (failed Init,
@@ -751,5 +609,4 @@ type Fatal struct{ Message string }
 // Type implements Message.
 func (*Fatal) Type() Type { return TypeFatal }
 
-func (m *Fatal) appendPayload(b []byte) []byte { return appendStr(b, m.Message) }
-func (m *Fatal) decodePayload(d *decoder)      { m.Message = d.str("message", d.lim.MaxString, 0) }
+func (m *Fatal) fields(c *codec) { c.str("message", &m.Message, c.lim.MaxString, 0) }

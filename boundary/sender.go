@@ -48,6 +48,7 @@ type Sender struct {
 	corked  bool  // cork, and the reader has complete frames in hand
 	nCorked int   // frames in pending
 	err     error // sticky write error or ErrClosed
+	enc     codec // encodes frames into pending
 
 	kick      chan struct{} // Gather: wake the writer goroutine
 	done      chan struct{} // closed by Close
@@ -119,7 +120,7 @@ func (s *Sender) send(m Message, how int) error {
 		return err
 	}
 	var err error
-	s.pending, err = appendChecked(s.pending, m, s.peerMax)
+	s.pending, err = s.enc.appendChecked(s.pending, m, s.peerMax)
 	if err != nil {
 		s.mu.Unlock()
 		return err

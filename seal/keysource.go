@@ -75,11 +75,7 @@ func (g GramineKeySource) RootKey(p Policy) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("%w: %d", ErrUnknownPolicy, uint8(p))
 	}
-	root := g.Root
-	if root == "" {
-		root = DefaultAttestationRoot
-	}
-	path := filepath.Join(root, "keys", name)
+	path := filepath.Join(g.Dir(), "keys", name)
 	k, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("seal: read Gramine seal key: %w", err)
@@ -93,10 +89,15 @@ func (g GramineKeySource) RootKey(p Policy) ([]byte, error) {
 // Available reports whether the Gramine MRENCLAVE seal key file exists, i.e.
 // whether the process appears to run under Gramine with this root.
 func (g GramineKeySource) Available() bool {
-	root := g.Root
-	if root == "" {
-		root = DefaultAttestationRoot
-	}
-	_, err := os.Stat(filepath.Join(root, "keys", "_sgx_mrenclave"))
+	_, err := os.Stat(filepath.Join(g.Dir(), "keys", "_sgx_mrenclave"))
 	return err == nil
+}
+
+// Dir returns the attestation directory: Root, or DefaultAttestationRoot
+// when Root is empty.
+func (g GramineKeySource) Dir() string {
+	if g.Root == "" {
+		return DefaultAttestationRoot
+	}
+	return g.Root
 }

@@ -217,6 +217,7 @@ func (a *App) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 	s.idle.L = &s.mu
 	s.rt = &Runtime{s: s}
 	s.rt.log = slog.New(&logHandler{s: s, level: a.opts.LogLevel})
+	s.rt.store.limits(&a.opts)
 	err = s.serve()
 	s.halt()
 	conn.Close()

@@ -18,10 +18,7 @@ type EvidenceFunc func(ctx context.Context, reportData [64]byte) (*Evidence, err
 // attestationRoot returns the Gramine attestation directory if the enclave
 // runs under Gramine with remote attestation, "" otherwise.
 func (a *App) attestationRoot() string {
-	root := a.opts.GramineRoot
-	if root == "" {
-		root = seal.DefaultAttestationRoot
-	}
+	root := seal.GramineKeySource{Root: a.opts.GramineRoot}.Dir()
 	if _, err := os.Stat(filepath.Join(root, "user_report_data")); err != nil {
 		return ""
 	}

@@ -13,6 +13,7 @@ import (
 type logHandler struct {
 	s      *session
 	level  slog.Leveler
+	post   bool // send with Post: never block on I/O
 	attrs  []boundary.Attr
 	prefix string // group prefix, "a.b."
 }
@@ -28,6 +29,9 @@ func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
 		m.Attrs = appendAttr(m.Attrs, h.prefix, a)
 		return true
 	})
+	if h.post {
+		return h.s.conn.Post(m)
+	}
 	return h.s.conn.Send(m)
 }
 
@@ -71,15 +75,6 @@ func (h *logHandler) WithGroup(name string) slog.Handler {
 
 // postLog logs from the reading goroutine without blocking on I/O.
 func (s *session) postLog(level slog.Level, msg string, args ...any) {
-	if level < s.opts.LogLevel.Level() {
-		return
-	}
-	r := slog.NewRecord(timeZero, level, msg, 0)
-	r.Add(args...)
-	m := &boundary.Log{Level: level, Message: msg}
-	r.Attrs(func(a slog.Attr) bool {
-		m.Attrs = appendAttr(m.Attrs, "", a)
-		return true
-	})
-	s.conn.Post(m)
+	h := &logHandler{s: s, level: s.opts.LogLevel, post: true}
+	slog.New(h).Log(context.Background(), level, msg, args...)
 }

@@ -11,12 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/cloister-dev/cloister/boundary"
 )
-
-var timeZero time.Time
 
 // Main serves the boundary protocol for a process image (see the package
 // doc for the descriptors used) and exits the process: 0 after a Shutdown,

@@ -49,7 +49,6 @@ func (rt *Runtime) storeName(key string) string {
 // flight are applied.
 type storeCache struct {
 	mu         sync.Mutex
-	init       bool
 	maxBytes   int // ≤ 0: nothing is cached
 	maxEntries int
 	bytes      int
@@ -66,12 +65,8 @@ type storeEntry struct {
 
 func (e *storeEntry) size() int { return len(e.key) + len(e.value) + storeEntryOverhead }
 
-// limits applies the options once (under c.mu).
+// limits applies the options, before the cache is used.
 func (c *storeCache) limits(o *Options) {
-	if c.init {
-		return
-	}
-	c.init = true
 	c.byKey = map[string]*list.Element{}
 	c.maxBytes, c.maxEntries = o.StoreCacheBytes, o.StoreCacheEntries
 	if c.maxBytes == 0 {
@@ -164,7 +159,6 @@ func (rt *Runtime) Put(ctx context.Context, key string, value []byte) error {
 	c := &rt.store
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.limits(&rt.s.opts)
 	// Under c.mu, so that the cache and the order of the frames agree.
 	if err := rt.s.conn.Send(&boundary.StorePut{Key: name, Blob: blob}); err != nil {
 		return fmt.Errorf("trusted: put %s: %w", name, err)
@@ -187,7 +181,6 @@ func (rt *Runtime) Get(ctx context.Context, key string) (value []byte, found boo
 	}
 	c := &rt.store
 	c.mu.Lock()
-	c.limits(&rt.s.opts)
 	if v, found, ok := c.lookup(key); ok {
 		c.mu.Unlock()
 		return v, found, nil
