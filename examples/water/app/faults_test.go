@@ -549,10 +549,15 @@ func TestStorageFullMidStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Fill it to the last byte: a journal record is a few hundred bytes,
+	// so space left over by a failed 1 MiB write would still take
+	// readings for a while.
 	chunk := make([]byte, 1<<20)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			break // full
+	for size := len(chunk); size > 0; size /= 2 {
+		for {
+			if _, err := f.Write(chunk[:size]); err != nil {
+				break
+			}
 		}
 	}
 	f.Close()
