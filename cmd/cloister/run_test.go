@@ -84,7 +84,7 @@ func TestRunWaterStopsCleanly(t *testing.T) {
 	// The eavesdropper: cloister tap on the application's NATS server sees
 	// the sealed readings and not one in clear.
 	mu.Lock()
-	m := regexp.MustCompile(`cloister tap --servers \.\.\.\): (\S+)`).FindStringSubmatch(out.String())
+	m := regexp.MustCompile(`cloister tap -s \.\.\.\): (\S+)`).FindStringSubmatch(out.String())
 	mu.Unlock()
 	if m == nil {
 		cmd.Process.Kill()

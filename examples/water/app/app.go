@@ -361,7 +361,7 @@ func (a *App) Run(ctx context.Context) error {
 	names := a.app.NodeNames()
 	fmt.Fprintf(out, "water: %d sensors every %v (%.0f readings/s), security %s, nodes %s (this process: %s)\n",
 		a.cfg.Sensors.Count, a.cfg.Sensors.Period, a.cfg.Sensors.Rate(), a.cfg.Security, nodeNames(a.cfg), strings.Join(names, ", "))
-	fmt.Fprintf(out, "NATS clients (cloister tap --servers ...): %s\n", a.NATSURL())
+	fmt.Fprintf(out, "NATS clients (cloister tap -s ...): %s\n", a.NATSURL())
 	if m := a.manifestSummary(); m != "" {
 		fmt.Fprintln(out, m)
 	}
