@@ -59,6 +59,26 @@
 // period) starts a new epoch; the coordinator publishes an
 // [EpochNotice] on AddressEpoch, joined enclaves re-join to fetch the new
 // keys, and the previous epoch stays valid until the grant's GraceUntil.
+//
+// # Following manifest updates (clients)
+//
+//	client → AddressManifestHistory ManifestHistoryRequest{Pinned: the pinned manifest hash}
+//	         ← ManifestHistory{Entries: [pinned manifest, next + owner signature, …, current + owner signature]}
+//
+// The coordinator keeps the manifests it accepted since the first one, each
+// with the owner's signature that made it current, at most
+// MaxHistoryEntries of them and MaxHistoryBytes in all (the oldest go
+// first). It answers with the entries from the pinned manifest to the
+// current one, or refuses with CodeNotFound when the pinned hash is not
+// among those it keeps (never set, or dropped by the bound: the client must
+// pin again). The answer carries no coordinator signature: a client checks
+// that Entries[0] is the manifest it pinned (its hash), that each later
+// entry is an update of the one before signed by that one's owner key with
+// a higher version (manifest.VerifyUpdate), and that the last is the
+// manifest the coordinator's evidence binds. Entries[0].Signature is the
+// signature that once made the pinned manifest current (empty for the
+// first manifest); the pinned hash vouches for that entry, so it is not
+// checked.
 package provision
 
 import (
@@ -80,8 +100,11 @@ const (
 	AddressJoin           = "cloister.coordinator.join"
 	AddressManifestSet    = "cloister.coordinator.manifest.set"
 	AddressManifestUpdate = "cloister.coordinator.manifest.update"
-	AddressRotate         = "cloister.coordinator.rotate"
-	AddressStatus         = "cloister.coordinator.status"
+	// AddressManifestHistory serves the owner-signed updates since a
+	// manifest (ManifestHistoryRequest → ManifestHistory).
+	AddressManifestHistory = "cloister.coordinator.manifest.history"
+	AddressRotate          = "cloister.coordinator.rotate"
+	AddressStatus          = "cloister.coordinator.status"
 	// AddressEpoch is published on when a rotation starts a new epoch.
 	AddressEpoch = "cloister.coordinator.epoch"
 )
@@ -99,6 +122,17 @@ const (
 	NonceSize            = 32
 	MaxMessageSize       = 1 << 20 // bound on every provisioning message
 	DefaultNonceLifetime = 2 * time.Minute
+	HashSize             = 32 // of a manifest hash
+)
+
+// Bounds of the manifest history a coordinator keeps and serves: at most
+// MaxHistoryEntries manifests (the current one included) of at most
+// MaxHistoryBytes canonical manifest and signature bytes in all, so that
+// an answer always fits in MaxMessageSize. Beyond them the oldest entries
+// go, and a client that pinned one of those must pin again.
+const (
+	MaxHistoryEntries = 64
+	MaxHistoryBytes   = 640 << 10
 )
 
 // AttestRequest asks the coordinator for its evidence.
@@ -206,6 +240,55 @@ type ManifestSet struct {
 type ManifestUpdate struct {
 	Manifest  []byte `json:"manifest"`
 	Signature []byte `json:"signature"`
+}
+
+// ManifestHistoryRequest asks for the manifests accepted since the one
+// with hash Pinned (HashSize bytes).
+type ManifestHistoryRequest struct {
+	Pinned []byte `json:"pinned"`
+}
+
+// ManifestHistory is the chain of manifests from the pinned one to the
+// current one, oldest first (see the package documentation).
+type ManifestHistory struct {
+	Entries []HistoryEntry `json:"entries"`
+}
+
+// HistoryEntry is one accepted manifest: its canonical JSON and the owner
+// signature (manifest.SignUpdate by the previous manifest's owner) that
+// made it current; the first manifest ever set has none.
+type HistoryEntry struct {
+	Manifest  []byte `json:"manifest"`
+	Signature []byte `json:"signature,omitempty"`
+}
+
+// Size is what the entry counts against MaxHistoryBytes.
+func (e HistoryEntry) Size() int { return len(e.Manifest) + len(e.Signature) }
+
+// Check checks the shape of a history answer: 1 to MaxHistoryEntries
+// entries, each with a manifest, every entry after the first signed. It
+// checks no signature (that takes the manifests: package client does it).
+func (h *ManifestHistory) Check() error {
+	if n := len(h.Entries); n == 0 || n > MaxHistoryEntries {
+		return fmt.Errorf("%w: manifest history of %d entries, want 1 to %d", ErrMalformed, n, MaxHistoryEntries)
+	}
+	for i, e := range h.Entries {
+		if len(e.Manifest) == 0 {
+			return fmt.Errorf("%w: manifest history entry %d has no manifest", ErrMalformed, i)
+		}
+		if i > 0 && len(e.Signature) == 0 {
+			return fmt.Errorf("%w: manifest history entry %d has no owner signature", ErrMalformed, i)
+		}
+	}
+	return nil
+}
+
+// CheckHash reports whether a manifest hash has the right size.
+func CheckHash(hash []byte) error {
+	if len(hash) != HashSize {
+		return fmt.Errorf("%w: manifest hash of %d bytes, want %d", ErrMalformed, len(hash), HashSize)
+	}
+	return nil
 }
 
 // RotateRequest starts a new key epoch; Signature is the owner's over

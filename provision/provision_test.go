@@ -60,6 +60,8 @@ func FuzzDecode(f *testing.F) {
 		JoinRequest{Service: "s", PublicKey: []byte{1}, Nonce: make([]byte, 32), Evidence: []byte{2}},
 		Grant{Service: "s", Epoch: 3, Addresses: []AddressGrant{{Address: "a.b", Secured: true, Keys: []EpochKey{{Epoch: 3, Key: make([]byte, 32)}}}}},
 		AttestResponse{Evidence: []byte{1}, SigningKey: []byte{2}, ManifestHash: make([]byte, 32)},
+		ManifestHistoryRequest{Pinned: make([]byte, HashSize)},
+		ManifestHistory{Entries: []HistoryEntry{{Manifest: []byte(`{"version":1}`)}, {Manifest: []byte(`{"version":2}`), Signature: make([]byte, 64)}}},
 	} {
 		b, _ := Encode(v)
 		f.Add(b)
@@ -78,7 +80,52 @@ func FuzzDecode(f *testing.F) {
 		}
 		var j JoinRequest
 		_ = Decode(data, &j)
+		var hr ManifestHistoryRequest
+		if Decode(data, &hr) == nil && CheckHash(hr.Pinned) == nil && len(hr.Pinned) != HashSize {
+			t.Fatal("CheckHash accepted a hash of the wrong size")
+		}
+		var h ManifestHistory
+		if Decode(data, &h) == nil && h.Check() == nil {
+			if len(h.Entries) == 0 || len(h.Entries) > MaxHistoryEntries {
+				t.Fatalf("Check accepted %d entries", len(h.Entries))
+			}
+			for i, e := range h.Entries[1:] {
+				if len(e.Signature) == 0 {
+					t.Fatalf("Check accepted entry %d without a signature", i+1)
+				}
+			}
+		}
 	})
+}
+
+func TestManifestHistoryCheck(t *testing.T) {
+	m := []byte(`{"version":1}`)
+	sig := make([]byte, 64)
+	good := ManifestHistory{Entries: []HistoryEntry{{Manifest: m}, {Manifest: m, Signature: sig}}}
+	b, err := Encode(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h ManifestHistory
+	if err := Decode(b, &h); err != nil || h.Check() != nil || len(h.Entries) != 2 {
+		t.Fatalf("round trip: %+v, %v", h, err)
+	}
+	for name, bad := range map[string]ManifestHistory{
+		"no entries":                     {},
+		"too many entries":               {Entries: make([]HistoryEntry, MaxHistoryEntries+1)},
+		"entry 1 has no owner signature": {Entries: []HistoryEntry{{Manifest: m}, {Manifest: m}}},
+		"entry 0 has no manifest":        {Entries: []HistoryEntry{{}}},
+	} {
+		if err := bad.Check(); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if CheckHash(make([]byte, HashSize-1)) == nil || CheckHash(make([]byte, HashSize)) != nil {
+		t.Fatal("CheckHash")
+	}
+	if err := Decode([]byte(`{"entries":[],"current":1}`), &h); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("unknown field accepted: %v", err)
+	}
 }
 
 func TestRotateMessageBindsGrace(t *testing.T) {
