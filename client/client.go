@@ -11,19 +11,51 @@
 //
 //  1. "response": the answer decodes (provision.AttestResponse) and holds an
 //     Ed25519 signing key;
-//  2. "manifest hash": the manifest hash the coordinator serves is the one
-//     the client pinned ([Options.ManifestHash]); a mismatch is also a
-//     [*ManifestMismatchError];
-//  3. "evidence": the evidence verifies (attest.Verify; simulated evidence
+//  2. "evidence": the evidence verifies (attest.Verify; simulated evidence
 //     only with [Options.AllowSimulation], signed by one of
 //     [Options.SimPlatformKeys]);
-//  4. "report data": the evidence binds provision.AttestReportData(signing
+//  3. "report data": the evidence binds provision.AttestReportData(signing
 //     key, manifest hash, nonce) — the key, the manifest and this very
 //     request;
-//  5. "policy": the claims satisfy [Options.CoordinatorPolicy] (the
-//     coordinator image's identity).
+//  4. "policy": the claims satisfy [Options.CoordinatorPolicy] (the
+//     coordinator image's identity);
+//  5. "manifest hash": the manifest hash the coordinator serves is the one
+//     the client pinned ([Options.ManifestHash]), or a later manifest the
+//     client reaches from the pinned one by owner-signed updates (below);
+//     otherwise it is a [*ManifestMismatchError];
+//  6. "manifest version": with [Options.MinManifestVersion], the current
+//     manifest's version is at least that (a [*ManifestVersionError]).
 //
-// From then on the client trusts the coordinator's signing key.
+// (With [Options.RefuseUpdates], check 5 comes first and accepts the pinned
+// hash only.) From then on the client trusts the coordinator's signing key
+// and pins the current manifest's hash ([Client.ManifestHash]).
+//
+// # Following manifest updates
+//
+// A manifest with an owner key may be replaced by its owner: the
+// coordinator accepts a higher version signed by the current owner key
+// (manifest.VerifyUpdate). Pinning such a manifest means trusting its
+// owner's updates, so when the attested hash is not the pinned one the
+// client asks the coordinator for the chain of updates since the pinned
+// manifest (provision.AddressManifestHistory) and accepts the coordinator
+// only if the chain starts with the pinned manifest itself (its hash),
+// each later entry is an update of the one before, signed by that one's
+// owner key with a higher version, and the last is the manifest the
+// evidence binds. A step that fails is a [*HistoryError] naming the entry
+// (wrapping [ErrHistoryStart], [ErrHistoryEnd], or manifest.ErrBadSignature,
+// manifest.ErrNotNewer, manifest.ErrNoOwner); the client then refuses the
+// coordinator (a [*ManifestMismatchError] whose reason it is). A manifest
+// without owner key can never be updated. The coordinator keeps at most
+// provision.MaxHistoryEntries manifests: a client pinned further back is
+// refused and must pin again.
+//
+// Nothing in the evidence binds a manifest's version, and a coordinator's
+// sealed state can be rolled back by its host to an older manifest, which
+// it then attests genuinely. [Options.MinManifestVersion] protects a
+// client from that: the client reads the current manifest itself (the
+// history from the pinned hash, whose last entry has the attested hash)
+// and refuses a version below the minimum with a [*ManifestVersionError]
+// ([ErrManifestTooOld]).
 //
 // # Service keys
 //
@@ -60,6 +92,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,6 +103,7 @@ import (
 
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
+	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
 	"github.com/cloister-dev/cloister/wire"
@@ -102,6 +136,16 @@ type Options struct {
 	Timeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// MinManifestVersion, when not zero, refuses a coordinator whose current
+	// manifest has a lower version, as one whose state was rolled back
+	// would have. The version is read from the manifest itself (fetched
+	// from the coordinator and checked against the attested hash), never
+	// from what the coordinator reports.
+	MinManifestVersion uint64
+	// RefuseUpdates pins ManifestHash exactly: a coordinator serving a
+	// later, owner-signed manifest is refused. By default the client
+	// follows the owner's signed updates from the pinned manifest.
+	RefuseUpdates bool
 	// Credential is the client's identity on its sessions with services:
 	// a name the manifest's clients list, with its Ed25519 private key.
 	// Requests and sends to services need one; [Client.As] gives a client
@@ -118,12 +162,54 @@ var (
 	// ErrBadSignature: a service key is not signed by the coordinator the
 	// client verified.
 	ErrBadSignature = errors.New("client: bad coordinator signature")
+	// ErrHistory is matched by every *HistoryError.
+	ErrHistory = errors.New("client: manifest history refused")
+	// ErrHistoryStart: the history's first entry is not the pinned manifest.
+	ErrHistoryStart = errors.New("the first entry is not the pinned manifest")
+	// ErrHistoryEnd: the history's last entry is not the manifest the
+	// coordinator's evidence binds.
+	ErrHistoryEnd = errors.New("the last entry is not the manifest the coordinator's evidence binds")
+	// ErrManifestTooOld is matched by every *ManifestVersionError.
+	ErrManifestTooOld = errors.New("client: manifest version below the minimum")
 )
+
+// HistoryError says which entry of the manifest history failed: entry 0
+// is the pinned manifest, entry i > 0 the i-th update after it.
+type HistoryError struct {
+	Entry int
+	Err   error
+}
+
+// Error names the entry and the reason.
+func (e *HistoryError) Error() string {
+	return fmt.Sprintf("client: manifest history refused at entry %d: %v", e.Entry, e.Err)
+}
+
+// Unwrap returns the reason.
+func (e *HistoryError) Unwrap() error { return e.Err }
+
+// Is makes every HistoryError match ErrHistory.
+func (e *HistoryError) Is(target error) bool { return target == ErrHistory }
+
+// ManifestVersionError reports a coordinator whose current manifest is
+// older than Options.MinManifestVersion: a rolled-back coordinator.
+type ManifestVersionError struct {
+	Min, Version uint64
+	Hash         []byte
+}
+
+// Error names both versions.
+func (e *ManifestVersionError) Error() string {
+	return fmt.Sprintf("client: the coordinator serves manifest %x of version %d, below the minimum %d (was its state rolled back?)", e.Hash, e.Version, e.Min)
+}
+
+// Is makes every ManifestVersionError match ErrManifestTooOld.
+func (e *ManifestVersionError) Is(target error) bool { return target == ErrManifestTooOld }
 
 // UntrustedError says which check of the coordinator failed.
 type UntrustedError struct {
-	// Check is "response", "manifest hash", "evidence", "report data" or
-	// "policy".
+	// Check is "response", "evidence", "report data", "policy",
+	// "manifest hash" or "manifest version".
 	Check string
 	Err   error
 }
@@ -140,15 +226,26 @@ func (e *UntrustedError) Unwrap() error { return e.Err }
 func (e *UntrustedError) Is(target error) bool { return target == ErrUntrusted }
 
 // ManifestMismatchError reports that the coordinator serves another manifest
-// than the pinned one.
+// than the pinned one, and none the client could reach from it by
+// owner-signed updates.
 type ManifestMismatchError struct {
 	Pinned, Served []byte
+	// Reason says why the client did not follow updates to Served (nil
+	// with Options.RefuseUpdates): a *HistoryError, or the coordinator's
+	// refusal to serve the history.
+	Reason error
 }
 
 // Error names both hashes.
 func (e *ManifestMismatchError) Error() string {
+	if e.Reason != nil {
+		return fmt.Sprintf("client: the coordinator serves manifest %x, not the pinned %x, and no signed update leads there: %v", e.Served, e.Pinned, e.Reason)
+	}
 	return fmt.Sprintf("client: the coordinator serves manifest %x, not the pinned %x", e.Served, e.Pinned)
 }
+
+// Unwrap returns the reason.
+func (e *ManifestMismatchError) Unwrap() error { return e.Reason }
 
 // Is makes every ManifestMismatchError match ErrManifestMismatch.
 func (e *ManifestMismatchError) Is(target error) bool { return target == ErrManifestMismatch }
@@ -162,6 +259,8 @@ type Client struct {
 	att    *provision.AttestResponse
 	claims *attest.Claims
 	shared *serviceKeys
+	// followed is how many signed manifest updates Connect followed.
+	followed int
 
 	cred     secure.Credential
 	sessions *sessions
@@ -204,7 +303,8 @@ func Connect(ctx context.Context, b *bus.Bus, opts Options) (*Client, error) {
 	if len(resp.SigningKey) != ed25519.PublicKeySize {
 		return nil, &UntrustedError{Check: "response", Err: fmt.Errorf("signing key of %d bytes, want %d", len(resp.SigningKey), ed25519.PublicKeySize)}
 	}
-	if string(resp.ManifestHash) != string(opts.ManifestHash[:]) {
+	moved := string(resp.ManifestHash) != string(opts.ManifestHash[:])
+	if moved && opts.RefuseUpdates {
 		return nil, &UntrustedError{Check: "manifest hash", Err: &ManifestMismatchError{Pinned: opts.ManifestHash[:], Served: resp.ManifestHash}}
 	}
 	claims, err := verifyCoordinator(ctx, &resp, nonce, opts)
@@ -214,9 +314,78 @@ func Connect(ctx context.Context, b *bus.Bus, opts Options) (*Client, error) {
 	if claims.Simulated() {
 		opts.Logger.Warn("client: the coordinator's evidence is SIMULATED: it promises nothing against a malicious host")
 	}
-	c := &Client{b: b, opts: opts, sign: ed25519.PublicKey(resp.SigningKey), att: &resp, claims: claims,
+	followed := 0
+	if moved || opts.MinManifestVersion > 0 {
+		// The evidence binds resp.ManifestHash (checked above): the
+		// history must lead from the pinned manifest there.
+		current, n, err := fetchHistory(ctx, b, opts, [32]byte(resp.ManifestHash))
+		switch {
+		case err != nil && moved:
+			return nil, &UntrustedError{Check: "manifest hash", Err: &ManifestMismatchError{Pinned: opts.ManifestHash[:], Served: resp.ManifestHash, Reason: err}}
+		case err != nil:
+			return nil, &UntrustedError{Check: "manifest version", Err: err}
+		case current.Version < opts.MinManifestVersion:
+			return nil, &UntrustedError{Check: "manifest version", Err: &ManifestVersionError{Min: opts.MinManifestVersion, Version: current.Version, Hash: resp.ManifestHash}}
+		}
+		if n > 0 {
+			opts.Logger.Info(fmt.Sprintf("client: followed %d signed manifest update(s) from the pinned manifest", n),
+				"pinned", hex.EncodeToString(opts.ManifestHash[:]), "now", hex.EncodeToString(resp.ManifestHash), "version", current.Version)
+		}
+		resp.ManifestVersion = current.Version
+		opts.ManifestHash = [32]byte(resp.ManifestHash)
+		followed = n
+	}
+	c := &Client{b: b, opts: opts, sign: ed25519.PublicKey(resp.SigningKey), att: &resp, claims: claims, followed: followed,
 		shared: &serviceKeys{keys: map[string]*secure.PublicKey{}, fetched: map[string]time.Time{}}}
 	return c.As(opts.Credential), nil
+}
+
+// fetchHistory asks the coordinator for the manifests since the pinned one
+// and checks that they lead to attested (verifyHistory).
+func fetchHistory(ctx context.Context, b *bus.Bus, opts Options, attested [32]byte) (*manifest.Manifest, int, error) {
+	body, err := provision.Encode(provision.ManifestHistoryRequest{Pinned: opts.ManifestHash[:]})
+	if err != nil {
+		return nil, 0, err
+	}
+	m, err := b.Request(ctx, provision.AddressManifestHistory, body, bus.Timeout(opts.Timeout))
+	if err != nil {
+		return nil, 0, fmt.Errorf("client: manifest history since %x: %w", opts.ManifestHash[:8], err)
+	}
+	return verifyHistory(opts.ManifestHash, attested, m.Body())
+}
+
+// verifyHistory checks a provision.ManifestHistory answer: it starts with
+// the manifest whose hash is pinned, every later entry is an owner-signed
+// update of the one before (manifest.VerifyUpdate: signed by that one's
+// owner, a higher version), and the last has hash attested. It returns the
+// last manifest and the number of updates.
+func verifyHistory(pinned, attested [32]byte, body []byte) (*manifest.Manifest, int, error) {
+	var h provision.ManifestHistory
+	if err := provision.Decode(body, &h); err != nil {
+		return nil, 0, fmt.Errorf("client: manifest history: %w", err)
+	}
+	if err := h.Check(); err != nil {
+		return nil, 0, fmt.Errorf("client: manifest history: %w", err)
+	}
+	var prev *manifest.Manifest
+	for i, e := range h.Entries {
+		m, err := manifest.ParseCanonical(e.Manifest)
+		if err != nil {
+			return nil, 0, &HistoryError{Entry: i, Err: err}
+		}
+		if i == 0 {
+			if first := m.Hash(); first != pinned {
+				return nil, 0, &HistoryError{Entry: 0, Err: fmt.Errorf("%w: manifest %x, pinned %x", ErrHistoryStart, first[:8], pinned[:8])}
+			}
+		} else if err := prev.VerifyUpdate(m, e.Signature); err != nil {
+			return nil, 0, &HistoryError{Entry: i, Err: err}
+		}
+		prev = m
+	}
+	if last := prev.Hash(); last != attested {
+		return nil, 0, &HistoryError{Entry: len(h.Entries) - 1, Err: fmt.Errorf("%w: manifest %x (version %d), attested %x", ErrHistoryEnd, last[:8], prev.Version, attested[:8])}
+	}
+	return prev, len(h.Entries) - 1, nil
 }
 
 // verifyCoordinator checks the evidence, its report data and the policy.
@@ -245,13 +414,21 @@ func verifyCoordinator(ctx context.Context, resp *provision.AttestResponse, nonc
 	return claims, nil
 }
 
-// ManifestHash returns the pinned manifest hash.
+// ManifestHash returns the manifest hash the client pins: Options.ManifestHash,
+// or the hash of the manifest Connect reached from it by signed updates.
 func (c *Client) ManifestHash() [32]byte { return c.opts.ManifestHash }
 
-// ManifestVersion returns the version of the manifest the coordinator
-// served when it was verified. Only the manifest hash is bound by the
-// evidence (and pinned); the version is as the coordinator reported it.
+// ManifestVersion returns the version of the manifest the client pins.
+// When Connect read the manifest (it followed updates, or
+// Options.MinManifestVersion is set) the version is the manifest's own;
+// otherwise it is as the coordinator reported it, which the evidence does
+// not bind.
 func (c *Client) ManifestVersion() uint64 { return c.att.ManifestVersion }
+
+// FollowedUpdates returns how many owner-signed manifest updates Connect
+// followed from Options.ManifestHash to [Client.ManifestHash] (0: the
+// coordinator served the pinned manifest).
+func (c *Client) FollowedUpdates() int { return c.followed }
 
 // Claims returns the verified claims of the coordinator's evidence.
 func (c *Client) Claims() *attest.Claims { return c.claims }
@@ -328,7 +505,7 @@ var ErrNotMine = errors.New("client: not a message of this client's recent sessi
 // keys and proves cred on its sessions: a device holding many credentials
 // (or a gateway for many sensors) verifies the coordinator once.
 func (c *Client) As(cred secure.Credential) *Client {
-	return &Client{b: c.b, opts: c.opts, sign: c.sign, att: c.att, claims: c.claims, shared: c.shared,
+	return &Client{b: c.b, opts: c.opts, sign: c.sign, att: c.att, claims: c.claims, shared: c.shared, followed: c.followed,
 		cred: cred, sessions: &sessions{current: map[string]*secure.ClientSession{}}}
 }
 

@@ -111,10 +111,15 @@ func (m *Manifest) Canonical() []byte {
 
 // Hash returns SHA-256 over "cloister manifest v1\n" ‖ [Manifest.Canonical]:
 // the value clients pin.
-func (m *Manifest) Hash() [32]byte {
+func (m *Manifest) Hash() [32]byte { return HashCanonical(m.Canonical()) }
+
+// HashCanonical returns the hash of the manifest whose canonical JSON is
+// canonical (as ParseCanonical accepts it), without parsing it: equal to
+// [Manifest.Hash] of that manifest.
+func HashCanonical(canonical []byte) [32]byte {
 	h := sha256.New()
 	h.Write([]byte(hashLabel))
-	h.Write(m.Canonical())
+	h.Write(canonical)
 	var out [32]byte
 	h.Sum(out[:0])
 	return out
