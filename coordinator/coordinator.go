@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -109,14 +110,15 @@ func NewApp(opts Options, topts trusted.Options) *trusted.App {
 // (trusted.Options.OnInit); NewApp arranges both.
 func (c *Coordinator) Register(app *trusted.App) {
 	for addr, h := range map[string]handlerFunc{
-		provision.AddressAttest:         (*instance).attest,
-		provision.AddressServiceKey:     (*instance).serviceKey,
-		provision.AddressChallenge:      (*instance).challenge,
-		provision.AddressJoin:           (*instance).join,
-		provision.AddressManifestSet:    (*instance).manifestSet,
-		provision.AddressManifestUpdate: (*instance).manifestUpdate,
-		provision.AddressRotate:         (*instance).rotate,
-		provision.AddressStatus:         (*instance).status,
+		provision.AddressAttest:          (*instance).attest,
+		provision.AddressServiceKey:      (*instance).serviceKey,
+		provision.AddressChallenge:       (*instance).challenge,
+		provision.AddressJoin:            (*instance).join,
+		provision.AddressManifestSet:     (*instance).manifestSet,
+		provision.AddressManifestUpdate:  (*instance).manifestUpdate,
+		provision.AddressManifestHistory: (*instance).manifestHistory,
+		provision.AddressRotate:          (*instance).rotate,
+		provision.AddressStatus:          (*instance).status,
 	} {
 		app.HandleFunc(addr, func(ctx context.Context, call *trusted.Call) {
 			c.serve(ctx, call, h)
@@ -155,6 +157,7 @@ func (c *Coordinator) Init(ctx context.Context, rt *trusted.Runtime) error {
 	go in.saver(ctx)
 	if m != nil {
 		in.hash = m.Hash()
+		in.hashes = historyHashes(st.chain())
 	}
 	c.mu.Lock()
 	c.instances[rt] = in
@@ -224,10 +227,12 @@ type instance struct {
 	rt   *trusted.Runtime
 	cfg  *parsedConfig
 
-	mu       sync.Mutex
-	st       *state
-	m        *manifest.Manifest
-	hash     [32]byte
+	mu   sync.Mutex
+	st   *state
+	m    *manifest.Manifest
+	hash [32]byte
+	// hashes are the manifest hashes of in.st.chain().
+	hashes   [][32]byte
 	sign     ed25519.PrivateKey
 	ch       *challenges
 	channels map[string]*secure.ServiceKey
@@ -399,7 +404,7 @@ func (in *instance) manifestSet(ctx context.Context, call *trusted.Call) ([]byte
 		return nil, refuse(provision.CodeConflict, "manifest already set (version %d, hash %x): %sonly updates signed by the owner are accepted, on %s",
 			in.m.Version, in.hash, same, provision.AddressManifestUpdate)
 	}
-	if err := in.install(ctx, next); err != nil {
+	if err := in.install(ctx, next, nil); err != nil {
 		return nil, err
 	}
 	return provision.Encode(in.statusLocked())
@@ -425,25 +430,61 @@ func (in *instance) manifestUpdate(ctx context.Context, call *trusted.Call) ([]b
 			return nil, refuse(provision.CodeUnauthorized, "update refused: the signature is not the current owner's over this update")
 		}
 	}
-	if err := in.install(ctx, next); err != nil {
+	if err := in.install(ctx, next, sig); err != nil {
 		return nil, err
 	}
 	return provision.Encode(in.statusLocked())
 }
 
-// install makes next the current manifest and stores it; the caller holds
-// in.mu. On failure nothing changes.
-func (in *instance) install(ctx context.Context, next *manifest.Manifest) error {
-	prev := in.st.Manifest
-	in.st.Manifest = next.Canonical()
+// install makes next the current manifest, made current by the owner
+// signature sig (nil for the first manifest), moves the previous one into
+// the history and stores the state; the caller holds in.mu. On failure
+// nothing changes.
+func (in *instance) install(ctx context.Context, next *manifest.Manifest, sig []byte) error {
+	prev, prevSig, prevHistory := in.st.Manifest, in.st.ManifestSignature, in.st.History
+	cur := provision.HistoryEntry{Manifest: next.Canonical(), Signature: sig}
+	if prev != nil {
+		in.st.History = trimHistory(append(slices.Clip(prevHistory), provision.HistoryEntry{Manifest: prev, Signature: prevSig}), cur)
+	}
+	in.st.Manifest, in.st.ManifestSignature = cur.Manifest, cur.Signature
 	if err := in.save(ctx); err != nil {
-		in.st.Manifest = prev
+		in.st.Manifest, in.st.ManifestSignature, in.st.History = prev, prevSig, prevHistory
 		return err
 	}
 	in.m, in.hash = next, next.Hash()
+	in.hashes = historyHashes(in.st.chain())
 	clear(in.signed)
-	in.rt.Logger().Info("coordinator: manifest set", "hash", hex.EncodeToString(in.hash[:]), "version", next.Version)
+	in.rt.Logger().Info("coordinator: manifest set", "hash", hex.EncodeToString(in.hash[:]), "version", next.Version, "history", len(in.st.History))
 	return nil
+}
+
+// historyHashes returns the manifest hash of every entry of chain.
+func historyHashes(chain []provision.HistoryEntry) [][32]byte {
+	out := make([][32]byte, 0, len(chain))
+	for _, e := range chain {
+		out = append(out, manifest.HashCanonical(e.Manifest))
+	}
+	return out
+}
+
+// manifestHistory answers the chain of manifests from the pinned one to
+// the current one (see provision's package documentation).
+func (in *instance) manifestHistory(_ context.Context, call *trusted.Call) ([]byte, error) {
+	pinned, err := decodeManifestHistory(call.Body())
+	if err != nil {
+		return nil, err
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.m == nil {
+		return nil, refuse(provision.CodeNoManifest, "no manifest set yet")
+	}
+	i := slices.Index(in.hashes, pinned)
+	if i < 0 {
+		return nil, refuse(provision.CodeNotFound, "manifest %x is not in the history this coordinator keeps (the current manifest is %x, version %d, after %d earlier ones; at most %d manifests and %d bytes are kept, the oldest go first): pin the current manifest again",
+			pinned, in.hash, in.m.Version, len(in.st.History), provision.MaxHistoryEntries, provision.MaxHistoryBytes)
+	}
+	return provision.Encode(provision.ManifestHistory{Entries: in.st.chain()[i:]})
 }
 
 func (in *instance) rotate(ctx context.Context, call *trusted.Call) ([]byte, error) {

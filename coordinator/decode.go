@@ -111,6 +111,17 @@ func decodeManifestUpdate(body []byte) (*manifest.Manifest, []byte, error) {
 	return m, r.Signature, nil
 }
 
+func decodeManifestHistory(body []byte) ([32]byte, error) {
+	var r provision.ManifestHistoryRequest
+	if err := provision.Decode(body, &r); err != nil {
+		return [32]byte{}, badRequest(err)
+	}
+	if err := provision.CheckHash(r.Pinned); err != nil {
+		return [32]byte{}, badRequest(fmt.Errorf("manifest history: pinned %w", err))
+	}
+	return [32]byte(r.Pinned), nil
+}
+
 func decodeRotate(body []byte) (*provision.RotateRequest, time.Duration, error) {
 	var r provision.RotateRequest
 	if err := provision.Decode(body, &r); err != nil {

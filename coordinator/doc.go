@@ -17,6 +17,7 @@
 //	address                 request → answer                         refusals
 //	AddressManifestSet      ManifestSet → Status                     400 invalid (every field error), 409 already set
 //	AddressManifestUpdate   ManifestUpdate → Status                  401 unsigned, no owner or bad signature, 409 version not higher, 412
+//	AddressManifestHistory  ManifestHistoryRequest → ManifestHistory 400 not a 32-byte hash, 404 not in the history, 412
 //	AddressAttest           AttestRequest → AttestResponse           400, 412 no manifest
 //	AddressServiceKey       ServiceKeyRequest → ServiceKeyResponse   404 unknown service, 403 regular service, 412
 //	AddressChallenge        (empty) → Challenge                      (none: issuing keeps no state)
@@ -29,6 +30,20 @@
 // one must be signed by the current owner key with a higher version
 // (manifest.VerifyUpdate). A second ManifestSet is refused even if it
 // carries the same manifest.
+//
+// Manifest history. Every accepted update moves the manifest it replaces,
+// with the owner signature that had made it current, into a history kept
+// in the sealed state, oldest first: at most provision.MaxHistoryEntries
+// manifests and provision.MaxHistoryBytes in all, the current one
+// included; beyond that the oldest go. AddressManifestHistory answers a
+// pinned hash with the entries from that manifest to the current one (the
+// first is the pinned manifest itself), so that a client that pinned an
+// older manifest can follow the owner's signed updates (package client
+// verifies each signature; the answer carries no coordinator signature,
+// and needs none). A hash the history does not hold (never set here, or
+// dropped by the bound) is refused with 404, "pin the current manifest
+// again". A state written before the history existed has none: clients
+// pinned to older manifests must pin again.
 //
 // Attestation. The answer carries evidence from trusted.Runtime.Evidence
 // whose report data is provision.AttestReportData(signing key, manifest
@@ -127,7 +142,8 @@
 //
 // # State
 //
-// The root secret, the signing key's seed, the manifest (canonical JSON),
+// The root secret, the signing key's seed, the manifest (canonical JSON)
+// with the owner signature that made it current and the manifest history,
 // the epoch and its grace period, and the join and refusal counters are
 // kept as one JSON value in protected storage (trusted.Runtime.Put: sealed
 // inside the enclave, with a seal policy of MRENCLAVE by default, so only
@@ -137,5 +153,8 @@
 // coordinator (the supervisor restarts it after kill -9) reads the state
 // back and hands out the same keys. Protected storage has no freshness:
 // a malicious host can roll the state back to an older blob (an older
-// manifest or epoch); it cannot forge one.
+// manifest or epoch); it cannot forge one. A client that requires a
+// minimum manifest version (client.Options.MinManifestVersion) refuses a
+// coordinator rolled back below it; nothing yet stops the rollback of the
+// coordinator's own state, so grants follow the older manifest.
 package coordinator

@@ -82,6 +82,12 @@ func seeds(t testing.TB) [][]byte {
 	b, _ := json.Marshal(st)
 	out = append(out, b)
 	add(provision.ManifestSet{Manifest: []byte(fuzzManifest)}) // the YAML source: refused
+	fh := fm.Hash()
+	add(provision.ManifestHistoryRequest{Pinned: fh[:]})
+	st.Manifest, st.ManifestSignature = y, make([]byte, ed25519.SignatureSize)
+	st.History = []provision.HistoryEntry{{Manifest: y}}
+	b, _ = json.Marshal(st)
+	out = append(out, b)
 	return out
 }
 
@@ -126,6 +132,9 @@ func FuzzDecoders(f *testing.F) {
 		} else if len(r.Signature) == 0 || grace < 0 || grace > MaxGrace {
 			t.Fatalf("accepted rotation %+v, grace %v", r, grace)
 		}
+		if _, err := decodeManifestHistory(data); err != nil {
+			checkRefusal(t, err)
+		}
 		_, _ = parseConfig(data)
 		if st, _, err := decodeState(data); err == nil && (len(st.Root) != rootSize || st.Epoch == 0) {
 			t.Fatalf("accepted a state without a root secret or epoch")
@@ -149,6 +158,12 @@ func TestSeedsDecode(t *testing.T) {
 	}
 	if _, err := decodeManifestSet(s[7]); err == nil || !strings.Contains(err.Error(), "not valid JSON") {
 		t.Fatalf("the YAML source was not refused: %v", err)
+	}
+	if _, err := decodeManifestHistory(s[8]); err != nil {
+		t.Fatal(err)
+	}
+	if st, m, err := decodeState(s[9]); err != nil || m == nil || len(st.chain()) != 2 {
+		t.Fatalf("a state with a history: %v", err)
 	}
 }
 

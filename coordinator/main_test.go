@@ -106,13 +106,20 @@ func newSystem(t testing.TB) *system {
 		t.Fatal(err)
 	}
 	s := &system{t: t, b: b, n: n, base: base, state: filepath.Join(base, "coordinator"), owner: owner}
-	if _, err := n.DeployEnclave(context.Background(), node.EnclaveConfig{
-		Name: "coordinator", Image: coordImage.Path, StateDir: s.state, InitConfig: trustTestRoot(t),
+	s.deployCoordinator()
+	return s
+}
+
+// deployCoordinator hosts the coordinator image on s.n, with its state in
+// s.state.
+func (s *system) deployCoordinator() {
+	s.t.Helper()
+	if _, err := s.n.DeployEnclave(context.Background(), node.EnclaveConfig{
+		Name: "coordinator", Image: coordImage.Path, StateDir: s.state, InitConfig: trustTestRoot(s.t),
 		RestartBackoff: 20 * time.Millisecond, MaxRestartBackoff: 200 * time.Millisecond,
 	}); err != nil {
-		t.Fatal(err)
+		s.t.Fatal(err)
 	}
-	return s
 }
 
 // stateDir returns a directory for enclave state, removed when the test

@@ -5,11 +5,14 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/cloister-dev/cloister/manifest"
+	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/trusted"
 )
 
@@ -31,6 +34,13 @@ type state struct {
 	SigningSeed []byte `json:"signing_seed"`
 	// Manifest is the canonical JSON of the current manifest (nil: none yet).
 	Manifest []byte `json:"manifest,omitempty"`
+	// ManifestSignature is the owner signature that made Manifest current
+	// (nil for the first manifest).
+	ManifestSignature []byte `json:"manifest_signature,omitempty"`
+	// History holds the manifests current before Manifest, oldest first,
+	// each with the signature that made it current: the chain clients
+	// follow (AddressManifestHistory), bounded by trimHistory.
+	History []provision.HistoryEntry `json:"history,omitempty"`
 	// Epoch is the current key epoch (≥ 1).
 	Epoch uint32 `json:"epoch"`
 	// GraceUntil ends the validity of epoch Epoch-1.
@@ -52,6 +62,29 @@ func newState() (*state, error) {
 	return st, nil
 }
 
+// chain returns the manifest history and the current manifest, oldest
+// first.
+func (st *state) chain() []provision.HistoryEntry {
+	if st.Manifest == nil {
+		return nil
+	}
+	return append(slices.Clip(st.History), provision.HistoryEntry{Manifest: st.Manifest, Signature: st.ManifestSignature})
+}
+
+// trimHistory returns the end of history that fits, with current, in
+// provision.MaxHistoryEntries entries and provision.MaxHistoryBytes: the
+// oldest entries go first.
+func trimHistory(history []provision.HistoryEntry, current provision.HistoryEntry) []provision.HistoryEntry {
+	size, keep := current.Size(), 0
+	for i := len(history) - 1; i >= 0 && keep+1 < provision.MaxHistoryEntries; i-- {
+		if size += history[i].Size(); size > provision.MaxHistoryBytes {
+			break
+		}
+		keep++
+	}
+	return history[len(history)-keep:]
+}
+
 // decodeState checks a stored state strictly.
 func decodeState(b []byte) (*state, *manifest.Manifest, error) {
 	var st state
@@ -68,6 +101,8 @@ func decodeState(b []byte) (*state, *manifest.Manifest, error) {
 		if m, err = manifest.ParseCanonical(st.Manifest); err != nil {
 			return nil, nil, fmt.Errorf("coordinator: stored manifest: %w", err)
 		}
+	} else if len(st.History) > 0 || st.ManifestSignature != nil {
+		return nil, nil, errors.New("coordinator: stored state: a manifest history without a manifest")
 	}
 	return &st, m, nil
 }
