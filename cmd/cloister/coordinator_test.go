@@ -182,6 +182,11 @@ addresses:
 	if code != exitRejected || !strings.Contains(errOut, "manifest") {
 		t.Fatalf("wrong manifest hash: exit %d %q", code, errOut)
 	}
+	// A minimum version the coordinator does not have yet: refused.
+	code, _, errOut = runCLI(t, append(secure, "--manifest-hash", m.HashHex(), "--min-manifest-version", "2", "analytics.echo", "x")...)
+	if code != exitRejected || !strings.Contains(errOut, "version 1, below the minimum 2") {
+		t.Fatalf("secure request with a minimum version: exit %d %q", code, errOut)
+	}
 	// A signed update to version 2; the same file again is refused.
 	mf2 := filepath.Join(dir, "app2.yaml")
 	y2 := strings.Replace(y, "version: 1", "version: 2", 1)
@@ -198,6 +203,19 @@ addresses:
 	}
 	if code, _, errOut = runCLI(t, "coordinator", "update", "--servers", url, "--owner-key", keyFile, mf2); code != exitFailure || !strings.Contains(errOut, "not higher") {
 		t.Fatalf("repeated update: %d %q", code, errOut)
+	}
+	// A client that pinned version 1 follows the signed update.
+	code, out, errOut = runCLI(t, append(verify, "--manifest", mf, "--allow-simulation", "--min-manifest-version", "2")...)
+	if code != exitOK || !strings.Contains(out, m2.HashHex()+" (version 2; followed 1 signed update(s) from the pinned "+m.HashHex()) {
+		t.Fatalf("verify after an update: %d %q %q", code, out, errOut)
+	}
+	code, out, errOut = runCLI(t, append(verify, "--manifest-hash", m.HashHex(), "--allow-simulation", "--json")...)
+	if code != exitOK || !strings.Contains(out, `"followed_updates": 1`) || !strings.Contains(out, `"manifest_version": 2`) {
+		t.Fatalf("verify --json after an update: %d %q %q", code, out, errOut)
+	}
+	code, out, errOut = runCLI(t, append(verify, "--manifest", mf, "--allow-simulation", "--min-manifest-version", "3")...)
+	if code != exitRejected || !strings.Contains(errOut, "below the minimum 3") || strings.Contains(out, "VERIFIED") {
+		t.Fatalf("verify with a minimum above the current version: %d %q %q", code, out, errOut)
 	}
 	code, out, errOut = runCLI(t, "coordinator", "rotate", "--servers", url, "--owner-key", keyFile, "--grace", "1h")
 	if code != exitOK || !strings.Contains(out, "key epoch:    2 (epoch 1 valid until") {

@@ -14,11 +14,17 @@ import (
 
 // verifiedCoordinator is what 'cloister coordinator verify' checked, as
 // client.Connect verified it: every field is bound by the coordinator's
-// evidence, except the manifest version (as the coordinator reports it).
+// evidence, except the manifest version, which is the manifest's own when
+// the client read it (it followed updates, or --min-manifest-version was
+// given) and otherwise as the coordinator reports it.
 type verifiedCoordinator struct {
 	Verified        bool   `json:"verified"`
 	ManifestHash    string `json:"manifest_hash"`
 	ManifestVersion uint64 `json:"manifest_version"`
+	// PinnedHash is the hash given; FollowedUpdates the owner-signed
+	// updates followed from it to ManifestHash.
+	PinnedHash      string `json:"pinned_hash"`
+	FollowedUpdates int    `json:"followed_updates"`
 	EvidenceType    string `json:"evidence_type"`
 	Measurement     string `json:"measurement"`
 	Signer          string `json:"mrsigner"`
@@ -29,13 +35,17 @@ type verifiedCoordinator struct {
 	SigningKey      string `json:"signing_key"`
 }
 
-func newVerifiedCoordinator(c *client.Client) verifiedCoordinator {
+// newVerifiedCoordinator describes c, verified pinning the manifest hash
+// pinned.
+func newVerifiedCoordinator(c *client.Client, pinned [32]byte) verifiedCoordinator {
 	cl := c.Claims()
 	h := c.ManifestHash()
 	v := verifiedCoordinator{
 		Verified:        true,
 		ManifestHash:    hex.EncodeToString(h[:]),
 		ManifestVersion: c.ManifestVersion(),
+		PinnedHash:      hex.EncodeToString(pinned[:]),
+		FollowedUpdates: c.FollowedUpdates(),
 		EvidenceType:    string(cl.Type),
 		Measurement:     hex.EncodeToString(cl.MREnclave[:]),
 		Signer:          hex.EncodeToString(cl.MRSigner[:]),
@@ -54,7 +64,11 @@ func newVerifiedCoordinator(c *client.Client) verifiedCoordinator {
 
 func (v verifiedCoordinator) print(w io.Writer) {
 	fmt.Fprintf(w, "coordinator:  VERIFIED (evidence, report data, manifest hash and policy checked as the client SDK does)\n")
-	fmt.Fprintf(w, "manifest:     %s (version %d; the pinned hash)\n", v.ManifestHash, v.ManifestVersion)
+	if v.FollowedUpdates == 0 {
+		fmt.Fprintf(w, "manifest:     %s (version %d; the pinned hash)\n", v.ManifestHash, v.ManifestVersion)
+	} else {
+		fmt.Fprintf(w, "manifest:     %s (version %d; followed %d signed update(s) from the pinned %s)\n", v.ManifestHash, v.ManifestVersion, v.FollowedUpdates, v.PinnedHash)
+	}
 	fmt.Fprintf(w, "measurement:  %s\n", v.Measurement)
 	fmt.Fprintf(w, "signer:       %s (product %d, svn %d, debug %t)\n", v.Signer, v.ProductID, v.SVN, v.Debug)
 	fmt.Fprintf(w, "evidence:     %s, TCB %s\n", v.EvidenceType, v.TCBStatus)
@@ -74,6 +88,7 @@ func coordinatorVerifyCommand() *cobra.Command {
 		Use: "verify",
 		Example: `  cloister coordinator verify --manifest manifest.yaml --allow-simulation
   cloister coordinator verify --manifest-hash 3f9a... --coordinator-measurement 7c41... --json
+  cloister coordinator verify --manifest manifest-v1.yaml --min-manifest-version 3 --allow-simulation
   cloister coordinator verify --manifest manifest.yaml --policy coordinator-policy.json --collateral pcs/`,
 		Short: "verify the coordinator as a client does: its evidence, the manifest hash it serves and its identity",
 		Long: `Asks the coordinator for evidence bound to a fresh nonce and checks it
@@ -82,9 +97,12 @@ coordinator: the evidence verifies (simulated evidence only with
 --allow-simulation, or a --policy that allows it), it binds the
 coordinator's signing key, the manifest hash and the nonce, the manifest
 hash is the one pinned (--manifest-hash HASH, or --manifest FILE to pin
-that file's hash), and the coordinator's identity satisfies the policy:
---coordinator-measurement, a --policy file, or by default the measurement
-of the coordinator image this cloister builds (--image, --source).
+that file's hash) or a later one reached from it by the owner's signed
+updates (each verified), and the coordinator's identity satisfies the
+policy: --coordinator-measurement, a --policy file, or by default the
+measurement of the coordinator image this cloister builds (--image,
+--source). With --min-manifest-version N, a coordinator whose current
+manifest is older than version N (a rolled-back one) is refused.
 
 Prints what was verified. Exit status 3 when any check fails; the error
 names the check.`,
@@ -101,7 +119,7 @@ names the check.`,
 				return err
 			}
 			defer closeAll()
-			v := newVerifiedCoordinator(c)
+			v := newVerifiedCoordinator(c, o.ManifestHash)
 			if asJSON {
 				return printJSON(env.stdout, v)
 			}
@@ -122,7 +140,7 @@ func statusVerdict(st *provision.Status, c *client.Client) (string, error) {
 	if c == nil {
 		return "verified:     NO: this is what the coordinator says; give --manifest-hash or --manifest (or run 'cloister coordinator verify') to check it", nil
 	}
-	v := newVerifiedCoordinator(c)
+	v := newVerifiedCoordinator(c, c.ManifestHash())
 	if st.ManifestHash != v.ManifestHash {
 		return "", &rejectedError{err: fmt.Errorf("the status names manifest %s, the verified evidence %s", st.ManifestHash, v.ManifestHash)}
 	}

@@ -26,6 +26,7 @@ import (
 type trustFlags struct {
 	manifestHash    string
 	manifestFile    string
+	minVersion      uint64
 	allowSimulation bool
 	measurements    []string
 	simKeys         []string
@@ -39,6 +40,7 @@ type trustFlags struct {
 func (f *trustFlags) register(fs *pflag.FlagSet, when string) {
 	fs.StringVar(&f.manifestHash, "manifest-hash", "", when+"the manifest `hash` to pin (cloister manifest hash FILE)")
 	fs.StringVar(&f.manifestFile, "manifest", "", when+"pin the hash of this manifest `file` (instead of --manifest-hash)")
+	fs.Uint64Var(&f.minVersion, "min-manifest-version", 0, when+"refuse a coordinator whose current manifest has a version below `N` (as one whose state was rolled back would); the version is read from the manifest itself")
 	fs.BoolVar(&f.allowSimulation, "allow-simulation", false, when+"accept a coordinator with simulated evidence (promises nothing against a malicious host)")
 	fs.StringArrayVar(&f.simKeys, "sim-platform-key", nil, when+"with --allow-simulation, trust this simulation platform key `file` (PEM) instead of this machine's; repeatable")
 	fs.StringArrayVar(&f.measurements, "coordinator-measurement", nil, when+"an accepted coordinator image `measurement` (hex; repeatable; default: the image this cloister builds)")
@@ -74,6 +76,7 @@ func (f *trustFlags) options(ctx context.Context, env *cliEnv) (client.Options, 
 	default:
 		return o, usagef("the manifest to pin is missing: give --manifest-hash HASH or --manifest FILE")
 	}
+	o.MinManifestVersion = f.minVersion
 	if f.policyFile != "" {
 		b, err := os.ReadFile(f.policyFile)
 		if err != nil {
