@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 
@@ -36,4 +37,27 @@ func Example() {
 		log.Fatal(err)
 	}
 	fmt.Printf("%s\n", answer)
+}
+
+// A client pinned to the manifest it was installed with follows the
+// owner's signed updates, and refuses a coordinator whose manifest is
+// older than version 3 (one whose state the host rolled back).
+func Example_minManifestVersion() {
+	ctx := context.Background()
+	var b *bus.Bus // a bus on the system
+	installed, err := manifestyaml.ParseFile("app-v1.yaml")
+	if err != nil {
+		log.Fatal(err)
+	}
+	policy := attest.Policy{MREnclaves: [][32]byte{{ /* the coordinator image's measurement */ }}}
+	c, err := client.Connect(ctx, b, client.Options{CoordinatorPolicy: policy, ManifestHash: installed.Hash(), MinManifestVersion: 3})
+	switch {
+	case errors.Is(err, client.ErrManifestTooOld):
+		log.Fatal("the coordinator serves an older manifest than version 3: ", err)
+	case errors.Is(err, client.ErrHistory):
+		log.Fatal("a signed update did not verify: ", err) // *client.HistoryError names the entry
+	case err != nil:
+		log.Fatal(err)
+	}
+	fmt.Printf("pinned %x (version %d) after %d signed update(s)\n", c.ManifestHash(), c.ManifestVersion(), c.FollowedUpdates())
 }
