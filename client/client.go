@@ -40,8 +40,9 @@
 // manifest (provision.AddressManifestHistory) and accepts the coordinator
 // only if the chain starts with the pinned manifest itself (its hash),
 // each later entry is an update of the one before, signed by that one's
-// owner key with a higher version, and the last is the manifest the
-// evidence binds. A step that fails is a [*HistoryError] naming the entry
+// owner key with a higher version, and it reaches the manifest the
+// evidence binds (updates after that one, accepted while the client
+// connected, are ignored). A step that fails is a [*HistoryError] naming the entry
 // (wrapping [ErrHistoryStart], [ErrHistoryEnd], or manifest.ErrBadSignature,
 // manifest.ErrNotNewer, manifest.ErrNoOwner); the client then refuses the
 // coordinator (a [*ManifestMismatchError] whose reason it is). A manifest
@@ -357,8 +358,10 @@ func fetchHistory(ctx context.Context, b *bus.Bus, opts Options, attested [32]by
 // verifyHistory checks a provision.ManifestHistory answer: it starts with
 // the manifest whose hash is pinned, every later entry is an owner-signed
 // update of the one before (manifest.VerifyUpdate: signed by that one's
-// owner, a higher version), and the last has hash attested. It returns the
-// last manifest and the number of updates.
+// owner, a higher version), and one of them has hash attested; entries
+// after that one (updates the coordinator accepted after it made its
+// evidence) are ignored. It returns the attested manifest and the number
+// of updates that lead to it.
 func verifyHistory(pinned, attested [32]byte, body []byte) (*manifest.Manifest, int, error) {
 	var h provision.ManifestHistory
 	if err := provision.Decode(body, &h); err != nil {
@@ -373,19 +376,23 @@ func verifyHistory(pinned, attested [32]byte, body []byte) (*manifest.Manifest, 
 		if err != nil {
 			return nil, 0, &HistoryError{Entry: i, Err: err}
 		}
+		hash := m.Hash()
 		if i == 0 {
-			if first := m.Hash(); first != pinned {
-				return nil, 0, &HistoryError{Entry: 0, Err: fmt.Errorf("%w: manifest %x, pinned %x", ErrHistoryStart, first[:8], pinned[:8])}
+			if hash != pinned {
+				return nil, 0, &HistoryError{Entry: 0, Err: fmt.Errorf("%w: manifest %x, pinned %x", ErrHistoryStart, hash[:8], pinned[:8])}
 			}
 		} else if err := prev.VerifyUpdate(m, e.Signature); err != nil {
 			return nil, 0, &HistoryError{Entry: i, Err: err}
 		}
+		if hash == attested {
+			// Later entries are updates accepted after the evidence was
+			// made: not needed.
+			return m, i, nil
+		}
 		prev = m
 	}
-	if last := prev.Hash(); last != attested {
-		return nil, 0, &HistoryError{Entry: len(h.Entries) - 1, Err: fmt.Errorf("%w: manifest %x (version %d), attested %x", ErrHistoryEnd, last[:8], prev.Version, attested[:8])}
-	}
-	return prev, len(h.Entries) - 1, nil
+	last := prev.Hash()
+	return nil, 0, &HistoryError{Entry: len(h.Entries) - 1, Err: fmt.Errorf("%w: manifest %x (version %d), attested %x", ErrHistoryEnd, last[:8], prev.Version, attested[:8])}
 }
 
 // verifyCoordinator checks the evidence, its report data and the policy.

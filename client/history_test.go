@@ -129,6 +129,16 @@ func TestConnectFollowsSignedUpdates(t *testing.T) {
 		t.Fatal("As lost the pinned manifest")
 	}
 
+	// An update accepted after the evidence was made (the history goes on
+	// to v3, the evidence binds v2): the client stops at the attested one.
+	r2 := newRogue(t)
+	o2 := r2.options(t)
+	o2.ManifestHash = c.ms[0].Hash()
+	cl, err = client.Connect(ctx, r2.serveHistory(t, c.ms[1], c.history(0)), o2)
+	if err != nil || cl.ManifestHash() != c.ms[1].Hash() || cl.ManifestVersion() != 2 || cl.FollowedUpdates() != 1 {
+		t.Fatalf("history past the attested manifest: %v", err)
+	}
+
 	// With RefuseUpdates the pinned hash only.
 	o.RefuseUpdates = true
 	_, err = client.Connect(ctx, b, o)
