@@ -33,7 +33,7 @@ func FuzzVerifyHistory(f *testing.F) {
 			}
 		}
 		ms = append(ms, m)
-		h.Entries = append(h.Entries, provision.HistoryEntry{Manifest: m.Canonical(), Signature: sig})
+		h.Entries = append(h.Entries, provision.ManifestUpdate{Manifest: m.Canonical(), Signature: sig})
 	}
 	for from := range h.Entries {
 		b, err := provision.Encode(provision.ManifestHistory{Entries: h.Entries[from:]})

@@ -79,7 +79,7 @@ func (c *chain) history(from int) *provision.ManifestHistory { return c.span(fro
 func (c *chain) span(from, to int) *provision.ManifestHistory {
 	h := &provision.ManifestHistory{}
 	for i := from; i < to; i++ {
-		h.Entries = append(h.Entries, provision.HistoryEntry{Manifest: c.ms[i].Canonical(), Signature: c.sigs[i]})
+		h.Entries = append(h.Entries, provision.ManifestUpdate{Manifest: c.ms[i].Canonical(), Signature: c.sigs[i]})
 	}
 	return h
 }
@@ -195,7 +195,7 @@ func TestConnectRefusesForgedHistory(t *testing.T) {
 
 	// A manifest without owner key cannot be updated.
 	plain := ownedManifest(t, 1, nil, "")
-	noOwner := &provision.ManifestHistory{Entries: []provision.HistoryEntry{{Manifest: plain.Canonical()}, {Manifest: c.ms[1].Canonical(), Signature: c.sigs[1]}}}
+	noOwner := &provision.ManifestHistory{Entries: []provision.ManifestUpdate{{Manifest: plain.Canonical()}, {Manifest: c.ms[1].Canonical(), Signature: c.sigs[1]}}}
 	r := newRogue(t)
 	o := r.options(t)
 	o.ManifestHash = plain.Hash()

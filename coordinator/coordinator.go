@@ -442,9 +442,9 @@ func (in *instance) manifestUpdate(ctx context.Context, call *trusted.Call) ([]b
 // nothing changes.
 func (in *instance) install(ctx context.Context, next *manifest.Manifest, sig []byte) error {
 	prev, prevSig, prevHistory := in.st.Manifest, in.st.ManifestSignature, in.st.History
-	cur := provision.HistoryEntry{Manifest: next.Canonical(), Signature: sig}
+	cur := provision.ManifestUpdate{Manifest: next.Canonical(), Signature: sig}
 	if prev != nil {
-		in.st.History = trimHistory(append(slices.Clip(prevHistory), provision.HistoryEntry{Manifest: prev, Signature: prevSig}), cur)
+		in.st.History = trimHistory(append(slices.Clip(prevHistory), provision.ManifestUpdate{Manifest: prev, Signature: prevSig}), cur)
 	}
 	in.st.Manifest, in.st.ManifestSignature = cur.Manifest, cur.Signature
 	if err := in.save(ctx); err != nil {
@@ -459,7 +459,7 @@ func (in *instance) install(ctx context.Context, next *manifest.Manifest, sig []
 }
 
 // historyHashes returns the manifest hash of every entry of chain.
-func historyHashes(chain []provision.HistoryEntry) [][32]byte {
+func historyHashes(chain []provision.ManifestUpdate) [][32]byte {
 	out := make([][32]byte, 0, len(chain))
 	for _, e := range chain {
 		out = append(out, manifest.HashCanonical(e.Manifest))
@@ -474,11 +474,11 @@ func (in *instance) manifestHistory(_ context.Context, call *trusted.Call) ([]by
 	if err != nil {
 		return nil, err
 	}
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.m == nil {
-		return nil, refuse(provision.CodeNoManifest, "no manifest set yet")
+	if _, _, err := in.current(); err != nil {
+		return nil, err
 	}
+	in.mu.Lock() // (a manifest, once set, stays set)
+	defer in.mu.Unlock()
 	i := slices.Index(in.hashes, pinned)
 	if i < 0 {
 		return nil, refuse(provision.CodeNotFound, "manifest %x is not in the history this coordinator keeps (the current manifest is %x, version %d, after %d earlier ones; at most %d manifests and %d bytes are kept, the oldest go first): pin the current manifest again",

@@ -85,7 +85,7 @@ func seeds(t testing.TB) [][]byte {
 	fh := fm.Hash()
 	add(provision.ManifestHistoryRequest{Pinned: fh[:]})
 	st.Manifest, st.ManifestSignature = y, make([]byte, ed25519.SignatureSize)
-	st.History = []provision.HistoryEntry{{Manifest: y}}
+	st.History = []provision.ManifestUpdate{{Manifest: y}}
 	b, _ = json.Marshal(st)
 	out = append(out, b)
 	return out

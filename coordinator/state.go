@@ -40,7 +40,7 @@ type state struct {
 	// History holds the manifests current before Manifest, oldest first,
 	// each with the signature that made it current: the chain clients
 	// follow (AddressManifestHistory), bounded by trimHistory.
-	History []provision.HistoryEntry `json:"history,omitempty"`
+	History []provision.ManifestUpdate `json:"history,omitempty"`
 	// Epoch is the current key epoch (≥ 1).
 	Epoch uint32 `json:"epoch"`
 	// GraceUntil ends the validity of epoch Epoch-1.
@@ -64,26 +64,29 @@ func newState() (*state, error) {
 
 // chain returns the manifest history and the current manifest, oldest
 // first.
-func (st *state) chain() []provision.HistoryEntry {
+func (st *state) chain() []provision.ManifestUpdate {
 	if st.Manifest == nil {
 		return nil
 	}
-	return append(slices.Clip(st.History), provision.HistoryEntry{Manifest: st.Manifest, Signature: st.ManifestSignature})
+	return append(slices.Clip(st.History), provision.ManifestUpdate{Manifest: st.Manifest, Signature: st.ManifestSignature})
 }
 
 // trimHistory returns the end of history that fits, with current, in
 // provision.MaxHistoryEntries entries and provision.MaxHistoryBytes: the
 // oldest entries go first.
-func trimHistory(history []provision.HistoryEntry, current provision.HistoryEntry) []provision.HistoryEntry {
-	size, keep := current.Size(), 0
+func trimHistory(history []provision.ManifestUpdate, current provision.ManifestUpdate) []provision.ManifestUpdate {
+	size, keep := historySize(current), 0
 	for i := len(history) - 1; i >= 0 && keep+1 < provision.MaxHistoryEntries; i-- {
-		if size += history[i].Size(); size > provision.MaxHistoryBytes {
+		if size += historySize(history[i]); size > provision.MaxHistoryBytes {
 			break
 		}
 		keep++
 	}
 	return history[len(history)-keep:]
 }
+
+// historySize is what an entry counts against provision.MaxHistoryBytes.
+func historySize(e provision.ManifestUpdate) int { return len(e.Manifest) + len(e.Signature) }
 
 // decodeState checks a stored state strictly.
 func decodeState(b []byte) (*state, *manifest.Manifest, error) {

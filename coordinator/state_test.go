@@ -7,14 +7,14 @@ import (
 	"github.com/cloister-dev/cloister/provision"
 )
 
-func entry(size int, tag byte) provision.HistoryEntry {
-	return provision.HistoryEntry{Manifest: bytes.Repeat([]byte{tag}, size-64), Signature: make([]byte, 64)}
+func entry(size int, tag byte) provision.ManifestUpdate {
+	return provision.ManifestUpdate{Manifest: bytes.Repeat([]byte{tag}, size-64), Signature: make([]byte, 64)}
 }
 
 // TestTrimHistory: the history keeps the newest entries that fit, with
 // the current manifest, in MaxHistoryEntries and MaxHistoryBytes.
 func TestTrimHistory(t *testing.T) {
-	var h []provision.HistoryEntry
+	var h []provision.ManifestUpdate
 	for i := range provision.MaxHistoryEntries + 5 {
 		h = append(h, entry(1000, byte(i)))
 	}
@@ -24,12 +24,12 @@ func TestTrimHistory(t *testing.T) {
 		t.Fatalf("by count: kept %d entries from %d", len(got), got[0].Manifest[0])
 	}
 	// By bytes: 100 KiB entries, so 6 fit beside the current one in 640 KiB.
-	big := []provision.HistoryEntry{entry(100<<10, 1), entry(100<<10, 2), entry(100<<10, 3), entry(100<<10, 4),
+	big := []provision.ManifestUpdate{entry(100<<10, 1), entry(100<<10, 2), entry(100<<10, 3), entry(100<<10, 4),
 		entry(100<<10, 5), entry(100<<10, 6), entry(100<<10, 7), entry(100<<10, 8)}
 	got = trimHistory(big, entry(100<<10, 9))
 	size := 100 << 10
 	for _, e := range got {
-		size += e.Size()
+		size += historySize(e)
 	}
 	if len(got) != 5 || got[0].Manifest[0] != 4 || size > provision.MaxHistoryBytes {
 		t.Fatalf("by bytes: kept %d entries (%d bytes), from %d", len(got), size, got[0].Manifest[0])
@@ -39,7 +39,7 @@ func TestTrimHistory(t *testing.T) {
 		t.Fatalf("kept %d entries beside an oversized manifest", len(got))
 	}
 	// Whatever is kept, the answer to the oldest pin fits in one message.
-	var all []provision.HistoryEntry
+	var all []provision.ManifestUpdate
 	for i := range provision.MaxHistoryEntries * 2 {
 		all = append(all, entry(provision.MaxHistoryBytes/provision.MaxHistoryEntries, byte(i)))
 	}

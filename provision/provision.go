@@ -249,21 +249,12 @@ type ManifestHistoryRequest struct {
 }
 
 // ManifestHistory is the chain of manifests from the pinned one to the
-// current one, oldest first (see the package documentation).
+// current one, oldest first (see the package documentation). Each entry is
+// the ManifestUpdate that made its manifest current (the first manifest
+// ever set, accepted unsigned, has no signature).
 type ManifestHistory struct {
-	Entries []HistoryEntry `json:"entries"`
+	Entries []ManifestUpdate `json:"entries"`
 }
-
-// HistoryEntry is one accepted manifest: its canonical JSON and the owner
-// signature (manifest.SignUpdate by the previous manifest's owner) that
-// made it current; the first manifest ever set has none.
-type HistoryEntry struct {
-	Manifest  []byte `json:"manifest"`
-	Signature []byte `json:"signature,omitempty"`
-}
-
-// Size is what the entry counts against MaxHistoryBytes.
-func (e HistoryEntry) Size() int { return len(e.Manifest) + len(e.Signature) }
 
 // Check checks the shape of a history answer: 1 to MaxHistoryEntries
 // entries, each with a manifest, every entry after the first signed. It

@@ -61,7 +61,7 @@ func FuzzDecode(f *testing.F) {
 		Grant{Service: "s", Epoch: 3, Addresses: []AddressGrant{{Address: "a.b", Secured: true, Keys: []EpochKey{{Epoch: 3, Key: make([]byte, 32)}}}}},
 		AttestResponse{Evidence: []byte{1}, SigningKey: []byte{2}, ManifestHash: make([]byte, 32)},
 		ManifestHistoryRequest{Pinned: make([]byte, HashSize)},
-		ManifestHistory{Entries: []HistoryEntry{{Manifest: []byte(`{"version":1}`)}, {Manifest: []byte(`{"version":2}`), Signature: make([]byte, 64)}}},
+		ManifestHistory{Entries: []ManifestUpdate{{Manifest: []byte(`{"version":1}`)}, {Manifest: []byte(`{"version":2}`), Signature: make([]byte, 64)}}},
 	} {
 		b, _ := Encode(v)
 		f.Add(b)
@@ -101,7 +101,7 @@ func FuzzDecode(f *testing.F) {
 func TestManifestHistoryCheck(t *testing.T) {
 	m := []byte(`{"version":1}`)
 	sig := make([]byte, 64)
-	good := ManifestHistory{Entries: []HistoryEntry{{Manifest: m}, {Manifest: m, Signature: sig}}}
+	good := ManifestHistory{Entries: []ManifestUpdate{{Manifest: m}, {Manifest: m, Signature: sig}}}
 	b, err := Encode(good)
 	if err != nil {
 		t.Fatal(err)
@@ -112,9 +112,9 @@ func TestManifestHistoryCheck(t *testing.T) {
 	}
 	for name, bad := range map[string]ManifestHistory{
 		"no entries":                     {},
-		"too many entries":               {Entries: make([]HistoryEntry, MaxHistoryEntries+1)},
-		"entry 1 has no owner signature": {Entries: []HistoryEntry{{Manifest: m}, {Manifest: m}}},
-		"entry 0 has no manifest":        {Entries: []HistoryEntry{{}}},
+		"too many entries":               {Entries: make([]ManifestUpdate, MaxHistoryEntries+1)},
+		"entry 1 has no owner signature": {Entries: []ManifestUpdate{{Manifest: m}, {Manifest: m}}},
+		"entry 0 has no manifest":        {Entries: []ManifestUpdate{{}}},
 	} {
 		if err := bad.Check(); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: %v", name, err)
