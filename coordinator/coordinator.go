@@ -478,13 +478,17 @@ func (in *instance) manifestHistory(_ context.Context, call *trusted.Call) ([]by
 		return nil, err
 	}
 	in.mu.Lock() // (a manifest, once set, stays set)
-	defer in.mu.Unlock()
 	i := slices.Index(in.hashes, pinned)
 	if i < 0 {
+		defer in.mu.Unlock()
 		return nil, refuse(provision.CodeNotFound, "manifest %x is not in the history this coordinator keeps (the current manifest is %x, version %d, after %d earlier ones; at most %d manifests and %d bytes are kept, the oldest go first): pin the current manifest again",
 			pinned, in.hash, in.m.Version, len(in.st.History), provision.MaxHistoryEntries, provision.MaxHistoryBytes)
 	}
-	return provision.Encode(provision.ManifestHistory{Entries: in.st.chain()[i:]})
+	// A new slice of byte slices that are never written to: encoded
+	// without holding the lock.
+	entries := in.st.chain()[i:]
+	in.mu.Unlock()
+	return provision.Encode(provision.ManifestHistory{Entries: entries})
 }
 
 func (in *instance) rotate(ctx context.Context, call *trusted.Call) ([]byte, error) {
