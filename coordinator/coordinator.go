@@ -433,6 +433,9 @@ func (in *instance) manifestUpdate(ctx context.Context, call *trusted.Call) ([]b
 	if err := in.install(ctx, next, sig); err != nil {
 		return nil, err
 	}
+	// Joined enclaves hold grants of the old manifest: the notice makes
+	// them join again, so that clients that follow the update reach them.
+	in.publishNotice(ctx)
 	return provision.Encode(in.statusLocked())
 }
 
@@ -518,15 +521,25 @@ func (in *instance) rotate(ctx context.Context, call *trusted.Call) ([]byte, err
 		return nil, err
 	}
 	in.rt.Logger().Info("coordinator: new key epoch", "epoch", in.st.Epoch, "previous_valid_until", in.st.GraceUntil)
+	in.publishNotice(ctx)
+	return provision.Encode(in.statusLocked())
+}
+
+// publishNotice publishes the current epoch and manifest hash on
+// AddressEpoch, signed with the coordinator's key; the caller holds in.mu.
+// Joined enclaves that hear it join again if it names a newer epoch or
+// another manifest. A notice that does not go out is logged: an enclave
+// that missed it re-joins when a message of the new epoch reaches it, or
+// at its next start.
+func (in *instance) publishNotice(ctx context.Context) {
 	notice, err := provision.Encode(provision.EpochNotice{Epoch: in.st.Epoch, ManifestHash: in.hash[:],
 		Signature: ed25519.Sign(in.sign, provision.EpochNoticeMessage(in.hash[:], in.st.Epoch))})
+	if err == nil {
+		err = in.rt.Publish(ctx, provision.AddressEpoch, nil, notice)
+	}
 	if err != nil {
-		return nil, err
+		in.rt.Logger().Warn("coordinator: publishing the epoch notice failed", "epoch", in.st.Epoch, "err", err)
 	}
-	if err := in.rt.Publish(ctx, provision.AddressEpoch, nil, notice); err != nil {
-		in.rt.Logger().Warn("coordinator: publishing the epoch notice failed", "err", err)
-	}
-	return provision.Encode(in.statusLocked())
 }
 
 func (in *instance) status(_ context.Context, _ *trusted.Call) ([]byte, error) {

@@ -128,7 +128,10 @@
 // coordinator publishes provision.EpochNotice on AddressEpoch, signed with
 // its signing key (which every grant names, Grant.CoordinatorKey); joined
 // enclaves verify it and join again to fetch the new keys. Only the previous epoch has a
-// grace period: a rotation during one ends the older epoch's at once.
+// grace period: a rotation during one ends the older epoch's at once. An
+// accepted manifest update publishes the same notice (the current epoch,
+// the new manifest's hash), so that joined enclaves join again and hold
+// grants of the new manifest, which clients that follow the update pin.
 //
 // # Configuration
 //

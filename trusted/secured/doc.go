@@ -35,9 +35,13 @@
 // (*JoinError), which the host reports as the start-up failure. Ready then
 // announces only the registered addresses the grant lets the service
 // consume, plus provision.AddressEpoch: on an EpochNotice naming a newer
-// epoch, signed by the coordinator with the key the grant names (others are
-// ignored), the runtime joins again and installs the new keys; the old epoch is
-// accepted until the grant's GraceUntil, then retired.
+// epoch, or the current epoch under another manifest (an owner-signed
+// update), signed by the coordinator with the key the grant names (others
+// are ignored), the runtime joins again and installs the new keys and
+// manifest; the old epoch is accepted until the grant's GraceUntil, then
+// retired. (A host that replays an older signed notice can make the
+// runtime join again, which changes nothing: the grant is the current
+// one.)
 //
 // Deliveries, before the handler runs (on the worker that will run it):
 //

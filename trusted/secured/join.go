@@ -197,9 +197,10 @@ func (k *keys) rejoinSoon() {
 // epochHandler receives the coordinator's epoch notices for the layer.
 type epochHandler struct{ k *keys }
 
-// ServeCall re-joins when the notice names a newer epoch. Only a notice the
-// coordinator signed (with the key the grant names) for the grant's
-// manifest counts; others are logged and ignored.
+// ServeCall re-joins when the notice names a newer epoch, or the same
+// epoch under another manifest (an owner-signed update). Only a notice the
+// coordinator signed (with the key the grant names) counts; others are
+// logged and ignored. A notice of an older epoch is stale and ignored.
 func (h epochHandler) ServeCall(ctx context.Context, c *trusted.Call) {
 	k := h.k
 	var n provision.EpochNotice
@@ -207,20 +208,20 @@ func (h epochHandler) ServeCall(ctx context.Context, c *trusted.Call) {
 		k.log.Warn("ignoring a malformed epoch notice", "err", err.Error())
 		return
 	}
-	if n.Epoch <= k.epoch() {
-		return
-	}
 	k.mu.RLock()
 	hash, signer := k.grant.ManifestHash, k.grant.CoordinatorKey
 	k.mu.RUnlock()
-	if len(signer) != ed25519.PublicKeySize || !bytes.Equal(n.ManifestHash, hash) ||
-		!ed25519.Verify(signer, provision.EpochNoticeMessage(hash, n.Epoch), n.Signature) {
+	epoch := k.epoch()
+	if n.Epoch < epoch || (n.Epoch == epoch && bytes.Equal(n.ManifestHash, hash)) {
+		return
+	}
+	if len(signer) != ed25519.PublicKeySize || !ed25519.Verify(signer, provision.EpochNoticeMessage(n.ManifestHash, n.Epoch), n.Signature) {
 		k.log.Warn("ignoring an epoch notice the coordinator did not sign", "epoch", n.Epoch)
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if err := k.joinRetrying(ctx); err != nil {
-		k.log.Error("re-join after a key rotation failed", "service", k.service, "epoch", n.Epoch, "err", err.Error())
+		k.log.Error("re-join after a key rotation or manifest update failed", "service", k.service, "epoch", n.Epoch, "err", err.Error())
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/internal/syncbuf"
 	"github.com/cloister-dev/cloister/internal/testenv"
+	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/manifest/manifestyaml"
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
@@ -737,4 +738,67 @@ func TestSessionEvictionThroughTheRuntime(t *testing.T) {
 	if cl.SessionsOpened() <= clients {
 		t.Fatalf("%d sessions for %d clients: none was reopened", cl.SessionsOpened(), clients)
 	}
+}
+
+// TestRejoinOnManifestUpdate: after an owner-signed manifest update, the
+// coordinator's signed notice makes a joined enclave join again, so that
+// a client which followed the update to the new manifest reaches it.
+func TestRejoinOnManifestUpdate(t *testing.T) {
+	w := newWorld(t, true)
+	app := trusted.New(trusted.Options{Workers: 4, Layer: secured.Layer(secured.Options{Service: "alpha", JoinTimeout: 10 * time.Second})})
+	app.HandleFunc("sec.client", func(ctx context.Context, c *trusted.Call) {
+		c.Reply(nil, append([]byte("ok "), c.Body()...))
+	})
+	if err := w.start("alpha", app, idAlpha); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var coord [32]byte
+	copy(coord[:], bytes.Repeat([]byte{0x11}, 32))
+	connect := func() (*client.Client, error) {
+		return client.Connect(ctx, w.bus, client.Options{
+			CoordinatorPolicy: attest.Policy{MREnclaves: [][32]byte{coord}, AllowDebug: true},
+			ManifestHash:      w.hash, AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{w.root.PlatformPublicKey()}, Logger: w.logger,
+			Credential: secure.Credential{Name: "sensor-1", Key: sensorKey},
+		})
+	}
+	cl, err := connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cl.Request(ctx, "sec.client", "alpha", []byte("v1")); err != nil || string(out) != "ok v1" {
+		t.Fatalf("before the update: %q %v", out, err)
+	}
+
+	cur, err := manifestyaml.Parse([]byte(testManifest(w.owner.Public().(ed25519.PublicKey), true)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := manifestyaml.Parse([]byte(strings.Replace(testManifest(w.owner.Public().(ed25519.PublicKey), true), "version: 1", "version: 2", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := manifest.SignUpdate(w.owner, cur, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.request(provision.AddressManifestUpdate, mustEncode(t, provision.ManifestUpdate{Manifest: next.Canonical(), Signature: sig}))
+
+	// A client pinned to version 1 follows the signed update and reaches
+	// alpha under version 2 once alpha holds a grant of it.
+	updated, err := connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if updated.ManifestHash() != next.Hash() {
+		t.Fatalf("the client pins %x, not the update %x", updated.ManifestHash(), next.Hash())
+	}
+	testenv.WaitFor(ctx, t, "alpha to serve a client of the updated manifest", func() error {
+		out, err := updated.Request(ctx, "sec.client", "alpha", []byte("v2"))
+		if err == nil && string(out) != "ok v2" {
+			return fmt.Errorf("answer %q", out)
+		}
+		return err
+	})
 }
