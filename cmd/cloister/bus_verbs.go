@@ -49,7 +49,7 @@ func (c *clientFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "client certificate (PEM) for TLS")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "client key (PEM) for TLS")
 	fs.StringVar(&c.tlsCA, "tls-ca", "", "CA certificates (PEM) that sign the servers' certificates")
-	fs.StringArrayVar(&c.durable, "durable", nil, "treat `address` as durable (at-least-once on JetStream), as the nodes do; repeatable")
+	fs.StringArrayVar(&c.durable, "durable", nil, "treat `address` as durable (at-least-once on JetStream) even if no node has declared it yet; addresses already declared durable are durable without it; repeatable")
 	fs.BoolVar(&c.verbose, "verbose", false, "log connection events")
 }
 

@@ -70,7 +70,7 @@ func (v *nodeVerb) register(fs *pflag.FlagSet) {
 	fs.StringVar(&v.cf.tlsKey, "tls-key", "", "client key (PEM) for --server")
 	fs.StringVar(&v.cf.tlsCA, "tls-ca", "", "CA certificates (PEM) for --server")
 	fs.StringVar(&v.storeDir, "store-dir", "", "enable JetStream on the embedded server, storing in this directory")
-	fs.StringArrayVar(&v.durable, "durable", nil, "a durable `address` (at-least-once on JetStream; repeatable)")
+	fs.StringArrayVar(&v.durable, "durable", nil, "declare `address` durable (at-least-once on JetStream): this node creates its consumer, and every sender that connects afterwards sends to it durably; repeatable")
 	durationVar(fs, &v.ackWait, "ack-wait", cluster.DefaultAckWait, "how long a durable message may stay unacknowledged before it is delivered again")
 	fs.StringVar(&v.metrics, "metrics", "", "serve Prometheus /metrics, /healthz and /readyz on this `host:port` (127.0.0.1:9090 for this machine only; port 0: a free port, printed at start); empty: none")
 	fs.StringVar(&v.traceURL, "trace-endpoint", "", "export OpenTelemetry spans of the node's messages to this OTLP/HTTP `URL` (e.g. http://127.0.0.1:4318/v1/traces); empty: no tracing")
