@@ -259,6 +259,18 @@ func newWorld(t testing.TB, allowSim bool) *world {
 	return w
 }
 
+// connect is the client sensor-1, pinned to the world's first manifest,
+// trusting the world's coordinator and simulation root.
+func (w *world) connect(ctx context.Context) (*client.Client, error) {
+	var coord [32]byte
+	copy(coord[:], bytes.Repeat([]byte{0x11}, 32))
+	return client.Connect(ctx, w.bus, client.Options{
+		CoordinatorPolicy: attest.Policy{MREnclaves: [][32]byte{coord}, AllowDebug: true},
+		ManifestHash:      w.hash, AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{w.root.PlatformPublicKey()}, Logger: w.logger,
+		Credential: secure.Credential{Name: "sensor-1", Key: sensorKey},
+	})
+}
+
 func mustEncode(t testing.TB, v any) []byte {
 	b, err := provision.Encode(v)
 	if err != nil {
@@ -694,13 +706,7 @@ func TestSessionEvictionThroughTheRuntime(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var coord [32]byte
-	copy(coord[:], bytes.Repeat([]byte{0x11}, 32))
-	cl, err := client.Connect(ctx, w.bus, client.Options{
-		CoordinatorPolicy: attest.Policy{MREnclaves: [][32]byte{coord}, AllowDebug: true},
-		ManifestHash:      w.hash, AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{w.root.PlatformPublicKey()}, Logger: w.logger,
-		Credential: secure.Credential{Name: "sensor-1", Key: sensorKey},
-	})
+	cl, err := w.connect(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -754,16 +760,7 @@ func TestRejoinOnManifestUpdate(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var coord [32]byte
-	copy(coord[:], bytes.Repeat([]byte{0x11}, 32))
-	connect := func() (*client.Client, error) {
-		return client.Connect(ctx, w.bus, client.Options{
-			CoordinatorPolicy: attest.Policy{MREnclaves: [][32]byte{coord}, AllowDebug: true},
-			ManifestHash:      w.hash, AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{w.root.PlatformPublicKey()}, Logger: w.logger,
-			Credential: secure.Credential{Name: "sensor-1", Key: sensorKey},
-		})
-	}
-	cl, err := connect()
+	cl, err := w.connect(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -787,7 +784,7 @@ func TestRejoinOnManifestUpdate(t *testing.T) {
 
 	// A client pinned to version 1 follows the signed update and reaches
 	// alpha under version 2 once alpha holds a grant of it.
-	updated, err := connect()
+	updated, err := w.connect(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
