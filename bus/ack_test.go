@@ -229,7 +229,7 @@ func TestHoldReleaseWithErrorFirstWins(t *testing.T) {
 func TestHoldReleasedBeforeReturn(t *testing.T) {
 	b, tr := newAckBus(t)
 	ctx := ackContext(t)
-	c, err := b.Consumer("ack.hold.early", bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
+	_, err := b.Consumer("ack.hold.early", bus.HandlerFunc(func(ctx context.Context, m *bus.Message) {
 		release := m.Hold()
 		done := make(chan struct{})
 		go func() { release(errors.New("handed back")); close(done) }()
@@ -238,9 +238,14 @@ func TestHoldReleasedBeforeReturn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var r ackRecord
+	var r, next ackRecord
 	tr.deliver(t, "ack.hold.early", "x", &r)
-	handledN(t, ctx, c, 1)
+	// Handled counts a message when it is handed to the handler, so wait
+	// for the release; then for a second message, which the consumer
+	// takes only once the first one's return is behind it.
+	testenv.WaitFor(ctx, t, "the early release to acknowledge", func() bool { return len(r.snapshot()) > 0 })
+	tr.deliver(t, "ack.hold.early", "y", &next)
+	testenv.WaitFor(ctx, t, "the second message to be acknowledged", func() bool { return len(next.snapshot()) > 0 })
 	if calls := r.snapshot(); len(calls) != 1 || calls[0] == nil {
 		t.Fatalf("Ack calls %v, want one error", calls)
 	}

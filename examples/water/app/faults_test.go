@@ -426,7 +426,7 @@ func TestHostProcessKilled(t *testing.T) {
 			t.Errorf("close: %v", err)
 		}
 	}()
-	before := acceptedReadings(ctx, a)
+	before := acceptedReadingsNow(ctx, t, a)
 	testenv.WaitFor(ctx, t, "the second life's readings", func() bool { return acceptedReadings(ctx, a) >= before+30 })
 	last, status := stopAndAccount(t, ctx, a)
 	t.Logf("after the host was killed: readings %v; analytics %+v", last, status.Sensors)
@@ -513,6 +513,26 @@ func TestTamperedStateLosesNothing(t *testing.T) {
 	})
 }
 
+// acceptedReadingsNow is analytics' count of accepted readings, asked until
+// it answers (while the storage is full the enclave restarts after every
+// failed write, and a status request can meet it restarting).
+func acceptedReadingsNow(ctx context.Context, t *testing.T, a *App) uint64 {
+	t.Helper()
+	var n uint64
+	testenv.WaitFor(ctx, t, "analytics' status", func() error {
+		st, err := a.AnalyticsStatus(ctx, a.Config().SensorIDs())
+		if err != nil {
+			return err
+		}
+		n = 0
+		for _, c := range st.Sensors {
+			n += c.Accepted
+		}
+		return nil
+	})
+	return n
+}
+
 // TestStorageFullMidStream: analytics' state directory stops taking writes
 // while readings stream — its filesystem (a small tmpfs; the test needs to
 // be root and skips otherwise) is filled up — and takes them again once
@@ -561,7 +581,7 @@ func TestStorageFullMidStream(t *testing.T) {
 		}
 	}
 	f.Close()
-	before := acceptedReadings(ctx, a)
+	before := acceptedReadingsNow(ctx, t, a)
 	// Each failed write fails the answers that waited for it and restarts
 	// the enclave (so that its cache cannot outlive a lost write).
 	testenv.WaitFor(ctx, t, "the enclave restarting while the storage is full", func() bool {
@@ -572,7 +592,7 @@ func TestStorageFullMidStream(t *testing.T) {
 		}
 		return false
 	})
-	if n := acceptedReadings(ctx, a); n > before+uint64(cfg.Sensors.Count) {
+	if n := acceptedReadingsNow(ctx, t, a); n > before+uint64(cfg.Sensors.Count) {
 		t.Errorf("%d readings applied while the storage was full (before: %d)", n, before)
 	}
 	if err := os.Remove(filler); err != nil {
