@@ -6,9 +6,11 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/cluster"
+	"github.com/cloister-dev/cloister/internal/testenv"
 	"github.com/cloister-dev/cloister/tracing"
 )
 
@@ -128,17 +131,32 @@ func TestTraceSpansClientNodeEnclaveReply(t *testing.T) {
 	}
 	client.End()
 	traceID := client.SpanContext().TraceID().String()
-	for _, n := range []*Node{a, b} {
-		if err := n.Tracer().ForceFlush(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// A span ends when its side is done, which may be just after the
+	// reply: flush and collect until every span the check names is in.
 	var inTrace []collectedSpan
-	for _, s := range col.collected() {
-		if s.traceID == traceID {
-			inTrace = append(inTrace, s)
-		}
+	collect := func(want ...string) {
+		t.Helper()
+		testenv.WaitFor(ctx, t, "the trace's spans", func() error {
+			for _, n := range []*Node{a, b} {
+				if err := n.Tracer().ForceFlush(ctx); err != nil {
+					return err
+				}
+			}
+			inTrace = nil
+			for _, s := range col.collected() {
+				if s.traceID == traceID {
+					inTrace = append(inTrace, s)
+				}
+			}
+			for _, w := range want {
+				if !slices.ContainsFunc(inTrace, func(s collectedSpan) bool { return s.name+"@"+s.service == w }) {
+					return fmt.Errorf("no span %s in trace %s yet", w, traceID)
+				}
+			}
+			return nil
+		})
 	}
+	collect("client@node-a", "request test.echo@node-a", "enclave test.echo@node-b")
 	find := func(name, service string) collectedSpan {
 		for _, s := range inTrace {
 			if s.name == name && s.service == service {
@@ -170,17 +188,7 @@ func TestTraceSpansClientNodeEnclaveReply(t *testing.T) {
 	}
 	client.End()
 	traceID = client.SpanContext().TraceID().String()
-	for _, n := range []*Node{a, b} {
-		if err := n.Tracer().ForceFlush(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	inTrace = nil
-	for _, s := range col.collected() {
-		if s.traceID == traceID {
-			inTrace = append(inTrace, s)
-		}
-	}
+	collect("enclave test.request@node-b", "request ops.echo@node-b", "handle ops.echo@node-b")
 	encl = find("enclave test.request", "node-b")
 	inner := find("request ops.echo", "node-b")
 	handled := find("handle ops.echo", "node-b")
