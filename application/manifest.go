@@ -2,10 +2,7 @@ package application
 
 import (
 	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,6 +11,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/manifest/manifestyaml"
@@ -122,49 +120,16 @@ func (c *Config) ClientKeys() (map[string]ed25519.PublicKey, error) {
 	return keys, nil
 }
 
-// LoadOrCreateKey reads an Ed25519 private key (PEM, PKCS #8) from path,
-// first writing a new one there (mode 0600) if the file does not exist.
+// LoadOrCreateKey reads a client's Ed25519 key file (client.LoadKeyFile),
+// first writing a new one there (client.NewKeyFile) if the file does not
+// exist.
 func LoadOrCreateKey(path string) (ed25519.PrivateKey, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		_, k, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		der, err := x509.MarshalPKCS8PrivateKey(k)
-		if err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, err
-		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return nil, err
-		}
-		if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-			f.Close()
-			return nil, err
-		}
-		if err := f.Close(); err != nil {
-			return nil, err
-		}
-		return k, nil
+	k, err := client.LoadKeyFile(path)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return k, err
 	}
-	if err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("%s: want a PEM \"PRIVATE KEY\" block", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	ek, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("%s: not an Ed25519 key", path)
-	}
-	return ek, nil
+	return client.NewKeyFile(path)
 }

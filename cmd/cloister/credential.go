@@ -3,15 +3,13 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/secure"
 )
 
@@ -38,25 +36,11 @@ clients: section. The client proves it in its sessions with trusted services:
 			if len(name) == 0 || len(name) > secure.MaxClientName {
 				return &usageError{err: fmt.Errorf("client name of %d bytes (1 to %d)", len(name), secure.MaxClientName)}
 			}
-			pub, priv, err := ed25519.GenerateKey(nil)
-			if err != nil {
-				return err
-			}
-			der, err := x509.MarshalPKCS8PrivateKey(priv)
-			if err != nil {
-				return err
-			}
-			f, err := os.OpenFile(keyFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			priv, err := client.NewKeyFile(keyFile)
 			if err != nil {
 				return fmt.Errorf("--key: %w", err)
 			}
-			if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-				f.Close()
-				return fmt.Errorf("--key %s: %w", keyFile, err)
-			}
-			if err := f.Close(); err != nil {
-				return fmt.Errorf("--key %s: %w", keyFile, err)
-			}
+			pub := priv.Public().(ed25519.PublicKey)
 			fmt.Fprintf(env.stdout, "clients:\n  %s: {public_key: %s}\n", name, base64.StdEncoding.EncodeToString(pub))
 			return nil
 		}),
@@ -67,23 +51,11 @@ clients: section. The client proves it in its sessions with trusted services:
 }
 
 // loadCredential reads the client credential NAME's private key from FILE
-// (PEM, PKCS #8 Ed25519, as 'cloister manifest client' writes it).
+// (client.LoadKeyFile, as 'cloister manifest client' writes it).
 func loadCredential(name, file string) (secure.Credential, error) {
-	b, err := os.ReadFile(file)
+	k, err := client.LoadKeyFile(file)
 	if err != nil {
 		return secure.Credential{}, err
 	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "PRIVATE KEY" {
-		return secure.Credential{}, fmt.Errorf("%s: want a PEM \"PRIVATE KEY\" block", file)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	if err != nil {
-		return secure.Credential{}, fmt.Errorf("%s: %w", file, err)
-	}
-	priv, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return secure.Credential{}, fmt.Errorf("%s: a %T key, want Ed25519", file, k)
-	}
-	return secure.Credential{Name: name, Key: priv}, nil
+	return secure.Credential{Name: name, Key: k}, nil
 }
