@@ -10,6 +10,7 @@ import (
 	"fmt"
 
 	"github.com/cloister-dev/cloister/attest"
+	"github.com/cloister-dev/cloister/manifest"
 )
 
 // Config is what the host may configure in a coordinator instance: JSON
@@ -28,10 +29,17 @@ type Config struct {
 	// other machines' of a simulated cluster. With none, simulated
 	// evidence is refused.
 	SimPlatformKeys []string `json:"sim_platform_keys,omitempty"`
+	// Slot is the replica slot this instance fills when the manifest
+	// declares freshness: 0 to manifest.MaxReplicas-1 (default 0), one
+	// slot per replica, on different nodes. The host chooses it, which
+	// grants it nothing: a slot counts only in its current incarnation,
+	// admitted by a quorum of the other slots (see the package doc).
+	Slot int `json:"slot,omitempty"`
 }
 
 // parsedConfig is a checked Config.
 type parsedConfig struct {
+	slot       int
 	collateral *attest.Collateral
 	simKeys    []*ecdsa.PublicKey
 }
@@ -51,6 +59,10 @@ func parseConfig(b []byte) (*parsedConfig, error) {
 	if dec.More() {
 		return nil, errors.New("coordinator: configuration: trailing data")
 	}
+	if c.Slot < 0 || c.Slot >= manifest.MaxReplicas {
+		return nil, fmt.Errorf("coordinator: configuration: slot %d, want 0 to %d", c.Slot, manifest.MaxReplicas-1)
+	}
+	pc.slot = c.Slot
 	if len(c.Collateral) > 0 {
 		var err error
 		if pc.collateral, err = attest.ParseCollateralBundle(c.Collateral); err != nil {

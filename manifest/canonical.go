@@ -98,6 +98,11 @@ func (m *Manifest) Canonical() []byte {
 		}
 		doc["clients"] = clients
 	}
+	// Present only when set, so that the hashes of manifests written
+	// before the section existed do not change.
+	if f := m.Freshness; f != nil {
+		doc["freshness"] = map[string]any{"replicas": f.Replicas, "checkpoint": f.Checkpoint.String()}
+	}
 	if m.Owner != nil {
 		doc["owner"] = map[string]any{"public_key": base64.StdEncoding.EncodeToString(m.Owner.der)}
 	}

@@ -18,6 +18,10 @@
 //	policy:                          # optional
 //	  accepted_tcb: [UpToDate, SWHardeningNeeded]   # default [UpToDate]
 //	  allow_simulation: false        # simulated evidence promises nothing
+//	freshness:                       # optional: the coordinator's quorum memory
+//	  replicas: 3                    # coordinator replicas (1..7); a quorum is a majority
+//	  checkpoint: 1s                 # services register their state at least this often;
+//	                                 # 0s: every write, before its reply leaves the enclave
 //	services:
 //	  analytics:                     # trusted: it has identities
 //	    identities:                  # any one of them is enough

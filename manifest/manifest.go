@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/cloister-dev/cloister/attest"
 )
@@ -46,6 +47,41 @@ type Manifest struct {
 	// handshake is signed with the client's private key, and the trusted
 	// service learns the name of the client behind every message.
 	Clients map[string]ed25519.PublicKey
+	// Freshness, when set, turns on the coordinator's quorum memory: the
+	// coordinator runs as Freshness.Replicas replicas that remember the
+	// latest version of their own state and of every service instance's
+	// sealed state, and refuse rolled-back state. Nil: one coordinator and
+	// no rollback protection.
+	Freshness *Freshness
+}
+
+// MaxReplicas bounds Freshness.Replicas.
+const MaxReplicas = 7
+
+// Freshness is the manifest's freshness section.
+type Freshness struct {
+	// Replicas is the number of coordinator replicas, 1 to MaxReplicas;
+	// a quorum is Replicas/2+1 of them. With 1, every restart of the
+	// coordinator is a lost quorum that only the owner's recovery
+	// statement ends.
+	Replicas int
+	// Checkpoint is the longest time a service instance's state may go
+	// unregistered: a rollback can undo at most the writes of the last
+	// interval. 0 registers every batch of writes before its replies
+	// leave the enclave.
+	Checkpoint time.Duration
+}
+
+// MaxCheckpoint bounds Freshness.Checkpoint.
+const MaxCheckpoint = time.Hour
+
+// Replicas returns the number of coordinator replicas: Freshness.Replicas,
+// or 1 without a freshness section.
+func (m *Manifest) Replicas() int {
+	if m.Freshness == nil {
+		return 1
+	}
+	return m.Freshness.Replicas
 }
 
 // Service is one service of the application. A service with identities is

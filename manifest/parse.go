@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/wire"
@@ -269,6 +270,7 @@ func (p *parser) root(root *Node) *Manifest {
 		"policy":    func(path string, v *Node) { p.policy(path, v, m) },
 		"owner":     func(path string, v *Node) { p.owner(path, v, m) },
 		"clients":   func(path string, v *Node) { p.clients(path, v, m) },
+		"freshness": func(path string, v *Node) { p.freshness(path, v, m) },
 		"addresses": func(path string, v *Node) { addresses = v },
 	})
 	if present == nil {
@@ -494,6 +496,38 @@ func (p *parser) policy(path string, n *Node, m *Manifest) {
 		},
 		"allow_simulation": func(path string, v *Node) { m.Policy.AllowSimulation = p.boolean(path, v) },
 	})
+}
+
+func (p *parser) freshness(path string, n *Node, m *Manifest) {
+	f := &Freshness{Replicas: 1}
+	present := p.fields(path, n, map[string]func(string, *Node){
+		"replicas": func(path string, v *Node) {
+			r, _ := p.uint(path, v, 1, MaxReplicas)
+			f.Replicas = int(r)
+		},
+		"checkpoint": func(path string, v *Node) {
+			s, ok := p.str(path, v)
+			if !ok {
+				return
+			}
+			d, err := time.ParseDuration(s)
+			if err != nil || d < 0 || d > MaxCheckpoint {
+				p.errorf(path, v, "want a duration from 0s to %s (such as 1s or 100ms), got %q", MaxCheckpoint, s)
+				return
+			}
+			f.Checkpoint = d
+		},
+	})
+	if present == nil {
+		return
+	}
+	if _, ok := present["replicas"]; !ok {
+		p.errorf(join(path, "replicas"), n, "missing (want an integer from 1 to %d)", MaxReplicas)
+	}
+	if _, ok := present["checkpoint"]; !ok {
+		p.errorf(join(path, "checkpoint"), n, "missing (want a duration such as 1s; 0s registers every write)")
+	}
+	m.Freshness = f
 }
 
 func (p *parser) owner(path string, n *Node, m *Manifest) {

@@ -79,6 +79,36 @@
 // signature that once made the pinned manifest current (empty for the
 // first manifest); the pinned hash vouches for that entry, so it is not
 // checked.
+//
+// # Freshness (services, when the manifest declares it)
+//
+//	enclave → AddressCheckpoint Checkpoint{Service, Instance, Counter, Digest, Nonce, MAC}
+//	          ← Registered{Subject, Counter, Digest, Nonce, Signature}
+//	enclave → AddressFreshRead  FreshRead{Service, Instance, Nonce, MAC}
+//	          ← Registered{…}
+//
+// A service instance's state has a version: a counter that grows with
+// every write and the digest of its sealed index. A Checkpoint asks the
+// coordinator group to remember it; the answering replica writes it to a
+// quorum of replicas before it answers. A FreshRead asks for the version a
+// quorum remembers (Counter 0 and no digest: none). MAC is HMAC-SHA256
+// under the service's FreshnessGrant.Key over [CheckpointMessage] or
+// [FreshReadMessage], so only an enclave holding the service's grant
+// registers or reads its subject. The answer's Signature is the
+// coordinator's Ed25519 signature (Grant.CoordinatorKey) over
+// [RegisteredMessage]; the caller's Nonce makes an old answer useless.
+// Refusals: CodeConflict for a counter below the one remembered (a
+// rolled-back state) or an equal counter with another digest (two
+// instances wrote from the same state), CodeUnavailable while the group
+// has no quorum (retry).
+//
+// # Coordinator replicas
+//
+// When the manifest declares freshness, the coordinator runs as replicas in
+// slots 0 to Replicas-1. Every address above reaches any live replica; the
+// addresses made by [ReplicaAddress] reach one slot: its [ReplicaStatus],
+// the owner's [RecoveryStatement] after a lost quorum, and the replicas'
+// own protocol (documented in package coordinator).
 package provision
 
 import (
@@ -204,6 +234,9 @@ type Grant struct {
 	// CoordinatorKey is the coordinator's Ed25519 signing key: epoch
 	// notices are signed with it.
 	CoordinatorKey []byte `json:"coordinator_key,omitempty"`
+	// Freshness is set when the manifest declares freshness: the service
+	// registers its state versions with the coordinator group.
+	Freshness *FreshnessGrant `json:"freshness,omitempty"`
 }
 
 // AddressGrant is one address the service may use, with its rights and,
@@ -317,6 +350,9 @@ type Status struct {
 	Refusals        uint64    `json:"refusals"`
 	EvidenceType    string    `json:"evidence_type"`
 	Measurement     string    `json:"measurement,omitempty"`
+	// Replica is the answering replica's view of the group when the
+	// manifest declares freshness (nil otherwise).
+	Replica *ReplicaStatus `json:"replica,omitempty"`
 }
 
 // Domain-separation labels.
