@@ -4,8 +4,8 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"os"
+	"strconv"
 	"testing"
 )
 
