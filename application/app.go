@@ -2,6 +2,7 @@ package application
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,6 +58,7 @@ type App struct {
 	images      map[string]*enclave.Image
 	manifestRaw []byte
 	manifest    *manifest.Manifest
+	owner       ed25519.PrivateKey // with freshness: the owner key of the state directory
 
 	run      []Node // the nodes of this process
 	nodes    []*runningNode
@@ -210,6 +212,11 @@ func (a *App) Start(ctx context.Context, services ...GoService) (err error) {
 		a.nodes = append(a.nodes, ln)
 		fmt.Fprintf(a.out, "node %s: NATS %s\n", n.Name, ln.natsURL())
 	}
+	// Every replica of this process first: a quorum of them may be needed
+	// before any serves.
+	if err := a.startCoordinator(ctx); err != nil {
+		return err
+	}
 	for _, ln := range a.nodes {
 		if err := a.deploy(ctx, ln, given); err != nil {
 			return err
@@ -318,7 +325,14 @@ func (a *App) loadImages(ctx context.Context, first string) error {
 	if err != nil {
 		return err
 	}
-	if a.manifestRaw, a.manifest, err = a.cfg.Manifest(ms, clients); err != nil {
+	var owner ed25519.PublicKey
+	if a.cfg.Freshness() {
+		if a.owner, err = LoadOrCreateOwnerKey(a.stateDir); err != nil {
+			return err
+		}
+		owner = a.owner.Public().(ed25519.PublicKey)
+	}
+	if a.manifestRaw, a.manifest, err = a.cfg.Manifest(ms, clients, owner); err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(a.stateDir, "manifest.yaml"), a.manifestRaw, 0o644); err != nil {
@@ -420,14 +434,9 @@ func (a *App) startNode(ctx context.Context, nc Node, index int) (*runningNode, 
 	return &runningNode{cfg: nc, cluster: cn, bus: b, node: n}, nil
 }
 
-// deploy starts what runs on ln: the coordinator first, then the images,
-// then the regular services.
+// deploy starts what runs on ln (after its coordinator replicas): the
+// images, then the regular services.
 func (a *App) deploy(ctx context.Context, ln *runningNode, given map[string]GoService) error {
-	if ln.cfg.Coordinator && a.coordImg != nil {
-		if err := a.deployCoordinator(ctx, ln); err != nil {
-			return err
-		}
-	}
 	for _, name := range ln.cfg.Run {
 		desc, ok := a.cfg.Images[name]
 		if !ok {
@@ -467,47 +476,270 @@ func (a *App) deploy(ctx context.Context, ln *runningNode, given map[string]GoSe
 	return nil
 }
 
-// deployCoordinator hosts the coordinator on ln and gives it the manifest,
+// startCoordinator hosts the coordinator's slots placed on the nodes of
+// this process, waits until they serve (with freshness: until they are
+// live members of the group), and gives the coordinator the manifest
 // unless it already holds it (its sealed state in the state directory).
-func (a *App) deployCoordinator(ctx context.Context, ln *runningNode) error {
-	initCfg, err := CoordinatorInit(a.sim)
+func (a *App) startCoordinator(ctx context.Context) error {
+	if a.coordImg == nil {
+		return nil
+	}
+	var local []int
+	var first *runningNode
+	for slot, name := range a.cfg.CoordinatorSlots() {
+		ln := a.nodeByName(name)
+		if ln == nil {
+			continue // another process runs it
+		}
+		if err := a.deployReplica(ctx, ln, slot); err != nil {
+			return err
+		}
+		local = append(local, slot)
+		if first == nil {
+			first = ln
+		}
+	}
+	if first == nil {
+		return nil
+	}
+	if !a.cfg.Freshness() {
+		fmt.Fprintln(a.out, "coordinator: freshness is off: the host can roll sealed state back undetected (coordinator: {freshness: true} in the description turns it on)")
+	}
+	if err := a.awaitReplicas(ctx, first.bus, local); err != nil {
+		return err
+	}
+	return a.setManifest(ctx, first)
+}
+
+// deployReplica hosts coordinator slot on ln.
+func (a *App) deployReplica(ctx context.Context, ln *runningNode, slot int) error {
+	initCfg, err := ReplicaInit(a.sim, slot)
 	if err != nil {
 		return err
 	}
-	if _, err := ln.node.DeployEnclave(ctx, node.EnclaveConfig{
+	ec := node.EnclaveConfig{
 		Name: CoordinatorService, Image: a.coordImg.Path, Backend: a.coordinatorBackend(ln),
-		StateDir:       filepath.Join(a.stateDir, CoordinatorService),
+		StateDir:       a.replicaStateDir(slot),
 		InitConfig:     initCfg,
 		RestartBackoff: a.cfg.RestartBackoff, MaxRestartBackoff: a.cfg.MaxRestartBackoff,
-	}); err != nil {
+	}
+	if a.cfg.Freshness() {
+		ec.Name = ReplicaDeployment(slot)
+		ec.Addresses = ReplicaAddresses(slot)
+	}
+	if _, err := ln.node.DeployEnclave(ctx, ec); err != nil {
 		return fmt.Errorf("application: coordinator: %w", err)
 	}
-	st, err := client.CoordinatorStatus(ctx, ln.bus, 15*time.Second)
-	if err != nil {
-		return fmt.Errorf("application: coordinator: %w", err)
+	if a.cfg.Freshness() {
+		fmt.Fprintf(a.out, "coordinator replica %d of %d on node %s\n", slot, a.cfg.Coordinator.Replicas, ln.cfg.Name)
 	}
-	switch {
-	case !st.ManifestSet:
-		body, err := provision.Encode(provision.ManifestSet{Manifest: a.manifest.Canonical()})
+	return nil
+}
+
+// ReplicaDeployment names the deployment of coordinator slot on its node.
+func ReplicaDeployment(slot int) string { return fmt.Sprintf("%s-%d", CoordinatorService, slot) }
+
+// replicaStateDir is where slot keeps its sealed state: slot 0 where the
+// single coordinator kept it, the others beside it.
+func (a *App) replicaStateDir(slot int) string {
+	if slot == 0 {
+		return filepath.Join(a.stateDir, CoordinatorService)
+	}
+	return filepath.Join(a.stateDir, CoordinatorService+"-replicas", strconv.Itoa(slot))
+}
+
+// ReplicaAddresses are the addresses replica slot may serve: the
+// coordinator's public addresses and its own slot's, never another slot's.
+func ReplicaAddresses(slot int) []string {
+	return []string{
+		provision.AddressAttest, provision.AddressServiceKey, provision.AddressChallenge, provision.AddressJoin,
+		provision.AddressManifestSet, provision.AddressManifestUpdate, provision.AddressManifestHistory,
+		provision.AddressRotate, provision.AddressStatus,
+		provision.AddressCheckpoint, provision.AddressFreshRead,
+		provision.ReplicaPattern(slot),
+	}
+}
+
+// quorumWait bounds how long a start waits for the coordinator (with
+// freshness: for a quorum of replicas, which other processes may start).
+const quorumWait = 3 * time.Minute
+
+// awaitReplicas waits until the coordinator answers and, with freshness,
+// until the local slots are live: admitted by a quorum. Replicas that wait
+// for the owner's recovery statement (the group lost its quorum) get it
+// when Config.Recover is set; otherwise the start waits, saying what the
+// owner must do, until ctx ends.
+func (a *App) awaitReplicas(ctx context.Context, b *bus.Bus, local []int) error {
+	deadline := time.Now().Add(quorumWait)
+	said := map[string]bool{}
+	say := func(key, format string, args ...any) {
+		if !said[key] {
+			said[key] = true
+			fmt.Fprintf(a.out, format+"\n", args...)
+			a.logger.Warn("application: " + fmt.Sprintf(format, args...))
+		}
+	}
+	for {
+		ready, why, needRecovery := a.replicasReady(ctx, b, local)
+		if ready {
+			return nil
+		}
+		switch {
+		case needRecovery && a.cfg.Recover:
+			if err := a.recoverAtStart(ctx, b); err != nil {
+				return err
+			}
+			deadline = time.Now().Add(quorumWait)
+			continue
+		case needRecovery:
+			say("recovery", "COORDINATOR: %s. Nothing is served until the manifest owner signs a recovery statement:\n"+
+				"  cloister coordinator recover --key %s --server %s\n"+
+				"(or start with --recover to continue from the state on disk)", why, filepath.Join(a.stateDir, OwnerKeyFile), a.nodes[0].natsURL())
+			deadline = time.Now().Add(quorumWait) // the owner decides when
+		default:
+			say("wait", "coordinator: waiting for the replicas (%s)", why)
+			if time.Now().After(deadline) {
+				return fmt.Errorf("application: coordinator: not ready after %v: %s", quorumWait, why)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("application: coordinator: %w (%s)", context.Cause(ctx), why)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// replicasReady reports whether the coordinator serves: without freshness,
+// whether it answers its status; with it, whether every local slot is live.
+// why says what is missing; needRecovery, whether a slot waits for the
+// owner's recovery statement.
+func (a *App) replicasReady(ctx context.Context, b *bus.Bus, local []int) (ready bool, why string, needRecovery bool) {
+	if !a.cfg.Freshness() {
+		_, err := client.CoordinatorStatus(ctx, b, 5*time.Second)
 		if err != nil {
-			return err
+			return false, err.Error(), false
 		}
-		if _, err := ln.bus.Request(ctx, provision.AddressManifestSet, body, bus.Timeout(30*time.Second)); err != nil {
-			return fmt.Errorf("application: setting the coordinator's manifest: %w", err)
+		return true, "", false
+	}
+	var waiting []string
+	for _, slot := range local {
+		st, err := replicaStatus(ctx, b, slot, 2*time.Second)
+		switch {
+		case err != nil:
+			waiting = append(waiting, fmt.Sprintf("replica %d: %v", slot, err))
+		case st.State == provision.ReplicaNeedsRecovery:
+			return false, fmt.Sprintf("the coordinator replicas lost their quorum (replica %d: %s)", slot, st.Reason), true
+		case st.State != provision.ReplicaLive:
+			waiting = append(waiting, fmt.Sprintf("replica %d %s: %s", slot, st.State, st.Reason))
 		}
-	case st.ManifestHash != a.manifest.HashHex():
-		return fmt.Errorf("application: the coordinator in %s holds manifest %s, not this application's %s: the images or the description changed since that state was made (to start afresh, delete %s or use another state_dir; to keep it, send the coordinator an update signed by the manifest owner)",
-			a.stateDir, st.ManifestHash, a.manifest.HashHex(), a.stateDir)
+	}
+	if len(waiting) > 0 {
+		return false, fmt.Sprintf("a quorum is %d of %d replicas; %s", a.cfg.Coordinator.Replicas/2+1, a.cfg.Coordinator.Replicas, strings.Join(waiting, "; ")), false
+	}
+	return true, "", false
+}
+
+// recoverAtStart signs, with the owner key of the state directory, the
+// recovery statement that continues from the state the replicas read from
+// disk, and says so loudly: it protects against a host that is not the
+// owner, not against one that holds the state directory.
+func (a *App) recoverAtStart(ctx context.Context, b *bus.Bus) error {
+	hash := a.manifest.Hash()
+	answers, err := Recover(ctx, b, a.owner, a.cfg.Coordinator.Replicas, hash[:], func(st *provision.RecoveryStatement, _ []SlotStatus) error {
+		fmt.Fprintf(a.out, "RECOVERY: the coordinator replicas lost their quorum; --recover signs, with the owner key %s, a recovery statement that CONTINUES FROM THE STATE ON DISK (%d replica(s), manifest %x):\n",
+			filepath.Join(a.stateDir, OwnerKeyFile), len(st.Nonces), st.ManifestHash)
+		for _, r := range st.Registers {
+			fmt.Fprintf(a.out, "RECOVERY:   %s at version %d\n", r.Subject, r.Counter)
+		}
+		fmt.Fprintf(a.out, "RECOVERY: a rollback of that state by whoever holds this state directory is not detected\n")
+		a.logger.Warn("application: recovering the coordinator replicas from the state on disk (--recover)", "replicas", len(st.Nonces), "subjects", len(st.Registers))
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrNoRecovery) {
+			return nil // another process recovered them meanwhile: look again
+		}
+		return fmt.Errorf("application: coordinator recovery: %w", err)
+	}
+	if err := RecoveryErrors(answers); err != nil {
+		return fmt.Errorf("application: coordinator recovery: %w", err)
+	}
+	return nil
+}
+
+// setManifest gives the coordinator the manifest unless it holds it.
+func (a *App) setManifest(ctx context.Context, ln *runningNode) error {
+	deadline := time.Now().Add(quorumWait)
+	for {
+		st, err := client.CoordinatorStatus(ctx, ln.bus, 15*time.Second)
+		if err == nil && st.ManifestSet {
+			if st.ManifestHash != a.manifest.HashHex() {
+				return fmt.Errorf("application: the coordinator in %s holds manifest %s, not this application's %s: the images or the description changed since that state was made (to start afresh, delete %s or use another state_dir; to keep it, send the coordinator an update signed by the manifest owner)",
+					a.stateDir, st.ManifestHash, a.manifest.HashHex(), a.stateDir)
+			}
+			break
+		}
+		if err == nil {
+			body, eerr := provision.Encode(provision.ManifestSet{Manifest: a.manifest.Canonical()})
+			if eerr != nil {
+				return eerr
+			}
+			// A conflict is another process of the application setting
+			// it first: the status is read again.
+			if _, err = ln.bus.Request(ctx, provision.AddressManifestSet, body, bus.Timeout(30*time.Second)); err == nil || replyCode(err) == provision.CodeConflict {
+				continue
+			}
+			err = fmt.Errorf("setting the coordinator's manifest: %w", err)
+		}
+		if !Unavailable(err) || time.Now().After(deadline) {
+			return fmt.Errorf("application: coordinator: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("application: coordinator: %w (%w)", context.Cause(ctx), err)
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 	fmt.Fprintf(a.out, "coordinator on node %s: measurement %s, manifest %s\n", ln.cfg.Name, a.coordImg.Measurement, a.manifest.HashHex())
 	return nil
 }
 
+// Unavailable reports whether err is a coordinator that cannot answer now
+// but may soon: a replica being admitted or waiting for recovery
+// (provision.CodeUnavailable), no replica serving yet, or a timeout.
+func Unavailable(err error) bool {
+	var re *bus.ReplyError
+	if !errors.As(err, &re) {
+		return false
+	}
+	switch re.Failure {
+	case bus.FailureNoHandlers, bus.FailureTimeout:
+		return true
+	case bus.FailureRecipient:
+		return re.Code == provision.CodeUnavailable
+	}
+	return false
+}
+
+// replyCode is the recipient's failure code in err, or 0.
+func replyCode(err error) int {
+	var re *bus.ReplyError
+	if errors.As(err, &re) && re.Failure == bus.FailureRecipient {
+		return re.Code
+	}
+	return 0
+}
+
 // CoordinatorInit is the coordinator's Init configuration for an
 // application whose simulated enclaves root in sim: the coordinator trusts
 // sim's platform key (and nothing else beyond what the manifest allows).
-func CoordinatorInit(sim *attest.SimulationRoot) ([]byte, error) {
-	var cc coordinator.Config
+func CoordinatorInit(sim *attest.SimulationRoot) ([]byte, error) { return ReplicaInit(sim, 0) }
+
+// ReplicaInit is CoordinatorInit for replica slot (coordinator.Config.Slot)
+// of a coordinator with freshness.
+func ReplicaInit(sim *attest.SimulationRoot, slot int) ([]byte, error) {
+	cc := coordinator.Config{Slot: slot}
 	if err := cc.TrustSimulationRoot(sim); err != nil {
 		return nil, fmt.Errorf("application: coordinator configuration: %w", err)
 	}

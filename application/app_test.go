@@ -327,7 +327,7 @@ func TestPackageDocExample(t *testing.T) {
 	}
 	var m enclave.Measurement
 	m[0] = 0xab
-	if _, _, err := cfg.Manifest(Measurements{Coordinator: m, Images: map[string]enclave.Measurement{"vault": m}}, nil); err != nil {
+	if _, _, err := cfg.Manifest(Measurements{Coordinator: m, Images: map[string]enclave.Measurement{"vault": m}}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 }

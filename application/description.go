@@ -18,6 +18,7 @@ import (
 
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/cluster"
+	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/node"
 )
 
@@ -43,6 +44,9 @@ type Config struct {
 	// CoordinatorImage is a prebuilt coordinator image file; empty: the
 	// coordinator is built from Cloister's coordinator/image package.
 	CoordinatorImage string `yaml:"coordinator_image"`
+	// Coordinator turns on freshness: replicas of the coordinator that
+	// refuse rolled-back sealed state. Off when absent.
+	Coordinator Coordinator `yaml:"coordinator"`
 	// RestartBackoff and MaxRestartBackoff are the enclave supervisor's
 	// first and longest delay before restarting an enclave that stopped
 	// (the coordinator's and, unless they set their own, every image's;
@@ -78,6 +82,12 @@ type Config struct {
 	// are resolved from it (LoadConfig sets it; default the working
 	// directory).
 	Dir string `yaml:"-"`
+	// Recover lets a start end a lost quorum of coordinator replicas by
+	// itself: it signs, with the owner key of the state directory, a
+	// recovery statement that continues from the state on disk, and says
+	// so loudly. Without it, a start whose replicas lost their quorum waits
+	// for the owner's statement ('cloister coordinator recover').
+	Recover bool `yaml:"-"`
 	// Only starts just the named node (the others run in other processes);
 	// empty starts them all.
 	Only string `yaml:"-"`
@@ -117,9 +127,42 @@ type Node struct {
 	// everything unplaced runs on it.
 	Run []string `yaml:"run"`
 	// Coordinator places the coordinator on this node (default: the first
-	// node that runs an image).
+	// node that runs an image). With freshness, one replica runs on each
+	// node so marked (default: the nodes that run images, then the others,
+	// in order, as many as there are replicas).
 	Coordinator bool `yaml:"coordinator"`
 }
+
+// Coordinator is the description's coordinator section: freshness (rollback
+// protection of sealed state) and the replicas that provide it.
+//
+//	coordinator:
+//	  freshness: true   # default false: the host can roll sealed state back
+//	  replicas: 3       # default 3 with three nodes or more, else 1
+//	  checkpoint: 1s    # default 1s; 0s registers every write
+//
+// With freshness, the generated manifest declares it (and names the
+// application's owner key, OwnerKeyFile in the state directory: only the
+// owner can end a lost quorum), and the coordinator runs as Replicas
+// replicas, slot k on the k-th coordinator node. Without it the manifest is
+// what it was before the section existed, so existing state keeps opening.
+type Coordinator struct {
+	// Freshness turns rollback protection on.
+	Freshness bool `yaml:"freshness"`
+	// Replicas is the number of coordinator replicas (1 to
+	// manifest.MaxReplicas); a quorum is Replicas/2+1 of them. With one
+	// node they all run on it; otherwise each on its own node.
+	Replicas int `yaml:"replicas"`
+	// Checkpoint is the longest time a service's writes may go
+	// unregistered with the replicas; a rollback can undo at most the
+	// writes of one interval. 0 registers every batch of writes before
+	// its replies leave the enclave.
+	Checkpoint *time.Duration `yaml:"checkpoint"`
+}
+
+// DefaultCheckpoint is the checkpoint interval when freshness is on and
+// the description names none.
+const DefaultCheckpoint = time.Second
 
 // Image is a trusted service: an enclave image built from a Go package or
 // given as a prebuilt file.
@@ -214,9 +257,14 @@ const (
 )
 
 // reservedNames returns what cannot name images or services: the
-// coordinator, and the state directory's own folders.
+// coordinator and its replicas' deployments, and the state directory's own
+// folders.
 func reservedNames() []string {
-	return []string{CoordinatorService, "images", "jetstream", "services", "manifest.yaml"}
+	names := []string{CoordinatorService, CoordinatorService + "-replicas", "images", "jetstream", "services", "manifest.yaml"}
+	for slot := range manifest.MaxReplicas {
+		names = append(names, ReplicaDeployment(slot))
+	}
+	return names
 }
 
 // ErrConfig is matched by every [*ConfigError].
@@ -521,8 +569,8 @@ func (c *Config) fill() error {
 			coordinators++
 		}
 	}
-	if coordinators > 1 {
-		return fieldErr("nodes", "the coordinator is placed on %d nodes (one only)", coordinators)
+	if err := c.fillCoordinator(coordinators); err != nil {
+		return err
 	}
 	for _, s := range append(sortedKeys(c.Images), sortedKeys(c.Services)...) {
 		if _, ok := placed[s]; ok {
@@ -533,15 +581,96 @@ func (c *Config) fill() error {
 		}
 		c.Nodes[0].Run = append(c.Nodes[0].Run, s)
 	}
-	if coordinators == 0 && len(c.Images) > 0 && !c.NoCoordinator {
+	if len(c.Images) > 0 && !c.NoCoordinator {
+		c.placeCoordinators(coordinators, func(s string) bool { return names[s] == "image" })
+	}
+	return nil
+}
+
+// fillCoordinator checks the coordinator section and fills its defaults;
+// marked is the number of nodes marked coordinator: true.
+func (c *Config) fillCoordinator(marked int) error {
+	co := &c.Coordinator
+	if !co.Freshness {
+		if co.Replicas != 0 || co.Checkpoint != nil {
+			return fieldErr("coordinator", "replicas and checkpoint need freshness: true (without it the coordinator is one instance)")
+		}
+		if marked > 1 {
+			return fieldErr("nodes", "the coordinator is placed on %d nodes (one only; several replicas need coordinator.freshness: true)", marked)
+		}
+		return nil
+	}
+	if co.Replicas == 0 {
+		co.Replicas = 1
+		if len(c.Nodes) >= 3 {
+			co.Replicas = 3
+		}
+	}
+	if co.Replicas < 1 || co.Replicas > manifest.MaxReplicas {
+		return fieldErr("coordinator.replicas", "%d (want 1 to %d)", co.Replicas, manifest.MaxReplicas)
+	}
+	if co.Checkpoint == nil {
+		d := DefaultCheckpoint
+		co.Checkpoint = &d
+	}
+	if *co.Checkpoint < 0 || *co.Checkpoint > manifest.MaxCheckpoint {
+		return fieldErr("coordinator.checkpoint", "%v (want 0s to %v)", *co.Checkpoint, manifest.MaxCheckpoint)
+	}
+	if len(c.Nodes) > 1 && co.Replicas > len(c.Nodes) {
+		return fieldErr("coordinator.replicas", "%d replicas on %d nodes: each replica needs a node of its own (a node that restarts takes all of its replicas with it)", co.Replicas, len(c.Nodes))
+	}
+	if len(c.Nodes) > 1 && marked > co.Replicas {
+		return fieldErr("nodes", "the coordinator is placed on %d nodes, for %d replicas", marked, co.Replicas)
+	}
+	return nil
+}
+
+// placeCoordinators marks the nodes that run the coordinator (or its
+// replicas) when the description marked fewer than needed: the nodes that
+// run images first, then the others, in order.
+func (c *Config) placeCoordinators(marked int, isImage func(string) bool) {
+	want := 1
+	if c.Coordinator.Freshness && len(c.Nodes) > 1 {
+		want = c.Coordinator.Replicas
+	}
+	for _, images := range []bool{true, false} {
 		for i := range c.Nodes {
-			if slices.ContainsFunc(c.Nodes[i].Run, func(s string) bool { return names[s] == "image" }) {
-				c.Nodes[i].Coordinator = true
-				break
+			if marked >= want {
+				return
+			}
+			n := &c.Nodes[i]
+			if !n.Coordinator && slices.ContainsFunc(n.Run, isImage) == images {
+				n.Coordinator = true
+				marked++
 			}
 		}
 	}
-	return nil
+}
+
+// Freshness reports whether the description turns freshness on.
+func (c *Config) Freshness() bool { return c.Coordinator.Freshness }
+
+// CoordinatorSlots returns the node of each coordinator slot: one slot on
+// the coordinator node without freshness; with it, slot k on the k-th
+// node marked coordinator, or every slot on the only node.
+func (c *Config) CoordinatorSlots() []string {
+	var marked []string
+	for _, n := range c.Nodes {
+		if n.Coordinator {
+			marked = append(marked, n.Name)
+		}
+	}
+	if len(marked) == 0 {
+		return nil
+	}
+	if !c.Coordinator.Freshness {
+		return marked[:1]
+	}
+	slots := make([]string, c.Coordinator.Replicas)
+	for k := range slots {
+		slots[k] = marked[k%len(marked)]
+	}
+	return slots
 }
 
 // CheckNodes checks the nodes' NATS settings, as a description's are: each

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -32,6 +33,17 @@ type manifestDoc struct {
 	Services  map[string]manifestService `yaml:"services"`
 	Addresses map[string]manifestAddress `yaml:"addresses,omitempty"`
 	Clients   map[string]manifestClient  `yaml:"clients,omitempty"`
+	Freshness *manifestFreshness         `yaml:"freshness,omitempty"`
+	Owner     *manifestOwner             `yaml:"owner,omitempty"`
+}
+
+type manifestFreshness struct {
+	Replicas   int    `yaml:"replicas"`
+	Checkpoint string `yaml:"checkpoint"`
+}
+
+type manifestOwner struct {
+	PublicKey string `yaml:"public_key"`
 }
 
 type manifestService struct {
@@ -55,9 +67,12 @@ type manifestClient struct {
 // image allowed by its measurement, the regular services, the declared
 // addresses with their rights, and the clients (clients maps each client
 // to its public key, see [Config.ClientKeys]). Simulated evidence is
-// allowed when an image runs on the process backend. It returns the
-// manifest's bytes and the parsed manifest.
-func (c *Config) Manifest(ms Measurements, clients map[string]ed25519.PublicKey) ([]byte, *manifest.Manifest, error) {
+// allowed when an image runs on the process backend. With freshness on,
+// the manifest declares it and names owner (the application's owner key,
+// see [LoadOrCreateOwnerKey]), which is required then; without it, owner
+// must be nil and the manifest is what it was before freshness existed. It
+// returns the manifest's bytes and the parsed manifest.
+func (c *Config) Manifest(ms Measurements, clients map[string]ed25519.PublicKey, owner ed25519.PublicKey) ([]byte, *manifest.Manifest, error) {
 	doc := manifestDoc{Version: 1, Services: map[string]manifestService{}, Addresses: map[string]manifestAddress{}}
 	doc.Services[CoordinatorService] = manifestService{Identities: []map[string]string{{"mrenclave": ms.Coordinator.String()}}}
 	simulated := len(c.Images) == 0 // the coordinator runs on the process backend then
@@ -83,6 +98,19 @@ func (c *Config) Manifest(ms Measurements, clients map[string]ed25519.PublicKey)
 		for name, k := range clients {
 			doc.Clients[name] = manifestClient{PublicKey: base64.StdEncoding.EncodeToString(k)}
 		}
+	}
+	switch {
+	case c.Coordinator.Freshness && owner == nil:
+		return nil, nil, errors.New("application: manifest: freshness needs the owner key (only the owner can end a lost quorum)")
+	case !c.Coordinator.Freshness && owner != nil:
+		return nil, nil, errors.New("application: manifest: an owner key without freshness would change the manifest of this description")
+	case c.Coordinator.Freshness:
+		checkpoint := DefaultCheckpoint
+		if c.Coordinator.Checkpoint != nil {
+			checkpoint = *c.Coordinator.Checkpoint
+		}
+		doc.Freshness = &manifestFreshness{Replicas: max(c.Coordinator.Replicas, 1), Checkpoint: checkpoint.String()}
+		doc.Owner = &manifestOwner{PublicKey: base64.StdEncoding.EncodeToString(owner)}
 	}
 	body, err := yaml.Marshal(doc)
 	if err != nil {
@@ -118,6 +146,41 @@ func (c *Config) ClientKeys() (map[string]ed25519.PublicKey, error) {
 		keys[name] = k.Public().(ed25519.PublicKey)
 	}
 	return keys, nil
+}
+
+// OwnerKeyFile is the application's owner key in its state directory,
+// made when freshness is first turned on: an Ed25519 key in the format of
+// client.NewKeyFile, which manifest.ParseSigningKey and 'cloister
+// coordinator recover --key' read. Whoever holds it can end a lost quorum
+// of coordinator replicas (choosing the state to continue from) and sign
+// manifest updates.
+const OwnerKeyFile = "owner.pem"
+
+// LoadOrCreateOwnerKey reads the owner key in stateDir, making it first
+// (mode 0600) if it does not exist. Processes of one application that share
+// the state directory (one per node) read the key the first one made.
+func LoadOrCreateOwnerKey(stateDir string) (ed25519.PrivateKey, error) {
+	path := filepath.Join(stateDir, OwnerKeyFile)
+	var err error
+	for range 20 {
+		var k ed25519.PrivateKey
+		if k, err = LoadOrCreateKey(path); err == nil {
+			return k, nil
+		}
+		// Another process made it at the same moment, and may still be
+		// writing it.
+		if !errors.Is(err, fs.ErrExist) && !isEmptyFile(path) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil, fmt.Errorf("application: owner key: %w", err)
+}
+
+// isEmptyFile reports whether path is a file without content yet.
+func isEmptyFile(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Size() == 0
 }
 
 // LoadOrCreateKey reads a client's Ed25519 key file (client.LoadKeyFile),

@@ -59,7 +59,7 @@ func benchManifest(coordinator, analytics enclave.Measurement, creds Credentials
 			monitor.AddressAlerts:      {Publish: []string{ServiceAnalytics}},
 		},
 	}
-	raw, m, err := d.Manifest(application.Measurements{Coordinator: coordinator, Images: map[string]enclave.Measurement{ServiceAnalytics: analytics}}, creds.publicKeys())
+	raw, m, err := d.Manifest(application.Measurements{Coordinator: coordinator, Images: map[string]enclave.Measurement{ServiceAnalytics: analytics}}, creds.publicKeys(), nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("app: bench manifest: %w", err)
 	}
