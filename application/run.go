@@ -51,6 +51,7 @@ func Main(services ...GoService) {
 	fs.StringVar(&o.format, "log-format", "text", "text, or json (one JSON object per line)")
 	fs.StringVar(&o.metrics, "metrics", "", "`host:port` of the first node's operations endpoint (/metrics, /healthz, /readyz); empty: none")
 	fs.StringVar(&o.trace, "trace-endpoint", "", "export the nodes' message spans to this OTLP/HTTP `URL`; empty: none")
+	fs.BoolVar(&o.recover, "recover", false, "if the coordinator replicas lost their quorum, sign the recovery statement with the state directory's owner key, continuing from the state on disk")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: %s [flags] [APP.yaml]\n", fs.Name())
 		fs.PrintDefaults()
@@ -74,6 +75,7 @@ func Main(services ...GoService) {
 // mainOptions are Main's command line.
 type mainOptions struct {
 	path, node, stateDir, level, format, metrics, trace string
+	recover                                             bool
 }
 
 func (o *mainOptions) run(services []GoService) error {
@@ -101,6 +103,7 @@ func (o *mainOptions) run(services []GoService) error {
 		}
 	}
 	cfg.Only, cfg.Out, cfg.Metrics, cfg.TraceEndpoint, cfg.Logger = o.node, os.Stdout, o.metrics, o.trace, slog.New(h)
+	cfg.Recover = o.recover
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return Run(ctx, cfg, services...)

@@ -2,10 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -21,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/cloister-dev/cloister/application"
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/client"
@@ -119,7 +116,7 @@ func coordinatorCommand() *cobra.Command {
 	var cmd *cobra.Command
 	cmd = &cobra.Command{
 		Use:   "coordinator",
-		Short: "run a node hosting the coordinator (provisioning service); see also status, verify, rotate, update",
+		Short: "run a node hosting the coordinator (provisioning service); see also status, verify, rotate, update, replicas, recover",
 		Long: `Runs a Cloister node (the flags of 'cloister node') that also hosts the
 coordinator: the trusted service that holds the manifest, attests itself
 to clients and hands keys to the enclaves the manifest allows. Its image is
@@ -200,7 +197,8 @@ the owner: 'cloister coordinator update').`,
 	aliasFlags(fs, map[string]string{"state-dir": "state"})
 	fs.StringVar(&collateral, "collateral", "", "an SGX DCAP collateral bundle `file` (JSON) to verify DCAP evidence down to its TCB status")
 	fs.StringArrayVar(&simKeys, "sim-platform-key", nil, "trust another machine's simulation platform key `file` too (PEM; repeatable)")
-	cmd.AddCommand(coordinatorStatusCommand(), coordinatorVerifyCommand(), coordinatorRotateCommand(), coordinatorUpdateCommand())
+	cmd.AddCommand(coordinatorStatusCommand(), coordinatorVerifyCommand(), coordinatorRotateCommand(), coordinatorUpdateCommand(),
+		coordinatorReplicasCommand(), coordinatorRecoverCommand())
 	return cmd
 }
 
@@ -421,14 +419,7 @@ func ownerSign(keyFile string, msg []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--owner-key %s: %w", keyFile, err)
 	}
-	switch k := signer.(type) {
-	case ed25519.PrivateKey:
-		return ed25519.Sign(k, msg), nil
-	case *ecdsa.PrivateKey:
-		d := sha256.Sum256(msg)
-		return ecdsa.SignASN1(rand.Reader, k, d[:])
-	}
-	return signer.Sign(rand.Reader, msg, crypto.Hash(0))
+	return application.SignAsOwner(signer, msg)
 }
 
 // ownerChange sends a change the owner signed (req) to the coordinator's

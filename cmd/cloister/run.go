@@ -52,11 +52,21 @@ Otherwise cloister run runs the description itself:
   cloister run app.yaml
   cloister run --node n2 app.yaml                 # only node n2 (one process per node)
 
+With coordinator: {freshness: true} in the description, the coordinator
+runs as replicas (one per coordinator node) that refuse rolled-back sealed
+state. When a majority of them restart at once (a whole single-node
+application stopped and started again, say), the start waits until the
+manifest owner signs a recovery statement ('cloister coordinator recover
+--key STATE/owner.pem'), or signs it itself with --recover.
+
 Flags (when cloister runs the description itself):
       --node NAME          run only this node of the description
       --state-dir DIR      keep the state in DIR (overrides state_dir)
       --metrics HOST:PORT  serve each node's /metrics, /healthz, /readyz (next nodes: next ports)
       --trace-endpoint URL export the nodes' message spans (OTLP/HTTP)
+      --recover            after a lost quorum of coordinator replicas, sign the
+                           recovery statement with the state directory's owner
+                           key, continuing from the state on disk (said loudly)
       --log-level LEVEL    debug, info, warn (default) or error
       --log-format FORMAT  text (default) or json`,
 		// The arguments may be the program's flags: they are parsed here.
@@ -263,11 +273,13 @@ func runDescription(ctx context.Context, env *cliEnv, path string, args []string
 	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
 	fs.SetOutput(env.stderr)
 	var nodeName, stateDir, metrics, traceURL string
+	var recoverQuorum bool
 	var logs logFlags
 	fs.StringVar(&nodeName, "node", "", "run only this node of the description")
 	fs.StringVar(&metrics, "metrics", "", "`host:port` of the first node's operations endpoint (/metrics, /healthz, /readyz); the next nodes take the next ports; empty: none")
 	fs.StringVar(&traceURL, "trace-endpoint", "", "export OpenTelemetry spans of every node's messages to this OTLP/HTTP `URL`; empty: no tracing")
 	fs.StringVar(&stateDir, "state-dir", "", "keep the state in this `directory` (overrides state_dir)")
+	fs.BoolVar(&recoverQuorum, "recover", false, "if the coordinator replicas lost their quorum, sign the recovery statement with the owner key of the state directory, continuing from the state on disk (said loudly)")
 	logs.register(fs, "warn")
 	var rest []string
 	for _, a := range args {
@@ -296,6 +308,7 @@ func runDescription(ctx context.Context, env *cliEnv, path string, args []string
 		}
 	}
 	cfg.Only, cfg.Out, cfg.Logger, cfg.Metrics, cfg.TraceEndpoint = nodeName, env.stdout, logger, metrics, traceURL
+	cfg.Recover = recoverQuorum
 	err = application.Run(ctx, cfg)
 	if ctx.Err() != nil && err != nil && errors.Is(err, context.Canceled) {
 		return nil
