@@ -670,39 +670,49 @@ func (a *App) recoverAtStart(ctx context.Context, b *bus.Bus) error {
 
 // setManifest gives the coordinator the manifest unless it holds it.
 func (a *App) setManifest(ctx context.Context, ln *runningNode) error {
-	deadline := time.Now().Add(quorumWait)
+	st, err := SetManifest(ctx, ln.bus, a.manifest, quorumWait)
+	if err != nil {
+		return err
+	}
+	if st.ManifestHash != a.manifest.HashHex() {
+		return fmt.Errorf("application: the coordinator in %s holds manifest %s, not this application's %s: the images or the description changed since that state was made (to start afresh, delete %s or use another state_dir; to keep it, send the coordinator an update signed by the manifest owner)",
+			a.stateDir, st.ManifestHash, a.manifest.HashHex(), a.stateDir)
+	}
+	fmt.Fprintf(a.out, "coordinator on node %s: measurement %s, manifest %s\n", ln.cfg.Name, a.coordImg.Measurement, a.manifest.HashHex())
+	return nil
+}
+
+// SetManifest gives the coordinator m unless it holds a manifest already,
+// and returns its status (whose ManifestHash the caller compares with m's).
+// While the coordinator cannot answer (no replica serves yet, or the
+// replicas are being admitted: Unavailable) it tries again, for at most
+// wait; a conflict (another host set the manifest first) is read again.
+func SetManifest(ctx context.Context, b *bus.Bus, m *manifest.Manifest, wait time.Duration) (*provision.Status, error) {
+	deadline := time.Now().Add(wait)
 	for {
-		st, err := client.CoordinatorStatus(ctx, ln.bus, 15*time.Second)
+		st, err := client.CoordinatorStatus(ctx, b, 15*time.Second)
 		if err == nil && st.ManifestSet {
-			if st.ManifestHash != a.manifest.HashHex() {
-				return fmt.Errorf("application: the coordinator in %s holds manifest %s, not this application's %s: the images or the description changed since that state was made (to start afresh, delete %s or use another state_dir; to keep it, send the coordinator an update signed by the manifest owner)",
-					a.stateDir, st.ManifestHash, a.manifest.HashHex(), a.stateDir)
-			}
-			break
+			return st, nil
 		}
 		if err == nil {
-			body, eerr := provision.Encode(provision.ManifestSet{Manifest: a.manifest.Canonical()})
+			body, eerr := provision.Encode(provision.ManifestSet{Manifest: m.Canonical()})
 			if eerr != nil {
-				return eerr
+				return nil, eerr
 			}
-			// A conflict is another process of the application setting
-			// it first: the status is read again.
-			if _, err = ln.bus.Request(ctx, provision.AddressManifestSet, body, bus.Timeout(30*time.Second)); err == nil || replyCode(err) == provision.CodeConflict {
+			if _, err = b.Request(ctx, provision.AddressManifestSet, body, bus.Timeout(30*time.Second)); err == nil || replyCode(err) == provision.CodeConflict {
 				continue
 			}
 			err = fmt.Errorf("setting the coordinator's manifest: %w", err)
 		}
 		if !Unavailable(err) || time.Now().After(deadline) {
-			return fmt.Errorf("application: coordinator: %w", err)
+			return nil, fmt.Errorf("application: coordinator: %w", err)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("application: coordinator: %w (%w)", context.Cause(ctx), err)
-		case <-time.After(250 * time.Millisecond):
+			return nil, fmt.Errorf("application: coordinator: %w (%w)", context.Cause(ctx), err)
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	fmt.Fprintf(a.out, "coordinator on node %s: measurement %s, manifest %s\n", ln.cfg.Name, a.coordImg.Measurement, a.manifest.HashHex())
-	return nil
 }
 
 // Unavailable reports whether err is a coordinator that cannot answer now

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cloister-dev/cloister/examples/water/app"
+	"github.com/cloister-dev/cloister/manifest"
 )
 
 // Defaults of cloister bench: about a minute in all.
@@ -31,6 +33,9 @@ func benchCommand() *cobra.Command {
 		quick, jsonOut      bool
 		svgFile, image      string
 		transport           string
+		checkpoints         string
+		coordinatorBench    bool
+		rounds              int
 		cpuProfile          string
 		logs                logFlags
 	)
@@ -91,7 +96,13 @@ The defaults take about a minute; --quick takes a few seconds (for tests).`,
 			if err != nil {
 				return err
 			}
+			if coordinatorBench {
+				return runCoordinatorBench(ctx, env, app.CoordinatorBenchOptions{Rounds: rounds, Image: image, Transport: transport, Logger: logger}, jsonOut)
+			}
 			opts := app.BenchOptions{Duration: duration, Warmup: warmup, Image: image, Transport: transport, Logger: logger}
+			if opts.Checkpoints, err = checkpointList(checkpoints); err != nil {
+				return err
+			}
 			if opts.Sizes, err = intList("--sizes", sizes, 16, 1<<20); err != nil {
 				return err
 			}
@@ -149,6 +160,9 @@ The defaults take about a minute; --quick takes a few seconds (for tests).`,
 	fs.StringVar(&svgFile, "svg", "", "write a chart of the overhead by payload size to `file`")
 	fs.StringVar(&image, "image", "", "a prebuilt analytics enclave `image` (default: built now)")
 	fs.StringVar(&transport, "transport", "shm", "how frames cross to the enclaves: `shm` (shared memory) or pipe")
+	fs.BoolVar(&coordinatorBench, "coordinator", false, "instead of the water hop, time joins and coordinator restarts (kill -9 of a replica) without freshness, with 1 replica and with 3")
+	fs.IntVar(&rounds, "rounds", 3, "with --coordinator: joins and restarts timed per layout")
+	fs.StringVar(&checkpoints, "checkpoint", "off", "freshness settings, comma-separated: off (no freshness) and checkpoint `intervals` (0, 100ms, 1s); trusted+secured runs again under each interval")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this process (client, nodes and hosts; not the enclaves) to `file`")
 	logs.register(fs, "error")
 	return cmd
@@ -162,6 +176,35 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// checkpointList parses --checkpoint: "off" and checkpoint intervals.
+func checkpointList(s string) ([]time.Duration, error) {
+	var out []time.Duration
+	for _, p := range strings.Split(s, ",") {
+		p = strings.TrimSpace(p)
+		switch {
+		case p == "":
+			continue
+		case p == "off":
+			out = append(out, app.FreshnessOff)
+			continue
+		case p == "0":
+			p = "0s"
+		}
+		d, err := time.ParseDuration(p)
+		if err != nil || d < 0 || d > manifest.MaxCheckpoint {
+			return nil, &usageError{err: fmt.Errorf("--checkpoint: %q is neither off nor an interval from 0 to %v (such as 100ms)", p, manifest.MaxCheckpoint)}
+		}
+		out = append(out, d)
+	}
+	if len(out) == 0 {
+		return nil, &usageError{err: fmt.Errorf("--checkpoint: empty")}
+	}
+	if slices.ContainsFunc(out, func(d time.Duration) bool { return d != app.FreshnessOff }) && !slices.Contains(out, app.FreshnessOff) {
+		out = append([]time.Duration{app.FreshnessOff}, out...) // what freshness is compared with
+	}
+	return out, nil
 }
 
 func intList(flagName, s string, lo, hi int) ([]int, error) {
@@ -222,6 +265,7 @@ func writeBenchTable(w io.Writer, rep *app.BenchReport, opts app.BenchOptions) {
 			}
 		}
 	}
+	writeFreshnessTable(w, rep, opts)
 	errs := 0
 	for _, r := range rep.Results {
 		errs += r.Errors
@@ -229,6 +273,86 @@ func writeBenchTable(w io.Writer, rep *app.BenchReport, opts app.BenchOptions) {
 	fmt.Fprintf(w, "\nfailed requests: %d\n", errs)
 	for _, n := range rep.Notes {
 		fmt.Fprintf(w, "- %s\n", n)
+	}
+}
+
+// runCoordinatorBench runs and prints 'bench --coordinator'.
+func runCoordinatorBench(ctx context.Context, env *cliEnv, opts app.CoordinatorBenchOptions, jsonOut bool) error {
+	if opts.Rounds < 1 || opts.Rounds > 100 {
+		return &usageError{err: fmt.Errorf("--rounds %d: want 1 to 100", opts.Rounds)}
+	}
+	start := time.Now()
+	opts.Progress = func(step string) {
+		fmt.Fprintf(env.stderr, "%5.1fs  %s\n", time.Since(start).Seconds(), step)
+	}
+	rep, err := app.RunCoordinatorBench(ctx, opts)
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		return printJSON(env.stdout, rep)
+	}
+	w := env.stdout
+	fmt.Fprintf(w, "coordinator: join and restart times in ms (median of %d rounds; each round in brackets)\n\n", opts.Rounds)
+	fmt.Fprintf(w, "%-32s %5s | %8s %-28s | %8s %s\n", "layout", "nodes", "join", "", "restart", "")
+	fmt.Fprintln(w, strings.Repeat("-", 110))
+	for _, t := range rep.Timings {
+		fmt.Fprintf(w, "%-32s %5d | %8.1f %-28s | %8.1f %s\n", t.Layout, t.Nodes, app.Median(t.JoinMS), roundsText(t.JoinMS), app.Median(t.RestartMS), roundsText(t.RestartMS))
+	}
+	fmt.Fprintln(w)
+	for _, n := range rep.Notes {
+		fmt.Fprintf(w, "- %s\n", n)
+	}
+	return nil
+}
+
+// roundsText lists each round's time.
+func roundsText(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.0f", x)
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}
+
+// writeFreshnessTable prints trusted+secured under each freshness
+// checkpoint interval measured, against the same without freshness.
+func writeFreshnessTable(w io.Writer, rep *app.BenchReport, opts app.BenchOptions) {
+	var labels []string
+	for _, cp := range opts.Checkpoints {
+		if l := app.CheckpointLabel(cp); l != "" {
+			labels = append(labels, l)
+		}
+	}
+	if len(labels) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nfreshness: trusted+secured with a checkpoint interval, against trusted+secured without freshness (same run)\n")
+	fmt.Fprintf(w, "%-5s %-8s %-6s | %-24s", "nodes", "payload", "flight", "no freshness")
+	for _, l := range labels {
+		fmt.Fprintf(w, " | %-31s", "checkpoint "+l)
+	}
+	fmt.Fprintf(w, "\n%-5s %-8s %-6s | %8s %7s %7s", "", "", "", "req/s", "p50", "p99")
+	for range labels {
+		fmt.Fprintf(w, " | %8s %7s %7s %6s", "req/s", "p50", "p99", "ovh")
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, strings.Repeat("-", 48+34*len(labels)))
+	for _, n := range opts.Nodes {
+		for _, size := range opts.Sizes {
+			for _, c := range opts.Concurrency {
+				off, ok := rep.Find(n, app.ModeTrustedSecured, size, c)
+				if !ok {
+					continue
+				}
+				fmt.Fprintf(w, "%-5d %-8s %-6d | %8.0f %7.0f %7.0f", n, sizeLabel(size), c, off.Throughput, off.P50, off.P99)
+				for _, l := range labels {
+					x, _ := rep.FindCheckpoint(n, app.ModeTrustedSecured, size, c, l)
+					fmt.Fprintf(w, " | %8.0f %7.0f %7.0f %5.1f%%", x.Throughput, x.P50, x.P99, overhead(off, x))
+				}
+				fmt.Fprintln(w)
+			}
+		}
 	}
 }
 

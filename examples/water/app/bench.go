@@ -1,8 +1,11 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,8 +50,10 @@ const (
 )
 
 // benchManifest is the benchmark's manifest: the secured analytics' address
-// is open to the benchmark's sensors (creds).
-func benchManifest(coordinator, analytics enclave.Measurement, creds Credentials) ([]byte, *manifest.Manifest, error) {
+// is open to the benchmark's sensors (creds). With checkpoint other than
+// FreshnessOff it declares freshness with that interval and replicas
+// coordinator replicas, owned by owner.
+func benchManifest(coordinator, analytics enclave.Measurement, creds Credentials, checkpoint time.Duration, replicas int, owner ed25519.PrivateKey) ([]byte, *manifest.Manifest, error) {
 	d := &application.Config{
 		Name:     "bench",
 		Images:   map[string]application.Image{ServiceAnalytics: {Backend: node.BackendProcess}},
@@ -59,7 +65,12 @@ func benchManifest(coordinator, analytics enclave.Measurement, creds Credentials
 			monitor.AddressAlerts:      {Publish: []string{ServiceAnalytics}},
 		},
 	}
-	raw, m, err := d.Manifest(application.Measurements{Coordinator: coordinator, Images: map[string]enclave.Measurement{ServiceAnalytics: analytics}}, creds.publicKeys(), nil)
+	var ownerKey ed25519.PublicKey
+	if checkpoint != FreshnessOff {
+		d.Coordinator = application.Coordinator{Freshness: true, Replicas: replicas, Checkpoint: &checkpoint}
+		ownerKey = owner.Public().(ed25519.PublicKey)
+	}
+	raw, m, err := d.Manifest(application.Measurements{Coordinator: coordinator, Images: map[string]enclave.Measurement{ServiceAnalytics: analytics}}, creds.publicKeys(), ownerKey)
 	if err != nil {
 		return nil, nil, fmt.Errorf("app: bench manifest: %w", err)
 	}
@@ -79,15 +90,38 @@ type BenchOptions struct {
 	// Transport is how frames cross to the enclaves: "" or "shm" (shared
 	// memory, the default) or "pipe" (see node.EnclaveConfig.Transport).
 	Transport string
+	// Checkpoints are the freshness settings measured, in order:
+	// FreshnessOff (the coordinator without freshness) or a checkpoint
+	// interval (0 registers every write). Empty: FreshnessOff only. Every
+	// mode runs without freshness (when FreshnessOff is listed); with it,
+	// trusted+secured runs again per interval (the other modes do not
+	// join the coordinator, so freshness does not touch them), against
+	// one coordinator replica on one node and three on three nodes.
+	Checkpoints []time.Duration
 	// Progress, if set, is called before each cell and when all are done.
 	Progress func(done, total int, cell string)
 	Logger   *slog.Logger
 }
 
+// FreshnessOff, among BenchOptions.Checkpoints, measures without freshness.
+const FreshnessOff time.Duration = -1
+
+// CheckpointLabel names a BenchOptions.Checkpoints entry as BenchResult
+// does: "" for FreshnessOff, else the interval ("0s", "100ms", "1s").
+func CheckpointLabel(d time.Duration) string {
+	if d == FreshnessOff {
+		return ""
+	}
+	return d.String()
+}
+
 // BenchResult is one cell: one mode at one size, concurrency and topology.
 type BenchResult struct {
-	Nodes       int     `json:"nodes"`
-	Mode        string  `json:"mode"`
+	Nodes int    `json:"nodes"`
+	Mode  string `json:"mode"`
+	// Checkpoint is the freshness checkpoint interval of the manifest the
+	// cell ran under ("" without freshness).
+	Checkpoint  string  `json:"checkpoint,omitempty"`
 	Size        int     `json:"size"`
 	Concurrency int     `json:"concurrency"`
 	Requests    int     `json:"requests"`
@@ -114,10 +148,16 @@ type BenchReport struct {
 	Notes       []string      `json:"notes"`
 }
 
-// Find returns the result of a cell.
+// Find returns the result of a cell without freshness.
 func (r *BenchReport) Find(nodes int, mode string, size, conc int) (BenchResult, bool) {
+	return r.FindCheckpoint(nodes, mode, size, conc, "")
+}
+
+// FindCheckpoint returns the result of a cell run with the freshness
+// checkpoint interval checkpoint (a CheckpointLabel; "": without).
+func (r *BenchReport) FindCheckpoint(nodes int, mode string, size, conc int, checkpoint string) (BenchResult, bool) {
 	for _, x := range r.Results {
-		if x.Nodes == nodes && x.Mode == mode && x.Size == size && x.Concurrency == conc {
+		if x.Nodes == nodes && x.Mode == mode && x.Size == size && x.Concurrency == conc && x.Checkpoint == checkpoint {
 			return x, true
 		}
 	}
@@ -150,16 +190,27 @@ func (c *benchCluster) close(ctx context.Context) {
 	}
 }
 
-// benchImages are the images and manifest of a benchmark run, and the
-// simulation root of its nodes (in memory: nothing of a run outlives it).
+// benchImages are the images of a benchmark run, the simulation root of
+// its nodes and the manifest owner's key (in memory: nothing of a run
+// outlives it).
 type benchImages struct {
 	analytics, coordinator *enclave.Image
-	manifestRaw            []byte
-	manifest               *manifest.Manifest
+	creds                  Credentials
 	sim                    *attest.SimulationRoot
+	owner                  ed25519.PrivateKey
 }
 
-func startBenchCluster(ctx context.Context, n int, imgs *benchImages, stateDir, transport string, logger *slog.Logger) (*benchCluster, error) {
+// manifest is the run's manifest with freshness checkpoint (or
+// FreshnessOff), for a cluster of n nodes: one coordinator replica per
+// node.
+func (imgs *benchImages) manifest(checkpoint time.Duration, n int) (*manifest.Manifest, error) {
+	_, m, err := benchManifest(imgs.coordinator.Measurement, imgs.analytics.Measurement, imgs.creds, checkpoint, n, imgs.owner)
+	return m, err
+}
+
+// startBenchCluster starts n nodes with the coordinator (restartBackoff:
+// its supervisor's, 0 the default), the manifest m and the analytics.
+func startBenchCluster(ctx context.Context, n int, imgs *benchImages, m *manifest.Manifest, dir, transport string, logger *slog.Logger, restartBackoff time.Duration) (*benchCluster, error) {
 	c := &benchCluster{}
 	for i := range n {
 		opts := cluster.Options{Name: fmt.Sprintf("bench%d-n%d", n, i+1), Logger: logger}
@@ -192,28 +243,14 @@ func startBenchCluster(ctx context.Context, n int, imgs *benchImages, stateDir, 
 	}
 	c.client = c.nodes[0].Bus()
 	host := c.nodes[n-1]
-	dir := filepath.Join(stateDir, fmt.Sprintf("nodes%d", n))
 	fail := func(err error) (*benchCluster, error) {
 		c.close(context.Background())
 		return nil, err
 	}
-	// The coordinator, with the manifest.
-	init, err := application.CoordinatorInit(imgs.sim)
-	if err != nil {
+	// The coordinator (with freshness: one replica per node), with the
+	// manifest.
+	if err := deployBenchCoordinator(ctx, c, imgs, m, dir, transport, restartBackoff); err != nil {
 		return fail(err)
-	}
-	if _, err := host.DeployEnclave(ctx, node.EnclaveConfig{
-		Name: ServiceCoordinator, Image: imgs.coordinator.Path, Transport: transport, StateDir: filepath.Join(dir, "coordinator"),
-		InitConfig: init,
-	}); err != nil {
-		return fail(err)
-	}
-	body, err := provision.Encode(provision.ManifestSet{Manifest: imgs.manifest.Canonical()})
-	if err != nil {
-		return fail(err)
-	}
-	if _, err := host.Bus().Request(ctx, provision.AddressManifestSet, body, bus.Timeout(30*time.Second)); err != nil {
-		return fail(fmt.Errorf("app: bench: set the manifest: %w", err))
 	}
 	// Trusted on plain addresses: an enclave that does not join.
 	if _, err := host.DeployEnclave(ctx, node.EnclaveConfig{
@@ -257,6 +294,43 @@ func startBenchCluster(ctx context.Context, n int, imgs *benchImages, stateDir, 
 	return c, nil
 }
 
+// deployBenchCoordinator deploys the coordinator on the last node of c, or
+// with freshness replica k on node k (all on the only node), and sets m.
+func deployBenchCoordinator(ctx context.Context, c *benchCluster, imgs *benchImages, m *manifest.Manifest, dir, transport string, restartBackoff time.Duration) error {
+	n := len(c.nodes)
+	slots := []*node.Node{c.nodes[n-1]}
+	if m.Freshness != nil {
+		slots = slots[:0]
+		for k := range m.Freshness.Replicas {
+			slots = append(slots, c.nodes[k%n])
+		}
+	}
+	for k, host := range slots {
+		init, err := application.ReplicaInit(imgs.sim, k)
+		if err != nil {
+			return err
+		}
+		ec := node.EnclaveConfig{
+			Name: ServiceCoordinator, Image: imgs.coordinator.Path, Transport: transport, StateDir: filepath.Join(dir, "coordinator", strconv.Itoa(k)),
+			InitConfig: init, RestartBackoff: restartBackoff, MaxRestartBackoff: restartBackoff,
+		}
+		if m.Freshness != nil {
+			ec.Name, ec.Addresses = application.ReplicaDeployment(k), application.ReplicaAddresses(k)
+		}
+		if _, err := host.DeployEnclave(ctx, ec); err != nil {
+			return err
+		}
+	}
+	st, err := application.SetManifest(ctx, c.nodes[n-1].Bus(), m, time.Minute)
+	if err != nil {
+		return fmt.Errorf("app: bench: set the manifest: %w", err)
+	}
+	if st.ManifestHash != m.HashHex() {
+		return fmt.Errorf("app: bench: the coordinator holds manifest %s, not %s", st.ManifestHash, m.HashHex())
+	}
+	return nil
+}
+
 // RunBench measures the three modes side by side, cell by cell.
 func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 	if opts.Logger == nil {
@@ -293,15 +367,18 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 	}
 	// Every in-flight slot of every cell is its own sensor, with its own
 	// credential in the manifest.
+	checkpoints := opts.Checkpoints
+	if len(checkpoints) == 0 {
+		checkpoints = []time.Duration{FreshnessOff}
+	}
 	var ids []string
-	for i := range len(opts.Nodes) * len(opts.Sizes) * len(BenchModes()) * sumOf(opts.Concurrency) {
+	for i := range len(opts.Nodes) * len(opts.Sizes) * (len(BenchModes()) + len(checkpoints)) * sumOf(opts.Concurrency) {
 		ids = append(ids, fmt.Sprintf("b%d", i+1))
 	}
-	creds, err := LoadOrCreateCredentials(tmp, ids)
-	if err != nil {
+	if imgs.creds, err = LoadOrCreateCredentials(tmp, ids); err != nil {
 		return nil, err
 	}
-	if imgs.manifestRaw, imgs.manifest, err = benchManifest(imgs.coordinator.Measurement, imgs.analytics.Measurement, creds); err != nil {
+	if _, imgs.owner, err = ed25519.GenerateKey(rand.Reader); err != nil {
 		return nil, err
 	}
 	img := imgs.analytics
@@ -311,57 +388,85 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 	}
 	notes := append(BenchNotes(), "frames cross to the enclaves over "+transport)
 	rep := &BenchReport{Started: time.Now(), Measurement: img.Measurement.String(), Duration: opts.Duration.String(), Notes: notes}
-	total := len(opts.Nodes) * len(opts.Sizes) * len(opts.Concurrency) * len(BenchModes())
+	modesAt := func(checkpoint time.Duration) []string {
+		if checkpoint == FreshnessOff {
+			return BenchModes()
+		}
+		return []string{ModeTrustedSecured}
+	}
+	total := 0
+	for _, cp := range checkpoints {
+		total += len(opts.Nodes) * len(opts.Sizes) * len(opts.Concurrency) * len(modesAt(cp))
+	}
+	if slices.ContainsFunc(checkpoints, func(d time.Duration) bool { return d != FreshnessOff }) {
+		rep.Notes = append(rep.Notes, "freshness: the same image and sensors under a manifest that declares freshness with the checkpoint interval shown, against one coordinator replica on one node and three (one per node) on three nodes; only trusted+secured joins the coordinator, so only it is run again; its overhead is against trusted+secured without freshness, in the same run")
+	}
 	done, cell := 0, 0
 	var seq atomic.Uint64 // sensor IDs unique over the run
 	for _, n := range opts.Nodes {
-		if opts.Progress != nil {
-			opts.Progress(done, total, fmt.Sprintf("starting %d node(s)", n))
-		}
-		c, err := startBenchCluster(ctx, n, imgs, tmp, opts.Transport, opts.Logger)
-		if err != nil {
-			return nil, fmt.Errorf("app: bench: %d nodes: %w", n, err)
-		}
-		cl, _, err := ConnectCoordinator(ctx, c.client, imgs.coordinator.Measurement, imgs.manifest.Hash(),
-			[]*ecdsa.PublicKey{imgs.sim.PlatformPublicKey()}, opts.Logger)
-		if err == nil {
-			_, err = cl.ServiceKey(ctx, ServiceAnalytics) // fetched once, cached
-		}
-		if err != nil {
-			c.close(context.Background())
-			return nil, err
-		}
-		for _, size := range opts.Sizes {
-			for _, conc := range opts.Concurrency {
-				// Rotate which mode runs first from cell to cell, so that no
-				// mode always gets the warmest (or coldest) machine.
-				modes := BenchModes()
-				cell++
-				k := cell % len(modes)
-				modes = append(modes[k:], modes[:k]...)
-				for _, mode := range modes {
-					if opts.Progress != nil {
-						opts.Progress(done, total, fmt.Sprintf("%d node(s), %s, %d B, %d in flight", n, mode, size, conc))
+		for _, cp := range checkpoints {
+			label := CheckpointLabel(cp)
+			if opts.Progress != nil {
+				opts.Progress(done, total, fmt.Sprintf("starting %d node(s) %s", n, freshnessWords(label)))
+			}
+			m, err := imgs.manifest(cp, n)
+			if err != nil {
+				return nil, err
+			}
+			dir := filepath.Join(tmp, fmt.Sprintf("nodes%d-%s", n, cmp.Or(label, "off")))
+			c, err := startBenchCluster(ctx, n, imgs, m, dir, opts.Transport, opts.Logger, 0)
+			if err != nil {
+				return nil, fmt.Errorf("app: bench: %d nodes %s: %w", n, freshnessWords(label), err)
+			}
+			cl, _, err := ConnectCoordinator(ctx, c.client, imgs.coordinator.Measurement, m.Hash(),
+				[]*ecdsa.PublicKey{imgs.sim.PlatformPublicKey()}, opts.Logger)
+			if err == nil {
+				_, err = cl.ServiceKey(ctx, ServiceAnalytics) // fetched once, cached
+			}
+			if err != nil {
+				c.close(context.Background())
+				return nil, err
+			}
+			for _, size := range opts.Sizes {
+				for _, conc := range opts.Concurrency {
+					// Rotate which mode runs first from cell to cell, so that no
+					// mode always gets the warmest (or coldest) machine.
+					modes := modesAt(cp)
+					cell++
+					k := cell % len(modes)
+					modes = append(modes[k:], modes[:k]...)
+					for _, mode := range modes {
+						if opts.Progress != nil {
+							opts.Progress(done, total, fmt.Sprintf("%d node(s), %s, %d B, %d in flight %s", n, mode, size, conc, freshnessWords(label)))
+						}
+						r, err := benchCell(ctx, c.client, c.nodes[n-1], cl, imgs.creds, mode, size, conc, opts, &seq)
+						if err != nil {
+							c.close(context.Background())
+							return nil, err
+						}
+						r.Nodes, r.Checkpoint = n, label
+						rep.Results = append(rep.Results, r)
+						done++
 					}
-					r, err := benchCell(ctx, c.client, c.nodes[n-1], cl, creds, mode, size, conc, opts, &seq)
-					if err != nil {
-						c.close(context.Background())
-						return nil, err
-					}
-					r.Nodes = n
-					rep.Results = append(rep.Results, r)
-					done++
 				}
 			}
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			c.close(cctx)
+			cancel()
 		}
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		c.close(cctx)
-		cancel()
 	}
 	if opts.Progress != nil {
 		opts.Progress(done, total, "done")
 	}
 	return rep, nil
+}
+
+// freshnessWords says a CheckpointLabel in a progress line.
+func freshnessWords(label string) string {
+	if label == "" {
+		return "without freshness"
+	}
+	return "with freshness, checkpoint " + label
 }
 
 func sumOf(xs []int) int {
