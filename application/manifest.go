@@ -157,24 +157,13 @@ func (c *Config) ClientKeys() (map[string]ed25519.PublicKey, error) {
 const OwnerKeyFile = "owner.pem"
 
 // LoadOrCreateOwnerKey reads the owner key in stateDir, making it first
-// (mode 0600) if it does not exist. Processes of one application that share
-// the state directory (one per node) read the key the first one made.
+// (mode 0600) if it does not exist (LoadOrCreateKey).
 func LoadOrCreateOwnerKey(stateDir string) (ed25519.PrivateKey, error) {
-	path := filepath.Join(stateDir, OwnerKeyFile)
-	var err error
-	for range 20 {
-		var k ed25519.PrivateKey
-		if k, err = LoadOrCreateKey(path); err == nil {
-			return k, nil
-		}
-		// Another process made it at the same moment, and may still be
-		// writing it.
-		if !errors.Is(err, fs.ErrExist) && !isEmptyFile(path) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
+	k, err := LoadOrCreateKey(filepath.Join(stateDir, OwnerKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("application: owner key: %w", err)
 	}
-	return nil, fmt.Errorf("application: owner key: %w", err)
+	return k, nil
 }
 
 // isEmptyFile reports whether path is a file without content yet.
@@ -185,8 +174,26 @@ func isEmptyFile(path string) bool {
 
 // LoadOrCreateKey reads a client's Ed25519 key file (client.LoadKeyFile),
 // first writing a new one there (client.NewKeyFile) if the file does not
-// exist.
+// exist. Processes of one application that share the state directory (one
+// per node) and start together all read the key the first one made.
 func LoadOrCreateKey(path string) (ed25519.PrivateKey, error) {
+	var err error
+	for range 40 {
+		var k ed25519.PrivateKey
+		if k, err = loadOrCreateKey(path); err == nil {
+			return k, nil
+		}
+		// Another process made it at the same moment, and may still be
+		// writing it.
+		if !errors.Is(err, fs.ErrExist) && !isEmptyFile(path) {
+			break
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	return nil, err
+}
+
+func loadOrCreateKey(path string) (ed25519.PrivateKey, error) {
 	k, err := client.LoadKeyFile(path)
 	if !errors.Is(err, fs.ErrNotExist) {
 		return k, err

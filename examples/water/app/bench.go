@@ -398,7 +398,14 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 	for _, cp := range checkpoints {
 		total += len(opts.Nodes) * len(opts.Sizes) * len(opts.Concurrency) * len(modesAt(cp))
 	}
-	if slices.ContainsFunc(checkpoints, func(d time.Duration) bool { return d != FreshnessOff }) {
+	fresh := slices.ContainsFunc(checkpoints, func(d time.Duration) bool { return d != FreshnessOff })
+	words := func(label string) string {
+		if !fresh {
+			return ""
+		}
+		return " " + freshnessWords(label)
+	}
+	if fresh {
 		rep.Notes = append(rep.Notes, "freshness: the same image and sensors under a manifest that declares freshness with the checkpoint interval shown, against one coordinator replica on one node and three (one per node) on three nodes; only trusted+secured joins the coordinator, so only it is run again; its overhead is against trusted+secured without freshness, in the same run")
 	}
 	done, cell := 0, 0
@@ -407,7 +414,7 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 		for _, cp := range checkpoints {
 			label := CheckpointLabel(cp)
 			if opts.Progress != nil {
-				opts.Progress(done, total, fmt.Sprintf("starting %d node(s) %s", n, freshnessWords(label)))
+				opts.Progress(done, total, fmt.Sprintf("starting %d node(s)%s", n, words(label)))
 			}
 			m, err := imgs.manifest(cp, n)
 			if err != nil {
@@ -437,7 +444,7 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 					modes = append(modes[k:], modes[:k]...)
 					for _, mode := range modes {
 						if opts.Progress != nil {
-							opts.Progress(done, total, fmt.Sprintf("%d node(s), %s, %d B, %d in flight %s", n, mode, size, conc, freshnessWords(label)))
+							opts.Progress(done, total, fmt.Sprintf("%d node(s), %s, %d B, %d in flight%s", n, mode, size, conc, words(label)))
 						}
 						r, err := benchCell(ctx, c.client, c.nodes[n-1], cl, imgs.creds, mode, size, conc, opts, &seq)
 						if err != nil {
