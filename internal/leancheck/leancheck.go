@@ -71,7 +71,9 @@ var Table = []Rule{
 	{Package: "examples/water/analytics", Links: list(core, fast, secured, []string{"examples/water/monitor"}), Budget: 7650},
 	{Package: "e2e/internal/svcimage", Links: list(core, fast, secured), Budget: 7000},
 	{Package: "coordinator/internal/joinimage", Links: list(core, secured), Budget: 6250},
-	{Package: "coordinator/image", Links: list(core, []string{"secure", "provision", "attest", "manifest", "coordinator"}), Net: true, Budget: 9900},
+	// The replica group (quorum memory, admission, recovery) took it from
+	// 9,663 to about 11,400.
+	{Package: "coordinator/image", Links: list(core, []string{"secure", "provision", "attest", "manifest", "freshness", "coordinator"}), Net: true, Budget: 11700},
 
 	{Package: "wire", Budget: 130},
 	{Package: "boundary", Links: []string{"wire"}, Budget: 1480},
@@ -79,7 +81,8 @@ var Table = []Rule{
 	{Package: "seal", Budget: 400},
 	{Package: "trusted", Links: []string{"wire", "boundary", "seal"}, Budget: 3100},
 	{Package: "secure", Links: []string{"wire"}, Budget: 2130},
-	{Package: "provision", Budget: 260},
+	{Package: "provision", Budget: 420}, // the freshness messages: 241 → 382
+	{Package: "freshness", Budget: 260},
 	{Package: "trusted/secured", Links: list(core, []string{"secure", "provision"}), Budget: 6150},
 	{Package: "attest", Net: true, Budget: 2300},
 	{Package: "manifest", Links: []string{"wire", "attest", "secure"}, Net: true, Budget: 3650},
