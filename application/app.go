@@ -513,7 +513,11 @@ func (a *App) startCoordinator(ctx context.Context) error {
 
 // deployReplica hosts coordinator slot on ln.
 func (a *App) deployReplica(ctx context.Context, ln *runningNode, slot int) error {
-	initCfg, err := ReplicaInit(a.sim, slot)
+	replicas := 0
+	if a.cfg.Freshness() {
+		replicas = a.cfg.Coordinator.Replicas
+	}
+	initCfg, err := ReplicaInit(a.sim, slot, replicas)
 	if err != nil {
 		return err
 	}
@@ -525,7 +529,7 @@ func (a *App) deployReplica(ctx context.Context, ln *runningNode, slot int) erro
 	}
 	if a.cfg.Freshness() {
 		ec.Name = ReplicaDeployment(slot)
-		ec.Addresses = ReplicaAddresses(slot)
+		ec.Addresses = coordinator.ReplicaAddresses(slot)
 	}
 	if _, err := ln.node.DeployEnclave(ctx, ec); err != nil {
 		return fmt.Errorf("application: coordinator: %w", err)
@@ -546,18 +550,6 @@ func (a *App) replicaStateDir(slot int) string {
 		return filepath.Join(a.stateDir, CoordinatorService)
 	}
 	return filepath.Join(a.stateDir, CoordinatorService+"-replicas", strconv.Itoa(slot))
-}
-
-// ReplicaAddresses are the addresses replica slot may serve: the
-// coordinator's public addresses and its own slot's, never another slot's.
-func ReplicaAddresses(slot int) []string {
-	return []string{
-		provision.AddressAttest, provision.AddressServiceKey, provision.AddressChallenge, provision.AddressJoin,
-		provision.AddressManifestSet, provision.AddressManifestUpdate, provision.AddressManifestHistory,
-		provision.AddressRotate, provision.AddressStatus,
-		provision.AddressCheckpoint, provision.AddressFreshRead,
-		provision.ReplicaPattern(slot),
-	}
 }
 
 // quorumWait bounds how long a start waits for the coordinator (with
@@ -744,12 +736,13 @@ func replyCode(err error) int {
 // CoordinatorInit is the coordinator's Init configuration for an
 // application whose simulated enclaves root in sim: the coordinator trusts
 // sim's platform key (and nothing else beyond what the manifest allows).
-func CoordinatorInit(sim *attest.SimulationRoot) ([]byte, error) { return ReplicaInit(sim, 0) }
+func CoordinatorInit(sim *attest.SimulationRoot) ([]byte, error) { return ReplicaInit(sim, 0, 0) }
 
-// ReplicaInit is CoordinatorInit for replica slot (coordinator.Config.Slot)
-// of a coordinator with freshness.
-func ReplicaInit(sim *attest.SimulationRoot, slot int) ([]byte, error) {
-	cc := coordinator.Config{Slot: slot}
+// ReplicaInit is CoordinatorInit for replica slot of a coordinator with
+// freshness that runs replicas replicas (coordinator.Config.Slot and
+// Replicas).
+func ReplicaInit(sim *attest.SimulationRoot, slot, replicas int) ([]byte, error) {
+	cc := coordinator.Config{Slot: slot, Replicas: replicas}
 	if err := cc.TrustSimulationRoot(sim); err != nil {
 		return nil, fmt.Errorf("application: coordinator configuration: %w", err)
 	}

@@ -84,11 +84,14 @@ var ErrNoRecovery = errors.New("application: no recovery statement")
 // PlanRecovery builds the recovery statement (unsigned) that ends a lost
 // quorum, from the replicas' statuses: the nonce of every replica that
 // needs recovery and, per subject, the highest version any replica read
-// from its own sealed state. The replicas that need recovery must agree on
-// the manifest; manifestHash, when given, must be that manifest. Two
-// replicas that read the same counter with different digests for a
-// subject are a fork, and refused: the owner must remove one's state.
-// Errors wrap ErrNoRecovery.
+// from its own sealed state — for the coordinator's own state, the highest
+// among the replicas that need recovery, which must hold it (a replica
+// holding an older one refuses the statement, and is admitted by the
+// others once they live, after a restart). The replicas that need recovery
+// must agree on the manifest; manifestHash, when given, must be that
+// manifest. Two replicas that read the same counter with different digests
+// for a subject are a fork, and refused: the owner must remove one's
+// state. Errors wrap ErrNoRecovery.
 func PlanRecovery(statuses []SlotStatus, manifestHash []byte) (*provision.RecoveryStatement, error) {
 	var need []*provision.ReplicaStatus
 	for _, s := range statuses {
@@ -138,6 +141,9 @@ func PlanRecovery(statuses []SlotStatus, manifestHash []byte) (*provision.Recove
 			continue
 		}
 		for _, r := range s.Status.Local {
+			if r.Subject == provision.CoordinatorSubject && s.Status.State != provision.ReplicaNeedsRecovery {
+				continue
+			}
 			cur, ok := latest[r.Subject]
 			switch {
 			case !ok || r.Counter > cur.reg.Counter:

@@ -25,6 +25,7 @@ import (
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/cluster"
+	"github.com/cloister-dev/cloister/coordinator"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/examples/water/monitor"
 	"github.com/cloister-dev/cloister/manifest"
@@ -305,8 +306,12 @@ func deployBenchCoordinator(ctx context.Context, c *benchCluster, imgs *benchIma
 			slots = append(slots, c.nodes[k%n])
 		}
 	}
+	replicas := 0
+	if m.Freshness != nil {
+		replicas = m.Freshness.Replicas
+	}
 	for k, host := range slots {
-		init, err := application.ReplicaInit(imgs.sim, k)
+		init, err := application.ReplicaInit(imgs.sim, k, replicas)
 		if err != nil {
 			return err
 		}
@@ -315,7 +320,7 @@ func deployBenchCoordinator(ctx context.Context, c *benchCluster, imgs *benchIma
 			InitConfig: init, RestartBackoff: restartBackoff, MaxRestartBackoff: restartBackoff,
 		}
 		if m.Freshness != nil {
-			ec.Name, ec.Addresses = application.ReplicaDeployment(k), application.ReplicaAddresses(k)
+			ec.Name, ec.Addresses = application.ReplicaDeployment(k), coordinator.ReplicaAddresses(k)
 		}
 		if _, err := host.DeployEnclave(ctx, ec); err != nil {
 			return err
