@@ -25,6 +25,13 @@
 //	clients:
 //	  meter-7: {key_file: meter-7.pem}   # made if missing
 //
+// Freshness (rollback protection of sealed state) is opt-in:
+// coordinator: {freshness: true} runs the coordinator as replicas (3 with
+// three nodes or more, else 1), one per coordinator node, and names the
+// owner key of the state directory ([OwnerKeyFile]) in the manifest; only
+// its holder can end a lost quorum ([Recover], 'cloister coordinator
+// recover', or Config.Recover at start).
+//
 // Durability is a property of the address: every node of the application
 // stores sends to a durable address in JetStream, whoever sends them.
 //

