@@ -209,12 +209,12 @@ func (imgs *benchImages) manifest(checkpoint time.Duration, n int) (*manifest.Ma
 	return m, err
 }
 
-// startBenchCluster starts n nodes with the coordinator (restartBackoff:
+// startBenchCluster starts n nodes (named name-nK) with the coordinator (restartBackoff:
 // its supervisor's, 0 the default), the manifest m and the analytics.
-func startBenchCluster(ctx context.Context, n int, imgs *benchImages, m *manifest.Manifest, dir, transport string, logger *slog.Logger, restartBackoff time.Duration) (*benchCluster, error) {
+func startBenchCluster(ctx context.Context, n int, name string, imgs *benchImages, m *manifest.Manifest, dir, transport string, logger *slog.Logger, restartBackoff time.Duration) (*benchCluster, error) {
 	c := &benchCluster{}
 	for i := range n {
-		opts := cluster.Options{Name: fmt.Sprintf("bench%d-n%d", n, i+1), Logger: logger}
+		opts := cluster.Options{Name: fmt.Sprintf("%s-n%d", name, i+1), Logger: logger}
 		if n > 1 {
 			opts.ClusterListen = "127.0.0.1:-1"
 			if i > 0 {
@@ -416,61 +416,99 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 	done, cell := 0, 0
 	var seq atomic.Uint64 // sensor IDs unique over the run
 	for _, n := range opts.Nodes {
-		for _, cp := range checkpoints {
+		// One cluster per freshness setting, all up at once, so that their
+		// cells interleave: a comparison of settings is not one of moments.
+		var runs []*benchRun
+		closeAll := func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for _, r := range runs {
+				r.c.close(cctx)
+			}
+		}
+		for i, cp := range checkpoints {
 			label := CheckpointLabel(cp)
 			if opts.Progress != nil {
 				opts.Progress(done, total, fmt.Sprintf("starting %d node(s)%s", n, words(label)))
 			}
-			m, err := imgs.manifest(cp, n)
+			r, err := startBenchRun(ctx, n, fmt.Sprintf("bench%d-%d", n, i), imgs, cp, filepath.Join(tmp, fmt.Sprintf("nodes%d-%s", n, cmp.Or(label, "off"))), opts)
 			if err != nil {
+				closeAll()
 				return nil, err
 			}
-			dir := filepath.Join(tmp, fmt.Sprintf("nodes%d-%s", n, cmp.Or(label, "off")))
-			c, err := startBenchCluster(ctx, n, imgs, m, dir, opts.Transport, opts.Logger, 0)
-			if err != nil {
-				return nil, fmt.Errorf("app: bench: %d nodes %s: %w", n, freshnessWords(label), err)
-			}
-			cl, _, err := ConnectCoordinator(ctx, c.client, imgs.coordinator.Measurement, m.Hash(),
-				[]*ecdsa.PublicKey{imgs.sim.PlatformPublicKey()}, opts.Logger)
-			if err == nil {
-				_, err = cl.ServiceKey(ctx, ServiceAnalytics) // fetched once, cached
-			}
-			if err != nil {
-				c.close(context.Background())
-				return nil, err
-			}
-			for _, size := range opts.Sizes {
-				for _, conc := range opts.Concurrency {
-					// Rotate which mode runs first from cell to cell, so that no
-					// mode always gets the warmest (or coldest) machine.
-					modes := modesAt(cp)
-					cell++
-					k := cell % len(modes)
-					modes = append(modes[k:], modes[:k]...)
-					for _, mode := range modes {
-						if opts.Progress != nil {
-							opts.Progress(done, total, fmt.Sprintf("%d node(s), %s, %d B, %d in flight%s", n, mode, size, conc, words(label)))
-						}
-						r, err := benchCell(ctx, c.client, c.nodes[n-1], cl, imgs.creds, mode, size, conc, opts, &seq)
-						if err != nil {
-							c.close(context.Background())
-							return nil, err
-						}
-						r.Nodes, r.Checkpoint = n, label
-						rep.Results = append(rep.Results, r)
-						done++
+			runs = append(runs, r)
+		}
+		for _, size := range opts.Sizes {
+			for _, conc := range opts.Concurrency {
+				// Rotate which cell runs first from cell to cell, so that no
+				// mode or setting always gets the warmest (or coldest)
+				// machine.
+				type cellOf struct {
+					run  *benchRun
+					mode string
+				}
+				var cells []cellOf
+				for _, r := range runs {
+					for _, mode := range modesAt(r.checkpoint) {
+						cells = append(cells, cellOf{r, mode})
 					}
 				}
+				cell++
+				k := cell % len(cells)
+				cells = append(cells[k:], cells[:k]...)
+				for _, c := range cells {
+					label := CheckpointLabel(c.run.checkpoint)
+					if opts.Progress != nil {
+						opts.Progress(done, total, fmt.Sprintf("%d node(s), %s, %d B, %d in flight%s", n, c.mode, size, conc, words(label)))
+					}
+					r, err := benchCell(ctx, c.run.c.client, c.run.c.nodes[n-1], c.run.cl, imgs.creds, c.mode, size, conc, opts, &seq)
+					if err != nil {
+						closeAll()
+						return nil, err
+					}
+					r.Nodes, r.Checkpoint = n, label
+					rep.Results = append(rep.Results, r)
+					done++
+				}
 			}
-			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			c.close(cctx)
-			cancel()
 		}
+		closeAll()
 	}
 	if opts.Progress != nil {
 		opts.Progress(done, total, "done")
 	}
 	return rep, nil
+}
+
+// benchRun is one cluster of a topology with its freshness setting, and
+// its verified client.
+type benchRun struct {
+	checkpoint time.Duration
+	c          *benchCluster
+	cl         *client.Client
+}
+
+// startBenchRun starts a cluster of n nodes (named name-nK) whose manifest
+// has freshness checkpoint (or FreshnessOff), and connects a client.
+func startBenchRun(ctx context.Context, n int, name string, imgs *benchImages, checkpoint time.Duration, dir string, opts BenchOptions) (*benchRun, error) {
+	m, err := imgs.manifest(checkpoint, n)
+	if err != nil {
+		return nil, err
+	}
+	c, err := startBenchCluster(ctx, n, name, imgs, m, dir, opts.Transport, opts.Logger, 0)
+	if err != nil {
+		return nil, fmt.Errorf("app: bench: %d nodes %s: %w", n, freshnessWords(CheckpointLabel(checkpoint)), err)
+	}
+	cl, _, err := ConnectCoordinator(ctx, c.client, imgs.coordinator.Measurement, m.Hash(),
+		[]*ecdsa.PublicKey{imgs.sim.PlatformPublicKey()}, opts.Logger)
+	if err == nil {
+		_, err = cl.ServiceKey(ctx, ServiceAnalytics) // fetched once, cached
+	}
+	if err != nil {
+		c.close(context.Background())
+		return nil, err
+	}
+	return &benchRun{checkpoint: checkpoint, c: c, cl: cl}, nil
 }
 
 // freshnessWords says a CheckpointLabel in a progress line.

@@ -132,7 +132,7 @@ func RunCoordinatorBench(ctx context.Context, opts CoordinatorBenchOptions) (*Co
 			return nil, err
 		}
 		dir := filepath.Join(tmp, fmt.Sprintf("layout-%d-%d", layout.nodes, layout.replicas))
-		c, err := startBenchCluster(ctx, layout.nodes, imgs, m, dir, opts.Transport, opts.Logger, coordinatorRestartBackoff)
+		c, err := startBenchCluster(ctx, layout.nodes, fmt.Sprintf("coord%d-%d", layout.nodes, layout.replicas), imgs, m, dir, opts.Transport, opts.Logger, coordinatorRestartBackoff)
 		if err != nil {
 			return nil, fmt.Errorf("app: coordinator bench: %s: %w", layout.words, err)
 		}
