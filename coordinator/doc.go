@@ -204,8 +204,8 @@
 // 32-byte nonce and carries the answering incarnation's evidence and its
 // view of every slot's incarnation):
 //
-//	read     → every register held, and the shared state at the held
-//	           version, sealed with AES-256-GCM under
+//	read     → every register held and, when asked (the last read of an
+//	           admission), the shared state at the held version, sealed with AES-256-GCM under
 //	           HKDF(root, "cloister/coordinator/v1/replica-state"), the
 //	           version as additional data
 //	write    (register[, sealed shared state]) → ack; refused if the
@@ -273,5 +273,8 @@
 // and are answered 503, the next change settling both; spent join
 // challenges are remembered per replica, so a captured join replayed at
 // another replica yields a second copy of a grant only the original
-// enclave can open.
+// enclave can open; the shared state travels whole in one peer message,
+// so a manifest history near its bound (provision.MaxHistoryBytes, base64
+// twice over) can exceed the bus's message size: such a change is then
+// answered 503 with the bus's reason, and not replicated.
 package coordinator
