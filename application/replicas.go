@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -279,7 +278,7 @@ func RecoveryErrors(answers []SlotStatus) error {
 		switch {
 		case a.Err != nil:
 			errs = append(errs, fmt.Errorf("replica %d: %w", a.Slot, a.Err))
-		case a.Status != nil && slices.Contains([]string{provision.ReplicaNeedsRecovery}, a.Status.State):
+		case a.Status != nil && a.Status.State == provision.ReplicaNeedsRecovery:
 			errs = append(errs, fmt.Errorf("replica %d still needs recovery: %s", a.Slot, a.Status.Reason))
 		}
 	}
