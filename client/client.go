@@ -293,7 +293,7 @@ func Connect(ctx context.Context, b *bus.Bus, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := b.Request(ctx, provision.AddressAttest, body, bus.Timeout(opts.Timeout))
+	m, err := askCoordinator(ctx, b, provision.AddressAttest, body, opts.Timeout)
 	if err != nil {
 		return nil, fmt.Errorf("client: attesting the coordinator: %w", err)
 	}
@@ -348,7 +348,7 @@ func fetchHistory(ctx context.Context, b *bus.Bus, opts Options, attested [32]by
 	if err != nil {
 		return nil, 0, err
 	}
-	m, err := b.Request(ctx, provision.AddressManifestHistory, body, bus.Timeout(opts.Timeout))
+	m, err := askCoordinator(ctx, b, provision.AddressManifestHistory, body, opts.Timeout)
 	if err != nil {
 		return nil, 0, fmt.Errorf("client: manifest history since %x: %w", opts.ManifestHash[:8], err)
 	}
@@ -457,7 +457,7 @@ func (c *Client) ServiceKey(ctx context.Context, service string) (*secure.Public
 	if err != nil {
 		return nil, err
 	}
-	m, err := c.b.Request(ctx, provision.AddressServiceKey, body, bus.Timeout(c.opts.Timeout))
+	m, err := askCoordinator(ctx, c.b, provision.AddressServiceKey, body, c.opts.Timeout)
 	if err != nil {
 		return nil, fmt.Errorf("client: key of service %s: %w", service, err)
 	}

@@ -11,14 +11,11 @@ import (
 
 // CoordinatorStatus asks the coordinator for its status (manifest, epoch,
 // joins and refusals, evidence type), waiting at most timeout (the bus's
-// default when zero). The answer is not attested: it is what an operator's
+// default when zero); a replica that cannot answer now is asked again
+// within it. The answer is not attested: it is what an operator's
 // dashboard or a readiness check reads; trust decisions go through Connect.
 func CoordinatorStatus(ctx context.Context, b *bus.Bus, timeout time.Duration) (*provision.Status, error) {
-	var opts []bus.DeliveryOption
-	if timeout > 0 {
-		opts = append(opts, bus.Timeout(timeout))
-	}
-	m, err := b.Request(ctx, provision.AddressStatus, nil, opts...)
+	m, err := askCoordinator(ctx, b, provision.AddressStatus, nil, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator status: %w", err)
 	}

@@ -36,7 +36,7 @@ type freshProc struct {
 	done   chan struct{}
 }
 
-func newFreshApp(t *testing.T) *freshApp {
+func newFreshApp(t *testing.T, nodeNames ...string) *freshApp {
 	dir := filepath.Join(t.TempDir(), "fresh")
 	if code, out, errOut := runCLI(t, "init", dir); code != 0 {
 		t.Fatalf("init: %d\n%s\n%s", code, out, errOut)
@@ -46,13 +46,13 @@ func newFreshApp(t *testing.T) *freshApp {
 	nats := map[string]string{}
 	var routes []string
 	cl := map[string]string{}
-	for _, n := range []string{"n1", "n2", "n3"} {
+	for _, n := range nodeNames {
 		nats[n], cl[n] = freePort(t), freePort(t)
 		a.urls[n] = "nats://" + nats[n]
 		routes = append(routes, "nats-route://"+cl[n])
 	}
 	var nodes strings.Builder
-	for _, n := range []string{"n1", "n2", "n3"} {
+	for _, n := range nodeNames {
 		run := "[]"
 		if n == "n1" {
 			run = "[vault]"
@@ -64,7 +64,7 @@ state_dir: state
 restart_backoff: 50ms
 max_restart_backoff: 500ms
 coordinator:
-  freshness: true          # three replicas, one per node
+  freshness: true          # one replica per node
   checkpoint: 0s           # every write registered with a quorum before its reply
 images:
   vault: {package: ./vault}
@@ -261,7 +261,8 @@ func TestFreshnessThreeNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds images and runs three application processes")
 	}
-	a := newFreshApp(t)
+	a := newFreshApp(t, "n1", "n2", "n3")
+	key := filepath.Join(a.dir, "state", "owner.pem")
 	for _, n := range []string{"n1", "n2", "n3"} {
 		a.start(n)
 	}
@@ -270,6 +271,10 @@ func TestFreshnessThreeNodes(t *testing.T) {
 	}
 	a.waitReplicas("n1", "live")
 	t.Logf("replicas:\n%s", a.replicas("n1"))
+	// Nothing to recover from: the owner's verb says so and signs nothing.
+	if code, out, errOut := runCLI(t, "coordinator", "recover", "-s", a.urls["n1"], "--key", key, "--yes"); code != exitRejected || !strings.Contains(errOut, "no replica needs recovery") {
+		t.Fatalf("recover with every replica live: %d\n%s\n%s", code, out, errOut)
+	}
 	want := 0
 	for range 3 {
 		want++
@@ -309,7 +314,6 @@ func TestFreshnessThreeNodes(t *testing.T) {
 	}
 	t.Logf("replicas after the majority restart:\n%s", out)
 	// A change of the coordinator's state needs a quorum: refused.
-	key := filepath.Join(a.dir, "state", "owner.pem")
 	rotate := []string{"coordinator", "rotate", "-s", a.urls["n1"], "--owner-key", key, "--grace", "1m"}
 	if code, out, errOut := runCLI(t, rotate...); code == exitOK || !strings.Contains(errOut, "503") {
 		t.Fatalf("a key rotation while the replicas had no quorum: exit %d\n%s\n%s", code, out, errOut)
@@ -336,4 +340,49 @@ func TestFreshnessThreeNodes(t *testing.T) {
 	if code, out, errOut := runCLI(t, rotate...); code != exitOK || !strings.Contains(out, "key epoch:    2") {
 		t.Fatalf("rotate after the recovery: exit %d\n%s\n%s", code, out, errOut)
 	}
+}
+
+// TestFreshnessSingleNodeRestart: with one node (one replica), every stop
+// and start is a lost quorum. The start says so and waits for the owner;
+// --recover signs the statement at start with the state directory's owner
+// key, saying that it continues from the state on disk; the vault's
+// counts are all there.
+func TestFreshnessSingleNodeRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds images and runs an application three times")
+	}
+	a := newFreshApp(t, "n1")
+	a.start("n1")
+	a.waitOutput("n1", "fresh: ready", 3*time.Minute)
+	a.mustCount("n1", "ada", 1)
+	a.mustCount("n1", "ada", 2)
+	stop := func() {
+		p := a.procs["n1"]
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			t.Fatal("cloister run did not stop on SIGTERM")
+		}
+	}
+	stop()
+	// Started again without --recover: it waits for the owner.
+	a.start("n1")
+	a.waitOutput("n1", "Nothing is served until the manifest owner signs a recovery statement", time.Minute)
+	a.waitOutput("n1", "cloister coordinator recover --key "+filepath.Join(a.dir, "state", "owner.pem"), time.Second)
+	if out := a.replicas("n1"); !strings.Contains(out, "needs-recovery") {
+		t.Fatalf("a restarted single replica does not need recovery:\n%s", out)
+	}
+	stop()
+	if strings.Contains(a.procs["n1"].out.String(), "fresh: ready") {
+		t.Fatalf("ready without the owner's statement:\n%s", a.procs["n1"].out.String())
+	}
+	// --recover: the start signs it, loudly.
+	a.start("n1", "--recover")
+	a.waitOutput("n1", "fresh: ready", time.Minute)
+	out := a.procs["n1"].out.String()
+	if !strings.Contains(out, "CONTINUES FROM THE STATE ON DISK") || !strings.Contains(out, "RECOVERY:   coordinator at version") {
+		t.Fatalf("--recover did not say what it signed:\n%s", out)
+	}
+	a.mustCount("n1", "ada", 3)
 }
