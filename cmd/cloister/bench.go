@@ -35,7 +35,7 @@ func benchCommand() *cobra.Command {
 		transport           string
 		checkpoints         string
 		coordinatorBench    bool
-		rounds              int
+		rounds, repeat      int
 		cpuProfile          string
 		logs                logFlags
 	)
@@ -99,7 +99,10 @@ The defaults take about a minute; --quick takes a few seconds (for tests).`,
 			if coordinatorBench {
 				return runCoordinatorBench(ctx, env, app.CoordinatorBenchOptions{Rounds: rounds, Image: image, Transport: transport, Logger: logger}, jsonOut)
 			}
-			opts := app.BenchOptions{Duration: duration, Warmup: warmup, Image: image, Transport: transport, Logger: logger}
+			if repeat < 1 || repeat > 100 {
+				return &usageError{err: fmt.Errorf("--repeat %d: want 1 to 100", repeat)}
+			}
+			opts := app.BenchOptions{Duration: duration, Warmup: warmup, Image: image, Transport: transport, Logger: logger, Repeat: repeat}
 			if opts.Checkpoints, err = checkpointList(checkpoints); err != nil {
 				return err
 			}
@@ -161,6 +164,7 @@ The defaults take about a minute; --quick takes a few seconds (for tests).`,
 	fs.StringVar(&image, "image", "", "a prebuilt analytics enclave `image` (default: built now)")
 	fs.StringVar(&transport, "transport", "shm", "how frames cross to the enclaves: `shm` (shared memory) or pipe")
 	fs.BoolVar(&coordinatorBench, "coordinator", false, "instead of the water hop, time joins and coordinator restarts (kill -9 of a replica) without freshness, with 1 replica and with 3")
+	fs.IntVar(&repeat, "repeat", 1, "run every cell `N` times, interleaved, and report the medians")
 	fs.IntVar(&rounds, "rounds", 3, "with --coordinator: joins and restarts timed per layout")
 	fs.StringVar(&checkpoints, "checkpoint", "off", "freshness settings, comma-separated: off (no freshness) and checkpoint `intervals` (0, 100ms, 1s); trusted+secured runs again under each interval")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this process (client, nodes and hosts; not the enclaves) to `file`")
@@ -242,7 +246,11 @@ func sizeLabel(n int) string {
 }
 
 func writeBenchTable(w io.Writer, rep *app.BenchReport, opts app.BenchOptions) {
-	fmt.Fprintf(w, "analytics image %s; %s per cell; throughput in requests/s, latency p50/p99 in µs;\n", rep.Measurement[:16], rep.Duration)
+	fmt.Fprintf(w, "analytics image %s; %s per cell", rep.Measurement[:16], rep.Duration)
+	if opts.Repeat > 1 {
+		fmt.Fprintf(w, ", median of %d rounds", opts.Repeat)
+	}
+	fmt.Fprintf(w, "; throughput in requests/s, latency p50/p99 in µs;\n")
 	fmt.Fprintf(w, "overhead = throughput lost against regular (negative: faster)\n\n")
 	fmt.Fprintf(w, "crossings = boundary frames the enclave took in per request; KEMs = HPKE encapsulations per request\n\n")
 	fmt.Fprintf(w, "%-5s %-8s %-6s | %-24s | %-38s | %-46s\n", "nodes", "payload", "flight", "regular", "trusted", "trusted+secured")

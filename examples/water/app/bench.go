@@ -91,6 +91,9 @@ type BenchOptions struct {
 	// Transport is how frames cross to the enclaves: "" or "shm" (shared
 	// memory, the default) or "pipe" (see node.EnclaveConfig.Transport).
 	Transport string
+	// Repeat runs every cell this many times, interleaved (default 1);
+	// each result is the median of its rounds.
+	Repeat int
 	// Checkpoints are the freshness settings measured, in order:
 	// FreshnessOff (the coordinator without freshness) or a checkpoint
 	// interval (0 registers every write). Empty: FreshnessOff only. Every
@@ -134,6 +137,9 @@ type BenchResult struct {
 	// client SDK opened over the cell, warm-up included); trusted+secured
 	// only.
 	KEMsPerRequest float64 `json:"kems_per_request"`
+	// Rounds is how many times the cell ran (BenchOptions.Repeat): the
+	// rates and latencies are the medians of the rounds'.
+	Rounds int `json:"rounds,omitempty"`
 	// CrossingsPerRequest is the boundary frames the enclave took in per
 	// request (the delivery and every OCALL result it waited for), over
 	// the cell, warm-up included; trusted modes only.
@@ -377,7 +383,10 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 		checkpoints = []time.Duration{FreshnessOff}
 	}
 	var ids []string
-	for i := range len(opts.Nodes) * len(opts.Sizes) * (len(BenchModes()) + len(checkpoints)) * sumOf(opts.Concurrency) {
+	if opts.Repeat <= 0 {
+		opts.Repeat = 1
+	}
+	for i := range opts.Repeat * len(opts.Nodes) * len(opts.Sizes) * (len(BenchModes()) + len(checkpoints)) * sumOf(opts.Concurrency) {
 		ids = append(ids, fmt.Sprintf("b%d", i+1))
 	}
 	if imgs.creds, err = LoadOrCreateCredentials(tmp, ids); err != nil {
@@ -401,7 +410,7 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 	}
 	total := 0
 	for _, cp := range checkpoints {
-		total += len(opts.Nodes) * len(opts.Sizes) * len(opts.Concurrency) * len(modesAt(cp))
+		total += opts.Repeat * len(opts.Nodes) * len(opts.Sizes) * len(opts.Concurrency) * len(modesAt(cp))
 	}
 	fresh := slices.ContainsFunc(checkpoints, func(d time.Duration) bool { return d != FreshnessOff })
 	words := func(label string) string {
@@ -438,41 +447,45 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 			}
 			runs = append(runs, r)
 		}
-		for _, size := range opts.Sizes {
-			for _, conc := range opts.Concurrency {
-				// Rotate which cell runs first from cell to cell, so that no
-				// mode or setting always gets the warmest (or coldest)
-				// machine.
-				type cellOf struct {
-					run  *benchRun
-					mode string
-				}
-				var cells []cellOf
-				for _, r := range runs {
-					for _, mode := range modesAt(r.checkpoint) {
-						cells = append(cells, cellOf{r, mode})
+		var measured []BenchResult
+		for round := range opts.Repeat {
+			for _, size := range opts.Sizes {
+				for _, conc := range opts.Concurrency {
+					// Rotate which cell runs first from cell to cell, so that no
+					// mode or setting always gets the warmest (or coldest)
+					// machine.
+					type cellOf struct {
+						run  *benchRun
+						mode string
 					}
-				}
-				cell++
-				k := cell % len(cells)
-				cells = append(cells[k:], cells[:k]...)
-				for _, c := range cells {
-					label := CheckpointLabel(c.run.checkpoint)
-					if opts.Progress != nil {
-						opts.Progress(done, total, fmt.Sprintf("%d node(s), %s, %d B, %d in flight%s", n, c.mode, size, conc, words(label)))
+					var cells []cellOf
+					for _, r := range runs {
+						for _, mode := range modesAt(r.checkpoint) {
+							cells = append(cells, cellOf{r, mode})
+						}
 					}
-					r, err := benchCell(ctx, c.run.c.client, c.run.c.nodes[n-1], c.run.cl, imgs.creds, c.mode, size, conc, opts, &seq)
-					if err != nil {
-						closeAll()
-						return nil, err
+					cell++
+					k := cell % len(cells)
+					cells = append(cells[k:], cells[:k]...)
+					for _, c := range cells {
+						label := CheckpointLabel(c.run.checkpoint)
+						if opts.Progress != nil {
+							opts.Progress(done, total, fmt.Sprintf("%d node(s), %s, %d B, %d in flight%s%s", n, c.mode, size, conc, words(label), roundWords(round, opts.Repeat)))
+						}
+						r, err := benchCell(ctx, c.run.c.client, c.run.c.nodes[n-1], c.run.cl, imgs.creds, c.mode, size, conc, opts, &seq)
+						if err != nil {
+							closeAll()
+							return nil, err
+						}
+						r.Nodes, r.Checkpoint = n, label
+						measured = append(measured, r)
+						done++
 					}
-					r.Nodes, r.Checkpoint = n, label
-					rep.Results = append(rep.Results, r)
-					done++
 				}
 			}
 		}
 		closeAll()
+		rep.Results = append(rep.Results, medians(measured)...)
 	}
 	if opts.Progress != nil {
 		opts.Progress(done, total, "done")
@@ -509,6 +522,57 @@ func startBenchRun(ctx context.Context, n int, name string, imgs *benchImages, c
 		return nil, err
 	}
 	return &benchRun{checkpoint: checkpoint, c: c, cl: cl}, nil
+}
+
+// roundWords says which round of repeat runs, in a progress line.
+func roundWords(round, repeat int) string {
+	if repeat <= 1 {
+		return ""
+	}
+	return fmt.Sprintf(" (round %d of %d)", round+1, repeat)
+}
+
+// medians reduces the rounds of each cell to one result: requests and
+// errors summed, every rate and latency the median of the rounds'.
+func medians(rs []BenchResult) []BenchResult {
+	type key struct {
+		nodes, size, conc int
+		mode, checkpoint  string
+	}
+	var order []key
+	by := map[key][]BenchResult{}
+	for _, r := range rs {
+		k := key{r.Nodes, r.Size, r.Concurrency, r.Mode, r.Checkpoint}
+		if _, ok := by[k]; !ok {
+			order = append(order, k)
+		}
+		by[k] = append(by[k], r)
+	}
+	out := make([]BenchResult, 0, len(order))
+	for _, k := range order {
+		rounds := by[k]
+		m := rounds[0]
+		m.Requests, m.Errors = 0, 0
+		for _, r := range rounds {
+			m.Requests += r.Requests
+			m.Errors += r.Errors
+		}
+		of := func(f func(BenchResult) float64) float64 {
+			xs := make([]float64, len(rounds))
+			for i, r := range rounds {
+				xs[i] = f(r)
+			}
+			return Median(xs)
+		}
+		m.Throughput = of(func(r BenchResult) float64 { return r.Throughput })
+		m.P50 = of(func(r BenchResult) float64 { return r.P50 })
+		m.P99 = of(func(r BenchResult) float64 { return r.P99 })
+		m.KEMsPerRequest = of(func(r BenchResult) float64 { return r.KEMsPerRequest })
+		m.CrossingsPerRequest = of(func(r BenchResult) float64 { return r.CrossingsPerRequest })
+		m.Rounds = len(rounds)
+		out = append(out, m)
+	}
+	return out
 }
 
 // freshnessWords says a CheckpointLabel in a progress line.
