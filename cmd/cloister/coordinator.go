@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -411,15 +412,25 @@ func printStatus(w io.Writer, st *provision.Status) {
 // ownerSign signs msg as the manifest owner does: Ed25519 over msg, ECDSA
 // P-256 over SHA-256(msg) (ASN.1), as manifest.Owner.Verify checks.
 func ownerSign(keyFile string, msg []byte) ([]byte, error) {
-	pemBytes, err := os.ReadFile(keyFile)
+	signer, err := loadSigningKey("--owner-key", keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("--owner-key: %w", err)
+		return nil, err
+	}
+	return application.SignAsOwner(signer, msg)
+}
+
+// loadSigningKey reads the manifest owner's private key file given with
+// flag (manifest.ParseSigningKey); errors name the flag.
+func loadSigningKey(flag, file string) (crypto.Signer, error) {
+	pemBytes, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
 	}
 	signer, err := manifest.ParseSigningKey(pemBytes)
 	if err != nil {
-		return nil, fmt.Errorf("--owner-key %s: %w", keyFile, err)
+		return nil, fmt.Errorf("%s %s: %w", flag, file, err)
 	}
-	return application.SignAsOwner(signer, msg)
+	return signer, nil
 }
 
 // ownerChange sends a change the owner signed (req) to the coordinator's

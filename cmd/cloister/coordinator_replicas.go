@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -147,13 +146,9 @@ restart; an owner who signs them accepts them.`,
 			if keyFile == "" {
 				return &usageError{err: errors.New("--key is required (the manifest owner's private key)")}
 			}
-			pemBytes, err := os.ReadFile(keyFile)
+			owner, err := loadSigningKey("--key", keyFile)
 			if err != nil {
-				return fmt.Errorf("--key: %w", err)
-			}
-			owner, err := manifest.ParseSigningKey(pemBytes)
-			if err != nil {
-				return &usageError{err: fmt.Errorf("--key %s: %w", keyFile, err)}
+				return err
 			}
 			var hash []byte
 			if manifestFile != "" {

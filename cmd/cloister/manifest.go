@@ -143,13 +143,9 @@ The signature is printed in base64; the coordinator accepts NEXT with it.`,
 			if keyFile == "" {
 				return &usageError{err: fmt.Errorf("--key is required")}
 			}
-			pemBytes, err := os.ReadFile(keyFile)
+			signer, err := loadSigningKey("--key", keyFile)
 			if err != nil {
-				return fmt.Errorf("--key: %w", err)
-			}
-			signer, err := manifest.ParseSigningKey(pemBytes)
-			if err != nil {
-				return fmt.Errorf("--key %s: %w", keyFile, err)
+				return err
 			}
 			cur, err := parseManifestFile(env, args[0])
 			if err != nil {

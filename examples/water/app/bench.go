@@ -207,6 +207,32 @@ type benchImages struct {
 	owner                  ed25519.PrivateKey
 }
 
+// newBenchImages loads the analytics image (or builds it into dir when
+// image is empty) and builds the coordinator's, with a new simulation root
+// and owner key.
+func newBenchImages(ctx context.Context, dir, image string) (*benchImages, error) {
+	imgs := &benchImages{}
+	var err error
+	if imgs.sim, err = attest.NewEphemeralSimulationRoot(); err != nil {
+		return nil, err
+	}
+	if _, imgs.owner, err = ed25519.GenerateKey(rand.Reader); err != nil {
+		return nil, err
+	}
+	if image != "" {
+		imgs.analytics, err = enclave.Load(image)
+	} else {
+		imgs.analytics, err = BuildImage(ctx, filepath.Join(dir, "analytics.img"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if imgs.coordinator, err = enclave.BuildPackage(ctx, CoordinatorPackage, filepath.Join(dir, "coordinator.img"), enclave.BuildOptions{}, nil); err != nil {
+		return nil, fmt.Errorf("app: bench: build the coordinator image: %w", err)
+	}
+	return imgs, nil
+}
+
 // manifest is the run's manifest with freshness checkpoint (or
 // FreshnessOff), for a cluster of n nodes: one coordinator replica per
 // node.
@@ -361,20 +387,9 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	imgs := &benchImages{}
-	if imgs.sim, err = attest.NewEphemeralSimulationRoot(); err != nil {
-		return nil, err
-	}
-	if opts.Image != "" {
-		imgs.analytics, err = enclave.Load(opts.Image)
-	} else {
-		imgs.analytics, err = BuildImage(ctx, filepath.Join(tmp, "analytics.img"))
-	}
+	imgs, err := newBenchImages(ctx, tmp, opts.Image)
 	if err != nil {
 		return nil, err
-	}
-	if imgs.coordinator, err = enclave.BuildPackage(ctx, CoordinatorPackage, filepath.Join(tmp, "coordinator.img"), enclave.BuildOptions{}, nil); err != nil {
-		return nil, fmt.Errorf("app: bench: build the coordinator image: %w", err)
 	}
 	// Every in-flight slot of every cell is its own sensor, with its own
 	// credential in the manifest.
@@ -390,9 +405,6 @@ func RunBench(ctx context.Context, opts BenchOptions) (*BenchReport, error) {
 		ids = append(ids, fmt.Sprintf("b%d", i+1))
 	}
 	if imgs.creds, err = LoadOrCreateCredentials(tmp, ids); err != nil {
-		return nil, err
-	}
-	if _, imgs.owner, err = ed25519.GenerateKey(rand.Reader); err != nil {
 		return nil, err
 	}
 	img := imgs.analytics

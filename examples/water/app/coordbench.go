@@ -2,8 +2,6 @@ package app
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,9 +12,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/application"
-	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/client"
-	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/node"
 	"github.com/cloister-dev/cloister/provision"
@@ -87,24 +83,10 @@ func RunCoordinatorBench(ctx context.Context, opts CoordinatorBenchOptions) (*Co
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	imgs := &benchImages{}
-	if imgs.sim, err = attest.NewEphemeralSimulationRoot(); err != nil {
-		return nil, err
-	}
-	if _, imgs.owner, err = ed25519.GenerateKey(rand.Reader); err != nil {
-		return nil, err
-	}
 	progress("building the images")
-	if opts.Image != "" {
-		imgs.analytics, err = enclave.Load(opts.Image)
-	} else {
-		imgs.analytics, err = BuildImage(ctx, filepath.Join(tmp, "analytics.img"))
-	}
+	imgs, err := newBenchImages(ctx, tmp, opts.Image)
 	if err != nil {
 		return nil, err
-	}
-	if imgs.coordinator, err = enclave.BuildPackage(ctx, CoordinatorPackage, filepath.Join(tmp, "coordinator.img"), enclave.BuildOptions{}, nil); err != nil {
-		return nil, fmt.Errorf("app: coordinator bench: build the coordinator image: %w", err)
 	}
 	if imgs.creds, err = LoadOrCreateCredentials(tmp, []string{"c1"}); err != nil {
 		return nil, err
