@@ -572,7 +572,10 @@ func (a *App) awaitReplicas(ctx context.Context, b *bus.Bus, local []int) error 
 		}
 	}
 	for {
-		ready, why, needRecovery := a.replicasReady(ctx, b, local)
+		ready, why, needRecovery, err := a.replicasReady(ctx, b, local)
+		if err != nil {
+			return fmt.Errorf("application: coordinator: %w", err)
+		}
 		if ready {
 			return nil
 		}
@@ -605,14 +608,17 @@ func (a *App) awaitReplicas(ctx context.Context, b *bus.Bus, local []int) error 
 // replicasReady reports whether the coordinator serves: without freshness,
 // whether it answers its status; with it, whether every local slot is live.
 // why says what is missing; needRecovery, whether a slot waits for the
-// owner's recovery statement.
-func (a *App) replicasReady(ctx context.Context, b *bus.Bus, local []int) (ready bool, why string, needRecovery bool) {
+// owner's recovery statement; err, a failure that waiting does not mend.
+func (a *App) replicasReady(ctx context.Context, b *bus.Bus, local []int) (ready bool, why string, needRecovery bool, err error) {
 	if !a.cfg.Freshness() {
 		_, err := client.CoordinatorStatus(ctx, b, 5*time.Second)
-		if err != nil {
-			return false, err.Error(), false
+		switch {
+		case err == nil:
+			return true, "", false, nil
+		case unavailable(err):
+			return false, err.Error(), false, nil
 		}
-		return true, "", false
+		return false, "", false, err
 	}
 	var waiting []string
 	for _, slot := range local {
@@ -621,15 +627,15 @@ func (a *App) replicasReady(ctx context.Context, b *bus.Bus, local []int) (ready
 		case err != nil:
 			waiting = append(waiting, fmt.Sprintf("replica %d: %v", slot, err))
 		case st.State == provision.ReplicaNeedsRecovery:
-			return false, fmt.Sprintf("the coordinator replicas lost their quorum (replica %d: %s)", slot, st.Reason), true
+			return false, fmt.Sprintf("the coordinator replicas lost their quorum (replica %d: %s)", slot, st.Reason), true, nil
 		case st.State != provision.ReplicaLive:
 			waiting = append(waiting, fmt.Sprintf("replica %d %s: %s", slot, st.State, st.Reason))
 		}
 	}
 	if len(waiting) > 0 {
-		return false, fmt.Sprintf("a quorum is %d of %d replicas; %s", a.cfg.Coordinator.Replicas/2+1, a.cfg.Coordinator.Replicas, strings.Join(waiting, "; ")), false
+		return false, fmt.Sprintf("a quorum is %d of %d replicas; %s", a.cfg.Coordinator.Replicas/2+1, a.cfg.Coordinator.Replicas, strings.Join(waiting, "; ")), false, nil
 	}
-	return true, "", false
+	return true, "", false, nil
 }
 
 // recoverAtStart signs, with the owner key of the state directory, the
@@ -677,7 +683,7 @@ func (a *App) setManifest(ctx context.Context, ln *runningNode) error {
 // SetManifest gives the coordinator m unless it holds a manifest already,
 // and returns its status (whose ManifestHash the caller compares with m's).
 // While the coordinator cannot answer (no replica serves yet, or the
-// replicas are being admitted: Unavailable) it tries again, for at most
+// replicas are being admitted: a 503, no handlers, a timeout) it tries again, for at most
 // wait; a conflict (another host set the manifest first) is read again.
 func SetManifest(ctx context.Context, b *bus.Bus, m *manifest.Manifest, wait time.Duration) (*provision.Status, error) {
 	deadline := time.Now().Add(wait)
@@ -696,7 +702,7 @@ func SetManifest(ctx context.Context, b *bus.Bus, m *manifest.Manifest, wait tim
 			}
 			err = fmt.Errorf("setting the coordinator's manifest: %w", err)
 		}
-		if !Unavailable(err) || time.Now().After(deadline) {
+		if !unavailable(err) || time.Now().After(deadline) {
 			return nil, fmt.Errorf("application: coordinator: %w", err)
 		}
 		select {
@@ -707,10 +713,10 @@ func SetManifest(ctx context.Context, b *bus.Bus, m *manifest.Manifest, wait tim
 	}
 }
 
-// Unavailable reports whether err is a coordinator that cannot answer now
+// unavailable reports whether err is a coordinator that cannot answer now
 // but may soon: a replica being admitted or waiting for recovery
 // (provision.CodeUnavailable), no replica serving yet, or a timeout.
-func Unavailable(err error) bool {
+func unavailable(err error) bool {
 	var re *bus.ReplyError
 	if !errors.As(err, &re) {
 		return false
