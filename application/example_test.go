@@ -1,13 +1,16 @@
 package application_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cloister-dev/cloister/application"
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/node"
+	"github.com/cloister-dev/cloister/provision"
 )
 
 // greeter is a regular service written in Go.
@@ -66,4 +69,38 @@ images:
 `))
 	fmt.Println(err)
 	// Output: images.vault.backend (line 4): "sgx2" (want process or gramine)
+}
+
+// PlanRecovery turns the replicas' statuses, as 'cloister coordinator
+// replicas' shows them, into the statement the owner signs after a lost
+// quorum: every replica that needs recovery, and per subject the highest
+// version a replica read from its own storage.
+func ExamplePlanRecovery() {
+	hash := strings.Repeat("ab", 32)
+	digest := func(b byte) []byte { return bytes.Repeat([]byte{b}, provision.DigestSize) }
+	statuses := []application.SlotStatus{
+		{Slot: 0, Status: &provision.ReplicaStatus{Slot: 0, Replicas: 3, State: provision.ReplicaLive, ManifestHash: hash}},
+		{Slot: 1, Status: &provision.ReplicaStatus{Slot: 1, Replicas: 3, State: provision.ReplicaNeedsRecovery, ManifestHash: hash,
+			RecoveryNonce: bytes.Repeat([]byte{1}, provision.NonceSize),
+			Local:         []provision.Register{{Subject: "coordinator", Counter: 4, Digest: digest(1)}, {Subject: "service/vault/0", Counter: 9, Digest: digest(2)}}}},
+		{Slot: 2, Status: &provision.ReplicaStatus{Slot: 2, Replicas: 3, State: provision.ReplicaNeedsRecovery, ManifestHash: hash,
+			RecoveryNonce: bytes.Repeat([]byte{2}, provision.NonceSize),
+			Local:         []provision.Register{{Subject: "coordinator", Counter: 4, Digest: digest(1)}, {Subject: "service/vault/0", Counter: 7, Digest: digest(3)}}}},
+	}
+	st, err := application.PlanRecovery(statuses, nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Printf("%d replicas to recover\n", len(st.Nonces))
+	for _, r := range st.Registers {
+		fmt.Printf("%s at version %d\n", r.Subject, r.Counter)
+	}
+	// The owner then signs it (application.SignRecovery, with the key
+	// manifest.ParseSigningKey reads) and hands it to each replica
+	// (application.SendRecovery); application.Recover does all of it.
+	// Output:
+	// 2 replicas to recover
+	// coordinator at version 4
+	// service/vault/0 at version 9
 }
