@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -298,6 +299,36 @@ func TestFreshnessThreeNodes(t *testing.T) {
 	want++
 	a.mustCount("n3", "ada", want)
 
+	// A rolled-back replica: n3's state from before a rotation, put back
+	// while n3 is down, is refused when n3 starts (counted), and the
+	// replica takes the group's.
+	rotate := []string{"coordinator", "rotate", "-s", a.urls["n1"], "--owner-key", key, "--grace", "1m"}
+	slot2 := filepath.Join(a.dir, "state", "coordinator-replicas", "2")
+	old := filepath.Join(t.TempDir(), "slot2")
+	if err := os.CopyFS(old, os.DirFS(slot2)); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := runCLI(t, rotate...); code != exitOK || !strings.Contains(out, "key epoch:    2") {
+		t.Fatalf("rotate: exit %d\n%s\n%s", code, out, errOut)
+	}
+	a.kill("n3")
+	if err := os.RemoveAll(slot2); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(slot2, os.DirFS(old)); err != nil {
+		t.Fatal(err)
+	}
+	a.start("n3")
+	a.waitOutput("n3", "fresh: ready", time.Minute)
+	a.waitReplicas("n1", "live")
+	code, out, errOut := runCLI(t, "coordinator", "replicas", "-s", a.urls["n1"], "--replicas", "3", "--json")
+	var slots []replicaJSON
+	if err := json.Unmarshal([]byte(out), &slots); err != nil || code != exitOK || len(slots) != 3 || slots[2].Status == nil || slots[2].Status.Rollbacks == 0 {
+		t.Fatalf("the rolled-back replica's state was not refused and counted: %d\n%s\n%s\n%s", code, out, errOut, a.replicas("n1"))
+	}
+	want++
+	a.mustCount("n3", "ada", want)
+
 	// A majority restart: n2 and n3 killed at once and started again.
 	// Their replicas cannot learn the latest versions from a quorum, so
 	// nothing is served until the owner says where to continue from.
@@ -308,13 +339,12 @@ func TestFreshnessThreeNodes(t *testing.T) {
 	for _, n := range []string{"n2", "n3"} {
 		a.waitOutput(n, "Nothing is served until the manifest owner signs a recovery statement", time.Minute)
 	}
-	out := a.replicas("n1")
+	out = a.replicas("n1")
 	if !strings.Contains(out, "needs-recovery") {
 		t.Fatalf("after a majority restart, no replica needs recovery:\n%s", out)
 	}
 	t.Logf("replicas after the majority restart:\n%s", out)
 	// A change of the coordinator's state needs a quorum: refused.
-	rotate := []string{"coordinator", "rotate", "-s", a.urls["n1"], "--owner-key", key, "--grace", "1m"}
 	if code, out, errOut := runCLI(t, rotate...); code == exitOK || !strings.Contains(errOut, "503") {
 		t.Fatalf("a key rotation while the replicas had no quorum: exit %d\n%s\n%s", code, out, errOut)
 	} else {
@@ -326,7 +356,7 @@ func TestFreshnessThreeNodes(t *testing.T) {
 	if code, out, errOut := runCLI(t, "coordinator", "recover", "-s", a.urls["n1"], "--key", key); code != exitRejected || !strings.Contains(errOut, "not confirmed") {
 		t.Fatalf("recover without --yes and no answer: %d\n%s\n%s", code, out, errOut)
 	}
-	code, out, errOut := runCLI(t, "coordinator", "recover", "-s", a.urls["n1"], "--key", key, "--yes")
+	code, out, errOut = runCLI(t, "coordinator", "recover", "-s", a.urls["n1"], "--key", key, "--yes")
 	if code != exitOK || !strings.Contains(out, "recovery statement for manifest") {
 		t.Fatalf("recover: %d\n%s\n%s", code, out, errOut)
 	}
@@ -337,7 +367,7 @@ func TestFreshnessThreeNodes(t *testing.T) {
 	a.waitReplicas("n1", "live")
 	want++
 	a.mustCount("n1", "ada", want)
-	if code, out, errOut := runCLI(t, rotate...); code != exitOK || !strings.Contains(out, "key epoch:    2") {
+	if code, out, errOut := runCLI(t, rotate...); code != exitOK || !strings.Contains(out, "key epoch:    3") {
 		t.Fatalf("rotate after the recovery: exit %d\n%s\n%s", code, out, errOut)
 	}
 }
