@@ -600,6 +600,9 @@ func (c *Config) fillCoordinator(marked int) error {
 		}
 		return nil
 	}
+	if len(c.Images) == 0 || c.NoCoordinator {
+		return fieldErr("coordinator.freshness", "freshness is the coordinator's, and this description runs none (it has no images)")
+	}
 	if co.Replicas == 0 {
 		co.Replicas = 1
 		if len(c.Nodes) >= 3 {

@@ -77,6 +77,7 @@ func TestCoordinatorSectionErrors(t *testing.T) {
 		{"negative checkpoint", base + "coordinator: {freshness: true, checkpoint: -1s}\n", "coordinator.checkpoint"},
 		{"unknown field", base + "coordinator: {fresh: true}\n", "line 6"},
 		{"two coordinators without freshness", strings.Replace(base+threeNodes, "run: [s]}", "run: [s], coordinator: true}", 1) + "  - {name: n4, cluster_listen: 127.0.0.1:-1, routes: [n1], coordinator: true}\n", "one only"},
+		{"freshness without a coordinator", "name: a\nservices:\n  s: {command: [true]}\ncoordinator: {freshness: true}\n", "coordinator.freshness (line 4): freshness is the coordinator's"},
 		{"reserved name", "name: a\nimages:\n  coordinator-2: {package: ./v}\n", "cannot name an image"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

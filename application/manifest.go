@@ -2,13 +2,13 @@ package application
 
 import (
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -166,34 +166,12 @@ func LoadOrCreateOwnerKey(stateDir string) (ed25519.PrivateKey, error) {
 	return k, nil
 }
 
-// isEmptyFile reports whether path is a file without content yet.
-func isEmptyFile(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.Size() == 0
-}
-
 // LoadOrCreateKey reads a client's Ed25519 key file (client.LoadKeyFile),
 // first writing a new one there (client.NewKeyFile) if the file does not
-// exist. Processes of one application that share the state directory (one
-// per node) and start together all read the key the first one made.
+// exist. The new file appears whole (written beside, then linked into
+// place), so processes of one application that share the state directory
+// (one per node) and start together all read the key the first one made.
 func LoadOrCreateKey(path string) (ed25519.PrivateKey, error) {
-	var err error
-	for range 40 {
-		var k ed25519.PrivateKey
-		if k, err = loadOrCreateKey(path); err == nil {
-			return k, nil
-		}
-		// Another process made it at the same moment, and may still be
-		// writing it.
-		if !errors.Is(err, fs.ErrExist) && !isEmptyFile(path) {
-			break
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	return nil, err
-}
-
-func loadOrCreateKey(path string) (ed25519.PrivateKey, error) {
 	k, err := client.LoadKeyFile(path)
 	if !errors.Is(err, fs.ErrNotExist) {
 		return k, err
@@ -201,5 +179,18 @@ func loadOrCreateKey(path string) (ed25519.PrivateKey, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
-	return client.NewKeyFile(path)
+	var nonce [8]byte
+	_, _ = rand.Read(nonce[:])
+	tmp := fmt.Sprintf("%s.new-%x", path, nonce)
+	defer os.Remove(tmp)
+	if k, err = client.NewKeyFile(tmp); err != nil {
+		return nil, err
+	}
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, fs.ErrExist) { // another process was first
+			return client.LoadKeyFile(path)
+		}
+		return nil, err
+	}
+	return k, nil
 }
