@@ -43,6 +43,10 @@ const (
 // BenchModes lists the modes in the order they are measured.
 func BenchModes() []string { return []string{ModeRegular, ModeTrustedPlain, ModeTrustedSecured} }
 
+// securedAnalytics names the deployment of the analytics that joins the
+// coordinator.
+const securedAnalytics = "analytics-secured"
+
 // Where the benchmark's three analytics listen.
 const (
 	addressRegular = "bench.regular"
@@ -241,8 +245,10 @@ func (imgs *benchImages) manifest(checkpoint time.Duration, n int) (*manifest.Ma
 	return m, err
 }
 
-// startBenchCluster starts n nodes (named name-nK) with the coordinator (restartBackoff:
-// its supervisor's, 0 the default), the manifest m and the analytics.
+// startBenchCluster starts n nodes (named name-nK) with the coordinator,
+// the manifest m and the analytics; restartBackoff is the supervisor's
+// delay before it restarts the coordinator and the joined analytics (0:
+// the default).
 func startBenchCluster(ctx context.Context, n int, name string, imgs *benchImages, m *manifest.Manifest, dir, transport string, logger *slog.Logger, restartBackoff time.Duration) (*benchCluster, error) {
 	c := &benchCluster{}
 	for i := range n {
@@ -296,10 +302,11 @@ func startBenchCluster(ctx context.Context, n int, name string, imgs *benchImage
 	// Trusted and secured: the same image, joined; its runtime opens the
 	// client channel.
 	if _, err := host.DeployEnclave(ctx, node.EnclaveConfig{
-		Name: "analytics-secured", Image: imgs.analytics.Path, Transport: transport,
+		Name: securedAnalytics, Image: imgs.analytics.Path, Transport: transport,
 		Addresses: []string{addressSecured, addressSecured + ".*", provision.AddressEpoch},
 		StateDir:  filepath.Join(dir, "secured"),
 		Env:       []string{"WATER_ANALYTICS_ADDRESS=" + addressSecured}, Service: ServiceAnalytics,
+		RestartBackoff: restartBackoff, MaxRestartBackoff: restartBackoff,
 	}); err != nil {
 		return fail(err)
 	}
@@ -616,7 +623,7 @@ func enclaveFramesIn(host *node.Node, name string) uint64 {
 
 func benchCell(ctx context.Context, b *bus.Bus, host *node.Node, cl *client.Client, creds Credentials, mode string, size, conc int, opts BenchOptions, seq *atomic.Uint64) (BenchResult, error) {
 	res := BenchResult{Mode: mode, Size: size, Concurrency: conc}
-	enclaveName := map[string]string{ModeTrustedPlain: "analytics-plain", ModeTrustedSecured: "analytics-secured"}[mode]
+	enclaveName := map[string]string{ModeTrustedPlain: "analytics-plain", ModeTrustedSecured: securedAnalytics}[mode]
 	frames0, kems0 := enclaveFramesIn(host, enclaveName), cl.SessionsOpened()
 	var all atomic.Int64 // requests over the cell, warm-up included
 	request := func(cl *client.Client, body []byte) error {

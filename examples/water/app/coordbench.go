@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cloister-dev/cloister/application"
+	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/client"
 	"github.com/cloister-dev/cloister/manifest"
 	"github.com/cloister-dev/cloister/node"
@@ -40,9 +41,10 @@ type CoordinatorTiming struct {
 	Layout   string `json:"layout"`
 	Nodes    int    `json:"nodes"`
 	Replicas int    `json:"replicas"` // 0: without freshness
-	// JoinMS are the times of each round's join: from deploying an
-	// analytics enclave that joins the coordinator until it serves (its
-	// process start included).
+	// JoinMS are the times of each round's join: from kill -9 of the
+	// analytics enclave that joins the coordinator until it serves again
+	// (its restart, attestation and join; with freshness, the read of its
+	// state's registered version).
 	JoinMS []float64 `json:"join_ms"`
 	// RestartMS are the times from kill -9 of a replica (the coordinator
 	// without freshness) until it serves again: live again, admitted by a
@@ -92,7 +94,7 @@ func RunCoordinatorBench(ctx context.Context, opts CoordinatorBenchOptions) (*Co
 		return nil, err
 	}
 	rep := &CoordinatorReport{Started: time.Now(), Notes: []string{
-		"join: deploying an analytics enclave that joins the coordinator (attestation, grant; with freshness, its state version read from a quorum) until it serves; its process start is included, alike in every layout",
+		fmt.Sprintf("join: kill -9 of the analytics enclave that joins the coordinator until it serves again: its supervisor restarts it after %v, it attests and joins (with freshness, it also reads its state's registered version from a quorum); the process start is included, alike in every layout", coordinatorRestartBackoff),
 		fmt.Sprintf("restart: kill -9 of the last replica's process until it serves again (the coordinator's status answers; with freshness, the replica is live: admitted by a quorum of the others); the supervisor restarts it after %v", coordinatorRestartBackoff),
 		"one replica: every restart is a lost quorum, which only the owner's recovery statement ends; the benchmark signs it as soon as the replica asks, so its restart time includes that round trip but no person",
 	}}
@@ -120,10 +122,9 @@ func RunCoordinatorBench(ctx context.Context, opts CoordinatorBenchOptions) (*Co
 		}
 		t := CoordinatorTiming{Layout: layout.words, Nodes: layout.nodes, Replicas: layout.replicas}
 		err = func() error {
-			host := c.nodes[layout.nodes-1]
 			for round := range opts.Rounds {
 				progress("%s: join %d of %d", layout.words, round+1, opts.Rounds)
-				d, err := timeJoin(ctx, host, imgs, filepath.Join(dir, fmt.Sprintf("join-%d", round)), opts.Transport)
+				d, err := timeJoin(ctx, c)
 				if err != nil {
 					return err
 				}
@@ -164,24 +165,33 @@ func Median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// timeJoin deploys an analytics enclave that joins the coordinator on
-// host, times it until it serves, and removes it again.
-func timeJoin(ctx context.Context, host *node.Node, imgs *benchImages, stateDir, transport string) (time.Duration, error) {
+// timeJoin kills the analytics enclave that joins the coordinator with
+// SIGKILL and times it until it serves again: its supervisor restarts it,
+// it attests and joins again (with freshness, it also reads its state's
+// registered version from a quorum before it serves).
+func timeJoin(ctx context.Context, c *benchCluster) (time.Duration, error) {
+	host := c.nodes[len(c.nodes)-1]
+	before, ok := enclaveInstance(host, securedAnalytics)
+	if !ok || before.PID == 0 {
+		return 0, fmt.Errorf("join: no running %s", securedAnalytics)
+	}
 	t0 := time.Now()
-	id, err := host.DeployEnclave(ctx, node.EnclaveConfig{
-		Name: "analytics-join", Image: imgs.analytics.Path, Transport: transport,
-		Addresses: []string{addressSecured, addressSecured + ".*", provision.AddressEpoch},
-		StateDir:  stateDir,
-		Env:       []string{"WATER_ANALYTICS_ADDRESS=" + addressSecured}, Service: ServiceAnalytics,
-	})
-	d := time.Since(t0)
-	if err != nil {
-		return 0, fmt.Errorf("join: %w", err)
+	if err := syscall.Kill(before.PID, syscall.SIGKILL); err != nil {
+		return 0, fmt.Errorf("join: kill %s: %w", securedAnalytics, err)
 	}
-	if err := host.Undeploy(ctx, id); err != nil {
-		return 0, err
+	for deadline := t0.Add(time.Minute); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		now, ok := enclaveInstance(host, securedAnalytics)
+		if !ok || now.Restarts <= before.Restarts || now.PID == 0 || len(now.Serving) == 0 {
+			continue
+		}
+		if _, err := c.client.Request(ctx, addressSecured+".status", []byte(`{}`), bus.Timeout(time.Second)); err == nil {
+			return time.Since(t0), nil
+		}
 	}
-	return d, nil
+	return 0, fmt.Errorf("join: %s not serving a minute after kill -9", securedAnalytics)
 }
 
 // timeRestart kills the last replica (the coordinator, without freshness)
