@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -29,7 +30,110 @@ const storeEntryOverhead = 96
 // ErrStorage wraps failures the host reports for protected storage.
 var ErrStorage = errors.New("trusted: host storage failed")
 
-const storeAADPrefix = "cloister/trusted/store/v1\x00"
+// ErrRolledBack is wrapped by a Get that found a blob older than the one
+// the instance wrote or registered last (see StoreTracker): the host rolled
+// protected storage back.
+var ErrRolledBack = errors.New("trusted: protected storage rolled back")
+
+// Associated-data prefixes of protected-storage blobs: version 1 holds the
+// value; version 2, written while a StoreTracker is installed, holds the
+// blob's Version (16 bytes, big-endian Gen then Seq) and then the value.
+const (
+	storeAADPrefix   = "cloister/trusted/store/v1\x00"
+	storeAADPrefixV2 = "cloister/trusted/store/v2\x00"
+)
+
+// Version orders the blobs of one instance's protected storage: Gen is the
+// instance's incarnation, Seq its write count within it. A version 1 blob
+// has the zero Version.
+type Version struct{ Gen, Seq uint64 }
+
+// Less reports whether v is older than w.
+func (v Version) Less(w Version) bool { return v.Gen < w.Gen || (v.Gen == w.Gen && v.Seq < w.Seq) }
+
+// A StoreTracker makes protected storage refuse rolled-back blobs
+// (package trusted/fresh implements it; see Runtime.TrackStore).
+type StoreTracker interface {
+	// Next returns the Version of the blob a Put of key seals; it is
+	// called in the order the writes go out.
+	Next(key string) Version
+	// Expect is called before the host is asked for key's blob (in the
+	// order of the writes, like Next); the function it returns checks the
+	// answer — found, and v the blob's Version — and returns an error
+	// wrapping ErrRolledBack when it is older than what the tracker knew
+	// when it was asked.
+	Expect(key string) func(v Version, found bool) error
+	// Hold returns once a message may leave the enclave: a reply, a Done,
+	// a send, a publish or a request (ctx is the request's, or the
+	// instance's).
+	Hold(ctx context.Context) error
+}
+
+// TrackStore installs t: from then on Put seals version 2 blobs with t's
+// versions, Get hands every blob the host returns to t.Check, and messages
+// wait for t.Hold before they leave. A Layer installs it in Start, before
+// protected storage is used.
+func (rt *Runtime) TrackStore(t StoreTracker) { rt.tracker.Store(&t) }
+
+func (rt *Runtime) storeTracker() StoreTracker {
+	if t := rt.tracker.Load(); t != nil {
+		return *t
+	}
+	return nil
+}
+
+// hold waits for the tracker (if any) before a message leaves.
+func (rt *Runtime) hold(ctx context.Context) error {
+	if t := rt.storeTracker(); t != nil {
+		return t.Hold(ctx)
+	}
+	return nil
+}
+
+// seal seals value for key (with t's next version when t is set).
+func (rt *Runtime) seal(t StoreTracker, key string, value []byte) ([]byte, error) {
+	if t == nil {
+		return rt.sealer.Seal(value, storeAAD(false, key))
+	}
+	v := t.Next(key)
+	p := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(make([]byte, 0, 16+len(value)), v.Gen), v.Seq)
+	return rt.sealer.Seal(append(p, value...), storeAAD(true, key))
+}
+
+// unseal opens key's blob (either version; version 2 first when check is
+// set) and checks it with check (if set).
+func (rt *Runtime) unseal(check func(Version, bool) error, key string, blob []byte, found bool) ([]byte, error) {
+	var v Version
+	var value []byte
+	if found {
+		v2 := check != nil
+		var err error
+		if value, err = rt.sealer.Unseal(blob, storeAAD(v2, key)); err != nil {
+			v2 = !v2
+			if value, err = rt.sealer.Unseal(blob, storeAAD(v2, key)); err != nil {
+				return nil, err
+			}
+		}
+		if v2 {
+			if len(value) < 16 {
+				return nil, fmt.Errorf("%w: a version 2 blob of %d bytes", ErrStorage, len(value))
+			}
+			v = Version{binary.BigEndian.Uint64(value), binary.BigEndian.Uint64(value[8:])}
+			value = value[16:]
+		}
+	}
+	if check != nil {
+		return value, check(v, found)
+	}
+	return value, nil
+}
+
+func storeAAD(v2 bool, key string) []byte {
+	if v2 {
+		return []byte(storeAADPrefixV2 + key)
+	}
+	return []byte(storeAADPrefix + key)
+}
 
 // storeName is the name the host stores key's blob under: an HMAC of the
 // key, so the host never learns key names. Errors that cross the boundary
@@ -136,11 +240,23 @@ func (rt *Runtime) Put(ctx context.Context, key string, value []byte) error {
 		return err
 	}
 	name := rt.storeName(key)
-	blob, err := rt.sealer.Seal(value, []byte(storeAADPrefix+key))
-	if err != nil {
-		return fmt.Errorf("trusted: put %s: %w", name, err)
+	t := rt.storeTracker()
+	var blob []byte
+	var err error
+	if t == nil {
+		if blob, err = rt.seal(nil, key, value); err != nil {
+			return fmt.Errorf("trusted: put %s: %w", name, err)
+		}
 	}
 	if rt.s.opts.SyncStore {
+		if t != nil {
+			// Versions must go out in order: seal and send under the lock.
+			rt.store.mu.Lock()
+			defer rt.store.mu.Unlock()
+			if blob, err = rt.seal(t, key, value); err != nil {
+				return fmt.Errorf("trusted: put %s: %w", name, err)
+			}
+		}
 		m, err := rt.s.call(ctx, func(id uint64) boundary.Message {
 			return &boundary.StorePut{CallID: id, Key: name, Blob: blob}
 		})
@@ -159,7 +275,13 @@ func (rt *Runtime) Put(ctx context.Context, key string, value []byte) error {
 	c := &rt.store
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	// Under c.mu, so that the cache and the order of the frames agree.
+	// Under c.mu, so that the cache, the versions and the order of the
+	// frames agree.
+	if t != nil {
+		if blob, err = rt.seal(t, key, value); err != nil {
+			return fmt.Errorf("trusted: put %s: %w", name, err)
+		}
+	}
 	if err := rt.s.conn.Send(&boundary.StorePut{Key: name, Blob: blob}); err != nil {
 		return fmt.Errorf("trusted: put %s: %w", name, err)
 	}
@@ -186,6 +308,10 @@ func (rt *Runtime) Get(ctx context.Context, key string) (value []byte, found boo
 		return v, found, nil
 	}
 	writes := c.writes
+	var check func(Version, bool) error
+	if t := rt.storeTracker(); t != nil {
+		check = t.Expect(key)
+	}
 	c.mu.Unlock()
 
 	name := rt.storeName(key)
@@ -199,10 +325,8 @@ func (rt *Runtime) Get(ctx context.Context, key string) (value []byte, found boo
 	if r.Error != "" {
 		return nil, false, fmt.Errorf("trusted: get %s: %w: %s", name, ErrStorage, r.Error)
 	}
-	if r.Found {
-		if value, err = rt.sealer.Unseal(r.Blob, []byte(storeAADPrefix+key)); err != nil {
-			return nil, false, fmt.Errorf("trusted: get %s: %w", name, err)
-		}
+	if value, err = rt.unseal(check, key, r.Blob, r.Found); err != nil {
+		return nil, false, fmt.Errorf("trusted: get %s: %w", name, err)
 	}
 	c.mu.Lock()
 	if c.writes == writes {

@@ -59,8 +59,13 @@ func (k *keys) Start(ctx context.Context) error {
 		return err
 	}
 	if k.rt.StorageErr() == nil {
+		if err := k.startFreshness(ctx); err != nil {
+			return err
+		}
 		k.restoreWindows(ctx)
-		k.rt.Go(k.persistWindows)
+		if k.fresh.Load() == nil {
+			k.rt.Go(k.persistWindows) // with freshness, every checkpoint saves them
+		}
 	}
 	return nil
 }
@@ -144,6 +149,11 @@ func (k *keys) Stop(ctx context.Context) error {
 	}
 	if err := k.saveWindows(ctx); err != nil {
 		return fmt.Errorf("replay windows not saved at shutdown: %w", err)
+	}
+	if t := k.fresh.Load(); t != nil {
+		if err := t.Flush(ctx); err != nil {
+			return fmt.Errorf("last checkpoint not registered at shutdown: %w", err)
+		}
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
 	"github.com/cloister-dev/cloister/trusted"
+	"github.com/cloister-dev/cloister/trusted/fresh"
 	"github.com/cloister-dev/cloister/wire"
 )
 
@@ -125,6 +126,8 @@ type keys struct {
 
 	countMu  sync.Mutex
 	rejected map[string]map[string]uint64
+
+	fresh atomic.Pointer[fresh.Tracker] // nil without freshness
 }
 
 func newKeys(rt *trusted.Runtime, opts Options, service string) *keys {
@@ -297,6 +300,7 @@ func (k *keys) rejections() map[string]map[string]uint64 {
 	for a, m := range k.rejected {
 		out[a] = maps.Clone(m)
 	}
+	k.freshCounts(out)
 	return out
 }
 
@@ -343,6 +347,9 @@ func (k *keys) open(d *trusted.Delivery) (trusted.Opened, error) {
 	d.Body, d.Headers = o.Plaintext, o.Headers
 	if !a.dirty.Load() {
 		a.dirty.Store(true)
+	}
+	if t := k.fresh.Load(); t != nil && a.persisted() {
+		t.Touch() // the next checkpoint saves the window first
 	}
 	return &sealedCall{k: k, address: d.Address, ref: o.Ref(), epoch: o.Epoch, a: a}, nil
 }
