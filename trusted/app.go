@@ -265,7 +265,6 @@ type session struct {
 	readDone    chan struct{} // closed when reading ended
 	readErr     error         // why; read after readDone
 	stopOnce    sync.Once
-	failed      error // why Runtime.Fatal ended the instance
 }
 
 func (s *session) fatal(err error) error {
@@ -349,11 +348,6 @@ func (s *session) serve() error {
 		return err
 	case <-s.ctx.Done():
 		s.halt()
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.failed != nil {
-			return s.failed
-		}
 		return s.ctx.Err()
 	}
 }

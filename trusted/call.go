@@ -32,7 +32,7 @@ type Runtime struct {
 	sealMode string // "gramine", "simulated" or "custom"
 	nameKey  []byte // HMAC key for the storage names the host sees
 	store    storeCache
-	tracker  atomic.Pointer[StoreTracker] // see TrackStore
+	tracker  StoreTracker // see TrackStore
 }
 
 // Identity is the enclave identity as the host measured or was told it.
@@ -71,14 +71,9 @@ func (rt *Runtime) Go(f func(ctx context.Context)) {
 }
 
 // Fatal ends the instance because of err, which the host receives as the
-// Fatal reason (and Serve returns): for a Layer's background work that
+// Fatal reason (Serve returns context.Canceled): for a Layer's background work that
 // finds the instance must not go on serving.
 func (rt *Runtime) Fatal(err error) {
-	rt.s.mu.Lock()
-	if rt.s.failed == nil {
-		rt.s.failed = err
-	}
-	rt.s.mu.Unlock()
 	rt.log.Error("stopping the enclave", "err", err.Error())
 	rt.s.fatal(err)
 	rt.s.halt()

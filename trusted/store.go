@@ -35,9 +35,9 @@ var ErrStorage = errors.New("trusted: host storage failed")
 // protected storage back.
 var ErrRolledBack = errors.New("trusted: protected storage rolled back")
 
-// Associated-data prefixes of protected-storage blobs: version 1 holds the
-// value; version 2, written while a StoreTracker is installed, holds the
-// blob's Version (16 bytes, big-endian Gen then Seq) and then the value.
+// Associated-data prefixes of protected-storage blobs: version 1 (no
+// longer written) holds the value; version 2 holds the blob's Version (16
+// bytes, big-endian Gen then Seq) and then the value.
 const (
 	storeAADPrefix   = "cloister/trusted/store/v1\x00"
 	storeAADPrefixV2 = "cloister/trusted/store/v2\x00"
@@ -69,70 +69,47 @@ type StoreTracker interface {
 	Hold(ctx context.Context) error
 }
 
-// TrackStore installs t: from then on Put seals version 2 blobs with t's
-// versions, Get hands every blob the host returns to t.Check, and messages
-// wait for t.Hold before they leave. A Layer installs it in Start, before
-// protected storage is used.
-func (rt *Runtime) TrackStore(t StoreTracker) { rt.tracker.Store(&t) }
-
-func (rt *Runtime) storeTracker() StoreTracker {
-	if t := rt.tracker.Load(); t != nil {
-		return *t
-	}
-	return nil
-}
+// TrackStore installs t: from then on Put seals blobs with t's versions,
+// Get hands every blob the host returns to t's check, and messages wait
+// for t.Hold before they leave. Only a Layer's Start may call it (before
+// the instance serves), once.
+func (rt *Runtime) TrackStore(t StoreTracker) { rt.tracker = t }
 
 // hold waits for the tracker (if any) before a message leaves.
 func (rt *Runtime) hold(ctx context.Context) error {
-	if t := rt.storeTracker(); t != nil {
-		return t.Hold(ctx)
+	if rt.tracker != nil {
+		return rt.tracker.Hold(ctx)
 	}
 	return nil
 }
 
-// seal seals value for key (with t's next version when t is set).
+// seal seals value for key, with t's next version (the zero Version
+// without a tracker).
 func (rt *Runtime) seal(t StoreTracker, key string, value []byte) ([]byte, error) {
-	if t == nil {
-		return rt.sealer.Seal(value, storeAAD(false, key))
+	var v Version
+	if t != nil {
+		v = t.Next(key)
 	}
-	v := t.Next(key)
 	p := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(make([]byte, 0, 16+len(value)), v.Gen), v.Seq)
-	return rt.sealer.Seal(append(p, value...), storeAAD(true, key))
+	return rt.sealer.Seal(append(p, value...), []byte(storeAADPrefixV2+key))
 }
 
-// unseal opens key's blob (either version; version 2 first when check is
-// set) and checks it with check (if set).
+// unseal opens key's blob (either version) and checks it with check (if
+// set).
 func (rt *Runtime) unseal(check func(Version, bool) error, key string, blob []byte, found bool) ([]byte, error) {
 	var v Version
-	var value []byte
 	if found {
-		v2 := check != nil
-		var err error
-		if value, err = rt.sealer.Unseal(blob, storeAAD(v2, key)); err != nil {
-			v2 = !v2
-			if value, err = rt.sealer.Unseal(blob, storeAAD(v2, key)); err != nil {
-				return nil, err
-			}
-		}
-		if v2 {
-			if len(value) < 16 {
-				return nil, fmt.Errorf("%w: a version 2 blob of %d bytes", ErrStorage, len(value))
-			}
-			v = Version{binary.BigEndian.Uint64(value), binary.BigEndian.Uint64(value[8:])}
-			value = value[16:]
+		value, err := rt.sealer.Unseal(blob, []byte(storeAADPrefixV2+key))
+		if err == nil && len(value) >= 16 {
+			v, blob = Version{binary.BigEndian.Uint64(value), binary.BigEndian.Uint64(value[8:])}, value[16:]
+		} else if blob, err = rt.sealer.Unseal(blob, []byte(storeAADPrefix+key)); err != nil {
+			return nil, err
 		}
 	}
 	if check != nil {
-		return value, check(v, found)
+		return blob, check(v, found)
 	}
-	return value, nil
-}
-
-func storeAAD(v2 bool, key string) []byte {
-	if v2 {
-		return []byte(storeAADPrefixV2 + key)
-	}
-	return []byte(storeAADPrefix + key)
+	return blob, nil
 }
 
 // storeName is the name the host stores key's blob under: an HMAC of the
@@ -240,23 +217,18 @@ func (rt *Runtime) Put(ctx context.Context, key string, value []byte) error {
 		return err
 	}
 	name := rt.storeName(key)
-	t := rt.storeTracker()
-	var blob []byte
-	var err error
-	if t == nil {
-		if blob, err = rt.seal(nil, key, value); err != nil {
-			return fmt.Errorf("trusted: put %s: %w", name, err)
-		}
+	c := &rt.store
+	t := rt.tracker
+	if t != nil {
+		// Versions must go out in the order they are drawn.
+		c.mu.Lock()
+		defer c.mu.Unlock()
+	}
+	blob, err := rt.seal(t, key, value)
+	if err != nil {
+		return fmt.Errorf("trusted: put %s: %w", name, err)
 	}
 	if rt.s.opts.SyncStore {
-		if t != nil {
-			// Versions must go out in order: seal and send under the lock.
-			rt.store.mu.Lock()
-			defer rt.store.mu.Unlock()
-			if blob, err = rt.seal(t, key, value); err != nil {
-				return fmt.Errorf("trusted: put %s: %w", name, err)
-			}
-		}
 		m, err := rt.s.call(ctx, func(id uint64) boundary.Message {
 			return &boundary.StorePut{CallID: id, Key: name, Blob: blob}
 		})
@@ -272,15 +244,10 @@ func (rt *Runtime) Put(ctx context.Context, key string, value []byte) error {
 	if value == nil {
 		value = []byte{}
 	}
-	c := &rt.store
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	// Under c.mu, so that the cache, the versions and the order of the
-	// frames agree.
-	if t != nil {
-		if blob, err = rt.seal(t, key, value); err != nil {
-			return fmt.Errorf("trusted: put %s: %w", name, err)
-		}
+	if t == nil {
+		// Under c.mu, so that the cache and the order of the frames agree.
+		c.mu.Lock()
+		defer c.mu.Unlock()
 	}
 	if err := rt.s.conn.Send(&boundary.StorePut{Key: name, Blob: blob}); err != nil {
 		return fmt.Errorf("trusted: put %s: %w", name, err)
@@ -309,8 +276,8 @@ func (rt *Runtime) Get(ctx context.Context, key string) (value []byte, found boo
 	}
 	writes := c.writes
 	var check func(Version, bool) error
-	if t := rt.storeTracker(); t != nil {
-		check = t.Expect(key)
+	if rt.tracker != nil {
+		check = rt.tracker.Expect(key)
 	}
 	c.mu.Unlock()
 
