@@ -15,10 +15,11 @@ import (
 // secured addresses it consumes (not durable ones: their at-least-once
 // redelivery after a crash is meant to be accepted again) in protected
 // storage: saved every windowSaveInterval when something was opened, and on
-// Shutdown; restored after the first join. The host can drop or roll back
-// what is stored (storage has no freshness), so this bounds replays to what
-// came after the snapshot it keeps; rotating the epoch bounds them
-// completely.
+// Shutdown; restored after the first join. Without freshness the host can
+// drop or roll back what is stored, so this bounds replays to what came
+// after the snapshot it keeps; rotating the epoch bounds them completely.
+// With freshness, every checkpoint saves them instead (see the package
+// doc), and a rolled-back copy is refused.
 
 // windowSaveInterval is how often changed replay windows are saved.
 const windowSaveInterval = time.Second
