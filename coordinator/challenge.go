@@ -31,6 +31,7 @@ const (
 // once a join's evidence verified and bound it — a flood of challenge
 // requests costs nothing — and keeps it until it expires.
 type challenges struct {
+	keyMu    sync.RWMutex
 	key      [32]byte
 	lifetime time.Duration
 	max      int
@@ -49,7 +50,19 @@ func newChallenges(lifetime time.Duration, max int) (*challenges, error) {
 	return c, nil
 }
 
+// setKey replaces the MAC key: a replica group's members share one,
+// derived from the root secret, so that a challenge one issued is valid
+// at any of them. Challenges issued under the old key are no longer
+// valid.
+func (c *challenges) setKey(key []byte) {
+	c.keyMu.Lock()
+	copy(c.key[:], key)
+	c.keyMu.Unlock()
+}
+
 func (c *challenges) mac(signed []byte) []byte {
+	c.keyMu.RLock()
+	defer c.keyMu.RUnlock()
 	h := hmac.New(sha256.New, c.key[:])
 	h.Write(signed)
 	return h.Sum(nil)[:challengeMACSize]

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cloister-dev/cloister/attest"
 	"github.com/cloister-dev/cloister/manifest"
+	"github.com/cloister-dev/cloister/provision"
 )
 
 // Config is what the host may configure in a coordinator instance: JSON
@@ -35,11 +36,17 @@ type Config struct {
 	// grants it nothing: a slot counts only in its current incarnation,
 	// admitted by a quorum of the other slots (see the package doc).
 	Slot int `json:"slot,omitempty"`
+	// Replicas is how many replicas the host runs. With more than one, a
+	// replica without stored state looks for the group before slot 0
+	// makes a new one; the manifest's freshness section, once set,
+	// decides the group's size.
+	Replicas int `json:"replicas,omitempty"`
 }
 
 // parsedConfig is a checked Config.
 type parsedConfig struct {
 	slot       int
+	replicas   int
 	collateral *attest.Collateral
 	simKeys    []*ecdsa.PublicKey
 }
@@ -62,7 +69,10 @@ func parseConfig(b []byte) (*parsedConfig, error) {
 	if c.Slot < 0 || c.Slot >= manifest.MaxReplicas {
 		return nil, fmt.Errorf("coordinator: configuration: slot %d, want 0 to %d", c.Slot, manifest.MaxReplicas-1)
 	}
-	pc.slot = c.Slot
+	if c.Replicas < 0 || c.Replicas > manifest.MaxReplicas {
+		return nil, fmt.Errorf("coordinator: configuration: replicas %d, want 0 to %d", c.Replicas, manifest.MaxReplicas)
+	}
+	pc.slot, pc.replicas = c.Slot, c.Replicas
 	if len(c.Collateral) > 0 {
 		var err error
 		if pc.collateral, err = attest.ParseCollateralBundle(c.Collateral); err != nil {
@@ -105,4 +115,12 @@ func (c *Config) TrustSimulationRoot(root *attest.SimulationRoot) error {
 	}
 	c.SimPlatformKeys = append(c.SimPlatformKeys, p)
 	return nil
+}
+
+// ReplicaAddresses are the address patterns a host lets the replica in
+// slot consume (node.EnclaveConfig.Addresses): the coordinator's public
+// addresses, which any live replica answers, and the slot's own
+// (provision.ReplicaAddress), never another slot's.
+func ReplicaAddresses(slot int) []string {
+	return []string{"cloister.coordinator.*", "cloister.coordinator.manifest.*", "cloister.coordinator.fresh.*", provision.ReplicaPattern(slot)}
 }

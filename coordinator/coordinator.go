@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloister-dev/cloister/attest"
@@ -119,11 +120,34 @@ func (c *Coordinator) Register(app *trusted.App) {
 		provision.AddressManifestHistory: (*instance).manifestHistory,
 		provision.AddressRotate:          (*instance).rotate,
 		provision.AddressStatus:          (*instance).status,
+		provision.AddressCheckpoint:      (*instance).checkpoint,
+		provision.AddressFreshRead:       (*instance).freshRead,
 	} {
 		app.HandleFunc(addr, func(ctx context.Context, call *trusted.Call) {
 			c.serve(ctx, call, h)
 		})
 	}
+	for slot := range manifest.MaxReplicas {
+		for op, h := range map[string]handlerFunc{
+			provision.ReplicaStatusOp:  (*instance).replicaStatus,
+			provision.ReplicaRecoverOp: (*instance).recover,
+			provision.ReplicaPeerOp:    (*instance).peer,
+		} {
+			app.HandleFunc(provision.ReplicaAddress(slot, op), func(ctx context.Context, call *trusted.Call) {
+				c.serve(ctx, call, h)
+			})
+		}
+	}
+}
+
+// gated reports whether a replica must be live to answer on address:
+// everything but the status and the per-replica addresses (which decide
+// for themselves).
+func gated(address string) bool {
+	if _, _, ok := provision.ParseReplicaAddress(address); ok {
+		return false
+	}
+	return address != provision.AddressStatus
 }
 
 // Init loads (or, on first start, creates) the instance's sealed state.
@@ -132,33 +156,75 @@ func (c *Coordinator) Init(ctx context.Context, rt *trusted.Runtime) error {
 	if err != nil {
 		return err
 	}
-	st, m, created, err := loadState(ctx, rt)
+	st, m, found, err := readState(ctx, rt)
 	if err != nil {
 		return err
+	}
+	if m != nil && m.Freshness == nil && cfg.slot > 0 {
+		return fmt.Errorf("coordinator: configured as replica slot %d, but the stored manifest declares no freshness (no replicas): only slot 0 runs", cfg.slot)
+	}
+	// A replica group: the stored manifest declares freshness, or the
+	// host runs replicas and this one has no state or no manifest yet.
+	replicated := (m != nil && m.Freshness != nil) || (m == nil && (cfg.slot > 0 || cfg.replicas > 1))
+	created := false
+	if !found {
+		// A replica that joins a group takes the group's state; this one
+		// is a placeholder until then, never stored.
+		if st, err = newState(); err != nil {
+			return err
+		}
+		if !replicated {
+			if err := saveState(ctx, rt, st); err != nil {
+				return err
+			}
+			created = true
+		}
 	}
 	ch, err := newChallenges(c.opts.NonceLifetime, c.opts.MaxChallenges)
 	if err != nil {
 		return err
 	}
 	in := &instance{
-		opts: &c.opts, rt: rt, cfg: cfg, st: st, m: m,
+		opts: &c.opts, rt: rt, cfg: cfg, st: st, m: m, rooted: found || created,
 		sign:     ed25519.NewKeyFromSeed(st.SigningSeed),
 		ch:       ch,
 		channels: map[string]*secure.ServiceKey{},
 		signed:   map[string][]byte{},
 		dirty:    make(chan struct{}, 1),
 	}
-	// Learn the evidence type now, so that the status says it at once.
-	if ev, err := rt.Evidence(ctx, [64]byte{}); err != nil {
+	if m != nil {
+		in.hash = m.Hash()
+		in.hashes = historyHashes(st.chain())
+	}
+	if replicated {
+		g, err := newGroup(ctx, in, cfg.slot)
+		if err != nil {
+			return err
+		}
+		in.grp.Store(g)
+		var local *provision.Register
+		if found {
+			in.ch.setKey(challengeKey(st.Root))
+			d, _, err := st.shared.digest()
+			if err != nil {
+				return err
+			}
+			local = &provision.Register{Subject: provision.CoordinatorSubject, Counter: st.Version, Digest: d[:]}
+			g.setReplicas(cfg.replicas)
+			if m != nil {
+				g.setReplicas(m.Replicas())
+			}
+		} else {
+			g.setReplicas(cfg.replicas)
+		}
+		rt.Go(func(ctx context.Context) { g.admit(ctx, local) })
+	} else if ev, err := rt.Evidence(ctx, [64]byte{}); err != nil {
+		// Learn the evidence type now, so that the status says it at once.
 		rt.Logger().Warn("coordinator: no evidence available", "err", err)
 	} else {
 		in.evType = ev.Type
 	}
 	go in.saver(ctx)
-	if m != nil {
-		in.hash = m.Hash()
-		in.hashes = historyHashes(st.chain())
-	}
 	c.mu.Lock()
 	c.instances[rt] = in
 	c.mu.Unlock()
@@ -169,6 +235,8 @@ func (c *Coordinator) Init(ctx context.Context, rt *trusted.Runtime) error {
 	})
 	log := rt.Logger()
 	switch {
+	case replicated && !found:
+		log.Info("coordinator: replica without state: joining the group", "slot", cfg.slot)
 	case created:
 		log.Info("coordinator: new state (root secret and signing key drawn)", "epoch", st.Epoch)
 	case m != nil:
@@ -204,7 +272,13 @@ func (c *Coordinator) serve(ctx context.Context, call *trusted.Call, h handlerFu
 	var body []byte
 	err := error(refuse(provision.CodeInternal, "coordinator not initialised"))
 	if in != nil {
-		body, err = h(in, ctx, call)
+		err = nil
+		if g := in.g(); g != nil && gated(call.Address()) {
+			err = g.unavailable()
+		}
+		if err == nil {
+			body, err = h(in, ctx, call)
+		}
 	}
 	if !call.ExpectsReply() {
 		return
@@ -243,7 +317,17 @@ type instance struct {
 
 	w     writer
 	dirty chan struct{}
+
+	// rooted: st holds this replica's state (false while a replica
+	// without stored state waits for the group's).
+	rooted bool
+	// grp is the replica group, when the manifest declares freshness or
+	// the host runs replicas (nil: a lone coordinator, as before).
+	grp atomic.Pointer[group]
 }
+
+// g returns the replica group (nil for a lone coordinator).
+func (in *instance) g() *group { return in.grp.Load() }
 
 // current returns the manifest and its hash, or a refusal if none is set.
 func (in *instance) current() (*manifest.Manifest, [32]byte, error) {
@@ -258,6 +342,10 @@ func (in *instance) current() (*manifest.Manifest, [32]byte, error) {
 // save stores the state now; the caller holds in.mu (so that no other
 // change slips in between the snapshot and the write).
 func (in *instance) save(ctx context.Context) error {
+	if !in.rooted {
+		return nil
+	}
+	in.snapshotRegisters()
 	b, gen, err := in.w.snapshot(in.st)
 	if err != nil {
 		return err
@@ -283,6 +371,11 @@ func (in *instance) saver(ctx context.Context) {
 		case <-in.dirty:
 		}
 		in.mu.Lock()
+		if !in.rooted {
+			in.mu.Unlock()
+			continue
+		}
+		in.snapshotRegisters()
 		b, gen, err := in.w.snapshot(in.st)
 		in.mu.Unlock()
 		if err == nil {
@@ -404,6 +497,21 @@ func (in *instance) manifestSet(ctx context.Context, call *trusted.Call) ([]byte
 		return nil, refuse(provision.CodeConflict, "manifest already set (version %d, hash %x): %sonly updates signed by the owner are accepted, on %s",
 			in.m.Version, in.hash, same, provision.AddressManifestUpdate)
 	}
+	if next.Freshness != nil && in.g() == nil {
+		// The first manifest declares freshness: this coordinator
+		// becomes slot 0 of a new group.
+		g, err := newGroup(ctx, in, in.cfg.slot)
+		if err != nil {
+			return nil, refuse(provision.CodeInternal, "freshness needs the coordinator's attestation: %v", err)
+		}
+		g.mu.Lock()
+		g.me.Number = 1
+		g.mem.Admit(1)
+		g.phase = phaseLive
+		g.mu.Unlock()
+		in.grp.Store(g)
+		in.ch.setKey(challengeKey(in.st.Root))
+	}
 	if err := in.install(ctx, next, nil); err != nil {
 		return nil, err
 	}
@@ -419,6 +527,17 @@ func (in *instance) manifestUpdate(ctx context.Context, call *trusted.Call) ([]b
 	defer in.mu.Unlock()
 	if in.m == nil {
 		return nil, refuse(provision.CodeNoManifest, "no manifest set yet: set the first one on %s", provision.AddressManifestSet)
+	}
+	if next.Hash() == in.hash && in.g() != nil && slices.Equal(sig, in.st.ManifestSignature) {
+		// A retry of an update stored here that no quorum acknowledged
+		// yet: send it again.
+		if err := in.replicateLocked(ctx); err != nil {
+			return nil, err
+		}
+		return provision.Encode(in.statusLocked())
+	}
+	if in.m.Replicas() != next.Replicas() || (in.m.Freshness == nil) != (next.Freshness == nil) {
+		return nil, refuse(provision.CodeConflict, "update refused: it changes the freshness section's replicas (%d to %d) or turns freshness on or off, which a running group cannot do", in.m.Replicas(), next.Replicas())
 	}
 	if err := in.m.VerifyUpdate(next, sig); err != nil {
 		switch {
@@ -450,15 +569,27 @@ func (in *instance) install(ctx context.Context, next *manifest.Manifest, sig []
 		in.st.History = trimHistory(append(slices.Clip(prevHistory), provision.ManifestUpdate{Manifest: prev, Signature: prevSig}), cur)
 	}
 	in.st.Manifest, in.st.ManifestSignature = cur.Manifest, cur.Signature
-	if err := in.save(ctx); err != nil {
+	err := in.commitLocked(ctx, func() {
 		in.st.Manifest, in.st.ManifestSignature, in.st.History = prev, prevSig, prevHistory
+	})
+	if err != nil && !stored(err) {
 		return err
 	}
 	in.m, in.hash = next, next.Hash()
 	in.hashes = historyHashes(in.st.chain())
 	clear(in.signed)
+	if g := in.g(); g != nil {
+		g.setReplicas(next.Replicas())
+	}
 	in.rt.Logger().Info("coordinator: manifest set", "hash", hex.EncodeToString(in.hash[:]), "version", next.Version, "history", len(in.st.History))
-	return nil
+	return err
+}
+
+// stored reports whether err left a change stored here, only not yet
+// acknowledged by a quorum of replicas.
+func stored(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && (e.Code == provision.CodeUnavailable || e.Code == provision.CodeConflict)
 }
 
 // historyHashes returns the manifest hash of every entry of chain.
@@ -516,8 +647,7 @@ func (in *instance) rotate(ctx context.Context, call *trusted.Call) ([]byte, err
 	prevEpoch, prevGrace := in.st.Epoch, in.st.GraceUntil
 	in.st.Epoch = req.NextEpoch
 	in.st.GraceUntil = in.opts.Now().Add(grace)
-	if err := in.save(ctx); err != nil {
-		in.st.Epoch, in.st.GraceUntil = prevEpoch, prevGrace
+	if err := in.commitLocked(ctx, func() { in.st.Epoch, in.st.GraceUntil = prevEpoch, prevGrace }); err != nil {
 		return nil, err
 	}
 	in.rt.Logger().Info("coordinator: new key epoch", "epoch", in.st.Epoch, "previous_valid_until", in.st.GraceUntil)
@@ -566,6 +696,9 @@ func (in *instance) statusLocked() provision.Status {
 	}
 	if in.st.Epoch > 1 && in.opts.Now().Before(in.st.GraceUntil) {
 		s.GraceUntil = in.st.GraceUntil
+	}
+	if g := in.g(); g != nil {
+		s.Replica = g.status()
 	}
 	return s
 }

@@ -203,6 +203,11 @@ func (in *instance) grant(m *manifest.Manifest, hash [32]byte, svc *manifest.Ser
 		}
 		g.Secrets[name] = v
 	}
+	fg, err := in.freshnessGrant(m, root, svc.Name)
+	if err != nil {
+		return nil, err
+	}
+	g.Freshness = fg
 	ck, err := in.channelKey(svc.Name)
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +28,23 @@ const rootSize = 32
 // from Root, so a restarted coordinator hands out the same keys.
 type state struct {
 	Format int `json:"format"`
+	shared
+	// Version counts the changes of the shared part: the coordinator
+	// subject's counter in the replicas' quorum memory (0 in states written
+	// before it existed).
+	Version uint64 `json:"version,omitempty"`
+	// Joins and Refusals count answered joins (this replica's own).
+	Joins    uint64 `json:"joins"`
+	Refusals uint64 `json:"refusals"`
+	// Registers is this replica's last saved copy of the group's memory:
+	// only a hint for the owner after a lost quorum (the host may have
+	// rolled it back), never trusted on its own.
+	Registers []provision.Register `json:"registers,omitempty"`
+}
+
+// shared is the part of the state every replica holds the same: what the
+// quorum's coordinator subject versions.
+type shared struct {
 	// Root is the root secret: address keys, generated secrets and the
 	// services' channel keys derive from it.
 	Root []byte `json:"root"`
@@ -45,14 +63,21 @@ type state struct {
 	Epoch uint32 `json:"epoch"`
 	// GraceUntil ends the validity of epoch Epoch-1.
 	GraceUntil time.Time `json:"grace_until,omitzero"`
-	// Joins and Refusals count answered joins.
-	Joins    uint64 `json:"joins"`
-	Refusals uint64 `json:"refusals"`
+}
+
+// digest is the SHA-256 of the shared part's encoding: the digest of the
+// coordinator subject's version.
+func (sh *shared) digest() ([32]byte, []byte, error) {
+	b, err := json.Marshal(sh)
+	if err != nil {
+		return [32]byte{}, nil, fmt.Errorf("coordinator: encode shared state: %w", err)
+	}
+	return sha256.Sum256(b), b, nil
 }
 
 // newState draws a fresh root secret and signing key.
 func newState() (*state, error) {
-	st := &state{Format: 1, Root: make([]byte, rootSize), SigningSeed: make([]byte, ed25519.SeedSize), Epoch: 1}
+	st := &state{Format: 1, shared: shared{Root: make([]byte, rootSize), SigningSeed: make([]byte, ed25519.SeedSize), Epoch: 1}}
 	if _, err := rand.Read(st.Root); err != nil {
 		return nil, fmt.Errorf("coordinator: root secret: %w", err)
 	}
@@ -110,25 +135,18 @@ func decodeState(b []byte) (*state, *manifest.Manifest, error) {
 	return &st, m, nil
 }
 
-// loadState reads the state from protected storage, or makes and stores a
-// new one on first start.
-func loadState(ctx context.Context, rt *trusted.Runtime) (*state, *manifest.Manifest, bool, error) {
+// readState reads the state from protected storage; found is false when
+// there is none.
+func readState(ctx context.Context, rt *trusted.Runtime) (*state, *manifest.Manifest, bool, error) {
 	b, found, err := rt.Get(ctx, stateKey)
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("coordinator: load state: %w", err)
 	}
-	if found {
-		st, m, err := decodeState(b)
-		return st, m, false, err
+	if !found {
+		return nil, nil, false, nil
 	}
-	st, err := newState()
-	if err != nil {
-		return nil, nil, false, err
-	}
-	if err := saveState(ctx, rt, st); err != nil {
-		return nil, nil, false, err
-	}
-	return st, nil, true, nil
+	st, m, err := decodeState(b)
+	return st, m, err == nil, err
 }
 
 // saveState seals st into protected storage.

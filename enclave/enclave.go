@@ -625,7 +625,9 @@ func (e *Enclave) acceptAddresses(r *boundary.Ready) error {
 		}
 	}
 	if len(refused) > 0 {
-		e.log.Error("enclave: the image registers addresses this deployment does not allow; not serving them", "refused", refused, "allowed", e.cfg.Allow)
+		// The deployment narrowed what the image serves on purpose (a
+		// coordinator replica serves its own slot's addresses only).
+		e.log.Info("enclave: not serving the image's addresses this deployment does not allow", "refused", refused, "allowed", e.cfg.Allow)
 	}
 	slices.Sort(ok)
 	ok = slices.Compact(ok)

@@ -95,6 +95,13 @@ func (r *Replica) Self() Incarnation { return r.self }
 // Live says whether the replica answers.
 func (r *Replica) Live() bool { return r.live }
 
+// Members is the replica's view of every admitted slot's current
+// incarnation number.
+func (r *Replica) Members() map[Slot]uint64 { return r.members() }
+
+// Holds returns a copy of every register the replica holds.
+func (r *Replica) Holds() map[string]Version { return maps.Clone(r.regs) }
+
 func (r *Replica) members() map[Slot]uint64 {
 	m := map[Slot]uint64{}
 	for subj, v := range r.regs {
@@ -197,7 +204,43 @@ func (q Quorum) Acked(subject string, v Version, acks []Ack) bool {
 		from = append(from, a.From)
 		views = append(views, a.Members)
 	}
-	return len(q.current(from, views)) >= q.Size()
+	return q.enough(q.current(from, views), from, views)
+}
+
+// enough decides whether the counted slots make a quorum. Once every one
+// of the N slots has been admitted (the views and the answering
+// incarnations name N members), a quorum is a majority of N, Exclude
+// never counting. While the group is still forming (fewer members), it is
+// every member but Exclude, and at least one: each write then reached
+// every member, so any member's memory is complete.
+func (q Quorum) enough(counted map[Slot]int, from []Incarnation, views []map[Slot]uint64) bool {
+	members := map[Slot]bool{}
+	for _, v := range views {
+		for s, n := range v {
+			if n > 0 && s >= 0 && int(s) < q.N {
+				members[s] = true
+			}
+		}
+	}
+	for _, f := range from {
+		if f.Number > 0 && f.Slot >= 0 && int(f.Slot) < q.N {
+			members[f.Slot] = true
+		}
+	}
+	if len(members) >= q.N {
+		return len(counted) >= q.Size()
+	}
+	need := 0
+	for s := range members {
+		if s == q.Exclude {
+			continue
+		}
+		need++
+		if _, ok := counted[s]; !ok {
+			return false
+		}
+	}
+	return need > 0
 }
 
 // Latest is the highest version of each subject over answers to nonce from
@@ -215,8 +258,8 @@ func (q Quorum) Latest(nonce uint64, answers []Answer) (map[string]Version, erro
 		kept = append(kept, a)
 	}
 	counted := q.current(from, views)
-	if len(counted) < q.Size() {
-		return nil, fmt.Errorf("%w: %d of %d slots", ErrNoQuorum, len(counted), q.Size())
+	if !q.enough(counted, from, views) {
+		return nil, fmt.Errorf("%w: %d current slots answered (a majority of %d, or every member while the group forms)", ErrNoQuorum, len(counted), q.N)
 	}
 	latest := map[string]Version{}
 	for _, i := range counted {

@@ -68,10 +68,14 @@ var Table = []Rule{
 	{Package: "examples/counter/enclave", Links: list(core, []string{"examples/counter/count"}), Budget: MinimalBudget},
 	{Package: "examples/counter/secured", Links: list(core, secured, []string{"examples/counter/count"}), Budget: 6800},
 	{Package: "enclave/internal/testimage", Links: list(core, fast, []string{"internal/testapp"}), Budget: 4000},
+	// Freshness (trusted/fresh and its use in trusted/secured) added about
+	// 600 lines to every image with the secured layer.
 	{Package: "examples/water/analytics", Links: list(core, fast, secured, []string{"examples/water/monitor"}), Budget: 8250},
 	{Package: "e2e/internal/svcimage", Links: list(core, fast, secured), Budget: 7600},
 	{Package: "coordinator/internal/joinimage", Links: list(core, secured), Budget: 6850},
-	{Package: "coordinator/image", Links: list(core, []string{"secure", "provision", "attest", "manifest", "coordinator"}), Net: true, Budget: 10000},
+	// The replica group (quorum memory, admission, recovery) took it from
+	// 9,663 to about 11,400.
+	{Package: "coordinator/image", Links: list(core, []string{"secure", "provision", "attest", "manifest", "freshness", "coordinator"}), Net: true, Budget: 11700},
 
 	{Package: "wire", Budget: 130},
 	{Package: "boundary", Links: []string{"wire"}, Budget: 1480},
@@ -79,7 +83,8 @@ var Table = []Rule{
 	{Package: "seal", Budget: 400},
 	{Package: "trusted", Links: []string{"wire", "boundary", "seal"}, Budget: 3100},
 	{Package: "secure", Links: []string{"wire"}, Budget: 2130},
-	{Package: "provision", Budget: 260},
+	{Package: "provision", Budget: 420}, // the freshness messages: 241 → 382
+	{Package: "freshness", Budget: 260},
 	{Package: "trusted/fresh", Links: core, Budget: 3400},
 	{Package: "trusted/secured", Links: list(core, []string{"secure", "provision", "trusted/fresh"}), Budget: 6750},
 	{Package: "attest", Net: true, Budget: 2300},
