@@ -198,8 +198,20 @@ func (t *Tracker) Next(key string) trusted.Version {
 	if key != t.indexKey {
 		t.entries[key] = v
 		t.writes++
+		t.soon()
 	}
 	return v
+}
+
+// soon starts a checkpoint in the background with interval 0, so that a
+// write no message waits for (a one-way handler's) is registered too.
+func (t *Tracker) soon() {
+	if t.opts.Interval == 0 {
+		select {
+		case t.kick <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Expect implements trusted.StoreTracker: the returned function refuses a
@@ -238,6 +250,7 @@ func (t *Tracker) Touch() {
 	t.mu.Lock()
 	t.touches++
 	t.mu.Unlock()
+	t.soon()
 }
 
 // Hold implements trusted.StoreTracker: with interval 0 it returns once a

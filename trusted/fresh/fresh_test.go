@@ -20,6 +20,7 @@ import (
 	"github.com/cloister-dev/cloister/bus"
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/internal/syncbuf"
+	"github.com/cloister-dev/cloister/internal/testenv"
 	"github.com/cloister-dev/cloister/trusted"
 	"github.com/cloister-dev/cloister/trusted/fresh"
 )
@@ -401,9 +402,7 @@ func TestIntervalZeroHoldsReplies(t *testing.T) {
 	<-entered // a checkpoint is on its way and cannot finish
 	// Every write reaches the host (each request waits after its write);
 	// the index of the checkpoint in flight is one more.
-	for r.store.puts.Load() < puts+33 {
-		time.Sleep(time.Millisecond)
-	}
+	testenv.WaitFor(t.Context(), t, "every write at the host", func() bool { return r.store.puts.Load() >= puts+33 })
 	if n := replies.Load(); n != 0 {
 		t.Fatalf("%d replies left before their writes were registered", n)
 	}
@@ -432,9 +431,7 @@ func TestIntervalDoesNotHold(t *testing.T) {
 		t.Fatalf("%d checkpoints registered before the reply", n-before)
 	}
 	close(gate)
-	for r.reg.count() == before {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.WaitFor(t.Context(), t, "a checkpoint", func() bool { return r.reg.count() > before })
 }
 
 // TestUnavailableIsRetried: the group's 503 answers are retried and
@@ -464,9 +461,7 @@ func TestConflictStopsServing(t *testing.T) {
 	if got, err := r.try("put", "a", "2"); err == nil {
 		t.Fatalf("put answered %q after the group refused its checkpoint", got)
 	}
-	for !strings.Contains(r.logs.String(), "stop serving") {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.WaitFor(t.Context(), t, "the instance stops", func() bool { return strings.Contains(r.logs.String(), "stop serving") })
 }
 
 // TestStartRefusals: a missing index while a version is registered, or

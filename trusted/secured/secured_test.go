@@ -230,7 +230,10 @@ type world struct {
 	deaf    map[string]bool // enclaves that do not hear epoch notices
 }
 
-func newWorld(t testing.TB, allowSim bool) *world {
+func newWorld(t testing.TB, allowSim bool) *world { return newWorldWith(t, allowSim, "") }
+
+// newWorldWith is newWorld with more manifest sections (before the rest).
+func newWorldWith(t testing.TB, allowSim bool, sections string) *world {
 	t.Helper()
 	w := &world{t: t, logs: &logSink{}, enclave: map[string]*enclave.Enclave{}, deaf: map[string]bool{}}
 	w.logger = slog.New(slog.NewTextHandler(io.MultiWriter(w.logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -245,7 +248,7 @@ func newWorld(t testing.TB, allowSim bool) *world {
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	w.owner = priv
 	w.start("coordinator", coordinator.NewApp(coordinator.Options{SimPlatformKeys: []*ecdsa.PublicKey{w.root.PlatformPublicKey()}}, trusted.Options{}), bytes.Repeat([]byte{0x11}, 32))
-	m, err := manifestyaml.Parse([]byte(testManifest(pub, allowSim)))
+	m, err := manifestyaml.Parse([]byte(sections + testManifest(pub, allowSim)))
 	if err != nil {
 		t.Fatal(err)
 	}
