@@ -80,6 +80,8 @@ addresses:
   sec.client:   {clients: true, consume: [alpha]}
   alpha.count:  {consume: [alpha], send: [tester]}
   alpha.secret: {consume: [alpha], send: [tester]}
+  alpha.put:    {consume: [alpha], send: [tester]}
+  alpha.get:    {consume: [alpha], send: [tester]}
   beta.ask:     {consume: [beta], send: [tester]}
   beta.tell:    {consume: [beta], send: [tester]}
   beta.stray:   {consume: [beta], send: [tester]}
