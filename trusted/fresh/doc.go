@@ -36,7 +36,8 @@
 // checkpoint covering that write is registered (trusted.StoreTracker's
 // Hold): one checkpoint in flight covers every write before it, and the
 // messages waiting for it go out together, so the cost is one group round
-// trip per batch, not per request. With interval t > 0, a checkpoint is
+// trip per batch, not per request; a write no message waits for (a
+// one-way handler's) starts a checkpoint too. With interval t > 0, a checkpoint is
 // made at most every t, when something was written, and at shutdown;
 // messages do not wait. A group that cannot answer (503) is retried with
 // backoff; a conflict (409) — the group holds a newer version, or another
