@@ -279,29 +279,15 @@ func (r *rig) counters() fresh.Counters {
 	return c
 }
 
-// copyDir copies the state directory (the host keeping an old copy).
+// copyDir replaces to with a copy of from (the host keeping, or putting
+// back, a copy of a state directory).
 func copyDir(t *testing.T, from, to string) {
 	t.Helper()
-	os.RemoveAll(to)
-	if err := os.MkdirAll(to, 0o700); err != nil {
+	if err := os.RemoveAll(to); err != nil {
 		t.Fatal(err)
 	}
-	entries, err := os.ReadDir(from)
-	if err != nil {
+	if err := os.CopyFS(to, os.DirFS(from)); err != nil {
 		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if e.IsDir() {
-			copyDir(t, filepath.Join(from, e.Name()), filepath.Join(to, e.Name()))
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(from, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 
