@@ -22,6 +22,7 @@ import (
 	"github.com/cloister-dev/cloister/enclave"
 	"github.com/cloister-dev/cloister/internal/testenv"
 	"github.com/cloister-dev/cloister/provision"
+	"github.com/cloister-dev/cloister/secure"
 	"github.com/cloister-dev/cloister/trusted"
 	"github.com/cloister-dev/cloister/trusted/fresh"
 	"github.com/cloister-dev/cloister/trusted/secured"
@@ -228,7 +229,8 @@ func (w *world) startOn(name string, app *trusted.App, mrenclave []byte, dir str
 // that declares freshness (checkpoint 0s), grants alpha freshness; alpha
 // restarted from an older copy of its state directory is refused (Init
 // fails with both counters, logged); restarted from the current copy it
-// refuses the publishes captured before as replays.
+// refuses the publishes captured before, and a client's session handshake,
+// as replays.
 func TestFreshnessWithTheCoordinator(t *testing.T) {
 	w := newWorldWith(t, true, "freshness: {replicas: 1, checkpoint: 0s}\n")
 	seen := &counters{runs: map[string]int{}, last: map[string]string{}}
@@ -257,6 +259,26 @@ func TestFreshnessWithTheCoordinator(t *testing.T) {
 	tell(1)
 	if got := string(w.request("beta.ask", []byte("q"))); got != "yes|echo: q" { // a secured request: its reply waits for a checkpoint
 		t.Fatalf("beta.ask: %q", got)
+	}
+	// A client's first message of a session carries its handshake.
+	var sk provision.ServiceKeyResponse
+	if err := provision.Decode(w.request(provision.AddressServiceKey, mustEncode(t, provision.ServiceKeyRequest{Service: "alpha"})), &sk); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := secure.ParsePublicKey(sk.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := secure.NewClientSession(pub, secure.ChannelInfo("alpha", w.hash), secure.Credential{Name: "sensor-1", Key: sensorKey}, secure.ClientSessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, handshake, err := cs.Seal([]byte("once"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.try("sec.client", handshake); err != nil {
+		t.Fatal(err)
 	}
 	stop()
 	old := filepath.Join(t.TempDir(), "old")
@@ -294,6 +316,13 @@ func TestFreshnessWithTheCoordinator(t *testing.T) {
 		if err := w.bus.Publish(context.Background(), "sec.news", env); err != nil {
 			t.Fatal(err)
 		}
+	}
+	var re *bus.ReplyError
+	if _, err := w.try("sec.client", handshake); !errors.As(err, &re) || re.Code != wire.CodeAlreadyHandled {
+		t.Fatalf("a client handshake replayed after the restart: %v", err)
+	}
+	if n, _ := seen.get("sec.client"); n != 1 {
+		t.Fatalf("the client handler ran %d times for one message", n)
 	}
 	testenv.WaitFor(t.Context(), t, "both replays refused", func() bool { return w.rejections("alpha")["sec.news"][secured.ReasonReplay] == 2 })
 	if n, _ := seen.get("sec.news"); n != 2 {

@@ -120,6 +120,7 @@ type keys struct {
 	info      []byte                       // secure.ChannelInfo(service, manifest hash)
 	clients   map[string]ed25519.PublicKey // the manifest's clients
 	sessions  *secure.SessionTable
+	hs        handshakes // the sessions whose handshake was handled (see handshakes.go)
 
 	joinMu   sync.Mutex // one join at a time
 	lastJoin time.Time  // guarded by joinMu
@@ -372,7 +373,11 @@ func (k *keys) openClient(d *trusted.Delivery) (trusted.Opened, error) {
 		pub, ok := clients[name]
 		return pub, ok
 	}
-	m, err := k.sessions.Open(ch, info, lookup, d.Body, time.Now())
+	now := time.Now()
+	if h, err := secure.ParseSessionMessage(d.Body); err == nil && h.Handshake && k.hs.handled(h.Session, now) {
+		return nil, fmt.Errorf("%w: the handshake of session %s was handled before this instance restarted", secure.ErrReplay, h.Session)
+	}
+	m, err := k.sessions.Open(ch, info, lookup, d.Body, now)
 	if err != nil {
 		if errors.Is(err, secure.ErrSessionUnknown) {
 			if h, perr := secure.ParseSessionMessage(d.Body); perr == nil && h.Handshake && h.Key != ch.PublicKey().ID() {
@@ -385,7 +390,7 @@ func (k *keys) openClient(d *trusted.Delivery) (trusted.Opened, error) {
 		return nil, err
 	}
 	d.Body, d.Headers = m.Plaintext, nil
-	return &clientCall{address: d.Address, m: m}, nil
+	return &clientCall{k: k, address: d.Address, m: m}, nil
 }
 
 func (k *keys) serviceName() string {
@@ -460,6 +465,7 @@ func (o *sealedCall) Settle(bool) {}
 
 // clientCall is a client-session message being handled.
 type clientCall struct {
+	k       *keys
 	address string
 	m       *secure.SessionMessage
 }
@@ -478,6 +484,12 @@ func (o *clientCall) SealReply(_ map[string]string, body []byte) (map[string]str
 func (o *clientCall) Settle(ok bool) {
 	if ok {
 		o.m.Commit()
+		if o.m.NewSession {
+			o.k.hs.remember(o.m.Session, time.Now(), o.k.opts.Sessions)
+			if t := o.k.fresh.Load(); t != nil {
+				t.Touch() // the next checkpoint saves the record first
+			}
+		}
 	} else {
 		o.m.Release()
 	}

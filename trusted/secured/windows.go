@@ -33,8 +33,9 @@ func (k *keys) windowKey(address string) string {
 // persisted reports whether the windows of a are kept in storage.
 func (a *granted) persisted() bool { return a.Secured && a.Consume && !a.Durable && a.opener != nil }
 
-// restoreWindows merges the stored windows into the openers. Failures are
-// logged: the enclave then starts with empty windows.
+// restoreWindows merges the stored windows into the openers, and the
+// stored record of handled handshakes. Failures are logged: the enclave
+// then starts with empty windows.
 func (k *keys) restoreWindows(ctx context.Context) {
 	k.mu.RLock()
 	addrs := make([]*granted, 0, len(k.addresses))
@@ -63,10 +64,17 @@ func (k *keys) restoreWindows(ctx context.Context) {
 	if restored > 0 {
 		k.log.Info("replay windows restored", "addresses", restored)
 	}
+	if b, found, err := k.rt.Get(ctx, k.handshakeKey()); err != nil || !found {
+		if err != nil {
+			k.log.Warn("handled handshakes not restored", "err", err.Error())
+		}
+	} else if err := k.hs.restore(b); err != nil {
+		k.log.Warn("handled handshakes not restored", "err", err.Error())
+	}
 }
 
 // saveWindows stores the windows of every address something was opened on
-// since the last save.
+// since the last save, and the record of handled handshakes if it changed.
 func (k *keys) saveWindows(ctx context.Context) error {
 	k.mu.RLock()
 	addrs := make([]*granted, 0, len(k.addresses))
@@ -85,6 +93,14 @@ func (k *keys) saveWindows(ctx context.Context) error {
 	}
 	if len(addrs) > 0 {
 		k.log.Debug("replay windows saved", "addresses", len(addrs))
+	}
+	if b, changed := k.hs.marshal(time.Now()); changed {
+		if err := k.rt.Put(ctx, k.handshakeKey(), b); err != nil {
+			k.hs.mu.Lock()
+			k.hs.dirty = true
+			k.hs.mu.Unlock()
+			return fmt.Errorf("secured: save handled handshakes: %w", err)
+		}
 	}
 	return nil
 }
