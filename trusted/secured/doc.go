@@ -111,8 +111,9 @@
 // MAC is HMAC-SHA256 under FreshnessGrant.Key; an answer counts only if it
 // names the subject and the request's nonce and the grant's
 // CoordinatorKey signed it (else ErrBadRegistered, retried). Every
-// checkpoint first saves the replay windows that changed, and a message
-// opened on such an address counts as a write: with a checkpoint interval
+// checkpoint first saves the replay windows that changed (and the record
+// of handled client handshakes, below), and a message opened on such an
+// address counts as a write: with a checkpoint interval
 // of 0, its reply leaves only once a checkpoint covering its window is
 // registered, so a restart from any state the host kept refuses it as a
 // replay. With an interval, replays are bounded to what was accepted since
@@ -125,14 +126,17 @@
 // request to another instance of the same service. Without freshness it
 // can roll protected storage back, or replay within the second before a
 // crash, to an instance it restarts. Rotating the key epoch bounds such
-// replays completely. Client sessions live in one instance's memory (also
-// with freshness: they are not in protected storage): a message of
-// a session another instance opened, or one opened before a restart, is
-// refused with CodeSessionUnknown and sealed again by its client; a
-// handshake younger than secure.DefaultHandshakeAge can be replayed to an
-// instance that restarted (its windows are empty), so a service that must
-// never apply a message twice keeps its own sequence numbers in protected
-// storage. The runtime does not verify the coordinator it joins: it
+// replays completely. Client sessions live in one instance's memory: a
+// message of a session another instance opened, or one opened before a
+// restart, is refused with CodeSessionUnknown and sealed again by its
+// client. A handshake opens a session by itself, so the layer keeps, with
+// the replay windows, the sessions whose handshake it handled within the
+// handshake age (plus the clock skew allowed): a restarted instance
+// refuses a copy of such a handshake as a replay (CodeAlreadyHandled).
+// Without freshness that record can be rolled back like the windows, or
+// lost in the second before a crash; a handshake can always be replayed to
+// another instance. A service that must never apply a message twice keeps
+// its own sequence numbers in protected storage. The runtime does not verify the coordinator it joins: it
 // accepts a grant that opens with its own key (see SECURITY.md).
 //
 // The join (Join) is the only implementation of the enclave's side of the
