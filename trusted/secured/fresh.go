@@ -124,6 +124,8 @@ func (k *keys) startFreshness(ctx context.Context) error {
 	if err != nil || interval < 0 {
 		return fmt.Errorf("secured: grant: checkpoint interval %q: want a duration ≥ 0", g.Freshness.Checkpoint)
 	}
+	ctx, cancel := context.WithTimeout(ctx, k.opts.JoinTimeout) // the group may still be admitting replicas
+	defer cancel()
 	t, err := fresh.Start(ctx, k.rt, grantRegistry{k}, fresh.Options{Subject: provision.ServiceSubject(g.Service, k.rt.Instance()),
 		Group: g.Freshness.Group, Interval: interval, BeforeCheckpoint: k.saveWindows})
 	if err != nil {
