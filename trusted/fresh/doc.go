@@ -59,7 +59,9 @@
 //     another digest: refused. Start returns an error wrapping
 //     ErrStaleState and trusted.ErrRolledBack that names both counters,
 //     logs it and counts it; the layer fails Init with it, so the host's
-//     supervisor shows the reason;
+//     supervisor shows the reason. A stale local version is also sent to
+//     the group as a checkpoint, which refuses it and counts the rollback
+//     (provision.ReplicaStatus.Rollbacks);
 //   - a local counter at or above the registered one: accepted (a higher
 //     one holds writes whose messages never left), and registered at once
 //     as counter+1, which becomes the new incarnation. Only one instance

@@ -121,6 +121,11 @@ func Start(ctx context.Context, rt *trusted.Runtime, reg Registry, opts Options)
 	if err := t.accept(local, counter, digest); err != nil {
 		t.rolledBack.Add(1)
 		t.log.Error("refusing to start from rolled-back state", "subject", opts.Subject, "err", err.Error())
+		if local != nil && counter > 0 {
+			// The group refuses this stale version too, and counts and
+			// logs it where the host sees it.
+			reg.Register(context.WithValue(ctx, ownRequest{}, true), local.counter, local.digest())
+		}
 		return nil, err
 	}
 	if local != nil {

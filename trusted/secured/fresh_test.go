@@ -301,6 +301,13 @@ func TestFreshnessWithTheCoordinator(t *testing.T) {
 	if !strings.Contains(w.logs.String(), "refusing to start from rolled-back state") {
 		t.Fatal("the refusal is not logged")
 	}
+	var st provision.ReplicaStatus
+	if err := provision.Decode(w.request(provision.ReplicaAddress(0, provision.ReplicaStatusOp), nil), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Rollbacks != 1 {
+		t.Fatalf("the coordinator counted %d rollbacks, want the refused state", st.Rollbacks)
+	}
 
 	copyTree(t, current, dir)
 	if _, err = w.startOn("alpha", alphaApp("alpha", seen), idAlpha, dir); err != nil {
