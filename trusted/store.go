@@ -35,6 +35,11 @@ var ErrStorage = errors.New("trusted: host storage failed")
 // protected storage back.
 var ErrRolledBack = errors.New("trusted: protected storage rolled back")
 
+// StoreFormat is the format of a protected-storage blob's contents,
+// inside the seal (seal.Version is the seal's own): 2 since blobs carry a
+// Version; format 1 blobs still open.
+const StoreFormat = 2
+
 // Associated-data prefixes of protected-storage blobs: version 1 (no
 // longer written) holds the value; version 2 holds the blob's Version (16
 // bytes, big-endian Gen then Seq) and then the value.
