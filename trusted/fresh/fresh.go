@@ -58,6 +58,11 @@ type Options struct {
 	// it writes to protected storage is part of it (the secured layer
 	// saves its replay windows).
 	BeforeCheckpoint func(ctx context.Context) error
+	// Load, if set, runs once the local state is accepted and the tracker
+	// installed, before the start is registered: what it reads is checked
+	// (the secured layer restores its replay windows), and an error stops
+	// the start with nothing registered. It must not write.
+	Load func(ctx context.Context) error
 }
 
 // Counters are what the tracker counted since the instance started.
@@ -133,6 +138,14 @@ func Start(ctx context.Context, rt *trusted.Runtime, reg Registry, opts Options)
 	}
 	t.gen = t.counter + 1
 	rt.TrackStore(t)
+	if opts.Load != nil {
+		if err := opts.Load(ctx); err != nil {
+			if errors.Is(err, trusted.ErrRolledBack) {
+				t.log.Error("refusing to start from rolled-back state", "subject", opts.Subject, "err", err.Error())
+			}
+			return nil, err
+		}
+	}
 	octx := context.WithValue(ctx, ownRequest{}, true)
 	if err := t.checkpoint(octx); err != nil {
 		return nil, fmt.Errorf("fresh: registering the state at start: %w", err)

@@ -111,28 +111,30 @@ func (r *Registry) ask(ctx context.Context, address, subject string, nonce []byt
 }
 
 // startFreshness starts the tracker when the grant carries freshness: the
-// local state must be at least the version the group remembers.
-func (k *keys) startFreshness(ctx context.Context) error {
+// local state must be at least the version the group remembers, and the
+// replay windows are restored, checked, before the start is registered.
+// It reports whether it restored them.
+func (k *keys) startFreshness(ctx context.Context) (bool, error) {
 	k.mu.RLock()
 	g := k.grant
 	k.mu.RUnlock()
 	if g.Freshness == nil {
 		k.log.Warn("the manifest declares no freshness: the host can roll protected storage back, replay windows included")
-		return nil
+		return false, nil
 	}
 	interval, err := time.ParseDuration(g.Freshness.Checkpoint)
 	if err != nil || interval < 0 {
-		return fmt.Errorf("secured: grant: checkpoint interval %q: want a duration ≥ 0", g.Freshness.Checkpoint)
+		return false, fmt.Errorf("secured: grant: checkpoint interval %q: want a duration ≥ 0", g.Freshness.Checkpoint)
 	}
 	ctx, cancel := context.WithTimeout(ctx, k.opts.JoinTimeout) // the group may still be admitting replicas
 	defer cancel()
 	t, err := fresh.Start(ctx, k.rt, grantRegistry{k}, fresh.Options{Subject: provision.ServiceSubject(g.Service, k.rt.Instance()),
-		Group: g.Freshness.Group, Interval: interval, BeforeCheckpoint: k.saveWindows})
+		Group: g.Freshness.Group, Interval: interval, BeforeCheckpoint: k.saveWindows, Load: k.restoreWindows})
 	if err != nil {
-		return fmt.Errorf("secured: freshness of %s: %w", g.Service, err)
+		return false, fmt.Errorf("secured: freshness of %s: %w", g.Service, err)
 	}
 	k.fresh.Store(t)
-	return nil
+	return true, nil
 }
 
 // grantRegistry is the Registry of the current grant (a re-join may bring

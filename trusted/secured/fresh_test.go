@@ -309,6 +309,43 @@ func TestFreshnessWithTheCoordinator(t *testing.T) {
 		t.Fatalf("the coordinator counted %d rollbacks, want the refused state", st.Rollbacks)
 	}
 
+	// Rolling back any single blob (the index, a replay window, the
+	// handshake record) or dropping one is refused too.
+	blobs, err := os.ReadDir(current)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tried := 0
+	for _, f := range blobs {
+		if f.Name() == "journal" || f.IsDir() {
+			continue
+		}
+		was, errOld := os.ReadFile(filepath.Join(old, f.Name()))
+		now, err := os.ReadFile(filepath.Join(current, f.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if errOld == nil && bytes.Equal(was, now) {
+			continue
+		}
+		copyTree(t, current, dir)
+		if errOld == nil {
+			err = os.WriteFile(filepath.Join(dir, f.Name()), was, 0o600)
+		} else {
+			err = os.Remove(filepath.Join(dir, f.Name()))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.startOn("alpha", alphaApp("alpha", seen), idAlpha, dir); err == nil || !strings.Contains(err.Error(), "rolled back") {
+			t.Fatalf("alpha restarted with %s rolled back: %v", f.Name(), err)
+		}
+		tried++
+	}
+	if tried < 2 { // the index, and the window of sec.news
+		t.Fatalf("only %d blobs changed between the copies", tried)
+	}
+
 	copyTree(t, current, dir)
 	if _, err = w.startOn("alpha", alphaApp("alpha", seen), idAlpha, dir); err != nil {
 		t.Fatal(err)

@@ -59,11 +59,12 @@ func (k *keys) Start(ctx context.Context) error {
 		return err
 	}
 	if k.rt.StorageErr() == nil {
-		if err := k.startFreshness(ctx); err != nil {
+		tracked, err := k.startFreshness(ctx) // restores the windows with freshness
+		if err != nil {
 			return err
 		}
-		k.restoreWindows(ctx)
-		if k.fresh.Load() == nil {
+		if !tracked {
+			k.restoreWindows(ctx)     // no rollback to refuse
 			k.rt.Go(k.persistWindows) // with freshness, every checkpoint saves them
 		}
 	}

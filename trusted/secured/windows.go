@@ -2,9 +2,12 @@ package secured
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/cloister-dev/cloister/trusted"
 )
 
 // Replay windows in protected storage.
@@ -34,9 +37,10 @@ func (k *keys) windowKey(address string) string {
 func (a *granted) persisted() bool { return a.Secured && a.Consume && !a.Durable && a.opener != nil }
 
 // restoreWindows merges the stored windows into the openers, and the
-// stored record of handled handshakes. Failures are logged: the enclave
-// then starts with empty windows.
-func (k *keys) restoreWindows(ctx context.Context) {
+// stored record of handled handshakes. A rolled-back copy (with
+// freshness) is an error: the instance must not start. Other failures are
+// logged: the enclave then starts with empty windows.
+func (k *keys) restoreWindows(ctx context.Context) error {
 	k.mu.RLock()
 	addrs := make([]*granted, 0, len(k.addresses))
 	for _, a := range k.addresses {
@@ -48,6 +52,9 @@ func (k *keys) restoreWindows(ctx context.Context) {
 	restored := 0
 	for _, a := range addrs {
 		b, found, err := k.rt.Get(ctx, k.windowKey(a.Address))
+		if errors.Is(err, trusted.ErrRolledBack) {
+			return fmt.Errorf("secured: replay windows of %q: %w", a.Address, err)
+		}
 		if err != nil {
 			k.log.Warn("replay windows not restored", "address", a.Address, "err", err.Error())
 			continue
@@ -64,13 +71,18 @@ func (k *keys) restoreWindows(ctx context.Context) {
 	if restored > 0 {
 		k.log.Info("replay windows restored", "addresses", restored)
 	}
-	if b, found, err := k.rt.Get(ctx, k.handshakeKey()); err != nil || !found {
-		if err != nil {
+	b, found, err := k.rt.Get(ctx, k.handshakeKey())
+	switch {
+	case errors.Is(err, trusted.ErrRolledBack):
+		return fmt.Errorf("secured: record of handled handshakes: %w", err)
+	case err != nil:
+		k.log.Warn("handled handshakes not restored", "err", err.Error())
+	case found:
+		if err := k.hs.restore(b); err != nil {
 			k.log.Warn("handled handshakes not restored", "err", err.Error())
 		}
-	} else if err := k.hs.restore(b); err != nil {
-		k.log.Warn("handled handshakes not restored", "err", err.Error())
 	}
+	return nil
 }
 
 // saveWindows stores the windows of every address something was opened on
