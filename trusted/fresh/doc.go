@@ -63,8 +63,10 @@
 //     the group as a checkpoint, which refuses it and counts the rollback
 //     (provision.ReplicaStatus.Rollbacks);
 //   - a local counter at or above the registered one: accepted (a higher
-//     one holds writes whose messages never left), and registered at once
-//     as counter+1, which becomes the new incarnation. Only one instance
+//     one holds writes whose messages never left); what the caller
+//     restores at start is read and checked (Options.Load), and the state
+//     is registered at once as counter+1, which becomes the new
+//     incarnation. Only one instance
 //     can register that counter, so of two instances started from the same
 //     state (a fork), one is refused (ErrConflict) before it serves.
 //

@@ -49,8 +49,10 @@ func Layer(opts Options) func(rt *trusted.Runtime) trusted.Layer {
 	}
 }
 
-// Start joins the coordinator (retrying until Options.JoinTimeout), then
-// restores the replay windows and saves them every windowSaveInterval.
+// Start joins the coordinator (retrying until Options.JoinTimeout), then,
+// when the grant carries freshness, checks the local state against the
+// group's and restores the replay windows (see the package doc); without
+// it, restores them and saves them every windowSaveInterval.
 func (k *keys) Start(ctx context.Context) error {
 	jctx, cancel := context.WithTimeout(ctx, k.opts.JoinTimeout)
 	err := k.joinRetrying(jctx)
