@@ -71,8 +71,8 @@ func (rt *Runtime) Go(f func(ctx context.Context)) {
 }
 
 // Fatal ends the instance because of err, which the host receives as the
-// Fatal reason (Serve returns context.Canceled): for a Layer's background work that
-// finds the instance must not go on serving.
+// Fatal reason (Serve returns context.Canceled): for a Layer's background
+// work that finds the instance must not go on serving.
 func (rt *Runtime) Fatal(err error) {
 	rt.log.Error("stopping the enclave", "err", err.Error())
 	rt.s.fatal(err)

@@ -95,6 +95,7 @@ type Tracker struct {
 	kick       chan struct{}
 
 	rolledBack, checkpoints, failures atomic.Uint64
+	stopped                           atomic.Bool // failed is set
 }
 
 // ErrStaleState wraps the refusal to start from local state older than
@@ -275,6 +276,9 @@ func (t *Tracker) Touch() {
 // checkpoint covering every write and touch so far is registered.
 func (t *Tracker) Hold(ctx context.Context) error {
 	if t.opts.Interval > 0 || ctx.Value(ownRequest{}) != nil {
+		if !t.stopped.Load() {
+			return nil
+		}
 		return t.err()
 	}
 	return t.wait(ctx)
@@ -341,6 +345,7 @@ func (t *Tracker) loop(ctx context.Context) {
 		if errors.Is(err, ErrConflict) {
 			t.mu.Lock()
 			t.failed = err
+			t.stopped.Store(true)
 			close(t.done)
 			t.done = make(chan struct{})
 			t.mu.Unlock()
