@@ -19,7 +19,7 @@ import (
 
 // clusterNode starts a cluster node (embedded NATS server) with a bus and a
 // Cloister node on it.
-func clusterNode(t *testing.T, name string, routes ...string) (*cluster.Node, *bus.Bus, *node.Node) {
+func clusterNode(t testing.TB, name string, routes ...string) (*cluster.Node, *bus.Bus, *node.Node) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

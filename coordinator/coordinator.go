@@ -384,8 +384,19 @@ func (in *instance) saver(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			in.rt.Logger().Warn("coordinator: storing the counters failed", "err", err)
 		}
+		// At most one background write per saveInterval: a service
+		// checkpointing every write would otherwise keep the host's disk
+		// busy with copies of the registers.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(saveInterval):
+		}
 	}
 }
+
+// saveInterval spaces the background writes of counters and registers.
+const saveInterval = 100 * time.Millisecond
 
 func (in *instance) attest(ctx context.Context, call *trusted.Call) ([]byte, error) {
 	req, err := decodeAttest(call.Body())

@@ -4,7 +4,7 @@
 // enclaves the manifest allows — sealed to a key that never left them.
 //
 // It imports the standard library, attest, secure, seal, manifest,
-// provision and trusted only: no bus, no networking. The host relays its
+// provision, freshness and trusted only: no bus, no networking. The host relays its
 // messages; what it relays is either public or sealed.
 //
 // # Protocol, as implemented
@@ -24,6 +24,16 @@
 //	AddressJoin             JoinRequest → JoinResponse               400, 403, 404, 412, 429 (see below)
 //	AddressRotate           RotateRequest → Status                   401 unsigned or bad signature, 409 not the next epoch, 412
 //	AddressStatus           (empty) → Status
+//	AddressCheckpoint       Checkpoint → Registered                  400, 401 bad MAC, 404 no freshness, 409 stale or fork, 503 no quorum
+//	AddressFreshRead        FreshRead → Registered                   400, 401, 404, 503
+//	ReplicaAddress(k, status)  (empty) → ReplicaStatus               404 not this slot
+//	ReplicaAddress(k, recover) RecoveryStatement → ReplicaStatus     400, 401 not the owner's, 404, 409 no recovery needed or wrong nonce/version
+//	ReplicaAddress(k, peer)    the replicas' own protocol (below)
+//
+// A replica that is not live (being admitted, or waiting for recovery)
+// refuses everything but the status and its own addresses with 503
+// (provision.CodeUnavailable): another replica may answer, so callers
+// retry.
 //
 // Manifest. The first manifest is accepted from whoever sends it (clients
 // pin its hash, so a wrong one is harmless: nobody trusts it); every later
@@ -67,8 +77,9 @@
 // the joiner retries (the trusted runtime does), so a replay never slips
 // in through forgetting. A flood of challenge requests therefore changes
 // nothing, and filling the set takes genuine evidence for each entry.
-// Challenges do not survive a restart of the coordinator (a new key): a
-// joiner holding one asks again.
+// A lone coordinator's challenges do not survive its restart (a new key):
+// a joiner holding one asks again. Replicas share a key derived from the
+// root, so a challenge is valid at any of them.
 //
 // Joins are checked in this order, the first failure answering:
 //
@@ -147,17 +158,123 @@
 //
 // The root secret, the signing key's seed, the manifest (canonical JSON)
 // with the owner signature that made it current and the manifest history,
-// the epoch and its grace period, and the join and refusal counters are
-// kept as one JSON value in protected storage (trusted.Runtime.Put: sealed
-// inside the enclave, with a seal policy of MRENCLAVE by default, so only
-// the same coordinator image can read it). Changes to the manifest and the
-// epoch are written before they are answered; counters are written in the
+// the epoch and its grace period — the *shared* state, versioned by a
+// counter that grows with every change — and this instance's join and
+// refusal counters and its copy of the group's registers are kept as one
+// JSON value in protected storage (trusted.Runtime.Put: sealed inside the
+// enclave, with a seal policy of MRENCLAVE by default, so only the same
+// coordinator image can read it). Changes to the manifest and the epoch are
+// written before they are answered; counters are written in the
 // background, so a crash may lose the last few counts. A restarted
 // coordinator (the supervisor restarts it after kill -9) reads the state
 // back and hands out the same keys. Protected storage has no freshness:
-// a malicious host can roll the state back to an older blob (an older
-// manifest or epoch); it cannot forge one. A client that requires a
-// minimum manifest version (client.Options.MinManifestVersion) refuses a
-// coordinator rolled back below it; nothing yet stops the rollback of the
-// coordinator's own state, so grants follow the older manifest.
+// a lone coordinator (a manifest without a freshness section) can be
+// rolled back by its host to an older blob (an older manifest or epoch),
+// though not forged; clients that require a minimum manifest version
+// (client.Options.MinManifestVersion) refuse it. A manifest that declares
+// freshness closes that gap with a replica group.
+//
+// # Replicas and freshness
+//
+// With a freshness section (manifest.Freshness: replicas N, a checkpoint
+// interval) the coordinator runs as N replicas of the same image in slots
+// 0…N−1 (Config.Slot; the host puts them on different nodes and lets each
+// consume only its own slot's addresses, [ReplicaAddresses]). Any live
+// replica answers every address above; they share the root secret, the
+// signing key and the challenge key (derived from the root), so a client
+// sees one coordinator. Each replica keeps, in enclave memory only, a set
+// of registers subject → (counter, SHA-256 digest): "coordinator" (the
+// shared state's version), "member/<slot>" (the slot's current
+// incarnation) and "service/<name>/<instance>" (a service instance's
+// state, see provision's Checkpoint). Package freshness holds the rules;
+// this package carries them over the bus.
+//
+// Incarnations. Every start of a replica draws an Ed25519 key and an HPKE
+// key in enclave memory and asks for evidence whose report data is
+// SHA-512(frame("cloister/coordinator/v1/replica", slot, key, box key)).
+// A replica accepts a peer only if that evidence verifies, is of the kind
+// of its own (SGX or simulated), and names its own MRENCLAVE and MRSIGNER
+// (and no debug enclave unless it is one). A slot counts only in its
+// current incarnation: the member register's number, raised by each
+// admission.
+//
+// Messages (JSON on provision.ReplicaAddress(slot, "peer"), each signed
+// with the sender's incarnation key over "cloister/coordinator/v1/peer" ‖
+// the message without its signature; each answer echoes the request's
+// 32-byte nonce and carries the answering incarnation's evidence and its
+// view of every slot's incarnation):
+//
+//	read     → every register held and, when asked (the last read of an
+//	           admission), the shared state at the held version, sealed with AES-256-GCM under
+//	           HKDF(root, "cloister/coordinator/v1/replica-state"), the
+//	           version as additional data
+//	write    (register[, sealed shared state]) → ack; refused if the
+//	           counter is below the one held (stale: a rollback, counted
+//	           and logged) or equal with another digest (fork), or if the
+//	           writer is an older incarnation than the one registered
+//	secrets  → root, signing seed and shared state, sealed with HPKE to the
+//	           requester's box key; only to an incarnation whose member
+//	           register here names its key
+//
+// Quorum. A write is done when acks from a quorum of current incarnations
+// name it; a read takes the highest version of each subject over answers
+// from a quorum. Once all N slots have been admitted, a quorum is a
+// majority (N/2+1) of the slots; while the group is still forming it is
+// every member admitted so far (every formation write reached each of
+// them). An ack or answer from an incarnation another answer of the same
+// set reports superseded does not count.
+//
+// Admission of a starting replica (its registers are empty; it answers
+// only its status): (1) read a quorum of the other slots; (2) write its
+// member register (the highest number seen + 1, hash of its key) to a
+// quorum of the other slots — from then on the older incarnation's writes
+// and answers no longer count; (3) read a quorum again, which sees every
+// write the old incarnation acknowledged before (2); fetch the secrets if
+// it has no state; adopt the shared state of the latest coordinator
+// version, refusing (counting, logging) a stored state older than it; go
+// live. Slot 0 without stored state that finds no live replica makes a
+// new group (a new root) — a host that hides a live group from it gets a
+// second group, whose keys nothing issued by the first opens.
+//
+// Commits. A change of the shared state raises its version, is stored
+// locally, and is written with its sealed state to a quorum before it is
+// answered; acceptors adopt it and store it. If no quorum acknowledges it
+// (503), the change stays stored here and a retry of the same manifest
+// update sends it again.
+//
+// Services. A Checkpoint (MAC'd with the service's freshness key,
+// HKDF(root, frame("cloister/coordinator/v1/freshness", service)), handed
+// in its grant with the interval and the group's key hash) is a quorum
+// write of the service's subject; a FreshRead is a quorum read. Answers are
+// signed with the coordinator's signing key.
+//
+// Lost quorum. When every other slot answers and fewer than a quorum are
+// live (a majority of the replicas restarted at once; with N = 1, every
+// restart), the latest versions are gone from every enclave memory. The
+// replica then refuses everything but its status, draws a recovery nonce,
+// and waits for a provision.RecoveryStatement: signed by the manifest
+// owner, naming its nonce and the versions to continue from (its own
+// stored coordinator version must be the one named), which it installs
+// as its registers before it goes live ('cloister coordinator recover'
+// builds one from the replicas' reports).
+//
+// What the host can still do: delay, drop, reorder and partition messages,
+// and stop replicas — availability is not promised, and a replica that
+// cannot reach a quorum answers 503. It cannot roll back the shared state
+// or a service's registered version while a quorum of slots lives, cannot
+// make a second instance of a slot count (only the current incarnation
+// does), and cannot make a replica serve after a lost quorum without the
+// owner. It can make a lone slot 0 with wiped storage start a new group
+// (above), and after a lost quorum it can offer the owner rolled-back
+// hints: the owner's statement decides. Known limits: the number of
+// replicas cannot change in a running group (an update that changes it is
+// refused); two changes of the shared state committed at the same moment
+// through two replicas can both fail (each waits for the other's lock)
+// and are answered 503, the next change settling both; spent join
+// challenges are remembered per replica, so a captured join replayed at
+// another replica yields a second copy of a grant only the original
+// enclave can open; the shared state travels whole in one peer message,
+// so a manifest history near its bound (provision.MaxHistoryBytes, base64
+// twice over) can exceed the bus's message size: such a change is then
+// answered 503 with the bus's reason, and not replicated.
 package coordinator

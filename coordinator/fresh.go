@@ -41,7 +41,7 @@ func (in *instance) declaresFreshness() bool {
 
 // sealedShared seals the current shared state for a reader (nil when this
 // replica has no state yet).
-func (in *instance) sealedShared(uint64) ([]byte, error) {
+func (in *instance) sealedShared() ([]byte, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if !in.rooted {
@@ -277,7 +277,7 @@ func (in *instance) fetchSecrets(ctx context.Context, results []peerResult) erro
 
 // askSlot sends one request of op to one slot.
 func (g *group) askSlot(ctx context.Context, slot int, op string) (peerResult, []byte, error) {
-	res, nonce, err := g.askSlots(ctx, []int{slot}, op, nil, nil, nil)
+	res, nonce, err := g.askSlots(ctx, []int{slot}, peerRequest{Op: op}, nil)
 	if err != nil || len(res) == 0 {
 		return peerResult{}, nonce, errors.Join(err, errors.New("no answer"))
 	}
@@ -381,7 +381,7 @@ func (in *instance) freshRead(ctx context.Context, call *trusted.Call) ([]byte, 
 	if g == nil {
 		return nil, refuse(provision.CodeUnavailable, "this coordinator runs no replica group")
 	}
-	latest, _, err := g.quorumRead(ctx, false)
+	latest, _, err := g.quorumRead(ctx, false, false)
 	if err != nil {
 		return nil, refuse(provision.CodeUnavailable, "%v: retry", err)
 	}

@@ -66,7 +66,9 @@ type peerID struct {
 
 // peerRequest is a request of the replica protocol, signed by From.Key.
 type peerRequest struct {
-	Op        string              `json:"op"`
+	Op string `json:"op"`
+	// WantState asks a read's answer to carry the shared state.
+	WantState bool                `json:"want_state,omitempty"`
 	From      peerID              `json:"from"`
 	Nonce     []byte              `json:"nonce"`
 	Register  *provision.Register `json:"register,omitempty"`
@@ -446,11 +448,13 @@ func (g *group) answerRead(req *peerRequest) (*peerAnswer, error) {
 	members := g.mem.Members()
 	g.mu.Unlock()
 	a := &peerAnswer{Nonce: req.Nonce, Holds: registers(holds), Members: membersOut(members)}
-	blob, err := g.in.sealedShared(holds[provision.CoordinatorSubject].Counter)
-	if err != nil {
-		return nil, err
+	if req.WantState {
+		blob, err := g.in.sealedShared()
+		if err != nil {
+			return nil, err
+		}
+		a.State = blob
 	}
-	a.State = blob
 	return a, nil
 }
 
@@ -467,8 +471,8 @@ func (g *group) answerWrite(ctx context.Context, req *peerRequest) (*peerAnswer,
 	members := g.mem.Members()
 	g.mu.Unlock()
 	if r.Subject == freshness.MemberSubject(from.Slot) {
-		if v.Digest != from.KeyHash {
-			return nil, refuse(provision.CodeRefused, "member register of slot %d does not name the writer's key", from.Slot)
+		if v.Digest != from.KeyHash || v.Counter != from.Number {
+			return nil, refuse(provision.CodeRefused, "member register of slot %d does not name the writer's key and incarnation", from.Slot)
 		}
 	} else if cur := members[from.Slot]; from.Number == 0 || from.Number < cur {
 		return nil, refuse(provision.CodeRefused, "incarnation %d of slot %d is not current (%d is)", from.Number, from.Slot, cur)
@@ -558,6 +562,11 @@ type peerResult struct {
 
 // ask sends one request to every other slot; see askSlots.
 func (g *group) ask(ctx context.Context, op string, reg *provision.Register, state []byte, enough func([]peerResult) bool) ([]peerResult, []byte, error) {
+	return g.askOthers(ctx, peerRequest{Op: op, Register: reg, State: state}, enough)
+}
+
+// askOthers sends req to every other slot; see askSlots.
+func (g *group) askOthers(ctx context.Context, req peerRequest, enough func([]peerResult) bool) ([]peerResult, []byte, error) {
 	var others []int
 	n := g.groupSize()
 	if n <= g.slot { // N unknown yet: ask every slot there may be
@@ -568,13 +577,13 @@ func (g *group) ask(ctx context.Context, op string, reg *provision.Register, sta
 			others = append(others, s)
 		}
 	}
-	return g.askSlots(ctx, others, op, reg, state, enough)
+	return g.askSlots(ctx, others, req, enough)
 }
 
 // askSlots sends one request to each of slots and returns the answers as
 // they come, until every slot answered or failed, enough (if not nil)
 // says the answers so far suffice, or the time is up.
-func (g *group) askSlots(ctx context.Context, slots []int, op string, reg *provision.Register, state []byte, enough func([]peerResult) bool) ([]peerResult, []byte, error) {
+func (g *group) askSlots(ctx context.Context, slots []int, req peerRequest, enough func([]peerResult) bool) ([]peerResult, []byte, error) {
 	nonce := make([]byte, provision.NonceSize)
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, nil, err
@@ -582,7 +591,7 @@ func (g *group) askSlots(ctx context.Context, slots []int, op string, reg *provi
 	g.mu.Lock()
 	me := g.me
 	g.mu.Unlock()
-	req := peerRequest{Op: op, From: me, Nonce: nonce, Register: reg, State: state}
+	req.From, req.Nonce = me, nonce
 	sig, err := signPeer(g.key, &req)
 	if err != nil {
 		return nil, nil, err
@@ -645,8 +654,8 @@ func (g *group) askOne(ctx context.Context, slot int, body, nonce []byte) peerRe
 // quorumRead reads every register from the other slots (and, when live,
 // from this replica): the highest version of each subject over a quorum,
 // with the answers that hold them.
-func (g *group) quorumRead(ctx context.Context, exclude bool) (map[string]freshness.Version, []peerResult, error) {
-	results, nonce, err := g.ask(ctx, opRead, nil, nil, nil)
+func (g *group) quorumRead(ctx context.Context, exclude, wantState bool) (map[string]freshness.Version, []peerResult, error) {
+	results, nonce, err := g.askOthers(ctx, peerRequest{Op: opRead, WantState: wantState}, nil)
 	if err != nil {
 		return nil, results, err
 	}
@@ -761,7 +770,7 @@ func (g *group) admit(ctx context.Context, local *provision.Register) {
 // package documentation); done when live or waiting for recovery.
 func (g *group) admitOnce(ctx context.Context, local *provision.Register) (bool, error) {
 	// Step 1: read from a quorum of the other slots.
-	latest, results, err := g.quorumRead(ctx, true)
+	latest, results, err := g.quorumRead(ctx, true, false)
 	liveAnswers, notLive, missing := 0, 0, 0
 	for _, r := range results {
 		switch {
@@ -808,7 +817,7 @@ func (g *group) admitOnce(ctx context.Context, local *provision.Register) (bool,
 	}
 	// Step 3: read again; writes the old incarnation acked before step 2
 	// are seen now.
-	latest, results, err = g.quorumRead(ctx, true)
+	latest, results, err = g.quorumRead(ctx, true, true)
 	if err != nil {
 		return false, fmt.Errorf("second read: %w", err)
 	}

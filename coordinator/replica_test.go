@@ -38,23 +38,27 @@ type replicaSet struct {
 	states []string // state directories by slot
 }
 
-func newReplicaSet(t *testing.T) *replicaSet {
+func newReplicaSet(t testing.TB) *replicaSet { return newReplicaSetN(t, 3) }
+
+// newReplicaSetN is n nodes with a replica each.
+func newReplicaSetN(t testing.TB, n int) *replicaSet {
 	t.Helper()
 	dir := stateDir(t)
-	a, busA, nodeA := clusterNode(t, "r0")
-	_, busB, nodeB := clusterNode(t, "r1", a.ClusterURL())
-	_, busC, nodeC := clusterNode(t, "r2", a.ClusterURL())
 	_, owner, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs := &replicaSet{
-		system: &system{t: t, b: busA, n: nodeA, base: dir, owner: owner},
-		nodes:  []*node.Node{nodeA, nodeB, nodeC},
-		buses:  []*bus.Bus{busA, busB, busC},
-		deploy: make([]string, 3),
+	rs := &replicaSet{system: &system{t: t, base: dir, owner: owner}, deploy: make([]string, n)}
+	var routes []string
+	for i := range n {
+		cn, b, nd := clusterNode(t, fmt.Sprintf("r%d", i), routes...)
+		if i == 0 {
+			routes = []string{cn.ClusterURL()}
+			rs.b, rs.n = b, nd
+		}
+		rs.nodes, rs.buses = append(rs.nodes, nd), append(rs.buses, b)
 	}
-	for slot := range 3 {
+	for slot := range n {
 		rs.states = append(rs.states, filepath.Join(dir, fmt.Sprintf("coordinator-%d", slot)))
 		rs.start(slot)
 	}
@@ -67,7 +71,7 @@ func (rs *replicaSet) initConfig(slot int) []byte {
 	if err := json.Unmarshal(trustTestRoot(rs.t), &c); err != nil {
 		rs.t.Fatal(err)
 	}
-	c.Slot, c.Replicas = slot, 3
+	c.Slot, c.Replicas = slot, len(rs.nodes)
 	b, err := json.Marshal(c)
 	if err != nil {
 		rs.t.Fatal(err)
@@ -157,7 +161,7 @@ func (rs *replicaSet) kill(slot int) {
 // freshManifest is the test manifest with a freshness section.
 func (rs *replicaSet) freshManifest(version int) []byte {
 	src := rs.manifestSource(version, true, joinImage.Measurement)
-	src = append([]byte("freshness: {replicas: 3, checkpoint: 1s}\n"), src...)
+	src = append(fmt.Appendf(nil, "freshness: {replicas: %d, checkpoint: 1s}\n", len(rs.nodes)), src...)
 	return parseManifest(rs.t, src).Canonical()
 }
 

@@ -6,13 +6,19 @@
 // signed, current-incarnation answers that a quorum of slots must agree
 // on.
 //
-// Status: the protocol core and its adversarial simulation only; it is not
-// wired into the coordinator or the trusted runtime yet. See
-// docs/design/freshness.md for the whole design and its open questions.
+// Package coordinator carries these messages between replicas over the
+// bus and documents the wire format; this package holds the rules, so
+// that a simulation of a hostile host can check them (sim_test.go:
+// duplicate instances of a slot, kills, reordered, delayed and dropped
+// messages, a group that forms while it serves; FRESHNESS_SEEDS sets how
+// many schedules).
 //
 // # Protocol
 //
-// Slots 0…N−1; a quorum is ⌊N/2⌋+1 distinct slots. Every start of a
+// Slots 0…N−1; a quorum is ⌊N/2⌋+1 distinct slots once all N have been
+// admitted. While the group forms (fewer members registered than N), a
+// quorum is every member but the one being admitted: each write then
+// reached every member. Every start of a
 // replica is a new incarnation of its slot with a fresh key; the register
 // member/<slot> holds (incarnation number, SHA-256 of its key). A replica
 // answers only when live.
