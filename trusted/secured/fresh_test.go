@@ -261,15 +261,8 @@ func TestFreshnessWithTheCoordinator(t *testing.T) {
 		t.Fatalf("beta.ask: %q", got)
 	}
 	// A client's first message of a session carries its handshake.
-	var sk provision.ServiceKeyResponse
-	if err := provision.Decode(w.request(provision.AddressServiceKey, mustEncode(t, provision.ServiceKeyRequest{Service: "alpha"})), &sk); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := secure.ParsePublicKey(sk.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := secure.NewClientSession(pub, secure.ChannelInfo("alpha", w.hash), secure.Credential{Name: "sensor-1", Key: sensorKey}, secure.ClientSessionOptions{})
+	pub, info := w.channel("alpha")
+	cs, err := secure.NewClientSession(pub, info, secure.Credential{Name: "sensor-1", Key: sensorKey}, secure.ClientSessionOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -276,6 +276,21 @@ func (w *world) connect(ctx context.Context) (*client.Client, error) {
 	})
 }
 
+// channel returns service's client-channel key, as the coordinator
+// serves it, and the channel's info.
+func (w *world) channel(service string) (*secure.PublicKey, []byte) {
+	w.t.Helper()
+	var sk provision.ServiceKeyResponse
+	if err := provision.Decode(w.request(provision.AddressServiceKey, mustEncode(w.t, provision.ServiceKeyRequest{Service: service})), &sk); err != nil {
+		w.t.Fatal(err)
+	}
+	pub, err := secure.ParsePublicKey(sk.PublicKey)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return pub, secure.ChannelInfo(service, w.hash)
+}
+
 func mustEncode(t testing.TB, v any) []byte {
 	b, err := provision.Encode(v)
 	if err != nil {
@@ -478,15 +493,7 @@ func TestSecuredAddresses(t *testing.T) {
 	}
 
 	// Client channel: a client seals to alpha's attested channel key.
-	var sk provision.ServiceKeyResponse
-	if err := provision.Decode(w.request(provision.AddressServiceKey, mustEncode(t, provision.ServiceKeyRequest{Service: "alpha"})), &sk); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := secure.ParsePublicKey(sk.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info := secure.ChannelInfo("alpha", w.hash)
+	pub, info := w.channel("alpha")
 	cs, err := secure.NewClientSession(pub, info, secure.Credential{Name: "sensor-1", Key: sensorKey}, secure.ClientSessionOptions{})
 	if err != nil {
 		t.Fatal(err)
