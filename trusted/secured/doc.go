@@ -132,7 +132,8 @@
 // client. A handshake opens a session by itself, so the layer keeps, with
 // the replay windows, the sessions whose handshake it handled within the
 // handshake age (plus the clock skew allowed): a restarted instance
-// refuses a copy of such a handshake as a replay (CodeAlreadyHandled).
+// refuses a handshake of such a session (CodeSessionUnknown: a client
+// whose session the restart cut seals its message again).
 // Without freshness that record can be rolled back like the windows, or
 // lost in the second before a crash; a handshake can always be replayed to
 // another instance. A service that must never apply a message twice keeps

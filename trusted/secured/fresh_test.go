@@ -355,7 +355,7 @@ func TestFreshnessWithTheCoordinator(t *testing.T) {
 		}
 	}
 	var re *bus.ReplyError
-	if _, err := w.try("sec.client", handshake); !errors.As(err, &re) || re.Code != wire.CodeAlreadyHandled {
+	if _, err := w.try("sec.client", handshake); !errors.As(err, &re) || re.Code != wire.CodeSessionUnknown {
 		t.Fatalf("a client handshake replayed after the restart: %v", err)
 	}
 	if n, _ := seen.get("sec.client"); n != 1 {

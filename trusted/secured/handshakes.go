@@ -21,15 +21,20 @@ import (
 // the layer also remembers the sessions whose handshake it handled, for as
 // long as the table would accept that handshake (the handshake age plus
 // the clock skew allowed), and keeps that record in protected storage with
-// the replay windows: a restarted instance refuses a replayed handshake as
-// a replay (wire.CodeAlreadyHandled). With freshness, every checkpoint
-// covers the record like the windows.
+// the replay windows: a restarted instance refuses a handshake of such a
+// session as of an unknown session (wire.CodeSessionUnknown), so a
+// replay is not handled, and a client whose session was cut by the
+// restart seals its message again in a new session. With freshness, every
+// checkpoint covers the record like the windows.
 
 // handshakes is the record: session → until when a copy of its handshake
-// could still be accepted.
+// could still be accepted. Only the sessions of an earlier life (restored)
+// are refused: this life's session table knows its own, and a client
+// repeats the handshake in its first messages until one is answered.
 type handshakes struct {
 	mu    sync.Mutex
 	until map[secure.SessionID]time.Time
+	prior map[secure.SessionID]bool // restored from storage
 	dirty bool
 }
 
@@ -54,13 +59,13 @@ func (h *handshakes) remember(session secure.SessionID, now time.Time, o secure.
 	h.dirty = true
 }
 
-// handled reports whether session's handshake was handled (and could
-// still be accepted at now).
-func (h *handshakes) handled(session secure.SessionID, now time.Time) bool {
+// handledBefore reports whether session's handshake was handled by an
+// earlier life of the instance (and could still be accepted at now).
+func (h *handshakes) handledBefore(session secure.SessionID, now time.Time) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	u, ok := h.until[session]
-	return ok && now.Before(u)
+	return ok && h.prior[session] && now.Before(u)
 }
 
 // marshal drops what expired and encodes the rest; ok is false when
@@ -76,6 +81,7 @@ func (h *handshakes) marshal(now time.Time) (b []byte, ok bool) {
 	for id, u := range h.until {
 		if !now.Before(u) {
 			delete(h.until, id)
+			delete(h.prior, id)
 			continue
 		}
 		b = append(b, id[:]...)
@@ -94,6 +100,9 @@ func (h *handshakes) restore(b []byte) error {
 	if h.until == nil {
 		h.until = map[secure.SessionID]time.Time{}
 	}
+	if h.prior == nil {
+		h.prior = map[secure.SessionID]bool{}
+	}
 	for ; len(b) > 0; b = b[handshakeRecordSize:] {
 		var id secure.SessionID
 		copy(id[:], b)
@@ -101,6 +110,7 @@ func (h *handshakes) restore(b []byte) error {
 		if u.After(h.until[id]) {
 			h.until[id] = u
 		}
+		h.prior[id] = true
 	}
 	return nil
 }

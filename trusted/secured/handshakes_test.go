@@ -25,7 +25,10 @@ func TestHandshakeRecord(t *testing.T) {
 	if err := r.restore(enc); err != nil {
 		t.Fatal(err)
 	}
-	if !r.handled(a, now.Add(5*time.Minute)) || r.handled(b, now) || r.handled(a, now.Add(time.Hour)) {
+	if h.handledBefore(a, now) {
+		t.Fatal("a session of this life counts as one of an earlier life")
+	}
+	if !r.handledBefore(a, now.Add(5*time.Minute)) || r.handledBefore(b, now) || r.handledBefore(a, now.Add(time.Hour)) {
 		t.Fatal("restored record does not answer as the original")
 	}
 	if err := r.restore(enc[:5]); err == nil {

@@ -374,8 +374,8 @@ func (k *keys) openClient(d *trusted.Delivery) (trusted.Opened, error) {
 		return pub, ok
 	}
 	now := time.Now()
-	if h, err := secure.ParseSessionMessage(d.Body); err == nil && h.Handshake && k.hs.handled(h.Session, now) {
-		return nil, fmt.Errorf("%w: the handshake of session %s was handled before this instance restarted", secure.ErrReplay, h.Session)
+	if h, err := secure.ParseSessionMessage(d.Body); err == nil && h.Handshake && k.hs.handledBefore(h.Session, now) {
+		return nil, fmt.Errorf("%w: session %s was opened before this instance restarted: seal the message again in a new session", secure.ErrSessionUnknown, h.Session)
 	}
 	m, err := k.sessions.Open(ch, info, lookup, d.Body, now)
 	if err != nil {
