@@ -32,6 +32,7 @@ type Runtime struct {
 	sealMode string // "gramine", "simulated" or "custom"
 	nameKey  []byte // HMAC key for the storage names the host sees
 	store    storeCache
+	tracker  StoreTracker // see TrackStore
 }
 
 // Identity is the enclave identity as the host measured or was told it.
@@ -67,6 +68,15 @@ func (rt *Runtime) StorageErr() error { return rt.sealErr }
 // work with it.
 func (rt *Runtime) Go(f func(ctx context.Context)) {
 	rt.s.wg.Go(func() { f(rt.s.ctx) })
+}
+
+// Fatal ends the instance because of err, which the host receives as the
+// Fatal reason (Serve returns context.Canceled): for a Layer's background
+// work that finds the instance must not go on serving.
+func (rt *Runtime) Fatal(err error) {
+	rt.log.Error("stopping the enclave", "err", err.Error())
+	rt.s.fatal(err)
+	rt.s.halt()
 }
 
 // Instance returns the instance number from Init.
@@ -169,6 +179,9 @@ func (rt *Runtime) oneWay(ctx context.Context, kind wire.Kind, address string, h
 			return err
 		}
 	}
+	if err := rt.hold(ctx); err != nil {
+		return fmt.Errorf("trusted: %s to %q: %w", kind, address, err)
+	}
 	headers = passTrace(ctx, headers)
 	var m boundary.Message = &boundary.Send{Address: address, Headers: headers, Body: body}
 	if kind == wire.KindPublish {
@@ -236,6 +249,9 @@ func (rt *Runtime) request(ctx context.Context, address string, headers map[stri
 		if dl, ok := ctx.Deadline(); ok {
 			timeout = max(time.Until(dl), time.Millisecond)
 		}
+	}
+	if err := rt.hold(ctx); err != nil {
+		return nil, fmt.Errorf("trusted: request to %q: %w", address, err)
 	}
 	headers = passTrace(ctx, headers)
 	m, err := rt.s.call(ctx, func(id uint64) boundary.Message {
@@ -317,6 +333,10 @@ func (c *Call) handled(f *boundary.Fail) {
 		m = f
 	}
 	c.doneToken = 0
+	if err := c.hold(c.s.ctx); err != nil {
+		c.s.rt.log.Warn("a handled message is not reported: protected storage did not become durable", "address", c.address, "err", err)
+		return
+	}
 	if err := c.s.conn.Send(m); err != nil && !errors.Is(err, boundary.ErrClosed) {
 		c.s.rt.log.Warn("could not report a handled message to the host", "address", c.address, "err", err)
 	}
@@ -391,6 +411,9 @@ func (c *Call) answer(m boundary.Message) error {
 		// only if it succeeded: a failed one may be retried.
 		_, ok := m.(*boundary.Reply)
 		c.opened.Settle(ok)
+	}
+	if err := c.hold(c.s.ctx); err != nil {
+		return fmt.Errorf("trusted: answer %q: %w", c.address, err)
 	}
 	err := c.s.conn.Send(m)
 	if errors.Is(err, boundary.ErrFrameTooLarge) {

@@ -60,9 +60,14 @@
 // (StoreGet) and unseals it. The blob is bound to the storage key (as
 // associated data), so the host cannot swap values between keys, and the
 // key name the host sees is an HMAC of the key under a sealing-derived key,
-// so the host does not learn the key names either. The host can still drop
-// a value or roll it back to an older blob of the same key: storage has no
-// freshness guarantee.
+// so the host does not learn the key names either. Inside the seal, every
+// blob carries a Version (blob format 2; format 1 blobs still open, as
+// Version zero). On its own, storage has no freshness guarantee: the host
+// can drop a value or roll it back to an older blob of the same key. A
+// Layer can install a StoreTracker (Runtime.TrackStore) that refuses such
+// blobs (ErrRolledBack) and holds messages until the writes before them
+// are registered: the secured-address layer does, with package
+// trusted/fresh, when the manifest declares freshness.
 //
 // The runtime keeps the values it read or wrote (and the keys it found
 // absent) in enclave memory, least recently used out first, bounded by

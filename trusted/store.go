@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -29,7 +30,92 @@ const storeEntryOverhead = 96
 // ErrStorage wraps failures the host reports for protected storage.
 var ErrStorage = errors.New("trusted: host storage failed")
 
-const storeAADPrefix = "cloister/trusted/store/v1\x00"
+// ErrRolledBack is wrapped by a Get that found a blob older than the one
+// the instance wrote or registered last (see StoreTracker): the host rolled
+// protected storage back.
+var ErrRolledBack = errors.New("trusted: protected storage rolled back")
+
+// StoreFormat is the format of a protected-storage blob's contents,
+// inside the seal (seal.Version is the seal's own): 2 since blobs carry a
+// Version; format 1 blobs still open.
+const StoreFormat = 2
+
+// Associated-data prefixes of protected-storage blobs: version 1 (no
+// longer written) holds the value; version 2 holds the blob's Version (16
+// bytes, big-endian Gen then Seq) and then the value.
+const (
+	storeAADPrefix   = "cloister/trusted/store/v1\x00"
+	storeAADPrefixV2 = "cloister/trusted/store/v2\x00"
+)
+
+// Version orders the blobs of one instance's protected storage: Gen is the
+// instance's incarnation, Seq its write count within it. A version 1 blob
+// has the zero Version.
+type Version struct{ Gen, Seq uint64 }
+
+// Less reports whether v is older than w.
+func (v Version) Less(w Version) bool { return v.Gen < w.Gen || (v.Gen == w.Gen && v.Seq < w.Seq) }
+
+// A StoreTracker makes protected storage refuse rolled-back blobs
+// (package trusted/fresh implements it; see Runtime.TrackStore).
+type StoreTracker interface {
+	// Next returns the Version of the blob a Put of key seals; it is
+	// called in the order the writes go out.
+	Next(key string) Version
+	// Expect is called before the host is asked for key's blob (in the
+	// order of the writes, like Next); the function it returns checks the
+	// answer — found, and v the blob's Version — and returns an error
+	// wrapping ErrRolledBack when it is older than what the tracker knew
+	// when it was asked.
+	Expect(key string) func(v Version, found bool) error
+	// Hold returns once a message may leave the enclave: a reply, a Done,
+	// a send, a publish or a request (ctx is the request's, or the
+	// instance's).
+	Hold(ctx context.Context) error
+}
+
+// TrackStore installs t: from then on Put seals blobs with t's versions,
+// Get hands every blob the host returns to t's check, and messages wait
+// for t.Hold before they leave. Only a Layer's Start may call it (before
+// the instance serves), once.
+func (rt *Runtime) TrackStore(t StoreTracker) { rt.tracker = t }
+
+// hold waits for the tracker (if any) before a message leaves.
+func (rt *Runtime) hold(ctx context.Context) error {
+	if rt.tracker != nil {
+		return rt.tracker.Hold(ctx)
+	}
+	return nil
+}
+
+// seal seals value for key, with t's next version (the zero Version
+// without a tracker).
+func (rt *Runtime) seal(t StoreTracker, key string, value []byte) ([]byte, error) {
+	var v Version
+	if t != nil {
+		v = t.Next(key)
+	}
+	p := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(make([]byte, 0, 16+len(value)), v.Gen), v.Seq)
+	return rt.sealer.Seal(append(p, value...), []byte(storeAADPrefixV2+key))
+}
+
+// unseal opens key's blob (either version) and checks it with check (if
+// set).
+func (rt *Runtime) unseal(check func(Version, bool) error, key string, blob []byte, found bool) ([]byte, error) {
+	var v Version
+	if found {
+		value, err := rt.sealer.Unseal(blob, []byte(storeAADPrefixV2+key))
+		if err == nil && len(value) >= 16 {
+			v, blob = Version{binary.BigEndian.Uint64(value), binary.BigEndian.Uint64(value[8:])}, value[16:]
+		} else if blob, err = rt.sealer.Unseal(blob, []byte(storeAADPrefix+key)); err != nil {
+			return nil, err
+		}
+	}
+	if check != nil {
+		return blob, check(v, found)
+	}
+	return blob, nil
+}
 
 // storeName is the name the host stores key's blob under: an HMAC of the
 // key, so the host never learns key names. Errors that cross the boundary
@@ -136,7 +222,14 @@ func (rt *Runtime) Put(ctx context.Context, key string, value []byte) error {
 		return err
 	}
 	name := rt.storeName(key)
-	blob, err := rt.sealer.Seal(value, []byte(storeAADPrefix+key))
+	c := &rt.store
+	t := rt.tracker
+	if t != nil {
+		// Versions must go out in the order they are drawn.
+		c.mu.Lock()
+		defer c.mu.Unlock()
+	}
+	blob, err := rt.seal(t, key, value)
 	if err != nil {
 		return fmt.Errorf("trusted: put %s: %w", name, err)
 	}
@@ -156,10 +249,11 @@ func (rt *Runtime) Put(ctx context.Context, key string, value []byte) error {
 	if value == nil {
 		value = []byte{}
 	}
-	c := &rt.store
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	// Under c.mu, so that the cache and the order of the frames agree.
+	if t == nil {
+		// Under c.mu, so that the cache and the order of the frames agree.
+		c.mu.Lock()
+		defer c.mu.Unlock()
+	}
 	if err := rt.s.conn.Send(&boundary.StorePut{Key: name, Blob: blob}); err != nil {
 		return fmt.Errorf("trusted: put %s: %w", name, err)
 	}
@@ -186,6 +280,10 @@ func (rt *Runtime) Get(ctx context.Context, key string) (value []byte, found boo
 		return v, found, nil
 	}
 	writes := c.writes
+	var check func(Version, bool) error
+	if rt.tracker != nil {
+		check = rt.tracker.Expect(key)
+	}
 	c.mu.Unlock()
 
 	name := rt.storeName(key)
@@ -199,10 +297,8 @@ func (rt *Runtime) Get(ctx context.Context, key string) (value []byte, found boo
 	if r.Error != "" {
 		return nil, false, fmt.Errorf("trusted: get %s: %w: %s", name, ErrStorage, r.Error)
 	}
-	if r.Found {
-		if value, err = rt.sealer.Unseal(r.Blob, []byte(storeAADPrefix+key)); err != nil {
-			return nil, false, fmt.Errorf("trusted: get %s: %w", name, err)
-		}
+	if value, err = rt.unseal(check, key, r.Blob, r.Found); err != nil {
+		return nil, false, fmt.Errorf("trusted: get %s: %w", name, err)
 	}
 	c.mu.Lock()
 	if c.writes == writes {

@@ -55,7 +55,7 @@ type Rule struct {
 // The SDK's parts, as the rows below name them.
 var (
 	core    = []string{"wire", "boundary", "seal", "trusted"}
-	secured = []string{"secure", "provision", "trusted/secured"}
+	secured = []string{"secure", "provision", "trusted/fresh", "trusted/secured"}
 	fast    = []string{"boundary/shm"}
 )
 
@@ -66,11 +66,14 @@ func list(parts ...[]string) []string { return slices.Concat(parts...) }
 // must stay out of them).
 var Table = []Rule{
 	{Package: "examples/counter/enclave", Links: list(core, []string{"examples/counter/count"}), Budget: MinimalBudget},
-	{Package: "examples/counter/secured", Links: list(core, secured, []string{"examples/counter/count"}), Budget: 6200},
+	{Package: "examples/counter/secured", Links: list(core, secured, []string{"examples/counter/count"}), Budget: 6950},
 	{Package: "enclave/internal/testimage", Links: list(core, fast, []string{"internal/testapp"}), Budget: 4000},
-	{Package: "examples/water/analytics", Links: list(core, fast, secured, []string{"examples/water/monitor"}), Budget: 7650},
-	{Package: "e2e/internal/svcimage", Links: list(core, fast, secured), Budget: 7000},
-	{Package: "coordinator/internal/joinimage", Links: list(core, secured), Budget: 6250},
+	// Freshness (trusted/fresh and its use in trusted/secured) and the
+	// record of handled client handshakes added about 740 lines to every
+	// image with the secured layer.
+	{Package: "examples/water/analytics", Links: list(core, fast, secured, []string{"examples/water/monitor"}), Budget: 8400},
+	{Package: "e2e/internal/svcimage", Links: list(core, fast, secured), Budget: 7750},
+	{Package: "coordinator/internal/joinimage", Links: list(core, secured), Budget: 7000},
 	// The replica group (quorum memory, admission, recovery) took it from
 	// 9,663 to about 11,400.
 	{Package: "coordinator/image", Links: list(core, []string{"secure", "provision", "attest", "manifest", "freshness", "coordinator"}), Net: true, Budget: 11700},
@@ -83,7 +86,8 @@ var Table = []Rule{
 	{Package: "secure", Links: []string{"wire"}, Budget: 2130},
 	{Package: "provision", Budget: 420}, // the freshness messages: 241 → 382
 	{Package: "freshness", Budget: 260},
-	{Package: "trusted/secured", Links: list(core, []string{"secure", "provision"}), Budget: 6150},
+	{Package: "trusted/fresh", Links: core, Budget: 3400},
+	{Package: "trusted/secured", Links: list(core, []string{"secure", "provision", "trusted/fresh"}), Budget: 6900},
 	{Package: "attest", Net: true, Budget: 2300},
 	{Package: "manifest", Links: []string{"wire", "attest", "secure"}, Net: true, Budget: 3650},
 	{Package: "manifest/manifestyaml", Links: []string{"wire", "attest", "secure", "manifest"}, Modules: []string{"go.yaml.in/yaml/v3"}, Net: true, Budget: 3700},

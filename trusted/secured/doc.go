@@ -94,22 +94,50 @@
 // messages, and log records. Put no payload in any of them.
 //
 // Replay windows survive restarts: the windows of the secured addresses the
-// service consumes are saved in protected storage (every second when they
-// changed, and at Shutdown; per instance number) and restored after the
-// first join — except on durable addresses, whose at-least-once redelivery
-// after a crash must be accepted again.
+// service consumes are saved in protected storage (per instance number)
+// and restored after the first join — except on durable addresses, whose
+// at-least-once redelivery after a crash must be accepted again. Without
+// freshness they are saved every second when they changed, and at
+// Shutdown.
+//
+// Freshness. When the grant carries freshness (provision.FreshnessGrant:
+// the manifest declares it), the layer starts package trusted/fresh's
+// tracker right after the first join, before the windows are restored:
+//
+//	→ provision.AddressFreshRead  FreshRead{Service, Instance, Nonce, MAC}   ← Registered{…, Signature}
+//	  local index older than the registered version: Fatal (the reason names both counters)
+//	→ provision.AddressCheckpoint Checkpoint{Service, Instance, Counter, Digest, Nonce, MAC} ← Registered{…}
+//
+// MAC is HMAC-SHA256 under FreshnessGrant.Key; an answer counts only if it
+// names the subject and the request's nonce and the grant's
+// CoordinatorKey signed it (else ErrBadRegistered, retried). Every
+// checkpoint first saves the replay windows that changed (and the record
+// of handled client handshakes, below), and a message opened on such an
+// address counts as a write: with a checkpoint interval
+// of 0, its reply leaves only once a checkpoint covering its window is
+// registered, so a restart from any state the host kept refuses it as a
+// replay. With an interval, replays are bounded to what was accepted since
+// the last checkpoint. The counters (rolled-back blobs refused,
+// checkpoints, failed checkpoint attempts) are in Rejections under
+// FreshnessAddress. See package trusted/fresh for what is sealed,
+// registered and refused.
 //
 // Limits. Windows are per instance: a host can deliver a captured send or
-// request to another instance of the same service; it can roll protected
-// storage back, or replay within the second before a crash, to an
-// instance it restarts. Rotating the key epoch bounds such replays
-// completely. Client sessions live in one instance's memory: a message of
-// a session another instance opened, or one opened before a restart, is
-// refused with CodeSessionUnknown and sealed again by its client; a
-// handshake younger than secure.DefaultHandshakeAge can be replayed to an
-// instance that restarted (its windows are empty), so a service that must
-// never apply a message twice keeps its own sequence numbers in protected
-// storage. The runtime does not verify the coordinator it joins: it
+// request to another instance of the same service. Without freshness it
+// can roll protected storage back, or replay within the second before a
+// crash, to an instance it restarts. Rotating the key epoch bounds such
+// replays completely. Client sessions live in one instance's memory: a
+// message of a session another instance opened, or one opened before a
+// restart, is refused with CodeSessionUnknown and sealed again by its
+// client. A handshake opens a session by itself, so the layer keeps, with
+// the replay windows, the sessions whose handshake it handled within the
+// handshake age (plus the clock skew allowed): a restarted instance
+// refuses a handshake of such a session (CodeSessionUnknown: a client
+// whose session the restart cut seals its message again).
+// Without freshness that record can be rolled back like the windows, or
+// lost in the second before a crash; a handshake can always be replayed to
+// another instance. A service that must never apply a message twice keeps
+// its own sequence numbers in protected storage. The runtime does not verify the coordinator it joins: it
 // accepts a grant that opens with its own key (see SECURITY.md).
 //
 // The join (Join) is the only implementation of the enclave's side of the

@@ -49,8 +49,10 @@ func Layer(opts Options) func(rt *trusted.Runtime) trusted.Layer {
 	}
 }
 
-// Start joins the coordinator (retrying until Options.JoinTimeout), then
-// restores the replay windows and saves them every windowSaveInterval.
+// Start joins the coordinator (retrying until Options.JoinTimeout), then,
+// when the grant carries freshness, checks the local state against the
+// group's and restores the replay windows (see the package doc); without
+// it, restores them and saves them every windowSaveInterval.
 func (k *keys) Start(ctx context.Context) error {
 	jctx, cancel := context.WithTimeout(ctx, k.opts.JoinTimeout)
 	err := k.joinRetrying(jctx)
@@ -59,8 +61,14 @@ func (k *keys) Start(ctx context.Context) error {
 		return err
 	}
 	if k.rt.StorageErr() == nil {
-		k.restoreWindows(ctx)
-		k.rt.Go(k.persistWindows)
+		tracked, err := k.startFreshness(ctx) // restores the windows with freshness
+		if err != nil {
+			return err
+		}
+		if !tracked {
+			k.restoreWindows(ctx)     // no rollback to refuse
+			k.rt.Go(k.persistWindows) // with freshness, every checkpoint saves them
+		}
 	}
 	return nil
 }
@@ -144,6 +152,11 @@ func (k *keys) Stop(ctx context.Context) error {
 	}
 	if err := k.saveWindows(ctx); err != nil {
 		return fmt.Errorf("replay windows not saved at shutdown: %w", err)
+	}
+	if t := k.fresh.Load(); t != nil {
+		if err := t.Flush(ctx); err != nil {
+			return fmt.Errorf("last checkpoint not registered at shutdown: %w", err)
+		}
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/cloister-dev/cloister/provision"
 	"github.com/cloister-dev/cloister/secure"
 	"github.com/cloister-dev/cloister/trusted"
+	"github.com/cloister-dev/cloister/trusted/fresh"
 	"github.com/cloister-dev/cloister/wire"
 )
 
@@ -119,12 +120,15 @@ type keys struct {
 	info      []byte                       // secure.ChannelInfo(service, manifest hash)
 	clients   map[string]ed25519.PublicKey // the manifest's clients
 	sessions  *secure.SessionTable
+	hs        handshakes // the sessions whose handshake was handled (see handshakes.go)
 
 	joinMu   sync.Mutex // one join at a time
 	lastJoin time.Time  // guarded by joinMu
 
 	countMu  sync.Mutex
 	rejected map[string]map[string]uint64
+
+	fresh atomic.Pointer[fresh.Tracker] // nil without freshness
 }
 
 func newKeys(rt *trusted.Runtime, opts Options, service string) *keys {
@@ -297,6 +301,7 @@ func (k *keys) rejections() map[string]map[string]uint64 {
 	for a, m := range k.rejected {
 		out[a] = maps.Clone(m)
 	}
+	k.freshCounts(out)
 	return out
 }
 
@@ -344,6 +349,9 @@ func (k *keys) open(d *trusted.Delivery) (trusted.Opened, error) {
 	if !a.dirty.Load() {
 		a.dirty.Store(true)
 	}
+	if t := k.fresh.Load(); t != nil && a.persisted() {
+		t.Touch() // the next checkpoint saves the window first
+	}
 	return &sealedCall{k: k, address: d.Address, ref: o.Ref(), epoch: o.Epoch, a: a}, nil
 }
 
@@ -365,7 +373,11 @@ func (k *keys) openClient(d *trusted.Delivery) (trusted.Opened, error) {
 		pub, ok := clients[name]
 		return pub, ok
 	}
-	m, err := k.sessions.Open(ch, info, lookup, d.Body, time.Now())
+	now := time.Now()
+	if h, err := secure.ParseSessionMessage(d.Body); err == nil && h.Handshake && k.hs.handledBefore(h.Session, now) {
+		return nil, fmt.Errorf("%w: session %s was opened before this instance restarted: seal the message again in a new session", secure.ErrSessionUnknown, h.Session)
+	}
+	m, err := k.sessions.Open(ch, info, lookup, d.Body, now)
 	if err != nil {
 		if errors.Is(err, secure.ErrSessionUnknown) {
 			if h, perr := secure.ParseSessionMessage(d.Body); perr == nil && h.Handshake && h.Key != ch.PublicKey().ID() {
@@ -378,7 +390,7 @@ func (k *keys) openClient(d *trusted.Delivery) (trusted.Opened, error) {
 		return nil, err
 	}
 	d.Body, d.Headers = m.Plaintext, nil
-	return &clientCall{address: d.Address, m: m}, nil
+	return &clientCall{k: k, address: d.Address, m: m}, nil
 }
 
 func (k *keys) serviceName() string {
@@ -453,6 +465,7 @@ func (o *sealedCall) Settle(bool) {}
 
 // clientCall is a client-session message being handled.
 type clientCall struct {
+	k       *keys
 	address string
 	m       *secure.SessionMessage
 }
@@ -471,6 +484,12 @@ func (o *clientCall) SealReply(_ map[string]string, body []byte) (map[string]str
 func (o *clientCall) Settle(ok bool) {
 	if ok {
 		o.m.Commit()
+		if o.m.NewSession {
+			o.k.hs.remember(o.m.Session, time.Now(), o.k.opts.Sessions)
+			if t := o.k.fresh.Load(); t != nil {
+				t.Touch() // the next checkpoint saves the record first
+			}
+		}
 	} else {
 		o.m.Release()
 	}

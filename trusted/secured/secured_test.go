@@ -80,6 +80,8 @@ addresses:
   sec.client:   {clients: true, consume: [alpha]}
   alpha.count:  {consume: [alpha], send: [tester]}
   alpha.secret: {consume: [alpha], send: [tester]}
+  alpha.put:    {consume: [alpha], send: [tester]}
+  alpha.get:    {consume: [alpha], send: [tester]}
   beta.ask:     {consume: [beta], send: [tester]}
   beta.tell:    {consume: [beta], send: [tester]}
   beta.stray:   {consume: [beta], send: [tester]}
@@ -230,7 +232,10 @@ type world struct {
 	deaf    map[string]bool // enclaves that do not hear epoch notices
 }
 
-func newWorld(t testing.TB, allowSim bool) *world {
+func newWorld(t testing.TB, allowSim bool) *world { return newWorldWith(t, allowSim, "") }
+
+// newWorldWith is newWorld with more manifest sections (before the rest).
+func newWorldWith(t testing.TB, allowSim bool, sections string) *world {
 	t.Helper()
 	w := &world{t: t, logs: &logSink{}, enclave: map[string]*enclave.Enclave{}, deaf: map[string]bool{}}
 	w.logger = slog.New(slog.NewTextHandler(io.MultiWriter(w.logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -245,7 +250,7 @@ func newWorld(t testing.TB, allowSim bool) *world {
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	w.owner = priv
 	w.start("coordinator", coordinator.NewApp(coordinator.Options{SimPlatformKeys: []*ecdsa.PublicKey{w.root.PlatformPublicKey()}}, trusted.Options{}), bytes.Repeat([]byte{0x11}, 32))
-	m, err := manifestyaml.Parse([]byte(testManifest(pub, allowSim)))
+	m, err := manifestyaml.Parse([]byte(sections + testManifest(pub, allowSim)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,6 +274,21 @@ func (w *world) connect(ctx context.Context) (*client.Client, error) {
 		ManifestHash:      w.hash, AllowSimulation: true, SimPlatformKeys: []*ecdsa.PublicKey{w.root.PlatformPublicKey()}, Logger: w.logger,
 		Credential: secure.Credential{Name: "sensor-1", Key: sensorKey},
 	})
+}
+
+// channel returns service's client-channel key, as the coordinator
+// serves it, and the channel's info.
+func (w *world) channel(service string) (*secure.PublicKey, []byte) {
+	w.t.Helper()
+	var sk provision.ServiceKeyResponse
+	if err := provision.Decode(w.request(provision.AddressServiceKey, mustEncode(w.t, provision.ServiceKeyRequest{Service: service})), &sk); err != nil {
+		w.t.Fatal(err)
+	}
+	pub, err := secure.ParsePublicKey(sk.PublicKey)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return pub, secure.ChannelInfo(service, w.hash)
 }
 
 func mustEncode(t testing.TB, v any) []byte {
@@ -473,15 +493,7 @@ func TestSecuredAddresses(t *testing.T) {
 	}
 
 	// Client channel: a client seals to alpha's attested channel key.
-	var sk provision.ServiceKeyResponse
-	if err := provision.Decode(w.request(provision.AddressServiceKey, mustEncode(t, provision.ServiceKeyRequest{Service: "alpha"})), &sk); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := secure.ParsePublicKey(sk.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info := secure.ChannelInfo("alpha", w.hash)
+	pub, info := w.channel("alpha")
 	cs, err := secure.NewClientSession(pub, info, secure.Credential{Name: "sensor-1", Key: sensorKey}, secure.ClientSessionOptions{})
 	if err != nil {
 		t.Fatal(err)
