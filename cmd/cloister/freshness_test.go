@@ -185,7 +185,9 @@ func (a *freshApp) enclaveOf(n, image string) int {
 
 // count asks the vault to count user's request, over a verified client
 // session, through node via's NATS; it returns the count or the failure.
-func (a *freshApp) count(via, user string) (int, string) { return a.countWithin(via, user, 10*time.Second) }
+func (a *freshApp) count(via, user string) (int, string) {
+	return a.countWithin(via, user, 10*time.Second)
+}
 
 // countWithin is count, waiting at most timeout for the answer.
 func (a *freshApp) countWithin(via, user string, timeout time.Duration) (int, string) {
