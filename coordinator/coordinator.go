@@ -218,6 +218,7 @@ func (c *Coordinator) Init(ctx context.Context, rt *trusted.Runtime) error {
 			g.setReplicas(cfg.replicas)
 		}
 		rt.Go(func(ctx context.Context) { g.admit(ctx, local) })
+		rt.Go(g.refresh)
 	} else if ev, err := rt.Evidence(ctx, [64]byte{}); err != nil {
 		// Learn the evidence type now, so that the status says it at once.
 		rt.Logger().Warn("coordinator: no evidence available", "err", err)
@@ -522,6 +523,7 @@ func (in *instance) manifestSet(ctx context.Context, call *trusted.Call) ([]byte
 		g.mu.Unlock()
 		in.grp.Store(g)
 		in.ch.setKey(challengeKey(in.st.Root))
+		in.rt.Go(g.refresh)
 	}
 	if err := in.install(ctx, next, nil); err != nil {
 		return nil, err

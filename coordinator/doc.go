@@ -238,9 +238,13 @@
 //
 // Commits. A change of the shared state raises its version, is stored
 // locally, and is written with its sealed state to a quorum before it is
-// answered; acceptors adopt it and store it. If no quorum acknowledges it
-// (503), the change stays stored here and a retry of the same manifest
-// update sends it again.
+// answered; acceptors adopt it and store it. If no quorum acknowledges it,
+// it is answered 503 like a request that timed out: it was not confirmed,
+// and it may still take effect — it stays stored at this replica (and at
+// any that accepted it), and the highest version wins: every live replica
+// reads a quorum every two seconds and takes a newer shared state it sees
+// (publishing the epoch notice, since the enclaves may not have heard of
+// it). A retry of the same manifest update sends it again.
 //
 // Services. A Checkpoint (MAC'd with the service's freshness key,
 // HKDF(root, frame("cloister/coordinator/v1/freshness", service)), handed

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/cloister-dev/cloister/freshness"
 	"github.com/cloister-dev/cloister/manifest"
@@ -210,6 +211,12 @@ func (in *instance) catchUp(ctx context.Context, latest map[string]freshness.Ver
 		in.rt.Logger().Warn("coordinator: this replica's stored state holds a change no quorum acknowledged: dropping it for the group's",
 			"stored_version", local.Counter, "group_version", want.Counter)
 	}
+	return in.adoptFrom(ctx, want, results)
+}
+
+// adoptFrom adopts the shared state of version want from the first answer
+// in results that holds it.
+func (in *instance) adoptFrom(ctx context.Context, want provision.Register, results []peerResult) error {
 	root := in.root()
 	for _, r := range results {
 		a := r.answer
@@ -234,6 +241,63 @@ func (in *instance) catchUp(ctx context.Context, latest map[string]freshness.Ver
 		}
 	}
 	return fmt.Errorf("no replica of the quorum sent the state of version %d", want.Counter)
+}
+
+// refreshInterval is how often a live replica reads a quorum to learn
+// what it missed: a change another replica stored without a quorum's
+// acknowledgement (answered 503; it takes effect once seen), versions
+// registered while it was being admitted.
+const refreshInterval = 2 * time.Second
+
+// refresh runs until ctx ends: every refreshInterval, a live replica of a
+// group of more than one reads a quorum, learns the registers, and takes
+// the shared state of a higher coordinator version than its own.
+func (g *group) refresh(ctx context.Context) {
+	t := time.NewTicker(refreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !g.live() || g.groupSize() < 2 {
+			continue
+		}
+		if err := g.refreshOnce(ctx); err != nil && ctx.Err() == nil {
+			g.in.rt.Logger().Debug("coordinator: refresh from the group failed", "err", err)
+		}
+	}
+}
+
+func (g *group) refreshOnce(ctx context.Context) error {
+	latest, _, err := g.quorumRead(ctx, false, false)
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.mem.Learn(latest)
+	g.mu.Unlock()
+	want := register(provision.CoordinatorSubject, latest[provision.CoordinatorSubject])
+	g.in.mu.Lock()
+	held := g.in.st.Version
+	g.in.mu.Unlock()
+	if want.Counter <= held {
+		return nil
+	}
+	_, results, err := g.quorumRead(ctx, false, true)
+	if err != nil {
+		return err
+	}
+	if err := g.in.adoptFrom(ctx, want, results); err != nil {
+		return err
+	}
+	g.in.rt.Logger().Info("coordinator: took a newer state from the group", "version", want.Counter, "held", held)
+	// The replica that made the change may not have told the enclaves.
+	g.in.mu.Lock()
+	g.in.publishNotice(ctx)
+	g.in.mu.Unlock()
+	return nil
 }
 
 // fetchSecrets asks an admitted peer for the root and the state.

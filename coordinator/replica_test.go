@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -432,10 +433,43 @@ func TestReplicaRollbackRefused(t *testing.T) {
 			t.Fatalf("a read during the lost quorum answered %v, want 503", err)
 		}
 	}
+	// The live replica takes a rotation it cannot confirm: answered 503,
+	// stored there; it takes effect everywhere once the group is whole.
+	h := next.Hash()
+	rotate := provision.RotateRequest{NextEpoch: 2, Grace: "1h", Signature: ed25519.Sign(rs.owner, provision.RotateMessage(h[:], 2, "1h"))}
+	testenv.WaitFor(t.Context(), t, "the live replica took the rotation", func() error {
+		_, err := rs.call(provision.AddressRotate, rotate)
+		var re *bus.ReplyError
+		if errors.As(err, &re) && re.Code == provision.CodeUnavailable && strings.Contains(re.Message, "no quorum") {
+			return nil
+		}
+		return fmt.Errorf("not yet: %v", err)
+	})
 	rs.recover(next, 0, 1)
 	rs.waitState(provision.ReplicaLive, 0, 1, 2)
 	if r, err := rs.freshRead(g, true); err != nil || r.Counter != 5 {
 		t.Fatalf("after recovery the service's version is %+v, %v; want counter 5", r, err)
+	}
+	testenv.WaitFor(t.Context(), t, "every replica took the rotation", func() error {
+		var versions []uint64
+		for slot := range 3 {
+			for _, l := range rs.mustStatus(slot).Local {
+				if l.Subject == provision.CoordinatorSubject {
+					versions = append(versions, l.Counter)
+				}
+			}
+		}
+		if len(versions) != 3 || versions[0] != versions[1] || versions[1] != versions[2] {
+			return fmt.Errorf("coordinator versions %v", versions)
+		}
+		return nil
+	})
+	g2, err := rs.grant()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g2.Epoch != 2 {
+		t.Fatalf("a grant after the group is whole again has epoch %d, want 2", g2.Epoch)
 	}
 }
 
