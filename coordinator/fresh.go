@@ -550,7 +550,8 @@ func (in *instance) recover(ctx context.Context, call *trusted.Call) ([]byte, er
 	}
 	regs[provision.CoordinatorSubject] = freshness.Version{Counter: held, Digest: d}
 	g.mu.Lock()
-	number := regs[freshness.MemberSubject(freshness.Slot(g.slot))].Counter + 1
+	// Above any number an admission attempt of this life registered.
+	number := max(regs[freshness.MemberSubject(freshness.Slot(g.slot))].Counter, g.me.Number) + 1
 	for k, v := range g.mem.Holds() { // what this life already learned stays
 		if v.Counter > regs[k].Counter {
 			regs[k] = v

@@ -258,6 +258,13 @@ func (g *group) setReplicas(n int) {
 	g.mu.Unlock()
 }
 
+// phaseIs reports whether the replica is in phase.
+func (g *group) phaseIs(phase string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.phase == phase
+}
+
 // live reports whether this replica answers.
 func (g *group) live() bool {
 	g.mu.Lock()
@@ -757,6 +764,12 @@ func (g *group) admit(ctx context.Context, local *provision.Register) {
 		if done {
 			return
 		}
+		if err != nil && g.phaseIs(phaseNeedsRecovery) {
+			// Waiting for the owner, it still tries the others: once
+			// enough of them are live (another replica recovered), an
+			// ordinary admission brings it the latest versions.
+			continue
+		}
 		if err != nil {
 			g.setPhase(phaseAdmitting, err.Error())
 			if attempt%20 == 0 {
@@ -769,6 +782,9 @@ func (g *group) admit(ctx context.Context, local *provision.Register) {
 // admitOnce is one attempt at the three steps of an admission (see the
 // package documentation); done when live or waiting for recovery.
 func (g *group) admitOnce(ctx context.Context, local *provision.Register) (bool, error) {
+	if g.live() { // the owner's recovery statement came first
+		return true, nil
+	}
 	// Step 1: read from a quorum of the other slots.
 	latest, results, err := g.quorumRead(ctx, true, false)
 	liveAnswers, notLive, missing := 0, 0, 0
@@ -800,7 +816,7 @@ func (g *group) admitOnce(ctx context.Context, local *provision.Register) (bool,
 			// Every other slot answered and too few are live: the
 			// latest versions are gone from every enclave memory.
 			g.needRecovery(ctx, fmt.Sprintf("a majority of the %d replicas restarted (%d others live): the latest versions are lost; the owner's recovery statement is needed", n, liveAnswers))
-			return true, nil
+			return n == 1, err
 		default:
 			return false, fmt.Errorf("waiting for a quorum (%d live, %d not live, %d not answering): %w", liveAnswers, notLive, missing, err)
 		}
@@ -825,6 +841,10 @@ func (g *group) admitOnce(ctx context.Context, local *provision.Register) (bool,
 		return false, err
 	}
 	g.mu.Lock()
+	if g.phase == phaseLive { // recovered by the owner meanwhile
+		g.mu.Unlock()
+		return true, nil
+	}
 	g.mem.Learn(latest)
 	g.mem.Admit(number)
 	g.phase, g.reason, g.recoveryNonce = phaseLive, "", nil
@@ -848,9 +868,13 @@ func (g *group) genesis(ctx context.Context) error {
 // needRecovery waits for the owner: a fresh recovery nonce, state
 // needs-recovery.
 func (g *group) needRecovery(_ context.Context, reason string) {
+	g.mu.Lock()
+	if g.phase == phaseNeedsRecovery {
+		g.mu.Unlock()
+		return // the nonce the owner may be signing stays
+	}
 	nonce := make([]byte, provision.NonceSize)
 	_, _ = rand.Read(nonce)
-	g.mu.Lock()
 	g.recoveryNonce = nonce
 	g.mu.Unlock()
 	g.setPhase(phaseNeedsRecovery, reason)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cloister-dev/cloister/boundary"
 	"github.com/cloister-dev/cloister/seal"
+	"github.com/cloister-dev/cloister/trusted"
 	"github.com/cloister-dev/cloister/secure"
 )
 
@@ -33,6 +34,7 @@ type versionReport struct {
 	Sessions  int    `json:"client_session"`      // secure.SessionVersion
 	Envelopes int    `json:"secured_envelope"`    // secure.Version
 	SealBlobs int    `json:"seal_format"`         // seal.Version
+	Store     int    `json:"store_format"`        // trusted.StoreFormat
 	LinkTime  bool   `json:"link_time,omitempty"` // Version was set with -ldflags -X main.version
 }
 
@@ -48,6 +50,7 @@ func newVersionReport(info *debug.BuildInfo, linked string) versionReport {
 		Sessions:  secure.SessionVersion,
 		Envelopes: secure.Version,
 		SealBlobs: seal.Version,
+		Store:     trusted.StoreFormat,
 	}
 	if info != nil {
 		if info.Main.Path != "" {
@@ -92,7 +95,8 @@ boundary protocol  %d
 client sessions    %d
 secured envelopes  %d
 sealed blobs       %d
-`, v, r.Module, r.Go, r.Platform, r.Boundary, r.Sessions, r.Envelopes, r.SealBlobs)
+protected storage  %d
+`, v, r.Module, r.Go, r.Platform, r.Boundary, r.Sessions, r.Envelopes, r.SealBlobs, r.Store)
 }
 
 func versionCommand() *cobra.Command {
