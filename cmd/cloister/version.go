@@ -10,8 +10,8 @@ import (
 
 	"github.com/cloister-dev/cloister/boundary"
 	"github.com/cloister-dev/cloister/seal"
-	"github.com/cloister-dev/cloister/trusted"
 	"github.com/cloister-dev/cloister/secure"
+	"github.com/cloister-dev/cloister/trusted"
 )
 
 // version is set at link time with -ldflags "-X main.version=v1.2.3"; when
