@@ -724,6 +724,11 @@ func TestSessionEvictionThroughTheRuntime(t *testing.T) {
 	}
 	const clients, each = 10, 10
 	var wg sync.WaitGroup
+	// Every client opens its session before any sends its second request,
+	// so that more sessions are open than the table keeps, however the
+	// goroutines are scheduled.
+	var opened sync.WaitGroup
+	opened.Add(clients)
 	for i := range clients {
 		c := cl.As(secure.Credential{Name: "sensor-1", Key: sensorKey}) // its own sessions
 		wg.Add(1)
@@ -732,6 +737,10 @@ func TestSessionEvictionThroughTheRuntime(t *testing.T) {
 			for j := range each {
 				body := fmt.Sprintf("c%d-r%d", i, j)
 				out, err := c.Request(ctx, "sec.client", "alpha", []byte(body))
+				if j == 0 {
+					opened.Done()
+					opened.Wait()
+				}
 				if err != nil || string(out) != "ok "+body {
 					t.Errorf("%s: %q %v", body, out, err)
 					return
