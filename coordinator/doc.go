@@ -232,7 +232,10 @@
 // write the old incarnation acknowledged before (2); fetch the secrets if
 // it has no state; adopt the shared state of the latest coordinator
 // version, refusing (counting, logging) a stored state older than it; go
-// live. Slot 0 without stored state that finds no live replica makes a
+// live. A slot joins the group for the first time only once every lower
+// slot answers live: two first admissions at once could each register
+// before either is live, and once every slot is registered each would
+// need the other. Slot 0 without stored state that finds no live replica makes a
 // new group (a new root) — a host that hides a live group from it gets a
 // second group, whose keys nothing issued by the first opens.
 //

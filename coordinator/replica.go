@@ -821,6 +821,16 @@ func (g *group) admitOnce(ctx context.Context, local *provision.Register) (bool,
 			return false, fmt.Errorf("waiting for a quorum (%d live, %d not live, %d not answering): %w", liveAnswers, notLive, missing, err)
 		}
 	}
+	// Replicas join the group the first time in slot order: two slots
+	// registered at once, neither live yet, would each wait for the other
+	// (once every slot is registered, a quorum is a majority).
+	if latest[freshness.MemberSubject(freshness.Slot(g.slot))].Counter == 0 {
+		for s := range g.slot {
+			if !slices.ContainsFunc(results, func(r peerResult) bool { return r.slot == s && r.answer != nil }) {
+				return false, fmt.Errorf("waiting for replica %d to join the group first (replicas join in slot order)", s)
+			}
+		}
+	}
 	// Step 2: register this incarnation as the next of its slot.
 	g.mu.Lock()
 	number := latest[freshness.MemberSubject(freshness.Slot(g.slot))].Counter + 1

@@ -592,7 +592,12 @@ func TestStorageFullMidStream(t *testing.T) {
 		}
 		return false
 	})
-	if n := acceptedReadingsNow(ctx, t, a); n > before+uint64(cfg.Sensors.Count) {
+	// Allowed: the readings in flight, and the few records the journal's
+	// last page (allocated before the filler took the rest) still holds —
+	// tmpfs allocates whole 4 KiB pages. Without the failure readings go
+	// on at 80 a second, hundreds while the enclave restarts twice.
+	const lastPageRecords = 16
+	if n := acceptedReadingsNow(ctx, t, a); n > before+uint64(cfg.Sensors.Count)+lastPageRecords {
 		t.Errorf("%d readings applied while the storage was full (before: %d)", n, before)
 	}
 	if err := os.Remove(filler); err != nil {
