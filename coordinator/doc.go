@@ -194,7 +194,9 @@
 // SHA-512(frame("cloister/coordinator/v1/replica", slot, key, box key)).
 // A replica accepts a peer only if that evidence verifies, is of the kind
 // of its own (SGX or simulated), and names its own MRENCLAVE and MRSIGNER
-// (and no debug enclave unless it is one). A slot counts only in its
+// (and no debug enclave unless it is one) and, when the manifest lists a
+// service named "coordinator" with identities, satisfies them (with the
+// manifest's TCB and simulation policy). A slot counts only in its
 // current incarnation: the member register's number, raised by each
 // admission.
 //

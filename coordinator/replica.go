@@ -117,6 +117,10 @@ func replicaReportData(slot int, key, box []byte) [64]byte {
 	return sha512.Sum512([]byte(frame(labelReplica, strconv.Itoa(slot), string(key), string(box))))
 }
 
+// coordinatorService is the manifest service whose identities, when the
+// manifest lists it, every replica must satisfy.
+const coordinatorService = "coordinator"
+
 // Replica phases (provision.Replica*).
 const (
 	phaseAdmitting     = provision.ReplicaAdmitting
@@ -234,6 +238,18 @@ func (g *group) checkPeer(ctx context.Context, id peerID) error {
 		return fmt.Errorf("replica measurement %x (signer %x) is not this coordinator's %x", claims.MREnclave, claims.MRSigner, own.MREnclave)
 	case claims.Debug && !own.Debug:
 		return errors.New("replica is a debug enclave")
+	}
+	// When the manifest names the coordinator's identities (an
+	// application's manifest does), a replica must satisfy them too.
+	g.in.mu.Lock()
+	m := g.in.m
+	g.in.mu.Unlock()
+	if m != nil {
+		if svc, err := m.Service(coordinatorService); err == nil && svc.Trusted() {
+			if err := m.Check(coordinatorService, claims); err != nil {
+				return fmt.Errorf("replica is not among the manifest's coordinator identities: %w", err)
+			}
+		}
 	}
 	g.mu.Lock()
 	if len(g.verified) > 1024 { // incarnations come and go: forget old ones
