@@ -53,8 +53,8 @@
 //   - registered counter 0 (nothing registered: a first start, or a state
 //     written before freshness was declared): accepted — unless the index
 //     names another group and a counter above 0 (the group that knew it is
-//     gone: only the owner's recovery statement, which registers a version
-//     again, can continue from it);
+//     gone: bring its replicas back, or remove the instance's state to
+//     start it afresh);
 //   - no local index, a lower local counter, or the same counter with
 //     another digest: refused. Start returns an error wrapping
 //     ErrStaleState and trusted.ErrRolledBack that names both counters,

@@ -190,7 +190,7 @@ func (t *Tracker) accept(local *index, counter uint64, digest []byte) error {
 	}
 	switch {
 	case counter == 0 && local != nil && local.counter > 0 && !bytes.Equal(local.group, t.opts.Group):
-		return refuse("the local state (counter %d) was registered with another coordinator group, which is gone; only the owner's recovery statement can name it", local.counter)
+		return refuse("the local state (counter %d) was registered with another coordinator group, which is gone: bring that group's replicas back, or remove this instance's state to start it afresh", local.counter)
 	case counter == 0:
 		return nil
 	case local == nil:
