@@ -202,6 +202,12 @@ func (c *Coordinator) Init(ctx context.Context, rt *trusted.Runtime) error {
 			return err
 		}
 		in.grp.Store(g)
+		// The stored manifest says N; without one, the host's count.
+		if m != nil {
+			g.setReplicas(m.Replicas())
+		} else {
+			g.setReplicas(cfg.replicas)
+		}
 		var local *provision.Register
 		if found {
 			in.ch.setKey(challengeKey(st.Root))
@@ -210,12 +216,6 @@ func (c *Coordinator) Init(ctx context.Context, rt *trusted.Runtime) error {
 				return err
 			}
 			local = &provision.Register{Subject: provision.CoordinatorSubject, Counter: st.Version, Digest: d[:]}
-			g.setReplicas(cfg.replicas)
-			if m != nil {
-				g.setReplicas(m.Replicas())
-			}
-		} else {
-			g.setReplicas(cfg.replicas)
 		}
 		rt.Go(func(ctx context.Context) { g.admit(ctx, local) })
 		rt.Go(g.refresh)

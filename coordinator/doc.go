@@ -121,6 +121,9 @@
 //	address key      secure.DeriveAddressKey(root, address, epoch)
 //	generated secret HKDF-SHA256(root, info = frame("cloister/coordinator/v1/secret", service, name)), length from the manifest
 //	channel key      X-Wing (ML-KEM-768 + X25519) DeriveKeyPair(HKDF-SHA256(root, info = frame("cloister/coordinator/v1/channel-key", service)))
+//	freshness key    HKDF-SHA256(root, info = frame("cloister/coordinator/v1/freshness", service)), 32 bytes (replicas)
+//	challenge key    HKDF-SHA256(root, info = frame("cloister/coordinator/v1/challenge")), 32 bytes (replicas)
+//	state key        HKDF-SHA256(root, info = frame("cloister/coordinator/v1/replica-state")), 32 bytes (replicas)
 //
 // where frame is each field prefixed by its u16 length. So every instance
 // of a service, before and after any restart of the coordinator, gets the
@@ -208,7 +211,7 @@
 //
 //	read     → every register held and, when asked (the last read of an
 //	           admission), the shared state at the held version, sealed with AES-256-GCM under
-//	           HKDF(root, "cloister/coordinator/v1/replica-state"), the
+//	           HKDF(root, frame("cloister/coordinator/v1/replica-state")), the
 //	           version as additional data
 //	write    (register[, sealed shared state]) → ack; refused if the
 //	           counter is below the one held (stale: a rollback, counted

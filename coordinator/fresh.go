@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -105,7 +104,7 @@ func (in *instance) setSharedLocked(sh *shared, version uint64) error {
 // challengeKey derives the challenge MAC key the replicas share, so that a
 // challenge one replica issued is valid at any other.
 func challengeKey(root []byte) []byte {
-	k, err := hkdf.Key(sha256.New, root, nil, labelChallenges, 32)
+	k, err := derive(root, 32, labelChallenges)
 	if err != nil {
 		panic("coordinator: challenge key: " + err.Error()) // HKDF of 32 bytes cannot fail
 	}
@@ -115,7 +114,7 @@ func challengeKey(root []byte) []byte {
 // serviceFreshnessKey derives the key that authenticates a service's
 // checkpoints.
 func serviceFreshnessKey(root []byte, service string) ([]byte, error) {
-	k, err := hkdf.Key(sha256.New, root, nil, frame(labelFreshKey, service), 32)
+	k, err := derive(root, 32, labelFreshKey, service)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: freshness key of %s: %w", service, err)
 	}

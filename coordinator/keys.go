@@ -28,9 +28,15 @@ func frame(label string, fields ...string) string {
 	return string(b)
 }
 
+// derive is every key the root secret gives: HKDF-SHA256(root, info =
+// frame(label, fields...)), size bytes.
+func derive(root []byte, size int, label string, fields ...string) ([]byte, error) {
+	return hkdf.Key(sha256.New, root, nil, frame(label, fields...), size)
+}
+
 // deriveSecret derives the generated secret name of service.
 func deriveSecret(root []byte, service, name string, size int) ([]byte, error) {
-	k, err := hkdf.Key(sha256.New, root, nil, frame(labelSecret, service, name), size)
+	k, err := derive(root, size, labelSecret, service, name)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: derive secret %s of %s: %w", name, service, err)
 	}
@@ -41,7 +47,7 @@ func deriveSecret(root []byte, service, name string, size int) ([]byte, error) {
 // default suite): every instance of the service, before and after any
 // restart of the coordinator, gets the same key.
 func channelKey(root []byte, service string) (*secure.ServiceKey, error) {
-	ikm, err := hkdf.Key(sha256.New, root, nil, frame(labelChannel, service), 32)
+	ikm, err := derive(root, 32, labelChannel, service)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: derive channel key of %s: %w", service, err)
 	}

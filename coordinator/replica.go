@@ -6,7 +6,6 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ed25519"
-	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -311,7 +310,7 @@ func (g *group) setPhase(phase, reason string) {
 // stateKey derives the AEAD key that seals the shared state between
 // replicas (every admitted replica holds the root).
 func stateAEAD(root []byte) (cipher.AEAD, error) {
-	k, err := hkdf.Key(sha256.New, root, nil, labelStateKey, 32)
+	k, err := derive(root, 32, labelStateKey)
 	if err != nil {
 		return nil, err
 	}
@@ -583,11 +582,6 @@ type peerResult struct {
 	err     error
 }
 
-// ask sends one request to every other slot; see askSlots.
-func (g *group) ask(ctx context.Context, op string, reg *provision.Register, state []byte, enough func([]peerResult) bool) ([]peerResult, []byte, error) {
-	return g.askOthers(ctx, peerRequest{Op: op, Register: reg, State: state}, enough)
-}
-
 // askOthers sends req to every other slot; see askSlots.
 func (g *group) askOthers(ctx context.Context, req peerRequest, enough func([]peerResult) bool) ([]peerResult, []byte, error) {
 	var others []int
@@ -741,7 +735,7 @@ func (g *group) quorumWrite(ctx context.Context, r provision.Register, state []b
 	if q.Acked(r.Subject, v, acks) { // a group of one
 		return nil
 	}
-	results, _, err := g.ask(ctx, opWrite, &r, state, func(res []peerResult) bool { return q.Acked(r.Subject, v, collect(res)) })
+	results, _, err := g.askOthers(ctx, peerRequest{Op: opWrite, Register: &r, State: state}, func(res []peerResult) bool { return q.Acked(r.Subject, v, collect(res)) })
 	if err != nil {
 		return err
 	}

@@ -289,27 +289,23 @@ func unavailable(err error) bool {
 // checkpoint registers analytics instance 0 at counter with the grant's
 // freshness key, retrying 503s for a while.
 func (rs *replicaSet) checkpoint(g *provision.Grant, counter uint64) (*provision.Registered, error) {
-	subject := provision.ServiceSubject("analytics", 0)
 	digest := bytes.Repeat([]byte{byte(counter)}, provision.DigestSize)
 	nonce := make([]byte, provision.NonceSize)
 	rand.Read(nonce)
-	req := provision.Checkpoint{Service: "analytics", Counter: counter, Digest: digest, Nonce: nonce,
-		MAC: provision.FreshnessMAC(g.Freshness.Key, provision.CheckpointMessage(subject, counter, digest, nonce))}
-	return rs.registered(g, provision.AddressCheckpoint, req, nonce)
+	return rs.registered(g, provision.AddressCheckpoint, provision.NewCheckpoint(g.Freshness.Key, "analytics", 0, counter, digest, nonce), nonce)
 }
 
 // freshRead reads analytics instance 0's registered version.
 func (rs *replicaSet) freshRead(g *provision.Grant, retry bool) (*provision.Registered, error) {
-	subject := provision.ServiceSubject("analytics", 0)
 	nonce := make([]byte, provision.NonceSize)
 	rand.Read(nonce)
-	req := provision.FreshRead{Service: "analytics", Nonce: nonce, MAC: provision.FreshnessMAC(g.Freshness.Key, provision.FreshReadMessage(subject, nonce))}
+	req := provision.NewFreshRead(g.Freshness.Key, "analytics", 0, nonce)
 	if !retry {
 		b, err := rs.call(provision.AddressFreshRead, req)
 		if err != nil {
 			return nil, err
 		}
-		return rs.checkRegistered(g, b, nonce)
+		return checkRegistered(g, b, nonce)
 	}
 	return rs.registered(g, provision.AddressFreshRead, req, nonce)
 }
@@ -319,7 +315,7 @@ func (rs *replicaSet) registered(g *provision.Grant, address string, req any, no
 	for range 50 {
 		var b []byte
 		if b, err = rs.call(address, req); err == nil {
-			return rs.checkRegistered(g, b, nonce)
+			return checkRegistered(g, b, nonce)
 		}
 		if !unavailable(err) {
 			return nil, err
@@ -329,13 +325,15 @@ func (rs *replicaSet) registered(g *provision.Grant, address string, req any, no
 	return nil, err
 }
 
-func (rs *replicaSet) checkRegistered(g *provision.Grant, b, nonce []byte) (*provision.Registered, error) {
+// checkRegistered decodes the coordinator's answer and checks it as a
+// service does.
+func checkRegistered(g *provision.Grant, b, nonce []byte) (*provision.Registered, error) {
 	var r provision.Registered
 	if err := provision.Decode(b, &r); err != nil {
 		return nil, err
 	}
-	if !bytes.Equal(r.Nonce, nonce) || !ed25519.Verify(g.CoordinatorKey, provision.RegisteredMessage(r.Subject, r.Counter, r.Digest, r.Nonce), r.Signature) {
-		return nil, errors.New("the answer is not the coordinator's signed answer to this request")
+	if err := r.Check(g.CoordinatorKey, provision.ServiceSubject("analytics", 0), nonce); err != nil {
+		return nil, err
 	}
 	return &r, nil
 }

@@ -1,9 +1,12 @@
 package provision
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -135,6 +138,38 @@ func FreshnessMAC(key, message []byte) []byte {
 // CheckFreshnessMAC reports whether mac authenticates message under key.
 func CheckFreshnessMAC(key, message, mac []byte) bool {
 	return hmac.Equal(FreshnessMAC(key, message), mac)
+}
+
+// NewCheckpoint is the Checkpoint of a service instance's version,
+// authenticated with key (FreshnessGrant.Key); nonce is the caller's fresh
+// NonceSize bytes, which the answer must echo.
+func NewCheckpoint(key []byte, service string, instance uint32, counter uint64, digest, nonce []byte) Checkpoint {
+	subject := ServiceSubject(service, instance)
+	return Checkpoint{Service: service, Instance: instance, Counter: counter, Digest: digest, Nonce: nonce,
+		MAC: FreshnessMAC(key, CheckpointMessage(subject, counter, digest, nonce))}
+}
+
+// NewFreshRead is the FreshRead of a service instance's registered
+// version, authenticated with key; see NewCheckpoint.
+func NewFreshRead(key []byte, service string, instance uint32, nonce []byte) FreshRead {
+	return FreshRead{Service: service, Instance: instance, Nonce: nonce,
+		MAC: FreshnessMAC(key, FreshReadMessage(ServiceSubject(service, instance), nonce))}
+}
+
+// Check reports whether r answers the request for subject with nonce and
+// is signed by coordinatorKey (Grant.CoordinatorKey); the error says what
+// is wrong.
+func (r *Registered) Check(coordinatorKey []byte, subject string, nonce []byte) error {
+	switch {
+	case r.Subject != subject || !bytes.Equal(r.Nonce, nonce):
+		return fmt.Errorf("an answer for subject %q or to another request", r.Subject)
+	case len(coordinatorKey) != ed25519.PublicKeySize ||
+		!ed25519.Verify(coordinatorKey, RegisteredMessage(r.Subject, r.Counter, r.Digest, r.Nonce), r.Signature):
+		return errors.New("the signature does not verify with the grant's coordinator key")
+	case len(r.Digest) != 0 && len(r.Digest) != DigestSize:
+		return fmt.Errorf("digest of %d bytes", len(r.Digest))
+	}
+	return nil
 }
 
 // Register is one remembered version, as listed in a ReplicaStatus and in

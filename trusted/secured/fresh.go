@@ -3,7 +3,6 @@ package secured
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -46,12 +45,10 @@ var ErrBadRegistered = errors.New("secured: bad answer from the coordinator grou
 
 // Registered implements fresh.Registry with a provision.FreshRead.
 func (r *Registry) Registered(ctx context.Context) (uint64, []byte, error) {
-	subject := provision.ServiceSubject(r.Service, r.Instance)
 	nonce := make([]byte, provision.NonceSize)
 	rand.Read(nonce)
-	req := provision.FreshRead{Service: r.Service, Instance: r.Instance, Nonce: nonce,
-		MAC: provision.FreshnessMAC(r.Key, provision.FreshReadMessage(subject, nonce))}
-	reg, err := r.ask(ctx, provision.AddressFreshRead, subject, nonce, req)
+	req := provision.NewFreshRead(r.Key, r.Service, r.Instance, nonce)
+	reg, err := r.ask(ctx, provision.AddressFreshRead, nonce, req)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -60,12 +57,10 @@ func (r *Registry) Registered(ctx context.Context) (uint64, []byte, error) {
 
 // Register implements fresh.Registry with a provision.Checkpoint.
 func (r *Registry) Register(ctx context.Context, counter uint64, digest []byte) error {
-	subject := provision.ServiceSubject(r.Service, r.Instance)
 	nonce := make([]byte, provision.NonceSize)
 	rand.Read(nonce)
-	req := provision.Checkpoint{Service: r.Service, Instance: r.Instance, Counter: counter, Digest: digest, Nonce: nonce,
-		MAC: provision.FreshnessMAC(r.Key, provision.CheckpointMessage(subject, counter, digest, nonce))}
-	reg, err := r.ask(ctx, provision.AddressCheckpoint, subject, nonce, req)
+	req := provision.NewCheckpoint(r.Key, r.Service, r.Instance, counter, digest, nonce)
+	reg, err := r.ask(ctx, provision.AddressCheckpoint, nonce, req)
 	if err != nil {
 		return err
 	}
@@ -76,7 +71,7 @@ func (r *Registry) Register(ctx context.Context, counter uint64, digest []byte) 
 }
 
 // ask sends req to address and checks the signed answer.
-func (r *Registry) ask(ctx context.Context, address, subject string, nonce []byte, req any) (*provision.Registered, error) {
+func (r *Registry) ask(ctx context.Context, address string, nonce []byte, req any) (*provision.Registered, error) {
 	body, err := provision.Encode(req)
 	if err != nil {
 		return nil, fmt.Errorf("secured: %s: %w", address, err)
@@ -98,14 +93,8 @@ func (r *Registry) ask(ctx context.Context, address, subject string, nonce []byt
 	if err := provision.Decode(resp.Body, &reg); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadRegistered, err)
 	}
-	switch {
-	case reg.Subject != subject || !bytes.Equal(reg.Nonce, nonce):
-		return nil, fmt.Errorf("%w: an answer for subject %q or another request", ErrBadRegistered, reg.Subject)
-	case len(r.CoordinatorKey) != ed25519.PublicKeySize ||
-		!ed25519.Verify(r.CoordinatorKey, provision.RegisteredMessage(reg.Subject, reg.Counter, reg.Digest, reg.Nonce), reg.Signature):
-		return nil, fmt.Errorf("%w: the signature does not verify with the grant's coordinator key", ErrBadRegistered)
-	case len(reg.Digest) != 0 && len(reg.Digest) != provision.DigestSize:
-		return nil, fmt.Errorf("%w: digest of %d bytes", ErrBadRegistered, len(reg.Digest))
+	if err := reg.Check(r.CoordinatorKey, provision.ServiceSubject(r.Service, r.Instance), nonce); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadRegistered, err)
 	}
 	return &reg, nil
 }
